@@ -1,0 +1,318 @@
+"""The protocol file: timing, response window, images, fitting, synthesis and the blocks.
+
+`load_protocol` reads a protocol YAML into a frozen `Protocol`; every key is
+described in ``protocols/kindel2017.yaml``.  Rules that need the rig (whole frames
+at its refresh rate) are checked by `closedloop.config.validate`.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from closedloop.config.blocks import Block, check_block_order, count_trials
+from closedloop.config.rig import check_device
+from closedloop.config.schema import ConfigSource, Where, build, internal, setting
+from closedloop.config.yaml_loader import load_yaml, read_text
+from closedloop.data.dataset import Preprocessing
+from closedloop.errors import ConfigError
+
+if TYPE_CHECKING:
+    from closedloop.config.rig import Rig
+
+_PERCENTILE = re.compile(r"p(\d+(?:\.\d+)?)")
+_RATE = re.compile(r"(\d+(?:\.\d+)?)\s*hz", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Target:
+    """A parsed synthesis target.
+
+    Attributes
+    ----------
+    kind
+        ``"percentile"`` (of the unit's measured rates), ``"max"`` (as high as possible)
+        or ``"rate"`` (an absolute rate).
+    value
+        The percentile (0–100, exclusive) or the rate in Hz; ``None`` for ``"max"``.
+    """
+
+    kind: Literal["percentile", "max", "rate"]
+    value: float | None = None
+
+
+def parse_target(text: str) -> Target:
+    """Parse ``"p20"``, ``"max"`` or ``"12.5hz"``.
+
+    Raises
+    ------
+    ValueError
+        If ``text`` is none of those, with a message saying what is allowed.
+    """
+    text = text.strip()
+    if text == "max":
+        return Target("max")
+    if match := _PERCENTILE.fullmatch(text):
+        percentile = float(match[1])
+        if 0 < percentile < 100:
+            return Target("percentile", percentile)
+        raise ValueError(f"percentile target {text!r} must be between p0 and p100 (exclusive), e.g. p20")
+    if match := _RATE.fullmatch(text):
+        return Target("rate", float(match[1]))
+    raise ValueError(
+        f"target {text!r} is not understood; write a percentile like 'p20', 'max', or a rate like '12.5hz'"
+    )
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Stimulus on-time and blank after it, in ms (converted to whole frames by the rig)."""
+
+    stimulus_ms: float = setting(gt=0)
+    blank_ms: float = setting(gt=0)
+
+    @property
+    def trial_ms(self) -> float:
+        return self.stimulus_ms + self.blank_ms
+
+
+@dataclass(frozen=True)
+class Response:
+    """Spike-count window after stimulus onset, [start, stop) in ms."""
+
+    window_ms: tuple[float, float] = (50.0, 100.0)
+
+    def check(self, where: Where) -> None:
+        start, stop = self.window_ms
+        if not 0 <= start < stop:
+            raise where.error("window_ms", f"must be [start, stop] with 0 <= start < stop, got [{start:g}, {stop:g}]")
+
+
+@dataclass(frozen=True)
+class Images:
+    """The pool of natural images the blocks draw from."""
+
+    n: int = setting(ge=1)
+    source: Literal["photographs"] = "photographs"
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Model fitting (DESIGN §6).
+
+    ``holdout_fraction`` of the images is held out for evaluation and
+    ``stop_fraction`` (of all images) decides early stopping; ``batch_size`` ``None``
+    is full batch; ``device`` ``None`` uses the rig's ``compute.device``.
+    """
+
+    max_epochs: int = setting(ge=1)
+    patience: int = setting(ge=1)
+    architecture: Literal["kindel2017", "factorised", "linear"] = "kindel2017"
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    holdout_fraction: float = setting(0.2, gt=0, lt=1)
+    stop_fraction: float = setting(0.14, gt=0, lt=1)
+    learning_rate: float = setting(0.001, gt=0)
+    batch_size: int | None = setting(None, ge=1)
+    dropout_keep: float = setting(0.55, gt=0, le=1)
+    ensemble: int = setting(1, ge=1)
+    device: str | None = None
+
+    def check(self, where: Where) -> None:
+        for name in ("downsample", "crop"):
+            if getattr(self.preprocessing, name) < 1:
+                raise where.error(f"preprocessing.{name}", f"must be >= 1, got {getattr(self.preprocessing, name)}")
+        if self.holdout_fraction + self.stop_fraction >= 1:
+            raise where.error(
+                "stop_fraction",
+                f"holdout_fraction + stop_fraction = {self.holdout_fraction + self.stop_fraction:g} leaves no "
+                "images to train on; keep the sum below 1",
+            )
+        if self.device is not None:
+            check_device(where, "device", self.device)
+
+
+@dataclass(frozen=True)
+class UnitSelection:
+    """Which units get synthesized images: the ``top_k`` best by held-out r."""
+
+    top_k: int = setting(ge=1)
+    by: Literal["heldout_r"] = "heldout_r"
+
+
+@dataclass(frozen=True)
+class Synthesis:
+    """Stimulus synthesis (DESIGN §7).
+
+    ``targets`` are percentiles of each unit's measured rates (``p20``), ``max``, or
+    absolute rates (``12.5hz``); ``images_per_target`` images (different noise
+    seeds) are made for each unit and target.
+    """
+
+    units: UnitSelection
+    steps: int = setting(ge=1)
+    targets: tuple[str, ...] = ("p20", "p35", "p50", "p65", "p80")
+    images_per_target: int = setting(1, ge=1)
+    seed: int | None = None
+
+    @property
+    def parsed_targets(self) -> tuple[Target, ...]:
+        return tuple(parse_target(target) for target in self.targets)
+
+    @property
+    def images_per_block(self) -> int:
+        """Images one synthesize block makes (if the session has at least ``top_k`` units)."""
+        return self.units.top_k * len(self.targets) * self.images_per_target
+
+    def check(self, where: Where) -> None:
+        if not self.targets:
+            raise where.error("targets", "give at least one target, e.g. [p20, p50, p80]")
+        for index, target in enumerate(self.targets):
+            try:
+                parse_target(target)
+            except ValueError as error:
+                raise where.error(f"targets[{index}]", str(error)) from None
+
+
+@dataclass(frozen=True)
+class FrameTiming:
+    """A protocol's durations in whole frames of one rig's display."""
+
+    stimulus_frames: int
+    blank_frames: int
+    refresh_hz: float
+
+    @property
+    def stimulus_ms(self) -> float:
+        return self.stimulus_frames * 1000.0 / self.refresh_hz
+
+    @property
+    def blank_ms(self) -> float:
+        return self.blank_frames * 1000.0 / self.refresh_hz
+
+    @property
+    def trial_ms(self) -> float:
+        return self.stimulus_ms + self.blank_ms
+
+
+@dataclass(frozen=True, kw_only=True)
+class Protocol:
+    """One experiment, as read from its YAML file.
+
+    ``source`` keeps the file's path and text (session files store the text).
+    """
+
+    name: str
+    seed: int | None = None
+    timing: Timing
+    response: Response = field(default_factory=Response)
+    images: Images
+    fit: Fit | None = None
+    synthesis: Synthesis | None = None
+    blocks: tuple[Block, ...]
+    source: ConfigSource | None = internal()
+
+    @property
+    def path(self) -> str | None:
+        return None if self.source is None else self.source.path
+
+    @property
+    def source_text(self) -> str | None:
+        return None if self.source is None else self.source.text
+
+    @property
+    def total_trials(self) -> int:
+        """Presentations if every loop runs all its iterations."""
+        synthesized = 0 if self.synthesis is None else self.synthesis.images_per_block
+        return count_trials(self.blocks, self.images.n, synthesized)
+
+    def error(self, field_name: str | None, message: str) -> ConfigError:
+        """A `ConfigError` placed at a field of this protocol's file."""
+        if self.source is None:
+            return ConfigError("<protocol>", None, field_name, message)
+        return self.source.error(field_name, message)
+
+    def frames(self, rig: Rig) -> FrameTiming:
+        """Stimulus and blank durations in whole frames at ``rig``'s refresh rate.
+
+        Raises
+        ------
+        ConfigError
+            If a duration is shorter than one frame, or rounding it to whole frames
+            changes it by more than 10 %.
+        """
+        refresh = rig.display.refresh_hz
+        counts = [self._whole_frames(name, getattr(self.timing, name), refresh) for name in ("stimulus_ms", "blank_ms")]
+        return FrameTiming(counts[0], counts[1], refresh)
+
+    def _whole_frames(self, name: str, ms: float, refresh_hz: float) -> int:
+        exact = ms * refresh_hz / 1000.0
+        frames = math.floor(exact + 0.5)  # half up, not Python's round-half-to-even
+        frame_ms = 1000.0 / refresh_hz
+        field_name = f"timing.{name}"
+        if frames < 1:
+            raise self.error(
+                field_name, f"{ms:g} ms is shorter than one frame ({frame_ms:.2f} ms at {refresh_hz:g} Hz)"
+            )
+        if abs(frames * frame_ms - ms) > 0.1 * ms:
+            low, high = max(1, int(exact)), int(exact) + 1
+            raise self.error(
+                field_name,
+                f"{ms:g} ms is {exact:.2f} frames at {refresh_hz:g} Hz and rounding to {frames} changes it by more "
+                f"than 10 %; whole frames give {low * frame_ms:.2f} ms ({_frames(low)}) or "
+                f"{high * frame_ms:.2f} ms ({_frames(high)})",
+            )
+        return frames
+
+    def check(self, where: Where) -> None:
+        stop = self.response.window_ms[1]
+        if stop > self.timing.trial_ms:
+            raise where.error(
+                "response.window_ms",
+                f"response window outside the presentation period: it ends at {stop:g} ms but a trial "
+                f"(stimulus_ms + blank_ms) lasts {self.timing.trial_ms:g} ms",
+            )
+        check_block_order(self.blocks, where, self.images.n)
+        _require_section(self.blocks, self.fit, "fit", "fit", where)
+        _require_section(self.blocks, self.synthesis, "synthesize", "synthesis", where)
+
+
+def _frames(count: int) -> str:
+    return f"{count} frame" if count == 1 else f"{count} frames"
+
+
+def _require_section(blocks: tuple[Block, ...], section: object, kind: str, key: str, where: Where) -> None:
+    if section is not None:
+        return
+    for index, block in enumerate(blocks):
+        inner = [(f"blocks[{index}].blocks[{j}]", b) for j, b in enumerate(getattr(block, "blocks", ()))]
+        for name, candidate in [(f"blocks[{index}]", block), *inner]:
+            if candidate.kind == kind:
+                raise where.error(f"{name}.kind", f"a {kind} block needs a '{key}:' section in the protocol")
+
+
+def load_protocol(path: str | Path) -> Protocol:
+    """Read and check a protocol YAML file.
+
+    Parameters
+    ----------
+    path
+        The protocol file.
+
+    Returns
+    -------
+    Protocol
+        The protocol, with its source text kept in ``protocol.source``.
+
+    Raises
+    ------
+    ConfigError
+        If the file is missing, not valid YAML, or any setting is unknown, missing,
+        of the wrong type or inconsistent (the message names the line and field).
+    """
+    text = read_text(path)
+    source = ConfigSource(str(path), text, load_yaml(path, text))
+    return build(Protocol, source.root, Where(source), source=source)

@@ -1,0 +1,182 @@
+"""Read a YAML file into a tree of nodes that remember their line numbers.
+
+PyYAML's ``safe_load`` forgets where each value came from and silently keeps the
+last of two duplicate keys.  Configuration errors must name the file and line, so
+this module composes PyYAML's node graph and turns it into `YamlNode` objects that
+carry a 1-based line for every value and every mapping key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.constructor import SafeConstructor
+
+from closedloop.errors import ConfigError
+
+# Type names a user understands, for "expected ..., got ..." messages.
+_KIND_NAMES = {"mapping": "a mapping (key: value)", "sequence": "a list", "scalar": "a single value"}
+
+
+@dataclass
+class YamlNode:
+    """One value of a YAML document and where it is.
+
+    Attributes
+    ----------
+    kind
+        ``"mapping"``, ``"sequence"`` or ``"scalar"``.
+    value
+        ``dict[str, YamlNode]`` for a mapping, ``list[YamlNode]`` for a sequence, and
+        the value PyYAML resolved (int, float, bool, str or None) for a scalar.
+    line
+        1-based line where the value starts.
+    raw
+        For scalars, the text as written (without quotes).
+    plain
+        For scalars, True when the value was written without quotes.
+    key_lines
+        For mappings, the 1-based line of each key.
+    """
+
+    kind: str
+    value: Any
+    line: int
+    raw: str = ""
+    plain: bool = True
+    key_lines: dict[str, int] = field(default_factory=dict)
+
+    def describe(self) -> str:
+        """Short description of what the value is, for error messages."""
+        if self.kind != "scalar":
+            return _KIND_NAMES[self.kind]
+        value = self.value
+        if value is None:
+            return "null"
+        if isinstance(value, bool):
+            return f"boolean {self.raw!r}" if self.plain else f"text {self.raw!r}"
+        if isinstance(value, int):
+            return f"integer {self.raw}"
+        if isinstance(value, float):
+            return f"number {self.raw}"
+        return f"text {self.raw!r}"
+
+
+def load_yaml(path: str | Path, text: str | None = None) -> YamlNode:
+    """Read a YAML file whose top level is a mapping.
+
+    Parameters
+    ----------
+    path
+        The file; also used in error messages.
+    text
+        The file's contents, if already read (then ``path`` is only used in messages).
+
+    Returns
+    -------
+    YamlNode
+        The top-level mapping.
+
+    Raises
+    ------
+    ConfigError
+        If the file cannot be read, is not valid YAML, uses tabs for indentation, has
+        duplicate keys, is empty, or its top level is not a mapping.
+    """
+    if text is None:
+        text = read_text(path)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as error:
+        raise _syntax_error(path, text, error) from None
+    except yaml.YAMLError as error:  # errors without a position (e.g. bad encoding)
+        raise ConfigError(path, None, None, f"not valid YAML: {error}") from None
+    if root is None:
+        # Line 1: an empty file has no better place, and every error names a line.
+        raise ConfigError(path, 1, None, "the file is empty; expected a mapping of settings (key: value lines)")
+    node = _convert(path, root, SafeConstructor(), set())
+    if node.kind != "mapping":
+        raise ConfigError(
+            path,
+            node.line,
+            None,
+            f"the top level must be a mapping of settings (key: value lines), found {node.describe()}",
+        )
+    return node
+
+
+def read_text(path: str | Path) -> str:
+    """Read a configuration file as UTF-8 text, raising `ConfigError` if that fails."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(path, None, None, "file not found; check the path") from None
+    except IsADirectoryError:
+        raise ConfigError(path, None, None, "is a folder, expected a YAML file") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(path, None, None, f"not UTF-8 text ({error.reason}); save it as UTF-8") from None
+    except OSError as error:
+        raise ConfigError(path, None, None, f"cannot read the file: {error.strerror}") from None
+
+
+def _syntax_error(path: str | Path, text: str, error: yaml.MarkedYAMLError) -> ConfigError:
+    mark = error.problem_mark or error.context_mark
+    line = mark.line + 1 if mark is not None else None
+    problem = error.problem or "invalid YAML"
+    if "'\\t'" in problem and line is not None:
+        source_line = text.splitlines()[line - 1] if line <= len(text.splitlines()) else ""
+        indent = source_line[: len(source_line) - len(source_line.lstrip(" \t"))]
+        if "\t" in indent:
+            return ConfigError(
+                path, line, None, "tab used for indentation; YAML needs spaces, replace the tab with spaces"
+            )
+        return ConfigError(path, line, None, "tab character where YAML expects spaces; replace it with spaces")
+    detail = problem
+    if error.context:
+        context = error.context
+        if error.context_mark is not None and error.context_mark.line + 1 != line:
+            context += f" started on line {error.context_mark.line + 1}"
+        detail = f"{context}: {problem}"
+    return ConfigError(path, line, None, f"YAML syntax error ({detail}); check indentation, colons and brackets")
+
+
+def _convert(path: str | Path, node: yaml.Node, constructor: SafeConstructor, ancestors: set[int]) -> YamlNode:
+    line = node.start_mark.line + 1
+    if id(node) in ancestors:
+        raise ConfigError(path, line, None, "an alias (*name) refers to a value that contains it; remove the loop")
+    ancestors = ancestors | {id(node)}
+    if isinstance(node, yaml.MappingNode):
+        values: dict[str, YamlNode] = {}
+        key_lines: dict[str, int] = {}
+        for key_node, value_node in node.value:
+            key_line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise ConfigError(path, key_line, None, "a key must be a single word, not a list or mapping")
+            # Use the key as written: YAML 1.1 would turn keys like `on` into booleans.
+            key = key_node.value
+            if key == "<<" and key_node.tag == "tag:yaml.org,2002:merge":
+                raise ConfigError(path, key_line, None, "YAML merge keys (<<) are not supported; write the keys out")
+            if key in values:
+                raise ConfigError(
+                    path,
+                    key_line,
+                    key,
+                    f"duplicate key (first defined on line {key_lines[key]}, again on line {key_line}); "
+                    "keep only one",
+                )
+            key_lines[key] = key_line
+            values[key] = _convert(path, value_node, constructor, ancestors)
+        return YamlNode("mapping", values, line, key_lines=key_lines)
+    if isinstance(node, yaml.SequenceNode):
+        return YamlNode("sequence", [_convert(path, item, constructor, ancestors) for item in node.value], line)
+    try:
+        value = constructor.construct_object(node, deep=True)
+    except yaml.YAMLError as error:  # e.g. an unknown !tag
+        raise ConfigError(path, line, None, f"cannot read this value: {error}") from None
+    if not isinstance(value, (str, int, float, bool, type(None))):
+        # Timestamps, binary and other YAML extras: keep the text the user wrote.
+        value = node.value
+    return YamlNode("scalar", value, line, raw=node.value, plain=node.style is None)
