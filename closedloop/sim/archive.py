@@ -1,0 +1,210 @@
+"""Simulated archived recordings: a session file or a pvc-8 file with known ground truth.
+
+`make_archive` runs a seeded `SimulatedV1` through a natural-image and grating
+experiment and writes it in one of two layouts:
+
+``session``
+    A closedloop session HDF5 file, as the runner writes it during a real session:
+    one block per pass over the natural images (each image once per block, in seeded
+    random order), then one block of pvc-8's 64 orientation gratings per repeat;
+    continuous spike times, photodiode edges, trials with onsets on the acquisition
+    clock and per-trial responses in the 50–100 ms window.
+``pvc8``
+    A MATLAB v5 file with the real pvc-8 variables (`closedloop.data.pvc8`): each
+    natural image small (the population's aperture) and large (the whole canvas),
+    interleaved small/large, then the 416 gratings; 1 ms binned counts during the
+    stimulus (106 bins) and the blank after it (211 bins).
+
+The population is rebuilt exactly from the recorded scenario, unit count and seed
+(`population_for`), so tests and benchmarks can compare what fitting and synthesis
+recover with the truth.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import yaml
+
+from closedloop.errors import ClosedLoopError, DataFileError
+from closedloop.paths import shipped_file
+from closedloop.sim.population import SimulatedV1
+from closedloop.sim.scenario import load_scenario
+from closedloop.sim.spec import UNIT_TYPES
+
+#: Scenario used when none is given (relative to the repository / working directory).
+DEFAULT_SCENARIO = Path("sim/default.yaml")
+RESPONSE_WINDOW_S = (0.05, 0.10)
+PHOTODIODE_LINE = 1
+#: The presenter's flip comes this long before the photodiode sees the frame (REFERENCE.md:
+#: 11–16 ms measured at 165–180 Hz); the simulated rig records the same offset.
+PHOTODIODE_LAG_S = 0.012
+#: Units whose RF centre lies within this distance of the aperture centre are INDCENT = 1.
+CENTRED_WITHIN_DEG = 0.2
+
+
+@dataclass(frozen=True)
+class ArchiveSpec:
+    """What to simulate and how to write it.
+
+    Attributes
+    ----------
+    layout
+        ``"session"`` (closedloop HDF5) or ``"pvc8"`` (MATLAB v5, real variable names).
+    seed
+        Seeds the population, the image set, the trial order and the spikes.
+    n_units
+        Units to simulate; ``None`` keeps the scenario's count.
+    n_images
+        Natural images (pvc8: small ones, each also shown large; 270 in the real files).
+    n_repeats
+        Repeats of every stimulus.
+    scenario
+        Population scenario YAML; ``None`` means ``sim/default.yaml``.
+    stimulus_s, blank_s
+        Stimulus and blank durations.  Session default: 6 + 12 frames at 60 Hz.
+    """
+
+    layout: Literal["session", "pvc8"] = "session"
+    seed: int = 0
+    n_units: int | None = None
+    n_images: int = 270
+    n_repeats: int = 20
+    scenario: Path | None = None
+    stimulus_s: float | None = None
+    blank_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.layout not in ("session", "pvc8"):
+            raise ClosedLoopError(f"layout must be 'session' or 'pvc8', got {self.layout!r}")
+        for name in ("n_images", "n_repeats"):
+            if getattr(self, name) < 1:
+                raise ClosedLoopError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.layout == "pvc8" and self.n_images > 270:
+            raise ClosedLoopError(f"pvc-8 files hold at most 270 small natural images, got --images {self.n_images}")
+
+    @property
+    def durations_s(self) -> tuple[float, float]:
+        """(stimulus, blank) in seconds, with the layout's defaults."""
+        default = (0.106, 0.211) if self.layout == "pvc8" else (0.1, 0.2)
+        return (self.stimulus_s or default[0], self.blank_s or default[1])
+
+
+@dataclass(frozen=True)
+class ArchiveSummary:
+    """What was written, for the terminal and for JSON."""
+
+    path: str
+    layout: str
+    seed: int
+    n_units: int
+    unit_types: dict[str, int]
+    n_stimuli: int
+    n_trials: int
+    n_repeats: int
+    n_spikes: int
+    file_mb: float
+    seconds: float
+    spontaneous_hz: float
+    median_peak_hz: float
+    median_fano: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def text(self) -> str:
+        types = ", ".join(f"{n} {t}" for t, n in self.unit_types.items() if n)
+        return "\n".join([
+            f"wrote {self.path} ({self.layout} layout, {self.file_mb:.1f} MB) in {self.seconds:.1f} s",
+            f"  population: {self.n_units} units (seed {self.seed}): {types}",
+            f"  stimuli: {self.n_stimuli}, trials: {self.n_trials} ({self.n_repeats} repeats), "
+            f"spikes: {self.n_spikes:,}",
+            f"  rates: spontaneous {self.spontaneous_hz:.1f} Hz (mean), best natural image "
+            f"{self.median_peak_hz:.1f} Hz (median over units); window Fano factor {self.median_fano:.2f} (median)",
+        ])
+
+
+def population_for(spec: ArchiveSpec) -> SimulatedV1:
+    """The ground-truth population an archive with this spec was (or will be) made from."""
+    scenario = spec.scenario if spec.scenario is not None else shipped_file(DEFAULT_SCENARIO)
+    if not Path(scenario).exists():
+        raise ClosedLoopError(
+            f"scenario file {scenario} not found; pass --scenario PATH or run from the closedloop "
+            "checkout, where sim/default.yaml lives"
+        )
+    return SimulatedV1(load_scenario(scenario), n_units=spec.n_units, seed=spec.seed)
+
+
+def make_archive(path: str | Path, spec: ArchiveSpec, *, overwrite: bool = False) -> ArchiveSummary:
+    """Simulate a recording and write it; returns a summary of what was written.
+
+    Raises
+    ------
+    DataFileError
+        If ``path`` exists and ``overwrite`` is false, or cannot be written.
+    """
+    from closedloop.sim import archive_layouts
+
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise DataFileError(path, "already exists; pass --overwrite to replace it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    population = population_for(spec)
+    write = archive_layouts.write_session if spec.layout == "session" else archive_layouts.write_pvc8
+    # write to a temporary name so an interrupted run never leaves a file that looks complete
+    partial = path.with_name(path.name + ".partial")
+    partial.unlink(missing_ok=True)
+    try:
+        stats = write(partial, population, spec, recipe_yaml(spec, population))
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+    return ArchiveSummary(
+        path=str(path), layout=spec.layout, seed=population.seed, n_units=population.n_units,
+        unit_types={t: int(np.sum(population.unit_types == t)) for t in UNIT_TYPES},
+        n_stimuli=stats["n_stimuli"], n_trials=stats["n_trials"], n_repeats=spec.n_repeats,
+        n_spikes=stats["n_spikes"], file_mb=path.stat().st_size / 1e6,
+        seconds=time.perf_counter() - started,
+        spontaneous_hz=float(np.mean(population.spontaneous_hz)),
+        median_peak_hz=float(np.median(stats["peak_hz"])),
+        median_fano=float(stats["median_fano"]),
+    )
+
+
+def recipe_yaml(spec: ArchiveSpec, population: SimulatedV1) -> str:
+    """The recipe stored in the file, enough to rebuild the ground truth."""
+    stimulus_s, blank_s = spec.durations_s
+    recipe = {
+        "simulated_archive": {
+            "layout": spec.layout,
+            "seed": population.seed,
+            "n_units": population.n_units,
+            "n_images": spec.n_images,
+            "n_repeats": spec.n_repeats,
+            "scenario": str(spec.scenario if spec.scenario is not None else DEFAULT_SCENARIO),
+            "stimulus_s": stimulus_s,
+            "blank_s": blank_s,
+            "response_window_s": list(RESPONSE_WINDOW_S),
+        }
+    }
+    return yaml.safe_dump(recipe, sort_keys=False)
+
+
+def window_fano(trial_rates: np.ndarray) -> float:
+    """Median over units of the mean (over images) Fano factor of window counts.
+
+    ``trial_rates`` is (n_images, n_repeats, n_units) in Hz; image/unit cells with
+    no spikes on average are skipped because their Fano factor is undefined.
+    """
+    counts = trial_rates * (RESPONSE_WINDOW_S[1] - RESPONSE_WINDOW_S[0])
+    mean = counts.mean(axis=1)
+    var = counts.var(axis=1, ddof=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        fano = np.where(mean > 0.1, var / mean, np.nan)
+    per_unit = np.nanmean(np.where(np.all(np.isnan(fano), axis=0), 0, fano), axis=0)
+    return float(np.median(per_unit))

@@ -1,0 +1,201 @@
+"""The recipe of a simulated V1 population (`PopulationSpec`) and its checks.
+
+A spec holds every number that shapes the population; `SimulatedV1` draws the
+units from it with the spec's seed.  Ranges are ``(low, high)`` pairs that unit
+parameters are drawn from uniformly (log-uniformly for rates and spatial
+frequencies).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+#: The unit types, in the order their counts are assigned.
+UNIT_TYPES: tuple[str, ...] = ("simple", "complex", "centre_surround", "texture", "weak")
+
+_DEFAULT_FRACTIONS = {
+    "simple": 0.35,
+    "complex": 0.30,
+    "centre_surround": 0.10,
+    "texture": 0.15,
+    "weak": 0.10,
+}
+
+
+@dataclass(frozen=True)
+class PopulationSpec:
+    """Everything that defines a simulated V1 population.
+
+    Attributes
+    ----------
+    n_units
+        Number of units (any positive number; above 96 channels hold several units).
+    fractions
+        Fraction of units of each type (keys from `UNIT_TYPES`, summing to 1).
+    size_px
+        Side of the square pixel grid the population sees.
+    pixels_per_degree
+        Pixel scale of that grid.
+    aperture_diameter_px
+        Diameter of the circular aperture natural images are shown in; RF centres
+        lie well inside it and gain calibration uses images in it.
+    spontaneous_hz
+        Range of spontaneous rates (drawn log-uniformly).
+    peak_hz
+        Range of the sustained rate a tuned unit reaches at its top natural images
+        (98th percentile of the calibration set; drawn log-uniformly).
+    weak_drive_hz
+        Range of the rate a weakly tuned unit adds above spontaneous at its top
+        natural images.
+    exponent
+        Range of the output-nonlinearity exponent of tuned units.
+    latency_s
+        Range of response latencies.
+    sf_cpd
+        Range of preferred spatial frequencies of Gabor and texture units (c/deg).
+    overdispersion
+        Range of each unit's private trial-gain variance (gamma gain, mean 1): the
+        window-count Fano factor is ``1 + overdispersion * mean count`` (plus the
+        shared part).
+    shared_overdispersion
+        Variance of a gamma gain shared by all units on a trial (0 turns it off).
+    retinotopic_gradient_deg_per_mm
+        How far RF centres move per mm across the Utah array.
+    rf_scatter_deg
+        Standard deviation of RF-centre scatter around the retinotopic map.
+    calibration_images
+        Number of seeded natural images the unit gains are calibrated on.
+    seed
+        Seed of everything random in the population; ``None`` draws one (recorded
+        by `SimulatedV1`).
+    """
+
+    n_units: int = 40
+    fractions: dict[str, float] = field(default_factory=lambda: dict(_DEFAULT_FRACTIONS))
+    size_px: int = 66
+    pixels_per_degree: float = 48.0
+    aperture_diameter_px: float = 60.0
+    spontaneous_hz: tuple[float, float] = (1.0, 10.0)
+    peak_hz: tuple[float, float] = (20.0, 80.0)
+    weak_drive_hz: tuple[float, float] = (1.0, 5.0)
+    exponent: tuple[float, float] = (1.5, 2.5)
+    latency_s: tuple[float, float] = (0.04, 0.06)
+    sf_cpd: tuple[float, float] = (1.0, 4.0)
+    overdispersion: tuple[float, float] = (0.2, 0.6)
+    shared_overdispersion: float = 0.05
+    retinotopic_gradient_deg_per_mm: float = 0.08
+    rf_scatter_deg: float = 0.04
+    calibration_images: int = 256
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        # Normalise containers so specs built from YAML lists compare equal.
+        if not isinstance(self.fractions, dict):
+            raise ValueError(f"PopulationSpec.fractions: must be a mapping of unit type to fraction, "
+                             f"got {self.fractions!r}")
+        object.__setattr__(self, "fractions", {
+            str(k): (float(v) if _is_number(v) else v) for k, v in self.fractions.items()})
+        for name in _RANGE_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, (list, tuple)) and len(value) == 2:
+                object.__setattr__(self, name, (float(value[0]), float(value[1])))
+        problems = spec_problems(self)
+        if problems:
+            name, message = problems[0]
+            raise ValueError(f"PopulationSpec.{name}: {message}")
+
+    def unit_counts(self) -> dict[str, int]:
+        """Number of units of each type (largest-remainder rounding of the fractions)."""
+        raw = {t: self.fractions.get(t, 0.0) * self.n_units for t in UNIT_TYPES}
+        counts = {t: int(math.floor(v)) for t, v in raw.items()}
+        remainder = self.n_units - sum(counts.values())
+        by_fraction_left = sorted(UNIT_TYPES, key=lambda t: (counts[t] - raw[t], UNIT_TYPES.index(t)))
+        for t in by_fraction_left[:remainder]:
+            counts[t] += 1
+        return counts
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python form (lists for ranges), as a scenario file writes it."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, (tuple, dict)):
+                value = list(value) if isinstance(value, tuple) else dict(value)
+            out[f.name] = value
+        return out
+
+
+_RANGE_FIELDS = (
+    "spontaneous_hz", "peak_hz", "weak_drive_hz", "exponent", "latency_s", "sf_cpd", "overdispersion",
+)
+
+# (low bound, high bound, low inclusive) allowed for each range's ends.
+_RANGE_LIMITS: dict[str, tuple[float, float, bool]] = {
+    "spontaneous_hz": (0.0, 200.0, True),
+    "peak_hz": (0.0, 500.0, False),
+    "weak_drive_hz": (0.0, 200.0, True),
+    "exponent": (0.5, 5.0, True),
+    "latency_s": (0.0, 0.5, True),
+    "sf_cpd": (0.0, 24.0, False),
+    "overdispersion": (0.0, 5.0, True),
+}
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def spec_problems(spec: Any) -> list[tuple[str, str]]:
+    """Every problem with a spec's values, as ``(field, message)`` pairs (empty if fine).
+
+    ``spec`` is a `PopulationSpec` or anything with the same attributes (the
+    scenario loader checks values before it builds the spec).
+    """
+    problems: list[tuple[str, str]] = []
+
+    def need(ok: bool, name: str, message: str) -> None:
+        if not ok:
+            problems.append((name, message))
+
+    for name in ("n_units", "size_px", "calibration_images"):
+        value = getattr(spec, name)
+        need(isinstance(value, int) and not isinstance(value, bool) and value > 0,
+             name, f"must be a positive whole number, got {value!r}")
+    if spec.seed is not None:
+        need(isinstance(spec.seed, int) and not isinstance(spec.seed, bool) and spec.seed >= 0,
+             "seed", f"must be a non-negative whole number or null, got {spec.seed!r}")
+    need(_is_number(spec.pixels_per_degree) and spec.pixels_per_degree > 0,
+         "pixels_per_degree", f"must be a positive number, got {spec.pixels_per_degree!r}")
+    need(_is_number(spec.aperture_diameter_px) and spec.aperture_diameter_px > 0,
+         "aperture_diameter_px", f"must be a positive number, got {spec.aperture_diameter_px!r}")
+    for name in ("shared_overdispersion", "retinotopic_gradient_deg_per_mm", "rf_scatter_deg"):
+        value = getattr(spec, name)
+        need(_is_number(value) and value >= 0, name, f"must be a number >= 0, got {value!r}")
+
+    for name in _RANGE_FIELDS:
+        value = getattr(spec, name)
+        low_bound, high_bound, low_inclusive = _RANGE_LIMITS[name]
+        if not (isinstance(value, tuple) and len(value) == 2 and all(_is_number(v) for v in value)):
+            problems.append((name, f"must be a [low, high] pair of numbers, got {value!r}"))
+            continue
+        low, high = value
+        above = low >= low_bound if low_inclusive else low > low_bound
+        need(above and high <= high_bound and low <= high, name,
+             f"must satisfy {low_bound} {'<=' if low_inclusive else '<'} low <= high <= {high_bound}, "
+             f"got [{low}, {high}]")
+
+    fractions = spec.fractions
+    unknown = sorted(set(fractions) - set(UNIT_TYPES))
+    need(not unknown, "fractions", f"unknown unit type(s) {unknown}; allowed: {list(UNIT_TYPES)}")
+    if all(_is_number(v) for v in fractions.values()):
+        need(all(v >= 0 for v in fractions.values()), "fractions", "fractions must be >= 0")
+        need(abs(sum(fractions.values()) - 1.0) <= 1e-3, "fractions",
+             f"must sum to 1, they sum to {sum(fractions.values()):.4g}")
+    else:
+        problems.append(("fractions", "every fraction must be a number"))
+    if _is_number(spec.aperture_diameter_px) and isinstance(spec.size_px, int):
+        need(spec.aperture_diameter_px <= spec.size_px, "aperture_diameter_px",
+             f"must fit in the grid (size_px = {spec.size_px}), got {spec.aperture_diameter_px}")
+    return problems
