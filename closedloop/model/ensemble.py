@@ -1,0 +1,92 @@
+"""Ensembles: several networks whose mean prediction is the model (DESIGN §7).
+
+An ensemble is represented as *one* network with ``n_members > 1``: every parameter
+and buffer has the member on its leading axis, and a forward pass evaluates all
+members in grouped convolutions and batched matrix products, so N members cost about
+the kernel launches of one.  ``forward`` returns the members' mean.
+
+Members can be trained together in that fused form, or independently and then stacked
+(`stack_members`); either way member ``k`` is initialised from ``member_seeds(seed)[k]``,
+so a fused and an independent fit start from identical weights.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from closedloop.model.model_config import ModelConfig
+
+
+def member_seeds(seed: int, n_members: int) -> list[int]:
+    """Independent per-member initialisation seeds derived from one seed.
+
+    Member ``k``'s seed does not depend on how many members there are.
+    """
+    children = np.random.SeedSequence(int(seed)).spawn(n_members)
+    return [int(child.generate_state(1, dtype=np.uint32)[0]) for child in children]
+
+
+def rebuild_network(spec: dict) -> nn.Module:
+    """An untrained network with the structure recorded in ``model.build_spec``."""
+    from closedloop.model.networks import build_network
+
+    return build_network(
+        ModelConfig.from_dict(spec["config"]), spec["n_units"], spec["n_members"], spec["input_size"]
+    )
+
+
+def stack_members(models: list[nn.Module]) -> nn.Module:
+    """One fused network holding every member of ``models`` (in order).
+
+    All models must have been built by `build_network` with the same configuration,
+    unit count and input size (member counts may differ).  The result lives on the
+    first model's device.
+    """
+    if not models:
+        raise ValueError("stack_members needs at least one model")
+    specs = [model.build_spec for model in models]
+    first = specs[0]
+    for spec in specs[1:]:
+        if _structure(spec) != _structure(first):
+            raise ValueError("cannot stack networks of different architectures, unit counts or input sizes")
+    fused_spec = dict(first, n_members=sum(spec["n_members"] for spec in specs))
+    fused = rebuild_network(fused_spec)
+    states = [model.state_dict() for model in models]
+    stacked = {key: torch.cat([state[key].detach() for state in states], dim=0) for key in states[0]}
+    fused.load_state_dict(stacked)
+    device = next(iter(states[0].values())).device
+    return fused.to(device).train(models[0].training)
+
+
+def _structure(spec: dict) -> tuple:
+    # What must agree for members to be stacked; seeds and training settings may differ.
+    config = ModelConfig.from_dict(spec["config"])
+    shape = (config.architecture, config.core_filters, config.core_kernels, config.pool_kernel,
+             config.pool_stride, config.padding, config.dense_units, config.output_nonlinearity)
+    return shape, spec["n_units"], spec["input_size"]
+
+
+def unstack_members(model: nn.Module) -> list[nn.Module]:
+    """Each member of a fused network as a network of its own (copies of the weights)."""
+    spec = model.build_spec
+    state = model.state_dict()
+    members = []
+    for member in range(spec["n_members"]):
+        single = rebuild_network(dict(spec, n_members=1))
+        single.load_state_dict({key: value[member : member + 1].clone() for key, value in state.items()})
+        members.append(single.to(next(iter(state.values())).device).train(model.training))
+    return members
+
+
+def fit_ensemble(dataset, config: ModelConfig, *, n_members: int, mode: str = "fused", **fit_options):
+    """Fit ``n_members`` networks (fused or independent) and return their `FitResult`.
+
+    A convenience over `closedloop.model.train.fit_model` with the ensemble fields of
+    ``config`` replaced; ``fit_options`` are passed on (``device``, ``seed``,
+    ``progress``).
+    """
+    from closedloop.model.train import fit_model
+
+    return fit_model(dataset, config.replace(ensemble_size=n_members, ensemble_mode=mode), **fit_options)

@@ -1,0 +1,231 @@
+"""`ModelConfig`: everything that defines a model and how it is fitted.
+
+It round-trips through plain dicts (`to_dict` / `from_dict`) so it can live in a YAML
+file, a checkpoint or a message.  Bad values raise `ConfigError` naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from closedloop.errors import ConfigError
+
+ARCHITECTURES = ("kindel2017", "factorised", "linear")
+ENSEMBLE_MODES = ("auto", "fused", "independent")
+OUTPUT_NONLINEARITIES = ("softplus", "none")
+PADDINGS = ("valid", "same")
+
+_DEFAULT_RIDGE_ALPHAS = tuple(10.0**e for e in range(-4, 5))
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and training settings (defaults: Kindel et al. 2019, Table 1).
+
+    Attributes
+    ----------
+    architecture
+        ``"kindel2017"`` (conv core + dense readout), ``"factorised"`` (conv core +
+        Klindt et al. 2017 readout) or ``"linear"`` (ridge regression on pixels, the
+        paper's baseline).
+    core_filters, core_kernels
+        Filters and kernel side of each conv layer (same length).
+    pool_kernel, pool_stride
+        Max-pooling after every conv layer (1, 1 = none).
+    padding
+        ``"valid"`` (default, ~3× faster on CPU) or ``"same"`` (see `ConvCore`).
+    dense_units, dropout_keep
+        Dense readout hidden width and the probability of *keeping* a hidden unit.
+    output_nonlinearity
+        ``"softplus"`` (default, non-negative rates) or ``"none"`` (the paper's linear
+        output).
+    learning_rate, max_epochs, patience
+        Adam step size; epoch limit; epochs without improvement of the stopping-set
+        loss before training stops (the best epoch's weights are restored).
+    stop_check_every
+        Epochs between host-side checks of the stopping rule (no effect on results:
+        the best weights are tracked on the device every epoch).
+    batch_size
+        ``None`` for full-batch gradient steps (default: datasets are small).
+    weight_decay
+        L2 penalty on weights (not biases), Adam's coupled form.
+    l1_readout
+        L1 penalty on factorised-readout masks and feature weights.
+    ridge_alphas
+        Candidate ridge penalties for ``"linear"``, relative to the mean squared
+        singular value of the centred training pixels; the stopping set picks one.
+    ensemble_size, ensemble_mode
+        Members, and whether they train together in one batched model (``"fused"``)
+        or one after another (``"independent"``); ``"auto"`` (default) fuses on a GPU,
+        where one model leaves the device mostly idle, and trains independently on
+        the CPU, where grouped convolutions are slower than separate ones (5 members:
+        73 s fused vs 59 s independent on 2 cores).  Prediction is the members' mean.
+    seed
+        Seed of the split, initialisation and dropout; ``None`` until a fit draws one
+        and records it.
+    """
+
+    architecture: str = "kindel2017"
+    core_filters: tuple[int, ...] = (16, 32)
+    core_kernels: tuple[int, ...] = (7, 7)
+    pool_kernel: int = 3
+    pool_stride: int = 2
+    padding: str = "valid"
+    dense_units: int = 300
+    dropout_keep: float = 0.55
+    output_nonlinearity: str = "softplus"
+    learning_rate: float = 1e-3
+    max_epochs: int = 500
+    patience: int = 50
+    stop_check_every: int = 10
+    batch_size: int | None = None
+    weight_decay: float = 0.0
+    l1_readout: float = 0.0
+    ridge_alphas: tuple[float, ...] = field(default=_DEFAULT_RIDGE_ALPHAS)
+    ensemble_size: int = 1
+    ensemble_mode: str = "auto"
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain YAML/JSON-safe dict (tuples become lists)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any, *, source: str = "model config", prefix: str = "model") -> "ModelConfig":
+        """Build from a plain dict (e.g. parsed YAML); missing keys take defaults.
+
+        Raises
+        ------
+        ConfigError
+            Unknown key, wrong type or bad value; the field is named as
+            ``"{prefix}.{field}"`` and ``source`` is given as the path.
+        """
+        if not isinstance(data, dict):
+            raise ConfigError(source, None, prefix, f"must be a mapping of settings, got {type(data).__name__}")
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs = {}
+        for key, value in data.items():
+            if key not in known:
+                raise ConfigError(
+                    source, None, f"{prefix}.{key}", f"unknown setting; allowed: {', '.join(sorted(known))}"
+                )
+            kwargs[key] = _coerce(source, f"{prefix}.{key}", key, value)
+        try:
+            return cls(**kwargs)
+        except ConfigError as error:
+            raise ConfigError(source, None, f"{prefix}.{error.field}", error.message) from None
+
+    def replace(self, **changes: Any) -> "ModelConfig":
+        return dataclasses.replace(self, **changes)
+
+
+_INT_FIELDS = {
+    "pool_kernel", "pool_stride", "dense_units", "max_epochs", "patience", "stop_check_every",
+    "batch_size", "ensemble_size", "seed",
+}
+_FLOAT_FIELDS = {"dropout_keep", "learning_rate", "weight_decay", "l1_readout"}
+_INT_TUPLE_FIELDS = {"core_filters", "core_kernels"}
+
+
+def _coerce(source: str, name: str, key: str, value: Any) -> Any:
+    """YAML values → the field's type, or a ConfigError naming the field."""
+    def fail(expected: str) -> ConfigError:
+        return ConfigError(source, None, name, f"must be {expected}, got {value!r}")
+
+    if key in _INT_FIELDS:
+        if value is None and key in ("batch_size", "seed"):
+            return None
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise fail("an integer" + (" or null" if key in ("batch_size", "seed") else ""))
+        return value
+    if key in _FLOAT_FIELDS:
+        # PyYAML reads "1e-3" (no dot) as a string: accept numeric strings.
+        if isinstance(value, bool):
+            raise fail("a number")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise fail("a number") from None
+    if key in _INT_TUPLE_FIELDS or key == "ridge_alphas":
+        if not isinstance(value, (list, tuple)):
+            raise fail("a list")
+        items = []
+        for item in value:
+            if key == "ridge_alphas":
+                try:
+                    items.append(float(item))
+                except (TypeError, ValueError):
+                    raise fail("a list of numbers") from None
+            elif isinstance(item, bool) or not isinstance(item, int):
+                raise fail("a list of integers")
+            else:
+                items.append(item)
+        return tuple(items)
+    if not isinstance(value, str):
+        raise fail("a string")
+    return value
+
+
+def _validate(config: ModelConfig) -> None:
+    def bad(name: str, message: str) -> ConfigError:
+        return ConfigError("ModelConfig", None, name, message)
+
+    def choice(name: str, allowed: tuple[str, ...]) -> None:
+        if getattr(config, name) not in allowed:
+            raise bad(name, f"must be one of {', '.join(allowed)}, got {getattr(config, name)!r}")
+
+    def at_least(name: str, minimum: int) -> None:
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise bad(name, f"must be an integer >= {minimum}, got {value!r}")
+
+    choice("architecture", ARCHITECTURES)
+    choice("padding", PADDINGS)
+    choice("output_nonlinearity", OUTPUT_NONLINEARITIES)
+    choice("ensemble_mode", ENSEMBLE_MODES)
+    filters, kernels = tuple(config.core_filters), tuple(config.core_kernels)
+    if not filters or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in filters):
+        raise bad("core_filters", f"must be a non-empty list of positive integers, got {config.core_filters!r}")
+    if len(kernels) != len(filters) or any(
+        isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in kernels
+    ):
+        raise bad(
+            "core_kernels",
+            f"must list one positive kernel size per layer ({len(filters)} layers), got {config.core_kernels!r}",
+        )
+    if config.padding == "same" and any(k % 2 == 0 for k in kernels):
+        raise bad("core_kernels", f"'same' padding needs odd kernel sizes, got {config.core_kernels!r}")
+    for name in ("pool_kernel", "pool_stride", "dense_units", "max_epochs", "patience", "stop_check_every",
+                 "ensemble_size"):
+        at_least(name, 1)
+    if config.batch_size is not None:
+        at_least("batch_size", 1)
+    if config.seed is not None:
+        at_least("seed", 0)
+    if not 0.0 < config.dropout_keep <= 1.0:
+        raise bad("dropout_keep", f"is the probability of keeping a unit, in (0, 1], got {config.dropout_keep}")
+    if not (math.isfinite(config.learning_rate) and config.learning_rate > 0):
+        raise bad("learning_rate", f"must be a positive number, got {config.learning_rate}")
+    for name in ("weight_decay", "l1_readout"):
+        value = getattr(config, name)
+        if not (math.isfinite(value) and value >= 0):
+            raise bad(name, f"must be a number >= 0, got {value}")
+    alphas = tuple(config.ridge_alphas)
+    if not alphas or any(not (math.isfinite(a) and a > 0) for a in alphas):
+        raise bad("ridge_alphas", f"must be a non-empty list of positive numbers, got {config.ridge_alphas!r}")
+    if config.architecture == "linear" and config.ensemble_size != 1:
+        raise bad("ensemble_size", "must be 1 for the linear model (its closed-form fit has no randomness)")
+    # Lists from callers that bypass from_dict become tuples, so configs compare and hash.
+    object.__setattr__(config, "core_filters", filters)
+    object.__setattr__(config, "core_kernels", kernels)
+    object.__setattr__(config, "ridge_alphas", alphas)

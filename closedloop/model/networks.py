@@ -1,0 +1,169 @@
+"""Network description (`ModelConfig`), core + readout composition, and the builder.
+
+`build_network` turns a `ModelConfig` into a model with this interface, shared by the
+CNNs here and `closedloop.model.linear.LinearPixelModel`:
+
+- ``forward_members(images) -> (n_members, batch, n_units)`` rates in Hz, per member;
+- ``forward(images) -> (batch, n_units)``: the ensemble mean (what synthesis and
+  prediction use);
+- ``n_members``, ``n_units``, ``init_member(m, generator)``, ``regularizer()``.
+
+Images are (batch, 33, 33) or (batch, 1, 33, 33) float tensors in [0, 1].
+
+Table-1 network on a 33×33 input with 'valid' padding (per member, batch B)::
+
+    input             (B, 1, 33, 33)
+    conv1 16@7×7+relu (B, 16, 27, 27)
+    maxpool 3/2       (B, 16, 13, 13)
+    conv2 32@7×7+relu (B, 32, 7, 7)
+    maxpool 3/2       (B, 32, 3, 3)
+    flatten           (B, 288)
+    dense 300 + relu  (B, 300)   → dropout p = 0.45 (keep 0.55)
+    dense n_units     (B, n_units)  → per-unit scale/offset → softplus
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from closedloop.model.cores import ConvCore
+from closedloop.model.model_config import ModelConfig
+from closedloop.model.readouts import DenseReadout, FactorisedReadout
+
+__all__ = ["CoreReadoutNetwork", "ModelConfig", "build_network"]
+
+
+def inverse_softplus(rate: torch.Tensor) -> torch.Tensor:
+    """x such that softplus(x) == rate, for rate > 0 (stable for large rates)."""
+    return rate + torch.log(-torch.expm1(-rate))
+
+
+class CoreReadoutNetwork(nn.Module):
+    """A core and a readout, then a fixed per-unit affine map and the output nonlinearity.
+
+    ``rate = f(offset[u] + scale[u] · readout(core(image))[u])``.  ``scale`` and
+    ``offset`` are buffers set from the training data (`set_output_statistics`):
+    the unit's standard deviation and mean rate, so the trainable layers work in
+    standardised units and Adam's step size means the same for a 2 Hz and a 60 Hz unit.
+
+    Output nonlinearity ``f``:
+
+    - ``"softplus"`` (default): rates are non-negative, and stimulus synthesis must not be
+      able to "reach" a target by driving a prediction below zero (e.g. when holding
+      other units at baseline).  For rates of a few Hz and up softplus is the identity
+      to within 0.7 %, so it changes nothing where the data are.
+    - ``"none"``: the paper's linear output layer, kept for faithful reproduction.
+    """
+
+    def __init__(self, core: nn.Module, readout: nn.Module, n_units: int, output_nonlinearity: str = "softplus"):
+        super().__init__()
+        if output_nonlinearity not in ("softplus", "none"):
+            raise ValueError(f"output_nonlinearity must be 'softplus' or 'none', got {output_nonlinearity!r}")
+        self.core = core
+        self.readout = readout
+        self.output_nonlinearity = output_nonlinearity
+        n_members = core.n_members
+        self.register_buffer("output_offset", torch.zeros(n_members, n_units))
+        self.register_buffer("output_scale", torch.ones(n_members, n_units))
+
+    @property
+    def n_members(self) -> int:
+        return int(self.output_offset.shape[0])
+
+    @property
+    def n_units(self) -> int:
+        return int(self.output_offset.shape[1])
+
+    def forward_members(self, images: torch.Tensor) -> torch.Tensor:
+        z = self.readout(self.core(images))
+        pre = torch.addcmul(self.output_offset.unsqueeze(1), self.output_scale.unsqueeze(1), z)
+        return F.softplus(pre) if self.output_nonlinearity == "softplus" else pre
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.forward_members(images).mean(dim=0)
+
+    def regularizer(self) -> torch.Tensor | None:
+        return self.readout.regularizer()
+
+    def init_member(self, member: int, generator: torch.Generator) -> None:
+        self.core.init_member(member, generator)
+        self.readout.init_member(member, generator)
+
+    @torch.no_grad()
+    def set_output_statistics(self, mean_rate: torch.Tensor, std_rate: torch.Tensor) -> None:
+        """Set every member's scale/offset from per-unit training mean and std (Hz)."""
+        mean_rate = mean_rate.to(self.output_offset)
+        std_rate = std_rate.to(self.output_scale).clamp_min(1e-6)
+        if self.output_nonlinearity == "softplus":
+            offset = inverse_softplus(mean_rate.clamp_min(1e-3))
+        else:
+            offset = mean_rate
+        self.output_offset.copy_(offset.expand_as(self.output_offset))
+        self.output_scale.copy_(std_rate.expand_as(self.output_scale))
+
+
+def build_network(config: ModelConfig, n_units: int, n_members: int = 1, input_size: int = 33) -> nn.Module:
+    """Build an untrained model for ``config`` (weights initialised with ``init_member``).
+
+    Parameters
+    ----------
+    config
+        The architecture.  ``"kindel2017"``: `ConvCore` + `DenseReadout` (Table 1
+        with the defaults); ``"factorised"``: `ConvCore` + `FactorisedReadout`;
+        ``"linear"``: `LinearPixelModel`.
+    n_units
+        Number of output units.
+    n_members
+        Ensemble members evaluated together (fused).
+    input_size
+        Side of the square input images.
+
+    Returns
+    -------
+    torch.nn.Module
+        With ``build_spec`` (the arguments of this call as plain data).  On the CPU, every member initialised from ``config.seed`` (or 0 if unset) via
+        `closedloop.model.ensemble.member_seeds`; trainers re-initialise with their
+        own seeds.
+    """
+    if n_units < 1 or n_members < 1:
+        raise ValueError(f"n_units ({n_units}) and n_members ({n_members}) must be at least 1")
+    if config.architecture == "linear":
+        from closedloop.model.linear import LinearPixelModel
+
+        network = LinearPixelModel(input_size * input_size, n_units, n_members)
+        network.build_spec = _build_spec(config, n_units, n_members, input_size)
+        return network
+    core = ConvCore(
+        n_members=n_members,
+        input_size=input_size,
+        filters=config.core_filters,
+        kernels=config.core_kernels,
+        pool_kernel=config.pool_kernel,
+        pool_stride=config.pool_stride,
+        padding=config.padding,
+    )
+    if config.architecture == "kindel2017":
+        readout = DenseReadout(n_members, core.output_shape, n_units, config.dense_units, config.dropout_keep)
+    else:
+        readout = FactorisedReadout(n_members, core.output_shape, n_units, l1=config.l1_readout)
+    network = CoreReadoutNetwork(core, readout, n_units, config.output_nonlinearity)
+    from closedloop.model.ensemble import member_seeds
+
+    for member, seed in enumerate(member_seeds(config.seed or 0, n_members)):
+        network.init_member(member, torch.Generator().manual_seed(seed))
+    network.build_spec = _build_spec(config, n_units, n_members, input_size)
+    return network
+
+
+def _build_spec(config: ModelConfig, n_units: int, n_members: int, input_size: int) -> dict:
+    # Constructor arguments, kept on the model so it can be rebuilt, stacked and saved.
+    return {"config": config.to_dict(), "n_units": n_units, "n_members": n_members, "input_size": input_size}
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters, all members together."""
+    return int(sum(math.prod(p.shape) for p in model.parameters() if p.requires_grad))

@@ -1,0 +1,58 @@
+"""Predicted rates for images, from a fitted model or a loaded checkpoint."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from closedloop.errors import ClosedLoopError
+from closedloop.model.checkpoint import Checkpoint
+
+
+def predict(
+    model_or_checkpoint: torch.nn.Module | Checkpoint, images: np.ndarray, *, batch_size: int = 1024
+) -> np.ndarray:
+    """Predicted mean rate (Hz) of every model unit for every image.
+
+    Parameters
+    ----------
+    model_or_checkpoint
+        A fitted model (``FitResult.model``) or a `Checkpoint`; ensembles predict the
+        mean of their members.
+    images
+        (n, side, side) preprocessed images in [0, 1], side = the model's input size.
+    batch_size
+        Images per forward pass.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n, n_units) float32, in the model's unit order (``unit_ids``).
+
+    Raises
+    ------
+    ClosedLoopError
+        Images of the wrong shape or with non-finite pixels.
+    """
+    model = model_or_checkpoint.model if isinstance(model_or_checkpoint, Checkpoint) else model_or_checkpoint
+    images = np.asarray(images)
+    side = model.build_spec["input_size"] if hasattr(model, "build_spec") else None
+    if images.ndim != 3 or (side is not None and images.shape[1:] != (side, side)):
+        expected = f"(n, {side}, {side})" if side is not None else "(n, side, side)"
+        raise ClosedLoopError(f"images must be {expected}, got {images.shape}")
+    if not np.all(np.isfinite(images)):
+        raise ClosedLoopError("images contain NaN or infinite pixels")
+    parameter = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    outputs = []
+    try:
+        with torch.inference_mode():
+            for start in range(0, len(images), batch_size):
+                batch = torch.as_tensor(images[start : start + batch_size], dtype=torch.float32)
+                outputs.append(model(batch.to(parameter.device)).float().cpu().numpy())
+    finally:
+        model.train(was_training)
+    if not outputs:
+        return np.zeros((0, model.n_units), dtype=np.float32)
+    return np.concatenate(outputs).astype(np.float32, copy=False)
