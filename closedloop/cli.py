@@ -20,6 +20,7 @@ COMMANDS = {
     "demo": ("demo", "run the main job in simulation on this machine"),
     "validate": ("validate", "check a rig (and protocol) file without starting anything"),
     "sim": ("sim", "simulated V1: make archived recordings"),
+    "fit": ("fit", "fit the CNN to archived sessions, offline and in parallel"),
 }
 
 

@@ -1,0 +1,244 @@
+"""Fit many archived sessions in parallel worker processes, with progress bars.
+
+Workers are started with the ``spawn`` method (no forked torch/CUDA state) and split
+the CPU cores between them (`torch.set_num_threads`).  Each worker reports its stage
+through a queue that the parent turns into one tqdm bar per session.  A session that
+fails is recorded with its error and the others go on; `BatchResult.failed` lists it.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue as queue_module
+import sys
+import traceback
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+from closedloop.errors import ClosedLoopError
+from closedloop.fitting.session import FitSettings, SessionOutcome, fit_session
+
+_progress_queue = None  # set in each worker by _init_worker
+
+
+@dataclass
+class BatchResult:
+    """Outcomes in the order the archives were given, and how the batch ran."""
+
+    outcomes: list[SessionOutcome]
+    workers: int
+    threads_per_worker: int
+
+    @property
+    def failed(self) -> list[SessionOutcome]:
+        return [outcome for outcome in self.outcomes if not outcome.ok]
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_workers(n_sessions: int, device: str) -> int:
+    """One worker per core (at most one per session) on the CPU; one on a GPU.
+
+    Several processes on one GPU each hold a CUDA context and contend for the same
+    device, while a fused ensemble already keeps it busy.
+    """
+    if device.startswith("cuda"):
+        return 1
+    return max(1, min(n_sessions, available_cores()))
+
+
+def session_names(paths: list[Path]) -> list[str]:
+    """Output folder name of each archive: its stem, or ``parent_stem`` where stems clash.
+
+    Raises
+    ------
+    ClosedLoopError
+        The same file is given twice, or two archives still share a name.
+    """
+    resolved = [path.resolve() for path in paths]
+    for index, path in enumerate(resolved):
+        if path in resolved[:index]:
+            raise ClosedLoopError(f"{paths[index]} is given twice; list each archive once")
+    stems = [path.stem for path in paths]
+    names = [f"{path.resolve().parent.name}_{path.stem}" if stems.count(path.stem) > 1 else path.stem
+             for path in paths]
+    for index, name in enumerate(names):
+        if name in names[:index]:
+            other = paths[names.index(name)]
+            raise ClosedLoopError(
+                f"{other} and {paths[index]} would both be written to '{name}/'; rename one of them "
+                "or fit them in separate runs with different --out folders"
+            )
+    return names
+
+
+def fit_archives(
+    paths: list[Path],
+    out_dir: Path,
+    settings: FitSettings,
+    *,
+    workers: int | None = None,
+    show_progress: bool | None = None,
+) -> BatchResult:
+    """Fit every archive into ``out_dir/<name>/``.
+
+    Parameters
+    ----------
+    paths
+        Session .h5 and pvc-8 .mat files.
+    out_dir
+        Output folder (created).
+    settings
+        Model configuration, resolved device, seed and unit selection.
+    workers
+        Worker processes; ``None`` = `default_workers`.  With one worker the sessions
+        run in this process (no start-up cost, same isolation of failures).
+    show_progress
+        tqdm bars on stderr: ``None`` shows them only on a terminal.
+    """
+    names = session_names(paths)
+    n_workers = max(1, min(workers or default_workers(len(paths), settings.device), len(paths)))
+    threads = max(1, available_cores() // n_workers)
+    bars = _Bars(names, show_progress)
+    try:
+        if n_workers == 1:
+            outcomes = _run_here(paths, names, out_dir, settings, bars)
+        else:
+            outcomes = _run_in_workers(paths, names, out_dir, settings, bars, n_workers, threads)
+    finally:
+        bars.close()
+    return BatchResult(outcomes, n_workers, threads if n_workers > 1 else _torch_threads())
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _failure(name: str, path: Path, error: BaseException) -> SessionOutcome:
+    if isinstance(error, ClosedLoopError):
+        message = str(error)
+    else:  # a bug, not bad input: keep the traceback for the report
+        details = "".join(traceback.format_exception(error)).rstrip()
+        print(f"closedloop fit: internal error while fitting {path}:\n{details}", file=sys.stderr)
+        message = f"internal error: {type(error).__name__}: {error}"
+    return SessionOutcome(name=name, source=str(path), ok=False, error=message)
+
+
+def _run_here(paths, names, out_dir, settings, bars) -> list[SessionOutcome]:
+    outcomes = []
+    for index, (path, name) in enumerate(zip(paths, names)):
+        try:
+            outcome = fit_session(path, out_dir, name, settings,
+                                  stage=lambda text, fraction, i=index: bars.update(i, text, fraction))
+        except Exception as error:  # one session's failure must not stop the others
+            outcome = _failure(name, path, error)
+        bars.finish(index, outcome)
+        outcomes.append(outcome)
+    return outcomes
+
+
+def _init_worker(progress_queue, threads: int) -> None:
+    global _progress_queue
+    import torch
+
+    _progress_queue = progress_queue
+    torch.set_num_threads(threads)
+    torch.set_num_interop_threads(1)
+
+
+def _worker_fit(index: int, path: Path, out_dir: Path, name: str, settings: FitSettings) -> SessionOutcome:
+    def stage(text: str, fraction: float) -> None:
+        _progress_queue.put((index, text, fraction))
+
+    return fit_session(path, out_dir, name, settings, stage=stage)
+
+
+def _run_in_workers(paths, names, out_dir, settings, bars, n_workers, threads) -> list[SessionOutcome]:
+    context = multiprocessing.get_context("spawn")
+    progress_queue = context.Queue()
+    outcomes: list[SessionOutcome | None] = [None] * len(paths)
+    with ProcessPoolExecutor(n_workers, mp_context=context, initializer=_init_worker,
+                             initargs=(progress_queue, threads)) as pool:
+        futures: dict[Future, int] = {
+            pool.submit(_worker_fit, index, path, out_dir, name, settings): index
+            for index, (path, name) in enumerate(zip(paths, names))
+        }
+        pending = set(futures)
+        while pending:
+            _drain(progress_queue, bars, timeout=0.2)
+            for future in [f for f in pending if f.done()]:
+                pending.discard(future)
+                index = futures[future]
+                try:
+                    outcome = future.result()
+                except BrokenProcessPool:
+                    outcome = SessionOutcome(
+                        name=names[index], source=str(paths[index]), ok=False,
+                        error="a worker process died (out of memory or killed); try fewer --workers",
+                    )
+                except Exception as error:
+                    outcome = _failure(names[index], paths[index], error)
+                bars.finish(index, outcome)
+                outcomes[index] = outcome
+    _drain(progress_queue, bars, timeout=0)
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _drain(progress_queue, bars, timeout: float) -> None:
+    try:
+        message = progress_queue.get(timeout=timeout) if timeout else progress_queue.get_nowait()
+        while True:
+            index, text, fraction = message
+            bars.update(index, text, fraction)
+            message = progress_queue.get_nowait()
+    except (queue_module.Empty, EOFError, OSError):
+        return
+
+
+class _Bars:
+    """One tqdm bar per session, 0–100 %, described by the session's current stage."""
+
+    def __init__(self, names: list[str], show: bool | None):
+        from tqdm import tqdm
+
+        width = max(len(name) for name in names)
+        disable = None if show is None else not show
+        self.done = [False] * len(names)
+        self.bars = [
+            tqdm(total=100, desc=name.ljust(width), position=index, leave=True, disable=disable,
+                 bar_format="{desc} {percentage:3.0f}%|{bar:20}| {elapsed}{postfix}", file=sys.stderr)
+            for index, name in enumerate(names)
+        ]
+
+    def update(self, index: int, text: str, fraction: float) -> None:
+        if self.done[index]:
+            return
+        bar = self.bars[index]
+        target = int(round(100 * min(max(fraction, 0.0), 1.0)))
+        if target > bar.n:
+            bar.update(target - bar.n)
+        bar.set_postfix_str(text, refresh=True)
+
+    def finish(self, index: int, outcome: SessionOutcome) -> None:
+        bar = self.bars[index]
+        self.done[index] = True
+        if outcome.ok:
+            bar.update(100 - bar.n)
+            bar.set_postfix_str(f"done, mean r {outcome.summary.get('mean_r', float('nan')):.3f}")
+        else:
+            bar.set_postfix_str("FAILED")
+
+    def close(self) -> None:
+        for bar in self.bars:
+            bar.close()

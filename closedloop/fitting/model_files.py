@@ -1,0 +1,124 @@
+"""Which model configuration a fit uses: the default, named presets, and YAML files.
+
+`default_config` is the one place the batch fitter's default is chosen, so switching
+it (e.g. to a tuned preset) is a one-line change.  A model YAML is a mapping of
+`ModelConfig` fields, either at the top level or under a ``model:`` key; the best
+configuration of a hyper-parameter search is written in the same form
+(`write_config_yaml`), so ``closedloop fit --config best.yaml`` reads it back.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from closedloop.config.yaml_loader import YamlNode, load_yaml
+from closedloop.errors import ConfigError, DataFileError
+from closedloop.model.model_config import ModelConfig
+
+DEFAULT_PRESET = "recommended"
+
+
+def _presets_module():
+    """``closedloop.model.presets`` when it is installed, else ``None``."""
+    try:
+        return importlib.import_module("closedloop.model.presets")
+    except ModuleNotFoundError as error:
+        if error.name != "closedloop.model.presets":
+            raise
+        return None
+
+
+def preset_names() -> tuple[str, ...]:
+    """Names ``--preset`` accepts."""
+    module = _presets_module()
+    if module is None:
+        return ("kindel2017",)
+    names = getattr(module, "PRESETS", None) or getattr(module, "PRESET_NAMES", None)
+    return tuple(sorted(names)) if names else ("kindel2017", DEFAULT_PRESET)
+
+
+def named_config(name: str) -> ModelConfig:
+    """The preset called ``name``.
+
+    Without ``closedloop.model.presets`` only ``"kindel2017"`` (the paper's Table 1,
+    which is `ModelConfig`'s defaults) exists.
+
+    Raises
+    ------
+    ConfigError
+        Unknown preset name.
+    """
+    module = _presets_module()
+    if module is not None:
+        try:
+            return module.preset(name)
+        except (KeyError, ValueError) as error:
+            raise ConfigError("--preset", None, None, f"unknown preset {name!r} ({error}); "
+                              f"choose one of {', '.join(preset_names())}") from None
+    if name == "kindel2017":
+        return ModelConfig()
+    raise ConfigError("--preset", None, None, f"unknown preset {name!r}; choose one of {', '.join(preset_names())}")
+
+
+def default_config() -> ModelConfig:
+    """The configuration ``closedloop fit`` uses when neither --config nor --preset is given."""
+    if _presets_module() is not None:
+        return named_config(DEFAULT_PRESET)
+    return ModelConfig()
+
+
+def _plain(node: YamlNode) -> Any:
+    if node.kind == "mapping":
+        return {key: _plain(value) for key, value in node.value.items()}
+    if node.kind == "sequence":
+        return [_plain(value) for value in node.value]
+    return node.value
+
+
+def load_config_yaml(path: str | Path) -> ModelConfig:
+    """Read a model configuration YAML (fields of `ModelConfig`, optionally under ``model:``).
+
+    Raises
+    ------
+    ConfigError
+        Unreadable file, bad YAML, unknown field or bad value; names the file, the
+        line where it is known, and the field.
+    """
+    root = load_yaml(path)
+    node, prefix = root, "model"
+    if set(root.value) == {"model"}:
+        node = root.value["model"]
+        if node.kind != "mapping":
+            raise ConfigError(path, node.line, "model", f"must be a mapping of model settings, found {node.describe()}")
+    try:
+        return ModelConfig.from_dict(_plain(node), source=str(path), prefix=prefix)
+    except ConfigError as error:
+        key = (error.field or "").split(".")[1] if error.field and "." in error.field else None
+        line = node.key_lines.get(key) if key else None
+        if line is None and key in node.value:
+            line = node.value[key].line
+        raise ConfigError(path, line or error.line, error.field, error.message) from None
+
+
+def write_config_yaml(path: str | Path, config: ModelConfig, comment: str = "") -> Path:
+    """Write ``config`` as a YAML that `load_config_yaml` reads, atomically.
+
+    ``comment`` lines go at the top as YAML comments (e.g. how it was chosen).
+    """
+    path = Path(path)
+    header = "".join(f"# {line}\n" for line in comment.splitlines())
+    text = header + yaml.safe_dump({"model": config.to_dict()}, sort_keys=False)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError as error:
+        tmp.unlink(missing_ok=True)
+        raise DataFileError(path, f"cannot write the configuration ({error.strerror or error})") from None
+    return path

@@ -1,0 +1,279 @@
+"""Fit one archived session end to end and write its results (DESIGN §6, §9).
+
+Load → fit the CNN (an ensemble when the config asks for one) → fit the linear
+baseline on the *same* split and units → held-out metrics → cell characterisation →
+``model.pt``, ``metrics.json`` and ``fig3.png`` in ``OUT/<name>/``.
+
+The three files are written into a hidden staging folder next to the destination and
+the folder is renamed into place only when all of them exist, so a session that fails
+(or a run that is killed) never leaves files that look like a finished fit; an older
+complete result in ``OUT/<name>/`` stays as it was until the new one replaces it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+import closedloop
+from closedloop.data.dataset import ResponseDataset
+from closedloop.errors import ClosedLoopError, DataFileError
+from closedloop.model.model_config import ModelConfig
+
+FIT_FORMAT = "closedloop-fit"
+FIT_VERSION = 1
+MODEL_FILE, METRICS_FILE, FIGURE_FILE = "model.pt", "metrics.json", "fig3.png"
+
+StageCallback = Callable[[str, float], None]
+"""Called as ``stage(description, fraction_done)`` while a session is fitted (0 ≤ fraction ≤ 1)."""
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How every session of a batch is fitted (picklable: sent to worker processes).
+
+    Attributes
+    ----------
+    config
+        Model configuration (CNN; the linear baseline uses ``architecture="linear"``).
+    device
+        Resolved device string (``"cpu"``, ``"cuda:0"``).
+    seed
+        Seed of split, initialisation and rmax draws; ``None`` draws one per session
+        (recorded in metrics.json and the checkpoint).
+    units
+        pvc-8 unit selection: ``"indcent"`` or ``"all"``.
+    """
+
+    config: ModelConfig
+    device: str = "cpu"
+    seed: int | None = None
+    units: str = "indcent"
+
+
+@dataclass
+class SessionOutcome:
+    """What happened to one session (plain data, picklable)."""
+
+    name: str
+    source: str
+    ok: bool
+    error: str | None = None
+    folder: str | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    groups: dict[str, dict[str, float]] = field(default_factory=dict)
+    excluded_units: list[dict[str, Any]] = field(default_factory=list)
+    times_s: dict[str, float] = field(default_factory=dict)
+    device: str = ""
+    seed: int | None = None
+
+
+def _timed_sync(device: str) -> float:
+    """Wall time after the device finished queued work (CUDA is asynchronous)."""
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def fit_session(
+    path: str | Path, out_dir: str | Path, name: str, settings: FitSettings, stage: StageCallback | None = None
+) -> SessionOutcome:
+    """Load ``path`` (session .h5 or pvc-8 .mat) and fit it; see `fit_dataset`."""
+    from closedloop.data.loader import load_dataset
+
+    stage = stage or (lambda text, fraction: None)
+    stage("loading", 0.0)
+    started = time.perf_counter()
+    dataset = load_dataset(path, units=settings.units)
+    load_s = time.perf_counter() - started
+    return fit_dataset(dataset, out_dir, name, settings, stage=stage, load_s=load_s)
+
+
+def fit_dataset(
+    dataset: ResponseDataset,
+    out_dir: str | Path,
+    name: str,
+    settings: FitSettings,
+    *,
+    stage: StageCallback | None = None,
+    load_s: float = 0.0,
+) -> SessionOutcome:
+    """Fit CNN and linear baseline to ``dataset``, evaluate, and write ``out_dir/name/``.
+
+    Returns
+    -------
+    SessionOutcome
+        ``ok=True`` with the summary numbers; errors are raised, not returned.
+
+    Raises
+    ------
+    ClosedLoopError
+        Too few images, no fittable unit, a configuration that does not fit the
+        images, or the output folder cannot be written.  Nothing is left in
+        ``out_dir/name`` by a failed fit.
+    """
+    import secrets
+
+    from closedloop.model.cells import characterise, group_summary
+    from closedloop.model.predict import predict
+    from closedloop.model.report import evaluate
+    from closedloop.model.train import ExcludedUnitsWarning, fit_model
+
+    stage = stage or (lambda text, fraction: None)
+    seed = settings.seed if settings.seed is not None else secrets.randbelow(2**31)
+    times = {"load": load_s}
+    device = settings.device
+
+    started = _timed_sync(device)
+    with warnings.catch_warnings():
+        # The exclusions are reported in metrics.json and the summary, not as warnings.
+        warnings.simplefilter("ignore", ExcludedUnitsWarning)
+        cnn = fit_model(dataset, settings.config, device=device, seed=seed,
+                        progress=_epoch_progress(settings.config, stage))
+        times["cnn_fit"] = _timed_sync(device) - started
+        stage("linear baseline", 0.9)
+        linear_started = time.perf_counter()
+        linear = fit_model(dataset, ModelConfig(architecture="linear", ridge_alphas=settings.config.ridge_alphas),
+                           device="cpu", seed=seed)
+        times["linear_fit"] = time.perf_counter() - linear_started
+    if not np.array_equal(linear.unit_ids, cnn.unit_ids):  # same seed → same split → same units
+        raise ClosedLoopError(f"{dataset.source}: the linear baseline kept different units than the CNN")
+
+    stage("evaluating", 0.95)
+    eval_started = time.perf_counter()
+    columns = _columns(dataset, cnn.unit_ids)
+    held_out = cnn.split.held_out
+    trials = dataset.trial_rates[held_out][:, :, columns]
+    report = evaluate(
+        predict(cnn.model, dataset.images[held_out]), trials,
+        baseline_pred=predict(linear.model, dataset.images[held_out]),
+        unit_ids=cnn.unit_ids, seed=seed,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # nanmean over images a unit has no repeat of
+        natural_means = dataset.mean_rates[:, columns]
+    gratings = dataset.gratings
+    cells = characterise(
+        natural_means,
+        None if gratings is None else gratings.orientations_deg,
+        None if gratings is None else gratings.rates[:, columns],
+    )
+    groups = group_summary(cells.groups, report.r, report.r_linear, report.rmax)
+    times["evaluate"] = time.perf_counter() - eval_started
+    times["total"] = load_s + times["cnn_fit"] + times["linear_fit"] + times["evaluate"]
+
+    excluded = [{"unit_id": u.unit_id, "reason": u.reason} for u in cnn.excluded_units]
+    record = {
+        "format": FIT_FORMAT,
+        "version": FIT_VERSION,
+        "session": name,
+        "source": str(dataset.source),
+        "closedloop_version": closedloop.__version__,
+        "device": cnn.device,
+        "seed": int(seed),
+        "config": cnn.config.to_dict(),
+        "preprocessing": dataset.preprocessing.to_dict(),
+        "window_s": [float(t) for t in dataset.window_s],
+        "split": {"train": len(cnn.split.train), "stop": len(cnn.split.stop),
+                  "held_out": len(cnn.split.held_out), "seed": int(cnn.split.seed)},
+        "n_units_in_data": int(dataset.n_units),
+        "excluded_units": excluded,
+        "epochs_run": int(cnn.epochs_run),
+        "best_epoch": [int(e) for e in cnn.best_epoch],
+        "linear_ridge_alpha": float(linear.history["ridge_alpha"][int(linear.best_epoch[0])]),
+        "times_s": times,
+        "metrics": report.to_dict(),
+        "cells": cells.to_dict(),
+        "groups": groups,
+    }
+    stage("writing", 0.98)
+    folder = _write_outputs(Path(out_dir), name, cnn, record, report, cells)
+    stage("done", 1.0)
+    return SessionOutcome(
+        name=name, source=str(dataset.source), ok=True, folder=str(folder), summary=report.summary,
+        groups=groups, excluded_units=excluded, times_s=times, device=cnn.device, seed=int(seed),
+    )
+
+
+def _epoch_progress(config: ModelConfig, stage: StageCallback):
+    """fit_model's progress → fraction of the CNN stage (0..0.9), counting ensemble members.
+
+    Members trained one after another each restart the epoch count; a fused ensemble
+    reports once for all.  Either way the fraction only grows.
+    """
+    state = {"member": 0, "last": 0, "fraction": 0.0}
+
+    def progress(epoch: int, max_epochs: int, best_loss: float) -> None:
+        if epoch < state["last"]:
+            state["member"] += 1
+        state["last"] = epoch
+        members = max(config.ensemble_size, state["member"] + 1)
+        done = (state["member"] + epoch / max_epochs) / members
+        state["fraction"] = max(state["fraction"], 0.9 * min(done, 1.0))
+        stage(f"CNN epoch {epoch} (stop loss {best_loss:.3f})", state["fraction"])
+
+    return progress
+
+
+def _columns(dataset: ResponseDataset, unit_ids: np.ndarray) -> np.ndarray:
+    position = {int(u): i for i, u in enumerate(dataset.unit_ids)}
+    return np.asarray([position[int(u)] for u in unit_ids], dtype=np.int64)
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def _write_outputs(out_dir: Path, name: str, cnn, record: dict, report, cells) -> Path:
+    """Write the three files into a staging folder, then swap it in as ``out_dir/name``."""
+    from closedloop.model.checkpoint import save_checkpoint
+    from closedloop.model.report import fig3
+
+    final = out_dir / name
+    staging = out_dir / f".{name}.partial-{os.getpid()}"
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        record = _json_safe(record)
+        save_checkpoint(staging / MODEL_FILE, cnn, metrics={key: record[key] for key in
+                                                           ("metrics", "cells", "groups", "seed", "source")})
+        fig3(report, cells, staging / FIGURE_FILE, title=f"{name}: {report.n_units} units, "
+             f"mean r {report.summary['mean_r']:.2f}")
+        (staging / METRICS_FILE).write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
+        _swap_in(staging, final)
+    except OSError as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise DataFileError(final, f"cannot write the fit results ({error.strerror or error}); "
+                                   "check the --out folder is writable") from None
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return final
+
+
+def _swap_in(staging: Path, final: Path) -> None:
+    """Replace ``final`` by ``staging`` with renames only (a folder cannot be os.replace'd over)."""
+    old = final.with_name(f".{final.name}.old-{os.getpid()}")
+    if final.exists():
+        os.replace(final, old)
+    os.replace(staging, final)
+    shutil.rmtree(old, ignore_errors=True)
