@@ -1,0 +1,126 @@
+"""Recover a session file whose writer was killed.
+
+After a kill the HDF5 superblock still carries the "open for SWMR write" status flags,
+so HDF5 2.0 refuses to open the file for writing ("file is already open for write ...
+may use <h5clear file> to clear file consistency flags"); ``locking=False`` does not
+help, the flags are in the file itself.  h5py has no API to clear them, and patching the
+checksummed superblock by hand would bypass HDF5.  A SWMR *reader* can still open the
+file, so the committed part is copied into a fresh file next to it, synced to disk, and
+``os.replace``d over the original: at every moment one complete file exists under the
+session's name, nothing committed is lost, and an uncommitted partial block is dropped.
+The cost is one copy of the file, paid only after a crash.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import h5py
+
+from closedloop.data.session_format import (
+    LIBVER,
+    check_not_truncated,
+    committed_lengths,
+    create_layout,
+    is_open_elsewhere,
+    open_error,
+    table_datasets,
+    validate,
+)
+from closedloop.errors import DataFileError
+
+_COPY_BYTES = 1 << 25  # copy in ~32 MB slices to keep memory flat
+
+
+def open_for_resume(path: Path) -> h5py.File:
+    """Open a session for appending: recovered if its writer was killed, cut back to its
+    committed part, validated, and in SWMR mode.  The caller holds the writer lock."""
+    file = _open_read_write(path)
+    if file is None:
+        recover_killed_session(path)
+        file = _open_read_write(path)
+        if file is None:
+            raise DataFileError(path, "is still marked open for writing after recovery")
+    try:
+        validate(file, path)
+        lengths = committed_lengths(file)
+        for table, dataset in table_datasets(file):
+            if dataset.shape[0] > lengths[table]:
+                dataset.resize(lengths[table], axis=0)
+        file.flush()
+        file.swmr_mode = True
+    except DataFileError:
+        file.close()
+        raise
+    except (OSError, KeyError, ValueError, RuntimeError) as error:
+        file.close()
+        raise DataFileError(path, f"session file is damaged ({error})") from None
+    return file
+
+
+def _open_read_write(path: Path) -> h5py.File | None:
+    """The file opened read-write, or None if HDF5 says a (killed) writer still has it."""
+    try:
+        return h5py.File(path, "r+", libver=LIBVER)
+    except OSError as error:
+        if is_open_elsewhere(error):
+            return None
+        raise open_error(path, error) from None
+
+
+def recover_killed_session(path: Path) -> None:
+    """Replace ``path`` by a clean copy of its committed part (the writer must be dead)."""
+    scratch = path.with_name(path.name + ".recovering")
+    check_not_truncated(path)
+    try:
+        source = h5py.File(path, "r", swmr=True)
+    except OSError as error:
+        raise open_error(path, error) from None
+    try:
+        try:
+            validate(source, path)
+            _copy_committed(source, scratch)
+        except (OSError, KeyError, ValueError, RuntimeError) as error:
+            raise DataFileError(path, f"cannot recover the killed session ({error})") from None
+    except BaseException:
+        scratch.unlink(missing_ok=True)
+        raise
+    finally:
+        source.close()
+    _fsync(scratch)
+    os.replace(scratch, path)
+    _fsync(path.parent)
+
+
+def _copy_committed(source: h5py.File, target_path: Path) -> None:
+    lengths = committed_lengths(source)
+    stimulus_shape = tuple(int(v) for v in source.attrs["stimulus_shape"])
+    with h5py.File(target_path, "w", libver=LIBVER) as target:
+        create_layout(
+            target, dict(source.attrs), source["units/id"][()], source["units/channel"][()],
+            stimulus_shape,
+        )
+        for table, dataset in table_datasets(source):
+            n = lengths[table]
+            destination = target[dataset.name]
+            destination.resize(n, axis=0)
+            row_bytes = max(1, dataset.dtype.itemsize * math.prod(dataset.shape[1:]))
+            step = max(1, _COPY_BYTES // row_bytes)
+            for start in range(0, n, step):
+                stop = min(n, start + step)
+                destination[start:stop] = dataset[start:stop]
+
+
+def _fsync(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # directories cannot be opened on Windows; nothing to sync there
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
