@@ -130,7 +130,7 @@ class ArchiveSummary:
 
 def population_for(spec: ArchiveSpec) -> SimulatedV1:
     """The ground-truth population an archive with this spec was (or will be) made from."""
-    scenario = spec.scenario if spec.scenario is not None else shipped_file(DEFAULT_SCENARIO)
+    scenario = shipped_file(spec.scenario if spec.scenario is not None else DEFAULT_SCENARIO)
     if not Path(scenario).exists():
         raise ClosedLoopError(
             f"scenario file {scenario} not found; pass --scenario PATH or run from the closedloop "
@@ -208,3 +208,43 @@ def window_fano(trial_rates: np.ndarray) -> float:
         fano = np.where(mean > 0.1, var / mean, np.nan)
     per_unit = np.nanmean(np.where(np.all(np.isnan(fano), axis=0), 0, fano), axis=0)
     return float(np.median(per_unit))
+
+
+def spec_from_archive(path: str | Path) -> ArchiveSpec:
+    """The `ArchiveSpec` a simulated archive was made with, read from its stored recipe.
+
+    Together with `population_for` this rebuilds the exact ground-truth population of a
+    file written by `make_archive`, in either layout.
+
+    Raises
+    ------
+    DataFileError
+        If the file is not a simulated archive (no recipe) or the recipe is unreadable.
+    """
+    from closedloop.data.loader import detect_format
+
+    path = Path(path)
+    if detect_format(path) == "session":
+        from closedloop.data.session import SessionReader
+
+        with SessionReader(path) as reader:
+            text = reader.protocol_yaml
+    else:
+        import scipy.io
+
+        try:
+            text = str(np.asarray(scipy.io.loadmat(str(path), variable_names=["closedloop_recipe"])
+                                  .get("closedloop_recipe", [""])).ravel()[0])
+        except (OSError, ValueError, IndexError) as error:
+            raise DataFileError(path, f"cannot read the simulation recipe: {error}") from None
+    try:
+        recipe = yaml.safe_load(text) or {}
+        fields = recipe["simulated_archive"]
+        return ArchiveSpec(
+            layout=fields["layout"], seed=int(fields["seed"]), n_units=int(fields["n_units"]),
+            n_images=int(fields["n_images"]), n_repeats=int(fields["n_repeats"]),
+            scenario=Path(fields["scenario"]), stimulus_s=float(fields["stimulus_s"]),
+            blank_s=float(fields["blank_s"]),
+        )
+    except (yaml.YAMLError, KeyError, TypeError, ValueError) as error:
+        raise DataFileError(path, f"not a simulated archive made by closedloop (no usable recipe: {error})") from None

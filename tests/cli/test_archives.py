@@ -9,7 +9,8 @@ from closedloop.data.loader import load_dataset
 from closedloop.data.pvc8 import read_pvc8
 from closedloop.data.session import SessionReader
 from closedloop.data.responses import counts_to_rates, window_counts_from_spike_times
-from closedloop.sim.archive import ArchiveSpec, make_archive, population_for
+from closedloop.errors import DataFileError
+from closedloop.sim.archive import ArchiveSpec, make_archive, population_for, spec_from_archive
 from closedloop.sim.archive_layouts import simulate_pvc8
 from closedloop.sim.photographs import natural_images
 
@@ -100,3 +101,15 @@ def test_archives_are_reproducible(tmp_path, session_file):
     with SessionReader(session_file) as a, SessionReader(again) as b:
         np.testing.assert_array_equal(a.spikes, b.spikes)
         np.testing.assert_array_equal(a.stimulus_pixels, b.stimulus_pixels)
+
+
+def test_ground_truth_is_rebuilt_from_either_file(session_file, pvc8_file, tmp_path):
+    for path, spec in ((session_file, SESSION), (pvc8_file, PVC8)):
+        recorded = spec_from_archive(path)
+        assert (recorded.layout, recorded.seed, recorded.n_units) == (spec.layout, spec.seed, spec.n_units)
+        np.testing.assert_array_equal(population_for(recorded).spontaneous_hz, population_for(spec).spontaneous_hz)
+    not_simulated = tmp_path / "real.mat"
+    import scipy.io
+    scipy.io.savemat(str(not_simulated), {"resp_train": np.zeros((1, 1, 1, 1), np.uint8)})
+    with pytest.raises(DataFileError, match="not a simulated archive"):
+        spec_from_archive(not_simulated)
