@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_archives(paths: list[Path]) -> None:
     """Every archive must exist and be a format we read, before anything runs."""
-    from closedloop.data.loader import detect_format
+    from closedloop.data.formats import detect_format
     from closedloop.errors import ClosedLoopError, DataFileError
 
     problems = []

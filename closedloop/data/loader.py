@@ -6,42 +6,9 @@ from pathlib import Path
 from typing import Literal
 
 from closedloop.data.dataset import Preprocessing, ResponseDataset
+from closedloop.data.formats import detect_format
 from closedloop.data.pvc8 import load_pvc8_dataset
 from closedloop.data.session_reader import SessionReader
-from closedloop.errors import DataFileError
-
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
-_MAT5_HEADER = b"MATLAB 5.0 MAT-file"
-
-
-def detect_format(path: str | Path) -> Literal["session", "pvc8"]:
-    """``"session"`` for an HDF5 file, ``"pvc8"`` for a MATLAB v5 file, judged by content.
-
-    Raises
-    ------
-    DataFileError
-        If the file is missing, a MATLAB v7.3 file, or neither format.
-    """
-    path = Path(path)
-    try:
-        with open(path, "rb") as file:
-            head = file.read(520)
-    except FileNotFoundError:
-        raise DataFileError(path, "does not exist") from None
-    except OSError as error:
-        raise DataFileError(path, f"cannot be read ({error})") from None
-    if head.startswith(b"MATLAB 7.3") or head[512:520] == _HDF5_SIGNATURE:
-        raise DataFileError(
-            path, "is a MATLAB v7.3 (HDF5) file; pvc-8 files are MATLAB v5 (re-save with -v7)"
-        )
-    if head.startswith(_HDF5_SIGNATURE):
-        return "session"
-    if head.startswith(_MAT5_HEADER):
-        return "pvc8"
-    raise DataFileError(
-        path, "is neither a closedloop session (HDF5) nor a pvc-8 recording (MATLAB v5 .mat)"
-    )
-
 
 def load_dataset(
     path: str | Path,

@@ -20,6 +20,7 @@ import numpy as np
 import scipy.io
 
 from closedloop.data.dataset import GratingResponses, Preprocessing, ResponseDataset
+from closedloop.data.formats import MAT5_HEADER, read_head, reject_matlab_v73
 from closedloop.data.preprocess import preprocess
 from closedloop.data.responses import counts_to_rates, window_counts_from_bins
 from closedloop.errors import DataFileError
@@ -31,8 +32,6 @@ N_GRATINGS = N_SF_GRATINGS + N_ORIENTATION_GRATINGS + N_SIZE_GRATINGS  # 416
 N_PHASES = 4
 ORIENTATIONS_DEG = 90.0 - 11.25 * np.arange(N_ORIENTATION_GRATINGS // N_PHASES)
 REQUIRED = ("resp_train", "images", "INDCENT")
-_MAT5_HEADER = b"MATLAB 5.0 MAT-file"
-_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
 
 def natural_count(n_stimuli: int) -> int:
@@ -264,19 +263,9 @@ def load_pvc8_dataset(
 
 
 def _check_header(path: Path) -> None:
-    try:
-        with open(path, "rb") as file:
-            head = file.read(520)
-    except FileNotFoundError:
-        raise DataFileError(path, "does not exist") from None
-    except OSError as error:
-        raise DataFileError(path, f"cannot be read ({error})") from None
-    if head.startswith(b"MATLAB 7.3") or head[512:520] == _HDF5_SIGNATURE:
-        raise DataFileError(
-            path, "is a MATLAB v7.3 (HDF5) file; pvc-8 files are MATLAB v5: re-save it in "
-            "MATLAB with save(..., '-v7') or use the original CRCNS file",
-        )
-    if not head.startswith(_MAT5_HEADER):
+    head = read_head(path)
+    reject_matlab_v73(path, head)
+    if not head.startswith(MAT5_HEADER):
         raise DataFileError(path, "is not a MATLAB v5 MAT-file (no 'MATLAB 5.0 MAT-file' header)")
     _check_complete(path, head)
 

@@ -221,7 +221,7 @@ def spec_from_archive(path: str | Path) -> ArchiveSpec:
     DataFileError
         If the file is not a simulated archive (no recipe) or the recipe is unreadable.
     """
-    from closedloop.data.loader import detect_format
+    from closedloop.data.formats import detect_format
 
     path = Path(path)
     if detect_format(path) == "session":
