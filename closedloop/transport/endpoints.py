@@ -1,0 +1,63 @@
+"""Endpoint strings: loopback TCP, inproc and ipc, and our default ports.
+
+Components run as threads talk over ``inproc://`` (one shared zmq context), as
+processes on one machine over ``ipc://`` or ``tcp://127.0.0.1:PORT``.  Binding to
+``tcp://127.0.0.1:*`` lets ZeroMQ pick a free port without a race; the sockets in
+`closedloop.transport.sockets` report the endpoint actually bound.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+import uuid
+
+LOOPBACK = "127.0.0.1"
+# Open Ephys's ZMQ Interface and Event Broadcaster defaults: never ours.
+OPEN_EPHYS_PORTS = (5556, 5557)
+# The same defaults as the rig file's ``network.ports`` (closedloop.config.rig.Ports).
+DEFAULT_PORTS = {"stimulus": 5600, "spikes": 5601, "model": 5602, "model_events": 5603, "responses": 5604}
+_SCHEMES = ("tcp://", "ipc://", "inproc://")
+# Linux limits a unix socket path to 107 bytes.
+_MAX_IPC_PATH = 107
+
+
+def tcp_endpoint(port: int | None = None, host: str = LOOPBACK) -> str:
+    """``tcp://host:port``; ``port=None`` gives ``tcp://host:*`` (bind to any free port)."""
+    if port is not None and not 1 <= port <= 65535:
+        raise ValueError(f"port must be 1..65535, got {port}")
+    return f"tcp://{host}:{'*' if port is None else port}"
+
+
+def free_tcp_port(host: str = LOOPBACK) -> int:
+    """A TCP port that was free a moment ago (prefer binding to ``tcp://host:*``)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
+
+
+def random_tcp_endpoint(host: str = LOOPBACK) -> str:
+    """``tcp://host:PORT`` with a port that was free a moment ago."""
+    return tcp_endpoint(free_tcp_port(host), host)
+
+
+def inproc_endpoint(name: str | None = None) -> str:
+    """A unique ``inproc://`` endpoint (threads sharing one zmq context)."""
+    return f"inproc://{name or 'closedloop'}-{uuid.uuid4().hex[:12]}"
+
+
+def ipc_endpoint(name: str | None = None, directory: str | None = None) -> str:
+    """A unique ``ipc://`` endpoint in ``directory`` (default: the temp folder)."""
+    folder = directory or tempfile.gettempdir()
+    path = os.path.join(folder, f"{name or 'closedloop'}-{uuid.uuid4().hex[:12]}.ipc")
+    if len(path.encode()) > _MAX_IPC_PATH:
+        raise ValueError(f"ipc path {path!r} is longer than {_MAX_IPC_PATH} bytes; use a shorter directory")
+    return f"ipc://{path}"
+
+
+def check_endpoint(endpoint: str) -> str:
+    """Return ``endpoint`` if it uses a scheme we support, else raise ValueError."""
+    if not isinstance(endpoint, str) or not endpoint.startswith(_SCHEMES) or endpoint.endswith("://"):
+        raise ValueError(f"endpoint {endpoint!r} must look like tcp://HOST:PORT, ipc://PATH or inproc://NAME")
+    return endpoint
