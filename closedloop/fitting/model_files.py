@@ -9,7 +9,6 @@ configuration of a hyper-parameter search is written in the same form
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 from typing import Any
@@ -19,57 +18,21 @@ import yaml
 from closedloop.config.yaml_loader import YamlNode, load_yaml
 from closedloop.errors import ConfigError, DataFileError
 from closedloop.model.model_config import ModelConfig
-
-DEFAULT_PRESET = "recommended"
-
-
-def _presets_module():
-    """``closedloop.model.presets`` when it is installed, else ``None``."""
-    try:
-        return importlib.import_module("closedloop.model.presets")
-    except ModuleNotFoundError as error:
-        if error.name != "closedloop.model.presets":
-            raise
-        return None
-
+from closedloop.model.presets import DEFAULT_PRESET, PRESETS, preset
 
 def preset_names() -> tuple[str, ...]:
     """Names ``--preset`` accepts."""
-    module = _presets_module()
-    if module is None:
-        return ("kindel2017",)
-    names = getattr(module, "PRESETS", None) or getattr(module, "PRESET_NAMES", None)
-    return tuple(sorted(names)) if names else ("kindel2017", DEFAULT_PRESET)
+    return tuple(sorted(PRESETS))
 
 
 def named_config(name: str) -> ModelConfig:
-    """The preset called ``name``.
-
-    Without ``closedloop.model.presets`` only ``"kindel2017"`` (the paper's Table 1,
-    which is `ModelConfig`'s defaults) exists.
-
-    Raises
-    ------
-    ConfigError
-        Unknown preset name.
-    """
-    module = _presets_module()
-    if module is not None:
-        try:
-            return module.preset(name)
-        except (KeyError, ValueError) as error:
-            raise ConfigError("--preset", None, None, f"unknown preset {name!r} ({error}); "
-                              f"choose one of {', '.join(preset_names())}") from None
-    if name == "kindel2017":
-        return ModelConfig()
-    raise ConfigError("--preset", None, None, f"unknown preset {name!r}; choose one of {', '.join(preset_names())}")
+    """The preset called ``name`` (raises `ConfigError` naming the known ones)."""
+    return preset(name)
 
 
 def default_config() -> ModelConfig:
     """The configuration ``closedloop fit`` uses when neither --config nor --preset is given."""
-    if _presets_module() is not None:
-        return named_config(DEFAULT_PRESET)
-    return ModelConfig()
+    return preset(DEFAULT_PRESET)
 
 
 def _plain(node: YamlNode) -> Any:

@@ -89,6 +89,35 @@ class MemberConv2d(nn.Module):
         self.bias[member].zero_()
 
 
+class MemberBatchNorm(nn.Module):
+    """Batch normalisation of each member's channels, member on the leading axis.
+
+    Like ``nn.BatchNorm2d`` over (B, n_members × channels, H, W), but with (n_members,
+    channels) parameters and running statistics, so members can be stacked and split.
+    """
+
+    def __init__(self, n_members: int, channels: int, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.weight = nn.Parameter(torch.ones(n_members, channels))
+        self.bias = nn.Parameter(torch.zeros(n_members, channels))
+        self.register_buffer("running_mean", torch.zeros(n_members, channels))
+        self.register_buffer("running_var", torch.ones(n_members, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.batch_norm(
+            x, self.running_mean.view(-1), self.running_var.view(-1), self.weight.reshape(-1),
+            self.bias.reshape(-1), self.training, self.momentum, self.eps,
+        )
+
+    @torch.no_grad()
+    def init_member(self, member: int, generator: torch.Generator) -> None:
+        self.weight[member].fill_(1.0)
+        self.bias[member].zero_()
+        self.running_mean[member].zero_()
+        self.running_var[member].fill_(1.0)
+
+
 class ConvCore(nn.Module):
     """A stack of conv → ReLU → max-pool blocks.
 
@@ -127,6 +156,8 @@ class ConvCore(nn.Module):
         pool_kernel: int = 3,
         pool_stride: int = 2,
         padding: str = "valid",
+        pool_layers: tuple[int, ...] | None = None,
+        batch_norm: bool = False,
     ):
         super().__init__()
         if len(filters) != len(kernels) or not filters:
@@ -137,13 +168,21 @@ class ConvCore(nn.Module):
         self.input_size = input_size
         self.pool_kernel = pool_kernel
         self.pool_stride = pool_stride
-        layers = []
+        pools = pool_kernel > 1 or pool_stride > 1
+        # 1-based layers followed by max-pooling (all of them by default, as Table 1).
+        wanted = range(1, len(filters) + 1) if pool_layers is None else pool_layers
+        self.pooled = tuple(pools and (index + 1) in wanted for index in range(len(filters)))
+        layers, norms = [], []
         in_channels, size = 1, input_size
         for index, (n_filters, kernel) in enumerate(zip(filters, kernels)):
             layers.append(
                 MemberConv2d(n_members, in_channels, n_filters, kernel, padding, shared_input=index == 0)
             )
-            size = pool_output_size(conv_output_size(size, kernel, padding), pool_kernel, pool_stride)
+            if batch_norm:
+                norms.append(MemberBatchNorm(n_members, n_filters))
+            size = conv_output_size(size, kernel, padding)
+            if self.pooled[index]:
+                size = pool_output_size(size, pool_kernel, pool_stride)
             if size < 1:
                 raise ValueError(
                     f"a {input_size}×{input_size} input shrinks to nothing at core layer {index + 1} "
@@ -152,17 +191,19 @@ class ConvCore(nn.Module):
                 )
             in_channels = n_filters
         self.layers = nn.ModuleList(layers)
+        self.norms = nn.ModuleList(norms) if batch_norm else None
         self.output_shape = (in_channels, size, size)  # per member
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = as_image_batch(images)
-        pool = self.pool_kernel > 1 or self.pool_stride > 1
-        for layer in self.layers:
+        for index, layer in enumerate(self.layers):
             x = layer(x)
+            if self.norms is not None:
+                x = self.norms[index](x)
             if x.device.type == "cpu":
                 # oneDNN's max-pool (and its backward) is ~7x faster on channels-last maps.
                 x = x.contiguous(memory_format=torch.channels_last)
-            if pool:
+            if self.pooled[index]:
                 # ReLU after pooling equals ReLU before it (both monotone) on 4x fewer values.
                 x = F.max_pool2d(x, self.pool_kernel, self.pool_stride)
             x = F.relu(x)
@@ -171,6 +212,8 @@ class ConvCore(nn.Module):
     def init_member(self, member: int, generator: torch.Generator) -> None:
         for layer in self.layers:
             layer.init_member(member, generator)
+        for norm in self.norms or ():
+            norm.init_member(member, generator)
 
     def layer_shapes(self, batch: int = 1) -> list[tuple[str, tuple[int, ...]]]:
         """Names and per-member output shapes of every stage, for documentation and tests."""
@@ -180,7 +223,7 @@ class ConvCore(nn.Module):
             for index, layer in enumerate(self.layers, start=1):
                 x = F.relu(layer(x))
                 shapes.append((f"conv{index}+relu", (batch, layer.out_channels, *x.shape[2:])))
-                if self.pool_kernel > 1 or self.pool_stride > 1:
+                if self.pooled[index - 1]:
                     x = F.max_pool2d(x, self.pool_kernel, self.pool_stride)
                     shapes.append((f"maxpool{index}", (batch, layer.out_channels, *x.shape[2:])))
         return shapes

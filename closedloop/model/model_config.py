@@ -17,6 +17,7 @@ ARCHITECTURES = ("kindel2017", "factorised", "linear")
 ENSEMBLE_MODES = ("auto", "fused", "independent")
 OUTPUT_NONLINEARITIES = ("softplus", "none")
 PADDINGS = ("valid", "same")
+INPUT_NORMALISATIONS = ("none", "zscore")
 
 _DEFAULT_RIDGE_ALPHAS = tuple(10.0**e for e in range(-4, 5))
 
@@ -37,6 +38,14 @@ class ModelConfig:
         Max-pooling after every conv layer (1, 1 = none).
     padding
         ``"valid"`` (default, ~3× faster on CPU) or ``"same"`` (see `ConvCore`).
+    pool_layers
+        1-based core layers followed by max-pooling; ``None`` (default, Table 1) = all.
+    batch_norm
+        Batch normalisation after every conv layer (per member; running statistics are
+        restored with the best epoch's weights).
+    input_normalisation
+        ``"none"`` (default, pixels in [0, 1] as the paper) or ``"zscore"`` (training
+        images' pixel mean and std).
     dense_units, dropout_keep
         Dense readout hidden width and the probability of *keeping* a hidden unit.
     output_nonlinearity
@@ -74,6 +83,9 @@ class ModelConfig:
     pool_kernel: int = 3
     pool_stride: int = 2
     padding: str = "valid"
+    pool_layers: tuple[int, ...] | None = None
+    batch_norm: bool = False
+    input_normalisation: str = "none"
     dense_units: int = 300
     dropout_keep: float = 0.55
     output_nonlinearity: str = "softplus"
@@ -134,7 +146,8 @@ _INT_FIELDS = {
     "batch_size", "ensemble_size", "seed",
 }
 _FLOAT_FIELDS = {"dropout_keep", "learning_rate", "weight_decay", "l1_readout"}
-_INT_TUPLE_FIELDS = {"core_filters", "core_kernels"}
+_INT_TUPLE_FIELDS = {"core_filters", "core_kernels", "pool_layers"}
+_BOOL_FIELDS = {"batch_norm"}
 
 
 def _coerce(source: str, name: str, key: str, value: Any) -> Any:
@@ -156,6 +169,12 @@ def _coerce(source: str, name: str, key: str, value: Any) -> Any:
             return float(value)
         except (TypeError, ValueError):
             raise fail("a number") from None
+    if key in _BOOL_FIELDS:
+        if not isinstance(value, bool):
+            raise fail("true or false")
+        return value
+    if key == "pool_layers" and value is None:
+        return None
     if key in _INT_TUPLE_FIELDS or key == "ridge_alphas":
         if not isinstance(value, (list, tuple)):
             raise fail("a list")
@@ -191,6 +210,7 @@ def _validate(config: ModelConfig) -> None:
 
     choice("architecture", ARCHITECTURES)
     choice("padding", PADDINGS)
+    choice("input_normalisation", INPUT_NORMALISATIONS)
     choice("output_nonlinearity", OUTPUT_NONLINEARITIES)
     choice("ensemble_mode", ENSEMBLE_MODES)
     filters, kernels = tuple(config.core_filters), tuple(config.core_kernels)
@@ -203,6 +223,13 @@ def _validate(config: ModelConfig) -> None:
             "core_kernels",
             f"must list one positive kernel size per layer ({len(filters)} layers), got {config.core_kernels!r}",
         )
+    if config.pool_layers is not None:
+        layers = tuple(config.pool_layers)
+        if any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= len(filters) for v in layers):
+            raise bad("pool_layers", f"must list core layers 1..{len(filters)} to pool after, got {config.pool_layers!r}")
+        object.__setattr__(config, "pool_layers", layers)
+    if not isinstance(config.batch_norm, bool):
+        raise bad("batch_norm", f"must be true or false, got {config.batch_norm!r}")
     if config.padding == "same" and any(k % 2 == 0 for k in kernels):
         raise bad("core_kernels", f"'same' padding needs odd kernel sizes, got {config.core_kernels!r}")
     for name in ("pool_kernel", "pool_stride", "dense_units", "max_epochs", "patience", "stop_check_every",

@@ -67,6 +67,9 @@ class CoreReadoutNetwork(nn.Module):
         self.readout = readout
         self.output_nonlinearity = output_nonlinearity
         n_members = core.n_members
+        # Pixels are mapped to (pixel - shift) / scale first; identity unless set from data.
+        self.register_buffer("input_shift", torch.zeros(n_members))
+        self.register_buffer("input_scale", torch.ones(n_members))
         self.register_buffer("output_offset", torch.zeros(n_members, n_units))
         self.register_buffer("output_scale", torch.ones(n_members, n_units))
 
@@ -79,7 +82,8 @@ class CoreReadoutNetwork(nn.Module):
         return int(self.output_offset.shape[1])
 
     def forward_members(self, images: torch.Tensor) -> torch.Tensor:
-        z = self.readout(self.core(images))
+        # Every member sees the same images, so member 0's shift and scale serve all.
+        z = self.readout(self.core((images - self.input_shift[0]) / self.input_scale[0]))
         pre = torch.addcmul(self.output_offset.unsqueeze(1), self.output_scale.unsqueeze(1), z)
         return F.softplus(pre) if self.output_nonlinearity == "softplus" else pre
 
@@ -92,6 +96,18 @@ class CoreReadoutNetwork(nn.Module):
     def init_member(self, member: int, generator: torch.Generator) -> None:
         self.core.init_member(member, generator)
         self.readout.init_member(member, generator)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Checkpoints written before input normalisation existed: identity shift and scale.
+        for name in ("input_shift", "input_scale"):
+            state_dict.setdefault(prefix + name, getattr(self, name).detach().clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @torch.no_grad()
+    def set_input_statistics(self, mean_pixel: float, std_pixel: float) -> None:
+        """Z-score pixels with the training images' mean and standard deviation (all members)."""
+        self.input_shift.fill_(float(mean_pixel))
+        self.input_scale.fill_(max(float(std_pixel), 1e-6))
 
     @torch.no_grad()
     def set_output_statistics(self, mean_rate: torch.Tensor, std_rate: torch.Tensor) -> None:
@@ -145,6 +161,8 @@ def build_network(config: ModelConfig, n_units: int, n_members: int = 1, input_s
         pool_kernel=config.pool_kernel,
         pool_stride=config.pool_stride,
         padding=config.padding,
+        pool_layers=config.pool_layers,
+        batch_norm=config.batch_norm,
     )
     if config.architecture == "kindel2017":
         readout = DenseReadout(n_members, core.output_shape, n_units, config.dense_units, config.dropout_keep)

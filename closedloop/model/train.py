@@ -283,6 +283,8 @@ def _train_members(data: _DeviceData, config: ModelConfig, seeds: list[int], rng
     for member, member_seed in enumerate(seeds):
         model.init_member(member, torch.Generator().manual_seed(member_seed))
     model.set_output_statistics(data.mean_rate, data.std_rate)
+    if config.input_normalisation == "zscore":
+        model.set_input_statistics(float(data.train_images.mean()), float(data.train_images.std()))
     model.to(data.device)
     fork_devices = [data.device] if data.device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices):
@@ -311,7 +313,9 @@ class _Trainer:
         self.best_loss = torch.full((n_members,), float("inf"), device=device)
         self.best_epoch = torch.zeros(n_members, dtype=torch.long, device=device)
         self.since_best = torch.zeros(n_members, dtype=torch.long, device=device)
-        self.best_state = {name: p.detach().clone() for name, p in model.named_parameters()}
+        # Parameters and buffers (batch-norm running statistics), every one member-major.
+        self.tracked = dict(model.named_parameters()) | dict(model.named_buffers())
+        self.best_state = {name: t.detach().clone() for name, t in self.tracked.items()}
         self.train_history = torch.zeros(config.max_epochs, n_members, device=device)
         self.stop_history = torch.zeros(config.max_epochs, n_members, device=device)
 
@@ -350,9 +354,9 @@ class _Trainer:
             self.best_loss = torch.where(improved, stop_loss, self.best_loss)
             self.best_epoch = torch.where(improved, index, self.best_epoch)
             self.since_best = torch.where(improved, 0, self.since_best + 1)
-            for name, parameter in self.model.named_parameters():
-                mask = improved.view(-1, *([1] * (parameter.dim() - 1)))
-                self.best_state[name].copy_(torch.where(mask, parameter, self.best_state[name]))
+            for name, tensor in self.tracked.items():
+                mask = improved.view(-1, *([1] * (tensor.dim() - 1)))
+                self.best_state[name].copy_(torch.where(mask, tensor, self.best_state[name]))
 
     def run(self, progress):
         config = self.config
@@ -367,8 +371,8 @@ class _Trainer:
                     epochs_run = index + 1
                     break
         with torch.no_grad():
-            for name, parameter in self.model.named_parameters():
-                parameter.copy_(self.best_state[name])
+            for name, tensor in self.tracked.items():
+                tensor.copy_(self.best_state[name])
         history = {
             "train_loss": self.train_history[:epochs_run].cpu().numpy().astype(np.float64),
             "stop_loss": self.stop_history[:epochs_run].cpu().numpy().astype(np.float64),

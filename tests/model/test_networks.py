@@ -46,6 +46,23 @@ def test_same_padding_shapes():
     assert tuple(network.readout.hidden_weight.shape) == (1, 32 * 7 * 7, 300)
 
 
+def test_pooling_only_after_chosen_layers():
+    network = build_network(ModelConfig(architecture="factorised", pool_layers=(1,), batch_norm=True), n_units=4)
+    assert network.core.layer_shapes(batch=1)[-1] == ("conv2+relu", (1, 32, 7, 7))
+    assert tuple(network.readout.mask.shape) == (1, 4, 49)
+    assert tuple(network.core.norms[1].running_mean.shape) == (1, 32)
+
+
+def test_factorised_readout_starts_near_each_units_mean_rate():
+    network = build_network(ModelConfig(architecture="factorised", pool_layers=(1,), batch_norm=True, seed=0),
+                            n_units=6)
+    network.set_output_statistics(torch.full((6,), 20.0), torch.full((6,), 5.0))
+    with torch.no_grad():
+        rates = network.train()(torch.rand(64, 33, 33))
+    # Within about one standard deviation of the mean: the first loss is O(1), not O(100).
+    assert torch.all((rates.mean(0) - 20.0).abs() < 5.0), rates.mean(0)
+
+
 def test_core_that_shrinks_to_nothing_is_rejected():
     with pytest.raises(ValueError, match="shrinks to nothing"):
         build_network(ModelConfig(core_filters=(4, 4, 4), core_kernels=(9, 9, 9)), n_units=2)
@@ -70,7 +87,8 @@ def test_linear_output_option_can_go_negative():
 
 def test_config_round_trips_through_yaml():
     config = ModelConfig(architecture="factorised", core_filters=(8, 16, 16), core_kernels=(5, 5, 3),
-                         batch_size=32, l1_readout=0.01, ensemble_size=4, seed=7)
+                         batch_size=32, l1_readout=0.01, ensemble_size=4, seed=7, pool_layers=(1, 3),
+                         batch_norm=True, input_normalisation="zscore")
     text = yaml.safe_dump({"model": config.to_dict()})
     assert ModelConfig.from_dict(yaml.safe_load(text)["model"]) == config
 
@@ -94,6 +112,9 @@ def test_config_accepts_yaml_exponent_strings():
         ({"batchsize": 4}, "model.batchsize", "unknown setting"),
         ({"architecture": "linear", "ensemble_size": 3}, "model.ensemble_size", "linear"),
         ({"core_filters": "16"}, "model.core_filters", "a list"),
+        ({"pool_layers": [3]}, "model.pool_layers", "layers 1..2"),
+        ({"batch_norm": "yes"}, "model.batch_norm", "true or false"),
+        ({"input_normalisation": "whiten"}, "model.input_normalisation", "none, zscore"),
     ],
 )
 def test_bad_config_values_name_the_field(data, field, text):
@@ -108,13 +129,20 @@ def test_member_seeds_do_not_depend_on_ensemble_size():
     assert len(set(member_seeds(3, 5))) == 5
 
 
-@pytest.mark.parametrize("architecture", ["kindel2017", "factorised"])
-def test_fused_ensemble_equals_independent_members(architecture):
-    config = ModelConfig(architecture=architecture, core_filters=(4, 8), core_kernels=(5, 3))
+@pytest.mark.parametrize(
+    "options",
+    [{"architecture": "kindel2017"}, {"architecture": "factorised"},
+     {"architecture": "factorised", "batch_norm": True, "pool_layers": (1,), "input_normalisation": "zscore"}],
+)
+def test_fused_ensemble_equals_independent_members(options):
+    config = ModelConfig(core_filters=(4, 8), core_kernels=(5, 3), **options)
     members = []
     for seed in (1, 2, 3):
         member = build_network(config.replace(seed=seed), n_units=5)
         member.set_output_statistics(torch.rand(5) * 10, torch.rand(5) + 1)
+        if config.batch_norm:  # distinct running statistics per member
+            member.train()(torch.rand(8, 33, 33))
+            member.set_input_statistics(0.5, 0.2)
         members.append(member.eval())
     fused = stack_members(members).eval()
     assert fused.n_members == 3

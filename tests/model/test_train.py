@@ -123,8 +123,10 @@ def test_missing_seed_is_drawn_and_recorded(small_dataset):
     assert isinstance(result.config.seed, int) and result.split.seed == result.config.seed
 
 
-def test_early_stopping_restores_the_best_epoch(small_dataset):
-    config = TINY.replace(max_epochs=60, patience=4, stop_check_every=1, learning_rate=3e-2)
+@pytest.mark.parametrize("options", [{}, {"architecture": "factorised", "batch_norm": True}])
+def test_early_stopping_restores_the_best_epoch(small_dataset, options):
+    # With batch norm the running statistics (buffers) must be the best epoch's too.
+    config = TINY.replace(max_epochs=60, patience=4, stop_check_every=1, learning_rate=3e-2, **options)
     seen = []
     result = fit_model(small_dataset, config, device="cpu", progress=lambda *args: seen.append(args))
     stop_loss = result.history["stop_loss"][:, 0]
