@@ -1,0 +1,177 @@
+"""Synthesize stimuli that drive fitted units to target rates (DESIGN §7).
+
+From Gaussian white noise, gradient steps on the pixels push the model's (ensemble
+mean) prediction of each chosen unit to each target: a percentile of the unit's
+natural-image rates (p20), the highest rate the model allows (max) or a rate (12.5hz).
+Images stay inside the circular aperture, in the display's range and at the rig's
+mean luminance.  OUT/library.h5 holds the images (model and display resolution) with
+their provenance; OUT/fig4.png shows them (rows: units, columns: targets).
+
+Exit status: 0 when every rate target was reached within the tolerance, 1 when some
+were not (their achieved rate and gap are printed), 2 for bad arguments or input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from closedloop.commands.common import add_json_option, non_negative_int, positive_int, write_json
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("model", type=Path, metavar="MODEL",
+                        help="fitted model (model.pt, or the folder `closedloop fit` wrote it to)")
+    parser.add_argument("--units", default="all",
+                        help="unit ids '3,7,12', 'top:K' (best held-out r) or 'all' (default)")
+    parser.add_argument("--targets", default="p20,p35,p50,p65,p80",
+                        help="comma list of percentiles (p20), max, rates (12.5hz); default p20,p35,p50,p65,p80")
+    parser.add_argument("--hold-others", action="store_true",
+                        help="hold the other selected units at their baseline (blank-screen) rate")
+    parser.add_argument("--hold", default=None, metavar="IDS",
+                        help="unit ids to hold at baseline while driving each unit")
+    parser.add_argument("--images-per-target", type=positive_int, default=1,
+                        help="images (different noise seeds) per unit and target (default 1)")
+    parser.add_argument("--steps", type=positive_int, default=500, help="step cap per image (default 500)")
+    parser.add_argument("--tolerance", type=_positive_float, default=0.5, metavar="HZ",
+                        help="an image is done when this close to its target (default 0.5 Hz)")
+    parser.add_argument("--contrast", type=_positive_float, default=None,
+                        help="cap on the RMS contrast inside the aperture (default: none)")
+    parser.add_argument("--tv", type=float, default=0.0, help="total-variation penalty weight (default 0)")
+    parser.add_argument("--display-size", type=positive_int, default=66,
+                        help="stimulus array side in px, the rig's stimulus.size_px (default 66)")
+    parser.add_argument("--aperture-px", type=_positive_float, default=60.0,
+                        help="aperture diameter in display px (default 60)")
+    parser.add_argument("--mean-luminance", type=_fraction, default=0.5,
+                        help="the rig's grey, a fraction of the display range (default 0.5)")
+    parser.add_argument("--seed", type=non_negative_int, default=None,
+                        help="noise seed (default: drawn and recorded)")
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
+    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                        help="progress on stderr (default: only on a terminal)")
+    add_json_option(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    import secrets
+
+    import numpy as np
+
+    from closedloop.errors import ClosedLoopError
+    from closedloop.model.checkpoint import load_checkpoint
+    from closedloop.synth.canvas import Canvas
+    from closedloop.synth.figure import library_figure
+    from closedloop.synth.library import read_library, write_library
+    from closedloop.synth.optimise import SynthesisSettings
+    from closedloop.synth.plan import synthesize_from_checkpoint
+    from closedloop.synth.targets import parse_targets
+
+    parse_targets(args.targets)  # bad targets fail before the model loads
+    if args.tv < 0:
+        raise ClosedLoopError(f"--tv must be 0 or more, got {args.tv}")
+    hold = None
+    if args.hold:
+        try:
+            hold = [int(part) for part in args.hold.split(",") if part.strip()]
+        except ValueError:
+            raise ClosedLoopError(f"--hold {args.hold!r}: give unit ids like '3,7'") from None
+    model_path = args.model / "model.pt" if args.model.is_dir() else args.model
+    _check_not_hdf5(model_path)
+    checkpoint = load_checkpoint(model_path, args.device)
+    canvas = Canvas.for_preprocessing(checkpoint.preprocessing, display_size=args.display_size,
+                                      aperture_diameter_px=args.aperture_px, mean_luminance=args.mean_luminance,
+                                      max_contrast=args.contrast)
+    settings = SynthesisSettings(steps=args.steps, tolerance_hz=args.tolerance, tv_weight=args.tv)
+    seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
+    show = sys.stderr.isatty() if args.progress is None else args.progress
+
+    def progress(step: int, total: int, active: int) -> None:
+        print(f"\rsynth: step {step}/{total}, {active} image(s) still optimising", end="", file=sys.stderr)
+
+    made = synthesize_from_checkpoint(
+        checkpoint, args.units, args.targets, hold_others=args.hold_others, hold=hold, settings=settings,
+        canvas=canvas, seed=seed, images_per_target=args.images_per_target, progress=progress if show else None,
+    )
+    if show:
+        print(file=sys.stderr)
+    library_path = write_library(args.out / "library.h5", made.result, unit_ids=made.unit_ids,
+                                 model_path=str(model_path), model_version=checkpoint.model_version,
+                                 model_created=checkpoint.created, run_seed=seed)
+    library = read_library(library_path)
+    figure_path = library_figure(library, args.out / "fig4.png")
+
+    rows = _table_rows(library)
+    print(_format_table(rows))
+    result = made.result
+    missed = int(np.sum(~result.converged & (library.target_kind != "max")))
+    print(f"{len(library)} image(s) for {len(set(library.unit_id.tolist()))} unit(s) in {result.seconds:.1f} s "
+          f"on {result.device} (model version {checkpoint.model_version}, seed {seed}); "
+          f"{missed} target(s) not reached within {args.tolerance:g} Hz")
+    print(f"wrote {library_path} and {figure_path}")
+    write_json(args.json, {
+        "format": "closedloop-synth-summary", "model": str(model_path), "model_version": checkpoint.model_version,
+        "library": str(library_path), "figure": str(figure_path), "seed": seed, "device": result.device,
+        "seconds": result.seconds, "settings": settings.to_dict(), "canvas": canvas.to_dict(),
+        "images": rows, "not_reached": missed,
+    })
+    return 1 if missed else 0
+
+
+def _check_not_hdf5(path: Path) -> None:
+    """A session or stimulus library given as MODEL gets a plain message, not torch's."""
+    from closedloop.errors import DataFileError
+
+    try:
+        with open(path, "rb") as handle:
+            signature = handle.read(8)
+    except OSError:
+        return  # load_checkpoint reports missing files
+    if signature == b"\x89HDF\r\n\x1a\n":
+        raise DataFileError(path, "is an HDF5 file (a session or stimulus library?), not a fitted model; "
+                                  "give the model.pt that `closedloop fit` wrote")
+
+
+def _table_rows(library) -> list[dict]:
+    rows = []
+    for i in range(len(library)):
+        maximise = library.target_kind[i] == "max"
+        rows.append({
+            "unit": int(library.unit_id[i]), "target": str(library.target_label[i]),
+            "target_hz": None if maximise else float(library.target_hz[i]),
+            "achieved_hz": float(library.achieved_hz[i]),
+            "gap_hz": None if maximise else float(library.achieved_hz[i] - library.target_hz[i]),
+            "converged": bool(library.converged[i]), "steps": int(library.steps[i]), "seed": int(library.seed[i]),
+        })
+    return rows
+
+
+def _format_table(rows: list[dict]) -> str:
+    lines = [f"{'unit':>6} {'target':>8} {'target Hz':>10} {'achieved Hz':>12} {'gap Hz':>8}  converged"]
+    for row in rows:
+        target = "—" if row["target_hz"] is None else f"{row['target_hz']:.2f}"
+        gap = "—" if row["gap_hz"] is None else f"{row['gap_hz']:+.2f}"
+        done = "max" if row["target"] == "max" else ("yes" if row["converged"] else "NO")
+        lines.append(f"{row['unit']:>6} {row['target']:>8} {target:>10} {row['achieved_hz']:>12.2f} {gap:>8}  {done}")
+    return "\n".join(lines)

@@ -1,0 +1,127 @@
+"""Synthesis from a fitted checkpoint: units, targets and population patterns → images.
+
+The one entry point the command line, the benchmark and the model server share.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from closedloop.errors import ClosedLoopError
+from closedloop.synth.canvas import Canvas
+from closedloop.synth.optimise import ProgressCallback, SynthesisResult, SynthesisSettings, synthesize
+from closedloop.synth.targets import Target, build_jobs, parse_targets, select_units
+
+
+@dataclass
+class CheckpointSynthesis:
+    """A `SynthesisResult` with what it was made from."""
+
+    result: SynthesisResult
+    unit_ids: np.ndarray  # the model's unit ids, output order
+    baseline_hz: np.ndarray  # (n_units,) prediction for the blank (mean-luminance) screen
+    scale_hz: np.ndarray  # (n_units,) natural-image rate range used to weigh losses
+
+
+def heldout_r(metrics: dict, n_units: int) -> np.ndarray | None:
+    """Held-out r per model unit from a checkpoint's metrics (``None`` if not recorded)."""
+    try:
+        values = metrics["metrics"]["units"]["r"]
+    except (KeyError, TypeError):
+        return None
+    r = np.asarray([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    return r if r.size == n_units else None
+
+
+def unit_metric(metrics: dict, name: str, n_units: int) -> np.ndarray | None:
+    """Any per-unit held-out metric (``r``, ``rmax``, ``r_over_rmax`` …) or ``None``."""
+    try:
+        values = metrics["metrics"]["units"][name]
+    except (KeyError, TypeError):
+        return None
+    out = np.asarray([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    return out if out.size == n_units else None
+
+
+def natural_rate_range(percentiles: np.ndarray) -> np.ndarray:
+    """(n_units,) max − min of each unit's natural-image mean rates (fit images)."""
+    percentiles = np.asarray(percentiles, dtype=np.float64)
+    return percentiles[-1] - percentiles[0]
+
+
+def baseline_rates(model: torch.nn.Module, canvas: Canvas, device: torch.device) -> np.ndarray:
+    """The model's prediction for the blank screen at mean luminance, (n_units,)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model(torch.as_tensor(canvas.blank(1), device=device)).float().cpu().numpy()[0].astype(np.float64)
+    finally:
+        model.train(was_training)
+
+
+def synthesize_from_checkpoint(
+    checkpoint,
+    units: str | Sequence[int] = "all",
+    targets: str | Sequence[str | float | Target] = "p20,p35,p50,p65,p80",
+    *,
+    hold_others: bool = False,
+    hold: Sequence[int] | None = None,
+    settings: SynthesisSettings = SynthesisSettings(),
+    canvas: Canvas | None = None,
+    seed: int = 0,
+    images_per_target: int = 1,
+    progress: ProgressCallback | None = None,
+) -> CheckpointSynthesis:
+    """Synthesize images for a loaded `closedloop.model.checkpoint.Checkpoint`.
+
+    Parameters
+    ----------
+    checkpoint
+        The fitted model (ensemble) and its records; runs on its model's device.
+    units
+        ``"all"``, ``"top:K"``, ``"3,7,12"`` or a list of unit ids.
+    targets
+        ``"p20,p50,max,12.5hz"`` or a list (see `closedloop.synth.targets.parse_targets`).
+    hold_others
+        Hold every other *selected* unit at its baseline while driving each unit.
+    hold
+        Unit ids to hold at baseline while driving each unit (added to ``hold_others``).
+    settings, canvas, seed, images_per_target, progress
+        As for `closedloop.synth.optimise.synthesize`; ``canvas`` defaults to the
+        checkpoint's preprocessing on a 66-px display with a 60-px aperture.
+
+    Raises
+    ------
+    ClosedLoopError
+        Unknown units, bad targets, or a checkpoint without rate statistics.
+    """
+    model = checkpoint.model
+    unit_ids = np.asarray(checkpoint.unit_ids, dtype=np.int64)
+    n_units = unit_ids.size
+    canvas = canvas or Canvas.for_preprocessing(checkpoint.preprocessing)
+    if canvas.model_size != checkpoint.input_size:
+        raise ClosedLoopError(f"canvas is {canvas.model_size} px but the model takes {checkpoint.input_size} px")
+    percentiles = np.asarray(checkpoint.rate_statistics.percentiles, dtype=np.float64)
+    if percentiles.shape != (101, n_units) or not np.all(np.isfinite(percentiles)):
+        raise ClosedLoopError(f"{checkpoint.path}: the model's rate percentiles are missing or damaged "
+                              f"(shape {percentiles.shape}); refit it with this closedloop")
+    columns = select_units(units, unit_ids, heldout_r(checkpoint.metrics, n_units))
+    parsed = parse_targets(targets)
+    if images_per_target < 1:
+        raise ClosedLoopError(f"images per target must be at least 1, got {images_per_target}")
+    device = next(model.parameters()).device
+    baseline = baseline_rates(model, canvas, device)
+    held: list[int] = list(columns) if hold_others else []
+    if hold:
+        held += [int(c) for c in select_units(list(hold), unit_ids) if int(c) not in held]
+    jobs = build_jobs(columns, parsed, percentiles, hold=held or None, baseline_hz=baseline,
+                      images_per_target=images_per_target)
+    scale = natural_rate_range(percentiles)
+    result = synthesize(model, jobs, canvas=canvas, scale_hz=scale, settings=settings, seed=seed,
+                        device=device, progress=progress)
+    return CheckpointSynthesis(result=result, unit_ids=unit_ids, baseline_hz=baseline, scale_hz=scale)
