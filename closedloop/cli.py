@@ -21,6 +21,7 @@ COMMANDS = {
     "validate": ("validate", "check a rig (and protocol) file without starting anything"),
     "sim": ("sim", "simulated V1: make archived recordings"),
     "fit": ("fit", "fit the CNN to archived sessions, offline and in parallel"),
+    "synth": ("synth", "synthesize stimuli that drive fitted units to target rates"),
 }
 
 
