@@ -1,0 +1,289 @@
+"""The simulated multielectrode array: it sees what the presenter shows and spikes like V1.
+
+It subscribes to the presenter's `StimulusShown` reports.  Each report becomes a trial
+on the array's own acquisition clock (0 at setup; the runner aligns by photodiode,
+never by wall clock):
+
+- a photodiode `SyncEvent` (``photodiode_line``, state 1) at the onset, which is the
+  flip plus ``photodiode_lag_s``, and state 0 at the offset (``n_frames / refresh_hz``
+  later);
+- the brain's response to the image, from the onset until it has died away or the next
+  onset (a trial ends where the next begins, as in `SimulatedV1.sample_spike_times`);
+- spontaneous Poisson activity everywhere else, continuously.
+
+Flip times are on the presenter's clock.  The first report anchors it to ours (its
+onset is "now"); later onsets keep the presenter's intervals exactly.  An onset that
+would fall in the already-published past (a late report) is moved to the present and
+the anchor with it (counted as ``late_onsets``).
+
+Pixels: `StimulusShown` carries only the stimulus id.  Images come from ``images``
+(a library indexed by stimulus id) and from the pixels of `BlockRequest` messages on
+``block_endpoint`` (synthesized images), cached by id; an id found in neither is shown
+as mean grey (counted as ``unknown_stimuli``, logged).
+
+Time: with ``speed > 0`` the acquisition clock runs at ``speed`` × wall time and spikes
+are published once the clock has passed them by ``emit_delay_s`` (room for the report's
+transport jitter).  With ``speed == 0`` (as fast as possible) the clock is advanced by
+the reports: each one releases everything up to its offset plus ``hold_s``.
+
+Brains (`BrainSpec`): a ground-truth population from a scenario YAML, a digital twin
+(`closedloop.acquisition.twin`) or any ``module:callable`` brain
+(`closedloop.acquisition.spike_sources.RateSource`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from closedloop.acquisition.base import AcquisitionAdapter, Acquired, PlaybackClock
+from closedloop.acquisition.openephys_broadcast import EventBroadcaster
+from closedloop.acquisition.spike_sources import (
+    GroundTruthSource, RateSource, SpikeSource, grey_spontaneous, spontaneous_spikes,
+)
+from closedloop.errors import ClosedLoopError
+from closedloop.messages import BlockRequest, StimulusShown
+from closedloop.sim.archive import PHOTODIODE_LAG_S, PHOTODIODE_LINE
+from closedloop.transport import Subscriber
+from closedloop.transport.receiver import RateLimitedLog
+
+logger = logging.getLogger(__name__)
+
+#: Spontaneous activity is drawn this far ahead of the publication horizon, in one go.
+FILL_AHEAD_S = 0.05
+#: A ``module:callable`` brain has no noise model: these V1-like defaults (Fano > 1).
+CALLABLE_OVERDISPERSION = 0.1
+CALLABLE_SHARED_OVERDISPERSION = 0.02
+_UTAH_CHANNELS = 96
+
+
+@dataclass(frozen=True)
+class BrainSpec:
+    """Which brain the array simulates (plain data, so the array pickles into a process).
+
+    Attributes
+    ----------
+    kind
+        ``"population"``: a `SimulatedV1` from ``scenario`` (``n_units``/``seed`` override
+        it); ``"callable"``: ``target`` = ``"module:callable"``; ``"twin"``: a digital twin
+        of ``archive`` fitted as ``checkpoint``.
+    size_px
+        Side of the presented images (for a callable brain's grey baseline).
+    """
+
+    kind: Literal["population", "callable", "twin"] = "population"
+    scenario: str | None = None
+    n_units: int | None = None
+    seed: int | None = None
+    target: str | None = None
+    checkpoint: str | None = None
+    archive: str | None = None
+    size_px: int = 66
+
+    def build(self) -> SpikeSource:
+        """The spike source this spec names (imports and loads what it needs)."""
+        if self.kind == "population":
+            from closedloop.sim.population import SimulatedV1
+            from closedloop.sim.scenario import load_scenario
+
+            spec = load_scenario(Path(self.scenario)) if self.scenario else None
+            return GroundTruthSource(SimulatedV1(spec, n_units=self.n_units, seed=self.seed))
+        if self.kind == "callable":
+            from closedloop.sim.brain import load_brain
+
+            if not self.target:
+                raise ClosedLoopError("brain kind 'callable' needs target: 'package.module:callable'")
+            brain = load_brain(self.target, probe_size_px=self.size_px)
+            spont = grey_spontaneous(brain, self.size_px)
+            n = len(spont)
+            return RateSource(brain, np.arange(1, n + 1, dtype=np.int64),
+                              (np.arange(n) % _UTAH_CHANNELS).astype(np.int32), spont,
+                              np.full(n, CALLABLE_OVERDISPERSION), CALLABLE_SHARED_OVERDISPERSION)
+        if self.kind == "twin":
+            from closedloop.acquisition.twin import DigitalTwin
+
+            if not (self.checkpoint and self.archive):
+                raise ClosedLoopError("brain kind 'twin' needs checkpoint: MODEL.pt and archive: RECORDING")
+            return DigitalTwin.from_files(self.checkpoint, self.archive).source()
+        raise ClosedLoopError(f"brain kind must be population, callable or twin, got {self.kind!r}")
+
+
+class SimulatedArray(AcquisitionAdapter):
+    """A simulated array driven by `StimulusShown` reports (see module notes).
+
+    Parameters
+    ----------
+    endpoint
+        Where the spike stream (SpikeBatch, SyncEvent, Heartbeat) is published.
+    stimulus_endpoint
+        The presenter's PUB endpoint (connected to).
+    brain
+        Which brain to simulate.
+    speed
+        1 = real time, N = N× faster, 0 = as fast as possible.
+    refresh_hz
+        Display refresh rate: a stimulus lasts ``n_frames / refresh_hz``.
+    images
+        Optional (n, H, W) stimulus library in [0, 1], indexed by stimulus id.
+    block_endpoint
+        Optional runner PUB endpoint whose `BlockRequest` pixels are cached by id.
+    openephys_endpoint
+        Optional endpoint where everything is *also* broadcast in the Open Ephys Event
+        Broadcaster format, with ``sample_rate_hz``.
+    seed
+        Seeds the spikes (the population has its own seed in ``brain``).
+    """
+
+    def __init__(self, endpoint: str, stimulus_endpoint: str, brain: BrainSpec, *, name: str = "sim-array",
+                 speed: float = 1.0, refresh_hz: float = 60.0, photodiode_line: int = PHOTODIODE_LINE,
+                 photodiode_lag_s: float = PHOTODIODE_LAG_S, emit_delay_s: float = 0.02, hold_s: float = 0.15,
+                 images: np.ndarray | None = None, block_endpoint: str | None = None,
+                 openephys_endpoint: str | None = None, sample_rate_hz: float = 30000.0,
+                 seed: int | None = None, **adapter_options):
+        adapter_options.setdefault("lossless", speed == 0)
+        super().__init__(name, endpoint, **adapter_options)
+        self.clock = PlaybackClock(speed)
+        if refresh_hz <= 0 or photodiode_lag_s < 0 or emit_delay_s < 0 or hold_s < 0:
+            raise ValueError("refresh_hz must be > 0 and photodiode_lag_s, emit_delay_s, hold_s >= 0")
+        self.stimulus_endpoint = stimulus_endpoint
+        self.brain = brain
+        self.refresh_hz = float(refresh_hz)
+        self.photodiode_line = int(photodiode_line)
+        self.photodiode_lag_s = float(photodiode_lag_s)
+        self.emit_delay_s = float(emit_delay_s)
+        self.hold_s = float(hold_s)
+        self.images = None if images is None else np.asarray(images)
+        self.block_endpoint = block_endpoint
+        self.openephys_endpoint = openephys_endpoint
+        self.sample_rate_hz = float(sample_rate_hz)
+        self.seed = int(np.random.SeedSequence().entropy % 2**32) if seed is None else int(seed)
+        self.counts = {"stimuli": 0, "late_onsets": 0, "unknown_stimuli": 0, "cached_images": 0}
+
+    # --- lifecycle -------------------------------------------------------------
+
+    def open(self) -> None:
+        self.source: SpikeSource = self.brain.build()
+        self.rng = np.random.default_rng(self.seed)
+        self._pixels: dict[int, np.ndarray] = {}
+        self._offset: float | None = None  # acquisition time − flip time
+        self._released = 0.0  # everything before this has been published
+        self._filled = 0.0  # every spike before this has been drawn
+        self._target = 0.0  # speed 0: how far the reports so far let the clock run
+        self._units = np.zeros(0, dtype=np.int32)
+        self._times = np.zeros(0, dtype=np.float64)
+        self._sync: list[tuple[int, int, float]] = []
+        self._warn = RateLimitedLog(logger, 2.0)
+        self.stimuli = Subscriber(self.stimulus_endpoint, name=f"{self.name} stimuli")
+        self.blocks = Subscriber(self.block_endpoint, name=f"{self.name} blocks") if self.block_endpoint else None
+        self.broadcaster = (EventBroadcaster(self.openephys_endpoint, self.sample_rate_hz, self.source.channels)
+                            if self.openephys_endpoint else None)
+        self.clock.start()
+
+    def close(self) -> None:
+        for name in ("stimuli", "blocks", "broadcaster"):
+            part = getattr(self, name, None)
+            if part is not None:
+                part.close()
+
+    def input_stats(self) -> dict[str, int]:
+        stats = dict(self.counts)
+        stimuli = getattr(self, "stimuli", None)
+        if stimuli is not None:
+            stats.update({f"stimulus_{k}": v for k, v in stimuli.stats.as_dict().items()})
+        return stats
+
+    # --- one step --------------------------------------------------------------
+
+    def acquire(self) -> Acquired:
+        if self.blocks is not None:
+            for decoded in self.blocks.drain(100):
+                if isinstance(decoded.message, BlockRequest):
+                    self._cache_block(decoded.message)
+        got = self.stimuli.recv(2)
+        while got is not None:
+            if isinstance(got.message, StimulusShown):
+                self._start_trial(got.message)
+            got = self.stimuli.recv(0)
+        if self.clock.speed > 0:
+            horizon = self.clock.now_s() - self.emit_delay_s
+            if horizon > self._released:
+                self._fill_spontaneous(horizon + FILL_AHEAD_S)
+        else:  # as fast as possible: the reports move the clock
+            horizon = self._target
+            self._fill_spontaneous(horizon)
+        return self._release(horizon)
+
+    def _cache_block(self, request: BlockRequest) -> None:
+        if request.pixels is None:
+            return
+        for stimulus_id, pixels in zip(request.stimulus_ids, request.pixels):
+            self._pixels[int(stimulus_id)] = np.asarray(pixels)
+        self.counts["cached_images"] = len(self._pixels)
+
+    def _image(self, stimulus_id: int) -> np.ndarray:
+        if stimulus_id in self._pixels:
+            return self._pixels[stimulus_id]
+        if self.images is not None and 0 <= stimulus_id < len(self.images):
+            return self.images[stimulus_id]
+        self.counts["unknown_stimuli"] += 1
+        self._warn.warning("unknown", "%s: no pixels for stimulus %d (not in the library nor in a BlockRequest); "
+                           "showing mean grey; %d so far", self.name, stimulus_id, self.counts["unknown_stimuli"])
+        size = self.brain.size_px if self.images is None else self.images.shape[-1]
+        return np.full((size, size), 0.5, dtype=np.float32)
+
+    def _start_trial(self, shown: StimulusShown) -> None:
+        self.counts["stimuli"] += 1
+        present = self._released if self.clock.speed == 0 else max(self._released, self.clock.now_s())
+        if self._offset is None:
+            self._offset = present - shown.flip_time
+        onset = shown.flip_time + self._offset + self.photodiode_lag_s
+        if onset < self._released:
+            self.counts["late_onsets"] += 1
+            self._warn.warning("late", "%s: stimulus %d reported %.1f ms after its onset was published; "
+                               "moved to now (%d late so far)", self.name, shown.stimulus_id,
+                               1000 * (self._released - onset), self.counts["late_onsets"])
+            self._offset += self._released - onset
+            onset = self._released
+        duration = max(shown.n_frames, 1) / self.refresh_hz
+        # The previous trial ends here: drop what was drawn for after this onset.
+        keep = self._times < onset
+        self._units, self._times = self._units[keep], self._times[keep]
+        self._sync = [(line, state, min(t, onset)) for line, state, t in self._sync]
+        if self._filled < onset:
+            self._fill_spontaneous(onset)
+        units, times, span = self.source.trial(self._image(shown.stimulus_id), duration, self.rng)
+        self._add(units, onset + times)
+        self._filled = onset + span
+        self._sync += [(self.photodiode_line, 1, onset), (self.photodiode_line, 0, onset + duration)]
+        self._target = max(self._target, onset + duration + self.hold_s)
+
+    def _fill_spontaneous(self, until: float) -> None:
+        if until <= self._filled:
+            return
+        units, times = spontaneous_spikes(self.source.spontaneous_hz, self._filled, until, self.rng)
+        self._add(units, times)
+        self._filled = until
+
+    def _add(self, units: np.ndarray, times: np.ndarray) -> None:
+        self._units = np.concatenate([self._units, units.astype(np.int32)])
+        self._times = np.concatenate([self._times, times])
+        order = np.argsort(self._times, kind="stable")
+        self._units, self._times = self._units[order], self._times[order]
+
+    def _release(self, until: float) -> Acquired:
+        if until <= self._released:
+            return Acquired()
+        n = int(np.searchsorted(self._times, until, side="left"))
+        units, times = self._units[:n], self._times[:n]
+        self._units, self._times = self._units[n:], self._times[n:]
+        due = sorted((e for e in self._sync if e[2] < until), key=lambda e: (e[2], e[1]))
+        self._sync = [e for e in self._sync if e[2] >= until]
+        self._released = until
+        if self.broadcaster is not None:
+            self.broadcaster.send(units, times, due)
+        return Acquired(unit_ids=self.source.unit_ids[units], times=times,
+                        channels=self.source.channels[units], sync=due)
