@@ -1,0 +1,130 @@
+"""Check synthesized images against a simulated session's ground truth.
+
+The simulator knows every unit's exact expected rate for any image, so what synthesis
+promised (a target rate, "as high as possible") can be compared with what the simulated
+neuron would really do.  Used by ``benchmarks/synth.py`` and ``closedloop demo``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from closedloop.synth.optimise import SynthesisResult
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float:
+    keep = np.isfinite(a) & np.isfinite(b)
+    if keep.sum() < 3 or np.std(a[keep]) == 0 or np.std(b[keep]) == 0:
+        return float("nan")
+    return float(np.corrcoef(a[keep], b[keep])[0, 1])
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    return float(a.ravel() @ b.ravel() / (na * nb)) if na > 0 and nb > 0 else float("nan")
+
+
+def ground_truth_report(archive: Path, checkpoint, graded: SynthesisResult, maxed: SynthesisResult) -> dict:
+    """Ground-truth numbers for a percentile-target run (``graded``) and a "max" run.
+
+    Parameters
+    ----------
+    archive
+        The simulated session file the checkpoint was fitted to (its recipe rebuilds the truth).
+    checkpoint
+        The fitted model (`closedloop.model.checkpoint.Checkpoint`), for unit ids and metrics.
+    graded, maxed
+        Synthesis results for percentile targets (p20 and p80 among them for RF recovery)
+        and for "max", over the same units.
+
+    Returns
+    -------
+    dict
+        ``n_units`` judged (those in both runs) and, for "well-predicted (r/rmax >= 0.8)" and
+        "all units" of those: pooled and
+        median per-unit correlation of target with true rate, median |truth − target| in units
+        of the unit's natural-image range (and the optimiser's own error), the fraction of
+        "max" images beating the unit's best natural image, and RF similarity (cosine inside
+        the aperture) of the max image and of p80 − p20 for simple and centre-surround units.
+    """
+    from closedloop.data.session import SessionReader
+    from closedloop.data.session_format import StimulusKind
+    from closedloop.sim.aperture import aperture_mask
+    from closedloop.sim.archive import RESPONSE_WINDOW_S, population_for, spec_from_archive
+    from closedloop.synth.plan import unit_metric
+
+    spec = spec_from_archive(archive)
+    population = population_for(spec)
+    duration = spec.durations_s[0]
+
+    def truth(images66: np.ndarray) -> np.ndarray:
+        return population.expected_rates(images66, RESPONSE_WINDOW_S, duration)
+
+    with SessionReader(archive) as reader:
+        natural = reader.stimulus_pixels[reader.stimuli["kind"] == StimulusKind.NATURAL]
+    natural_true = truth(natural)  # (n_natural, n_pop)
+    column = {int(u): i for i, u in enumerate(population.unit_ids)}
+    model_units = np.asarray(checkpoint.unit_ids)
+    pop_index = np.asarray([column[int(u)] for u in model_units])
+    natural_range = natural_true.max(0)[pop_index] - natural_true.min(0)[pop_index]
+    best_natural = natural_true.max(0)[pop_index]
+
+    g = graded
+    g_true = truth(g.canvas.to_display(g.images))
+    g_units = np.asarray([job.unit for job in g.jobs])
+    g_truth = g_true[np.arange(len(g.jobs)), pop_index[g_units]]
+    m = maxed
+    m_true = truth(m.canvas.to_display(m.images))
+    m_units = np.asarray([job.unit for job in m.jobs])
+    m_truth = m_true[np.arange(len(m.jobs)), pop_index[m_units]]
+
+    # RF similarity inside the aperture, at display resolution.
+    inside = aperture_mask(population.size_px, population.spec.aperture_diameter_px) > 0.5
+    rfs = population.receptive_fields()
+    grey = g.canvas.mean_luminance
+    m_display = m.canvas.to_display(m.images) - grey
+    g_display = g.canvas.to_display(g.images) - grey
+    labels = np.asarray([job.label for job in g.jobs])
+
+    ratio = unit_metric(checkpoint.metrics, "r_over_rmax", model_units.size)
+    ratio = np.full(model_units.size, np.nan) if ratio is None else ratio
+    types = population.unit_types[pop_index]
+    # only units that have both percentile and max images can be judged
+    judged = np.intersect1d(g_units, m_units)
+    groups = {"well-predicted (r/rmax >= 0.8)": judged[ratio[judged] >= 0.8], "all units": judged}
+    out = {"n_units": int(judged.size), "units": {}}
+    for name, members in groups.items():
+        rows = np.isin(g_units, members)
+        per_unit_r = [pearson(g.target_hz[g_units == u], g_truth[g_units == u]) for u in members]
+        err = np.abs(g_truth[rows] - g.target_hz[rows]) / natural_range[g_units[rows]]
+        model_err = np.abs(g.achieved_hz[rows] - g.target_hz[rows]) / natural_range[g_units[rows]]
+        max_rows = np.isin(m_units, members)
+        beats = m_truth[max_rows] > best_natural[m_units[max_rows]]
+        rf = {}
+        for kind in ("simple", "centre_surround"):
+            sims_max, sims_diff = [], []
+            for u in members[types[members] == kind]:
+                true_rf = rfs[pop_index[u]] * inside
+                row_max = np.flatnonzero(m_units == u)[0]
+                sims_max.append(cosine(m_display[row_max] * inside, true_rf))
+                hi = np.flatnonzero((g_units == u) & (labels == "p80"))
+                lo = np.flatnonzero((g_units == u) & (labels == "p20"))
+                if hi.size and lo.size:
+                    sims_diff.append(cosine((g_display[hi[0]] - g_display[lo[0]]) * inside, true_rf))
+            rf[kind] = {"n": len(sims_max), "max_image": float(np.median(sims_max)) if sims_max else None,
+                        "p80_minus_p20": float(np.median(sims_diff)) if sims_diff else None}
+        out["units"][name] = {
+            "n_units": int(members.size),
+            "pooled_r": pearson(g.target_hz[rows], g_truth[rows]),
+            "median_unit_r": float(np.nanmedian(per_unit_r)) if members.size else float("nan"),
+            "median_abs_error_over_range": float(np.median(err)) if err.size else float("nan"),
+            "model_median_abs_error_over_range": float(np.median(model_err)) if model_err.size else float("nan"),
+            "pooled_r_model_vs_truth": pearson(g.achieved_hz[rows], g_truth[rows]),
+            "max_beats_best_natural": float(np.mean(beats)) if beats.size else float("nan"),
+            "max_true_over_best_natural": float(np.median(m_truth[max_rows] / best_natural[m_units[max_rows]]))
+            if beats.size else float("nan"),
+            "rf_similarity": rf,
+        }
+    return out
