@@ -64,7 +64,8 @@ def _structure(spec: dict) -> tuple:
     # What must agree for members to be stacked; seeds and training settings may differ.
     config = ModelConfig.from_dict(spec["config"])
     shape = (config.architecture, config.core_filters, config.core_kernels, config.pool_kernel,
-             config.pool_stride, config.padding, config.pool_layers, config.batch_norm, config.dense_units, config.output_nonlinearity)
+             config.pool_stride, config.padding, config.pool_layers, config.batch_norm, config.dense_units, config.output_nonlinearity,
+             config.output_knots)
     return shape, spec["n_units"], spec["input_size"]
 
 

@@ -15,6 +15,7 @@ from closedloop.errors import ConfigError
 
 ARCHITECTURES = ("kindel2017", "factorised", "linear")
 ENSEMBLE_MODES = ("auto", "fused", "independent")
+STOP_SETS = ("shared", "rotating")
 OUTPUT_NONLINEARITIES = ("softplus", "none")
 PADDINGS = ("valid", "same")
 INPUT_NORMALISATIONS = ("none", "zscore")
@@ -51,6 +52,11 @@ class ModelConfig:
     output_nonlinearity
         ``"softplus"`` (default, non-negative rates) or ``"none"`` (the paper's linear
         output).
+    output_knots
+        0 (default, Table 1): each unit's rate is an affine map of its readout value.
+        N > 0: first a learned per-unit piecewise-linear function of the readout value
+        with N hinges (`UnitNonlinearity`), starting as the identity; it lets a unit's
+        rate grow faster than linearly with its drive (V1's expansive power law).
     learning_rate, max_epochs, patience
         Adam step size; epoch limit; epochs without improvement of the stopping-set
         loss before training stops (the best epoch's weights are restored).
@@ -72,6 +78,15 @@ class ModelConfig:
         where one model leaves the device mostly idle, and trains independently on
         the CPU, where grouped convolutions are slower than separate ones (5 members:
         73 s fused vs 59 s independent on 2 cores).  Prediction is the members' mean.
+    stop_sets
+        ``"shared"`` (default): every member stops on the split's stopping images.
+        ``"rotating"``: member k stops on the k-th block of the fit (train + stop)
+        images and trains on the rest (member 0 = the split's), so the ensemble as a
+        whole learns from every fit image; members then train one after another.
+    refit
+        After early stopping, retrain each member from its initial weights on all fit
+        images (train + stop) for the number of epochs early stopping chose, and keep
+        those weights (about 1.5× the training time; the held-out images stay unseen).
     seed
         Seed of the split, initialisation and dropout; ``None`` until a fit draws one
         and records it.
@@ -89,6 +104,7 @@ class ModelConfig:
     dense_units: int = 300
     dropout_keep: float = 0.55
     output_nonlinearity: str = "softplus"
+    output_knots: int = 0
     learning_rate: float = 1e-3
     max_epochs: int = 500
     patience: int = 50
@@ -99,6 +115,8 @@ class ModelConfig:
     ridge_alphas: tuple[float, ...] = field(default=_DEFAULT_RIDGE_ALPHAS)
     ensemble_size: int = 1
     ensemble_mode: str = "auto"
+    stop_sets: str = "shared"
+    refit: bool = False
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -143,11 +161,11 @@ class ModelConfig:
 
 _INT_FIELDS = {
     "pool_kernel", "pool_stride", "dense_units", "max_epochs", "patience", "stop_check_every",
-    "batch_size", "ensemble_size", "seed",
+    "batch_size", "ensemble_size", "seed", "output_knots",
 }
 _FLOAT_FIELDS = {"dropout_keep", "learning_rate", "weight_decay", "l1_readout"}
 _INT_TUPLE_FIELDS = {"core_filters", "core_kernels", "pool_layers"}
-_BOOL_FIELDS = {"batch_norm"}
+_BOOL_FIELDS = {"batch_norm", "refit"}
 
 
 def _coerce(source: str, name: str, key: str, value: Any) -> Any:
@@ -213,6 +231,7 @@ def _validate(config: ModelConfig) -> None:
     choice("input_normalisation", INPUT_NORMALISATIONS)
     choice("output_nonlinearity", OUTPUT_NONLINEARITIES)
     choice("ensemble_mode", ENSEMBLE_MODES)
+    choice("stop_sets", STOP_SETS)
     filters, kernels = tuple(config.core_filters), tuple(config.core_kernels)
     if not filters or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in filters):
         raise bad("core_filters", f"must be a non-empty list of positive integers, got {config.core_filters!r}")
@@ -228,13 +247,15 @@ def _validate(config: ModelConfig) -> None:
         if any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= len(filters) for v in layers):
             raise bad("pool_layers", f"must list core layers 1..{len(filters)} to pool after, got {config.pool_layers!r}")
         object.__setattr__(config, "pool_layers", layers)
-    if not isinstance(config.batch_norm, bool):
-        raise bad("batch_norm", f"must be true or false, got {config.batch_norm!r}")
+    for name in _BOOL_FIELDS:
+        if not isinstance(getattr(config, name), bool):
+            raise bad(name, f"must be true or false, got {getattr(config, name)!r}")
     if config.padding == "same" and any(k % 2 == 0 for k in kernels):
         raise bad("core_kernels", f"'same' padding needs odd kernel sizes, got {config.core_kernels!r}")
     for name in ("pool_kernel", "pool_stride", "dense_units", "max_epochs", "patience", "stop_check_every",
                  "ensemble_size"):
         at_least(name, 1)
+    at_least("output_knots", 0)
     if config.batch_size is not None:
         at_least("batch_size", 1)
     if config.seed is not None:
@@ -250,6 +271,8 @@ def _validate(config: ModelConfig) -> None:
     alphas = tuple(config.ridge_alphas)
     if not alphas or any(not (math.isfinite(a) and a > 0) for a in alphas):
         raise bad("ridge_alphas", f"must be a non-empty list of positive numbers, got {config.ridge_alphas!r}")
+    if config.architecture == "linear" and config.output_knots != 0:
+        raise bad("output_knots", "must be 0 for the linear model (its closed-form fit is linear in the pixels)")
     if config.architecture == "linear" and config.ensemble_size != 1:
         raise bad("ensemble_size", "must be 1 for the linear model (its closed-form fit has no randomness)")
     # Lists from callers that bypass from_dict become tuples, so configs compare and hash.

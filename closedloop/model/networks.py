@@ -42,6 +42,33 @@ def inverse_softplus(rate: torch.Tensor) -> torch.Tensor:
     return rate + torch.log(-torch.expm1(-rate))
 
 
+class UnitNonlinearity(nn.Module):
+    """A learned per-unit piecewise-linear function of the readout value, identity at start.
+
+    ``f(z) = z + Σ_k a[u, k] · relu(z − t_k)`` with fixed hinges ``t_k`` spread over
+    the standardised readout range [−1, 3] (most images drive a unit weakly, a few
+    strongly).  Positive ``a`` make the response expansive, as the power-law output of
+    V1 neurons (exponents ~2) that a linear readout of ReLU features cannot produce;
+    negative ``a`` let it saturate.  ``a`` starts at 0, so training starts from the
+    affine output of Table 1.
+    """
+
+    def __init__(self, n_members: int, n_units: int, n_knots: int):
+        super().__init__()
+        knots = torch.linspace(-1.0, 3.0, n_knots) if n_knots > 1 else torch.zeros(1)
+        # Member-major like every other buffer, so members stack and split by indexing.
+        self.register_buffer("knots", knots.expand(n_members, n_knots).clone())
+        self.slopes = nn.Parameter(torch.zeros(n_members, n_units, n_knots))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:  # (M, B, U)
+        hinges = F.relu(z.unsqueeze(-1) - self.knots[:, None, None, :])
+        return z + (hinges * self.slopes.unsqueeze(1)).sum(dim=-1)
+
+    @torch.no_grad()
+    def init_member(self, member: int, generator: torch.Generator) -> None:
+        self.slopes[member].zero_()
+
+
 class CoreReadoutNetwork(nn.Module):
     """A core and a readout, then a fixed per-unit affine map and the output nonlinearity.
 
@@ -57,9 +84,18 @@ class CoreReadoutNetwork(nn.Module):
       other units at baseline).  For rates of a few Hz and up softplus is the identity
       to within 0.7 %, so it changes nothing where the data are.
     - ``"none"``: the paper's linear output layer, kept for faithful reproduction.
+
+    With ``output_knots > 0`` a `UnitNonlinearity` bends each readout value first.
     """
 
-    def __init__(self, core: nn.Module, readout: nn.Module, n_units: int, output_nonlinearity: str = "softplus"):
+    def __init__(
+        self,
+        core: nn.Module,
+        readout: nn.Module,
+        n_units: int,
+        output_nonlinearity: str = "softplus",
+        output_knots: int = 0,
+    ):
         super().__init__()
         if output_nonlinearity not in ("softplus", "none"):
             raise ValueError(f"output_nonlinearity must be 'softplus' or 'none', got {output_nonlinearity!r}")
@@ -67,6 +103,7 @@ class CoreReadoutNetwork(nn.Module):
         self.readout = readout
         self.output_nonlinearity = output_nonlinearity
         n_members = core.n_members
+        self.unit_nonlinearity = UnitNonlinearity(n_members, n_units, output_knots) if output_knots else None
         # Pixels are mapped to (pixel - shift) / scale first; identity unless set from data.
         self.register_buffer("input_shift", torch.zeros(n_members))
         self.register_buffer("input_scale", torch.ones(n_members))
@@ -84,6 +121,8 @@ class CoreReadoutNetwork(nn.Module):
     def forward_members(self, images: torch.Tensor) -> torch.Tensor:
         # Every member sees the same images, so member 0's shift and scale serve all.
         z = self.readout(self.core((images - self.input_shift[0]) / self.input_scale[0]))
+        if self.unit_nonlinearity is not None:
+            z = self.unit_nonlinearity(z)
         pre = torch.addcmul(self.output_offset.unsqueeze(1), self.output_scale.unsqueeze(1), z)
         return F.softplus(pre) if self.output_nonlinearity == "softplus" else pre
 
@@ -96,6 +135,8 @@ class CoreReadoutNetwork(nn.Module):
     def init_member(self, member: int, generator: torch.Generator) -> None:
         self.core.init_member(member, generator)
         self.readout.init_member(member, generator)
+        if self.unit_nonlinearity is not None:
+            self.unit_nonlinearity.init_member(member, generator)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Checkpoints written before input normalisation existed: identity shift and scale.
@@ -168,7 +209,7 @@ def build_network(config: ModelConfig, n_units: int, n_members: int = 1, input_s
         readout = DenseReadout(n_members, core.output_shape, n_units, config.dense_units, config.dropout_keep)
     else:
         readout = FactorisedReadout(n_members, core.output_shape, n_units, l1=config.l1_readout)
-    network = CoreReadoutNetwork(core, readout, n_units, config.output_nonlinearity)
+    network = CoreReadoutNetwork(core, readout, n_units, config.output_nonlinearity, config.output_knots)
     from closedloop.model.ensemble import member_seeds
 
     for member, seed in enumerate(member_seeds(config.seed or 0, n_members)):

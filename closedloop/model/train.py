@@ -19,6 +19,11 @@ Measured (Table-1 network, 40 units, 500 epochs, no early stop): 2-core CPU ≈ 
 (178 train + 38 stop images) to 13 s (216 train); one H200 ≈ 1.8 s for one network,
 2.0 s for a fused 5-member ensemble (8.1 s trained one by one), 2.8 s for 20 members.
 
+Using the stopping images too (`ModelConfig.stop_sets`, `ModelConfig.refit`): with
+rotating stop sets member k stops on its own block of the fit images and trains on the
+rest; with a refit each member is retrained from its initial weights on all fit images
+for the epochs early stopping chose.  Either way the held-out images are never touched.
+
 Determinism: a fit seeds its own RNG streams (``torch.random.fork_rng``, so the
 caller's global RNG is untouched); on the CPU the same seed gives bit-identical
 weights.  On CUDA, cuDNN's convolution and max-pool backward kernels accumulate
@@ -89,10 +94,12 @@ class FitResult:
     excluded_units
         Units of the dataset that were not fitted, with the reason.
     split
-        Which images trained, stopped and were held out.
+        Which images trained, stopped and were held out.  With rotating stop sets this
+        is member 0's; member k's are `_member_subsets`' (same held-out images).
     history
         For CNNs: ``train_loss`` and ``stop_loss``, (epochs_run, n_members) normalised
-        Eq. 1 loss per epoch.  For the linear model: ``ridge_alpha``, ``train_loss``,
+        Eq. 1 loss per epoch (each member's on its own stopping set); with a refit also
+        ``refit_loss`` (training loss on all fit images; NaN after a member's chosen epochs).  For the linear model: ``ridge_alpha``, ``train_loss``,
         ``stop_loss`` per candidate penalty.
     best_epoch
         (n_members,) 0-based epoch whose weights were kept (linear: index of the alpha).
@@ -219,15 +226,19 @@ def fit_model(
         best_epoch, epochs_run = np.array([ridge.best_index]), 0
         model = model.to(torch_device)
     else:
-        tensors = _DeviceData(images, rates, variance, split, torch_device)
         fused = config.ensemble_mode == "fused" or (config.ensemble_mode == "auto" and torch_device.type == "cuda")
+        if config.stop_sets == "rotating":
+            fused = False  # members train on different images
+        subsets = _member_subsets(split, config)
         if fused or config.ensemble_size == 1:
-            model, history, best_epoch, epochs_run = _train_members(tensors, config, seeds, config.seed, progress)
+            model, history, best_epoch, epochs_run = _fit_members(
+                images, rates, subsets[0], config, seeds, config.seed, torch_device, progress
+            )
         else:
             members, histories, bests, runs = [], [], [], []
-            for member_seed in seeds:
+            for member_seed, subset in zip(seeds, subsets):
                 # Each member's dropout stream follows its own seed.
-                fitted = _train_members(tensors, config, [member_seed], member_seed, progress)
+                fitted = _fit_members(images, rates, subset, config, [member_seed], member_seed, torch_device, progress)
                 members.append(fitted[0])
                 histories.append(fitted[1])
                 bests.append(fitted[2])
@@ -256,26 +267,71 @@ def fit_model(
     )
 
 
-class _DeviceData:
-    """Training and stopping tensors, moved to the device once."""
+def _member_subsets(split: DataSplit, config: ModelConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train, stop) image positions of every member; all the split's unless stop sets rotate.
 
-    def __init__(self, images, rates, variance, split: DataSplit, device: torch.device):
+    Rotating: the fit images in a fixed order (the split's stopping images first, then
+    its training images shuffled by the split seed) are cut into consecutive blocks of
+    the stopping-set size, wrapping around; member k stops on block k.
+    """
+    if config.stop_sets == "shared":
+        return [(split.train, split.stop)] * config.ensemble_size
+    shuffled = np.random.default_rng(split.seed).permutation(split.train)
+    order = np.concatenate([split.stop, shuffled])
+    n_stop = len(split.stop)
+    subsets = []
+    for member in range(config.ensemble_size):
+        positions = (member * n_stop + np.arange(n_stop)) % len(order)
+        stop = np.sort(order[positions])
+        subsets.append((np.setdiff1d(order, stop), stop))
+    return subsets
+
+
+class _DeviceData:
+    """Training and stopping tensors, moved to the device once (``stop=None``: no stopping set)."""
+
+    def __init__(self, images, rates, train: np.ndarray, stop: np.ndarray | None, device: torch.device):
         def put(array) -> torch.Tensor:
             return torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32).to(device)
 
+        # Floor: a rotated training subset may miss the few images that drive a sparse unit.
+        variance = np.maximum(np.var(rates[train], axis=0), 1e-6)
         self.device = device
-        self.train_images = put(images[split.train]).unsqueeze(1)
-        self.train_rates = put(rates[split.train])
-        self.stop_images = put(images[split.stop]).unsqueeze(1)
-        self.stop_rates = put(rates[split.stop])
+        self.train_images = put(images[train]).unsqueeze(1)
+        self.train_rates = put(rates[train])
+        self.stop_images = None if stop is None else put(images[stop]).unsqueeze(1)
+        self.stop_rates = None if stop is None else put(rates[stop])
         self.inverse_variance = put(1.0 / variance)
-        self.mean_rate = put(rates[split.train].mean(axis=0))
+        self.mean_rate = put(rates[train].mean(axis=0))
         self.std_rate = put(np.sqrt(variance))
         self.input_size = images.shape[1]
 
 
-def _train_members(data: _DeviceData, config: ModelConfig, seeds: list[int], rng_seed: int, progress):
-    """Train one fused network of ``len(seeds)`` members; returns model, history, best epochs, epochs."""
+def _fit_members(images, rates, subset, config: ModelConfig, seeds: list[int], rng_seed: int,
+                 device: torch.device, progress):
+    """Early-stopped training of ``len(seeds)`` fused members, then the refit if configured."""
+    train, stop = subset
+    model, history, best_epoch, epochs_run = _train_members(
+        _DeviceData(images, rates, train, stop, device), config, seeds, rng_seed, progress
+    )
+    if not config.refit:
+        return model, history, best_epoch, epochs_run
+    # Same initial weights and dropout stream, every fit image, each member for its chosen epochs.
+    fit_images = np.sort(np.concatenate([train, stop]))
+    model, refit_history, _, _ = _train_members(
+        _DeviceData(images, rates, fit_images, None, device), config, seeds, rng_seed, None,
+        refit_epochs=best_epoch + 1,
+    )
+    return model, history | refit_history, best_epoch, epochs_run
+
+
+def _train_members(data: _DeviceData, config: ModelConfig, seeds: list[int], rng_seed: int, progress,
+                   refit_epochs: np.ndarray | None = None):
+    """Train one fused network of ``len(seeds)`` members; returns model, history, best epochs, epochs.
+
+    With ``refit_epochs`` (per member) there is no stopping set: member m keeps its
+    weights after ``refit_epochs[m]`` epochs.
+    """
     try:
         model = build_network(config, data.train_rates.shape[1], len(seeds), data.input_size)
     except ValueError as error:
@@ -289,15 +345,18 @@ def _train_members(data: _DeviceData, config: ModelConfig, seeds: list[int], rng
     fork_devices = [data.device] if data.device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(rng_seed)
-        trainer = _Trainer(model, data, config)
+        trainer = _Trainer(model, data, config, refit_epochs)
         return trainer.run(progress)
 
 
 class _Trainer:
     """Adam with early stopping on the stopping subset, best weights restored."""
 
-    def __init__(self, model: torch.nn.Module, data: _DeviceData, config: ModelConfig):
+    def __init__(self, model: torch.nn.Module, data: _DeviceData, config: ModelConfig,
+                 refit_epochs: np.ndarray | None = None):
         self.model, self.data, self.config = model, data, config
+        self.refit_epochs = None if refit_epochs is None else torch.as_tensor(refit_epochs, device=data.device)
+        self.max_epochs = config.max_epochs if refit_epochs is None else int(np.max(refit_epochs))
         decay = [p for name, p in model.named_parameters() if name.endswith("weight")]
         no_decay = [p for name, p in model.named_parameters() if not name.endswith("weight")]
         self.optimizer = torch.optim.Adam(
@@ -316,8 +375,8 @@ class _Trainer:
         # Parameters and buffers (batch-norm running statistics), every one member-major.
         self.tracked = dict(model.named_parameters()) | dict(model.named_buffers())
         self.best_state = {name: t.detach().clone() for name, t in self.tracked.items()}
-        self.train_history = torch.zeros(config.max_epochs, n_members, device=device)
-        self.stop_history = torch.zeros(config.max_epochs, n_members, device=device)
+        self.train_history = torch.zeros(self.max_epochs, n_members, device=device)
+        self.stop_history = torch.zeros(self.max_epochs, n_members, device=device)
 
     def _member_loss(self, images: torch.Tensor, rates: torch.Tensor) -> torch.Tensor:
         prediction = self.model.forward_members(images)
@@ -348,9 +407,14 @@ class _Trainer:
             self.train_history[index] = total / self.n_train
         self.model.eval()
         with torch.no_grad():
-            stop_loss = self._member_loss(data.stop_images, data.stop_rates)
-            self.stop_history[index] = stop_loss
-            improved = stop_loss < self.best_loss
+            if self.refit_epochs is not None:
+                # Refit: "improved" marks the epoch whose weights each member keeps.
+                improved = self.refit_epochs == index + 1
+                stop_loss = self.best_loss
+            else:
+                stop_loss = self._member_loss(data.stop_images, data.stop_rates)
+                self.stop_history[index] = stop_loss
+                improved = stop_loss < self.best_loss
             self.best_loss = torch.where(improved, stop_loss, self.best_loss)
             self.best_epoch = torch.where(improved, index, self.best_epoch)
             self.since_best = torch.where(improved, 0, self.since_best + 1)
@@ -360,21 +424,29 @@ class _Trainer:
 
     def run(self, progress):
         config = self.config
-        epochs_run = config.max_epochs
-        for index in range(config.max_epochs):
+        epochs_run = self.max_epochs
+        for index in range(self.max_epochs):
             self.epoch(index)
-            last = index == config.max_epochs - 1
+            if self.refit_epochs is not None:
+                continue
+            last = index == self.max_epochs - 1
             if (index + 1) % config.stop_check_every == 0 or last:
                 if progress is not None:
-                    progress(index + 1, config.max_epochs, float(self.best_loss.min()))
+                    progress(index + 1, self.max_epochs, float(self.best_loss.min()))
                 if bool((self.since_best >= config.patience).all()):
                     epochs_run = index + 1
                     break
         with torch.no_grad():
             for name, tensor in self.tracked.items():
                 tensor.copy_(self.best_state[name])
+        train_loss = self.train_history[:epochs_run].cpu().numpy().astype(np.float64)
+        if self.refit_epochs is not None:
+            # Fused members train on together past their own epoch count; their weights did not.
+            after = np.arange(epochs_run)[:, None] >= self.refit_epochs.cpu().numpy()[None, :]
+            train_loss[after] = np.nan
+            return self.model, {"refit_loss": train_loss}, self.best_epoch.cpu().numpy(), epochs_run
         history = {
-            "train_loss": self.train_history[:epochs_run].cpu().numpy().astype(np.float64),
+            "train_loss": train_loss,
             "stop_loss": self.stop_history[:epochs_run].cpu().numpy().astype(np.float64),
         }
         return self.model, history, self.best_epoch.cpu().numpy(), epochs_run

@@ -115,6 +115,10 @@ def test_config_accepts_yaml_exponent_strings():
         ({"pool_layers": [3]}, "model.pool_layers", "layers 1..2"),
         ({"batch_norm": "yes"}, "model.batch_norm", "true or false"),
         ({"input_normalisation": "whiten"}, "model.input_normalisation", "none, zscore"),
+        ({"stop_sets": "random"}, "model.stop_sets", "shared, rotating"),
+        ({"refit": "yes"}, "model.refit", "true or false"),
+        ({"output_knots": -1}, "model.output_knots", ">= 0"),
+        ({"architecture": "linear", "output_knots": 4}, "model.output_knots", "linear"),
     ],
 )
 def test_bad_config_values_name_the_field(data, field, text):
@@ -132,13 +136,17 @@ def test_member_seeds_do_not_depend_on_ensemble_size():
 @pytest.mark.parametrize(
     "options",
     [{"architecture": "kindel2017"}, {"architecture": "factorised"},
-     {"architecture": "factorised", "batch_norm": True, "pool_layers": (1,), "input_normalisation": "zscore"}],
+     {"architecture": "factorised", "batch_norm": True, "pool_layers": (1,), "input_normalisation": "zscore"},
+     {"architecture": "factorised", "batch_norm": True, "pool_layers": (1,), "output_knots": 4}],
 )
 def test_fused_ensemble_equals_independent_members(options):
     config = ModelConfig(core_filters=(4, 8), core_kernels=(5, 3), **options)
     members = []
     for seed in (1, 2, 3):
         member = build_network(config.replace(seed=seed), n_units=5)
+        if member.unit_nonlinearity is not None:  # starts as the identity: make members differ
+            with torch.no_grad():
+                member.unit_nonlinearity.slopes.normal_(generator=torch.Generator().manual_seed(seed))
         member.set_output_statistics(torch.rand(5) * 10, torch.rand(5) + 1)
         if config.batch_norm:  # distinct running statistics per member
             member.train()(torch.rand(8, 33, 33))
@@ -183,3 +191,20 @@ def test_factorised_readout_l1_penalty():
     expected = 0.5 * (readout.mask.abs().sum() + readout.feature_weight.abs().sum()) / 4
     assert torch.allclose(network.regularizer(), expected)
     assert tuple(readout.mask.shape) == (1, 4, 9) and tuple(readout.feature_weight.shape) == (1, 4, 32)
+
+
+def test_unit_nonlinearity_starts_as_the_identity_and_can_bend():
+    config = ModelConfig(architecture="factorised", pool_layers=(1,), seed=3)
+    plain = build_network(config, n_units=4).eval()
+    bent = build_network(config.replace(output_knots=5), n_units=4).eval()
+    images = torch.rand(6, 33, 33)
+    with torch.no_grad():
+        assert torch.equal(plain(images), bent(images))
+        z = torch.tensor([[[-2.0, 0.0, 2.0, 4.0]]])  # (member, batch, unit)
+        nonlinearity = bent.unit_nonlinearity
+        nonlinearity.slopes.fill_(1.0)  # every hinge adds slope 1: 1 + (hinges below z)
+        hinges = torch.linspace(-1.0, 3.0, 5)
+        expected = z + torch.stack([torch.relu(z - t) for t in hinges]).sum(0)
+        assert torch.allclose(nonlinearity(z), expected)
+        assert nonlinearity(z)[0, 0, 3] == pytest.approx(4.0 + 5 + 4 + 3 + 2 + 1)
+

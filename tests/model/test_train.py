@@ -19,7 +19,7 @@ from closedloop.model.ensemble import fit_ensemble, unstack_members  # noqa: E40
 from closedloop.model.networks import ModelConfig  # noqa: E402
 from closedloop.model.predict import predict  # noqa: E402
 from closedloop.model.split import split_images  # noqa: E402
-from closedloop.model.train import ExcludedUnitsWarning, eq1_loss, fit_model  # noqa: E402
+from closedloop.model.train import ExcludedUnitsWarning, _member_subsets, eq1_loss, fit_model  # noqa: E402
 
 TINY = ModelConfig(core_filters=(4,), core_kernels=(5,), dense_units=16, max_epochs=8, patience=100,
                    stop_check_every=2, seed=0)
@@ -169,6 +169,45 @@ def test_ensemble_prediction_is_the_member_mean(small_dataset):
     members = [predict(member, images) for member in unstack_members(result.model)]
     assert np.allclose(predict(result.model, images), np.mean(members, axis=0), atol=1e-5)
     assert result.best_epoch.shape == (3,) and result.history["stop_loss"].shape[1] == 3
+
+
+# --- using the stopping images for training too -----------------------------------------------------
+
+def test_rotating_stop_sets_cover_every_fit_image_and_never_the_held_out_ones():
+    split = split_images(100, seed=4)
+    subsets = _member_subsets(split, ModelConfig(stop_sets="rotating", ensemble_size=4))
+    assert np.array_equal(subsets[0][0], split.train) and np.array_equal(subsets[0][1], split.stop)
+    for train, stop in subsets:
+        assert np.array_equal(np.sort(np.concatenate([train, stop])), split.fit)
+        assert len(stop) == len(split.stop) and not np.intersect1d(stop, train).size
+    stopped_on = np.unique(np.concatenate([stop for _, stop in subsets]))
+    assert len(stopped_on) == 4 * 14  # consecutive blocks: no image stops two members
+    shared = _member_subsets(split, ModelConfig(ensemble_size=3))
+    assert all(np.array_equal(stop, split.stop) for _, stop in shared)
+
+
+@pytest.mark.parametrize("options", [
+    {"refit": True},
+    {"refit": True, "stop_sets": "rotating", "ensemble_size": 2},
+    {"refit": True, "ensemble_size": 2, "ensemble_mode": "fused"},
+])
+def test_refit_ignores_held_out_responses_and_differs_from_the_stopped_fit(small_dataset, options):
+    config = TINY.replace(architecture="factorised", batch_norm=True, pool_layers=(1,), max_epochs=8,
+                          learning_rate=1e-2, **options)
+    result = fit_model(small_dataset, config, device="cpu")
+    held_out = result.split.held_out
+    trials = small_dataset.trial_rates.copy()
+    trials[held_out] = trials[held_out][::-1] * 3.0
+    scrambled = fit_model(with_trial_rates(small_dataset, trials), config, device="cpu")
+    for key, value in result.model.state_dict().items():
+        assert torch.equal(value, scrambled.model.state_dict()[key]), key
+    # Each member is refitted for exactly the epochs early stopping chose.
+    refit_loss = result.history["refit_loss"]
+    epochs = np.sum(np.isfinite(refit_loss), axis=0)
+    assert np.array_equal(epochs, result.best_epoch + 1)
+    stopped = fit_model(small_dataset, config.replace(refit=False), device="cpu")
+    assert np.array_equal(stopped.best_epoch, result.best_epoch)
+    assert not torch.equal(stopped.model.readout.mask, result.model.readout.mask)
 
 
 # --- the point of the CNN --------------------------------------------------------------------------
