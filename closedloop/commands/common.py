@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any
+
+from closedloop.jsonsafe import json_safe
 
 
 def add_json_option(parser: argparse.ArgumentParser) -> None:
@@ -21,22 +22,8 @@ def write_json(path: Path | None, summary: dict[str, Any]) -> None:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_plain(summary), indent=2) + "\n")
+    tmp.write_text(json.dumps(json_safe(summary), indent=2) + "\n")
     os.replace(tmp, path)
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and getattr(value, "shape", None) == ():
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def _whole_number_at_least(text: str, minimum: int, wording: str) -> int:

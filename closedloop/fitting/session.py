@@ -25,6 +25,7 @@ import numpy as np
 
 import closedloop
 from closedloop.data.dataset import ResponseDataset
+from closedloop.jsonsafe import json_safe
 from closedloop.errors import ClosedLoopError, DataFileError
 from closedloop.model.model_config import ModelConfig
 
@@ -230,18 +231,6 @@ def _columns(dataset: ResponseDataset, unit_ids: np.ndarray) -> np.ndarray:
     return np.asarray([position[int(u)] for u in unit_ids], dtype=np.int64)
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
-
-
 def _write_outputs(out_dir: Path, name: str, cnn, record: dict, report, cells) -> Path:
     """Write the three files into a staging folder, then swap it in as ``out_dir/name``."""
     from closedloop.model.checkpoint import save_checkpoint
@@ -253,7 +242,7 @@ def _write_outputs(out_dir: Path, name: str, cnn, record: dict, report, cells) -
         out_dir.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
-        record = _json_safe(record)
+        record = json_safe(record)
         save_checkpoint(staging / MODEL_FILE, cnn, metrics={key: record[key] for key in
                                                            ("metrics", "cells", "groups", "seed", "source")})
         fig3(report, cells, staging / FIGURE_FILE, title=f"{name}: {report.n_units} units, "

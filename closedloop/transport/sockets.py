@@ -105,6 +105,22 @@ class _Receiving(_Socket):
         except zmq.Again:
             return None
 
+    def recv(self, timeout_ms: int | None = 0) -> Decoded | None:
+        """The next valid message within ``timeout_ms`` (None = wait forever), else ``None``.
+
+        Rejected messages are counted and skipped; a timeout of 0 only looks.
+        """
+        deadline = Deadline.after_ms(timeout_ms)
+        while True:
+            frames = self._recv_frames(deadline.remaining_ms())
+            if frames is None:
+                return None
+            decoded = self.receiver.accept(frames)
+            if decoded is not None:
+                return decoded
+            if deadline.expired():
+                return None
+
     @property
     def stats(self):
         """The receiver's counters (`closedloop.transport.receiver.ReceiverStats`)."""
@@ -160,22 +176,6 @@ class Subscriber(_Receiving):
         for topic in names:
             self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
         self.receiver = Receiver(name or f"SUB {self.endpoint}", max_bytes=max_bytes)
-
-    def recv(self, timeout_ms: int | None = 0) -> Decoded | None:
-        """The next valid message within ``timeout_ms`` (None = wait forever), else ``None``.
-
-        Rejected messages are counted and skipped.
-        """
-        deadline = Deadline.after_ms(timeout_ms)
-        while True:
-            frames = self._recv_frames(deadline.remaining_ms())
-            if frames is None:
-                return None
-            decoded = self.receiver.accept(frames)
-            if decoded is not None:
-                return decoded
-            if deadline.expired():
-                return None
 
     def drain(self, max_messages: int = 10_000) -> list[Decoded]:
         """Every valid message already queued (up to ``max_messages``), without waiting."""
@@ -264,19 +264,6 @@ class RequestClient(_Receiving, _Numbered):
             return None
         self.seq += 1
         return seq
-
-    def recv(self, timeout_ms: int | None = 0) -> Decoded | None:
-        """The next valid reply within ``timeout_ms``, else ``None``."""
-        deadline = Deadline.after_ms(timeout_ms)
-        while True:
-            frames = self._recv_frames(deadline.remaining_ms())
-            if frames is None:
-                return None
-            decoded = self.receiver.accept(frames)
-            if decoded is not None:
-                return decoded
-            if deadline.expired():
-                return None
 
     def request(self, message: Message, timeout_ms: int) -> Decoded | None:
         """Send and wait for the reply to *this* request; ``None`` if unsent or no reply in time.
