@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from closedloop.config.blocks import Block, check_block_order, count_trials
 from closedloop.config.rig import check_device
-from closedloop.config.schema import ConfigSource, Where, build, internal, setting
+from closedloop.config.schema import ConfigSource, LoadedFromFile, Where, build, internal, setting
 from closedloop.config.yaml_loader import load_yaml, read_text
 from closedloop.data.dataset import Preprocessing
 from closedloop.errors import ConfigError
@@ -199,7 +199,7 @@ class FrameTiming:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Protocol:
+class Protocol(LoadedFromFile):
     """One experiment, as read from its YAML file.
 
     ``source`` keeps the file's path and text (session files store the text).
@@ -214,14 +214,6 @@ class Protocol:
     synthesis: Synthesis | None = None
     blocks: tuple[Block, ...]
     source: ConfigSource | None = internal()
-
-    @property
-    def path(self) -> str | None:
-        return None if self.source is None else self.source.path
-
-    @property
-    def source_text(self) -> str | None:
-        return None if self.source is None else self.source.text
 
     @property
     def total_trials(self) -> int:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from closedloop.config.schema import ConfigSource, Where, build, internal, setting
+from closedloop.config.schema import ConfigSource, LoadedFromFile, Where, build, internal, setting
 from closedloop.config.yaml_loader import load_yaml, read_text
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda|cuda:\d+")
@@ -233,7 +233,7 @@ class Compute:
 
 
 @dataclass(frozen=True)
-class Rig:
+class Rig(LoadedFromFile):
     """One recording rig, as read from its YAML file.
 
     ``source`` keeps the file's path and text (session files store the text).
@@ -246,16 +246,6 @@ class Rig:
     network: Network = field(default_factory=Network)
     compute: Compute = field(default_factory=Compute)
     source: ConfigSource | None = internal()
-
-    @property
-    def path(self) -> str | None:
-        """The file the rig was loaded from."""
-        return None if self.source is None else self.source.path
-
-    @property
-    def source_text(self) -> str | None:
-        """The rig file's text, exactly as read."""
-        return None if self.source is None else self.source.text
 
     @property
     def pixels_per_degree(self) -> float:

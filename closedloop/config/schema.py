@@ -110,6 +110,22 @@ class ConfigSource:
         return ConfigError(self.path, line, field or None, message)
 
 
+class LoadedFromFile:
+    """For a top-level settings class with a ``source: ConfigSource | None`` field."""
+
+    source: ConfigSource | None
+
+    @property
+    def path(self) -> str | None:
+        """The file it was loaded from (``None`` when built in code)."""
+        return None if self.source is None else self.source.path
+
+    @property
+    def source_text(self) -> str | None:
+        """The file's text, exactly as read (session files store it)."""
+        return None if self.source is None else self.source.text
+
+
 @dataclass(frozen=True)
 class Where:
     """Where one settings object sits in its file; given to ``check`` methods.

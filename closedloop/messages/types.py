@@ -22,6 +22,11 @@ _RATES = ("float64", "float32")
 _IMAGES = ("float32", "float64", "uint8")
 
 
+def _one_column_per_unit(rates: np.ndarray, unit_ids: np.ndarray) -> None:
+    if rates.shape[1] != len(unit_ids):
+        raise ValueError(f"rates has {rates.shape[1]} columns but there are {len(unit_ids)} unit ids")
+
+
 @register
 @dataclass(frozen=True, eq=False)
 class SpikeBatch(Message):
@@ -129,8 +134,7 @@ class Responses(Message):
     def _check(self) -> None:
         self._set("block", as_int(self.block, "block", minimum=0))
         same_length(self, "trial_ids", "stimulus_ids", "rates")
-        if self.rates.shape[1] != len(self.unit_ids):
-            raise ValueError(f"rates has {self.rates.shape[1]} columns but there are {len(self.unit_ids)} unit ids")
+        _one_column_per_unit(self.rates, self.unit_ids)
 
 
 @register
@@ -157,8 +161,7 @@ class FitRequest(Message):
     def _check(self) -> None:
         self._set("block", as_int(self.block, "block", minimum=0))
         same_length(self, "stimulus_ids", "rates", "images")
-        if self.rates.shape[1] != len(self.unit_ids):
-            raise ValueError(f"rates has {self.rates.shape[1]} columns but there are {len(self.unit_ids)} unit ids")
+        _one_column_per_unit(self.rates, self.unit_ids)
 
 
 @register
@@ -240,8 +243,7 @@ class Predictions(Message):
 
     def _check(self) -> None:
         self._set("model_version", as_int(self.model_version, "model_version", minimum=0))
-        if self.rates.shape[1] != len(self.unit_ids):
-            raise ValueError(f"rates has {self.rates.shape[1]} columns but there are {len(self.unit_ids)} unit ids")
+        _one_column_per_unit(self.rates, self.unit_ids)
 
 
 @register
