@@ -220,7 +220,7 @@ class SimulatedArray(AcquisitionAdapter):
     def _cache_block(self, request: BlockRequest) -> None:
         if request.pixels is None:
             return
-        for stimulus_id, pixels in zip(request.stimulus_ids, request.pixels):
+        for stimulus_id, pixels in zip(request.image_ids, request.pixels):
             self._pixels[int(stimulus_id)] = np.asarray(pixels)
         self.counts["cached_images"] = len(self._pixels)
 

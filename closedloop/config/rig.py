@@ -184,6 +184,7 @@ class Ports:
     model: int = setting(5602, ge=1, le=65535)
     model_events: int = setting(5603, ge=1, le=65535)
     responses: int = setting(5604, ge=1, le=65535)
+    blocks: int = setting(5605, ge=1, le=65535)
 
     def named(self) -> dict[str, int]:
         """Every port by field name."""
@@ -193,6 +194,7 @@ class Ports:
             "model": self.model,
             "model_events": self.model_events,
             "responses": self.responses,
+            "blocks": self.blocks,
         }
 
     def check(self, where: Where) -> None:

@@ -167,6 +167,12 @@ def as_int(value: Any, field: str, *, minimum: int | None = None) -> int:
     return value
 
 
+def as_bool(value: Any, field: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{field}: expected true or false, got {type(value).__name__}")
+    return bool(value)
+
+
 def as_optional_int(value: Any, field: str, *, minimum: int | None = None) -> int | None:
     return None if value is None else as_int(value, field, minimum=minimum)
 

@@ -14,12 +14,18 @@ from typing import Any, ClassVar
 import numpy as np
 
 from closedloop.messages.base import (
-    ArraySpec, Message, as_float, as_int, as_metrics, as_optional_int, as_text, register, same_length,
+    ArraySpec, Message, as_bool, as_float, as_int, as_metrics, as_optional_int, as_text, register, same_length,
 )
 
 _IDS = ("int64", "int32")
 _RATES = ("float64", "float32")
 _IMAGES = ("float32", "float64", "uint8")
+
+
+def _ids_with_images(message: Message, ids: str, images: str) -> None:
+    if (getattr(message, ids) is None) != (getattr(message, images) is None):
+        raise ValueError(f"{ids} and {images} come together (one id per image) or not at all")
+    same_length(message, ids, images)
 
 
 def _one_column_per_unit(rates: np.ndarray, unit_ids: np.ndarray) -> None:
@@ -91,27 +97,31 @@ class StimulusShown(Message):
 @register
 @dataclass(frozen=True, eq=False)
 class BlockRequest(Message):
-    """The runner asks the presenter to show a block.
+    """The runner asks the presenter to show a block (and publishes it for the monitor).
 
-    ``stimulus_ids`` are shown in order, ``repeats`` times; ``pixels`` (n, h, w) carries
-    images the presenter does not have yet (synthesized ones), one per stimulus id.
+    ``stimulus_ids`` are shown in that order, the whole list ``repeats`` times.
+    ``pixels`` (n_new, h, w) are images the presenter does not have yet (natural images
+    the first time, synthesized ones), named by ``image_ids``; later blocks name them by
+    id only.
     """
 
     ARRAYS: ClassVar[dict[str, ArraySpec]] = {
         "stimulus_ids": ArraySpec(_IDS, 1),
+        "image_ids": ArraySpec(_IDS, 1, optional=True),
         "pixels": ArraySpec(_IMAGES, 3, optional=True),
     }
     block: int
     kind: str
     stimulus_ids: np.ndarray
     repeats: int = 1
+    image_ids: np.ndarray | None = None
     pixels: np.ndarray | None = None
 
     def _check(self) -> None:
         self._set("block", as_int(self.block, "block", minimum=0))
         self._set("kind", as_text(self.kind, "kind"))
         self._set("repeats", as_int(self.repeats, "repeats", minimum=1))
-        same_length(self, "stimulus_ids", "pixels")
+        _ids_with_images(self, "image_ids", "pixels")
 
 
 @register
@@ -140,47 +150,82 @@ class Responses(Message):
 @register
 @dataclass(frozen=True, eq=False)
 class FitRequest(Message):
-    """New data for the model server to add before it refits.
+    """Responses for the model server to add to its data, and whether to refit now.
 
-    ``rates`` is (n_images, n_units) mean rate per image; ``images`` (n, h, w) are the
-    stimuli (omitted when the server already has them by ``stimulus_ids``).
+    ``rates`` is (n_trials, n_units): one row per trial of ``stimulus_ids`` (a stimulus
+    shown on several trials appears on several rows; the server averages repeats).
+    ``images`` (n_new, h, w) are stimuli the server does not have yet, named by
+    ``image_ids``; stimuli it already has are named by id only.  With ``refit`` the
+    server starts a background refit on everything it has (answered at once by
+    `Accepted`; `ModelUpdated` is published when the refit finishes).
     """
 
     ARRAYS: ClassVar[dict[str, ArraySpec]] = {
         "stimulus_ids": ArraySpec(_IDS, 1),
         "rates": ArraySpec(_RATES, 2),
         "unit_ids": ArraySpec(_IDS, 1),
+        "image_ids": ArraySpec(_IDS, 1, optional=True),
         "images": ArraySpec(_IMAGES, 3, optional=True),
     }
     block: int
     stimulus_ids: np.ndarray
     rates: np.ndarray
     unit_ids: np.ndarray
+    image_ids: np.ndarray | None = None
     images: np.ndarray | None = None
+    refit: bool = True
 
     def _check(self) -> None:
         self._set("block", as_int(self.block, "block", minimum=0))
-        same_length(self, "stimulus_ids", "rates", "images")
+        same_length(self, "stimulus_ids", "rates")
+        _ids_with_images(self, "image_ids", "images")
         _one_column_per_unit(self.rates, self.unit_ids)
+        self._set("refit", as_bool(self.refit, "refit"))
+
+
+@register
+@dataclass(frozen=True, eq=False)
+class Accepted(Message):
+    """A request was taken: ``version`` is the model version it will produce (Fit) or used."""
+
+    in_reply_to: int
+    version: int = 0
+    detail: str = ""
+
+    def _check(self) -> None:
+        self._set("in_reply_to", as_int(self.in_reply_to, "in_reply_to", minimum=0))
+        self._set("version", as_int(self.version, "version", minimum=0))
+        self._set("detail", as_text(self.detail, "detail"))
 
 
 @register
 @dataclass(frozen=True, eq=False)
 class ModelUpdated(Message):
-    """A refit finished: the new model version and its held-out metrics."""
+    """A refit finished: the new model version, its summary held-out metrics, and per unit r.
 
+    ``unit_ids`` / ``heldout_r`` (optional, same length) give each fitted unit's
+    held-out Pearson r, which the runner uses to pick units for synthesis.
+    """
+
+    ARRAYS: ClassVar[dict[str, ArraySpec]] = {
+        "unit_ids": ArraySpec(_IDS, 1, optional=True),
+        "heldout_r": ArraySpec(_RATES, 1, optional=True),
+    }
     version: int
     metrics: dict[str, float] = field(default_factory=dict)
+    unit_ids: np.ndarray | None = None
+    heldout_r: np.ndarray | None = None
 
     def _check(self) -> None:
         self._set("version", as_int(self.version, "version", minimum=0))
         self._set("metrics", as_metrics(self.metrics, "metrics"))
+        same_length(self, "unit_ids", "heldout_r")
 
 
 @register
 @dataclass(frozen=True, eq=False)
 class SynthesizeRequest(Message):
-    """Synthesize one image per (unit, target rate in Hz) pair; NaN target = maximise."""
+    """Synthesize one image per (unit, target rate in Hz) pair; NaN target = maximise; ``steps`` 0 = the server's default."""
 
     ARRAYS: ClassVar[dict[str, ArraySpec]] = {
         "unit_ids": ArraySpec(_IDS, 1),
@@ -189,10 +234,12 @@ class SynthesizeRequest(Message):
     unit_ids: np.ndarray
     targets: np.ndarray
     seed: int = 0
+    steps: int = 0
 
     def _check(self) -> None:
         same_length(self, "unit_ids", "targets")
         self._set("seed", as_int(self.seed, "seed", minimum=0))
+        self._set("steps", as_int(self.steps, "steps", minimum=0))
 
 
 @register
@@ -222,28 +269,66 @@ class SynthesizeResult(Message):
 @register
 @dataclass(frozen=True, eq=False)
 class PredictRequest(Message):
-    """Predict every unit's rate for these (n, h, w) images."""
+    """Predict every unit's rate for these (n, h, w) images (optionally naming their stimulus ids)."""
 
-    ARRAYS: ClassVar[dict[str, ArraySpec]] = {"images": ArraySpec(_IMAGES, 3)}
+    ARRAYS: ClassVar[dict[str, ArraySpec]] = {
+        "images": ArraySpec(_IMAGES, 3),
+        "stimulus_ids": ArraySpec(_IDS, 1, optional=True),
+    }
     images: np.ndarray
+    stimulus_ids: np.ndarray | None = None
+
+    def _check(self) -> None:
+        same_length(self, "images", "stimulus_ids")
 
 
 @register
 @dataclass(frozen=True, eq=False)
 class Predictions(Message):
-    """Predicted ``rates`` (n_images, n_units) and the model version that made them."""
+    """Predicted ``rates`` (n_images, n_units), the model version that made them, and the
+    request's ``stimulus_ids`` when it named them (the server also publishes these)."""
 
     ARRAYS: ClassVar[dict[str, ArraySpec]] = {
         "rates": ArraySpec(_RATES, 2),
         "unit_ids": ArraySpec(_IDS, 1),
+        "stimulus_ids": ArraySpec(_IDS, 1, optional=True),
     }
     rates: np.ndarray
     unit_ids: np.ndarray
     model_version: int
+    stimulus_ids: np.ndarray | None = None
 
     def _check(self) -> None:
         self._set("model_version", as_int(self.model_version, "model_version", minimum=0))
         _one_column_per_unit(self.rates, self.unit_ids)
+        same_length(self, "rates", "stimulus_ids")
+
+
+@register
+@dataclass(frozen=True, eq=False)
+class BlockStatus(Message):
+    """The runner's progress, for the monitor and logs.
+
+    ``state`` is ``"started"``, ``"finished"``, ``"flagged"`` (finished, but alignment
+    or data had a problem, described in ``detail``), ``"skipped"`` or ``"failed"``;
+    ``iteration`` is the loop iteration (0 outside loops).  The images of a
+    presentation block travel in the `BlockRequest` the runner also publishes.
+    """
+
+    block: int
+    kind: str
+    state: str
+    iteration: int = 0
+    n_trials: int = 0
+    detail: str = ""
+
+    def _check(self) -> None:
+        self._set("block", as_int(self.block, "block", minimum=0))
+        self._set("kind", as_text(self.kind, "kind"))
+        self._set("state", as_text(self.state, "state"))
+        self._set("iteration", as_int(self.iteration, "iteration", minimum=0))
+        self._set("n_trials", as_int(self.n_trials, "n_trials", minimum=0))
+        self._set("detail", as_text(self.detail, "detail"))
 
 
 @register

@@ -9,8 +9,8 @@ ends.  Trials run one per `step`, so heartbeats and a stop request are seen betw
 trials, never in the middle of one; requests that arrive during a block wait in the
 socket until it ends.
 
-Images sent in a request's ``pixels`` are kept by stimulus id, so later blocks may
-name them without sending them again.
+Images sent in a request's ``pixels`` are kept by their ``image_ids``, so later blocks
+may name them without sending them again.
 """
 
 from __future__ import annotations
@@ -124,7 +124,7 @@ class PresenterComponent(Component):
         ids = [int(i) for i in message.stimulus_ids]
         images = dict(self.images)  # kept only if the block is accepted: bad pixels must not linger
         if message.pixels is not None:
-            images.update(zip(ids, message.pixels))
+            images.update(zip((int(i) for i in message.image_ids), message.pixels))
         order = ids * message.repeats
         try:
             self._trials = self.presenter.iter_block(images, order)

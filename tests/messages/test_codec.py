@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from closedloop.messages import (
-    MESSAGE_TYPES, SCHEMA_VERSION, BlockRequest, CodecError, Error, FitRequest, Heartbeat, ModelUpdated,
+    MESSAGE_TYPES, SCHEMA_VERSION, Accepted, BlockRequest, BlockStatus, CodecError, Error, FitRequest, Heartbeat, ModelUpdated,
     PredictRequest, Predictions, Responses, SpikeBatch, StimulusShown, SyncEvent, SynthesizeRequest,
     SynthesizeResult, as_bytes, decode, describe, encode,
 )
@@ -22,16 +22,25 @@ def one_of_each() -> list:
         SpikeBatch(unit_ids=np.array([], np.int64), times=np.array([])),
         SyncEvent(line=1, state=1, time=12.25),
         StimulusShown(stimulus_id=4, trial=10, block=2, flip_time=100.125, n_frames=30, dropped_frames=1),
-        BlockRequest(block=3, kind="synthesized", stimulus_ids=[5, 6, 7], repeats=4, pixels=images),
+        BlockRequest(block=3, kind="synthesized", stimulus_ids=[5, 6, 7, 5], repeats=4, image_ids=[5, 6, 7],
+                     pixels=images),
         BlockRequest(block=0, kind="natural", stimulus_ids=[1, 2]),
         Responses(block=1, trial_ids=[0, 1, 2], stimulus_ids=[4, 4, 5], rates=RNG.random((3, 2)), unit_ids=[11, 12]),
-        FitRequest(block=1, stimulus_ids=[4, 5, 6], rates=RNG.random((3, 2)), unit_ids=[11, 12], images=images),
+        FitRequest(block=1, stimulus_ids=[4, 4, 5, 6], rates=RNG.random((4, 2)), unit_ids=[11, 12],
+                   image_ids=[4, 5, 6], images=images),
+        FitRequest(block=2, stimulus_ids=[4], rates=RNG.random((1, 2)), unit_ids=[11, 12], refit=False),
+        Accepted(in_reply_to=3, version=2, detail="refit queued"),
         ModelUpdated(version=7, metrics={"r": 0.41, "ccnorm": float("nan")}),
-        SynthesizeRequest(unit_ids=[11, 12], targets=[20.0, np.nan], seed=3),
+        ModelUpdated(version=8, metrics={"r": 0.5}, unit_ids=[11, 12], heldout_r=[0.4, np.nan]),
+        SynthesizeRequest(unit_ids=[11, 12], targets=[20.0, np.nan], seed=3, steps=50),
         SynthesizeResult(unit_ids=[11, 12, 12], targets=[1.0, 2.0, 3.0], images=images, achieved=[1.1, 1.9, 3.2],
                          model_version=7, seed=3),
         PredictRequest(images=images),
         Predictions(rates=RNG.random((3, 2)).astype(np.float32), unit_ids=[11, 12], model_version=7),
+        PredictRequest(images=images, stimulus_ids=[1, 2, 3]),
+        Predictions(rates=RNG.random((3, 2)), unit_ids=[11, 12], model_version=7, stimulus_ids=[1, 2, 3]),
+        BlockStatus(block=2, kind="natural", state="started", iteration=1, n_trials=12),
+        BlockStatus(block=3, kind="fit", state="flagged", detail="2 photodiode edges missing"),
         Heartbeat(state="running", steps=12),
         Error(code="no_model", message="no model fitted yet", in_reply_to=4),
     ]
@@ -81,7 +90,12 @@ def test_big_endian_input_is_sent_little_endian() -> None:
     (lambda: Responses(block=0, trial_ids=[0], stimulus_ids=[0], rates=[[1.0, 2.0]], unit_ids=[1]), ValueError),
     (lambda: ModelUpdated(version=1, metrics={"r": "high"}), TypeError),
     (lambda: BlockRequest(block=0, kind="x", stimulus_ids=[1], repeats=0), ValueError),
+    (lambda: BlockRequest(block=0, kind="x", stimulus_ids=[1], pixels=np.zeros((1, 2, 2))), ValueError),
     (lambda: PredictRequest(images=np.zeros((1, 2, 2), complex)), TypeError),
+    (lambda: FitRequest(block=0, stimulus_ids=[1], rates=[[1.0]], unit_ids=[1], images=np.zeros((1, 2, 2))), ValueError),
+    (lambda: FitRequest(block=0, stimulus_ids=[1], rates=[[1.0]], unit_ids=[1], refit=1), TypeError),
+    (lambda: ModelUpdated(version=1, unit_ids=[1, 2], heldout_r=[0.5]), ValueError),
+    (lambda: Predictions(rates=[[1.0]], unit_ids=[1], model_version=0, stimulus_ids=[1, 2]), ValueError),
 ])
 def test_invalid_messages_cannot_be_built(build, error) -> None:
     with pytest.raises(error):

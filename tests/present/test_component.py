@@ -48,7 +48,7 @@ def test_block_request_in_stimulus_shown_out(test_rig, timing, make_endpoint) ->
     client, shown = _connect(component)
     try:
         assert client.send(BlockRequest(block=2, kind="synthesized", stimulus_ids=[11, 12], repeats=2,
-                                        pixels=_pixels(2))) is not None
+                                        image_ids=[11, 12], pixels=_pixels(2))) is not None
         _step_until(component, lambda: component.blocks_shown == 1)
         messages = _receive(shown, 4)
         assert [m.stimulus_id for m in messages] == [11, 12, 11, 12]
@@ -77,7 +77,7 @@ def test_bad_block_is_answered_with_an_error_and_the_next_one_still_runs(test_ri
         assert "block 0 (natural) not shown: stimulus 9 has no image" in reply.message
         wrong_size = np.zeros((1, 19, 19), dtype=np.float32)
         reply = _request_and_step(component, client,
-                                  BlockRequest(block=1, kind="synthesized", stimulus_ids=[5], pixels=wrong_size))
+                                  BlockRequest(block=1, kind="synthesized", stimulus_ids=[5], image_ids=[5], pixels=wrong_size))
         assert isinstance(reply, Error) and "image is (19, 19)" in reply.message
         assert 5 not in component.images  # rejected pixels are not kept
         assert component.blocks_rejected == 2
@@ -107,7 +107,7 @@ def test_runs_under_the_supervisor_over_tcp(test_rig, timing) -> None:
     assert supervisor.start()
     client, shown = _connect(component)
     try:
-        client.send(BlockRequest(block=0, kind="natural", stimulus_ids=[3, 4, 5], pixels=_pixels(3)))
+        client.send(BlockRequest(block=0, kind="natural", stimulus_ids=[3, 4, 5], image_ids=[3, 4, 5], pixels=_pixels(3)))
         messages = _receive(shown, 3)
         assert [m.stimulus_id for m in messages] == [3, 4, 5]
         onsets = np.array([m.flip_time for m in messages])
@@ -126,7 +126,7 @@ def test_psychopy_presenter_component(xvfb_display, test_rig, timing) -> None:
     component.setup()
     client, shown = _connect(component)
     try:
-        client.send(BlockRequest(block=7, kind="synthesized", stimulus_ids=[1, 2, 3], pixels=_pixels(3)))
+        client.send(BlockRequest(block=7, kind="synthesized", stimulus_ids=[1, 2, 3], image_ids=[1, 2, 3], pixels=_pixels(3)))
         _step_until(component, lambda: component.blocks_shown == 1)
         messages = _receive(shown, 3)
         assert [(m.stimulus_id, m.trial, m.block) for m in messages] == [(1, 0, 7), (2, 1, 7), (3, 2, 7)]
