@@ -1,0 +1,299 @@
+"""Export a session file to NWB (DESIGN §9), so it opens in the field's usual tools.
+
+`export_nwb` reads the committed part of a session (a session still being written is
+exported as far as it has been committed, and the summary says so), builds the NWB file
+(`closedloop.data.nwb_content` lists what goes where) and writes it to a temporary file
+next to the output, which is renamed only once complete: a failed or interrupted export
+never leaves a file that looks finished.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from closedloop.data import session_lock
+from closedloop.data.nwb_content import build_nwbfile
+from closedloop.data.session_reader import SessionReader
+from closedloop.errors import DataFileError
+
+#: What `writer_state` reports.
+CLOSED, BEING_WRITTEN, WRITER_STOPPED = "closed", "being written", "writer stopped without closing"
+
+
+@dataclass(frozen=True)
+class SessionContents:
+    """The committed part of a session as read once, plus the facts the export derives
+    from it (start time, stimulus durations, a few rig settings)."""
+
+    session_id: str
+    created_utc: str
+    closedloop_version: str
+    rig_yaml: str
+    protocol_yaml: str
+    seeds: dict
+    metadata: dict
+    response_window_s: tuple[float, float]
+    unit_ids: np.ndarray
+    channels: np.ndarray
+    stimuli: np.ndarray
+    pixels: np.ndarray
+    trials: np.ndarray
+    blocks: np.ndarray
+    spikes: np.ndarray
+    sync: np.ndarray
+    responses: np.ndarray
+    start_time: datetime
+    durations_s: np.ndarray
+    duration_source: str
+    rig_name: str | None
+    acquisition_kind: str | None
+    sample_rate_hz: float | None
+
+
+@dataclass(frozen=True)
+class ExportSummary:
+    """What an export wrote, for the terminal and for JSON."""
+
+    session: str
+    out: str
+    session_id: str
+    writer_state: str
+    n_units: int
+    n_trials: int
+    n_stimuli: int
+    n_spikes: int
+    n_sync_events: int
+    n_blocks: int
+    n_flagged_blocks: int
+    stimulus_durations: str
+    file_mb: float
+    seconds: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def text(self) -> str:
+        """One line, plus a second when the session was not closed normally."""
+        flagged = f" ({self.n_flagged_blocks} flagged)" if self.n_flagged_blocks else ""
+        line = (f"wrote {self.out} ({self.file_mb:.1f} MB) in {self.seconds:.1f} s: {self.n_units} units, "
+                f"{self.n_trials} trials in {self.n_blocks} blocks{flagged}, {self.n_stimuli} stimuli, "
+                f"{self.n_spikes:,} spikes, {self.n_sync_events} sync events")
+        if self.writer_state == BEING_WRITTEN:
+            line += (f"\n  note: {self.session} is still being written; exported its {self.n_blocks} "
+                     "committed blocks, export again when the session has ended")
+        elif self.writer_state == WRITER_STOPPED:
+            line += (f"\n  note: the writer of {self.session} stopped without closing it; exported its "
+                     f"{self.n_blocks} committed blocks (a block cut short is not included)")
+        return line
+
+
+def export_nwb(session_path: str | Path, out_path: str | Path, *, overwrite: bool = False) -> ExportSummary:
+    """Write the session file ``session_path`` as the NWB file ``out_path``.
+
+    Parameters
+    ----------
+    session_path
+        A closedloop session ``.h5`` file (closed, or still being written).
+    out_path
+        The ``.nwb`` file to write; its folder must exist.
+    overwrite
+        Replace ``out_path`` if it exists instead of refusing.
+
+    Returns
+    -------
+    ExportSummary
+        Counts of what was exported and whether the session was still being written.
+
+    Raises
+    ------
+    DataFileError
+        If the session is missing, not a session file, truncated or damaged; if
+        ``out_path`` exists (without ``overwrite``), is the session itself, or its folder
+        is missing; or if the NWB file cannot be written.
+    """
+    started = time.perf_counter()
+    session_path, out_path = Path(session_path), Path(out_path)
+    _check_out(session_path, out_path, overwrite)
+    state = writer_state(session_path)
+    with SessionReader(session_path) as reader:
+        contents = read_contents(reader)
+    nwbfile = build_nwbfile(contents, exported_by=f"closedloop export-nwb {session_path}")
+    _write_atomically(nwbfile, out_path)
+    return ExportSummary(
+        session=str(session_path), out=str(out_path), session_id=contents.session_id, writer_state=state,
+        n_units=int(contents.unit_ids.size), n_trials=int(contents.trials.size),
+        n_stimuli=int(contents.stimuli.size), n_spikes=int(np.isin(contents.spikes["unit_id"], contents.unit_ids).sum()),
+        n_sync_events=int(contents.sync.size), n_blocks=int(contents.blocks.size),
+        n_flagged_blocks=int(np.count_nonzero(contents.blocks["flagged"])),
+        stimulus_durations=contents.duration_source, file_mb=out_path.stat().st_size / 1e6,
+        seconds=time.perf_counter() - started,
+    )
+
+
+def read_contents(reader: SessionReader) -> SessionContents:
+    """The committed part of an open session, read once, with the facts derived from it."""
+    trials, metadata = reader.trials, reader.metadata
+    rig, protocol = _yaml_mapping(reader.rig_yaml), _yaml_mapping(reader.protocol_yaml)
+    durations, duration_source = stimulus_durations(trials, rig, protocol)
+    rig_name, kind = _get(rig, "name"), _get(rig, "acquisition", "kind")
+    return SessionContents(
+        session_id=reader.session_id, created_utc=reader.created_utc,
+        closedloop_version=reader.closedloop_version, rig_yaml=reader.rig_yaml,
+        protocol_yaml=reader.protocol_yaml, seeds=reader.seeds, metadata=metadata,
+        response_window_s=reader.response_window_s, unit_ids=reader.unit_ids, channels=reader.channels,
+        stimuli=reader.stimuli, pixels=reader.stimulus_pixels, trials=trials, blocks=reader.blocks,
+        spikes=reader.spikes, sync=reader.sync, responses=reader.responses,
+        start_time=session_start_time(metadata.get("session_start_time"), reader.created_utc),
+        durations_s=durations, duration_source=duration_source,
+        rig_name=rig_name if isinstance(rig_name, str) else None,
+        acquisition_kind=kind if isinstance(kind, str) else None,
+        sample_rate_hz=_positive(_get(rig, "acquisition", "sample_rate_hz")),
+    )
+
+
+def session_start_time(recorded: object, created_utc: str) -> datetime:
+    """The start time the runner recorded (``metadata['session_start_time']``, ISO 8601) if
+    any, else the session file's creation time; timezone-aware (UTC if no offset is given)."""
+    for text in (recorded, created_utc):
+        if not isinstance(text, str):
+            continue
+        try:
+            moment = datetime.fromisoformat(text)
+        except ValueError:
+            continue
+        return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return datetime.fromtimestamp(0, timezone.utc)  # neither readable: say so by the epoch
+
+
+def stimulus_durations(trials: np.ndarray, rig: dict, protocol: dict) -> tuple[np.ndarray, str]:
+    """Seconds each trial's image was on screen, and where that number came from.
+
+    Frames drawn over the rig's refresh rate where both are known; otherwise the
+    protocol's ``timing.stimulus_ms`` (or a simulated archive's recipe); otherwise 0.
+    """
+    refresh = _positive(_get(rig, "display", "refresh_hz"))
+    frames = trials["n_frames"].astype(np.float64)
+    fallback, fallback_source = _protocol_duration(protocol)
+    durations = np.full(trials.size, fallback if fallback is not None else 0.0)
+    from_frames = frames > 0 if refresh is not None else np.zeros(trials.size, dtype=bool)
+    durations[from_frames] = frames[from_frames] / refresh
+    if trials.size == 0:
+        source = "no presentations"
+    elif from_frames.all():
+        source = f"stop_time = onset + frames drawn / {refresh:g} Hz (rig display.refresh_hz)"
+    elif fallback is not None:
+        source = f"stop_time = onset + {fallback:g} s ({fallback_source})"
+        if from_frames.any():
+            source += f" where frame counts were missing, else frames / {refresh:g} Hz"
+    else:
+        source = "stimulus duration unknown (no frame counts, refresh rate or protocol timing): stop_time = onset"
+    return durations, source
+
+
+def _protocol_duration(protocol: dict) -> tuple[float | None, str]:
+    stimulus_ms = _positive(_get(protocol, "timing", "stimulus_ms"))
+    if stimulus_ms is not None:
+        return stimulus_ms / 1000.0, "protocol timing.stimulus_ms"
+    stimulus_s = _positive(_get(protocol, "simulated_archive", "stimulus_s"))
+    if stimulus_s is not None:
+        return stimulus_s, "simulated archive recipe stimulus_s"
+    return None, ""
+
+
+def _yaml_mapping(text: str) -> dict:
+    """The stored YAML text as a mapping; {} if empty or unreadable (only a few optional
+    facts are looked up in it; the text itself is exported verbatim)."""
+    try:
+        value = yaml.safe_load(text) if text else None
+    except yaml.YAMLError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _get(mapping: object, *keys: str) -> object:
+    for key in keys:
+        if not isinstance(mapping, dict):
+            return None
+        mapping = mapping.get(key)
+    return mapping
+
+
+def _positive(value: object) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if np.isfinite(value) and value > 0 else None
+
+
+def writer_state(session_path: Path) -> str:
+    """`CLOSED`, `BEING_WRITTEN` or `WRITER_STOPPED`, from the writer's lock sidecar.
+
+    The sidecar holds the writer's pid and is removed when the writer closes; it is only
+    read here (taking the lock, even briefly, could make a starting writer fail).
+    """
+    sidecar = session_lock.lock_path(session_path)
+    try:
+        text = sidecar.read_text().strip()
+    except FileNotFoundError:
+        return CLOSED
+    except OSError:
+        return BEING_WRITTEN  # unreadable: assume a live writer, which is the cautious reading
+    try:
+        pid = int(text)
+    except ValueError:
+        return BEING_WRITTEN  # a writer between creating the sidecar and writing its pid
+    return BEING_WRITTEN if _process_exists(pid) else WRITER_STOPPED
+
+
+def _process_exists(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # exists, owned by someone else
+    except OSError:
+        return False
+    return True
+
+
+def _check_out(session_path: Path, out_path: Path, overwrite: bool) -> None:
+    """Refuse an output we must not or cannot write, before reading anything."""
+    folder = out_path.parent
+    if not folder.is_dir():
+        raise DataFileError(out_path, f"cannot be written: folder {folder} does not exist; create it first")
+    if out_path.is_dir():
+        raise DataFileError(out_path, "is a folder; give the path of the .nwb file to write")
+    if session_path.exists() and out_path.exists() and out_path.resolve() == session_path.resolve():
+        raise DataFileError(out_path, "is the session file itself; choose another output name")
+    if out_path.exists() and not overwrite:
+        raise DataFileError(out_path, "already exists; pass --overwrite to replace it")
+
+
+def _write_atomically(nwbfile, out_path: Path) -> None:
+    """Write to a hidden temporary file next to ``out_path``, then rename it into place."""
+    from pynwb import NWBHDF5IO
+
+    try:
+        handle, name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".partial.nwb", dir=out_path.parent)
+    except OSError as error:
+        raise DataFileError(out_path, f"cannot be written ({error})") from None
+    os.close(handle)
+    partial = Path(name)
+    try:
+        with NWBHDF5IO(str(partial), mode="w") as io:
+            io.write(nwbfile)
+        os.replace(partial, out_path)
+    except OSError as error:
+        raise DataFileError(out_path, f"cannot be written ({error})") from None
+    finally:
+        partial.unlink(missing_ok=True)

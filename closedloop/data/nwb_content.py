@@ -1,0 +1,310 @@
+"""Build the in-memory NWB file for one session (used by `closedloop.data.nwb`).
+
+Where each part of a session goes (NWB 2.x names; times in seconds on the
+acquisition clock, which is the file's time reference)::
+
+    /units                              one row per unit: spike_times, channel, electrodes
+    /general/devices/recording_array    with /general/extracellular_ephys/array and
+    /general/extracellular_ephys/electrodes   one electrode per known channel
+    /intervals/trials                   one row per presentation: onset, stimulus, block, flag
+    /intervals/blocks                   one row per block: kind, flag, trial range
+    /stimulus/templates/stimulus_images Images, one GrayscaleImage per stimulus + order_of_images
+    /stimulus/presentation/stimulus_presentations   IndexSeries into those images, at the onsets
+    /stimulus/presentation/stimuli      per-stimulus provenance (kind, grating parameters, ...)
+    /events/sync                        photodiode / TTL edges (line, state)
+    /processing/responses/trial_responses   rates (trials x units, Hz) in the response window
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING
+
+import numpy as np
+from hdmf.common import DynamicTable, DynamicTableRegion, ElementIdentifiers, VectorData, VectorIndex
+from pynwb import NWBFile
+from pynwb.base import ImageReferences, Images
+from pynwb.epoch import TimeIntervals
+from pynwb.event import EventsTable, TimestampVectorData
+from pynwb.image import GrayscaleImage, IndexSeries
+from pynwb.misc import Units
+
+from closedloop.data.session_format import BlockFlag, BlockKind, StimulusKind
+
+if TYPE_CHECKING:
+    from closedloop.data.nwb import SessionContents
+
+UNKNOWN_LOCATION = "unknown"
+
+
+def build_nwbfile(session: SessionContents, exported_by: str) -> NWBFile:
+    """The NWB file for ``session``, in memory (``exported_by`` goes into the notes)."""
+    nwbfile = NWBFile(
+        session_description=_session_description(session),
+        identifier=f"closedloop:{session.session_id}:{session.created_utc}",
+        session_id=session.session_id,
+        session_start_time=session.start_time,
+        experiment_description=(
+            "Closed-loop V1 experiment run by closedloop: images were presented, spikes "
+            "recorded, a CNN fitted to the responses online, and new images synthesized from it."
+        ),
+        notes=_notes(session, exported_by),
+        stimulus_notes=f"Grayscale images in [0, 1] (0.5 = mean grey); {session.duration_source}.",
+        was_generated_by=[("closedloop", session.closedloop_version)],
+        keywords=["V1", "closed loop", "natural images", "stimulus synthesis"],
+    )
+    _add_units(nwbfile, session)
+    _add_trials(nwbfile, session)
+    _add_blocks(nwbfile, session)
+    if session.stimuli.size:  # NWB has no empty image container (a session just started)
+        images = _add_stimuli(nwbfile, session)
+        _add_presentations(nwbfile, session, images)
+    _add_sync(nwbfile, session)
+    _add_responses(nwbfile, session)
+    return nwbfile
+
+
+def _session_description(session: SessionContents) -> str:
+    where = f" on rig {session.rig_name}" if session.rig_name else ""
+    simulated = " (simulated V1)" if session.metadata.get("simulated") else ""
+    return (f"closedloop session {session.session_id}{where}{simulated}: {session.trials.size} "
+            f"presentations of {session.stimuli.size} images, {session.unit_ids.size} units")
+
+
+def _notes(session: SessionContents, exported_by: str) -> str:
+    """Everything needed to rerun the session, as text: versions, seeds, YAML verbatim."""
+    return "\n".join([
+        f"exported by: {exported_by}",
+        f"closedloop_version: {session.closedloop_version}",
+        f"seeds: {json.dumps(session.seeds, sort_keys=True)}",
+        f"metadata: {json.dumps(session.metadata, sort_keys=True)}",
+        f"response_window_s: {list(session.response_window_s)}",
+        "time reference: the acquisition clock (seconds); session_start_time is when the session file was created",
+        "--- rig.yaml ---",
+        session.rig_yaml,
+        "--- protocol.yaml ---",
+        session.protocol_yaml,
+    ])
+
+
+# ----------------------------------------------------------------------------- units
+def _add_units(nwbfile: NWBFile, session: SessionContents) -> None:
+    unit_ids, channels = session.unit_ids, session.channels.astype(np.int64)
+    spikes = session.spikes
+    order = np.lexsort((spikes["time_s"], spikes["unit_id"]))  # by unit, then time
+    unit_of_spike = spikes["unit_id"][order]
+    ends = np.searchsorted(unit_of_spike, unit_ids, side="right")
+    starts = np.searchsorted(unit_of_spike, unit_ids, side="left")
+    # Spikes are grouped in unit-table order (unit ids need not be sorted).
+    pieces = [spikes["time_s"][order][a:b] for a, b in zip(starts, ends)]
+    times = np.concatenate(pieces) if pieces else np.empty(0)
+    spike_times = VectorData(name="spike_times", description="spike times (s, acquisition clock)", data=times)
+    columns = [
+        spike_times,
+        VectorIndex(name="spike_times_index", data=np.cumsum([p.size for p in pieces], dtype=np.int64),
+                    target=spike_times),
+        VectorData(name="channel", description="recording channel of the unit (-1: unknown)", data=channels),
+    ]
+    unit_types = session.metadata.get("unit_types")
+    if isinstance(unit_types, list) and len(unit_types) == unit_ids.size:
+        columns.append(VectorData(name="simulated_type", data=_text([str(t) for t in unit_types]),
+                                  description="ground-truth cell type of the simulated unit"))
+    known = channels >= 0
+    if known.any():
+        columns += _electrode_columns(nwbfile, channels, session)
+    nwbfile.units = Units(
+        name="units", description="units recorded in the closedloop session; id = closedloop unit id",
+        id=ElementIdentifiers(name="id", data=unit_ids.astype(np.int64)), columns=columns,
+        resolution=1.0 / session.sample_rate_hz if session.sample_rate_hz else None,
+    )
+
+
+def _electrode_columns(nwbfile: NWBFile, channels: np.ndarray, session: SessionContents) -> list:
+    """A device, an electrode group and one electrode per known channel; the unit columns
+    ``electrodes`` (row of its channel; empty if unknown) and ``electrode_group``."""
+    metadata = session.metadata
+    device = nwbfile.create_device(
+        name="recording_array",
+        description=f"multielectrode array recorded through closedloop ({session.acquisition_kind or 'unknown'} acquisition)",
+    )
+    location = metadata.get("location") if isinstance(metadata.get("location"), str) else UNKNOWN_LOCATION
+    group = nwbfile.create_electrode_group(
+        name="array", description="the recording array's channels", location=location, device=device,
+    )
+    known = np.unique(channels[channels >= 0])
+    for channel in known:
+        nwbfile.add_electrode(id=int(channel), group=group, location=location)
+    rows = [[int(np.searchsorted(known, c))] if c >= 0 else [] for c in channels]
+    electrodes = DynamicTableRegion(
+        name="electrodes", description="electrode (channel) the unit was recorded on",
+        data=[row for unit_rows in rows for row in unit_rows], table=nwbfile.electrodes,
+    )
+    return [
+        electrodes,
+        VectorIndex(name="electrodes_index", data=np.cumsum([len(r) for r in rows], dtype=np.int64),
+                    target=electrodes),
+        VectorData(name="electrode_group", description="electrode group of the unit",
+                   data=[group] * channels.size),
+    ]
+
+
+# --------------------------------------------------------------------------- stimuli
+def _add_stimuli(nwbfile: NWBFile, session: SessionContents) -> Images:
+    """The pixels of every stimulus, and a table of their provenance."""
+    ids = session.stimuli["id"]
+    pictures = [
+        GrayscaleImage(name=f"stimulus_{int(i)}", data=session.pixels[row],
+                       description="float32 luminance in [0, 1], 0.5 = mean grey; row 0 at the top")
+        for row, i in enumerate(ids)
+    ]
+    images = Images(
+        name="stimulus_images", images=pictures,
+        description="every stimulus stored in the session, in stimulus-id order (order_of_images)",
+        order_of_images=ImageReferences(name="order_of_images", data=pictures),
+    )
+    nwbfile.add_stimulus_template(images)
+    stimuli = session.stimuli
+    columns = [
+        VectorData(name="kind", description="natural, grating, synthesized or other",
+                   data=_names(StimulusKind, stimuli["kind"])),
+        VectorData(name="image_name", description="name of the image in /stimulus/templates/stimulus_images",
+                   data=_text([p.name for p in pictures])),
+    ]
+    described = {
+        "source_index": "index in the image set or grating set it came from (-1: n/a)",
+        "orientation_deg": "grating orientation (deg; NaN: n/a)",
+        "phase_deg": "grating phase (deg; NaN: n/a)",
+        "sf_cpd": "grating spatial frequency (cycles/deg; NaN: n/a)",
+        "radius_px": "grating radius (px; NaN: n/a)",
+        "annulus": "grating shape: 0 disc, 1 annulus, -1 n/a",
+        "unit_id": "synthesized for this unit (-1: n/a)",
+        "target_hz": "synthesis target rate (Hz; NaN: n/a)",
+        "model_version": "model version the image was synthesized with (-1: n/a)",
+        "seed": "synthesis seed (-1: n/a)",
+        "achieved_hz": "rate the model predicted for the synthesized image (Hz; NaN: n/a)",
+    }
+    columns += [VectorData(name=name, description=text, data=stimuli[name]) for name, text in described.items()]
+    nwbfile.add_stimulus(DynamicTable(
+        name="stimuli", description="one row per stimulus; id = closedloop stimulus id",
+        id=ElementIdentifiers(name="id", data=ids.astype(np.int64)), columns=columns,
+    ))
+    return images
+
+
+def _add_presentations(nwbfile: NWBFile, session: SessionContents, images: Images) -> None:
+    # Stimulus ids are consecutive from 0, so an id is also the index into order_of_images.
+    nwbfile.add_stimulus(IndexSeries(
+        name="stimulus_presentations", data=session.trials["stimulus_id"].astype(np.uint32),
+        timestamps=session.trials["onset_s"], indexed_images=images, unit="N/A",
+        description="image shown at each onset (photodiode edge, acquisition clock); "
+                    "data index into stimulus_images.order_of_images",
+    ))
+
+
+# ---------------------------------------------------------------------- time intervals
+def _add_trials(nwbfile: NWBFile, session: SessionContents) -> None:
+    trials, blocks = session.trials, session.blocks
+    block_row = np.searchsorted(blocks["index"], trials["block"])
+    flag_codes = blocks["flag_code"][block_row] if blocks.size else np.zeros(0, dtype=np.int32)
+    onsets = trials["onset_s"]
+    columns = {
+        "start_time": ("onset: photodiode edge on the acquisition clock (s)", onsets),
+        "stop_time": ("onset + stimulus duration (s); see /general/stimulus", onsets + session.durations_s),
+        "stimulus_id": ("closedloop stimulus id (row of /stimulus/presentation/stimuli)", trials["stimulus_id"]),
+        "stimulus_kind": ("natural, grating, synthesized or other",
+                          _names(StimulusKind, session.stimuli["kind"][trials["stimulus_id"]])),
+        "block": ("block index (row of /intervals/blocks)", trials["block"]),
+        "repeat": ("how often this stimulus had been shown before in the session", trials["repeat"]),
+        "flip_time": ("presenter flip time (s, presenter clock; NaN: not recorded)", trials["flip_s"]),
+        "n_frames": ("frames the image was drawn for (-1: not recorded)", trials["n_frames"]),
+        "dropped_frames": ("late frame intervals during the trial", trials["dropped_frames"]),
+        "block_flagged": ("the trial's block was flagged (see block_flag)", flag_codes != int(BlockFlag.NONE)),
+        "block_flag": ("why the block was flagged (none, photodiode_mismatch, dropped_frames, aborted, other)",
+                       _names(BlockFlag, flag_codes)),
+    }
+    nwbfile.trials = TimeIntervals(
+        name="trials", description="one row per stimulus presentation (closedloop trial)",
+        id=ElementIdentifiers(name="id", data=np.arange(trials.size, dtype=np.int64)),
+        columns=[VectorData(name=name, description=text, data=data) for name, (text, data) in columns.items()],
+    )
+
+
+def _add_blocks(nwbfile: NWBFile, session: SessionContents) -> None:
+    blocks, trials = session.blocks, session.trials
+    starts, stops = np.full(blocks.size, np.nan), np.full(blocks.size, np.nan)
+    for row, block in enumerate(blocks):
+        a, b = int(block["trial_start"]), int(block["trial_stop"])
+        times = trials["onset_s"][a:b]
+        ends = times + session.durations_s[a:b]
+        if times.size == 0:  # a block without trials still spans its spikes and sync events
+            times = np.concatenate([session.spikes["time_s"][block["spike_start"]:block["spike_stop"]],
+                                    session.sync["time_s"][block["sync_start"]:block["sync_stop"]]])
+            ends = times
+        if times.size:
+            starts[row], stops[row] = times.min(), ends.max()
+    columns = {
+        "start_time": ("first onset of the block (s, acquisition clock; NaN: empty block)", starts),
+        "stop_time": ("end of the block's last presentation (s)", stops),
+        "block_kind": ("natural, grating, synthesized, mixed or other", _names(BlockKind, blocks["kind"])),
+        "flagged": ("the block was flagged by the runner", blocks["flagged"].astype(bool)),
+        "flag": ("why (none, photodiode_mismatch, dropped_frames, aborted, other)",
+                 _names(BlockFlag, blocks["flag_code"])),
+        "trial_start": ("first row of /intervals/trials in this block", blocks["trial_start"]),
+        "trial_stop": ("one past the last row of /intervals/trials in this block", blocks["trial_stop"]),
+    }
+    nwbfile.add_time_intervals(TimeIntervals(
+        name="blocks", description="blocks of the session (committed ones), id = block index",
+        id=ElementIdentifiers(name="id", data=blocks["index"].astype(np.int64)),
+        columns=[VectorData(name=name, description=text, data=data) for name, (text, data) in columns.items()],
+    ))
+
+
+# ------------------------------------------------------------------ events, responses
+def _add_sync(nwbfile: NWBFile, session: SessionContents) -> None:
+    sync = session.sync
+    nwbfile.add_events_table(EventsTable(
+        name="sync", description="photodiode and TTL edges recorded by acquisition; a stimulus "
+                                 "onset is a rising photodiode edge (state 1)",
+        source_description="acquisition system (photodiode / TTL lines)",
+        id=ElementIdentifiers(name="id", data=np.arange(sync.size, dtype=np.int64)),
+        columns=[
+            TimestampVectorData(name="timestamp", description="edge time (s, acquisition clock)",
+                                data=sync["time_s"]),
+            VectorData(name="line", description="TTL / photodiode line", data=sync["line"]),
+            VectorData(name="state", description="1 rising edge (on), 0 falling edge (off)", data=sync["state"]),
+        ],
+    ))
+
+
+def _add_responses(nwbfile: NWBFile, session: SessionContents) -> None:
+    start, stop = session.response_window_s
+    onsets = session.trials["onset_s"]
+    module = nwbfile.create_processing_module(
+        name="responses",
+        description=f"spike rate of every unit {start * 1000:g}-{stop * 1000:g} ms after each onset, "
+                    "as computed online by closedloop",
+    )
+    module.add(DynamicTable(
+        name="trial_responses",
+        description="one row per trial; rates[:, k] is the unit in row k of /units",
+        id=ElementIdentifiers(name="id", data=np.arange(onsets.size, dtype=np.int64)),
+        columns=[
+            DynamicTableRegion(name="trial", description="the trial (row of /intervals/trials)",
+                               data=np.arange(onsets.size, dtype=np.int64), table=nwbfile.trials),
+            VectorData(name="window_start_time", description="onset + window start (s)", data=onsets + start),
+            VectorData(name="window_stop_time", description="onset + window stop (s)", data=onsets + stop),
+            VectorData(name="rates", description="(trials, units) spike rate in the window (Hz)",
+                       data=session.responses.astype(np.float32)),
+        ],
+    ))
+
+
+def _names(enum: type, codes: np.ndarray) -> np.ndarray:
+    """Lower-case enum member names for integer codes (unknown codes as 'code N')."""
+    lookup = {int(member): member.name.lower() for member in enum}
+    return _text([lookup.get(int(code), f"code {int(code)}") for code in codes])
+
+
+def _text(values: list[str]) -> np.ndarray:
+    # a numpy string array, so an empty column still has a dtype hdmf can write
+    return np.asarray(values, dtype=str)
