@@ -22,6 +22,7 @@ COMMANDS = {
     "sim": ("sim", "simulated V1: make archived recordings"),
     "fit": ("fit", "fit the CNN to archived sessions, offline and in parallel"),
     "synth": ("synth", "synthesize stimuli that drive fitted units to target rates"),
+    "monitor": ("monitor", "live view of predicted vs measured rates"),
     "export-nwb": ("export_nwb", "write a session file as NWB"),
     "serve": ("serve", "run one component (acquisition) as its own process"),
 }

@@ -1,0 +1,1 @@
+"""pyqtgraph panels of the monitor window; each draws one part of a `MonitorView`."""

@@ -1,0 +1,97 @@
+"""The window, offscreen (pytest-qt): what each panel plots, picking units, repaints, screenshot."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("pyqtgraph")
+
+from pyqtgraph.Qt import QtCore, QtGui  # noqa: E402
+
+from closedloop.monitor.screenshot import save_screenshot  # noqa: E402
+from closedloop.monitor.state import MonitorState  # noqa: E402
+from closedloop.monitor.window import MonitorWindow  # noqa: E402
+
+
+@pytest.fixture
+def window(qtbot, synthetic_messages):
+    state = MonitorState(unit=4)
+    for stream, message in synthetic_messages:
+        state.ingest(stream, message)
+    window = MonitorWindow(state, refresh_ms=50)
+    qtbot.addWidget(window)
+    window.resize(1200, 800)
+    window.show()
+    return window
+
+
+def scatter_xy(item) -> tuple[np.ndarray, np.ndarray]:
+    x, y = item.getData()
+    return np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+
+
+def test_panels_plot_the_state(window):
+    view = window.refresh(force=True)
+    x, y = scatter_xy(window.unit_scatter.points)
+    np.testing.assert_allclose(x, view.unit_points["measured"])
+    np.testing.assert_allclose(y, view.unit_points["predicted"])
+    assert x.size > 10 and "unit 4: r = " in window.unit_scatter.plot.titleLabel.text
+    x, y = scatter_xy(window.population.points)
+    assert x.size == view.population_points["measured"].size == view.n_pairs
+    edges, rate = window.psth.curve.getData()
+    np.testing.assert_allclose(edges, view.spikes.edges)
+    np.testing.assert_allclose(rate, view.spikes.counts / (view.spikes.n_onsets * 0.01))
+    assert view.spikes.counts.sum() > 0
+    np.testing.assert_allclose(window.raster.ticks.getData()[0], view.spikes.raster_times)
+    np.testing.assert_allclose(window.image.image.image, view.image)
+    np.testing.assert_allclose(window.model.bars.opts["height"], np.nan_to_num(view.heldout_r))
+    assert f"model v{view.model_version}" in window.model.plot.titleLabel.text
+    s = view.synthesized
+    x, y = scatter_xy(window.synthesis.measured)
+    np.testing.assert_allclose(np.sort(y), np.sort(s["measured_hz"][np.isfinite(s["measured_hz"])]))
+    assert "loop iteration 1" in window.synthesis.plot.titleLabel.text
+    assert "presenter:" in window.status.text() and "dropped frames:" in window.status.text()
+
+
+def test_units_are_picked_by_typing_or_clicking(window, qtbot):
+    assert window.unit_entry.text() == "4"  # the unit shown first
+    window.unit_entry.clear()
+    qtbot.keyClicks(window.unit_entry, "7")
+    qtbot.keyClick(window.unit_entry, QtCore.Qt.Key.Key_Return)
+    assert window.state.unit == 7 and "unit 7:" in window.unit_scatter.plot.titleLabel.text
+    window.unit_entry.setText("seven")
+    qtbot.keyClick(window.unit_entry, QtCore.Qt.Key.Key_Return)
+    assert window.state.unit == 7 and "not a unit id" in window.unit_hint.text()
+    view = window.refresh(force=True)
+    spots = window.population.points.points()
+    window.population._clicked(window.population.points, [spots[-1]])
+    assert window.state.unit == view.population_points["unit_id"][-1]
+    # a click on the third bar of the held-out r panel picks the third unit
+    box = window.model.plot.vb
+    scene_pos = box.mapViewToScene(QtCore.QPointF(2.0, 0.1))
+    window.model._clicked(type("Click", (), {"scenePos": lambda self: scene_pos})())
+    assert window.state.unit == view.unit_ids[2]
+    window.pick_unit(999)
+    assert "no data for it yet" in window.unit_hint.text()
+
+
+def test_hundreds_of_repaints_while_data_arrives(qtbot, synthetic_messages):
+    state = MonitorState()
+    window = MonitorWindow(state, refresh_ms=10_000)
+    qtbot.addWidget(window)
+    window.show()
+    for stream, message in synthetic_messages * 2:  # PySide6 6.12 crashed pyqtgraph after ~100 repaints
+        state.ingest(stream, message)
+        window.refresh()
+        window.graphics.repaint()
+    assert window.redraws > 500
+    assert window.refresh().counts["trials"] == 120
+
+
+def test_screenshot_is_written_and_not_blank(window, tmp_path):
+    path = save_screenshot(window, tmp_path / "shot.png", size=(900, 600))
+    image = QtGui.QImage(str(path))
+    assert (image.width(), image.height()) == (900, 600)
+    colours = {image.pixel(x, y) for x in range(0, 900, 7) for y in range(0, 600, 7)}
+    assert len(colours) > 20  # panels, points, text and the stimulus, not one flat colour
