@@ -1,8 +1,10 @@
 """Run one component of the loop as its own process: ``closedloop serve COMPONENT --rig RIG.yaml``.
 
-Only ``acquisition`` exists so far: it runs the adapter the rig's ``acquisition.kind``
-names (sim, replay or openephys), publishing on the rig's ``network.ports.spikes``,
-until Ctrl-C or SIGTERM.
+``acquisition`` runs the adapter the rig's ``acquisition.kind`` names (sim, replay or
+openephys), publishing on the rig's ``network.ports.spikes``.  ``model`` runs the model
+server for ``--protocol``'s ``fit`` section, answering on ``network.ports.model`` and
+publishing on ``network.ports.model_events``, saving every model version under
+``--out`` when given.  Both run until Ctrl-C, SIGTERM or ``--timeout``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ COMPONENTS = ("acquisition", "model", "presenter", "runner")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("component", choices=COMPONENTS, help="which component to run")
     parser.add_argument("--rig", type=Path, required=True, help="rig YAML file")
+    parser.add_argument("--protocol", type=Path, default=None, help="protocol YAML file (model: its fit section)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="model: save every model version as OUT/model_vNNN.pt (default: not saved)")
     parser.add_argument("--timeout", type=float, default=None, help="stop after this many seconds (default: never)")
 
 
@@ -43,17 +48,56 @@ def build_acquisition(rig):
 
 def run(args: argparse.Namespace) -> int:
     from closedloop.config.rig import load_rig
-    from closedloop.runtime import Supervisor
 
-    if args.component != "acquisition":
-        raise ClosedLoopError(f"'serve {args.component}' is not built yet; only 'serve acquisition' runs today")
+    if args.component not in ("acquisition", "model"):
+        raise ClosedLoopError(f"'serve {args.component}' is not built yet; 'serve acquisition' and "
+                              "'serve model' run today")
+    if args.timeout is not None and args.timeout <= 0:
+        raise ClosedLoopError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     rig = load_rig(args.rig)
+    if args.component == "model":
+        return _serve_model(rig, args)
     adapter = build_acquisition(rig)
     print(f"serving {adapter.name} ({rig.acquisition.kind}) on {adapter.endpoint}; Ctrl-C stops")
-    report = Supervisor([adapter], mode="thread", setup_timeout_s=120).run(timeout_s=args.timeout)
+    report = _supervise(adapter, args.timeout)
     state = report.components[adapter.name]
     print(f"{adapter.name}: {state.state} ({report.reason}); sent {vars(adapter.stats)}")
     if not report.ok:
         raise ClosedLoopError(f"{adapter.name} failed: {'; '.join(state.errors)}")
     return 0
+
+
+def build_model_server(rig, protocol, out: Path | None = None):
+    """The model server for ``protocol`` on ``rig`` (endpoints: the rig's model ports)."""
+    from closedloop.config.validate import validate
+    from closedloop.server import ModelServer, ServerSettings
+
+    validate(rig, protocol)  # the stimulus array must be large enough for the preprocessing
+    return ModelServer("model", ServerSettings.from_configs(rig, protocol, out_dir=out))
+
+
+def _serve_model(rig, args: argparse.Namespace) -> int:
+    from closedloop.config.protocol import load_protocol
+
+    if args.protocol is None:
+        raise ClosedLoopError("'serve model' needs --protocol P.yaml (its fit section says what to fit)")
+    server = build_model_server(rig, load_protocol(args.protocol), args.out)
+    settings = server.settings
+    print(f"serving the model ({settings.model.ensemble_size}-member {settings.model.architecture}, device "
+          f"{settings.device}, seed {settings.seed}) on {settings.request_endpoint}, events on "
+          f"{settings.events_endpoint}; Ctrl-C stops", flush=True)
+    report = _supervise(server, args.timeout)
+    state = report.components[server.name]
+    counts = ", ".join(f"{key} {value}" for key, value in sorted(server.counts.items())) or "no requests"
+    saved = f"; models in {args.out}" if args.out is not None and server.version else ""
+    print(f"{server.name}: {state.state} ({report.reason}); model version {server.version}; {counts}{saved}")
+    if not report.ok:
+        raise ClosedLoopError(f"{server.name} failed: {'; '.join(state.errors)}")
+    return 0
+
+
+def _supervise(component, timeout: float | None):
+    from closedloop.runtime import Supervisor
+
+    return Supervisor([component], mode="thread", setup_timeout_s=120).run(timeout_s=timeout)

@@ -19,6 +19,8 @@ from closedloop.config.schema import ConfigSource, LoadedFromFile, Where, build,
 from closedloop.config.yaml_loader import load_yaml, read_text
 from closedloop.data.dataset import Preprocessing
 from closedloop.errors import ConfigError
+from closedloop.model.model_config import ModelConfig
+from closedloop.model.presets import PRESETS
 
 if TYPE_CHECKING:
     from closedloop.config.rig import Rig
@@ -104,22 +106,43 @@ class Images:
 class Fit:
     """Model fitting (DESIGN §6).
 
-    ``holdout_fraction`` of the images is held out for evaluation and
-    ``stop_fraction`` (of all images) decides early stopping; ``batch_size`` ``None``
-    is full batch; ``device`` ``None`` uses the rig's ``compute.device``.
+    ``architecture`` names a starting point: ``recommended`` (the preset that closes
+    most of the gap to the noise ceiling, `closedloop.model.presets`), ``kindel2017``
+    (Table 1), ``factorised`` (Table 1's core with the factorised readout) or
+    ``linear`` (ridge regression on pixels).  ``learning_rate``, ``dropout_keep`` and
+    ``ensemble`` left out (or ``null``) take that architecture's values; a key the
+    architecture does not use is an error.  ``holdout_fraction`` of the images is held
+    out for evaluation and ``stop_fraction`` (of all images) decides early stopping;
+    ``batch_size`` ``None`` is full batch; ``device`` ``None`` uses the rig's
+    ``compute.device``.  `model_config` gives the `ModelConfig` a fit uses.
     """
 
     max_epochs: int = setting(ge=1)
     patience: int = setting(ge=1)
-    architecture: Literal["kindel2017", "factorised", "linear"] = "kindel2017"
+    architecture: Literal["recommended", "kindel2017", "factorised", "linear"] = "kindel2017"
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     holdout_fraction: float = setting(0.2, gt=0, lt=1)
     stop_fraction: float = setting(0.14, gt=0, lt=1)
-    learning_rate: float = setting(0.001, gt=0)
+    learning_rate: float | None = setting(None, gt=0)
     batch_size: int | None = setting(None, ge=1)
-    dropout_keep: float = setting(0.55, gt=0, le=1)
-    ensemble: int = setting(1, ge=1)
+    dropout_keep: float | None = setting(None, gt=0, le=1)
+    ensemble: int | None = setting(None, ge=1)
     device: str | None = None
+
+    def model_config(self, seed: int | None = None) -> ModelConfig:
+        """The model and training settings this section asks for.
+
+        The architecture's preset, with this section's ``max_epochs``, ``patience`` and
+        ``batch_size`` and whichever of ``learning_rate``, ``dropout_keep`` and
+        ``ensemble`` it gives.
+        """
+        changes: dict = {"max_epochs": self.max_epochs, "patience": self.patience, "batch_size": self.batch_size,
+                         "seed": seed}
+        for key, name in (("learning_rate", "learning_rate"), ("dropout_keep", "dropout_keep"),
+                          ("ensemble", "ensemble_size")):
+            if getattr(self, key) is not None:
+                changes[name] = getattr(self, key)
+        return _ARCHITECTURE_BASE[self.architecture].replace(**changes)
 
     def check(self, where: Where) -> None:
         for name in ("downsample", "crop"):
@@ -133,6 +156,27 @@ class Fit:
             )
         if self.device is not None:
             check_device(where, "device", self.device)
+        for key, used_by in _USED_BY.items():
+            if getattr(self, key) is not None and self.architecture not in used_by:
+                raise where.error(key, f"is not used by the {self.architecture} architecture (only by "
+                                       f"{' and '.join(used_by)}); remove it")
+        if self.architecture == "linear" and self.ensemble not in (None, 1):
+            raise where.error("ensemble", f"must be 1 for the linear architecture (its closed-form fit has no "
+                                          f"randomness), got {self.ensemble}")
+
+
+# What each architecture starts from; a protocol's fit section changes only what it gives.
+_ARCHITECTURE_BASE: dict[str, ModelConfig] = {
+    "recommended": PRESETS["recommended"],
+    "kindel2017": PRESETS["kindel2017"],
+    "factorised": PRESETS["kindel2017"].replace(architecture="factorised"),
+    "linear": ModelConfig(architecture="linear"),
+}
+# Settings only some architectures have: the dense readout's dropout; gradient steps.
+_USED_BY = {
+    "dropout_keep": ("kindel2017",),
+    "learning_rate": ("recommended", "kindel2017", "factorised"),
+}
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,11 @@ rotating stop sets member k stops on its own block of the fit images and trains 
 rest; with a refit each member is retrained from its initial weights on all fit images
 for the epochs early stopping chose.  Either way the held-out images are never touched.
 
+Online refits (the model server) pass their own ``split`` (an image keeps its part as
+data accumulate) and the previous fit's model as ``initial_model``: every member then
+starts from that model's weights for the same member (a warm start) instead of a fresh
+initialisation, when the architecture, member count and output units agree.
+
 Determinism: a fit seeds its own RNG streams (``torch.random.fork_rng``, so the
 caller's global RNG is untouched); on the CPU the same seed gives bit-identical
 weights.  On CUDA, cuDNN's convolution and max-pool backward kernels accumulate
@@ -44,7 +49,7 @@ import torch
 from closedloop.data.dataset import ResponseDataset
 from closedloop.errors import ClosedLoopError
 from closedloop.model.device import describe_device, resolve_device
-from closedloop.model.ensemble import member_seeds, stack_members
+from closedloop.model.ensemble import _structure, member_seeds, stack_members, unstack_members
 from closedloop.model.linear import fit_ridge
 from closedloop.model.model_config import ModelConfig
 from closedloop.model.networks import build_network
@@ -54,6 +59,8 @@ ProgressCallback = Callable[[int, int, float], None]
 """Called as ``progress(epoch, max_epochs, best_stop_loss)`` at every stopping check."""
 
 PERCENTILES = np.arange(101)
+#: Epochs over which a warm-started fit ramps its step size up to the learning rate.
+WARMUP_EPOCHS = 10
 
 
 class ExcludedUnitsWarning(UserWarning):
@@ -105,6 +112,8 @@ class FitResult:
         (n_members,) 0-based epoch whose weights were kept (linear: index of the alpha).
     epochs_run
         Epochs trained before stopping (linear: 0).
+    warm_started
+        Whether the members started from ``initial_model``'s weights (`fit_model`).
     fit_seconds
         Wall time of the fit.
     device
@@ -126,6 +135,7 @@ class FitResult:
     rate_statistics: RateStatistics
     input_size: int
     member_seeds: list[int] = field(default_factory=list)
+    warm_started: bool = False
 
 
 def eq1_loss(prediction: torch.Tensor, rates: torch.Tensor, variance: torch.Tensor) -> torch.Tensor:
@@ -176,6 +186,8 @@ def fit_model(
     device: str | torch.device | None = "auto",
     seed: int | None = None,
     progress: ProgressCallback | None = None,
+    split: DataSplit | None = None,
+    initial_model: torch.nn.Module | None = None,
 ) -> FitResult:
     """Fit ``config`` (one network or an ensemble) to ``dataset``.
 
@@ -192,12 +204,22 @@ def fit_model(
         ``result.config.seed``.  Same seed, same device, same result.
     progress
         Called at every stopping check (see `ProgressCallback`).
+    split
+        Which images train, stop and are held out (positions into ``dataset``);
+        ``None`` draws one from the seed (`split_images`).
+    initial_model
+        A previous fit's model to start from (warm start): member k starts from its
+        member k.  Used only when it has the same architecture, member count, input
+        size and number of fitted units (the caller checks that the unit *ids* agree);
+        otherwise the fit starts cold.  ``result.warm_started`` says which.  A warm
+        start ramps the step size up over `WARMUP_EPOCHS` epochs.  Ignored by the
+        linear model (closed form).
 
     Raises
     ------
     ClosedLoopError
-        Too few images, bad images, no fittable unit, or an architecture that does not
-        fit the image size.
+        Too few images, bad images, a split that does not fit the dataset, no
+        fittable unit, or an architecture that does not fit the image size.
     """
     started = time.perf_counter()
     torch_device = resolve_device(device)
@@ -205,7 +227,7 @@ def fit_model(
         seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
     config = config.replace(seed=int(seed))
     images = _checked_images(dataset)
-    split = split_images(dataset.n_images, config.seed)
+    split = split_images(dataset.n_images, config.seed) if split is None else _checked_split(split, dataset)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of an all-NaN column
         mean_rates = dataset.mean_rates.astype(np.float64)
@@ -216,6 +238,9 @@ def fit_model(
     statistics = _rate_statistics(rates[split.fit])
     variance = np.var(rates[split.train], axis=0)
     seeds = member_seeds(config.seed, config.ensemble_size)
+    warm = None
+    if initial_model is not None and config.architecture != "linear":
+        warm = _warm_start_states(initial_model, config, len(kept), images.shape[1])
 
     if config.architecture == "linear":
         ridge = fit_ridge(images[split.train], rates[split.train], images[split.stop], rates[split.stop],
@@ -232,13 +257,15 @@ def fit_model(
         subsets = _member_subsets(split, config)
         if fused or config.ensemble_size == 1:
             model, history, best_epoch, epochs_run = _fit_members(
-                images, rates, subsets[0], config, seeds, config.seed, torch_device, progress
+                images, rates, subsets[0], config, seeds, config.seed, torch_device, progress,
+                None if warm is None else warm[0],
             )
         else:
             members, histories, bests, runs = [], [], [], []
-            for member_seed, subset in zip(seeds, subsets):
+            for index, (member_seed, subset) in enumerate(zip(seeds, subsets)):
                 # Each member's dropout stream follows its own seed.
-                fitted = _fit_members(images, rates, subset, config, [member_seed], member_seed, torch_device, progress)
+                fitted = _fit_members(images, rates, subset, config, [member_seed], member_seed, torch_device, progress,
+                                      None if warm is None else warm[1][index])
                 members.append(fitted[0])
                 histories.append(fitted[1])
                 bests.append(fitted[2])
@@ -264,7 +291,40 @@ def fit_model(
         rate_statistics=statistics,
         input_size=int(images.shape[1]),
         member_seeds=seeds,
+        warm_started=warm is not None,
     )
+
+
+def _checked_split(split: DataSplit, dataset: ResponseDataset) -> DataSplit:
+    """A caller's split must cover every image exactly once, with no empty part."""
+    parts = np.concatenate([split.train, split.stop, split.held_out])
+    if not np.array_equal(np.sort(parts), np.arange(dataset.n_images)):
+        raise ClosedLoopError(
+            f"{dataset.source}: the split does not list each of the {dataset.n_images} images exactly once "
+            f"(train {len(split.train)}, stop {len(split.stop)}, held out {len(split.held_out)})"
+        )
+    if min(len(split.train), len(split.stop), len(split.held_out)) < 1:
+        raise ClosedLoopError(
+            f"{dataset.source}: {dataset.n_images} images give an empty part (train {len(split.train)}, "
+            f"stop {len(split.stop)}, held out {len(split.held_out)}); record more images"
+        )
+    return split
+
+
+def _warm_start_states(initial_model: torch.nn.Module, config: ModelConfig, n_units: int, input_size: int):
+    """(whole-ensemble state, per-member states) of ``initial_model``, or None when it does not fit.
+
+    The previous model must have been built for the same architecture, output units,
+    input size and member count, or its weights mean nothing to the new network.
+    """
+    spec = getattr(initial_model, "build_spec", None)
+    if spec is None:
+        return None
+    wanted = {"config": config.to_dict(), "n_units": n_units, "input_size": input_size}
+    if _structure(spec) != _structure(wanted) or spec["n_members"] != config.ensemble_size:
+        return None
+    whole = {key: value.detach().clone() for key, value in initial_model.state_dict().items()}
+    return whole, [member.state_dict() for member in unstack_members(initial_model)]
 
 
 def _member_subsets(split: DataSplit, config: ModelConfig) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -308,11 +368,12 @@ class _DeviceData:
 
 
 def _fit_members(images, rates, subset, config: ModelConfig, seeds: list[int], rng_seed: int,
-                 device: torch.device, progress):
+                 device: torch.device, progress, initial_state: dict | None = None):
     """Early-stopped training of ``len(seeds)`` fused members, then the refit if configured."""
     train, stop = subset
     model, history, best_epoch, epochs_run = _train_members(
-        _DeviceData(images, rates, train, stop, device), config, seeds, rng_seed, progress
+        _DeviceData(images, rates, train, stop, device), config, seeds, rng_seed, progress,
+        initial_state=initial_state,
     )
     if not config.refit:
         return model, history, best_epoch, epochs_run
@@ -320,17 +381,19 @@ def _fit_members(images, rates, subset, config: ModelConfig, seeds: list[int], r
     fit_images = np.sort(np.concatenate([train, stop]))
     model, refit_history, _, _ = _train_members(
         _DeviceData(images, rates, fit_images, None, device), config, seeds, rng_seed, None,
-        refit_epochs=best_epoch + 1,
+        refit_epochs=best_epoch + 1, initial_state=initial_state,
     )
     return model, history | refit_history, best_epoch, epochs_run
 
 
 def _train_members(data: _DeviceData, config: ModelConfig, seeds: list[int], rng_seed: int, progress,
-                   refit_epochs: np.ndarray | None = None):
+                   refit_epochs: np.ndarray | None = None, initial_state: dict | None = None):
     """Train one fused network of ``len(seeds)`` members; returns model, history, best epochs, epochs.
 
     With ``refit_epochs`` (per member) there is no stopping set: member m keeps its
-    weights after ``refit_epochs[m]`` epochs.
+    weights after ``refit_epochs[m]`` epochs.  With ``initial_state`` (a warm start)
+    every parameter and buffer starts from it, output and input statistics included,
+    so training begins from exactly the previous model's predictions.
     """
     try:
         model = build_network(config, data.train_rates.shape[1], len(seeds), data.input_size)
@@ -341,20 +404,28 @@ def _train_members(data: _DeviceData, config: ModelConfig, seeds: list[int], rng
     model.set_output_statistics(data.mean_rate, data.std_rate)
     if config.input_normalisation == "zscore":
         model.set_input_statistics(float(data.train_images.mean()), float(data.train_images.std()))
+    if initial_state is not None:
+        model.load_state_dict(initial_state)
     model.to(data.device)
     fork_devices = [data.device] if data.device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(rng_seed)
-        trainer = _Trainer(model, data, config, refit_epochs)
+        trainer = _Trainer(model, data, config, refit_epochs, warmup_epochs=WARMUP_EPOCHS if initial_state else 0)
         return trainer.run(progress)
 
 
 class _Trainer:
-    """Adam with early stopping on the stopping subset, best weights restored."""
+    """Adam with early stopping on the stopping subset, best weights restored.
+
+    ``warmup_epochs`` > 0 (warm starts) ramps the step size up linearly over those
+    epochs: Adam's first steps move every weight by about the full learning rate
+    whatever its gradient, which would throw a fitted model far from where it was.
+    """
 
     def __init__(self, model: torch.nn.Module, data: _DeviceData, config: ModelConfig,
-                 refit_epochs: np.ndarray | None = None):
+                 refit_epochs: np.ndarray | None = None, warmup_epochs: int = 0):
         self.model, self.data, self.config = model, data, config
+        self.warmup_epochs = warmup_epochs
         self.refit_epochs = None if refit_epochs is None else torch.as_tensor(refit_epochs, device=data.device)
         self.max_epochs = config.max_epochs if refit_epochs is None else int(np.max(refit_epochs))
         decay = [p for name, p in model.named_parameters() if name.endswith("weight")]
@@ -395,6 +466,9 @@ class _Trainer:
 
     def epoch(self, index: int) -> None:
         data = self.data
+        if index <= self.warmup_epochs:
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.config.learning_rate * (index + 1) / (self.warmup_epochs + 1)
         self.model.train()
         if self.batch_size is None:
             self.train_history[index] = self._step(data.train_images, data.train_rates)

@@ -1,0 +1,300 @@
+"""The model server as a component (DESIGN §2, the message contract).
+
+Requests arrive on a ROUTER socket: `FitRequest` → `Accepted`, `PredictRequest` →
+`Predictions`, `SynthesizeRequest` → `SynthesizeResult`, anything else or anything
+wrong → `Error`, and the server keeps serving.  Events go out on a PUB socket:
+`ModelUpdated` after each refit, `Error(code="fit_failed")` when a refit fails, and a
+copy of every `Predictions` and `SynthesizeResult` for the monitor.
+
+Refits and syntheses run in one background thread each; only this component's thread
+touches the sockets, collecting finished work at the start of every step.  Predict is
+answered at once from the newest finished model.  A refit asked for while one runs is
+coalesced: one more refit, on everything received by then, runs after the current one.
+Versions are reserved when a refit is accepted (so `Accepted.version` is exact); a
+refit that fails leaves its number unused and the previous model in service.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from closedloop.errors import ClosedLoopError, DataFileError
+from closedloop.messages.base import Message
+from closedloop.messages.types import (
+    Accepted, Error, FitRequest, ModelUpdated, PredictRequest, Predictions, SynthesizeRequest,
+)
+from closedloop.runtime.component import Component
+from closedloop.server.checks import RequestError, network_input
+from closedloop.server.refit import Cancelled, RefitJob, ServedModel, run_refit
+from closedloop.server.settings import ServerSettings
+from closedloop.server.store import ResponseStore
+from closedloop.server.synthesis import run_synthesis, synthesis_jobs
+from closedloop.transport.receiver import RateLimitedLog
+from closedloop.transport.sockets import Publisher, Request, RequestServer
+
+logger = logging.getLogger(__name__)
+
+# How long an idle step waits for a request: short, so finished work and stop requests are seen promptly.
+_POLL_MS = 20
+
+
+@dataclass
+class _Pending:
+    """A coalesced refit waiting for the running one: its reserved version and who asked last."""
+
+    version: int
+    block: int
+    requested_by: int
+
+
+class ModelServer(Component):
+    """Holds the session's data and newest model; fits in the background, answers at once.
+
+    Parameters
+    ----------
+    name
+        Component name (also the message source).
+    settings
+        Endpoints, model, preprocessing, device, seed (`ServerSettings`).
+    heartbeat_interval_s
+        How often the runtime reports this component alive.
+
+    Attributes
+    ----------
+    model
+        The newest finished `ServedModel`, or ``None`` before the first refit.
+    counts
+        Requests served, refits, and refusals by error code.
+    """
+
+    def __init__(self, name: str, settings: ServerSettings, *, heartbeat_interval_s: float = 1.0):
+        super().__init__(name, heartbeat_interval_s=heartbeat_interval_s)
+        self.settings = settings
+        self.request_endpoint, self.events_endpoint = settings.request_endpoint, settings.events_endpoint
+        self.model: ServedModel | None = None
+        self.counts: Counter[str] = Counter()
+        self.store: ResponseStore | None = None
+        self.requests: RequestServer | None = None
+        self.events: Publisher | None = None
+        self._reserved = 0
+        self._running: tuple[RefitJob, Future] | None = None
+        self._pending: _Pending | None = None
+        self._syntheses: list[tuple[Request, Future]] = []
+        self._cancel: threading.Event | None = None  # made in setup: the component must pickle until then
+        self._fit_thread: ThreadPoolExecutor | None = None
+        self._synth_thread: ThreadPoolExecutor | None = None
+        self._log = RateLimitedLog(logger)
+
+    @property
+    def version(self) -> int:
+        """Version of the newest finished model (0 = none yet)."""
+        return 0 if self.model is None else self.model.version
+
+    @property
+    def refitting(self) -> bool:
+        """Whether a refit is running now."""
+        return self._running is not None
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    def setup(self) -> None:
+        from closedloop.model.device import resolve_device
+        from closedloop.synth.canvas import Canvas
+
+        s = self.settings
+        self.device = resolve_device(s.device)
+        if s.out_dir is not None:
+            try:
+                Path(s.out_dir).mkdir(parents=True, exist_ok=True)
+            except OSError as error:
+                raise DataFileError(s.out_dir, f"cannot create the model folder ({error.strerror or error})") from None
+        self.canvas = Canvas(model_size=s.preprocessing.crop, downsample=s.preprocessing.downsample,
+                             display_size=s.stimulus_size_px, aperture_diameter_px=s.aperture_px,
+                             mean_luminance=s.mean_luminance)
+        self.store = ResponseStore(stimulus_size_px=s.stimulus_size_px, preprocessing=s.preprocessing,
+                                   holdout_fraction=s.holdout_fraction, stop_fraction=s.stop_fraction, seed=s.seed,
+                                   window_s=s.window_s, source=f"{self.name} (session {s.session or '-'})")
+        self.requests = RequestServer(s.request_endpoint, source=self.name, session=s.session)
+        self.events = Publisher(s.events_endpoint, source=self.name, session=s.session)
+        self.request_endpoint, self.events_endpoint = self.requests.endpoint, self.events.endpoint
+        self._cancel = threading.Event()
+        self._fit_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-refit")
+        self._synth_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-synthesis")
+        logger.info("%s: serving on %s, events on %s; %s on %s, seed %d", self.name, self.request_endpoint,
+                    self.events_endpoint, _describe(s), self.device, s.seed)
+
+    def step(self) -> bool | None:
+        self._collect_finished_work()
+        request = self.requests.recv(timeout_ms=_POLL_MS)
+        if request is not None:
+            self._serve(request)
+        return None
+
+    def teardown(self) -> None:
+        if self._cancel is not None:
+            self._cancel.set()  # running work stops at its next check (a few epochs or steps)
+        for pool in (self._fit_thread, self._synth_thread):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        for socket in (self.events, self.requests):
+            if socket is not None:
+                socket.close()
+
+    # --- requests --------------------------------------------------------------------
+
+    def _serve(self, request: Request) -> None:
+        message = request.decoded.message
+        handlers = {FitRequest: self._fit, PredictRequest: self._predict, SynthesizeRequest: self._synthesize}
+        handler = handlers.get(type(message))
+        try:
+            if handler is None:
+                raise RequestError("unexpected_request", f"{self.name} answers FitRequest, PredictRequest and "
+                                                         f"SynthesizeRequest, not {message.type_name()}")
+            handler(request, message)
+        except RequestError as error:
+            self._refuse(request, error.code, error.message)
+        except ClosedLoopError as error:
+            self._refuse(request, "failed", str(error))
+        except Exception as error:  # noqa: BLE001 - one odd request must not stop the server
+            logger.exception("%s: %s request failed", self.name, message.type_name())
+            self._refuse(request, "internal_error", f"{type(error).__name__}: {error}")
+
+    def _fit(self, request: Request, message: FitRequest) -> None:
+        added = self.store.add(message)
+        self.counts["fit_requests"] += 1
+        detail = f"{added} trials added; {self.store.n_images} images, {self.store.n_trials} trials in all"
+        version = self.version
+        if message.refit:
+            version, queued = self._request_refit(message.block, request.decoded.envelope.seq)
+            detail += "; refit queued after the running one" if queued else "; refit started"
+        self._reply(request, Accepted(in_reply_to=request.decoded.envelope.seq, version=version, detail=detail))
+
+    def _predict(self, request: Request, message: PredictRequest) -> None:
+        from closedloop.model.predict import predict
+
+        served = self._require_model()
+        s = self.settings
+        inputs = network_input(message.images, s.stimulus_size_px, s.preprocessing, "images")
+        reply = Predictions(rates=predict(served.result.model, inputs), unit_ids=served.unit_ids.copy(),
+                            model_version=served.version, stimulus_ids=message.stimulus_ids)
+        self.counts["predictions"] += 1
+        self._reply(request, reply, publish=True)
+
+    def _synthesize(self, request: Request, message: SynthesizeRequest) -> None:
+        served = self._require_model()
+        jobs = synthesis_jobs(served, message, self.settings.max_synthesize)
+        steps = message.steps or self.settings.synthesis_steps
+        future = self._synth_thread.submit(run_synthesis, served, message, jobs, self.canvas, steps, self._cancel)
+        self._syntheses.append((request, future))
+
+    def _require_model(self) -> ServedModel:
+        if self.model is None:
+            detail = "a refit is running" if self._running is not None else "send a FitRequest with refit=true"
+            raise RequestError("no_model", f"no model has been fitted yet ({detail})")
+        return self.model
+
+    # --- refits ----------------------------------------------------------------------
+
+    def _request_refit(self, block: int, requested_by: int) -> tuple[int, bool]:
+        """Start a refit or coalesce into the queued one; (version it will produce, queued)."""
+        if self._running is None:
+            return self._start_refit(self._reserve(), block, requested_by), False
+        if self._pending is None:
+            self._pending = _Pending(self._reserve(), block, requested_by)
+        else:
+            self._pending.block, self._pending.requested_by = block, requested_by
+        self.counts["refits_coalesced"] += 1
+        return self._pending.version, True
+
+    def _reserve(self) -> int:
+        self._reserved += 1
+        return self._reserved
+
+    def _start_refit(self, version: int, block: int, requested_by: int | None) -> int:
+        try:
+            dataset, split = self.store.snapshot()
+        except ClosedLoopError as error:
+            self._fit_failed(version, requested_by, str(error))
+            return version
+        job = RefitJob(version, block, requested_by, dataset, split, self.model)
+        self._running = (job, self._fit_thread.submit(run_refit, job, self.settings, self.device, self._cancel))
+        self.counts["refits_started"] += 1
+        logger.info("%s: refit to version %d on %d images (%d held out), block %d", self.name, version,
+                    dataset.n_images, len(split.held_out), block)
+        return version
+
+    def _collect_finished_work(self) -> None:
+        if self._running is not None and self._running[1].done():
+            job, future = self._running
+            self._running = None
+            self._finish_refit(job, future)
+            if self._pending is not None:
+                pending, self._pending = self._pending, None
+                self._start_refit(pending.version, pending.block, pending.requested_by)
+        still_running = []
+        for request, future in self._syntheses:
+            if not future.done():
+                still_running.append((request, future))
+                continue
+            try:
+                reply = future.result()
+            except Cancelled:
+                continue
+            except Exception as error:  # noqa: BLE001 - reported to the client
+                self._refuse(request, "synthesis_failed", f"{type(error).__name__}: {error}")
+                continue
+            self.counts["syntheses"] += 1
+            self._reply(request, reply, publish=True)
+        self._syntheses = still_running
+
+    def _finish_refit(self, job: RefitJob, future: Future) -> None:
+        try:
+            served: ServedModel = future.result()
+        except Cancelled:
+            return
+        except ClosedLoopError as error:
+            self._fit_failed(job.version, job.requested_by, str(error))
+            return
+        except Exception as error:  # noqa: BLE001 - a failed refit keeps the old model serving
+            logger.exception("%s: refit to version %d raised", self.name, job.version)
+            self._fit_failed(job.version, job.requested_by, f"{type(error).__name__}: {error}")
+            return
+        self.model = served
+        self.counts["refits_done"] += 1
+        m = served.metrics
+        logger.info("%s: model version %d: held-out r mean %.3f, r/rmax %.3f, %d units, %d images, %.1f s%s",
+                    self.name, served.version, m["r_mean"], m["r_over_rmax_mean"], m["n_units"], m["n_images"],
+                    m["refit_seconds"], " (warm start)" if m["warm_start"] else "")
+        self.events.send(ModelUpdated(version=served.version, metrics=dict(m), unit_ids=served.unit_ids.copy(),
+                                      heldout_r=served.heldout_r.copy()))
+
+    def _fit_failed(self, version: int, requested_by: int | None, text: str) -> None:
+        self.counts["refits_failed"] += 1
+        message = f"refit to version {version} failed: {text}; version {self.version} stays in service"
+        logger.error("%s: %s", self.name, message)
+        self.events.send(Error(code="fit_failed", message=message, in_reply_to=requested_by))
+
+    # --- replies ---------------------------------------------------------------------
+
+    def _reply(self, request: Request, message: Message, *, publish: bool = False) -> None:
+        self.requests.reply(request, message)
+        if publish:
+            self.events.send(message)
+
+    def _refuse(self, request: Request, code: str, text: str) -> None:
+        self.counts[f"error:{code}"] += 1
+        self._log.warning(code, "%s: refused a %s from %r (%s): %s; %d %s so far", self.name,
+                          request.decoded.message.type_name(), request.decoded.envelope.source, code, text,
+                          self.counts[f"error:{code}"], code)
+        self.requests.reply(request, Error(code=code, message=text, in_reply_to=request.decoded.envelope.seq))
+
+
+def _describe(settings: ServerSettings) -> str:
+    model = settings.model
+    members = f"{model.ensemble_size}-member " if model.ensemble_size > 1 else ""
+    return f"{members}{model.architecture} model"

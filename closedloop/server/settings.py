@@ -1,0 +1,128 @@
+"""What the model server needs to know, as one picklable object.
+
+`ServerSettings.from_configs` reads it from a rig and a protocol: endpoints from the
+rig's ports, the model from the protocol's ``fit`` section
+(`closedloop.config.protocol.Fit.model_config`), the device from ``fit.device`` or the
+rig's ``compute.device``, the synthesis step default from the ``synthesis`` section.
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from dataclasses import dataclass, field
+
+from closedloop.data.dataset import Preprocessing
+from closedloop.errors import ClosedLoopError
+from closedloop.model.model_config import ModelConfig
+from closedloop.synth.optimise import SynthesisSettings
+
+#: Aperture of the simulated photographs and gratings (display px), capped by the array.
+DEFAULT_APERTURE_PX = 60.0
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How the model server fits, answers and where it listens.
+
+    Attributes
+    ----------
+    request_endpoint
+        Where the ROUTER for Fit/Predict/Synthesize requests binds (rig port ``model``).
+    events_endpoint
+        Where the PUB for ModelUpdated and copies of replies binds (``model_events``).
+    model
+        Architecture and training settings of every refit.
+    preprocessing
+        Stimulus (display) image → network input.
+    stimulus_size_px
+        Side of the images requests carry (the rig's ``stimulus.size_px``).
+    holdout_fraction, stop_fraction
+        Shares of the images held out for evaluation and used for early stopping.
+    device
+        ``auto | cpu | cuda | cuda:N`` (`closedloop.model.device.resolve_device`).
+    seed
+        Seeds the split, every refit and the rmax draws; ``None`` draws one (recorded).
+    synthesis_steps
+        Step cap of a SynthesizeRequest with ``steps`` 0.
+    max_synthesize
+        Most images one SynthesizeRequest may ask for (the server stays responsive).
+    aperture_px, mean_luminance
+        The display's circular aperture (display px; ``None``: 60 px or the whole
+        array if smaller) and grey level, which synthesized images respect.
+    window_s
+        The protocol's response window, recorded with the data.
+    out_dir
+        Folder where every model version is saved as ``model_vNNN.pt``; ``None``: none.
+    session
+        Session id carried in every message envelope.
+    """
+
+    request_endpoint: str
+    events_endpoint: str
+    model: ModelConfig = field(default_factory=ModelConfig)
+    preprocessing: Preprocessing = field(default_factory=Preprocessing)
+    stimulus_size_px: int = 66
+    holdout_fraction: float = 0.2
+    stop_fraction: float = 0.14
+    device: str = "auto"
+    seed: int | None = None
+    synthesis_steps: int = SynthesisSettings().steps
+    max_synthesize: int = 1000
+    aperture_px: float | None = None
+    mean_luminance: float = 0.5
+    window_s: tuple[float, float] = (0.05, 0.10)
+    out_dir: str | None = None
+    session: str = ""
+
+    def __post_init__(self) -> None:
+        if self.seed is None:
+            object.__setattr__(self, "seed", secrets.randbelow(2**31))
+        if self.aperture_px is None:
+            object.__setattr__(self, "aperture_px", min(DEFAULT_APERTURE_PX, float(self.stimulus_size_px)))
+        if not (0 < self.holdout_fraction < 1 and 0 < self.stop_fraction < 1
+                and self.holdout_fraction + self.stop_fraction < 1):
+            raise ClosedLoopError(f"server: holdout_fraction {self.holdout_fraction} and stop_fraction "
+                                  f"{self.stop_fraction} must be in (0, 1) and sum to less than 1")
+        needed = self.preprocessing.crop * self.preprocessing.downsample
+        if needed > self.stimulus_size_px:
+            raise ClosedLoopError(f"server: preprocessing needs {needed}-px images (crop × downsample) but "
+                                  f"stimuli are {self.stimulus_size_px} px; lower the crop or raise size_px")
+        for name in ("synthesis_steps", "max_synthesize"):
+            if getattr(self, name) < 1:
+                raise ClosedLoopError(f"server: {name} must be at least 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.aperture_px) and self.aperture_px > 0):
+            raise ClosedLoopError(f"server: aperture_px must be a positive number, got {self.aperture_px}")
+
+    @classmethod
+    def from_configs(cls, rig, protocol, *, out_dir: str | None = None, request_endpoint: str | None = None,
+                     events_endpoint: str | None = None, session: str = "", **overrides) -> "ServerSettings":
+        """Settings for ``protocol`` on ``rig`` (endpoints default to the rig's ports).
+
+        Raises
+        ------
+        ConfigError
+            The protocol has no ``fit`` section.
+        """
+        fit = protocol.fit
+        if fit is None:
+            raise protocol.error("fit", "the model server needs a 'fit:' section in the protocol")
+        steps = protocol.synthesis.steps if protocol.synthesis is not None else SynthesisSettings().steps
+        values = dict(
+            request_endpoint=request_endpoint or rig.network.endpoint("model"),
+            events_endpoint=events_endpoint or rig.network.endpoint("model_events"),
+            model=fit.model_config(),
+            preprocessing=fit.preprocessing,
+            stimulus_size_px=rig.stimulus.size_px,
+            holdout_fraction=fit.holdout_fraction,
+            stop_fraction=fit.stop_fraction,
+            device=fit.device or rig.compute.device,
+            seed=protocol.seed,
+            synthesis_steps=steps,
+            mean_luminance=rig.display.mean_luminance,
+            window_s=(protocol.response.window_ms[0] / 1000.0, protocol.response.window_ms[1] / 1000.0),
+            out_dir=None if out_dir is None else str(out_dir),
+            session=session,
+        )
+        values.update(overrides)
+        return cls(**values)
