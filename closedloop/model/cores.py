@@ -94,6 +94,12 @@ class MemberBatchNorm(nn.Module):
 
     Like ``nn.BatchNorm2d`` over (B, n_members × channels, H, W), but with (n_members,
     channels) parameters and running statistics, so members can be stacked and split.
+
+    ``sample_weight`` (n_members, B), when set, says which images of the batch each
+    member trains on (1) and which it must not see (0): in training mode its batch
+    statistics are then taken over its own images only, exactly as if it were trained
+    alone on them.  That is how a fused ensemble whose members train on different
+    images (rotating stop sets) stays equal to its members trained one by one.
     """
 
     def __init__(self, n_members: int, channels: int, momentum: float = 0.1, eps: float = 1e-5):
@@ -103,12 +109,30 @@ class MemberBatchNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n_members, channels))
         self.register_buffer("running_mean", torch.zeros(n_members, channels))
         self.register_buffer("running_var", torch.ones(n_members, channels))
+        self.sample_weight: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.sample_weight is not None:
+            return self._masked(x, self.sample_weight)
         return F.batch_norm(
             x, self.running_mean.view(-1), self.running_var.view(-1), self.weight.reshape(-1),
             self.bias.reshape(-1), self.training, self.momentum, self.eps,
         )
+
+    def _masked(self, x: torch.Tensor, sample_weight: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = x.shape
+        members, channels = self.weight.shape
+        xv = x.view(batch, members, channels, height, width)
+        w = sample_weight.t().reshape(batch, members, 1, 1, 1).to(x.dtype)
+        count = (sample_weight.sum(dim=1) * height * width).clamp_min(2.0).view(1, members, 1, 1, 1)
+        mean = (xv * w).sum(dim=(0, 3, 4), keepdim=True) / count
+        centred = xv - mean
+        var = (centred.square() * w).sum(dim=(0, 3, 4), keepdim=True) / count
+        with torch.no_grad():  # running statistics as F.batch_norm keeps them (unbiased variance)
+            self.running_mean.lerp_(mean.view(members, channels), self.momentum)
+            self.running_var.lerp_((var * count / (count - 1)).view(members, channels), self.momentum)
+        out = centred * torch.rsqrt(var + self.eps) * self.weight.view(1, members, channels, 1, 1)
+        return (out + self.bias.view(1, members, channels, 1, 1)).view_as(x)
 
     @torch.no_grad()
     def init_member(self, member: int, generator: torch.Generator) -> None:
@@ -180,6 +204,9 @@ class ConvCore(nn.Module):
             )
             if batch_norm:
                 norms.append(MemberBatchNorm(n_members, n_filters))
+                # Batch norm subtracts the mean, so a conv bias before it has a zero gradient in
+                # exact arithmetic; Adam would move it by rounding noise alone.  Keep it at zero.
+                layers[-1].bias.requires_grad_(False)
             size = conv_output_size(size, kernel, padding)
             if self.pooled[index]:
                 size = pool_output_size(size, pool_kernel, pool_stride)

@@ -87,6 +87,10 @@ class ModelConfig:
         After early stopping, retrain each member from its initial weights on all fit
         images (train + stop) for the number of epochs early stopping chose, and keep
         those weights (about 1.5× the training time; the held-out images stay unseen).
+    cuda_graphs
+        On a GPU, capture one full-batch epoch as a CUDA graph and replay it (default;
+        the same computation with one launch per epoch instead of hundreds).  No effect
+        on the CPU or with mini-batches.
     seed
         Seed of the split, initialisation and dropout; ``None`` until a fit draws one
         and records it.
@@ -117,6 +121,7 @@ class ModelConfig:
     ensemble_mode: str = "auto"
     stop_sets: str = "shared"
     refit: bool = False
+    cuda_graphs: bool = True
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -165,7 +170,7 @@ _INT_FIELDS = {
 }
 _FLOAT_FIELDS = {"dropout_keep", "learning_rate", "weight_decay", "l1_readout"}
 _INT_TUPLE_FIELDS = {"core_filters", "core_kernels", "pool_layers"}
-_BOOL_FIELDS = {"batch_norm", "refit"}
+_BOOL_FIELDS = {"batch_norm", "refit", "cuda_graphs"}
 
 
 def _coerce(source: str, name: str, key: str, value: Any) -> Any:

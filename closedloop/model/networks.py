@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from closedloop.model.cores import ConvCore
+from closedloop.model.cores import ConvCore, MemberBatchNorm
 from closedloop.model.model_config import ModelConfig
 from closedloop.model.readouts import DenseReadout, FactorisedReadout
 
@@ -131,6 +131,13 @@ class CoreReadoutNetwork(nn.Module):
 
     def regularizer(self) -> torch.Tensor | None:
         return self.readout.regularizer()
+
+    def set_sample_weight(self, sample_weight: torch.Tensor | None) -> None:
+        """(n_members, batch) 0/1: which images of the next training batches each member sees
+        (batch-norm statistics; see `MemberBatchNorm`); ``None`` = all of them."""
+        for module in self.modules():
+            if isinstance(module, MemberBatchNorm):
+                module.sample_weight = sample_weight
 
     def init_member(self, member: int, generator: torch.Generator) -> None:
         self.core.init_member(member, generator)

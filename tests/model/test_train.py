@@ -163,6 +163,25 @@ def test_fused_and_independent_training_agree_without_dropout(small_dataset):
     assert not torch.allclose(a.readout.hidden_weight, b.readout.hidden_weight)
 
 
+def test_fused_rotating_stop_sets_train_each_member_as_if_alone(small_dataset):
+    # Members train on different images of one batch (per-member masks, batch-norm
+    # statistics over each member's own images); early stopping freezes each member as
+    # its own patience runs out.  The result must be the members trained one by one.
+    config = ModelConfig(architecture="factorised", core_filters=(4, 4), core_kernels=(5, 5), pool_layers=(1,),
+                         batch_norm=True, output_knots=4, l1_readout=0.01, learning_rate=3e-3, max_epochs=40,
+                         patience=5, stop_check_every=3, stop_sets="rotating", ensemble_size=3, seed=2)
+    fused = fit_model(small_dataset, config.replace(ensemble_mode="fused"), device="cpu")
+    alone = fit_model(small_dataset, config.replace(ensemble_mode="independent"), device="cpu")
+    assert np.array_equal(fused.best_epoch, alone.best_epoch)
+    # Same losses epoch by epoch and the same members, to rounding.
+    for key in ("train_loss", "stop_loss"):
+        trained = np.isfinite(alone.history[key][:10])  # NaN after a member alone has stopped
+        assert np.allclose(fused.history[key][:10][trained], alone.history[key][:10][trained], rtol=1e-4), key
+    images = small_dataset.images[fused.split.held_out]
+    for fused_member, alone_member in zip(unstack_members(fused.model), unstack_members(alone.model)):
+        assert np.allclose(predict(fused_member, images), predict(alone_member, images), rtol=1e-3, atol=1e-3)
+
+
 def test_ensemble_prediction_is_the_member_mean(small_dataset):
     result = fit_model(small_dataset, TINY.replace(ensemble_size=3, max_epochs=3), device="cpu")
     images = small_dataset.images[:10]
@@ -235,3 +254,22 @@ def test_cnn_beats_the_linear_baseline_on_held_out_images():
     r_cnn = mean_pearson_r(predict(cnn.model, dataset.images[held_out]), measured)
     r_linear = mean_pearson_r(predict(linear.model, dataset.images[held_out]), measured)
     assert r_cnn > r_linear + 0.2, (r_cnn, r_linear)
+
+
+# --- CUDA graphs ----------------------------------------------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("config", [
+    TINY.replace(dropout_keep=1.0, max_epochs=30, ensemble_size=2, ensemble_mode="fused"),
+    ModelConfig(architecture="factorised", core_filters=(4, 4), core_kernels=(5, 5), pool_layers=(1,),
+                batch_norm=True, output_knots=4, max_epochs=30, patience=5, stop_check_every=3,
+                stop_sets="rotating", ensemble_size=3, ensemble_mode="fused", seed=1),
+], ids=["dense-fused", "factorised-rotating"])
+def test_cuda_graph_epochs_equal_eager_epochs(small_dataset, config):
+    graphed = fit_model(small_dataset, config, device="cuda")
+    eager = fit_model(small_dataset, config.replace(cuda_graphs=False), device="cuda")
+    assert np.array_equal(graphed.best_epoch, eager.best_epoch) and graphed.epochs_run == eager.epochs_run
+    assert np.allclose(graphed.history["stop_loss"], eager.history["stop_loss"], rtol=1e-3, equal_nan=True)
+    images = small_dataset.images[graphed.split.held_out]
+    assert np.allclose(predict(graphed.model, images), predict(eager.model, images), rtol=1e-3, atol=1e-3)
