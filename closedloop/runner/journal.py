@@ -1,0 +1,157 @@
+"""The runner's record of every block it wrote: ``SESSION.runner.jsonl`` next to the session file.
+
+The session file's format (closedloop.data.session_format) holds numbers only and
+cannot grow new tables while it is written (HDF5 SWMR), so what the runner needs to
+resume and what a reader needs to understand a block — the protocol step it ran, its
+state and the exact problem, the model version and metrics of a fit, the stimuli a
+synthesize block added — go into one JSON line per session block.
+
+A record is written (and fsynced) *before* its block is committed to the session
+file, with the block index it will get.  So every committed block has a record, and
+records of blocks that never got committed (the runner died in between) are
+recognised on resume (``session_block >= n_blocks``) and dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from closedloop.errors import DataFileError
+
+
+def journal_path(session_path: str | Path) -> Path:
+    """``run.h5`` → ``run.runner.jsonl``."""
+    path = Path(session_path)
+    return path.with_name(path.stem + ".runner.jsonl")
+
+
+@dataclass
+class BlockRecord:
+    """What the runner did for one session block.
+
+    Attributes
+    ----------
+    session_block
+        The block's index in the session file.
+    step
+        The protocol step (`closedloop.runner.plan.PlannedStep.index`); -1 for a block
+        that belongs to no step (data received while stopping).
+    where
+        The step's place in the protocol file (``blocks[2].blocks[0]``).
+    kind
+        The protocol block kind it ran as (``natural``, ``gratings``, ``fit``,
+        ``synthesize``, ``present_synthesized``), or ``idle``.
+    state
+        ``finished``, ``flagged``, ``skipped``, ``failed`` or ``aborted``.
+    advances
+        Whether the step is done (False: a resume runs it again).
+    detail
+        The problem or substitution, in words.
+    """
+
+    session_block: int
+    step: int
+    where: str
+    kind: str
+    state: str
+    iteration: int = 0
+    advances: bool = True
+    detail: str = ""
+    n_trials: int = 0
+    ran_as: str = ""  # e.g. "natural" when a synthesize block fell back to natural images
+    onsets: str = ""  # "photodiode" or how flagged onsets were estimated
+    stimuli: list[int] | None = None  # [start, stop) of session stimulus ids this block added
+    stimulus_set: str = ""  # "orientation", "sf", "size" or "synthesized" for ``stimuli``
+    pool_cursor: int = 0  # the natural pool's cursor after the block
+    clock_offset: float | None = None  # onset − flip of the last aligned block so far
+    model_version: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+    unit_ids: list[int] | None = None  # of the model's per-unit held-out r
+    heldout_r: list[float | None] | None = None
+    time_utc: str = ""
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["time_utc"] = data["time_utc"] or datetime.now(timezone.utc).isoformat(timespec="seconds")
+        return json.dumps(_finite(data), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> BlockRecord:
+        data = json.loads(text)
+        known = {f for f in cls.__dataclass_fields__}
+        record = cls(**{k: v for k, v in data.items() if k in known})
+        record.metrics = {k: (math.nan if v is None else float(v)) for k, v in (record.metrics or {}).items()}
+        return record
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: store it as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
+
+
+class Journal:
+    """Append-only JSON-lines file of `BlockRecord` s."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def append(self, record: BlockRecord) -> None:
+        """Write one record and make it durable before the caller commits its block."""
+        try:
+            with open(self.path, "a", encoding="utf-8") as file:
+                file.write(record.to_json() + "\n")
+                file.flush()
+                os.fsync(file.fileno())
+        except OSError as error:
+            raise DataFileError(self.path, f"cannot write the runner journal ({error})") from None
+
+    def load(self, n_blocks: int) -> list[BlockRecord]:
+        """Records of the ``n_blocks`` committed session blocks, rewriting the file without the rest.
+
+        Raises
+        ------
+        DataFileError
+            If a committed block has no record or a line is not a record.
+        """
+        if not self.path.exists():
+            if n_blocks:
+                raise DataFileError(self.path, f"is missing but the session has {n_blocks} block(s); the runner "
+                                    "cannot tell where in the protocol it stopped")
+            return []
+        records: dict[int, BlockRecord] = {}
+        try:
+            lines = self.path.read_text(encoding="utf-8").splitlines()
+        except OSError as error:
+            raise DataFileError(self.path, f"cannot be read ({error})") from None
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                record = BlockRecord.from_json(line)
+            except (ValueError, TypeError) as error:
+                if number == len(lines):  # a line cut short by a crash: its block was never committed
+                    continue
+                raise DataFileError(self.path, f"line {number} is not a runner record ({error})") from None
+            if record.session_block < n_blocks:
+                records[record.session_block] = record  # a rewritten record (resumed block) replaces the old
+        missing = sorted(set(range(n_blocks)) - set(records))
+        if missing:
+            raise DataFileError(self.path, f"has no record of session block(s) {missing}; it does not belong to "
+                                "this session file")
+        kept = [records[i] for i in range(n_blocks)]
+        scratch = self.path.with_name(self.path.name + ".tmp")
+        scratch.write_text("".join(r.to_json() + "\n" for r in kept), encoding="utf-8")
+        os.replace(scratch, self.path)
+        return kept

@@ -1,0 +1,139 @@
+"""The loop's local components for a simulated rig, and running them until the runner is done.
+
+`simulated_components` builds, in start order, the simulated array, the headless (or
+PsychoPy) presenter, an optional model server component the caller passes in, and the
+runner; `run_until_done` supervises them until the runner finishes, fails, or Ctrl-C
+(every component is then stopped in reverse start order: the runner first, so it
+writes an interrupted block while acquisition still runs).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from closedloop.acquisition import BrainSpec, SimulatedArray
+from closedloop.config.protocol import Protocol
+from closedloop.config.rig import Rig
+from closedloop.present import PresenterComponent
+from closedloop.runner.runner import Runner
+from closedloop.runner.settings import Endpoints, RunnerSettings
+from closedloop.runtime import Supervisor
+from closedloop.runtime.component import Component
+from closedloop.runtime.supervisor import SupervisorReport
+from closedloop.sim.archive import PHOTODIODE_LINE
+
+
+@dataclass
+class LocalLoop:
+    """The components of one local run, in start order, and the runner among them.
+
+    Setting ``stop`` (from any thread) stops a `run_until_done` in progress, as Ctrl-C does.
+    """
+
+    components: list[Component]
+    runner: Runner
+    endpoints: Endpoints
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+def simulated_brain(rig: Rig, n_units: int | None = None) -> BrainSpec:
+    """The brain a sim rig's acquisition section describes."""
+    return BrainSpec(scenario=rig.acquisition.scenario, seed=rig.acquisition.seed, n_units=n_units,
+                     size_px=rig.stimulus.size_px)
+
+
+def brain_units(brain: BrainSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(unit ids, channels) of a brain (builds it once: a population takes a second or two)."""
+    source = brain.build()
+    return np.asarray(source.unit_ids, np.int64), np.asarray(source.channels, np.int64)
+
+
+def simulated_components(rig: Rig, protocol: Protocol, session_path: str | Path, *,
+                         endpoints: Endpoints | None = None, brain: BrainSpec | None = None,
+                         model_server: Component | None = None, presenter: str = "headless",
+                         presenter_options: dict[str, Any] | None = None, speed: float | None = None,
+                         resume: bool = False, overwrite: bool = False,
+                         settings: RunnerSettings = RunnerSettings(), array_seed: int | None = None,
+                         units: tuple[np.ndarray, np.ndarray] | None = None) -> LocalLoop:
+    """The components of a closed loop on a simulated rig, ready for `run_until_done`.
+
+    Parameters
+    ----------
+    rig, protocol
+        A rig (its ``acquisition`` section names the simulated population) and a protocol.
+    session_path
+        The session file to write (or continue with ``resume``).
+    endpoints
+        Default: fresh ``inproc://`` endpoints (all components threads of this process).
+    brain
+        Default: `simulated_brain` (rig's scenario and seed).
+    model_server
+        A model-server component bound to ``endpoints.model`` / ``model_events``, started
+        before the runner; ``None`` when the server runs elsewhere (or not at all).
+    presenter, presenter_options
+        ``"headless"`` (virtual frame times) or ``"psychopy"``.
+    speed
+        Simulated array speed (default: the rig's ``acquisition.speed``; 0 = as fast as possible).
+    resume, overwrite, settings
+        Passed to the `Runner`.
+    array_seed
+        Seeds the array's spikes (default: the rig's ``acquisition.seed``).
+    units
+        (unit ids, channels) of ``brain`` when already known (saves building it here).
+    """
+    endpoints = endpoints or Endpoints.inproc()
+    brain = brain or simulated_brain(rig)
+    unit_ids, channels = units if units is not None else brain_units(brain)
+    line = rig.acquisition.photodiode_line
+    array = SimulatedArray(endpoints.spikes, endpoints.stimulus, brain, name="sim-array",
+                           speed=rig.acquisition.speed if speed is None else speed,
+                           refresh_hz=rig.display.refresh_hz,
+                           photodiode_line=PHOTODIODE_LINE if line is None else line,
+                           block_endpoint=endpoints.responses,
+                           seed=rig.acquisition.seed if array_seed is None else array_seed)
+    shown = PresenterComponent("presenter", rig=rig, timing=protocol.frames(rig), request_endpoint=endpoints.blocks,
+                               shown_endpoint=endpoints.stimulus, presenter=presenter,
+                               presenter_options=presenter_options)
+    runner = Runner(rig, protocol, session_path, endpoints, unit_ids=unit_ids, channels=channels, resume=resume,
+                    overwrite=overwrite, settings=settings)
+    components: list[Component] = [array, shown]
+    if model_server is not None:
+        components.append(model_server)
+    components.append(runner)
+    return LocalLoop(components, runner, endpoints)
+
+
+def run_until_done(loop: LocalLoop | list[Component], runner_name: str = "runner", *,
+                   timeout_s: float | None = None, setup_timeout_s: float = 60.0) -> SupervisorReport:
+    """Run components as threads until the runner has finished (or failed, Ctrl-C, ``loop.stop``, the timeout).
+
+    Must be called from the main thread for Ctrl-C to reach the supervisor.  The
+    report's ``reason`` is ``"runner finished"`` when the runner ended by itself.
+    """
+    components = loop.components if isinstance(loop, LocalLoop) else loop
+    stop = loop.stop if isinstance(loop, LocalLoop) else threading.Event()
+    supervisor = Supervisor(components, mode="thread", setup_timeout_s=setup_timeout_s)
+    finished = threading.Event()
+
+    def watch() -> None:
+        while not finished.wait(0.05):
+            if supervisor.states[runner_name].state in ("done", "failed", "stopped"):
+                supervisor.request_stop("runner finished")
+                return
+            if stop.is_set():
+                supervisor.request_stop("stopped")
+                return
+
+    watcher = threading.Thread(target=watch, name="runner-watch", daemon=True)
+    watcher.start()
+    try:
+        return supervisor.run(timeout_s=timeout_s)
+    finally:
+        finished.set()
+        watcher.join(1.0)
+

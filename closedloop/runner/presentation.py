@@ -1,0 +1,238 @@
+"""Running one presentation block: request, wait for trials and data, align, store, forward.
+
+Part of the `closedloop.runner.runner.Runner` component (a mixin: it uses the
+runner's sockets, session writer and state).  A block is a generator that yields
+while it waits, so the runner keeps draining its sockets.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from closedloop.data.responses import counts_to_rates, window_counts_from_spike_times
+from closedloop.data.session_format import BlockFlag, BlockKind
+from closedloop.messages import BlockRequest, Error, FitRequest, Responses
+from closedloop.runner.alignment import align_onsets, estimated_onsets
+from closedloop.runner.journal import BlockRecord
+from closedloop.runner.plan import PlannedStep, trial_order
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TrialData:
+    """Responses of one good block, kept to (re)send to the model server."""
+
+    block: int
+    stimulus_ids: np.ndarray
+    rates: np.ndarray  # (n_trials, n_units) Hz
+
+
+@dataclass
+class ActiveBlock:
+    """A presentation block in progress."""
+
+    step: PlannedStep
+    block: int
+    kind: str  # "natural" | "gratings" | "synthesized" (BlockRequest.kind)
+    order: np.ndarray
+    started: float
+    deadline: float
+    ran_as: str = ""
+    note: str = ""  # e.g. why a synthesize block became natural
+    missing_at_start: int = 0
+    rejected: list[str] = field(default_factory=list)
+    added: list[int] | None = None  # [start, stop) of stimuli stored for this block (a grating set)
+    added_set: str = ""
+
+    @property
+    def n_trials(self) -> int:
+        return int(self.order.size)
+
+
+_BLOCK_KINDS = {"natural": BlockKind.NATURAL, "gratings": BlockKind.GRATING, "synthesized": BlockKind.SYNTHESIZED}
+
+
+class PresentationMixin:
+    """Presentation blocks of the `Runner` (see module notes)."""
+
+    def _present(self, step: PlannedStep, ids: np.ndarray, repeats: int, kind: str, ran_as: str = "",
+                 note: str = "", added: list[int] | None = None, added_set: str = ""):
+        order = trial_order(ids, repeats, self.seeds["protocol"], step.index)
+        block = self.writer.n_blocks
+        timeout = self.settings.block_timeout_s
+        if timeout is None:
+            timeout = 2 * order.size * self.frames.trial_ms / 1000 + 10.0
+        now = time.monotonic()
+        active = ActiveBlock(step, block, kind, order, now, now + timeout, ran_as, note,
+                             self.collector.acquisition.stats.missing, added=added, added_set=added_set)
+        self.active = active
+        new = self.library.new_for_presenter(order)
+        request = BlockRequest(block=block, kind=kind, stimulus_ids=order, repeats=1,
+                               image_ids=new if new.size else None,
+                               pixels=self.library.images(new) if new.size else None)
+        self.publisher.send(request)  # the monitor and the simulated array cache the pixels by id
+        if new.size:
+            yield from self._pause(self.settings.pixel_lead_s)
+        sent = yield from self._send_to_presenter(request)
+        if sent is None:
+            return
+        self.library.presenter_has.update(int(i) for i in new)
+        line, window_stop = self.photodiode_line, self.window_s[1]
+        while not self.collector.block_complete(block, order.size, line, window_stop, self.settings.settle_s):
+            if self._presenter_rejected(active, sent):
+                if len(active.rejected) == 1:  # the presenter may have restarted: send every image again
+                    self.library.presenter_has.clear()
+                    logger.warning("%s: block %d: presenter refused it (%s); sending it again with all pixels",
+                                   self.name, block, active.rejected[-1])
+                    full = BlockRequest(block=block, kind=kind, stimulus_ids=order, repeats=1,
+                                        image_ids=np.unique(order), pixels=self.library.images(np.unique(order)))
+                    self.publisher.send(full)
+                    yield from self._pause(self.settings.pixel_lead_s)
+                    sent = yield from self._send_to_presenter(full)
+                    if sent is None:
+                        return
+                    self.library.presenter_has.update(int(i) for i in np.unique(order))
+                    continue
+                self._finish_failed_block(active, f"the presenter refused the block: {active.rejected[-1]}")
+                return
+            if time.monotonic() > active.deadline:
+                shown = len(self.collector.trials_of(block).by_trial)
+                active.note = _join(active.note, f"timed out after {timeout:.0f} s with {shown} of "
+                                    f"{order.size} trials reported")
+                break
+            yield
+        yield from self._finish_presentation(active)
+
+    def _pause(self, seconds: float):
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            yield
+
+    def _send_to_presenter(self, request: BlockRequest):
+        """Send a BlockRequest, retrying while no presenter is connected; the seq or ``None``."""
+        deadline = time.monotonic() + self.settings.presenter_timeout_s
+        while True:
+            seq = self.presenter.send(request)
+            if seq is not None:
+                return seq
+            if time.monotonic() > deadline:
+                self._finish_failed_block(self.active, f"no presenter took the block within "
+                                          f"{self.settings.presenter_timeout_s:g} s at {self.endpoints.blocks}",
+                                          advances=False)
+                self.stop_reason = "presenter unreachable"
+                return None
+            yield from self._pause(0.1)
+
+    def _presenter_rejected(self, active: ActiveBlock, seq: int) -> bool:
+        reply = self.presenter.recv(0)
+        while reply is not None:
+            if isinstance(reply.message, Error) and reply.envelope.reply_to == seq:
+                active.rejected.append(f"{reply.message.code}: {reply.message.message}")
+                return True
+            reply = self.presenter.recv(0)
+        return False
+
+    def _finish_failed_block(self, active: ActiveBlock, detail: str, advances: bool = True) -> None:
+        logger.error("%s: block %d (%s, %s): %s", self.name, active.block, active.step.kind, active.step.where, detail)
+        self.collector.forget(active.block)
+        data = self.collector.take()
+        self._commit(BlockRecord(0, active.step.index, active.step.where, active.step.kind, "failed",
+                                 active.step.iteration, advances=advances, detail=detail, ran_as=active.ran_as,
+                                 stimuli=active.added, stimulus_set=active.added_set),
+                     BlockKind.OTHER, data=data, flag=BlockFlag.OTHER)
+        self.active = None
+
+    def _finish_presentation(self, active: ActiveBlock, aborted: bool = False):
+        """Align, count, store; then publish and forward the responses of a good block."""
+        self.active = None
+        trials = self.collector.trials_of(active.block)
+        shown = trials.ordered()
+        self.collector.forget(active.block)
+        data = self.collector.take()
+        problems, flag = [], BlockFlag.NONE
+        if aborted:
+            problems.append(f"interrupted after {len(shown)} of {active.n_trials} trials")
+            flag = BlockFlag.ABORTED
+        elif len(shown) < active.n_trials:
+            problems.append(f"the presenter reported {len(shown)} of {active.n_trials} trials")
+            flag = BlockFlag.OTHER
+        wrong = [m for m in shown if m.trial >= active.n_trials or active.order[m.trial] != m.stimulus_id]
+        if wrong:
+            first = wrong[0]
+            expected = active.order[first.trial] if first.trial < active.n_trials else "none"
+            problems.append(f"the presenter showed stimulus {first.stimulus_id} on trial {first.trial} "
+                            f"(requested {expected}); {len(wrong)} such trial(s)")
+            flag = flag or BlockFlag.OTHER
+        flips = np.array([m.flip_time for m in shown], dtype=np.float64)
+        edges = data.rising_edges(self.photodiode_line)
+        alignment = align_onsets(flips, edges, 1.0 / self.rig.display.refresh_hz,
+                                 self.settings.photodiode_tolerance_frames)
+        if alignment.ok:
+            onsets, how = alignment.onsets, "photodiode"
+            counts = window_counts_from_spike_times(data.spike_units, data.spike_times, onsets, self.window_s,
+                                                    self.unit_ids)
+            rates = counts_to_rates(counts, self.window_s)
+            if flag == BlockFlag.NONE:
+                self.clock_offset = alignment.clock_offset(flips)
+        else:
+            problems.append(f"photodiode: {alignment.problem}; responses not computed")
+            flag = flag or BlockFlag.PHOTODIODE_MISMATCH
+            onsets, how = estimated_onsets(flips, edges, self.clock_offset)
+            how = f"estimated: {how}"
+            rates = np.full((len(shown), self.unit_ids.size), np.nan, dtype=np.float32)
+        lost = self.collector.acquisition.stats.missing - active.missing_at_start
+        if lost:
+            problems.append(f"acquisition lost {lost} message(s) during the block")
+            flag = flag or BlockFlag.OTHER
+        notes = [active.note] if active.note else []
+        if alignment.ok and rates.size and not np.any(rates > 0):
+            notes.append("no unit responded (no spike in any response window)")
+        dropped = sum(1 for m in shown if m.dropped_frames)
+        if dropped:
+            notes.append(f"{dropped} trial(s) with dropped frames")
+        detail = "; ".join(problems + notes)
+        state = "aborted" if aborted else ("flagged" if detail or active.ran_as else "finished")
+        good = flag == BlockFlag.NONE and alignment.ok
+        if detail:
+            log = logger.warning if problems else logger.info
+            log("%s: block %d (%s, %s) %s: %s", self.name, active.block, active.step.kind, active.step.where,
+                state, detail)
+        stimulus_ids = np.array([m.stimulus_id for m in shown], dtype=np.int64)
+        record = BlockRecord(0, active.step.index, active.step.where, active.step.kind, state, active.step.iteration,
+                             advances=not aborted, detail=detail, n_trials=len(shown), ran_as=active.ran_as,
+                             onsets=how, stimuli=active.added, stimulus_set=active.added_set)
+        self._commit(record, _BLOCK_KINDS[active.kind], data=data, stimulus_ids=stimulus_ids, onsets=onsets,
+                     flips=flips, n_frames=[m.n_frames for m in shown],
+                     dropped=[m.dropped_frames for m in shown], rates=rates, flag=flag)
+        if good and stimulus_ids.size:
+            trial_data = TrialData(active.block, stimulus_ids, rates.astype(np.float64))
+            self.history.append(trial_data)
+            self.publisher.send(Responses(block=active.block, trial_ids=np.arange(stimulus_ids.size),
+                                          stimulus_ids=stimulus_ids, rates=rates.astype(np.float64),
+                                          unit_ids=self.unit_ids))
+            self._queue_fit_data(trial_data)
+            if not aborted:
+                yield from self._deliver_backlog()
+
+    def _queue_fit_data(self, trial_data: TrialData) -> None:
+        self.link.submit(lambda: self._fit_request(trial_data), self._fit_accepted)
+
+    def _fit_request(self, data: TrialData, refit: bool = False) -> FitRequest:
+        new = np.array(sorted({int(i) for i in data.stimulus_ids} - self.server_has), dtype=np.int64)
+        return FitRequest(block=data.block, stimulus_ids=data.stimulus_ids, rates=data.rates, unit_ids=self.unit_ids,
+                          image_ids=new if new.size else None, images=self.library.images(new) if new.size else None,
+                          refit=refit)
+
+    def _fit_accepted(self, request: FitRequest) -> None:
+        self.server_blocks.add(request.block)
+        if request.image_ids is not None:
+            self.server_has.update(int(i) for i in request.image_ids)
+
+
+def _join(first: str, second: str) -> str:
+    return f"{first}; {second}" if first else second

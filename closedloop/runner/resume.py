@@ -1,0 +1,115 @@
+"""Continuing a session where it stopped (``closedloop run … --resume SESSION.h5``).
+
+`SessionWriter.resume` reopens the file (recovering it if its writer was killed, and
+dropping a block that was never committed); the journal's records of the committed
+blocks give the position in the protocol, the natural pool's cursor, which stimuli
+are grating sets and which the latest synthesized images, and the newest model's
+metrics (for a loop's stop rule).  The responses of every good block are read back so
+they can be sent to the model server again before the next block.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from closedloop.data.session_format import BlockKind, StimulusKind
+from closedloop.data.session_reader import SessionReader
+from closedloop.data.session_writer import SessionWriter
+from closedloop.errors import DataFileError
+from closedloop.messages import ModelUpdated
+from closedloop.runner.presentation import TrialData
+from closedloop.runner.stimuli import StimulusLibrary
+from closedloop.runner.targets import check_protocol_units
+
+logger = logging.getLogger(__name__)
+
+_PRESENTED = (BlockKind.NATURAL, BlockKind.GRATING, BlockKind.SYNTHESIZED)
+
+
+def restore(runner) -> None:
+    """Open ``runner.session_path`` for appending and rebuild the runner's state from it."""
+    path = runner.session_path
+    runner.writer = SessionWriter.resume(path)
+    try:
+        with SessionReader(path) as reader:
+            _check_same_session(runner, reader)
+            runner.seeds = dict(reader.seeds)
+            records = runner.journal.load(runner.writer.n_blocks)
+            stimuli = reader.stimuli
+            pixels = reader.stimulus_pixels
+            _rebuild_library(runner, stimuli, pixels, records)
+            _rebuild_history(runner, reader)
+    except BaseException:
+        runner.writer.close()
+        runner.writer = None
+        raise
+    advancing = [r for r in records if r.advances and r.step >= 0]
+    runner.position = advancing[-1].step if advancing else None
+    runner.library.cursor = records[-1].pool_cursor if records else 0
+    offsets = [r.clock_offset for r in records if r.clock_offset is not None]
+    runner.clock_offset = offsets[-1] if offsets else None
+    runner.refit_wanted = any(r.kind == "fit" for r in records)
+    fits = [r for r in records if r.kind == "fit" and r.model_version > 0]
+    if fits:  # the newest metrics decide a loop's stop rule until the server sends newer ones
+        last = fits[-1]
+        has_r = last.unit_ids is not None and last.heldout_r is not None
+        runner.link.newest = ModelUpdated(
+            version=last.model_version, metrics=last.metrics,
+            unit_ids=np.asarray(last.unit_ids, np.int64) if has_r else None,
+            heldout_r=np.array([np.nan if r is None else r for r in last.heldout_r], np.float64) if has_r else None)
+        runner.link.known_version = last.model_version
+    logger.info("%s: resuming %s after protocol step %s: %d blocks, %d trials, %d good blocks to re-send",
+                runner.name, path, runner.position, runner.writer.n_blocks, runner.writer.n_trials,
+                len(runner.history))
+
+
+def _check_same_session(runner, reader: SessionReader) -> None:
+    text = runner.protocol.source.text if runner.protocol.source is not None else None
+    if text is not None and reader.protocol_yaml and reader.protocol_yaml != text:
+        raise DataFileError(reader.path, f"was recorded with another protocol than {runner.protocol.source.path}; "
+                            "resume it with the protocol it was started with")
+    if runner.unit_ids is not None and not np.array_equal(runner.unit_ids, reader.unit_ids):
+        raise DataFileError(reader.path, f"has units {reader.unit_ids.tolist()[:10]}… but the rig's acquisition "
+                            f"has {runner.unit_ids.tolist()[:10]}…; resume on the rig that recorded it")
+    runner.unit_ids = reader.unit_ids.astype(np.int64)
+    runner.channels = reader.channels.astype(np.int64)
+    check_protocol_units(runner.protocol, runner.unit_ids.size)
+    window = tuple(reader.response_window_s)
+    if not np.allclose(window, runner.window_s):
+        raise DataFileError(reader.path, f"uses the response window {window} s but the protocol says "
+                            f"{runner.window_s} s")
+    for key in ("protocol", "images", "synthesis"):
+        if key not in reader.seeds:
+            raise DataFileError(reader.path, f"has no '{key}' seed; it was not written by the runner")
+
+
+def _rebuild_library(runner, stimuli: np.ndarray, pixels: np.ndarray, records) -> None:
+    n = runner.protocol.images.n
+    natural = stimuli["id"][:n]
+    if natural.size != n or np.any(stimuli["kind"][:n] != StimulusKind.NATURAL):
+        raise DataFileError(runner.session_path, f"does not start with the protocol's {n} natural images")
+    library = StimulusLibrary(natural)
+    library.add(stimuli["id"], pixels)
+    for record in records:
+        if record.stimuli and record.stimulus_set in ("orientation", "sf", "size"):
+            library.grating_ids[record.stimulus_set] = np.arange(*record.stimuli, dtype=np.int64)
+        if record.kind == "synthesize" and record.advances:
+            has_images = record.stimuli and record.stimulus_set == "synthesized"
+            library.synthesized_ids = (np.arange(*record.stimuli, dtype=np.int64) if has_images
+                                       else np.zeros(0, np.int64))
+    runner.library = library
+
+
+def _rebuild_history(runner, reader: SessionReader) -> None:
+    blocks, trials, responses = reader.blocks, reader.trials, reader.responses
+    for block in blocks:
+        good = block["flagged"] == 0 and block["kind"] in _PRESENTED and block["trial_stop"] > block["trial_start"]
+        if not good:
+            continue
+        rows = slice(int(block["trial_start"]), int(block["trial_stop"]))
+        rates = responses[rows].astype(np.float64)
+        if not np.all(np.isfinite(rates)):
+            continue
+        runner.history.append(TrialData(int(block["index"]), trials["stimulus_id"][rows].astype(np.int64), rates))

@@ -1,0 +1,83 @@
+"""Where the runner's sockets are, and how long it waits for what."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from closedloop.config.rig import Rig
+from closedloop.transport import inproc_endpoint, random_tcp_endpoint
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """The loop's endpoints (names as in the rig's ``network.ports``; see /tmp contract).
+
+    ``blocks`` presenter ROUTER, ``stimulus`` presenter PUB, ``spikes`` acquisition
+    PUB, ``model`` model-server ROUTER, ``model_events`` model-server PUB,
+    ``responses`` the runner's PUB (the only one the runner binds).
+    """
+
+    blocks: str
+    stimulus: str
+    spikes: str
+    model: str
+    model_events: str
+    responses: str
+
+    @classmethod
+    def from_rig(cls, rig: Rig) -> Endpoints:
+        """``tcp://host:port`` from the rig file (separate processes, real rigs)."""
+        return cls(**{f.name: rig.network.endpoint(f.name) for f in fields(cls)})
+
+    @classmethod
+    def inproc(cls) -> Endpoints:
+        """Fresh ``inproc://`` endpoints (every component a thread of one process)."""
+        return cls(**{f.name: inproc_endpoint(f.name) for f in fields(cls)})
+
+    @classmethod
+    def local_tcp(cls) -> Endpoints:
+        """Loopback TCP endpoints on ports that were free a moment ago."""
+        return cls(**{f.name: random_tcp_endpoint() for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class RunnerSettings:
+    """Waits and tolerances of the runner (all in seconds unless named otherwise).
+
+    Attributes
+    ----------
+    request_timeout_s
+        Reply to a FitRequest; longer and the model server counts as down.
+    fit_timeout_s
+        From a fit block's Accepted to its ModelUpdated (the block is flagged after).
+    synth_timeout_s
+        Reply to a SynthesizeRequest.
+    presenter_timeout_s
+        Waiting for a presenter to take a BlockRequest before the run stops.
+    block_timeout_s
+        Longest wait for a presentation block's reports and data; ``None``: twice the
+        block's duration plus 10 s.
+    settle_s
+        After the last trial report, a heartbeat this much later says a quiet
+        acquisition stream has delivered everything.
+    startup_timeout_s
+        Waiting for the first acquisition heartbeat before the first block.
+    photodiode_tolerance_frames
+        Allowed disagreement between photodiode-edge and flip intervals, in frames.
+    ping_interval_s
+        While waiting for a refit, check this often that the server still answers.
+    pixel_lead_s
+        Pause between publishing a BlockRequest copy with new pixels and sending it to
+        the presenter, so subscribers (the simulated array) have the pixels first.
+    """
+
+    request_timeout_s: float = 2.0
+    fit_timeout_s: float = 600.0
+    synth_timeout_s: float = 600.0
+    presenter_timeout_s: float = 10.0
+    block_timeout_s: float | None = None
+    settle_s: float = 0.3
+    startup_timeout_s: float = 10.0
+    photodiode_tolerance_frames: float = 1.0
+    ping_interval_s: float = 5.0
+    pixel_lead_s: float = 0.02
