@@ -11,6 +11,9 @@ that a later refit counts as held out.  New images are taken in an order drawn f
 (server seed, stimulus id) and each goes to the part furthest below its share of all
 images so far, so the parts keep their proportions (20 / 14 / 66 % by default) from
 the first block on instead of drifting as a coin flip per image would.
+
+Trials are kept by block: a block sent again (a runner that resumed re-sends every
+recorded block) replaces its first copy instead of counting twice.
 """
 
 from __future__ import annotations
@@ -64,7 +67,9 @@ class ResponseStore:
         self._images: dict[int, np.ndarray] = {}
         self._parts: dict[int, str] = {}
         self._counts = dict.fromkeys(PARTS, 0)
-        self._trials: dict[int, list[np.ndarray]] = {}
+        # stimulus id -> block -> (trials, units) rates of that stimulus in that block
+        self._trials: dict[int, dict[int, np.ndarray]] = {}
+        self._block_trials: dict[int, int] = {}
 
     @property
     def n_images(self) -> int:
@@ -106,12 +111,24 @@ class ResponseStore:
         if rates is not None:
             if self.unit_ids is None:
                 self.unit_ids = unit_ids
+            self._forget_block(request.block)
             order = np.argsort(stimulus_ids, kind="stable")
             ids, starts = np.unique(stimulus_ids[order], return_index=True)
             for stimulus_id, rows in zip(ids, np.split(order, starts[1:])):
-                self._trials.setdefault(int(stimulus_id), []).append(rates[rows].astype(np.float32))
-        self.n_trials += int(stimulus_ids.size)
+                self._trials.setdefault(int(stimulus_id), {})[request.block] = rates[rows].astype(np.float32)
+            self._block_trials[request.block] = int(stimulus_ids.size)
+            self.n_trials = sum(self._block_trials.values())
         return int(stimulus_ids.size)
+
+    def _forget_block(self, block: int) -> None:
+        """Drop what an earlier copy of ``block`` added (a re-sent block replaces it)."""
+        if block not in self._block_trials:
+            return
+        for stimulus_id in list(self._trials):
+            self._trials[stimulus_id].pop(block, None)
+            if not self._trials[stimulus_id]:
+                del self._trials[stimulus_id]
+        del self._block_trials[block]
 
     def snapshot(self) -> tuple[ResponseDataset, DataSplit]:
         """Everything so far as a dataset, with each image's part as the split.
@@ -124,7 +141,7 @@ class ResponseStore:
         ids = sorted(self._trials)
         if len(ids) < MIN_IMAGES:
             raise ClosedLoopError(f"only {len(ids)} images with responses: fitting needs at least {MIN_IMAGES}")
-        per_image = [np.concatenate(self._trials[i]) for i in ids]
+        per_image = [np.concatenate([self._trials[i][b] for b in sorted(self._trials[i])]) for i in ids]
         repeats = max(len(rows) for rows in per_image)
         trial_rates = np.full((len(ids), repeats, len(self.unit_ids)), np.nan, dtype=np.float32)
         for row, rows in enumerate(per_image):

@@ -32,6 +32,20 @@ def test_trials_accumulate_by_stimulus_id(recording) -> None:
     assert sorted(np.concatenate([split.train, split.stop, split.held_out]).tolist()) == list(range(30))
 
 
+def test_a_block_sent_again_replaces_its_first_copy(recording) -> None:
+    # A runner that resumes re-sends every recorded block; a server that kept running
+    # must not count those trials twice.
+    store = _store()
+    store.add(recording.request(block=1, index=slice(0, 20), repeats=2))
+    store.add(recording.request(block=2, index=slice(0, 20), repeats=1, with_images=False))
+    once, _ = store.snapshot()
+    store.add(recording.request(block=1, index=slice(0, 20), repeats=2))
+    again, _ = store.snapshot()
+    assert store.n_trials == 60
+    np.testing.assert_array_equal(again.repeat_counts, once.repeat_counts)
+    np.testing.assert_array_equal(again.trial_rates, once.trial_rates)
+
+
 def test_parts_are_decided_once_and_keep_their_shares(recording) -> None:
     store = _store()
     parts_so_far: dict[int, str] = {}
