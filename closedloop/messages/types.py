@@ -269,7 +269,10 @@ class SynthesizeResult(Message):
 @register
 @dataclass(frozen=True, eq=False)
 class PredictRequest(Message):
-    """Predict every unit's rate for these (n, h, w) images (optionally naming their stimulus ids)."""
+    """Predict every unit's rate for these (n, h, w) images (optionally naming their stimulus ids).
+
+    With no images it is a liveness check, answered by `Accepted` with the current model version.
+    """
 
     ARRAYS: ClassVar[dict[str, ArraySpec]] = {
         "images": ArraySpec(_IMAGES, 3),

@@ -17,11 +17,14 @@ refit that fails leaves its number unused and the previous model in service.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+import zmq
 
 from closedloop.errors import ClosedLoopError, DataFileError
 from closedloop.messages.base import Message
@@ -87,6 +90,7 @@ class ModelServer(Component):
         self._syntheses: list[tuple[Request, Future]] = []
         self._cancel: threading.Event | None = None  # made in setup: the component must pickle until then
         self._fit_thread: ThreadPoolExecutor | None = None
+        self._save_thread: ThreadPoolExecutor | None = None
         self._synth_thread: ThreadPoolExecutor | None = None
         self._log = RateLimitedLog(logger)
 
@@ -125,15 +129,39 @@ class ModelServer(Component):
         self._cancel = threading.Event()
         self._fit_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-refit")
         self._synth_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-synthesis")
+        self._save_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-save")
+        # Finished background work writes a byte here, so the loop wakes at once instead of at
+        # its next poll: a refit or synthesis is answered the moment it ends (the loop's turnaround).
+        self._wake_read, self._wake_write = os.pipe()
+        os.set_blocking(self._wake_read, False)
+        self._poller = zmq.Poller()
+        self._poller.register(self.requests.socket, zmq.POLLIN)
+        self._poller.register(self._wake_read, zmq.POLLIN)
         logger.info("%s: serving on %s, events on %s; %s on %s, seed %d", self.name, self.request_endpoint,
                     self.events_endpoint, _describe(s), self.device, s.seed)
 
     def step(self) -> bool | None:
+        self._poller.poll(_POLL_MS)
+        self._drain_wake()
         self._collect_finished_work()
-        request = self.requests.recv(timeout_ms=_POLL_MS)
-        if request is not None:
+        request = self.requests.recv(timeout_ms=0)
+        while request is not None:
             self._serve(request)
+            request = self.requests.recv(timeout_ms=0)
         return None
+
+    def _wake(self, _future: Future | None = None) -> None:
+        try:
+            os.write(self._wake_write, b"w")
+        except OSError:  # closed at teardown, or the pipe is full (the loop is awake anyway)
+            pass
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_read, 4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
 
     def teardown(self) -> None:
         if self._cancel is not None:
@@ -141,9 +169,14 @@ class ModelServer(Component):
         for pool in (self._fit_thread, self._synth_thread):
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
+        if self._save_thread is not None:
+            self._save_thread.shutdown(wait=True)  # every announced version is on disk before we go
         for socket in (self.events, self.requests):
             if socket is not None:
                 socket.close()
+        for fd in (getattr(self, "_wake_read", None), getattr(self, "_wake_write", None)):
+            if fd is not None:
+                os.close(fd)
 
     # --- requests --------------------------------------------------------------------
 
@@ -177,6 +210,11 @@ class ModelServer(Component):
     def _predict(self, request: Request, message: PredictRequest) -> None:
         from closedloop.model.predict import predict
 
+        if len(message.images) == 0:  # a liveness check (the runner pings while a refit runs)
+            self.counts["pings"] += 1
+            self._reply(request, Accepted(in_reply_to=request.decoded.envelope.seq, version=self.version,
+                                          detail="alive"))
+            return
         served = self._require_model()
         s = self.settings
         inputs = network_input(message.images, s.stimulus_size_px, s.preprocessing, "images")
@@ -190,6 +228,7 @@ class ModelServer(Component):
         jobs = synthesis_jobs(served, message, self.settings.max_synthesize)
         steps = message.steps or self.settings.synthesis_steps
         future = self._synth_thread.submit(run_synthesis, served, message, jobs, self.canvas, steps, self._cancel)
+        future.add_done_callback(self._wake)
         self._syntheses.append((request, future))
 
     def _require_model(self) -> ServedModel:
@@ -223,6 +262,7 @@ class ModelServer(Component):
             return version
         job = RefitJob(version, block, requested_by, dataset, split, self.model)
         self._running = (job, self._fit_thread.submit(run_refit, job, self.settings, self.device, self._cancel))
+        self._running[1].add_done_callback(self._wake)
         self.counts["refits_started"] += 1
         logger.info("%s: refit to version %d on %d images (%d held out), block %d", self.name, version,
                     dataset.n_images, len(split.held_out), block)
@@ -254,7 +294,7 @@ class ModelServer(Component):
 
     def _finish_refit(self, job: RefitJob, future: Future) -> None:
         try:
-            served: ServedModel = future.result()
+            served, save = future.result()
         except Cancelled:
             return
         except ClosedLoopError as error:
@@ -272,6 +312,8 @@ class ModelServer(Component):
                     m["refit_seconds"], " (warm start)" if m["warm_start"] else "")
         self.events.send(ModelUpdated(version=served.version, metrics=dict(m), unit_ids=served.unit_ids.copy(),
                                       heldout_r=served.heldout_r.copy()))
+        if save is not None:
+            self._save_thread.submit(save)
 
     def _fit_failed(self, version: int, requested_by: int | None, text: str) -> None:
         self.counts["refits_failed"] += 1

@@ -8,13 +8,14 @@ so held-out images stay held out across refits.
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import logging
 import threading
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -49,8 +50,6 @@ class ServedModel:
         (n_units,) held-out Pearson r per fitted unit.
     scale_hz
         (n_units,) natural-image rate range per unit, weighing synthesis losses.
-    checkpoint
-        Where this version was saved, or ``None``.
     """
 
     version: int
@@ -58,7 +57,6 @@ class ServedModel:
     metrics: dict[str, float]
     heldout_r: np.ndarray
     scale_hz: np.ndarray
-    checkpoint: str | None = None
 
     @property
     def unit_ids(self) -> np.ndarray:
@@ -82,8 +80,12 @@ def refit_seed(seed: int, version: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(version)]).generate_state(1)[0] >> 1)
 
 
-def run_refit(job: RefitJob, settings: ServerSettings, device: torch.device, cancel: threading.Event) -> ServedModel:
-    """Fit, evaluate and (with ``settings.out_dir``) save one model version.
+def run_refit(job: RefitJob, settings: ServerSettings, device: torch.device,
+              cancel: threading.Event) -> tuple[ServedModel, Callable[[], str | None] | None]:
+    """Fit and evaluate one model version; also returns how to save it (``settings.out_dir``), or ``None``.
+
+    Saving is left to the caller so the new version can be announced first: writing
+    the checkpoint takes tens of milliseconds the loop need not wait for.
 
     Raises
     ------
@@ -117,9 +119,9 @@ def run_refit(job: RefitJob, settings: ServerSettings, device: torch.device, can
     metrics = refit_metrics(report, result, dataset, job, time.perf_counter() - started)
     served = ServedModel(job.version, result, metrics, np.asarray(report.r, dtype=np.float64),
                          natural_rate_range(result.rate_statistics.percentiles))
-    if settings.out_dir is not None:
-        served = dataclasses.replace(served, checkpoint=_save(settings, served, report, seed, job.block))
-    return served
+    if settings.out_dir is None:
+        return served, None
+    return served, functools.partial(_save, settings, served, report, seed, job.block)
 
 
 def refit_metrics(report, result: FitResult, dataset: ResponseDataset, job: RefitJob, seconds: float) -> dict:

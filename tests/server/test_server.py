@@ -172,7 +172,11 @@ def test_a_failed_refit_is_published_and_the_old_model_keeps_serving(run_server,
 def test_every_model_version_is_saved_with_out_dir(run_server, recording, tmp_path) -> None:
     running = run_server(out_dir=str(tmp_path / "models"))
     update = _fit(running, recording.request(block=1, index=slice(0, 40)))
-    checkpoint = load_checkpoint(tmp_path / "models" / "model_v001.pt", device="cpu")
+    saved = tmp_path / "models" / "model_v001.pt"  # written (atomically) just after ModelUpdated is sent
+    deadline = time.monotonic() + 10
+    while not saved.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    checkpoint = load_checkpoint(saved, device="cpu")
     assert checkpoint.model_version == 1 and checkpoint.metrics["block"] == 1
     np.testing.assert_array_equal(checkpoint.unit_ids, update.unit_ids)
     np.testing.assert_allclose(heldout_r(checkpoint.metrics, N_UNITS), update.heldout_r)
