@@ -25,6 +25,25 @@ from typing import Any
 from closedloop.errors import DataFileError
 
 
+#: Names of `BlockRecord.times`: the moments the loop's turnaround is measured from
+#: (a presentation block's last response in hand → the next images ready).  A moment
+#: that comes after a block's record was written (the delivery of its responses) is
+#: kept in the next record.
+TIMES = {
+    "step_started": "the protocol step began",
+    "block_sent": "a presentation block was handed to the presenter",
+    "responses_in_hand": "the block's last trial was reported and acquisition had passed its response window",
+    "responses_computed": "onsets aligned and rates computed (the block is then written to the session file)",
+    "responses_delivered": "the model server accepted the FitRequest with the block's responses",
+    "fit_requested": "a fit block asked for a refit",
+    "fit_accepted": "the server accepted the refit",
+    "model_updated": "the runner saw the refit's ModelUpdated",
+    "synthesis_requested": "a synthesize block sent its SynthesizeRequest",
+    "synthesis_received": "the SynthesizeResult arrived (the next images are ready)",
+    "images_stored": "the synthesized images were checked and stored in the session file",
+}
+
+
 def journal_path(session_path: str | Path) -> Path:
     """``run.h5`` → ``run.runner.jsonl``."""
     path = Path(session_path)
@@ -53,6 +72,9 @@ class BlockRecord:
         Whether the step is done (False: a resume runs it again).
     detail
         The problem or substitution, in words.
+    times
+        Wall-clock moments (``time.time()``, s since the epoch) of what the runner did
+        since the previous record, by the names in `TIMES`; only those that happened.
     """
 
     session_block: int
@@ -74,6 +96,7 @@ class BlockRecord:
     metrics: dict[str, float] = field(default_factory=dict)
     unit_ids: list[int] | None = None  # of the model's per-unit held-out r
     heldout_r: list[float | None] | None = None
+    times: dict[str, float] = field(default_factory=dict)  # see `TIMES`
     time_utc: str = ""
 
     def to_json(self) -> str:
@@ -87,6 +110,7 @@ class BlockRecord:
         known = {f for f in cls.__dataclass_fields__}
         record = cls(**{k: v for k, v in data.items() if k in known})
         record.metrics = {k: (math.nan if v is None else float(v)) for k, v in (record.metrics or {}).items()}
+        record.times = {k: float(v) for k, v in (record.times or {}).items() if v is not None}
         return record
 
 

@@ -87,11 +87,15 @@ def simulated_components(rig: Rig, protocol: Protocol, session_path: str | Path,
         (unit ids, channels) of ``brain`` when already known (saves building it here).
     """
     endpoints = endpoints or Endpoints.inproc()
+    speed = rig.acquisition.speed if speed is None else speed
+    if presenter == "headless" and speed > 0:
+        # An array on wall time must see stimuli when a real rig would show them.
+        presenter_options = {"realtime": True, **(presenter_options or {})}
     brain = brain or simulated_brain(rig)
     unit_ids, channels = units if units is not None else brain_units(brain)
     line = rig.acquisition.photodiode_line
     array = SimulatedArray(endpoints.spikes, endpoints.stimulus, brain, name="sim-array",
-                           speed=rig.acquisition.speed if speed is None else speed,
+                           speed=speed,
                            refresh_hz=rig.display.refresh_hz,
                            photodiode_line=PHOTODIODE_LINE if line is None else line,
                            block_endpoint=endpoints.responses,

@@ -31,6 +31,10 @@ logger = logging.getLogger(__name__)
 Waiting = Generator[None, None, "Decoded | None"]
 
 
+#: A liveness check: a PredictRequest with no images (the server answers it at once).
+_PING = PredictRequest(images=np.zeros((0, 1, 1), np.float32))
+
+
 class ModelLink:
     """Requests to and events from the model server (see module notes).
 
@@ -113,13 +117,19 @@ class ModelLink:
 
     # --- requests -------------------------------------------------------------------
 
-    def request(self, message: Message, timeout_s: float) -> Waiting:
-        """Send ``message`` and yield until its reply (returned) or ``None`` (down)."""
+    def request(self, message: Message, timeout_s: float, *, ping_every_s: float | None = None) -> Waiting:
+        """Send ``message`` and yield until its reply (returned) or ``None`` (down).
+
+        For a request that may take long (a synthesis), ``ping_every_s`` checks meanwhile
+        that the server still answers, so a server that died is noticed in seconds, not
+        at ``timeout_s``.
+        """
         seq = self.client.send(message)
         if seq is None:
             self._down("nobody is listening on its endpoint")
             return None
         deadline = time.monotonic() + timeout_s
+        ping_seq, ping_at = None, time.monotonic() + (ping_every_s or 0.0)
         while True:
             reply = self.client.recv(0)
             while reply is not None:
@@ -127,11 +137,23 @@ class ModelLink:
                     self._check_restart()
                     self.up = True
                     return reply
-                self.client.stale_replies += 1
+                if ping_seq is not None and reply.envelope.reply_to == ping_seq:
+                    ping_seq, ping_at = None, time.monotonic() + ping_every_s
+                else:
+                    self.client.stale_replies += 1
                 reply = self.client.recv(0)
-            if time.monotonic() >= deadline:
+            now = time.monotonic()
+            if now >= deadline:
                 self._down(f"no reply to a {message.type_name()} within {timeout_s:g} s")
                 return None
+            if ping_every_s is not None and now >= ping_at:
+                if ping_seq is not None:  # the last check went unanswered for a whole request timeout
+                    self._down(f"it stopped answering while a {message.type_name()} was pending")
+                    return None
+                ping_seq, ping_at = self.client.send(_PING), now + self.request_timeout_s
+                if ping_seq is None:
+                    self._down(f"nobody is listening on its endpoint any more (a {message.type_name()} was pending)")
+                    return None
             yield
 
     def _check_restart(self) -> None:
@@ -151,8 +173,7 @@ class ModelLink:
 
         Any reply means it is alive; `Predictions` also say its newest model version.
         """
-        return (yield from self.request(PredictRequest(images=np.zeros((0, 1, 1), np.float32)),
-                                        self.request_timeout_s))
+        return (yield from self.request(_PING, self.request_timeout_s))
 
     def submit(self, build: Callable[[], FitRequest],
                accepted: Callable[[FitRequest], None] | None = None) -> None:

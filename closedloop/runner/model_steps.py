@@ -69,6 +69,7 @@ class ModelStepsMixin:
             self._queue_refit(block)
             self._record_model_step(step, "skipped", f"{UNAVAILABLE}; the refit is asked for when it is back")
             return
+        self._mark("fit_requested")
         reply = yield from self.link.request(empty_fit_request(block, self.unit_ids), self.settings.request_timeout_s)
         if reply is None:
             self._queue_refit(block)
@@ -76,6 +77,7 @@ class ModelStepsMixin:
             return
         answer = reply.message
         if isinstance(answer, Accepted):
+            self._mark("fit_accepted")
             self.link.saw_accepted(answer.version)
         if self.link.restarted:
             yield from self._restarted_during(step)
@@ -113,6 +115,7 @@ class ModelStepsMixin:
                     return
                 next_ping = time.monotonic() + self.settings.ping_interval_s
             yield
+        self._mark("model_updated")
         update = self.link.newest
         r_median = update.metrics.get("r_median", float("nan"))
         self._record_model_step(step, "finished", f"model version {update.version}, median held-out r "
@@ -153,7 +156,9 @@ class ModelStepsMixin:
         target_column = np.repeat(targets.ravel(), per)
         seed = int(np.random.SeedSequence([self.seeds["synthesis"], step.index]).generate_state(1)[0] % 2**31)
         request = SynthesizeRequest(unit_ids=unit_column, targets=target_column, seed=seed, steps=synthesis.steps)
-        reply = yield from self.link.request(request, self.settings.synth_timeout_s)
+        self._mark("synthesis_requested")
+        reply = yield from self.link.request(request, self.settings.synth_timeout_s,
+                                             ping_every_s=self.settings.ping_interval_s)
         if reply is None:
             yield from self._natural_instead(step, UNAVAILABLE)
             return
@@ -162,6 +167,8 @@ class ModelStepsMixin:
             yield from self._natural_instead(step, "the model server restarted and has no model yet")
             return
         result = reply.message
+        if isinstance(result, SynthesizeResult):
+            self._mark("synthesis_received")
         if isinstance(result, Error):
             if result.code == "no_model":
                 yield from self._natural_instead(step, f"the model server has no model ({result.message})")
@@ -191,6 +198,7 @@ class ModelStepsMixin:
                                       seed=result.seed, source_index=np.arange(len(images)))
         self.library.add(ids, images)
         self.library.synthesized_ids = ids
+        self._mark("images_stored")
         self._record_model_step(step, "finished", f"{len(ids)} images for units "
                                 f"{sorted(set(result.unit_ids.tolist()))} from model version {result.model_version}",
                                 stimuli=[start, start + len(ids)], stimulus_set="synthesized")

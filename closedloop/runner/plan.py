@@ -36,7 +36,7 @@ class PlannedStep:
     where
         Its place in the protocol file, e.g. ``"blocks[2].blocks[0]"``.
     iteration
-        Loop iteration (0 outside loops, 0-based inside).
+        Loop iteration (0 outside loops, 1, 2, … inside).
     loop
         Index of the enclosing top-level loop in ``protocol.blocks``, or ``None``.
     first_in_iteration
@@ -81,7 +81,7 @@ class Plan:
         index = 0 if after is None else after + 1
         while index < len(self.steps):
             step = self.steps[index]
-            if step.first_in_iteration and step.iteration > 0 and self._stop_loop(step, r_median):
+            if step.first_in_iteration and step.iteration > 1 and self._stop_loop(step, r_median):
                 rest = [s for s in self.steps[index:] if s.loop == step.loop]
                 skipped += rest
                 index += len(rest)
@@ -109,7 +109,7 @@ def _unroll(blocks: Sequence[Block]):
     index = 0
     for top, block in enumerate(blocks):
         if isinstance(block, LoopBlock):
-            for iteration in range(block.iterations):
+            for iteration in range(1, block.iterations + 1):
                 for inner, child in enumerate(block.blocks):
                     yield PlannedStep(index, child, f"blocks[{top}].blocks[{inner}]", iteration, top, inner == 0)
                     index += 1

@@ -81,6 +81,7 @@ class PresentationMixin:
         sent = yield from self._send_to_presenter(request)
         if sent is None:
             return
+        self._mark("block_sent")
         self.library.presenter_has.update(int(i) for i in new)
         line, window_stop = self.photodiode_line, self.window_s[1]
         while not self.collector.block_complete(block, order.size, line, window_stop, self.settings.settle_s):
@@ -149,6 +150,7 @@ class PresentationMixin:
 
     def _finish_presentation(self, active: ActiveBlock, aborted: bool = False):
         """Align, count, store; then publish and forward the responses of a good block."""
+        self._mark("responses_in_hand")
         self.active = None
         trials = self.collector.trials_of(active.block)
         shown = trials.ordered()
@@ -192,6 +194,7 @@ class PresentationMixin:
         notes = [active.note] if active.note else []
         if alignment.ok and rates.size and not np.any(rates > 0):
             notes.append("no unit responded (no spike in any response window)")
+        self._mark("responses_computed")
         dropped = sum(1 for m in shown if m.dropped_frames)
         if dropped:
             notes.append(f"{dropped} trial(s) with dropped frames")
@@ -217,7 +220,9 @@ class PresentationMixin:
                                           unit_ids=self.unit_ids))
             self._queue_fit_data(trial_data)
             if not aborted:
-                yield from self._deliver_backlog()
+                delivered = yield from self._deliver_backlog()
+                if delivered is not None:
+                    self._mark("responses_delivered")  # lands in the next block's record
 
     def _queue_fit_data(self, trial_data: TrialData) -> None:
         self.link.submit(lambda: self._fit_request(trial_data), self._fit_accepted)

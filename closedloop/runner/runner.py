@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import zmq
 
 from closedloop.config.blocks import FitBlock, GratingsBlock, NaturalBlock, PresentSynthesizedBlock, SynthesizeBlock
 from closedloop.config.protocol import Protocol
@@ -43,6 +44,11 @@ from closedloop.sim.archive import PHOTODIODE_LINE
 from closedloop.transport import Publisher, RequestClient
 
 logger = logging.getLogger(__name__)
+
+#: Longest a step waits for input when nothing arrived.  Waiting on the sockets instead of
+#: spinning leaves the cores (and the GIL, with the model server in this process) to the
+#: refit and synthesis: spinning made the loop's CPU turnaround about three times longer.
+_IDLE_WAIT_MS = 2
 
 
 class Runner(PresentationMixin, ModelStepsMixin, Component):
@@ -122,12 +128,17 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
         self.link = ModelLink(self.endpoints.model, self.endpoints.model_events, name=self.name,
                               session=self.session_id, request_timeout_s=self.settings.request_timeout_s)
         self.link.on_restart = self._server_lost_data
+        self._inputs = zmq.Poller()
+        for socket in (self.collector.acquisition, self.collector.stimulus, self.link.client, self.link.events,
+                       self.presenter):
+            self._inputs.register(socket.socket, zmq.POLLIN)
         self.journal = Journal(journal_path(self.session_path))
         self.history: list[TrialData] = []
         self.server_has: set[int] = set()
         self.server_blocks: set[int] = set()
         self.clock_offset: float | None = None
         self.refit_wanted = False
+        self.marks: dict[str, float] = {}  # journal timing since the last record (`BlockRecord.times`)
         if self.resume:
             from closedloop.runner.resume import restore
             restore(self)
@@ -136,6 +147,8 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
         self.current = (None, self._startup())
 
     def step(self) -> bool:
+        if self.current is not None:
+            self._inputs.poll(_IDLE_WAIT_MS)  # returns at once when anything is queued
         self._poll()
         if self.current is None:
             if self.stop_reason:
@@ -195,6 +208,7 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
 
     def _run(self, step: PlannedStep):
         block = step.block
+        self._mark("step_started")
         self._status(self.writer.n_blocks, step.kind, "started", step.iteration, 0, step.where)
         yield from self._deliver_backlog()  # the probe: a server that is back gets what it missed
         if isinstance(block, NaturalBlock):
@@ -311,6 +325,7 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
         record.session_block = self.writer.n_blocks
         record.pool_cursor = self.library.cursor
         record.clock_offset = self.clock_offset
+        record.times, self.marks = {**self.marks, **record.times}, {}
         self.journal.append(record)
         self.writer.append_block(kind, stimulus_ids=np.asarray(stimulus_ids, np.int64), onsets_s=np.asarray(onsets),
                                  flip_s=flips, n_frames=n_frames, dropped_frames=dropped,
@@ -320,6 +335,10 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
         if record.advances and record.step >= 0:
             self.position = record.step
         self._status(record.session_block, record.kind, record.state, record.iteration, record.n_trials, record.detail)
+
+    def _mark(self, moment: str) -> None:
+        """Note the wall-clock time of a moment named in `closedloop.runner.journal.TIMES`."""
+        self.marks[moment] = time.time()
 
     def _status(self, block: int, kind: str, state: str, iteration: int, n_trials: int, detail: str) -> None:
         status = BlockStatus(block=block, kind=kind, state=state, iteration=iteration, n_trials=n_trials,

@@ -15,8 +15,8 @@ def test_loops_are_unrolled_into_numbered_steps(tmp_path):
     plan = Plan(write_protocol(tmp_path, iterations=2))
     assert [(s.index, s.kind, s.iteration) for s in plan.steps] == [
         (0, "natural", 0), (1, "fit", 0),
-        (2, "synthesize", 0), (3, "present_synthesized", 0), (4, "fit", 0),
-        (5, "synthesize", 1), (6, "present_synthesized", 1), (7, "fit", 1)]
+        (2, "synthesize", 1), (3, "present_synthesized", 1), (4, "fit", 1),
+        (5, "synthesize", 2), (6, "present_synthesized", 2), (7, "fit", 2)]
     assert plan.steps[5].where == "blocks[2].blocks[0]" and plan.steps[5].first_in_iteration
     assert plan.next_present_repeats(2) == 2
     assert plan.next_present_repeats(0) == 1

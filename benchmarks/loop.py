@@ -1,0 +1,251 @@
+"""Benchmark: the closed loop in simulation — turnaround, control accuracy, presenter frames (DESIGN §10).
+
+Runs a protocol on a simulated rig as threads of this process: the simulated array, the
+headless presenter, the real model server (`ModelServer`, device ``--device``) and the
+runner.  Then, from the session file and the runner's journal (`loop_report`):
+
+1. Turnaround per loop iteration: from a presentation block's last response in hand to
+   the next synthesized images ready (SynthesizeResult received), split into response
+   extraction (align, count, store, the server accepts them), refit (asked for →
+   ModelUpdated) and synthesis (SynthesizeRequest → SynthesizeResult); median and max
+   over iterations, and over iterations after the first (which pays for the device's
+   first use: CUDA context, cuDNN, the first synthesis).
+2. Control accuracy per iteration: targets vs measured (simulated spikes) and vs the
+   brain's true expected rates, "max" images vs the best natural image, and whether the
+   refit on the synthesized images' responses predicts them better (saved models).
+3. The PsychoPy presenter's frame intervals and dropped frames over ``--presenter-stimuli``
+   trials at the protocol's timing (`benchmarks/presenter.py`, under Xvfb when there is no
+   display); skipped, with a line saying why, when neither a display nor xvfb-run exists.
+
+Prints human lines, then writes everything as JSON with ``--json PATH``.
+
+Usage::
+
+    python benchmarks/loop.py                                         # fast_loop on 2 CPU threads
+    python benchmarks/loop.py --device cuda                           # on a GPU
+    python benchmarks/loop.py --protocol protocols/demo.yaml --iterations 3 --presenter-stimuli 0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="model server device: cpu (default), cuda, cuda:N or auto")
+    parser.add_argument("--protocol", type=Path, default=ROOT / "protocols/fast_loop.yaml",
+                        help="protocol (default protocols/fast_loop.yaml)")
+    parser.add_argument("--rig", type=Path, default=ROOT / "rigs/sim.yaml",
+                        help="simulated rig (default rigs/sim.yaml)")
+    parser.add_argument("--iterations", type=int, default=None,
+                        help="iterations of the protocol's synthesize loop (default: the protocol's)")
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the session, models and figure "
+                        "(default: a new temporary folder)")
+    parser.add_argument("--no-models", action="store_true", help="do not save model versions (the refit check "
+                        "then has nothing to load; saving costs a little inside each refit)")
+    parser.add_argument("--presenter-stimuli", type=int, default=1000,
+                        help="trials for the presenter measurement (default 1000; 0 skips it)")
+    parser.add_argument("--timeout", type=float, default=1800.0, help="stop the loop after this many seconds")
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
+    args = parser.parse_args(argv)
+    if args.iterations is not None and args.iterations < 1:
+        parser.error("--iterations must be at least 1")
+    if args.presenter_stimuli < 0:
+        parser.error("--presenter-stimuli must be 0 (skip) or more")
+    return args
+
+
+def with_iterations(protocol_path: Path, iterations: int | None, folder: Path) -> Path:
+    """The protocol, its synthesize loop set to ``iterations`` (a copy in ``folder``), or itself."""
+    import yaml
+
+    if iterations is None:
+        return protocol_path
+    data = yaml.safe_load(protocol_path.read_text())
+    loops = [b for b in data.get("blocks", []) if b.get("kind") == "loop"
+             and any(inner.get("kind") == "synthesize" for inner in b.get("blocks", []))]
+    if not loops:
+        raise SystemExit(f"benchmarks/loop.py: {protocol_path} has no loop with a synthesize block")
+    loops[-1]["iterations"] = iterations
+    copy = folder / protocol_path.name
+    copy.write_text(yaml.safe_dump(data, sort_keys=False))
+    return copy
+
+
+def run_loop(args: argparse.Namespace, folder: Path) -> tuple[Any, float, dict]:
+    """Run the protocol; (loop report, seconds, what ran)."""
+    import torch
+
+    from closedloop.config import load_protocol, load_rig, validate
+    from closedloop.runner import Endpoints, run_until_done, simulated_brain, simulated_components
+    from closedloop.runner.loop_report import loop_report
+    from closedloop.server import ModelServer
+    from closedloop.server.settings import ServerSettings
+
+    from closedloop.model.device import resolve_device
+
+    torch.set_num_threads(args.threads)
+    device = str(resolve_device(args.device))  # here, so a missing GPU stops the benchmark instead of the server
+    rig = load_rig(args.rig)
+    protocol = load_protocol(with_iterations(args.protocol, args.iterations, folder))
+    validate(rig, protocol)
+    if rig.acquisition.kind != "sim":
+        raise SystemExit(f"benchmarks/loop.py: {args.rig} is not a simulated rig (acquisition.kind: sim)")
+    endpoints = Endpoints.inproc()
+    models = None if args.no_models else folder / "models"
+    settings = ServerSettings.from_configs(rig, protocol, request_endpoint=endpoints.model,
+                                           events_endpoint=endpoints.model_events, out_dir=models,
+                                           device=device)
+    brain = simulated_brain(rig)
+    session = folder / "loop.h5"
+    loop = simulated_components(rig, protocol, session, endpoints=endpoints, brain=brain,
+                                model_server=ModelServer("model", settings), overwrite=True)
+    started = time.perf_counter()
+    outcome = run_until_done(loop, timeout_s=args.timeout)
+    seconds = time.perf_counter() - started
+    if not loop.runner.finished:
+        print(f"warning: the loop did not finish ({outcome.reason}); reporting what was recorded", file=sys.stderr)
+    report = loop_report(session, brain, models_dir=models)
+    ran = {"protocol": protocol.name, "protocol_file": str(args.protocol), "rig": rig.name,
+           "device": device, "fit": settings.model.to_dict(), "session": str(session),
+           "finished": bool(loop.runner.finished), "reason": outcome.reason}
+    return report, seconds, ran
+
+
+def turnaround_stats(report) -> dict[str, Any]:
+    """Median and max of each turnaround part, over all iterations and after the first.
+
+    Spans with several refits in between (a protocol's warm-up fits) are left out.
+    """
+    parts = ("total", "extraction", "refit", "synthesis", "other")
+    rows = [it.turnaround for it in report.iterations if it.turnaround.is_loop]
+    out: dict[str, Any] = {}
+    for label, chosen in (("all", rows), ("after_first", rows[1:])):
+        stats = {}
+        for part in parts:
+            values = np.asarray([getattr(t, part) for t in chosen], dtype=np.float64)
+            values = values[np.isfinite(values)]
+            stats[part] = {"median_s": float(np.median(values)) if values.size else None,
+                           "max_s": float(values.max()) if values.size else None, "n": int(values.size)}
+        out[label] = stats
+    return out
+
+
+def presenter_frames(args: argparse.Namespace, protocol: Path) -> dict[str, Any]:
+    """benchmarks/presenter.py over ``--presenter-stimuli`` trials, or why it was skipped."""
+    if args.presenter_stimuli == 0:
+        return {"skipped": "--presenter-stimuli 0"}
+    from closedloop.present import display_problem
+
+    problem = display_problem()
+    if problem is not None and shutil.which("xvfb-run") is None:
+        return {"skipped": f"no display and no xvfb-run ({problem})"}
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "presenter.json"
+        command = [sys.executable, str(ROOT / "benchmarks/presenter.py"), "--rig", str(args.rig), "--protocol",
+                   str(protocol), "--stimuli", str(args.presenter_stimuli), "--json", str(out)]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0 or not out.is_file():
+            lines = (done.stderr or done.stdout).strip().splitlines()
+            return {"skipped": f"benchmarks/presenter.py failed ({done.returncode}): "
+                               f"{lines[-1] if lines else 'no output'}"}
+        return json.loads(out.read_text())["results"][0]
+
+
+def _s(value) -> str:
+    return "   n/a" if value is None or not np.isfinite(value) else f"{value:6.3f}"
+
+
+def _n(value, digits: int = 2) -> str:
+    return "n/a" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+def print_loop(report, seconds: float, ran: dict, stats: dict, load: tuple[float, float]) -> None:
+    print(f"closed loop: protocol {ran['protocol']} on {ran['rig']}, model server on {ran['device']}; "
+          f"{len(report.iterations)} iterations in {seconds:.1f} s (load average {load[0]:.1f} before, "
+          f"{load[1]:.1f} after; {os.cpu_count()} CPUs)")
+    print(f"{'iter':>4} {'model':>5} {'turn s':>6} {'extract':>7} {'refit':>6} {'synth':>6} {'other':>6} | "
+          f"{'r meas':>6} {'err %':>5} {'r true':>6} {'err %':>5} | {'max/best':>8} {'true':>5} | "
+          f"{'model r':>7} {'refit r':>7}")
+    for it in report.iterations:
+        t, s = it.turnaround, it.summary
+        version = it.model_before.version if it.model_before else 0
+        total = _s(t.total) if t.is_loop else f"({t.n_fits}f)".rjust(6)  # warm-up refits in between
+        print(f"{it.number:>4} {'v' + str(version):>5} {total} {_s(t.extraction):>7} {_s(t.refit)} "
+              f"{_s(t.synthesis)} {_s(t.other)} | {_n(s['r_target_measured']):>6} {_n(s['error_measured_pct'], 0):>5} "
+              f"{_n(s['r_target_true']):>6} {_n(s['error_true_pct'], 0):>5} | "
+              f"{_n(s['max_measured_over_best_natural']):>8} {_n(s['max_true_over_best_natural']):>5} | "
+              f"{_n(s['r_predicted_before']):>7} {_n(s['r_predicted_after']):>7}")
+    for label, name in (("all", "all iterations"), ("after_first", "after the first")):
+        part = stats[label]
+        if part["total"]["n"]:
+            print(f"turnaround, {name}: median {part['total']['median_s']:.3f} s, max {part['total']['max_s']:.3f} s "
+                  f"(refit median {_n(part['refit']['median_s'], 3)} s, synthesis median "
+                  f"{_n(part['synthesis']['median_s'], 3)} s, extraction median "
+                  f"{_n(part['extraction']['median_s'], 3)} s)")
+    print("columns: turn s = turnaround ((Nf): N refits in between, a warm-up, left out); r meas / r true = "
+          "r(target, measured / true rate) over graded images; err % = median |rate - "
+          "target| as % of the unit's natural-image range; max/best = 'max' images' rate / best natural image's "
+          "(measured, true); model r / refit r = r(prediction, measured) on the iteration's images for the model "
+          "that made them and the refit after their responses")
+    for note in report.notes:
+        print(f"note: {note}")
+
+
+def print_presenter(result: dict) -> None:
+    if "skipped" in result:
+        print(f"presenter: skipped: {result['skipped']}")
+        return
+    print(f"presenter ({result['pacing']} pacing, {result['renderer']}): {result['stimuli']} stimuli "
+          f"{result['frames_on']}/{result['frames_off']} frames at {result['refresh_hz']:g} Hz; frame interval mean "
+          f"{result['interval_mean_ms']:.2f} ms, sd {result['interval_sd_ms']:.2f}, "
+          f"p99 {result['interval_p99_ms']:.2f}, max {result['interval_max_ms']:.1f} ms; dropped frames "
+          f"{result['dropped_frames']} ({result['trials_with_drops']} trials)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from closedloop.errors import ClosedLoopError
+    from closedloop.jsonsafe import json_safe
+
+    folder = args.out or Path(tempfile.mkdtemp(prefix="closedloop-bench-loop-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()[0]
+    try:
+        report, seconds, ran = run_loop(args, folder)
+    except ClosedLoopError as error:
+        print(f"benchmarks/loop.py: {error}", file=sys.stderr)
+        return 2
+    load = (load_before, os.getloadavg()[0])
+    stats = turnaround_stats(report)
+    print_loop(report, seconds, ran, stats, load)
+    figure = report.figure(folder / "loop.png")
+    print(f"figure: {figure}; session: {ran['session']}")
+    presenter = presenter_frames(args, args.protocol)
+    print_presenter(presenter)
+    if args.json:
+        figures = {"argv": sys.argv[1:] if argv is None else argv, "ran": ran, "seconds": seconds,
+                   "cpus": os.cpu_count(), "load_average": load, "turnaround": stats, "report": report.to_dict(),
+                   "presenter": presenter}
+        args.json.write_text(json.dumps(json_safe(figures), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""The loop report as text and as a figure (`closedloop.runner.loop_report.LoopReport`)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+
+#: What each key of `Iteration.summary` means (errors: median |rate − target| as % of the
+#: unit's natural-image range; graded = images with a finite target).
+SUMMARY_LINES = {
+    "n_images": "images the synthesize block made",
+    "n_measured": "of them shown in a good block (with a measured rate)",
+    "r_target_measured": "Pearson r of target and measured rate over graded images (all units pooled)",
+    "r_target_true": "the same with the brain's true rate",
+    "r_target_measured_unit_median": "median over units of r(target, measured) (units with >= 3 graded targets)",
+    "r_target_true_unit_median": "the same with the true rate",
+    "error_measured_pct": "median |measured - target| (% of the unit's measured natural-image range)",
+    "error_true_pct": "median |true - target| (% of the unit's true natural-image range)",
+    "error_predicted_pct": "median |predicted - target|: the optimiser's own miss (% of measured range)",
+    "max_measured_over_best_natural": "'max' images: median measured rate / the unit's best natural image's",
+    "max_measured_beats_best_natural": "fraction of 'max' images measured above the unit's best natural image",
+    "max_true_over_best_natural": "the same ratio with true rates",
+    "max_true_beats_best_natural": "the same fraction with true rates",
+    "r_predicted_before": "r(prediction of the model that made them, measured) over all images",
+    "error_predicted_before_pct": "median |that prediction - measured| (% of measured range)",
+    "r_predicted_after": "the same for the refit after their responses",
+    "error_predicted_after_pct": "the same for the refit",
+    "r_predicted_before_held_out": "r before, on images the refit held out",
+    "r_predicted_after_held_out": "r after, on images the refit held out",
+    "n_held_out_after": "synthesized images the refit held out (never trained on)",
+}
+
+
+def _f(value: float, digits: int = 2, unit: str = "") -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}{unit}"
+
+
+def _fit_line(fit) -> str:
+    if fit is None:
+        return "unknown"
+    start = "warm" if fit.warm_start else "cold"
+    return (f"v{fit.version} (r mean {_f(fit.r_mean)}, median {_f(fit.r_median)}, r/rmax {_f(fit.r_over_rmax_mean)}, "
+            f"{fit.n_images} images, {_f(fit.refit_seconds, 1)} s {start})")
+
+
+def report_text(report) -> str:
+    """Readable lines: the model versions, then a table and summaries per iteration."""
+    lines = [f"loop report: {report.session}", "model versions:"]
+    lines += [f"  {_fit_line(fit)}" for fit in report.fits] or ["  none"]
+    for it in report.iterations:
+        s, t = it.summary, it.turnaround
+        lines += ["", f"iteration {it.number} (synthesize block {it.synthesize_block}, loop iteration "
+                  f"{it.loop_iteration}): images from {_fit_line(it.model_before)}",
+                  f"  refit after their responses: {_fit_line(it.model_after) if it.model_after else it.after_note}"]
+        if math.isfinite(t.total):
+            spans = "" if t.is_loop else f" (spans {t.n_fits} refits: not a loop turnaround)"
+            lines.append(f"  turnaround {t.total:.3f} s from block {t.from_block}'s last response{spans}: extraction "
+                         f"{_f(t.extraction, 3)} s, refit {_f(t.refit, 3)} s, synthesis {_f(t.synthesis, 3)} s, "
+                         f"other {_f(t.other, 3)} s")
+        lines.append(f"  {'stimulus':>8} {'unit':>5} {'target':>7} {'predicted':>9} {'measured':>8} {'n':>3} "
+                     f"{'true':>7} {'refit':>7}")
+        for im in it.images:
+            held = "" if im.held_out_after is None else ("*" if im.held_out_after else " ")
+            lines.append(f"  {im.stimulus_id:>8} {im.unit_id:>5} {im.label:>7} {_f(im.predicted_before_hz, 1):>9} "
+                         f"{_f(im.measured_hz, 1):>8} {im.n_presentations:>3} {_f(im.true_hz, 1):>7} "
+                         f"{_f(im.predicted_after_hz, 1):>6}{held}")
+        lines += [
+            f"  targets vs measured: r {_f(s['r_target_measured'])} pooled, median per-unit r "
+            f"{_f(s['r_target_measured_unit_median'])}; median error {_f(s['error_measured_pct'], 0)} % of the "
+            f"natural-image range (the model's own {_f(s['error_predicted_pct'], 0)} %)",
+        ]
+        if report.has_truth:
+            lines.append(f"  targets vs truth: r {_f(s['r_target_true'])} pooled, median per-unit r "
+                         f"{_f(s['r_target_true_unit_median'])}; median error {_f(s['error_true_pct'], 0)} %")
+        if math.isfinite(s["max_measured_over_best_natural"]) or math.isfinite(s["max_true_over_best_natural"]):
+            true = (f", true {_f(s['max_true_over_best_natural'])}x "
+                    f"({_f(100 * s['max_true_beats_best_natural'], 0)} % above it)") if report.has_truth else ""
+            lines.append(f"  'max' images vs the unit's best natural image: measured "
+                         f"{_f(s['max_measured_over_best_natural'])}x "
+                         f"({_f(100 * s['max_measured_beats_best_natural'], 0)} % above it){true}")
+        after = (f"after the refit r {_f(s['r_predicted_after'])}, error {_f(s['error_predicted_after_pct'], 0)} %"
+                 if math.isfinite(s["r_predicted_after"]) or math.isfinite(s["error_predicted_after_pct"])
+                 else f"after the refit: {it.after_note or 'n/a'}")
+        lines.append(f"  model vs measured on these images: before (from {it.before_source}) r "
+                     f"{_f(s['r_predicted_before'])}, error {_f(s['error_predicted_before_pct'], 0)} %; {after}")
+        if s["n_held_out_after"] > 0:
+            lines.append(f"    on the {int(s['n_held_out_after'])} the refit held out (*): r "
+                         f"{_f(s['r_predicted_before_held_out'])} before, {_f(s['r_predicted_after_held_out'])} after")
+    if len(report.iterations) > 1:
+        errors = " -> ".join(_f(it.summary["error_measured_pct"], 0) for it in report.iterations)
+        lines += ["", f"measured error over iterations (% of natural range): {errors}"]
+    lines += [f"note: {note}" for note in report.notes]
+    return "\n".join(lines)
+
+
+def report_figure(report, path: Path) -> Path:
+    """Per iteration: target vs measured and vs true rate (graded images), "max" images vs
+    the best natural image; last panel: held-out r/rmax and r median over model versions."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    panels = max(1, len(report.iterations)) + 1
+    columns = min(panels, 5)
+    rows = -(-panels // columns)
+    fig = Figure(figsize=(3.4 * columns, 3.2 * rows))
+    FigureCanvasAgg(fig)  # Agg whatever backend pyplot uses: no display needed
+    axes = fig.subplots(rows, columns, squeeze=False).ravel()
+    for ax in axes[panels:]:
+        ax.set_visible(False)
+    for ax, it in zip(axes, report.iterations):
+        target = np.asarray([im.target_hz for im in it.images])
+        measured = np.asarray([im.measured_hz for im in it.images])
+        true = np.asarray([im.true_hz for im in it.images])
+        graded = np.isfinite(target)
+        ax.scatter(target[graded], measured[graded], s=18, label="measured", color="tab:blue")
+        if report.has_truth:
+            ax.scatter(target[graded], true[graded], s=18, marker="x", label="true", color="tab:red")
+        finite = np.concatenate([target[graded], measured[graded], true[graded]])
+        finite = finite[np.isfinite(finite)]
+        if finite.size:
+            low, high = float(finite.min()), float(finite.max())
+            ax.plot([low, high], [low, high], color="0.6", lw=0.8, zorder=0)
+        ax.set_title(f"iteration {it.number} (model v{it.model_before.version if it.model_before else '?'})",
+                     fontsize=9)
+        ax.set_xlabel("target (Hz)")
+        ax.set_ylabel("rate (Hz)")
+        ax.legend(fontsize=7, loc="best")
+    if not report.iterations:
+        axes[0].text(0.5, 0.5, "no loop iteration", ha="center", va="center", transform=axes[0].transAxes)
+    ax = axes[panels - 1]
+    versions = [fit.version for fit in report.fits]
+    ax.plot(versions, [fit.r_over_rmax_mean for fit in report.fits], "o-", label="r/rmax (reliable units)")
+    ax.plot(versions, [fit.r_median for fit in report.fits], "s--", label="median r")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("model version")
+    ax.set_ylabel("held-out")
+    ax.set_title("model over the loop", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path

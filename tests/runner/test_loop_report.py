@@ -1,0 +1,203 @@
+"""The loop report on a small simulated loop with the real model server, and benchmarks/loop.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from closedloop.config import load_protocol
+from closedloop.data.session import SessionReader
+from closedloop.data.session_format import StimulusKind
+from closedloop.errors import DataFileError
+from closedloop.model.checkpoint import load_checkpoint
+from closedloop.runner import Endpoints, journal_path, run_until_done, simulated_components
+from closedloop.runner.journal import TIMES, BlockRecord
+from closedloop.runner.loop_report import loop_report
+from closedloop.server import ModelServer
+from closedloop.server.settings import ServerSettings
+
+from .helpers import FAST, PROTOCOL
+
+ROOT = Path(__file__).resolve().parents[2]
+WINDOW_S, DURATION_S = (0.05, 0.10), 0.1  # the protocol's response window; 6 frames at 60 Hz
+
+# Three graded targets per unit, so per-unit correlations exist; two iterations.
+LOOP_PROTOCOL = PROTOCOL.replace("targets: [p50, max]", "targets: [p20, p50, p80, max]")
+
+
+def write_loop_protocol(folder: Path, iterations: int = 2) -> Path:
+    path = folder / "loop.yaml"
+    path.write_text(LOOP_PROTOCOL.format(top_k=2, iterations=iterations))
+    return path
+
+
+@pytest.fixture(scope="module")
+def loop_run(tmp_path_factory, brain_and_units):
+    """One closed loop (real server, models saved), shared by the tests of this module."""
+    from closedloop.config import load_rig
+
+    from .helpers import RIG, SCENARIO, N_UNITS
+
+    folder = tmp_path_factory.mktemp("loop")
+    (folder / "scenario.yaml").write_text(SCENARIO.format(n_units=N_UNITS))
+    (folder / "rig.yaml").write_text(RIG.format(scenario=folder / "scenario.yaml"))
+    rig, protocol = load_rig(folder / "rig.yaml"), load_protocol(write_loop_protocol(folder))
+    brain, unit_ids, channels = brain_and_units
+    endpoints = Endpoints.inproc()
+    settings = ServerSettings.from_configs(rig, protocol, request_endpoint=endpoints.model,
+                                           events_endpoint=endpoints.model_events, out_dir=folder / "models",
+                                           device="cpu")
+    loop = simulated_components(rig, protocol, folder / "s.h5", endpoints=endpoints, brain=brain,
+                                units=(unit_ids, channels), model_server=ModelServer("model", settings), settings=FAST)
+    report = run_until_done(loop, timeout_s=90)
+    assert report.ok and loop.runner.finished
+    return folder, brain
+
+
+def records(session: Path) -> list[BlockRecord]:
+    return [BlockRecord.from_json(line) for line in journal_path(session).read_text().splitlines()]
+
+
+def test_the_journal_records_when_each_turnaround_moment_happened(loop_run):
+    folder, _ = loop_run
+    journal = records(folder / "s.h5")
+    assert {k for r in journal for k in r.times} <= set(TIMES)
+    for r in journal:
+        t = r.times
+        if r.kind in ("natural", "present_synthesized"):
+            assert t["step_started"] <= t["block_sent"] <= t["responses_in_hand"] <= t["responses_computed"]
+        if r.kind == "fit":
+            assert t["fit_requested"] <= t["fit_accepted"] <= t["model_updated"]
+        if r.kind == "synthesize":
+            assert t["synthesis_requested"] <= t["synthesis_received"] <= t["images_stored"]
+    for before, after in zip(journal, journal[1:]):  # a block's responses reach the server before the next step
+        if before.kind in ("natural", "present_synthesized"):
+            assert before.times["responses_computed"] <= after.times["responses_delivered"] <= \
+                after.times["step_started"]
+
+
+def test_the_report_matches_a_recomputation_from_the_session_file(loop_run):
+    folder, brain = loop_run
+    session = folder / "s.h5"
+    report = loop_report(session, brain, models_dir=folder / "models")
+    with SessionReader(session) as reader:
+        stimuli, trials, blocks = reader.stimuli, reader.trials, reader.blocks
+        responses, unit_ids = reader.responses.astype(np.float64), reader.unit_ids
+        pixels = reader.stimulus_pixels
+    column = {int(u): i for i, u in enumerate(unit_ids)}
+    synthesized = stimuli[stimuli["kind"] == StimulusKind.SYNTHESIZED]
+    assert len(report.iterations) == 2 and report.has_truth and not report.notes
+    assert [f.version for f in report.fits] == [1, 2, 3]
+    journal = {r.model_version: r for r in records(session) if r.kind == "fit"}
+    assert report.fits[1].r_median == pytest.approx(journal[2].metrics["r_median"])
+
+    source = brain.build()
+    natural = stimuli["id"][stimuli["kind"] == StimulusKind.NATURAL]
+    true_natural = source.expected_rates(pixels[natural], WINDOW_S, DURATION_S)
+    good = blocks["flagged"][trials["block"]] == 0
+    measured_natural = np.stack([responses[good & (trials["stimulus_id"] == i)].mean(0) for i in natural])
+    for it, version in zip(report.iterations, (1, 2)):
+        rows = synthesized[synthesized["model_version"] == version]
+        assert [im.stimulus_id for im in it.images] == rows["id"].tolist()
+        assert it.model_before.version == version and it.model_after.version == version + 1
+        ids, cols = rows["id"], np.array([column[int(u)] for u in rows["unit_id"]])
+        measured = np.array([responses[good & (trials["stimulus_id"] == i), c].mean() for i, c in zip(ids, cols)])
+        true = source.expected_rates(pixels[ids], WINDOW_S, DURATION_S)[np.arange(ids.size), cols]
+        assert np.allclose([im.measured_hz for im in it.images], measured)
+        assert [im.n_presentations for im in it.images] == [2] * ids.size
+        assert np.allclose([im.true_hz for im in it.images], true)
+        assert np.allclose([im.achieved_hz for im in it.images], rows["achieved_hz"])
+        target = rows["target_hz"]
+        graded = np.isfinite(target)
+        assert graded.sum() == 6 and (~graded).sum() == 2  # 2 units x (p20, p50, p80) and max
+        s = it.summary
+        assert s["r_target_measured"] == pytest.approx(_r(target[graded], measured[graded]), nan_ok=True)
+        assert s["r_target_true"] == pytest.approx(_r(target[graded], true[graded]))
+        span = np.ptp(measured_natural, axis=0)[cols]
+        assert s["error_measured_pct"] == pytest.approx(100 * np.median((np.abs(measured - target) / span)[graded]))
+        true_span = np.ptp(true_natural, axis=0)[cols]
+        assert s["error_true_pct"] == pytest.approx(100 * np.median((np.abs(true - target) / true_span)[graded]))
+        best_true = true_natural.max(0)[cols]
+        assert s["max_true_over_best_natural"] == pytest.approx(np.median((true / best_true)[~graded]))
+        per_unit = [_r(target[graded & (rows["unit_id"] == u)], true[graded & (rows["unit_id"] == u)])
+                    for u in np.unique(rows["unit_id"])]
+        assert s["r_target_true_unit_median"] == pytest.approx(np.nanmedian(per_unit))
+        # the refit: its saved model's predictions and split
+        after = load_checkpoint(folder / "models" / f"model_v{version + 1:03d}.pt", "cpu")
+        held = set(after.image_ids[after.split.held_out].tolist())
+        assert [im.held_out_after for im in it.images] == [int(i) in held for i in ids]
+        assert all(math.isfinite(im.predicted_after_hz) for im in it.images)
+        assert s["r_predicted_after"] == pytest.approx(_r([im.predicted_after_hz for im in it.images], measured),
+                                                       nan_ok=True)
+        # the model that made them predicts the stored images about as the optimiser said
+        before = np.array([im.predicted_before_hz for im in it.images])
+        assert "model_v00" in it.before_source and np.allclose(before, rows["achieved_hz"], rtol=0.2, atol=1.0)
+        t = it.turnaround
+        assert t.is_loop and 0 < t.extraction < t.total and 0 < t.refit < t.total and 0 < t.synthesis < t.total
+        assert t.extraction + t.refit + t.synthesis + t.other == pytest.approx(t.total)
+
+    text = report.text()
+    assert "iteration 2" in text and "targets vs truth" in text and "turnaround" in text
+    json.dumps(report.to_dict(), allow_nan=False)
+    figure = report.figure(folder / "report.png")
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_without_brain_or_saved_models_the_report_says_what_it_needs(loop_run):
+    folder, _ = loop_run
+    report = loop_report(folder / "s.h5")
+    assert not report.has_truth and len(report.iterations) == 2
+    assert any("models_dir" in note for note in report.notes) and any("brain" in note for note in report.notes)
+    first = report.iterations[0]
+    assert all(math.isnan(im.true_hz) and math.isnan(im.predicted_after_hz) for im in first.images)
+    assert [im.predicted_before_hz for im in first.images] == [im.achieved_hz for im in first.images]
+    assert "out_dir" in first.after_note and "targets vs truth" not in report.text()
+
+
+def test_a_missing_session_or_journal_is_a_clear_error(loop_run, tmp_path):
+    with pytest.raises(DataFileError, match="no such session file"):
+        loop_report(tmp_path / "nothing.h5")
+    copy = tmp_path / "copy.h5"
+    copy.write_bytes((loop_run[0] / "s.h5").read_bytes())
+    with pytest.raises(DataFileError, match="runner journal"):
+        loop_report(copy)
+
+
+def test_the_benchmark_runs_a_tiny_loop_and_skips_the_presenter(loop_run, tmp_path, capsys):
+    folder, _ = loop_run
+    script = ROOT / "benchmarks" / "loop.py"
+    spec = importlib.util.spec_from_file_location("benchmark_loop", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    status = module.main(["--rig", str(folder / "rig.yaml"), "--protocol", str(folder / "loop.yaml"),
+                          "--iterations", "1", "--presenter-stimuli", "0", "--out", str(tmp_path),
+                          "--json", str(tmp_path / "loop.json")])
+    printed = capsys.readouterr().out
+    assert status == 0 and "turnaround, all iterations: median" in printed
+    assert "presenter: skipped: --presenter-stimuli 0" in printed
+    numbers = json.loads((tmp_path / "loop.json").read_text())
+    assert numbers["ran"]["finished"] and len(numbers["report"]["iterations"]) == 1
+    assert numbers["turnaround"]["all"]["total"]["median_s"] > 0 and (tmp_path / "loop.png").exists()
+
+
+def test_the_presenter_part_says_why_it_is_skipped_without_a_display(monkeypatch):
+    spec = importlib.util.spec_from_file_location("benchmark_loop", ROOT / "benchmarks" / "loop.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.setattr(module.shutil, "which", lambda name: None)
+    args = module.parse_args(["--presenter-stimuli", "10"])
+    result = module.presenter_frames(args, args.protocol)
+    assert result["skipped"].startswith("no display and no xvfb-run")
+
+
+def _r(a, b) -> float:
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    if a.size < 3 or np.std(a) == 0 or np.std(b) == 0:
+        return math.nan
+    return float(np.corrcoef(a, b)[0, 1])
