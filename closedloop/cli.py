@@ -22,9 +22,11 @@ COMMANDS = {
     "sim": ("sim", "simulated V1: make archived recordings"),
     "fit": ("fit", "fit the CNN to archived sessions, offline and in parallel"),
     "synth": ("synth", "synthesize stimuli that drive fitted units to target rates"),
+    "run": ("run", "run a protocol on a rig: present, record, fit, synthesize"),
+    "replay": ("replay", "drive the online pipeline with an archived recording"),
     "monitor": ("monitor", "live view of predicted vs measured rates"),
     "export-nwb": ("export_nwb", "write a session file as NWB"),
-    "serve": ("serve", "run one component (acquisition) as its own process"),
+    "serve": ("serve", "run one component of the loop as its own process"),
 }
 
 

@@ -72,9 +72,9 @@ def test_kindel_protocol_frames_and_trials() -> None:
 
 def test_demo_protocol_loop() -> None:
     protocol = load_protocol(ROOT / "protocols" / "demo.yaml")
-    assert protocol.synthesis is not None and protocol.synthesis.images_per_block == 12
-    # 60 images × 4 repeats, then 2 iterations of 12 synthesized images × 4 repeats.
-    assert protocol.total_trials == 60 * 4 + 2 * 12 * 4
+    assert protocol.synthesis is not None and protocol.synthesis.images_per_block == 30
+    # 200 images × 6 repeats, then 3 iterations of 30 synthesized images × 6 repeats.
+    assert protocol.total_trials == 200 * 6 + 3 * 30 * 6
     assert protocol.blocks[-1].kind == "loop"
 
 

@@ -1,0 +1,117 @@
+"""The components of one `closedloop run` / `demo`, built from a rig and a protocol.
+
+What runs in this process depends on the rig: a simulated rig gets the simulated array;
+an Open Ephys rig gets the adapter that translates the Open Ephys GUI's Event
+Broadcaster into our stream.  The presenter and, unless the model server runs as its own
+process (``closedloop serve model``), the model server run here too.  A
+`ProgressPrinter` reports blocks and model versions as they happen.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+import numpy as np
+
+from closedloop.config.protocol import Protocol
+from closedloop.config.rig import Rig
+from closedloop.errors import ClosedLoopError
+from closedloop.runner.local import LocalLoop, simulated_components
+from closedloop.runner.progress import ProgressPrinter
+from closedloop.runner.runner import Runner
+from closedloop.runner.settings import Endpoints, RunnerSettings
+from closedloop.runtime.component import Component
+
+PresenterChoice = Literal["auto", "psychopy", "headless"]
+ModelChoice = Literal["local", "remote"]
+
+
+def presenter_for(rig: Rig, choice: PresenterChoice) -> str:
+    """``auto``: the fast headless presenter for a simulated rig, PsychoPy for a real one."""
+    if choice == "auto":
+        return "headless" if rig.acquisition.kind == "sim" else "psychopy"
+    return choice
+
+
+def build_loop(rig: Rig, protocol: Protocol, session_path: str | Path, *,
+               presenter: PresenterChoice = "auto", presenter_options: dict[str, Any] | None = None,
+               model: ModelChoice = "local", endpoints: Endpoints | None = None, resume: bool = False,
+               overwrite: bool = False, unit_ids: np.ndarray | None = None, model_out: str | Path | None = None,
+               settings: RunnerSettings = RunnerSettings(), write: Callable[[str], None] | None = print,
+               server_overrides: dict[str, Any] | None = None) -> LocalLoop:
+    """Every component this process runs for ``protocol`` on ``rig``, in start order.
+
+    Parameters
+    ----------
+    session_path
+        Session file to write, or to continue with ``resume``.
+    presenter
+        ``auto`` (`presenter_for`), ``psychopy`` or ``headless``.
+    model
+        ``local``: a model server in this process; ``remote``: one already serving on
+        ``endpoints.model`` (``closedloop serve model``).
+    endpoints
+        Default: the rig's TCP ports, so a monitor can attach.
+    unit_ids
+        Units of a new session on a real rig (the simulated array knows its own).
+    model_out
+        Folder where the local model server saves every model version.
+    write
+        Where progress lines go; ``None`` for none.
+    server_overrides
+        `ServerSettings` fields to override (e.g. ``device``).
+
+    Raises
+    ------
+    ClosedLoopError
+        A replay rig (use ``closedloop replay``), or a new session on a real rig
+        without unit ids.
+    """
+    from closedloop.server import ModelServer, ServerSettings
+
+    endpoints = endpoints or Endpoints.from_rig(rig)
+    kind = presenter_for(rig, presenter)
+    server = None
+    if model == "local":
+        server_settings = ServerSettings.from_configs(
+            rig, protocol, out_dir=model_out, request_endpoint=endpoints.model,
+            events_endpoint=endpoints.model_events, session=Path(session_path).stem, **(server_overrides or {}))
+        server = ModelServer("model-server", server_settings)
+    if rig.acquisition.kind == "sim":
+        loop = simulated_components(rig, protocol, session_path, endpoints=endpoints, model_server=server,
+                                    presenter=kind, presenter_options=presenter_options, resume=resume,
+                                    overwrite=overwrite, settings=settings)
+    elif rig.acquisition.kind == "openephys":
+        loop = _openephys_components(rig, protocol, session_path, endpoints, server, kind, presenter_options,
+                                     resume, overwrite, unit_ids, settings)
+    else:
+        raise ClosedLoopError(f"{rig.path}: acquisition.kind is {rig.acquisition.kind!r}; an archived recording "
+                              "goes through the loop with 'closedloop replay ARCHIVE --protocol P.yaml'")
+    if write is not None:
+        progress = ProgressPrinter(endpoints.responses, endpoints.model_events, write=write)
+        loop.components.insert(len(loop.components) - 1, progress)  # before the runner: sees its first block
+    return loop
+
+
+def _openephys_components(rig: Rig, protocol: Protocol, session_path, endpoints: Endpoints,
+                          server: Component | None, presenter: str, presenter_options, resume: bool,
+                          overwrite: bool, unit_ids: np.ndarray | None, settings: RunnerSettings) -> LocalLoop:
+    from closedloop.acquisition import OpenEphysAdapter
+    from closedloop.present import PresenterComponent
+
+    if unit_ids is None and not resume:
+        raise ClosedLoopError("a new session on an Open Ephys rig needs its unit ids: give --units, e.g. "
+                              "--units 1-96 (the sorted units the GUI will broadcast)")
+    adapter = OpenEphysAdapter(endpoints.spikes, rig.acquisition.event_endpoint,
+                               sample_rate_hz=rig.acquisition.sample_rate_hz)
+    shown = PresenterComponent("presenter", rig=rig, timing=protocol.frames(rig), request_endpoint=endpoints.blocks,
+                               shown_endpoint=endpoints.stimulus, presenter=presenter,
+                               presenter_options=presenter_options)
+    runner = Runner(rig, protocol, session_path, endpoints, unit_ids=unit_ids, resume=resume, overwrite=overwrite,
+                    settings=settings)
+    components: list[Component] = [adapter, shown]
+    if server is not None:
+        components.append(server)
+    components.append(runner)
+    return LocalLoop(components, runner, endpoints)
