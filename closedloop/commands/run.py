@@ -116,7 +116,9 @@ def finish(report, runner, session: Path, args: argparse.Namespace) -> int:
                 if state.state == "failed"]
     if runner.finished and not failures:
         return 0
-    resume = f"continue with: closedloop run {args.protocol} --rig {args.rig} --resume {session}"
+    again = (f"closedloop serve runner --rig {args.rig} --protocol {args.protocol}"
+             if getattr(args, "component", None) == "runner" else f"closedloop run {args.protocol} --rig {args.rig}")
+    resume = f"continue with: {again} --resume {session}"
     if report.reason in ("signal", "timeout", "stopped") and not failures:
         print(f"stopped ({report.reason}) before the protocol ended; {resume}")
         return 130 if report.reason == "signal" else 1

@@ -4,7 +4,12 @@
 openephys), publishing on the rig's ``network.ports.spikes``.  ``model`` runs the model
 server for ``--protocol``'s ``fit`` section, answering on ``network.ports.model`` and
 publishing on ``network.ports.model_events``, saving every model version under
-``--out`` when given.  Both run until Ctrl-C, SIGTERM or ``--timeout``.
+``--out`` when given.  ``presenter`` opens the window (``--presenter psychopy``, the
+default, or ``headless``) and takes blocks on ``network.ports.blocks``, reporting each
+trial on ``network.ports.stimulus`` — on the stimulus computer, say.  ``runner`` runs
+``--protocol`` against components served elsewhere, writing ``--session`` (or
+continuing ``--resume``).  Each runs until Ctrl-C, SIGTERM or ``--timeout``; the
+runner also stops when its protocol is done.
 """
 
 from __future__ import annotations
@@ -24,6 +29,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocol", type=Path, default=None, help="protocol YAML file (model: its fit section)")
     parser.add_argument("--out", type=Path, default=None,
                         help="model: save every model version as OUT/model_vNNN.pt (default: not saved)")
+    parser.add_argument("--presenter", choices=("psychopy", "headless"), default="psychopy",
+                        help="presenter: a PsychoPy window (default) or the headless one")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--session", type=Path, default=None, help="runner: the session file to write")
+    where.add_argument("--resume", type=Path, default=None, help="runner: continue this session file")
+    parser.add_argument("--units", default=None, help="runner: unit ids of a new session (e.g. 1-96); "
+                        "a simulated rig's array knows its own")
     parser.add_argument("--timeout", type=float, default=None, help="stop after this many seconds (default: never)")
 
 
@@ -36,8 +48,10 @@ def build_acquisition(rig):
     line = acquisition.photodiode_line if acquisition.photodiode_line is not None else 1
     if acquisition.kind == "sim":
         brain = BrainSpec(scenario=acquisition.scenario, seed=acquisition.seed, size_px=rig.stimulus.size_px)
+        # The runner's stream carries the pixels of synthesized images: the array must see them.
         return SimulatedArray(spikes, stimulus, brain, speed=acquisition.speed, refresh_hz=rig.display.refresh_hz,
-                              photodiode_line=line, seed=acquisition.seed)
+                              photodiode_line=line, seed=acquisition.seed,
+                              block_endpoint=network.endpoint("responses"))
     if acquisition.kind == "replay":
         if not acquisition.archive:
             raise ClosedLoopError(f"{rig.path}: acquisition.archive is required when kind is replay")
@@ -49,15 +63,16 @@ def build_acquisition(rig):
 def run(args: argparse.Namespace) -> int:
     from closedloop.config.rig import load_rig
 
-    if args.component not in ("acquisition", "model"):
-        raise ClosedLoopError(f"'serve {args.component}' is not built yet; 'serve acquisition' and "
-                              "'serve model' run today")
     if args.timeout is not None and args.timeout <= 0:
         raise ClosedLoopError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     rig = load_rig(args.rig)
     if args.component == "model":
         return _serve_model(rig, args)
+    if args.component == "presenter":
+        return _serve_presenter(rig, args)
+    if args.component == "runner":
+        return _serve_runner(rig, args)
     adapter = build_acquisition(rig)
     print(f"serving {adapter.name} ({rig.acquisition.kind}) on {adapter.endpoint}; Ctrl-C stops")
     report = _supervise(adapter, args.timeout)
@@ -95,6 +110,65 @@ def _serve_model(rig, args: argparse.Namespace) -> int:
     if not report.ok:
         raise ClosedLoopError(f"{server.name} failed: {'; '.join(state.errors)}")
     return 0
+
+
+def _needs_protocol(args: argparse.Namespace, what: str):
+    from closedloop.config import load_protocol
+
+    if args.protocol is None:
+        raise ClosedLoopError(f"'serve {args.component}' needs --protocol P.yaml ({what})")
+    return load_protocol(args.protocol)
+
+
+def _serve_presenter(rig, args: argparse.Namespace) -> int:
+    from closedloop.commands.run import check_display
+    from closedloop.config import validate
+    from closedloop.present import PresenterComponent
+
+    protocol = _needs_protocol(args, "its timing section gives the frames per stimulus")
+    validate(rig, protocol)
+    check_display(args.presenter, rig)
+    network = rig.network
+    presenter = PresenterComponent("presenter", rig=rig, timing=protocol.frames(rig),
+                                   request_endpoint=network.endpoint("blocks"),
+                                   shown_endpoint=network.endpoint("stimulus"), presenter=args.presenter)
+    print(f"serving the {args.presenter} presenter: blocks on {presenter.request_endpoint}, trials on "
+          f"{presenter.shown_endpoint}; Ctrl-C stops", flush=True)
+    report = _supervise(presenter, args.timeout)
+    state = report.components[presenter.name]
+    print(f"{presenter.name}: {state.state} ({report.reason}); {presenter.blocks_shown} blocks shown, "
+          f"{presenter.blocks_rejected} refused")
+    if not report.ok:
+        raise ClosedLoopError(f"{presenter.name} failed: {'; '.join(state.errors)}")
+    return 0
+
+
+def _serve_runner(rig, args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from closedloop.commands.run import default_session_path, finish, parse_units
+    from closedloop.config import validate
+    from closedloop.runner import Endpoints, Runner, brain_units, run_until_done, simulated_brain
+    from closedloop.runner.progress import ProgressPrinter
+
+    protocol = _needs_protocol(args, "what to run")
+    validate(rig, protocol)
+    if args.resume is not None and not args.resume.is_file():
+        raise ClosedLoopError(f"{args.resume}: no such session file to resume")
+    session = args.resume or args.session or default_session_path(protocol.name)
+    units = None
+    if args.units is not None:
+        units = np.asarray(parse_units(args.units), dtype=np.int64)
+    elif args.resume is None and rig.acquisition.kind == "sim":
+        units = brain_units(simulated_brain(rig))[0]
+    elif args.resume is None:
+        raise ClosedLoopError("a new session needs its unit ids: give --units, e.g. --units 1-96")
+    endpoints = Endpoints.from_rig(rig)
+    runner = Runner(rig, protocol, session, endpoints, unit_ids=units, resume=args.resume is not None)
+    progress = ProgressPrinter(endpoints.responses, endpoints.model_events)
+    print(f"running {protocol.name} against the components serving on {rig.network.host} -> {session}", flush=True)
+    report = run_until_done([progress, runner], timeout_s=args.timeout)
+    return finish(report, runner, session, args)
 
 
 def _supervise(component, timeout: float | None):

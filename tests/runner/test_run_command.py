@@ -151,3 +151,26 @@ def test_bad_arguments_are_one_clear_line(tmp_path, capsys, monkeypatch):
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
     assert not list(tmp_path.glob("*.h5"))
+
+
+@pytest.mark.slow
+def test_every_component_as_its_own_process(tmp_path):
+    # closedloop serve acquisition | presenter | model | runner, talking over the rig's TCP ports.
+    rig, protocol = _files(tmp_path, tcp=True)
+    session = tmp_path / "s.h5"
+    serving = [subprocess.Popen([*CLOSEDLOOP, "serve", component, "--rig", str(rig), "--protocol", str(protocol),
+                                 *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for component, extra in (("acquisition", []), ("presenter", ["--presenter", "headless"]),
+                                        ("model", []))]
+    try:
+        runner = subprocess.run([*CLOSEDLOOP, "serve", "runner", "--rig", str(rig), "--protocol", str(protocol),
+                                 "--session", str(session)], capture_output=True, text=True, timeout=240)
+    finally:
+        for process in serving:
+            process.send_signal(signal.SIGTERM)
+        for process in serving:
+            process.wait(20)
+    assert runner.returncode == 0, runner.stdout + runner.stderr
+    assert "model v2" in runner.stdout
+    assert [process.returncode for process in serving] == [0, 0, 0]
+    assert _trials_by_kind(session)["present_synthesized"] == SYNTHESIZED_TRIALS
