@@ -47,6 +47,8 @@ def test_junk_frames_wrong_schema_and_junk_bytes_are_survived():
     assert array.counts["stimuli"] == 1 and len(got.onsets(1)) == 1
 
 
-def test_serve_says_which_components_are_not_built(capsys):
-    assert main(["serve", "runner", "--rig", "rigs/sim.yaml"]) == 2
-    assert "not built yet" in capsys.readouterr().err
+@pytest.mark.parametrize("component", ["runner", "presenter", "model"])
+def test_serve_says_what_a_component_needs(capsys, component):
+    assert main(["serve", component, "--rig", "rigs/sim.yaml"]) == 2
+    err = capsys.readouterr().err
+    assert "needs --protocol" in err and len(err.strip().splitlines()) == 1
