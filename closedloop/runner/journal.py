@@ -125,6 +125,36 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def read_records(path: str | Path) -> list[BlockRecord]:
+    """Every record of a journal file, in order, without changing it.
+
+    A later record of the same session block (a block run again after a resume) comes
+    after the one it replaces.  A last line cut short by a crash is skipped: its block was
+    never committed.
+
+    Raises
+    ------
+    DataFileError
+        The file cannot be read, or a line before the last is not a record.
+    """
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        raise DataFileError(path, f"cannot read the runner journal ({error})") from None
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(BlockRecord.from_json(line))
+        except (ValueError, TypeError) as error:
+            if number == len(lines):
+                continue
+            raise DataFileError(path, f"line {number} is not a runner record ({error})") from None
+    return records
+
+
 class Journal:
     """Append-only JSON-lines file of `BlockRecord` s."""
 
@@ -154,22 +184,7 @@ class Journal:
                 raise DataFileError(self.path, f"is missing but the session has {n_blocks} block(s); the runner "
                                     "cannot tell where in the protocol it stopped")
             return []
-        records: dict[int, BlockRecord] = {}
-        try:
-            lines = self.path.read_text(encoding="utf-8").splitlines()
-        except OSError as error:
-            raise DataFileError(self.path, f"cannot be read ({error})") from None
-        for number, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            try:
-                record = BlockRecord.from_json(line)
-            except (ValueError, TypeError) as error:
-                if number == len(lines):  # a line cut short by a crash: its block was never committed
-                    continue
-                raise DataFileError(self.path, f"line {number} is not a runner record ({error})") from None
-            if record.session_block < n_blocks:
-                records[record.session_block] = record  # a rewritten record (resumed block) replaces the old
+        records = {r.session_block: r for r in read_records(self.path) if r.session_block < n_blocks}
         missing = sorted(set(range(n_blocks)) - set(records))
         if missing:
             raise DataFileError(self.path, f"has no record of session block(s) {missing}; it does not belong to "

@@ -24,7 +24,7 @@ from typing import Any
 
 from closedloop.errors import DataFileError
 from closedloop.jsonsafe import json_safe
-from closedloop.runner.journal import BlockRecord, journal_path
+from closedloop.runner.journal import BlockRecord, journal_path, read_records
 
 
 @dataclass
@@ -193,23 +193,8 @@ def read_journal(session_path: Path, n_blocks: int) -> list[BlockRecord]:
     DataFileError
         The journal is missing or has a line that is not a record.
     """
-    path = journal_path(session_path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as error:
-        raise DataFileError(path, f"cannot read the runner journal next to the session file ({error})") from None
-    records: dict[int, BlockRecord] = {}
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = BlockRecord.from_json(line)
-        except (ValueError, TypeError) as error:
-            if number == len(lines):  # cut short by a crash: its block was never committed
-                continue
-            raise DataFileError(path, f"line {number} is not a runner record ({error})") from None
-        if record.session_block < n_blocks:
-            records[record.session_block] = record  # a resumed block's record replaces the old one
+    # A resumed block's record comes after, and replaces, the one it was written over.
+    records = {r.session_block: r for r in read_records(journal_path(session_path)) if r.session_block < n_blocks}
     return [records[b] for b in sorted(records)]
 
 

@@ -12,30 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from closedloop.errors import DataFileError
-from closedloop.runner.journal import BlockRecord, journal_path
+from closedloop.runner.journal import BlockRecord, journal_path, read_records
 
 
-def read_records(session_path: str | Path) -> list[BlockRecord]:
-    """Every record in the session's journal, in order (an absent journal: none).
-
-    Raises
-    ------
-    DataFileError
-        A line that is not a record.
-    """
+def session_records(session_path: str | Path) -> list[BlockRecord]:
+    """Every record of the session's journal, in order (none when there is no journal yet)."""
     path = journal_path(session_path)
-    if not path.exists():
-        return []
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(BlockRecord.from_json(line))
-        except (ValueError, TypeError) as error:
-            raise DataFileError(path, f"line {number} is not a runner record ({error})") from None
-    return records
+    return read_records(path) if path.exists() else []
 
 
 @dataclass
@@ -54,7 +37,7 @@ class RunSummary:
     @classmethod
     def from_session(cls, session_path: str | Path) -> RunSummary:
         """Summarise the session at ``session_path`` from its journal."""
-        records = read_records(session_path)
+        records = session_records(session_path)
         summary = cls(session=str(session_path), blocks=len(records),
                       trials=sum(record.n_trials for record in records),
                       by_state=dict(Counter(record.state for record in records)),

@@ -7,10 +7,7 @@ only when the Xvfb binary is missing.
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +16,7 @@ import pytest
 from closedloop.config import load_rig
 from closedloop.config.protocol import FrameTiming
 from closedloop.config.rig import Rig
-
-SCREEN = "1920x1080x24"
+from closedloop.present.xvfb import virtual_display
 
 RIG_TEMPLATE = """\
 name: present-test
@@ -82,47 +78,8 @@ def quadrant_image(size: int = 20) -> np.ndarray:
 @pytest.fixture(scope="session")
 def xvfb_display():
     """Start Xvfb (1920 × 1080, 24 bit, GLX) for this session and point DISPLAY at it."""
-    binary = shutil.which("Xvfb")
-    if binary is None:
+    if shutil.which("Xvfb") is None:
         pytest.skip("Xvfb is not installed (apt-get install -y xvfb libgl1 libglx-mesa0 libgl1-mesa-dri); "
                     "the PsychoPy presenter tests draw on it")
-    read_end, write_end = os.pipe()
-    server = subprocess.Popen(
-        [binary, "-displayfd", str(write_end), "-screen", "0", SCREEN, "-nolisten", "tcp",
-         "+extension", "GLX", "+extension", "RANDR"],
-        pass_fds=(write_end,), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    os.close(write_end)
-    number = _read_display_number(read_end, server)
-    previous = os.environ.get("DISPLAY")
-    os.environ["DISPLAY"] = f":{number}"
-    try:
-        yield f":{number}"
-    finally:
-        if previous is None:
-            os.environ.pop("DISPLAY", None)
-        else:
-            os.environ["DISPLAY"] = previous
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
-
-
-def _read_display_number(read_end: int, server: subprocess.Popen) -> int:
-    """Xvfb writes its display number to ``-displayfd`` once it accepts connections."""
-    deadline = time.monotonic() + 20
-    text = b""
-    with os.fdopen(read_end, "rb", buffering=0) as pipe:
-        while not text.endswith(b"\n") and time.monotonic() < deadline:
-            chunk = pipe.read(16)
-            if not chunk:
-                break
-            text += chunk
-    if not text.strip().isdigit():
-        server.kill()
-        _, error = server.communicate(timeout=10)
-        raise RuntimeError(f"Xvfb did not start: {error.decode(errors='replace')[-2000:]}")
-    return int(text.strip())
+    with virtual_display(1920, 1080) as display:
+        yield display
