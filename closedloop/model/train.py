@@ -7,20 +7,7 @@ where ``A`` are measured mean rates and the variance is over the training images
 L1 strengths mean the same for any dataset size.  Histories report this *normalised*
 loss: 1.0 is what predicting each unit's mean rate scores.
 
-Speed: all data go to the device once; one epoch is one full-batch Adam step (or a
-few minibatch steps) plus a forward pass on the stopping subset.  The early-stopping
-bookkeeping (best loss, best epoch, a copy of the best weights, the epoch counter)
-runs on the device with `torch.where`, so nothing forces a host sync except the
-stopping check every ``stop_check_every`` epochs.  An epoch is therefore a fixed
-sequence of kernels on fixed-shape tensors, and on a GPU it is captured once as a CUDA
-graph and replayed (`ModelConfig.cuda_graphs`).  Ensemble members are fused into one
-network on a GPU, also when they train on different images (rotating stop sets:
-per-member loss masks and batch-norm statistics).
-
-Measured on one H200 (``benchmarks/train_speed.py``, 500 epochs, 178 + 38 images, 40
-units): the Table-1 network 0.71 ms/epoch with graphs vs 3.9 ms eager; a fused
-8-member Table-1 ensemble 2.2 vs 4.6 ms; the 8-member ``recommended`` ensemble 4.8 vs
-6.7 ms.  2-core CPU: Table-1 network ≈ 24 ms/epoch.
+Speed (the epoch loop, CUDA graphs, fused ensembles): `closedloop.model.trainer`.
 
 Using the stopping images too (`ModelConfig.stop_sets`, `ModelConfig.refit`): with
 rotating stop sets member k stops on its own block of the fit images and trains on the
@@ -57,6 +44,7 @@ from closedloop.model.linear import fit_ridge
 from closedloop.model.model_config import ModelConfig
 from closedloop.model.networks import build_network
 from closedloop.model.split import DataSplit, split_images
+from closedloop.model.trainer import DeviceData, Trainer
 
 ProgressCallback = Callable[[int, int, float], None]
 """Called as ``progress(epoch, max_epochs, best_stop_loss)`` at every stopping check."""
@@ -354,48 +342,6 @@ def _member_subsets(split: DataSplit, config: ModelConfig) -> list[tuple[np.ndar
     return subsets
 
 
-class _DeviceData:
-    """Training and stopping tensors, moved to the device once (``stop=None``: no stopping set).
-
-    With ``train_mask``/``stop_mask`` ((n_members, n_images) 0/1) the members of one
-    fused network train and stop on different images of one batch (rotating stop
-    sets): ``train_images`` and ``stop_images`` are then the same tensor of all fit
-    images, and the statistics below are per member ((n_members, n_units)).
-    """
-
-    def __init__(self, images, rates, subsets: list[tuple[np.ndarray, np.ndarray | None]], device: torch.device):
-        def put(array) -> torch.Tensor:
-            return torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32).to(device)
-
-        self.device = device
-        self.input_size = images.shape[1]
-        self.train_mask = self.stop_mask = None
-        if len(subsets) == 1:
-            train, stop = subsets[0]
-            self.train_images = put(images[train]).unsqueeze(1)
-            self.train_rates = put(rates[train])
-            self.stop_images = None if stop is None else put(images[stop]).unsqueeze(1)
-            self.stop_rates = None if stop is None else put(rates[stop])
-            trained = [train]
-        else:
-            fit = np.unique(np.concatenate([np.concatenate([t, s]) for t, s in subsets]))
-            position = {image: k for k, image in enumerate(fit)}
-            train_mask = np.zeros((len(subsets), len(fit)), np.float32)
-            stop_mask = np.zeros_like(train_mask)
-            for member, (train, stop) in enumerate(subsets):
-                train_mask[member, [position[i] for i in train]] = 1.0
-                stop_mask[member, [position[i] for i in stop]] = 1.0
-            self.train_images = self.stop_images = put(images[fit]).unsqueeze(1)
-            self.train_rates = self.stop_rates = put(rates[fit])
-            self.train_mask, self.stop_mask = put(train_mask), put(stop_mask)
-            trained = [train for train, _ in subsets]
-        # Floor: a rotated training subset may miss the few images that drive a sparse unit.
-        variance = np.stack([np.maximum(np.var(rates[t], axis=0), 1e-6) for t in trained])
-        self.inverse_variance = put(1.0 / variance).unsqueeze(1)  # (members or 1, 1, units)
-        self.mean_rate = put(np.stack([rates[t].mean(axis=0) for t in trained]))
-        self.std_rate = put(np.sqrt(variance))
-
-
 def _fit_members(images, rates, subsets, config: ModelConfig, seeds: list[int], rng_seed: int,
                  device: torch.device, progress, initial_state: dict | None = None):
     """Early-stopped training of ``len(seeds)`` fused members, then the refit if configured.
@@ -403,7 +349,7 @@ def _fit_members(images, rates, subsets, config: ModelConfig, seeds: list[int], 
     ``subsets`` is one (train, stop) pair shared by every member, or one per member.
     """
     model, history, best_epoch, epochs_run = _train_members(
-        _DeviceData(images, rates, subsets, device), config, seeds, rng_seed, progress,
+        DeviceData(images, rates, subsets, device), config, seeds, rng_seed, progress,
         initial_state=initial_state,
     )
     if not config.refit:
@@ -411,13 +357,13 @@ def _fit_members(images, rates, subsets, config: ModelConfig, seeds: list[int], 
     # Same initial weights and dropout stream, every fit image, each member for its chosen epochs.
     fit_images = np.sort(np.concatenate(subsets[0]))
     model, refit_history, _, _ = _train_members(
-        _DeviceData(images, rates, [(fit_images, None)], device), config, seeds, rng_seed, None,
+        DeviceData(images, rates, [(fit_images, None)], device), config, seeds, rng_seed, None,
         refit_epochs=best_epoch + 1, initial_state=initial_state,
     )
     return model, history | refit_history, best_epoch, epochs_run
 
 
-def _train_members(data: _DeviceData, config: ModelConfig, seeds: list[int], rng_seed: int, progress,
+def _train_members(data: DeviceData, config: ModelConfig, seeds: list[int], rng_seed: int, progress,
                    refit_epochs: np.ndarray | None = None, initial_state: dict | None = None):
     """Train one fused network of ``len(seeds)`` members; returns model, history, best epochs, epochs.
 
@@ -442,178 +388,8 @@ def _train_members(data: _DeviceData, config: ModelConfig, seeds: list[int], rng
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(rng_seed)
         ramp = WARM_START_RAMP_EPOCHS if initial_state else 0
-        trainer = _Trainer(model, data, config, refit_epochs, ramp_epochs=ramp)
+        trainer = Trainer(model, data, config, refit_epochs, ramp_epochs=ramp)
         return trainer.run(progress)
-
-
-class _Trainer:
-    """Adam with early stopping on the stopping subset, best weights restored.
-
-    Everything an epoch does is on the device, the epoch counter included, so on a GPU
-    one full-batch epoch is captured once as a CUDA graph and replayed (`_graph`):
-    one launch instead of a few hundred, which is what an epoch of these small networks
-    is otherwise made of.  A member whose patience has run out is frozen in the
-    bookkeeping (its best epoch cannot move), so a fused ensemble keeps exactly the
-    epochs its members would keep if each were trained alone.
-
-    ``ramp_epochs`` > 0 (warm starts) ramps the step size up linearly over those
-    epochs: Adam's first steps move every weight by about the full learning rate
-    whatever its gradient, which would throw a fitted model far from where it was.
-    The ramp runs eagerly, before a graph is captured at the full step size.
-    """
-
-    #: Eager epochs before capture: cuDNN picks its kernels and Adam creates its state.
-    GRAPH_WARMUP_EPOCHS = 3
-
-    def __init__(self, model: torch.nn.Module, data: _DeviceData, config: ModelConfig,
-                 refit_epochs: np.ndarray | None = None, ramp_epochs: int = 0):
-        self.model, self.data, self.config = model, data, config
-        device = data.device
-        self.ramp_epochs = ramp_epochs
-        self.eager_epochs = 0
-        self.refit_epochs = None if refit_epochs is None else torch.as_tensor(refit_epochs, device=device)
-        self.max_epochs = config.max_epochs if refit_epochs is None else int(np.max(refit_epochs))
-        self.n_train = data.train_images.shape[0]
-        self.batch_size = config.batch_size if config.batch_size and config.batch_size < self.n_train else None
-        # Eager epochs before capture: the graph warm-up, and the whole step-size ramp.
-        self.eager_before_graph = max(self.GRAPH_WARMUP_EPOCHS, ramp_epochs + 1)
-        self.use_graph = (config.cuda_graphs and device.type == "cuda" and self.batch_size is None
-                          and self.max_epochs > self.eager_before_graph)
-        decay = [p for name, p in model.named_parameters() if name.endswith("weight")]
-        no_decay = [p for name, p in model.named_parameters() if not name.endswith("weight")]
-        self.optimizer = torch.optim.Adam(
-            [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=config.learning_rate,
-            fused=True,  # one kernel for all parameters (CPU and CUDA): ~3x faster steps than foreach
-            capturable=self.use_graph,  # step counts on the device, so the step can be in a graph
-        )
-        n_members = model.n_members
-        self.epoch_index = torch.zeros((), dtype=torch.long, device=device)
-        self.best_loss = torch.full((n_members,), float("inf"), device=device)
-        self.best_epoch = torch.zeros(n_members, dtype=torch.long, device=device)
-        self.since_best = torch.zeros(n_members, dtype=torch.long, device=device)
-        self.done = torch.zeros(n_members, dtype=torch.bool, device=device)
-        # Parameters and buffers (batch-norm running statistics), every one member-major.
-        self.tracked = dict(model.named_parameters()) | dict(model.named_buffers())
-        self.best_state = {name: t.detach().clone() for name, t in self.tracked.items()}
-        self.train_history = torch.zeros(self.max_epochs, n_members, device=device)
-        self.stop_history = torch.zeros(self.max_epochs, n_members, device=device)
-
-    def _member_loss(self, images: torch.Tensor, rates: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """Normalised Eq. 1 loss of each member, over the images its ``mask`` row selects (all if None)."""
-        squared = (self.model.forward_members(images) - rates) ** 2 * self.data.inverse_variance
-        if mask is None:
-            return squared.mean(dim=(1, 2))
-        per_image = squared.mean(dim=2)
-        return (per_image * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
-
-    def _step(self, images: torch.Tensor, rates: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        self.model.set_sample_weight(mask)
-        member_loss = self._member_loss(images, rates, mask)
-        loss = member_loss.sum()
-        penalty = self.model.regularizer()
-        if penalty is not None:
-            loss = loss + penalty
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        return member_loss.detach()
-
-    def epoch(self) -> None:
-        """One epoch; a fixed sequence of device work when full batch (what `_graph` captures)."""
-        data, index = self.data, self.epoch_index
-        if self.eager_epochs <= self.ramp_epochs:  # Python-side: only eager epochs ramp
-            for group in self.optimizer.param_groups:
-                group["lr"] = self.config.learning_rate * (self.eager_epochs + 1) / (self.ramp_epochs + 1)
-        self.eager_epochs += 1
-        self.model.train()
-        if self.batch_size is None:
-            train_loss = self._step(data.train_images, data.train_rates, data.train_mask)
-        else:
-            order = torch.randperm(self.n_train, device=data.device)
-            total = torch.zeros_like(self.best_loss)
-            seen = torch.zeros_like(self.best_loss)
-            for start in range(0, self.n_train, self.batch_size):
-                batch = order[start : start + self.batch_size]
-                mask = None if data.train_mask is None else data.train_mask[:, batch]
-                weight = float(len(batch)) if mask is None else mask.sum(dim=1)
-                total += self._step(data.train_images[batch], data.train_rates[batch], mask) * weight
-                seen += weight
-            train_loss = total / seen.clamp_min(1.0)
-        self.train_history.index_copy_(0, index.view(1), train_loss.view(1, -1))
-        self.model.eval()
-        with torch.no_grad():
-            if self.refit_epochs is not None:
-                # Refit: "improved" marks the epoch whose weights each member keeps.
-                improved = self.refit_epochs == index + 1
-                stop_loss = self.best_loss
-            else:
-                stop_loss = self._member_loss(data.stop_images, data.stop_rates, data.stop_mask)
-                self.stop_history.index_copy_(0, index.view(1), stop_loss.view(1, -1))
-                improved = (stop_loss < self.best_loss) & ~self.done
-            self.best_loss.copy_(torch.where(improved, stop_loss, self.best_loss))
-            self.best_epoch.copy_(torch.where(improved, index, self.best_epoch))
-            self.since_best.copy_(torch.where(improved, 0, self.since_best + 1))
-            self.done.logical_or_(self.since_best >= self.config.patience)
-            for name, tensor in self.tracked.items():
-                mask = improved.view(-1, *([1] * (tensor.dim() - 1)))
-                self.best_state[name].copy_(torch.where(mask, tensor, self.best_state[name]))
-            index.add_(1)
-
-    def _graph(self) -> torch.cuda.CUDAGraph:
-        """Run the warm-up epochs on a side stream, then capture one epoch (not run by capture)."""
-        side = torch.cuda.Stream(self.data.device)
-        side.wait_stream(torch.cuda.current_stream(self.data.device))
-        with torch.cuda.stream(side):
-            for _ in range(self.eager_before_graph):
-                self.epoch()
-        torch.cuda.current_stream(self.data.device).wait_stream(side)
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            self.epoch()
-        return graph
-
-    def _graph_or_none(self) -> torch.cuda.CUDAGraph | None:
-        try:
-            return self._graph()
-        except RuntimeError as error:  # e.g. a driver without graph support: the same epochs, eagerly
-            warnings.warn(f"CUDA graph capture failed ({error}); training without graphs", RuntimeWarning)
-            return None
-
-    def run(self, progress):
-        config = self.config
-        epochs_run = self.max_epochs
-        graph = self._graph_or_none() if self.use_graph else None
-        first = int(self.epoch_index)
-        for index in range(first, self.max_epochs):
-            if graph is not None:
-                graph.replay()
-            else:
-                self.epoch()
-            if self.refit_epochs is not None:
-                continue
-            last = index == self.max_epochs - 1
-            if (index + 1) % config.stop_check_every == 0 or last:
-                if progress is not None:
-                    progress(index + 1, self.max_epochs, float(self.best_loss.min()))
-                if bool(self.done.all()):
-                    epochs_run = index + 1
-                    break
-        self.model.set_sample_weight(None)
-        with torch.no_grad():
-            for name, tensor in self.tracked.items():
-                tensor.copy_(self.best_state[name])
-        train_loss = self.train_history[:epochs_run].cpu().numpy().astype(np.float64)
-        if self.refit_epochs is not None:
-            # Fused members train on together past their own epoch count; their weights did not.
-            after = np.arange(epochs_run)[:, None] >= self.refit_epochs.cpu().numpy()[None, :]
-            train_loss[after] = np.nan
-            return self.model, {"refit_loss": train_loss}, self.best_epoch.cpu().numpy(), epochs_run
-        history = {
-            "train_loss": train_loss,
-            "stop_loss": self.stop_history[:epochs_run].cpu().numpy().astype(np.float64),
-        }
-        return self.model, history, self.best_epoch.cpu().numpy(), epochs_run
 
 
 def _checked_images(dataset: ResponseDataset) -> np.ndarray:
