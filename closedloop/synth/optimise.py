@@ -170,6 +170,11 @@ def _anneal(start: float, end: float, step: int, steps: int) -> float:
     return start + (end - start) * fraction
 
 
+#: Steps between dropping finished images from the batch on a GPU, where each drop reads a mask
+#: back from the device (a sync); on the CPU that is free and finished images go at once.
+_GPU_COMPACT_EVERY = 10
+
+
 class _Objective:
     """Per-image losses for a batch of jobs, as tensors indexed by job row."""
 
@@ -186,6 +191,7 @@ class _Objective:
             hold_weight[row, list(job.hold)] = 1.0
             hold_hz[row, list(job.hold)] = job.hold_hz
         self.hold_mask = torch.as_tensor(hold_weight > 0, device=device)
+        self.any_hold = bool(np.any(hold_weight > 0))  # known here, so no step needs to ask the device
         self.hold_hz = torch.as_tensor(hold_hz, device=device)
         self.scale = torch.as_tensor(np.asarray(scale_hz, np.float32), device=device)
         self.settings = settings
@@ -196,8 +202,8 @@ class _Objective:
         rate = rates.gather(1, unit[:, None]).squeeze(1)
         error = (rate - self.target[rows]) / scale
         loss = torch.where(self.maximise[rows], -rate / scale, 0.5 * error**2)
-        held = self.hold_mask[rows]
-        if bool(held.any()):
+        if self.any_hold:
+            held = self.hold_mask[rows]
             held_error = (rates - self.hold_hz[rows]) / self.scale
             loss = loss + self.settings.hold_weight * 0.5 * (held_error**2 * held).sum(1)
         if self.settings.tv_weight > 0:
@@ -282,28 +288,33 @@ def synthesize(
         best_loss = torch.full((n,), math.inf, device=device)
         done = torch.zeros(n, dtype=torch.bool, device=device)
         steps_run = torch.full((n,), settings.steps, dtype=torch.long, device=device)
+        rows = torch.arange(n, device=device)
+        compact_every = 1 if device.type == "cpu" else _GPU_COMPACT_EVERY
         for step in range(settings.steps + 1):
-            rows = torch.nonzero(~done).squeeze(1)
-            if rows.numel() == 0:
-                break
+            if step % compact_every == 0 and step:
+                # Drop finished images from the batch now and then, not every step: reading the
+                # mask back is a host sync, which on a GPU costs more than a few wasted rows.
+                rows = torch.nonzero(~done).squeeze(1)
+                if rows.numel() == 0:
+                    break
             x = images[rows].detach().requires_grad_(True)
             with torch.enable_grad():
                 rates = model(x)
                 loss = objective.losses(rows, rates, x)
                 (gradient,) = torch.autograd.grad(loss.sum(), x)
             loss = loss.detach()
-            better = loss < best_loss[rows]
+            finished = done[rows]
+            better = (loss < best_loss[rows]) & ~finished
             best_loss[rows] = torch.where(better, loss, best_loss[rows])
-            best_images[rows[better]] = x.detach()[better]
-            stop = objective.within_tolerance(rows, rates.detach())
+            best_images[rows] = torch.where(better[:, None, None], x.detach(), best_images[rows])
             if step == settings.steps:  # the last evaluation only scores the final images
                 break
-            if bool(stop.any()):
-                stopped = rows[stop]
-                best_images[stopped] = x.detach()[stop]  # an in-tolerance image is the answer
-                best_loss[stopped] = -math.inf
-                done[stopped] = True
-                steps_run[stopped] = step
+            stop = objective.within_tolerance(rows, rates.detach()) & ~finished
+            # An in-tolerance image is the answer: keep it, and never let a later one replace it.
+            best_images[rows] = torch.where(stop[:, None, None], x.detach(), best_images[rows])
+            best_loss[rows] = torch.where(stop, -math.inf, best_loss[rows])
+            steps_run[rows] = torch.where(stop, step, steps_run[rows])
+            done[rows] = finished | stop
             sigma = _anneal(settings.blur_start, settings.blur_end, step, settings.steps)
             size = _anneal(settings.step_start, settings.step_end, step, settings.steps)
             direction = _gaussian_blur(gradient, sigma) * inside
@@ -314,7 +325,7 @@ def synthesize(
                                  loss / slope.clamp_min(1e-12))
             alpha = newton.clamp(max=size)
             moved = project(x.detach() - alpha[:, None, None] * direction)
-            images[rows] = torch.where(stop[:, None, None], images[rows], moved)
+            images[rows] = torch.where((finished | stop)[:, None, None], images[rows], moved)
             if progress is not None and step % 25 == 0:
                 progress(step, settings.steps, int((~done).sum()))
         final = best_images
