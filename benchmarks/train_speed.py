@@ -82,7 +82,8 @@ def main(argv: list[str] | None = None) -> int:
             seconds = float(np.median([timed_fit(dataset, variant, args.device) for _ in range(args.repeats)]))
             label = f"{name} {'graph' if graphs else 'eager'}"
             results[label] = {"seconds": round(seconds, 3), "ms_per_epoch": round(1000 * seconds / args.epochs, 3)}
-            print(f"{label:32s} {seconds:7.2f} s for {args.epochs} epochs = {results[label]['ms_per_epoch']:.2f} ms/epoch",
+            per_epoch = results[label]["ms_per_epoch"]
+            print(f"{label:32s} {seconds:7.2f} s for {args.epochs} epochs = {per_epoch:.2f} ms/epoch",
                   flush=True)
     if args.json:
         with open(args.json, "w") as file:

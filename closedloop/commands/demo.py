@@ -23,11 +23,13 @@ from closedloop.errors import ClosedLoopError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("out/demo"), help="folder for the demo's files (default out/demo)")
+    parser.add_argument("--out", type=Path, default=Path("out/demo"),
+                        help="folder for the demo's files (default out/demo)")
     parser.add_argument("--protocol", type=Path, default=None, help="protocol YAML (default protocols/demo.yaml)")
     parser.add_argument("--rig", type=Path, default=None, help="simulated rig YAML (default rigs/sim.yaml)")
     parser.add_argument("--presenter", choices=("headless", "psychopy"), default="headless",
-                        help="headless (fast, default) or psychopy (a real window; under Xvfb when there is no display)")
+                        help="headless (fast, default) or psychopy (a real window; "
+                             "under Xvfb when there is no display)")
     parser.add_argument("--device", default=None, help="model device: auto, cpu, cuda (default: the protocol's/rig's)")
     parser.add_argument("--rig-ports", action="store_true",
                         help="use the rig's TCP ports so 'closedloop monitor --rig RIG' can watch live")

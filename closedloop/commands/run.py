@@ -33,7 +33,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", choices=("local", "remote"), default="local",
                         help="local: run the model server here (default); remote: use 'closedloop serve model'")
     parser.add_argument("--model-out", type=Path, default=None, help="save every model version in this folder")
-    parser.add_argument("--device", default=None, help="model device (default: protocol fit.device, rig compute.device)")
+    parser.add_argument("--device", default=None,
+                        help="model device (default: protocol fit.device, rig compute.device)")
     parser.add_argument("--units", default=None,
                         help="unit ids of a new session on a real rig, e.g. 1-96 or 3,5,7-9")
     parser.add_argument("--inproc", action="store_true",

@@ -225,7 +225,10 @@ class ModelUpdated(Message):
 @register
 @dataclass(frozen=True, eq=False)
 class SynthesizeRequest(Message):
-    """Synthesize one image per (unit, target rate in Hz) pair; NaN target = maximise; ``steps`` 0 = the server's default."""
+    """Synthesize one image per (unit, target rate in Hz) pair.
+
+    A NaN target means "as high as possible"; ``steps`` 0 means the server's default.
+    """
 
     ARRAYS: ClassVar[dict[str, ArraySpec]] = {
         "unit_ids": ArraySpec(_IDS, 1),
