@@ -38,6 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the examples' lines
     parser.add_argument("session", type=Path, nargs="?", metavar="SESSION.h5",
                         help="show a session file (finished or still being written) instead of live streams")
+    parser.add_argument("--models", type=Path, metavar="DIR",
+                        help="with a session file: its saved model versions, to show predictions "
+                             "(default: models/ next to the file)")
     parser.add_argument("--rig", type=Path, metavar="RIG.yaml", help="take the stream endpoints from this rig file")
     parser.add_argument("--connect", metavar="HOST",
                         help="the machine the loop runs on (HOST or tcp://HOST; ports from --rig or the defaults)")
@@ -150,7 +153,7 @@ def _start_sources(args: argparse.Namespace, rig, state) -> tuple[list, str]:
     from closedloop.monitor.stream import StreamReceiver, host_endpoints, rig_endpoints
 
     if args.session is not None:
-        return [SessionSource(args.session, state).start()], str(args.session)
+        return [SessionSource(args.session, state, models_dir=args.models).start()], str(args.session)
     if args.demo:
         return _start_demo(state, fast=args.screenshot is not None)
     if args.connect:

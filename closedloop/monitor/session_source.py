@@ -6,8 +6,12 @@ acquisition would have sent for it (`Responses`, `StimulusShown`, `SpikeBatch`,
 `SyncEvent`, `BlockStatus`), so the state and the panels are the same as for a live
 session.  A block the writer has not committed yet stays invisible until it is.
 Synthesized stimuli come with their provenance (unit, target, achieved, model version),
-so targets vs achieved need no matching here.  Session files hold no model predictions,
-so predicted-vs-measured panels stay empty for them.
+so targets vs achieved need no matching here.  The runner's journal next to the file
+(``SESSION.runner.jsonl``) gives each block's loop iteration and every model version
+with its held-out metrics and per-unit r.  Session files hold no model predictions; when
+the model versions were saved (``closedloop run --model-out DIR``; ``closedloop demo``
+saves them in ``models/`` next to the session) each new version predicts every stimulus
+shown so far, so predicted vs measured fills as it would live.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from closedloop.data.session import BlockFlag, BlockKind, SessionReader, Stimulu
 from closedloop.errors import DataFileError
 from closedloop.messages import types as msg
 from closedloop.monitor.state import MonitorState
+from closedloop.runner.journal import BlockRecord, journal_path, read_records
 
 STREAM = "session"
 
@@ -43,13 +48,17 @@ class SessionSource:
         If the file cannot be opened as a session (raised by the constructor).
     """
 
-    def __init__(self, path: str | Path, state: MonitorState, *, interval_s: float = 1.0):
+    def __init__(self, path: str | Path, state: MonitorState, *, interval_s: float = 1.0,
+                 models_dir: str | Path | None = None):
         self.path = Path(path)
+        self.models_dir = Path(models_dir) if models_dir is not None else self.path.parent / "models"
         self.state = state
         self.interval_s = float(interval_s)
         self.reader = SessionReader(self.path)
         self.blocks_shown = 0
         self.stimuli_seen = 0
+        self.model_seen = 0
+        self.model_predicted = 0
         self.last_error = ""
         self._unit = state.unit
         self._stop = threading.Event()
@@ -102,9 +111,13 @@ class SessionSource:
         trials, responses = reader.trials, reader.responses
         spikes, sync = reader.spikes, reader.sync
         unit_ids = reader.unit_ids
+        records = self._journal(reader.n_blocks)
         for block in blocks:
-            self._feed_block(block, trials, responses, spikes, sync, unit_ids)
+            record = records.get(int(block["index"]))
+            self._feed_block(block, trials, responses, spikes, sync, unit_ids, record)
         self.blocks_shown = reader.n_blocks
+        if self.model_seen > self.model_predicted and trials.size:
+            self._predict(self.model_seen, np.unique(trials["stimulus_id"]))
         if trials.size:
             last = int(trials["stimulus_id"][-1])
             self.state.put_image(last, reader.read_pixels(np.array([last]))[0])
@@ -116,15 +129,30 @@ class SessionSource:
             self.state.add_synthesized(synthesized["id"], synthesized["unit_id"], synthesized["target_hz"],
                                        synthesized["achieved_hz"], synthesized["model_version"])
 
+    def _journal(self, n_blocks: int) -> dict[int, BlockRecord]:
+        """The runner's record of each committed block, if the session has a journal (a newer
+        record of a block, written when a resumed run redid it, replaces the older)."""
+        path = journal_path(self.path)
+        if not path.exists():
+            return {}
+        try:
+            return {r.session_block: r for r in read_records(path) if r.session_block < n_blocks}
+        except DataFileError as error:  # the session itself is still shown
+            self.state.error_from(STREAM, f"cannot read the runner journal: {error.message}")
+            return {}
+
     def _feed_block(self, block: np.ndarray, trials: np.ndarray, responses: np.ndarray, spikes: np.ndarray,
-                    sync: np.ndarray, unit_ids: np.ndarray) -> None:
+                    sync: np.ndarray, unit_ids: np.ndarray, record: BlockRecord | None = None) -> None:
         ingest = self.state.ingest
         index = int(block["index"])
         kind = _name(BlockKind, block["kind"])
+        iteration = record.iteration if record is not None else 0
+        if record is not None and record.kind:
+            kind = record.ran_as or record.kind  # the protocol's name for it (fit, synthesize…)
         t0, t1 = int(block["trial_start"]), int(block["trial_stop"])
         s0, s1 = int(block["spike_start"]), int(block["spike_stop"])
         e0, e1 = int(block["sync_start"]), int(block["sync_stop"])
-        ingest(STREAM, msg.BlockStatus(block=index, kind=kind, state="started", n_trials=t1 - t0))
+        ingest(STREAM, msg.BlockStatus(block=index, kind=kind, state="started", iteration=iteration, n_trials=t1 - t0))
         events = sync[e0:e1]
         for time_s, line, state in zip(events["time_s"], events["line"], events["state"]):
             ingest(STREAM, msg.SyncEvent(line=int(line), state=int(state), time=float(time_s)))
@@ -139,10 +167,40 @@ class SessionSource:
         if t1 > t0:
             ingest(STREAM, msg.Responses(block=index, trial_ids=np.arange(t0, t1), stimulus_ids=rows["stimulus_id"],
                                          rates=np.asarray(responses[t0:t1], dtype=np.float64), unit_ids=unit_ids))
+        if record is not None and record.model_version > self.model_seen:
+            self.model_seen = record.model_version
+            heldout = None if record.heldout_r is None else np.asarray(
+                [np.nan if r is None else r for r in record.heldout_r], dtype=np.float64)
+            ingest(STREAM, msg.ModelUpdated(
+                version=record.model_version, metrics=dict(record.metrics),
+                unit_ids=None if record.unit_ids is None or heldout is None else np.asarray(record.unit_ids, np.int64),
+                heldout_r=None if record.unit_ids is None else heldout))
         flag = int(block["flag_code"])
         ingest(STREAM, msg.BlockStatus(block=index, kind=kind, state="flagged" if block["flagged"] else "finished",
-                                       n_trials=t1 - t0,
+                                       iteration=iteration, n_trials=t1 - t0,
                                        detail=_name(BlockFlag, flag) if block["flagged"] else ""))
+
+    def _predict(self, version: int, stimulus_ids: np.ndarray) -> None:
+        """Predictions of saved model ``version`` for the stimuli shown (nothing when it was not saved)."""
+        path = self.models_dir / f"model_v{version:03d}.pt"
+        if not path.is_file():
+            return
+        from closedloop.data.dataset import Preprocessing
+        from closedloop.data.preprocess import preprocess
+        from closedloop.model.checkpoint import load_checkpoint
+        from closedloop.model.predict import predict
+
+        try:
+            checkpoint = load_checkpoint(path, device="cpu")
+        except DataFileError as error:
+            self.state.error_from(STREAM, f"cannot load {path.name}: {error.message}")
+            return
+        images = preprocess(self.reader.read_pixels(stimulus_ids), Preprocessing(**checkpoint.preprocessing))
+        rates = predict(checkpoint, images)
+        self.state.ingest(STREAM, msg.Predictions(rates=np.asarray(rates, dtype=np.float64),
+                                                  unit_ids=checkpoint.unit_ids, model_version=version,
+                                                  stimulus_ids=stimulus_ids))
+        self.model_predicted = version
 
     def _reload_unit(self, unit: int) -> None:
         """A newly chosen unit: its spikes come from the file, not only the recent window."""

@@ -95,3 +95,59 @@ def test_not_a_session_file_is_a_clear_error(tmp_path):
     path.write_text("not hdf5")
     with pytest.raises(DataFileError, match="notes.h5"):
         SessionSource(path, MonitorState())
+
+
+def test_the_runner_journal_gives_model_versions_and_loop_iterations(archive, tmp_path):
+    import shutil
+
+    from closedloop.runner.journal import BlockRecord, Journal, journal_path
+
+    session = tmp_path / "run.h5"
+    shutil.copy(archive, session)
+    journal = Journal(journal_path(session))
+    journal.append(BlockRecord(0, 0, "blocks[0]", "natural", "finished", n_trials=12))
+    journal.append(BlockRecord(1, 1, "blocks[1]", "fit", "finished", model_version=1,
+                               metrics={"r_mean": 0.4, "r_median": 0.5}, unit_ids=list(range(1, 9)),
+                               heldout_r=[0.1, None, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]))
+    journal.append(BlockRecord(2, 2, "blocks[2].blocks[0]", "synthesize", "finished", iteration=1, model_version=1))
+    journal.append(BlockRecord(3, 3, "blocks[2].blocks[1]", "present_synthesized", "finished", iteration=1))
+    state = MonitorState(unit=3)
+    source = SessionSource(session, state)
+    source.poll()
+    source.stop()
+    view = state.view()
+    assert state.model_version == 1 and state.model_metrics["r_median"] == 0.5
+    assert len(view.model_history) == 1  # the synthesize block's version is not a second update
+    assert view.iteration == 1 and view.block_status.kind == "present_synthesized"
+
+
+def test_saved_model_versions_predict_the_stimuli_of_a_session_file(tmp_path):
+    from closedloop.data.loader import load_dataset
+    from closedloop.data.preprocess import preprocess
+    from closedloop.model.checkpoint import save_checkpoint
+    from closedloop.model.model_config import ModelConfig
+    from closedloop.model.predict import predict
+    from closedloop.model.train import fit_model
+    from closedloop.runner.journal import BlockRecord, Journal, journal_path
+
+    session = tmp_path / "run.h5"
+    make_archive(session, ArchiveSpec(layout="session", seed=3, n_units=6, n_images=12, n_repeats=2))
+    fitted = fit_model(load_dataset(session), ModelConfig(core_filters=(4,), core_kernels=(5,), dense_units=8,
+                                                          max_epochs=3, patience=5, seed=0), device="cpu")
+    (tmp_path / "models").mkdir()
+    save_checkpoint(tmp_path / "models" / "model_v001.pt", fitted, model_version=1)
+    Journal(journal_path(session)).append(BlockRecord(0, 0, "blocks[0]", "natural", "finished", model_version=1,
+                                                      metrics={"r_mean": 0.3}))
+    unit = int(fitted.unit_ids[0])
+    state = MonitorState(unit=unit)
+    source = SessionSource(session, state)  # models/ next to the file is found by itself
+    source.poll()
+    source.stop()
+    with SessionReader(session) as reader:
+        shown = np.unique(reader.trials["stimulus_id"])
+        expected = predict(fitted.model, preprocess(reader.read_pixels(shown)))[:, 0]
+    assert source.model_predicted == 1
+    points = state.view().unit_points
+    by_stimulus = dict(zip(shown.tolist(), expected.tolist()))
+    assert len(points["stimulus_id"]) == len(shown)
+    np.testing.assert_allclose(points["predicted"], [by_stimulus[int(i)] for i in points["stimulus_id"]], rtol=1e-5)
