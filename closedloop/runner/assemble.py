@@ -9,6 +9,7 @@ process (``closedloop serve model``), the model server run here too.  A
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -108,8 +109,9 @@ def _openephys_components(rig: Rig, protocol: Protocol, session_path, endpoints:
     shown = PresenterComponent("presenter", rig=rig, timing=protocol.frames(rig), request_endpoint=endpoints.blocks,
                                shown_endpoint=endpoints.stimulus, presenter=presenter,
                                presenter_options=presenter_options)
+    # A real recording system must be acquiring before anything is shown (see RunnerSettings).
     runner = Runner(rig, protocol, session_path, endpoints, unit_ids=unit_ids, resume=resume, overwrite=overwrite,
-                    settings=settings)
+                    settings=dataclasses.replace(settings, require_acquisition_data=True))
     components: list[Component] = [adapter, shown]
     if server is not None:
         components.append(server)

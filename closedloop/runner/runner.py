@@ -239,6 +239,16 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
         if self.collector.heartbeats == 0:
             logger.warning("%s: no heartbeat from acquisition at %s within %g s; starting anyway", self.name,
                            self.endpoints.spikes, self.settings.startup_timeout_s)
+        if self.settings.require_acquisition_data:
+            while not np.isfinite(self.collector.horizon) and time.monotonic() < deadline:
+                yield
+            if not np.isfinite(self.collector.horizon):
+                self.stop_reason = (f"no spike or photodiode edge from acquisition ({self.endpoints.spikes}) within "
+                                    f"{self.settings.startup_timeout_s:g} s: start acquiring in the recording system "
+                                    "(Open Ephys: press play, with the Event Broadcaster plugin on the rig's "
+                                    "acquisition.event_endpoint) before the run")
+                logger.error("%s: %s", self.name, self.stop_reason)
+                return
         yield from self._pause(self.settings.settle_s)  # subscribers of our PUB (the simulated array) join
         if self.resume:
             yield from self._resend_after_resume()

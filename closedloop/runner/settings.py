@@ -62,6 +62,10 @@ class RunnerSettings:
         acquisition stream has delivered everything.
     startup_timeout_s
         Waiting for the first acquisition heartbeat before the first block.
+    require_acquisition_data
+        Also wait (``startup_timeout_s``) for the first spike or sync edge, and stop before
+        any block if none comes: on a real rig a silent acquisition means the recording
+        system is not acquiring, and a protocol shown to nobody is lost.
     photodiode_tolerance_frames
         Allowed disagreement between photodiode-edge and flip intervals, in frames.
     ping_interval_s
@@ -78,6 +82,7 @@ class RunnerSettings:
     block_timeout_s: float | None = None
     settle_s: float = 0.3
     startup_timeout_s: float = 10.0
+    require_acquisition_data: bool = False
     photodiode_tolerance_frames: float = 1.0
     ping_interval_s: float = 5.0
     pixel_lead_s: float = 0.02

@@ -174,3 +174,17 @@ def test_every_component_as_its_own_process(tmp_path):
     assert "model v2" in runner.stdout
     assert [process.returncode for process in serving] == [0, 0, 0]
     assert _trials_by_kind(session)["present_synthesized"] == SYNTHESIZED_TRIALS
+
+
+def test_a_real_rig_whose_recording_system_is_silent_shows_nothing(tmp_path, capsys):
+    # An Open Ephys rig with no GUI acquiring: the run stops before the first block, saying why.
+    _, protocol = _files(tmp_path)
+    rig_text = (Path(__file__).parents[2] / "rigs" / "example_openephys.yaml").read_text()
+    rig = tmp_path / "openephys_rig.yaml"
+    rig.write_text(rig_text.replace("tcp://127.0.0.1:5557", f"tcp://127.0.0.1:{_free_ports(1)[0]}"))
+    session = tmp_path / "s.h5"
+    status = main(["run", str(protocol), "--rig", str(rig), "--session", str(session), "--inproc",
+                   "--presenter", "headless", "--units", "1-4"])
+    err = capsys.readouterr().err
+    assert status == 2 and "no spike or photodiode edge from acquisition" in err and "press play" in err
+    assert read_records(session) == []
