@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from closedloop.config.blocks import Block, check_block_order, count_trials
 from closedloop.config.rig import check_device
-from closedloop.config.schema import ConfigSource, LoadedFromFile, Where, build, internal, setting
-from closedloop.config.yaml_loader import load_yaml, read_text
+from closedloop.config.schema import ConfigSource, LoadedFromFile, Where, internal, load_settings_file, setting
 from closedloop.data.dataset import Preprocessing
 from closedloop.errors import ConfigError
 from closedloop.model.model_config import ModelConfig
@@ -349,6 +348,4 @@ def load_protocol(path: str | Path) -> Protocol:
         If the file is missing, not valid YAML, or any setting is unknown, missing,
         of the wrong type or inconsistent (the message names the line and field).
     """
-    text = read_text(path)
-    source = ConfigSource(str(path), text, load_yaml(path, text))
-    return build(Protocol, source.root, Where(source), source=source)
+    return load_settings_file(Protocol, path)

@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from closedloop.config.schema import ConfigSource, LoadedFromFile, Where, build, internal, setting
-from closedloop.config.yaml_loader import load_yaml, read_text
+from closedloop.config.schema import ConfigSource, LoadedFromFile, Where, internal, load_settings_file, setting
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda|cuda:\d+")
 _TCP_ENDPOINT = re.compile(r"tcp://(?P<host>[^:/\s]+):(?P<port>\d+)")
@@ -326,6 +325,4 @@ def load_rig(path: str | Path) -> Rig:
         If the file is missing, not valid YAML, or any setting is unknown, missing,
         of the wrong type or inconsistent (the message names the line and field).
     """
-    text = read_text(path)
-    source = ConfigSource(str(path), text, load_yaml(path, text))
-    return build(Rig, source.root, Where(source), source=source)
+    return load_settings_file(Rig, path)

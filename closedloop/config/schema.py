@@ -19,9 +19,10 @@ import math
 import re
 import types
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from closedloop.config.yaml_loader import YamlNode
+from closedloop.config.yaml_loader import YamlNode, load_yaml, read_text
 from closedloop.errors import ConfigError
 
 T = TypeVar("T")
@@ -168,6 +169,19 @@ class Where:
     def error(self, name: str, message: str) -> ConfigError:
         """A `ConfigError` about one of this object's fields."""
         return self.source.error(self.field(name), message)
+
+
+def load_settings_file(cls: type[T], path: str | Path) -> T:
+    """Read a YAML file and build ``cls`` from it, keeping the text as its ``source``.
+
+    Raises
+    ------
+    ConfigError
+        The file is missing or not valid YAML, or a setting is wrong (file, line, field).
+    """
+    text = read_text(path)
+    source = ConfigSource(str(path), text, load_yaml(path, text))
+    return build(cls, source.root, Where(source), source=source)
 
 
 def build(cls: type[T], node: YamlNode, where: Where, **internal_values: Any) -> T:

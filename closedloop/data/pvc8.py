@@ -124,6 +124,24 @@ class Pvc8Recording:
         """Positions of units with INDCENT == 1."""
         return np.flatnonzero(self.indcent == 1)
 
+    def selected_units(self, units: str) -> np.ndarray:
+        """Positions of the units to use: ``"indcent"`` (INDCENT == 1, as the paper) or ``"all"``.
+
+        Raises
+        ------
+        DataFileError
+            ``"indcent"`` and no unit has INDCENT == 1.
+        ValueError
+            ``units`` is neither.
+        """
+        if units == "indcent":
+            if self.centred_units.size == 0:
+                raise DataFileError(self.path, "no unit has INDCENT == 1; use units 'all' (--units all)")
+            return self.centred_units
+        if units == "all":
+            return np.arange(self.n_units)
+        raise ValueError(f"units must be 'indcent' or 'all', got {units!r}")
+
     @property
     def natural_small_indices(self) -> np.ndarray:
         return np.arange(0, self.n_natural, 2)
@@ -236,14 +254,7 @@ def load_pvc8_dataset(
         ``"indcent"`` keeps units with INDCENT == 1 (as the paper did), ``"all"`` keeps all.
     """
     recording = read_pvc8(path)
-    if units == "indcent":
-        unit_indices = recording.centred_units
-        if unit_indices.size == 0:
-            raise DataFileError(path, "no unit has INDCENT == 1; load with units='all'")
-    elif units == "all":
-        unit_indices = np.arange(recording.n_units)
-    else:
-        raise ValueError(f"units must be 'indcent' or 'all', got {units!r}")
+    unit_indices = recording.selected_units(units)
     image_ids = recording.natural_small_indices
     try:
         trial_rates = recording.trial_rates(window_s, image_ids, unit_indices)

@@ -240,14 +240,10 @@ def _pvc8_plan(path: Path, units: str, block_trials: int | None) -> ArchivePlan:
     from closedloop.data.pvc8 import BIN_S, read_pvc8
 
     recording = read_pvc8(path)
-    if units == "indcent":
-        unit_index = recording.centred_units
-        if unit_index.size == 0:
-            raise DataFileError(path, "no unit has INDCENT == 1; replay with --units all")
-    elif units == "all":
-        unit_index = np.arange(recording.n_units)
-    else:
-        raise ClosedLoopError(f"units must be 'indcent' or 'all', got {units!r}")
+    try:
+        unit_index = recording.selected_units(units)
+    except ValueError as error:
+        raise ClosedLoopError(str(error)) from None
     n_stimuli, n_repeats = recording.n_stimuli, recording.n_repeats
     stimulus_ids = np.tile(np.arange(n_stimuli, dtype=np.int64), n_repeats)
     image_ids = recording.natural_small_indices.astype(np.int64)
