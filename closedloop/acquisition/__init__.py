@@ -1,13 +1,19 @@
-"""Acquisition adapters: simulated array, replay and Open Ephys, on one base (DESIGN §2, §5)."""
+"""Acquisition adapters: simulated array, replay and Open Ephys, on one base (DESIGN §2, §5).
+
+Names are imported on first use (`closedloop.lazy`): the stream buffer the runner uses
+does not load the simulator.
+"""
 
 from __future__ import annotations
 
-from closedloop.acquisition.base import AcquisitionAdapter, Acquired, AdapterStats, PlaybackClock
-from closedloop.acquisition.openephys import OpenEphysAdapter
-from closedloop.acquisition.replay import ReplayAdapter
-from closedloop.acquisition.sim_array import BrainSpec, SimulatedArray
+from closedloop.lazy import lazy_exports
 
-__all__ = [
-    "AcquisitionAdapter", "Acquired", "AdapterStats", "BrainSpec", "OpenEphysAdapter", "PlaybackClock",
-    "ReplayAdapter", "SimulatedArray",
-]
+_EXPORTS = {
+    "AcquisitionAdapter": "closedloop.acquisition.base", "Acquired": "closedloop.acquisition.base",
+    "AdapterStats": "closedloop.acquisition.base", "PlaybackClock": "closedloop.acquisition.base",
+    "AcquisitionBuffer": "closedloop.acquisition.buffer", "StreamData": "closedloop.acquisition.buffer",
+    "OpenEphysAdapter": "closedloop.acquisition.openephys", "ReplayAdapter": "closedloop.acquisition.replay",
+    "BrainSpec": "closedloop.acquisition.sim_array", "SimulatedArray": "closedloop.acquisition.sim_array",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

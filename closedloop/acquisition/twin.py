@@ -27,6 +27,7 @@ import numpy as np
 from closedloop.acquisition.spike_sources import RESPONSE_WINDOW_S, RateSource, standard_shape
 from closedloop.data.formats import detect_format
 from closedloop.errors import DataFileError
+from closedloop.model.saved import checkpoint_preprocessing, predict_pixels
 
 SPONTANEOUS_S = 0.03
 PSTH_S = 0.3  # session files: PSTH length after each onset
@@ -133,8 +134,6 @@ class DigitalTwin:
     """
 
     def __init__(self, checkpoint, statistics: ArchiveStatistics):
-        from closedloop.data.dataset import Preprocessing
-
         self.checkpoint = checkpoint
         self.unit_ids = np.asarray(checkpoint.unit_ids, dtype=np.int64)
         where = {int(u): i for i, u in enumerate(statistics.unit_ids)}
@@ -148,8 +147,7 @@ class DigitalTwin:
         self.overdispersion = statistics.overdispersion[rows]
         self.shape = statistics.shape[rows]
         self.window_s = statistics.window_s
-        prep = checkpoint.preprocessing
-        self.preprocessing = Preprocessing(downsample=int(prep.get("downsample", 2)), crop=int(prep.get("crop", 33)))
+        self.preprocessing = checkpoint_preprocessing(checkpoint)
 
     @classmethod
     def from_files(cls, checkpoint: str | Path, archive: str | Path, device: str = "cpu") -> "DigitalTwin":
@@ -160,11 +158,7 @@ class DigitalTwin:
         return cls(loaded, archive_statistics(archive, RESPONSE_WINDOW_S))
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        from closedloop.data.preprocess import preprocess
-        from closedloop.model.predict import predict
-
-        rates = predict(self.checkpoint, preprocess(np.asarray(images), self.preprocessing))
-        return np.maximum(rates.astype(np.float64), 0.0)
+        return np.maximum(predict_pixels(self.checkpoint, images), 0.0)
 
     def source(self) -> RateSource:
         """The twin as the simulated array's spike source."""

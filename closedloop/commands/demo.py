@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     with _display_for(args.presenter, rig):
         loop = build_loop(rig, protocol, session, presenter=args.presenter, model="local",
                           endpoints=None if args.rig_ports else Endpoints.inproc(), overwrite=True,
-                          model_out=models, server_overrides={"device": args.device} if args.device else None)
+                          model_out=models, device=args.device)
         report = run_until_done(loop)
     seconds = time.perf_counter() - started
     if not loop.runner.finished:

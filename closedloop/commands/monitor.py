@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 from closedloop.commands.common import add_json_option, non_negative_int, write_json
+from closedloop.config.rig import PHOTODIODE_LINE
 from closedloop.errors import ClosedLoopError
 
 DEFAULT_SCREENSHOT_WAIT_S = 3.0
@@ -100,10 +101,7 @@ def run(args: argparse.Namespace) -> int:
     rig = _load_rig(args.rig)
     line = args.photodiode_line
     if line is None:
-        from closedloop.sim.archive import PHOTODIODE_LINE
-
-        rig_line = rig.acquisition.photodiode_line if rig is not None else None
-        line = PHOTODIODE_LINE if rig_line is None else rig_line
+        line = rig.acquisition.onset_line if rig is not None else PHOTODIODE_LINE
     state = MonitorState(photodiode_line=line, unit=args.unit)
     app = pg.mkQApp("closedloop monitor")
     sources, title = _start_sources(args, rig, state)

@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> int:
     loop = build_loop(rig, protocol, session, presenter=args.presenter, model=args.model,
                       endpoints=Endpoints.inproc() if args.inproc else None, resume=args.resume is not None,
                       overwrite=args.overwrite, unit_ids=units, model_out=args.model_out,
-                      server_overrides={"device": args.device} if args.device else None)
+                      device=args.device)
     print(f"{'resuming' if args.resume else 'running'} {protocol.name} on {rig.name} -> {session}; Ctrl-C stops "
           "after writing what was recorded")
     report = run_until_done(loop, timeout_s=args.timeout)

@@ -45,7 +45,7 @@ def build_acquisition(rig):
 
     acquisition, network = rig.acquisition, rig.network
     spikes, stimulus = network.endpoint("spikes"), network.endpoint("stimulus")
-    line = acquisition.photodiode_line if acquisition.photodiode_line is not None else 1
+    line = acquisition.onset_line
     if acquisition.kind == "sim":
         brain = BrainSpec(scenario=acquisition.scenario, seed=acquisition.seed, size_px=rig.stimulus.size_px)
         # The runner's stream carries the pixels of synthesized images: the array must see them.

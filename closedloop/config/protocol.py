@@ -86,6 +86,11 @@ class Response:
 
     window_ms: tuple[float, float] = (50.0, 100.0)
 
+    @property
+    def window_s(self) -> tuple[float, float]:
+        """The window in seconds, as the runner, the model server and replay count spikes."""
+        return self.window_ms[0] / 1000.0, self.window_ms[1] / 1000.0
+
     def check(self, where: Where) -> None:
         start, stop = self.window_ms
         if not 0 <= start < stop:

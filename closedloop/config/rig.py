@@ -17,6 +17,9 @@ from typing import Literal
 from closedloop.config.schema import ConfigSource, LoadedFromFile, Where, internal, load_settings_file, setting
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda|cuda:\d+")
+#: The sync line of stimulus onsets when a rig does not name one: the simulated array's and the
+#: simulated archives' photodiode line.
+PHOTODIODE_LINE = 1
 _TCP_ENDPOINT = re.compile(r"tcp://(?P<host>[^:/\s]+):(?P<port>\d+)")
 # Addresses that all mean "this machine" when comparing a port clash.
 _LOCAL_HOSTS = {"127.0.0.1", "localhost", "0.0.0.0", "*", "::1"}
@@ -146,6 +149,11 @@ class Acquisition:
     seed: int | None = None
     speed: float = setting(1.0, ge=0)
     archive: str | None = None
+
+    @property
+    def onset_line(self) -> int:
+        """The sync line whose rising edges are stimulus onsets: ``photodiode_line``, else `PHOTODIODE_LINE`."""
+        return PHOTODIODE_LINE if self.photodiode_line is None else int(self.photodiode_line)
 
     @property
     def event_port(self) -> tuple[str, int] | None:

@@ -24,6 +24,7 @@ import numpy as np
 from closedloop.data.session import BlockFlag, BlockKind, SessionReader, StimulusKind
 from closedloop.errors import DataFileError
 from closedloop.messages import types as msg
+from closedloop.model.saved import load_saved, model_file_name, predict_pixels
 from closedloop.monitor.state import MonitorState
 from closedloop.runner.journal import BlockRecord, journal_path, read_records
 
@@ -182,21 +183,14 @@ class SessionSource:
 
     def _predict(self, version: int, stimulus_ids: np.ndarray) -> None:
         """Predictions of saved model ``version`` for the stimuli shown (nothing when it was not saved)."""
-        path = self.models_dir / f"model_v{version:03d}.pt"
-        if not path.is_file():
-            return
-        from closedloop.data.dataset import Preprocessing
-        from closedloop.data.preprocess import preprocess
-        from closedloop.model.checkpoint import load_checkpoint
-        from closedloop.model.predict import predict
-
         try:
-            checkpoint = load_checkpoint(path, device="cpu")
+            checkpoint = load_saved(self.models_dir, version, device="cpu")
         except DataFileError as error:
-            self.state.error_from(STREAM, f"cannot load {path.name}: {error.message}")
+            self.state.error_from(STREAM, f"cannot load {model_file_name(version)}: {error.message}")
             return
-        images = preprocess(self.reader.read_pixels(stimulus_ids), Preprocessing(**checkpoint.preprocessing))
-        rates = predict(checkpoint, images)
+        if checkpoint is None:
+            return
+        rates = predict_pixels(checkpoint, self.reader.read_pixels(stimulus_ids))
         self.state.ingest(STREAM, msg.Predictions(rates=np.asarray(rates, dtype=np.float64),
                                                   unit_ids=checkpoint.unit_ids, model_version=version,
                                                   stimulus_ids=stimulus_ids))

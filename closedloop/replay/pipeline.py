@@ -31,7 +31,7 @@ from closedloop.replay.offline import Comparison, InputCheck, check_inputs, comp
 from closedloop.replay.plan import ArchivePlan, read_plan
 from closedloop.replay.rows import BlockRow
 from closedloop.runner.settings import Endpoints
-from closedloop.server.settings import ServerSettings
+from closedloop.server.settings import ServerSettings, resolved_device
 
 
 class ReplayFailed(ClosedLoopError):
@@ -104,16 +104,14 @@ def prepare(archive: str | Path, protocol: Protocol, rig: Rig, options: ReplayOp
         An unreadable archive, a protocol without ``fit`` or whose response window does
         not fit the archive's trials, or too few images for any fit.
     """
-    from closedloop.model.device import resolve_device
-
     if protocol.fit is None:
         raise protocol.error("fit", "replay fits the model online: the protocol needs a 'fit:' section")
     # the device as the server will resolve it: an explicit cuda without a GPU is bad input
-    resolve_device(options.device or protocol.fit.device or rig.compute.device)
+    resolved_device(options.device, protocol, rig)
     plan = read_plan(archive, units=options.units, block_trials=options.block_trials)
     if plan.layout == "pvc8" and rig.acquisition.photodiode_line is not None:
         plan.photodiode_line = int(rig.acquisition.photodiode_line)
-    problem = plan.window_problem(_window(protocol))
+    problem = plan.window_problem(protocol.response.window_s)
     if problem:
         raise protocol.error("response.window_ms", problem)
     pre = protocol.fit.preprocessing
@@ -167,19 +165,15 @@ def replay_archive(archive: str | Path, protocol: Protocol, rig: Rig, options: R
     if not isinstance(endpoints, Endpoints):
         endpoints = Endpoints.inproc() if endpoints == "inproc" else Endpoints.from_rig(rig)
     in_process = endpoints.spikes.startswith("inproc://")
-    from closedloop.model.device import resolve_device
-
-    # resolved once here, so the summary names the device used, not "auto"
-    device = str(resolve_device(options.device or protocol.fit.device or rig.compute.device))
-    overrides = {"stimulus_size_px": plan.image_size, "device": device}
-    if options.seed is not None:
-        overrides["seed"] = options.seed
+    # resolved here, so the summary names the device used, not "auto"
+    device = resolved_device(options.device, protocol, rig)
     session = Path(archive).stem
     settings = ServerSettings.from_configs(rig, protocol, request_endpoint=endpoints.model,
-                                           events_endpoint=endpoints.model_events, session=session, **overrides)
+                                           events_endpoint=endpoints.model_events, session=session, device=device,
+                                           seed=options.seed, stimulus_size_px=plan.image_size)
     server = ModelServer("model-server", settings)
     driver = ReplayDriver(plan, endpoints, DriverSettings(
-        window_s=_window(protocol), frame_s=1.0 / rig.display.refresh_hz, fit_every=options.fit_every,
+        window_s=protocol.response.window_s, frame_s=1.0 / rig.display.refresh_hz, fit_every=options.fit_every,
         wait=options.wait, max_blocks=options.max_blocks), session=session, on_row=on_row, on_model=on_model)
     adapter = ReplayAdapter(endpoints.spikes, plan.path, name="replay-adapter", speed=options.speed,
                             stimulus_endpoint=endpoints.stimulus, refresh_hz=rig.display.refresh_hz,
@@ -200,7 +194,7 @@ def replay_archive(archive: str | Path, protocol: Protocol, rig: Rig, options: R
         return outcome
     online_data, _ = server.store.snapshot()
     fit = protocol.fit
-    offline_data = offline_dataset(plan.path, preprocessing=fit.preprocessing, window_s=_window(protocol),
+    offline_data = offline_dataset(plan.path, preprocessing=fit.preprocessing, window_s=protocol.response.window_s,
                                    units=plan.units, sent_repeats=driver.sent_repeats)
     outcome.inputs = check_inputs(online_data, offline_data)
     if options.offline:
@@ -209,9 +203,4 @@ def replay_archive(archive: str | Path, protocol: Protocol, rig: Rig, options: R
                                           settings.model, device=device,
                                           seed=int(settings.seed))
     return outcome
-
-
-def _window(protocol: Protocol) -> tuple[float, float]:
-    start, stop = protocol.response.window_ms
-    return start / 1000.0, stop / 1000.0
 

@@ -16,14 +16,12 @@ import logging
 import numpy as np
 import zmq
 
-from closedloop.messages import Heartbeat, SpikeBatch, StimulusShown, SyncEvent
+from closedloop.acquisition.buffer import MAX_DRAIN, AcquisitionBuffer
+from closedloop.messages import StimulusShown
 from closedloop.transport import Subscriber
 from closedloop.transport.receiver import RateLimitedLog
 
 logger = logging.getLogger(__name__)
-
-_MAX_DRAIN = 2000  # messages per socket per poll: keeps one step short under a flood
-_FINISHED = ("finished", "stopping")
 
 
 class ReplayStreams:
@@ -42,15 +40,10 @@ class ReplayStreams:
     def __init__(self, spikes_endpoint: str, stimulus_endpoint: str, photodiode_line: int, name: str = "replay"):
         self.name = name
         self.line = int(photodiode_line)
-        # every topic: SpikeBatch, SyncEvent and Heartbeat share one sequence (gap checks)
-        self.acquisition = Subscriber(spikes_endpoint, name=f"{name} acquisition")
+        self.acquisition = AcquisitionBuffer(spikes_endpoint, name)
         self.stimulus = Subscriber(stimulus_endpoint, topics=[StimulusShown], name=f"{name} stimulus")
         self.reports: dict[int, StimulusShown] = {}
-        self.horizon = -np.inf  # newest spike or sync time received (acquisition clock)
-        self.finished = False  # the adapter said it has sent everything
         self.received = 0
-        self._units: list[np.ndarray] = []
-        self._times: list[np.ndarray] = []
         self._edges: list[float] = []
         self._log = RateLimitedLog(logger, 2.0)
 
@@ -62,28 +55,26 @@ class ReplayStreams:
         self.stimulus.close()
 
     @property
+    def horizon(self) -> float:
+        """Newest spike or sync time received (acquisition clock)."""
+        return self.acquisition.horizon
+
+    @property
+    def finished(self) -> bool:
+        """The adapter said it has sent everything."""
+        return self.acquisition.finished
+
+    @property
     def lost(self) -> int:
         """Acquisition messages missing from the sequence so far."""
         return int(self.acquisition.stats.missing)
 
     def poll(self) -> int:
         """Take in what is queued on both sockets (no waiting); returns the messages taken."""
-        count = 0
-        for decoded in self.acquisition.drain(_MAX_DRAIN):
-            count += 1
-            message = decoded.message
-            if isinstance(message, SpikeBatch):
-                if message.times.size:
-                    self._units.append(np.asarray(message.unit_ids, dtype=np.int64))
-                    self._times.append(np.asarray(message.times, dtype=np.float64))
-                    self.horizon = max(self.horizon, float(message.times.max()))
-            elif isinstance(message, SyncEvent):
-                if message.line == self.line and message.state == 1:
-                    self._edges.append(float(message.time))
-                self.horizon = max(self.horizon, float(message.time))
-            elif isinstance(message, Heartbeat):
-                self.finished = self.finished or message.state in _FINISHED
-        for decoded in self.stimulus.drain(_MAX_DRAIN):
+        count = self.acquisition.poll()
+        times, lines, states = self.acquisition.take_sync()  # only the onset edges are kept
+        self._edges.extend(times[(lines == self.line) & (states == 1)].tolist())
+        for decoded in self.stimulus.drain(MAX_DRAIN):
             count += 1
             message = decoded.message
             if message.trial in self.reports:
@@ -108,14 +99,8 @@ class ReplayStreams:
 
     def spikes(self) -> tuple[np.ndarray, np.ndarray]:
         """(unit ids, times) of every spike kept."""
-        if len(self._times) > 1:
-            self._units, self._times = [np.concatenate(self._units)], [np.concatenate(self._times)]
-        if not self._times:
-            return np.zeros(0, np.int64), np.zeros(0, np.float64)
-        return self._units[0], self._times[0]
+        return self.acquisition.spikes()
 
     def forget_spikes(self, before: float) -> None:
         """Drop spikes earlier than ``before`` (no window left to count needs them)."""
-        units, times = self.spikes()
-        keep = times >= before
-        self._units, self._times = [units[keep]], [times[keep]]
+        self.acquisition.forget_spikes(before)

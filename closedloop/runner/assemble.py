@@ -40,7 +40,7 @@ def build_loop(rig: Rig, protocol: Protocol, session_path: str | Path, *,
                model: ModelChoice = "local", endpoints: Endpoints | None = None, resume: bool = False,
                overwrite: bool = False, unit_ids: np.ndarray | None = None, model_out: str | Path | None = None,
                settings: RunnerSettings = RunnerSettings(), write: Callable[[str], None] | None = print,
-               server_overrides: dict[str, Any] | None = None) -> LocalLoop:
+               device: str | None = None) -> LocalLoop:
     """Every component this process runs for ``protocol`` on ``rig``, in start order.
 
     Parameters
@@ -60,8 +60,9 @@ def build_loop(rig: Rig, protocol: Protocol, session_path: str | Path, *,
         Folder where the local model server saves every model version.
     write
         Where progress lines go; ``None`` for none.
-    server_overrides
-        `ServerSettings` fields to override (e.g. ``device``).
+    device
+        The local model server's device (a command line's ``--device``); ``None``: the
+        protocol's ``fit.device``, else the rig's (`ServerSettings.from_configs`).
 
     Raises
     ------
@@ -77,7 +78,7 @@ def build_loop(rig: Rig, protocol: Protocol, session_path: str | Path, *,
     if model == "local":
         server_settings = ServerSettings.from_configs(
             rig, protocol, out_dir=model_out, request_endpoint=endpoints.model,
-            events_endpoint=endpoints.model_events, session=Path(session_path).stem, **(server_overrides or {}))
+            events_endpoint=endpoints.model_events, session=Path(session_path).stem, device=device)
         server = ModelServer("model-server", server_settings)
     if rig.acquisition.kind == "sim":
         loop = simulated_components(rig, protocol, session_path, endpoints=endpoints, model_server=server,

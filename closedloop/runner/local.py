@@ -25,7 +25,6 @@ from closedloop.runner.settings import Endpoints, RunnerSettings
 from closedloop.runtime import Supervisor
 from closedloop.runtime.component import Component
 from closedloop.runtime.supervisor import SupervisorReport
-from closedloop.sim.archive import PHOTODIODE_LINE
 
 
 @dataclass
@@ -93,11 +92,10 @@ def simulated_components(rig: Rig, protocol: Protocol, session_path: str | Path,
         presenter_options = {"realtime": True, **(presenter_options or {})}
     brain = brain or simulated_brain(rig)
     unit_ids, channels = units if units is not None else brain_units(brain)
-    line = rig.acquisition.photodiode_line
     array = SimulatedArray(endpoints.spikes, endpoints.stimulus, brain, name="sim-array",
                            speed=speed,
                            refresh_hz=rig.display.refresh_hz,
-                           photodiode_line=PHOTODIODE_LINE if line is None else line,
+                           photodiode_line=rig.acquisition.onset_line,
                            block_endpoint=endpoints.responses,
                            seed=rig.acquisition.seed if array_seed is None else array_seed)
     shown = PresenterComponent("presenter", rig=rig, timing=protocol.frames(rig), request_endpoint=endpoints.blocks,

@@ -16,6 +16,7 @@ import numpy as np
 
 from closedloop.data.session_format import StimulusKind
 from closedloop.errors import DataFileError
+from closedloop.model.saved import load_saved, model_file_name, model_path, predict_pixels
 from closedloop.runner.journal import BlockRecord
 from closedloop.runner.loop_report import (
     Iteration, LoopReport, ModelFit, SynthesizedImage, Turnaround, read_journal,
@@ -203,21 +204,12 @@ class _SavedModels:
         self._loaded: dict[int, object] = {}
 
     def _load(self, version: int):
-        from closedloop.model.checkpoint import load_checkpoint
-
         if version not in self._loaded:
-            path = self.folder / f"model_v{version:03d}.pt"
-            self._loaded[version] = load_checkpoint(path, self.device) if path.is_file() else None
+            self._loaded[version] = load_saved(self.folder, version, self.device)
         return self._loaded[version]
 
     def _predict(self, checkpoint, pixels: np.ndarray, unit_ids: list[int]) -> np.ndarray:
-        from closedloop.data.dataset import Preprocessing
-        from closedloop.data.preprocess import preprocess
-        from closedloop.model.predict import predict
-
-        prep = Preprocessing(**{k: int(v) for k, v in checkpoint.preprocessing.items()
-                                if k in ("downsample", "crop")})
-        rates = predict(checkpoint, preprocess(np.clip(pixels, 0, 1), prep)).astype(np.float64)
+        rates = predict_pixels(checkpoint, pixels)
         column = {int(u): i for i, u in enumerate(checkpoint.unit_ids)}
         return np.asarray([rates[k, column[u]] if u in column else math.nan for k, u in enumerate(unit_ids)])
 
@@ -228,7 +220,7 @@ class _SavedModels:
         if before is not None:
             for image, rate in zip(images, self._predict(before, pixels, units)):
                 image.predicted_before_hz = float(rate)
-            iteration.before_source = f"model_v{version:03d}.pt on the stored images"
+            iteration.before_source = f"{model_file_name(version)} on the stored images"
         else:
             for image in images:
                 image.predicted_before_hz = image.achieved_hz
@@ -239,7 +231,7 @@ class _SavedModels:
         checkpoint = None if self.folder is None else self._load(after)
         if checkpoint is None:
             iteration.after_note = (f"model version {after} was not saved (give models_dir: the server's out_dir)"
-                                    if self.folder is None else f"no {self.folder}/model_v{after:03d}.pt")
+                                    if self.folder is None else f"no {model_path(self.folder, after)}")
             return
         held = set(int(i) for i in np.asarray(checkpoint.image_ids)[checkpoint.split.held_out])
         for image, rate in zip(images, self._predict(checkpoint, pixels, units)):

@@ -40,7 +40,6 @@ from closedloop.runner.settings import Endpoints, RunnerSettings
 from closedloop.runner.stimuli import StimulusLibrary, natural_pool
 from closedloop.runner.targets import check_protocol_units
 from closedloop.runtime.component import Component
-from closedloop.sim.archive import PHOTODIODE_LINE
 from closedloop.transport import Publisher, RequestClient
 
 logger = logging.getLogger(__name__)
@@ -105,9 +104,8 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
             self.channels = (np.full(self.unit_ids.size, -1, np.int64) if channels is None
                              else np.asarray(channels, dtype=np.int64))
             check_protocol_units(protocol, self.unit_ids.size)
-        line = rig.acquisition.photodiode_line
-        self.photodiode_line = PHOTODIODE_LINE if line is None else int(line)
-        self.window_s = (protocol.response.window_ms[0] / 1000.0, protocol.response.window_ms[1] / 1000.0)
+        self.photodiode_line = rig.acquisition.onset_line
+        self.window_s = protocol.response.window_s
         self.plan = Plan(protocol)
         self.position: int | None = None
         self.stop_reason = ""

@@ -14,7 +14,6 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -22,6 +21,7 @@ import torch
 
 from closedloop.data.dataset import ResponseDataset
 from closedloop.errors import ClosedLoopError
+from closedloop.model.saved import model_path
 from closedloop.model.split import DataSplit
 from closedloop.model.train import ExcludedUnitsWarning, FitResult, fit_model, select_fittable_units
 from closedloop.server.settings import ServerSettings
@@ -176,7 +176,7 @@ def _save(settings: ServerSettings, served: ServedModel, report, seed: int, bloc
     """``out_dir/model_vNNN.pt``; a failure is logged (the model is still served)."""
     from closedloop.model.checkpoint import save_checkpoint
 
-    path = Path(settings.out_dir) / f"model_v{served.version:03d}.pt"
+    path = model_path(settings.out_dir, served.version)
     record = {"metrics": report.to_dict(), "summary": served.metrics, "seed": int(seed), "block": int(block),
               "source": "model server"}
     try:

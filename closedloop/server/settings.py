@@ -3,7 +3,8 @@
 `ServerSettings.from_configs` reads it from a rig and a protocol: endpoints from the
 rig's ports, the model from the protocol's ``fit`` section
 (`closedloop.config.protocol.Fit.model_config`), the device from ``fit.device`` or the
-rig's ``compute.device``, the synthesis step default from the ``synthesis`` section.
+rig's ``compute.device`` (`device_choice`: a command line's choice first), the synthesis
+step default from the ``synthesis`` section.
 """
 
 from __future__ import annotations
@@ -19,6 +20,26 @@ from closedloop.synth.optimise import SynthesisSettings
 
 #: Aperture of the simulated photographs and gratings (display px), capped by the array.
 DEFAULT_APERTURE_PX = 60.0
+
+
+def device_choice(chosen: str | None, protocol, rig) -> str:
+    """The model device: ``chosen`` (a command line's ``--device``), else the protocol's
+    ``fit.device``, else the rig's ``compute.device``."""
+    fit_device = protocol.fit.device if protocol.fit is not None else None
+    return chosen or fit_device or rig.compute.device
+
+
+def resolved_device(chosen: str | None, protocol, rig) -> str:
+    """`device_choice` as a concrete device (``auto`` → ``cuda``/``cpu``).
+
+    Raises
+    ------
+    ClosedLoopError
+        An explicit ``cuda`` device on a machine without one.
+    """
+    from closedloop.model.device import resolve_device  # torch: heavy
+
+    return str(resolve_device(device_choice(chosen, protocol, rig)))
 
 
 @dataclass(frozen=True)
@@ -96,8 +117,13 @@ class ServerSettings:
 
     @classmethod
     def from_configs(cls, rig, protocol, *, out_dir: str | None = None, request_endpoint: str | None = None,
-                     events_endpoint: str | None = None, session: str = "", **overrides) -> "ServerSettings":
+                     events_endpoint: str | None = None, session: str = "", device: str | None = None,
+                     seed: int | None = None, stimulus_size_px: int | None = None) -> "ServerSettings":
         """Settings for ``protocol`` on ``rig`` (endpoints default to the rig's ports).
+
+        ``device`` (`device_choice`), ``seed`` and ``stimulus_size_px`` replace the configs'
+        values when given: a command line's ``--device``/``--seed``, a replayed archive's
+        image size.
 
         Raises
         ------
@@ -108,21 +134,19 @@ class ServerSettings:
         if fit is None:
             raise protocol.error("fit", "the model server needs a 'fit:' section in the protocol")
         steps = protocol.synthesis.steps if protocol.synthesis is not None else SynthesisSettings().steps
-        values = dict(
+        return cls(
             request_endpoint=request_endpoint or rig.network.endpoint("model"),
             events_endpoint=events_endpoint or rig.network.endpoint("model_events"),
             model=fit.model_config(),
             preprocessing=fit.preprocessing,
-            stimulus_size_px=rig.stimulus.size_px,
+            stimulus_size_px=rig.stimulus.size_px if stimulus_size_px is None else int(stimulus_size_px),
             holdout_fraction=fit.holdout_fraction,
             stop_fraction=fit.stop_fraction,
-            device=fit.device or rig.compute.device,
-            seed=protocol.seed,
+            device=device_choice(device, protocol, rig),
+            seed=protocol.seed if seed is None else int(seed),
             synthesis_steps=steps,
             mean_luminance=rig.display.mean_luminance,
-            window_s=(protocol.response.window_ms[0] / 1000.0, protocol.response.window_ms[1] / 1000.0),
+            window_s=protocol.response.window_s,
             out_dir=None if out_dir is None else str(out_dir),
             session=session,
         )
-        values.update(overrides)
-        return cls(**values)

@@ -30,6 +30,7 @@ from typing import Literal
 import numpy as np
 import yaml
 
+from closedloop.config.rig import PHOTODIODE_LINE  # noqa: F401 - the archives' sync line, re-exported
 from closedloop.errors import ClosedLoopError, DataFileError
 from closedloop.paths import shipped_file
 from closedloop.sim.population import SimulatedV1
@@ -39,7 +40,6 @@ from closedloop.sim.spec import UNIT_TYPES
 #: Scenario used when none is given (relative to the repository / working directory).
 DEFAULT_SCENARIO = Path("sim/default.yaml")
 RESPONSE_WINDOW_S = (0.05, 0.10)
-PHOTODIODE_LINE = 1
 #: The presenter's flip comes this long before the photodiode sees the frame (REFERENCE.md:
 #: 11–16 ms measured at 165–180 Hz); the simulated rig records the same offset.
 PHOTODIODE_LAG_S = 0.012

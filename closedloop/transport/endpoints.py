@@ -1,4 +1,4 @@
-"""Endpoint strings: loopback TCP, inproc and ipc, and our default ports.
+"""Endpoint strings: loopback TCP, inproc and ipc (the rig file's ``network.ports`` has our ports).
 
 Components run as threads talk over ``inproc://`` (one shared zmq context), as
 processes on one machine over ``ipc://`` or ``tcp://127.0.0.1:PORT``.  Binding to
@@ -16,8 +16,6 @@ import uuid
 LOOPBACK = "127.0.0.1"
 # Open Ephys's ZMQ Interface and Event Broadcaster defaults: never ours.
 OPEN_EPHYS_PORTS = (5556, 5557)
-# The same defaults as the rig file's ``network.ports`` (closedloop.config.rig.Ports).
-DEFAULT_PORTS = {"stimulus": 5600, "spikes": 5601, "model": 5602, "model_events": 5603, "responses": 5604}
 _SCHEMES = ("tcp://", "ipc://", "inproc://")
 # Linux limits a unix socket path to 107 bytes.
 _MAX_IPC_PATH = 107
