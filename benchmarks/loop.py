@@ -93,8 +93,9 @@ def run_loop(args: argparse.Namespace, folder: Path) -> tuple[Any, float, dict]:
     import torch
 
     from closedloop.config import load_protocol, load_rig, validate
-    from closedloop.runner import Endpoints, run_until_done, simulated_brain, simulated_components
-    from closedloop.runner.loop_report import loop_report
+    from closedloop.loop import run_until_done, simulated_brain, simulated_components
+    from closedloop.transport import Endpoints
+    from closedloop.reports.loop_report import loop_report
     from closedloop.server import ModelServer
     from closedloop.server.settings import ServerSettings
 

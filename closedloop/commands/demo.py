@@ -39,9 +39,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from closedloop.config import load_protocol, load_rig, validate
     from closedloop.paths import shipped_file
-    from closedloop.runner import Endpoints, run_until_done, simulated_brain
-    from closedloop.runner.assemble import build_loop
-    from closedloop.runner.loop_report import loop_report
+    from closedloop.loop import run_until_done, simulated_brain
+    from closedloop.transport import Endpoints
+    from closedloop.loop.assemble import build_loop
+    from closedloop.reports.loop_report import loop_report
 
     rig = load_rig(args.rig or shipped_file("rigs/sim.yaml"))
     protocol = load_protocol(args.protocol or shipped_file("protocols/demo.yaml"))

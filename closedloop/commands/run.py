@@ -83,9 +83,10 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from closedloop.config import load_protocol, load_rig, validate
-    from closedloop.runner import Endpoints, run_until_done
-    from closedloop.runner.assemble import build_loop, presenter_for
-    from closedloop.runner.summary import RunSummary
+    from closedloop.loop import run_until_done
+    from closedloop.transport import Endpoints
+    from closedloop.loop.assemble import build_loop, presenter_for
+    from closedloop.reports.summary import RunSummary
 
     rig, protocol = load_rig(args.rig), load_protocol(args.protocol)
     validate(rig, protocol)
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
 
 def finish(report, runner, session: Path, args: argparse.Namespace) -> int:
     """Print what happened; the exit status says whether the protocol finished."""
-    from closedloop.runner.summary import RunSummary
+    from closedloop.reports.summary import RunSummary
 
     summary = RunSummary.from_session(session) if Path(session).exists() else None
     if summary is not None:

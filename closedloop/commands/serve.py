@@ -39,27 +39,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=None, help="stop after this many seconds (default: never)")
 
 
-def build_acquisition(rig):
-    """The acquisition adapter a rig describes."""
-    from closedloop.acquisition import BrainSpec, OpenEphysAdapter, ReplayAdapter, SimulatedArray
-
-    acquisition, network = rig.acquisition, rig.network
-    spikes, stimulus = network.endpoint("spikes"), network.endpoint("stimulus")
-    line = acquisition.onset_line
-    if acquisition.kind == "sim":
-        brain = BrainSpec(scenario=acquisition.scenario, seed=acquisition.seed, size_px=rig.stimulus.size_px)
-        # The runner's stream carries the pixels of synthesized images: the array must see them.
-        return SimulatedArray(spikes, stimulus, brain, speed=acquisition.speed, refresh_hz=rig.display.refresh_hz,
-                              photodiode_line=line, seed=acquisition.seed,
-                              block_endpoint=network.endpoint("responses"))
-    if acquisition.kind == "replay":
-        if not acquisition.archive:
-            raise ClosedLoopError(f"{rig.path}: acquisition.archive is required when kind is replay")
-        return ReplayAdapter(spikes, acquisition.archive, speed=acquisition.speed, stimulus_endpoint=stimulus,
-                             photodiode_line=line)
-    return OpenEphysAdapter(spikes, acquisition.event_endpoint, sample_rate_hz=acquisition.sample_rate_hz)
-
-
 def run(args: argparse.Namespace) -> int:
     from closedloop.config.rig import load_rig
 
@@ -73,7 +52,9 @@ def run(args: argparse.Namespace) -> int:
         return _serve_presenter(rig, args)
     if args.component == "runner":
         return _serve_runner(rig, args)
-    adapter = build_acquisition(rig)
+    from closedloop.loop.components import acquisition_adapter
+
+    adapter = acquisition_adapter(rig)
     print(f"serving {adapter.name} ({rig.acquisition.kind}) on {adapter.endpoint}; Ctrl-C stops")
     report = _supervise(adapter, args.timeout)
     state = report.components[adapter.name]
@@ -83,21 +64,16 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_model_server(rig, protocol, out: Path | None = None):
-    """The model server for ``protocol`` on ``rig`` (endpoints: the rig's model ports)."""
-    from closedloop.config.validate import validate
-    from closedloop.server import ModelServer, ServerSettings
-
-    validate(rig, protocol)  # the stimulus array must be large enough for the preprocessing
-    return ModelServer("model", ServerSettings.from_configs(rig, protocol, out_dir=out))
-
-
 def _serve_model(rig, args: argparse.Namespace) -> int:
     from closedloop.config.protocol import load_protocol
+    from closedloop.config.validate import validate
+    from closedloop.loop.components import model_server
 
     if args.protocol is None:
         raise ClosedLoopError("'serve model' needs --protocol P.yaml (its fit section says what to fit)")
-    server = build_model_server(rig, load_protocol(args.protocol), args.out)
+    protocol = load_protocol(args.protocol)
+    validate(rig, protocol)  # the stimulus array must be large enough for the preprocessing
+    server = model_server(rig, protocol, name="model", out_dir=args.out)
     settings = server.settings
     print(f"serving the model ({settings.model.ensemble_size}-member {settings.model.architecture}, device "
           f"{settings.device}, seed {settings.seed}) on {settings.request_endpoint}, events on "
@@ -123,15 +99,13 @@ def _needs_protocol(args: argparse.Namespace, what: str):
 def _serve_presenter(rig, args: argparse.Namespace) -> int:
     from closedloop.commands.run import check_display
     from closedloop.config import validate
-    from closedloop.present import PresenterComponent
+    from closedloop.loop.components import presenter as presenter_component
+    from closedloop.transport import Endpoints
 
     protocol = _needs_protocol(args, "its timing section gives the frames per stimulus")
     validate(rig, protocol)
     check_display(args.presenter, rig)
-    network = rig.network
-    presenter = PresenterComponent("presenter", rig=rig, timing=protocol.frames(rig),
-                                   request_endpoint=network.endpoint("blocks"),
-                                   shown_endpoint=network.endpoint("stimulus"), presenter=args.presenter)
+    presenter = presenter_component(rig, protocol, Endpoints.from_rig(rig), args.presenter)
     print(f"serving the {args.presenter} presenter: blocks on {presenter.request_endpoint}, trials on "
           f"{presenter.shown_endpoint}; Ctrl-C stops", flush=True)
     report = _supervise(presenter, args.timeout)
@@ -148,8 +122,10 @@ def _serve_runner(rig, args: argparse.Namespace) -> int:
 
     from closedloop.commands.run import default_session_path, finish, parse_units
     from closedloop.config import validate
-    from closedloop.runner import Endpoints, Runner, brain_units, run_until_done, simulated_brain
-    from closedloop.runner.progress import ProgressPrinter
+    from closedloop.loop.components import brain_units, runner as runner_component, simulated_brain
+    from closedloop.loop.local import run_until_done
+    from closedloop.loop.progress import ProgressPrinter
+    from closedloop.transport import Endpoints
 
     protocol = _needs_protocol(args, "what to run")
     validate(rig, protocol)
@@ -164,7 +140,7 @@ def _serve_runner(rig, args: argparse.Namespace) -> int:
     elif args.resume is None:
         raise ClosedLoopError("a new session needs its unit ids: give --units, e.g. --units 1-96")
     endpoints = Endpoints.from_rig(rig)
-    runner = Runner(rig, protocol, session, endpoints, unit_ids=units, resume=args.resume is not None)
+    runner = runner_component(rig, protocol, session, endpoints, unit_ids=units, resume=args.resume is not None)
     progress = ProgressPrinter(endpoints.responses, endpoints.model_events)
     print(f"running {protocol.name} against the components serving on {rig.network.host} -> {session}", flush=True)
     report = run_until_done([progress, runner], timeout_s=args.timeout)

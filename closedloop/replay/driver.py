@@ -32,10 +32,10 @@ from closedloop.replay.plan import ArchivePlan, ReplayBlock
 from closedloop.replay.rows import BlockRow
 from closedloop.replay.stream import ReplayStreams
 from closedloop.runner.alignment import align_onsets
-from closedloop.runner.model_link import ModelLink
-from closedloop.runner.settings import Endpoints, RunnerSettings
+from closedloop.runner.settings import RunnerSettings
 from closedloop.runtime.component import Component
-from closedloop.transport import Publisher
+from closedloop.server.client import ModelLink
+from closedloop.transport import Endpoints, Publisher
 
 logger = logging.getLogger(__name__)
 

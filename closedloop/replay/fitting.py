@@ -22,7 +22,7 @@ from closedloop.messages import Accepted, Error, FitRequest, ModelUpdated
 from closedloop.model.split import MIN_IMAGES
 from closedloop.replay.plan import ReplayBlock
 from closedloop.replay.rows import BlockRow
-from closedloop.runner.model_link import empty_fit_request
+from closedloop.server.client import empty_fit_request
 
 
 class FittingMixin:

@@ -30,8 +30,8 @@ from closedloop.replay.driver import DriverSettings, ReplayDriver
 from closedloop.replay.offline import Comparison, InputCheck, check_inputs, compare_fits, offline_dataset, server_split
 from closedloop.replay.plan import ArchivePlan, read_plan
 from closedloop.replay.rows import BlockRow
-from closedloop.runner.settings import Endpoints
 from closedloop.server.settings import ServerSettings, resolved_device
+from closedloop.transport import Endpoints
 
 
 class ReplayFailed(ClosedLoopError):
@@ -156,8 +156,8 @@ def replay_archive(archive: str | Path, protocol: Protocol, rig: Rig, options: R
         The replay stopped (a component failed, the stream stalled, Ctrl-C).
     """
     from closedloop.acquisition.replay import ReplayAdapter
-    from closedloop.runner.local import run_until_done
-    from closedloop.server.component import ModelServer
+    from closedloop.loop.components import model_server
+    from closedloop.loop.local import run_until_done
 
     stage = on_stage or (lambda text: None)
     plan, notes = prepared or prepare(archive, protocol, rig, options)
@@ -168,10 +168,9 @@ def replay_archive(archive: str | Path, protocol: Protocol, rig: Rig, options: R
     # resolved here, so the summary names the device used, not "auto"
     device = resolved_device(options.device, protocol, rig)
     session = Path(archive).stem
-    settings = ServerSettings.from_configs(rig, protocol, request_endpoint=endpoints.model,
-                                           events_endpoint=endpoints.model_events, session=session, device=device,
-                                           seed=options.seed, stimulus_size_px=plan.image_size)
-    server = ModelServer("model-server", settings)
+    server = model_server(rig, protocol, endpoints, session=session, device=device, seed=options.seed,
+                          stimulus_size_px=plan.image_size)
+    settings = server.settings
     driver = ReplayDriver(plan, endpoints, DriverSettings(
         window_s=protocol.response.window_s, frame_s=1.0 / rig.display.refresh_hz, fit_every=options.fit_every,
         wait=options.wait, max_blocks=options.max_blocks), session=session, on_row=on_row, on_model=on_model)

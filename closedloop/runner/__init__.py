@@ -1,25 +1,26 @@
 """Protocol execution: blocks, photodiode alignment, responses, the session file, resume (DESIGN §1, §5).
 
 - `Runner`: the component that runs a protocol on a rig (`closedloop.runner.runner`).
-- `Endpoints`, `RunnerSettings`: where its sockets are and how long it waits.
-- `simulated_components`, `run_until_done`: a whole loop on a simulated rig, as threads.
+- `RunnerSettings`: how long it waits for what (its sockets: `closedloop.transport.Endpoints`).
 - `Plan`, `trial_order`: the protocol unrolled into steps, seeded trial orders.
 - `align_onsets`: photodiode edges ↔ presenter reports.
 - `journal_path`, `Journal`, `BlockRecord`: the runner's per-block record next to the session file.
+
+A whole loop is assembled in `closedloop.loop`; reports on a session are in `closedloop.reports`.
+Names are imported on first use (`closedloop.lazy`): reading the journal loads no component.
 """
 
 from __future__ import annotations
 
-from closedloop.runner.alignment import Alignment, align_onsets
-from closedloop.runner.journal import BlockRecord, Journal, journal_path
-from closedloop.runner.local import LocalLoop, brain_units, run_until_done, simulated_brain, simulated_components
-from closedloop.runner.plan import Plan, PlannedStep, trial_order
-from closedloop.runner.runner import Runner
-from closedloop.runner.settings import Endpoints, RunnerSettings
-from closedloop.runner.targets import check_protocol_units
+from closedloop.lazy import lazy_exports
 
-__all__ = [
-    "Alignment", "BlockRecord", "Endpoints", "Journal", "LocalLoop", "Plan", "PlannedStep", "Runner",
-    "RunnerSettings", "align_onsets", "brain_units", "check_protocol_units", "journal_path", "run_until_done",
-    "simulated_brain", "simulated_components", "trial_order",
-]
+_EXPORTS = {
+    "Alignment": "closedloop.runner.alignment", "align_onsets": "closedloop.runner.alignment",
+    "BlockRecord": "closedloop.runner.journal", "Journal": "closedloop.runner.journal",
+    "journal_path": "closedloop.runner.journal",
+    "Plan": "closedloop.runner.plan", "PlannedStep": "closedloop.runner.plan", "trial_order": "closedloop.runner.plan",
+    "Runner": "closedloop.runner.runner", "RunnerSettings": "closedloop.runner.settings",
+    "check_protocol_units": "closedloop.runner.targets",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -16,9 +16,9 @@ import numpy as np
 from closedloop.data.session_format import BlockKind
 from closedloop.messages import Accepted, Error, SynthesizeRequest, SynthesizeResult
 from closedloop.runner.journal import BlockRecord
-from closedloop.runner.model_link import empty_fit_request
 from closedloop.runner.plan import PlannedStep
 from closedloop.runner.targets import SynthesisPlanError, natural_means, target_rates, top_units
+from closedloop.server.client import empty_fit_request
 
 logger = logging.getLogger(__name__)
 

@@ -32,15 +32,15 @@ from closedloop.errors import ClosedLoopError
 from closedloop.messages import BlockStatus
 from closedloop.runner.collect import StreamCollector, StreamData
 from closedloop.runner.journal import BlockRecord, Journal, journal_path
-from closedloop.runner.model_link import ModelLink
 from closedloop.runner.model_steps import ModelStepsMixin
 from closedloop.runner.plan import Plan, PlannedStep
 from closedloop.runner.presentation import ActiveBlock, PresentationMixin, TrialData
-from closedloop.runner.settings import Endpoints, RunnerSettings
+from closedloop.runner.settings import RunnerSettings
 from closedloop.runner.stimuli import StimulusLibrary, natural_pool
 from closedloop.runner.targets import check_protocol_units
 from closedloop.runtime.component import Component
-from closedloop.transport import Publisher, RequestClient
+from closedloop.server.client import ModelLink
+from closedloop.transport import Endpoints, Publisher, RequestClient
 
 logger = logging.getLogger(__name__)
 

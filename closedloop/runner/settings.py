@@ -1,43 +1,8 @@
-"""Where the runner's sockets are, and how long it waits for what."""
+"""How long the runner waits for what (where its sockets are: `closedloop.transport.Endpoints`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-
-from closedloop.config.rig import Rig
-from closedloop.transport import inproc_endpoint, random_tcp_endpoint
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    """The loop's endpoints (names as in the rig's ``network.ports``; see /tmp contract).
-
-    ``blocks`` presenter ROUTER, ``stimulus`` presenter PUB, ``spikes`` acquisition
-    PUB, ``model`` model-server ROUTER, ``model_events`` model-server PUB,
-    ``responses`` the runner's PUB (the only one the runner binds).
-    """
-
-    blocks: str
-    stimulus: str
-    spikes: str
-    model: str
-    model_events: str
-    responses: str
-
-    @classmethod
-    def from_rig(cls, rig: Rig) -> Endpoints:
-        """``tcp://host:port`` from the rig file (separate processes, real rigs)."""
-        return cls(**{f.name: rig.network.endpoint(f.name) for f in fields(cls)})
-
-    @classmethod
-    def inproc(cls) -> Endpoints:
-        """Fresh ``inproc://`` endpoints (every component a thread of one process)."""
-        return cls(**{f.name: inproc_endpoint(f.name) for f in fields(cls)})
-
-    @classmethod
-    def local_tcp(cls) -> Endpoints:
-        """Loopback TCP endpoints on ports that were free a moment ago."""
-        return cls(**{f.name: random_tcp_endpoint() for f in fields(cls)})
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)

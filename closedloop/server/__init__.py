@@ -1,7 +1,17 @@
 """The model server (DESIGN §2): accumulates a session's responses, refits in the background,
-answers predictions and synthesis requests from the newest model."""
+answers predictions and synthesis requests from the newest model.
 
-from closedloop.server.component import ModelServer
-from closedloop.server.settings import ServerSettings
+`ModelLink` (`closedloop.server.client`) is its client, used by the runner and replay.
+Names are imported on first use (`closedloop.lazy`): the client does not load torch.
+"""
 
-__all__ = ["ModelServer", "ServerSettings"]
+from __future__ import annotations
+
+from closedloop.lazy import lazy_exports
+
+_EXPORTS = {
+    "ModelServer": "closedloop.server.component", "ServerSettings": "closedloop.server.settings",
+    "ModelLink": "closedloop.server.client",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from closedloop.transport.endpoints import (
-    LOOPBACK, OPEN_EPHYS_PORTS, check_endpoint, free_tcp_port, inproc_endpoint, ipc_endpoint,
+    LOOPBACK, Endpoints, OPEN_EPHYS_PORTS, check_endpoint, free_tcp_port, inproc_endpoint, ipc_endpoint,
     random_tcp_endpoint, tcp_endpoint,
 )
 from closedloop.transport.receiver import RateLimitedLog, Receiver, ReceiverStats
@@ -14,7 +14,7 @@ from closedloop.transport.sockets import (
 )
 
 __all__ = [
-    "DEFAULT_LINGER_MS", "DEFAULT_RCVHWM", "DEFAULT_SNDHWM", "LOOPBACK", "OPEN_EPHYS_PORTS",
+    "DEFAULT_LINGER_MS", "DEFAULT_RCVHWM", "Endpoints", "DEFAULT_SNDHWM", "LOOPBACK", "OPEN_EPHYS_PORTS",
     "REQUEST_HWM", "Publisher", "RateLimitedLog", "Receiver", "ReceiverStats", "Request", "RequestClient",
     "RequestServer", "SeqResult", "SeqStatus", "SequenceTracker", "SourceCounts", "Subscriber",
     "check_endpoint", "free_tcp_port", "inproc_endpoint", "ipc_endpoint", "open_socket",

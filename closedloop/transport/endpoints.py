@@ -1,4 +1,4 @@
-"""Endpoint strings: loopback TCP, inproc and ipc (the rig file's ``network.ports`` has our ports).
+"""Endpoint strings (loopback TCP, inproc, ipc) and `Endpoints`, where each socket of the loop is.
 
 Components run as threads talk over ``inproc://`` (one shared zmq context), as
 processes on one machine over ``ipc://`` or ``tcp://127.0.0.1:PORT``.  Binding to
@@ -12,6 +12,11 @@ import os
 import socket
 import tempfile
 import uuid
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the rig's type only: the transport does not depend on the config package
+    from closedloop.config.rig import Rig
 
 LOOPBACK = "127.0.0.1"
 # Open Ephys's ZMQ Interface and Event Broadcaster defaults: never ours.
@@ -59,3 +64,35 @@ def check_endpoint(endpoint: str) -> str:
     if not isinstance(endpoint, str) or not endpoint.startswith(_SCHEMES) or endpoint.endswith("://"):
         raise ValueError(f"endpoint {endpoint!r} must look like tcp://HOST:PORT, ipc://PATH or inproc://NAME")
     return endpoint
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """The loop's endpoints (names as in the rig's ``network.ports``).
+
+    ``blocks`` presenter ROUTER, ``stimulus`` presenter PUB, ``spikes`` acquisition
+    PUB, ``model`` model-server ROUTER, ``model_events`` model-server PUB,
+    ``responses`` the runner's PUB (the only one the runner binds).
+    """
+
+    blocks: str
+    stimulus: str
+    spikes: str
+    model: str
+    model_events: str
+    responses: str
+
+    @classmethod
+    def from_rig(cls, rig: Rig) -> Endpoints:
+        """``tcp://host:port`` from the rig file (separate processes, real rigs)."""
+        return cls(**{f.name: rig.network.endpoint(f.name) for f in fields(cls)})
+
+    @classmethod
+    def inproc(cls) -> Endpoints:
+        """Fresh ``inproc://`` endpoints (every component a thread of one process)."""
+        return cls(**{f.name: inproc_endpoint(f.name) for f in fields(cls)})
+
+    @classmethod
+    def local_tcp(cls) -> Endpoints:
+        """Loopback TCP endpoints on ports that were free a moment ago."""
+        return cls(**{f.name: random_tcp_endpoint() for f in fields(cls)})

@@ -8,8 +8,7 @@ from closedloop.data.loader import load_dataset
 from closedloop.data.session import SessionReader
 from closedloop.messages import BlockStatus, Responses
 from closedloop.replay import ReplayOptions, read_plan, replay_archive
-from closedloop.runner.settings import Endpoints
-from closedloop.transport import Subscriber
+from closedloop.transport import Endpoints, Subscriber
 
 
 def test_session_replay_fits_after_every_block_and_matches_the_offline_fit(archives, cnn_protocol, rig):

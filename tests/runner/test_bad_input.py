@@ -11,8 +11,10 @@ from closedloop.acquisition import SimulatedArray
 from closedloop.config import load_protocol
 from closedloop.data.session import SessionReader
 from closedloop.data.session_format import BlockFlag
+from closedloop.loop import run_until_done, simulated_components
 from closedloop.present import PresenterComponent
-from closedloop.runner import Endpoints, Runner, run_until_done, simulated_components
+from closedloop.runner import Runner
+from closedloop.transport import Endpoints
 
 from .fake_server import FakeModelServer, ServerThread
 from .helpers import FAST, PROTOCOL, wait_for, write_protocol

@@ -10,7 +10,9 @@ import pytest
 from closedloop.data.session import SessionReader
 from closedloop.data.session_format import BlockKind, StimulusKind
 from closedloop.errors import ConfigError
-from closedloop.runner import Endpoints, Runner, journal_path, run_until_done, simulated_components
+from closedloop.loop import run_until_done, simulated_components
+from closedloop.runner import Runner, journal_path
+from closedloop.transport import Endpoints
 
 from .helpers import FAST, N_UNITS, Watcher, write_protocol
 from .fake_server import FakeModelServer

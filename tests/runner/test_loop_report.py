@@ -14,12 +14,14 @@ from closedloop.config import load_protocol
 from closedloop.data.session import SessionReader
 from closedloop.data.session_format import StimulusKind
 from closedloop.errors import DataFileError
+from closedloop.loop import run_until_done, simulated_components
 from closedloop.model.checkpoint import load_checkpoint
-from closedloop.runner import Endpoints, journal_path, run_until_done, simulated_components
+from closedloop.reports.loop_report import loop_report
+from closedloop.runner import journal_path
 from closedloop.runner.journal import TIMES, BlockRecord
-from closedloop.runner.loop_report import loop_report
 from closedloop.server import ModelServer
 from closedloop.server.settings import ServerSettings
+from closedloop.transport import Endpoints
 
 from .helpers import FAST, PROTOCOL
 

@@ -11,8 +11,10 @@ import pytest
 from closedloop.data.session import SessionReader
 from closedloop.data.session_format import BlockFlag
 from closedloop.errors import DataFileError
-from closedloop.runner import Endpoints, Plan, Runner, journal_path, run_until_done, simulated_components
+from closedloop.loop import run_until_done, simulated_components
+from closedloop.runner import Plan, Runner, journal_path
 from closedloop.runner.plan import PRESENTATION_KINDS
+from closedloop.transport import Endpoints
 
 from .fake_server import FakeModelServer, ServerThread
 from .helpers import FAST, wait_for, write_protocol

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from closedloop.cli import main
-from closedloop.runner.summary import session_records as read_records
+from closedloop.reports.summary import session_records as read_records
 
 from .helpers import N_UNITS, PROTOCOL, RIG, SCENARIO, wait_for
 

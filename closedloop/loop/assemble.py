@@ -9,7 +9,6 @@ process (``closedloop serve model``), the model server run here too.  A
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -18,11 +17,12 @@ import numpy as np
 from closedloop.config.protocol import Protocol
 from closedloop.config.rig import Rig
 from closedloop.errors import ClosedLoopError
-from closedloop.runner.local import LocalLoop, simulated_components
-from closedloop.runner.progress import ProgressPrinter
-from closedloop.runner.runner import Runner
-from closedloop.runner.settings import Endpoints, RunnerSettings
+from closedloop.loop import components as make
+from closedloop.loop.local import LocalLoop, simulated_components
+from closedloop.loop.progress import ProgressPrinter
+from closedloop.runner.settings import RunnerSettings
 from closedloop.runtime.component import Component
+from closedloop.transport import Endpoints
 
 PresenterChoice = Literal["auto", "psychopy", "headless"]
 ModelChoice = Literal["local", "remote"]
@@ -70,16 +70,12 @@ def build_loop(rig: Rig, protocol: Protocol, session_path: str | Path, *,
         A replay rig (use ``closedloop replay``), or a new session on a real rig
         without unit ids.
     """
-    from closedloop.server import ModelServer, ServerSettings
-
     endpoints = endpoints or Endpoints.from_rig(rig)
     kind = presenter_for(rig, presenter)
     server = None
     if model == "local":
-        server_settings = ServerSettings.from_configs(
-            rig, protocol, out_dir=model_out, request_endpoint=endpoints.model,
-            events_endpoint=endpoints.model_events, session=Path(session_path).stem, device=device)
-        server = ModelServer("model-server", server_settings)
+        server = make.model_server(rig, protocol, endpoints, out_dir=model_out, session=Path(session_path).stem,
+                                   device=device)
     if rig.acquisition.kind == "sim":
         loop = simulated_components(rig, protocol, session_path, endpoints=endpoints, model_server=server,
                                     presenter=kind, presenter_options=presenter_options, resume=resume,
@@ -99,20 +95,13 @@ def build_loop(rig: Rig, protocol: Protocol, session_path: str | Path, *,
 def _openephys_components(rig: Rig, protocol: Protocol, session_path, endpoints: Endpoints,
                           server: Component | None, presenter: str, presenter_options, resume: bool,
                           overwrite: bool, unit_ids: np.ndarray | None, settings: RunnerSettings) -> LocalLoop:
-    from closedloop.acquisition import OpenEphysAdapter
-    from closedloop.present import PresenterComponent
-
     if unit_ids is None and not resume:
         raise ClosedLoopError("a new session on an Open Ephys rig needs its unit ids: give --units, e.g. "
                               "--units 1-96 (the sorted units the GUI will broadcast)")
-    adapter = OpenEphysAdapter(endpoints.spikes, rig.acquisition.event_endpoint,
-                               sample_rate_hz=rig.acquisition.sample_rate_hz)
-    shown = PresenterComponent("presenter", rig=rig, timing=protocol.frames(rig), request_endpoint=endpoints.blocks,
-                               shown_endpoint=endpoints.stimulus, presenter=presenter,
-                               presenter_options=presenter_options)
-    # A real recording system must be acquiring before anything is shown (see RunnerSettings).
-    runner = Runner(rig, protocol, session_path, endpoints, unit_ids=unit_ids, resume=resume, overwrite=overwrite,
-                    settings=dataclasses.replace(settings, require_acquisition_data=True))
+    adapter = make.acquisition_adapter(rig, endpoints)
+    shown = make.presenter(rig, protocol, endpoints, presenter, presenter_options)
+    runner = make.runner(rig, protocol, session_path, endpoints, unit_ids=unit_ids, resume=resume,
+                         overwrite=overwrite, settings=settings)  # waits for acquisition data (a real rig)
     components: list[Component] = [adapter, shown]
     if server is not None:
         components.append(server)

@@ -1,8 +1,8 @@
 """The loop's local components for a simulated rig, and running them until the runner is done.
 
-`simulated_components` builds, in start order, the simulated array, the headless (or
-PsychoPy) presenter, an optional model server component the caller passes in, and the
-runner; `run_until_done` supervises them until the runner finishes, fails, or Ctrl-C
+`simulated_components` puts together (`closedloop.loop.components` builds each), in start
+order, the simulated array, the headless (or PsychoPy) presenter, an optional model server
+component the caller passes in, and the runner; `run_until_done` supervises them until the runner finishes, fails, or Ctrl-C
 (every component is then stopped in reverse start order: the runner first, so it
 writes an interrupted block while acquisition still runs).
 """
@@ -14,17 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from closedloop.acquisition import BrainSpec, SimulatedArray
+from closedloop.acquisition import BrainSpec
 from closedloop.config.protocol import Protocol
 from closedloop.config.rig import Rig
-from closedloop.present import PresenterComponent
+from closedloop.loop import components as make
 from closedloop.runner.runner import Runner
-from closedloop.runner.settings import Endpoints, RunnerSettings
+from closedloop.runner.settings import RunnerSettings
 from closedloop.runtime import Supervisor
 from closedloop.runtime.component import Component
 from closedloop.runtime.supervisor import SupervisorReport
+from closedloop.transport import Endpoints
 
 
 @dataclass
@@ -38,18 +37,6 @@ class LocalLoop:
     runner: Runner
     endpoints: Endpoints
     stop: threading.Event = field(default_factory=threading.Event)
-
-
-def simulated_brain(rig: Rig, n_units: int | None = None) -> BrainSpec:
-    """The brain a sim rig's acquisition section describes."""
-    return BrainSpec(scenario=rig.acquisition.scenario, seed=rig.acquisition.seed, n_units=n_units,
-                     size_px=rig.stimulus.size_px)
-
-
-def brain_units(brain: BrainSpec) -> tuple[np.ndarray, np.ndarray]:
-    """(unit ids, channels) of a brain (builds it once: a population takes a second or two)."""
-    source = brain.build()
-    return np.asarray(source.unit_ids, np.int64), np.asarray(source.channels, np.int64)
 
 
 def simulated_components(rig: Rig, protocol: Protocol, session_path: str | Path, *,
@@ -90,19 +77,12 @@ def simulated_components(rig: Rig, protocol: Protocol, session_path: str | Path,
     if presenter == "headless" and speed > 0:
         # An array on wall time must see stimuli when a real rig would show them.
         presenter_options = {"realtime": True, **(presenter_options or {})}
-    brain = brain or simulated_brain(rig)
-    unit_ids, channels = units if units is not None else brain_units(brain)
-    array = SimulatedArray(endpoints.spikes, endpoints.stimulus, brain, name="sim-array",
-                           speed=speed,
-                           refresh_hz=rig.display.refresh_hz,
-                           photodiode_line=rig.acquisition.onset_line,
-                           block_endpoint=endpoints.responses,
-                           seed=rig.acquisition.seed if array_seed is None else array_seed)
-    shown = PresenterComponent("presenter", rig=rig, timing=protocol.frames(rig), request_endpoint=endpoints.blocks,
-                               shown_endpoint=endpoints.stimulus, presenter=presenter,
-                               presenter_options=presenter_options)
-    runner = Runner(rig, protocol, session_path, endpoints, unit_ids=unit_ids, channels=channels, resume=resume,
-                    overwrite=overwrite, settings=settings)
+    brain = brain or make.simulated_brain(rig)
+    unit_ids, channels = units if units is not None else make.brain_units(brain)
+    array = make.simulated_array(rig, endpoints, brain, speed=speed, seed=array_seed)
+    shown = make.presenter(rig, protocol, endpoints, presenter, presenter_options)
+    runner = make.runner(rig, protocol, session_path, endpoints, unit_ids=unit_ids, channels=channels,
+                         resume=resume, overwrite=overwrite, settings=settings)
     components: list[Component] = [array, shown]
     if model_server is not None:
         components.append(model_server)

@@ -10,8 +10,8 @@ with the unit's best natural image, whether the refit predicts the synthesized i
 better than the model that made them, and the loop's turnaround from the journal's
 timing (`closedloop.runner.journal.TIMES`).
 
-The numbers come from `closedloop.runner.loop_numbers`; `LoopReport.text` and
-`LoopReport.figure` present them (`closedloop.runner.loop_view`).
+The numbers come from `closedloop.reports.loop_numbers`; `LoopReport.text` and
+`LoopReport.figure` present them (`closedloop.reports.loop_view`).
 """
 
 from __future__ import annotations
@@ -143,13 +143,13 @@ class LoopReport:
 
     def text(self) -> str:
         """A readable table per iteration and the summaries."""
-        from closedloop.runner.loop_view import report_text
+        from closedloop.reports.loop_view import report_text
 
         return report_text(self)
 
     def figure(self, path: str | Path) -> Path:
         """Targets vs measured and vs true rates per iteration, r/rmax over versions (PNG, Agg)."""
-        from closedloop.runner.loop_view import report_figure
+        from closedloop.reports.loop_view import report_figure
 
         return report_figure(self, Path(path))
 
@@ -177,7 +177,7 @@ def loop_report(session_path: str | Path, brain=None, *, models_dir: str | Path 
     DataFileError
         The session file or journal cannot be read, or a saved model is damaged.
     """
-    from closedloop.runner.loop_numbers import build_report
+    from closedloop.reports.loop_numbers import build_report
 
     session_path = Path(session_path)
     if not session_path.is_file():

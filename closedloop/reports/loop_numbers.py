@@ -1,4 +1,4 @@
-"""The numbers of the loop report (`closedloop.runner.loop_report`), from a session and its journal.
+"""The numbers of the loop report (`closedloop.reports.loop_report`), from a session and its journal.
 
 Measured rates are means over a stimulus's trials in good blocks (not flagged), as the
 runner sends them to the model server.  Natural-image range and best natural image of a
@@ -18,7 +18,7 @@ from closedloop.data.session_format import StimulusKind
 from closedloop.errors import DataFileError
 from closedloop.model.saved import load_saved, model_file_name, model_path, predict_pixels
 from closedloop.runner.journal import BlockRecord
-from closedloop.runner.loop_report import (
+from closedloop.reports.loop_report import (
     Iteration, LoopReport, ModelFit, SynthesizedImage, Turnaround, read_journal,
 )
 
@@ -257,7 +257,7 @@ def _median(values) -> float:
 
 
 def _summary(images: list[SynthesizedImage], measured_range, best_measured, true_range, best_true) -> dict:
-    """Control accuracy of one iteration (keys explained in `closedloop.runner.loop_view.SUMMARY_LINES`)."""
+    """Control accuracy of one iteration (keys explained in `closedloop.reports.loop_view.SUMMARY_LINES`)."""
     column = {name: np.asarray([getattr(i, name) for i in images], dtype=np.float64)
               for name in ("target_hz", "measured_hz", "true_hz", "predicted_before_hz", "predicted_after_hz")}
     units = np.asarray([i.unit_id for i in images])

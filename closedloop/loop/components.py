@@ -1,0 +1,112 @@
+"""Each component of the loop, built from a rig and a protocol (the only place they are made).
+
+`closedloop.loop.local` and `closedloop.loop.assemble` put them together in one process;
+``closedloop serve COMPONENT`` runs one of them as its own process.  The rig decides
+what the defaults are: its ports (`Endpoints.from_rig`), its acquisition section (the
+simulated brain, the sync line of stimulus onsets), its compute device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from closedloop.acquisition import BrainSpec, OpenEphysAdapter, ReplayAdapter, SimulatedArray
+from closedloop.config.protocol import Protocol
+from closedloop.config.rig import Rig
+from closedloop.errors import ClosedLoopError
+from closedloop.present import PresenterComponent
+from closedloop.runner.runner import Runner
+from closedloop.runner.settings import RunnerSettings
+from closedloop.runtime.component import Component
+from closedloop.transport import Endpoints
+
+
+def simulated_brain(rig: Rig, n_units: int | None = None) -> BrainSpec:
+    """The brain a sim rig's acquisition section describes."""
+    return BrainSpec(scenario=rig.acquisition.scenario, seed=rig.acquisition.seed, n_units=n_units,
+                     size_px=rig.stimulus.size_px)
+
+
+def brain_units(brain: BrainSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(unit ids, channels) of a brain (builds it once: a population takes a second or two)."""
+    source = brain.build()
+    return np.asarray(source.unit_ids, np.int64), np.asarray(source.channels, np.int64)
+
+
+def simulated_array(rig: Rig, endpoints: Endpoints, brain: BrainSpec | None = None, *, speed: float | None = None,
+                    seed: int | None = None, name: str = "sim-array") -> SimulatedArray:
+    """The simulated array of a sim rig, publishing on ``endpoints.spikes``.
+
+    It watches the presenter's reports (``endpoints.stimulus``) and the runner's stream
+    (``endpoints.responses``: the pixels of synthesized images).  ``brain``, ``speed``
+    and ``seed`` default to the rig's acquisition section.
+    """
+    return SimulatedArray(endpoints.spikes, endpoints.stimulus, brain or simulated_brain(rig), name=name,
+                          speed=rig.acquisition.speed if speed is None else speed,
+                          refresh_hz=rig.display.refresh_hz, photodiode_line=rig.acquisition.onset_line,
+                          block_endpoint=endpoints.responses,
+                          seed=rig.acquisition.seed if seed is None else seed)
+
+
+def acquisition_adapter(rig: Rig, endpoints: Endpoints | None = None) -> Component:
+    """The acquisition adapter the rig's ``acquisition.kind`` names (sim, replay or openephys).
+
+    Raises
+    ------
+    ClosedLoopError
+        A replay rig without ``acquisition.archive``.
+    """
+    endpoints = endpoints or Endpoints.from_rig(rig)
+    acquisition = rig.acquisition
+    if acquisition.kind == "sim":
+        return simulated_array(rig, endpoints)
+    if acquisition.kind == "replay":
+        if not acquisition.archive:
+            raise ClosedLoopError(f"{rig.path}: acquisition.archive is required when kind is replay")
+        return ReplayAdapter(endpoints.spikes, acquisition.archive, speed=acquisition.speed,
+                             stimulus_endpoint=endpoints.stimulus, photodiode_line=acquisition.onset_line)
+    return OpenEphysAdapter(endpoints.spikes, acquisition.event_endpoint, sample_rate_hz=acquisition.sample_rate_hz)
+
+
+def presenter(rig: Rig, protocol: Protocol, endpoints: Endpoints, kind: str = "headless",
+              options: dict[str, Any] | None = None) -> PresenterComponent:
+    """The presenter component: blocks on ``endpoints.blocks``, trial reports on ``endpoints.stimulus``."""
+    return PresenterComponent("presenter", rig=rig, timing=protocol.frames(rig), request_endpoint=endpoints.blocks,
+                              shown_endpoint=endpoints.stimulus, presenter=kind, presenter_options=options)
+
+
+def model_server(rig: Rig, protocol: Protocol, endpoints: Endpoints | None = None, *, name: str = "model-server",
+                 out_dir: str | Path | None = None, session: str = "", device: str | None = None,
+                 seed: int | None = None, stimulus_size_px: int | None = None) -> Component:
+    """The model server for ``protocol``'s ``fit`` section (`ServerSettings.from_configs`).
+
+    ``endpoints`` default to the rig's ports; ``device``, ``seed`` and ``stimulus_size_px``
+    replace the configs' values when given (a command line's choices, a replayed
+    archive's image size; `closedloop.server.settings.device_choice`).
+    """
+    from closedloop.server.component import ModelServer  # torch: heavy, only where a server runs here
+    from closedloop.server.settings import ServerSettings
+
+    endpoints = endpoints or Endpoints.from_rig(rig)
+    settings = ServerSettings.from_configs(rig, protocol, out_dir=out_dir, request_endpoint=endpoints.model,
+                                           events_endpoint=endpoints.model_events, session=session, device=device,
+                                           seed=seed, stimulus_size_px=stimulus_size_px)
+    return ModelServer(name, settings)
+
+
+def runner(rig: Rig, protocol: Protocol, session_path: str | Path, endpoints: Endpoints, *,
+           unit_ids: np.ndarray | None = None, channels: np.ndarray | None = None, resume: bool = False,
+           overwrite: bool = False, settings: RunnerSettings = RunnerSettings()) -> Runner:
+    """The runner; on a real recording system it waits for acquisition data before any block.
+
+    A real recording system must be acquiring before anything is shown
+    (`RunnerSettings.require_acquisition_data`): a protocol shown to nobody is lost.
+    """
+    if rig.acquisition.kind == "openephys":
+        settings = dataclasses.replace(settings, require_acquisition_data=True)
+    return Runner(rig, protocol, session_path, endpoints, unit_ids=unit_ids, channels=channels, resume=resume,
+                  overwrite=overwrite, settings=settings)
