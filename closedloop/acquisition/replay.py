@@ -28,10 +28,11 @@ from pathlib import Path
 import numpy as np
 
 from closedloop.acquisition.base import AcquisitionAdapter, Acquired, PlaybackClock, SubscriberGate
+from closedloop.config.rig import PHOTODIODE_LINE
 from closedloop.data.formats import detect_format
 from closedloop.errors import DataFileError
 from closedloop.messages import StimulusShown
-from closedloop.sim.archive import PHOTODIODE_LAG_S, PHOTODIODE_LINE
+from closedloop.sim.archive_spec import PHOTODIODE_LAG_S
 from closedloop.transport import Publisher
 
 logger = logging.getLogger(__name__)

@@ -45,9 +45,10 @@ from closedloop.acquisition.openephys_broadcast import EventBroadcaster
 from closedloop.acquisition.spike_sources import (
     GroundTruthSource, RateSource, SpikeSource, grey_spontaneous, spontaneous_spikes,
 )
+from closedloop.config.rig import PHOTODIODE_LINE
 from closedloop.errors import ClosedLoopError
 from closedloop.messages import BlockRequest, StimulusShown
-from closedloop.sim.archive import PHOTODIODE_LAG_S, PHOTODIODE_LINE
+from closedloop.sim.archive_spec import PHOTODIODE_LAG_S
 from closedloop.transport import Subscriber
 from closedloop.transport.receiver import RateLimitedLog
 

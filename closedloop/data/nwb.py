@@ -20,42 +20,12 @@ import numpy as np
 import yaml
 
 from closedloop.data import session_lock
-from closedloop.data.nwb_content import build_nwbfile
+from closedloop.data.nwb_content import SessionContents, build_nwbfile
 from closedloop.data.session_reader import SessionReader
 from closedloop.errors import DataFileError
 
 #: What `writer_state` reports.
 CLOSED, BEING_WRITTEN, WRITER_STOPPED = "closed", "being written", "writer stopped without closing"
-
-
-@dataclass(frozen=True)
-class SessionContents:
-    """The committed part of a session as read once, plus the facts the export derives
-    from it (start time, stimulus durations, a few rig settings)."""
-
-    session_id: str
-    created_utc: str
-    closedloop_version: str
-    rig_yaml: str
-    protocol_yaml: str
-    seeds: dict
-    metadata: dict
-    response_window_s: tuple[float, float]
-    unit_ids: np.ndarray
-    channels: np.ndarray
-    stimuli: np.ndarray
-    pixels: np.ndarray
-    trials: np.ndarray
-    blocks: np.ndarray
-    spikes: np.ndarray
-    sync: np.ndarray
-    responses: np.ndarray
-    start_time: datetime
-    durations_s: np.ndarray
-    duration_source: str
-    rig_name: str | None
-    acquisition_kind: str | None
-    sample_rate_hz: float | None
 
 
 @dataclass(frozen=True)

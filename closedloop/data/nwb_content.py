@@ -18,7 +18,8 @@ acquisition clock, which is the file's time reference)::
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 from hdmf.common import DynamicTable, DynamicTableRegion, ElementIdentifiers, VectorData, VectorIndex
@@ -31,10 +32,37 @@ from pynwb.misc import Units
 
 from closedloop.data.session_format import BlockFlag, BlockKind, StimulusKind
 
-if TYPE_CHECKING:
-    from closedloop.data.nwb import SessionContents
-
 UNKNOWN_LOCATION = "unknown"
+
+
+@dataclass(frozen=True)
+class SessionContents:
+    """The committed part of a session as read once, plus the facts the export derives
+    from it (start time, stimulus durations, a few rig settings)."""
+
+    session_id: str
+    created_utc: str
+    closedloop_version: str
+    rig_yaml: str
+    protocol_yaml: str
+    seeds: dict
+    metadata: dict
+    response_window_s: tuple[float, float]
+    unit_ids: np.ndarray
+    channels: np.ndarray
+    stimuli: np.ndarray
+    pixels: np.ndarray
+    trials: np.ndarray
+    blocks: np.ndarray
+    spikes: np.ndarray
+    sync: np.ndarray
+    responses: np.ndarray
+    start_time: datetime
+    durations_s: np.ndarray
+    duration_source: str
+    rig_name: str | None
+    acquisition_kind: str | None
+    sample_rate_hz: float | None
 
 
 def build_nwbfile(session: SessionContents, exported_by: str) -> NWBFile:

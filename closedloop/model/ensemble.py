@@ -6,32 +6,22 @@ members in grouped convolutions and batched matrix products, so N members cost a
 the kernel launches of one.  ``forward`` returns the members' mean.
 
 Members can be trained together in that fused form, or independently and then stacked
-(`stack_members`); either way member ``k`` is initialised from ``member_seeds(seed)[k]``,
-so a fused and an independent fit start from identical weights.
+(`stack_members`); either way member ``k`` is initialised from seed ``k`` of
+`closedloop.model.networks.member_seeds`, so a fused and an independent fit start from
+identical weights.
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
 from closedloop.model.model_config import ModelConfig
-
-
-def member_seeds(seed: int, n_members: int) -> list[int]:
-    """Independent per-member initialisation seeds derived from one seed.
-
-    Member ``k``'s seed does not depend on how many members there are.
-    """
-    children = np.random.SeedSequence(int(seed)).spawn(n_members)
-    return [int(child.generate_state(1, dtype=np.uint32)[0]) for child in children]
+from closedloop.model.networks import build_network
 
 
 def rebuild_network(spec: dict) -> nn.Module:
     """An untrained network with the structure recorded in ``model.build_spec``."""
-    from closedloop.model.networks import build_network
-
     return build_network(
         ModelConfig.from_dict(spec["config"]), spec["n_units"], spec["n_members"], spec["input_size"]
     )
@@ -49,7 +39,7 @@ def stack_members(models: list[nn.Module]) -> nn.Module:
     specs = [model.build_spec for model in models]
     first = specs[0]
     for spec in specs[1:]:
-        if _structure(spec) != _structure(first):
+        if member_structure(spec) != member_structure(first):
             raise ValueError("cannot stack networks of different architectures, unit counts or input sizes")
     fused_spec = dict(first, n_members=sum(spec["n_members"] for spec in specs))
     fused = rebuild_network(fused_spec)
@@ -60,8 +50,8 @@ def stack_members(models: list[nn.Module]) -> nn.Module:
     return fused.to(device).train(models[0].training)
 
 
-def _structure(spec: dict) -> tuple:
-    # What must agree for members to be stacked; seeds and training settings may differ.
+def member_structure(spec: dict) -> tuple:
+    """What must agree for members to be stacked (``build_spec``); seeds and training settings may differ."""
     config = ModelConfig.from_dict(spec["config"])
     shape = (config.architecture, config.core_filters, config.core_kernels, config.pool_kernel,
              config.pool_stride, config.padding, config.pool_layers, config.batch_norm, config.dense_units, config.output_nonlinearity,
@@ -79,15 +69,3 @@ def unstack_members(model: nn.Module) -> list[nn.Module]:
         single.load_state_dict({key: value[member : member + 1].clone() for key, value in state.items()})
         members.append(single.to(next(iter(state.values())).device).train(model.training))
     return members
-
-
-def fit_ensemble(dataset, config: ModelConfig, *, n_members: int, mode: str = "fused", **fit_options):
-    """Fit ``n_members`` networks (fused or independent) and return their `FitResult`.
-
-    A convenience over `closedloop.model.train.fit_model` with the ensemble fields of
-    ``config`` replaced; ``fit_options`` are passed on (``device``, ``seed``,
-    ``progress``).
-    """
-    from closedloop.model.train import fit_model
-
-    return fit_model(dataset, config.replace(ensemble_size=n_members, ensemble_mode=mode), **fit_options)

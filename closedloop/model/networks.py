@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -217,12 +218,19 @@ def build_network(config: ModelConfig, n_units: int, n_members: int = 1, input_s
     else:
         readout = FactorisedReadout(n_members, core.output_shape, n_units, l1=config.l1_readout)
     network = CoreReadoutNetwork(core, readout, n_units, config.output_nonlinearity, config.output_knots)
-    from closedloop.model.ensemble import member_seeds
-
     for member, seed in enumerate(member_seeds(config.seed or 0, n_members)):
         network.init_member(member, torch.Generator().manual_seed(seed))
     network.build_spec = _build_spec(config, n_units, n_members, input_size)
     return network
+
+
+def member_seeds(seed: int, n_members: int) -> list[int]:
+    """Independent per-member initialisation seeds derived from one seed.
+
+    Member ``k``'s seed does not depend on how many members there are.
+    """
+    children = np.random.SeedSequence(int(seed)).spawn(n_members)
+    return [int(child.generate_state(1, dtype=np.uint32)[0]) for child in children]
 
 
 def _build_spec(config: ModelConfig, n_units: int, n_members: int, input_size: int) -> dict:

@@ -39,10 +39,10 @@ import torch
 from closedloop.data.dataset import ResponseDataset
 from closedloop.errors import ClosedLoopError
 from closedloop.model.device import describe_device, resolve_device
-from closedloop.model.ensemble import _structure, member_seeds, stack_members, unstack_members
+from closedloop.model.ensemble import member_structure, stack_members, unstack_members
 from closedloop.model.linear import fit_ridge
 from closedloop.model.model_config import ModelConfig
-from closedloop.model.networks import build_network
+from closedloop.model.networks import build_network, member_seeds
 from closedloop.model.split import DataSplit, split_images
 from closedloop.model.trainer import DeviceData, Trainer
 
@@ -316,7 +316,7 @@ def _warm_start_states(initial_model: torch.nn.Module, config: ModelConfig, n_un
     if spec is None:
         return None
     wanted = {"config": config.to_dict(), "n_units": n_units, "input_size": input_size}
-    if _structure(spec) != _structure(wanted) or spec["n_members"] != config.ensemble_size:
+    if member_structure(spec) != member_structure(wanted) or spec["n_members"] != config.ensemble_size:
         return None
     whole = {key: value.detach().clone() for key, value in initial_model.state_dict().items()}
     return whole, [member.state_dict() for member in unstack_members(initial_model)]
@@ -415,3 +415,12 @@ def _stack_ragged(arrays: list[np.ndarray], length: int) -> np.ndarray:
     for column, array in enumerate(arrays):
         out[: len(array), column] = array[:, 0]
     return out
+
+
+def fit_ensemble(dataset, config: ModelConfig, *, n_members: int, mode: str = "fused", **fit_options):
+    """Fit ``n_members`` networks (fused or independent) and return their `FitResult`.
+
+    A convenience over `fit_model` with the ensemble fields of ``config`` replaced;
+    ``fit_options`` are passed on (``device``, ``seed``, ``progress``).
+    """
+    return fit_model(dataset, config.replace(ensemble_size=n_members, ensemble_mode=mode), **fit_options)

@@ -16,10 +16,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from closedloop.config.rig import PHOTODIODE_LINE
 from closedloop.data.responses import counts_to_rates, window_counts_from_spike_times
 from closedloop.messages import types as msg
 from closedloop.messages.base import Message
-from closedloop.sim.archive import PHOTODIODE_LINE, RESPONSE_WINDOW_S
+from closedloop.sim.archive_spec import RESPONSE_WINDOW_S
 from closedloop.sim.photographs import natural_images
 from closedloop.sim.population import SimulatedV1
 from closedloop.sim.spec import PopulationSpec

@@ -25,10 +25,10 @@ from typing import Literal
 
 import numpy as np
 
+from closedloop.config.rig import PHOTODIODE_LINE
 from closedloop.data.formats import detect_format
 from closedloop.errors import ClosedLoopError, DataFileError
 from closedloop.model.split import MIN_IMAGES
-from closedloop.sim.archive import PHOTODIODE_LINE
 
 
 @dataclass(frozen=True)

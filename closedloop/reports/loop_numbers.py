@@ -18,7 +18,7 @@ from closedloop.data.session_format import StimulusKind
 from closedloop.errors import DataFileError
 from closedloop.model.saved import load_saved, model_file_name, model_path, predict_pixels
 from closedloop.runner.journal import BlockRecord
-from closedloop.reports.loop_report import (
+from closedloop.reports.loop_types import (
     Iteration, LoopReport, ModelFit, SynthesizedImage, Turnaround, read_journal,
 )
 

@@ -1,4 +1,4 @@
-"""The loop report as text and as a figure (`closedloop.reports.loop_report.LoopReport`)."""
+"""The loop report as text and as a figure (`closedloop.reports.loop_types.LoopReport`)."""
 
 from __future__ import annotations
 

@@ -12,13 +12,14 @@ from pathlib import Path
 
 import numpy as np
 
+from closedloop.config.rig import PHOTODIODE_LINE
 from closedloop.data.pvc8 import write_pvc8 as write_pvc8_file
 from closedloop.data.responses import counts_to_rates, window_counts_from_spike_times
 from closedloop.data.session import SessionWriter
 from closedloop.paths import shipped_file
 from closedloop.sim.aperture import aperture_mask, fit_to_grid
-from closedloop.sim.archive import (
-    PHOTODIODE_LAG_S, PHOTODIODE_LINE, RESPONSE_WINDOW_S, CENTRED_WITHIN_DEG, ArchiveSpec, window_fano,
+from closedloop.sim.archive_spec import (
+    CENTRED_WITHIN_DEG, PHOTODIODE_LAG_S, RESPONSE_WINDOW_S, ArchiveSpec, window_fano,
 )
 from closedloop.sim.gratings import orientation_grating_set, pvc8_grating_sets
 from closedloop.sim.photographs import natural_images

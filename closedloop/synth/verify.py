@@ -52,7 +52,8 @@ def ground_truth_report(archive: Path, checkpoint, graded: SynthesisResult, maxe
     from closedloop.data.session import SessionReader
     from closedloop.data.session_format import StimulusKind
     from closedloop.sim.aperture import aperture_mask
-    from closedloop.sim.archive import RESPONSE_WINDOW_S, population_for, spec_from_archive
+    from closedloop.sim.archive import population_for, spec_from_archive
+    from closedloop.sim.archive_spec import RESPONSE_WINDOW_S
     from closedloop.synth.plan import unit_metric
 
     spec = spec_from_archive(archive)

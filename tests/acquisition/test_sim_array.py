@@ -12,7 +12,7 @@ from closedloop.acquisition import BrainSpec, SimulatedArray
 from closedloop.messages import StimulusShown
 from closedloop.runtime import Supervisor
 from closedloop.sim import SimulatedV1, load_scenario, natural_images
-from closedloop.sim.archive import PHOTODIODE_LAG_S
+from closedloop.sim.archive_spec import PHOTODIODE_LAG_S
 from closedloop.transport import Publisher, Subscriber, free_tcp_port, random_tcp_endpoint, tcp_endpoint
 
 from .helpers import Collected, collect, wait_for_heartbeat

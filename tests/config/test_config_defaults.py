@@ -10,7 +10,7 @@ from config_helpers import ROOT, write_variant  # noqa: E402
 
 from closedloop.config import load_protocol, load_rig  # noqa: E402
 from closedloop.config.rig import PHOTODIODE_LINE  # noqa: E402
-from closedloop.sim.archive import PHOTODIODE_LINE as ARCHIVE_LINE  # noqa: E402
+from closedloop.sim.archive_spec import PHOTODIODE_LINE as ARCHIVE_LINE  # noqa: E402
 
 
 def test_onset_line_is_the_rigs_photodiode_line_else_the_default(tmp_path):

@@ -16,8 +16,8 @@ import torch
 import yaml
 
 from closedloop.errors import ConfigError
-from closedloop.model.ensemble import member_seeds, stack_members, unstack_members
-from closedloop.model.networks import ModelConfig, build_network, count_parameters
+from closedloop.model.ensemble import stack_members, unstack_members
+from closedloop.model.networks import ModelConfig, build_network, count_parameters, member_seeds
 
 TABLE1_SHAPES = [
     ("conv1+relu", (2, 16, 27, 27)),

@@ -15,11 +15,13 @@ from _synthetic_responses import make_dataset  # noqa: E402
 
 from closedloop.data.dataset import ResponseDataset  # noqa: E402
 from closedloop.errors import ClosedLoopError  # noqa: E402
-from closedloop.model.ensemble import fit_ensemble, unstack_members  # noqa: E402
+from closedloop.model.ensemble import unstack_members  # noqa: E402
 from closedloop.model.networks import ModelConfig  # noqa: E402
 from closedloop.model.predict import predict  # noqa: E402
 from closedloop.model.split import split_images  # noqa: E402
-from closedloop.model.train import ExcludedUnitsWarning, _member_subsets, eq1_loss, fit_model  # noqa: E402
+from closedloop.model.train import (  # noqa: E402
+    ExcludedUnitsWarning, _member_subsets, eq1_loss, fit_ensemble, fit_model,
+)
 
 TINY = ModelConfig(core_filters=(4,), core_kernels=(5,), dense_units=16, max_epochs=8, patience=100,
                    stop_check_every=2, seed=0)
