@@ -8,7 +8,7 @@ response window, cuts the block's photodiode edges out of the stream
 `closedloop.runner.alignment.align_onsets`, counts spikes in the protocol's window
 with the same functions the runner and the session file use, publishes `Responses`
 and `BlockStatus` (and a `BlockRequest` copy with the pixels of new images) like the
-runner, and sends the block to the model server (`closedloop.replay.fitting`).
+runner, and sends the block to the model server (its `closedloop.replay.fitting.ReplayFitting`).
 
 Like the runner, every step drains all sockets first and advances a generator, so
 the acquisition stream never backs up while a refit runs.
@@ -27,7 +27,7 @@ import zmq
 from closedloop.data.responses import counts_to_rates, window_counts_from_spike_times
 from closedloop.errors import ClosedLoopError
 from closedloop.messages import BlockRequest, BlockStatus, ModelUpdated, Responses
-from closedloop.replay.fitting import FittingMixin
+from closedloop.replay.fitting import ReplayFitting
 from closedloop.replay.plan import ArchivePlan, ReplayBlock
 from closedloop.replay.rows import BlockRow
 from closedloop.replay.stream import ReplayStreams
@@ -77,7 +77,7 @@ class DriverSettings:
     stall_timeout_s: float = 60.0
 
 
-class ReplayDriver(FittingMixin, Component):
+class ReplayDriver(Component):
     """Turns a replayed stream into blocks of responses for the model server (see module notes).
 
     Parameters
@@ -115,7 +115,17 @@ class ReplayDriver(FittingMixin, Component):
         self.sent_repeats: dict[int, int] = {}
         self.error = ""
         self.finished = False
-        self.streams = self.link = self.publisher = None
+        # sockets and the collaborator using them: made in setup, in the component's thread
+        self.streams: ReplayStreams | None = None
+        self.link: ModelLink | None = None
+        self.publisher: Publisher | None = None
+        self.fitting: ReplayFitting | None = None
+        self.poller: zmq.Poller | None = None
+        self.clock_offset: float | None = None  # presenter -> acquisition clock, from the last aligned block
+        self.published_images: set[int] = set()
+        self._finished_at: float | None = None
+        self._lost_at_start = 0
+        self._task = None
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -128,15 +138,12 @@ class ReplayDriver(FittingMixin, Component):
         self.poller = zmq.Poller()
         for socket in (*self.streams.sockets(), self.link.events.socket, self.link.client.socket):
             self.poller.register(socket, zmq.POLLIN)
-        self.clock_offset: float | None = None
-        self.published_images: set[int] = set()
-        self._finished_at: float | None = None
-        self._lost_at_start = 0
-        self._init_fitting()
+        self.fitting = ReplayFitting(self.link, self.plan, self.settings, self.rows, self.models, self.sent_repeats,
+                                     emit=self._emit, on_model=self.on_model)
         self._task = self._run()
 
     def step(self) -> bool:
-        received = self.streams.poll() + self._poll_model_events()
+        received = self.streams.poll() + self.fitting.poll_model_events()
         try:
             next(self._task)
         except StopIteration:
@@ -165,8 +172,8 @@ class ReplayDriver(FittingMixin, Component):
             if fit_rows is None:
                 self._emit(row)
                 continue
-            yield from self._send_block(block, row, *fit_rows)
-        yield from self._final_refit(blocks[-1].number if blocks else 0)
+            yield from self.fitting.send_block(block, row, *fit_rows)
+        yield from self.fitting.final_refit(blocks[-1].number if blocks else 0)
 
     def _wait_for(self, block: ReplayBlock):
         """Yield until ``block`` is complete; returns where its edges end (acquisition clock)."""
@@ -292,7 +299,7 @@ class ReplayDriver(FittingMixin, Component):
 
     def _emit(self, row: BlockRow) -> None:
         if row.state in ("flagged", "no fit data", "refused"):
-            row.trials_so_far, row.images_so_far = self.trials_sent, len(self.server_has)
+            row.trials_so_far, row.images_so_far = self.fitting.trials_sent, len(self.fitting.server_has)
         self.rows.append(row)
         if self.on_row is not None:
             self.on_row(row)

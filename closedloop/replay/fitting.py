@@ -1,7 +1,8 @@
 """The replay driver's side of the model server: send each block, ask for refits, wait for them.
 
-Part of `closedloop.replay.driver.ReplayDriver` (a mixin using its link, rows and
-settings).  A block's fitting trials go out in one `FitRequest` with the display images
+`ReplayFitting` is a collaborator of `closedloop.replay.driver.ReplayDriver`: it talks
+to the server through the driver's `ModelLink` and fills the driver's rows, models and
+trial counts.  A block's fitting trials go out in one `FitRequest` with the display images
 of stimuli the server has not seen.  The first block after which a split is possible
 asks for a refit, then every ``fit_every``-th block that added data since; with
 ``wait`` the driver waits for that version's `ModelUpdated` (or the refit's
@@ -14,21 +15,44 @@ starts.  If the last block's data were not refitted, one more refit covers them.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 
 from closedloop.errors import ClosedLoopError
 from closedloop.messages import Accepted, Error, FitRequest, ModelUpdated
 from closedloop.model.split import MIN_IMAGES
-from closedloop.replay.plan import ReplayBlock
+from closedloop.replay.plan import ArchivePlan, ReplayBlock
 from closedloop.replay.rows import BlockRow
-from closedloop.server.client import empty_fit_request
+from closedloop.server.client import ModelLink, empty_fit_request
 
 
-class FittingMixin:
-    """Model-server requests of the `ReplayDriver` (see module notes)."""
+class ReplayFitting:
+    """Model-server requests of the `ReplayDriver` (see module notes).
 
-    def _init_fitting(self) -> None:
+    Parameters
+    ----------
+    link
+        The model server's client.
+    plan
+        The archive's blocks, units and images.
+    settings
+        The driver's `DriverSettings` (refit cadence, waits).
+    rows, models, sent_repeats
+        The driver's block rows, `ModelUpdated` by version and trials sent per stimulus:
+        filled here.
+    emit
+        Called with each finished row.
+    on_model
+        Called with each `ModelUpdated` (``None``: nothing).
+    """
+
+    def __init__(self, link: ModelLink, plan: ArchivePlan, settings, rows: list[BlockRow],
+                 models: dict[int, ModelUpdated], sent_repeats: dict[int, int], *,
+                 emit: Callable[[BlockRow], None], on_model: Callable[[ModelUpdated], None] | None = None):
+        self.link, self.plan, self.settings = link, plan, settings
+        self.rows, self.models, self.sent_repeats = rows, models, sent_repeats
+        self.emit, self.on_model = emit, on_model
         self.server_has: set[int] = set()
         self.trials_sent = 0
         self.data_blocks = 0
@@ -44,7 +68,7 @@ class FittingMixin:
 
     # --- events -----------------------------------------------------------------------
 
-    def _poll_model_events(self) -> int:
+    def poll_model_events(self) -> int:
         """Take ModelUpdated and fit_failed Errors from the server's PUB; returns how many arrived."""
         events = self.link.events.drain(1000)
         for decoded in events:
@@ -75,7 +99,7 @@ class FittingMixin:
 
     # --- requests ---------------------------------------------------------------------
 
-    def _send_block(self, block: ReplayBlock, row: BlockRow, stimulus_ids: np.ndarray, rates: np.ndarray):
+    def send_block(self, block: ReplayBlock, row: BlockRow, stimulus_ids: np.ndarray, rates: np.ndarray):
         """Send one block's fitting trials; refit and wait as the settings say."""
         new = np.array(sorted({int(i) for i in stimulus_ids} - self.server_has), dtype=np.int64)
         images_after = len(self.server_has) + new.size
@@ -97,7 +121,7 @@ class FittingMixin:
         if not isinstance(answer, Accepted):
             row.state = "refused"
             row.detail = f"{answer.code}: {answer.message}" if isinstance(answer, Error) else answer.type_name()
-            self._emit(row)
+            self.emit(row)
             return
         self.data_blocks += 1
         self.blocks_since_refit += 1
@@ -109,7 +133,7 @@ class FittingMixin:
         if not refit:
             self.unfitted_data = True
             row.state = "added"
-            self._emit(row)
+            self.emit(row)
             return
         yield from self._refit_asked(row, reply)
 
@@ -125,7 +149,7 @@ class FittingMixin:
         if self.settings.wait:
             yield from self._await_version(row.version)
             self._settle(row)
-        self._emit(row)
+        self.emit(row)
 
     def _settle(self, row: BlockRow) -> None:
         if row.version in self.models:
@@ -141,7 +165,7 @@ class FittingMixin:
                                       f"{self.settings.fit_timeout_s:g} s")
             yield
 
-    def _final_refit(self, last_block: int):
+    def final_refit(self, last_block: int):
         """Refit once more if the last data were not refitted; then wait for the newest version."""
         if self.unfitted_data and len(self.server_has) >= MIN_IMAGES:
             row = BlockRow(last_block, "final refit on all data", "refit pending", 0,

@@ -1,35 +1,37 @@
 """Running one presentation block: request, wait for trials and data, align, store, forward.
 
-Part of the `closedloop.runner.runner.Runner` component (a mixin: it uses the
-runner's sockets, session writer and state).  A block is a generator that yields
-while it waits, so the runner keeps draining its sockets.
+`BlockPresentation` is one of the `closedloop.runner.runner.Runner`'s collaborators: it
+sends the block to the presenter, waits on the runner's `StreamCollector`, records the
+block with the `SessionRecorder` and hands a good block's responses to `ModelSteps`.
+A block is a generator that yields while it waits, so the runner keeps draining its
+sockets.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from closedloop.config.protocol import FrameTiming, Protocol
+from closedloop.config.rig import Rig
 from closedloop.data.responses import counts_to_rates, window_counts_from_spike_times
 from closedloop.data.session_format import BlockFlag, BlockKind
-from closedloop.messages import BlockRequest, Error, FitRequest, Responses
+from closedloop.messages import BlockRequest, Error, Responses
 from closedloop.runner.alignment import align_onsets, estimated_onsets
+from closedloop.runner.collect import StreamCollector
 from closedloop.runner.journal import BlockRecord
-from closedloop.runner.plan import PlannedStep, trial_order
+from closedloop.runner.model_steps import ModelSteps
+from closedloop.runner.plan import Plan, PlannedStep, trial_order
+from closedloop.runner.recorder import SessionRecorder
+from closedloop.runner.settings import RunnerSettings
+from closedloop.runner.trials import TrialData
+from closedloop.transport import Endpoints, Publisher, RequestClient
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class TrialData:
-    """Responses of one good block, kept to (re)send to the model server."""
-
-    block: int
-    stimulus_ids: np.ndarray
-    rates: np.ndarray  # (n_trials, n_units) Hz
 
 
 @dataclass
@@ -57,13 +59,57 @@ class ActiveBlock:
 _BLOCK_KINDS = {"natural": BlockKind.NATURAL, "gratings": BlockKind.GRATING, "synthesized": BlockKind.SYNTHESIZED}
 
 
-class PresentationMixin:
-    """Presentation blocks of the `Runner` (see module notes)."""
+def pause(seconds: float):
+    """A generator that yields (the runner keeps polling) for ``seconds``."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        yield
 
-    def _present(self, step: PlannedStep, ids: np.ndarray, repeats: int, kind: str, ran_as: str = "",
-                 note: str = "", added: list[int] | None = None, added_set: str = ""):
-        order = trial_order(ids, repeats, self.seeds["protocol"], step.index)
-        block = self.writer.n_blocks
+
+class BlockPresentation:
+    """Presentation blocks (see module notes).
+
+    Parameters
+    ----------
+    recorder
+        Where blocks are recorded (writer, library, seeds, clock offset).
+    collector
+        The runner's acquisition stream and presenter reports.
+    presenter, publisher
+        The presenter's ROUTER (a `RequestClient`) and the runner's PUB.
+    model
+        Takes a good block's responses for the model server.
+    rig, plan, settings, endpoints
+        The rig (refresh rate), the plan (repeats of a replacement block), waits, where
+        the presenter is (for messages).
+    frames, photodiode_line
+        The protocol's frame timing and the sync line of onsets.
+    stop
+        Called with the reason when the run cannot go on (no presenter).
+    name
+        For log lines.
+
+    Attributes
+    ----------
+    active
+        The presentation block in progress, if any.
+    """
+
+    def __init__(self, recorder: SessionRecorder, collector: StreamCollector, presenter: RequestClient,
+                 publisher: Publisher, model: ModelSteps, *, rig: Rig, protocol: Protocol, plan: Plan,
+                 settings: RunnerSettings, endpoints: Endpoints, frames: FrameTiming, photodiode_line: int,
+                 stop: Callable[[str], None], name: str = "runner"):
+        self.recorder, self.collector, self.presenter, self.publisher, self.model = (
+            recorder, collector, presenter, publisher, model)
+        self.rig, self.protocol, self.plan, self.settings, self.endpoints = rig, protocol, plan, settings, endpoints
+        self.frames, self.photodiode_line, self.stop, self.name = frames, photodiode_line, stop, name
+        self.window_s = recorder.window_s
+        self.active: ActiveBlock | None = None
+
+    def present(self, step: PlannedStep, ids: np.ndarray, repeats: int, kind: str, ran_as: str = "",
+                note: str = "", added: list[int] | None = None, added_set: str = ""):
+        order = trial_order(ids, repeats, self.recorder.seeds["protocol"], step.index)
+        block = self.recorder.writer.n_blocks
         timeout = self.settings.block_timeout_s
         if timeout is None:
             timeout = 2 * order.size * self.frames.trial_ms / 1000 + 10.0
@@ -71,33 +117,34 @@ class PresentationMixin:
         active = ActiveBlock(step, block, kind, order, now, now + timeout, ran_as, note,
                              self.collector.acquisition.stats.missing, added=added, added_set=added_set)
         self.active = active
-        new = self.library.new_for_presenter(order)
+        new = self.recorder.library.new_for_presenter(order)
         request = BlockRequest(block=block, kind=kind, stimulus_ids=order, repeats=1,
                                image_ids=new if new.size else None,
-                               pixels=self.library.images(new) if new.size else None)
+                               pixels=self.recorder.library.images(new) if new.size else None)
         self.publisher.send(request)  # the monitor and the simulated array cache the pixels by id
         if new.size:
-            yield from self._pause(self.settings.pixel_lead_s)
+            yield from pause(self.settings.pixel_lead_s)
         sent = yield from self._send_to_presenter(request)
         if sent is None:
             return
-        self._mark("block_sent")
-        self.library.presenter_has.update(int(i) for i in new)
+        self.recorder.mark("block_sent")
+        self.recorder.library.presenter_has.update(int(i) for i in new)
         line, window_stop = self.photodiode_line, self.window_s[1]
         while not self.collector.block_complete(block, order.size, line, window_stop, self.settings.settle_s):
             if self._presenter_rejected(active, sent):
                 if len(active.rejected) == 1:  # the presenter may have restarted: send every image again
-                    self.library.presenter_has.clear()
+                    self.recorder.library.presenter_has.clear()
                     logger.warning("%s: block %d: presenter refused it (%s); sending it again with all pixels",
                                    self.name, block, active.rejected[-1])
                     full = BlockRequest(block=block, kind=kind, stimulus_ids=order, repeats=1,
-                                        image_ids=np.unique(order), pixels=self.library.images(np.unique(order)))
+                                        image_ids=np.unique(order),
+                                        pixels=self.recorder.library.images(np.unique(order)))
                     self.publisher.send(full)
-                    yield from self._pause(self.settings.pixel_lead_s)
+                    yield from pause(self.settings.pixel_lead_s)
                     sent = yield from self._send_to_presenter(full)
                     if sent is None:
                         return
-                    self.library.presenter_has.update(int(i) for i in np.unique(order))
+                    self.recorder.library.presenter_has.update(int(i) for i in np.unique(order))
                     continue
                 self._finish_failed_block(active, f"the presenter refused the block: {active.rejected[-1]}")
                 return
@@ -107,12 +154,7 @@ class PresentationMixin:
                                     f"{order.size} trials reported")
                 break
             yield
-        yield from self._finish_presentation(active)
-
-    def _pause(self, seconds: float):
-        until = time.monotonic() + seconds
-        while time.monotonic() < until:
-            yield
+        yield from self.finish(active)
 
     def _send_to_presenter(self, request: BlockRequest):
         """Send a BlockRequest, retrying while no presenter is connected; the seq or ``None``."""
@@ -125,9 +167,9 @@ class PresentationMixin:
                 self._finish_failed_block(self.active, f"no presenter took the block within "
                                           f"{self.settings.presenter_timeout_s:g} s at {self.endpoints.blocks}",
                                           advances=False)
-                self.stop_reason = "presenter unreachable"
+                self.stop("presenter unreachable")
                 return None
-            yield from self._pause(0.1)
+            yield from pause(0.1)
 
     def _presenter_rejected(self, active: ActiveBlock, seq: int) -> bool:
         reply = self.presenter.recv(0)
@@ -142,15 +184,15 @@ class PresentationMixin:
         logger.error("%s: block %d (%s, %s): %s", self.name, active.block, active.step.kind, active.step.where, detail)
         self.collector.forget(active.block)
         data = self.collector.take()
-        self._commit(BlockRecord(0, active.step.index, active.step.where, active.step.kind, "failed",
-                                 active.step.iteration, advances=advances, detail=detail, ran_as=active.ran_as,
-                                 stimuli=active.added, stimulus_set=active.added_set),
-                     BlockKind.OTHER, data=data, flag=BlockFlag.OTHER)
+        self.recorder.commit(BlockRecord(0, active.step.index, active.step.where, active.step.kind, "failed",
+                                         active.step.iteration, advances=advances, detail=detail,
+                                         ran_as=active.ran_as, stimuli=active.added, stimulus_set=active.added_set),
+                             BlockKind.OTHER, data=data, flag=BlockFlag.OTHER)
         self.active = None
 
-    def _finish_presentation(self, active: ActiveBlock, aborted: bool = False):
+    def finish(self, active: ActiveBlock, aborted: bool = False):
         """Align, count, store; then publish and forward the responses of a good block."""
-        self._mark("responses_in_hand")
+        self.recorder.mark("responses_in_hand")
         self.active = None
         trials = self.collector.trials_of(active.block)
         shown = trials.ordered()
@@ -177,16 +219,16 @@ class PresentationMixin:
         if alignment.ok:
             onsets, how = alignment.onsets, "photodiode"
             counts = window_counts_from_spike_times(data.spike_units, data.spike_times, onsets, self.window_s,
-                                                    self.unit_ids)
+                                                    self.recorder.unit_ids)
             rates = counts_to_rates(counts, self.window_s)
             if flag == BlockFlag.NONE:
-                self.clock_offset = alignment.clock_offset(flips)
+                self.recorder.clock_offset = alignment.clock_offset(flips)
         else:
             problems.append(f"photodiode: {alignment.problem}; responses not computed")
             flag = flag or BlockFlag.PHOTODIODE_MISMATCH
-            onsets, how = estimated_onsets(flips, edges, self.clock_offset)
+            onsets, how = estimated_onsets(flips, edges, self.recorder.clock_offset)
             how = f"estimated: {how}"
-            rates = np.full((len(shown), self.unit_ids.size), np.nan, dtype=np.float32)
+            rates = np.full((len(shown), self.recorder.unit_ids.size), np.nan, dtype=np.float32)
         lost = self.collector.acquisition.stats.missing - active.missing_at_start
         if lost:
             problems.append(f"acquisition lost {lost} message(s) during the block")
@@ -194,7 +236,7 @@ class PresentationMixin:
         notes = [active.note] if active.note else []
         if alignment.ok and rates.size and not np.any(rates > 0):
             notes.append("no unit responded (no spike in any response window)")
-        self._mark("responses_computed")
+        self.recorder.mark("responses_computed")
         dropped = sum(1 for m in shown if m.dropped_frames)
         if dropped:
             notes.append(f"{dropped} trial(s) with dropped frames")
@@ -209,34 +251,36 @@ class PresentationMixin:
         record = BlockRecord(0, active.step.index, active.step.where, active.step.kind, state, active.step.iteration,
                              advances=not aborted, detail=detail, n_trials=len(shown), ran_as=active.ran_as,
                              onsets=how, stimuli=active.added, stimulus_set=active.added_set)
-        self._commit(record, _BLOCK_KINDS[active.kind], data=data, stimulus_ids=stimulus_ids, onsets=onsets,
-                     flips=flips, n_frames=[m.n_frames for m in shown],
-                     dropped=[m.dropped_frames for m in shown], rates=rates, flag=flag)
+        self.recorder.commit(record, _BLOCK_KINDS[active.kind], data=data, stimulus_ids=stimulus_ids, onsets=onsets,
+                             flips=flips, n_frames=[m.n_frames for m in shown],
+                             dropped=[m.dropped_frames for m in shown], rates=rates, flag=flag)
         if good and stimulus_ids.size:
             trial_data = TrialData(active.block, stimulus_ids, rates.astype(np.float64))
-            self.history.append(trial_data)
+            self.recorder.history.append(trial_data)
             self.publisher.send(Responses(block=active.block, trial_ids=np.arange(stimulus_ids.size),
                                           stimulus_ids=stimulus_ids, rates=rates.astype(np.float64),
-                                          unit_ids=self.unit_ids))
-            self._queue_fit_data(trial_data)
+                                          unit_ids=self.recorder.unit_ids))
+            self.model.queue_fit_data(trial_data)
             if not aborted:
-                delivered = yield from self._deliver_backlog()
+                delivered = yield from self.model.deliver_backlog()
                 if delivered is not None:
-                    self._mark("responses_delivered")  # lands in the next block's record
+                    self.recorder.mark("responses_delivered")  # lands in the next block's record
 
-    def _queue_fit_data(self, trial_data: TrialData) -> None:
-        self.link.submit(lambda: self._fit_request(trial_data), self._fit_accepted)
+    def abandon(self) -> None:
+        """Forget the block in progress (its step failed): its reports go, its data stay for the record."""
+        if self.active is not None:
+            self.collector.forget(self.active.block)
+            self.active = None
 
-    def _fit_request(self, data: TrialData, refit: bool = False) -> FitRequest:
-        new = np.array(sorted({int(i) for i in data.stimulus_ids} - self.server_has), dtype=np.int64)
-        return FitRequest(block=data.block, stimulus_ids=data.stimulus_ids, rates=data.rates, unit_ids=self.unit_ids,
-                          image_ids=new if new.size else None, images=self.library.images(new) if new.size else None,
-                          refit=refit)
-
-    def _fit_accepted(self, request: FitRequest) -> None:
-        self.server_blocks.add(request.block)
-        if request.image_ids is not None:
-            self.server_has.update(int(i) for i in request.image_ids)
+    def natural_instead(self, step: PlannedStep, why: str):
+        """Show natural images where synthesized ones cannot be made (counts and repeats of the plan)."""
+        count = min(self.protocol.synthesis.images_per_block, self.recorder.library.natural_ids.size)
+        repeats = self.plan.next_present_repeats(step.index)
+        ids = self.recorder.library.next_natural(count)
+        logger.warning("%s: block %d (%s): %s; showing %d natural images x %d instead", self.name,
+                       self.recorder.writer.n_blocks, step.where, why, ids.size, repeats)
+        yield from self.present(step, ids, repeats, "natural", ran_as="natural",
+                                note=f"{why}: synthesize block replaced by {ids.size} natural images")
 
 
 def _join(first: str, second: str) -> str:

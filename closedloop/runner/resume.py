@@ -19,7 +19,7 @@ from closedloop.data.session_reader import SessionReader
 from closedloop.data.session_writer import SessionWriter
 from closedloop.errors import DataFileError
 from closedloop.messages import ModelUpdated
-from closedloop.runner.presentation import TrialData
+from closedloop.runner.trials import TrialData
 from closedloop.runner.stimuli import StimulusLibrary
 from closedloop.runner.targets import check_protocol_units
 
@@ -29,7 +29,11 @@ _PRESENTED = (BlockKind.NATURAL, BlockKind.GRATING, BlockKind.SYNTHESIZED)
 
 
 def restore(runner) -> None:
-    """Open ``runner.session_path`` for appending and rebuild the runner's state from it."""
+    """Open ``runner.session_path`` for appending and rebuild the runner's state from it.
+
+    ``runner`` is the runner's `closedloop.runner.recorder.SessionRecorder` (this is its
+    `~closedloop.runner.recorder.SessionRecorder.resume`): the state rebuilt is the recorder's own.
+    """
     path = runner.session_path
     runner.writer = SessionWriter.resume(path)
     try:
@@ -55,11 +59,10 @@ def restore(runner) -> None:
     if fits:  # the newest metrics decide a loop's stop rule until the server sends newer ones
         last = fits[-1]
         has_r = last.unit_ids is not None and last.heldout_r is not None
-        runner.link.newest = ModelUpdated(
+        runner.newest_model = ModelUpdated(
             version=last.model_version, metrics=last.metrics,
             unit_ids=np.asarray(last.unit_ids, np.int64) if has_r else None,
             heldout_r=np.array([np.nan if r is None else r for r in last.heldout_r], np.float64) if has_r else None)
-        runner.link.known_version = last.model_version
     logger.info("%s: resuming %s after protocol step %s: %d blocks, %d trials, %d good blocks to re-send",
                 runner.name, path, runner.position, runner.writer.n_blocks, runner.writer.n_trials,
                 len(runner.history))

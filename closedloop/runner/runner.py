@@ -1,7 +1,11 @@
 """The runner component: executes a protocol on a rig, block by block (DESIGN §1, §5, §9).
 
-Each protocol step (`closedloop.runner.plan`) runs as a generator that yields while
-it waits; every `Runner.step` first drains all sockets (acquisition, presenter
+The runner is composed of three collaborators, created when it starts: a
+`SessionRecorder` (the session file, the journal, and the state they record), a
+`BlockPresentation` (presentation blocks) and `ModelSteps` (fit and synthesize blocks,
+and the responses the model server must have).  The runner owns the sockets and the
+protocol's order: each protocol step (`closedloop.runner.plan`) runs as a generator
+that yields while it waits; every `Runner.step` first drains all sockets (acquisition, presenter
 reports, model events), then advances the current block a little.  So the runner
 never blocks on the model server, a stop request is seen within one step, and no
 socket backs up while a refit runs.
@@ -16,7 +20,6 @@ flagged ``aborted`` (kept, never used for fitting) and the step runs again on re
 from __future__ import annotations
 
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -27,16 +30,15 @@ from closedloop.config.blocks import FitBlock, GratingsBlock, NaturalBlock, Pres
 from closedloop.config.protocol import Protocol
 from closedloop.config.rig import Rig
 from closedloop.data.session_format import BlockFlag, BlockKind
-from closedloop.data.session_writer import SessionWriter
 from closedloop.errors import ClosedLoopError
 from closedloop.messages import BlockStatus
-from closedloop.runner.collect import StreamCollector, StreamData
-from closedloop.runner.journal import BlockRecord, Journal, journal_path
-from closedloop.runner.model_steps import ModelStepsMixin
+from closedloop.runner.collect import StreamCollector
+from closedloop.runner.journal import BlockRecord
+from closedloop.runner.model_steps import ModelSteps
 from closedloop.runner.plan import Plan, PlannedStep
-from closedloop.runner.presentation import ActiveBlock, PresentationMixin, TrialData
+from closedloop.runner.presentation import ActiveBlock, BlockPresentation, pause
+from closedloop.runner.recorder import SessionRecorder
 from closedloop.runner.settings import RunnerSettings
-from closedloop.runner.stimuli import StimulusLibrary, natural_pool
 from closedloop.runner.targets import check_protocol_units
 from closedloop.runtime.component import Component
 from closedloop.server.client import ModelLink
@@ -50,7 +52,7 @@ logger = logging.getLogger(__name__)
 _IDLE_WAIT_MS = 2
 
 
-class Runner(PresentationMixin, ModelStepsMixin, Component):
+class Runner(Component):
     """Runs ``protocol`` on ``rig`` and records it in ``session_path``.
 
     Parameters
@@ -85,6 +87,8 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
     -----
     After the run, ``position`` is the last protocol step done, ``stop_reason`` is
     ``""`` when the protocol finished, and ``statuses`` lists every BlockStatus sent.
+    Sockets and the collaborators that use them are made in `setup` (the thread that
+    runs the component owns them).
     """
 
     def __init__(self, rig: Rig, protocol: Protocol, session_path: str | Path, endpoints: Endpoints, *,
@@ -99,23 +103,51 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
         self.frames = protocol.frames(rig)
         if unit_ids is None and not resume:
             raise ValueError(f"{name}: unit_ids are needed to start a new session")
-        self.unit_ids = None if unit_ids is None else np.asarray(unit_ids, dtype=np.int64)
-        if self.unit_ids is not None:
-            self.channels = (np.full(self.unit_ids.size, -1, np.int64) if channels is None
-                             else np.asarray(channels, dtype=np.int64))
-            check_protocol_units(protocol, self.unit_ids.size)
+        if unit_ids is not None:
+            unit_ids = np.asarray(unit_ids, dtype=np.int64)
+            channels = (np.full(unit_ids.size, -1, np.int64) if channels is None
+                        else np.asarray(channels, dtype=np.int64))
+            check_protocol_units(protocol, unit_ids.size)
         self.photodiode_line = rig.acquisition.onset_line
-        self.window_s = protocol.response.window_s
         self.plan = Plan(protocol)
-        self.position: int | None = None
+        self.recorder = SessionRecorder(self.session_path, protocol, unit_ids=unit_ids, channels=channels,
+                                        window_s=protocol.response.window_s, announce=self._announce, name=name,
+                                        session_id=self.session_id)
         self.stop_reason = ""
         self.finished = False
         self.statuses: list[BlockStatus] = []
-        self.writer: SessionWriter | None = None
-        self.publisher = self.presenter = self.collector = self.link = None
+        # sockets and the collaborators using them: made in setup, in the component's thread
+        self.publisher: Publisher | None = None
+        self.presenter: RequestClient | None = None
+        self.collector: StreamCollector | None = None
+        self.link: ModelLink | None = None
+        self.model_steps: ModelSteps | None = None
+        self.presentation: BlockPresentation | None = None
         self.current = None  # (PlannedStep | None, generator)
-        self.active: ActiveBlock | None = None
-        self.library: StimulusLibrary | None = None
+        self._inputs: zmq.Poller | None = None
+        self._blocks_before_step = 0
+
+    @property
+    def position(self) -> int | None:
+        """The last protocol step done (``None``: none yet)."""
+        return self.recorder.position
+
+    @property
+    def unit_ids(self) -> np.ndarray | None:
+        return self.recorder.unit_ids
+
+    @property
+    def channels(self) -> np.ndarray | None:
+        return self.recorder.channels
+
+    @property
+    def window_s(self) -> tuple[float, float]:
+        return self.recorder.window_s
+
+    @property
+    def active(self) -> ActiveBlock | None:
+        """The presentation block in progress, if any."""
+        return None if self.presentation is None else self.presentation.active
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -125,23 +157,21 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
         self.collector = StreamCollector(self.endpoints.spikes, self.endpoints.stimulus, self.name)
         self.link = ModelLink(self.endpoints.model, self.endpoints.model_events, name=self.name,
                               session=self.session_id, request_timeout_s=self.settings.request_timeout_s)
-        self.link.on_restart = self._server_lost_data
         self._inputs = zmq.Poller()
         for socket in (self.collector.acquisition, self.collector.stimulus, self.link.client, self.link.events,
                        self.presenter):
             self._inputs.register(socket.socket, zmq.POLLIN)
-        self.journal = Journal(journal_path(self.session_path))
-        self.history: list[TrialData] = []
-        self.server_has: set[int] = set()
-        self.server_blocks: set[int] = set()
-        self.clock_offset: float | None = None
-        self.refit_wanted = False
-        self.marks: dict[str, float] = {}  # journal timing since the last record (`BlockRecord.times`)
         if self.resume:
-            from closedloop.runner.resume import restore
-            restore(self)
+            self.recorder.resume()
         else:
-            self._create_session()
+            self.recorder.create(self.rig, self.frames, photodiode_line=self.photodiode_line,
+                                 plan_steps=len(self.plan), overwrite=self.overwrite)
+        self.model_steps = ModelSteps(self.link, self.recorder, self.collector, rig=self.rig, protocol=self.protocol,
+                                      plan=self.plan, settings=self.settings, name=self.name)
+        self.presentation = BlockPresentation(
+            self.recorder, self.collector, self.presenter, self.publisher, self.model_steps, rig=self.rig,
+            protocol=self.protocol, plan=self.plan, settings=self.settings, endpoints=self.endpoints,
+            frames=self.frames, photodiode_line=self.photodiode_line, stop=self._stop, name=self.name)
         self.current = (None, self._startup())
 
     def step(self) -> bool:
@@ -155,16 +185,16 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
             if step is None:
                 self.finished = True
                 logger.info("%s: protocol %r finished: %d session blocks, %d trials", self.name, self.protocol.name,
-                            self.writer.n_blocks, self.writer.n_trials)
+                            self.recorder.writer.n_blocks, self.recorder.writer.n_trials)
                 return False
             self.current = (step, self._run(step))
-            self._blocks_before_step = self.writer.n_blocks
+            self._blocks_before_step = self.recorder.writer.n_blocks
         step, task = self.current
         try:
             next(task)
         except StopIteration:
             self.current = None
-            if step is not None and self.writer.n_blocks == self._blocks_before_step and not self.stop_reason:
+            if step is not None and self.recorder.writer.n_blocks == self._blocks_before_step and not self.stop_reason:
                 # never run a step forever: one that left no block is recorded as failed
                 self._step_failed(step, RuntimeError("the step ended without writing a block"))
         except Exception as error:  # noqa: BLE001 - a block fails, the run goes on
@@ -174,12 +204,11 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
 
     def teardown(self) -> None:
         try:
-            if self.writer is not None and getattr(self, "library", None) is not None:
+            if self.recorder.writer is not None and self.recorder.library is not None:
                 self._poll()
                 self._write_interrupted()
         finally:
-            if self.writer is not None:
-                self.writer.close()
+            self.recorder.close()
             for part in (self.link, self.collector, self.presenter, self.publisher):
                 if part is not None:
                     part.close()
@@ -200,35 +229,38 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
             detail = (f"loop blocks[{loop}] stopped early: median held-out r {r_median:.3f} is above "
                       f"stop_when_r_above; {len(steps)} step(s) skipped")
             logger.info("%s: %s", self.name, detail)
-            self._status(self.writer.n_blocks, "loop", "skipped", steps[0].iteration, 0, detail)
-            self.position = steps[-1].index
+            self.recorder.status(self.recorder.writer.n_blocks, "loop", "skipped", steps[0].iteration, 0, detail)
+            self.recorder.skipped(steps[-1].index)
         return step
 
     def _run(self, step: PlannedStep):
         block = step.block
-        self._mark("step_started")
-        self._status(self.writer.n_blocks, step.kind, "started", step.iteration, 0, step.where)
-        yield from self._deliver_backlog()  # the probe: a server that is back gets what it missed
+        self.recorder.mark("step_started")
+        self.recorder.status(self.recorder.writer.n_blocks, step.kind, "started", step.iteration, 0, step.where)
+        yield from self.model_steps.deliver_backlog()  # the probe: a server that is back gets what it missed
         if isinstance(block, NaturalBlock):
-            count = self.library.natural_ids.size if block.images == "all" else block.images
-            yield from self._present(step, self.library.next_natural(count), block.repeats, "natural")
+            count = self.recorder.library.natural_ids.size if block.images == "all" else block.images
+            yield from self.presentation.present(step, self.recorder.library.next_natural(count), block.repeats,
+                                                 "natural")
         elif isinstance(block, GratingsBlock):
-            start = self.writer.n_stimuli
-            ids = self.library.gratings(block.set, self.rig, self.writer)
-            added = [start, self.writer.n_stimuli] if self.writer.n_stimuli > start else None
-            yield from self._present(step, ids, block.repeats, "gratings", added=added,
-                                     added_set=block.set if added else "")
+            start = self.recorder.writer.n_stimuli
+            ids = self.recorder.library.gratings(block.set, self.rig, self.recorder.writer)
+            added = [start, self.recorder.writer.n_stimuli] if self.recorder.writer.n_stimuli > start else None
+            yield from self.presentation.present(step, ids, block.repeats, "gratings", added=added,
+                                                 added_set=block.set if added else "")
         elif isinstance(block, PresentSynthesizedBlock):
-            ids = self.library.synthesized_ids
+            ids = self.recorder.library.synthesized_ids
             if ids.size == 0:
-                self._record_model_step(step, "skipped", "no synthesized images to show (the synthesize block "
+                self.model_steps.record(step, "skipped", "no synthesized images to show (the synthesize block "
                                         "before it made none)")
             else:
-                yield from self._present(step, ids, block.repeats, "synthesized")
+                yield from self.presentation.present(step, ids, block.repeats, "synthesized")
         elif isinstance(block, FitBlock):
-            yield from self._fit(step)
+            yield from self.model_steps.fit(step)
         elif isinstance(block, SynthesizeBlock):
-            yield from self._synthesize(step)
+            instead = yield from self.model_steps.synthesize(step)
+            if instead:
+                yield from self.presentation.natural_instead(step, instead)
 
     def _startup(self):
         deadline = time.monotonic() + self.settings.startup_timeout_s
@@ -241,42 +273,27 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
             while not np.isfinite(self.collector.horizon) and time.monotonic() < deadline:
                 yield
             if not np.isfinite(self.collector.horizon):
-                self.stop_reason = (f"no spike or photodiode edge from acquisition ({self.endpoints.spikes}) within "
-                                    f"{self.settings.startup_timeout_s:g} s: start acquiring in the recording system "
-                                    "(Open Ephys: press play, with the Event Broadcaster plugin on the rig's "
-                                    "acquisition.event_endpoint) before the run")
-                logger.error("%s: %s", self.name, self.stop_reason)
+                self._stop(f"no spike or photodiode edge from acquisition ({self.endpoints.spikes}) within "
+                           f"{self.settings.startup_timeout_s:g} s: start acquiring in the recording system "
+                           "(Open Ephys: press play, with the Event Broadcaster plugin on the rig's "
+                           "acquisition.event_endpoint) before the run", error=True)
                 return
-        yield from self._pause(self.settings.settle_s)  # subscribers of our PUB (the simulated array) join
+        yield from pause(self.settings.settle_s)  # subscribers of our PUB (the simulated array) join
         if self.resume:
-            yield from self._resend_after_resume()
-
-    def _resend_after_resume(self):
-        """Send the recorded responses again and, if the session had fitted, wait for a refit."""
-        self._queue_everything()
-        last = yield from self._deliver_backlog()
-        if last is None or not self.refit_wanted:
-            return
-        version = getattr(last.message, "version", 0)
-        deadline = time.monotonic() + self.settings.fit_timeout_s
-        while self.link.version < version and time.monotonic() < deadline and not self.link.restarted:
-            yield
-        logger.info("%s: resumed at step %s with model version %d", self.name, self.position, self.link.version)
+            yield from self.model_steps.resend_after_resume()
 
     def _step_failed(self, step: PlannedStep | None, error: Exception) -> None:
-        block = self.writer.n_blocks
+        block = self.recorder.writer.n_blocks
         where = "startup" if step is None else f"{step.kind}, {step.where}"
         expected = isinstance(error, (ClosedLoopError, ValueError, OSError))
         logger.error("%s: block %d (%s) failed: %s: %s", self.name, block, where, type(error).__name__, error,
                      exc_info=None if expected else error)  # a traceback only for what looks like a bug
-        if self.active is not None:
-            self.collector.forget(self.active.block)
-            self.active = None
+        self.presentation.abandon()
         if step is None:
             return
-        self._commit(BlockRecord(0, step.index, step.where, step.kind, "failed", step.iteration,
-                                 detail=f"{type(error).__name__}: {error}"),
-                     BlockKind.OTHER, data=self.collector.take(), flag=BlockFlag.OTHER)
+        self.recorder.commit(BlockRecord(0, step.index, step.where, step.kind, "failed", step.iteration,
+                                         detail=f"{type(error).__name__}: {error}"),
+                             BlockKind.OTHER, data=self.collector.take(), flag=BlockFlag.OTHER)
 
     def _write_interrupted(self) -> None:
         """At teardown: keep what a half-done step received (flagged), and data since the last block."""
@@ -285,76 +302,28 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
             active = self.active
             logger.warning("%s: block %d (%s) interrupted; writing its %d reported trial(s) as an aborted block",
                            self.name, active.block, active.step.where, len(self.collector.trials_of(active.block).by_trial))
-            for _ in self._finish_presentation(active, aborted=True):
+            for _ in self.presentation.finish(active, aborted=True):
                 pass
         elif step is not None:
-            self._commit(BlockRecord(0, step.index, step.where, step.kind, "aborted", step.iteration, advances=False,
-                                     detail="interrupted before it finished; it runs again on resume"),
-                         BlockKind.OTHER, data=self.collector.take(), flag=BlockFlag.ABORTED)
+            self.recorder.commit(BlockRecord(0, step.index, step.where, step.kind, "aborted", step.iteration,
+                                             advances=False,
+                                             detail="interrupted before it finished; it runs again on resume"),
+                                 BlockKind.OTHER, data=self.collector.take(), flag=BlockFlag.ABORTED)
         else:
             data = self.collector.take()
             if not data.empty:
-                self._commit(BlockRecord(0, -1, "", "idle", "finished", advances=False,
-                                         detail="data received after the last block"), BlockKind.OTHER, data=data)
+                self.recorder.commit(BlockRecord(0, -1, "", "idle", "finished", advances=False,
+                                                 detail="data received after the last block"),
+                                     BlockKind.OTHER, data=data)
 
-    # --- session ----------------------------------------------------------------------
+    # --- the run's state -------------------------------------------------------------
 
-    def _create_session(self) -> None:
-        rng = np.random.default_rng()
-        protocol = self.protocol
+    def _stop(self, reason: str, *, error: bool = False) -> None:
+        """Stop before the next step (the block in progress is finished as it is)."""
+        self.stop_reason = reason
+        if error:
+            logger.error("%s: %s", self.name, reason)
 
-        def seed(value: int | None) -> int:
-            return int(rng.integers(2**31)) if value is None else int(value)
-
-        self.seeds = {"protocol": seed(protocol.seed), "images": seed(protocol.images.seed),
-                      "synthesis": seed(protocol.synthesis.seed if protocol.synthesis else 0),
-                      "acquisition": self.rig.acquisition.seed}
-        size = self.rig.stimulus.size_px
-        pool = natural_pool(protocol, self.rig, self.seeds["images"])
-        if self.overwrite:
-            self.journal.path.unlink(missing_ok=True)
-        self.writer = SessionWriter(
-            self.session_path, session_id=self.session_id, unit_ids=self.unit_ids, channels=self.channels,
-            stimulus_shape=(size, size), response_window_s=self.window_s,
-            rig_yaml=_text(self.rig), protocol_yaml=_text(protocol), seeds=self.seeds,
-            metadata={"runner": {"journal": self.journal.path.name, "photodiode_line": self.photodiode_line,
-                                 "plan_steps": len(self.plan), "stimulus_frames": self.frames.stimulus_frames,
-                                 "blank_frames": self.frames.blank_frames}},
-            overwrite=self.overwrite)
-        if self.journal.path.exists():  # left from an older session of the same name
-            os.replace(self.journal.path, self.journal.path.with_name(self.journal.path.name + ".old"))
-        ids = self.writer.add_stimuli(pool, "natural", source_index=np.arange(len(pool)))
-        self.library = StimulusLibrary(ids)
-        self.library.add(ids, pool)
-
-    def _commit(self, record: BlockRecord, kind: BlockKind, *, data: StreamData, stimulus_ids=(), onsets=(),
-                flips=None, n_frames=None, dropped=None, rates=None, flag: BlockFlag = BlockFlag.NONE) -> None:
-        """Journal record first, then the session block (see `closedloop.runner.journal`), then BlockStatus."""
-        record.session_block = self.writer.n_blocks
-        record.pool_cursor = self.library.cursor
-        record.clock_offset = self.clock_offset
-        record.times, self.marks = {**self.marks, **record.times}, {}
-        self.journal.append(record)
-        self.writer.append_block(kind, stimulus_ids=np.asarray(stimulus_ids, np.int64), onsets_s=np.asarray(onsets),
-                                 flip_s=flips, n_frames=n_frames, dropped_frames=dropped,
-                                 spike_unit_ids=data.spike_units, spike_times_s=data.spike_times,
-                                 sync_times_s=data.sync_times, sync_lines=data.sync_lines,
-                                 sync_states=data.sync_states, responses_hz=rates, flag=flag)
-        if record.advances and record.step >= 0:
-            self.position = record.step
-        self._status(record.session_block, record.kind, record.state, record.iteration, record.n_trials, record.detail)
-
-    def _mark(self, moment: str) -> None:
-        """Note the wall-clock time of a moment named in `closedloop.runner.journal.TIMES`."""
-        self.marks[moment] = time.time()
-
-    def _status(self, block: int, kind: str, state: str, iteration: int, n_trials: int, detail: str) -> None:
-        status = BlockStatus(block=block, kind=kind, state=state, iteration=iteration, n_trials=n_trials,
-                             detail=detail)
+    def _announce(self, status: BlockStatus) -> None:
         self.statuses.append(status)
         self.publisher.send(status)
-
-
-def _text(config) -> str:
-    source = getattr(config, "source", None)
-    return "" if source is None else source.text

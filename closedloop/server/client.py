@@ -83,6 +83,12 @@ class ModelLink:
                 self.errors_seen += 1
                 logger.warning("%s: the model server reported %s: %s", self.name, message.code, message.message)
 
+    def assume(self, update: ModelUpdated) -> None:
+        """Take ``update`` as the newest model until the server says otherwise (a resumed session's
+        journal: its newest fit decides a loop's stop rule)."""
+        self.newest = update
+        self.known_version = int(update.version)
+
     @property
     def version(self) -> int:
         return 0 if self.newest is None else self.newest.version
