@@ -88,7 +88,8 @@ def model_server(rig: Rig, protocol: Protocol, endpoints: Endpoints | None = Non
     replace the configs' values when given (a command line's choices, a replayed
     archive's image size; `closedloop.server.settings.device_choice`).
     """
-    from closedloop.server.component import ModelServer  # torch: heavy, only where a server runs here
+    # torch (the server and its settings' synthesis defaults) is heavy: only where a server runs here
+    from closedloop.server.component import ModelServer
     from closedloop.server.settings import ServerSettings
 
     endpoints = endpoints or Endpoints.from_rig(rig)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from closedloop.acquisition import BrainSpec
 from closedloop.config.protocol import Protocol
 from closedloop.config.rig import Rig

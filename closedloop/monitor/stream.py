@@ -15,6 +15,7 @@ import threading
 
 import zmq
 
+from closedloop.config.rig import Ports
 from closedloop.monitor.health import STREAMS
 from closedloop.monitor.state import MonitorState
 from closedloop.transport import Subscriber
@@ -33,8 +34,6 @@ def rig_endpoints(network) -> dict[str, str]:
 
 def host_endpoints(host: str, ports: dict[str, int] | None = None) -> dict[str, str]:
     """Endpoints of the monitored streams on ``host`` (default rig ports unless given)."""
-    from closedloop.config.rig import Ports
-
     ports = ports or Ports().named()
     return {name: f"tcp://{host}:{ports[name]}" for name in STREAMS}
 

@@ -4,16 +4,21 @@
 - `ReplayDriver`, `DriverSettings`: the passive driver component (the runner's part, no presenter).
 - `read_plan`, `ArchivePlan`, `ReplayBlock`: an archive's blocks, trials, units and fitting images.
 - `BlockRow`: one block's progress line; `closedloop.replay.summary` prints and draws them.
+
+Names are imported on first use (`closedloop.lazy`).
 """
 
 from __future__ import annotations
 
-from closedloop.replay.driver import DriverSettings, ReplayDriver
-from closedloop.replay.pipeline import ReplayOptions, ReplayOutcome, prepare, replay_archive
-from closedloop.replay.plan import ArchivePlan, ReplayBlock, read_plan
-from closedloop.replay.rows import BlockRow
+from closedloop.lazy import lazy_exports
 
-__all__ = [
-    "ArchivePlan", "BlockRow", "DriverSettings", "ReplayBlock", "ReplayDriver", "ReplayOptions", "ReplayOutcome",
-    "prepare", "read_plan", "replay_archive",
-]
+_EXPORTS = {
+    "DriverSettings": "closedloop.replay.driver", "ReplayDriver": "closedloop.replay.driver",
+    "ReplayOptions": "closedloop.replay.pipeline", "ReplayOutcome": "closedloop.replay.pipeline",
+    "prepare": "closedloop.replay.pipeline", "replay_archive": "closedloop.replay.pipeline",
+    "ArchivePlan": "closedloop.replay.plan", "ReplayBlock": "closedloop.replay.plan",
+    "read_plan": "closedloop.replay.plan",
+    "BlockRow": "closedloop.replay.rows",
+}
+__all__ = sorted(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -21,9 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from closedloop.acquisition.replay import ReplayAdapter
 from closedloop.config.protocol import Protocol
 from closedloop.config.rig import Rig
 from closedloop.errors import ClosedLoopError
+from closedloop.loop.components import model_server
+from closedloop.loop.local import run_until_done
 from closedloop.messages import ModelUpdated
 from closedloop.model.split import MIN_IMAGES
 from closedloop.replay.driver import DriverSettings, ReplayDriver
@@ -155,10 +158,6 @@ def replay_archive(archive: str | Path, protocol: Protocol, rig: Rig, options: R
     ReplayFailed
         The replay stopped (a component failed, the stream stalled, Ctrl-C).
     """
-    from closedloop.acquisition.replay import ReplayAdapter
-    from closedloop.loop.components import model_server
-    from closedloop.loop.local import run_until_done
-
     stage = on_stage or (lambda text: None)
     plan, notes = prepared or prepare(archive, protocol, rig, options)
     endpoints = options.endpoints

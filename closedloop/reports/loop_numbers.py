@@ -15,19 +15,18 @@ from pathlib import Path
 import numpy as np
 
 from closedloop.data.session_format import StimulusKind
+from closedloop.data.session_reader import SessionReader
 from closedloop.errors import DataFileError
 from closedloop.model.saved import load_saved, model_file_name, model_path, predict_pixels
-from closedloop.runner.journal import BlockRecord
 from closedloop.reports.loop_types import (
     Iteration, LoopReport, ModelFit, SynthesizedImage, Turnaround, read_journal,
 )
+from closedloop.runner.journal import BlockRecord
 
 PRESENTATION_KINDS = ("natural", "gratings", "present_synthesized")
 
 
 def build_report(session_path: Path, brain, models_dir: Path | None, device: str) -> LoopReport:
-    from closedloop.data.session import SessionReader
-
     with SessionReader(session_path) as reader:
         stimuli, trials, blocks = reader.stimuli, reader.trials, reader.blocks
         responses = np.asarray(reader.responses, dtype=np.float64)

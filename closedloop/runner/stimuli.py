@@ -19,7 +19,7 @@ from closedloop.data.session_writer import SessionWriter
 
 def natural_pool(protocol: Protocol, rig: Rig, seed: int) -> np.ndarray:
     """(images.n, size_px, size_px) float32 natural images in the rig's circular aperture."""
-    from closedloop.sim.photographs import natural_images
+    from closedloop.sim.photographs import natural_images  # the simulator package is heavy: only a new session
 
     size = rig.stimulus.size_px
     return natural_images(protocol.images.n, size_px=size, aperture_diameter_px=float(size), seed=seed)
@@ -31,7 +31,7 @@ def grating_set(name: str, rig: Rig) -> tuple[np.ndarray, np.ndarray]:
     The stimulus array of ``size_px`` pixels spans the aperture, which fixes the
     pixels per degree that spatial frequencies are drawn at.
     """
-    from closedloop.sim import gratings
+    from closedloop.sim import gratings  # the simulator package is heavy: only when a grating block runs
 
     size = rig.stimulus.size_px
     ppd = size / rig.stimulus.aperture_diameter_deg

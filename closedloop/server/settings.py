@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from closedloop.data.dataset import Preprocessing
 from closedloop.errors import ClosedLoopError
+from closedloop.model.device import resolve_device
 from closedloop.model.model_config import ModelConfig
 from closedloop.synth.optimise import SynthesisSettings
 
@@ -37,8 +38,6 @@ def resolved_device(chosen: str | None, protocol, rig) -> str:
     ClosedLoopError
         An explicit ``cuda`` device on a machine without one.
     """
-    from closedloop.model.device import resolve_device  # torch: heavy
-
     return str(resolve_device(device_choice(chosen, protocol, rig)))
 
 
