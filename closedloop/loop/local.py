@@ -2,9 +2,9 @@
 
 `simulated_components` puts together (`closedloop.loop.components` builds each), in start
 order, the simulated array, the headless (or PsychoPy) presenter, an optional model server
-component the caller passes in, and the runner; `run_until_done` supervises them until the runner finishes, fails, or Ctrl-C
-(every component is then stopped in reverse start order: the runner first, so it
-writes an interrupted block while acquisition still runs).
+component the caller passes in, and the runner; `run_until_done` supervises them until the
+runner finishes, fails, or Ctrl-C (every component is then stopped in reverse start order:
+the runner first, so it writes an interrupted block while acquisition still runs).
 """
 
 from __future__ import annotations

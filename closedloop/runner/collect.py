@@ -1,8 +1,8 @@
 """Gathering what acquisition and the presenter send, block by block.
 
 `StreamCollector` drains the acquisition stream (SpikeBatch, SyncEvent, Heartbeat, in
-a `closedloop.acquisition.buffer.AcquisitionBuffer`) and the presenter's StimulusShown reports on every runner step, so no socket backs up
-while the runner waits for a fit.  Spikes and sync events pile up until a block takes
+a `closedloop.acquisition.buffer.AcquisitionBuffer`) and the presenter's StimulusShown
+reports on every runner step, so no socket backs up while the runner waits for a fit.  Spikes and sync events pile up until a block takes
 them (`StreamCollector.take`): every one received is stored with some block, so
 nothing between blocks is lost.  StimulusShown reports are kept per block number.
 
