@@ -10,12 +10,11 @@ from config_helpers import ROOT, write_variant  # noqa: E402
 
 from closedloop.config import load_protocol, load_rig  # noqa: E402
 from closedloop.config.rig import PHOTODIODE_LINE  # noqa: E402
-from closedloop.sim.archive_spec import PHOTODIODE_LINE as ARCHIVE_LINE  # noqa: E402
 
 
 def test_onset_line_is_the_rigs_photodiode_line_else_the_default(tmp_path):
     sim = load_rig(ROOT / "rigs/sim.yaml")
-    assert sim.acquisition.photodiode_line is None and sim.acquisition.onset_line == PHOTODIODE_LINE == ARCHIVE_LINE
+    assert sim.acquisition.photodiode_line is None and sim.acquisition.onset_line == PHOTODIODE_LINE == 1
     named = load_rig(write_variant(tmp_path, "rigs/example_openephys.yaml", {"acquisition.photodiode_line": 4}))
     assert named.acquisition.onset_line == 4
 
