@@ -4,6 +4,12 @@ PyYAML's ``safe_load`` forgets where each value came from and silently keeps the
 last of two duplicate keys.  Configuration errors must name the file and line, so
 this module composes PyYAML's node graph and turns it into `YamlNode` objects that
 carry a 1-based line for every value and every mapping key.
+
+A settings file comes from outside, so reading it is bounded before anything is
+built: at most `MAX_FILE_BYTES` are read (``/dev/zero`` or a log file given by
+mistake is refused at once), nesting deeper than `MAX_DEPTH` is refused while
+composing, and the size aliases (``*name``) would expand to is computed on the node
+graph, without expanding it, so an alias bomb is refused in milliseconds.
 """
 
 from __future__ import annotations
@@ -16,6 +22,15 @@ import yaml
 from yaml.constructor import SafeConstructor
 
 from closedloop.errors import ConfigError
+
+#: Largest settings file read, in bytes; shipped rigs and protocols are 1-4 KB.
+MAX_FILE_BYTES = 64 * 1024
+#: Deepest nesting of mappings and lists (shipped files use 4 levels).
+MAX_DEPTH = 32
+#: Most values a file may hold once aliases are expanded (shipped files hold ~100).
+MAX_VALUES = 20_000
+#: Longest text shown from a value in an error message.
+_SHOWN_CHARS = 40
 
 # Type names a user understands, for "expected ..., got ..." messages.
 _KIND_NAMES = {"mapping": "a mapping (key: value)", "sequence": "a list", "scalar": "a single value"}
@@ -53,16 +68,23 @@ class YamlNode:
         """Short description of what the value is, for error messages."""
         if self.kind != "scalar":
             return _KIND_NAMES[self.kind]
-        value = self.value
+        value, raw = self.value, shorten(self.raw)
         if value is None:
             return "null"
         if isinstance(value, bool):
-            return f"boolean {self.raw!r}" if self.plain else f"text {self.raw!r}"
+            return f"boolean {raw!r}" if self.plain else f"text {raw!r}"
         if isinstance(value, int):
-            return f"integer {self.raw}"
+            return f"integer {raw}"
         if isinstance(value, float):
-            return f"number {self.raw}"
-        return f"text {self.raw!r}"
+            return f"number {raw}"
+        return f"text {raw!r}"
+
+
+def shorten(raw: str) -> str:
+    """``raw`` as shown in a one-line message: long values are cut and their length given."""
+    if len(raw) <= _SHOWN_CHARS:
+        return raw
+    return f"{raw[:12]}...({len(raw)} characters)"
 
 
 def load_yaml(path: str | Path, text: str | None = None) -> YamlNode:
@@ -88,8 +110,15 @@ def load_yaml(path: str | Path, text: str | None = None) -> YamlNode:
     """
     if text is None:
         text = read_text(path)
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+        raise _too_large(path)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_BoundedLoader)
+    except _TooDeep as error:
+        raise ConfigError(
+            path, error.line, None, f"nested more than {MAX_DEPTH} levels deep; settings files use a few levels, "
+            "check the brackets and indentation"
+        ) from None
     except yaml.MarkedYAMLError as error:
         raise _syntax_error(path, text, error) from None
     except yaml.YAMLError as error:  # errors without a position (e.g. bad encoding)
@@ -97,6 +126,7 @@ def load_yaml(path: str | Path, text: str | None = None) -> YamlNode:
     if root is None:
         # Line 1: an empty file has no better place, and every error names a line.
         raise ConfigError(path, 1, None, "the file is empty; expected a mapping of settings (key: value lines)")
+    _check_expanded_size(path, root)
     node = _convert(path, root, SafeConstructor(), set())
     if node.kind != "mapping":
         raise ConfigError(
@@ -109,9 +139,17 @@ def load_yaml(path: str | Path, text: str | None = None) -> YamlNode:
 
 
 def read_text(path: str | Path) -> str:
-    """Read a configuration file as UTF-8 text, raising `ConfigError` if that fails."""
+    """Read a configuration file as UTF-8 text, raising `ConfigError` if that fails.
+
+    At most `MAX_FILE_BYTES` are read, so a huge file or an endless device is refused
+    at once instead of filling memory.
+    """
     try:
-        return Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as file:
+            data = file.read(MAX_FILE_BYTES + 1)
+        if len(data) > MAX_FILE_BYTES:
+            raise _too_large(path)
+        return data.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(path, None, None, "file not found; check the path") from None
     except IsADirectoryError:
@@ -120,6 +158,84 @@ def read_text(path: str | Path) -> str:
         raise ConfigError(path, None, None, f"not UTF-8 text ({error.reason}); save it as UTF-8") from None
     except OSError as error:
         raise ConfigError(path, None, None, f"cannot read the file: {error.strerror}") from None
+
+
+def _too_large(path: str | Path) -> ConfigError:
+    return ConfigError(
+        path, None, None, f"larger than {MAX_FILE_BYTES // 1024} KiB; a rig or protocol file is a few KB of "
+        "settings, check that this is the right file"
+    )
+
+
+class _TooDeep(Exception):
+    def __init__(self, line: int):
+        super().__init__(line)
+        self.line = line
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader with a limit on nesting (its composer recurses once per level)."""
+
+    def __init__(self, stream: str):
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: yaml.Node | None, index: object) -> yaml.Node:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _TooDeep(self.peek_event().start_mark.line + 1)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _check_expanded_size(path: str | Path, root: yaml.Node) -> None:
+    """Refuse a node graph whose aliases would expand past `MAX_VALUES` values or `MAX_DEPTH` levels.
+
+    Aliases share nodes, so sizes are summed per distinct node (iteratively, without
+    recursion): linear in the file, however much the aliases would multiply it.
+    """
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        children = _children(node)
+        if children_done:
+            open_nodes.discard(key)
+            size[key] = 1 + sum(size[id(child)] for child in children)
+            depth[key] = 1 + max((depth[id(child)] for child in children), default=0)
+            line = node.start_mark.line + 1
+            if size[key] > MAX_VALUES:
+                raise ConfigError(
+                    path, line, None, f"aliases (*name) here expand to more than {MAX_VALUES} values; "
+                    "write the settings out instead of repeating aliases"
+                )
+            if depth[key] > MAX_DEPTH:
+                raise ConfigError(
+                    path, line, None, f"aliases (*name) here nest more than {MAX_DEPTH} levels deep; "
+                    "write the settings out"
+                )
+            continue
+        if key in size:
+            continue
+        if key in open_nodes:
+            line = node.start_mark.line + 1
+            raise ConfigError(path, line, None, "an alias (*name) refers to a value that contains it; remove the loop")
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((child, False) for child in children if id(child) not in size)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 def _syntax_error(path: str | Path, text: str, error: yaml.MarkedYAMLError) -> ConfigError:
