@@ -121,8 +121,13 @@ def load_yaml(path: str | Path, text: str | None = None) -> YamlNode:
         ) from None
     except yaml.MarkedYAMLError as error:
         raise _syntax_error(path, text, error) from None
-    except yaml.YAMLError as error:  # errors without a position (e.g. bad encoding)
-        raise ConfigError(path, None, None, f"not valid YAML: {error}") from None
+    except yaml.reader.ReaderError as error:  # a control character: placed by its offset, not a mark
+        line = text.count("\n", 0, max(0, error.position)) + 1
+        raise ConfigError(
+            path, line, None, f"character {error.character!r} is not allowed in YAML; remove it (or save as plain text)"
+        ) from None
+    except yaml.YAMLError as error:  # errors without a position
+        raise ConfigError(path, None, None, f"not valid YAML: {' '.join(str(error).split())}") from None
     if root is None:
         # Line 1: an empty file has no better place, and every error names a line.
         raise ConfigError(path, 1, None, "the file is empty; expected a mapping of settings (key: value lines)")
@@ -256,6 +261,7 @@ def _syntax_error(path: str | Path, text: str, error: yaml.MarkedYAMLError) -> C
         if error.context_mark is not None and error.context_mark.line + 1 != line:
             context += f" started on line {error.context_mark.line + 1}"
         detail = f"{context}: {problem}"
+    detail = " ".join(detail.split())
     return ConfigError(path, line, None, f"YAML syntax error ({detail}); check indentation, colons and brackets")
 
 
@@ -291,7 +297,8 @@ def _convert(path: str | Path, node: yaml.Node, constructor: SafeConstructor, an
     try:
         value = constructor.construct_object(node, deep=True)
     except yaml.YAMLError as error:  # e.g. an unknown !tag
-        raise ConfigError(path, line, None, f"cannot read this value: {error}") from None
+        problem = " ".join(str(getattr(error, "problem", None) or error).split())
+        raise ConfigError(path, line, None, f"cannot read this value: {problem}") from None
     if not isinstance(value, (str, int, float, bool, type(None))):
         # Timestamps, binary and other YAML extras: keep the text the user wrote.
         value = node.value
