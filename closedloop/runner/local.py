@@ -98,7 +98,7 @@ def simulated_components(rig: Rig, protocol: Protocol, session_path: str | Path,
                            speed=speed,
                            refresh_hz=rig.display.refresh_hz,
                            photodiode_line=PHOTODIODE_LINE if line is None else line,
-                           block_endpoint=endpoints.responses,
+                           block_endpoint=endpoints.responses, max_frames=protocol.frames(rig).stimulus_frames,
                            seed=rig.acquisition.seed if array_seed is None else array_seed)
     shown = PresenterComponent("presenter", rig=rig, timing=protocol.frames(rig), request_endpoint=endpoints.blocks,
                                shown_endpoint=endpoints.stimulus, presenter=presenter,
