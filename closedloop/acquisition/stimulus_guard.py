@@ -111,6 +111,11 @@ class StimulusGuard:
         return Verdict(False, reason=f"flip_time {flip:.6g} s does not follow the previous flip "
                                      f"{self._last_flip:.6g} s (must move forward by at most {self.max_gap_s:g} s)")
 
+    @property
+    def last_flip(self) -> float | None:
+        """Flip time of the last accepted report (``None`` before the first)."""
+        return self._last_flip
+
     def check_pixels(self, stimulus_id: int, pixels: np.ndarray) -> np.ndarray | None:
         """The image as float32 in [0, 1], or ``None`` when refused (wrong size, not finite, out of range)."""
         try:
