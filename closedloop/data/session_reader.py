@@ -21,6 +21,7 @@ from closedloop.data.responses import (
     group_by_stimulus,
     window_counts_from_spike_times,
 )
+from closedloop.data.session_checks import check_committed
 from closedloop.data.session_format import (
     COLUMNS,
     StimulusKind,
@@ -87,6 +88,7 @@ class SessionReader:
             self._unit_ids = self._file["units/id"][()].astype(np.int64)
             self._channels = self._file["units/channel"][()]
             self._lengths = committed_lengths(self._file)
+            check_committed(self._file, self._lengths, self._path)
         except DataFileError:
             self._file.close()
             raise
@@ -115,10 +117,19 @@ class SessionReader:
             self._open()
             return
         try:
-            if self._mode == "swmr":
-                for _, dataset in table_datasets(self._file):
-                    dataset.refresh()
-            self._lengths = committed_lengths(self._file)
+            for attempt in range(2):
+                if self._mode == "swmr":
+                    for _, dataset in table_datasets(self._file):
+                        dataset.refresh()
+                lengths = committed_lengths(self._file)
+                try:
+                    check_committed(self._file, lengths, self._path)
+                    break
+                except DataFileError:
+                    # A live writer may commit between two datasets' refreshes: look once more.
+                    if attempt or self._mode != "swmr":
+                        raise
+            self._lengths = lengths
         except _DAMAGE as error:
             raise DataFileError(self._path, f"cannot refresh the session ({error})") from None
 
@@ -231,6 +242,7 @@ class SessionReader:
             raise DataFileError(self._path, f"cannot read stimuli/pixels ({error})") from None
         if pixels is None:
             return np.empty((0, *self.stimulus_shape), dtype=np.float32)
+        _check_pixels(self._path, unique, pixels)
         return pixels[where]
 
     @property
@@ -337,6 +349,16 @@ class SessionReader:
         np.add.at(sums, group, grating_rates[chosen])
         mean = sums / np.bincount(group, minlength=orientations.size)[:, None]
         return GratingResponses(orientations_deg=orientations, rates=mean.astype(np.float32))
+
+
+def _check_pixels(path: Path, ids: np.ndarray, pixels: np.ndarray) -> None:
+    """Committed pixels are finite and in [0, 1]; anything else is damage, refused here once for every reader."""
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(pixels) | (pixels < 0) | (pixels > 1)
+    if bad.any():
+        stimulus = int(ids[np.flatnonzero(bad.reshape(len(ids), -1).any(axis=1))[0]])
+        raise DataFileError(path, f"stimulus {stimulus} has pixels that are NaN, infinite or outside [0, 1]; "
+                                  "the file is damaged (recover it with SessionWriter.resume or use a backup)")
 
 
 def _identity(path: Path) -> tuple[int, int, int]:

@@ -1,0 +1,62 @@
+"""Damaged archives are refused with one clear line naming the file; the CLI exits 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from closedloop.cli import main
+
+from .archive_corpus import READERS, attempt, base_archives, damaged_archives, damaged_session
+from .config_corpus import ROOT
+
+PROTOCOL = """\
+name: damaged
+seed: 1
+timing: {stimulus_ms: 100, blank_ms: 200}
+images: {n: 20}
+fit: {architecture: linear, max_epochs: 1, patience: 1}
+blocks:
+  - {kind: natural, images: all, repeats: 2}
+"""
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("damaged")
+
+
+@pytest.fixture(scope="module")
+def damaged(folder: Path) -> dict[str, Path]:
+    return damaged_archives(folder)
+
+
+def test_every_damaged_archive_is_refused_by_every_reader(damaged: dict[str, Path]) -> None:
+    outcomes = {f"{name} ({reader_name})": attempt(reader, path)
+                for name, path in damaged.items() for reader_name, reader in READERS.items()}
+    assert {name: (o.kind, o.detail) for name, o in outcomes.items() if o.kind != "refused"} == {}
+    assert len(outcomes) >= 60
+
+
+def test_the_intact_archives_still_read(folder: Path) -> None:
+    for path in base_archives(folder).values():
+        for reader in READERS.values():
+            assert attempt(reader, path).kind == "silently_accepted"  # i.e. read without complaint
+
+
+@pytest.mark.parametrize("damage", ["trial points at stimulus 999999", "last block's trial_stop is 1e9",
+                                    "NaN pixels"])
+@pytest.mark.parametrize("command", ["replay", "export-nwb"])
+def test_the_cli_refuses_a_damaged_session_with_exit_2(folder: Path, damage: str, command: str, capsys) -> None:
+    path = damaged_session(base_archives(folder)["session"], folder, damage)
+    if command == "replay":
+        protocol = folder / "protocol.yaml"
+        protocol.write_text(PROTOCOL)
+        argv = ["replay", str(path), "--protocol", str(protocol), "--rig", str(ROOT / "rigs" / "sim.yaml"),
+                "--no-offline"]
+    else:
+        argv = ["export-nwb", str(path), str(folder / f"{abs(hash(damage))}.nwb")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(path) in err and "damaged" in err, err
