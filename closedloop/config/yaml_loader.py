@@ -110,15 +110,8 @@ def load_yaml(path: str | Path, text: str | None = None) -> YamlNode:
     """
     if text is None:
         text = read_text(path)
-    if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
-        raise _too_large(path)
     try:
-        root = yaml.compose(text, Loader=_BoundedLoader)
-    except _TooDeep as error:
-        raise ConfigError(
-            path, error.line, None, f"nested more than {MAX_DEPTH} levels deep; settings files use a few levels, "
-            "check the brackets and indentation"
-        ) from None
+        root = _compose(path, text)
     except yaml.MarkedYAMLError as error:
         raise _syntax_error(path, text, error) from None
     except yaml.reader.ReaderError as error:  # a control character: placed by its offset, not a mark
@@ -150,11 +143,7 @@ def read_text(path: str | Path) -> str:
     at once instead of filling memory.
     """
     try:
-        with open(path, "rb") as file:
-            data = file.read(MAX_FILE_BYTES + 1)
-        if len(data) > MAX_FILE_BYTES:
-            raise _too_large(path)
-        return data.decode("utf-8")
+        return read_limited(path)
     except FileNotFoundError:
         raise ConfigError(path, None, None, "file not found; check the path") from None
     except IsADirectoryError:
@@ -165,10 +154,49 @@ def read_text(path: str | Path) -> str:
         raise ConfigError(path, None, None, f"cannot read the file: {error.strerror}") from None
 
 
+def read_limited(path: str | Path) -> str:
+    """A settings file's UTF-8 text, reading at most `MAX_FILE_BYTES` (`ConfigError` if larger).
+
+    Other problems (missing file, not UTF-8) raise the usual OSError / UnicodeDecodeError.
+    """
+    with open(path, "rb") as file:
+        data = file.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise _too_large(path)
+    return data.decode("utf-8")
+
+
+def check_bounds(path: str | Path, text: str) -> None:
+    """Raise `ConfigError` if ``text`` nests too deep or its aliases expand too far.
+
+    For loaders that parse with PyYAML themselves: call this first, so their own
+    parse never expands an alias bomb.  Syntax errors are left to that parse.
+    """
+    try:
+        root = _compose(path, text)
+    except yaml.YAMLError:
+        return
+    if root is not None:
+        _check_expanded_size(path, root)
+
+
+def _compose(path: str | Path, text: str) -> yaml.Node | None:
+    """PyYAML's node graph of ``text``, refusing files too large or nested too deep (`ConfigError`)."""
+    if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:
+        raise _too_large(path)
+    try:
+        return yaml.compose(text, Loader=_BoundedLoader)
+    except _TooDeep as error:
+        raise ConfigError(
+            path, error.line, None, f"nested more than {MAX_DEPTH} levels deep; settings files use a few levels, "
+            "check the brackets and indentation"
+        ) from None
+
+
 def _too_large(path: str | Path) -> ConfigError:
     return ConfigError(
-        path, None, None, f"larger than {MAX_FILE_BYTES // 1024} KiB; a rig or protocol file is a few KB of "
-        "settings, check that this is the right file"
+        path, None, None, f"larger than {MAX_FILE_BYTES // 1024} KiB; rig, protocol and scenario files are a few KB "
+        "of settings, check that this is the right file"
     )
 
 

@@ -11,6 +11,7 @@ import yaml
 
 from closedloop.config import load_protocol, load_rig, validate
 from closedloop.errors import ConfigError
+from closedloop.sim.scenario import load_scenario
 
 from .outcomes import Case, Outcome, one_line, timed
 
@@ -29,9 +30,11 @@ HOSTILE_VALUES: tuple[Any, ...] = (
 
 
 def load_pair(kind: str, path: Path) -> None:
-    """Load ``path`` as a rig, or as a protocol validated on the sim rig."""
+    """Load ``path`` as a rig, a scenario, or a protocol validated on the sim rig."""
     if kind == "rig":
         validate(load_rig(path))
+    elif kind == "scenario":
+        load_scenario(path)
     else:
         validate(load_rig(ROOT / "rigs" / "sim.yaml"), load_protocol(path))
 
@@ -80,6 +83,11 @@ def monsters(tmp: Path) -> Iterator[tuple[str, str, Path]]:
     folder = tmp / "a_folder.yaml"
     folder.mkdir(exist_ok=True)
     yield "a folder", "protocol", folder
+    for name in ("bad_alias_bomb.yaml", "bad_nested.yaml"):
+        yield f"scenario: {name}", "scenario", ROOT / "tests" / "configs" / name
+    if Path("/dev/zero").exists():
+        yield "scenario: /dev/zero", "scenario", Path("/dev/zero")
+    yield "scenario: 5 MB file", "scenario", big
     deep_map = tmp / "deep_mapping.yaml"
     deep_map.write_text("".join("  " * i + f"k{i}:\n" for i in range(900)) + "  " * 900 + "v: 1\n")
     yield "900 nested mappings", "rig", deep_map
