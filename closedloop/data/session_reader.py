@@ -36,6 +36,8 @@ from closedloop.data.session_format import (
 from closedloop.errors import DataFileError
 
 _DAMAGE = (OSError, KeyError, ValueError, RuntimeError, TypeError)
+_BAD_SPIKE = "has a time that is not a number or a unit the session does not have"
+_BAD_SYNC = "has a time that is not a number"
 
 
 class SessionReader:
@@ -253,12 +255,37 @@ class SessionReader:
     @property
     def spikes(self) -> np.ndarray:
         """Structured array: unit_id, time_s."""
-        return self._table("spikes")
+        spikes = self._table("spikes")
+        _refuse(self._path, "spike", ~np.isfinite(spikes["time_s"]) | ~np.isin(spikes["unit_id"], self._unit_ids),
+                _BAD_SPIKE)
+        return spikes
+
+    def check_events(self, chunk: int = 1 << 20) -> None:
+        """Refuse (`DataFileError`) committed spikes or sync events that are not valid, reading in chunks.
+
+        What `spikes` and `sync` check when they load everything, with bounded memory: a
+        replay checks the whole recording before anything starts.
+        """
+        columns = (("spikes", "spike", ("time_s", "unit_id"), _BAD_SPIKE), ("sync", "sync event", ("time_s",),
+                                                                            _BAD_SYNC))
+        for table, what, names, problem in columns:
+            for start in range(0, self._lengths[table], chunk):
+                stop = min(start + chunk, self._lengths[table])
+                try:
+                    values = {name: self._file[table][name][start:stop] for name in names}
+                except _DAMAGE as error:
+                    raise DataFileError(self._path, f"cannot read {table} ({error})") from None
+                bad = ~np.isfinite(values["time_s"])
+                if "unit_id" in values:
+                    bad |= ~np.isin(values["unit_id"], self._unit_ids)
+                _refuse(self._path, what, bad, problem, offset=start)
 
     @property
     def sync(self) -> np.ndarray:
         """Structured array: time_s, line, state."""
-        return self._table("sync")
+        sync = self._table("sync")
+        _refuse(self._path, "sync event", ~np.isfinite(sync["time_s"]), _BAD_SYNC)
+        return sync
 
     @property
     def blocks(self) -> np.ndarray:
@@ -269,9 +296,13 @@ class SessionReader:
     def responses(self) -> np.ndarray:
         """(n_trials, n_units) float32 rate in Hz in `response_window_s`."""
         try:
-            return self._file["responses"][: self.n_trials]
+            responses = self._file["responses"][: self.n_trials]
         except _DAMAGE as error:
             raise DataFileError(self._path, f"cannot read responses ({error})") from None
+        with np.errstate(invalid="ignore"):
+            _refuse(self._path, "trial", ~(np.isfinite(responses) & (responses >= 0)).all(axis=1),
+                    "has a response rate that is NaN, infinite or negative")
+        return responses
 
     # -------------------------------------------------------------------- dataset
     def to_dataset(
@@ -349,6 +380,14 @@ class SessionReader:
         np.add.at(sums, group, grating_rates[chosen])
         mean = sums / np.bincount(group, minlength=orientations.size)[:, None]
         return GratingResponses(orientations_deg=orientations, rates=mean.astype(np.float32))
+
+
+def _refuse(path: Path, what: str, bad: np.ndarray, problem: str, offset: int = 0) -> None:
+    """Committed rows are vouched for: one that is not valid means the file is damaged."""
+    if bad.any():
+        row = offset + int(np.flatnonzero(bad)[0])
+        raise DataFileError(path, f"committed {what} {row} {problem}; the file is damaged (recover it with "
+                                  "SessionWriter.resume or use a backup)")
 
 
 def _check_pixels(path: Path, ids: np.ndarray, pixels: np.ndarray) -> None:

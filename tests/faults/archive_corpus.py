@@ -25,7 +25,24 @@ from .outcomes import Case, Outcome, one_line, timed
 
 #: Reading a small damaged archive longer than this is a hang.
 BOUND_S = 30.0
-READERS: dict[str, Callable[[Path], object]] = {"loader": load_dataset, "replay plan": read_plan}
+
+
+def _replay(path: Path) -> object:
+    """What a replay reads: its plan (checked before anything starts), then the recording as a timeline."""
+    from closedloop.acquisition.replay import pvc8_timeline, session_timeline
+
+    plan = read_plan(path)
+    if plan.layout == "pvc8":
+        return pvc8_timeline(path, blank_s=0.2, refresh_hz=60.0, photodiode_line=1)
+    return session_timeline(path)
+
+
+# The fitting loader (`closedloop fit`) and a replay (`closedloop replay`).
+READERS: dict[str, Callable[[Path], object]] = {"fit": load_dataset, "replay": _replay}
+# Damage a reader never reads is no error for it: fitting uses the stored responses
+# (not spikes or sync), a replay recounts responses from the spikes.
+UNUSED = {"fit": {"spike time NaN", "spike of unit -1", "sync time NaN"},
+          "replay": {"response rate NaN", "response rate -5"}}
 
 
 def base_archives(folder: Path) -> dict[str, Path]:
@@ -80,6 +97,11 @@ SESSION_DAMAGE: dict[str, Callable[[h5py.File], None]] = {
     "NaN pixels": _pixels(np.nan),
     "pixels 1e30": _pixels(1e30),
     "pixels -3": _pixels(-3.0),
+    "spike time NaN": _edit("spikes/time_s", 5, np.nan),
+    "spike of unit -1": _edit("spikes/unit_id", 7, -1),
+    "sync time NaN": _edit("sync/time_s", 0, np.nan),
+    "response rate NaN": _edit("responses", 4, np.nan),
+    "response rate -5": _edit("responses", 4, -5.0),
     "trials table cut short": _resize("trials/onset_s", 2),
     "responses cut short": _resize("responses", 1),
     "pixels cut short": _resize("stimuli/pixels", 1),
@@ -176,4 +198,5 @@ def damaged_archives(folder: Path) -> dict[str, Path]:
 def archive_cases(folder: Path) -> list[Case]:
     """One case per damaged archive and reader."""
     return [Case("archives", f"{name} ({reader_name})", lambda r=reader, p=path: attempt(r, p))
-            for name, path in damaged_archives(folder).items() for reader_name, reader in READERS.items()]
+            for name, path in damaged_archives(folder).items() for reader_name, reader in READERS.items()
+            if name not in UNUSED[reader_name]]
