@@ -299,9 +299,12 @@ class SessionReader:
             responses = self._file["responses"][: self.n_trials]
         except _DAMAGE as error:
             raise DataFileError(self._path, f"cannot read responses ({error})") from None
+        # A flagged block keeps its trials without responses (NaN); anywhere else NaN is damage.
+        flagged = self._file["blocks"]["flagged"][: self.n_blocks][self._file["trials"]["block"][: self.n_trials]]
         with np.errstate(invalid="ignore"):
-            _refuse(self._path, "trial", ~(np.isfinite(responses) & (responses >= 0)).all(axis=1),
-                    "has a response rate that is NaN, infinite or negative")
+            bad = np.isinf(responses) | (responses < 0) | (np.isnan(responses) & (flagged == 0)[:, None])
+        _refuse(self._path, "trial", bad.any(axis=1),
+                "has a response rate that is infinite, negative, or NaN outside a flagged block")
         return responses
 
     # -------------------------------------------------------------------- dataset
