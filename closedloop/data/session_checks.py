@@ -21,7 +21,8 @@ from closedloop.errors import DataFileError
 _REPAIR = "the file is damaged; recover what is intact with SessionWriter.resume or use a backup"
 
 
-def check_committed(file: h5py.File, lengths: dict[str, int], path: str | Path) -> None:
+def check_committed(file: h5py.File, lengths: dict[str, int], path: str | Path,
+                    since: dict[str, int] | None = None) -> None:
     """Raise `DataFileError` unless the committed part ``lengths`` describes is self-consistent.
 
     Parameters
@@ -32,14 +33,18 @@ def check_committed(file: h5py.File, lengths: dict[str, int], path: str | Path) 
         Its committed lengths (`closedloop.data.session_format.committed_lengths`).
     path
         The file, for messages.
+    since
+        Lengths already checked (committed rows never change): only the rows after
+        them are read, so a reader refreshing a growing session stays cheap.
     """
+    since = since or {}
     for table, n in lengths.items():
         stored = _stored_rows(file, table)
         if n > stored:
             raise DataFileError(path, f"its committed blocks vouch for {n} rows of {table} but the file holds "
                                       f"{stored}; {_REPAIR}")
-    _check_blocks(file, lengths, path)
-    _check_trials(file, lengths, path)
+    _check_blocks(file, lengths, path, min(since.get("blocks", 0), lengths["blocks"]))
+    _check_trials(file, lengths, path, min(since.get("trials", 0), lengths["trials"]))
 
 
 def _stored_rows(file: h5py.File, table: str) -> int:
@@ -51,45 +56,49 @@ def _stored_rows(file: h5py.File, table: str) -> int:
     return min(rows)
 
 
-def _check_blocks(file: h5py.File, lengths: dict[str, int], path: str | Path) -> None:
+def _check_blocks(file: h5py.File, lengths: dict[str, int], path: str | Path, first: int) -> None:
     n = lengths["blocks"]
-    if n == 0:
+    if n <= first:
         return
+    before = max(first - 1, 0)  # the row before the first new one: where the first new block starts
     for table in ("trial", "spike", "sync"):
-        start = file["blocks"][f"{table}_start"][:n].astype(np.int64)
-        stop = file["blocks"][f"{table}_stop"][:n].astype(np.int64)
+        start = file["blocks"][f"{table}_start"][first:n].astype(np.int64)
+        stop = file["blocks"][f"{table}_stop"][before:n].astype(np.int64)
         limit = lengths[f"{table}s" if table != "sync" else "sync"]
-        previous = np.concatenate([[0], stop[:-1]])
+        previous = stop[:-1] if first else np.concatenate([[0], stop[:-1]])
+        stop = stop[1:] if first else stop
         bad = np.flatnonzero((start != previous) | (stop < start) | (stop > limit))
         if bad.size:
             row = int(bad[0])
-            raise DataFileError(path, f"block row {row} covers {table}s {int(start[row])}..{int(stop[row])}, which "
-                                      f"does not start where the previous block ends or goes past {limit}; {_REPAIR}")
-    _check_codes(file, n, path)
+            raise DataFileError(path, f"block row {first + row} covers {table}s {int(start[row])}..{int(stop[row])}, "
+                                      f"which does not start where the previous block ends or goes past {limit}; "
+                                      f"{_REPAIR}")
+    _check_codes(file, first, n, path)
 
 
-def _check_codes(file: h5py.File, n: int, path: str | Path) -> None:
+def _check_codes(file: h5py.File, first: int, n: int, path: str | Path) -> None:
     for column, enum in (("kind", BlockKind), ("flag_code", BlockFlag)):
-        values = file["blocks"][column][:n]
+        values = file["blocks"][column][first:n]
         bad = np.flatnonzero(~np.isin(values, [int(member) for member in enum]))
         if bad.size:
             row = int(bad[0])
-            raise DataFileError(path, f"block row {row} has {column} {int(values[row])}, not a known code; {_REPAIR}")
+            raise DataFileError(path, f"block row {first + row} has {column} {int(values[row])}, not a known code; "
+                                      f"{_REPAIR}")
 
 
-def _check_trials(file: h5py.File, lengths: dict[str, int], path: str | Path) -> None:
+def _check_trials(file: h5py.File, lengths: dict[str, int], path: str | Path, first: int) -> None:
     n = lengths["trials"]
-    if n == 0:
+    if n <= first:
         return
     for column, limit, what, plural in (("stimulus_id", lengths["stimuli"], "stimulus", "stimuli"),
                                         ("block", lengths["blocks"], "block", "blocks")):
-        values = file["trials"][column][:n]
+        values = file["trials"][column][first:n]
         bad = np.flatnonzero((values < 0) | (values >= limit))
         if bad.size:
-            row = int(bad[0])
-            raise DataFileError(path, f"trial {row} refers to {what} {int(values[row])} but the file holds "
+            row = first + int(bad[0])
+            raise DataFileError(path, f"trial {row} refers to {what} {int(values[row - first])} but the file holds "
                                       f"{plural} 0..{limit - 1}; {_REPAIR}")
-    onsets = file["trials"]["onset_s"][:n]
+    onsets = file["trials"]["onset_s"][first:n]
     bad = np.flatnonzero(~np.isfinite(onsets))
     if bad.size:
-        raise DataFileError(path, f"trial {int(bad[0])} has onset {onsets[bad[0]]}; {_REPAIR}")
+        raise DataFileError(path, f"trial {first + int(bad[0])} has onset {onsets[bad[0]]}; {_REPAIR}")

@@ -125,7 +125,7 @@ class SessionReader:
                         dataset.refresh()
                 lengths = committed_lengths(self._file)
                 try:
-                    check_committed(self._file, lengths, self._path)
+                    check_committed(self._file, lengths, self._path, since=self._lengths)
                     break
                 except DataFileError:
                     # A live writer may commit between two datasets' refreshes: look once more.

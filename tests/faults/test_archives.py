@@ -61,3 +61,26 @@ def test_the_cli_refuses_a_damaged_session_with_exit_2(folder: Path, damage: str
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(path) in err and "damaged" in err, err
+
+
+def test_a_refresh_checks_only_the_new_rows_and_names_the_right_one(folder: Path, tmp_path: Path) -> None:
+    import shutil
+
+    import h5py
+
+    from closedloop.data.session_checks import check_committed
+    from closedloop.data.session_format import committed_lengths
+    from closedloop.errors import DataFileError
+
+    path = tmp_path / "s.h5"
+    shutil.copyfile(base_archives(folder)["session"], path)
+    with h5py.File(path, "r+") as file:
+        file["blocks/trial_start"][2] += 1
+        file["trials/stimulus_id"][100] = 10**6
+    with h5py.File(path, "r") as file:
+        lengths = committed_lengths(file)
+        check_committed(file, lengths, path, since={"blocks": 3, "trials": 101})  # both already seen
+        with pytest.raises(DataFileError, match="block row 2 covers trials"):
+            check_committed(file, lengths, path, since={"blocks": 2, "trials": 101})
+        with pytest.raises(DataFileError, match="trial 100 refers to stimulus 1000000"):
+            check_committed(file, lengths, path, since={"blocks": 3, "trials": 60})
