@@ -90,3 +90,18 @@ def test_a_file_just_under_the_limit_still_loads(tmp_path: Path) -> None:
     path = tmp_path / "commented.yaml"
     path.write_text(text + "#" * (64 * 1024 - len(text.encode()) - 2) + "\n")
     load_pair("rig", path)
+
+
+def test_an_image_pool_too_big_for_memory_is_refused(tmp_path: Path) -> None:
+    rig = yaml.safe_load((ROOT / "rigs" / "sim.yaml").read_text())
+    rig["stimulus"]["size_px"] = 1080  # the whole display height
+    rig_path = tmp_path / "rig.yaml"
+    rig_path.write_text(yaml.safe_dump(rig))
+    protocol = yaml.safe_load((ROOT / "protocols" / "kindel2017.yaml").read_text())
+    protocol["images"]["n"] = 1000  # 1000 × 1080² float32 = 4.3 GiB
+    protocol_path = tmp_path / "protocol.yaml"
+    protocol_path.write_text(yaml.safe_dump(protocol, sort_keys=False))
+    from closedloop.config import load_protocol, load_rig, validate
+
+    with pytest.raises(ConfigError, match=r"images.n: 1000 images of 1080×1080 px take 4.3 GiB; at most 920 fit"):
+        validate(load_rig(rig_path), load_protocol(protocol_path))
