@@ -40,6 +40,8 @@ _LIMITS = {
 MAX_INT = 2**63 - 1
 #: Largest magnitude of any number setting; fields narrow this with `setting` limits.
 MAX_NUMBER = 1e12
+#: Longest text setting (a path may be this long on Linux).
+MAX_TEXT_CHARS = 4096
 
 
 def setting(
@@ -324,7 +326,11 @@ def _scalar(hint: type, node: YamlNode, source: ConfigSource, name: str) -> Any:
         raise _fail(source, node, name, "true or false")
     if hint is str:
         # Unquoted numbers or words are taken as written (a rig called 2024, a device 0).
-        return node.raw if node.plain else str(value)
+        text = node.raw if node.plain else str(value)
+        if len(text) > MAX_TEXT_CHARS:
+            raise ConfigError(source.path, node.line, name, f"text of {len(text)} characters; at most {MAX_TEXT_CHARS} "
+                                                            "(names and paths are short)")
+        return text
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             if abs(value) > MAX_INT:
