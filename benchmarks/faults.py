@@ -37,16 +37,17 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from faults.archive_corpus import archive_cases  # noqa: E402
-from faults.config_corpus import corpus_cases, fuzz_cases  # noqa: E402
-from faults.message_corpus import array_cases, presenter_cases  # noqa: E402
-from faults.outcomes import Case, Outcome  # noqa: E402
+from faults.archive_corpus import archive_cases
+from faults.config_corpus import corpus_cases, fuzz_cases
+from faults.message_corpus import array_cases, presenter_cases
+from faults.outcomes import Case, Outcome
 
 COLUMNS = ("tried", "clear errors", "accepted (valid)", "crashes", "hangs", "silently accepted")
 _KINDS = {"refused": "clear errors", "accepted": "accepted (valid)", "crash": "crashes", "hang": "hangs",

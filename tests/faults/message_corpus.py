@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -135,7 +136,7 @@ def run_case(refusals: Callable[[], int], send: Callable[[], None], probe: Calla
     started = time.monotonic()
     try:
         send()
-    except Exception as error:  # noqa: BLE001 - the sender itself failed: not the component's fault
+    except Exception as error:
         return Outcome("refused", f"not sendable: {type(error).__name__}: {error}")
     ok = probe()
     seconds = time.monotonic() - started

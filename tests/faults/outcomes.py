@@ -10,8 +10,8 @@ bad but taken), ``crash`` (any other exception, traceback or signal) or ``hang``
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 OUTCOMES = ("refused", "accepted", "silently_accepted", "crash", "hang")
 
@@ -22,7 +22,7 @@ class Case:
 
     group: str
     name: str
-    run: Callable[[], "Outcome"]
+    run: Callable[[], Outcome]
 
 
 @dataclass(frozen=True)

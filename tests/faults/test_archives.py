@@ -8,7 +8,14 @@ import pytest
 
 from closedloop.cli import main
 
-from .archive_corpus import READERS, UNUSED, attempt, base_archives, damaged_archives, damaged_session
+from .archive_corpus import (
+    READERS,
+    UNUSED,
+    attempt,
+    base_archives,
+    damaged_archives,
+    damaged_session,
+)
 from .config_corpus import ROOT
 
 PROTOCOL = """\

@@ -13,7 +13,15 @@ from hypothesis import strategies as st
 
 from closedloop.errors import ConfigError
 
-from .config_corpus import PROTOCOLS, RIGS, ROOT, attempt, corpus_cases, load_pair, mutate
+from .config_corpus import (
+    PROTOCOLS,
+    RIGS,
+    ROOT,
+    attempt,
+    corpus_cases,
+    load_pair,
+    mutate,
+)
 
 # Values hypothesis draws for a fuzzed key: numbers of any size, text, lists and mappings.
 SCALARS = st.one_of(

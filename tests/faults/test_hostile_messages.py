@@ -24,7 +24,14 @@ from closedloop.messages import BlockRequest, StimulusShown, encode
 from closedloop.transport import free_tcp_port
 
 from .config_corpus import ROOT
-from .message_corpus import SIZE, ArrayHarness, PresenterHarness, array_cases, presenter_cases, rss_bytes
+from .message_corpus import (
+    SIZE,
+    ArrayHarness,
+    PresenterHarness,
+    array_cases,
+    presenter_cases,
+    rss_bytes,
+)
 
 LIVE = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
