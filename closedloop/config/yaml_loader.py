@@ -307,6 +307,9 @@ def _convert(path: str | Path, node: yaml.Node, constructor: SafeConstructor, an
                 raise ConfigError(path, key_line, None, "a key must be a single word, not a list or mapping")
             # Use the key as written: YAML 1.1 would turn keys like `on` into booleans.
             key = key_node.value
+            if not key.isprintable() or len(key) > _SHOWN_CHARS:
+                raise ConfigError(path, key_line, None, f"key {shorten(key)!r} is not a setting name; keys are short "
+                                                        "words such as refresh_hz")
             if key == "<<" and key_node.tag == "tag:yaml.org,2002:merge":
                 raise ConfigError(path, key_line, None, "YAML merge keys (<<) are not supported; write the keys out")
             if key in values:
