@@ -152,3 +152,40 @@ def _wait_for_line(child: subprocess.Popen, text: str, timeout_s: float = 60) ->
         if not line and child.poll() is not None:
             raise AssertionError(f"the array exited with {child.returncode} before serving")
     raise AssertionError(f"no {text!r} line within {timeout_s} s")
+
+
+def test_an_adapter_never_publishes_a_time_that_is_not_a_number() -> None:
+    from closedloop.acquisition.base import Acquired, AcquisitionAdapter
+    from closedloop.messages import SpikeBatch, SyncEvent
+    from closedloop.transport import Subscriber, tcp_endpoint
+
+    class Scripted(AcquisitionAdapter):
+        def __init__(self, endpoint: str, chunks: list[Acquired]):
+            super().__init__("scripted", endpoint, bind=False, batch_ms=1.0)
+            self.chunks = chunks
+
+        def acquire(self) -> Acquired:
+            return self.chunks.pop(0) if self.chunks else Acquired(finished=True)
+
+    times = np.array([0.1, np.nan, 0.3, np.inf, 0.5])
+    chunk = Acquired(unit_ids=np.arange(5), times=times, sync=[(1, 1, 0.2), (1, 0, float("nan"))])
+    with Subscriber(tcp_endpoint(), bind=True, name="faults") as sub:
+        adapter = Scripted(sub.endpoint, [chunk])
+        adapter.setup()
+        try:
+            deadline = time.monotonic() + 10
+            while sub.recv(20) is None:  # PUB drops until the subscriber is connected
+                assert time.monotonic() < deadline, "never connected"
+                adapter.publish(Acquired())
+                adapter._send(SyncEvent(line=9, state=0, time=0.0))
+            while adapter.step():
+                pass
+            got: list = []
+            while (decoded := sub.recv(300)) is not None:
+                got.append(decoded.message)
+        finally:
+            adapter.teardown()
+    spike_times = np.concatenate([m.times for m in got if isinstance(m, SpikeBatch)])
+    edges = [m.time for m in got if isinstance(m, SyncEvent) and m.line == 1]
+    assert spike_times.tolist() == [0.1, 0.3, 0.5] and edges == [0.2]
+    assert adapter.stats.refused_events == 3
