@@ -175,7 +175,8 @@ class SimulatedArray(AcquisitionAdapter):
         self.sample_rate_hz = float(sample_rate_hz)
         self.seed = int(np.random.SeedSequence().entropy % 2**32) if seed is None else int(seed)
         self.max_frames = int(MAX_STIMULUS_S * self.refresh_hz) if max_frames is None else int(max_frames)
-        self.counts = {"stimuli": 0, "late_onsets": 0, "unknown_stimuli": 0, "cached_images": 0}
+        self.counts = {"stimuli": 0, "late_onsets": 0, "unknown_stimuli": 0, "cached_images": 0,
+                       "unexpected_messages": 0}
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -222,10 +223,14 @@ class SimulatedArray(AcquisitionAdapter):
             for decoded in self.blocks.drain(100):
                 if isinstance(decoded.message, BlockRequest):
                     self._cache_block(decoded.message)
+                else:
+                    self._unexpected(decoded.message, "BlockRequest")
         got = self.stimuli.recv(2)
         while got is not None:
             if isinstance(got.message, StimulusShown):
                 self._report(got.message)
+            else:
+                self._unexpected(got.message, "StimulusShown")
             got = self.stimuli.recv(0)
         if self.clock.speed > 0:
             horizon = self.clock.now_s() - self.emit_delay_s
@@ -248,6 +253,11 @@ class SimulatedArray(AcquisitionAdapter):
             self._warn.warning("images", "%s: block %d: refused %d image(s) (wrong size, not finite, outside "
                                "[0, 1] or cache full); %s", self.name, request.block, refused,
                                self.guard.counts.as_dict())
+
+    def _unexpected(self, message: object, expected: str) -> None:
+        self.counts["unexpected_messages"] += 1
+        self._warn.warning("unexpected", "%s: ignored a %s where %s messages come; %d so far", self.name,
+                           type(message).__name__, expected, self.counts["unexpected_messages"])
 
     def _report(self, shown: StimulusShown) -> None:
         verdict = self.guard.check_shown(shown)

@@ -20,7 +20,7 @@ import zmq
 from closedloop.acquisition import BrainSpec, SimulatedArray
 from closedloop.config import load_rig
 from closedloop.config.protocol import FrameTiming
-from closedloop.messages import BlockRequest, Error, StimulusShown, SyncEvent, encode
+from closedloop.messages import BlockRequest, Error, Heartbeat, Message, StimulusShown, SyncEvent, encode
 from closedloop.present import PresenterComponent
 from closedloop.runtime import Supervisor
 from closedloop.transport import RequestClient, Subscriber, random_tcp_endpoint
@@ -91,10 +91,13 @@ class ArrayHarness:
     def alive(self) -> bool:
         return thread_alive(self.array.name)
 
+    def next_seq(self) -> int:
+        self.seq += 1
+        return self.seq
+
     def shown(self, flip_time: float, **fields: Any) -> list[Any]:
         values = {"stimulus_id": 0, "trial": 0, "block": 0, "n_frames": 3, **fields}
-        self.seq += 1
-        return encode(StimulusShown(flip_time=flip_time, **values), source="presenter", seq=self.seq)
+        return encode(StimulusShown(flip_time=flip_time, **values), source="presenter", seq=self.next_seq())
 
     def next_flip(self, step: float = 0.5) -> float:
         last = self.array.guard.last_flip
@@ -110,6 +113,7 @@ class ArrayHarness:
     def refusals(self) -> int:
         stats = self.array.input_stats()
         counted = ("bad_flip_times", "bad_frame_counts", "bad_images", "cache_full", "unknown_stimuli",
+                   "unexpected_messages",
                    "stimulus_malformed", "stimulus_wrong_schema", "stimulus_oversized", "stimulus_unknown_type")
         blocks = self.array.blocks.stats.as_dict() if self.array.blocks is not None else {}
         return sum(stats.get(key, 0) for key in counted) + sum(blocks.get(key, 0) for key in
@@ -175,6 +179,10 @@ def array_inputs(h: ArrayHarness) -> list[tuple[str, Callable[[], None]]]:
         ("report: unknown stimulus 999999", lambda: h.send_report(h.shown(h.next_flip(), stimulus_id=999999))),
         ("report: junk bytes", lambda: h.send_report([b"StimulusShown", b"\x00\xffjunk"])),
         ("report: empty frame", lambda: h.send_report([b""])),
+        ("report: a Heartbeat instead", lambda: h.send_report(encode(Heartbeat(state="running", steps=1),
+                                                                     source="presenter", seq=h.next_seq()))),
+        ("block: a StimulusShown instead", lambda: h.send_block(encode(
+            StimulusShown(stimulus_id=0, trial=0, block=0, flip_time=1.0, n_frames=3), source="runner", seq=3))),
         ("block: NaN pixels", block(nan)),
         ("block: 5x5 pixels", block(_pixels(0.5, 5))),
         ("block: pixels 1e30", block(_pixels(1e30))),
@@ -222,7 +230,7 @@ class PresenterHarness:
     def alive(self) -> bool:
         return thread_alive(self.component.name)
 
-    def request(self, message: BlockRequest | list[Any]) -> Any:
+    def request(self, message: Message | list[Any]) -> Any:
         """Send a request (a message or raw frames); the reply, or ``None`` (none is sent for a shown block)."""
         if isinstance(message, list):
             self.client.socket.send_multipart(message)
@@ -268,6 +276,8 @@ def presenter_inputs(h: PresenterHarness) -> list[tuple[str, Callable[[], None]]
         ("block: unknown stimulus 999999", lambda: _expect_error(h.request(BlockRequest(
             block=51, kind="natural", stimulus_ids=[999999])))),
         ("block: junk bytes", lambda: h.request([b"BlockRequest", b"\xc1\xc1"])),
+        ("a StimulusShown instead of a block", lambda: _expect_error(h.request(
+            StimulusShown(stimulus_id=0, trial=0, block=0, flip_time=1.0, n_frames=3)))),
         ("block: repeats -3", lambda: h.request(tamper(encode(BlockRequest(block=1, kind="natural", stimulus_ids=[0]),
                                                                source="runner", seq=99), repeats=-3))),
         ("block: stimulus text kind 1 MB", lambda: h.request(tamper(encode(

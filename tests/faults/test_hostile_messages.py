@@ -83,6 +83,25 @@ def test_any_report_leaves_the_array_working(array: ArrayHarness, step: float, n
 
 @pytest.mark.timeout(300)
 @LIVE
+@given(shape=st.tuples(st.integers(1, 3), st.sampled_from([1, SIZE - 1, SIZE]), st.sampled_from([5, SIZE])),
+       value=st.floats(allow_nan=True, allow_infinity=True, width=32),
+       dtype=st.sampled_from([np.float32, np.float64, np.uint8]))
+def test_any_block_images_leave_the_array_working(array: ArrayHarness, shape: tuple[int, int, int], value: float,
+                                                  dtype: type) -> None:
+    with np.errstate(invalid="ignore", over="ignore"):
+        pixels = np.full(shape, value).astype(dtype)
+    ids = list(range(1000, 1000 + shape[0]))
+    valid = shape[1:] == (SIZE, SIZE) and (dtype is np.uint8 or (np.isfinite(pixels).all() and 0 <= pixels.min()
+                                                                 and pixels.max() <= 1))
+    before = array.array.input_stats()["bad_images"]
+    array.send_block(encode(BlockRequest(block=7, kind="synthesized", stimulus_ids=ids, image_ids=ids, pixels=pixels),
+                            source="runner", seq=array.next_seq()))
+    assert array.probe(), "the array stopped answering valid reports"
+    assert array.array.input_stats()["bad_images"] - before == (0 if valid else shape[0])
+
+
+@pytest.mark.timeout(300)
+@LIVE
 @given(shape=st.tuples(st.integers(1, 3), st.sampled_from([1, 5, SIZE - 1, SIZE, SIZE + 1]),
                        st.sampled_from([5, SIZE])),
        value=st.floats(allow_nan=True, allow_infinity=True, width=32),
