@@ -38,6 +38,8 @@ from closedloop.errors import DataFileError
 _DAMAGE = (OSError, KeyError, ValueError, RuntimeError, TypeError)
 _BAD_SPIKE = "has a time that is not a number or a unit the session does not have"
 _BAD_SYNC = "has a time that is not a number"
+# Stored pixels are in [0, 1]; rounding may leave them a hair outside, damage much further.
+_PIXEL_SLACK = 1e-4
 
 
 class SessionReader:
@@ -396,7 +398,7 @@ def _refuse(path: Path, what: str, bad: np.ndarray, problem: str, offset: int = 
 def _check_pixels(path: Path, ids: np.ndarray, pixels: np.ndarray) -> None:
     """Committed pixels are finite and in [0, 1]; anything else is damage, refused here once for every reader."""
     with np.errstate(invalid="ignore"):
-        bad = ~np.isfinite(pixels) | (pixels < 0) | (pixels > 1)
+        bad = ~np.isfinite(pixels) | (pixels < -_PIXEL_SLACK) | (pixels > 1 + _PIXEL_SLACK)
     if bad.any():
         stimulus = int(ids[np.flatnonzero(bad.reshape(len(ids), -1).any(axis=1))[0]])
         raise DataFileError(path, f"stimulus {stimulus} has pixels that are NaN, infinite or outside [0, 1]; "
