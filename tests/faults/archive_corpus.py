@@ -160,12 +160,24 @@ def _pvc8_damage(base: Path, folder: Path) -> dict[str, Path]:
         copy["images"][0, 0] = np.zeros((5, 5), np.uint8)
 
     variant("pvc-8 image of 5x5", small_image)
+    made["pvc-8 declaring 2**124 values"] = _huge_declared(content, folder / "pvc8_huge.mat")
     variant("pvc-8 resp_train 3-D", lambda c: c.__setitem__("resp_train", c["resp_train"][..., 0]))
     variant("pvc-8 resp_train float", lambda c: c.__setitem__("resp_train", c["resp_train"].astype(float)))
     variant("pvc-8 INDCENT for other units", lambda c: c.__setitem__("INDCENT", np.ones((99, 1))))
     variant("pvc-8 without resp_train", lambda c: c.pop("resp_train"))
     variant("pvc-8 no INDCENT unit", lambda c: c.__setitem__("INDCENT", np.zeros_like(c["INDCENT"])))
     return made
+
+
+def _huge_declared(content: dict, path: Path) -> Path:
+    """An uncompressed pvc-8 copy whose resp_train header declares 4 dimensions of 2**31 - 1."""
+    scipy.io.savemat(str(path), content, do_compression=False)
+    data = bytearray(path.read_bytes())
+    name = data.index(b"resp_train\x00")  # the name's data follows its 8-byte tag and the dimensions
+    dims = name - 8 - 16
+    data[dims:dims + 16] = np.full(4, 2**31 - 1, "<i4").tobytes()
+    path.write_bytes(bytes(data))
+    return path
 
 
 def attempt(reader: Callable[[Path], object], path: Path) -> Outcome:
