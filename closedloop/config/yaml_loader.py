@@ -180,6 +180,19 @@ def check_bounds(path: str | Path, text: str) -> None:
         _check_expanded_size(path, root)
 
 
+def safe_load_bounded(text: str) -> Any:
+    """``yaml.safe_load`` for YAML kept inside data files (a session's rig and protocol text).
+
+    The settings-file bounds apply first; text past them raises ``yaml.YAMLError``, which
+    callers of ``yaml.safe_load`` already handle.
+    """
+    try:
+        check_bounds("<stored YAML>", text)
+    except ConfigError as error:
+        raise yaml.YAMLError(error.message) from None
+    return yaml.safe_load(text)
+
+
 def _compose(path: str | Path, text: str) -> yaml.Node | None:
     """PyYAML's node graph of ``text``, refusing files too large or nested too deep (`ConfigError`)."""
     if len(text.encode("utf-8", "surrogatepass")) > MAX_FILE_BYTES:

@@ -91,3 +91,20 @@ def test_a_refresh_checks_only_the_new_rows_and_names_the_right_one(folder: Path
             check_committed(file, lengths, path, since={"blocks": 2, "trials": 101})
         with pytest.raises(DataFileError, match="trial 100 refers to stimulus 1000000"):
             check_committed(file, lengths, path, since={"blocks": 3, "trials": 60})
+
+
+@pytest.mark.timeout(120)
+def test_yaml_stored_in_a_session_is_parsed_within_bounds(folder: Path, tmp_path: Path, capsys) -> None:
+    import shutil
+
+    import h5py
+
+    path = tmp_path / "bomb.h5"
+    shutil.copyfile(base_archives(folder)["session"], path)
+    bomb = (ROOT / "tests" / "configs" / "bad_alias_bomb.yaml").read_text()
+    with h5py.File(path, "r+") as file:
+        file.attrs["rig_yaml"] = bomb
+        file.attrs["protocol_yaml"] = bomb
+    # The stored text is exported verbatim; only optional facts are looked up in it.
+    assert main(["export-nwb", str(path), str(tmp_path / "bomb.nwb")]) in (0, 2)
+    assert "Traceback" not in capsys.readouterr().err
