@@ -158,9 +158,11 @@ def _stimulus_duration_s(reader) -> float:
     """The on-time of a stimulus: the runner's stimulus frames at the rig's refresh rate."""
     import yaml
 
+    from closedloop.config.yaml_loader import safe_load_bounded
+
     frames = reader.metadata.get("runner", {}).get("stimulus_frames")
     try:
-        refresh = float(yaml.safe_load(reader.rig_yaml)["display"]["refresh_hz"])
+        refresh = float(safe_load_bounded(reader.rig_yaml)["display"]["refresh_hz"])
     except (yaml.YAMLError, KeyError, TypeError, ValueError):
         refresh = None
     if not frames or not refresh:
