@@ -100,6 +100,7 @@ class AdapterStats:
     sync_events: int = 0
     heartbeats: int = 0
     dropped_messages: int = 0
+    refused_events: int = 0  # spikes and sync edges at a time that is not a number (never published)
 
 
 class AcquisitionAdapter(Component):
@@ -216,7 +217,15 @@ class AcquisitionAdapter(Component):
         channels = None if chunk.channels is None else np.asarray(chunk.channels, dtype=np.int32)
         if len(times) != len(units) or (channels is not None and len(channels) != len(times)):
             raise ValueError(f"{self.name}: acquire() returned arrays of different lengths")
-        sync = sorted(chunk.sync, key=lambda edge: edge[2])
+        finite = np.isfinite(times)
+        if not finite.all():  # a NaN time would break the stream's time order for every consumer
+            units, times = units[finite], times[finite]
+            channels = None if channels is None else channels[finite]
+            self._refuse(int((~finite).sum()), "spike")
+        sync = [edge for edge in chunk.sync if np.isfinite(edge[2])]
+        if len(sync) != len(chunk.sync):
+            self._refuse(len(chunk.sync) - len(sync), "sync edge")
+        sync = sorted(sync, key=lambda edge: edge[2])
         start = 0
         for line, state, at in sync:
             stop = start + int(np.searchsorted(times[start:], at, side="left"))
@@ -226,6 +235,11 @@ class AcquisitionAdapter(Component):
             self.stats.sync_events += 1
             start = stop
         self._queue(units[start:], times[start:], None if channels is None else channels[start:])
+
+    def _refuse(self, count: int, what: str) -> None:
+        self.stats.refused_events += count
+        self._log.warning("refused", "%s: refused %d %s(s) whose time is not a number; %d so far", self.name, count,
+                          what, self.stats.refused_events)
 
     def flush(self) -> None:
         """Send every waiting spike now (in batches of at most ``batch_spikes``)."""

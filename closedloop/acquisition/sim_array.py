@@ -16,6 +16,11 @@ onset is "now"); later onsets keep the presenter's intervals exactly.  An onset 
 would fall in the already-published past (a late report) is moved to the present and
 the anchor with it (counted as ``late_onsets``).
 
+Reports and images are checked first (`StimulusGuard`): a flip time that goes
+backwards or jumps ahead by more than an hour, a frame count outside
+``1..max_frames``, and images of the wrong size, not finite or outside [0, 1] are
+refused and counted (``input_stats``); the array keeps running.
+
 Pixels: `StimulusShown` carries only the stimulus id.  Images come from ``images``
 (a library indexed by stimulus id) and from the pixels of `BlockRequest` messages on
 ``block_endpoint`` (synthesized images), cached by id; an id found in neither is shown
@@ -42,6 +47,7 @@ import numpy as np
 
 from closedloop.acquisition.base import AcquisitionAdapter, Acquired, PlaybackClock
 from closedloop.acquisition.openephys_broadcast import EventBroadcaster
+from closedloop.acquisition.stimulus_guard import StimulusGuard
 from closedloop.acquisition.spike_sources import (
     GroundTruthSource, RateSource, SpikeSource, grey_spontaneous, spontaneous_spikes,
 )
@@ -60,6 +66,10 @@ FILL_AHEAD_S = 0.05
 CALLABLE_OVERDISPERSION = 0.1
 CALLABLE_SHARED_OVERDISPERSION = 0.02
 _UTAH_CHANNELS = 96
+#: Longest stimulus a protocol may ask for (its timing.stimulus_ms is at most 60 000).
+MAX_STIMULUS_S = 60.0
+#: At full speed, a long pause between reports is simulated and published in pieces this long.
+GAP_CHUNK_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -137,6 +147,9 @@ class SimulatedArray(AcquisitionAdapter):
         Broadcaster format, with ``sample_rate_hz``.
     seed
         Seeds the spikes (the population has its own seed in ``brain``).
+    max_frames
+        Most frames a report may say a stimulus was shown for (default: 60 s of frames);
+        reports beyond it are refused.
     """
 
     def __init__(self, endpoint: str, stimulus_endpoint: str, brain: BrainSpec, *, name: str = "sim-array",
@@ -144,7 +157,7 @@ class SimulatedArray(AcquisitionAdapter):
                  photodiode_lag_s: float = PHOTODIODE_LAG_S, emit_delay_s: float = 0.02, hold_s: float = 0.15,
                  images: np.ndarray | None = None, block_endpoint: str | None = None,
                  openephys_endpoint: str | None = None, sample_rate_hz: float = 30000.0,
-                 seed: int | None = None, **adapter_options):
+                 seed: int | None = None, max_frames: int | None = None, **adapter_options):
         adapter_options.setdefault("lossless", speed == 0)
         super().__init__(name, endpoint, **adapter_options)
         self.clock = PlaybackClock(speed)
@@ -162,7 +175,9 @@ class SimulatedArray(AcquisitionAdapter):
         self.openephys_endpoint = openephys_endpoint
         self.sample_rate_hz = float(sample_rate_hz)
         self.seed = int(np.random.SeedSequence().entropy % 2**32) if seed is None else int(seed)
-        self.counts = {"stimuli": 0, "late_onsets": 0, "unknown_stimuli": 0, "cached_images": 0}
+        self.max_frames = int(MAX_STIMULUS_S * self.refresh_hz) if max_frames is None else int(max_frames)
+        self.counts = {"stimuli": 0, "late_onsets": 0, "unknown_stimuli": 0, "cached_images": 0,
+                       "unexpected_messages": 0}
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -178,6 +193,8 @@ class SimulatedArray(AcquisitionAdapter):
         self._times = np.zeros(0, dtype=np.float64)
         self._sync: list[tuple[int, int, float]] = []
         self._warn = RateLimitedLog(logger, 2.0)
+        size = self.brain.size_px if self.images is None else self.images.shape[-1]
+        self.guard = StimulusGuard(size, self.max_frames)
         self.stimuli = Subscriber(self.stimulus_endpoint, name=f"{self.name} stimuli")
         self.blocks = Subscriber(self.block_endpoint, name=f"{self.name} blocks") if self.block_endpoint else None
         self.broadcaster = (EventBroadcaster(self.openephys_endpoint, self.sample_rate_hz, self.source.channels)
@@ -195,6 +212,9 @@ class SimulatedArray(AcquisitionAdapter):
         stimuli = getattr(self, "stimuli", None)
         if stimuli is not None:
             stats.update({f"stimulus_{k}": v for k, v in stimuli.stats.as_dict().items()})
+        guard = getattr(self, "guard", None)
+        if guard is not None:
+            stats.update(guard.counts.as_dict())
         return stats
 
     # --- one step --------------------------------------------------------------
@@ -204,10 +224,14 @@ class SimulatedArray(AcquisitionAdapter):
             for decoded in self.blocks.drain(100):
                 if isinstance(decoded.message, BlockRequest):
                     self._cache_block(decoded.message)
+                else:
+                    self._unexpected(decoded.message, "BlockRequest")
         got = self.stimuli.recv(2)
         while got is not None:
             if isinstance(got.message, StimulusShown):
-                self._start_trial(got.message)
+                self._report(got.message)
+            else:
+                self._unexpected(got.message, "StimulusShown")
             got = self.stimuli.recv(0)
         if self.clock.speed > 0:
             horizon = self.clock.now_s() - self.emit_delay_s
@@ -219,11 +243,34 @@ class SimulatedArray(AcquisitionAdapter):
         return self._release(horizon)
 
     def _cache_block(self, request: BlockRequest) -> None:
-        if request.pixels is None:
-            return
-        for stimulus_id, pixels in zip(request.image_ids, request.pixels):
-            self._pixels[int(stimulus_id)] = np.asarray(pixels)
+        refused = self.guard.counts.bad_images + self.guard.counts.cache_full
+        for stimulus_id, image in self.guard.block_images(request):
+            if stimulus_id in self._pixels:
+                self.guard.forget(self._pixels[stimulus_id])
+            self._pixels[stimulus_id] = image
         self.counts["cached_images"] = len(self._pixels)
+        refused = self.guard.counts.bad_images + self.guard.counts.cache_full - refused
+        if refused:
+            self._warn.warning("images", "%s: block %d: refused %d image(s) (wrong size, not finite, outside "
+                               "[0, 1] or cache full); %s", self.name, request.block, refused,
+                               self.guard.counts.as_dict())
+
+    def _unexpected(self, message: object, expected: str) -> None:
+        self.counts["unexpected_messages"] += 1
+        self._warn.warning("unexpected", "%s: ignored a %s where %s messages come; %d so far", self.name,
+                           type(message).__name__, expected, self.counts["unexpected_messages"])
+
+    def _report(self, shown: StimulusShown) -> None:
+        verdict = self.guard.check_shown(shown)
+        if not verdict.accepted:
+            self._warn.warning("report", "%s: refused a report of stimulus %d (trial %d, block %d): %s; %s",
+                               self.name, shown.stimulus_id, shown.trial, shown.block, verdict.reason,
+                               self.guard.counts.as_dict())
+            return
+        if verdict.reanchor:
+            logger.warning("%s: the presenter's clock restarted; trials are placed from now on", self.name)
+            self._offset = None
+        self._start_trial(shown)
 
     def _image(self, stimulus_id: int) -> np.ndarray:
         if stimulus_id in self._pixels:
@@ -254,6 +301,8 @@ class SimulatedArray(AcquisitionAdapter):
         keep = self._times < onset
         self._units, self._times = self._units[keep], self._times[keep]
         self._sync = [(line, state, min(t, onset)) for line, state, t in self._sync]
+        if self.clock.speed == 0:
+            self._publish_gap(onset)
         if self._filled < onset:
             self._fill_spontaneous(onset)
         units, times, span = self.source.trial(self._image(shown.stimulus_id), duration, self.rng)
@@ -261,6 +310,12 @@ class SimulatedArray(AcquisitionAdapter):
         self._filled = onset + span
         self._sync += [(self.photodiode_line, 1, onset), (self.photodiode_line, 0, onset + duration)]
         self._target = max(self._target, onset + duration + self.hold_s)
+
+    def _publish_gap(self, until: float) -> None:
+        """Publish a long pause before ``until`` piece by piece: memory stays bounded however long it is."""
+        while until - self._filled > GAP_CHUNK_S:
+            self._fill_spontaneous(self._filled + GAP_CHUNK_S)
+            self.publish(self._release(self._filled))
 
     def _fill_spontaneous(self, until: float) -> None:
         if until <= self._filled:

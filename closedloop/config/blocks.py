@@ -26,8 +26,8 @@ class NaturalBlock:
     """Natural images (``images`` of them, or ``"all"`` of ``images.n``), each ``repeats`` times."""
 
     kind: Literal["natural"] = "natural"
-    images: int | Literal["all"] = setting("all", ge=1)
-    repeats: int = setting(ge=1)
+    images: int | Literal["all"] = setting("all", ge=1, le=100_000)
+    repeats: int = setting(ge=1, le=10_000)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -36,7 +36,7 @@ class GratingsBlock:
 
     kind: Literal["gratings"] = "gratings"
     set: Literal["orientation", "sf", "size"]
-    repeats: int = setting(ge=1)
+    repeats: int = setting(ge=1, le=10_000)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -58,7 +58,7 @@ class PresentSynthesizedBlock:
     """Show the images of the most recent synthesize block, each ``repeats`` times."""
 
     kind: Literal["present_synthesized"] = "present_synthesized"
-    repeats: int = setting(ge=1)
+    repeats: int = setting(ge=1, le=10_000)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,7 +70,7 @@ class LoopBlock:
     """
 
     kind: Literal["loop"] = "loop"
-    iterations: int = setting(ge=1)
+    iterations: int = setting(ge=1, le=1000)
     stop_when_r_above: float | None = setting(None, gt=-1, lt=1)
     blocks: tuple[Block, ...]
 

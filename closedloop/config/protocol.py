@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from closedloop.config.blocks import Block, check_block_order, count_trials
-from closedloop.config.rig import check_device
+from closedloop.config.rig import MAX_SEED, check_device
 from closedloop.config.schema import ConfigSource, LoadedFromFile, Where, internal, load_settings_file, setting
 from closedloop.data.dataset import Preprocessing
 from closedloop.errors import ConfigError
@@ -26,6 +26,14 @@ if TYPE_CHECKING:
 
 _PERCENTILE = re.compile(r"p(\d+(?:\.\d+)?)")
 _RATE = re.compile(r"(\d+(?:\.\d+)?)\s*hz", re.IGNORECASE)
+#: Highest absolute-rate target; V1 neurons fire well below it.
+MAX_TARGET_HZ = 1000.0
+#: Most natural images in a pool (each is size_px² float32 in memory).
+MAX_IMAGES = 100_000
+#: Most presentations a protocol may ask for (about 35 days at 300 ms a trial).
+MAX_TRIALS = 10_000_000
+#: Most images one synthesize block may make.
+MAX_SYNTHESIZED = 100_000
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,10 @@ def parse_target(text: str) -> Target:
             return Target("percentile", percentile)
         raise ValueError(f"percentile target {text!r} must be between p0 and p100 (exclusive), e.g. p20")
     if match := _RATE.fullmatch(text):
-        return Target("rate", float(match[1]))
+        rate = float(match[1])
+        if rate <= MAX_TARGET_HZ:
+            return Target("rate", rate)
+        raise ValueError(f"rate target {text[:40]!r} is above {MAX_TARGET_HZ:g} Hz; use a rate a neuron can reach")
     raise ValueError(
         f"target {text!r} is not understood; write a percentile like 'p20', 'max', or a rate like '12.5hz'"
     )
@@ -72,8 +83,8 @@ def parse_target(text: str) -> Target:
 class Timing:
     """Stimulus on-time and blank after it, in ms (converted to whole frames by the rig)."""
 
-    stimulus_ms: float = setting(gt=0)
-    blank_ms: float = setting(gt=0)
+    stimulus_ms: float = setting(gt=0, le=60_000)
+    blank_ms: float = setting(gt=0, le=60_000)
 
     @property
     def trial_ms(self) -> float:
@@ -101,9 +112,9 @@ class Response:
 class Images:
     """The pool of natural images the blocks draw from."""
 
-    n: int = setting(ge=1)
+    n: int = setting(ge=1, le=MAX_IMAGES)
     source: Literal["photographs"] = "photographs"
-    seed: int | None = None
+    seed: int | None = setting(None, ge=0, le=MAX_SEED)
 
 
 @dataclass(frozen=True)
@@ -121,16 +132,16 @@ class Fit:
     ``compute.device``.  `model_config` gives the `ModelConfig` a fit uses.
     """
 
-    max_epochs: int = setting(ge=1)
-    patience: int = setting(ge=1)
+    max_epochs: int = setting(ge=1, le=100_000)
+    patience: int = setting(ge=1, le=100_000)
     architecture: Literal["recommended", "kindel2017", "factorised", "linear"] = "kindel2017"
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     holdout_fraction: float = setting(0.2, gt=0, lt=1)
     stop_fraction: float = setting(0.14, gt=0, lt=1)
-    learning_rate: float | None = setting(None, gt=0)
-    batch_size: int | None = setting(None, ge=1)
+    learning_rate: float | None = setting(None, gt=0, le=10)
+    batch_size: int | None = setting(None, ge=1, le=1_000_000)
     dropout_keep: float | None = setting(None, gt=0, le=1)
-    ensemble: int | None = setting(None, ge=1)
+    ensemble: int | None = setting(None, ge=1, le=64)
     device: str | None = None
 
     def model_config(self, seed: int | None = None) -> ModelConfig:
@@ -150,8 +161,11 @@ class Fit:
 
     def check(self, where: Where) -> None:
         for name in ("downsample", "crop"):
-            if getattr(self.preprocessing, name) < 1:
-                raise where.error(f"preprocessing.{name}", f"must be >= 1, got {getattr(self.preprocessing, name)}")
+            value = getattr(self.preprocessing, name)
+            if value < 1:
+                raise where.error(f"preprocessing.{name}", f"must be >= 1, got {value}")
+            if value > 4096:
+                raise where.error(f"preprocessing.{name}", f"must be <= 4096, got {value}")
         if self.holdout_fraction + self.stop_fraction >= 1:
             raise where.error(
                 "stop_fraction",
@@ -187,7 +201,7 @@ _USED_BY = {
 class UnitSelection:
     """Which units get synthesized images: the ``top_k`` best by held-out r."""
 
-    top_k: int = setting(ge=1)
+    top_k: int = setting(ge=1, le=10_000)
     by: Literal["heldout_r"] = "heldout_r"
 
 
@@ -201,10 +215,10 @@ class Synthesis:
     """
 
     units: UnitSelection
-    steps: int = setting(ge=1)
+    steps: int = setting(ge=1, le=100_000)
     targets: tuple[str, ...] = ("p20", "p35", "p50", "p65", "p80")
-    images_per_target: int = setting(1, ge=1)
-    seed: int | None = None
+    images_per_target: int = setting(1, ge=1, le=1000)
+    seed: int | None = setting(None, ge=0, le=MAX_SEED)
 
     @property
     def parsed_targets(self) -> tuple[Target, ...]:
@@ -218,11 +232,16 @@ class Synthesis:
     def check(self, where: Where) -> None:
         if not self.targets:
             raise where.error("targets", "give at least one target, e.g. [p20, p50, p80]")
+        if len(self.targets) > 100:
+            raise where.error("targets", f"{len(self.targets)} targets; give at most 100")
         for index, target in enumerate(self.targets):
             try:
                 parse_target(target)
             except ValueError as error:
                 raise where.error(f"targets[{index}]", str(error)) from None
+        if self.images_per_block > MAX_SYNTHESIZED:
+            raise where.error("images_per_target", f"top_k × targets × images_per_target = {self.images_per_block} "
+                                                   f"images per synthesize block; keep it at most {MAX_SYNTHESIZED}")
 
 
 @dataclass(frozen=True)
@@ -254,7 +273,7 @@ class Protocol(LoadedFromFile):
     """
 
     name: str
-    seed: int | None = None
+    seed: int | None = setting(None, ge=0, le=MAX_SEED)
     timing: Timing
     response: Response = field(default_factory=Response)
     images: Images
@@ -316,6 +335,9 @@ class Protocol(LoadedFromFile):
                 f"(stimulus_ms + blank_ms) lasts {self.timing.trial_ms:g} ms",
             )
         check_block_order(self.blocks, where, self.images.n)
+        if self.total_trials > MAX_TRIALS:
+            raise where.error("blocks", f"asks for {self.total_trials} presentations; keep it at most {MAX_TRIALS} "
+                                        "(lower repeats, images or loop iterations)")
         _require_section(self.blocks, self.fit, "fit", "fit", where)
         _require_section(self.blocks, self.synthesis, "synthesize", "synthesis", where)
 

@@ -16,6 +16,9 @@ from typing import Literal
 
 from closedloop.config.schema import ConfigSource, LoadedFromFile, Where, internal, load_settings_file, setting
 
+#: Largest seed: seeds are stored and used as unsigned 32-bit integers.
+MAX_SEED = 2**32 - 1
+
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda|cuda:\d+")
 #: The sync line of stimulus onsets when a rig does not name one: the simulated array's and the
 #: simulated archives' photodiode line.
@@ -48,16 +51,16 @@ class Display:
     ``gamma`` is ``None`` when the display is already linearised.
     """
 
-    width_px: int = setting(ge=1)
-    height_px: int = setting(ge=1)
-    width_cm: float = setting(gt=0)
-    height_cm: float = setting(gt=0)
-    distance_cm: float = setting(gt=0)
+    width_px: int = setting(ge=1, le=32768)
+    height_px: int = setting(ge=1, le=32768)
+    width_cm: float = setting(gt=0, le=10000)
+    height_cm: float = setting(gt=0, le=10000)
+    distance_cm: float = setting(gt=0, le=10000)
     refresh_hz: float = setting(gt=0, le=2000)
     gamma: float | None = setting(gt=0, le=10)
     mean_luminance: float = setting(0.5, ge=0, le=1)
     fullscreen: bool = True
-    screen: int = setting(0, ge=0)
+    screen: int = setting(0, ge=0, le=63)
     photodiode: Photodiode = field(default_factory=Photodiode)
 
     @property
@@ -121,8 +124,8 @@ class Stimulus:
     """
 
     centre_deg: tuple[float, float]
-    aperture_diameter_deg: float = setting(gt=0)
-    size_px: int = setting(66, ge=2)
+    aperture_diameter_deg: float = setting(gt=0, le=180)
+    size_px: int = setting(66, ge=2, le=4096)
 
 
 _KEYS_BY_KIND = {
@@ -146,8 +149,8 @@ class Acquisition:
     sample_rate_hz: float = setting(30000.0, gt=0)
     photodiode_line: int | None = setting(None, ge=0)
     scenario: str = "sim/default.yaml"
-    seed: int | None = None
-    speed: float = setting(1.0, ge=0)
+    seed: int | None = setting(None, ge=0, le=MAX_SEED)
+    speed: float = setting(1.0, ge=0, le=1000)
     archive: str | None = None
 
     @property
@@ -263,6 +266,7 @@ class Rig(LoadedFromFile):
 
     def check(self, where: Where) -> None:
         self._check_aperture(where)
+        self._check_stimulus_size(where)
         self._check_photodiode(where)
         self._check_event_port(where)
 
@@ -281,6 +285,15 @@ class Rig(LoadedFromFile):
                 "stimulus.centre_deg",
                 f"the aperture ({2 * radius:g}° at ({x:g}, {y:g})°) reaches past the screen edge: {screen}; "
                 "move the centre or shrink the aperture",
+            )
+
+    def _check_stimulus_size(self, where: Where) -> None:
+        side = min(self.display.width_px, self.display.height_px)
+        if self.stimulus.size_px > side:
+            raise where.error(
+                "stimulus.size_px",
+                f"{self.stimulus.size_px} px is larger than the display ({self.display.width_px}×"
+                f"{self.display.height_px} px); use at most {side}",
             )
 
     def _check_photodiode(self, where: Where) -> None:

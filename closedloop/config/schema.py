@@ -16,23 +16,32 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import operator
 import re
 import types
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from closedloop.config.yaml_loader import YamlNode, load_yaml, read_text
+from closedloop.config.yaml_loader import YamlNode, load_yaml, read_text, shorten
 from closedloop.errors import ConfigError
 
 T = TypeVar("T")
 
+# Compared as written (int with int stays exact, int with float never overflows).
 _LIMITS = {
-    "ge": (">=", float.__ge__),
-    "gt": (">", float.__gt__),
-    "le": ("<=", float.__le__),
-    "lt": ("<", float.__lt__),
+    "ge": (">=", operator.ge),
+    "gt": (">", operator.gt),
+    "le": ("<=", operator.le),
+    "lt": ("<", operator.lt),
 }
+#: Every integer setting must fit a signed 64-bit integer (numpy, HDF5 and torch
+#: all store it so); fields narrow this with `setting` limits.
+MAX_INT = 2**63 - 1
+#: Largest magnitude of any number setting; fields narrow this with `setting` limits.
+MAX_NUMBER = 1e12
+#: Longest text setting (a path may be this long on Linux).
+MAX_TEXT_CHARS = 4096
 
 
 def setting(
@@ -224,8 +233,13 @@ def build(cls: type[T], node: YamlNode, where: Where, **internal_values: Any) ->
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise where.error(f.name, f"missing required key '{f.name}'" + _under(where.prefix))
             continue
-        value = _value(hints[f.name], node.value[f.name], where.source, name)
-        _check_limits(f, value, where, node.value[f.name])
+        written = node.value[f.name]
+        if written.kind == "scalar":
+            # Limits first, on the number as written: a 400-digit integer or 1e308 then
+            # gets this field's own range in its message.
+            _check_limits(f, _as_number(written), where, written)
+        value = _value(hints[f.name], written, where.source, name)
+        _check_limits(f, value, where, written)
         values[f.name] = value
     instance = cls(**values, **internal_values)
     check = getattr(instance, "check", None)
@@ -245,14 +259,34 @@ def _unknown_key(key: str, allowed: list[str]) -> str:
     return f"unknown key '{key}'; allowed keys: {', '.join(allowed)}"
 
 
+def _as_number(node: YamlNode) -> Any:
+    """A scalar's number as written (PyYAML leaves ``1e308`` as text), else its value."""
+    if isinstance(node.value, str) and node.plain:
+        try:
+            number = float(node.value)
+        except ValueError:
+            return node.value
+        return number if math.isfinite(number) else node.value
+    if isinstance(node.value, float) and not math.isfinite(node.value):
+        return None  # refused as not finite when converted
+    return node.value
+
+
 def _check_limits(f: dataclasses.Field, value: Any, where: Where, node: YamlNode) -> None:
     if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
         return
     for name, bound in f.metadata.get("limits", {}).items():
         symbol, holds = _LIMITS[name]
-        if not holds(float(value), float(bound)):
-            message = f"must be {symbol} {bound:g}, got {node.raw}"
+        if not holds(value, bound):
+            message = f"must be {symbol} {_number(bound)}, got {shorten(node.raw)}"
             raise ConfigError(where.source.path, node.line, where.field(f.name), message)
+
+
+def _number(bound: float) -> str:
+    """A limit as a user reads it: ``4096``, ``0.5``, ``4294967295``, ``1e+12``."""
+    if isinstance(bound, int) or (isinstance(bound, float) and bound.is_integer() and abs(bound) < 1e15):
+        return str(int(bound))
+    return f"{bound:g}"
 
 
 def _value(hint: Any, node: YamlNode, source: ConfigSource, name: str) -> Any:
@@ -292,9 +326,16 @@ def _scalar(hint: type, node: YamlNode, source: ConfigSource, name: str) -> Any:
         raise _fail(source, node, name, "true or false")
     if hint is str:
         # Unquoted numbers or words are taken as written (a rig called 2024, a device 0).
-        return node.raw if node.plain else str(value)
+        text = node.raw if node.plain else str(value)
+        if len(text) > MAX_TEXT_CHARS:
+            raise ConfigError(source.path, node.line, name, f"text of {len(text)} characters; at most {MAX_TEXT_CHARS} "
+                                                            "(names and paths are short)")
+        return text
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if abs(value) > MAX_INT:
+                raise ConfigError(source.path, node.line, name, f"{shorten(node.raw)} is too large: whole numbers "
+                                  f"must be within ±{MAX_INT} (64 bits); check the value")
             return value
         raise _fail(source, node, name, "an integer")
     # float: integers are accepted, and so is 1e-3 (PyYAML reads it as text).
@@ -305,8 +346,14 @@ def _scalar(hint: type, node: YamlNode, source: ConfigSource, name: str) -> Any:
             raise _fail(source, node, name, "a number") from None
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _fail(source, node, name, "a number")
+    if isinstance(value, int) and abs(value) > MAX_NUMBER:
+        raise ConfigError(source.path, node.line, name, f"{shorten(node.raw)} is far too large for this setting; "
+                          f"numbers here must be within ±{MAX_NUMBER:g}")
     if not math.isfinite(value):
-        raise ConfigError(source.path, node.line, name, f"must be a finite number, got {node.raw}")
+        raise ConfigError(source.path, node.line, name, f"must be a finite number, got {shorten(node.raw)}")
+    if abs(value) > MAX_NUMBER:
+        raise ConfigError(source.path, node.line, name, f"{shorten(node.raw)} is far too large for this setting; "
+                          f"numbers here must be within ±{MAX_NUMBER:g}")
     return float(value)
 
 

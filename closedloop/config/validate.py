@@ -11,6 +11,9 @@ from __future__ import annotations
 from closedloop.config.protocol import Protocol
 from closedloop.config.rig import Rig
 
+#: Most memory the natural-image pool may take (images.n × size_px² float32).
+MAX_POOL_BYTES = 4 * 1024**3
+
 
 def validate(rig: Rig, protocol: Protocol | None = None) -> str:
     """Check that ``protocol`` can run on ``rig`` and describe the pair.
@@ -53,6 +56,14 @@ def validate(rig: Rig, protocol: Protocol | None = None) -> str:
             "response.window_ms",
             f"response window outside the presentation period: it ends at {stop:g} ms but a trial lasts "
             f"{frames.trial_ms:.1f} ms in whole frames at {display.refresh_hz:g} Hz",
+        )
+    pool_bytes = protocol.images.n * stimulus.size_px**2 * 4
+    if pool_bytes > MAX_POOL_BYTES:
+        most = MAX_POOL_BYTES // (stimulus.size_px**2 * 4)
+        raise protocol.error(
+            "images.n",
+            f"{protocol.images.n} images of {stimulus.size_px}×{stimulus.size_px} px take "
+            f"{pool_bytes / 1024**3:.1f} GiB; at most {most} fit in {MAX_POOL_BYTES // 1024**3} GiB, lower n",
         )
     if protocol.fit is not None:
         needed = protocol.fit.preprocessing.crop * protocol.fit.preprocessing.downsample

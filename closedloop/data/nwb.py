@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from closedloop.config.yaml_loader import safe_load_bounded
 from closedloop.data import session_lock
 from closedloop.data.nwb_content import SessionContents, build_nwbfile
 from closedloop.data.session_reader import SessionReader
@@ -182,7 +183,7 @@ def _yaml_mapping(text: str) -> dict:
     """The stored YAML text as a mapping; {} if empty or unreadable (only a few optional
     facts are looked up in it; the text itself is exported verbatim)."""
     try:
-        value = yaml.safe_load(text) if text else None
+        value = safe_load_bounded(text) if text else None
     except yaml.YAMLError:
         return {}
     return value if isinstance(value, dict) else {}

@@ -32,6 +32,9 @@ N_GRATINGS = N_SF_GRATINGS + N_ORIENTATION_GRATINGS + N_SIZE_GRATINGS  # 416
 N_PHASES = 4
 ORIENTATIONS_DEG = 90.0 - 11.25 * np.arange(N_ORIENTATION_GRATINGS // N_PHASES)
 REQUIRED = ("resp_train", "images", "INDCENT")
+#: Largest variable read, in elements (pvc-8's largest, resp_train_blk, has ~0.5 G); a
+#: compressed variable that declares more is refused before it is inflated.
+MAX_ELEMENTS = 2**32
 
 
 def natural_count(n_stimuli: int) -> int:
@@ -217,6 +220,11 @@ def read_pvc8(path: str | Path, load_blank: bool = False) -> Pvc8Recording:
     if missing:
         present = ", ".join(f"{n} {s} {c}" for n, (s, c) in listing.items()) or "nothing"
         raise DataFileError(path, f"not a pvc-8 file: missing {', '.join(missing)}; it holds {present}")
+    for name in wanted:
+        shape = listing[name][0]
+        if int(np.prod(shape, dtype=object)) > MAX_ELEMENTS:
+            raise DataFileError(path, f"{name} declares shape {shape}, more than {MAX_ELEMENTS} values; the file "
+                                      "is corrupt or not a pvc-8 recording")
     try:
         data = scipy.io.loadmat(str(path), variable_names=list(wanted))
     except Exception as error:

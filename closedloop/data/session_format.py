@@ -241,7 +241,7 @@ def validate(file: h5py.File, path: str | Path) -> None:
     if tuple(file["stimuli/pixels"].shape[1:]) != tuple(int(v) for v in attrs["stimulus_shape"]):
         raise DataFileError(
             path, f"stimuli/pixels is {file['stimuli/pixels'].shape}, stimulus_shape attribute "
-            f"{tuple(attrs['stimulus_shape'])}",
+            f"{tuple(int(v) for v in attrs['stimulus_shape'])}; the file is damaged",
         )
 
 

@@ -21,6 +21,7 @@ from closedloop.data.responses import (
     group_by_stimulus,
     window_counts_from_spike_times,
 )
+from closedloop.data.session_checks import check_committed
 from closedloop.data.session_format import (
     COLUMNS,
     StimulusKind,
@@ -35,6 +36,10 @@ from closedloop.data.session_format import (
 from closedloop.errors import DataFileError
 
 _DAMAGE = (OSError, KeyError, ValueError, RuntimeError, TypeError)
+_BAD_SPIKE = "has a time that is not a number or a unit the session does not have"
+_BAD_SYNC = "has a time that is not a number"
+# Stored pixels are in [0, 1]; rounding may leave them a hair outside, damage much further.
+_PIXEL_SLACK = 1e-4
 
 
 class SessionReader:
@@ -87,6 +92,7 @@ class SessionReader:
             self._unit_ids = self._file["units/id"][()].astype(np.int64)
             self._channels = self._file["units/channel"][()]
             self._lengths = committed_lengths(self._file)
+            check_committed(self._file, self._lengths, self._path)
         except DataFileError:
             self._file.close()
             raise
@@ -115,10 +121,19 @@ class SessionReader:
             self._open()
             return
         try:
-            if self._mode == "swmr":
-                for _, dataset in table_datasets(self._file):
-                    dataset.refresh()
-            self._lengths = committed_lengths(self._file)
+            for attempt in range(2):
+                if self._mode == "swmr":
+                    for _, dataset in table_datasets(self._file):
+                        dataset.refresh()
+                lengths = committed_lengths(self._file)
+                try:
+                    check_committed(self._file, lengths, self._path, since=self._lengths)
+                    break
+                except DataFileError:
+                    # A live writer may commit between two datasets' refreshes: look once more.
+                    if attempt or self._mode != "swmr":
+                        raise
+            self._lengths = lengths
         except _DAMAGE as error:
             raise DataFileError(self._path, f"cannot refresh the session ({error})") from None
 
@@ -231,6 +246,7 @@ class SessionReader:
             raise DataFileError(self._path, f"cannot read stimuli/pixels ({error})") from None
         if pixels is None:
             return np.empty((0, *self.stimulus_shape), dtype=np.float32)
+        _check_pixels(self._path, unique, pixels)
         return pixels[where]
 
     @property
@@ -241,12 +257,37 @@ class SessionReader:
     @property
     def spikes(self) -> np.ndarray:
         """Structured array: unit_id, time_s."""
-        return self._table("spikes")
+        spikes = self._table("spikes")
+        _refuse(self._path, "spike", ~np.isfinite(spikes["time_s"]) | ~np.isin(spikes["unit_id"], self._unit_ids),
+                _BAD_SPIKE)
+        return spikes
+
+    def check_events(self, chunk: int = 1 << 20) -> None:
+        """Refuse (`DataFileError`) committed spikes or sync events that are not valid, reading in chunks.
+
+        What `spikes` and `sync` check when they load everything, with bounded memory: a
+        replay checks the whole recording before anything starts.
+        """
+        columns = (("spikes", "spike", ("time_s", "unit_id"), _BAD_SPIKE), ("sync", "sync event", ("time_s",),
+                                                                            _BAD_SYNC))
+        for table, what, names, problem in columns:
+            for start in range(0, self._lengths[table], chunk):
+                stop = min(start + chunk, self._lengths[table])
+                try:
+                    values = {name: self._file[table][name][start:stop] for name in names}
+                except _DAMAGE as error:
+                    raise DataFileError(self._path, f"cannot read {table} ({error})") from None
+                bad = ~np.isfinite(values["time_s"])
+                if "unit_id" in values:
+                    bad |= ~np.isin(values["unit_id"], self._unit_ids)
+                _refuse(self._path, what, bad, problem, offset=start)
 
     @property
     def sync(self) -> np.ndarray:
         """Structured array: time_s, line, state."""
-        return self._table("sync")
+        sync = self._table("sync")
+        _refuse(self._path, "sync event", ~np.isfinite(sync["time_s"]), _BAD_SYNC)
+        return sync
 
     @property
     def blocks(self) -> np.ndarray:
@@ -257,9 +298,16 @@ class SessionReader:
     def responses(self) -> np.ndarray:
         """(n_trials, n_units) float32 rate in Hz in `response_window_s`."""
         try:
-            return self._file["responses"][: self.n_trials]
+            responses = self._file["responses"][: self.n_trials]
         except _DAMAGE as error:
             raise DataFileError(self._path, f"cannot read responses ({error})") from None
+        # A flagged block keeps its trials without responses (NaN); anywhere else NaN is damage.
+        flagged = self._file["blocks"]["flagged"][: self.n_blocks][self._file["trials"]["block"][: self.n_trials]]
+        with np.errstate(invalid="ignore"):
+            bad = np.isinf(responses) | (responses < 0) | (np.isnan(responses) & (flagged == 0)[:, None])
+        _refuse(self._path, "trial", bad.any(axis=1),
+                "has a response rate that is infinite, negative, or NaN outside a flagged block")
+        return responses
 
     # -------------------------------------------------------------------- dataset
     def to_dataset(
@@ -337,6 +385,24 @@ class SessionReader:
         np.add.at(sums, group, grating_rates[chosen])
         mean = sums / np.bincount(group, minlength=orientations.size)[:, None]
         return GratingResponses(orientations_deg=orientations, rates=mean.astype(np.float32))
+
+
+def _refuse(path: Path, what: str, bad: np.ndarray, problem: str, offset: int = 0) -> None:
+    """Committed rows are vouched for: one that is not valid means the file is damaged."""
+    if bad.any():
+        row = offset + int(np.flatnonzero(bad)[0])
+        raise DataFileError(path, f"committed {what} {row} {problem}; the file is damaged (recover it with "
+                                  "SessionWriter.resume or use a backup)")
+
+
+def _check_pixels(path: Path, ids: np.ndarray, pixels: np.ndarray) -> None:
+    """Committed pixels are finite and in [0, 1]; anything else is damage, refused here once for every reader."""
+    with np.errstate(invalid="ignore"):
+        bad = ~np.isfinite(pixels) | (pixels < -_PIXEL_SLACK) | (pixels > 1 + _PIXEL_SLACK)
+    if bad.any():
+        stimulus = int(ids[np.flatnonzero(bad.reshape(len(ids), -1).any(axis=1))[0]])
+        raise DataFileError(path, f"stimulus {stimulus} has pixels that are NaN, infinite or outside [0, 1]; "
+                                  "the file is damaged (recover it with SessionWriter.resume or use a backup)")
 
 
 def _identity(path: Path) -> tuple[int, int, int]:

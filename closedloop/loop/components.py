@@ -38,17 +38,19 @@ def brain_units(brain: BrainSpec) -> tuple[np.ndarray, np.ndarray]:
 
 
 def simulated_array(rig: Rig, endpoints: Endpoints, brain: BrainSpec | None = None, *, speed: float | None = None,
-                    seed: int | None = None, name: str = "sim-array") -> SimulatedArray:
+                    seed: int | None = None, max_frames: int | None = None,
+                    name: str = "sim-array") -> SimulatedArray:
     """The simulated array of a sim rig, publishing on ``endpoints.spikes``.
 
     It watches the presenter's reports (``endpoints.stimulus``) and the runner's stream
     (``endpoints.responses``: the pixels of synthesized images).  ``brain``, ``speed``
-    and ``seed`` default to the rig's acquisition section.
+    and ``seed`` default to the rig's acquisition section; ``max_frames`` (a report's
+    frame-count bound) to the array's own limit, or pass the protocol's stimulus frames.
     """
     return SimulatedArray(endpoints.spikes, endpoints.stimulus, brain or simulated_brain(rig), name=name,
                           speed=rig.acquisition.speed if speed is None else speed,
                           refresh_hz=rig.display.refresh_hz, photodiode_line=rig.acquisition.onset_line,
-                          block_endpoint=endpoints.responses,
+                          block_endpoint=endpoints.responses, max_frames=max_frames,
                           seed=rig.acquisition.seed if seed is None else seed)
 
 

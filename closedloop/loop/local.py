@@ -81,7 +81,8 @@ def simulated_components(rig: Rig, protocol: Protocol, session_path: str | Path,
         presenter_options = {"realtime": True, **(presenter_options or {})}
     brain = brain or make.simulated_brain(rig)
     unit_ids, channels = units if units is not None else make.brain_units(brain)
-    array = make.simulated_array(rig, endpoints, brain, speed=speed, seed=array_seed)
+    array = make.simulated_array(rig, endpoints, brain, speed=speed, seed=array_seed,
+                                 max_frames=protocol.frames(rig).stimulus_frames)
     shown = make.presenter(rig, protocol, endpoints, presenter, presenter_options)
     runner = make.runner(rig, protocol, session_path, endpoints, unit_ids=unit_ids, channels=channels,
                          resume=resume, overwrite=overwrite, settings=settings)

@@ -10,7 +10,10 @@ trials, never in the middle of one; requests that arrive during a block wait in 
 socket until it ends.
 
 Images sent in a request's ``pixels`` are kept by their ``image_ids``, so later blocks
-may name them without sending them again.
+may name them without sending them again.  Every image sent is checked (the rig's
+stimulus size, finite, in [0, 1]) whether or not the block shows it, the trials of a
+block are bounded by what a protocol may ask for, and the kept images by
+``MAX_IMAGE_BYTES``: a request over either limit is refused, counted and answered.
 """
 
 from __future__ import annotations
@@ -21,10 +24,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from closedloop.config.protocol import FrameTiming
+from closedloop.config.protocol import MAX_TRIALS, FrameTiming
 from closedloop.config.rig import Rig
 from closedloop.messages.types import BlockRequest, Error, StimulusShown
-from closedloop.present.base import Presenter, PresenterError, TrialRecord
+from closedloop.present.base import Presenter, PresenterError, TrialRecord, check_image
 from closedloop.runtime.component import Component
 from closedloop.transport.sockets import Publisher, Request, RequestServer
 
@@ -33,6 +36,8 @@ logger = logging.getLogger(__name__)
 PresenterKind = Literal["psychopy", "headless"]
 # How long an idle step waits for a request: short enough to see a stop request promptly.
 _POLL_MS = 50
+#: Most bytes of images the presenter keeps (natural and synthesized, by stimulus id).
+MAX_IMAGE_BYTES = 2 * 1024**3
 
 
 def make_presenter(kind: PresenterKind, **options: Any) -> Presenter:
@@ -121,19 +126,30 @@ class PresenterComponent(Component):
             self._reject(request, "unexpected_request",
                          f"{self.name} takes BlockRequest messages, not {message.type_name()}")
             return
+        trials = len(message.stimulus_ids) * message.repeats
+        if trials > MAX_TRIALS:
+            self._reject(request, "bad_block", f"block {message.block} asks for {trials} trials; at most "
+                                               f"{MAX_TRIALS} per block")
+            return
         ids = [int(i) for i in message.stimulus_ids]
         images = dict(self.images)  # kept only if the block is accepted: bad pixels must not linger
-        if message.pixels is not None:
-            images.update(zip((int(i) for i in message.image_ids), message.pixels))
-        order = ids * message.repeats
         try:
-            self._trials = self.presenter.iter_block(images, order)
+            if message.pixels is not None:
+                size = self.rig.stimulus.size_px
+                for stimulus_id, pixels in zip((int(i) for i in message.image_ids), message.pixels):
+                    check_image(stimulus_id, pixels, size)  # every image sent, shown in this block or not
+                    images[stimulus_id] = pixels
+                kept = sum(np.asarray(image).nbytes for image in images.values())
+                if kept > MAX_IMAGE_BYTES:
+                    raise PresenterError(f"keeping its images would take {kept / 1024**3:.1f} GiB; at most "
+                                         f"{MAX_IMAGE_BYTES / 1024**3:g} GiB of images are kept")
+            self._trials = self.presenter.iter_block(images, ids * message.repeats)
         except PresenterError as error:
             self._reject(request, "bad_block", f"block {message.block} ({message.kind}) not shown: {error}")
             return
         self.images = images
         self._block = message.block
-        logger.info("%s: block %d (%s), %d trials", self.name, message.block, message.kind, len(order))
+        logger.info("%s: block %d (%s), %d trials", self.name, message.block, message.kind, trials)
 
     def _next_trial(self) -> None:
         record = next(self._trials, None)

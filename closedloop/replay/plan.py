@@ -187,6 +187,7 @@ def _session_plan(path: Path, block_trials: int | None) -> ArchivePlan:
     from closedloop.data.session import BlockFlag, BlockKind, SessionReader, StimulusKind
 
     with SessionReader(path) as reader:
+        reader.check_events()  # the replay streams them all: refuse a damaged file before anything starts
         trials, blocks, stimuli = reader.trials, reader.blocks, reader.stimuli
         height, width = reader.stimulus_shape
         if height != width:

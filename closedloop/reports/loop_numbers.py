@@ -13,7 +13,9 @@ import math
 from pathlib import Path
 
 import numpy as np
+import yaml
 
+from closedloop.config.yaml_loader import safe_load_bounded
 from closedloop.data.session_format import StimulusKind
 from closedloop.data.session_reader import SessionReader
 from closedloop.errors import DataFileError
@@ -156,11 +158,9 @@ def _stimulus_means(stimulus_ids: np.ndarray, rates: np.ndarray, n_stimuli: int)
 
 def _stimulus_duration_s(reader) -> float:
     """The on-time of a stimulus: the runner's stimulus frames at the rig's refresh rate."""
-    import yaml
-
     frames = reader.metadata.get("runner", {}).get("stimulus_frames")
     try:
-        refresh = float(yaml.safe_load(reader.rig_yaml)["display"]["refresh_hz"])
+        refresh = float(safe_load_bounded(reader.rig_yaml)["display"]["refresh_hz"])
     except (yaml.YAMLError, KeyError, TypeError, ValueError):
         refresh = None
     if not frames or not refresh:

@@ -30,6 +30,7 @@ from typing import Literal
 import numpy as np
 import yaml
 
+from closedloop.config.yaml_loader import safe_load_bounded
 from closedloop.errors import ClosedLoopError, DataFileError
 from closedloop.paths import shipped_file
 from closedloop.sim import archive_layouts
@@ -165,7 +166,7 @@ def spec_from_archive(path: str | Path) -> ArchiveSpec:
         except (OSError, ValueError, IndexError) as error:
             raise DataFileError(path, f"cannot read the simulation recipe: {error}") from None
     try:
-        recipe = yaml.safe_load(text) or {}
+        recipe = safe_load_bounded(text) or {}
         fields = recipe["simulated_archive"]
         return ArchiveSpec(
             layout=fields["layout"], seed=int(fields["seed"]), n_units=int(fields["n_units"]),

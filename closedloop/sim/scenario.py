@@ -23,6 +23,7 @@ from typing import Any
 
 import yaml
 
+from closedloop.config.yaml_loader import check_bounds, read_limited
 from closedloop.errors import ConfigError
 from closedloop.sim.spec import UNIT_TYPES, PopulationSpec, spec_problems
 
@@ -71,11 +72,12 @@ def load_scenario(path: str | Path) -> PopulationSpec:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_limited(path)
     except FileNotFoundError:
         raise ConfigError(path, None, None, "scenario file not found; check the path") from None
     except (OSError, UnicodeDecodeError) as error:
         raise ConfigError(path, None, None, f"cannot read the scenario file ({error})") from None
+    check_bounds(path, text)  # before PyYAML expands any alias
     try:
         data = yaml.safe_load(text)
         lines, duplicates = _line_index(yaml.compose(text))
