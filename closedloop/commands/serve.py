@@ -57,7 +57,7 @@ def build_acquisition(rig):
             raise ClosedLoopError(f"{rig.path}: acquisition.archive is required when kind is replay")
         return ReplayAdapter(spikes, acquisition.archive, speed=acquisition.speed, stimulus_endpoint=stimulus,
                              photodiode_line=line)
-    return OpenEphysAdapter(spikes, acquisition.event_endpoint, sample_rate_hz=acquisition.sample_rate_hz)
+    return OpenEphysAdapter.from_rig(rig, spikes)
 
 
 def run(args: argparse.Namespace) -> int:

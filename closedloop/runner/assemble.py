@@ -104,8 +104,7 @@ def _openephys_components(rig: Rig, protocol: Protocol, session_path, endpoints:
     if unit_ids is None and not resume:
         raise ClosedLoopError("a new session on an Open Ephys rig needs its unit ids: give --units, e.g. "
                               "--units 1-96 (the sorted units the GUI will broadcast)")
-    adapter = OpenEphysAdapter(endpoints.spikes, rig.acquisition.event_endpoint,
-                               sample_rate_hz=rig.acquisition.sample_rate_hz)
+    adapter = OpenEphysAdapter.from_rig(rig, endpoints.spikes)
     shown = PresenterComponent("presenter", rig=rig, timing=protocol.frames(rig), request_endpoint=endpoints.blocks,
                                shown_endpoint=endpoints.stimulus, presenter=presenter,
                                presenter_options=presenter_options)
