@@ -45,7 +45,7 @@ EVENTS_PER_STEP = 20_000
 #: for memory only; events above ``max_event_bytes`` still arrive and are counted as oversized.
 MAX_WIRE_BYTES = 16 * 1024 * 1024
 COUNTERS = ("events", "spikes", "ttl", "malformed", "out_of_range", "oversized", "unknown_type", "wrong_format",
-            "unmapped_electrode", "other_stream", "unsorted_dropped", "held_dropped", "rate_mismatch", "silences")
+            "unmapped_electrode", "other_stream", "other_stream_ttl", "unsorted_dropped", "held_dropped", "rate_mismatch", "silences")
 
 
 class OpenEphysAdapter(AcquisitionAdapter):
@@ -164,10 +164,12 @@ class OpenEphysAdapter(AcquisitionAdapter):
             return
         slot, at = placed
         if event.event_type == "ttl":
-            if slot == 0:  # lines of other streams could clash with the photodiode's number
-                self.counts["ttl"] += 1
-                self._check_rate(event)
-                sync.append((event.line + 1, event.state, at))
+            if slot != 0:  # lines of other streams could clash with the photodiode's number
+                self.counts["other_stream_ttl"] += 1
+                return
+            self.counts["ttl"] += 1
+            self._check_rate(event)
+            sync.append((event.line + 1, event.state, at))
             return
         if event.sorted_id == 0 and self.drop_unsorted:
             self.counts["unsorted_dropped"] += 1

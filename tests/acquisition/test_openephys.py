@@ -104,3 +104,33 @@ def test_unsorted_spikes_can_be_dropped_and_unlisted_streams_are_refused():
     adapter.translate(encode_spike(60, 30000.0, "Electrode 2", 1, stream="A"), out)
     assert out[0] == [2001] and out[2] == [0.002]
     assert adapter.counts["unsorted_dropped"] == 1 and adapter.counts["other_stream"] == 1
+
+
+def test_serve_acquisition_translates_the_stand_in_with_the_rig_file(tmp_path):
+    from closedloop.config import load_rig
+
+    from .openephys_rig import free_ports, openephys_rig
+
+    event_port = free_ports(1)[0]
+    rig_path = openephys_rig(tmp_path, event_port, streams=f'[{{name: "{B}", offset_s: {OFFSET_B!r}}}]')
+    rig = load_rig(rig_path)
+    child = subprocess.Popen([sys.executable, str(CHILD), f"tcp://127.0.0.1:{event_port}"], stdin=subprocess.PIPE,
+                             stdout=subprocess.PIPE, text=True)
+    serve = subprocess.Popen([sys.executable, "-m", "closedloop.cli", "serve", "acquisition", "--rig", str(rig_path),
+                              "--timeout", "30"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        with Subscriber(rig.network.endpoint("spikes"), name="test") as sub:
+            collect(sub, lambda c: any(e.line == 8 for e in c.sync), timeout_s=30)  # both connected
+            child.stdin.write("go\n")
+            child.stdin.flush()
+            assert child.stdout.readline().strip() == "sent"
+            got = collect(sub, lambda c: len(c.times) == 4, timeout_s=20)
+    finally:
+        child.stdin.close()
+        child.wait(10)
+        serve.terminate()
+        out, _ = serve.communicate(timeout=20)
+    assert serve.returncode == 0, out
+    assert sorted(got.unit_ids.tolist()) == [3000, 3001, 20_002_002, 100_003_001]
+    assert [e.line for e in got.sync if e.state == 1 and e.line != 8] == [1]
+    assert "Raw Binary" in out or "Format set to JSON" in out  # the wrong-format line reached the log
