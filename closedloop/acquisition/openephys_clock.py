@@ -9,8 +9,9 @@ lists it in ``acquisition.streams`` with ``offset_s``: its events are at
 ``sample_number / sample_rate + offset_s``.  Anything else is refused and counted.
 
 Until the clock stream is known, events wait here (at most `MAX_HELD`, then the oldest
-are dropped and counted); when only one stream has been heard for ``settle_s``, that
-stream is taken as the clock (the usual one-board rig).
+are dropped and counted); when, after ``settle_s`` of listening, exactly one stream heard
+is not among the rig's other ``streams``, it is taken as the clock (the usual one-board
+rig, or a rig that lists every stream but its clock).
 """
 
 from __future__ import annotations
@@ -77,10 +78,12 @@ class StreamClocks:
         now = time.monotonic()
         if self._first_heard is None:
             self._first_heard = now
+        unlisted = self.heard - {other.name for other in self.streams}
         if event.event_type == "ttl" and event.line == self.photodiode_wire_line:
             self._decide(event.stream, "photodiode TTL")
-        elif len(self.heard) == 1 and now - self._first_heard >= self.settle_s:
-            self._decide(event.stream, "the only stream heard")
+        elif len(unlisted) == 1 and now - self._first_heard >= self.settle_s:
+            self._decide(next(iter(unlisted)), "the only stream heard" if len(self.heard) == 1
+                         else "the only stream heard that acquisition.streams does not list")
         if not self.known:
             if len(self.held) >= MAX_HELD:
                 self.held.popleft()

@@ -148,7 +148,7 @@ def _serve_runner(rig, args: argparse.Namespace) -> int:
 
     from closedloop.commands.run import default_session_path, finish, parse_units
     from closedloop.config import validate
-    from closedloop.runner import Endpoints, Runner, brain_units, run_until_done, simulated_brain
+    from closedloop.runner import Endpoints, Runner, RunnerSettings, brain_units, run_until_done, simulated_brain
     from closedloop.runner.progress import ProgressPrinter
 
     protocol = _needs_protocol(args, "what to run")
@@ -161,10 +161,13 @@ def _serve_runner(rig, args: argparse.Namespace) -> int:
         units = np.asarray(parse_units(args.units), dtype=np.int64)
     elif args.resume is None and rig.acquisition.kind == "sim":
         units = brain_units(simulated_brain(rig))[0]
-    elif args.resume is None:
+    elif args.resume is None and rig.acquisition.kind != "openephys":
         raise ClosedLoopError("a new session needs its unit ids: give --units, e.g. --units 1-96")
     endpoints = Endpoints.from_rig(rig)
-    runner = Runner(rig, protocol, session, endpoints, unit_ids=units, resume=args.resume is not None)
+    # A real rig: no block before data flows; without --units the runner listens for the units.
+    settings = RunnerSettings(require_acquisition_data=rig.acquisition.kind == "openephys")
+    runner = Runner(rig, protocol, session, endpoints, unit_ids=units, resume=args.resume is not None,
+                    settings=settings)
     progress = ProgressPrinter(endpoints.responses, endpoints.model_events)
     print(f"running {protocol.name} against the components serving on {rig.network.host} -> {session}", flush=True)
     report = run_until_done([progress, runner], timeout_s=args.timeout)

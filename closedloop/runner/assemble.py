@@ -55,7 +55,8 @@ def build_loop(rig: Rig, protocol: Protocol, session_path: str | Path, *,
     endpoints
         Default: the rig's TCP ports, so a monitor can attach.
     unit_ids
-        Units of a new session on a real rig (the simulated array knows its own).
+        Units of a new session on a real rig (the simulated array knows its own); ``None``:
+        the runner listens for them (``acquisition.discover_units_s``).
     model_out
         Folder where the local model server saves every model version.
     write
@@ -66,8 +67,7 @@ def build_loop(rig: Rig, protocol: Protocol, session_path: str | Path, *,
     Raises
     ------
     ClosedLoopError
-        A replay rig (use ``closedloop replay``), or a new session on a real rig
-        without unit ids.
+        A replay rig (use ``closedloop replay``).
     """
     from closedloop.server import ModelServer, ServerSettings
 
@@ -101,10 +101,9 @@ def _openephys_components(rig: Rig, protocol: Protocol, session_path, endpoints:
     from closedloop.acquisition import OpenEphysAdapter
     from closedloop.present import PresenterComponent
 
-    if unit_ids is None and not resume:
-        raise ClosedLoopError("a new session on an Open Ephys rig needs its unit ids: give --units, e.g. "
-                              "--units 1-96 (the sorted units the GUI will broadcast)")
     adapter = OpenEphysAdapter.from_rig(rig, endpoints.spikes)
+    if presenter == "headless":  # the recording system runs on wall time: trials must too
+        presenter_options = {"realtime": True, **(presenter_options or {})}
     shown = PresenterComponent("presenter", rig=rig, timing=protocol.frames(rig), request_endpoint=endpoints.blocks,
                                shown_endpoint=endpoints.stimulus, presenter=presenter,
                                presenter_options=presenter_options)

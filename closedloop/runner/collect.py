@@ -154,6 +154,10 @@ class StreamCollector:
                 return True
         return self.last_heartbeat >= shown.last_received + settle_s
 
+    def pending_units(self) -> np.ndarray:
+        """Unit ids of the spikes received since the last `take`."""
+        return np.concatenate(self._units) if self._units else np.zeros(0, np.int64)
+
     def take(self) -> StreamData:
         """Everything received since the last take, for one block to store."""
         units = np.concatenate(self._units) if self._units else np.zeros(0, np.int64)

@@ -48,6 +48,7 @@ class ActiveBlock:
     rejected: list[str] = field(default_factory=list)
     added: list[int] | None = None  # [start, stop) of stimuli stored for this block (a grating set)
     added_set: str = ""
+    first_report_at: float | None = None  # time.monotonic() of the first trial report
 
     @property
     def n_trials(self) -> int:
@@ -101,6 +102,8 @@ class PresentationMixin:
                     continue
                 self._finish_failed_block(active, f"the presenter refused the block: {active.rejected[-1]}")
                 return
+            if self._not_viable(active):
+                break
             if time.monotonic() > active.deadline:
                 shown = len(self.collector.trials_of(block).by_trial)
                 active.note = _join(active.note, f"timed out after {timeout:.0f} s with {shown} of "
@@ -108,6 +111,19 @@ class PresentationMixin:
                 break
             yield
         yield from self._finish_presentation(active)
+
+    def _not_viable(self, active: ActiveBlock) -> bool:
+        """A real rig whose photodiode never arrives: stop (see `closedloop.runner.viability`)."""
+        if self.viability is None:
+            return False
+        trials = self.collector.trials_of(active.block)
+        if active.first_report_at is None and trials.by_trial:
+            active.first_report_at = trials.last_received
+        reason = self.viability.waiting(active.first_report_at, self.collector.pending_edges(self.photodiode_line).size)
+        if reason:
+            self.stop_reason = reason
+            active.note = _join(active.note, reason)
+        return bool(reason)
 
     def _pause(self, seconds: float):
         until = time.monotonic() + seconds
@@ -212,6 +228,8 @@ class PresentationMixin:
         self._commit(record, _BLOCK_KINDS[active.kind], data=data, stimulus_ids=stimulus_ids, onsets=onsets,
                      flips=flips, n_frames=[m.n_frames for m in shown],
                      dropped=[m.dropped_frames for m in shown], rates=rates, flag=flag)
+        if self.viability is not None and not aborted and not self.stop_reason:
+            self.stop_reason = self.viability.block_done(not good, detail)
         if good and stimulus_ids.size:
             trial_data = TrialData(active.block, stimulus_ids, rates.astype(np.float64))
             self.history.append(trial_data)

@@ -31,6 +31,7 @@ from closedloop.data.session_writer import SessionWriter
 from closedloop.errors import ClosedLoopError
 from closedloop.messages import BlockStatus
 from closedloop.runner.collect import StreamCollector, StreamData
+from closedloop.runner.discovery import LateUnits, listen_for_units, unit_metadata
 from closedloop.runner.journal import BlockRecord, Journal, journal_path
 from closedloop.runner.model_link import ModelLink
 from closedloop.runner.model_steps import ModelStepsMixin
@@ -39,6 +40,7 @@ from closedloop.runner.presentation import ActiveBlock, PresentationMixin, Trial
 from closedloop.runner.settings import Endpoints, RunnerSettings
 from closedloop.runner.stimuli import StimulusLibrary, natural_pool
 from closedloop.runner.targets import check_protocol_units
+from closedloop.runner.viability import Viability
 from closedloop.runtime.component import Component
 from closedloop.sim.archive import PHOTODIODE_LINE
 from closedloop.transport import Publisher, RequestClient
@@ -98,7 +100,11 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
         self.resume, self.overwrite = bool(resume), bool(overwrite)
         self.session_id = session_id or self.session_path.stem
         self.frames = protocol.frames(rig)
-        if unit_ids is None and not resume:
+        # A real rig (require_acquisition_data) creates its session only once data flows: a silent
+        # recording system leaves no empty file behind; without unit ids it listens for them first.
+        self.deferred = settings.require_acquisition_data and not resume
+        self.discover_s = rig.acquisition.discover_units_s if self.deferred and unit_ids is None else None
+        if unit_ids is None and not resume and self.discover_s is None:
             raise ValueError(f"{name}: unit_ids are needed to start a new session")
         self.unit_ids = None if unit_ids is None else np.asarray(unit_ids, dtype=np.int64)
         if self.unit_ids is not None:
@@ -107,6 +113,9 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
             check_protocol_units(protocol, self.unit_ids.size)
         line = rig.acquisition.photodiode_line
         self.photodiode_line = PHOTODIODE_LINE if line is None else int(line)
+        self.viability = (Viability(self.photodiode_line, rig.acquisition.photodiode_timeout_s)
+                          if settings.require_acquisition_data else None)
+        self.late_units: LateUnits | None = None
         self.window_s = (protocol.response.window_ms[0] / 1000.0, protocol.response.window_ms[1] / 1000.0)
         self.plan = Plan(protocol)
         self.position: int | None = None
@@ -142,7 +151,7 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
         if self.resume:
             from closedloop.runner.resume import restore
             restore(self)
-        else:
+        elif not self.deferred:
             self._create_session()
         self.current = (None, self._startup())
 
@@ -249,9 +258,33 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
                                     "acquisition.event_endpoint) before the run")
                 logger.error("%s: %s", self.name, self.stop_reason)
                 return
+        if self.deferred and not (yield from self._start_deferred_session()):
+            return
         yield from self._pause(self.settings.settle_s)  # subscribers of our PUB (the simulated array) join
         if self.resume:
             yield from self._resend_after_resume()
+
+    def _start_deferred_session(self):
+        """Find the units (unless given), then create the session file; False when the run must stop."""
+        if self.discover_s is not None:
+            units = yield from listen_for_units(self.collector.pending_units, self.discover_s, self._startup_line)
+            if units.size == 0:
+                self.stop_reason = (f"no unit spiked in {self.discover_s:g} s of listening: check that spikes reach "
+                                    "the recording system's broadcast (Open Ephys: a spike detector before the Event "
+                                    "Broadcaster), or give --units")
+                return False
+            self.unit_ids, self.channels = units, np.full(units.size, -1, np.int64)
+        try:
+            check_protocol_units(self.protocol, self.unit_ids.size)
+        except ClosedLoopError as error:
+            self.stop_reason = str(error)
+            return False
+        self._create_session()
+        return True
+
+    def _startup_line(self, text: str) -> None:
+        logger.info("%s: %s", self.name, text)
+        self._status(0, "units", "listening", 0, 0, text)
 
     def _resend_after_resume(self):
         """Send the recorded responses again and, if the session had fitted, wait for a refit."""
@@ -266,7 +299,7 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
         logger.info("%s: resumed at step %s with model version %d", self.name, self.position, self.link.version)
 
     def _step_failed(self, step: PlannedStep | None, error: Exception) -> None:
-        block = self.writer.n_blocks
+        block = self.writer.n_blocks if self.writer is not None else 0
         where = "startup" if step is None else f"{step.kind}, {step.where}"
         expected = isinstance(error, (ClosedLoopError, ValueError, OSError))
         logger.error("%s: block %d (%s) failed: %s: %s", self.name, block, where, type(error).__name__, error,
@@ -321,7 +354,8 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
             rig_yaml=_text(self.rig), protocol_yaml=_text(protocol), seeds=self.seeds,
             metadata={"runner": {"journal": self.journal.path.name, "photodiode_line": self.photodiode_line,
                                  "plan_steps": len(self.plan), "stimulus_frames": self.frames.stimulus_frames,
-                                 "blank_frames": self.frames.blank_frames}},
+                                 "blank_frames": self.frames.blank_frames},
+                      **unit_metadata(self.rig, self.unit_ids)},
             overwrite=self.overwrite)
         if self.journal.path.exists():  # left from an older session of the same name
             os.replace(self.journal.path, self.journal.path.with_name(self.journal.path.name + ".old"))
@@ -336,6 +370,9 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
         record.pool_cursor = self.library.cursor
         record.clock_offset = self.clock_offset
         record.times, self.marks = {**self.marks, **record.times}, {}
+        if self.viability is not None:  # real rigs: say which units appeared after the set was fixed
+            self.late_units = self.late_units or LateUnits(self.rig, self.unit_ids, self._late_units_line)
+            record.detail = "; ".join(filter(None, [record.detail, *self._late_unit_notes(data.spike_units)]))
         self.journal.append(record)
         self.writer.append_block(kind, stimulus_ids=np.asarray(stimulus_ids, np.int64), onsets_s=np.asarray(onsets),
                                  flip_s=flips, n_frames=n_frames, dropped_frames=dropped,
@@ -345,6 +382,13 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
         if record.advances and record.step >= 0:
             self.position = record.step
         self._status(record.session_block, record.kind, record.state, record.iteration, record.n_trials, record.detail)
+
+    def _late_unit_notes(self, spike_units: np.ndarray) -> list[str]:
+        new = self.late_units.check(spike_units)
+        return [f"{len(new)} late unit(s): {', '.join(map(str, new[:20]))}"] if new else []
+
+    def _late_units_line(self, text: str) -> None:
+        logger.warning("%s: %s", self.name, text)
 
     def _mark(self, moment: str) -> None:
         """Note the wall-clock time of a moment named in `closedloop.runner.journal.TIMES`."""

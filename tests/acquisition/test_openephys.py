@@ -53,7 +53,8 @@ def test_unit_ids_are_distinct_per_stream_and_kind_and_read_back():
     assert ids.table([20_001_002])[0] == {"unit_id": 20_001_002, "stream": "Acquisition Board",
                                           "electrode": "Tetrode 1", "sorted_id": 2}
     for name, sorted_id, kind in (("TT12", 1, "unmapped_electrode"), ("Electrode 3000000", 1, "out_of_range"),
-                                  ("Electrode 1099511627776", 1, "out_of_range"), ("Electrode 1", 1000, "out_of_range")):
+                                  ("Electrode 1099511627776", 1, "out_of_range"),
+                                  ("Electrode 1", 1000, "out_of_range")):
         with pytest.raises(UnitIdError) as error:
             ids.unit_id(0, name, sorted_id)
         assert error.value.kind == kind

@@ -22,7 +22,8 @@ numbers = st.one_of(st.integers(min_value=-2**70, max_value=2**70), st.floats(al
 anything = st.one_of(numbers, st.none(), st.text(max_size=30), st.lists(st.integers(), max_size=3),
                      st.dictionaries(st.text(max_size=5), st.integers(), max_size=2))
 names = st.one_of(st.sampled_from(["Electrode 1", "Tetrode 2", "Stereotrode 3", "Electrode 1099511627776",
-                                   "Electrode 3000000", "TT12", "", "Electrode -1", "Électrode 1"]), st.text(max_size=20))
+                                   "Electrode 3000000", "TT12", "", "Electrode -1", "Électrode 1"]),
+                  st.text(max_size=20))
 FIELDS = {"event_type": st.one_of(st.sampled_from(["ttl", "spike", "lfp"]), anything),
           "stream": st.one_of(st.sampled_from(["A", "B", "C"]), anything),
           "source_node": anything, "sample_rate": st.one_of(st.sampled_from([30000.0, 30000]), numbers, anything),
