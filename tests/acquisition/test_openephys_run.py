@@ -63,7 +63,11 @@ blocks:
 """
 
 
-def test_a_run_on_an_open_ephys_rig_finds_its_units_and_every_photodiode_edge(tmp_path, capsys):
+def _run(tmp_path, rig_edits: dict[str, str], args: list[str]):
+    """Run the protocol against the stand-in; (exit status, the layout it broadcast, session path).
+
+    ``rig_edits`` replaces text in the rig file; ``args`` are added to ``closedloop run``.
+    """
     scenario = tmp_path / "scenario.yaml"
     scenario.write_text(SCENARIO)
     brain = BrainSpec(scenario=str(scenario), seed=1, size_px=66)
@@ -72,12 +76,15 @@ def test_a_run_on_an_open_ephys_rig_finds_its_units_and_every_photodiode_edge(tm
     event_port = free_ports(1)[0]
     rig_path = openephys_rig(tmp_path, event_port,
                              streams=f'[{{name: "Probe B", offset_s: {(start_a - start_b) / RATE!r}}}]')
-    rig_path.write_text(rig_path.read_text().replace("discover_units_s: 10", "discover_units_s: 3"))
+    text = rig_path.read_text().replace("discover_units_s: 10", "discover_units_s: 3")
+    for old, new in rig_edits.items():
+        text = text.replace(old, new)
+    rig_path.write_text(text)
     rig = load_rig(rig_path)
     protocol = tmp_path / "protocol.yaml"
     protocol.write_text(PROTOCOL)
     stand_in = SimulatedArray(random_tcp_endpoint(), rig.network.endpoint("stimulus"), brain, speed=1.0,
-                              refresh_hz=rig.display.refresh_hz, photodiode_line=rig.acquisition.photodiode_line,
+                              refresh_hz=rig.display.refresh_hz, photodiode_line=1,  # wired to the GUI's line 1
                               openephys_endpoint=f"tcp://127.0.0.1:{event_port}", sample_rate_hz=RATE,
                               openephys_layout="gui", seed=2)
     supervisor = Supervisor([stand_in], mode="thread", setup_timeout_s=60)
@@ -85,13 +92,17 @@ def test_a_run_on_an_open_ephys_rig_finds_its_units_and_every_photodiode_edge(tm
     try:
         assert supervisor.start()
         status = main(["run", str(protocol), "--rig", str(rig_path), "--session", str(session),
-                       "--presenter", "headless", "--timeout", "120", "--json", str(tmp_path / "run.json")])
+                       "--presenter", "headless", "--timeout", "120", *args])
     finally:
-        report = supervisor.shutdown()
+        assert supervisor.shutdown().ok  # the stand-in ran throughout
+    return status, layout, session
+
+
+def test_a_run_on_an_open_ephys_rig_finds_its_units_and_every_photodiode_edge(tmp_path, capsys):
+    status, layout, session = _run(tmp_path, {}, [])
     captured = capsys.readouterr()
     out = captured.out
     assert status == 0, out + captured.err
-    assert report.ok
     assert "listening 3 s for the units" in out and "found 10 units" in out
     with h5py.File(session, "r", locking=False) as file:
         flagged = file["blocks/flagged"][()]
@@ -112,3 +123,16 @@ def test_a_run_on_an_open_ephys_rig_finds_its_units_and_every_photodiode_edge(tm
     for unit, (stream, electrode, sorted_id) in sources.items():  # the session file names each unit's source
         assert (table[unit]["electrode"], table[unit]["sorted_id"]) == (electrode, sorted_id)
         assert table[unit]["stream"] == stream or stream == "Acquisition Board"  # the clock stream, learned
+
+
+def test_a_run_whose_photodiode_never_arrives_stops_saying_which_keys_to_check(tmp_path, capsys):
+    # The rig names TTL line 2, the photodiode is on line 1: no edge ever comes for the first block.
+    status, _, session = _run(tmp_path, {"photodiode_line: 1 ": "photodiode_line: 2 ",
+                                         "photodiode_timeout_s: 30": "photodiode_timeout_s: 2"}, ["--units", "1-3"])
+    err = capsys.readouterr().err
+    assert status == 2
+    line = err.strip().splitlines()[-1]
+    assert "no photodiode edge on TTL line 2 within 2 s of the first trial" in line
+    assert "acquisition.photodiode_line" in line and "acquisition.clock_stream" in line
+    with h5py.File(session, "r", locking=False) as file:  # what was recorded is kept, and flagged
+        assert file["blocks/flagged"][0] != 0
