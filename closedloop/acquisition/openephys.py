@@ -45,7 +45,8 @@ EVENTS_PER_STEP = 20_000
 #: for memory only; events above ``max_event_bytes`` still arrive and are counted as oversized.
 MAX_WIRE_BYTES = 16 * 1024 * 1024
 COUNTERS = ("events", "spikes", "ttl", "malformed", "out_of_range", "oversized", "unknown_type", "wrong_format",
-            "unmapped_electrode", "other_stream", "other_stream_ttl", "unsorted_dropped", "held_dropped", "rate_mismatch", "silences")
+            "unmapped_electrode", "other_stream", "other_stream_ttl", "unsorted_dropped", "held_dropped",
+            "rate_mismatch", "silences")
 
 
 class OpenEphysAdapter(AcquisitionAdapter):

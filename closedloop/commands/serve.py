@@ -1,7 +1,7 @@
 """Run one component of the loop as its own process: ``closedloop serve COMPONENT --rig RIG.yaml``.
 
-``acquisition`` runs the adapter the rig's ``acquisition.kind`` names (sim, replay or
-openephys), publishing on the rig's ``network.ports.spikes``.  ``model`` runs the model
+``acquisition`` runs the adapter the rig's ``acquisition.kind`` names (sim, replay,
+openephys or lsl), publishing on the rig's ``network.ports.spikes``.  ``model`` runs the model
 server for ``--protocol``'s ``fit`` section, answering on ``network.ports.model`` and
 publishing on ``network.ports.model_events``, saving every model version under
 ``--out`` when given.  ``presenter`` opens the window (``--presenter psychopy``, the
@@ -41,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_acquisition(rig):
     """The acquisition adapter a rig describes."""
-    from closedloop.acquisition import BrainSpec, OpenEphysAdapter, ReplayAdapter, SimulatedArray
+    from closedloop.acquisition import BrainSpec, ReplayAdapter, SimulatedArray
+    from closedloop.acquisition.recording import recording_adapter
 
     acquisition, network = rig.acquisition, rig.network
     spikes, stimulus = network.endpoint("spikes"), network.endpoint("stimulus")
@@ -57,7 +58,7 @@ def build_acquisition(rig):
             raise ClosedLoopError(f"{rig.path}: acquisition.archive is required when kind is replay")
         return ReplayAdapter(spikes, acquisition.archive, speed=acquisition.speed, stimulus_endpoint=stimulus,
                              photodiode_line=line)
-    return OpenEphysAdapter.from_rig(rig, spikes)
+    return recording_adapter(rig, spikes)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -146,6 +147,7 @@ def _serve_presenter(rig, args: argparse.Namespace) -> int:
 def _serve_runner(rig, args: argparse.Namespace) -> int:
     import numpy as np
 
+    from closedloop.acquisition.recording import RECORDING_KINDS
     from closedloop.commands.run import default_session_path, finish, parse_units
     from closedloop.config import validate
     from closedloop.runner import Endpoints, Runner, RunnerSettings, brain_units, run_until_done, simulated_brain
@@ -161,11 +163,11 @@ def _serve_runner(rig, args: argparse.Namespace) -> int:
         units = np.asarray(parse_units(args.units), dtype=np.int64)
     elif args.resume is None and rig.acquisition.kind == "sim":
         units = brain_units(simulated_brain(rig))[0]
-    elif args.resume is None and rig.acquisition.kind != "openephys":
+    elif args.resume is None and rig.acquisition.kind not in RECORDING_KINDS:
         raise ClosedLoopError("a new session needs its unit ids: give --units, e.g. --units 1-96")
     endpoints = Endpoints.from_rig(rig)
     # A real rig: no block before data flows; without --units the runner listens for the units.
-    settings = RunnerSettings(require_acquisition_data=rig.acquisition.kind == "openephys")
+    settings = RunnerSettings(require_acquisition_data=rig.acquisition.kind in RECORDING_KINDS)
     runner = Runner(rig, protocol, session, endpoints, unit_ids=units, resume=args.resume is not None,
                     settings=settings)
     progress = ProgressPrinter(endpoints.responses, endpoints.model_events)

@@ -128,6 +128,7 @@ _OPENEPHYS_KEYS = ("event_endpoint", "sample_rate_hz", "photodiode_line", "clock
 _REAL_RIG_KEYS = ("discover_units_s", "photodiode_timeout_s")
 _KEYS_BY_KIND = {
     "openephys": _OPENEPHYS_KEYS + _REAL_RIG_KEYS,
+    "lsl": ("spike_stream", "marker_stream", "photodiode_line", "resolve_timeout_s") + _REAL_RIG_KEYS,
     "sim": ("scenario", "seed", "speed"),
     "replay": ("archive", "speed"),
 }
@@ -162,10 +163,12 @@ class Acquisition:
     rate for sim and replay: 1.0 is real time, 2.0 twice as fast, 0 as fast as possible.
     For openephys, ``photodiode_line`` is the TTL line as the GUI shows it (1 = the first,
     which the plugin sends as line 0); ``clock_stream``, ``streams``, ``electrodes`` and
-    ``drop_unsorted`` are described in ``rigs/example_openephys.yaml``.
+    ``drop_unsorted`` are described in ``rigs/example_openephys.yaml``.  ``lsl`` (Lab
+    Streaming Layer) reads the streams named ``spike_stream`` and ``marker_stream``
+    (`closedloop.acquisition.lsl`).
     """
 
-    kind: Literal["sim", "openephys", "replay"]
+    kind: Literal["sim", "openephys", "replay", "lsl"]
     event_endpoint: str = "tcp://127.0.0.1:5557"
     sample_rate_hz: float = setting(30000.0, gt=0)
     photodiode_line: int | None = setting(None, ge=0)
@@ -175,6 +178,9 @@ class Acquisition:
     drop_unsorted: bool = False
     discover_units_s: float = setting(10.0, ge=0, le=3600)
     photodiode_timeout_s: float = setting(30.0, gt=0, le=3600)
+    spike_stream: str = "closedloop-spikes"
+    marker_stream: str = "closedloop-markers"
+    resolve_timeout_s: float = setting(10.0, gt=0, le=600)
     scenario: str = "sim/default.yaml"
     seed: int | None = None
     speed: float = setting(1.0, ge=0)
@@ -191,14 +197,19 @@ class Acquisition:
             if where.has(key) and key not in _KEYS_BY_KIND[self.kind]:
                 used_by = " or ".join(kind for kind, keys in _KEYS_BY_KIND.items() if key in keys)
                 raise where.error(key, f"only used when kind is {used_by}, but kind is {self.kind}; remove it")
-        if self.kind != "openephys":
+        if self.kind not in ("openephys", "lsl"):
             return
         if self.photodiode_line is None:
-            raise where.error("photodiode_line", "required when kind is openephys: the TTL line the photodiode is on, "
-                              "as the GUI numbers it (1 = the first)")
+            raise where.error("photodiode_line", f"required when kind is {self.kind}: the TTL line the photodiode is "
+                              "on, as the recording system numbers it (1 = the first)")
         if self.photodiode_line < 1:
             raise where.error("photodiode_line", f"the GUI numbers TTL lines from 1, got {self.photodiode_line} "
                               "(the Event Broadcaster sends the GUI's line 1 as 0: write 1 for it)")
+        if self.kind == "lsl":
+            for key in ("spike_stream", "marker_stream"):
+                if not getattr(self, key).strip():
+                    raise where.error(key, "must be the LSL stream's name")
+            return
         self._check_streams(where)
         port = self.event_port
         if port is None and not self.event_endpoint.startswith("ipc://"):

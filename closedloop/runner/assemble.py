@@ -15,6 +15,7 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 
+from closedloop.acquisition.recording import RECORDING_KINDS
 from closedloop.config.protocol import Protocol
 from closedloop.config.rig import Rig
 from closedloop.errors import ClosedLoopError
@@ -25,6 +26,10 @@ from closedloop.runner.settings import Endpoints, RunnerSettings
 from closedloop.runtime.component import Component
 
 PresenterChoice = Literal["auto", "psychopy", "headless"]
+#: On a real rig our adapter's heartbeats are not ordered with the recording system's own buffering
+#: (Open Ephys, LSL): give a quiet stream this long after the last trial report before a block counts
+#: as delivered without all its photodiode edges.
+REAL_RIG_SETTLE_S = 1.0
 ModelChoice = Literal["local", "remote"]
 
 
@@ -83,8 +88,8 @@ def build_loop(rig: Rig, protocol: Protocol, session_path: str | Path, *,
         loop = simulated_components(rig, protocol, session_path, endpoints=endpoints, model_server=server,
                                     presenter=kind, presenter_options=presenter_options, resume=resume,
                                     overwrite=overwrite, settings=settings)
-    elif rig.acquisition.kind == "openephys":
-        loop = _openephys_components(rig, protocol, session_path, endpoints, server, kind, presenter_options,
+    elif rig.acquisition.kind in RECORDING_KINDS:
+        loop = _recording_components(rig, protocol, session_path, endpoints, server, kind, presenter_options,
                                      resume, overwrite, unit_ids, settings)
     else:
         raise ClosedLoopError(f"{rig.path}: acquisition.kind is {rig.acquisition.kind!r}; an archived recording "
@@ -95,13 +100,13 @@ def build_loop(rig: Rig, protocol: Protocol, session_path: str | Path, *,
     return loop
 
 
-def _openephys_components(rig: Rig, protocol: Protocol, session_path, endpoints: Endpoints,
+def _recording_components(rig: Rig, protocol: Protocol, session_path, endpoints: Endpoints,
                           server: Component | None, presenter: str, presenter_options, resume: bool,
                           overwrite: bool, unit_ids: np.ndarray | None, settings: RunnerSettings) -> LocalLoop:
-    from closedloop.acquisition import OpenEphysAdapter
+    from closedloop.acquisition.recording import recording_adapter
     from closedloop.present import PresenterComponent
 
-    adapter = OpenEphysAdapter.from_rig(rig, endpoints.spikes)
+    adapter = recording_adapter(rig, endpoints.spikes)
     if presenter == "headless":  # the recording system runs on wall time: trials must too
         presenter_options = {"realtime": True, **(presenter_options or {})}
     shown = PresenterComponent("presenter", rig=rig, timing=protocol.frames(rig), request_endpoint=endpoints.blocks,
@@ -109,7 +114,8 @@ def _openephys_components(rig: Rig, protocol: Protocol, session_path, endpoints:
                                presenter_options=presenter_options)
     # A real recording system must be acquiring before anything is shown (see RunnerSettings).
     runner = Runner(rig, protocol, session_path, endpoints, unit_ids=unit_ids, resume=resume, overwrite=overwrite,
-                    settings=dataclasses.replace(settings, require_acquisition_data=True))
+                    settings=dataclasses.replace(settings, require_acquisition_data=True,
+                                                  settle_s=max(settings.settle_s, REAL_RIG_SETTLE_S)))
     components: list[Component] = [adapter, shown]
     if server is not None:
         components.append(server)
