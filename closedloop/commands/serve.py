@@ -149,6 +149,7 @@ def _serve_runner(rig, args: argparse.Namespace) -> int:
 
     from closedloop.acquisition.recording import RECORDING_KINDS
     from closedloop.commands.run import default_session_path, finish, parse_units
+    from closedloop.runner.assemble import REAL_RIG_SETTLE_S
     from closedloop.config import validate
     from closedloop.runner import Endpoints, Runner, RunnerSettings, brain_units, run_until_done, simulated_brain
     from closedloop.runner.progress import ProgressPrinter
@@ -167,7 +168,8 @@ def _serve_runner(rig, args: argparse.Namespace) -> int:
         raise ClosedLoopError("a new session needs its unit ids: give --units, e.g. --units 1-96")
     endpoints = Endpoints.from_rig(rig)
     # A real rig: no block before data flows; without --units the runner listens for the units.
-    settings = RunnerSettings(require_acquisition_data=rig.acquisition.kind in RECORDING_KINDS)
+    real = rig.acquisition.kind in RECORDING_KINDS
+    settings = RunnerSettings(require_acquisition_data=real, settle_s=REAL_RIG_SETTLE_S if real else 0.3)
     runner = Runner(rig, protocol, session, endpoints, unit_ids=units, resume=args.resume is not None,
                     settings=settings)
     progress = ProgressPrinter(endpoints.responses, endpoints.model_events)

@@ -134,5 +134,6 @@ def test_a_run_whose_photodiode_never_arrives_stops_saying_which_keys_to_check(t
     line = err.strip().splitlines()[-1]
     assert "no photodiode edge on TTL line 2 within 2 s of the first trial" in line
     assert "acquisition.photodiode_line" in line and "acquisition.clock_stream" in line
+    assert "10 unit(s) appeared after the session's units were fixed" in err  # --units 1-3: none of them spike
     with h5py.File(session, "r", locking=False) as file:  # what was recorded is kept, and flagged
         assert file["blocks/flagged"][0] != 0
