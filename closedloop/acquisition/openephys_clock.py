@@ -25,6 +25,7 @@ from closedloop.acquisition.openephys_format import OpenEphysEvent
 
 #: Events kept while the clock stream is not yet known (~3 s of a busy array).
 MAX_HELD = 100_000
+MAX_STREAM_NAMES = 100
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,8 @@ class StreamClocks:
         """Offer an event; returns the events now ready to place (this one and any held)."""
         if self.known:
             return [event]
-        self.heard.add(event.stream)
+        if len(self.heard) < MAX_STREAM_NAMES:  # a peer inventing names must not grow this without bound
+            self.heard.add(event.stream)
         now = time.monotonic()
         if self._first_heard is None:
             self._first_heard = now

@@ -33,6 +33,7 @@ MAX_ELECTRODE = 9999
 MAX_STREAMS = 90
 PREFIXES = ("Electrode", "Stereotrode", "Tetrode")
 MAPPED_KIND = len(PREFIXES)
+MAX_CACHED_NAMES = 4096
 _NAME = re.compile(r"(Electrode|Stereotrode|Tetrode)\s+(\d+)", re.IGNORECASE)
 
 
@@ -71,9 +72,18 @@ class UnitIds:
                 raise ValueError(f"electrode {name!r}: number {number} must be 0..{MAX_ELECTRODE}")
         self.names_by_number = {number: name for name, number in self.electrodes.items()}
         self.stream_names = list(stream_names)
+        self._keys: dict[str, tuple[int, int]] = {}
 
     def electrode_key(self, name: str) -> tuple[int, int]:
         """(kind, N) of an electrode name; raises `UnitIdError` (``unmapped_electrode``/``out_of_range``)."""
+        key = self._keys.get(name)
+        if key is None:
+            key = self._electrode_key(name)
+            if len(self._keys) < MAX_CACHED_NAMES:  # the same few hundred names come again and again
+                self._keys[name] = key
+        return key
+
+    def _electrode_key(self, name: str) -> tuple[int, int]:
         if name in self.electrodes:
             return MAPPED_KIND, self.electrodes[name]
         match = _NAME.fullmatch(name.strip())
