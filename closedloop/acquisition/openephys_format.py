@@ -183,7 +183,7 @@ def _decode(frames: Sequence[Any], max_bytes: int) -> OpenEphysEvent:
 
 
 def _wrong_frame_count(views: list[memoryview]) -> None:
-    if len(views) >= 3 and views[0].nbytes == 2 and int.from_bytes(views[0], sys.byteorder) in EVENT_TYPES:
+    if len(views) >= 3:  # the plugin has sent 2 frames since GUI 0.6; older ones sent 3 or more
         raise EventFormatError(WRONG_FORMAT, f"{len(views)} frames per event: an older Event Broadcaster "
                                f"(Open Ephys GUI 0.4/0.5); use {JSON_SETTING}")
     raise EventFormatError(MALFORMED, f"expected 2 frames (type, JSON), got {len(views)}")
