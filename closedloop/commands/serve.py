@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--session", type=Path, default=None, help="runner: the session file to write")
     where.add_argument("--resume", type=Path, default=None, help="runner: continue this session file")
     parser.add_argument("--units", default=None, help="runner: unit ids of a new session (e.g. 1-96); "
-                        "a simulated rig's array knows its own")
+                        "a simulated rig's array knows its own, a real rig's runner listens for them "
+                        "(acquisition.discover_units_s)")
     parser.add_argument("--timeout", type=float, default=None, help="stop after this many seconds (default: never)")
 
 
