@@ -126,7 +126,7 @@ class OpenEphysAdapter(AcquisitionAdapter):
         if self.socket.poll(5, zmq.POLLIN):
             for _ in range(EVENTS_PER_STEP):
                 try:
-                    frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
+                    frames = self.socket.recv_multipart(zmq.NOBLOCK)  # small: copying beats zmq.Frame objects
                 except zmq.Again:
                     break
                 self.translate(frames, out)
