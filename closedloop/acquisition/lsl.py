@@ -23,7 +23,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from closedloop.acquisition.base import AcquisitionAdapter, Acquired
+from closedloop.acquisition.base import Acquired, AcquisitionAdapter
 from closedloop.errors import ClosedLoopError
 from closedloop.transport.receiver import RateLimitedLog
 

@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import zmq
 
-from closedloop.acquisition.base import AcquisitionAdapter, Acquired
+from closedloop.acquisition.base import Acquired, AcquisitionAdapter
 from closedloop.acquisition.openephys_clock import OtherStream, StreamClocks
 from closedloop.acquisition.openephys_format import MAX_EVENT_BYTES, WRONG_FORMAT, EventFormatError, decode
 from closedloop.acquisition.openephys_units import UnitIdError, UnitIds

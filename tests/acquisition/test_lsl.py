@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -68,7 +69,7 @@ def test_lsl_end_to_end_outlet_adapter_runner_session(tmp_path, capsys):
     pylsl = _pylsl()
     suffix = str(free_ports(1)[0])  # stream names no other test run on this network shares
     names = (f"closedloop-test-spikes-{suffix}", f"closedloop-test-markers-{suffix}")
-    text = open(EXAMPLE).read().replace("spike_stream: closedloop-spikes", f"spike_stream: {names[0]}")
+    text = Path(EXAMPLE).read_text().replace("spike_stream: closedloop-spikes", f"spike_stream: {names[0]}")
     text = text.replace("marker_stream: closedloop-markers", f"marker_stream: {names[1]}")
     text = text.replace("discover_units_s: 10", "discover_units_s: 3")
     for name, port in zip(PORT_NAMES, free_ports(len(PORT_NAMES))):

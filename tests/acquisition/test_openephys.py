@@ -21,7 +21,7 @@ from .helpers import collect
 
 CHILD = Path(__file__).with_name("fake_broadcaster.py")
 sys.path.insert(0, str(CHILD.parent))
-from fake_broadcaster import A, B, START  # noqa: E402
+from fake_broadcaster import START, A, B  # noqa: E402
 
 OFFSET_B = (START[A] - START[B]) / 30000.0
 
