@@ -61,6 +61,17 @@ def test_every_crafted_event_is_placed_or_counted(kind, body, pretty):
         assert 0 <= unit < 9_000_000_000
 
 
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(messages=st.lists(st.tuples(type_frames, events, st.booleans()), max_size=20))
+def test_a_translator_still_learning_its_clock_never_raises(messages):
+    adapter = OpenEphysAdapter("inproc://unused", "inproc://unused", photodiode_line=1)  # clock from the data
+    out = ([], [], [], [])
+    for kind, body, pretty in messages:
+        adapter.translate(_frames(kind, body, pretty), out)
+    assert len(adapter.clocks.held) <= len(messages)
+    assert all(math.isfinite(t) for t in out[2])
+
+
 def test_the_live_translator_survives_a_flood_of_crafted_events():
     """The same strategy, sent over a real socket to a running adapter, then a good event gets through."""
     event_endpoint, endpoint = random_tcp_endpoint(), random_tcp_endpoint()
