@@ -284,7 +284,7 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
 
     def _startup_line(self, text: str) -> None:
         logger.info("%s: %s", self.name, text)
-        self._status(0, "units", "listening", 0, 0, text)
+        self._status(0, "unit discovery", "listening", 0, 0, text)
 
     def _resend_after_resume(self):
         """Send the recorded responses again and, if the session had fitted, wait for a refit."""

@@ -84,7 +84,8 @@ def test_lsl_end_to_end_outlet_adapter_runner_session(tmp_path, capsys):
     array_endpoint = random_tcp_endpoint()
     brain = BrainSpec(scenario=str(scenario), seed=1, size_px=66)
     array = SimulatedArray(array_endpoint, rig.network.endpoint("stimulus"), brain, speed=1.0,
-                           refresh_hz=rig.display.refresh_hz, photodiode_line=1, seed=2)
+                           refresh_hz=rig.display.refresh_hz, photodiode_line=1, seed=2,
+                           block_endpoint=rig.network.endpoint("responses"))
     bridge = _Bridge(pylsl, array_endpoint, names, line=1)
     supervisor = Supervisor([array], mode="thread", setup_timeout_s=60)
     session = tmp_path / "s.h5"

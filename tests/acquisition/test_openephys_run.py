@@ -86,7 +86,8 @@ def _run(tmp_path, rig_edits: dict[str, str], args: list[str]):
     stand_in = SimulatedArray(random_tcp_endpoint(), rig.network.endpoint("stimulus"), brain, speed=1.0,
                               refresh_hz=rig.display.refresh_hz, photodiode_line=1,  # wired to the GUI's line 1
                               openephys_endpoint=f"tcp://127.0.0.1:{event_port}", sample_rate_hz=RATE,
-                              openephys_layout="gui", seed=2)
+                              openephys_layout="gui", seed=2,
+                              block_endpoint=rig.network.endpoint("responses"))
     supervisor = Supervisor([stand_in], mode="thread", setup_timeout_s=60)
     session = tmp_path / "s.h5"
     try:
