@@ -69,7 +69,10 @@ class Runner(Component):
         publishes (`Endpoints.from_rig`, `Endpoints.inproc`…).
     unit_ids, channels
         The session's units and their electrode channels (for a simulated array:
-        its brain's units).  With ``resume`` they may be omitted (the file has them).
+        its brain's units).  With ``resume`` they may be omitted (the file has them);
+        on a real rig (``settings.require_acquisition_data``) too: the runner then listens
+        for ``acquisition.discover_units_s`` and records the units it heard
+        (`closedloop.runner.discovery`).
     resume
         Continue the session in ``session_path`` after its last recorded step.
     overwrite
