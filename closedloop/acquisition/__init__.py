@@ -1,4 +1,4 @@
-"""Acquisition adapters: simulated array, replay, Open Ephys and Lab Streaming Layer, on one base (DESIGN §2, §5).
+"""Acquisition adapters: simulated array, replay, Open Ephys and Lab Streaming Layer, on one base.
 
 Names are imported on first use (`closedloop.lazy`): the stream buffer the runner uses
 does not load the simulator.
