@@ -1,22 +1,26 @@
-"""The Open Ephys GUI Event Broadcaster's JSON format, in one place (REFERENCE.md).
+"""The Open Ephys GUI Event Broadcaster's JSON format, in one place.
 
-Each event is one ZeroMQ message of two frames:
+Written from the plugin's source (open-ephys-plugins/event-broadcaster,
+``EventBroadcaster::sendEvent`` / ``sendSpike``, GUI 0.6 and later).  Each event is one
+ZeroMQ message of two frames:
 
 1. a ``uint16`` in host byte order: ``0`` = TTL, ``1`` = spike;
-2. a UTF-8 JSON object.  TTL: ``event_type "ttl"``, ``stream``, ``source_node``,
-   ``sample_rate``, ``channel_name``, ``sample_number``, ``line``, ``state``.
-   Spike: ``event_type "spike"``, ``stream``, ``source_node``, ``electrode``,
-   ``num_channels``, ``sample_rate``, ``sample_number``, ``sorted_id``, ``amp1`` … ``ampN``.
+2. a UTF-8 JSON object, as JUCE's ``JSON::toString`` writes it (pretty-printed, CRLF
+   line ends, non-ASCII escaped).  TTL: ``event_type "ttl"``, ``stream``,
+   ``source_node``, ``sample_rate``, ``channel_name``, ``sample_number``, ``line``
+   (0-based, as sent), ``state`` (a C++ bool: JSON ``true``/``false``; the docs show
+   ``1``/``0``, both are read).  Spike: ``event_type "spike"``, ``stream``,
+   ``source_node``, ``electrode`` (``"Electrode N"``, ``"Stereotrode N"``, ``"Tetrode N"``,
+   numbered per stream), ``num_channels``, ``sample_rate``, ``sample_number``,
+   ``sorted_id`` (0 = unsorted), ``amp1`` … ``ampN``.
 
-Times are ``sample_number / sample_rate`` seconds on the GUI's acquisition clock.
+``sample_number`` counts samples of the event's *stream* (each stream its own hardware
+counter, which need not start at 0).  Times and unit ids are worked out by the adapter
+(`closedloop.acquisition.openephys_clock`, `closedloop.acquisition.openephys_units`).
 
-Unit ids.  Open Ephys names a spike's source by its electrode (a string such as
-``"Electrode 3"`` or ``"TT2"``) and the spike sorter's ``sorted_id`` (0 = unsorted).
-We give it the unit id ``electrode_number × UNIT_STRIDE + sorted_id``, where the
-electrode number is taken from an explicit ``{name: number}`` map when one is given,
-otherwise from the trailing integer of the name.  Our own broadcaster (the simulated
-array) names the electrode of channel ``c`` ``"Electrode {c + 1}"`` and numbers the
-units on one channel ``sorted_id = 1, 2, …`` (see `electrode_layout`).
+Other settings of the plugin, and older GUIs, send other messages: the plugin's
+"Raw Binary" format (two frames, a binary second frame), GUI 0.4/0.5 (three or more
+frames).  `decode` names those with the setting to change (kind ``wrong_format``).
 
 `decode` raises `EventFormatError` (with a counter ``kind``) and nothing else.
 """
@@ -25,23 +29,32 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from closedloop.errors import ClosedLoopError
 from closedloop.messages.codec import MALFORMED, OVERSIZED, UNKNOWN_TYPE
 
 TTL, SPIKE = 0, 1
 EVENT_TYPES = {TTL: "ttl", SPIKE: "spike"}
-UNIT_STRIDE = 1000
+#: A value outside the plugin's own types (out of range, not finite).
+OUT_OF_RANGE = "out_of_range"
+#: Another plugin setting or an older GUI: one line says what to change.
+WRONG_FORMAT = "wrong_format"
 #: An Event Broadcaster JSON object is a few hundred bytes; anything far larger is not one.
 MAX_EVENT_BYTES = 64 * 1024
-_TRAILING_NUMBER = re.compile(r"(\d+)\s*$")
+#: The plugin's fields are C++ int64 (sample_number), uint8 (line), uint16 (sorted_id).
+MAX_SAMPLE_NUMBER = 2**62
+MAX_LINE = 255
+MAX_SORTED_ID = 65535
+#: Sample rates any acquisition hardware uses (1 Hz .. 10 MHz); others make times meaningless.
+MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1.0, 1e7
+MAX_NAME_CHARS = 200
+
+JSON_SETTING = ("the Open Ephys GUI 0.6 or later with the Event Broadcaster plugin's Format set to JSON "
+                "(one message of 2 frames per event)")
 
 
 class EventFormatError(ClosedLoopError):
@@ -68,6 +81,7 @@ class OpenEphysEvent:
 
     @property
     def time_s(self) -> float:
+        """Seconds on the event's own stream clock."""
         return self.sample_number / self.sample_rate
 
 
@@ -76,25 +90,30 @@ def type_frame(kind: int) -> bytes:
     return int(kind).to_bytes(2, sys.byteorder)
 
 
-def encode_ttl(sample_number: int, sample_rate: float, line: int, state: int, *, stream: str = "closedloop",
-               source_node: int = 100, channel_name: str = "TTL") -> list[bytes]:
-    """Frames of one TTL event."""
+def juce_json(body: dict[str, Any]) -> bytes:
+    """``body`` as JUCE's ``JSON::toString(var)`` writes it: 2-space indent, CRLF, ASCII."""
+    return json.dumps(body, indent=2, separators=(",", ": ")).replace("\n", "\r\n").encode()
+
+
+def encode_ttl(sample_number: int, sample_rate: float, line: int, state: bool | int, *, stream: str = "closedloop",
+               source_node: int = 100, channel_name: str = "TTL Input", pretty: bool = True) -> list[bytes]:
+    """Frames of one TTL event; ``line`` 0-based and ``state`` a JSON bool, as the plugin sends them."""
     body = {"event_type": "ttl", "stream": stream, "source_node": source_node, "sample_rate": float(sample_rate),
             "channel_name": channel_name, "sample_number": int(sample_number), "line": int(line),
-            "state": int(state)}
-    return [type_frame(TTL), json.dumps(body).encode()]
+            "state": bool(state)}
+    return [type_frame(TTL), juce_json(body) if pretty else json.dumps(body).encode()]
 
 
 def encode_spike(sample_number: int, sample_rate: float, electrode: str, sorted_id: int, *,
-                 amplitudes: Sequence[float] = (0.0,), stream: str = "closedloop",
-                 source_node: int = 100) -> list[bytes]:
+                 amplitudes: Sequence[float] = (0.0,), stream: str = "closedloop", source_node: int = 100,
+                 pretty: bool = True) -> list[bytes]:
     """Frames of one spike event (``num_channels`` = number of amplitudes)."""
     body: dict[str, Any] = {"event_type": "spike", "stream": stream, "source_node": source_node,
                             "electrode": electrode, "num_channels": len(amplitudes),
                             "sample_rate": float(sample_rate), "sample_number": int(sample_number),
                             "sorted_id": int(sorted_id)}
     body.update({f"amp{i + 1}": float(a) for i, a in enumerate(amplitudes)})
-    return [type_frame(SPIKE), json.dumps(body).encode()]
+    return [type_frame(SPIKE), juce_json(body) if pretty else json.dumps(body).encode()]
 
 
 def decode(frames: Sequence[Any], *, max_bytes: int = MAX_EVENT_BYTES) -> OpenEphysEvent:
@@ -103,27 +122,35 @@ def decode(frames: Sequence[Any], *, max_bytes: int = MAX_EVENT_BYTES) -> OpenEp
     Raises
     ------
     EventFormatError
-        For anything that is not a valid Event Broadcaster event.
+        For anything that is not a valid Event Broadcaster JSON event.
     """
     try:
         return _decode(frames, max_bytes)
     except EventFormatError:
         raise
     except Exception as error:  # an unforeseen case must still be a counted rejection
-        raise EventFormatError(MALFORMED, f"{type(error).__name__}: {error}") from None
+        raise EventFormatError(MALFORMED, f"{type(error).__name__}: {str(error)[:80]}") from None
 
 
 def _decode(frames: Sequence[Any], max_bytes: int) -> OpenEphysEvent:
-    if len(frames) != 2:
-        raise EventFormatError(MALFORMED, f"expected 2 frames (type, JSON), got {len(frames)}")
-    head, body = (_bytes_view(f) for f in frames)
-    if head.nbytes + body.nbytes > max_bytes:
-        raise EventFormatError(OVERSIZED, f"{head.nbytes + body.nbytes} bytes exceeds {max_bytes}")
+    views = [_bytes_view(f) for f in frames]
+    size = sum(v.nbytes for v in views)
+    if size > max_bytes:
+        raise EventFormatError(OVERSIZED, f"{size} bytes exceeds {max_bytes}")
+    if len(views) != 2:
+        _wrong_frame_count(views)
+    head, body = views
     if head.nbytes != 2:
+        if _looks_like_json(head):
+            raise EventFormatError(WRONG_FORMAT, "a JSON header frame before the event: an older Event Broadcaster "
+                                   f"(Open Ephys GUI 0.5); use {JSON_SETTING}")
         raise EventFormatError(MALFORMED, f"type frame has {head.nbytes} bytes, expected a 2-byte uint16")
     kind = int.from_bytes(head, sys.byteorder)
     if kind not in EVENT_TYPES:
         raise EventFormatError(UNKNOWN_TYPE, f"event type {kind} is neither 0 (TTL) nor 1 (spike)")
+    if _looks_binary(body):
+        raise EventFormatError(WRONG_FORMAT, "binary event data: the Event Broadcaster's Format is 'Raw Binary'; "
+                               f"use {JSON_SETTING}")
     try:
         info = json.loads(bytes(body).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
@@ -132,24 +159,45 @@ def _decode(frames: Sequence[Any], max_bytes: int) -> OpenEphysEvent:
         raise EventFormatError(MALFORMED, f"JSON is a {type(info).__name__}, not an object")
     event_type = info.get("event_type")
     if event_type not in ("ttl", "spike"):
-        raise EventFormatError(UNKNOWN_TYPE, f"event_type {str(event_type)[:40]!r} is neither 'ttl' nor 'spike'")
+        raise EventFormatError(UNKNOWN_TYPE, f"event_type {_show(event_type)} is neither 'ttl' nor 'spike'")
     if event_type != EVENT_TYPES[kind]:
         raise EventFormatError(MALFORMED, f"type frame says {EVENT_TYPES[kind]} but event_type is {event_type}")
-    sample_number = _integer(info, "sample_number", minimum=0)
+    sample_number = _integer(info, "sample_number", 0, MAX_SAMPLE_NUMBER)
     sample_rate = info.get("sample_rate")
-    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)) \
-            or not math.isfinite(sample_rate) or sample_rate <= 0:
-        raise EventFormatError(MALFORMED, f"sample_rate {str(sample_rate)[:40]!r} is not a positive number")
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)):
+        raise EventFormatError(MALFORMED, f"sample_rate {_show(sample_rate)} is not a number")
+    if not (math.isfinite(sample_rate) and MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE):
+        raise EventFormatError(OUT_OF_RANGE, f"sample_rate {_show(sample_rate)} is outside "
+                               f"{MIN_SAMPLE_RATE:g}..{MAX_SAMPLE_RATE:g} Hz")
     stream = info.get("stream", "")
-    stream = stream if isinstance(stream, str) else str(stream)
+    if not isinstance(stream, str) or len(stream) > MAX_NAME_CHARS:
+        raise EventFormatError(MALFORMED, f"stream {_show(stream)} is not a name")
     if event_type == "ttl":
         return OpenEphysEvent("ttl", sample_number, float(sample_rate), stream,
-                              line=_integer(info, "line", minimum=0), state=_integer(info, "state", minimum=0))
+                              line=_integer(info, "line", 0, MAX_LINE), state=_state(info.get("state")))
     electrode = info.get("electrode")
-    if not isinstance(electrode, str) or not electrode:
-        raise EventFormatError(MALFORMED, "spike without an electrode name")
+    if not isinstance(electrode, str) or not electrode or len(electrode) > MAX_NAME_CHARS:
+        raise EventFormatError(MALFORMED, f"electrode {_show(electrode)} is not a name")
     return OpenEphysEvent("spike", sample_number, float(sample_rate), stream, electrode=electrode,
-                          sorted_id=_integer(info, "sorted_id", minimum=0))
+                          sorted_id=_integer(info, "sorted_id", 0, MAX_SORTED_ID))
+
+
+def _wrong_frame_count(views: list[memoryview]) -> None:
+    if len(views) >= 3:  # the plugin has sent 2 frames since GUI 0.6; older ones sent 3 or more
+        raise EventFormatError(WRONG_FORMAT, f"{len(views)} frames per event: an older Event Broadcaster "
+                               f"(Open Ephys GUI 0.4/0.5); use {JSON_SETTING}")
+    raise EventFormatError(MALFORMED, f"expected 2 frames (type, JSON), got {len(views)}")
+
+
+def _looks_like_json(view: memoryview) -> bool:
+    text = bytes(view[:64]).lstrip()
+    return text.startswith(b"{")
+
+
+def _looks_binary(view: memoryview) -> bool:
+    """Raw Binary events start with a small type byte; JSON text with a printable character."""
+    text = bytes(view[:64]).lstrip()
+    return not text or not 0x20 <= text[0] < 0x7F
 
 
 def _bytes_view(frame: Any) -> memoryview:
@@ -157,43 +205,25 @@ def _bytes_view(frame: Any) -> memoryview:
     return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
-def _integer(info: dict, key: str, *, minimum: int) -> int:
+def _show(value: Any) -> str:
+    return repr(str(value)[:40]) if not isinstance(value, (int, float)) or isinstance(value, bool) else repr(value)
+
+
+def _integer(info: dict, key: str, minimum: int, maximum: int) -> int:
     value = info.get(key)
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or value >= 2**63:
-        raise EventFormatError(MALFORMED, f"{key} {str(value)[:40]!r} is not an integer >= {minimum}")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise EventFormatError(MALFORMED, f"{key} {_show(value)} is not an integer")
+    if not minimum <= value <= maximum:
+        raise EventFormatError(OUT_OF_RANGE, f"{key} {_show(value)} is outside {minimum}..{maximum}")
     return value
 
 
-# --- unit ids <-> (electrode, sorted_id) -------------------------------------------------
-
-def electrode_number(name: str, electrodes: Mapping[str, int] | None = None) -> int | None:
-    """The number of an electrode: from ``electrodes`` if given, else the name's trailing integer."""
-    if electrodes:
-        return electrodes.get(name)
-    match = _TRAILING_NUMBER.search(name)
-    return int(match.group(1)) if match else None
-
-
-def unit_id_for(electrode: int, sorted_id: int) -> int:
-    """Our unit id for an Open Ephys (electrode number, sorted id)."""
-    if not 0 <= sorted_id < UNIT_STRIDE:
-        raise ValueError(f"sorted_id {sorted_id} must be in 0..{UNIT_STRIDE - 1}")
-    return electrode * UNIT_STRIDE + sorted_id
-
-
-def electrode_layout(channels: np.ndarray) -> tuple[list[str], np.ndarray]:
-    """How our broadcaster names units: per unit (electrode name, sorted id).
-
-    Channel ``c`` is ``"Electrode {c + 1}"``; units sharing a channel get sorted ids
-    1, 2, … in unit order, so the receiving unit id is ``(c + 1) × UNIT_STRIDE + k``.
-    """
-    channels = np.asarray(channels, dtype=np.int64)
-    names = [f"Electrode {c + 1}" for c in channels]
-    sorted_ids = np.zeros(len(channels), dtype=np.int64)
-    seen: dict[int, int] = {}
-    for i, c in enumerate(channels):
-        seen[int(c)] = seen.get(int(c), 0) + 1
-        sorted_ids[i] = seen[int(c)]
-    return names, sorted_ids
+def _state(value: Any) -> int:
+    """The plugin sends a bool; the docs' example (and older builds) 1/0."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, (int, float)) and value in (0, 1):
+        return int(value)
+    raise EventFormatError(MALFORMED, f"state {_show(value)} is neither true/false nor 1/0")

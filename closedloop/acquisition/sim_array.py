@@ -46,7 +46,7 @@ from typing import Literal
 import numpy as np
 
 from closedloop.acquisition.base import AcquisitionAdapter, Acquired, PlaybackClock
-from closedloop.acquisition.openephys_broadcast import EventBroadcaster
+from closedloop.acquisition.openephys_broadcast import EventBroadcaster, gui_layout
 from closedloop.acquisition.stimulus_guard import StimulusGuard
 from closedloop.acquisition.spike_sources import (
     GroundTruthSource, RateSource, SpikeSource, grey_spontaneous, spontaneous_spikes,
@@ -144,7 +144,8 @@ class SimulatedArray(AcquisitionAdapter):
         Optional runner PUB endpoint whose `BlockRequest` pixels are cached by id.
     openephys_endpoint
         Optional endpoint where everything is *also* broadcast in the Open Ephys Event
-        Broadcaster format, with ``sample_rate_hz``.
+        Broadcaster format, with ``sample_rate_hz``; ``openephys_layout`` ``"gui"`` sends
+        two streams as a GUI does (`closedloop.acquisition.openephys_broadcast.gui_layout`).
     seed
         Seeds the spikes (the population has its own seed in ``brain``).
     max_frames
@@ -157,6 +158,7 @@ class SimulatedArray(AcquisitionAdapter):
                  photodiode_lag_s: float = PHOTODIODE_LAG_S, emit_delay_s: float = 0.02, hold_s: float = 0.15,
                  images: np.ndarray | None = None, block_endpoint: str | None = None,
                  openephys_endpoint: str | None = None, sample_rate_hz: float = 30000.0,
+                 openephys_layout: str = "plain",
                  seed: int | None = None, max_frames: int | None = None, **adapter_options):
         adapter_options.setdefault("lossless", speed == 0)
         super().__init__(name, endpoint, **adapter_options)
@@ -174,6 +176,7 @@ class SimulatedArray(AcquisitionAdapter):
         self.block_endpoint = block_endpoint
         self.openephys_endpoint = openephys_endpoint
         self.sample_rate_hz = float(sample_rate_hz)
+        self.openephys_layout = openephys_layout
         self.seed = int(np.random.SeedSequence().entropy % 2**32) if seed is None else int(seed)
         self.max_frames = int(MAX_STIMULUS_S * self.refresh_hz) if max_frames is None else int(max_frames)
         self.counts = {"stimuli": 0, "late_onsets": 0, "unknown_stimuli": 0, "cached_images": 0,
@@ -197,8 +200,9 @@ class SimulatedArray(AcquisitionAdapter):
         self.guard = StimulusGuard(size, self.max_frames)
         self.stimuli = Subscriber(self.stimulus_endpoint, name=f"{self.name} stimuli")
         self.blocks = Subscriber(self.block_endpoint, name=f"{self.name} blocks") if self.block_endpoint else None
-        self.broadcaster = (EventBroadcaster(self.openephys_endpoint, self.sample_rate_hz, self.source.channels)
-                            if self.openephys_endpoint else None)
+        layout = gui_layout(self.source.channels) if self.openephys_layout == "gui" else None
+        self.broadcaster = (EventBroadcaster(self.openephys_endpoint, self.sample_rate_hz, self.source.channels,
+                                             layout=layout) if self.openephys_endpoint else None)
         self.clock.start()
 
     def close(self) -> None:

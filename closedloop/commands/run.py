@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None,
                         help="model device (default: protocol fit.device, rig compute.device)")
     parser.add_argument("--units", default=None,
-                        help="unit ids of a new session on a real rig, e.g. 1-96 or 3,5,7-9")
+                        help="unit ids of a new session on a real rig, e.g. 1-96 or 3,5,7-9 (default: the units "
+                        "heard in the rig's acquisition.discover_units_s before the first block)")
     parser.add_argument("--inproc", action="store_true",
                         help="in-process sockets instead of the rig's TCP ports (no monitor can attach)")
     parser.add_argument("--timeout", type=float, default=None, help="stop after this many seconds (as Ctrl-C)")
@@ -120,7 +121,8 @@ def finish(report, runner, session: Path, args: argparse.Namespace) -> int:
         return 0
     again = (f"closedloop serve runner --rig {args.rig} --protocol {args.protocol}"
              if getattr(args, "component", None) == "runner" else f"closedloop run {args.protocol} --rig {args.rig}")
-    resume = f"continue with: {again} --resume {session}"
+    resume = (f"continue with: {again} --resume {session}" if Path(session).exists()
+              else "nothing was recorded (no session file written)")
     if report.reason in ("signal", "timeout", "stopped") and not failures:
         print(f"stopped ({report.reason}) before the protocol ended; {resume}")
         return 130 if report.reason == "signal" else 1

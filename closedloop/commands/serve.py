@@ -1,7 +1,7 @@
 """Run one component of the loop as its own process: ``closedloop serve COMPONENT --rig RIG.yaml``.
 
-``acquisition`` runs the adapter the rig's ``acquisition.kind`` names (sim, replay or
-openephys), publishing on the rig's ``network.ports.spikes``.  ``model`` runs the model
+``acquisition`` runs the adapter the rig's ``acquisition.kind`` names (sim, replay,
+openephys or lsl), publishing on the rig's ``network.ports.spikes``.  ``model`` runs the model
 server for ``--protocol``'s ``fit`` section, answering on ``network.ports.model`` and
 publishing on ``network.ports.model_events``, saving every model version under
 ``--out`` when given.  ``presenter`` opens the window (``--presenter psychopy``, the
@@ -35,7 +35,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--session", type=Path, default=None, help="runner: the session file to write")
     where.add_argument("--resume", type=Path, default=None, help="runner: continue this session file")
     parser.add_argument("--units", default=None, help="runner: unit ids of a new session (e.g. 1-96); "
-                        "a simulated rig's array knows its own")
+                        "a simulated rig's array knows its own, a real rig's runner listens for them "
+                        "(acquisition.discover_units_s)")
     parser.add_argument("--timeout", type=float, default=None, help="stop after this many seconds (default: never)")
 
 
@@ -120,6 +121,7 @@ def _serve_presenter(rig, args: argparse.Namespace) -> int:
 def _serve_runner(rig, args: argparse.Namespace) -> int:
     import numpy as np
 
+    from closedloop.acquisition.recording import RECORDING_KINDS
     from closedloop.commands.run import default_session_path, finish, parse_units
     from closedloop.config import validate
     from closedloop.loop.components import brain_units, runner as runner_component, simulated_brain
@@ -137,9 +139,10 @@ def _serve_runner(rig, args: argparse.Namespace) -> int:
         units = np.asarray(parse_units(args.units), dtype=np.int64)
     elif args.resume is None and rig.acquisition.kind == "sim":
         units = brain_units(simulated_brain(rig))[0]
-    elif args.resume is None:
+    elif args.resume is None and rig.acquisition.kind not in RECORDING_KINDS:
         raise ClosedLoopError("a new session needs its unit ids: give --units, e.g. --units 1-96")
     endpoints = Endpoints.from_rig(rig)
+    # A real rig (loop.components.runner): no block before data flows; without --units it listens for them.
     runner = runner_component(rig, protocol, session, endpoints, unit_ids=units, resume=args.resume is not None)
     progress = ProgressPrinter(endpoints.responses, endpoints.model_events)
     print(f"running {protocol.name} against the components serving on {rig.network.host} -> {session}", flush=True)

@@ -128,26 +128,65 @@ class Stimulus:
     size_px: int = setting(66, ge=2, le=4096)
 
 
+_OPENEPHYS_KEYS = ("event_endpoint", "sample_rate_hz", "photodiode_line", "clock_stream", "streams", "electrodes",
+                   "drop_unsorted")
+#: A real recording system: how long to listen for units, and to wait for the first photodiode edge.
+_REAL_RIG_KEYS = ("discover_units_s", "photodiode_timeout_s")
 _KEYS_BY_KIND = {
-    "openephys": ("event_endpoint", "sample_rate_hz", "photodiode_line"),
+    "openephys": _OPENEPHYS_KEYS + _REAL_RIG_KEYS,
+    "lsl": ("spike_stream", "marker_stream", "photodiode_line", "resolve_timeout_s") + _REAL_RIG_KEYS,
     "sim": ("scenario", "seed", "speed"),
     "replay": ("archive", "speed"),
 }
 
 
 @dataclass(frozen=True)
+class OpenEphysStream:
+    """An Open Ephys stream besides the clock stream, and what to add to its times.
+
+    ``offset_s`` converts the stream's ``sample_number / sample_rate`` to the clock
+    stream's seconds; ``null`` refuses its events (two sample clocks are never mixed).
+    """
+
+    name: str
+    offset_s: float | None = None
+
+
+@dataclass(frozen=True)
+class ElectrodeNumber:
+    """A number for an electrode the GUI names other than ``Electrode/Stereotrode/Tetrode N``."""
+
+    name: str
+    number: int = setting(ge=0, le=9999)
+
+
+@dataclass(frozen=True)
 class Acquisition:
     """Where spikes and sync events come from.
 
-    ``kind`` is ``sim`` (simulated array), ``openephys`` (Open Ephys ZMQ plugin) or
-    ``replay`` (an archived recording).  ``speed`` is the playback rate for sim and
-    replay: 1.0 is real time, 2.0 twice as fast, 0 as fast as possible.
+    ``kind`` is ``sim`` (simulated array), ``openephys`` (the Open Ephys GUI's Event
+    Broadcaster plugin) or ``replay`` (an archived recording).  ``speed`` is the playback
+    rate for sim and replay: 1.0 is real time, 2.0 twice as fast, 0 as fast as possible.
+    For openephys, ``photodiode_line`` is the TTL line as the GUI shows it (1 = the first,
+    which the plugin sends as line 0); ``clock_stream``, ``streams``, ``electrodes`` and
+    ``drop_unsorted`` are described in ``rigs/example_openephys.yaml``.  ``lsl`` (Lab
+    Streaming Layer) reads the streams named ``spike_stream`` and ``marker_stream``
+    (`closedloop.acquisition.lsl`).
     """
 
-    kind: Literal["sim", "openephys", "replay"]
+    kind: Literal["sim", "openephys", "replay", "lsl"]
     event_endpoint: str = "tcp://127.0.0.1:5557"
     sample_rate_hz: float = setting(30000.0, gt=0)
     photodiode_line: int | None = setting(None, ge=0)
+    clock_stream: str | None = None
+    streams: tuple[OpenEphysStream, ...] = ()
+    electrodes: tuple[ElectrodeNumber, ...] = ()
+    drop_unsorted: bool = False
+    discover_units_s: float = setting(10.0, ge=0, le=3600)
+    photodiode_timeout_s: float = setting(30.0, gt=0, le=3600)
+    spike_stream: str = "closedloop-spikes"
+    marker_stream: str = "closedloop-markers"
+    resolve_timeout_s: float = setting(10.0, gt=0, le=600)
     scenario: str = "sim/default.yaml"
     seed: int | None = setting(None, ge=0, le=MAX_SEED)
     speed: float = setting(1.0, ge=0, le=1000)
@@ -169,10 +208,20 @@ class Acquisition:
             if where.has(key) and key not in _KEYS_BY_KIND[self.kind]:
                 used_by = " or ".join(kind for kind, keys in _KEYS_BY_KIND.items() if key in keys)
                 raise where.error(key, f"only used when kind is {used_by}, but kind is {self.kind}; remove it")
-        if self.kind != "openephys":
+        if self.kind not in ("openephys", "lsl"):
             return
         if self.photodiode_line is None:
-            raise where.error("photodiode_line", "required when kind is openephys: the TTL line the photodiode is on")
+            raise where.error("photodiode_line", f"required when kind is {self.kind}: the TTL line the photodiode is "
+                              "on, as the recording system numbers it (1 = the first)")
+        if self.photodiode_line < 1:
+            raise where.error("photodiode_line", f"the GUI numbers TTL lines from 1, got {self.photodiode_line} "
+                              "(the Event Broadcaster sends the GUI's line 1 as 0: write 1 for it)")
+        if self.kind == "lsl":
+            for key in ("spike_stream", "marker_stream"):
+                if not getattr(self, key).strip():
+                    raise where.error(key, "must be the LSL stream's name")
+            return
+        self._check_streams(where)
         port = self.event_port
         if port is None and not self.event_endpoint.startswith("ipc://"):
             raise where.error(
@@ -180,6 +229,26 @@ class Acquisition:
             )
         if port is not None and not 1 <= port[1] <= 65535:
             raise where.error("event_endpoint", f"port must be 1..65535, got {port[1]}")
+
+    def _check_streams(self, where: Where) -> None:
+        names = [stream.name for stream in self.streams]
+        if self.clock_stream is not None and self.clock_stream in names:
+            raise where.error(f"streams[{names.index(self.clock_stream)}].name",
+                              f"{self.clock_stream!r} is the clock_stream; list only the other streams here")
+        for i, name in enumerate(names):
+            if not name.strip():
+                raise where.error(f"streams[{i}].name", "must be a stream name as the GUI shows it")
+            if name in names[:i]:
+                raise where.error(f"streams[{i}].name", f"stream {name!r} is listed twice")
+        if len(names) > 89:
+            raise where.error("streams", f"at most 89 streams besides the clock stream, got {len(names)}")
+        electrodes = [e.name for e in self.electrodes]
+        numbers = [e.number for e in self.electrodes]
+        for i, (name, number) in enumerate(zip(electrodes, numbers)):
+            if name in electrodes[:i]:
+                raise where.error(f"electrodes[{i}].name", f"electrode {name!r} is listed twice")
+            if number in numbers[:i]:
+                raise where.error(f"electrodes[{i}].number", f"number {number} is given to two electrodes")
 
 
 @dataclass(frozen=True)

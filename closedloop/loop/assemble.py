@@ -1,10 +1,10 @@
 """The components of one `closedloop run` / `demo`, built from a rig and a protocol.
 
 What runs in this process depends on the rig: a simulated rig gets the simulated array;
-an Open Ephys rig gets the adapter that translates the Open Ephys GUI's Event
-Broadcaster into our stream.  The presenter and, unless the model server runs as its own
-process (``closedloop serve model``), the model server run here too.  A
-`ProgressPrinter` reports blocks and model versions as they happen.
+a real rig (Open Ephys or Lab Streaming Layer) gets the adapter that translates its
+recording system's broadcast into our stream.  The presenter and, unless the model
+server runs as its own process (``closedloop serve model``), the model server run here
+too.  A `ProgressPrinter` reports blocks and model versions as they happen.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 
+from closedloop.acquisition.recording import RECORDING_KINDS
 from closedloop.config.protocol import Protocol
 from closedloop.config.rig import Rig
 from closedloop.errors import ClosedLoopError
@@ -55,7 +56,8 @@ def build_loop(rig: Rig, protocol: Protocol, session_path: str | Path, *,
     endpoints
         Default: the rig's TCP ports, so a monitor can attach.
     unit_ids
-        Units of a new session on a real rig (the simulated array knows its own).
+        Units of a new session on a real rig (the simulated array knows its own); ``None``:
+        the runner listens for them (``acquisition.discover_units_s``).
     model_out
         Folder where the local model server saves every model version.
     write
@@ -67,8 +69,7 @@ def build_loop(rig: Rig, protocol: Protocol, session_path: str | Path, *,
     Raises
     ------
     ClosedLoopError
-        A replay rig (use ``closedloop replay``), or a new session on a real rig
-        without unit ids.
+        A replay rig (use ``closedloop replay``).
     """
     endpoints = endpoints or Endpoints.from_rig(rig)
     kind = presenter_for(rig, presenter)
@@ -80,8 +81,8 @@ def build_loop(rig: Rig, protocol: Protocol, session_path: str | Path, *,
         loop = simulated_components(rig, protocol, session_path, endpoints=endpoints, model_server=server,
                                     presenter=kind, presenter_options=presenter_options, resume=resume,
                                     overwrite=overwrite, settings=settings)
-    elif rig.acquisition.kind == "openephys":
-        loop = _openephys_components(rig, protocol, session_path, endpoints, server, kind, presenter_options,
+    elif rig.acquisition.kind in RECORDING_KINDS:
+        loop = _recording_components(rig, protocol, session_path, endpoints, server, kind, presenter_options,
                                      resume, overwrite, unit_ids, settings)
     else:
         raise ClosedLoopError(f"{rig.path}: acquisition.kind is {rig.acquisition.kind!r}; an archived recording "
@@ -92,13 +93,12 @@ def build_loop(rig: Rig, protocol: Protocol, session_path: str | Path, *,
     return loop
 
 
-def _openephys_components(rig: Rig, protocol: Protocol, session_path, endpoints: Endpoints,
+def _recording_components(rig: Rig, protocol: Protocol, session_path, endpoints: Endpoints,
                           server: Component | None, presenter: str, presenter_options, resume: bool,
                           overwrite: bool, unit_ids: np.ndarray | None, settings: RunnerSettings) -> LocalLoop:
-    if unit_ids is None and not resume:
-        raise ClosedLoopError("a new session on an Open Ephys rig needs its unit ids: give --units, e.g. "
-                              "--units 1-96 (the sorted units the GUI will broadcast)")
     adapter = make.acquisition_adapter(rig, endpoints)
+    if presenter == "headless":  # the recording system runs on wall time: trials must too
+        presenter_options = {"realtime": True, **(presenter_options or {})}
     shown = make.presenter(rig, protocol, endpoints, presenter, presenter_options)
     runner = make.runner(rig, protocol, session_path, endpoints, unit_ids=unit_ids, resume=resume,
                          overwrite=overwrite, settings=settings)  # waits for acquisition data (a real rig)

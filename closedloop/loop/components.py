@@ -14,7 +14,8 @@ from typing import Any
 
 import numpy as np
 
-from closedloop.acquisition import BrainSpec, OpenEphysAdapter, ReplayAdapter, SimulatedArray
+from closedloop.acquisition import BrainSpec, ReplayAdapter, SimulatedArray
+from closedloop.acquisition.recording import RECORDING_KINDS, recording_adapter
 from closedloop.config.protocol import Protocol
 from closedloop.config.rig import Rig
 from closedloop.errors import ClosedLoopError
@@ -23,6 +24,11 @@ from closedloop.runner.runner import Runner
 from closedloop.runner.settings import RunnerSettings
 from closedloop.runtime.component import Component
 from closedloop.transport import Endpoints
+
+#: On a real rig our adapter's heartbeats are not ordered with the recording system's own buffering
+#: (Open Ephys, LSL): give a quiet stream this long after the last trial report before a block counts
+#: as delivered without all its photodiode edges.
+REAL_RIG_SETTLE_S = 1.0
 
 
 def simulated_brain(rig: Rig, n_units: int | None = None) -> BrainSpec:
@@ -55,7 +61,7 @@ def simulated_array(rig: Rig, endpoints: Endpoints, brain: BrainSpec | None = No
 
 
 def acquisition_adapter(rig: Rig, endpoints: Endpoints | None = None) -> Component:
-    """The acquisition adapter the rig's ``acquisition.kind`` names (sim, replay or openephys).
+    """The acquisition adapter the rig's ``acquisition.kind`` names (sim, replay, openephys or lsl).
 
     Raises
     ------
@@ -71,7 +77,7 @@ def acquisition_adapter(rig: Rig, endpoints: Endpoints | None = None) -> Compone
             raise ClosedLoopError(f"{rig.path}: acquisition.archive is required when kind is replay")
         return ReplayAdapter(endpoints.spikes, acquisition.archive, speed=acquisition.speed,
                              stimulus_endpoint=endpoints.stimulus, photodiode_line=acquisition.onset_line)
-    return OpenEphysAdapter(endpoints.spikes, acquisition.event_endpoint, sample_rate_hz=acquisition.sample_rate_hz)
+    return recording_adapter(rig, endpoints.spikes)
 
 
 def presenter(rig: Rig, protocol: Protocol, endpoints: Endpoints, kind: str = "headless",
@@ -107,9 +113,13 @@ def runner(rig: Rig, protocol: Protocol, session_path: str | Path, endpoints: En
     """The runner; on a real recording system it waits for acquisition data before any block.
 
     A real recording system must be acquiring before anything is shown
-    (`RunnerSettings.require_acquisition_data`): a protocol shown to nobody is lost.
+    (`RunnerSettings.require_acquisition_data`): a protocol shown to nobody is lost.  There
+    the runner creates its session only once data flows, listening for the units first when
+    ``unit_ids`` is ``None`` (``acquisition.discover_units_s``), and settles at least
+    `REAL_RIG_SETTLE_S`.
     """
-    if rig.acquisition.kind == "openephys":
-        settings = dataclasses.replace(settings, require_acquisition_data=True)
+    if rig.acquisition.kind in RECORDING_KINDS:
+        settings = dataclasses.replace(settings, require_acquisition_data=True,
+                                       settle_s=max(settings.settle_s, REAL_RIG_SETTLE_S))
     return Runner(rig, protocol, session_path, endpoints, unit_ids=unit_ids, channels=channels, resume=resume,
                   overwrite=overwrite, settings=settings)

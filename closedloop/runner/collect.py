@@ -127,6 +127,10 @@ class StreamCollector:
                 return True
         return self.last_heartbeat >= shown.last_received + settle_s
 
+    def pending_units(self) -> np.ndarray:
+        """Unit ids of the spikes received since the last `take`."""
+        return self.acquisition.spikes()[0]
+
     def take(self) -> StreamData:
         """Everything received since the last take, for one block to store."""
         return self.acquisition.take()

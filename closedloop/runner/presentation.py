@@ -29,6 +29,7 @@ from closedloop.runner.plan import Plan, PlannedStep, trial_order
 from closedloop.runner.recorder import SessionRecorder
 from closedloop.runner.settings import RunnerSettings
 from closedloop.runner.trials import TrialData
+from closedloop.runner.viability import Viability
 from closedloop.transport import Endpoints, Publisher, RequestClient
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class ActiveBlock:
     rejected: list[str] = field(default_factory=list)
     added: list[int] | None = None  # [start, stop) of stimuli stored for this block (a grating set)
     added_set: str = ""
+    first_report_at: float | None = None  # time.monotonic() of the first trial report
+    stopped_run: bool = False  # the viability check stopped the run while the block waited
 
     @property
     def n_trials(self) -> int:
@@ -85,7 +88,10 @@ class BlockPresentation:
     frames, photodiode_line
         The protocol's frame timing and the sync line of onsets.
     stop
-        Called with the reason when the run cannot go on (no presenter).
+        Called with the reason when the run cannot go on (no presenter, or ``viability`` says so).
+    viability
+        On a real rig: stops a run whose photodiode never arrives or whose blocks are all
+        flagged (`closedloop.runner.viability`); ``None`` elsewhere.
     name
         For log lines.
 
@@ -98,11 +104,12 @@ class BlockPresentation:
     def __init__(self, recorder: SessionRecorder, collector: StreamCollector, presenter: RequestClient,
                  publisher: Publisher, model: ModelSteps, *, rig: Rig, protocol: Protocol, plan: Plan,
                  settings: RunnerSettings, endpoints: Endpoints, frames: FrameTiming, photodiode_line: int,
-                 stop: Callable[[str], None], name: str = "runner"):
+                 stop: Callable[[str], None], viability: Viability | None = None, name: str = "runner"):
         self.recorder, self.collector, self.presenter, self.publisher, self.model = (
             recorder, collector, presenter, publisher, model)
         self.rig, self.protocol, self.plan, self.settings, self.endpoints = rig, protocol, plan, settings, endpoints
         self.frames, self.photodiode_line, self.stop, self.name = frames, photodiode_line, stop, name
+        self.viability = viability
         self.window_s = recorder.window_s
         self.active: ActiveBlock | None = None
 
@@ -148,6 +155,8 @@ class BlockPresentation:
                     continue
                 self._finish_failed_block(active, f"the presenter refused the block: {active.rejected[-1]}")
                 return
+            if self._not_viable(active):
+                break
             if time.monotonic() > active.deadline:
                 shown = len(self.collector.trials_of(block).by_trial)
                 active.note = _join(active.note, f"timed out after {timeout:.0f} s with {shown} of "
@@ -155,6 +164,20 @@ class BlockPresentation:
                 break
             yield
         yield from self.finish(active)
+
+    def _not_viable(self, active: ActiveBlock) -> bool:
+        """A real rig whose photodiode never arrives: stop (see `closedloop.runner.viability`)."""
+        if self.viability is None:
+            return False
+        trials = self.collector.trials_of(active.block)
+        if active.first_report_at is None and trials.by_trial:
+            active.first_report_at = trials.last_received
+        reason = self.viability.waiting(active.first_report_at, self.collector.pending_edges(self.photodiode_line).size)
+        if reason:
+            active.stopped_run = True
+            active.note = _join(active.note, reason)
+            self.stop(reason)
+        return bool(reason)
 
     def _send_to_presenter(self, request: BlockRequest):
         """Send a BlockRequest, retrying while no presenter is connected; the seq or ``None``."""
@@ -254,6 +277,10 @@ class BlockPresentation:
         self.recorder.commit(record, _BLOCK_KINDS[active.kind], data=data, stimulus_ids=stimulus_ids, onsets=onsets,
                              flips=flips, n_frames=[m.n_frames for m in shown],
                              dropped=[m.dropped_frames for m in shown], rates=rates, flag=flag)
+        if self.viability is not None and not aborted and not active.stopped_run:
+            reason = self.viability.block_done(not good, detail)
+            if reason:
+                self.stop(reason)
         if good and stimulus_ids.size:
             trial_data = TrialData(active.block, stimulus_ids, rates.astype(np.float64))
             self.recorder.history.append(trial_data)

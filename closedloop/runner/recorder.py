@@ -26,6 +26,7 @@ from closedloop.config.rig import Rig
 from closedloop.data.session_format import BlockFlag, BlockKind
 from closedloop.data.session_writer import SessionWriter
 from closedloop.messages import BlockStatus, ModelUpdated
+from closedloop.runner.discovery import LateUnits, unit_metadata
 from closedloop.runner.journal import BlockRecord, Journal, journal_path
 from closedloop.runner.resume import restore
 from closedloop.runner.stimuli import StimulusLibrary, natural_pool
@@ -72,6 +73,7 @@ class SessionRecorder:
         self.refit_wanted = False  # the session has had a fit block
         self.newest_model: ModelUpdated | None = None  # the newest fit the journal recorded (resume)
         self.marks: dict[str, float] = {}  # journal timing since the last record (`BlockRecord.times`)
+        self.late_units: LateUnits | None = None  # a real rig: units heard after the session's were fixed
 
     # --- opening ----------------------------------------------------------------------
 
@@ -97,7 +99,8 @@ class SessionRecorder:
             rig_yaml=_text(rig), protocol_yaml=_text(protocol), seeds=self.seeds,
             metadata={"runner": {"journal": self.journal.path.name, "photodiode_line": photodiode_line,
                                  "plan_steps": plan_steps, "stimulus_frames": frames.stimulus_frames,
-                                 "blank_frames": frames.blank_frames}},
+                                 "blank_frames": frames.blank_frames},
+                      **unit_metadata(rig, self.unit_ids)},
             overwrite=overwrite)
         if self.journal.path.exists():  # left from an older session of the same name
             os.replace(self.journal.path, self.journal.path.with_name(self.journal.path.name + ".old"))
@@ -128,6 +131,8 @@ class SessionRecorder:
         record.pool_cursor = self.library.cursor
         record.clock_offset = self.clock_offset
         record.times, self.marks = {**self.marks, **record.times}, {}
+        if self.late_units is not None:
+            record.detail = "; ".join(filter(None, [record.detail, *self._late_unit_notes(data.spike_units)]))
         self.journal.append(record)
         self.writer.append_block(kind, stimulus_ids=np.asarray(stimulus_ids, np.int64), onsets_s=np.asarray(onsets),
                                  flip_s=flips, n_frames=n_frames, dropped_frames=dropped,
@@ -138,6 +143,14 @@ class SessionRecorder:
             self.position = record.step
         self.status(record.session_block, record.kind, record.state, record.iteration, record.n_trials,
                     record.detail)
+
+    def watch_late_units(self, rig: Rig, report: Callable[[str], None]) -> None:
+        """From now on note, in each block's record, units spiking that are not the session's (a real rig)."""
+        self.late_units = LateUnits(rig, self.unit_ids, report)
+
+    def _late_unit_notes(self, spike_units: np.ndarray) -> list[str]:
+        new = self.late_units.check(spike_units)
+        return [f"{len(new)} late unit(s): {', '.join(map(str, new[:20]))}"] if new else []
 
     def skipped(self, last_step: int) -> None:
         """Protocol steps up to ``last_step`` were skipped (a loop stopped early): no block to write."""

@@ -33,6 +33,7 @@ from closedloop.data.session_format import BlockFlag, BlockKind
 from closedloop.errors import ClosedLoopError
 from closedloop.messages import BlockStatus
 from closedloop.runner.collect import StreamCollector
+from closedloop.runner.discovery import listen_for_units
 from closedloop.runner.journal import BlockRecord
 from closedloop.runner.model_steps import ModelSteps
 from closedloop.runner.plan import Plan, PlannedStep
@@ -40,6 +41,7 @@ from closedloop.runner.presentation import ActiveBlock, BlockPresentation, pause
 from closedloop.runner.recorder import SessionRecorder
 from closedloop.runner.settings import RunnerSettings
 from closedloop.runner.targets import check_protocol_units
+from closedloop.runner.viability import Viability
 from closedloop.runtime.component import Component
 from closedloop.server.client import ModelLink
 from closedloop.transport import Endpoints, Publisher, RequestClient
@@ -67,7 +69,10 @@ class Runner(Component):
         publishes (`Endpoints.from_rig`, `Endpoints.inproc`…).
     unit_ids, channels
         The session's units and their electrode channels (for a simulated array:
-        its brain's units).  With ``resume`` they may be omitted (the file has them).
+        its brain's units).  With ``resume`` they may be omitted (the file has them);
+        on a real rig (``settings.require_acquisition_data``) too: the runner then listens
+        for ``acquisition.discover_units_s`` and records the units it heard
+        (`closedloop.runner.discovery`).
     resume
         Continue the session in ``session_path`` after its last recorded step.
     overwrite
@@ -101,7 +106,11 @@ class Runner(Component):
         self.resume, self.overwrite = bool(resume), bool(overwrite)
         self.session_id = session_id or self.session_path.stem
         self.frames = protocol.frames(rig)
-        if unit_ids is None and not resume:
+        # A real rig (require_acquisition_data) creates its session only once data flows: a silent
+        # recording system leaves no empty file behind; without unit ids it listens for them first.
+        self.deferred = settings.require_acquisition_data and not resume
+        self.discover_s = rig.acquisition.discover_units_s if self.deferred and unit_ids is None else None
+        if unit_ids is None and not resume and self.discover_s is None:
             raise ValueError(f"{name}: unit_ids are needed to start a new session")
         if unit_ids is not None:
             unit_ids = np.asarray(unit_ids, dtype=np.int64)
@@ -109,6 +118,8 @@ class Runner(Component):
                         else np.asarray(channels, dtype=np.int64))
             check_protocol_units(protocol, unit_ids.size)
         self.photodiode_line = rig.acquisition.onset_line
+        self.viability = (Viability(self.photodiode_line, rig.acquisition.photodiode_timeout_s)
+                          if settings.require_acquisition_data else None)
         self.plan = Plan(protocol)
         self.recorder = SessionRecorder(self.session_path, protocol, unit_ids=unit_ids, channels=channels,
                                         window_s=protocol.response.window_s, announce=self._announce, name=name,
@@ -161,17 +172,15 @@ class Runner(Component):
         for socket in (self.collector.acquisition, self.collector.stimulus, self.link.client, self.link.events,
                        self.presenter):
             self._inputs.register(socket.socket, zmq.POLLIN)
-        if self.resume:
-            self.recorder.resume()
-        else:
-            self.recorder.create(self.rig, self.frames, photodiode_line=self.photodiode_line,
-                                 plan_steps=len(self.plan), overwrite=self.overwrite)
+        if not self.deferred:
+            self._open_session()
         self.model_steps = ModelSteps(self.link, self.recorder, self.collector, rig=self.rig, protocol=self.protocol,
                                       plan=self.plan, settings=self.settings, name=self.name)
         self.presentation = BlockPresentation(
             self.recorder, self.collector, self.presenter, self.publisher, self.model_steps, rig=self.rig,
             protocol=self.protocol, plan=self.plan, settings=self.settings, endpoints=self.endpoints,
-            frames=self.frames, photodiode_line=self.photodiode_line, stop=self._stop, name=self.name)
+            frames=self.frames, photodiode_line=self.photodiode_line, stop=self._stop,
+            viability=self.viability, name=self.name)
         self.current = (None, self._startup())
 
     def step(self) -> bool:
@@ -278,12 +287,36 @@ class Runner(Component):
                            "(Open Ephys: press play, with the Event Broadcaster plugin on the rig's "
                            "acquisition.event_endpoint) before the run", error=True)
                 return
+        if self.deferred and not (yield from self._start_deferred_session()):
+            return
         yield from pause(self.settings.settle_s)  # subscribers of our PUB (the simulated array) join
         if self.resume:
             yield from self.model_steps.resend_after_resume()
 
+    def _start_deferred_session(self):
+        """Find the units (unless given), then create the session file; False when the run must stop."""
+        if self.discover_s is not None:
+            units = yield from listen_for_units(self.collector.pending_units, self.discover_s, self._startup_line)
+            if units.size == 0:
+                self._stop(f"no unit spiked in {self.discover_s:g} s of listening: check that spikes reach the "
+                           "recording system's broadcast (Open Ephys: a spike detector before the Event "
+                           "Broadcaster), or give --units")
+                return False
+            self.recorder.unit_ids, self.recorder.channels = units, np.full(units.size, -1, np.int64)
+        try:
+            check_protocol_units(self.protocol, self.recorder.unit_ids.size)
+        except ClosedLoopError as error:
+            self._stop(str(error))
+            return False
+        self._open_session()
+        return True
+
+    def _startup_line(self, text: str) -> None:
+        logger.info("%s: %s", self.name, text)
+        self.recorder.status(0, "unit discovery", "listening", 0, 0, text)
+
     def _step_failed(self, step: PlannedStep | None, error: Exception) -> None:
-        block = self.recorder.writer.n_blocks
+        block = self.recorder.writer.n_blocks if self.recorder.writer is not None else 0
         where = "startup" if step is None else f"{step.kind}, {step.where}"
         expected = isinstance(error, (ClosedLoopError, ValueError, OSError))
         logger.error("%s: block %d (%s) failed: %s: %s", self.name, block, where, type(error).__name__, error,
@@ -323,6 +356,19 @@ class Runner(Component):
         self.stop_reason = reason
         if error:
             logger.error("%s: %s", self.name, reason)
+
+    def _open_session(self) -> None:
+        """Create the session file (or reopen it with ``resume``); a real rig then watches for late units."""
+        if self.resume:
+            self.recorder.resume()
+        else:
+            self.recorder.create(self.rig, self.frames, photodiode_line=self.photodiode_line,
+                                 plan_steps=len(self.plan), overwrite=self.overwrite)
+        if self.viability is not None:
+            self.recorder.watch_late_units(self.rig, self._late_units_line)
+
+    def _late_units_line(self, text: str) -> None:
+        logger.warning("%s: %s", self.name, text)
 
     def _announce(self, status: BlockStatus) -> None:
         self.statuses.append(status)

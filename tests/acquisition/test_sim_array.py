@@ -125,8 +125,8 @@ def test_real_time_stream_keeps_pace_and_also_speaks_open_ephys(images):
     matched = [s for s in spikes if s["sample_number"] in by_sample]
     assert len(matched) > 0.5 * len(spikes)
     assert all(int(s["electrode"].split()[-1]) in by_sample[s["sample_number"]] for s in matched)
-    rising = [t for t in ttls if t["state"] == 1]
-    assert [t["line"] for t in rising] == [LINE] * len(rising) and len(rising) == 3
+    rising = [t for t in ttls if t["state"] is True]  # a JSON bool, as the plugin sends it
+    assert [t["line"] for t in rising] == [LINE - 1] * len(rising) and len(rising) == 3  # 0-based on the wire
     assert np.allclose([t["sample_number"] / 30000.0 for t in rising], onsets, atol=1 / 30000.0)
 
 
