@@ -43,6 +43,10 @@ FORMAT_VERSION = 1
 # SWMR needs the HDF5 1.10 file format at least; a "latest" lower bound would, under
 # HDF5 2.0, write objects that HDF5 1.10-1.14 readers (MATLAB, older h5py) cannot open.
 LIBVER = ("v110", "latest")
+#: A writer opens the file with HDF5's chunk cache off (``rdcc_nbytes``): every chunk write
+#: reaches the file at once and fails there, instead of failing later, unreported, when the
+#: cache evicts it; and reading a block back before committing it reads the file itself.
+NO_CHUNK_CACHE = 0
 
 
 class StimulusKind(IntEnum):
@@ -131,7 +135,7 @@ COLUMNS: dict[str, dict[str, tuple[np.dtype, float | int]]] = {
         "committed": (np.dtype(np.uint8), 0),
     },
 }
-_CHUNK_ROWS = {"stimuli": 256, "trials": 1024, "spikes": 65536, "sync": 1024, "blocks": 64}
+CHUNK_ROWS = {"stimuli": 256, "trials": 1024, "spikes": 65536, "sync": 1024, "blocks": 64}
 REQUIRED_ATTRS = (
     "format", "format_version", "session_id", "created_utc", "closedloop_version",
     "seeds_json", "metadata_json", "rig_yaml", "protocol_yaml", "stimulus_shape",
@@ -157,7 +161,7 @@ def create_layout(
     height, width = stimulus_shape
     for table, columns in COLUMNS.items():
         group = file.create_group(table)
-        rows = _CHUNK_ROWS[table]
+        rows = CHUNK_ROWS[table]
         for name, (dtype, fill) in columns.items():
             group.create_dataset(
                 name, shape=(0,), maxshape=(None,), chunks=(rows,), dtype=dtype, fillvalue=fill
@@ -169,9 +173,14 @@ def create_layout(
     n_units = len(unit_ids)
     file.create_dataset(
         "responses", shape=(0, n_units), maxshape=(None, n_units),
-        chunks=(max(1, min(1024, 65536 // max(n_units, 1))), max(n_units, 1)),
+        chunks=(response_chunk_rows(n_units), max(n_units, 1)),
         dtype=np.float32, fillvalue=np.nan,
     )
+
+
+def response_chunk_rows(n_units: int) -> int:
+    """Rows of ``responses`` per chunk: about 256 kB of float32 rates."""
+    return max(1, min(1024, 65536 // max(n_units, 1)))
 
 
 def append_rows(dataset: h5py.Dataset, rows: np.ndarray) -> None:

@@ -21,6 +21,7 @@ import h5py
 
 from closedloop.data.session_format import (
     LIBVER,
+    NO_CHUNK_CACHE,
     check_not_truncated,
     committed_lengths,
     create_layout,
@@ -63,7 +64,7 @@ def open_for_resume(path: Path) -> h5py.File:
 def _open_read_write(path: Path) -> h5py.File | None:
     """The file opened read-write, or None if HDF5 says a (killed) writer still has it."""
     try:
-        return h5py.File(path, "r+", libver=LIBVER)
+        return h5py.File(path, "r+", libver=LIBVER, rdcc_nbytes=NO_CHUNK_CACHE)
     except OSError as error:
         if is_open_elsewhere(error):
             return None

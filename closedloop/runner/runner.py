@@ -27,6 +27,7 @@ from closedloop.config.blocks import FitBlock, GratingsBlock, NaturalBlock, Pres
 from closedloop.config.protocol import Protocol
 from closedloop.config.rig import Rig
 from closedloop.data.session_format import BlockFlag, BlockKind
+from closedloop.data.session_space import StorageError
 from closedloop.data.session_writer import SessionWriter
 from closedloop.errors import ClosedLoopError
 from closedloop.messages import BlockStatus
@@ -114,6 +115,7 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
         self.finished = False
         self.statuses: list[BlockStatus] = []
         self.writer: SessionWriter | None = None
+        self.write_failure: StorageError | None = None  # a failed session/journal write stopped the run
         self.publisher = self.presenter = self.collector = self.link = None
         self.current = None  # (PlannedStep | None, generator)
         self.active: ActiveBlock | None = None
@@ -164,6 +166,11 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
         step, task = self.current
         try:
             next(task)
+        except StorageError as error:  # disk full or I/O error: write nothing more, stop the run
+            self.current, self.active, self.write_failure = None, None, error
+            self.stop_reason = f"{error}; make room there before resuming"
+            logger.error("%s: %s", self.name, error)
+            return False
         except StopIteration:
             self.current = None
             if step is not None and self.writer.n_blocks == self._blocks_before_step and not self.stop_reason:
@@ -176,7 +183,7 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
 
     def teardown(self) -> None:
         try:
-            if self.writer is not None and getattr(self, "library", None) is not None:
+            if self.writer is not None and getattr(self, "library", None) is not None and self.write_failure is None:
                 self._poll()
                 self._write_interrupted()
         finally:
@@ -337,11 +344,16 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
         record.clock_offset = self.clock_offset
         record.times, self.marks = {**self.marks, **record.times}, {}
         self.journal.append(record)
-        self.writer.append_block(kind, stimulus_ids=np.asarray(stimulus_ids, np.int64), onsets_s=np.asarray(onsets),
-                                 flip_s=flips, n_frames=n_frames, dropped_frames=dropped,
-                                 spike_unit_ids=data.spike_units, spike_times_s=data.spike_times,
-                                 sync_times_s=data.sync_times, sync_lines=data.sync_lines,
-                                 sync_states=data.sync_states, responses_hz=rates, flag=flag)
+        try:
+            self.writer.append_block(kind, stimulus_ids=np.asarray(stimulus_ids, np.int64),
+                                     onsets_s=np.asarray(onsets), flip_s=flips, n_frames=n_frames,
+                                     dropped_frames=dropped, spike_unit_ids=data.spike_units,
+                                     spike_times_s=data.spike_times, sync_times_s=data.sync_times,
+                                     sync_lines=data.sync_lines, sync_states=data.sync_states, responses_hz=rates,
+                                     flag=flag)
+        except StorageError:
+            self.journal.retract_last()  # the block is not in the session file: neither is its record
+            raise
         if record.advances and record.step >= 0:
             self.position = record.step
         self._status(record.session_block, record.kind, record.state, record.iteration, record.n_trials, record.detail)
