@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from closedloop.config import load_protocol, load_rig, validate
     from closedloop.runner import Endpoints, run_until_done
     from closedloop.runner.assemble import build_loop, presenter_for
+    from closedloop.runner.session_size import check_room_for_run
     from closedloop.runner.summary import RunSummary
 
     rig, protocol = load_rig(args.rig), load_protocol(args.protocol)
@@ -94,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     session = args.resume or args.session or default_session_path(protocol.name)
     check_display(presenter_for(rig, args.presenter), rig)
     units = None if args.units is None else np.asarray(parse_units(args.units), dtype=np.int64)
+    check_room_for_run(session, rig, protocol, None if units is None else units.size, args.resume is not None)
     loop = build_loop(rig, protocol, session, presenter=args.presenter, model=args.model,
                       endpoints=Endpoints.inproc() if args.inproc else None, resume=args.resume is not None,
                       overwrite=args.overwrite, unit_ids=units, model_out=args.model_out,

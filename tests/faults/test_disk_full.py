@@ -25,10 +25,14 @@ import h5py
 import numpy as np
 import pytest
 
+from closedloop.cli import main
+from closedloop.config import load_protocol, load_rig
 from closedloop.data.session import SessionReader
+from closedloop.data.session_space import free_bytes
 from closedloop.runner.journal import journal_path, read_records
+from closedloop.runner.session_size import estimate_session
 
-from .disk_filler import FILLER
+from .disk_filler import FILLER, fill
 
 REPO = Path(__file__).resolve().parents[2]
 PROTOCOL = """\
@@ -115,8 +119,9 @@ def test_disk_full_at_the_first_block_commits_nothing_and_says_so(tmp_path, disk
     _check_committed_part(session, 0)
 
 
-def test_disk_full_at_the_synthesized_images_keeps_earlier_blocks_and_resumes(tmp_path, disk):
+def test_disk_full_at_the_synthesized_images_keeps_earlier_blocks_and_resumes(tmp_path, disk, monkeypatch):
     folder, mode = disk
+    monkeypatch.chdir(REPO)  # rigs/sim.yaml names its scenario relative to the repository
     session = folder / "s.h5"
     # add_stimuli call 0 stores the natural images, call 1 the synthesized ones (after natural and fit)
     result = _run(tmp_path, folder, mode, "stimuli", 1, "--session", str(session))
@@ -130,6 +135,9 @@ def test_disk_full_at_the_synthesized_images_keeps_earlier_blocks_and_resumes(tm
     _check_committed_part(session, None)
     steps = [r.step for r in read_records(journal_path(session)) if r.advances and r.step >= 0]
     assert steps == [0, 1, 2, 3, 4, 5], steps  # every protocol step once
+    protocol = load_protocol(tmp_path / "protocol.yaml")
+    estimate = estimate_session(load_rig("rigs/sim.yaml"), protocol)
+    assert session.stat().st_size + journal_path(session).stat().st_size <= estimate.bytes  # an upper estimate
     versions = [r.model_version for r in read_records(journal_path(session)) if r.model_version]
     assert versions == sorted(set(versions)), versions  # a resumed run's models are newer versions
 
@@ -145,3 +153,26 @@ def test_disk_full_at_the_journal_keeps_whole_lines_and_no_uncommitted_block(tmp
     _check_stopped_cleanly(result, journal_path(session), match.group(0))
     assert block >= 1
     _check_committed_part(session, block)
+
+
+def test_a_run_the_disk_cannot_hold_does_not_start(tmp_path, disk, monkeypatch, capsys):
+    folder, mode = disk
+    protocol = tmp_path / "protocol.yaml"
+    protocol.write_text(PROTOCOL)
+    monkeypatch.chdir(REPO)  # rigs/sim.yaml names its scenario relative to the repository
+    estimate = estimate_session(load_rig("rigs/sim.yaml"), load_protocol(protocol))
+    assert main(["validate", "rigs/sim.yaml", str(protocol)]) == 0
+    assert estimate.text() in capsys.readouterr().out
+    if mode == "fill":  # leave a little less room than the estimate
+        fill(folder)
+        (folder / FILLER).unlink()
+        with open(folder / FILLER, "wb") as filler:
+            filler.truncate(0)
+            filler.write(bytes(max(0, free_bytes(folder) - estimate.bytes + 100_000)))
+    else:
+        monkeypatch.setattr("closedloop.runner.session_size.free_bytes", lambda _: estimate.bytes - 100_000)
+    session = folder / "s.h5"
+    assert main(["run", str(protocol), "--rig", "rigs/sim.yaml", "--inproc", "--session", str(session)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "free, but this session needs up to" in err and str(folder) in err, err
+    assert not session.exists()
