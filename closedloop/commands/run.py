@@ -85,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
     from closedloop.config import load_protocol, load_rig, validate
     from closedloop.runner import Endpoints, run_until_done
     from closedloop.runner.assemble import build_loop, presenter_for
+    from closedloop.runner.resume import check_resumable
     from closedloop.runner.session_size import check_room_for_run
     from closedloop.runner.summary import RunSummary
 
@@ -96,10 +97,13 @@ def run(args: argparse.Namespace) -> int:
     check_display(presenter_for(rig, args.presenter), rig)
     units = None if args.units is None else np.asarray(parse_units(args.units), dtype=np.int64)
     check_room_for_run(session, rig, protocol, None if units is None else units.size, args.resume is not None)
+    server_overrides = {"device": args.device} if args.device else {}
+    if args.resume is not None:  # a damaged file is refused before anything starts; versions go on from its last
+        server_overrides["first_version"] = check_resumable(args.resume)
     loop = build_loop(rig, protocol, session, presenter=args.presenter, model=args.model,
                       endpoints=Endpoints.inproc() if args.inproc else None, resume=args.resume is not None,
                       overwrite=args.overwrite, unit_ids=units, model_out=args.model_out,
-                      server_overrides={"device": args.device} if args.device else None)
+                      server_overrides=server_overrides)
     print(f"{'resuming' if args.resume else 'running'} {protocol.name} on {rig.name} -> {session}; Ctrl-C stops "
           "after writing what was recorded")
     report = run_until_done(loop, timeout_s=args.timeout)

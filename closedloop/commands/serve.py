@@ -150,6 +150,7 @@ def _serve_runner(rig, args: argparse.Namespace) -> int:
     from closedloop.config import validate
     from closedloop.runner import Endpoints, Runner, brain_units, run_until_done, simulated_brain
     from closedloop.runner.progress import ProgressPrinter
+    from closedloop.runner.resume import check_resumable
     from closedloop.runner.session_size import check_room_for_run
 
     protocol = _needs_protocol(args, "what to run")
@@ -165,6 +166,8 @@ def _serve_runner(rig, args: argparse.Namespace) -> int:
     elif args.resume is None:
         raise ClosedLoopError("a new session needs its unit ids: give --units, e.g. --units 1-96")
     check_room_for_run(session, rig, protocol, None if units is None else units.size, args.resume is not None)
+    if args.resume is not None:
+        check_resumable(args.resume)  # the model server runs elsewhere: 'serve model' numbers its own versions
     endpoints = Endpoints.from_rig(rig)
     runner = Runner(rig, protocol, session, endpoints, unit_ids=units, resume=args.resume is not None)
     progress = ProgressPrinter(endpoints.responses, endpoints.model_events)

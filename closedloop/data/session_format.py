@@ -28,6 +28,7 @@ rest and `SessionWriter.resume` cuts it off.
 from __future__ import annotations
 
 import os
+import re
 import struct
 import time
 from enum import IntEnum
@@ -274,6 +275,9 @@ def open_error(path: str | Path, error: Exception) -> DataFileError:
     text = str(error)
     if isinstance(error, FileNotFoundError) or "No such file" in text:
         return DataFileError(path, "does not exist")
+    truncated = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", text)
+    if truncated:
+        return truncated_error(path, int(truncated.group(2)), int(truncated.group(1)))
     if "file signature not found" in text:
         return DataFileError(path, "is not an HDF5 file (no HDF5 signature); not a session file")
     if "already open for read-only" in text or "locking flag values don't match" in text:
@@ -289,9 +293,19 @@ def open_error(path: str | Path, error: Exception) -> DataFileError:
     if isinstance(error, OSError) and is_open_elsewhere(error):
         return DataFileError(
             path, "is open for writing by another process, or its writer was killed before "
-            "switching on SWMR; use SessionWriter.resume to recover a killed session",
+            "switching on SWMR; once no process writes it, 'closedloop repair SESSION.h5 OUT.h5' copies "
+            "its committed blocks into a new file",
         )
     return DataFileError(path, f"cannot be read as HDF5, it is truncated or corrupt ({text})")
+
+
+def truncated_error(path: str | Path, recorded: int, size: int) -> DataFileError:
+    """The file is shorter than HDF5 recorded: nothing in it can be trusted or copied."""
+    return DataFileError(
+        path, f"is truncated: HDF5 records {recorded} bytes but the file has {size} (a copy cut short?); HDF5 "
+        "cannot read it, so no block can be recovered from this copy: copy the whole file again from the "
+        "disk it was recorded on",
+    )
 
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -322,7 +336,5 @@ def check_not_truncated(path: str | Path, wait_s: float = 1.0) -> None:
         if size >= base + end:
             return
         if time.monotonic() >= deadline:
-            raise DataFileError(
-                path, f"is truncated: HDF5 records {base + end} bytes but the file has {size}"
-            )
+            raise truncated_error(path, base + end, size)
         time.sleep(0.02)

@@ -95,13 +95,15 @@ def recover_killed_session(path: Path) -> None:
     _fsync(path.parent)
 
 
-def _copy_committed(source: h5py.File, target_path: Path) -> None:
-    lengths = committed_lengths(source)
+def _copy_committed(source: h5py.File, target_path: Path, lengths: dict[str, int] | None = None,
+                    attrs: dict | None = None) -> None:
+    """Copy the first ``lengths`` rows of every table (default: the committed part) into a new file."""
+    lengths = committed_lengths(source) if lengths is None else lengths
     stimulus_shape = tuple(int(v) for v in source.attrs["stimulus_shape"])
     with h5py.File(target_path, "w", libver=LIBVER) as target:
         create_layout(
-            target, dict(source.attrs), source["units/id"][()], source["units/channel"][()],
-            stimulus_shape,
+            target, dict(source.attrs) if attrs is None else attrs, source["units/id"][()],
+            source["units/channel"][()], stimulus_shape,
         )
         for table, dataset in table_datasets(source):
             n = lengths[table]
@@ -125,3 +127,40 @@ def _fsync(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def open_read_only(path: Path) -> h5py.File:
+    """Open a session for reading, also one whose writer was killed (SWMR, no file locking)."""
+    try:
+        return h5py.File(path, "r", locking=False)
+    except OSError as error:
+        if not is_open_elsewhere(error):
+            raise open_error(path, error) from None
+    check_not_truncated(path)
+    try:
+        return h5py.File(path, "r", swmr=True, locking=False)
+    except OSError as error:
+        raise open_error(path, error) from None
+
+
+def copy_rows(source: h5py.File, target: Path, n_blocks: int, n_stimuli: int, attrs: dict) -> None:
+    """Write ``target`` (atomically, synced) with the first ``n_blocks`` blocks and ``n_stimuli``
+    stimuli of ``source`` and everything those blocks vouch for; ``attrs`` are its attributes.
+
+    The new file is closed cleanly, so plain ``h5py.File(target, "r")`` opens it.
+    """
+    blocks = source["blocks"]
+    lengths = {"blocks": n_blocks, "trials": 0, "spikes": 0, "sync": 0, "stimuli": n_stimuli}
+    if n_blocks:
+        lengths.update(trials=int(blocks["trial_stop"][n_blocks - 1]), spikes=int(blocks["spike_stop"][n_blocks - 1]),
+                       sync=int(blocks["sync_stop"][n_blocks - 1]))
+    lengths["responses"] = lengths["trials"]
+    scratch = target.with_name(target.name + ".partial")
+    try:
+        _copy_committed(source, scratch, lengths, attrs)
+        _fsync(scratch)
+        os.replace(scratch, target)
+    except BaseException:
+        scratch.unlink(missing_ok=True)
+        raise
+    _fsync(target.parent)

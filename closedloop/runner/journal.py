@@ -244,3 +244,30 @@ class Journal:
             raise storage_error(self.path, "the runner journal (cut back to the committed blocks)", error,
                                 "the journal itself is unchanged") from None
         return kept
+
+
+def copy_records(source: str | Path, target: str | Path, n_blocks: int) -> int:
+    """Write ``target`` with ``source``'s newest record of each session block below ``n_blocks``.
+
+    For a repaired copy of a session (``closedloop repair``).  Returns how many of the
+    ``n_blocks`` blocks have a record (a missing or unreadable journal gives none).
+    """
+    source, target = Path(source), Path(target)
+    try:
+        records = read_records(source) if source.exists() else []
+    except DataFileError as error:
+        logger.warning("%s", error)
+        records = []
+    newest = {r.session_block: r for r in records if 0 <= r.session_block < n_blocks}
+    kept = [newest[i] for i in sorted(newest)]
+    scratch = target.with_name(target.name + ".partial")
+    try:
+        with open(scratch, "w", encoding="utf-8") as file:
+            file.write("".join(r.to_json() + "\n" for r in kept))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(scratch, target)
+    except OSError as error:
+        scratch.unlink(missing_ok=True)
+        raise storage_error(target, "the repaired copy's journal", error) from None
+    return len(kept)

@@ -56,6 +56,9 @@ class ServerSettings:
         Folder where every model version is saved as ``model_vNNN.pt``; ``None``: none.
     session
         Session id carried in every message envelope.
+    first_version
+        Version of the first model this server fits: a resumed session's server goes on
+        from the last version the session recorded, so versions never repeat.
     """
 
     request_endpoint: str
@@ -74,6 +77,7 @@ class ServerSettings:
     window_s: tuple[float, float] = (0.05, 0.10)
     out_dir: str | None = None
     session: str = ""
+    first_version: int = 1
 
     def __post_init__(self) -> None:
         if self.seed is None:
@@ -88,7 +92,7 @@ class ServerSettings:
         if needed > self.stimulus_size_px:
             raise ClosedLoopError(f"server: preprocessing needs {needed}-px images (crop × downsample) but "
                                   f"stimuli are {self.stimulus_size_px} px; lower the crop or raise size_px")
-        for name in ("synthesis_steps", "max_synthesize"):
+        for name in ("synthesis_steps", "max_synthesize", "first_version"):
             if getattr(self, name) < 1:
                 raise ClosedLoopError(f"server: {name} must be at least 1, got {getattr(self, name)}")
         if not (math.isfinite(self.aperture_px) and self.aperture_px > 0):
