@@ -415,8 +415,8 @@ class SessionWriter:
             write()
         except Exception as error:  # noqa: BLE001 - h5py reports I/O errors as OSError or RuntimeError
             committed = self._n_blocks
-            safe = (f"blocks 0-{committed - 1} are committed and readable" if committed
-                    else "no block was committed yet")
+            safe = {0: "no block was committed yet", 1: "block 0 is committed and readable"}.get(
+                committed, f"blocks 0-{committed - 1} are committed and readable")
             self._failure = storage_error(self._path, what, error, f"nothing of {what} was committed; {safe}")
             raise self._failure from None
 
