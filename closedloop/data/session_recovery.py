@@ -30,6 +30,7 @@ from closedloop.data.session_format import (
     table_datasets,
     validate,
 )
+from closedloop.data.session_space import storage_error
 from closedloop.errors import DataFileError
 
 _COPY_BYTES = 1 << 25  # copy in ~32 MB slices to keep memory flat
@@ -82,9 +83,15 @@ def recover_killed_session(path: Path) -> None:
     try:
         try:
             validate(source, path)
-            _copy_committed(source, scratch)
+            committed_lengths(source)
         except (OSError, KeyError, ValueError, RuntimeError) as error:
-            raise DataFileError(path, f"cannot recover the killed session ({error})") from None
+            raise DataFileError(path, f"cannot recover the killed session ({error}); 'closedloop repair "
+                                f"{path} OUT.h5' may still copy its intact part") from None
+        try:
+            _copy_committed(source, scratch)
+        except Exception as error:  # noqa: BLE001 - h5py reports a failed write as OSError or RuntimeError
+            raise storage_error(scratch, "the recovered copy of the killed session", error,
+                                f"{path} is unchanged; make room there and resume again") from None
     except BaseException:
         scratch.unlink(missing_ok=True)
         raise

@@ -389,7 +389,12 @@ class SessionWriter:
             return
         try:
             if self._failure is None:
-                self._file.close()
+                try:
+                    self._file.close()
+                except Exception as error:  # noqa: BLE001 - h5py reports a failed write as OSError or RuntimeError
+                    _close_quietly(self._file)
+                    raise storage_error(self._path, "the session file's last metadata on closing", error,
+                                        f"its {self._n_blocks} committed block(s) were already on disk") from None
             else:
                 _close_quietly(self._file)
         finally:
