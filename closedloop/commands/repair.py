@@ -41,8 +41,10 @@ def run(args: argparse.Namespace) -> int:
     report = repair_session(session, out)
     records = copy_records(journal_path(session), journal_path(out), report.kept_blocks)
     print(report.text())
-    resumable = records == report.kept_blocks
-    if resumable:
+    resumable = records == report.kept_blocks > 0
+    if report.kept_blocks == 0:
+        print("  no block to keep: the session has to be started again")
+    elif resumable:
         print(f"  journal: {records} records copied to {journal_path(out)}; continue with "
               f"'closedloop run PROTOCOL.yaml --rig RIG.yaml --resume {out}'")
     else:

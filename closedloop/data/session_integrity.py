@@ -86,7 +86,7 @@ def check_committed(reader: SessionReader) -> Integrity:
             report.problems.append(f"{what} (blocks {_ranges(where)})")
 
     bad_stimuli(stimuli["id"] != np.arange(n_stimuli), "with a wrong id")
-    flat = pixels.reshape(n_stimuli, -1)
+    flat = pixels.reshape(n_stimuli, int(np.prod(pixels.shape[1:])))
     bad_stimuli(~np.all(np.isfinite(flat), axis=1) | np.any((flat < 0) | (flat > 1), axis=1),
                 "with NaN or out-of-range pixels")
 

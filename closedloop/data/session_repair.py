@@ -32,7 +32,7 @@ class RepairReport:
     source: str
     out: str
     integrity: Integrity
-    uncommitted_rows: int  # rows after the committed part (a block cut short): dropped
+    uncommitted_rows: dict[str, int]  # rows per table after the committed part (a block cut short): dropped
 
     @property
     def kept_blocks(self) -> int:
@@ -47,7 +47,8 @@ class RepairReport:
         lines = [f"{self.out}: {i.good_blocks} of {i.n_blocks} committed blocks and {i.good_stimuli} of "
                  f"{i.n_stimuli} stimuli copied from {self.source}"]
         if self.uncommitted_rows:
-            lines.append(f"  dropped {self.uncommitted_rows} rows after the last committed block (never committed)")
+            rows = ", ".join(f"{n} {table}" for table, n in sorted(self.uncommitted_rows.items()))
+            lines.append(f"  dropped what was never committed (a block or stimuli cut short): rows of {rows}")
         lines.extend(f"  dropped: {problem}" for problem in i.problems)
         return "\n".join(lines)
 
@@ -70,7 +71,10 @@ def repair_session(source: str | Path, out: str | Path) -> RepairReport:
         try:
             validate(file, source)
             lengths = committed_lengths(file)
-            extra = sum(max(0, dataset.shape[0] - lengths[table]) for table, dataset in table_datasets(file))
+            extra: dict[str, int] = {}
+            for table, dataset in table_datasets(file):
+                if dataset.shape[0] > lengths[table]:
+                    extra[table] = max(extra.get(table, 0), dataset.shape[0] - lengths[table])
             attrs = dict(file.attrs)
             metadata = json.loads(attrs.get("metadata_json", "{}"))
             metadata["repaired"] = {"from": source.name, "blocks_kept": integrity.good_blocks,
@@ -90,4 +94,4 @@ def repair_session(source: str | Path, out: str | Path) -> RepairReport:
             file.close()
     finally:
         session_lock.release(source, lock)
-    return RepairReport(str(source), str(out), integrity, int(extra))
+    return RepairReport(str(source), str(out), integrity, extra)

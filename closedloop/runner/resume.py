@@ -53,6 +53,9 @@ def check_resumable(path: str | Path) -> int:
         integrity = check_committed(reader)
         n_blocks = reader.n_blocks
         versions = reader.stimuli["model_version"]
+    if n_blocks == 0:
+        raise DataFileError(path, "has no committed block, so there is nothing to resume: start the session again "
+                            f"(--session {path} --overwrite)")
     if not integrity.ok:
         raise DataFileError(path, f"cannot be resumed: committed blocks hold data that was never written: "
                             f"{integrity.text()}; {how}, which can then be resumed")

@@ -141,11 +141,15 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
         self.clock_offset: float | None = None
         self.refit_wanted = False
         self.marks: dict[str, float] = {}  # journal timing since the last record (`BlockRecord.times`)
-        if self.resume:
-            from closedloop.runner.resume import restore
-            restore(self)
-        else:
-            self._create_session()
+        try:
+            if self.resume:
+                from closedloop.runner.resume import restore
+                restore(self)
+            else:
+                self._create_session()
+        except StorageError as error:  # the disk is full before the first block
+            self._stop_writing(error)
+            return
         self.current = (None, self._startup())
 
     def step(self) -> bool:
@@ -167,9 +171,7 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
         try:
             next(task)
         except StorageError as error:  # disk full or I/O error: write nothing more, stop the run
-            self.current, self.active, self.write_failure = None, None, error
-            self.stop_reason = f"{error}; make room there before resuming"
-            logger.error("%s: %s", self.name, error)
+            self._stop_writing(error)
             return False
         except StopIteration:
             self.current = None
@@ -180,6 +182,11 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
             self.current = None
             self._step_failed(step, error)
         return True
+
+    def _stop_writing(self, error: StorageError) -> None:
+        self.current, self.active, self.write_failure = None, None, error
+        self.stop_reason = f"{error}; make room there before resuming"
+        logger.error("%s: %s", self.name, error)
 
     def teardown(self) -> None:
         try:

@@ -9,7 +9,7 @@ WHERE is ``block`` (`SessionWriter.append_block`), ``stimuli`` (`SessionWriter.a
 or ``journal`` (`Journal.append`); the disk becomes full just before the N-th call
 (0-based).  For the journal only calls whose line needs a new page of the file count:
 a full filesystem still takes a line that fits in the journal's last allocated page.  MODE ``fill`` writes a filler file into DIR until the filesystem (a small
-tmpfs) is really full; MODE ``inject`` (for a test not running as root, which cannot
+tmpfs) is really full (but for ``$DISK_FILLER_LEAVE`` bytes, if set); MODE ``inject`` (for a test not running as root, which cannot
 mount one) makes HDF5's next flush, or the journal's write, fail with ENOSPC instead.
 """
 
@@ -31,8 +31,8 @@ FILLER = "filler.bin"
 PAGE = 4096  # tmpfs (and ext4) allocate whole pages
 
 
-def fill(folder: Path) -> None:
-    """Write zeros into ``folder/filler.bin`` until the filesystem has no room left."""
+def fill(folder: Path, leave: int = 0) -> None:
+    """Write zeros into ``folder/filler.bin`` until the filesystem has no room left but ``leave`` bytes."""
     block = bytes(64 * 1024)
     with open(folder / FILLER, "wb", buffering=0) as file:
         for size in (len(block), 4096, 512, 1):
@@ -42,6 +42,8 @@ def fill(folder: Path) -> None:
             except OSError as error:
                 if error.errno != errno.ENOSPC:
                     raise
+        if leave:
+            file.truncate(max(0, file.tell() - leave))
 
 
 def _enospc(*_args, **_kwargs):
@@ -71,7 +73,7 @@ def arm(mode: str, folder: Path, where: str, n: int) -> None:
     def wrapped(self, *args, **kwargs):
         counts = where != "journal" or _needs_new_page(self.path, args[0])
         if counts and calls[0] == n:
-            fill(folder) if mode == "fill" else inject(where)
+            fill(folder, int(os.environ.get("DISK_FILLER_LEAVE", "0"))) if mode == "fill" else inject(where)
         calls[0] += counts
         return original(self, *args, **kwargs)
 
