@@ -100,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
     server_overrides = {"device": args.device} if args.device else {}
     if args.resume is not None:  # a damaged file is refused before anything starts; versions go on from its last
         server_overrides["first_version"] = check_resumable(args.resume)
+        if args.model == "remote":
+            print(f"model versions of this session go on from v{server_overrides['first_version']}: start "
+                  f"'closedloop serve model' with --first-version {server_overrides['first_version']}")
     loop = build_loop(rig, protocol, session, presenter=args.presenter, model=args.model,
                       endpoints=Endpoints.inproc() if args.inproc else None, resume=args.resume is not None,
                       overwrite=args.overwrite, unit_ids=units, model_out=args.model_out,

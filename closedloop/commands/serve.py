@@ -18,6 +18,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from closedloop.commands.common import positive_int
 from closedloop.errors import ClosedLoopError
 
 COMPONENTS = ("acquisition", "model", "presenter", "runner")
@@ -37,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--units", default=None, help="runner: unit ids of a new session (e.g. 1-96); "
                         "a simulated rig's array knows its own")
     parser.add_argument("--timeout", type=float, default=None, help="stop after this many seconds (default: never)")
+    parser.add_argument("--first-version", type=positive_int, default=1, metavar="N",
+                        help="model: number the first model N (a resumed session's runner says which)")
 
 
 def build_acquisition(rig):
@@ -83,13 +86,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_model_server(rig, protocol, out: Path | None = None):
+def build_model_server(rig, protocol, out: Path | None = None, first_version: int = 1):
     """The model server for ``protocol`` on ``rig`` (endpoints: the rig's model ports)."""
     from closedloop.config.validate import validate
     from closedloop.server import ModelServer, ServerSettings
 
     validate(rig, protocol)  # the stimulus array must be large enough for the preprocessing
-    return ModelServer("model", ServerSettings.from_configs(rig, protocol, out_dir=out))
+    return ModelServer("model", ServerSettings.from_configs(rig, protocol, out_dir=out, first_version=first_version))
 
 
 def _serve_model(rig, args: argparse.Namespace) -> int:
@@ -97,7 +100,7 @@ def _serve_model(rig, args: argparse.Namespace) -> int:
 
     if args.protocol is None:
         raise ClosedLoopError("'serve model' needs --protocol P.yaml (its fit section says what to fit)")
-    server = build_model_server(rig, load_protocol(args.protocol), args.out)
+    server = build_model_server(rig, load_protocol(args.protocol), args.out, args.first_version)
     settings = server.settings
     print(f"serving the model ({settings.model.ensemble_size}-member {settings.model.architecture}, device "
           f"{settings.device}, seed {settings.seed}) on {settings.request_endpoint}, events on "
@@ -167,7 +170,9 @@ def _serve_runner(rig, args: argparse.Namespace) -> int:
         raise ClosedLoopError("a new session needs its unit ids: give --units, e.g. --units 1-96")
     check_room_for_run(session, rig, protocol, None if units is None else units.size, args.resume is not None)
     if args.resume is not None:
-        check_resumable(args.resume)  # the model server runs elsewhere: 'serve model' numbers its own versions
+        first = check_resumable(args.resume)
+        print(f"model versions of this session go on from v{first}: start 'closedloop serve model' with "
+              f"--first-version {first}")
     endpoints = Endpoints.from_rig(rig)
     runner = Runner(rig, protocol, session, endpoints, unit_ids=units, resume=args.resume is not None)
     progress = ProgressPrinter(endpoints.responses, endpoints.model_events)
