@@ -44,8 +44,8 @@ class RepairReport:
 
     def text(self) -> str:
         i = self.integrity
-        lines = [f"{self.out}: {i.good_blocks} of {i.n_blocks} committed blocks and {i.good_stimuli} of "
-                 f"{i.n_stimuli} stimuli copied from {self.source}"]
+        lines = [(f"{self.out}: {i.good_blocks} of {i.n_blocks} committed blocks and {i.good_stimuli} of "
+                  f"{i.n_stimuli} stimuli copied from {self.source}")]
         if self.uncommitted_rows:
             rows = ", ".join(f"{n} {table}" for table, n in sorted(self.uncommitted_rows.items()))
             lines.append(f"  dropped what was never committed (a block or stimuli cut short): rows of {rows}")

@@ -14,7 +14,7 @@ import json
 import logging
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import h5py
 import numpy as np
@@ -31,9 +31,9 @@ from closedloop.data.session_format import (
     FORMAT_NAME,
     FORMAT_VERSION,
     LIBVER,
+    NO_CHUNK_CACHE,
     BlockFlag,
     BlockKind,
-    NO_CHUNK_CACHE,
     StimulusKind,
     committed_lengths,
     create_layout,

@@ -68,7 +68,7 @@ def disk(tmp_path):
     wanted = os.environ.get("CLOSEDLOOP_TEST_DISK_FULL", "fill") == "fill"  # "inject": test the fallback as root
     if wanted and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("mount"):
         mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", f"disk-full-{uuid.uuid4().hex[:8]}",
-                                  str(folder)], capture_output=True).returncode == 0
+                                  str(folder)], capture_output=True, check=False).returncode == 0
     try:
         yield folder, "fill" if mounted else "inject"
     finally:
@@ -82,7 +82,7 @@ def _run(tmp_path: Path, folder: Path, mode: str, where: str, n: int, *args: str
     command = [sys.executable, "-m", "tests.faults.disk_filler", mode, str(folder), where, str(n), "--",
                "run", str(protocol), "--rig", "rigs/sim.yaml", "--inproc", *args]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(command, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
 def _check_committed_part(session: Path, n_blocks: int | None) -> None:
