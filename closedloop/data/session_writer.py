@@ -12,9 +12,9 @@ from __future__ import annotations
 import errno
 import json
 import logging
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from collections.abc import Callable, Sequence
 
 import h5py
 import numpy as np
