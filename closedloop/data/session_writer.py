@@ -325,6 +325,11 @@ class SessionWriter:
         sync_times = np.asarray(sync_times_s, dtype=np.float64).ravel()
         sync_line = _column("sync_lines", sync_lines, sync_times.size, np.int32)
         sync_state = _column("sync_states", sync_states, sync_times.size, np.int8)
+        # NaN times and unit -1 are what unwritten rows read back as: never store them as data
+        if not (np.all(np.isfinite(spike_times)) and np.all(np.isfinite(sync_times))):
+            raise ValueError("spike_times_s and sync_times_s must be finite")
+        if spike_units.size and spike_units.min() < 0:
+            raise ValueError(f"spike unit ids must be 0 or more, got {spike_units.min()}")
         if repeats is None:
             # how often each stimulus was shown before, counting earlier trials of this block
             order = np.argsort(stimulus_ids, kind="stable")
@@ -344,6 +349,8 @@ class SessionWriter:
                 f"responses_hz must be (n_trials={n}, n_units={self._unit_ids.size}), "
                 f"got {responses_hz.shape}"
             )
+        if flag == BlockFlag.NONE and not np.all(np.isfinite(responses_hz)):
+            raise ValueError("responses_hz of an unflagged block must be finite (flag a block whose rates are unknown)")
         index = self._n_blocks
         trials = {
             "stimulus_id": stimulus_ids,
