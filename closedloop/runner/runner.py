@@ -186,7 +186,7 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
     def _stop_writing(self, error: StorageError) -> None:
         self.current, self.active, self.write_failure = None, None, error
         self.stop_reason = f"{error}; make room there before resuming"
-        logger.error("%s: %s", self.name, error)
+        logger.info("%s: %s", self.name, error)  # the run's one error line says it (`stop_reason`)
 
     def teardown(self) -> None:
         try:

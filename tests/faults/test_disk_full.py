@@ -107,7 +107,9 @@ def _check_committed_part(session: Path, n_blocks: int | None) -> None:
 
 def _check_stopped_cleanly(result: subprocess.CompletedProcess, session: Path, what: str) -> None:
     assert result.returncode == 2, result.stdout + result.stderr  # not a signal (a segfault is -11)
-    last = result.stderr.strip().splitlines()[-1]
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr  # one line: the file, the error and the free space
+    last = lines[-1]
     assert last.startswith("closedloop run: error: ") and str(session.parent) in last, last
     assert f"writing {what} failed: No space left on device" in last and " free on its filesystem" in last, last
     assert "Exception ignored" not in result.stderr and "Traceback" not in result.stderr, result.stderr
