@@ -49,17 +49,20 @@ def check_resumable(path: str | Path) -> int:
     path = Path(path)
     session_lock.release(path, session_lock.acquire(path))  # a live writer: refused here, with its pid
     how = f"'closedloop repair {path} OUT.h5' copies the intact blocks and their journal records into OUT.h5"
-    with SessionReader(path) as reader:
-        integrity = check_committed(reader)
-        n_blocks = reader.n_blocks
-        versions = reader.stimuli["model_version"]
+    journal = journal_path(path)
+    try:
+        with SessionReader(path) as reader:
+            integrity = check_committed(reader)
+            n_blocks = reader.n_blocks
+            versions = reader.stimuli["model_version"]
+    except DataFileError as error:
+        raise DataFileError(path, f"{error.message}{_journal_note(journal)}") from None
     if n_blocks == 0:
         raise DataFileError(path, "has no committed block, so there is nothing to resume: start the session again "
                             f"(--session {path} --overwrite)")
     if not integrity.ok:
         raise DataFileError(path, f"cannot be resumed: committed blocks hold data that was never written: "
                             f"{integrity.text()}; {how}, which can then be resumed")
-    journal = journal_path(path)
     if n_blocks and not journal.exists():
         raise DataFileError(path, f"cannot be resumed: its runner journal {journal.name} is missing, so the runner "
                             f"cannot tell where the protocol stopped; its {n_blocks} blocks can still be read and "
@@ -71,6 +74,19 @@ def check_resumable(path: str | Path) -> int:
                             f"{path.name}, so the run cannot be resumed; the session can still be read and exported")
     recorded = [r.model_version for r in records] + [int(v) for v in versions if v > 0]
     return 1 + max(recorded, default=0)
+
+
+def _journal_note(journal: Path) -> str:
+    """What the runner journal says was recorded, for a session file that cannot be read."""
+    try:
+        records = read_records(journal) if journal.exists() else []
+    except DataFileError:
+        return ""
+    if not records:
+        return ""
+    blocks = {r.session_block for r in records}
+    return (f" (its journal {journal.name} lists {len(blocks)} blocks with {sum(r.n_trials for r in records)} "
+            "trials that were recorded)")
 
 
 def restore(runner) -> None:

@@ -192,7 +192,11 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
         try:
             if self.writer is not None and getattr(self, "library", None) is not None and self.write_failure is None:
                 self._poll()
-                self._write_interrupted()
+                try:
+                    self._write_interrupted()
+                except StorageError as error:  # stopping anyway: say why the last data is not in the file
+                    self._stop_writing(error)
+                    logger.error("%s: %s", self.name, error)
         finally:
             if self.writer is not None:
                 self.writer.close()
