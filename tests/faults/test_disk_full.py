@@ -13,6 +13,7 @@ ENOSPC into HDF5's flush or the journal's write.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -170,8 +171,9 @@ def test_a_run_the_disk_cannot_hold_does_not_start(tmp_path, disk, monkeypatch, 
     protocol.write_text(PROTOCOL)
     monkeypatch.chdir(REPO)  # rigs/sim.yaml names its scenario relative to the repository
     estimate = estimate_session(load_rig("rigs/sim.yaml"), load_protocol(protocol))
-    assert main(["validate", "rigs/sim.yaml", str(protocol)]) == 0
+    assert main(["validate", "rigs/sim.yaml", str(protocol), "--json", str(tmp_path / "v.json")]) == 0
     assert estimate.text() in capsys.readouterr().out
+    assert json.loads((tmp_path / "v.json").read_text())["session_bytes"] == estimate.bytes
     if mode == "fill":  # leave a little less room than the estimate
         fill(folder)
         (folder / FILLER).unlink()
