@@ -199,7 +199,10 @@ class Runner(PresentationMixin, ModelStepsMixin, Component):
                     logger.error("%s: %s", self.name, error)
         finally:
             if self.writer is not None:
-                self.writer.close()
+                try:
+                    self.writer.close()
+                except StorageError as error:  # the committed blocks are on disk already
+                    logger.error("%s: %s", self.name, error)
             for part in (self.link, self.collector, self.presenter, self.publisher):
                 if part is not None:
                     part.close()
