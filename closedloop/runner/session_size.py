@@ -18,7 +18,9 @@ from closedloop.config.protocol import Protocol
 from closedloop.config.rig import Rig
 from closedloop.data.session_space import format_bytes, free_bytes, session_bytes
 from closedloop.errors import ClosedLoopError
+from closedloop.runner.journal import journal_path
 from closedloop.runner.plan import Plan
+from closedloop.runner.stimuli import grating_set
 
 #: Mean spike rate per unit the estimate assumes: above what V1 units fire on average under
 #: natural images, so a session rarely outgrows it.
@@ -56,6 +58,7 @@ def rig_units(rig: Rig) -> int:
     """Units a new session on ``rig`` records when none are given: the simulated population's size,
     else `DEFAULT_UNITS`."""
     if rig.acquisition.kind == "sim":
+        # only a simulated rig needs the simulator
         from closedloop.sim.scenario import load_scenario
 
         return int(load_scenario(rig.acquisition.scenario).n_units)
@@ -64,8 +67,6 @@ def rig_units(rig: Rig) -> int:
 
 def estimate_session(rig: Rig, protocol: Protocol, n_units: int | None = None) -> SessionEstimate:
     """Upper estimate of the size of ``protocol``'s session on ``rig`` with ``n_units`` units."""
-    from closedloop.runner.stimuli import grating_set
-
     n_units = rig_units(rig) if n_units is None else int(n_units)
     steps = Plan(protocol).steps
     n_stimuli = protocol.images.n
@@ -114,8 +115,6 @@ def check_free_space(session_path: str | Path, estimate: SessionEstimate, alread
 def check_room_for_run(session_path: str | Path, rig: Rig, protocol: Protocol, n_units: int | None = None,
                        resume: bool = False) -> SessionEstimate:
     """`check_free_space` for a new (or resumed) run of ``protocol`` on ``rig``; returns the estimate."""
-    from closedloop.runner.journal import journal_path
-
     estimate = estimate_session(rig, protocol, n_units)
     already = 0
     if resume:
