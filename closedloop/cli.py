@@ -26,6 +26,7 @@ COMMANDS = {
     "replay": ("replay", "drive the online pipeline with an archived recording"),
     "monitor": ("monitor", "live view of predicted vs measured rates"),
     "export-nwb": ("export_nwb", "write a session file as NWB"),
+    "repair": ("repair", "copy the intact part of a damaged or interrupted session into a new file"),
     "serve": ("serve", "run one component of the loop as its own process"),
 }
 

@@ -25,7 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from closedloop.data.nwb import export_nwb
+    from closedloop.data.session_integrity import refuse_damaged
 
+    refuse_damaged(args.session, "an export would drop that data")
     summary = export_nwb(args.session, args.out, overwrite=args.overwrite)
     print(summary.text())
     write_json(args.json, summary.to_dict())

@@ -88,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
     from closedloop.transport import Endpoints
     from closedloop.loop.assemble import build_loop, presenter_for
     from closedloop.reports.summary import RunSummary
+    from closedloop.runner.resume import check_resumable
+    from closedloop.runner.session_size import check_room_for_run
 
     rig, protocol = load_rig(args.rig), load_protocol(args.protocol)
     validate(rig, protocol)
@@ -96,10 +98,17 @@ def run(args: argparse.Namespace) -> int:
     session = args.resume or args.session or default_session_path(protocol.name)
     check_display(presenter_for(rig, args.presenter), rig)
     units = None if args.units is None else np.asarray(parse_units(args.units), dtype=np.int64)
+    check_room_for_run(session, rig, protocol, None if units is None else units.size, args.resume is not None)
+    first_version = 1
+    if args.resume is not None:  # a damaged file is refused before anything starts; versions go on from its last
+        first_version = check_resumable(args.resume)
+        if args.model == "remote":
+            print(f"model versions of this session go on from v{first_version}: start 'closedloop serve model' "
+                  f"with --first-version {first_version}")
     loop = build_loop(rig, protocol, session, presenter=args.presenter, model=args.model,
                       endpoints=Endpoints.inproc() if args.inproc else None, resume=args.resume is not None,
                       overwrite=args.overwrite, unit_ids=units, model_out=args.model_out,
-                      device=args.device)
+                      device=args.device, first_version=first_version)
     print(f"{'resuming' if args.resume else 'running'} {protocol.name} on {rig.name} -> {session}; Ctrl-C stops "
           "after writing what was recorded")
     report = run_until_done(loop, timeout_s=args.timeout)

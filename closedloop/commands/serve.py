@@ -18,6 +18,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from closedloop.commands.common import positive_int
 from closedloop.errors import ClosedLoopError
 
 COMPONENTS = ("acquisition", "model", "presenter", "runner")
@@ -38,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "a simulated rig's array knows its own, a real rig's runner listens for them "
                         "(acquisition.discover_units_s)")
     parser.add_argument("--timeout", type=float, default=None, help="stop after this many seconds (default: never)")
+    parser.add_argument("--first-version", type=positive_int, default=1, metavar="N",
+                        help="model: number the first model N (a resumed session's runner says which)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,7 +77,7 @@ def _serve_model(rig, args: argparse.Namespace) -> int:
         raise ClosedLoopError("'serve model' needs --protocol P.yaml (its fit section says what to fit)")
     protocol = load_protocol(args.protocol)
     validate(rig, protocol)  # the stimulus array must be large enough for the preprocessing
-    server = model_server(rig, protocol, name="model", out_dir=args.out)
+    server = model_server(rig, protocol, name="model", out_dir=args.out, first_version=args.first_version)
     settings = server.settings
     print(f"serving the model ({settings.model.ensemble_size}-member {settings.model.architecture}, device "
           f"{settings.device}, seed {settings.seed}) on {settings.request_endpoint}, events on "
@@ -127,6 +130,8 @@ def _serve_runner(rig, args: argparse.Namespace) -> int:
     from closedloop.loop.components import brain_units, runner as runner_component, simulated_brain
     from closedloop.loop.local import run_until_done
     from closedloop.loop.progress import ProgressPrinter
+    from closedloop.runner.resume import check_resumable
+    from closedloop.runner.session_size import check_room_for_run
     from closedloop.transport import Endpoints
 
     protocol = _needs_protocol(args, "what to run")
@@ -141,6 +146,11 @@ def _serve_runner(rig, args: argparse.Namespace) -> int:
         units = brain_units(simulated_brain(rig))[0]
     elif args.resume is None and rig.acquisition.kind not in RECORDING_KINDS:
         raise ClosedLoopError("a new session needs its unit ids: give --units, e.g. --units 1-96")
+    check_room_for_run(session, rig, protocol, None if units is None else units.size, args.resume is not None)
+    if args.resume is not None:
+        first = check_resumable(args.resume)
+        print(f"model versions of this session go on from v{first}: start 'closedloop serve model' with "
+              f"--first-version {first}")
     endpoints = Endpoints.from_rig(rig)
     # A real rig (loop.components.runner): no block before data flows; without --units it listens for them.
     runner = runner_component(rig, protocol, session, endpoints, unit_ids=units, resume=args.resume is not None)

@@ -24,7 +24,13 @@ def run(args: argparse.Namespace) -> int:
     rig = load_rig(args.rig)
     protocol = load_protocol(args.protocol) if args.protocol else None
     summary = validate(rig, protocol)
+    estimate = None
+    if protocol is not None:
+        from closedloop.runner.session_size import estimate_session
+
+        estimate = estimate_session(rig, protocol)
+        summary += "\n" + estimate.text()
     print(summary)
     write_json(args.json, {"rig": str(args.rig), "protocol": str(args.protocol or ""), "valid": True,
-                           "summary": summary})
+                           "summary": summary, "session_bytes": None if estimate is None else estimate.bytes})
     return 0

@@ -28,6 +28,7 @@ rest and `SessionWriter.resume` cuts it off.
 from __future__ import annotations
 
 import os
+import re
 import struct
 import time
 from enum import IntEnum
@@ -43,6 +44,10 @@ FORMAT_VERSION = 1
 # SWMR needs the HDF5 1.10 file format at least; a "latest" lower bound would, under
 # HDF5 2.0, write objects that HDF5 1.10-1.14 readers (MATLAB, older h5py) cannot open.
 LIBVER = ("v110", "latest")
+#: A writer opens the file with HDF5's chunk cache off (``rdcc_nbytes``): every chunk write
+#: reaches the file at once and fails there, instead of failing later, unreported, when the
+#: cache evicts it; and reading a block back before committing it reads the file itself.
+NO_CHUNK_CACHE = 0
 
 
 class StimulusKind(IntEnum):
@@ -131,7 +136,7 @@ COLUMNS: dict[str, dict[str, tuple[np.dtype, float | int]]] = {
         "committed": (np.dtype(np.uint8), 0),
     },
 }
-_CHUNK_ROWS = {"stimuli": 256, "trials": 1024, "spikes": 65536, "sync": 1024, "blocks": 64}
+CHUNK_ROWS = {"stimuli": 256, "trials": 1024, "spikes": 65536, "sync": 1024, "blocks": 64}
 REQUIRED_ATTRS = (
     "format", "format_version", "session_id", "created_utc", "closedloop_version",
     "seeds_json", "metadata_json", "rig_yaml", "protocol_yaml", "stimulus_shape",
@@ -157,7 +162,7 @@ def create_layout(
     height, width = stimulus_shape
     for table, columns in COLUMNS.items():
         group = file.create_group(table)
-        rows = _CHUNK_ROWS[table]
+        rows = CHUNK_ROWS[table]
         for name, (dtype, fill) in columns.items():
             group.create_dataset(
                 name, shape=(0,), maxshape=(None,), chunks=(rows,), dtype=dtype, fillvalue=fill
@@ -169,9 +174,14 @@ def create_layout(
     n_units = len(unit_ids)
     file.create_dataset(
         "responses", shape=(0, n_units), maxshape=(None, n_units),
-        chunks=(max(1, min(1024, 65536 // max(n_units, 1))), max(n_units, 1)),
+        chunks=(response_chunk_rows(n_units), max(n_units, 1)),
         dtype=np.float32, fillvalue=np.nan,
     )
+
+
+def response_chunk_rows(n_units: int) -> int:
+    """Rows of ``responses`` per chunk: about 256 kB of float32 rates."""
+    return max(1, min(1024, 65536 // max(n_units, 1)))
 
 
 def append_rows(dataset: h5py.Dataset, rows: np.ndarray) -> None:
@@ -265,6 +275,9 @@ def open_error(path: str | Path, error: Exception) -> DataFileError:
     text = str(error)
     if isinstance(error, FileNotFoundError) or "No such file" in text:
         return DataFileError(path, "does not exist")
+    truncated = re.search(r"truncated file: eof = (\d+).*stored_eof = (\d+)", text)
+    if truncated:
+        return truncated_error(path, int(truncated.group(2)), int(truncated.group(1)))
     if "file signature not found" in text:
         return DataFileError(path, "is not an HDF5 file (no HDF5 signature); not a session file")
     if "already open for read-only" in text or "locking flag values don't match" in text:
@@ -280,9 +293,19 @@ def open_error(path: str | Path, error: Exception) -> DataFileError:
     if isinstance(error, OSError) and is_open_elsewhere(error):
         return DataFileError(
             path, "is open for writing by another process, or its writer was killed before "
-            "switching on SWMR; use SessionWriter.resume to recover a killed session",
+            "switching on SWMR; once no process writes it, 'closedloop repair SESSION.h5 OUT.h5' copies "
+            "its committed blocks into a new file",
         )
     return DataFileError(path, f"cannot be read as HDF5, it is truncated or corrupt ({text})")
+
+
+def truncated_error(path: str | Path, recorded: int, size: int) -> DataFileError:
+    """The file is shorter than HDF5 recorded: nothing in it can be trusted or copied."""
+    return DataFileError(
+        path, f"is truncated: HDF5 records {recorded} bytes but the file has {size} (a copy cut short?); HDF5 "
+        "cannot read it, so no block can be recovered from this copy: copy the whole file again from the "
+        "disk it was recorded on",
+    )
 
 
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -313,7 +336,5 @@ def check_not_truncated(path: str | Path, wait_s: float = 1.0) -> None:
         if size >= base + end:
             return
         if time.monotonic() >= deadline:
-            raise DataFileError(
-                path, f"is truncated: HDF5 records {base + end} bytes but the file has {size}"
-            )
+            raise truncated_error(path, base + end, size)
         time.sleep(0.02)

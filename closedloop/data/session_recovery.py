@@ -21,6 +21,7 @@ import h5py
 
 from closedloop.data.session_format import (
     LIBVER,
+    NO_CHUNK_CACHE,
     check_not_truncated,
     committed_lengths,
     create_layout,
@@ -29,6 +30,7 @@ from closedloop.data.session_format import (
     table_datasets,
     validate,
 )
+from closedloop.data.session_space import storage_error
 from closedloop.errors import DataFileError
 
 _COPY_BYTES = 1 << 25  # copy in ~32 MB slices to keep memory flat
@@ -63,7 +65,7 @@ def open_for_resume(path: Path) -> h5py.File:
 def _open_read_write(path: Path) -> h5py.File | None:
     """The file opened read-write, or None if HDF5 says a (killed) writer still has it."""
     try:
-        return h5py.File(path, "r+", libver=LIBVER)
+        return h5py.File(path, "r+", libver=LIBVER, rdcc_nbytes=NO_CHUNK_CACHE)
     except OSError as error:
         if is_open_elsewhere(error):
             return None
@@ -81,9 +83,15 @@ def recover_killed_session(path: Path) -> None:
     try:
         try:
             validate(source, path)
-            _copy_committed(source, scratch)
+            committed_lengths(source)
         except (OSError, KeyError, ValueError, RuntimeError) as error:
-            raise DataFileError(path, f"cannot recover the killed session ({error})") from None
+            raise DataFileError(path, f"cannot recover the killed session ({error}); 'closedloop repair "
+                                f"{path} OUT.h5' may still copy its intact part") from None
+        try:
+            _copy_committed(source, scratch)
+        except Exception as error:  # noqa: BLE001 - h5py reports a failed write as OSError or RuntimeError
+            raise storage_error(scratch, "the recovered copy of the killed session", error,
+                                f"{path} is unchanged; make room there and resume again") from None
     except BaseException:
         scratch.unlink(missing_ok=True)
         raise
@@ -94,13 +102,15 @@ def recover_killed_session(path: Path) -> None:
     _fsync(path.parent)
 
 
-def _copy_committed(source: h5py.File, target_path: Path) -> None:
-    lengths = committed_lengths(source)
+def _copy_committed(source: h5py.File, target_path: Path, lengths: dict[str, int] | None = None,
+                    attrs: dict | None = None) -> None:
+    """Copy the first ``lengths`` rows of every table (default: the committed part) into a new file."""
+    lengths = committed_lengths(source) if lengths is None else lengths
     stimulus_shape = tuple(int(v) for v in source.attrs["stimulus_shape"])
     with h5py.File(target_path, "w", libver=LIBVER) as target:
         create_layout(
-            target, dict(source.attrs), source["units/id"][()], source["units/channel"][()],
-            stimulus_shape,
+            target, dict(source.attrs) if attrs is None else attrs, source["units/id"][()],
+            source["units/channel"][()], stimulus_shape,
         )
         for table, dataset in table_datasets(source):
             n = lengths[table]
@@ -124,3 +134,40 @@ def _fsync(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def open_read_only(path: Path) -> h5py.File:
+    """Open a session for reading, also one whose writer was killed (SWMR, no file locking)."""
+    try:
+        return h5py.File(path, "r", locking=False)
+    except OSError as error:
+        if not is_open_elsewhere(error):
+            raise open_error(path, error) from None
+    check_not_truncated(path)
+    try:
+        return h5py.File(path, "r", swmr=True, locking=False)
+    except OSError as error:
+        raise open_error(path, error) from None
+
+
+def copy_rows(source: h5py.File, target: Path, n_blocks: int, n_stimuli: int, attrs: dict) -> None:
+    """Write ``target`` (atomically, synced) with the first ``n_blocks`` blocks and ``n_stimuli``
+    stimuli of ``source`` and everything those blocks vouch for; ``attrs`` are its attributes.
+
+    The new file is closed cleanly, so plain ``h5py.File(target, "r")`` opens it.
+    """
+    blocks = source["blocks"]
+    lengths = {"blocks": n_blocks, "trials": 0, "spikes": 0, "sync": 0, "stimuli": n_stimuli}
+    if n_blocks:
+        lengths.update(trials=int(blocks["trial_stop"][n_blocks - 1]), spikes=int(blocks["spike_stop"][n_blocks - 1]),
+                       sync=int(blocks["sync_stop"][n_blocks - 1]))
+    lengths["responses"] = lengths["trials"]
+    scratch = target.with_name(target.name + ".partial")
+    try:
+        _copy_committed(source, scratch, lengths, attrs)
+        _fsync(scratch)
+        os.replace(scratch, target)
+    except BaseException:
+        scratch.unlink(missing_ok=True)
+        raise
+    _fsync(target.parent)

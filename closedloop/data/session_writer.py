@@ -9,10 +9,12 @@ again.  A writer killed at any moment leaves every committed block readable.
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Sequence
 
 import h5py
 import numpy as np
@@ -29,16 +31,19 @@ from closedloop.data.session_format import (
     FORMAT_NAME,
     FORMAT_VERSION,
     LIBVER,
+    NO_CHUNK_CACHE,
     BlockFlag,
     BlockKind,
     StimulusKind,
-    append_rows,
     committed_lengths,
     create_layout,
     parse_enum,
 )
 from closedloop.data.session_recovery import open_for_resume
+from closedloop.data.session_space import StorageError, describe_error, storage_error
 from closedloop.errors import DataFileError
+
+logger = logging.getLogger(__name__)
 
 _PROVENANCE = tuple(name for name in COLUMNS["stimuli"] if name not in ("id", "kind", "committed"))
 
@@ -106,10 +111,10 @@ class SessionWriter:
             )
         lock = session_lock.acquire(path)
         try:
-            file = h5py.File(path, "w", libver=LIBVER)
+            file = h5py.File(path, "w", libver=LIBVER, rdcc_nbytes=NO_CHUNK_CACHE)
         except OSError as error:
             session_lock.release(path, lock)
-            raise DataFileError(path, f"cannot create the session file: {error}") from None
+            raise storage_error(path, "the new session file", error) from None
         try:
             attrs = {
                 "format": FORMAT_NAME,
@@ -127,9 +132,12 @@ class SessionWriter:
             create_layout(file, attrs, unit_ids, channels, (height, width))
             file.flush()
             file.swmr_mode = True
-        except BaseException:
-            file.close()
+        except BaseException as error:
+            _close_quietly(file)
+            path.unlink(missing_ok=True)  # an empty layout that may be half written: nothing to keep
             session_lock.release(path, lock)
+            if isinstance(error, Exception):
+                raise storage_error(path, "the new session file's layout", error) from None
             raise
         self._attach(path, file, lock)
 
@@ -165,6 +173,7 @@ class SessionWriter:
 
     def _attach(self, path: Path, file: h5py.File, lock: int | None) -> None:
         self._path, self._file, self._lock = path, file, lock
+        self._failure: StorageError | None = None
         self._unit_ids = file["units/id"][()]
         self._stimulus_shape = tuple(int(v) for v in file.attrs["stimulus_shape"])
         self._window = tuple(float(v) for v in file.attrs["response_window_s"])
@@ -200,6 +209,11 @@ class SessionWriter:
     def response_window_s(self) -> tuple[float, float]:
         return self._window
 
+    @property
+    def failure(self) -> StorageError | None:
+        """The write error that stopped this writer, or None while every write succeeded."""
+        return self._failure
+
     # -------------------------------------------------------------------- writing
     def add_stimuli(
         self,
@@ -233,20 +247,19 @@ class SessionWriter:
         unknown = sorted(set(provenance) - set(_PROVENANCE))
         if unknown:
             raise TypeError(f"unknown stimulus provenance {unknown}; known: {list(_PROVENANCE)}")
-        ids = np.arange(self._n_stimuli, self._n_stimuli + n, dtype=np.int64)
-        group = self._file["stimuli"]
+        start = self._n_stimuli
+        ids = np.arange(start, start + n, dtype=np.int64)
         columns = {"id": ids, "kind": np.full(n, int(kind))}
         for name in _PROVENANCE:
             dtype, fill = COLUMNS["stimuli"][name]
             value = provenance.get(name)
             columns[name] = _column(name, fill if value is None else value, n, dtype)
-        for name, values in columns.items():
-            append_rows(group[name], values.astype(COLUMNS["stimuli"][name][0]))
-        append_rows(group["pixels"], pixels)
-        append_rows(group["committed"], np.zeros(n, dtype=np.uint8))
-        self._file.flush()  # the stimuli are on disk before they are marked committed
-        group["committed"][self._n_stimuli :] = 1
-        self._file.flush()
+        rows = {f"stimuli/{name}": values.astype(COLUMNS["stimuli"][name][0]) for name, values in columns.items()}
+        rows["stimuli/pixels"] = pixels
+        rows["stimuli/committed"] = np.zeros(n, dtype=np.uint8)
+        what = f"stimuli {start}-{start + n - 1}"
+        self._durably(what, lambda: self._write_and_commit(
+            rows, {"stimuli": start}, "stimuli/committed", slice(start, start + n)))
         self._n_stimuli += n
         self._times_shown = np.concatenate([self._times_shown, np.zeros(n, dtype=np.int64)])
         return ids
@@ -312,6 +325,11 @@ class SessionWriter:
         sync_times = np.asarray(sync_times_s, dtype=np.float64).ravel()
         sync_line = _column("sync_lines", sync_lines, sync_times.size, np.int32)
         sync_state = _column("sync_states", sync_states, sync_times.size, np.int8)
+        # NaN times and unit -1 are what unwritten rows read back as: never store them as data
+        if not (np.all(np.isfinite(spike_times)) and np.all(np.isfinite(sync_times))):
+            raise ValueError("spike_times_s and sync_times_s must be finite")
+        if spike_units.size and spike_units.min() < 0:
+            raise ValueError(f"spike unit ids must be 0 or more, got {spike_units.min()}")
         if repeats is None:
             # how often each stimulus was shown before, counting earlier trials of this block
             order = np.argsort(stimulus_ids, kind="stable")
@@ -331,6 +349,8 @@ class SessionWriter:
                 f"responses_hz must be (n_trials={n}, n_units={self._unit_ids.size}), "
                 f"got {responses_hz.shape}"
             )
+        if flag == BlockFlag.NONE and not np.all(np.isfinite(responses_hz)):
+            raise ValueError("responses_hz of an unflagged block must be finite (flag a block whose rates are unknown)")
         index = self._n_blocks
         trials = {
             "stimulus_id": stimulus_ids,
@@ -343,15 +363,9 @@ class SessionWriter:
                 "dropped_frames", 0 if dropped_frames is None else dropped_frames, n, np.int32
             ),
         }
-        f = self._file
-        for name, values in trials.items():
-            append_rows(f["trials"][name], values.astype(COLUMNS["trials"][name][0]))
-        append_rows(f["responses"], responses_hz)
-        append_rows(f["spikes/unit_id"], spike_units)
-        append_rows(f["spikes/time_s"], spike_times)
-        append_rows(f["sync/time_s"], sync_times)
-        append_rows(f["sync/line"], sync_line)
-        append_rows(f["sync/state"], sync_state)
+        rows = {f"trials/{name}": values.astype(COLUMNS["trials"][name][0]) for name, values in trials.items()}
+        rows.update({"responses": responses_hz, "spikes/unit_id": spike_units, "spikes/time_s": spike_times,
+                     "sync/time_s": sync_times, "sync/line": sync_line, "sync/state": sync_state})
         block = {
             "index": index, "kind": int(kind),
             "trial_start": self._n_trials, "trial_stop": self._n_trials + n,
@@ -359,11 +373,12 @@ class SessionWriter:
             "sync_start": self._n_sync, "sync_stop": self._n_sync + sync_times.size,
             "flagged": int(flag != BlockFlag.NONE), "flag_code": int(flag), "committed": 0,
         }
-        for name, value in block.items():
-            append_rows(f["blocks"][name], np.array([value], dtype=COLUMNS["blocks"][name][0]))
-        f.flush()  # everything the block vouches for is on disk ...
-        f["blocks/committed"][index] = 1
-        f.flush()  # ... before the block says so
+        rows.update({f"blocks/{name}": np.array([value], dtype=COLUMNS["blocks"][name][0])
+                     for name, value in block.items()})
+        starts = {"trials": self._n_trials, "responses": self._n_trials, "spikes": self._n_spikes,
+                  "sync": self._n_sync, "blocks": index}
+        self._durably(f"block {index}", lambda: self._write_and_commit(
+            rows, starts, "blocks/committed", slice(index, index + 1)))
         self._n_blocks += 1
         self._n_trials += n
         self._n_spikes += spike_units.size
@@ -372,11 +387,23 @@ class SessionWriter:
         return index
 
     def close(self) -> None:
-        """Flush and close the file and release the writer lock (safe to call twice)."""
+        """Flush and close the file and release the writer lock (safe to call twice).
+
+        After a failed write the file is closed without raising: HDF5 cannot flush
+        what it failed to write, and the committed blocks are already on disk.
+        """
         if self._file is None:
             return
         try:
-            self._file.close()
+            if self._failure is None:
+                try:
+                    self._file.close()
+                except Exception as error:  # noqa: BLE001 - h5py reports a failed write as OSError or RuntimeError
+                    _close_quietly(self._file)
+                    raise storage_error(self._path, "the session file's last metadata on closing", error,
+                                        f"its {self._n_blocks} committed block(s) were already on disk") from None
+            else:
+                _close_quietly(self._file)
         finally:
             self._file = None
             session_lock.release(self._path, self._lock)
@@ -388,8 +415,56 @@ class SessionWriter:
         self.close()
 
     def _check_open(self) -> None:
+        if self._failure is not None:
+            raise self._failure
         if self._file is None:
             raise ValueError(f"session writer for {self._path} is closed")
+
+    # --------------------------------------------------------------- durability
+    def _durably(self, what: str, write: Callable[[], None]) -> None:
+        """Run ``write``; on any failure stop this writer for good and raise a `StorageError`."""
+        try:
+            write()
+        except Exception as error:  # noqa: BLE001 - h5py reports I/O errors as OSError or RuntimeError
+            committed = self._n_blocks
+            safe = {0: "no block was committed yet", 1: "block 0 is committed and readable"}.get(
+                committed, f"blocks 0-{committed - 1} are committed and readable")
+            self._failure = storage_error(self._path, what, error, f"nothing of {what} was committed; {safe}")
+            raise self._failure from None
+
+    def _write_and_commit(self, rows: dict[str, np.ndarray], starts: dict[str, int], flag: str,
+                          flagged: slice) -> None:
+        """Write ``rows`` after the committed part, flush, read them back, then set the commit flag.
+
+        Rows go right after the committed rows of their table (``starts``), so nothing
+        left by an earlier failed attempt can end up inside a committed range.  With the
+        chunk cache off (`NO_CHUNK_CACHE`) the read-back reads the file, not a cache: a
+        block whose data did not reach the file is never committed.
+        """
+        f = self._file
+        for name, values in rows.items():
+            start = starts[name.split("/")[0]]
+            dataset = f[name]
+            dataset.resize(start + values.shape[0], axis=0)
+            dataset[start:] = values
+        f.flush()  # everything the commit flag vouches for is on disk ...
+        for name, values in rows.items():
+            start = starts[name.split("/")[0]]
+            stored = f[name][start : start + values.shape[0]]
+            if not np.array_equal(stored, values, equal_nan=values.dtype.kind == "f"):
+                raise OSError(errno.EIO, f"{name} read back differently from what was written")
+        f[flag][flagged] = 1
+        f.flush()  # ... before the flag says so
+        if not np.all(f[flag][flagged] == 1):
+            raise OSError(errno.EIO, f"{flag} read back differently from what was written")
+
+
+def _close_quietly(file: h5py.File) -> None:
+    """Close a file whose last write failed; HDF5 may refuse to flush it, which changes nothing now."""
+    try:
+        file.close()
+    except Exception as error:  # noqa: BLE001 - the write error was already reported
+        logger.warning("closing %s after a failed write: %s", file.filename, describe_error(error))
 
 
 def _column(name: str, value, n: int, dtype) -> np.ndarray:

@@ -41,7 +41,7 @@ def build_loop(rig: Rig, protocol: Protocol, session_path: str | Path, *,
                model: ModelChoice = "local", endpoints: Endpoints | None = None, resume: bool = False,
                overwrite: bool = False, unit_ids: np.ndarray | None = None, model_out: str | Path | None = None,
                settings: RunnerSettings = RunnerSettings(), write: Callable[[str], None] | None = print,
-               device: str | None = None) -> LocalLoop:
+               device: str | None = None, first_version: int = 1) -> LocalLoop:
     """Every component this process runs for ``protocol`` on ``rig``, in start order.
 
     Parameters
@@ -65,6 +65,9 @@ def build_loop(rig: Rig, protocol: Protocol, session_path: str | Path, *,
     device
         The local model server's device (a command line's ``--device``); ``None``: the
         protocol's ``fit.device``, else the rig's (`ServerSettings.from_configs`).
+    first_version
+        The local model server's first model version (a resumed session goes on from its
+        last: `closedloop.runner.resume.check_resumable`).
 
     Raises
     ------
@@ -76,7 +79,7 @@ def build_loop(rig: Rig, protocol: Protocol, session_path: str | Path, *,
     server = None
     if model == "local":
         server = make.model_server(rig, protocol, endpoints, out_dir=model_out, session=Path(session_path).stem,
-                                   device=device)
+                                   device=device, first_version=first_version)
     if rig.acquisition.kind == "sim":
         loop = simulated_components(rig, protocol, session_path, endpoints=endpoints, model_server=server,
                                     presenter=kind, presenter_options=presenter_options, resume=resume,

@@ -89,12 +89,14 @@ def presenter(rig: Rig, protocol: Protocol, endpoints: Endpoints, kind: str = "h
 
 def model_server(rig: Rig, protocol: Protocol, endpoints: Endpoints | None = None, *, name: str = "model-server",
                  out_dir: str | Path | None = None, session: str = "", device: str | None = None,
-                 seed: int | None = None, stimulus_size_px: int | None = None) -> Component:
+                 seed: int | None = None, stimulus_size_px: int | None = None,
+                 first_version: int = 1) -> Component:
     """The model server for ``protocol``'s ``fit`` section (`ServerSettings.from_configs`).
 
     ``endpoints`` default to the rig's ports; ``device``, ``seed`` and ``stimulus_size_px``
     replace the configs' values when given (a command line's choices, a replayed
-    archive's image size; `closedloop.server.settings.device_choice`).
+    archive's image size; `closedloop.server.settings.device_choice`).  ``first_version``
+    numbers the first model it fits: a resumed session's goes on from its last.
     """
     # torch (the server and its settings' synthesis defaults) is heavy: only where a server runs here
     from closedloop.server.component import ModelServer
@@ -103,7 +105,8 @@ def model_server(rig: Rig, protocol: Protocol, endpoints: Endpoints | None = Non
     endpoints = endpoints or Endpoints.from_rig(rig)
     settings = ServerSettings.from_configs(rig, protocol, out_dir=out_dir, request_endpoint=endpoints.model,
                                            events_endpoint=endpoints.model_events, session=session, device=device,
-                                           seed=seed, stimulus_size_px=stimulus_size_px)
+                                           seed=seed, stimulus_size_px=stimulus_size_px,
+                                           first_version=first_version)
     return ModelServer(name, settings)
 
 

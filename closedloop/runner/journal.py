@@ -14,7 +14,9 @@ recognised on resume (``session_block >= n_blocks``) and dropped.
 
 from __future__ import annotations
 
+import errno
 import json
+import logging
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -22,8 +24,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from closedloop.data.session_space import storage_error
 from closedloop.errors import DataFileError
 
+logger = logging.getLogger(__name__)
 
 #: Names of `BlockRecord.times`: the moments the loop's turnaround is measured from
 #: (a presentation block's last response in hand → the next images ready).  A moment
@@ -160,16 +164,54 @@ class Journal:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self._before_last: int | None = None  # the file's size before the last append
 
     def append(self, record: BlockRecord) -> None:
-        """Write one record and make it durable before the caller commits its block."""
+        """Write one record and make it durable before the caller commits its block.
+
+        Raises
+        ------
+        StorageError
+            The line could not be written and synced (disk full, I/O error); a part of it
+            that reached the file is cut off again, so the journal ends with a whole line.
+        """
+        line = (record.to_json() + "\n").encode("utf-8")
         try:
-            with open(self.path, "a", encoding="utf-8") as file:
-                file.write(record.to_json() + "\n")
-                file.flush()
-                os.fsync(file.fileno())
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as error:
-            raise DataFileError(self.path, f"cannot write the runner journal ({error})") from None
+            raise storage_error(self.path, f"the runner journal's record of block {record.session_block}",
+                                error) from None
+        try:
+            end = os.fstat(fd).st_size
+            try:
+                written = os.write(fd, line)
+                if written != len(line):  # a short write: the filesystem took only part of it
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                os.fsync(fd)
+                self._before_last = end
+            except OSError as error:
+                try:
+                    os.ftruncate(fd, end)
+                except OSError:
+                    pass  # a cut-short last line is skipped by every reader of the journal
+                raise storage_error(self.path, f"the runner journal's record of block {record.session_block}",
+                                    error, f"nothing of block {record.session_block} was committed") from None
+        finally:
+            os.close(fd)
+
+    def retract_last(self) -> None:
+        """Cut off the record just appended: its block could not be written to the session file.
+
+        Needs no free space.  If it fails, the record is still recognised as uncommitted
+        on resume (its block index is past the session's last block).
+        """
+        if self._before_last is None:
+            return
+        try:
+            os.truncate(self.path, self._before_last)
+            self._before_last = None
+        except OSError as error:
+            logger.warning("%s: could not cut off the record of an uncommitted block (%s)", self.path, error)
 
     def load(self, n_blocks: int) -> list[BlockRecord]:
         """Records of the ``n_blocks`` committed session blocks, rewriting the file without the rest.
@@ -191,6 +233,41 @@ class Journal:
                                 "this session file")
         kept = [records[i] for i in range(n_blocks)]
         scratch = self.path.with_name(self.path.name + ".tmp")
-        scratch.write_text("".join(r.to_json() + "\n" for r in kept), encoding="utf-8")
-        os.replace(scratch, self.path)
+        try:
+            with open(scratch, "w", encoding="utf-8") as file:
+                file.write("".join(r.to_json() + "\n" for r in kept))
+                file.flush()
+                os.fsync(file.fileno())
+            os.replace(scratch, self.path)
+        except OSError as error:
+            scratch.unlink(missing_ok=True)
+            raise storage_error(self.path, "the runner journal (cut back to the committed blocks)", error,
+                                "the journal itself is unchanged") from None
         return kept
+
+
+def copy_records(source: str | Path, target: str | Path, n_blocks: int) -> int:
+    """Write ``target`` with ``source``'s newest record of each session block below ``n_blocks``.
+
+    For a repaired copy of a session (``closedloop repair``).  Returns how many of the
+    ``n_blocks`` blocks have a record (a missing or unreadable journal gives none).
+    """
+    source, target = Path(source), Path(target)
+    try:
+        records = read_records(source) if source.exists() else []
+    except DataFileError as error:
+        logger.warning("%s", error)
+        records = []
+    newest = {r.session_block: r for r in records if 0 <= r.session_block < n_blocks}
+    kept = [newest[i] for i in sorted(newest)]
+    scratch = target.with_name(target.name + ".partial")
+    try:
+        with open(scratch, "w", encoding="utf-8") as file:
+            file.write("".join(r.to_json() + "\n" for r in kept))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(scratch, target)
+    except OSError as error:
+        scratch.unlink(missing_ok=True)
+        raise storage_error(target, "the repaired copy's journal", error) from None
+    return len(kept)

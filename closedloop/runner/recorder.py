@@ -24,6 +24,7 @@ from closedloop.acquisition.buffer import StreamData
 from closedloop.config.protocol import FrameTiming, Protocol
 from closedloop.config.rig import Rig
 from closedloop.data.session_format import BlockFlag, BlockKind
+from closedloop.data.session_space import StorageError
 from closedloop.data.session_writer import SessionWriter
 from closedloop.messages import BlockStatus, ModelUpdated
 from closedloop.runner.discovery import LateUnits, unit_metadata
@@ -126,7 +127,14 @@ class SessionRecorder:
 
     def commit(self, record: BlockRecord, kind: BlockKind, *, data: StreamData, stimulus_ids=(), onsets=(),
                flips=None, n_frames=None, dropped=None, rates=None, flag: BlockFlag = BlockFlag.NONE) -> None:
-        """Journal record first, then the session block (see `closedloop.runner.journal`), then BlockStatus."""
+        """Journal record first, then the session block (see `closedloop.runner.journal`), then BlockStatus.
+
+        Raises
+        ------
+        StorageError
+            The record or the block could not be written (disk full, I/O error); neither
+            is left behind: the journal's record is cut off again.
+        """
         record.session_block = self.writer.n_blocks
         record.pool_cursor = self.library.cursor
         record.clock_offset = self.clock_offset
@@ -134,11 +142,16 @@ class SessionRecorder:
         if self.late_units is not None:
             record.detail = "; ".join(filter(None, [record.detail, *self._late_unit_notes(data.spike_units)]))
         self.journal.append(record)
-        self.writer.append_block(kind, stimulus_ids=np.asarray(stimulus_ids, np.int64), onsets_s=np.asarray(onsets),
-                                 flip_s=flips, n_frames=n_frames, dropped_frames=dropped,
-                                 spike_unit_ids=data.spike_units, spike_times_s=data.spike_times,
-                                 sync_times_s=data.sync_times, sync_lines=data.sync_lines,
-                                 sync_states=data.sync_states, responses_hz=rates, flag=flag)
+        try:
+            self.writer.append_block(kind, stimulus_ids=np.asarray(stimulus_ids, np.int64),
+                                     onsets_s=np.asarray(onsets), flip_s=flips, n_frames=n_frames,
+                                     dropped_frames=dropped, spike_unit_ids=data.spike_units,
+                                     spike_times_s=data.spike_times, sync_times_s=data.sync_times,
+                                     sync_lines=data.sync_lines, sync_states=data.sync_states, responses_hz=rates,
+                                     flag=flag)
+        except StorageError:
+            self.journal.retract_last()  # the block is not in the session file: neither is its record
+            raise
         if record.advances and record.step >= 0:
             self.position = record.step
         self.status(record.session_block, record.kind, record.state, record.iteration, record.n_trials,

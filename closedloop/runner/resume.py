@@ -11,14 +11,18 @@ they can be sent to the model server again before the next block.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 
+from closedloop.data import session_lock
 from closedloop.data.session_format import BlockKind, StimulusKind
+from closedloop.data.session_integrity import check_committed
 from closedloop.data.session_reader import SessionReader
 from closedloop.data.session_writer import SessionWriter
 from closedloop.errors import DataFileError
 from closedloop.messages import ModelUpdated
+from closedloop.runner.journal import journal_path, read_records
 from closedloop.runner.trials import TrialData
 from closedloop.runner.stimuli import StimulusLibrary
 from closedloop.runner.targets import check_protocol_units
@@ -26,6 +30,63 @@ from closedloop.runner.targets import check_protocol_units
 logger = logging.getLogger(__name__)
 
 _PRESENTED = (BlockKind.NATURAL, BlockKind.GRATING, BlockKind.SYNTHESIZED)
+
+
+def check_resumable(path: str | Path) -> int:
+    """Refuse, before anything starts, a session that cannot be resumed, saying what can be saved and how.
+
+    Returns the first model version the resumed session may use: one above every
+    version it recorded (fits in the journal, synthesized images in the file), so a
+    model server started for the resumed run never reuses a number.
+
+    Raises
+    ------
+    DataFileError
+        The file is not a readable session, a live process writes it, a committed
+        block holds data that was never written, or the runner journal does not cover
+        the committed blocks.
+    """
+    path = Path(path)
+    session_lock.release(path, session_lock.acquire(path))  # a live writer: refused here, with its pid
+    how = f"'closedloop repair {path} OUT.h5' copies the intact blocks and their journal records into OUT.h5"
+    journal = journal_path(path)
+    try:
+        with SessionReader(path) as reader:
+            integrity = check_committed(reader)
+            n_blocks = reader.n_blocks
+            versions = reader.stimuli["model_version"]
+    except DataFileError as error:
+        raise DataFileError(path, f"{error.message}{_journal_note(journal)}") from None
+    if n_blocks == 0:
+        raise DataFileError(path, "has no committed block, so there is nothing to resume: start the session again "
+                            f"(--session {path} --overwrite)")
+    if not integrity.ok:
+        raise DataFileError(path, f"cannot be resumed: committed blocks hold data that was never written: "
+                            f"{integrity.text()}; {how}, which can then be resumed")
+    if n_blocks and not journal.exists():
+        raise DataFileError(path, f"cannot be resumed: its runner journal {journal.name} is missing, so the runner "
+                            f"cannot tell where the protocol stopped; its {n_blocks} blocks can still be read and "
+                            "exported (closedloop export-nwb)")
+    records = read_records(journal) if journal.exists() else []
+    missing = sorted(set(range(n_blocks)) - {r.session_block for r in records})
+    if missing:
+        raise DataFileError(journal, f"has no record of session block(s) {missing[:10]}: it does not belong to "
+                            f"{path.name}, so the run cannot be resumed; the session can still be read and exported")
+    recorded = [r.model_version for r in records] + [int(v) for v in versions if v > 0]
+    return 1 + max(recorded, default=0)
+
+
+def _journal_note(journal: Path) -> str:
+    """What the runner journal says was recorded, for a session file that cannot be read."""
+    try:
+        records = read_records(journal) if journal.exists() else []
+    except DataFileError:
+        return ""
+    if not records:
+        return ""
+    blocks = {r.session_block for r in records}
+    return (f" (its journal {journal.name} lists {len(blocks)} blocks with {sum(r.n_trials for r in records)} "
+            "trials that were recorded)")
 
 
 def restore(runner) -> None:

@@ -30,6 +30,7 @@ from closedloop.config.blocks import FitBlock, GratingsBlock, NaturalBlock, Pres
 from closedloop.config.protocol import Protocol
 from closedloop.config.rig import Rig
 from closedloop.data.session_format import BlockFlag, BlockKind
+from closedloop.data.session_space import StorageError
 from closedloop.errors import ClosedLoopError
 from closedloop.messages import BlockStatus
 from closedloop.runner.collect import StreamCollector
@@ -127,6 +128,7 @@ class Runner(Component):
         self.stop_reason = ""
         self.finished = False
         self.statuses: list[BlockStatus] = []
+        self.write_failure: StorageError | None = None  # a failed session/journal write stopped the run
         # sockets and the collaborators using them: made in setup, in the component's thread
         self.publisher: Publisher | None = None
         self.presenter: RequestClient | None = None
@@ -173,7 +175,11 @@ class Runner(Component):
                        self.presenter):
             self._inputs.register(socket.socket, zmq.POLLIN)
         if not self.deferred:
-            self._open_session()
+            try:
+                self._open_session()
+            except StorageError as error:  # the disk is full before the first block
+                self._stop_writing(error)
+                return
         self.model_steps = ModelSteps(self.link, self.recorder, self.collector, rig=self.rig, protocol=self.protocol,
                                       plan=self.plan, settings=self.settings, name=self.name)
         self.presentation = BlockPresentation(
@@ -201,6 +207,9 @@ class Runner(Component):
         step, task = self.current
         try:
             next(task)
+        except StorageError as error:  # disk full or I/O error: write nothing more, stop the run
+            self._stop_writing(error)
+            return False
         except StopIteration:
             self.current = None
             if step is not None and self.recorder.writer.n_blocks == self._blocks_before_step and not self.stop_reason:
@@ -211,13 +220,29 @@ class Runner(Component):
             self._step_failed(step, error)
         return True
 
+    def _stop_writing(self, error: StorageError) -> None:
+        """A session or journal write failed: write nothing more and stop, saying why in `stop_reason`."""
+        self.current, self.write_failure = None, error
+        if self.presentation is not None:
+            self.presentation.active = None
+        self.stop_reason = f"{error}; make room there before resuming"
+        logger.info("%s: %s", self.name, error)  # the run's one error line says it (`stop_reason`)
+
     def teardown(self) -> None:
         try:
-            if self.recorder.writer is not None and self.recorder.library is not None:
+            if (self.recorder.writer is not None and self.recorder.library is not None
+                    and self.write_failure is None):
                 self._poll()
-                self._write_interrupted()
+                try:
+                    self._write_interrupted()
+                except StorageError as error:  # stopping anyway: say why the last data is not in the file
+                    self._stop_writing(error)
+                    logger.error("%s: %s", self.name, error)
         finally:
-            self.recorder.close()
+            try:
+                self.recorder.close()
+            except StorageError as error:  # the committed blocks are on disk already
+                logger.error("%s: %s", self.name, error)
             for part in (self.link, self.collector, self.presenter, self.publisher):
                 if part is not None:
                     part.close()

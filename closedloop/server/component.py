@@ -84,7 +84,7 @@ class ModelServer(Component):
         self.store: ResponseStore | None = None
         self.requests: RequestServer | None = None
         self.events: Publisher | None = None
-        self._reserved = 0
+        self._reserved = settings.first_version - 1  # versions handed out so far
         self._running: tuple[RefitJob, Future] | None = None
         self._pending: _Pending | None = None
         self._syntheses: list[tuple[Request, Future]] = []

@@ -76,6 +76,9 @@ class ServerSettings:
         Folder where every model version is saved as ``model_vNNN.pt``; ``None``: none.
     session
         Session id carried in every message envelope.
+    first_version
+        Version of the first model this server fits: a resumed session's server goes on
+        from the last version the session recorded, so versions never repeat.
     """
 
     request_endpoint: str
@@ -94,6 +97,7 @@ class ServerSettings:
     window_s: tuple[float, float] = (0.05, 0.10)
     out_dir: str | None = None
     session: str = ""
+    first_version: int = 1
 
     def __post_init__(self) -> None:
         if self.seed is None:
@@ -108,7 +112,7 @@ class ServerSettings:
         if needed > self.stimulus_size_px:
             raise ClosedLoopError(f"server: preprocessing needs {needed}-px images (crop × downsample) but "
                                   f"stimuli are {self.stimulus_size_px} px; lower the crop or raise size_px")
-        for name in ("synthesis_steps", "max_synthesize"):
+        for name in ("synthesis_steps", "max_synthesize", "first_version"):
             if getattr(self, name) < 1:
                 raise ClosedLoopError(f"server: {name} must be at least 1, got {getattr(self, name)}")
         if not (math.isfinite(self.aperture_px) and self.aperture_px > 0):
@@ -117,12 +121,13 @@ class ServerSettings:
     @classmethod
     def from_configs(cls, rig, protocol, *, out_dir: str | None = None, request_endpoint: str | None = None,
                      events_endpoint: str | None = None, session: str = "", device: str | None = None,
-                     seed: int | None = None, stimulus_size_px: int | None = None) -> "ServerSettings":
+                     seed: int | None = None, stimulus_size_px: int | None = None,
+                     first_version: int = 1) -> "ServerSettings":
         """Settings for ``protocol`` on ``rig`` (endpoints default to the rig's ports).
 
         ``device`` (`device_choice`), ``seed`` and ``stimulus_size_px`` replace the configs'
         values when given: a command line's ``--device``/``--seed``, a replayed archive's
-        image size.
+        image size.  ``first_version``: a resumed session's next model version.
 
         Raises
         ------
@@ -148,4 +153,5 @@ class ServerSettings:
             window_s=protocol.response.window_s,
             out_dir=None if out_dir is None else str(out_dir),
             session=session,
+            first_version=int(first_version),
         )
