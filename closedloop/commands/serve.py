@@ -41,13 +41,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def build_acquisition(rig):
     """The acquisition adapter a rig describes."""
-    from closedloop.acquisition import BrainSpec, OpenEphysAdapter, ReplayAdapter, SimulatedArray
+    from closedloop.acquisition import OpenEphysAdapter, ReplayAdapter, SimulatedArray
+    from closedloop.sim.brain import spec_from_rig
 
     acquisition, network = rig.acquisition, rig.network
     spikes, stimulus = network.endpoint("spikes"), network.endpoint("stimulus")
     line = acquisition.photodiode_line if acquisition.photodiode_line is not None else 1
     if acquisition.kind == "sim":
-        brain = BrainSpec(scenario=acquisition.scenario, seed=acquisition.seed, size_px=rig.stimulus.size_px)
+        brain = spec_from_rig(rig)
         # The runner's stream carries the pixels of synthesized images: the array must see them.
         return SimulatedArray(spikes, stimulus, brain, speed=acquisition.speed, refresh_hz=rig.display.refresh_hz,
                               photodiode_line=line, seed=acquisition.seed,

@@ -42,9 +42,10 @@ class LocalLoop:
 
 
 def simulated_brain(rig: Rig, n_units: int | None = None) -> BrainSpec:
-    """The brain a sim rig's acquisition section describes."""
-    return BrainSpec(scenario=rig.acquisition.scenario, seed=rig.acquisition.seed, n_units=n_units,
-                     size_px=rig.stimulus.size_px)
+    """The brain a sim rig's acquisition section describes (``brain:``, else ``scenario:``)."""
+    from closedloop.sim.brain import spec_from_rig
+
+    return spec_from_rig(rig, n_units)
 
 
 def brain_units(brain: BrainSpec) -> tuple[np.ndarray, np.ndarray]:
