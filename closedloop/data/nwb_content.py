@@ -261,9 +261,14 @@ def _add_stimuli(nwbfile: NWBFile, session: SessionContents) -> Images:
 def _add_presentations(nwbfile: NWBFile, session: SessionContents, images: Images, kept: np.ndarray) -> None:
     # Stimulus ids are consecutive from 0, so an id is also the index into order_of_images.
     trials = session.trials[kept]
+    onsets = trials["onset_s"]
+    steps = np.diff(onsets)
+    # evenly spaced onsets (one block of a pvc-8 replay) are written as a start and a rate, as NWB prefers
+    regular = onsets.size > 2 and steps[0] > 0 and np.unique(np.round(steps, 9)).size == 1
+    timing = {"starting_time": float(onsets[0]), "rate": float(1.0 / steps[0])} if regular else {"timestamps": onsets}
     nwbfile.add_stimulus(IndexSeries(
         name="stimulus_presentations", data=trials["stimulus_id"].astype(np.uint32),
-        timestamps=trials["onset_s"], indexed_images=images, unit="N/A",
+        **timing, indexed_images=images, unit="N/A",
         description="image shown at each onset (photodiode edge, acquisition clock); "
                     "data index into stimulus_images.order_of_images",
     ))
