@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 import yaml
@@ -38,6 +38,8 @@ from closedloop.sim.spec import UNIT_TYPES
 
 #: Scenario used when none is given (relative to the repository / working directory).
 DEFAULT_SCENARIO = Path("sim/default.yaml")
+#: ``progress(stage, done, total)``: told as an archive is made.
+Progress = Callable[[str, int, int], None]
 RESPONSE_WINDOW_S = (0.05, 0.10)
 PHOTODIODE_LINE = 1
 #: The presenter's flip comes this long before the photodiode sees the frame (REFERENCE.md:
@@ -139,8 +141,11 @@ def population_for(spec: ArchiveSpec) -> SimulatedV1:
     return SimulatedV1(load_scenario(scenario), n_units=spec.n_units, seed=spec.seed)
 
 
-def make_archive(path: str | Path, spec: ArchiveSpec, *, overwrite: bool = False) -> ArchiveSummary:
+def make_archive(path: str | Path, spec: ArchiveSpec, *, overwrite: bool = False,
+                 progress: Progress | None = None) -> ArchiveSummary:
     """Simulate a recording and write it; returns a summary of what was written.
+
+    ``progress(stage, done, total)`` is called as the work advances (a command's bar or log).
 
     Raises
     ------
@@ -154,13 +159,16 @@ def make_archive(path: str | Path, spec: ArchiveSpec, *, overwrite: bool = False
         raise DataFileError(path, "already exists; pass --overwrite to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    progress = progress or _no_progress
+    progress(f"building the simulated population ({spec.n_units or 'scenario'} units)", 0, 1)
     population = population_for(spec)
+    progress(f"building the simulated population ({population.n_units} units)", 1, 1)
     write = archive_layouts.write_session if spec.layout == "session" else archive_layouts.write_pvc8
     # write to a temporary name so an interrupted run never leaves a file that looks complete
     partial = path.with_name(path.name + ".partial")
     partial.unlink(missing_ok=True)
     try:
-        stats = write(partial, population, spec, recipe_yaml(spec, population))
+        stats = write(partial, population, spec, recipe_yaml(spec, population), progress)
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)
@@ -174,6 +182,10 @@ def make_archive(path: str | Path, spec: ArchiveSpec, *, overwrite: bool = False
         median_peak_hz=float(np.median(stats["peak_hz"])),
         median_fano=float(stats["median_fano"]),
     )
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    return None
 
 
 def recipe_yaml(spec: ArchiveSpec, population: SimulatedV1) -> str:
