@@ -71,12 +71,11 @@ def check_display(presenter: str, rig) -> None:
     """A PsychoPy presenter needs a display: say why there is none and how to fix it."""
     if presenter != "psychopy":
         return
-    from closedloop.present.display import display_problem, no_display_message
+    from closedloop.present.display import display_problem
 
     problem = display_problem(rig.display.width_px, rig.display.height_px)
     if problem:
-        raise ClosedLoopError(no_display_message(problem, rig.display.width_px, rig.display.height_px)
-                              + "; or run with --presenter headless")
+        raise ClosedLoopError(problem + "; or run with --presenter headless")
 
 
 def run(args: argparse.Namespace) -> int:
