@@ -135,6 +135,10 @@ def run(args: argparse.Namespace) -> int:
           + (f"; screenshot {args.screenshot}" if args.screenshot else ""))
     for health in view.health.values():
         print("  " + health.line())
+    missing = [source.models_missing for source in sources if getattr(source, "models_missing", "")]
+    for note in missing:
+        print(f"  note: {note}")
+    summary["notes"] = missing
     write_json(args.json, summary)
     return 0
 

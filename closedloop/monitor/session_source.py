@@ -10,8 +10,10 @@ so targets vs achieved need no matching here.  The runner's journal next to the 
 (``SESSION.runner.jsonl``) gives each block's loop iteration and every model version
 with its held-out metrics and per-unit r.  Session files hold no model predictions; when
 the model versions were saved (``closedloop run --model-out DIR``; ``closedloop demo``
-saves them in ``models/`` next to the session) each new version predicts every stimulus
-shown so far, so predicted vs measured fills as it would live.
+saves them in ``models/`` next to the session) the newest version predicts every stimulus
+of the file before its blocks are fed one by one, so predicted vs measured and the
+running correlation fill as they would live.  When no saved version is found, the
+monitor says where it looked and to pass ``--models DIR``.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class SessionSource:
         self.stimuli_seen = 0
         self.model_seen = 0
         self.model_predicted = 0
+        self.models_missing = ""  # where a model version was looked for and not found
         self.last_error = ""
         self._unit = state.unit
         self._stop = threading.Event()
@@ -112,12 +115,14 @@ class SessionSource:
         spikes, sync = reader.spikes, reader.sync
         unit_ids = reader.unit_ids
         records = self._journal(reader.n_blocks)
+        newest = max((r.model_version for r in records.values()), default=0)
+        if newest > self.model_predicted and trials.size:
+            self._predict(newest, np.unique(trials["stimulus_id"]))
         for block in blocks:
             record = records.get(int(block["index"]))
             self._feed_block(block, trials, responses, spikes, sync, unit_ids, record)
+            self.state.mark_correlation()  # one point of the running correlation per block
         self.blocks_shown = reader.n_blocks
-        if self.model_seen > self.model_predicted and trials.size:
-            self._predict(self.model_seen, np.unique(trials["stimulus_id"]))
         if trials.size:
             last = int(trials["stimulus_id"][-1])
             self.state.put_image(last, reader.read_pixels(np.array([last]))[0])
@@ -184,6 +189,10 @@ class SessionSource:
         """Predictions of saved model ``version`` for the stimuli shown (nothing when it was not saved)."""
         path = self.models_dir / f"model_v{version:03d}.pt"
         if not path.is_file():
+            if not self.models_missing:
+                self.models_missing = (f"no predictions: model v{version} was not found as {path}; if the models "
+                                       "were saved elsewhere, pass --models DIR (closedloop run --model-out DIR)")
+                self.state.error_from(STREAM, self.models_missing)
             return
         from closedloop.data.dataset import Preprocessing
         from closedloop.data.preprocess import preprocess
