@@ -120,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
             save_screenshot(window, args.screenshot)
         view = state.view()
         window.close()
+        _release_qt(app, window)
+        del window
     finally:
         for source in reversed(sources):
             source.stop()
@@ -141,6 +143,21 @@ def run(args: argparse.Namespace) -> int:
     summary["notes"] = missing
     write_json(args.json, summary)
     return 0
+
+
+def _release_qt(app, window) -> None:
+    """Delete the window's Qt objects now, while the application still exists.
+
+    Left to Python's exit, the C++ side of pyqtgraph's items can be destroyed after the
+    QApplication (or from the garbage collector in any order), which crashed the
+    process on exit now and then (SIGSEGV after the output was written).
+    """
+    import gc
+
+    window.deleteLater()
+    app.sendPostedEvents(None, 0)  # 0 = QEvent.DeferredDelete: runs the deleteLater now
+    app.processEvents()
+    gc.collect()
 
 
 def _load_rig(path: Path | None):
