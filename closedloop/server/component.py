@@ -260,9 +260,8 @@ class ModelServer(Component):
         except ClosedLoopError as error:
             self._fit_failed(version, requested_by, str(error))
             return version
-        job = RefitJob(version, block, requested_by, dataset, split, self.model)
-        self._running = (job, self._fit_thread.submit(run_refit, job, self.settings, self.device, self._cancel,
-                                                      self._note_activity))
+        job = RefitJob(version, block, requested_by, dataset, split, self.model, activity=self._note_activity)
+        self._running = (job, self._fit_thread.submit(run_refit, job, self.settings, self.device, self._cancel))
         self.activity = f"fitting model v{version} on {dataset.n_images} images"
         self._running[1].add_done_callback(self._wake)
         self.counts["refits_started"] += 1

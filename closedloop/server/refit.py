@@ -73,6 +73,7 @@ class RefitJob:
     dataset: ResponseDataset
     split: DataSplit
     previous: ServedModel | None
+    activity: Callable[[str], None] | None = None  # told the epoch as the fit advances
 
 
 def refit_seed(seed: int, version: int) -> int:
@@ -80,12 +81,12 @@ def refit_seed(seed: int, version: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(version)]).generate_state(1)[0] >> 1)
 
 
-def run_refit(job: RefitJob, settings: ServerSettings, device: torch.device, cancel: threading.Event,
-              activity: Callable[[str], None] | None = None) -> tuple[ServedModel, Callable[[], str | None] | None]:
+def run_refit(job: RefitJob, settings: ServerSettings, device: torch.device,
+              cancel: threading.Event) -> tuple[ServedModel, Callable[[], str | None] | None]:
     """Fit and evaluate one model version; also returns how to save it (``settings.out_dir``), or ``None``.
 
     Saving is left to the caller so the new version can be announced first: writing
-    the checkpoint takes tens of milliseconds the loop need not wait for.  ``activity``
+    the checkpoint takes tens of milliseconds the loop need not wait for.  ``job.activity``
     is told the epoch as the fit advances (for the supervisor's messages).
 
     Raises
@@ -102,8 +103,8 @@ def run_refit(job: RefitJob, settings: ServerSettings, device: torch.device, can
     dataset, split = job.dataset, job.split
 
     def progress(epoch: int, max_epochs: int, best_loss: float) -> None:
-        if activity is not None:
-            activity(f"fitting model v{job.version}, epoch {epoch}/{max_epochs}")
+        if job.activity is not None:
+            job.activity(f"fitting model v{job.version}, epoch {epoch}/{max_epochs}")
         if cancel.is_set():
             raise Cancelled(f"refit to version {job.version} cancelled at epoch {epoch}")
 
