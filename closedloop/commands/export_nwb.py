@@ -24,7 +24,8 @@ from closedloop.commands.common import add_json_option, write_json
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("session", type=Path, metavar="SESSION.h5", help="closedloop session file")
-    parser.add_argument("out", type=Path, metavar="OUT.nwb", help="NWB file to write (its folder must exist)")
+    parser.add_argument("out", type=Path, metavar="OUT.nwb",
+                        help="NWB file to write (its folder must exist; .nwb is added when OUT has no extension)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT.nwb if it exists")
     parser.add_argument("--metadata", type=Path, default=None, metavar="META.yaml",
                         help="YAML with a session: section (subject, experimenter, institution, lab, description); "
@@ -35,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from closedloop.data.nwb import export_nwb
 
-    summary = export_nwb(args.session, args.out, overwrite=args.overwrite, metadata=args.metadata)
+    out = args.out if args.out.suffix else args.out.with_name(args.out.name + ".nwb")
+    summary = export_nwb(args.session, out, overwrite=args.overwrite, metadata=args.metadata)
     print(summary.text())
     write_json(args.json, summary.to_dict())
     return 0

@@ -23,7 +23,7 @@ import yaml
 from closedloop.config.session_info import SessionInfo, load_metadata, merge, section_in_text
 from closedloop.data import session_lock
 from closedloop.data.nwb_clock import block_clocks
-from closedloop.data.nwb_content import build_nwbfile
+from closedloop.data.nwb_content import build_nwbfile, kept_trials
 from closedloop.data.output_files import write_via_temporary
 from closedloop.data.session_reader import SessionReader
 from closedloop.errors import DataFileError
@@ -150,15 +150,14 @@ def export_nwb(session_path: str | Path, out_path: str | Path, *, overwrite: boo
         contents = read_contents(reader, extra)
     nwbfile = build_nwbfile(contents, exported_by=f"closedloop export-nwb {session_path}")
     _write_atomically(nwbfile, out_path)
-    kept = np.isin(contents.trials["block"], contents.blocks["index"][
-        [not clock.startswith("presenter") for clock in contents.block_clocks]])
+    n_left_out = int(contents.trials.size - kept_trials(contents).size)
     return ExportSummary(
         session=str(session_path), out=str(out_path), session_id=contents.session_id, writer_state=state,
         n_units=int(contents.unit_ids.size), n_trials=int(contents.trials.size),
         n_stimuli=int(contents.stimuli.size), n_spikes=int(np.isin(contents.spikes["unit_id"], contents.unit_ids).sum()),
         n_sync_events=int(contents.sync.size), n_blocks=int(contents.blocks.size),
         n_flagged_blocks=int(np.count_nonzero(contents.blocks["flagged"])),
-        n_trials_left_out=int(np.count_nonzero(~kept)), warnings=dandi_warnings(contents),
+        n_trials_left_out=n_left_out, warnings=dandi_warnings(contents),
         stimulus_durations=contents.duration_source, file_mb=out_path.stat().st_size / 1e6,
         seconds=time.perf_counter() - started,
     )

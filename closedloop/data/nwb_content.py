@@ -64,7 +64,7 @@ def build_nwbfile(session: SessionContents, exported_by: str) -> NWBFile:
         experimenter=list(info.experimenter) if info.experimenter else None,
         institution=info.institution, lab=info.lab, subject=_subject(session),
     )
-    kept = _kept_trials(session)
+    kept = kept_trials(session)
     _add_units(nwbfile, session)
     _add_trials(nwbfile, session, kept)
     _add_blocks(nwbfile, session)
@@ -87,7 +87,7 @@ def _subject(session: SessionContents) -> Subject | None:
     return Subject(**{name: getattr(subject, name) for name in fields if getattr(subject, name) is not None})
 
 
-def _kept_trials(session: SessionContents) -> np.ndarray:
+def kept_trials(session: SessionContents) -> np.ndarray:
     """Rows of the session's trials that go into the NWB file: those on the acquisition clock."""
     good = [int(b["index"]) for b, clock in zip(session.blocks, session.block_clocks) if on_acquisition_clock(clock)]
     return np.flatnonzero(np.isin(session.trials["block"], good))
@@ -124,7 +124,7 @@ def _left_out(session: SessionContents) -> list[str]:
              for block, clock in zip(session.blocks, session.block_clocks) if not on_acquisition_clock(clock)]
     if not session.sync.size:
         notes.append("left out: /events/sync (no photodiode or TTL edge was recorded)")
-    kept = _kept_trials(session)
+    kept = kept_trials(session)
     if kept.size and np.all(np.isnan(session.responses[kept])):
         notes.append("left out: /processing/responses (no trial has a computed response)")
     return notes

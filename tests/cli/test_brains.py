@@ -64,6 +64,15 @@ def test_a_population_brain_and_its_overrides(tmp_path):
     assert len(spec.build().unit_ids) == 3
 
 
+def test_a_twin_brain_names_its_checkpoint_and_archive_relative_to_the_rig(tmp_path):
+    (tmp_path / "fits").mkdir()
+    for name in ("model.pt", "p2.mat"):
+        (tmp_path / "fits" / name).write_bytes(b"")
+    spec = spec_from_rig(load_rig(_rig_with(tmp_path, "{kind: twin, checkpoint: fits/model.pt, archive: fits/p2.mat}")))
+    assert (spec.kind, spec.checkpoint, spec.archive) == (
+        "twin", str(tmp_path / "fits" / "model.pt"), str(tmp_path / "fits" / "p2.mat"))
+
+
 @pytest.mark.parametrize(("brain", "message"), [
     ("{kind: callable, target: lab_v1.QuadrantBrain}", "acquisition.brain.target: write it as package.module:callable"),
     ("{kind: twin, checkpoint: model.pt, archive: a.mat}", "acquisition.brain.checkpoint: "),

@@ -98,8 +98,8 @@ def test_a_replayed_pvc8_archive_with_metadata_from_a_file(tmp_path):
                             sync_states=np.ones(6, np.int8), responses_hz=np.ones((6, 3), np.float32))
     meta = tmp_path / "meta.yaml"
     meta.write_text(SUBJECT)
-    out = tmp_path / "replay.nwb"
-    assert main(["export-nwb", str(path), str(out), "--metadata", str(meta), "--json", str(tmp_path / "s.json")]) == 0
+    out = tmp_path / "replay.nwb"  # the extension is added
+    assert main(["export-nwb", str(path), str(tmp_path / "replay"), "--metadata", str(meta), "--json", str(tmp_path / "s.json")]) == 0
     assert problems(out) == []
     with NWBHDF5IO(str(out), "r") as io:
         nwbfile = io.read()
