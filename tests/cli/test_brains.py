@@ -55,6 +55,13 @@ def test_a_callable_brain_named_in_the_rig_drives_the_demo_and_is_its_ground_tru
 
     with SessionReader(out / "demo.h5") as reader:
         np.testing.assert_array_equal(reader.unit_ids, [1, 2, 3, 4])  # the callable's four units
+    # the demo's session, synthesized images included, exports to NWB that DANDI accepts
+    from closedloop.data.nwb import export_nwb
+    from tests.data.test_nwb_dandi import SUBJECT, problems
+
+    (tmp_path / "meta.yaml").write_text(SUBJECT)
+    export_nwb(out / "demo.h5", out / "demo.nwb", metadata=tmp_path / "meta.yaml")
+    assert problems(out / "demo.nwb") == []
 
 
 def test_a_population_brain_and_its_overrides(tmp_path):

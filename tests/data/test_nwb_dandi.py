@@ -101,6 +101,9 @@ def test_a_replayed_pvc8_archive_with_metadata_from_a_file(tmp_path):
     out = tmp_path / "replay.nwb"  # the extension is added
     assert main(["export-nwb", str(path), str(tmp_path / "replay"), "--metadata", str(meta), "--json", str(tmp_path / "s.json")]) == 0
     assert problems(out) == []
+    from closedloop.data.output_files import current_umask
+
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~current_umask()  # readable by the lab, not 0600
     with NWBHDF5IO(str(out), "r") as io:
         nwbfile = io.read()
         assert nwbfile.units.resolution == 0.001 and nwbfile.institution == "Example University"
