@@ -81,3 +81,13 @@ def test_an_installed_wheel_validates_and_loads_the_shipped_rigs_without_the_rep
     root, scenario = done.stdout.split()
     assert Path(root) == installed / "closedloop" / "shipped" and Path(scenario).is_file()
     assert Path(scenario).is_relative_to(installed)
+
+
+@pytest.mark.slow
+def test_the_demo_runs_from_another_folder_with_the_shipped_rig(tmp_path, monkeypatch, capsys):
+    from tests.runner.helpers import PROTOCOL
+
+    monkeypatch.chdir(tmp_path)  # no sim/ here: the shipped rig's scenario is found all the same
+    (tmp_path / "p.yaml").write_text(PROTOCOL.format(top_k=2, iterations=1))
+    assert main(["demo", "--out", "d", "--protocol", "p.yaml", "--device", "cpu"]) == 0
+    assert (tmp_path / "d" / "demo.h5").is_file() and "loop finished" in capsys.readouterr().out
