@@ -99,7 +99,8 @@ def test_a_replayed_pvc8_archive_with_metadata_from_a_file(tmp_path):
     meta = tmp_path / "meta.yaml"
     meta.write_text(SUBJECT)
     out = tmp_path / "replay.nwb"  # the extension is added
-    assert main(["export-nwb", str(path), str(tmp_path / "replay"), "--metadata", str(meta), "--json", str(tmp_path / "s.json")]) == 0
+    assert main(["export-nwb", str(path), str(tmp_path / "replay"), "--metadata", str(meta),
+                 "--json", str(tmp_path / "s.json")]) == 0
     assert problems(out) == []
     from closedloop.data.output_files import current_umask
 
