@@ -160,9 +160,9 @@ def make_archive(path: str | Path, spec: ArchiveSpec, *, overwrite: bool = False
     path.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     progress = progress or _no_progress
-    progress(f"building the simulated population ({spec.n_units or 'scenario'} units)", 0, 1)
+    progress("building the simulated population", 0, 1)
     population = population_for(spec)
-    progress(f"building the simulated population ({population.n_units} units)", 1, 1)
+    progress("building the simulated population", 1, 1)
     write = archive_layouts.write_session if spec.layout == "session" else archive_layouts.write_pvc8
     # write to a temporary name so an interrupted run never leaves a file that looks complete
     partial = path.with_name(path.name + ".partial")

@@ -119,7 +119,7 @@ class Pvc8Arrays:
 def simulate_pvc8(population: SimulatedV1, spec: ArchiveSpec,
                   progress: Progress = lambda stage, done, total: None) -> Pvc8Arrays:
     """Simulate pvc-8's experiment: small/large natural images interleaved, then the 416 gratings."""
-    progress("making the images", 0, 1)
+    progress("making the images", 0, 3)
     images_seed, rng = _streams(population)
     stimulus_s, blank_s = spec.durations_s
     aperture = population.spec.aperture_diameter_px
@@ -130,11 +130,14 @@ def simulate_pvc8(population: SimulatedV1, spec: ArchiveSpec,
     small = GREY + aperture_mask(PVC8_CANVAS_PX, aperture) * (large - GREY)
     natural = np.stack([small, large], axis=1).reshape(-1, PVC8_CANVAS_PX, PVC8_CANVAS_PX)
     del small, large
+    progress("making the images", 1, 3)
     gratings, _ = pvc8_grating_sets(canvas_px=PVC8_CANVAS_PX, pixels_per_degree=population.pixels_per_degree,
                                     aperture_diameter_px=aperture)
+    progress("making the images", 2, 3)
     images = np.concatenate([_to_uint8(natural), _to_uint8(gratings)])
     centre = fit_to_grid(np.concatenate([natural, gratings]), population.size_px)
     del natural, gratings
+    progress("making the images", 3, 3)
     n_bins, n_blank_bins = round(stimulus_s * 1000), round(blank_s * 1000)
     stage = f"spike trains of {len(centre)} stimuli x {spec.n_repeats} repeats (on, then blank)"
     progress(stage, 0, 2)

@@ -24,6 +24,15 @@ def test_stage_progress_writes_lines_off_a_terminal():
         "simulating blocks ...", "simulating blocks: 4/4", "writing ...", "writing: 1/1"]
 
 
+def test_a_silent_stage_still_gets_lines():
+    stream = io.StringIO()
+    progress = StageProgress(stream, every_s=0.1)
+    progress("writing the MATLAB file", 0, 1)
+    time.sleep(0.45)
+    progress.close()
+    assert stream.getvalue().count("writing the MATLAB file: still working") >= 2
+
+
 class _Slow(Component):
     """One step that blocks for a while, as a starved or stuck component would."""
 
