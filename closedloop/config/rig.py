@@ -139,7 +139,9 @@ class Acquisition:
 
     ``kind`` is ``sim`` (simulated array), ``openephys`` (Open Ephys ZMQ plugin) or
     ``replay`` (an archived recording).  ``speed`` is the playback rate for sim and
-    replay: 1.0 is real time, 2.0 twice as fast, 0 as fast as possible.
+    replay: 1.0 is real time, 2.0 twice as fast, 0 as fast as possible.  A sim rig's
+    neurons are ``brain`` (`closedloop.config.brain`) or, without it, the population of
+    ``scenario``.  Paths are relative to the rig file's folder (`closedloop.paths`).
     """
 
     kind: Literal["sim", "openephys", "replay"]
