@@ -66,7 +66,7 @@ class StageProgress:
             self._last = time.monotonic()
 
     def _tick(self) -> None:
-        while not self._stop.wait(self.every_s):
+        while not self._stop.wait(self.every_s / 2):
             with self._lock:
                 now = time.monotonic()
                 if self._stage is None or now - self._last < self.every_s:
