@@ -164,8 +164,9 @@ def _load_rig(path: Path | None):
     if path is None:
         return None
     from closedloop.config import load_rig
+    from closedloop.paths import shipped_file
 
-    return load_rig(path)
+    return load_rig(shipped_file(path))
 
 
 def _start_sources(args: argparse.Namespace, rig, state) -> tuple[list, str]:

@@ -86,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
     from closedloop.runner.assemble import build_loop, presenter_for
     from closedloop.runner.summary import RunSummary
 
-    rig, protocol = load_rig(args.rig), load_protocol(args.protocol)
+    from closedloop.paths import shipped_file
+
+    rig, protocol = load_rig(shipped_file(args.rig)), load_protocol(shipped_file(args.protocol))
     validate(rig, protocol)
     if args.resume is not None and not args.resume.is_file():
         raise ClosedLoopError(f"{args.resume}: no such session file to resume")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from closedloop.commands.common import add_json_option, write_json
 from closedloop.errors import ClosedLoopError
+from closedloop.paths import shipped_file
 from closedloop.wording import counted
 
 COMPONENTS = ("acquisition", "model", "presenter", "runner")
@@ -80,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if args.device is not None and (args.component != "model" or not DEVICE_PATTERN.fullmatch(args.device)):
         raise ClosedLoopError(f"--device {args.device}: only for 'serve model', and one of auto, cpu, cuda, cuda:N")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    rig = load_rig(args.rig)
+    rig = load_rig(shipped_file(args.rig))
     if args.component == "model":
         return _serve_model(rig, args)
     if args.component == "presenter":
@@ -113,7 +114,7 @@ def _serve_model(rig, args: argparse.Namespace) -> int:
 
     if args.protocol is None:
         raise ClosedLoopError("'serve model' needs --protocol P.yaml (its fit section says what to fit)")
-    server = build_model_server(rig, load_protocol(args.protocol), args.out, args.device)
+    server = build_model_server(rig, load_protocol(shipped_file(args.protocol)), args.out, args.device)
     settings = server.settings
     print(f"serving the model ({settings.model.ensemble_size}-member {settings.model.architecture}, device "
           f"{settings.device}, seed {settings.seed}) on {settings.request_endpoint}, events on "
@@ -135,7 +136,7 @@ def _needs_protocol(args: argparse.Namespace, what: str):
 
     if args.protocol is None:
         raise ClosedLoopError(f"'serve {args.component}' needs --protocol P.yaml ({what})")
-    return load_protocol(args.protocol)
+    return load_protocol(shipped_file(args.protocol))
 
 
 def _serve_presenter(rig, args: argparse.Namespace) -> int:
