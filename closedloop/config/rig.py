@@ -14,7 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from closedloop.config.schema import ConfigSource, LoadedFromFile, Where, internal, load_settings_file, setting
+from closedloop.config.brain import BrainSettings
+from closedloop.config.schema import (
+    ConfigSource, LoadedFromFile, Where, internal, load_settings_file, path_setting, setting,
+)
+from closedloop.config.session_info import SessionInfo
 
 DEVICE_PATTERN = re.compile(r"auto|cpu|cuda|cuda:\d+")
 #: The sync line of stimulus onsets when a rig does not name one: the simulated array's and the
@@ -127,7 +131,7 @@ class Stimulus:
 
 _KEYS_BY_KIND = {
     "openephys": ("event_endpoint", "sample_rate_hz", "photodiode_line"),
-    "sim": ("scenario", "seed", "speed"),
+    "sim": ("scenario", "brain", "seed", "speed"),
     "replay": ("archive", "speed"),
 }
 
@@ -138,17 +142,20 @@ class Acquisition:
 
     ``kind`` is ``sim`` (simulated array), ``openephys`` (Open Ephys ZMQ plugin) or
     ``replay`` (an archived recording).  ``speed`` is the playback rate for sim and
-    replay: 1.0 is real time, 2.0 twice as fast, 0 as fast as possible.
+    replay: 1.0 is real time, 2.0 twice as fast, 0 as fast as possible.  A sim rig's
+    neurons are ``brain`` (`closedloop.config.brain`) or, without it, the population of
+    ``scenario``.  Paths are relative to the rig file's folder (`closedloop.paths`).
     """
 
     kind: Literal["sim", "openephys", "replay"]
     event_endpoint: str = "tcp://127.0.0.1:5557"
     sample_rate_hz: float = setting(30000.0, gt=0)
     photodiode_line: int | None = setting(None, ge=0)
-    scenario: str = "sim/default.yaml"
+    scenario: str = path_setting("sim/default.yaml")
+    brain: BrainSettings | None = None
     seed: int | None = None
     speed: float = setting(1.0, ge=0)
-    archive: str | None = None
+    archive: str | None = path_setting(None)
 
     @property
     def onset_line(self) -> int:
@@ -166,6 +173,9 @@ class Acquisition:
             if where.has(key) and key not in _KEYS_BY_KIND[self.kind]:
                 used_by = " or ".join(kind for kind, keys in _KEYS_BY_KIND.items() if key in keys)
                 raise where.error(key, f"only used when kind is {used_by}, but kind is {self.kind}; remove it")
+        if where.has("scenario") and where.has("brain"):
+            raise where.error("scenario", f"give either scenario or brain (line {where.line('brain')}), not both; "
+                                          "a population brain takes its own scenario")
         if self.kind != "openephys":
             return
         if self.photodiode_line is None:
@@ -254,6 +264,7 @@ class Rig(LoadedFromFile):
     acquisition: Acquisition
     network: Network = field(default_factory=Network)
     compute: Compute = field(default_factory=Compute)
+    session: SessionInfo | None = None
     source: ConfigSource | None = internal()
 
     @property
