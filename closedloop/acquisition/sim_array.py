@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -54,6 +53,7 @@ from closedloop.acquisition.spike_sources import (
 from closedloop.config.rig import PHOTODIODE_LINE
 from closedloop.errors import ClosedLoopError
 from closedloop.messages import BlockRequest, StimulusShown
+from closedloop.paths import shipped_file
 from closedloop.sim.archive_spec import PHOTODIODE_LAG_S
 from closedloop.transport import Subscriber
 from closedloop.transport.receiver import RateLimitedLog
@@ -82,6 +82,8 @@ class BrainSpec:
         ``"population"``: a `SimulatedV1` from ``scenario`` (``n_units``/``seed`` override
         it); ``"callable"``: ``target`` = ``"module:callable"``; ``"twin"``: a digital twin
         of ``archive`` fitted as ``checkpoint``.
+    import_path
+        Folders searched first when importing a callable brain's module.
     size_px
         Side of the presented images (for a callable brain's grey baseline).
     """
@@ -93,6 +95,7 @@ class BrainSpec:
     target: str | None = None
     checkpoint: str | None = None
     archive: str | None = None
+    import_path: tuple[str, ...] = ()
     size_px: int = 66
 
     def build(self) -> SpikeSource:
@@ -101,14 +104,14 @@ class BrainSpec:
             from closedloop.sim.population import SimulatedV1
             from closedloop.sim.scenario import load_scenario
 
-            spec = load_scenario(Path(self.scenario)) if self.scenario else None
+            spec = load_scenario(shipped_file(self.scenario)) if self.scenario else None
             return GroundTruthSource(SimulatedV1(spec, n_units=self.n_units, seed=self.seed))
         if self.kind == "callable":
             from closedloop.sim.brain import load_brain
 
             if not self.target:
                 raise ClosedLoopError("brain kind 'callable' needs target: 'package.module:callable'")
-            brain = load_brain(self.target, probe_size_px=self.size_px)
+            brain = load_brain(self.target, probe_size_px=self.size_px, import_path=self.import_path)
             spont = grey_spontaneous(brain, self.size_px)
             n = len(spont)
             return RateSource(brain, np.arange(1, n + 1, dtype=np.int64),

@@ -118,6 +118,8 @@ def run(args: argparse.Namespace) -> int:
             save_screenshot(window, args.screenshot)
         view = state.view()
         window.close()
+        _release_qt(app, window)
+        del window
     finally:
         for source in reversed(sources):
             source.stop()
@@ -133,16 +135,36 @@ def run(args: argparse.Namespace) -> int:
           + (f"; screenshot {args.screenshot}" if args.screenshot else ""))
     for health in view.health.values():
         print("  " + health.line())
+    missing = [source.models_missing for source in sources if getattr(source, "models_missing", "")]
+    for note in missing:
+        print(f"  note: {note}")
+    summary["notes"] = missing
     write_json(args.json, summary)
     return 0
+
+
+def _release_qt(app, window) -> None:
+    """Delete the window's Qt objects now, while the application still exists.
+
+    Left to Python's exit, the C++ side of pyqtgraph's items can be destroyed after the
+    QApplication (or from the garbage collector in any order), which crashed the
+    process on exit now and then (SIGSEGV after the output was written).
+    """
+    import gc
+
+    window.deleteLater()
+    app.sendPostedEvents(None, 0)  # 0 = QEvent.DeferredDelete: runs the deleteLater now
+    app.processEvents()
+    gc.collect()
 
 
 def _load_rig(path: Path | None):
     if path is None:
         return None
     from closedloop.config import load_rig
+    from closedloop.paths import shipped_file
 
-    return load_rig(path)
+    return load_rig(shipped_file(path))
 
 
 def _start_sources(args: argparse.Namespace, rig, state) -> tuple[list, str]:

@@ -72,12 +72,11 @@ def check_display(presenter: str, rig) -> None:
     """A PsychoPy presenter needs a display: say why there is none and how to fix it."""
     if presenter != "psychopy":
         return
-    from closedloop.present.display import display_problem, no_display_message
+    from closedloop.present.display import display_problem
 
     problem = display_problem(rig.display.width_px, rig.display.height_px)
     if problem:
-        raise ClosedLoopError(no_display_message(problem, rig.display.width_px, rig.display.height_px)
-                              + "; or run with --presenter headless")
+        raise ClosedLoopError(problem + "; or run with --presenter headless")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,11 +86,12 @@ def run(args: argparse.Namespace) -> int:
     from closedloop.loop import run_until_done
     from closedloop.transport import Endpoints
     from closedloop.loop.assemble import build_loop, presenter_for
+    from closedloop.paths import shipped_file
     from closedloop.reports.summary import RunSummary
     from closedloop.runner.resume import check_resumable
     from closedloop.runner.session_size import check_room_for_run
 
-    rig, protocol = load_rig(args.rig), load_protocol(args.protocol)
+    rig, protocol = load_rig(shipped_file(args.rig)), load_protocol(shipped_file(args.protocol))
     validate(rig, protocol)
     if args.resume is not None and not args.resume.is_file():
         raise ClosedLoopError(f"{args.resume}: no such session file to resume")

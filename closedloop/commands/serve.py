@@ -1,15 +1,17 @@
 """Run one component of the loop as its own process: ``closedloop serve COMPONENT --rig RIG.yaml``.
 
 ``acquisition`` runs the adapter the rig's ``acquisition.kind`` names (sim, replay,
-openephys or lsl), publishing on the rig's ``network.ports.spikes``.  ``model`` runs the model
-server for ``--protocol``'s ``fit`` section, answering on ``network.ports.model`` and
+openephys or lsl; a sim rig's ``acquisition.brain``), publishing on the rig's
+``network.ports.spikes``.  ``model`` runs the model server for ``--protocol``'s ``fit``
+section (on ``--device``, default the protocol's or rig's), answering on ``network.ports.model`` and
 publishing on ``network.ports.model_events``, saving every model version under
 ``--out`` when given.  ``presenter`` opens the window (``--presenter psychopy``, the
 default, or ``headless``) and takes blocks on ``network.ports.blocks``, reporting each
 trial on ``network.ports.stimulus`` — on the stimulus computer, say.  ``runner`` runs
 ``--protocol`` against components served elsewhere, writing ``--session`` (or
 continuing ``--resume``).  Each runs until Ctrl-C, SIGTERM or ``--timeout``; the
-runner also stops when its protocol is done.
+runner also stops when its protocol is done.  ``--protocol`` is required by ``model``,
+``presenter`` and ``runner``; ``--json PATH`` writes what the component did.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ import argparse
 import logging
 from pathlib import Path
 
-from closedloop.commands.common import positive_int
+from closedloop.commands.common import add_json_option, positive_int, write_json
 from closedloop.errors import ClosedLoopError
+from closedloop.paths import shipped_file
+from closedloop.wording import counted
 
 COMPONENTS = ("acquisition", "model", "presenter", "runner")
 
@@ -27,7 +31,9 @@ COMPONENTS = ("acquisition", "model", "presenter", "runner")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("component", choices=COMPONENTS, help="which component to run")
     parser.add_argument("--rig", type=Path, required=True, help="rig YAML file")
-    parser.add_argument("--protocol", type=Path, default=None, help="protocol YAML file (model: its fit section)")
+    parser.add_argument("--protocol", type=Path, default=None,
+                        help="protocol YAML file; required by model (its fit section), presenter (its timing) "
+                             "and runner (what to run); not used by acquisition")
     parser.add_argument("--out", type=Path, default=None,
                         help="model: save every model version as OUT/model_vNNN.pt (default: not saved)")
     parser.add_argument("--presenter", choices=("psychopy", "headless"), default="psychopy",
@@ -38,18 +44,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--units", default=None, help="runner: unit ids of a new session (e.g. 1-96); "
                         "a simulated rig's array knows its own, a real rig's runner listens for them "
                         "(acquisition.discover_units_s)")
+    parser.add_argument("--device", default=None,
+                        help="model: auto, cpu, cuda or cuda:N (default: the protocol's fit.device, else the rig's)")
     parser.add_argument("--timeout", type=float, default=None, help="stop after this many seconds (default: never)")
     parser.add_argument("--first-version", type=positive_int, default=1, metavar="N",
                         help="model: number the first model N (a resumed session's runner says which)")
+    add_json_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    from closedloop.config.rig import load_rig
+    from closedloop.config.rig import DEVICE_PATTERN, load_rig
 
     if args.timeout is not None and args.timeout <= 0:
         raise ClosedLoopError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
+    if args.device is not None and (args.component != "model" or not DEVICE_PATTERN.fullmatch(args.device)):
+        raise ClosedLoopError(f"--device {args.device}: only for 'serve model', and one of auto, cpu, cuda, cuda:N")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    rig = load_rig(args.rig)
+    rig = load_rig(shipped_file(args.rig))
     if args.component == "model":
         return _serve_model(rig, args)
     if args.component == "presenter":
@@ -63,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
     report = _supervise(adapter, args.timeout)
     state = report.components[adapter.name]
     print(f"{adapter.name}: {state.state} ({report.reason}); sent {vars(adapter.stats)}")
+    _write_summary(args, adapter.name, report, {"sent": vars(adapter.stats)})
     if not report.ok:
         raise ClosedLoopError(f"{adapter.name} failed: {'; '.join(state.errors)}")
     return 0
@@ -75,9 +87,10 @@ def _serve_model(rig, args: argparse.Namespace) -> int:
 
     if args.protocol is None:
         raise ClosedLoopError("'serve model' needs --protocol P.yaml (its fit section says what to fit)")
-    protocol = load_protocol(args.protocol)
+    protocol = load_protocol(shipped_file(args.protocol))
     validate(rig, protocol)  # the stimulus array must be large enough for the preprocessing
-    server = model_server(rig, protocol, name="model", out_dir=args.out, first_version=args.first_version)
+    server = model_server(rig, protocol, name="model", out_dir=args.out, device=args.device,
+                          first_version=args.first_version)
     settings = server.settings
     print(f"serving the model ({settings.model.ensemble_size}-member {settings.model.architecture}, device "
           f"{settings.device}, seed {settings.seed}) on {settings.request_endpoint}, events on "
@@ -87,6 +100,8 @@ def _serve_model(rig, args: argparse.Namespace) -> int:
     counts = ", ".join(f"{key} {value}" for key, value in sorted(server.counts.items())) or "no requests"
     saved = f"; models in {args.out}" if args.out is not None and server.version else ""
     print(f"{server.name}: {state.state} ({report.reason}); model version {server.version}; {counts}{saved}")
+    _write_summary(args, server.name, report, {"model_version": server.version, "counts": dict(server.counts),
+                                               "device": str(settings.device)})
     if not report.ok:
         raise ClosedLoopError(f"{server.name} failed: {'; '.join(state.errors)}")
     return 0
@@ -97,7 +112,7 @@ def _needs_protocol(args: argparse.Namespace, what: str):
 
     if args.protocol is None:
         raise ClosedLoopError(f"'serve {args.component}' needs --protocol P.yaml ({what})")
-    return load_protocol(args.protocol)
+    return load_protocol(shipped_file(args.protocol))
 
 
 def _serve_presenter(rig, args: argparse.Namespace) -> int:
@@ -114,8 +129,10 @@ def _serve_presenter(rig, args: argparse.Namespace) -> int:
           f"{presenter.shown_endpoint}; Ctrl-C stops", flush=True)
     report = _supervise(presenter, args.timeout)
     state = report.components[presenter.name]
-    print(f"{presenter.name}: {state.state} ({report.reason}); {presenter.blocks_shown} blocks shown, "
+    print(f"{presenter.name}: {state.state} ({report.reason}); {counted(presenter.blocks_shown, 'block')} shown, "
           f"{presenter.blocks_rejected} refused")
+    _write_summary(args, presenter.name, report, {"blocks_shown": presenter.blocks_shown,
+                                                  "blocks_refused": presenter.blocks_rejected})
     if not report.ok:
         raise ClosedLoopError(f"{presenter.name} failed: {'; '.join(state.errors)}")
     return 0
@@ -158,6 +175,13 @@ def _serve_runner(rig, args: argparse.Namespace) -> int:
     print(f"running {protocol.name} against the components serving on {rig.network.host} -> {session}", flush=True)
     report = run_until_done([progress, runner], timeout_s=args.timeout)
     return finish(report, runner, session, args)
+
+
+def _write_summary(args: argparse.Namespace, name: str, report, details: dict) -> None:
+    """``--json``: the component's end state and what it did."""
+    state = report.components[name]
+    write_json(args.json, {"component": args.component, "name": name, "state": state.state, "reason": report.reason,
+                           "ok": bool(report.ok), "errors": list(state.errors), **details})
 
 
 def _supervise(component, timeout: float | None):

@@ -11,13 +11,16 @@ import argparse
 from pathlib import Path
 
 from closedloop.commands.common import add_json_option, positive_int, non_negative_int, write_json
+from closedloop.commands.stage_progress import StageProgress
+from closedloop.errors import ClosedLoopError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="sim_command", metavar="SUBCOMMAND", required=True)
     make = sub.add_parser("make-archive", help="write a simulated recording",
                           description="Write a simulated recording with known ground truth.")
-    make.add_argument("--out", type=Path, required=True, help="output file (.h5 for session, .mat for pvc8)")
+    make.add_argument("--out", type=Path, required=True,
+                      help="output file: .h5 for session, .mat for pvc8 (added when OUT has no extension)")
     make.add_argument("--layout", choices=("session", "pvc8"), default="session",
                       help="closedloop session HDF5 file, or a pvc-8 MATLAB v5 file (default: session)")
     make.add_argument("--seed", type=non_negative_int, default=0, help="seed of population and trials (default 0)")
@@ -31,12 +34,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_json_option(make)
 
 
+#: The file extension of each layout.
+EXTENSIONS = {"session": ".h5", "pvc8": ".mat"}
+
+
+def output_path(out: Path, layout: str) -> Path:
+    """``out`` with the layout's extension added when it has none; a wrong one is refused."""
+    wanted = EXTENSIONS[layout]
+    if not out.suffix:
+        return out.with_name(out.name + wanted)
+    if out.suffix.lower() in EXTENSIONS.values() and out.suffix.lower() != wanted:
+        raise ClosedLoopError(f"--out {out}: a {layout} archive is a {wanted} file; name it "
+                              f"{out.with_suffix(wanted)} or choose --layout "
+                              f"{next(k for k, v in EXTENSIONS.items() if v == out.suffix.lower())}")
+    return out
+
+
 def run(args: argparse.Namespace) -> int:
     from closedloop.sim.archive import ArchiveSpec, make_archive
 
     spec = ArchiveSpec(layout=args.layout, seed=args.seed, n_units=args.units, n_images=args.images,
                        n_repeats=args.repeats, scenario=args.scenario)
-    summary = make_archive(args.out, spec, overwrite=args.overwrite)
+    progress = StageProgress()
+    try:
+        summary = make_archive(output_path(args.out, args.layout), spec, overwrite=args.overwrite, progress=progress)
+    finally:
+        progress.close()
     print(summary.text())
     write_json(args.json, summary.to_dict())
     return 0

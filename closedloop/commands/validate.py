@@ -1,5 +1,10 @@
 """Check a rig file, and optionally a protocol against it, without starting anything.
 
+Every file a setting names (a scenario, an archive, a brain's checkpoint) must exist;
+relative paths are taken from the folder of the file that names them.  The files
+shipped with closedloop can be named from any folder: ``closedloop validate
+rigs/sim.yaml protocols/demo.yaml``.
+
 Exit status 0 and a short summary when both are valid; otherwise one line naming
 the file, line and field that is wrong, and exit status 2.
 """
@@ -20,9 +25,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from closedloop.config import load_protocol, load_rig, validate
+    from closedloop.paths import shipped_file
 
-    rig = load_rig(args.rig)
-    protocol = load_protocol(args.protocol) if args.protocol else None
+    rig = load_rig(shipped_file(args.rig))
+    protocol = load_protocol(shipped_file(args.protocol)) if args.protocol else None
     summary = validate(rig, protocol)
     estimate = None
     if protocol is not None:

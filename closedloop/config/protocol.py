@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Literal
 
 from closedloop.config.blocks import Block, check_block_order, count_trials
 from closedloop.config.rig import MAX_SEED, check_device
+from closedloop.config.session_info import SessionInfo
 from closedloop.config.schema import ConfigSource, LoadedFromFile, Where, internal, load_settings_file, setting
 from closedloop.data.dataset import Preprocessing
 from closedloop.errors import ConfigError
@@ -280,6 +281,7 @@ class Protocol(LoadedFromFile):
     fit: Fit | None = None
     synthesis: Synthesis | None = None
     blocks: tuple[Block, ...]
+    session: SessionInfo | None = None
     source: ConfigSource | None = internal()
 
     @property

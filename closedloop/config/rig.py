@@ -14,7 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from closedloop.config.schema import ConfigSource, LoadedFromFile, Where, internal, load_settings_file, setting
+from closedloop.config.brain import BrainSettings
+from closedloop.config.schema import (
+    ConfigSource, LoadedFromFile, Where, internal, load_settings_file, path_setting, setting,
+)
+from closedloop.config.session_info import SessionInfo
 
 #: Largest seed: seeds are stored and used as unsigned 32-bit integers.
 MAX_SEED = 2**32 - 1
@@ -135,7 +139,7 @@ _REAL_RIG_KEYS = ("discover_units_s", "photodiode_timeout_s")
 _KEYS_BY_KIND = {
     "openephys": _OPENEPHYS_KEYS + _REAL_RIG_KEYS,
     "lsl": ("spike_stream", "marker_stream", "photodiode_line", "resolve_timeout_s") + _REAL_RIG_KEYS,
-    "sim": ("scenario", "seed", "speed"),
+    "sim": ("scenario", "brain", "seed", "speed"),
     "replay": ("archive", "speed"),
 }
 
@@ -171,7 +175,9 @@ class Acquisition:
     which the plugin sends as line 0); ``clock_stream``, ``streams``, ``electrodes`` and
     ``drop_unsorted`` are described in ``rigs/example_openephys.yaml``.  ``lsl`` (Lab
     Streaming Layer) reads the streams named ``spike_stream`` and ``marker_stream``
-    (`closedloop.acquisition.lsl`).
+    (`closedloop.acquisition.lsl`).  A sim rig's neurons are ``brain``
+    (`closedloop.config.brain`) or, without it, the population of ``scenario``.  Paths are
+    relative to the rig file's folder (`closedloop.paths`).
     """
 
     kind: Literal["sim", "openephys", "replay", "lsl"]
@@ -187,10 +193,11 @@ class Acquisition:
     spike_stream: str = "closedloop-spikes"
     marker_stream: str = "closedloop-markers"
     resolve_timeout_s: float = setting(10.0, gt=0, le=600)
-    scenario: str = "sim/default.yaml"
+    scenario: str = path_setting("sim/default.yaml")
+    brain: BrainSettings | None = None
     seed: int | None = setting(None, ge=0, le=MAX_SEED)
     speed: float = setting(1.0, ge=0, le=1000)
-    archive: str | None = None
+    archive: str | None = path_setting(None)
 
     @property
     def onset_line(self) -> int:
@@ -208,6 +215,9 @@ class Acquisition:
             if where.has(key) and key not in _KEYS_BY_KIND[self.kind]:
                 used_by = " or ".join(kind for kind, keys in _KEYS_BY_KIND.items() if key in keys)
                 raise where.error(key, f"only used when kind is {used_by}, but kind is {self.kind}; remove it")
+        if where.has("scenario") and where.has("brain"):
+            raise where.error("scenario", f"give either scenario or brain (line {where.line('brain')}), not both; "
+                                          "a population brain takes its own scenario")
         if self.kind not in ("openephys", "lsl"):
             return
         if self.photodiode_line is None:
@@ -326,6 +336,7 @@ class Rig(LoadedFromFile):
     acquisition: Acquisition
     network: Network = field(default_factory=Network)
     compute: Compute = field(default_factory=Compute)
+    session: SessionInfo | None = None
     source: ConfigSource | None = internal()
 
     @property

@@ -25,6 +25,7 @@ from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_
 
 from closedloop.config.yaml_loader import YamlNode, load_yaml, read_text, shorten
 from closedloop.errors import ConfigError
+from closedloop.paths import resolve_in_file, shipped_file
 
 T = TypeVar("T")
 
@@ -64,6 +65,17 @@ def setting(
     """
     limits = {name: value for name, value in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)) if value is not None}
     return dataclasses.field(default=default, metadata={"limits": limits})
+
+
+def path_setting(default: Any = dataclasses.MISSING, *, folder: bool = False) -> Any:
+    """A text field naming a file (or ``folder``), resolved by `build` against the settings file.
+
+    A relative path is taken relative to the folder of the file that names it (then
+    among closedloop's shipped files, `closedloop.paths.resolve_in_file`); `build`
+    refuses a path that does not exist, naming the file, line and field.  A default is
+    the name of a shipped file.
+    """
+    return dataclasses.field(default=default, metadata={"path": "folder" if folder else "file"})
 
 
 def internal(default: Any = None) -> Any:
@@ -232,6 +244,8 @@ def build(cls: type[T], node: YamlNode, where: Where, **internal_values: Any) ->
         if f.name not in node.value:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise where.error(f.name, f"missing required key '{f.name}'" + _under(where.prefix))
+            if f.metadata.get("path") and isinstance(f.default, str):
+                values[f.name] = str(shipped_file(f.default))
             continue
         written = node.value[f.name]
         if written.kind == "scalar":
@@ -240,12 +254,34 @@ def build(cls: type[T], node: YamlNode, where: Where, **internal_values: Any) ->
             _check_limits(f, _as_number(written), where, written)
         value = _value(hints[f.name], written, where.source, name)
         _check_limits(f, value, where, written)
+        if f.metadata.get("path"):
+            value = _existing_path(f.metadata["path"], value, where.source, written, name)
         values[f.name] = value
     instance = cls(**values, **internal_values)
     check = getattr(instance, "check", None)
     if callable(check):
         check(where)
     return instance
+
+
+def _existing_path(kind: str, value: Any, source: ConfigSource, node: YamlNode, name: str) -> Any:
+    """``value`` resolved against the settings file's folder; it must exist (each one, for a list)."""
+    if value is None:
+        return None
+    if isinstance(value, (tuple, list)):
+        paths = [_existing_path(kind, item, source, item_node, f"{name}[{i}]")
+                 for i, (item, item_node) in enumerate(zip(value, node.value))]
+        return tuple(paths) if isinstance(value, tuple) else paths
+    if not value:
+        raise ConfigError(source.path, node.line, name, f"give the path of a {kind}, not an empty text")
+    path = resolve_in_file(value, source.path)
+    found = path.is_dir() if kind == "folder" else path.is_file()
+    if not found:
+        what = "not a folder" if kind == "folder" and path.exists() else (
+            "a folder, not a file" if path.is_dir() else "not found")
+        place = "" if Path(value).is_absolute() else f" (relative paths are taken from the folder of {source.path})"
+        raise ConfigError(source.path, node.line, name, f"{path}: {what}{place}; check the path")
+    return str(path)
 
 
 def _under(prefix: str) -> str:

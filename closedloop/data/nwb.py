@@ -1,16 +1,17 @@
-"""Export a session file to NWB (DESIGN §9), so it opens in the field's usual tools.
+"""Export a session file to NWB, so it opens in the field's usual tools and DANDI accepts it.
 
 `export_nwb` reads the committed part of a session (a session still being written is
 exported as far as it has been committed, and the summary says so), builds the NWB file
 (`closedloop.data.nwb_content` lists what goes where) and writes it to a temporary file
 next to the output, which is renamed only once complete: a failed or interrupted export
-never leaves a file that looks finished.
+never leaves a file that looks finished.  Who, where and what (subject, experimenter,
+institution, ...) come from the ``session:`` sections of the stored rig and protocol and
+of an optional ``--metadata`` file (`closedloop.config.session_info`).
 """
 
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -19,11 +20,17 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from closedloop.config.session_info import SessionInfo, load_metadata, merge, section_in_text
 from closedloop.config.yaml_loader import safe_load_bounded
 from closedloop.data import session_lock
-from closedloop.data.nwb_content import SessionContents, build_nwbfile
+from closedloop.data.nwb_clock import block_clocks
+from closedloop.data.nwb_content import SessionContents, build_nwbfile, kept_trials
+from closedloop.data.output_files import write_via_temporary
 from closedloop.data.session_reader import SessionReader
 from closedloop.errors import DataFileError
+
+#: pvc-8 spike trains are 1 ms bins; replayed spikes sit at bin centres.
+PVC8_RESOLUTION_S = 0.001
 
 #: What `writer_state` reports.
 CLOSED, BEING_WRITTEN, WRITER_STOPPED = "closed", "being written", "writer stopped without closing"
@@ -44,7 +51,9 @@ class ExportSummary:
     n_sync_events: int
     n_blocks: int
     n_flagged_blocks: int
+    n_trials_left_out: int
     stimulus_durations: str
+    warnings: list[str]
     file_mb: float
     seconds: float
 
@@ -63,10 +72,14 @@ class ExportSummary:
         elif self.writer_state == WRITER_STOPPED:
             line += (f"\n  note: the writer of {self.session} stopped without closing it; exported its "
                      f"{self.n_blocks} committed blocks (a block cut short is not included)")
-        return line
+        if self.n_trials_left_out:
+            line += (f"\n  note: {self.n_trials_left_out} trial(s) of flagged blocks left out: their onsets are on "
+                     "the presenter's clock (see the blocks table's onset_clock column)")
+        return line + "".join(f"\n  warning: {warning}" for warning in self.warnings)
 
 
-def export_nwb(session_path: str | Path, out_path: str | Path, *, overwrite: bool = False) -> ExportSummary:
+def export_nwb(session_path: str | Path, out_path: str | Path, *, overwrite: bool = False,
+               metadata: str | Path | None = None) -> ExportSummary:
     """Write the session file ``session_path`` as the NWB file ``out_path``.
 
     Parameters
@@ -77,6 +90,9 @@ def export_nwb(session_path: str | Path, out_path: str | Path, *, overwrite: boo
         The ``.nwb`` file to write; its folder must exist.
     overwrite
         Replace ``out_path`` if it exists instead of refusing.
+    metadata
+        A YAML file with a ``session:`` section (subject, experimenter, ...), overriding
+        the stored rig's and protocol's key by key.
 
     Returns
     -------
@@ -89,45 +105,97 @@ def export_nwb(session_path: str | Path, out_path: str | Path, *, overwrite: boo
         If the session is missing, not a session file, truncated or damaged; if
         ``out_path`` exists (without ``overwrite``), is the session itself, or its folder
         is missing; or if the NWB file cannot be written.
+    ConfigError
+        If the metadata file, or a stored ``session:`` section, is invalid.
     """
     started = time.perf_counter()
     session_path, out_path = Path(session_path), Path(out_path)
+    extra = load_metadata(metadata) if metadata is not None else None
     _check_out(session_path, out_path, overwrite)
     state = writer_state(session_path)
     with SessionReader(session_path) as reader:
-        contents = read_contents(reader)
+        contents = read_contents(reader, extra)
     nwbfile = build_nwbfile(contents, exported_by=f"closedloop export-nwb {session_path}")
     _write_atomically(nwbfile, out_path)
+    n_left_out = int(contents.trials.size - kept_trials(contents).size)
     return ExportSummary(
         session=str(session_path), out=str(out_path), session_id=contents.session_id, writer_state=state,
         n_units=int(contents.unit_ids.size), n_trials=int(contents.trials.size),
         n_stimuli=int(contents.stimuli.size), n_spikes=int(np.isin(contents.spikes["unit_id"], contents.unit_ids).sum()),
         n_sync_events=int(contents.sync.size), n_blocks=int(contents.blocks.size),
         n_flagged_blocks=int(np.count_nonzero(contents.blocks["flagged"])),
+        n_trials_left_out=n_left_out, warnings=dandi_warnings(contents),
         stimulus_durations=contents.duration_source, file_mb=out_path.stat().st_size / 1e6,
         seconds=time.perf_counter() - started,
     )
 
 
-def read_contents(reader: SessionReader) -> SessionContents:
-    """The committed part of an open session, read once, with the facts derived from it."""
+def read_contents(reader: SessionReader, extra: SessionInfo | None = None) -> SessionContents:
+    """The committed part of an open session, read once, with the facts derived from it.
+
+    ``extra`` (a ``--metadata`` file's section) overrides the stored rig's and protocol's.
+    """
     trials, metadata = reader.trials, reader.metadata
     rig, protocol = _yaml_mapping(reader.rig_yaml), _yaml_mapping(reader.protocol_yaml)
     durations, duration_source = stimulus_durations(trials, rig, protocol)
     rig_name, kind = _get(rig, "name"), _get(rig, "acquisition", "kind")
+    name = reader.path.name
+    info = merge(section_in_text(reader.rig_yaml, f"{name} (its stored rig file)"),
+                 section_in_text(reader.protocol_yaml, f"{name} (its stored protocol file)"), extra)
+    spikes, sync, blocks = reader.spikes, reader.sync, reader.blocks
+    data_times = np.concatenate([spikes["time_s"], sync["time_s"]])
+    runner = metadata.get("runner") if isinstance(metadata.get("runner"), dict) else {}
+    clocks = block_clocks(reader.path, runner.get("journal"), blocks, trials, data_times)
+    resolution, resolution_source = spike_time_resolution(rig, spikes["time_s"])
     return SessionContents(
         session_id=reader.session_id, created_utc=reader.created_utc,
         closedloop_version=reader.closedloop_version, rig_yaml=reader.rig_yaml,
         protocol_yaml=reader.protocol_yaml, seeds=reader.seeds, metadata=metadata,
         response_window_s=reader.response_window_s, unit_ids=reader.unit_ids, channels=reader.channels,
-        stimuli=reader.stimuli, pixels=reader.stimulus_pixels, trials=trials, blocks=reader.blocks,
-        spikes=reader.spikes, sync=reader.sync, responses=reader.responses,
+        stimuli=reader.stimuli, pixels=reader.stimulus_pixels, trials=trials, blocks=blocks,
+        spikes=spikes, sync=sync, responses=reader.responses,
         start_time=session_start_time(metadata.get("session_start_time"), reader.created_utc),
         durations_s=durations, duration_source=duration_source,
         rig_name=rig_name if isinstance(rig_name, str) else None,
         acquisition_kind=kind if isinstance(kind, str) else None,
         sample_rate_hz=_positive(_get(rig, "acquisition", "sample_rate_hz")),
+        info=info, block_clocks=clocks, resolution_s=resolution, resolution_source=resolution_source,
     )
+
+
+def spike_time_resolution(rig: dict, spike_times: np.ndarray) -> tuple[float | None, str]:
+    """The smallest possible difference between two spike times (NWB ``units.resolution``), and why.
+
+    Open Ephys: one sample (``acquisition.sample_rate_hz``, 30 kHz when not written);
+    a replayed pvc-8 archive: its 1 ms bins; a simulation: spike times are drawn in
+    continuous time, so the float64 spacing at the last spike; otherwise unknown.
+    """
+    kind = _get(rig, "acquisition", "kind")
+    if kind == "openephys":
+        rate = _positive(_get(rig, "acquisition", "sample_rate_hz")) or 30000.0
+        return 1.0 / rate, f"one sample at {rate:g} Hz (rig acquisition.sample_rate_hz)"
+    archive = _get(rig, "acquisition", "archive")
+    if kind == "replay" and isinstance(archive, str) and archive.lower().endswith(".mat"):
+        return PVC8_RESOLUTION_S, "the 1 ms bins of the replayed pvc-8 archive"
+    if kind == "sim":
+        last = float(np.max(np.abs(spike_times))) if spike_times.size else 1.0
+        return float(np.spacing(max(last, 1.0))), "simulated spikes in continuous time: float64 spacing"
+    return None, "unknown (not an Open Ephys, pvc-8 replay or simulated session)"
+
+
+def dandi_warnings(contents: SessionContents) -> list[str]:
+    """What a DANDI upload would refuse in this export, and how to add it."""
+    subject = contents.info.subject
+    missing = [] if subject is None else [
+        name for name in ("subject_id", "species", "sex", "age") if getattr(subject, name) is None]
+    if subject is None:
+        missing = ["subject"]
+    hint = "add a session: section with them (rig, protocol, or export-nwb --metadata META.yaml)"
+    warnings = [f"no {', '.join(missing)}: DANDI needs the subject's id, species, sex and age; {hint}"] if missing \
+        else []
+    if contents.resolution_s is None:
+        warnings.append("spike time resolution unknown: units.resolution not set")
+    return warnings
 
 
 def session_start_time(recorded: object, created_utc: str) -> datetime:
@@ -254,17 +322,11 @@ def _write_atomically(nwbfile, out_path: Path) -> None:
     """Write to a hidden temporary file next to ``out_path``, then rename it into place."""
     from pynwb import NWBHDF5IO
 
-    try:
-        handle, name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".partial.nwb", dir=out_path.parent)
-    except OSError as error:
-        raise DataFileError(out_path, f"cannot be written ({error})") from None
-    os.close(handle)
-    partial = Path(name)
-    try:
+    def write(partial: Path) -> None:
         with NWBHDF5IO(str(partial), mode="w") as io:
             io.write(nwbfile)
-        os.replace(partial, out_path)
+
+    try:
+        write_via_temporary(out_path, write, suffix=".partial.nwb")
     except OSError as error:
         raise DataFileError(out_path, f"cannot be written ({error})") from None
-    finally:
-        partial.unlink(missing_ok=True)

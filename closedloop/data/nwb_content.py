@@ -3,11 +3,14 @@
 Where each part of a session goes (NWB 2.x names; times in seconds on the
 acquisition clock, which is the file's time reference)::
 
+    /general/subject, experimenter, institution, lab   from the session: sections
     /units                              one row per unit: spike_times, channel, electrodes
-    /general/devices/recording_array    with /general/extracellular_ephys/array and
-    /general/extracellular_ephys/electrodes   one electrode per known channel
+    /general/devices/recording_array    with one electrode group per Open Ephys electrode
+    /general/extracellular_ephys/...    (else one, "array") and one electrode per known channel
     /intervals/trials                   one row per presentation: onset, stimulus, block, flag
-    /intervals/blocks                   one row per block: kind, flag, trial range
+                                        (trials whose onsets are on the presenter's clock are
+                                        left out; `closedloop.data.nwb_clock`)
+    /intervals/blocks                   one row per block: kind, flag, onset clock, trial range
     /stimulus/templates/stimulus_images Images, one GrayscaleImage per stimulus + order_of_images
     /stimulus/presentation/stimulus_presentations   IndexSeries into those images, at the onsets
     /stimulus/presentation/stimuli      per-stimulus provenance (kind, grating parameters, ...)
@@ -24,15 +27,21 @@ from datetime import datetime
 import numpy as np
 from hdmf.common import DynamicTable, DynamicTableRegion, ElementIdentifiers, VectorData, VectorIndex
 from pynwb import NWBFile
+from pynwb.file import Subject
 from pynwb.base import ImageReferences, Images
 from pynwb.epoch import TimeIntervals
 from pynwb.event import EventsTable, TimestampVectorData
 from pynwb.image import GrayscaleImage, IndexSeries
 from pynwb.misc import Units
 
+from closedloop.config.session_info import SessionInfo
+from closedloop.data.nwb_clock import on_acquisition_clock
 from closedloop.data.session_format import BlockFlag, BlockKind, StimulusKind
 
 UNKNOWN_LOCATION = "unknown"
+DEFAULT_KEYWORDS = ("V1", "closed loop", "natural images", "stimulus synthesis")
+#: Open Ephys unit ids are electrode × 1000 + sorted id (`closedloop.acquisition.openephys_format`).
+OPENEPHYS_UNITS_PER_ELECTRODE = 1000
 
 
 @dataclass(frozen=True)
@@ -63,12 +72,17 @@ class SessionContents:
     rig_name: str | None
     acquisition_kind: str | None
     sample_rate_hz: float | None
+    info: SessionInfo
+    block_clocks: list[str]
+    resolution_s: float | None
+    resolution_source: str
 
 
 def build_nwbfile(session: SessionContents, exported_by: str) -> NWBFile:
     """The NWB file for ``session``, in memory (``exported_by`` goes into the notes)."""
+    info = session.info
     nwbfile = NWBFile(
-        session_description=_session_description(session),
+        session_description=info.description or _session_description(session),
         identifier=f"closedloop:{session.session_id}:{session.created_utc}",
         session_id=session.session_id,
         session_start_time=session.start_time,
@@ -79,17 +93,37 @@ def build_nwbfile(session: SessionContents, exported_by: str) -> NWBFile:
         notes=_notes(session, exported_by),
         stimulus_notes=f"Grayscale images in [0, 1] (0.5 = mean grey); {session.duration_source}.",
         was_generated_by=[("closedloop", session.closedloop_version)],
-        keywords=["V1", "closed loop", "natural images", "stimulus synthesis"],
+        keywords=list(info.keywords or DEFAULT_KEYWORDS),
+        experimenter=list(info.experimenter) if info.experimenter else None,
+        institution=info.institution, lab=info.lab, subject=_subject(session),
     )
+    kept = kept_trials(session)
     _add_units(nwbfile, session)
-    _add_trials(nwbfile, session)
+    _add_trials(nwbfile, session, kept)
     _add_blocks(nwbfile, session)
     if session.stimuli.size:  # NWB has no empty image container (a session just started)
         images = _add_stimuli(nwbfile, session)
-        _add_presentations(nwbfile, session, images)
-    _add_sync(nwbfile, session)
-    _add_responses(nwbfile, session)
+        if kept.size:
+            _add_presentations(nwbfile, session, images, kept)
+    if session.sync.size:  # an empty events table is not readable by every tool: left out (see notes)
+        _add_sync(nwbfile, session)
+    if kept.size and not np.all(np.isnan(session.responses[kept])):
+        _add_responses(nwbfile, session, kept)
     return nwbfile
+
+
+def _subject(session: SessionContents) -> Subject | None:
+    subject = session.info.subject
+    if subject is None:
+        return None
+    fields = ("subject_id", "species", "sex", "age", "description", "strain", "genotype", "weight")
+    return Subject(**{name: getattr(subject, name) for name in fields if getattr(subject, name) is not None})
+
+
+def kept_trials(session: SessionContents) -> np.ndarray:
+    """Rows of the session's trials that go into the NWB file: those on the acquisition clock."""
+    good = [int(b["index"]) for b, clock in zip(session.blocks, session.block_clocks) if on_acquisition_clock(clock)]
+    return np.flatnonzero(np.isin(session.trials["block"], good))
 
 
 def _session_description(session: SessionContents) -> str:
@@ -108,6 +142,8 @@ def _notes(session: SessionContents, exported_by: str) -> str:
         f"metadata: {json.dumps(session.metadata, sort_keys=True)}",
         f"response_window_s: {list(session.response_window_s)}",
         "time reference: the acquisition clock (seconds); session_start_time is when the session file was created",
+        f"spike time resolution: {session.resolution_source}",
+        *_left_out(session),
         "--- rig.yaml ---",
         session.rig_yaml,
         "--- protocol.yaml ---",
@@ -115,9 +151,30 @@ def _notes(session: SessionContents, exported_by: str) -> str:
     ])
 
 
+def _left_out(session: SessionContents) -> list[str]:
+    """Notes on what the export left out, and why."""
+    notes = [f"left out: the trials of block {int(block['index'])} ({clock})"
+             for block, clock in zip(session.blocks, session.block_clocks) if not on_acquisition_clock(clock)]
+    if not session.sync.size:
+        notes.append("left out: /events/sync (no photodiode or TTL edge was recorded)")
+    kept = kept_trials(session)
+    if kept.size and np.all(np.isnan(session.responses[kept])):
+        notes.append("left out: /processing/responses (no trial has a computed response)")
+    return notes
+
+
 # ----------------------------------------------------------------------------- units
+def unit_channels(session: SessionContents) -> np.ndarray:
+    """Each unit's channel; on an Open Ephys rig an unknown one (-1) is the electrode in its id."""
+    channels = session.channels.astype(np.int64).copy()
+    if session.acquisition_kind == "openephys":
+        unknown = (channels < 0) & (session.unit_ids >= OPENEPHYS_UNITS_PER_ELECTRODE)
+        channels[unknown] = session.unit_ids[unknown] // OPENEPHYS_UNITS_PER_ELECTRODE
+    return channels
+
+
 def _add_units(nwbfile: NWBFile, session: SessionContents) -> None:
-    unit_ids, channels = session.unit_ids, session.channels.astype(np.int64)
+    unit_ids, channels = session.unit_ids, unit_channels(session)
     spikes = session.spikes
     order = np.lexsort((spikes["time_s"], spikes["unit_id"]))  # by unit, then time
     unit_of_spike = spikes["unit_id"][order]
@@ -143,25 +200,39 @@ def _add_units(nwbfile: NWBFile, session: SessionContents) -> None:
     nwbfile.units = Units(
         name="units", description="units recorded in the closedloop session; id = closedloop unit id",
         id=ElementIdentifiers(name="id", data=unit_ids.astype(np.int64)), columns=columns,
-        resolution=1.0 / session.sample_rate_hz if session.sample_rate_hz else None,
+        resolution=session.resolution_s,
     )
 
 
 def _electrode_columns(nwbfile: NWBFile, channels: np.ndarray, session: SessionContents) -> list:
-    """A device, an electrode group and one electrode per known channel; the unit columns
-    ``electrodes`` (row of its channel; empty if unknown) and ``electrode_group``."""
+    """A device, electrode groups and one electrode per known channel; the unit columns
+    ``electrodes`` (row of its channel; empty if unknown) and ``electrode_group``.
+
+    On an Open Ephys rig each electrode (a spike channel, e.g. a tetrode) is its own
+    group; otherwise the array is one group.
+    """
     metadata = session.metadata
+    kind = session.acquisition_kind or "unknown"
     device = nwbfile.create_device(
-        name="recording_array",
-        description=f"multielectrode array recorded through closedloop ({session.acquisition_kind or 'unknown'} acquisition)",
+        name="recording_array", description=f"multielectrode array recorded through closedloop ({kind} acquisition)",
     )
-    location = metadata.get("location") if isinstance(metadata.get("location"), str) else UNKNOWN_LOCATION
-    group = nwbfile.create_electrode_group(
-        name="array", description="the recording array's channels", location=location, device=device,
-    )
+    location = session.info.location or (
+        metadata.get("location") if isinstance(metadata.get("location"), str) else UNKNOWN_LOCATION)
     known = np.unique(channels[channels >= 0])
+    groups = {}
+    if kind == "openephys":
+        for channel in known:
+            groups[int(channel)] = nwbfile.create_electrode_group(
+                name=f"electrode{int(channel)}", location=location, device=device,
+                description=f"Open Ephys spike electrode {int(channel)} (unit ids {int(channel)}000-"
+                            f"{int(channel)}999: electrode × 1000 + sorted id)")
+    if kind != "openephys" or np.any(channels < 0):  # the array; or where units of unknown channel belong
+        group = nwbfile.create_electrode_group(
+            name="array", description="the recording array's channels (units of unknown channel included)",
+            location=location, device=device)
+        groups = {**{int(channel): group for channel in known}, **groups, -1: group}
     for channel in known:
-        nwbfile.add_electrode(id=int(channel), group=group, location=location)
+        nwbfile.add_electrode(id=int(channel), group=groups[int(channel)], location=location)
     rows = [[int(np.searchsorted(known, c))] if c >= 0 else [] for c in channels]
     electrodes = DynamicTableRegion(
         name="electrodes", description="electrode (channel) the unit was recorded on",
@@ -172,7 +243,7 @@ def _electrode_columns(nwbfile: NWBFile, channels: np.ndarray, session: SessionC
         VectorIndex(name="electrodes_index", data=np.cumsum([len(r) for r in rows], dtype=np.int64),
                     target=electrodes),
         VectorData(name="electrode_group", description="electrode group of the unit",
-                   data=[group] * channels.size),
+                   data=[groups[int(c) if c >= 0 else -1] for c in channels]),
     ]
 
 
@@ -211,7 +282,8 @@ def _add_stimuli(nwbfile: NWBFile, session: SessionContents) -> Images:
         "seed": "synthesis seed (-1: n/a)",
         "achieved_hz": "rate the model predicted for the synthesized image (Hz; NaN: n/a)",
     }
-    columns += [VectorData(name=name, description=text, data=stimuli[name]) for name, text in described.items()]
+    columns += [VectorData(name=name, description=text, data=stimuli[name]) for name, text in described.items()
+                if not _all_nan(stimuli[name])]
     nwbfile.add_stimulus(DynamicTable(
         name="stimuli", description="one row per stimulus; id = closedloop stimulus id",
         id=ElementIdentifiers(name="id", data=ids.astype(np.int64)), columns=columns,
@@ -219,25 +291,32 @@ def _add_stimuli(nwbfile: NWBFile, session: SessionContents) -> Images:
     return images
 
 
-def _add_presentations(nwbfile: NWBFile, session: SessionContents, images: Images) -> None:
+def _add_presentations(nwbfile: NWBFile, session: SessionContents, images: Images, kept: np.ndarray) -> None:
     # Stimulus ids are consecutive from 0, so an id is also the index into order_of_images.
+    trials = session.trials[kept]
+    onsets = trials["onset_s"]
+    steps = np.diff(onsets)
+    # evenly spaced onsets (one block of a pvc-8 replay) are written as a start and a rate, as NWB prefers
+    regular = onsets.size > 2 and steps[0] > 0 and np.unique(np.round(steps, 9)).size == 1
+    timing = {"starting_time": float(onsets[0]), "rate": float(1.0 / steps[0])} if regular else {"timestamps": onsets}
     nwbfile.add_stimulus(IndexSeries(
-        name="stimulus_presentations", data=session.trials["stimulus_id"].astype(np.uint32),
-        timestamps=session.trials["onset_s"], indexed_images=images, unit="N/A",
+        name="stimulus_presentations", data=trials["stimulus_id"].astype(np.uint32),
+        **timing, indexed_images=images, unit="N/A",
         description="image shown at each onset (photodiode edge, acquisition clock); "
                     "data index into stimulus_images.order_of_images",
     ))
 
 
 # ---------------------------------------------------------------------- time intervals
-def _add_trials(nwbfile: NWBFile, session: SessionContents) -> None:
-    trials, blocks = session.trials, session.blocks
+def _add_trials(nwbfile: NWBFile, session: SessionContents, kept: np.ndarray) -> None:
+    trials, blocks = session.trials[kept], session.blocks
     block_row = np.searchsorted(blocks["index"], trials["block"])
     flag_codes = blocks["flag_code"][block_row] if blocks.size else np.zeros(0, dtype=np.int32)
     onsets = trials["onset_s"]
     columns = {
-        "start_time": ("onset: photodiode edge on the acquisition clock (s)", onsets),
-        "stop_time": ("onset + stimulus duration (s); see /general/stimulus", onsets + session.durations_s),
+        "start_time": ("onset: photodiode edge on the acquisition clock (s); a flagged block's are estimated "
+                       "(/intervals/blocks onset_clock)", onsets),
+        "stop_time": ("onset + stimulus duration (s); see /general/stimulus", onsets + session.durations_s[kept]),
         "stimulus_id": ("closedloop stimulus id (row of /stimulus/presentation/stimuli)", trials["stimulus_id"]),
         "stimulus_kind": ("natural, grating, synthesized or other",
                           _names(StimulusKind, session.stimuli["kind"][trials["stimulus_id"]])),
@@ -250,9 +329,12 @@ def _add_trials(nwbfile: NWBFile, session: SessionContents) -> None:
         "block_flag": ("why the block was flagged (none, photodiode_mismatch, dropped_frames, aborted, other)",
                        _names(BlockFlag, flag_codes)),
     }
+    if _all_nan(trials["flip_s"]):
+        del columns["flip_time"]
     nwbfile.trials = TimeIntervals(
-        name="trials", description="one row per stimulus presentation (closedloop trial)",
-        id=ElementIdentifiers(name="id", data=np.arange(trials.size, dtype=np.int64)),
+        name="trials", description="one row per stimulus presentation (closedloop trial); id = the trial's "
+                                   "row in the session file (trials on the presenter's clock are left out)",
+        id=ElementIdentifiers(name="id", data=kept.astype(np.int64)),
         columns=[VectorData(name=name, description=text, data=data) for name, (text, data) in columns.items()],
     )
 
@@ -264,26 +346,35 @@ def _add_blocks(nwbfile: NWBFile, session: SessionContents) -> None:
         a, b = int(block["trial_start"]), int(block["trial_stop"])
         times = trials["onset_s"][a:b]
         ends = times + session.durations_s[a:b]
-        if times.size == 0:  # a block without trials still spans its spikes and sync events
+        if times.size == 0 or not on_acquisition_clock(session.block_clocks[row]):
+            # a block without trials (or with onsets on another clock) spans its spikes and sync events
             times = np.concatenate([session.spikes["time_s"][block["spike_start"]:block["spike_stop"]],
                                     session.sync["time_s"][block["sync_start"]:block["sync_stop"]]])
             ends = times
         if times.size:
             starts[row], stops[row] = times.min(), ends.max()
+    timed = np.isfinite(starts)  # a block with neither trials nor data has no time: left out
+    if not timed.any():
+        return
     columns = {
-        "start_time": ("first onset of the block (s, acquisition clock; NaN: empty block)", starts),
+        "start_time": ("first onset of the block (s, acquisition clock), or its first spike or sync event "
+                       "when its trials are not exported", starts),
         "stop_time": ("end of the block's last presentation (s)", stops),
         "block_kind": ("natural, grating, synthesized, mixed or other", _names(BlockKind, blocks["kind"])),
         "flagged": ("the block was flagged by the runner", blocks["flagged"].astype(bool)),
         "flag": ("why (none, photodiode_mismatch, dropped_frames, aborted, other)",
                  _names(BlockFlag, blocks["flag_code"])),
-        "trial_start": ("first row of /intervals/trials in this block", blocks["trial_start"]),
-        "trial_stop": ("one past the last row of /intervals/trials in this block", blocks["trial_stop"]),
+        "onset_clock": ("how the trial onsets were obtained: photodiode edges, estimated (flagged block), or "
+                        "the presenter's clock (trials then left out of /intervals/trials)",
+                        _text(list(session.block_clocks))),
+        "trial_start": ("first trial (id in /intervals/trials) of this block", blocks["trial_start"]),
+        "trial_stop": ("one past the last trial (id in /intervals/trials) of this block", blocks["trial_stop"]),
     }
     nwbfile.add_time_intervals(TimeIntervals(
         name="blocks", description="blocks of the session (committed ones), id = block index",
-        id=ElementIdentifiers(name="id", data=blocks["index"].astype(np.int64)),
-        columns=[VectorData(name=name, description=text, data=data) for name, (text, data) in columns.items()],
+        id=ElementIdentifiers(name="id", data=blocks["index"][timed].astype(np.int64)),
+        columns=[VectorData(name=name, description=text, data=data[timed])
+                 for name, (text, data) in columns.items()],
     ))
 
 
@@ -304,9 +395,9 @@ def _add_sync(nwbfile: NWBFile, session: SessionContents) -> None:
     ))
 
 
-def _add_responses(nwbfile: NWBFile, session: SessionContents) -> None:
+def _add_responses(nwbfile: NWBFile, session: SessionContents, kept: np.ndarray) -> None:
     start, stop = session.response_window_s
-    onsets = session.trials["onset_s"]
+    onsets = session.trials["onset_s"][kept]
     module = nwbfile.create_processing_module(
         name="responses",
         description=f"spike rate of every unit {start * 1000:g}-{stop * 1000:g} ms after each onset, "
@@ -314,17 +405,23 @@ def _add_responses(nwbfile: NWBFile, session: SessionContents) -> None:
     )
     module.add(DynamicTable(
         name="trial_responses",
-        description="one row per trial; rates[:, k] is the unit in row k of /units",
-        id=ElementIdentifiers(name="id", data=np.arange(onsets.size, dtype=np.int64)),
+        description="one row per exported trial (same id); rates[:, k] is the unit in row k of /units; "
+                    "NaN: not computed (flagged block)",
+        id=ElementIdentifiers(name="id", data=kept.astype(np.int64)),
         columns=[
             DynamicTableRegion(name="trial", description="the trial (row of /intervals/trials)",
                                data=np.arange(onsets.size, dtype=np.int64), table=nwbfile.trials),
             VectorData(name="window_start_time", description="onset + window start (s)", data=onsets + start),
             VectorData(name="window_stop_time", description="onset + window stop (s)", data=onsets + stop),
             VectorData(name="rates", description="(trials, units) spike rate in the window (Hz)",
-                       data=session.responses.astype(np.float32)),
+                       data=session.responses[kept].astype(np.float32)),
         ],
     ))
+
+
+def _all_nan(values: np.ndarray) -> bool:
+    """A float column with no value at all (left out: NWB best practice)."""
+    return bool(np.issubdtype(values.dtype, np.floating) and values.size and np.all(np.isnan(values)))
 
 
 def _names(enum: type, codes: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ from closedloop.present import PresenterComponent
 from closedloop.runner.runner import Runner
 from closedloop.runner.settings import RunnerSettings
 from closedloop.runtime.component import Component
+from closedloop.sim.brain import spec_from_rig
 from closedloop.transport import Endpoints
 
 #: On a real rig our adapter's heartbeats are not ordered with the recording system's own buffering
@@ -32,9 +33,8 @@ REAL_RIG_SETTLE_S = 1.0
 
 
 def simulated_brain(rig: Rig, n_units: int | None = None) -> BrainSpec:
-    """The brain a sim rig's acquisition section describes."""
-    return BrainSpec(scenario=rig.acquisition.scenario, seed=rig.acquisition.seed, n_units=n_units,
-                     size_px=rig.stimulus.size_px)
+    """The brain a sim rig's acquisition section describes (``brain:``, else ``scenario:``)."""
+    return spec_from_rig(rig, n_units)
 
 
 def brain_units(brain: BrainSpec) -> tuple[np.ndarray, np.ndarray]:

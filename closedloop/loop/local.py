@@ -59,7 +59,7 @@ def simulated_components(rig: Rig, protocol: Protocol, session_path: str | Path,
     endpoints
         Default: fresh ``inproc://`` endpoints (all components threads of this process).
     brain
-        Default: `simulated_brain` (rig's scenario and seed).
+        Default: `simulated_brain` (the rig's ``brain:``, else its scenario and seed).
     model_server
         A model-server component bound to ``endpoints.model`` / ``model_events``, started
         before the runner; ``None`` when the server runs elsewhere (or not at all).

@@ -17,8 +17,6 @@ member seeds) and ``history``.
 from __future__ import annotations
 
 import datetime as _dt
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ import torch
 
 import closedloop
 from closedloop.data.dataset import ResponseDataset
+from closedloop.data.output_files import write_via_temporary
 from closedloop.errors import ClosedLoopError, DataFileError
 from closedloop.model.device import resolve_device
 from closedloop.model.ensemble import rebuild_network
@@ -118,17 +117,7 @@ def save_checkpoint(
         },
         "history": {key: torch.as_tensor(value, dtype=torch.float64) for key, value in result.history.items()},
     }
-    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False)
-    try:
-        with handle:
-            torch.save(record, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
-    return path
+    return write_via_temporary(path, lambda temporary: torch.save(record, temporary))
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device | None = "auto") -> Checkpoint:

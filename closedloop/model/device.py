@@ -13,6 +13,7 @@ import re
 import torch
 
 from closedloop.errors import ClosedLoopError
+from closedloop.wording import counted
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "cuda:N")
 
@@ -91,5 +92,5 @@ def describe_device(device: torch.device | str) -> str:
         memory_gib = props.total_memory / 2**30
         return f"cuda:{index} ({props.name}, {memory_gib:.1f} GiB, torch {torch.__version__})"
     if device.type == "cpu":
-        return f"cpu ({torch.get_num_threads()} threads, torch {torch.__version__})"
+        return f"cpu ({counted(torch.get_num_threads(), 'thread')}, torch {torch.__version__})"
     return f"{device} (torch {torch.__version__})"

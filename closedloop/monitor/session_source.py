@@ -10,8 +10,10 @@ so targets vs achieved need no matching here.  The runner's journal next to the 
 (``SESSION.runner.jsonl``) gives each block's loop iteration and every model version
 with its held-out metrics and per-unit r.  Session files hold no model predictions; when
 the model versions were saved (``closedloop run --model-out DIR``; ``closedloop demo``
-saves them in ``models/`` next to the session) each new version predicts every stimulus
-shown so far, so predicted vs measured fills as it would live.
+saves them in ``models/`` next to the session) the newest version predicts every stimulus
+of the file before its blocks are fed one by one, so predicted vs measured and the
+running correlation fill as they would live.  When no saved version is found, the
+monitor says where it looked and to pass ``--models DIR``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import numpy as np
 from closedloop.data.session import BlockFlag, BlockKind, SessionReader, StimulusKind
 from closedloop.errors import DataFileError
 from closedloop.messages import types as msg
-from closedloop.model.saved import load_saved, model_file_name, predict_pixels
+from closedloop.model.saved import load_saved, model_file_name, model_path, predict_pixels
 from closedloop.monitor.state import MonitorState
 from closedloop.runner.journal import BlockRecord, journal_path, read_records
 
@@ -60,6 +62,7 @@ class SessionSource:
         self.stimuli_seen = 0
         self.model_seen = 0
         self.model_predicted = 0
+        self.models_missing = ""  # where a model version was looked for and not found
         self.last_error = ""
         self._unit = state.unit
         self._stop = threading.Event()
@@ -113,12 +116,14 @@ class SessionSource:
         spikes, sync = reader.spikes, reader.sync
         unit_ids = reader.unit_ids
         records = self._journal(reader.n_blocks)
+        newest = max((r.model_version for r in records.values()), default=0)
+        if newest > self.model_predicted and trials.size:
+            self._predict(newest, np.unique(trials["stimulus_id"]))
         for block in blocks:
             record = records.get(int(block["index"]))
             self._feed_block(block, trials, responses, spikes, sync, unit_ids, record)
+            self.state.mark_correlation()  # one point of the running correlation per block
         self.blocks_shown = reader.n_blocks
-        if self.model_seen > self.model_predicted and trials.size:
-            self._predict(self.model_seen, np.unique(trials["stimulus_id"]))
         if trials.size:
             last = int(trials["stimulus_id"][-1])
             self.state.put_image(last, reader.read_pixels(np.array([last]))[0])
@@ -189,6 +194,11 @@ class SessionSource:
             self.state.error_from(STREAM, f"cannot load {model_file_name(version)}: {error.message}")
             return
         if checkpoint is None:
+            if not self.models_missing:
+                self.models_missing = (f"no predictions: model v{version} was not found as "
+                                       f"{model_path(self.models_dir, version)}; if the models were saved "
+                                       "elsewhere, pass --models DIR (closedloop run --model-out DIR)")
+                self.state.error_from(STREAM, self.models_missing)
             return
         rates = predict_pixels(checkpoint, self.reader.read_pixels(stimulus_ids))
         self.state.ingest(STREAM, msg.Predictions(rates=np.asarray(rates, dtype=np.float64),

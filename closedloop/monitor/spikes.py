@@ -14,7 +14,7 @@ trial whose spikes have not all arrived yet, or were dropped from a ring, never 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -48,6 +48,7 @@ class SpikeView:
     n_onsets: int
     raster_times: np.ndarray  # spike times relative to their onset
     raster_rows: np.ndarray  # row of each (0 = oldest shown onset)
+    row_onsets: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # onset number (1 = first) per row
 
 
 class SpikeWindow:
@@ -63,6 +64,7 @@ class SpikeWindow:
         self.unit_spikes = Ring(unit_capacity, np.float64)
         self.recent = Ring(window_capacity, _SPIKE)
         self.onsets = Ring(onset_capacity, np.float64)
+        self.n_onsets_seen = 0  # photodiode onsets ever added (numbers the raster rows)
         self.latest_time = -np.inf
         self.coverage_start = np.inf
         self._recent_start = -np.inf  # from here on `recent` holds every spike
@@ -103,6 +105,7 @@ class SpikeWindow:
         if int(line) != self.photodiode_line or int(state) != 1:
             return False
         self.onsets.append(np.array([time], dtype=np.float64))
+        self.n_onsets_seen += 1
         return True
 
     def choose(self, unit: int | None) -> None:
@@ -134,14 +137,20 @@ class SpikeWindow:
     # ----------------------------------------------------------------- output
     def complete_onsets(self) -> np.ndarray:
         """Onsets whose whole PSTH window is covered by the kept spikes of the chosen unit."""
+        return self._complete()[0]
+
+    def _complete(self) -> tuple[np.ndarray, np.ndarray]:
+        """`complete_onsets` and each one's number since the start (1 = the first onset seen)."""
         onsets = self.onsets.values()
+        numbers = self.n_onsets_seen - onsets.size + 1 + np.arange(onsets.size, dtype=np.int64)
         s = self.settings
-        return onsets[(onsets - s.pre_s >= self.coverage_start) & (onsets + s.post_s <= self.latest_time)]
+        keep = (onsets - s.pre_s >= self.coverage_start) & (onsets + s.post_s <= self.latest_time)
+        return onsets[keep], numbers[keep]
 
     def view(self) -> SpikeView:
         s = self.settings
         edges = s.edges()
-        onsets = self.complete_onsets() if self.unit is not None else np.zeros(0)
+        onsets, numbers = self._complete() if self.unit is not None else (np.zeros(0), np.zeros(0, np.int64))
         spikes = np.sort(self.unit_spikes.values())
         counts = np.zeros(edges.size - 1, dtype=np.int64)
         # spikes around each onset via searchsorted: cheap for thousands of onsets
@@ -161,8 +170,9 @@ class SpikeWindow:
             raster_times = raster_rows = np.zeros(0)
         with np.errstate(invalid="ignore", divide="ignore"):
             rate = counts / (onsets.size * s.bin_s) if onsets.size else np.zeros(counts.size)
+        row_onsets = numbers[max(0, onsets.size - s.raster_rows):]
         return SpikeView(self.unit, edges, counts, rate, int(onsets.size), raster_times,
-                         np.asarray(raster_rows, dtype=np.int64))
+                         np.asarray(raster_rows, dtype=np.int64), row_onsets)
 
     @property
     def nbytes(self) -> int:

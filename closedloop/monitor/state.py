@@ -230,6 +230,11 @@ class MonitorState:
         self.stimuli.predicted[np.ix_(slots, columns[valid])] = np.asarray(m.rates)[:, valid]
         self._rates_changed = True
 
+    def mark_correlation(self) -> None:
+        """Add a point to the running correlation now (a session file read block by block)."""
+        with self._lock:
+            self._update_correlations()
+
     def _update_correlations(self) -> None:
         """Recompute the correlations if rates changed since the last view.
 

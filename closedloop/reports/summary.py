@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from closedloop.runner.journal import BlockRecord, journal_path, read_records
+from closedloop.wording import counted
 
 
 def session_records(session_path: str | Path) -> list[BlockRecord]:
@@ -53,7 +54,7 @@ class RunSummary:
     def text(self) -> str:
         states = ", ".join(f"{count} {state}" for state, count in sorted(self.by_state.items()))
         lines = [f"session {self.session}: {self.blocks} blocks ({states or 'none'}), {self.trials} trials"
-                 + (f", {self.iterations} loop iterations" if self.iterations else "")]
+                 + (f", {counted(self.iterations, 'loop iteration')}" if self.iterations else "")]
         if self.model_version:
             r = self.model_metrics.get("r_mean", math.nan)
             ratio = self.model_metrics.get("r_over_rmax_mean", math.nan)

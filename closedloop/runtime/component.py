@@ -19,6 +19,12 @@ class Component:
     heartbeat_interval_s
         How often the runtime reports that this component is alive.
 
+    Attributes
+    ----------
+    activity
+        What the component is busy with now, in words ("fitting model v1, epoch
+        120/300"); empty when idle.  The supervisor names it when a heartbeat is late.
+
     Notes
     -----
     `step` should return within a fraction of a second (poll sockets with a short
@@ -35,6 +41,7 @@ class Component:
             raise ValueError(f"{name}: heartbeat_interval_s must be positive, got {heartbeat_interval_s}")
         self.name = name
         self.heartbeat_interval_s = heartbeat_interval_s
+        self.activity = ""
 
     def setup(self) -> None:
         """Open resources (sockets, files, models)."""

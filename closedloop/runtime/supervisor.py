@@ -272,7 +272,19 @@ class Supervisor:
             silent = (now - state.last_heartbeat_ns) / 1e9
             if silent > limit:
                 state.stale = True
-                logger.warning("component %r: no heartbeat for %.1f s (its step may be blocked)", component.name, silent)
+                logger.warning("component %r: no heartbeat for %.1f s %s", component.name, silent,
+                               self._busy_with(component))
+
+    def _busy_with(self, late: Component) -> str:
+        """Why a heartbeat may be late, from what the components say they are doing (thread mode)."""
+        own = getattr(late, "activity", "")
+        if own:
+            return f"(busy: {own})"
+        others = [f"{handle.component.name} is {handle.component.activity}" for handle in self._handles
+                  if handle.component is not late and getattr(handle.component, "activity", "")]
+        if others:
+            return f"while {'; '.join(others)} (they share this machine's CPU; it catches up afterwards)"
+        return "(one step has run that long; if this repeats, the component may be blocked)"
 
     def _install_signal_handlers(self) -> dict[int, Any] | None:
         if threading.current_thread() is not threading.main_thread():

@@ -260,18 +260,23 @@ class ModelServer(Component):
         except ClosedLoopError as error:
             self._fit_failed(version, requested_by, str(error))
             return version
-        job = RefitJob(version, block, requested_by, dataset, split, self.model)
+        job = RefitJob(version, block, requested_by, dataset, split, self.model, activity=self._note_activity)
         self._running = (job, self._fit_thread.submit(run_refit, job, self.settings, self.device, self._cancel))
+        self.activity = f"fitting model v{version} on {dataset.n_images} images"
         self._running[1].add_done_callback(self._wake)
         self.counts["refits_started"] += 1
         logger.info("%s: refit to version %d on %d images (%d held out), block %d", self.name, version,
                     dataset.n_images, len(split.held_out), block)
         return version
 
+    def _note_activity(self, text: str) -> None:
+        self.activity = text  # one str assignment: safe from the fit thread
+
     def _collect_finished_work(self) -> None:
         if self._running is not None and self._running[1].done():
             job, future = self._running
             self._running = None
+            self.activity = ""
             self._finish_refit(job, future)
             if self._pending is not None:
                 pending, self._pending = self._pending, None

@@ -73,6 +73,7 @@ class RefitJob:
     dataset: ResponseDataset
     split: DataSplit
     previous: ServedModel | None
+    activity: Callable[[str], None] | None = None  # told the epoch as the fit advances
 
 
 def refit_seed(seed: int, version: int) -> int:
@@ -85,7 +86,8 @@ def run_refit(job: RefitJob, settings: ServerSettings, device: torch.device,
     """Fit and evaluate one model version; also returns how to save it (``settings.out_dir``), or ``None``.
 
     Saving is left to the caller so the new version can be announced first: writing
-    the checkpoint takes tens of milliseconds the loop need not wait for.
+    the checkpoint takes tens of milliseconds the loop need not wait for.  ``job.activity``
+    is told the epoch as the fit advances (for the supervisor's messages).
 
     Raises
     ------
@@ -101,6 +103,8 @@ def run_refit(job: RefitJob, settings: ServerSettings, device: torch.device,
     dataset, split = job.dataset, job.split
 
     def progress(epoch: int, max_epochs: int, best_loss: float) -> None:
+        if job.activity is not None:
+            job.activity(f"fitting model v{job.version}, epoch {epoch}/{max_epochs}")
         if cancel.is_set():
             raise Cancelled(f"refit to version {job.version} cancelled at epoch {epoch}")
 

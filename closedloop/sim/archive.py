@@ -34,7 +34,7 @@ from closedloop.config.yaml_loader import safe_load_bounded
 from closedloop.errors import ClosedLoopError, DataFileError
 from closedloop.paths import shipped_file
 from closedloop.sim import archive_layouts
-from closedloop.sim.archive_spec import DEFAULT_SCENARIO, RESPONSE_WINDOW_S, ArchiveSpec, window_fano
+from closedloop.sim.archive_spec import DEFAULT_SCENARIO, RESPONSE_WINDOW_S, ArchiveSpec, Progress, window_fano
 from closedloop.sim.population import SimulatedV1
 from closedloop.sim.scenario import load_scenario
 from closedloop.sim.spec import UNIT_TYPES
@@ -84,8 +84,11 @@ def population_for(spec: ArchiveSpec) -> SimulatedV1:
     return SimulatedV1(load_scenario(scenario), n_units=spec.n_units, seed=spec.seed)
 
 
-def make_archive(path: str | Path, spec: ArchiveSpec, *, overwrite: bool = False) -> ArchiveSummary:
+def make_archive(path: str | Path, spec: ArchiveSpec, *, overwrite: bool = False,
+                 progress: Progress | None = None) -> ArchiveSummary:
     """Simulate a recording and write it; returns a summary of what was written.
+
+    ``progress(stage, done, total)`` is called as the work advances (a command's bar or log).
 
     Raises
     ------
@@ -97,13 +100,16 @@ def make_archive(path: str | Path, spec: ArchiveSpec, *, overwrite: bool = False
         raise DataFileError(path, "already exists; pass --overwrite to replace it")
     path.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    progress = progress or _no_progress
+    progress("building the simulated population", 0, 1)
     population = population_for(spec)
+    progress("building the simulated population", 1, 1)
     write = archive_layouts.write_session if spec.layout == "session" else archive_layouts.write_pvc8
     # write to a temporary name so an interrupted run never leaves a file that looks complete
     partial = path.with_name(path.name + ".partial")
     partial.unlink(missing_ok=True)
     try:
-        stats = write(partial, population, spec, recipe_yaml(spec, population))
+        stats = write(partial, population, spec, recipe_yaml(spec, population), progress)
         partial.replace(path)
     finally:
         partial.unlink(missing_ok=True)
@@ -117,6 +123,10 @@ def make_archive(path: str | Path, spec: ArchiveSpec, *, overwrite: bool = False
         median_peak_hz=float(np.median(stats["peak_hz"])),
         median_fano=float(stats["median_fano"]),
     )
+
+
+def _no_progress(stage: str, done: int, total: int) -> None:
+    return None
 
 
 def recipe_yaml(spec: ArchiveSpec, population: SimulatedV1) -> str:

@@ -19,7 +19,7 @@ from closedloop.data.session import SessionWriter
 from closedloop.paths import shipped_file
 from closedloop.sim.aperture import aperture_mask, fit_to_grid
 from closedloop.sim.archive_spec import (
-    CENTRED_WITHIN_DEG, PHOTODIODE_LAG_S, RESPONSE_WINDOW_S, ArchiveSpec, window_fano,
+    CENTRED_WITHIN_DEG, PHOTODIODE_LAG_S, RESPONSE_WINDOW_S, ArchiveSpec, Progress, window_fano,
 )
 from closedloop.sim.gratings import orientation_grating_set, pvc8_grating_sets
 from closedloop.sim.photographs import natural_images
@@ -40,7 +40,8 @@ def _streams(population: SimulatedV1) -> tuple[int, np.random.Generator]:
     return images_seed, np.random.default_rng(np.random.SeedSequence([population.seed, 11]))
 
 
-def write_session(path: Path, population: SimulatedV1, spec: ArchiveSpec, recipe: str) -> dict:
+def write_session(path: Path, population: SimulatedV1, spec: ArchiveSpec, recipe: str,
+                  progress: Progress = lambda stage, done, total: None) -> dict:
     """Write a closedloop session file: natural-image blocks, then orientation-grating blocks."""
     images_seed, rng = _streams(population)
     stimulus_s, blank_s = spec.durations_s
@@ -66,7 +67,8 @@ def write_session(path: Path, population: SimulatedV1, spec: ArchiveSpec, recipe
         )
         clock = 1.0  # acquisition starts a second before the first stimulus
         plan = [("natural", natural_ids, naturals)] * spec.n_repeats + [("grating", grating_ids, gratings)] * spec.n_repeats
-        for repeat_in_kind, (kind, ids, pixels) in _enumerate_by_kind(plan):
+        for block, (repeat_in_kind, (kind, ids, pixels)) in enumerate(_enumerate_by_kind(plan)):
+            progress("simulating blocks", block, len(plan))
             order = rng.permutation(len(ids))
             onsets = np.arange(len(ids)) * (stimulus_s + blank_s)
             t_stop = onsets[-1] + stimulus_s + blank_s + BLOCK_GAP_S
@@ -90,6 +92,7 @@ def write_session(path: Path, population: SimulatedV1, spec: ArchiveSpec, recipe
             clock += t_stop
             n_trials += len(ids)
             n_spikes += len(times)
+        progress("simulating blocks", len(plan), len(plan))
         n_stimuli = writer.n_stimuli
     return _stats(n_stimuli, n_trials, n_spikes, natural_rates)
 
@@ -114,8 +117,10 @@ class Pvc8Arrays:
     indcent: np.ndarray
 
 
-def simulate_pvc8(population: SimulatedV1, spec: ArchiveSpec) -> Pvc8Arrays:
+def simulate_pvc8(population: SimulatedV1, spec: ArchiveSpec,
+                  progress: Progress = lambda stage, done, total: None) -> Pvc8Arrays:
     """Simulate pvc-8's experiment: small/large natural images interleaved, then the 416 gratings."""
+    progress("making the images", 0, 3)
     images_seed, rng = _streams(population)
     stimulus_s, blank_s = spec.durations_s
     aperture = population.spec.aperture_diameter_px
@@ -126,24 +131,34 @@ def simulate_pvc8(population: SimulatedV1, spec: ArchiveSpec) -> Pvc8Arrays:
     small = GREY + aperture_mask(PVC8_CANVAS_PX, aperture) * (large - GREY)
     natural = np.stack([small, large], axis=1).reshape(-1, PVC8_CANVAS_PX, PVC8_CANVAS_PX)
     del small, large
+    progress("making the images", 1, 3)
     gratings, _ = pvc8_grating_sets(canvas_px=PVC8_CANVAS_PX, pixels_per_degree=population.pixels_per_degree,
                                     aperture_diameter_px=aperture)
+    progress("making the images", 2, 3)
     images = np.concatenate([_to_uint8(natural), _to_uint8(gratings)])
     centre = fit_to_grid(np.concatenate([natural, gratings]), population.size_px)
     del natural, gratings
+    progress("making the images", 3, 3)
     n_bins, n_blank_bins = round(stimulus_s * 1000), round(blank_s * 1000)
+    stage = f"spike trains of {len(centre)} stimuli x {spec.n_repeats} repeats (on, then blank)"
+    progress(stage, 0, 2)
     resp_train = population.sample_binned_counts(centre, spec.n_repeats, duration_s=stimulus_s, n_bins=n_bins, rng=rng)
+    progress(stage, 1, 2)
     resp_blank = population.sample_binned_counts(centre, spec.n_repeats, duration_s=stimulus_s,
                                                  n_bins=n_blank_bins, t_start_s=stimulus_s, rng=rng)
+    progress(stage, 2, 2)
     centred = np.hypot(population.parameters["x_deg"], population.parameters["y_deg"]) <= CENTRED_WITHIN_DEG
     return Pvc8Arrays(resp_train, resp_blank, images, centred.astype(np.float64))
 
 
-def write_pvc8(path: Path, population: SimulatedV1, spec: ArchiveSpec, recipe: str) -> dict:
+def write_pvc8(path: Path, population: SimulatedV1, spec: ArchiveSpec, recipe: str,
+               progress: Progress = lambda stage, done, total: None) -> dict:
     """Simulate pvc-8's experiment and write it as a MATLAB v5 file with the real variables."""
-    arrays = simulate_pvc8(population, spec)
+    arrays = simulate_pvc8(population, spec, progress)
+    progress("writing the MATLAB file", 0, 1)
     write_pvc8_file(path, resp_train=arrays.resp_train, resp_train_blk=arrays.resp_train_blk,
                     images=arrays.images, indcent=arrays.indcent, extra={"closedloop_recipe": recipe})
+    progress("writing the MATLAB file", 1, 1)
     start, stop = (round(t * 1000) for t in RESPONSE_WINDOW_S)
     small_counts = arrays.resp_train[:, 0 : 2 * spec.n_images : 2, :, start:stop].sum(axis=3, dtype=np.float32)
     natural_rates = counts_to_rates(small_counts.transpose(1, 2, 0), RESPONSE_WINDOW_S)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 
@@ -17,6 +17,8 @@ from closedloop.errors import ClosedLoopError
 
 #: Scenario used when none is given (relative to the repository / working directory).
 DEFAULT_SCENARIO = Path("sim/default.yaml")
+#: ``progress(stage, done, total)``: told as an archive is made.
+Progress = Callable[[str, int, int], None]
 RESPONSE_WINDOW_S = (0.05, 0.10)
 #: The presenter's flip comes this long before the photodiode sees the frame (REFERENCE.md:
 #: 11–16 ms measured at 165–180 Hz); the simulated rig records the same offset.

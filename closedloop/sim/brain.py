@@ -10,12 +10,18 @@ before anyone relies on it.
 from __future__ import annotations
 
 import importlib
-from typing import Callable, Protocol, runtime_checkable
+import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
 
 import numpy as np
 
 from closedloop.errors import ClosedLoopError
 from closedloop.sim.photographs import natural_images
+
+if TYPE_CHECKING:
+    from closedloop.acquisition.sim_array import BrainSpec
+    from closedloop.config.rig import Rig
 
 
 @runtime_checkable
@@ -25,7 +31,28 @@ class Brain(Protocol):
     def __call__(self, images: np.ndarray) -> np.ndarray: ...
 
 
-def load_brain(target: str, *, probe_size_px: int = 66) -> Callable[[np.ndarray], np.ndarray]:
+def spec_from_rig(rig: Rig, n_units: int | None = None) -> BrainSpec:
+    """The brain a simulated rig's ``acquisition`` section names (``brain:``, else ``scenario:``).
+
+    ``n_units`` (when given) overrides a population's unit count.
+    """
+    from closedloop.acquisition.sim_array import BrainSpec
+    from closedloop.config.brain import CallableBrain, PopulationBrain, TwinBrain
+
+    acquisition, size = rig.acquisition, rig.stimulus.size_px
+    brain = acquisition.brain
+    if isinstance(brain, CallableBrain):
+        return BrainSpec(kind="callable", target=brain.target, import_path=brain.import_path, size_px=size)
+    if isinstance(brain, TwinBrain):
+        return BrainSpec(kind="twin", checkpoint=brain.checkpoint, archive=brain.archive, size_px=size)
+    if isinstance(brain, PopulationBrain):
+        seed = brain.seed if brain.seed is not None else acquisition.seed
+        return BrainSpec(scenario=brain.scenario, seed=seed, n_units=n_units or brain.n_units, size_px=size)
+    return BrainSpec(scenario=acquisition.scenario, seed=acquisition.seed, n_units=n_units, size_px=size)
+
+
+def load_brain(target: str, *, probe_size_px: int = 66,
+               import_path: Sequence[str] = ()) -> Callable[[np.ndarray], np.ndarray]:
     """Import a brain by dotted path and check it on probe images.
 
     Parameters
@@ -34,6 +61,8 @@ def load_brain(target: str, *, probe_size_px: int = 66) -> Callable[[np.ndarray]
         ``"package.module:callable"``.
     probe_size_px
         Side of the probe images (two seeded natural images) the brain is tried on.
+    import_path
+        Folders put at the front of ``sys.path`` (once each) before importing.
 
     Returns
     -------
@@ -49,6 +78,9 @@ def load_brain(target: str, *, probe_size_px: int = 66) -> Callable[[np.ndarray]
     if not isinstance(target, str) or target.count(":") != 1 or not all(target.split(":")):
         raise ClosedLoopError(f"brain {target!r}: give it as 'package.module:callable'")
     module_name, attribute_path = target.split(":")
+    for folder in reversed([str(f) for f in import_path]):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +37,7 @@ import h5py
 import numpy as np
 
 import closedloop
+from closedloop.data.output_files import write_via_temporary
 from closedloop.errors import DataFileError
 from closedloop.synth.optimise import SynthesisResult
 
@@ -136,9 +135,8 @@ def write_library(
         "settings": json.dumps(result.settings.to_dict()), "canvas": json.dumps(result.canvas.to_dict()),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
+
+    def write(temporary: Path) -> None:
         with h5py.File(temporary, "w") as file:
             file.create_dataset("images_model", data=result.images.astype(np.float32), compression="gzip")
             file.create_dataset("images_display", data=result.canvas.to_display(result.images), compression="gzip")
@@ -149,11 +147,8 @@ def write_library(
                 else:
                     file.create_dataset(name, data=values)
             file.attrs.update(attrs)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+
+    return write_via_temporary(path, write)
 
 
 def read_library(path: str | Path) -> StimulusLibrary:

@@ -69,6 +69,8 @@ def test_bad_devices(tmp_path: Path, device: str) -> None:
 
 
 def test_kind_specific_keys(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "01.mat").write_bytes(b"")
     replay = load_rig(
         write_variant(
             tmp_path,
@@ -76,7 +78,8 @@ def test_kind_specific_keys(tmp_path: Path) -> None:
             {"acquisition": {"kind": "replay", "archive": "data/01.mat", "speed": 2.0}},
         )
     )
-    assert (replay.acquisition.archive, replay.acquisition.speed) == ("data/01.mat", 2.0)
+    # a path in a rig file is taken from the rig file's folder
+    assert (replay.acquisition.archive, replay.acquisition.speed) == (str(tmp_path / "data/01.mat"), 2.0)
     message = _rig_error(tmp_path, "rigs/sim.yaml", {"acquisition.archive": "data/01.mat"})
     assert "acquisition.archive: only used when kind is replay, but kind is sim" in message
     message = _rig_error(tmp_path, EXAMPLE, {"acquisition.speed": 2.0})

@@ -151,3 +151,23 @@ def test_saved_model_versions_predict_the_stimuli_of_a_session_file(tmp_path):
     by_stimulus = dict(zip(shown.tolist(), expected.tolist()))
     assert len(points["stimulus_id"]) == len(shown)
     np.testing.assert_allclose(points["predicted"], [by_stimulus[int(i)] for i in points["stimulus_id"]], rtol=1e-5)
+    # the running correlation grows block by block, as it would live
+    history = state.view().correlation_history
+    assert len(history) == 4 and np.all(np.diff(history["trials"]) > 0)
+
+
+def test_models_saved_elsewhere_are_looked_for_and_the_hint_names_models(archive, tmp_path):
+    import shutil
+
+    from closedloop.runner.journal import BlockRecord, Journal, journal_path
+
+    session = tmp_path / "run.h5"
+    shutil.copy(archive, session)
+    Journal(journal_path(session)).append(BlockRecord(0, 0, "blocks[0]", "fit", "finished", model_version=2))
+    state = MonitorState()
+    source = SessionSource(session, state)
+    source.poll()
+    source.stop()
+    expected = tmp_path / "models" / "model_v002.pt"
+    assert str(expected) in source.models_missing and "--models DIR" in source.models_missing
+    assert str(expected) in state.view().last_error

@@ -169,3 +169,20 @@ def test_a_synthesize_result_that_arrives_after_its_block_request_still_matches(
     state.ingest("model_events", msg.SynthesizeResult(unit_ids=np.array([7, 3]), targets=np.array([5.0, 10.0]),
                                                       images=images, achieved=np.array([6.0, 9.0]), model_version=1))
     assert list(state.view().synthesized["stimulus_id"]) == [21, 20]
+
+
+def test_raster_rows_are_numbered_by_onset_and_bars_by_unit_id():
+    from closedloop.monitor.panels.loop import unit_ticks
+    from closedloop.monitor.panels.spikes import row_ticks
+    from closedloop.monitor.spikes import PsthSettings, SpikeWindow
+
+    window = SpikeWindow(settings=PsthSettings(raster_rows=3))
+    window.add_spikes(np.array([7] * 50), np.linspace(0.0, 10.0, 50))
+    for onset in (1.0, 2.0, 3.0, 4.0, 5.0):
+        window.add_sync(1, 1, onset)
+    window.choose(7)
+    view = window.view()
+    np.testing.assert_array_equal(view.row_onsets, [3, 4, 5])  # the newest three of five onsets
+    assert row_ticks(view.row_onsets) == [(2, "5"), (1, "4"), (0, "3")]
+    assert unit_ticks(np.array([1001, 1002, 2001])) == [(0, "1001"), (1, "1002"), (2, "2001")]
+    assert len(unit_ticks(np.arange(96) + 1)) == 16

@@ -46,7 +46,7 @@ class ModelPanel:
     def __init__(self, plot: pg.PlotItem, pick: Callable[[int], None]):
         self.plot = plot
         self.pick = pick
-        plot.setLabels(bottom="unit (in order seen)", left="held-out r")
+        plot.setLabels(bottom="unit id", left="held-out r")
         self.bars = pg.BarGraphItem(x=[], height=[], width=0.8, brush=pg.mkBrush(*MEASURED, 160), pen=None)
         self.chosen = pg.BarGraphItem(x=[], height=[], width=0.8, brush=pg.mkBrush(*CHOSEN), pen=None)
         self.online = pg.ScatterPlotItem(size=4, pen=None, brush=pg.mkBrush(*PREDICTED, 200))
@@ -64,6 +64,8 @@ class ModelPanel:
             self.pick(int(self._unit_ids[column]))
 
     def update(self, view: MonitorView) -> None:
+        if not np.array_equal(self._unit_ids, view.unit_ids):
+            self.plot.getAxis("bottom").setTicks([unit_ticks(view.unit_ids)])
         self._unit_ids = view.unit_ids
         x = np.arange(view.unit_ids.size)
         self.bars.setOpts(x=x, height=np.nan_to_num(view.heldout_r))
@@ -75,6 +77,12 @@ class ModelPanel:
         title = (f"model v{view.model_version}: held-out r mean {fmt(m.get('r_mean', np.nan))}, "
                  f"median {fmt(m.get('r_median', np.nan))}" if view.model_version else "model: none yet")
         titled(self.plot, title + " (bars; dots: online r)")
+
+
+def unit_ticks(unit_ids: np.ndarray, most: int = 16) -> list[tuple[int, str]]:
+    """Axis ticks naming the unit id of every k-th bar (at most ``most`` labels)."""
+    step = max(1, int(np.ceil(unit_ids.size / most)))
+    return [(int(i), str(int(unit_ids[i]))) for i in range(0, unit_ids.size, step)]
 
 
 class SynthesisPanel:

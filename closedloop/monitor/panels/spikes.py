@@ -16,7 +16,7 @@ class RasterPanel:
 
     def __init__(self, plot: pg.PlotItem):
         self.plot = plot
-        plot.setLabels(bottom="time from onset (s)", left="trial")
+        plot.setLabels(bottom="time from onset (s)", left="onset no. (since start)")
         plot.addItem(pg.InfiniteLine(0.0, angle=90, pen=pg.mkPen(MUTED)))
         self.ticks = pg.ScatterPlotItem(size=5, symbol="|", pen=pg.mkPen(CHOSEN), brush=None)
         plot.addItem(self.ticks)
@@ -25,7 +25,15 @@ class RasterPanel:
         s = view.spikes
         self.ticks.setData(s.raster_times, s.raster_rows)
         self.plot.setXRange(s.edges[0], s.edges[-1], padding=0)
-        titled(self.plot, f"raster, unit {s.unit if s.unit is not None else '–'}")
+        self.plot.getAxis("left").setTicks([row_ticks(s.row_onsets)])
+        shown = f", onsets {s.row_onsets[0]}–{s.row_onsets[-1]}" if s.row_onsets.size else ""
+        titled(self.plot, f"raster, unit {s.unit if s.unit is not None else '–'}{shown}")
+
+
+def row_ticks(row_onsets, most: int = 8) -> list[tuple[int, str]]:
+    """Left-axis ticks: the onset number of every k-th raster row (newest at the top)."""
+    step = max(1, -(-len(row_onsets) // most))
+    return [(row, str(int(row_onsets[row]))) for row in range(len(row_onsets) - 1, -1, -step)]
 
 
 class PsthPanel:
