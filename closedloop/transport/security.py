@@ -1,0 +1,115 @@
+"""Which sockets speak CURVE, with which keys: the rig's ``network.security``.
+
+A process decides once, at start, from its rig file and its role
+(`use_rig_security`); from then on every TCP or IPC socket opened through
+`closedloop.transport.sockets.open_socket` is secured: a binding socket is a CURVE
+server presenting the rig's server key and allows only the rig's role keys (ZAP, see
+`closedloop.transport.guard`); a connecting socket presents its role's key and checks
+the server's.  ``inproc://`` sockets (threads of one process) are never secured.  A
+socket may be given its own `SocketSecurity` (tests; a connection to Open Ephys,
+which speaks no CURVE, is opened with `PLAIN`).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+
+from closedloop.errors import ClosedLoopError
+from closedloop.transport.guard import DOMAIN, guard_for
+from closedloop.transport.keys import ROLES, RigKeys, load_keys, public_file
+
+
+@dataclass(frozen=True, eq=False)
+class SocketSecurity:
+    """CURVE with ``keys``, or plain when ``keys`` is ``None``."""
+
+    keys: RigKeys | None = None
+
+    @property
+    def curve(self) -> bool:
+        return self.keys is not None
+
+    def describe(self) -> str:
+        if self.keys is None:
+            return "security none (plain ZeroMQ: any local process may connect)"
+        return f"CURVE as {self.keys.role!r} with the keys in {self.keys.folder}"
+
+    def apply(self, socket: zmq.Socket, endpoint: str, *, bind: bool) -> None:
+        """Set the socket's CURVE options (before bind/connect); nothing for plain or inproc."""
+        keys = self.keys
+        if keys is None or endpoint.startswith("inproc://"):
+            return
+        if bind:
+            guard = guard_for(socket.context, keys.peers)
+            socket.setsockopt(zmq.ZAP_DOMAIN, DOMAIN.encode())
+            socket.curve_secretkey = keys.server_secret
+            socket.curve_publickey = keys.server_public
+            socket.curve_server = True
+            guard.watch(socket, endpoint)
+        else:
+            socket.curve_secretkey = keys.secret_key
+            socket.curve_publickey = keys.public_key
+            socket.curve_serverkey = keys.server_public
+
+
+PLAIN = SocketSecurity()
+_current = PLAIN
+_lock = threading.Lock()
+
+
+def current_security() -> SocketSecurity:
+    """The process's default (`PLAIN` until `use_security`)."""
+    return _current
+
+
+def use_security(security: SocketSecurity) -> SocketSecurity:
+    """Make ``security`` the process's default for sockets opened from now on; returns the previous one."""
+    global _current
+    with _lock:
+        previous, _current = _current, security
+    return previous
+
+
+def rig_security(rig, role: str) -> SocketSecurity:
+    """The security ``rig``'s ``network`` section asks for, with ``role``'s keys.
+
+    Raises
+    ------
+    KeysError
+        CURVE is on (``security: curve``, or a non-loopback host) and the keys are missing.
+    """
+    network = rig.network
+    if not network.curve:
+        return PLAIN
+    return SocketSecurity(load_keys(keys_folder(rig), role))
+
+
+def keys_folder(rig) -> Path:
+    """The rig's keys folder: ``network.keys``, relative to the rig file's folder."""
+    folder = Path(rig.network.keys).expanduser()
+    if not folder.is_absolute() and rig.path:
+        folder = Path(rig.path).parent / folder
+    return folder
+
+
+def use_rig_security(rig, role: str) -> SocketSecurity:
+    """`rig_security` made the process default; call once when a command starts."""
+    security = rig_security(rig, role)
+    use_security(security)
+    return security
+
+
+def check_rig_keys(rig) -> str:
+    """One line on the rig's socket security; raises `ClosedLoopError` when CURVE is on and keys are missing."""
+    if not rig.network.curve:
+        return "network: security none (loopback only; plain ZeroMQ)"
+    folder = keys_folder(rig)
+    load_keys(folder, "runner")  # the server pair and one role's pair: the folder is there and private
+    missing = [name for name in ROLES if not public_file(folder, name).is_file()]
+    if missing:
+        raise ClosedLoopError(f"{folder}: no public key of {', '.join(missing)}; run 'closedloop keys init' again")
+    return f"network: CURVE on {rig.network.host}, keys in {folder}"
