@@ -42,10 +42,12 @@ def run(args: argparse.Namespace) -> int:
     from closedloop.runner import Endpoints, run_until_done, simulated_brain
     from closedloop.runner.assemble import build_loop
     from closedloop.runner.loop_report import loop_report
+    from closedloop.transport.security import use_rig_security
 
     rig = load_rig(args.rig or shipped_file("rigs/sim.yaml"))
     protocol = load_protocol(args.protocol or shipped_file("protocols/demo.yaml"))
     validate(rig, protocol)
+    use_rig_security(rig, "runner")  # every socket of this process: CURVE when the rig asks for it
     if rig.acquisition.kind != "sim":
         raise ClosedLoopError(f"{rig.path}: the demo needs a simulated rig (acquisition.kind: sim); "
                               "for a real rig use 'closedloop run'")

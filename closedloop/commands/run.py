@@ -86,9 +86,11 @@ def run(args: argparse.Namespace) -> int:
     from closedloop.runner import Endpoints, run_until_done
     from closedloop.runner.assemble import build_loop, presenter_for
     from closedloop.runner.summary import RunSummary
+    from closedloop.transport.security import use_rig_security
 
     rig, protocol = load_rig(args.rig), load_protocol(args.protocol)
     validate(rig, protocol)
+    use_rig_security(rig, "runner")  # every socket of this process: CURVE when the rig asks for it
     if args.resume is not None and not args.resume.is_file():
         raise ClosedLoopError(f"{args.resume}: no such session file to resume")
     session = args.resume or args.session or default_session_path(protocol.name)

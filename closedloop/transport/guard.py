@@ -54,7 +54,7 @@ class Guard:
         self.context = context
         self.authenticator = _RoleAuthenticator(context, peers)
         self.authenticator.start()
-        self.authenticator.configure_curve_callback("*", credentials_provider=self.authenticator)
+        self.authenticator.configure_curve_callback(DOMAIN, credentials_provider=self.authenticator)
         self.refusals: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._new: queue.SimpleQueue[tuple[str, str]] = queue.SimpleQueue()

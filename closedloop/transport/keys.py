@@ -95,6 +95,7 @@ def create_keys(folder: str | Path, *, overwrite: bool = False) -> list[Path]:
         (folder / PUBLIC_DIR).mkdir(parents=True, exist_ok=True)
         (folder / PRIVATE_DIR).mkdir(parents=True, exist_ok=True)
         os.chmod(folder / PRIVATE_DIR, 0o700)
+        os.chmod(folder / PUBLIC_DIR, 0o755)
         written = []
         for name in (SERVER, *ROLES):
             public, secret = zmq.auth.create_certificates(folder / PRIVATE_DIR, name, metadata={"role": name})

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import zmq
 
-from closedloop.errors import ClosedLoopError
 from closedloop.transport.guard import DOMAIN, guard_for
-from closedloop.transport.keys import ROLES, RigKeys, load_keys, public_file
+from closedloop.transport.keys import ROLES, KeysError, RigKeys, load_keys, public_file
 
 
 @dataclass(frozen=True, eq=False)
@@ -82,10 +81,12 @@ def rig_security(rig, role: str) -> SocketSecurity:
     KeysError
         CURVE is on (``security: curve``, or a non-loopback host) and the keys are missing.
     """
-    network = rig.network
-    if not network.curve:
+    if not rig.network.curve:
         return PLAIN
-    return SocketSecurity(load_keys(keys_folder(rig), role))
+    try:
+        return SocketSecurity(load_keys(keys_folder(rig), role))
+    except KeysError as error:
+        raise KeysError(f"{_why_curve(rig)}: {error}") from None
 
 
 def keys_folder(rig) -> Path:
@@ -104,12 +105,19 @@ def use_rig_security(rig, role: str) -> SocketSecurity:
 
 
 def check_rig_keys(rig) -> str:
-    """One line on the rig's socket security; raises `ClosedLoopError` when CURVE is on and keys are missing."""
+    """One line on the rig's socket security; raises `KeysError` when CURVE is on and keys are missing."""
     if not rig.network.curve:
         return "network: security none (loopback only; plain ZeroMQ)"
     folder = keys_folder(rig)
-    load_keys(folder, "runner")  # the server pair and one role's pair: the folder is there and private
+    rig_security(rig, "runner")  # the server pair and one role's pair: the folder is there and private
     missing = [name for name in ROLES if not public_file(folder, name).is_file()]
     if missing:
-        raise ClosedLoopError(f"{folder}: no public key of {', '.join(missing)}; run 'closedloop keys init' again")
+        raise KeysError(f"{_why_curve(rig)}: {folder} has no public key of {', '.join(missing)}; "
+                        "run 'closedloop keys init RIG.yaml' again")
     return f"network: CURVE on {rig.network.host}, keys in {folder}"
+
+
+def _why_curve(rig) -> str:
+    network = rig.network
+    why = "security: curve" if network.security == "curve" else f"host {network.host} is not loopback"
+    return f"{rig.path or 'rig'}: sockets need CURVE keys ({why})"
