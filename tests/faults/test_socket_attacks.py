@@ -9,6 +9,10 @@ role's key is refused by the component it talks to.
 
 from __future__ import annotations
 
+import importlib.util
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -227,3 +231,53 @@ def test_a_subscriber_without_a_key_hears_nothing(server, keys) -> None:
         assert isinstance(reply.message, Accepted)
         assert eavesdropper.recv(3000) is None
         assert eventually(lambda: server.events.refused >= 1)
+
+
+def _runner_test_files(tmp_path: Path, ports: list[int]) -> tuple[Path, Path]:
+    """The runner tests' tiny rig and protocol, with CURVE on and the rig's keys next to the rig."""
+    spec = importlib.util.spec_from_file_location("runner_helpers", ROOT / "tests" / "runner" / "helpers.py")
+    helpers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(helpers)
+    scenario = tmp_path / "scenario.yaml"
+    scenario.write_text(helpers.SCENARIO.format(n_units=helpers.N_UNITS))
+    names = ("stimulus", "spikes", "model", "model_events", "responses", "blocks")
+    listed = "\n".join(f"    {name}: {port}" for name, port in zip(names, ports))
+    rig = tmp_path / "rig.yaml"
+    rig.write_text(helpers.RIG.format(scenario=scenario)
+                   + f"network:\n  host: 127.0.0.1\n  security: curve\n  keys: keys\n  ports:\n{listed}\n")
+    protocol = tmp_path / "protocol.yaml"
+    protocol.write_text(helpers.PROTOCOL.format(top_k=2, iterations=1))
+    return rig, protocol
+
+
+@pytest.mark.slow
+def test_every_component_as_its_own_process_with_curve(tmp_path) -> None:
+    # closedloop serve acquisition | presenter | model | runner, each with its own role's key.
+    ports = []
+    for _ in range(6):
+        ports.append(int(random_tcp_endpoint().rsplit(":", 1)[1]))
+    rig, protocol = _runner_test_files(tmp_path, ports)
+    cli = [sys.executable, "-m", "closedloop.cli"]
+    refused = subprocess.run([*cli, "serve", "runner", "--rig", str(rig), "--protocol", str(protocol)],
+                             capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and "closedloop keys init" in refused.stderr, refused.stderr
+    assert subprocess.run([*cli, "keys", "init", str(rig)], capture_output=True, timeout=60).returncode == 0
+    session = tmp_path / "s.h5"
+    serving = [subprocess.Popen([*cli, "serve", component, "--rig", str(rig), "--protocol", str(protocol), *extra],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+               for component, extra in (("acquisition", []), ("presenter", ["--presenter", "headless"]),
+                                        ("model", []))]
+    try:
+        with RequestClient(f"tcp://127.0.0.1:{ports[2]}", source="runner", security=PLAIN) as rogue:
+            rogue.send(fit_request(0, np.arange(5, dtype=np.int64), units=np.asarray([-7])))
+            runner = subprocess.run([*cli, "serve", "runner", "--rig", str(rig), "--protocol", str(protocol),
+                                     "--session", str(session)], capture_output=True, text=True, timeout=240)
+            assert rogue.recv(0) is None
+    finally:
+        for process in serving:
+            process.send_signal(signal.SIGTERM)
+        for process in serving:
+            process.wait(20)
+    assert runner.returncode == 0, runner.stdout + runner.stderr
+    assert "model v2" in runner.stdout
+    assert [process.returncode for process in serving] == [0, 0, 0]
