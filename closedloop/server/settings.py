@@ -19,8 +19,8 @@ from closedloop.synth.optimise import SynthesisSettings
 
 #: Aperture of the simulated photographs and gratings (display px), capped by the array.
 DEFAULT_APERTURE_PX = 60.0
-#: Largest request the model server takes: 128 MiB is ~7,700 float32 images of 66 × 66 px.
-MAX_REQUEST_BYTES = 128 * 1024 * 1024
+#: Largest request the model server takes: 64 MiB is ~3,800 float32 images of 66 × 66 px.
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ class ServerSettings:
     window_s: tuple[float, float] = (0.05, 0.10)
     out_dir: str | None = None
     session: str = ""
-    request_hwm: int = 2
+    request_hwm: int = 2  # 1 stalls multipart requests over CURVE (seen with libzmq 4.3.5)
     max_request_bytes: int = MAX_REQUEST_BYTES
     max_queued_predictions: int = 2
     max_queued_syntheses: int = 4
