@@ -184,3 +184,34 @@ def test_validate_refuses_an_open_host_without_keys(tmp_path, capsys) -> None:
     assert load_rig(rig).network.curve
     assert not load_rig(_rig(tmp_path, "127.0.0.1", None)).network.curve
     assert load_rig(_rig(tmp_path, "127.0.0.1", "curve")).network.curve
+
+
+def test_fuzzed_requests_are_each_answered_or_taken() -> None:
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    valid = encode(PredictRequest(images=np.zeros((1, 4, 4), np.float32)), source="x", seq=3)
+    frame = st.binary(max_size=300)
+    mutated = st.tuples(st.integers(0, 2), st.integers(0, 400), st.binary(min_size=1, max_size=8)).map(
+        lambda edit: [bytes(f) if i != edit[0] else bytes(f)[:edit[1]] + edit[2] + bytes(f)[edit[1] + 1:]
+                      for i, f in enumerate(valid)])
+    with RequestServer(random_tcp_endpoint(), source="server", max_bytes=65_536, security=PLAIN) as server:
+        dealer = zmq.Context.instance().socket(zmq.DEALER)
+        dealer.linger = 0
+        dealer.connect(server.endpoint)
+        try:
+            @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+            @given(st.one_of(st.lists(frame, min_size=1, max_size=5), mutated))
+            def one(frames):
+                dealer.send_multipart(frames)
+                assert server.socket.poll(2000)
+                request = server.recv(0)  # reads this one message: taken, or answered with an Error
+                if request is not None:
+                    return  # still a valid message: served as usual
+                assert dealer.poll(2000), f"no reply to {frames!r}"
+                reply = decode(dealer.recv_multipart())
+                assert isinstance(reply.message, Error)
+
+            one()
+        finally:
+            dealer.close(0)
