@@ -183,6 +183,9 @@ class ModelServer(Component):
             self._save_thread.shutdown(wait=True)  # every announced version is on disk before we go
         for socket in (self.events, self.requests):
             if socket is not None:
+                refused = socket.refused
+                if refused:  # shown in `serve model`'s summary
+                    self.counts["connections_refused"] += refused
                 socket.close()
         for fd in (getattr(self, "_wake_read", None), getattr(self, "_wake_write", None)):
             if fd is not None:

@@ -91,7 +91,7 @@ class ServerSettings:
     max_request_bytes: int = MAX_REQUEST_BYTES
     max_queued_predictions: int = 2
     max_queued_syntheses: int = 4
-    synthesis_budget_s: float = 120.0
+    synthesis_budget_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.seed is None:

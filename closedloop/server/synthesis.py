@@ -62,7 +62,8 @@ def run_synthesis(served: ServedModel, request: SynthesizeRequest, jobs: list[Sy
             raise Cancelled("synthesis cancelled: the server is stopping")
 
     result = synthesize(served.result.model, jobs, canvas=canvas, scale_hz=served.scale_hz,
-                        settings=SynthesisSettings(steps=steps), seed=request.seed, progress=progress)
+                        settings=SynthesisSettings(steps=steps), seed=request.seed, progress=progress,
+                        progress_every=1)  # a cancel or time budget takes effect within one step
     return SynthesizeResult(
         unit_ids=np.asarray(request.unit_ids, dtype=np.int64),
         targets=np.asarray(request.targets, dtype=np.float64),

@@ -43,16 +43,21 @@ class SocketSecurity:
         if keys is None or endpoint.startswith("inproc://"):
             return
         if bind:
-            guard = guard_for(socket.context, keys.peers)
+            guard_for(socket.context, keys.peers)  # the ZAP handler must run before the first handshake
             socket.setsockopt(zmq.ZAP_DOMAIN, DOMAIN.encode())
             socket.curve_secretkey = keys.server_secret
             socket.curve_publickey = keys.server_public
             socket.curve_server = True
-            guard.watch(socket, endpoint)
         else:
             socket.curve_secretkey = keys.secret_key
             socket.curve_publickey = keys.public_key
             socket.curve_serverkey = keys.server_public
+
+
+    def watch(self, socket: zmq.Socket, endpoint: str) -> None:
+        """Count refused connections to a bound socket under its actual ``endpoint`` (after bind)."""
+        if self.keys is not None and not endpoint.startswith("inproc://"):
+            guard_for(socket.context, self.keys.peers).watch(socket, endpoint)
 
 
 PLAIN = SocketSecurity()

@@ -59,10 +59,12 @@ def open_socket(kind: int, endpoint: str, *, bind: bool, context: zmq.Context | 
             socket.setsockopt(zmq.MAXMSGSIZE, int(max_bytes))
         for option, value in (options or {}).items():
             socket.setsockopt(option, value)
-        (security or current_security()).apply(socket, endpoint, bind=bind)
+        security = security or current_security()
+        security.apply(socket, endpoint, bind=bind)
         if bind:
             socket.bind(endpoint)
             endpoint = socket.getsockopt_string(zmq.LAST_ENDPOINT) or endpoint
+            security.watch(socket, endpoint)
         else:
             socket.connect(endpoint)
     except zmq.ZMQError as error:
