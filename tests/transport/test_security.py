@@ -81,8 +81,8 @@ def test_curve_stream_flows_and_counts_by_identity(keys) -> None:
             Subscriber(pub.endpoint, security=curve(keys, "runner")) as sub:
         assert wait_for(lambda: pub.send(Heartbeat()) is not None and sub.recv(10) is not None)
         sub.drain()
-        # The publisher side of CURVE presents the server key; a SUB sees its peer as "unknown"
-        # only when the key is not the rig's: here the binding side is the server, not a client.
+        # The binding PUB is the CURVE server (its key is checked by the SUB); ZAP names clients only,
+        # so a connecting SUB tracks its one publisher by source name.
         assert list(sub.receiver.sequences.sources) == ["sim-array"]
 
 
