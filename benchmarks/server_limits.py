@@ -183,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("runner", "huge visitor", "small visitor"):
         print(f"fairness: {name}: {figures[f'{name} answer']} after {figures[f'{name} answered_s']:.2f} s")
     print(f"flood: {figures['flood_offered_mib']:.0f} MiB offered; {figures['flood_refused']} connections refused, "
-          f"{figures['flood_error_replies']} Error replies (to {figures['allowed_key_junk']} junk requests from the allowed key); RSS grew {figures['rss_growth_mib']:.0f} MiB "
+          f"{figures['flood_error_replies']} Error replies (to {figures['allowed_key_junk']} junk requests from "
+          f"the allowed key); RSS grew {figures['rss_growth_mib']:.0f} MiB "
           f"(bound {figures['bound_mib']:.0f} MiB); a ping afterwards {figures['ping_after_flood_ms']:.1f} ms")
     print(json.dumps(figures, indent=2))
     return 0

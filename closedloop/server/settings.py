@@ -111,7 +111,8 @@ class ServerSettings:
             if getattr(self, name) < 1:
                 raise ClosedLoopError(f"server: {name} must be at least 1, got {getattr(self, name)}")
         if not (math.isfinite(self.synthesis_budget_s) and self.synthesis_budget_s > 0):
-            raise ClosedLoopError(f"server: synthesis_budget_s must be a positive number, got {self.synthesis_budget_s}")
+            raise ClosedLoopError(f"server: synthesis_budget_s must be a positive number of seconds, got "
+                                  f"{self.synthesis_budget_s}")
         if not (math.isfinite(self.aperture_px) and self.aperture_px > 0):
             raise ClosedLoopError(f"server: aperture_px must be a positive number, got {self.aperture_px}")
 

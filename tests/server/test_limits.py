@@ -6,7 +6,6 @@ import threading
 import time
 
 import numpy as np
-import pytest
 import zmq
 from conftest import UNIT_IDS
 
