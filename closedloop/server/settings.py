@@ -87,7 +87,7 @@ class ServerSettings:
     window_s: tuple[float, float] = (0.05, 0.10)
     out_dir: str | None = None
     session: str = ""
-    request_hwm: int = 2  # 1 stalls multipart requests over CURVE (seen with libzmq 4.3.5)
+    request_hwm: int = 2  # at least 2: over CURVE a high-water mark of 1 delivers nothing (libzmq 4.3.5)
     max_request_bytes: int = MAX_REQUEST_BYTES
     max_queued_predictions: int = 2
     max_queued_syntheses: int = 4

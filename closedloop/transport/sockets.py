@@ -48,6 +48,9 @@ def open_socket(kind: int, endpoint: str, *, bind: bool, context: zmq.Context | 
     (`closedloop.transport.security.current_security`).
     """
     check_endpoint(endpoint)
+    security = security or current_security()
+    if security.curve and rcvhwm is not None and rcvhwm < 2:
+        rcvhwm = 2  # with CURVE + ZAP a receive high-water mark of 1 never delivers anything (libzmq 4.3.5)
     socket = (context or zmq.Context.instance()).socket(kind)
     try:
         socket.setsockopt(zmq.LINGER, linger_ms)
@@ -59,7 +62,6 @@ def open_socket(kind: int, endpoint: str, *, bind: bool, context: zmq.Context | 
             socket.setsockopt(zmq.MAXMSGSIZE, int(max_bytes))
         for option, value in (options or {}).items():
             socket.setsockopt(option, value)
-        security = security or current_security()
         security.apply(socket, endpoint, bind=bind)
         if bind:
             socket.bind(endpoint)

@@ -215,3 +215,10 @@ def test_fuzzed_requests_are_each_answered_or_taken() -> None:
             one()
         finally:
             dealer.close(0)
+
+
+def test_a_curve_request_socket_with_a_high_water_mark_of_one_still_delivers(keys) -> None:
+    with RequestServer("tcp://127.0.0.1:*", source="server", hwm=1, security=curve(keys, "model")) as server, \
+            RequestClient(server.endpoint, source="runner", hwm=1, security=curve(keys, "runner")) as client:
+        assert wait_for(lambda: client.send(Heartbeat()) is not None)
+        assert server.recv(2000) is not None
