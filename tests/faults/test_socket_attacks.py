@@ -281,3 +281,15 @@ def test_every_component_as_its_own_process_with_curve(tmp_path) -> None:
     assert runner.returncode == 0, runner.stdout + runner.stderr
     assert "model v2" in runner.stdout
     assert [process.returncode for process in serving] == [0, 0, 0]
+
+
+@pytest.mark.slow
+def test_closedloop_run_with_curve_on_the_rigs_tcp_ports(tmp_path) -> None:
+    # One process, every component a thread, all talking over TCP with the runner's key.
+    rig, protocol = _runner_test_files(tmp_path, [int(random_tcp_endpoint().rsplit(":", 1)[1]) for _ in range(6)])
+    cli = [sys.executable, "-m", "closedloop.cli"]
+    assert subprocess.run([*cli, "keys", "init", str(rig)], capture_output=True, timeout=60).returncode == 0
+    run = subprocess.run([*cli, "run", str(protocol), "--rig", str(rig), "--session", str(tmp_path / "s.h5")],
+                         capture_output=True, text=True, timeout=240)
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert "model v2" in run.stdout and "5 finished" in run.stdout
