@@ -12,6 +12,7 @@ which speaks no CURVE, is opened with `PLAIN`).
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,20 +62,35 @@ class SocketSecurity:
 
 
 PLAIN = SocketSecurity()
-_current = PLAIN
+#: Carries the process's choice to the processes it starts (multiprocessing spawn): "ROLE:FOLDER".
+ENVIRONMENT = "CLOSEDLOOP_SOCKET_KEYS"
+_current: SocketSecurity | None = None
 _lock = threading.Lock()
 
 
 def current_security() -> SocketSecurity:
-    """The process's default (`PLAIN` until `use_security`)."""
-    return _current
+    """The process's default: `PLAIN` until `use_security`, or what the parent process chose."""
+    global _current
+    with _lock:
+        if _current is None:
+            role, _, folder = os.environ.get(ENVIRONMENT, "").partition(":")
+            _current = SocketSecurity(load_keys(folder, role)) if folder else PLAIN
+        return _current
 
 
 def use_security(security: SocketSecurity) -> SocketSecurity:
-    """Make ``security`` the process's default for sockets opened from now on; returns the previous one."""
+    """Make ``security`` the default for sockets opened from now on, here and in processes started later.
+
+    Returns the previous default.
+    """
+    previous = current_security()
     global _current
     with _lock:
-        previous, _current = _current, security
+        _current = security
+        if security.keys is None:
+            os.environ.pop(ENVIRONMENT, None)
+        else:
+            os.environ[ENVIRONMENT] = f"{security.keys.role}:{Path(security.keys.folder).resolve()}"
     return previous
 
 

@@ -222,3 +222,28 @@ def test_a_curve_request_socket_with_a_high_water_mark_of_one_still_delivers(key
             RequestClient(server.endpoint, source="runner", hwm=1, security=curve(keys, "runner")) as client:
         assert wait_for(lambda: client.send(Heartbeat()) is not None)
         assert server.recv(2000) is not None
+
+
+def test_a_component_in_its_own_process_uses_the_parents_security(keys) -> None:
+    from curve_component import WhoIsIt
+
+    from closedloop.runtime import Supervisor
+    from closedloop.transport import use_security
+
+    endpoint = random_tcp_endpoint()
+    previous = use_security(curve(keys, "model"))
+    try:
+        supervisor = Supervisor([WhoIsIt("who", endpoint)], mode="process", setup_timeout_s=60)
+        assert supervisor.start()
+        try:
+            with RequestClient(endpoint, source="runner", security=curve(keys, "runner")) as client:
+                assert wait_for(lambda: client.send(Heartbeat()) is not None, 20)
+                reply = client.recv(5000)
+                assert reply is not None and reply.message.message == "runner"
+            with RequestClient(endpoint, source="x", security=PLAIN) as rogue:
+                rogue.send(Heartbeat())
+                assert rogue.recv(1000) is None
+        finally:
+            assert supervisor.shutdown().ok
+    finally:
+        use_security(previous)
