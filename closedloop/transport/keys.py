@@ -132,6 +132,26 @@ def load_keys(folder: str | Path, role: str) -> RigKeys:
     return RigKeys(folder, role, public_key, secret_key, server_public, server_secret, peers)
 
 
+def check_folder(folder: str | Path) -> None:
+    """Check what every machine of the rig needs: the server pair (private) and every role's public key.
+
+    A role's own private key is checked when a component of that role starts.
+
+    Raises
+    ------
+    KeysError
+        Something is missing, malformed or readable by others.
+    """
+    folder = Path(folder)
+    _load_pair(folder, SERVER)
+    for name in ROLES:
+        path = public_file(folder, name)
+        if not path.is_file():
+            raise KeysError(f"{path}: no such public certificate; run 'closedloop keys init RIG.yaml' again "
+                            "and copy the keys folder to this machine")
+        _load_public(path)
+
+
 def _load_pair(folder: Path, name: str) -> tuple[bytes, bytes]:
     path = secret_file(folder, name)
     if not path.is_file():

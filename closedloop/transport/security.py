@@ -20,7 +20,7 @@ from pathlib import Path
 import zmq
 
 from closedloop.transport.guard import DOMAIN, guard_for
-from closedloop.transport.keys import ROLES, KeysError, RigKeys, load_keys, public_file
+from closedloop.transport.keys import KeysError, RigKeys, check_folder, load_keys
 
 
 @dataclass(frozen=True, eq=False)
@@ -130,11 +130,10 @@ def check_rig_keys(rig) -> str:
     if not rig.network.curve:
         return "network: security none (loopback only; plain ZeroMQ)"
     folder = keys_folder(rig)
-    rig_security(rig, "runner")  # the server pair and one role's pair: the folder is there and private
-    missing = [name for name in ROLES if not public_file(folder, name).is_file()]
-    if missing:
-        raise KeysError(f"{_why_curve(rig)}: {folder} has no public key of {', '.join(missing)}; "
-                        "run 'closedloop keys init RIG.yaml' again")
+    try:
+        check_folder(folder)
+    except KeysError as error:
+        raise KeysError(f"{_why_curve(rig)}: {error}") from None
     return f"network: CURVE on {rig.network.host}, keys in {folder}"
 
 
