@@ -27,6 +27,7 @@ COMMANDS = {
     "monitor": ("monitor", "live view of predicted vs measured rates"),
     "export-nwb": ("export_nwb", "write a session file as NWB"),
     "serve": ("serve", "run one component of the loop as its own process"),
+    "keys": ("keys", "make the rig's CURVE certificates (authenticated, encrypted sockets)"),
 }
 
 

@@ -12,6 +12,7 @@ import numpy as np
 import zmq
 
 from closedloop.acquisition.openephys_format import electrode_layout, encode_spike, encode_ttl
+from closedloop.transport.security import PLAIN
 from closedloop.transport.sockets import open_socket
 
 #: The Event Broadcaster sends one message per spike: allow ~10 s of a 10 kHz population.
@@ -37,7 +38,7 @@ class EventBroadcaster:
         if not np.isfinite(sample_rate) or sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate!r}")
         self.socket, self.endpoint = open_socket(zmq.PUB, endpoint, bind=True, context=context,
-                                                 sndhwm=BROADCAST_HWM, linger_ms=1000)
+                                                 sndhwm=BROADCAST_HWM, linger_ms=1000, security=PLAIN)
         self.sample_rate = float(sample_rate)
         self.electrodes, self.sorted_ids = electrode_layout(channels)
         self.sent = 0

@@ -99,6 +99,10 @@ def run(args: argparse.Namespace) -> int:
     from closedloop.monitor.window import MonitorWindow
 
     rig = _load_rig(args.rig)
+    if rig is not None:
+        from closedloop.transport.security import use_rig_security
+
+        use_rig_security(rig, "monitor")
     line = args.photodiode_line
     if line is None:
         line = rig.acquisition.onset_line if rig is not None else PHOTODIODE_LINE
