@@ -2,7 +2,9 @@
 
 A publisher process sends `SpikeBatch` messages through `closedloop.transport.Publisher`
 to a subscriber process (`Subscriber`: codec, sequence checks and all), over tcp
-loopback and ipc.
+loopback and ipc, with plain sockets and with CURVE (authenticated and encrypted, ZAP
+checking the publisher's key: certificates made by `closedloop.transport.keys` in a
+temporary folder, as ``closedloop keys init`` makes them).
 
 - Throughput: the publisher paces batches at a target spike rate for ``--duration``
   seconds; rates climb a ladder (default 1M, 4M, 16M spikes/s, then as fast as it can)
@@ -14,7 +16,7 @@ loopback and ipc.
 
 Usage::
 
-    python benchmarks/transport.py                     # tcp and ipc, 5 s per run
+    python benchmarks/transport.py                     # tcp and ipc, plain and CURVE, 5 s per run
     python benchmarks/transport.py --repeats 3 --json out.json
 """
 
@@ -24,6 +26,7 @@ import argparse
 import json
 import multiprocessing
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,14 +35,21 @@ import numpy as np
 
 from closedloop.messages import Heartbeat, SpikeBatch
 from closedloop.runtime.clocks import Pacer
-from closedloop.transport import Publisher, Subscriber, ipc_endpoint, random_tcp_endpoint
+from closedloop.transport import PLAIN, Publisher, SocketSecurity, Subscriber, ipc_endpoint, random_tcp_endpoint
+from closedloop.transport.keys import create_keys, load_keys
 
 GOAL_SPIKES_PER_S = 1_000_000
 GOAL_P99_MS = 1.0
 
 
-def subscriber_main(endpoint: str, ready: Any, go: Any, pub_done: Any, results: Any, latency: bool) -> None:
-    with Subscriber(endpoint, bind=True, name="bench") as sub:
+def security(keys: str | None, role: str) -> SocketSecurity:
+    """CURVE with ``role``'s certificate from ``keys``, or plain sockets when ``keys`` is None."""
+    return PLAIN if keys is None else SocketSecurity(load_keys(keys, role))
+
+
+def subscriber_main(endpoint: str, ready: Any, go: Any, pub_done: Any, results: Any, latency: bool,
+                    keys: str | None) -> None:
+    with Subscriber(endpoint, bind=True, name="bench", security=security(keys, "runner")) as sub:
         ready.set()
         batches = spikes = 0
         first_ns = last_ns = 0
@@ -69,11 +79,12 @@ def subscriber_main(endpoint: str, ready: Any, go: Any, pub_done: Any, results: 
 
 
 def publisher_main(endpoint: str, go: Any, results: Any, spikes_per_s: float | None, batch: int,
-                   duration_s: float) -> None:
+                   duration_s: float, keys: str | None) -> None:
     rng = np.random.default_rng(0)
     message = SpikeBatch(unit_ids=rng.integers(0, 96, batch).astype(np.int32),
                          times=np.sort(rng.random(batch)) * 1e-3)
-    with Publisher(endpoint, source="bench", bind=False, linger_ms=5000) as pub:
+    with Publisher(endpoint, source="bench", bind=False, linger_ms=5000,
+                   security=security(keys, "acquisition")) as pub:
         while not go.is_set():  # PUB/SUB joins late: wait until a heartbeat got through
             pub.send(Heartbeat(state="warmup"))
             time.sleep(0.002)
@@ -100,16 +111,18 @@ def publisher_main(endpoint: str, go: Any, results: Any, spikes_per_s: float | N
     results.put({"sent": sent, "send_seconds": seconds})
 
 
-def run_once(endpoint: str, spikes_per_s: float | None, batch: int, duration_s: float, latency: bool) -> dict:
+def run_once(endpoint: str, spikes_per_s: float | None, batch: int, duration_s: float, latency: bool,
+             keys: str | None = None) -> dict:
     ctx = multiprocessing.get_context("spawn")
     ready, go, pub_done = ctx.Event(), ctx.Event(), ctx.Event()
     sub_results, pub_results = ctx.Queue(), ctx.Queue()
-    sub = ctx.Process(target=subscriber_main, args=(endpoint, ready, go, pub_done, sub_results, latency))
+    sub = ctx.Process(target=subscriber_main, args=(endpoint, ready, go, pub_done, sub_results, latency, keys))
     sub.start()
     if not ready.wait(30):
         sub.kill()
         raise RuntimeError("subscriber process did not start")
-    pub = ctx.Process(target=publisher_main, args=(endpoint, go, pub_results, spikes_per_s, batch, duration_s))
+    pub = ctx.Process(target=publisher_main, args=(endpoint, go, pub_results, spikes_per_s, batch, duration_s,
+                                                               keys))
     pub.start()
     sent = pub_results.get(timeout=duration_s + 60)
     pub.join(30)
@@ -133,13 +146,14 @@ def run_once(endpoint: str, spikes_per_s: float | None, batch: int, duration_s: 
 
 
 def endpoint_for(transport: str) -> str:
-    return random_tcp_endpoint() if transport == "tcp" else ipc_endpoint("bench")
+    return random_tcp_endpoint() if transport.startswith("tcp") else ipc_endpoint("bench")
 
 
-def throughput_ladder(transport: str, rates: list[float | None], batch: int, duration_s: float) -> list[dict]:
+def throughput_ladder(transport: str, rates: list[float | None], batch: int, duration_s: float,
+                      keys: str | None) -> list[dict]:
     rows = []
     for rate in rates:
-        row = run_once(endpoint_for(transport), rate, batch, duration_s, latency=False)
+        row = run_once(endpoint_for(transport), rate, batch, duration_s, latency=False, keys=keys)
         kept_pace = rate is None or row["sent_spikes_per_s"] >= 0.95 * rate
         row.update(transport=transport, kept_pace=kept_pace,
                    zero_loss=row["lost"] == 0 and row["gaps"] == 0 and row["rejected"] == 0)
@@ -167,6 +181,8 @@ def best_sustained(rows: list[dict]) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--transports", default="tcp,ipc", help="comma-separated: tcp, ipc (default both)")
+    parser.add_argument("--security", default="none,curve",
+                        help="comma-separated: none (plain sockets), curve (CURVE + ZAP); default both")
     parser.add_argument("--rates", default="1e6,4e6,16e6,max", help="spike-rate ladder; 'max' = unpaced")
     parser.add_argument("--batch", type=int, default=2000, help="spikes per message for throughput (default 2000)")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per run (default 5)")
@@ -175,25 +191,34 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=1, help="repeat everything, report the best (default 1)")
     parser.add_argument("--json", type=Path, default=None, help="also write every run as JSON")
     args = parser.parse_args(argv)
-    transports = [t.strip() for t in args.transports.split(",")]
-    if any(t not in ("tcp", "ipc") for t in transports) or args.batch < 1 or args.duration <= 0 or args.repeats < 1:
-        parser.error("--transports takes tcp,ipc; --batch, --duration and --repeats must be positive")
+    bases = [t.strip() for t in args.transports.split(",")]
+    modes = [m.strip() for m in args.security.split(",")]
+    if any(t not in ("tcp", "ipc") for t in bases) or any(m not in ("none", "curve") for m in modes) \
+            or args.batch < 1 or args.duration <= 0 or args.repeats < 1:
+        parser.error("--transports takes tcp,ipc; --security none,curve; --batch, --duration and --repeats must be "
+                     "positive")
     rates = parse_rates(args.rates)
+    key_folder = tempfile.mkdtemp(prefix="closedloop-bench-keys-")
+    create_keys(key_folder)
+    keys_of = {f"{t}+curve" if m == "curve" else t: (key_folder if m == "curve" else None)
+               for t in bases for m in modes}
+    transports = list(keys_of)
 
     runs: dict[str, dict[str, list]] = {t: {"throughput": [], "latency": []} for t in transports}
     for repeat in range(args.repeats):
         for transport in transports:
             print(f"repeat {repeat + 1}/{args.repeats}, {transport}", file=sys.stderr, flush=True)
-            runs[transport]["throughput"].append(throughput_ladder(transport, rates, args.batch, args.duration))
+            runs[transport]["throughput"].append(throughput_ladder(transport, rates, args.batch, args.duration,
+                                                                   keys_of[transport]))
             row = run_once(endpoint_for(transport), args.latency_rate * args.latency_batch, args.latency_batch,
-                           args.duration, latency=True)
+                           args.duration, latency=True, keys=keys_of[transport])
             row["transport"] = transport
             runs[transport]["latency"].append(row)
 
     summary = []
     print(f"\nTransport benchmark: best of {args.repeats}; {args.duration:g} s per run; throughput batches of "
           f"{args.batch} spikes; latency {args.latency_rate:g} msg/s of {args.latency_batch} spikes")
-    print(f"{'transport':<10}{'sustained spikes/s (0 lost)':>29}{'unpaced recv spikes/s':>23}{'unpaced lost':>14}"
+    print(f"{'transport':<12}{'sustained spikes/s (0 lost)':>29}{'unpaced recv spikes/s':>23}{'unpaced lost':>14}"
           f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
     for transport in transports:
         ladders = runs[transport]["throughput"]
@@ -207,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                         "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"], "max_ms": lat["max_ms"]})
         unpaced_text = "-" if best_unpaced is None else f"{best_unpaced['received_spikes_per_s'] / 1e6:.1f}M"
         lost_text = "-" if best_unpaced is None else str(best_unpaced["lost"])
-        print(f"{transport:<10}{sustained / 1e6:>28.1f}M{unpaced_text:>23}{lost_text:>14}"
+        print(f"{transport:<12}{sustained / 1e6:>28.1f}M{unpaced_text:>23}{lost_text:>14}"
               f"{lat['p50_ms']:>9.3f}{lat['p99_ms']:>9.3f}{lat['max_ms']:>9.3f}")
     ok = all(s["sustained_spikes_per_s"] >= GOAL_SPIKES_PER_S and s["p99_ms"] <= GOAL_P99_MS for s in summary)
     print(f"goals: >= {GOAL_SPIKES_PER_S / 1e6:g}M spikes/s with none lost, p99 <= {GOAL_P99_MS:g} ms: "

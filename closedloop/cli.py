@@ -28,6 +28,7 @@ COMMANDS = {
     "export-nwb": ("export_nwb", "write a session file as NWB"),
     "repair": ("repair", "copy the intact part of a damaged or interrupted session into a new file"),
     "serve": ("serve", "run one component of the loop as its own process"),
+    "keys": ("keys", "make the rig's CURVE certificates (authenticated, encrypted sockets)"),
 }
 
 

@@ -34,6 +34,7 @@ from closedloop.acquisition.openephys_clock import OtherStream, StreamClocks
 from closedloop.acquisition.openephys_format import MAX_EVENT_BYTES, WRONG_FORMAT, EventFormatError, decode
 from closedloop.acquisition.openephys_units import UnitIdError, UnitIds
 from closedloop.transport.receiver import RateLimitedLog
+from closedloop.transport.security import PLAIN
 from closedloop.transport.sockets import open_socket
 
 logger = logging.getLogger(__name__)
@@ -109,7 +110,8 @@ class OpenEphysAdapter(AcquisitionAdapter):
 
     def open(self) -> None:
         self.socket, _ = open_socket(zmq.SUB, self.event_endpoint, bind=False, rcvhwm=EVENT_RCVHWM,
-                                     options={zmq.MAXMSGSIZE: MAX_WIRE_BYTES})
+                                     options={zmq.MAXMSGSIZE: MAX_WIRE_BYTES},
+                                     security=PLAIN)  # Open Ephys's broadcaster speaks no CURVE
         self.socket.setsockopt(zmq.SUBSCRIBE, b"")
         self._last_event = time.monotonic()
 

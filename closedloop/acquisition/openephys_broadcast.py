@@ -21,6 +21,7 @@ import zmq
 
 from closedloop.acquisition.openephys_format import encode_spike, encode_ttl
 from closedloop.acquisition.openephys_units import electrode_layout
+from closedloop.transport.security import PLAIN
 from closedloop.transport.sockets import open_socket
 
 #: The Event Broadcaster sends one message per spike: allow ~10 s of a 10 kHz population.
@@ -92,7 +93,7 @@ class EventBroadcaster:
         if not np.isfinite(sample_rate) or sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate!r}")
         self.socket, self.endpoint = open_socket(zmq.PUB, endpoint, bind=True, context=context,
-                                                 sndhwm=BROADCAST_HWM, linger_ms=1000)
+                                                 sndhwm=BROADCAST_HWM, linger_ms=1000, security=PLAIN)
         self.sample_rate = float(sample_rate)
         self.layout = layout or plain_layout(channels)
         if len(self.layout.electrodes) != len(np.asarray(channels)):

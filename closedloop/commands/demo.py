@@ -40,13 +40,14 @@ def run(args: argparse.Namespace) -> int:
     from closedloop.config import load_protocol, load_rig, validate
     from closedloop.paths import shipped_file
     from closedloop.loop import run_until_done, simulated_brain
-    from closedloop.transport import Endpoints
+    from closedloop.transport import Endpoints, use_rig_security
     from closedloop.loop.assemble import build_loop
     from closedloop.reports.loop_report import loop_report
 
     rig = load_rig(args.rig or shipped_file("rigs/sim.yaml"))
     protocol = load_protocol(args.protocol or shipped_file("protocols/demo.yaml"))
     validate(rig, protocol)
+    use_rig_security(rig, "runner")  # every socket of this process: CURVE when the rig asks for it
     if rig.acquisition.kind != "sim":
         raise ClosedLoopError(f"{rig.path}: the demo needs a simulated rig (acquisition.kind: sim); "
                               "for a real rig use 'closedloop run'")

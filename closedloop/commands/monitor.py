@@ -97,8 +97,11 @@ def run(args: argparse.Namespace) -> int:
     from closedloop.monitor.screenshot import save_screenshot
     from closedloop.monitor.state import MonitorState
     from closedloop.monitor.window import MonitorWindow
+    from closedloop.transport import use_rig_security
 
     rig = _load_rig(args.rig)
+    if rig is not None:
+        use_rig_security(rig, "monitor")
     line = args.photodiode_line
     if line is None:
         line = rig.acquisition.onset_line if rig is not None else PHOTODIODE_LINE

@@ -69,9 +69,12 @@ def run(args: argparse.Namespace) -> int:
     from closedloop.paths import shipped_file
     from closedloop.replay.pipeline import ReplayFailed, ReplayOptions, prepare, replay_archive
     from closedloop.replay.summary import block_table, final_lines, replay_figure, summary_dict
+    from closedloop.transport import use_rig_security
 
     rig_path = shipped_file(args.rig)
     rig, protocol = load_rig(rig_path), load_protocol(args.protocol)
+    if args.rig_ports:
+        use_rig_security(rig, "runner")
     options = ReplayOptions(speed=args.speed, fit_every=args.fit_every, block_trials=args.block_trials,
                             max_blocks=args.blocks, wait=args.wait, device=args.device, seed=args.seed,
                             units=args.units, offline=args.offline,

@@ -84,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
 
     from closedloop.config import load_protocol, load_rig, validate
     from closedloop.loop import run_until_done
-    from closedloop.transport import Endpoints
+    from closedloop.transport import Endpoints, use_rig_security
     from closedloop.loop.assemble import build_loop, presenter_for
     from closedloop.paths import shipped_file
     from closedloop.reports.summary import RunSummary
@@ -93,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
     rig, protocol = load_rig(shipped_file(args.rig)), load_protocol(shipped_file(args.protocol))
     validate(rig, protocol)
+    use_rig_security(rig, "runner")  # every socket of this process: CURVE when the rig asks for it
     if args.resume is not None and not args.resume.is_file():
         raise ClosedLoopError(f"{args.resume}: no such session file to resume")
     session = args.resume or args.session or default_session_path(protocol.name)

@@ -54,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from closedloop.config.rig import DEVICE_PATTERN, load_rig
+    from closedloop.transport.security import use_rig_security
 
     if args.timeout is not None and args.timeout <= 0:
         raise ClosedLoopError(f"--timeout must be a positive number of seconds, got {args.timeout:g}")
@@ -61,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         raise ClosedLoopError(f"--device {args.device}: only for 'serve model', and one of auto, cpu, cuda, cuda:N")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     rig = load_rig(shipped_file(args.rig))
+    use_rig_security(rig, args.component)  # the component's role names its certificate
     if args.component == "model":
         return _serve_model(rig, args)
     if args.component == "presenter":

@@ -299,10 +299,28 @@ class Ports:
 
 @dataclass(frozen=True)
 class Network:
-    """Address our components bind to (loopback unless the lab needs otherwise)."""
+    """Address our components bind to (loopback unless the lab needs otherwise), and socket security.
+
+    ``security`` is ``curve`` (every socket authenticated and encrypted with the
+    certificates in ``keys``, made by ``closedloop keys init RIG.yaml``), ``none``
+    (plain ZeroMQ; loopback hosts only) or ``auto`` (curve unless the host is loopback).
+    ``keys`` is relative to the rig file's folder.
+    """
 
     host: str = "127.0.0.1"
     ports: Ports = field(default_factory=Ports)
+    security: Literal["auto", "curve", "none"] = "auto"
+    keys: str = "keys"
+
+    @property
+    def loopback(self) -> bool:
+        """Whether ``host`` is this machine only (127.x.x.x, localhost, ::1)."""
+        return self.host in ("localhost", "::1") or self.host.startswith("127.")
+
+    @property
+    def curve(self) -> bool:
+        """Whether sockets use CURVE (``security: curve``, or ``auto`` on a non-loopback host)."""
+        return self.security == "curve" or (self.security == "auto" and not self.loopback)
 
     def endpoint(self, name: str) -> str:
         """``tcp://host:port`` for one of the `Ports` by name."""
@@ -311,6 +329,11 @@ class Network:
     def check(self, where: Where) -> None:
         if not self.host or "://" in self.host or any(c.isspace() for c in self.host):
             raise where.error("host", f"must be a host name or IP address such as 127.0.0.1, got {self.host!r}")
+        if self.security == "none" and not self.loopback:
+            raise where.error("security", f"'none' leaves every socket on {self.host} open to the network; use "
+                              "'curve' and make the rig's keys with 'closedloop keys init RIG.yaml', or host 127.0.0.1")
+        if not self.keys or "\0" in self.keys:
+            raise where.error("keys", "must name the folder of the rig's certificates, e.g. keys")
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,9 @@ def validate(rig: Rig, protocol: Protocol | None = None) -> str:
         in whole frames, the response window ends after the trial as shown, or the
         rig's stimulus array is too small for the fit's preprocessing.
     """
+    from closedloop.transport.security import check_rig_keys
+
+    check_rig_keys(rig)  # CURVE on (a non-loopback host, or security: curve) needs the rig's keys
     display, stimulus = rig.display, rig.stimulus
     x, y = stimulus.centre_deg
     lines = [

@@ -125,6 +125,25 @@ def decode(frames: Sequence[Any], *, max_bytes: int = MAX_MESSAGE_BYTES) -> Deco
         raise CodecError(MALFORMED, f"{type(error).__name__}: {error}") from None
 
 
+def peek_seq(frames: Sequence[Any]) -> int | None:
+    """The ``seq`` in a message's header if one can be read, else ``None``; never raises.
+
+    For answering a request that cannot be decoded: the `Error` then names the request
+    it refuses, so a client waiting for that reply gets it instead of timing out.
+    """
+    try:
+        if len(frames) < 2:
+            return None
+        view = _as_bytes_view(frames[1])
+        if view.nbytes > MAX_HEADER_BYTES:
+            return None
+        header = msgpack.unpackb(view, raw=False, strict_map_key=True, ext_hook=_reject_ext, timestamp=0)
+        seq = header.get("seq") if isinstance(header, dict) else None
+    except Exception:  # noqa: BLE001 - anything unreadable simply has no seq
+        return None
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq < 2**63 else None
+
+
 def as_bytes(frames: Sequence[Any]) -> list[bytes]:
     """Copy frames to plain bytes (what arrives on the wire): for tests and debugging."""
     return [bytes(_as_bytes_view(f)) for f in frames]

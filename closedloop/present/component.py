@@ -96,7 +96,8 @@ class PresenterComponent(Component):
 
     def setup(self) -> None:
         # Sockets first: a runner that connects early finds us even while the window opens.
-        self.requests = RequestServer(self.request_endpoint, source=self.name, session=self.session)
+        self.requests = RequestServer(self.request_endpoint, source=self.name, session=self.session,
+                                      only_from="runner")  # with CURVE: blocks from the rig's runner only
         self.shown = Publisher(self.shown_endpoint, source=self.name, session=self.session)
         self.request_endpoint, self.shown_endpoint = self.requests.endpoint, self.shown.endpoint
         presenter = make_presenter(self.presenter_kind, **self.presenter_options)

@@ -6,9 +6,12 @@ wrong → `Error`, and the server keeps serving.  Events go out on a PUB socket:
 `ModelUpdated` after each refit, `Error(code="fit_failed")` when a refit fails, and a
 copy of every `Predictions` and `SynthesizeResult` for the monitor.
 
-Refits and syntheses run in one background thread each; only this component's thread
-touches the sockets, collecting finished work at the start of every step.  Predict is
-answered at once from the newest finished model.  A refit asked for while one runs is
+Refits, predictions and syntheses run in one background thread each; only this
+component's thread touches the sockets, collecting finished work at the start of every
+step, so a liveness Predict (no images) is answered within a step (tens of ms) however
+long the work is.  Predictions use the newest finished model.  Only the runner that
+opened the session may send `FitRequest` s (`closedloop.server.ownership`); syntheses
+of several clients take turns (`closedloop.server.scheduling`).  A refit asked for while one runs is
 coalesced: one more refit, on everything received by then, runs after the current one.
 Versions are reserved when a refit is accepted (so `Accepted.version` is exact); a
 refit that fails leaves its number unused and the previous model in service.
@@ -33,7 +36,9 @@ from closedloop.messages.types import (
 )
 from closedloop.runtime.component import Component
 from closedloop.server.checks import RequestError, network_input
+from closedloop.server.ownership import SessionOwner
 from closedloop.server.refit import Cancelled, RefitJob, ServedModel, run_refit
+from closedloop.server.scheduling import JobCancel, Running, SynthesisQueue, Waiting
 from closedloop.server.settings import ServerSettings
 from closedloop.server.store import ResponseStore
 from closedloop.server.synthesis import run_synthesis, synthesis_jobs
@@ -87,11 +92,14 @@ class ModelServer(Component):
         self._reserved = settings.first_version - 1  # versions handed out so far
         self._running: tuple[RefitJob, Future] | None = None
         self._pending: _Pending | None = None
-        self._syntheses: list[tuple[Request, Future]] = []
+        self.owner = SessionOwner(settings.session)
+        self.syntheses = SynthesisQueue(per_client=settings.max_queued_syntheses)
+        self._predictions: list[tuple[Request, Future]] = []
         self._cancel: threading.Event | None = None  # made in setup: the component must pickle until then
         self._fit_thread: ThreadPoolExecutor | None = None
         self._save_thread: ThreadPoolExecutor | None = None
         self._synth_thread: ThreadPoolExecutor | None = None
+        self._predict_thread: ThreadPoolExecutor | None = None
         self._log = RateLimitedLog(logger)
 
     @property
@@ -123,12 +131,14 @@ class ModelServer(Component):
         self.store = ResponseStore(stimulus_size_px=s.stimulus_size_px, preprocessing=s.preprocessing,
                                    holdout_fraction=s.holdout_fraction, stop_fraction=s.stop_fraction, seed=s.seed,
                                    window_s=s.window_s, source=f"{self.name} (session {s.session or '-'})")
-        self.requests = RequestServer(s.request_endpoint, source=self.name, session=s.session)
+        self.requests = RequestServer(s.request_endpoint, source=self.name, session=s.session, hwm=s.request_hwm,
+                                      max_bytes=s.max_request_bytes)
         self.events = Publisher(s.events_endpoint, source=self.name, session=s.session)
         self.request_endpoint, self.events_endpoint = self.requests.endpoint, self.events.endpoint
         self._cancel = threading.Event()
         self._fit_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-refit")
         self._synth_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-synthesis")
+        self._predict_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-predict")
         self._save_thread = ThreadPoolExecutor(1, thread_name_prefix=f"{self.name}-save")
         # Finished background work writes a byte here, so the loop wakes at once instead of at
         # its next poll: a refit or synthesis is answered the moment it ends (the loop's turnaround).
@@ -166,13 +176,16 @@ class ModelServer(Component):
     def teardown(self) -> None:
         if self._cancel is not None:
             self._cancel.set()  # running work stops at its next check (a few epochs or steps)
-        for pool in (self._fit_thread, self._synth_thread):
+        for pool in (self._fit_thread, self._synth_thread, self._predict_thread):
             if pool is not None:
                 pool.shutdown(wait=True, cancel_futures=True)
         if self._save_thread is not None:
             self._save_thread.shutdown(wait=True)  # every announced version is on disk before we go
         for socket in (self.events, self.requests):
             if socket is not None:
+                refused = socket.refused
+                if refused:  # shown in `serve model`'s summary
+                    self.counts["connections_refused"] += refused
                 socket.close()
         for fd in (getattr(self, "_wake_read", None), getattr(self, "_wake_write", None)):
             if fd is not None:
@@ -198,6 +211,7 @@ class ModelServer(Component):
             self._refuse(request, "internal_error", f"{type(error).__name__}: {error}")
 
     def _fit(self, request: Request, message: FitRequest) -> None:
+        self.owner.check(request)
         added = self.store.add(message)
         self.counts["fit_requests"] += 1
         detail = f"{added} trials added; {self.store.n_images} images, {self.store.n_trials} trials in all"
@@ -208,28 +222,39 @@ class ModelServer(Component):
         self._reply(request, Accepted(in_reply_to=request.decoded.envelope.seq, version=version, detail=detail))
 
     def _predict(self, request: Request, message: PredictRequest) -> None:
-        from closedloop.model.predict import predict
-
         if len(message.images) == 0:  # a liveness check (the runner pings while a refit runs)
             self.counts["pings"] += 1
             self._reply(request, Accepted(in_reply_to=request.decoded.envelope.seq, version=self.version,
                                           detail="alive"))
             return
         served = self._require_model()
-        s = self.settings
-        inputs = network_input(message.images, s.stimulus_size_px, s.preprocessing, "images")
-        reply = Predictions(rates=predict(served.result.model, inputs), unit_ids=served.unit_ids.copy(),
-                            model_version=served.version, stimulus_ids=message.stimulus_ids)
-        self.counts["predictions"] += 1
-        self._reply(request, reply, publish=True)
+        if len(self._predictions) >= self.settings.max_queued_predictions:
+            raise RequestError("busy", f"{len(self._predictions)} predictions are being computed; ask again when "
+                                       "one has been answered")
+        # In the background: a large request must not hold up liveness checks and other clients.
+        future = self._predict_thread.submit(_predictions, served, message, self.settings)
+        future.add_done_callback(self._wake)
+        self._predictions.append((request, future))
 
     def _synthesize(self, request: Request, message: SynthesizeRequest) -> None:
         served = self._require_model()
         jobs = synthesis_jobs(served, message, self.settings.max_synthesize)
+        client = f"{request.user}/{request.peer.hex()}"
+        self.syntheses.add(Waiting(client, self.owner.owns(request), (request, message, served, jobs)))
+        self._start_synthesis()
+
+    def _start_synthesis(self) -> None:
+        if self.syntheses.running is not None:
+            return
+        waiting = self.syntheses.take()
+        if waiting is None:
+            return
+        request, message, served, jobs = waiting.item  # the model the jobs' unit columns refer to
         steps = message.steps or self.settings.synthesis_steps
-        future = self._synth_thread.submit(run_synthesis, served, message, jobs, self.canvas, steps, self._cancel)
+        cancel = JobCancel(self._cancel, None if waiting.owner else self.settings.synthesis_budget_s)
+        future = self._synth_thread.submit(run_synthesis, served, message, jobs, self.canvas, steps, cancel)
         future.add_done_callback(self._wake)
-        self._syntheses.append((request, future))
+        self.syntheses.running = Running(waiting, future, cancel)
 
     def _require_model(self) -> ServedModel:
         if self.model is None:
@@ -281,21 +306,40 @@ class ModelServer(Component):
             if self._pending is not None:
                 pending, self._pending = self._pending, None
                 self._start_refit(pending.version, pending.block, pending.requested_by)
+        self._collect_predictions()
+        running = self.syntheses.running
+        if running is not None and running.future.done():
+            self.syntheses.running = None
+            request = running.waiting.item[0]
+            try:
+                reply = running.future.result()
+            except Cancelled:
+                if running.cancel.reason is not None:
+                    self._refuse(request, *running.cancel.reason)
+            except Exception as error:  # noqa: BLE001 - reported to the client
+                self._refuse(request, "synthesis_failed", f"{type(error).__name__}: {error}")
+            else:
+                self.counts["syntheses"] += 1
+                self._reply(request, reply, publish=True)
+        self._start_synthesis()
+
+    def _collect_predictions(self) -> None:
         still_running = []
-        for request, future in self._syntheses:
+        for request, future in self._predictions:
             if not future.done():
                 still_running.append((request, future))
                 continue
             try:
                 reply = future.result()
-            except Cancelled:
-                continue
+            except RequestError as error:
+                self._refuse(request, error.code, error.message)
             except Exception as error:  # noqa: BLE001 - reported to the client
-                self._refuse(request, "synthesis_failed", f"{type(error).__name__}: {error}")
-                continue
-            self.counts["syntheses"] += 1
-            self._reply(request, reply, publish=True)
-        self._syntheses = still_running
+                logger.exception("%s: a prediction failed", self.name)
+                self._refuse(request, "internal_error", f"{type(error).__name__}: {error}")
+            else:
+                self.counts["predictions"] += 1
+                self._reply(request, reply, publish=True)
+        self._predictions = still_running
 
     def _finish_refit(self, job: RefitJob, future: Future) -> None:
         try:
@@ -339,6 +383,15 @@ class ModelServer(Component):
                           request.decoded.message.type_name(), request.decoded.envelope.source, code, text,
                           self.counts[f"error:{code}"], code)
         self.requests.reply(request, Error(code=code, message=text, in_reply_to=request.decoded.envelope.seq))
+
+
+def _predictions(served: ServedModel, message: PredictRequest, settings: ServerSettings) -> Predictions:
+    """Check the images and predict (the prediction thread)."""
+    from closedloop.model.predict import predict
+
+    inputs = network_input(message.images, settings.stimulus_size_px, settings.preprocessing, "images")
+    return Predictions(rates=predict(served.result.model, inputs), unit_ids=served.unit_ids.copy(),
+                       model_version=served.version, stimulus_ids=message.stimulus_ids)
 
 
 def _describe(settings: ServerSettings) -> str:

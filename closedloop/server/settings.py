@@ -21,6 +21,8 @@ from closedloop.synth.optimise import SynthesisSettings
 
 #: Aperture of the simulated photographs and gratings (display px), capped by the array.
 DEFAULT_APERTURE_PX = 60.0
+#: Largest request the model server takes: 64 MiB is ~3,800 float32 images of 66 × 66 px.
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
 
 
 def device_choice(chosen: str | None, protocol, rig) -> str:
@@ -75,10 +77,21 @@ class ServerSettings:
     out_dir
         Folder where every model version is saved as ``model_vNNN.pt``; ``None``: none.
     session
-        Session id carried in every message envelope.
+        Session id carried in every message envelope; when set, only a runner with this
+        session id may open the session (`closedloop.server.ownership`).
     first_version
         Version of the first model this server fits: a resumed session's server goes on
         from the last version the session recorded, so versions never repeat.
+    request_hwm, max_request_bytes
+        Requests queued per client, and the largest request taken (a bigger frame
+        disconnects its sender).  Requests waiting in ZeroMQ take at most
+        ``clients × (request_hwm + 1) × max_request_bytes``; see `memory_bound_bytes`.
+    max_queued_predictions
+        Predictions (with images) waiting or running at once; more are refused ``busy``.
+    max_queued_syntheses
+        Syntheses one client may have waiting; more are refused ``busy``.
+    synthesis_budget_s
+        Longest a synthesis of a client other than the session's runner may run.
     """
 
     request_endpoint: str
@@ -98,6 +111,11 @@ class ServerSettings:
     out_dir: str | None = None
     session: str = ""
     first_version: int = 1
+    request_hwm: int = 2  # at least 2: over CURVE a high-water mark of 1 delivers nothing (libzmq 4.3.5)
+    max_request_bytes: int = MAX_REQUEST_BYTES
+    max_queued_predictions: int = 2
+    max_queued_syntheses: int = 4
+    synthesis_budget_s: float = 30.0
 
     def __post_init__(self) -> None:
         if self.seed is None:
@@ -112,11 +130,25 @@ class ServerSettings:
         if needed > self.stimulus_size_px:
             raise ClosedLoopError(f"server: preprocessing needs {needed}-px images (crop × downsample) but "
                                   f"stimuli are {self.stimulus_size_px} px; lower the crop or raise size_px")
-        for name in ("synthesis_steps", "max_synthesize", "first_version"):
+        for name in ("synthesis_steps", "max_synthesize", "first_version", "request_hwm", "max_request_bytes",
+                     "max_queued_predictions", "max_queued_syntheses"):
             if getattr(self, name) < 1:
                 raise ClosedLoopError(f"server: {name} must be at least 1, got {getattr(self, name)}")
+        if not (math.isfinite(self.synthesis_budget_s) and self.synthesis_budget_s > 0):
+            raise ClosedLoopError(f"server: synthesis_budget_s must be a positive number of seconds, got "
+                                  f"{self.synthesis_budget_s}")
         if not (math.isfinite(self.aperture_px) and self.aperture_px > 0):
             raise ClosedLoopError(f"server: aperture_px must be a positive number, got {self.aperture_px}")
+
+    def memory_bound_bytes(self, clients: int) -> int:
+        """Most bytes that requests can hold in the server at once, ``clients`` connected.
+
+        Each client's queue in ZeroMQ (``request_hwm`` messages, plus the one being
+        read) and the predictions taken for work (``max_queued_predictions`` + the one
+        the loop holds), each at most ``max_request_bytes``.  The model, the session's
+        data and syntheses (small requests) come on top.
+        """
+        return (clients * (self.request_hwm + 1) + self.max_queued_predictions + 1) * self.max_request_bytes
 
     @classmethod
     def from_configs(cls, rig, protocol, *, out_dir: str | None = None, request_endpoint: str | None = None,

@@ -11,6 +11,7 @@ from closedloop.config.protocol import Target
 from closedloop.messages.types import SynthesizeRequest, SynthesizeResult
 from closedloop.server.checks import RequestError, listing
 from closedloop.server.refit import Cancelled, ServedModel
+from closedloop.server.scheduling import JobCancel
 from closedloop.synth.canvas import Canvas
 from closedloop.synth.optimise import SynthesisSettings, synthesize
 from closedloop.synth.targets import SynthesisJob
@@ -54,14 +55,15 @@ def synthesis_jobs(served: ServedModel, request: SynthesizeRequest, max_images: 
 
 
 def run_synthesis(served: ServedModel, request: SynthesizeRequest, jobs: list[SynthesisJob], canvas: Canvas,
-                  steps: int, cancel: threading.Event) -> SynthesizeResult:
-    """Optimise the images (background thread) and package the reply."""
+                  steps: int, cancel: threading.Event | JobCancel) -> SynthesizeResult:
+    """Optimise the images (background thread) and package the reply; stops when ``cancel.is_set()``."""
     def progress(step: int, cap: int, active: int) -> None:
         if cancel.is_set():
             raise Cancelled("synthesis cancelled: the server is stopping")
 
     result = synthesize(served.result.model, jobs, canvas=canvas, scale_hz=served.scale_hz,
-                        settings=SynthesisSettings(steps=steps), seed=request.seed, progress=progress)
+                        settings=SynthesisSettings(steps=steps), seed=request.seed, progress=progress,
+                        progress_every=1)  # a cancel or time budget takes effect within one step
     return SynthesizeResult(
         unit_ids=np.asarray(request.unit_ids, dtype=np.int64),
         targets=np.asarray(request.targets, dtype=np.float64),

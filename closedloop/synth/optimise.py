@@ -228,6 +228,7 @@ def synthesize(
     seed: int = 0,
     device: torch.device | str | None = None,
     progress: ProgressCallback | None = None,
+    progress_every: int = 25,
 ) -> SynthesisResult:
     """Optimise one image per job, all in one batch.
 
@@ -248,8 +249,9 @@ def synthesize(
         Run seed; image ``i`` starts from the noise of ``image_seeds(seed, n)[i]``.
     device
         Where to run; ``None``: where the model's parameters are.
-    progress
-        Called every 25 steps with (step, step cap, active images).
+    progress, progress_every
+        Called every ``progress_every`` steps with (step, step cap, active images); it may
+        raise to stop the run.
 
     Raises
     ------
@@ -326,7 +328,7 @@ def synthesize(
             alpha = newton.clamp(max=size)
             moved = project(x.detach() - alpha[:, None, None] * direction)
             images[rows] = torch.where((finished | stop)[:, None, None], images[rows], moved)
-            if progress is not None and step % 25 == 0:
+            if progress is not None and step % progress_every == 0:
                 progress(step, settings.steps, int((~done).sum()))
         final = best_images
         with torch.no_grad():

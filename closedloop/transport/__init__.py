@@ -7,6 +7,9 @@ from closedloop.transport.endpoints import (
     random_tcp_endpoint, tcp_endpoint,
 )
 from closedloop.transport.receiver import RateLimitedLog, Receiver, ReceiverStats
+from closedloop.transport.security import (
+    PLAIN, SocketSecurity, current_security, rig_security, use_rig_security, use_security,
+)
 from closedloop.transport.sequence import SeqResult, SeqStatus, SequenceTracker, SourceCounts
 from closedloop.transport.sockets import (
     DEFAULT_LINGER_MS, DEFAULT_RCVHWM, DEFAULT_SNDHWM, REQUEST_HWM, Publisher, Request, RequestClient,
@@ -14,9 +17,9 @@ from closedloop.transport.sockets import (
 )
 
 __all__ = [
-    "DEFAULT_LINGER_MS", "DEFAULT_RCVHWM", "Endpoints", "DEFAULT_SNDHWM", "LOOPBACK", "OPEN_EPHYS_PORTS",
-    "REQUEST_HWM", "Publisher", "RateLimitedLog", "Receiver", "ReceiverStats", "Request", "RequestClient",
-    "RequestServer", "SeqResult", "SeqStatus", "SequenceTracker", "SourceCounts", "Subscriber",
-    "check_endpoint", "free_tcp_port", "inproc_endpoint", "ipc_endpoint", "open_socket",
-    "random_tcp_endpoint", "tcp_endpoint",
+    "DEFAULT_LINGER_MS", "DEFAULT_RCVHWM", "DEFAULT_SNDHWM", "Endpoints", "LOOPBACK", "OPEN_EPHYS_PORTS",
+    "PLAIN", "REQUEST_HWM", "Publisher", "RateLimitedLog", "Receiver", "ReceiverStats", "Request", "RequestClient",
+    "RequestServer", "SeqResult", "SeqStatus", "SequenceTracker", "SocketSecurity", "SourceCounts", "Subscriber",
+    "check_endpoint", "current_security", "free_tcp_port", "inproc_endpoint", "ipc_endpoint", "open_socket",
+    "random_tcp_endpoint", "rig_security", "tcp_endpoint", "use_rig_security", "use_security",
 ]

@@ -86,13 +86,20 @@ class Receiver:
         self.max_bytes = max_bytes
         self.stats = ReceiverStats()
         self.sequences = SequenceTracker()
+        self.rejection: CodecError | None = None  # why the last rejected message was rejected
         self._log = RateLimitedLog(logger, log_interval_s)
 
-    def accept(self, frames: Sequence[Any]) -> Decoded | None:
-        """The decoded message, or ``None`` (counted and logged) when it is rejected."""
+    def accept(self, frames: Sequence[Any], *, peer: str = "") -> Decoded | None:
+        """The decoded message, or ``None`` (counted and logged) when it is rejected.
+
+        ``peer`` is the sender's authenticated identity ("" on a plain socket): sequence
+        numbers are tracked per (identity, source name), so a peer naming itself after
+        another cannot disturb that one's gap counts.
+        """
         try:
             decoded = decode(frames, max_bytes=self.max_bytes)
         except CodecError as error:
+            self.rejection = error
             kind = error.kind if error.kind in REJECTION_KINDS else "malformed"
             setattr(self.stats, kind, getattr(self.stats, kind) + 1)
             self._log.warning(kind, "%s: rejected a message (%s); %d %s so far",
@@ -100,12 +107,12 @@ class Receiver:
             return None
         self.stats.received += 1
         self.stats.bytes += decoded.nbytes
-        self._check_sequence(decoded)
+        self._check_sequence(decoded, peer)
         return decoded
 
-    def _check_sequence(self, decoded: Decoded) -> None:
+    def _check_sequence(self, decoded: Decoded, peer: str) -> None:
         env = decoded.envelope
-        result = self.sequences.observe(env.source, env.seq, env.session)
+        result = self.sequences.observe(f"{env.source}@{peer}" if peer else env.source, env.seq, env.session)
         if result.status is SeqStatus.GAP:
             self.stats.gaps += 1
             self.stats.missing += result.missing

@@ -15,11 +15,14 @@ from typing import Any, Iterable
 import zmq
 
 from closedloop.messages.base import Message
-from closedloop.messages.codec import Decoded, encode, split_routing, with_routing
+from closedloop.messages.codec import CodecError, Decoded, encode, peek_seq, split_routing, with_routing
 from closedloop.messages.envelope import MAX_MESSAGE_BYTES
+from closedloop.messages.types import Error
 from closedloop.runtime.clocks import Deadline
 from closedloop.transport.endpoints import check_endpoint
+from closedloop.transport.guard import refused_connections
 from closedloop.transport.receiver import RateLimitedLog, Receiver
+from closedloop.transport.security import SocketSecurity, current_security
 
 logger = logging.getLogger(__name__)
 
@@ -35,12 +38,19 @@ REQUEST_HWM = 100
 
 def open_socket(kind: int, endpoint: str, *, bind: bool, context: zmq.Context | None = None,
                 sndhwm: int | None = None, rcvhwm: int | None = None, linger_ms: int = 0,
-                options: dict[int, int] | None = None) -> tuple[zmq.Socket, str]:
+                options: dict[int, int] | None = None, max_bytes: int | None = None,
+                security: SocketSecurity | None = None) -> tuple[zmq.Socket, str]:
     """Create a socket with its options set *before* bind/connect; return it and its endpoint.
 
     When binding to ``tcp://HOST:*`` the returned endpoint names the port picked.
+    ``max_bytes`` caps every received frame (ZMQ_MAXMSGSIZE: a peer sending a bigger one
+    is disconnected before it is buffered).  ``security`` defaults to the process's
+    (`closedloop.transport.security.current_security`).
     """
     check_endpoint(endpoint)
+    security = security or current_security()
+    if security.curve and rcvhwm is not None and rcvhwm < 2:
+        rcvhwm = 2  # with CURVE + ZAP a receive high-water mark of 1 never delivers anything (libzmq 4.3.5)
     socket = (context or zmq.Context.instance()).socket(kind)
     try:
         socket.setsockopt(zmq.LINGER, linger_ms)
@@ -48,17 +58,29 @@ def open_socket(kind: int, endpoint: str, *, bind: bool, context: zmq.Context | 
             socket.setsockopt(zmq.SNDHWM, sndhwm)
         if rcvhwm is not None:
             socket.setsockopt(zmq.RCVHWM, rcvhwm)
+        if max_bytes is not None:
+            socket.setsockopt(zmq.MAXMSGSIZE, int(max_bytes))
         for option, value in (options or {}).items():
             socket.setsockopt(option, value)
+        security.apply(socket, endpoint, bind=bind)
         if bind:
             socket.bind(endpoint)
             endpoint = socket.getsockopt_string(zmq.LAST_ENDPOINT) or endpoint
+            security.watch(socket, endpoint)
         else:
             socket.connect(endpoint)
     except zmq.ZMQError as error:
         socket.close(0)
         raise OSError(f"cannot {'bind' if bind else 'connect'} {endpoint}: {error}") from None
     return socket, endpoint
+
+
+def peer_identity(frame: Any) -> str:
+    """The authenticated identity (ZAP ``User-Id``: the rig role) a received frame came from; "" when none."""
+    try:
+        return frame.get("User-Id") or ""
+    except (AttributeError, zmq.ZMQError):  # plain bytes, or a socket without ZAP
+        return ""
 
 
 class _Socket:
@@ -70,6 +92,11 @@ class _Socket:
     def close(self) -> None:
         if not self.socket.closed:
             self.socket.close()
+
+    @property
+    def refused(self) -> int:
+        """Connections to this (binding, CURVE) socket refused for want of an allowed key."""
+        return refused_connections(self.endpoint, self.socket.context)
 
     def __enter__(self):
         return self
@@ -115,7 +142,7 @@ class _Receiving(_Socket):
             frames = self._recv_frames(deadline.remaining_ms())
             if frames is None:
                 return None
-            decoded = self.receiver.accept(frames)
+            decoded = self.receiver.accept(frames, peer=peer_identity(frames[0]) if frames else "")
             if decoded is not None:
                 return decoded
             if deadline.expired():
@@ -144,9 +171,9 @@ class Publisher(_Socket, _Numbered):
 
     def __init__(self, endpoint: str, *, source: str, session: str = "", bind: bool = True,
                  sndhwm: int = DEFAULT_SNDHWM, linger_ms: int = DEFAULT_LINGER_MS,
-                 context: zmq.Context | None = None):
+                 context: zmq.Context | None = None, security: SocketSecurity | None = None):
         self.socket, self.endpoint = open_socket(zmq.PUB, endpoint, bind=bind, context=context,
-                                                 sndhwm=sndhwm, linger_ms=linger_ms)
+                                                 sndhwm=sndhwm, linger_ms=linger_ms, security=security)
         self._init_sender(source, session)
 
     def send(self, message: Message, *, t_ns: int | None = None, topic: str | None = None) -> int:
@@ -170,8 +197,9 @@ class Subscriber(_Receiving):
 
     def __init__(self, endpoint: str, *, topics: Iterable[str | type[Message]] = (), bind: bool = False,
                  rcvhwm: int = DEFAULT_RCVHWM, max_bytes: int = MAX_MESSAGE_BYTES, name: str | None = None,
-                 context: zmq.Context | None = None):
-        self.socket, self.endpoint = open_socket(zmq.SUB, endpoint, bind=bind, context=context, rcvhwm=rcvhwm)
+                 context: zmq.Context | None = None, security: SocketSecurity | None = None):
+        self.socket, self.endpoint = open_socket(zmq.SUB, endpoint, bind=bind, context=context, rcvhwm=rcvhwm,
+                                                 max_bytes=max_bytes, security=security)
         names = [t if isinstance(t, str) else t.type_name() for t in topics] or [""]
         for topic in names:
             self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
@@ -190,49 +218,101 @@ class Subscriber(_Receiving):
 
 @dataclass(frozen=True, eq=False)
 class Request:
-    """A request received by a `RequestServer`: who sent it and what."""
+    """A request received by a `RequestServer`: who sent it and what.
+
+    ``user`` is the sender's authenticated identity (its rig role, e.g. ``"runner"``)
+    on a CURVE socket, ``""`` on a plain one.
+    """
 
     peer: bytes
     decoded: Decoded
+    user: str = ""
 
 
 class RequestServer(_Receiving, _Numbered):
-    """ROUTER socket answering requests from any number of `RequestClient`s."""
+    """ROUTER socket answering requests from any number of `RequestClient` s.
+
+    A request that cannot be decoded is answered with an `Error` (its code is the
+    rejection kind: ``malformed``, ``wrong_schema``, ``oversized``, ``unknown_type``) so
+    its sender never waits for a timeout.  With ``only_from`` (a rig role) a CURVE
+    socket answers requests of any other authenticated peer with ``Error("not_allowed")``.
+
+    Parameters
+    ----------
+    hwm
+        Messages queued per peer, each way; with ``max_bytes`` this bounds the memory
+        one peer's requests can take here: ``(hwm + 1) × max_bytes``.
+    max_bytes
+        Largest request accepted (a bigger frame disconnects its sender).
+    """
 
     def __init__(self, endpoint: str, *, source: str, session: str = "", bind: bool = True,
-                 hwm: int = REQUEST_HWM, max_bytes: int = MAX_MESSAGE_BYTES, context: zmq.Context | None = None):
+                 hwm: int = REQUEST_HWM, max_bytes: int = MAX_MESSAGE_BYTES, context: zmq.Context | None = None,
+                 security: SocketSecurity | None = None, only_from: str | None = None):
         # ROUTER_MANDATORY: a reply to a vanished client fails loudly instead of vanishing.
         self.socket, self.endpoint = open_socket(zmq.ROUTER, endpoint, bind=bind, context=context, sndhwm=hwm,
-                                                 rcvhwm=hwm, options={zmq.ROUTER_MANDATORY: 1})
+                                                 rcvhwm=hwm, options={zmq.ROUTER_MANDATORY: 1},
+                                                 max_bytes=max_bytes, security=security)
         self._init_sender(source, session)
         self.receiver = Receiver(f"ROUTER {self.endpoint}", max_bytes=max_bytes)
+        self.secured = (security or current_security()).curve and not self.endpoint.startswith("inproc://")
+        self.only_from = only_from
         self.undeliverable = 0
+        self.not_allowed = 0
+        self.error_replies = 0
         self._log = RateLimitedLog(logger)
 
     def recv(self, timeout_ms: int | None = 0) -> Request | None:
-        """The next valid request within ``timeout_ms``, else ``None``."""
+        """The next valid request within ``timeout_ms``, else ``None`` (bad ones are answered with `Error`)."""
         deadline = Deadline.after_ms(timeout_ms)
         while True:
             frames = self._recv_frames(deadline.remaining_ms())
             if frames is None:
                 return None
-            if len(frames) >= 1:
-                peer, rest = split_routing(frames)
-                decoded = self.receiver.accept(rest)
-                if decoded is not None:
-                    return Request(peer, decoded)
+            request = self._accept(frames)
+            if request is not None:
+                return request
             if deadline.expired():
                 return None
 
+    def _accept(self, frames: list[Any]) -> Request | None:
+        try:
+            peer, rest = split_routing(frames)
+        except CodecError:
+            return None  # nothing to reply to
+        user = peer_identity(frames[0])
+        decoded = self.receiver.accept(rest, peer=user)
+        if decoded is None:
+            error = self.receiver.rejection
+            self._send_error(peer, peek_seq(rest), error.kind if error else "malformed",
+                             f"request not understood: {error.message if error else 'rejected'}")
+            return None
+        if self.secured and self.only_from is not None and user != self.only_from:
+            self.not_allowed += 1
+            self._log.warning("not_allowed", "%s: refused a %s from %r (authenticated as %r; only %r may send "
+                              "requests here); %d refused so far", self.receiver.name, decoded.envelope.type,
+                              decoded.envelope.source, user, self.only_from, self.not_allowed)
+            self._send_error(peer, decoded.envelope.seq, "not_allowed",
+                             f"only the rig's {self.only_from} may send requests here, not {user or 'anyone else'}")
+            return None
+        return Request(peer, decoded, user)
+
+    def _send_error(self, peer: bytes, seq: int | None, code: str, text: str) -> None:
+        self.error_replies += 1
+        self._send(peer, Error(code=code, message=text, in_reply_to=seq), reply_to=seq)
+
     def reply(self, request: Request, message: Message, *, t_ns: int | None = None) -> bool:
         """Send ``message`` to the request's peer; False (counted, logged) if it is gone."""
-        frames, _ = self._frames(message, t_ns=t_ns, reply_to=request.decoded.envelope.seq)
+        return self._send(request.peer, message, reply_to=request.decoded.envelope.seq, t_ns=t_ns)
+
+    def _send(self, peer: bytes, message: Message, *, reply_to: int | None, t_ns: int | None = None) -> bool:
+        frames, _ = self._frames(message, t_ns=t_ns, reply_to=reply_to)
         try:
-            self.socket.send_multipart(with_routing(request.peer, frames), zmq.NOBLOCK, copy=False)
+            self.socket.send_multipart(with_routing(peer, frames), zmq.NOBLOCK, copy=False)
         except (zmq.Again, zmq.ZMQError) as error:
             self.undeliverable += 1
-            self._log.warning("undeliverable", "%s: reply to %r not delivered (%s); %d so far",
-                              self.receiver.name, request.decoded.envelope.source, error, self.undeliverable)
+            self._log.warning("undeliverable", "%s: reply to peer %r not delivered (%s); %d so far",
+                              self.receiver.name, peer[:16], error, self.undeliverable)
             return False
         self.seq += 1
         return True
@@ -246,9 +326,11 @@ class RequestClient(_Receiving, _Numbered):
     """
 
     def __init__(self, endpoint: str, *, source: str, session: str = "", bind: bool = False,
-                 hwm: int = REQUEST_HWM, max_bytes: int = MAX_MESSAGE_BYTES, context: zmq.Context | None = None):
+                 hwm: int = REQUEST_HWM, max_bytes: int = MAX_MESSAGE_BYTES, context: zmq.Context | None = None,
+                 security: SocketSecurity | None = None):
         self.socket, self.endpoint = open_socket(zmq.DEALER, endpoint, bind=bind, context=context, sndhwm=hwm,
-                                                 rcvhwm=hwm, options={zmq.IMMEDIATE: 1})
+                                                 rcvhwm=hwm, options={zmq.IMMEDIATE: 1}, max_bytes=max_bytes,
+                                                 security=security)
         self._init_sender(source, session)
         self.receiver = Receiver(f"DEALER {self.endpoint}", max_bytes=max_bytes)
         self.unsent = 0

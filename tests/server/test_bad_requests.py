@@ -7,7 +7,7 @@ import zmq
 from conftest import UNIT_IDS
 
 from closedloop.messages import (
-    Accepted, Error, FitRequest, Heartbeat, ModelUpdated, PredictRequest, Predictions, SynthesizeRequest,
+    Accepted, Error, FitRequest, Heartbeat, ModelUpdated, PredictRequest, Predictions, SynthesizeRequest, decode,
 )
 
 
@@ -53,10 +53,12 @@ def test_bad_requests_are_refused_and_the_server_still_answers(run_server, recor
     _refused(running, SynthesizeRequest(unit_ids=[10], targets=[np.inf]), "bad_target", "rates >= 0 Hz")
     _refused(running, SynthesizeRequest(unit_ids=[], targets=[]), "bad_request", "nothing to synthesize")
 
-    garbage = zmq.Context.instance().socket(zmq.DEALER)  # frames no codec accepts: counted, not answered
+    garbage = zmq.Context.instance().socket(zmq.DEALER)  # frames no codec accepts: counted and answered
     garbage.setsockopt(zmq.LINGER, 0)
     garbage.connect(running.server.request_endpoint)
     garbage.send_multipart([b"junk", b"\x00\x01"])
+    assert garbage.poll(5000), "no Error for an undecodable request"
+    assert isinstance(decode(garbage.recv_multipart()).message, Error)
     garbage.close()
 
     assert isinstance(running.ask(fit()), Accepted)
