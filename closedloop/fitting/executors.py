@@ -17,7 +17,9 @@ numbers on either executor.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import socket
+import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import wait as wait_futures
@@ -28,7 +30,7 @@ from typing import Any, Callable
 from closedloop.errors import ClosedLoopError
 
 EXECUTORS = ("local", "ray")
-RAY_PIN = "ray[default]==2.60.0"
+RAY_PIN = "ray==2.60.0"
 
 
 class WorkerLost(Exception):
@@ -123,16 +125,20 @@ class RayExecutor:
     name = "ray"
 
     def __init__(self, address: str | None, resources: TaskResources, cpus: int | None = None):
+        # Ray reads these settings when imported: check and set them first.
+        if address not in (None, "auto"):
+            _check_reachable(address)
+            _token_if_present()
+        if address is None or address.rpartition(":")[0] in ("127.0.0.1", "localhost"):
+            loopback_only()  # a cluster on 127.0.0.1 (ray start with the same setting) is found there
         self.ray = import_ray()
         self.resources = resources
         self.started_here = address is None
-        if address not in (None, "auto"):
-            _check_reachable(address)
         options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
                                    "configure_logging": False}
         try:
             if self.started_here:
-                self.ray.init(num_cpus=cpus, _node_ip_address="127.0.0.1", **options)
+                self.ray.init(address="local", num_cpus=cpus, **options)
             else:
                 self.ray.init(address=address, **options)
         except (ConnectionError, RuntimeError, ValueError) as error:
@@ -140,6 +146,7 @@ class RayExecutor:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise ClosedLoopError(
                 f"cannot connect to {where} ({first_line}); start one with 'ray start --head' "
+                "(a cluster with token authentication needs its token here: ~/.ray/auth_token or RAY_AUTH_TOKEN) "
                 "or use --executor local"
             ) from None
         self._remote = self.ray.remote(run_with_threads).options(
@@ -170,6 +177,37 @@ class RayExecutor:
 
     def close(self) -> None:
         self.ray.shutdown()
+
+
+def loopback_only() -> None:
+    """Make a Ray instance started by this process listen on 127.0.0.1 only.
+
+    On Linux Ray takes the machine's network address as the node address and its
+    servers listen there, open to the network (token authentication is their only
+    guard); Ray's single-machine mode (its default on macOS and Windows, chosen with
+    this variable) uses 127.0.0.1 instead.  It must be set before Ray starts its
+    processes, which inherit it.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    constants = sys.modules.get("ray._private.ray_constants")
+    if constants is not None:  # Ray already imported here: it read the variable at import
+        constants.ENABLE_RAY_CLUSTER = False
+
+
+def _token_if_present() -> None:
+    """Send this machine's Ray token to a cluster given by address.
+
+    Ray 2.60 heads require a token by default, but a driver connecting to an explicit
+    address only sends one when RAY_AUTH_MODE=token; ``auto`` sends it when a token
+    exists.  Do as ``auto`` does, unless the user chose a mode.
+    """
+    from pathlib import Path
+
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or \
+            (Path.home() / ".ray" / "auth_token").exists():
+        os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def import_ray():

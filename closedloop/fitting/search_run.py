@@ -19,7 +19,6 @@ configuration) are refused.
 from __future__ import annotations
 
 import json
-import math
 import os
 import shutil
 import sys
@@ -129,6 +128,7 @@ def _write_trial(folder: Path, trial: TrialResult, fitted) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         if fitted is not None:
+            fitted.unit_ids = fitted.unit_ids.copy()  # from Ray's object store: read-only, torch warns
             save_checkpoint(staging / TRIAL_MODEL, fitted, metrics={"val_r": trial.val_r, "val_loss": trial.val_loss})
         _write_json(staging / TRIAL_FILE, trial.to_dict())
         if final.exists():
@@ -240,8 +240,3 @@ def run_search(plan: SearchPlan, dataset: ResponseDataset, folder: Path, executo
     if not trials:
         raise ClosedLoopError(f"{folder}: the search has no trials")
     return _write_summary(folder, plan, trials)
-
-
-def trial_seconds(trials: list[TrialResult]) -> float:
-    """Sum of the trials' own fit times (finite ones)."""
-    return float(sum(t.seconds for t in trials if math.isfinite(t.seconds)))
