@@ -66,7 +66,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", default=None, metavar="auto|HOST:PORT",
                         help="with --executor ray: join this Ray cluster (default: start one on this machine)")
     parser.add_argument("--task-cpus", type=positive_int, default=None, metavar="N",
-                        help="CPU cores (torch threads) of each fit or trial (default: cores / workers locally, 1 on Ray)")
+                        help="CPU cores (torch threads) of each fit or trial "
+                             "(default: cores / workers locally, 1 on Ray)")
     parser.add_argument("--task-gpus", type=_gpu_fraction, default=None, metavar="F",
                         help="with --executor ray: GPUs per fit or trial, e.g. 0.25 packs four on a card "
                              "(default: 1 with --device cuda, else 0)")
