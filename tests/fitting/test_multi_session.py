@@ -1,0 +1,63 @@
+"""Several sessions fused into one batched training equal the sessions fitted one by one."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from closedloop.data.loader import load_dataset
+from closedloop.model.model_config import ModelConfig
+from closedloop.model.multi_session import _shared_images, fit_sessions
+from closedloop.model.predict import predict
+from closedloop.model.train import fit_model, prepare_fit
+
+# The recommended preset's ingredients, tiny: batch norm, factorised readout with L1, output
+# nonlinearity, rotating stop sets, 2 members; no dropout (a fused batch draws it differently).
+CONFIG = ModelConfig(architecture="factorised", core_filters=(4, 4), core_kernels=(5, 5), pool_layers=(1,),
+                     batch_norm=True, output_knots=4, l1_readout=0.01, learning_rate=3e-3, max_epochs=15,
+                     patience=4, stop_check_every=3, stop_sets="rotating", ensemble_size=2,
+                     ensemble_mode="fused")
+
+
+@pytest.fixture(scope="module")
+def sessions(archives):
+    first = load_dataset(archives["session"])
+    second = load_dataset(archives["pvc8"])
+    # A third session on the first one's images with fewer units: shared images, padded units.
+    fewer = dataclasses.replace(first, trial_rates=first.trial_rates[:, :, :3], unit_ids=first.unit_ids[:3],
+                                source="fewer-units")
+    return [first, second, fewer]
+
+
+@pytest.mark.parametrize("config", [CONFIG, CONFIG.replace(refit=True, stop_sets="shared", max_epochs=8),
+                                    ModelConfig(core_filters=(4,), core_kernels=(5,), dense_units=8, max_epochs=8,
+                                                patience=3, stop_check_every=2, dropout_keep=1.0)],
+                         ids=["recommended-like", "refit-shared", "kindel2017-like"])
+def test_fused_sessions_equal_sessions_fitted_one_by_one(sessions, config):
+    seeds = [11, 12, 13]
+    fused = fit_sessions(sessions, config, seeds=seeds, device="cpu")
+    for dataset, seed, together in zip(sessions, seeds, fused):
+        alone = fit_model(dataset, config, seed=seed, device="cpu")
+        assert np.array_equal(together.unit_ids, alone.unit_ids)
+        assert np.array_equal(together.split.held_out, alone.split.held_out)
+        assert np.array_equal(together.best_epoch, alone.best_epoch) and together.epochs_run == alone.epochs_run
+        for key, value in alone.history.items():
+            assert together.history[key].shape == value.shape, key
+            finite = np.isfinite(value)
+            assert np.array_equal(finite, np.isfinite(together.history[key])), key
+            assert np.allclose(together.history[key][finite], value[finite], rtol=1e-4, atol=1e-6), key
+        images = dataset.images[alone.split.held_out]
+        assert np.allclose(predict(together.model, images), predict(alone.model, images), rtol=1e-3, atol=1e-3)
+        assert together.model.n_units == alone.model.n_units and together.model.build_spec == alone.model.build_spec
+
+
+def test_images_shared_by_sessions_are_sent_once(sessions):
+    prepared = [prepare_fit(dataset, CONFIG, seed=1) for dataset in sessions]
+    images, positions = _shared_images(prepared)
+    assert len(images) == len(prepared[0].images) + len(prepared[1].images)  # the third adds none
+    assert np.array_equal(positions[0], positions[2])
+    for prep, where in zip(prepared, positions):
+        assert np.array_equal(images[where], prep.images)
