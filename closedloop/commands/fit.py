@@ -71,6 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task-gpus", type=_gpu_fraction, default=None, metavar="F",
                         help="with --executor ray: GPUs per fit or trial, e.g. 0.25 packs four on a card "
                              "(default: 1 with --device cuda, else 0)")
+    parser.add_argument("--fuse-sessions", action="store_true",
+                        help="fit all sessions' CNNs as one batched training on one device (for a GPU)")
     parser.add_argument("--units", choices=("indcent", "all"), default="indcent",
                         help="pvc-8 units: INDCENT == 1 (default, as Kindel et al.) or all")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
@@ -91,6 +93,8 @@ def run(args: argparse.Namespace) -> int:
         for name, default in (("sampler", "random"), ("pruner", "none")):
             if getattr(args, name) != default:
                 raise ClosedLoopError(f"--{name} only makes sense with --search N")
+    if args.fuse_sessions and args.executor == "ray":
+        raise ClosedLoopError("--fuse-sessions trains in this process on one device; leave out --executor ray")
     if args.executor != "ray":
         for name in ("address", "task_gpus"):
             if getattr(args, name) is not None:
@@ -110,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
             config, search_summary, seed = _search(args, config, space, device, executor)
         settings = FitSettings(config=config, device=device, seed=seed, units=args.units)
         result = fit_archives(list(args.archives), args.out, settings, workers=args.workers,
-                              show_progress=args.progress, executor=executor, threads=args.task_cpus)
+                              show_progress=args.progress, executor=executor, threads=args.task_cpus,
+                              fuse=args.fuse_sessions)
     finally:
         if executor is not None:
             executor.close()
@@ -236,8 +241,9 @@ def _report(args, result, settings, search_summary) -> dict:
             print(f"{outcome.name}: {len(outcome.excluded_units)} unit(s) excluded ({listing})")
     print(summary_table(rows))
     devices = sorted({outcome.device for outcome in result.outcomes if outcome.ok})
-    print(f"device: {', '.join(devices) or settings.device}; {result.workers} worker(s) × "
-          f"{result.threads_per_worker} thread(s); results in {args.out}")
+    how = ("every session's CNN in one fused training" if result.executor == "fused" else
+           f"{result.workers} {result.executor} worker(s) × {result.threads_per_worker} thread(s)")
+    print(f"device: {', '.join(devices) or settings.device}; {how}; results in {args.out}")
     for outcome in result.failed:
         print(f"FAILED {outcome.name} ({outcome.source}): {outcome.error}", file=sys.stderr)
     if result.failed:
@@ -246,6 +252,7 @@ def _report(args, result, settings, search_summary) -> dict:
         "format": "closedloop-fit-summary",
         "out": str(args.out),
         "device": settings.device,
+        "executor": result.executor,
         "workers": result.workers,
         "threads_per_worker": result.threads_per_worker,
         "seed": settings.seed,

@@ -92,6 +92,7 @@ def fit_archives(
     show_progress: bool | None = None,
     executor=None,
     threads: int | None = None,
+    fuse: bool = False,
 ) -> BatchResult:
     """Fit every archive into ``out_dir/<name>/``.
 
@@ -114,9 +115,19 @@ def fit_archives(
         (``None``: local processes as above).
     threads
         Torch threads of each worker (``None``: the cores divided among the workers).
+    fuse
+        Fit every session's CNN in one fused training in this process
+        (`closedloop.model.multi_session`; for a GPU), then each session's baseline,
+        metrics and files one after another.
     """
     names = session_names(paths)
     bars = _Bars(names, show_progress)
+    if fuse:
+        try:
+            outcomes = _run_fused(paths, names, out_dir, settings, bars)
+        finally:
+            bars.close()
+        return BatchResult(outcomes, 1, _torch_threads(), "fused")
     if executor is not None:
         try:
             outcomes = _run_on_executor(paths, names, out_dir, settings, bars, executor)
@@ -162,6 +173,63 @@ def _run_here(paths, names, out_dir, settings, bars) -> list[SessionOutcome]:
         bars.finish(index, outcome)
         outcomes.append(outcome)
     return outcomes
+
+
+def _run_fused(paths, names, out_dir, settings, bars) -> list[SessionOutcome]:
+    """Load every session, fit all their CNNs as one fused training, then finish each session."""
+    import secrets
+    import warnings
+
+    from closedloop.data.loader import load_dataset
+    from closedloop.fitting.session import fit_dataset
+    from closedloop.model.multi_session import fit_sessions
+    from closedloop.model.train import ExcludedUnitsWarning, prepare_fit
+
+    outcomes: list[SessionOutcome | None] = [None] * len(paths)
+    ready, datasets, seeds, load_s = [], [], [], {}
+    for index, (path, name) in enumerate(zip(paths, names)):
+        bars.update(index, "loading", 0.0)
+        try:
+            started = time.perf_counter()
+            dataset = load_dataset(path, units=settings.units)
+            seed = settings.seed if settings.seed is not None else secrets.randbelow(2**31)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExcludedUnitsWarning)
+                prepare_fit(dataset, settings.config, seed=seed)  # a session that cannot be fitted fails alone
+            load_s[index] = time.perf_counter() - started
+        except Exception as error:
+            outcomes[index] = _failure(name, path, error)
+            bars.finish(index, outcomes[index])
+            continue
+        ready.append(index)
+        datasets.append(dataset)
+        seeds.append(seed)
+    if ready:
+        def progress(epoch: int, max_epochs: int, best_loss: float) -> None:
+            for index in ready:
+                bars.update(index, f"fused CNN epoch {epoch} (best stop loss {best_loss:.3f})",
+                            0.9 * epoch / max_epochs)
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExcludedUnitsWarning)
+                fitted = fit_sessions(datasets, settings.config, seeds=seeds, device=settings.device,
+                                      progress=progress)
+        except Exception as error:  # the fused training failed: so did every session in it
+            for index in ready:
+                outcomes[index] = _failure(names[index], paths[index], error)
+                bars.finish(index, outcomes[index])
+            return [outcome for outcome in outcomes if outcome is not None]
+        for index, dataset, cnn in zip(ready, datasets, fitted):
+            cnn.fit_seconds /= len(ready)  # this session's share of the fused training
+            try:
+                outcome = fit_dataset(dataset, out_dir, names[index], settings, load_s=load_s[index], cnn=cnn,
+                                      stage=lambda text, fraction, i=index: bars.update(i, text, fraction))
+            except Exception as error:
+                outcome = _failure(names[index], paths[index], error)
+            bars.finish(index, outcome)
+            outcomes[index] = outcome
+    return [outcome for outcome in outcomes if outcome is not None]
 
 
 def _init_worker(progress_queue, threads: int) -> None:

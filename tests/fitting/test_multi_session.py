@@ -61,3 +61,23 @@ def test_images_shared_by_sessions_are_sent_once(sessions):
     assert np.array_equal(positions[0], positions[2])
     for prep, where in zip(prepared, positions):
         assert np.array_equal(images[where], prep.images)
+
+
+def test_fit_command_fuses_sessions_and_writes_each(archives, tiny_config_file, tmp_path, capsys):
+    import json
+
+    from closedloop.cli import main
+
+    config = tmp_path / "no-dropout.yaml"  # dropout is drawn differently in a fused batch
+    config.write_text(tiny_config_file.read_text() + "  dropout_keep: 1.0\n")
+    out, alone = tmp_path / "fused", tmp_path / "alone"
+    base = ["fit", str(archives["session"]), str(archives["pvc8"]), "--config", str(config), "--seed", "3",
+            "--device", "cpu", "--no-progress"]
+    assert main([*base, "--out", str(out), "--fuse-sessions"]) == 0
+    assert main([*base, "--out", str(alone), "--workers", "1"]) == 0
+    for name in ("s1", "01"):
+        a = json.loads((out / name / "metrics.json").read_text())
+        b = json.loads((alone / name / "metrics.json").read_text())
+        assert a["best_epoch"] == b["best_epoch"] and a["epochs_run"] == b["epochs_run"]
+        assert np.isclose(a["metrics"]["summary"]["mean_r"], b["metrics"]["summary"]["mean_r"], atol=1e-3)
+    assert "every session's CNN in one fused training" in capsys.readouterr().out
