@@ -22,9 +22,7 @@ import sys
 from pathlib import Path
 
 from closedloop.commands.common import add_json_option, non_negative_int, positive_int, write_json
-from closedloop.fitting.executors import EXECUTORS
-from closedloop.fitting.search import PRUNERS
-from closedloop.fitting.search_space import SAMPLERS
+from closedloop.fitting.options import EXECUTORS, PRUNERS, SAMPLERS
 
 
 def _gpu_fraction(text: str) -> float:
@@ -52,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=non_negative_int, default=None,
                         help="seed of splits, initialisation and search (default: drawn and recorded)")
     parser.add_argument("--search", type=positive_int, default=None, metavar="N",
-                        help="first try N random configurations on the tuning session")
+                        help="first try N configurations (see --sampler) on the tuning session; run again "
+                             "with the same --out to resume a killed search")
     parser.add_argument("--tuning", type=Path, default=None, metavar="ARCHIVE",
                         help="tuning session for --search (default: the first ARCHIVE)")
     parser.add_argument("--space", type=Path, default=None, metavar="YAML",
@@ -76,7 +75,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--units", choices=("indcent", "all"), default="indcent",
                         help="pvc-8 units: INDCENT == 1 (default, as Kindel et al.) or all")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress bars on stderr (default: only on a terminal)")
+                        help="progress bars on stderr (default: bars on a terminal, else a line per session "
+                             "every 30 s)")
     add_json_option(parser)
 
 

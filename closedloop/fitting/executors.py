@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from closedloop.errors import ClosedLoopError
+from closedloop.fitting.options import EXECUTORS
 
-EXECUTORS = ("local", "ray")
 RAY_PIN = "ray==2.60.0"
 
 

@@ -38,11 +38,11 @@ import numpy as np
 
 from closedloop.data.dataset import ResponseDataset
 from closedloop.errors import ClosedLoopError, DataFileError
+from closedloop.fitting.options import PRUNERS
 from closedloop.fitting.search_space import SearchSpace, sample_config  # noqa: F401  (re-exported)
 from closedloop.model.model_config import ModelConfig
 
 TrialCallback = Callable[[int, int, "TrialResult"], None]
-PRUNERS = ("none", "median", "asha")
 
 
 @dataclass

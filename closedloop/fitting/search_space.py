@@ -32,9 +32,9 @@ import numpy as np
 from closedloop.config.schema import ConfigSource, Where, build
 from closedloop.config.yaml_loader import load_yaml, read_text
 from closedloop.errors import ClosedLoopError
+from closedloop.fitting.options import SAMPLERS
 from closedloop.model.model_config import ModelConfig
 
-SAMPLERS = ("random", "tpe")
 OPTUNA_PIN = "optuna==5.0.0"
 
 
