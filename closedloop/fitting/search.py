@@ -155,9 +155,12 @@ def _pruner_study(plan: PruningPlan):
         raise ClosedLoopError(f"--pruner {plan.kind!r}: choose one of {', '.join(PRUNERS)}")
     study = optuna.create_study(direction="minimize", pruner=pruner)
     for curve in plan.curves:
-        if curve:
-            study.add_trial(optuna.trial.create_trial(
-                value=min(curve.values()), intermediate_values=dict(curve), params={}, distributions={}))
+        if curve:  # replayed as it ran, so the pruner records what it keeps (ASHA's rungs) as it would have
+            past = study.ask()
+            for epoch in sorted(curve):
+                past.report(curve[epoch], epoch)
+                past.should_prune()
+            study.tell(past, min(curve.values()))
     return study, study.ask()
 
 

@@ -87,16 +87,17 @@ def test_space_yaml_is_checked_with_file_line_and_key(tmp_path, archives, capsys
     assert space.pooling == ((2, 2),) and space.dropout_keep == (0.5, 0.5) and space.layers == (1, 2, 3)
 
 
-def test_pruner_stops_a_trial_that_is_behind_the_finished_ones(archives):
+@pytest.mark.parametrize("pruner", ["median", "asha"])
+def test_pruner_stops_a_trial_that_is_behind_the_finished_ones(archives, pruner):
     tuning = fit_images_only(load_dataset(archives["session"]), seed=3)
     config = ModelConfig(core_filters=(4,), core_kernels=(5,), dense_units=8, max_epochs=20, patience=20,
                          stop_check_every=5)
     # Three finished trials that reached a stopping loss no real fit gets near at epoch 5.
-    plan = PruningPlan("median", curves=({5: 1e-6, 10: 1e-6},) * 3)
+    plan = PruningPlan(pruner, curves=({5: 1e-6, 10: 1e-6},) * 3)
     trial, fitted = run_trial(tuning, 1, config, 3, "cpu", pruning=plan)
     assert trial.status == "pruned" and fitted is None and trial.epochs == 5 and list(trial.curve) == [5]
     # Finished trials that did worse: it runs to its end.
-    trial, fitted = run_trial(tuning, 2, config, 3, "cpu", pruning=PruningPlan("median", ({5: 1e6, 10: 1e6},) * 3))
+    trial, fitted = run_trial(tuning, 2, config, 3, "cpu", pruning=PruningPlan(pruner, ({5: 1e6, 10: 1e6},) * 3))
     assert trial.status == "ok" and fitted is not None and trial.epochs == 20 and np.isfinite(trial.val_r)
 
 
