@@ -2,7 +2,8 @@
 
 Prints, on simulated archives (small by default, so it runs in minutes on 2 cores):
 
-- wall time of ``closedloop fit ARCHIVE --search N`` (default 16 trials): sequential in one
+- wall time of ``closedloop fit ARCHIVE --search N`` (default 16 trials of a space of small
+  networks, `space_yaml`): sequential in one
   process (``--workers 1``), local worker processes (``--workers W``), and ``--executor ray``
   on a Ray instance this script starts on 127.0.0.1 with W CPUs (its start-up is counted
   separately: ``ray start`` before, not in the fit's time);
@@ -18,7 +19,7 @@ wall time includes Python and torch start-up (a few seconds), as a user sees it.
 Usage::
 
     python benchmarks/scale.py                       # 16 trials, 10 sessions, 2 workers
-    python benchmarks/scale.py --trials 16 --sessions 10 --images 270 --epochs 200  # full size
+    python benchmarks/scale.py --units 40 --images 270 --repeats 20 --epochs 200   # full-size sessions
     python benchmarks/scale.py --device cuda --skip-executors   # fused sessions on a GPU only
 """
 
@@ -44,10 +45,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--trials", type=int, default=16, help="search trials (default 16)")
     parser.add_argument("--sessions", type=int, default=10, help="sessions to fit (default 10)")
     parser.add_argument("--workers", type=int, default=2, help="local workers and Ray CPUs (default 2)")
-    parser.add_argument("--units", type=int, default=20)
-    parser.add_argument("--images", type=int, default=120)
+    parser.add_argument("--units", type=int, default=10)
+    parser.add_argument("--images", type=int, default=80)
     parser.add_argument("--repeats", type=int, default=4)
-    parser.add_argument("--epochs", type=int, default=60, help="max epochs of every fit (default 60)")
+    parser.add_argument("--epochs", type=int, default=30, help="max epochs of every fit (default 30)")
     parser.add_argument("--device", default="cpu", help="device of the fused-sessions comparison (default cpu)")
     parser.add_argument("--skip-executors", action="store_true", help="only the fused-sessions comparison")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "closedloop-bench-scale")
@@ -72,8 +73,16 @@ def make_archives(args: argparse.Namespace) -> list[Path]:
 
 def model_yaml(args: argparse.Namespace) -> Path:
     path = args.out / "model.yaml"
-    path.write_text(f"model:\n  architecture: kindel2017\n  max_epochs: {args.epochs}\n  patience: 20\n"
-                    "  stop_check_every: 10\n")
+    path.write_text(f"model:\n  architecture: kindel2017\n  max_epochs: {args.epochs}\n  patience: 10\n"
+                    "  stop_check_every: 5\n")
+    return path
+
+
+def space_yaml(args: argparse.Namespace) -> Path:
+    """Small networks only (the default space's widest trials take minutes each on 2 loaded cores)."""
+    path = args.out / "space.yaml"
+    path.write_text("layers: [1, 2]\nfilters: [4, 8]\nkernels: [3, 5, 7]\npooling: [[2, 2], [3, 2]]\n"
+                    "dense_units: [16, 32, 64]\ndropout_keep: [0.5, 0.9]\nlearning_rate: [1.0e-3, 1.0e-2]\n")
     return path
 
 
@@ -192,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_executors:
         results = args.out / "results"
         search = [str(paths[0]), "--config", str(config), "--search", str(args.trials), "--seed", "1",
-                  "--device", "cpu"]
+                  "--space", str(space_yaml(args)), "--device", "cpu"]
         fits = [*map(str, paths[: args.sessions]), "--config", str(config), "--seed", "1", "--device", "cpu"]
         for name, argv_ in (("search", search), ("fit", fits)):
             row = {}

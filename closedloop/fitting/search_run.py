@@ -31,9 +31,16 @@ from closedloop.data.dataset import ResponseDataset
 from closedloop.errors import ClosedLoopError, DataFileError
 from closedloop.fitting.executors import WorkerLost
 from closedloop.fitting.model_files import write_config_yaml
-from closedloop.fitting.search import (PruningPlan, SearchResult, TrialResult, fit_images_only, rank, run_trial,
-                                       write_results_csv)
-from closedloop.fitting.search_space import SearchSpace, make_sampler, space_from_dict
+from closedloop.fitting.search import (
+    PruningPlan,
+    SearchResult,
+    TrialResult,
+    fit_images_only,
+    rank,
+    run_trial,
+    write_results_csv,
+)
+from closedloop.fitting.search_space import SearchSpace, make_sampler
 from closedloop.jsonsafe import json_safe
 from closedloop.model.model_config import ModelConfig
 

@@ -94,12 +94,6 @@ def load_search_space(path: str | Path) -> SearchSpace:
     return build(SearchSpace, source.root, Where(source))
 
 
-def space_from_dict(values: dict[str, Any]) -> SearchSpace:
-    """The space recorded by `SearchSpace.to_dict` (a search's manifest)."""
-    converted = {key: tuple(tuple(v) if isinstance(v, list) else v for v in value) for key, value in values.items()}
-    return SearchSpace(**converted)
-
-
 def _fits(config: ModelConfig, input_size: int) -> bool:
     from closedloop.model.networks import build_network
 

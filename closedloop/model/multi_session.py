@@ -33,8 +33,7 @@ from closedloop.model.device import describe_device, resolve_device
 from closedloop.model.model_config import ModelConfig
 from closedloop.model.networks import build_network
 from closedloop.model.readouts import FactorisedReadout
-from closedloop.model.train import (FitResult, PreparedFit, ProgressCallback, _member_subsets, fit_model,
-                                    prepare_fit)
+from closedloop.model.train import FitResult, PreparedFit, ProgressCallback, _member_subsets, fit_model, prepare_fit
 from closedloop.model.trainer import Trainer, member_data
 
 

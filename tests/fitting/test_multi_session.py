@@ -6,7 +6,6 @@ import dataclasses
 
 import numpy as np
 import pytest
-import torch
 
 from closedloop.data.loader import load_dataset
 from closedloop.model.model_config import ModelConfig

@@ -114,7 +114,7 @@ def test_tpe_search_with_pruner_runs_and_ranks(archives, tiny_config_file, tiny_
 
 
 def test_progress_lines_when_not_on_a_terminal(archives, tiny_config_file, tmp_path, capsys, monkeypatch):
-    import closedloop.fitting.batch as batch
+    from closedloop.fitting import batch
 
     monkeypatch.setattr(batch, "LOG_EVERY_S", 0.0)
     assert main(["fit", str(archives["session"]), "--out", str(tmp_path / "o"), "--config", str(tiny_config_file),
