@@ -3,18 +3,19 @@
 Fused ensembles (`closedloop.model.trainer`) already train N members as one network
 whose layers hold every member's weights, with per-member image masks when members
 train on different images.  Sessions are fitted the same way: every member of every
-session is a member of one network that sees one batch made of all the sessions'
-images (identical images shared between sessions are sent once), and each member's
-loss and batch-norm statistics use only its own session's images.  Sessions with
-fewer units than the widest are padded with units whose loss weight is zero and
-whose weights start and stay at zero, and the loss and the L1 penalty average over
-each member's own units, so each session trains as it would alone: same split,
-units, seeds, initial weights, epochs kept (each member stops on its own patience),
-to rounding.  Dropout draws differ (one draw for the batch), as in a fused ensemble.
+session is a member of one network, and each member convolves its own session's
+images (the first layer is a grouped convolution over a (batch, members, side, side)
+input, sessions zero-padded to the longest one and masked out of the loss and the
+batch-norm statistics).  Sessions with fewer units than the widest are padded with
+units whose loss weight is zero and whose weights start and stay at zero, and the loss
+and the L1 penalty average over each member's own units, so each session trains as it
+would alone: same split, units, seeds, initial weights, epochs kept (each member stops
+on its own patience), to rounding.  Dropout draws differ (one draw for the batch), as
+in a fused ensemble.
 
-One fused training costs about one session's kernel launches for all sessions,
-which is what a GPU needs (a small network leaves most of it idle); on a CPU it saves
-nothing, since every member computes on every image of the batch.
+One fused training costs about one session's kernel launches for all sessions and
+about the sum of their arithmetic (plus the padding to the longest session), which is
+what a GPU that one small network leaves idle absorbs; on a CPU it saves nothing.
 
 Not fused (fitted one by one instead): the linear baseline (closed form) and
 z-scored inputs (every member of a fused network sees the same input scaling).
@@ -90,32 +91,22 @@ def fit_sessions(
     return results
 
 
-def _shared_images(prepared: list[PreparedFit]) -> tuple[np.ndarray, list[np.ndarray]]:
-    """All sessions' images with duplicates across sessions sent once; each session's positions in it."""
-    slots: dict[bytes, list[int]] = {}
-    images: list[np.ndarray] = []
-    positions = []
-    for prep in prepared:
-        used: dict[bytes, int] = {}
-        where = np.empty(len(prep.images), np.int64)
-        for i, image in enumerate(prep.images):
-            key = np.ascontiguousarray(image).tobytes()
-            candidates = slots.setdefault(key, [])
-            if used.get(key, 0) == len(candidates):  # a repeat within this session gets its own slot
-                candidates.append(len(images))
-                images.append(image)
-            where[i] = candidates[used.get(key, 0)]
-            used[key] = used.get(key, 0) + 1
-        positions.append(where)
-    return np.stack(images), positions
+def _member_images(prepared: list[PreparedFit], members_each: int) -> np.ndarray:
+    """(longest session, members, side, side): every member's own session's images, zero-padded."""
+    longest = max(len(p.images) for p in prepared)
+    side = prepared[0].images.shape[1]
+    images = np.zeros((longest, members_each * len(prepared), side, side), np.float32)
+    for s, prep in enumerate(prepared):
+        images[: len(prep.images), s * members_each : (s + 1) * members_each] = prep.images[:, None]
+    return images
 
 
 def _fit_group(prepared: list[PreparedFit], config: ModelConfig, device: torch.device,
                progress: ProgressCallback | None) -> list[FitResult]:
     started = time.perf_counter()
-    images, positions = _shared_images(prepared)
     members_each = config.ensemble_size
-    n_members = members_each * len(prepared)
+    images = _member_images(prepared, members_each)
+    n_members, side = images.shape[1], images.shape[-1]
     widths = [len(p.kept) for p in prepared]
     n_units = max(widths)
     rates = np.zeros((n_members, len(images), n_units))
@@ -123,21 +114,18 @@ def _fit_group(prepared: list[PreparedFit], config: ModelConfig, device: torch.d
     stop, fit = np.zeros_like(train), np.zeros_like(train)
     weight = np.zeros((n_members, n_units))
     for s, prep in enumerate(prepared):
-        session_rates = np.zeros((len(images), n_units))
-        session_rates[positions[s], : widths[s]] = prep.rates
         for k, (train_k, stop_k) in enumerate(_member_subsets(prep.split, prep.config)):
             m = s * members_each + k
-            rates[m], weight[m, : widths[s]] = session_rates, 1.0
-            train[m, positions[s][train_k]] = 1.0
-            stop[m, positions[s][stop_k]] = 1.0
-            fit[m, positions[s][prep.split.fit]] = 1.0
+            rates[m, : len(prep.rates), : widths[s]], weight[m, : widths[s]] = prep.rates, 1.0
+            train[m, train_k], stop[m, stop_k], fit[m, prep.split.fit] = 1.0, 1.0, 1.0
     units = torch.as_tensor(np.repeat(widths, members_each), dtype=torch.float32, device=device)
 
     def initial_network() -> torch.nn.Module:
-        network = build_network(config, n_units, n_members, images.shape[1])
+        network = build_network(config, n_units, n_members, side)
+        network.core.layers[0].shared_input = False  # each member convolves its own images
         state = network.state_dict()
         for s, prep in enumerate(prepared):
-            single = build_network(prep.config, widths[s], members_each, images.shape[1])
+            single = build_network(prep.config, widths[s], members_each, side)
             for k, seed in enumerate(prep.seeds):
                 single.init_member(k, torch.Generator().manual_seed(seed))
             _embed(state, single.state_dict(), slice(s * members_each, (s + 1) * members_each))
@@ -166,7 +154,7 @@ def _fit_group(prepared: list[PreparedFit], config: ModelConfig, device: torch.d
     results = []
     for s, prep in enumerate(prepared):
         members = slice(s * members_each, (s + 1) * members_each)
-        single = build_network(prep.config, widths[s], members_each, images.shape[1])
+        single = build_network(prep.config, widths[s], members_each, side)
         single.load_state_dict(_extract(model.state_dict(), single.state_dict(), members))
         single.to(device)
         kept_epochs = best_epoch[members]

@@ -75,7 +75,8 @@ def member_data(images: np.ndarray, rates: np.ndarray, train_mask: np.ndarray, s
     Parameters
     ----------
     images
-        (n_images, side, side): every image any member uses.
+        (n_images, n_members, side, side): each member's own images (a session's, padded
+        with zeros to the longest session; the masks leave the padding out).
     rates
         (n_members, n_images, n_units): each member's mean rates (0 where unused).
     train_mask, stop_mask
@@ -91,8 +92,8 @@ def member_data(images: np.ndarray, rates: np.ndarray, train_mask: np.ndarray, s
 
     data = DeviceData.__new__(DeviceData)
     data.device = device
-    data.input_size = images.shape[1]
-    data.train_images = data.stop_images = put(images).unsqueeze(1)
+    data.input_size = images.shape[-1]
+    data.train_images = data.stop_images = put(images)
     data.train_rates = data.stop_rates = put(rates)
     data.train_mask = put(train_mask)
     data.stop_mask = None if stop_mask is None else put(stop_mask)

@@ -9,7 +9,7 @@ import pytest
 
 from closedloop.data.loader import load_dataset
 from closedloop.model.model_config import ModelConfig
-from closedloop.model.multi_session import _shared_images, fit_sessions
+from closedloop.model.multi_session import _member_images, fit_sessions
 from closedloop.model.predict import predict
 from closedloop.model.train import fit_model, prepare_fit
 
@@ -53,13 +53,14 @@ def test_fused_sessions_equal_sessions_fitted_one_by_one(sessions, config):
         assert together.model.n_units == alone.model.n_units and together.model.build_spec == alone.model.build_spec
 
 
-def test_images_shared_by_sessions_are_sent_once(sessions):
+def test_each_member_gets_its_own_session_images_zero_padded(sessions):
     prepared = [prepare_fit(dataset, CONFIG, seed=1) for dataset in sessions]
-    images, positions = _shared_images(prepared)
-    assert len(images) == len(prepared[0].images) + len(prepared[1].images)  # the third adds none
-    assert np.array_equal(positions[0], positions[2])
-    for prep, where in zip(prepared, positions):
-        assert np.array_equal(images[where], prep.images)
+    images = _member_images(prepared, 2)
+    assert images.shape == (max(len(p.images) for p in prepared), 6, 33, 33)
+    for s, prep in enumerate(prepared):
+        for member in (2 * s, 2 * s + 1):
+            assert np.array_equal(images[: len(prep.images), member], prep.images)
+            assert not images[len(prep.images) :, member].any()
 
 
 def test_fit_command_fuses_sessions_and_writes_each(archives, tiny_config_file, tmp_path, capsys):
