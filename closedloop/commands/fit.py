@@ -71,7 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="with --executor ray: GPUs per fit or trial, e.g. 0.25 packs four on a card "
                              "(default: 1 with --device cuda, else 0)")
     parser.add_argument("--fuse-sessions", action="store_true",
-                        help="fit all sessions' CNNs as one batched training on one device (for a GPU)")
+                        help="fit all sessions' CNNs as one batched training on one device (for a GPU; "
+                             "slower on a CPU)")
     parser.add_argument("--units", choices=("indcent", "all"), default="indcent",
                         help="pvc-8 units: INDCENT == 1 (default, as Kindel et al.) or all")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
