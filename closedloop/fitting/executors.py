@@ -169,9 +169,9 @@ class RayExecutor:
         exceptions = self.ray.exceptions
         try:
             return self.ray.get(handle)
-        except exceptions.RayTaskError as error:
-            cause = error.as_instanceof_cause()
-            raise (cause.cause if getattr(cause, "cause", None) is not None else cause) from None
+        except exceptions.RayTaskError as error:  # the task's own exception, as a local task raises it
+            cause = getattr(error, "cause", None)
+            raise (cause if isinstance(cause, Exception) else error) from None
         except (exceptions.WorkerCrashedError, exceptions.NodeDiedError, exceptions.ObjectLostError) as error:
             raise WorkerLost(f"a Ray worker died ({type(error).__name__}); out of memory or node lost") from None
 
