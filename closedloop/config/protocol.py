@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Literal
 from closedloop.config.blocks import Block, check_block_order, count_trials
 from closedloop.config.rig import MAX_SEED, check_device
 from closedloop.config.session_info import SessionInfo
-from closedloop.config.schema import ConfigSource, LoadedFromFile, Where, internal, load_settings_file, setting
+from closedloop.config.schema import (
+    ConfigSource, LoadedFromFile, Where, internal, load_settings_file, path_setting, setting,
+)
 from closedloop.data.dataset import Preprocessing
 from closedloop.errors import ConfigError
 from closedloop.model.model_config import ModelConfig
@@ -147,7 +149,7 @@ class Fit:
     ensemble: int | None = setting(None, ge=1, le=64)
     device: str | None = None
     # A model file (e.g. a search's best.yaml; relative to this protocol) to start from instead of architecture.
-    model_file: str | None = None
+    model_file: str | None = path_setting(None)
     loaded_model: ModelConfig | None = internal()
 
     def model_config(self, seed: int | None = None) -> ModelConfig:
@@ -191,17 +193,14 @@ class Fit:
             raise where.error("ensemble", f"must be 1 for the linear architecture (its closed-form fit has no "
                                           f"randomness), got {self.ensemble}")
 
-
     def _load_model_file(self, where: Where) -> None:
+        # Imported here: closedloop.fitting.model_files imports closedloop.config, whose __init__ imports this module.
         from closedloop.fitting.model_files import load_config_yaml
 
         if where.has("architecture"):
             raise where.error("model_file", "give either architecture or model_file, not both")
-        path = Path(where.source.path).parent / self.model_file
-        if not path.is_file():
-            raise where.error("model_file", f"{path} does not exist; give the path of a model YAML "
-                                            "(e.g. OUT/search/best.yaml) relative to this protocol")
-        object.__setattr__(self, "loaded_model", load_config_yaml(path))  # errors name the model file
+        # model_file is already resolved against this protocol's folder and known to exist (path_setting).
+        object.__setattr__(self, "loaded_model", load_config_yaml(self.model_file))  # errors name the model file
 
 
 # What each architecture starts from; a protocol's fit section changes only what it gives.

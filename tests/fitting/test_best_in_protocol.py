@@ -32,7 +32,7 @@ def test_protocol_fit_section_starts_from_a_search_best_yaml(tmp_path):
 
 
 def test_missing_model_file_and_both_keys_are_errors_with_line(tmp_path):
-    with pytest.raises(ConfigError, match=r"protocol.yaml:\d+: fit.model_file: .*gone.yaml does not exist"):
+    with pytest.raises(ConfigError, match=r"protocol.yaml:\d+: fit.model_file: .*gone.yaml: not found"):
         load_protocol(_protocol(tmp_path, "model_file: gone.yaml"))
     write_config_yaml(tmp_path / "best.yaml", ModelConfig())
     with pytest.raises(ConfigError, match="either architecture or model_file"):
