@@ -4,8 +4,12 @@ Each ARCHIVE (a closedloop session .h5 or a pvc-8 .mat, told apart by content) i
 in a worker process; its results go to OUT/<name>/: model.pt (checkpoint), metrics.json
 (held-out metrics, cell properties, excluded units, settings, device, times) and
 fig3.png (Kindel et al. 2019, Fig. 3).  OUT/summary.json and a table summarise the run.
-With --search N, N random configurations are first tried on a tuning session
-(OUT/search/results.csv, OUT/search/best.yaml) and the best one fits every archive.
+With --search N, N configurations are first tried on a tuning session (random search
+by default, Optuna's TPE with --sampler tpe, hopeless trials stopped early with
+--pruner); each trial is written to OUT/search/trials/ as it finishes, a killed search
+run again with the same OUT resumes, and the best one (OUT/search/best.yaml) fits every
+archive.  --executor ray runs the fits and trials as Ray tasks: on a Ray instance
+started on this machine, or on a cluster with --address.
 
 Exit status: 0 when every session was fitted, 1 when some failed (listed), 2 for bad
 arguments or input found before fitting started.
@@ -18,6 +22,17 @@ import sys
 from pathlib import Path
 
 from closedloop.commands.common import add_json_option, non_negative_int, positive_int, write_json
+from closedloop.fitting.options import EXECUTORS, PRUNERS, SAMPLERS
+
+
+def _gpu_fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"expected a number of GPUs between 0 and 64 (e.g. 0.25), got {text!r}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -35,46 +50,110 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=non_negative_int, default=None,
                         help="seed of splits, initialisation and search (default: drawn and recorded)")
     parser.add_argument("--search", type=positive_int, default=None, metavar="N",
-                        help="first try N random configurations on the tuning session")
+                        help="first try N configurations (see --sampler) on the tuning session; run again "
+                             "with the same --out to resume a killed search")
     parser.add_argument("--tuning", type=Path, default=None, metavar="ARCHIVE",
                         help="tuning session for --search (default: the first ARCHIVE)")
+    parser.add_argument("--space", type=Path, default=None, metavar="YAML",
+                        help="search space for --search (default: the built-in one)")
+    parser.add_argument("--sampler", choices=SAMPLERS, default="random",
+                        help="how --search draws configurations: random (default, as Kindel et al.) or tpe (Optuna)")
+    parser.add_argument("--pruner", choices=PRUNERS, default="none",
+                        help="stop hopeless search trials early: none (default), median or asha (Optuna)")
+    parser.add_argument("--executor", choices=EXECUTORS, default="local",
+                        help="local worker processes (default) or ray tasks")
+    parser.add_argument("--address", default=None, metavar="auto|HOST:PORT",
+                        help="with --executor ray: join this Ray cluster (default: start one on this machine)")
+    parser.add_argument("--task-cpus", type=positive_int, default=None, metavar="N",
+                        help="CPU cores (torch threads) of each fit or trial "
+                             "(default: cores / workers locally, 1 on Ray)")
+    parser.add_argument("--task-gpus", type=_gpu_fraction, default=None, metavar="F",
+                        help="with --executor ray: GPUs per fit or trial, e.g. 0.25 packs four on a card "
+                             "(default: 1 with --device cuda, else 0)")
+    parser.add_argument("--fuse-sessions", action="store_true",
+                        help="fit all sessions' CNNs as one batched training on one device (for a GPU; "
+                             "slower on a CPU)")
     parser.add_argument("--units", choices=("indcent", "all"), default="indcent",
                         help="pvc-8 units: INDCENT == 1 (default, as Kindel et al.) or all")
     parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress bars on stderr (default: only on a terminal)")
+                        help="progress bars on stderr (default: bars on a terminal, else a line per session "
+                             "every 30 s)")
     add_json_option(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    import secrets
-
     from closedloop.errors import ClosedLoopError
     from closedloop.fitting.batch import fit_archives, session_names
     from closedloop.fitting.model_files import default_config, load_config_yaml, named_config
     from closedloop.fitting.session import FitSettings
-    from closedloop.model.device import resolve_device
 
-    if args.tuning is not None and args.search is None:
-        raise ClosedLoopError("--tuning only makes sense with --search N")
+    if args.search is None:
+        for name in ("tuning", "space"):
+            if getattr(args, name) is not None:
+                raise ClosedLoopError(f"--{name} only makes sense with --search N")
+        for name, default in (("sampler", "random"), ("pruner", "none")):
+            if getattr(args, name) != default:
+                raise ClosedLoopError(f"--{name} only makes sense with --search N")
+    if args.fuse_sessions and args.executor == "ray":
+        raise ClosedLoopError("--fuse-sessions trains in this process on one device; leave out --executor ray")
+    if args.executor != "ray":
+        for name in ("address", "task_gpus"):
+            if getattr(args, name) is not None:
+                raise ClosedLoopError(f"--{name.replace('_', '-')} only makes sense with --executor ray")
     config = (load_config_yaml(args.config) if args.config else
               named_config(args.preset) if args.preset else default_config())
-    device = str(resolve_device(args.device))
+    space = _space(args)
+    device = _device(args)
     _check_archives(args.archives + ([args.tuning] if args.tuning else []))
     session_names(args.archives)  # clashing names are an error before any work
 
-    seed = args.seed
-    search_summary = None
-    if args.search:
-        seed = seed if seed is not None else secrets.randbelow(2**31)
-        config, search_summary = _search(args, config, device, seed)
-
-    settings = FitSettings(config=config, device=device, seed=seed, units=args.units)
-    result = fit_archives(list(args.archives), args.out, settings, workers=args.workers,
-                          show_progress=args.progress)
+    executor = _ray_executor(args, device) if args.executor == "ray" else None
+    try:
+        seed = args.seed
+        search_summary = None
+        if args.search:
+            config, search_summary, seed = _search(args, config, space, device, executor)
+        settings = FitSettings(config=config, device=device, seed=seed, units=args.units)
+        result = fit_archives(list(args.archives), args.out, settings, workers=args.workers,
+                              show_progress=args.progress, executor=executor, threads=args.task_cpus,
+                              fuse=args.fuse_sessions)
+    finally:
+        if executor is not None:
+            executor.close()
     summary = _report(args, result, settings, search_summary)
     write_json(args.out / "summary.json", summary)
     write_json(args.json, summary)
     return 1 if result.failed else 0
+
+
+def _device(args: argparse.Namespace) -> str:
+    """Resolved here for local work; on Ray a task resolves ``auto`` where it runs (a node may have a GPU)."""
+    from closedloop.model.device import resolve_device
+
+    if args.executor == "ray" and args.device == "auto":
+        return "auto"
+    if args.executor == "ray" and args.address is not None:
+        return args.device  # checked on the nodes that run the tasks
+    return str(resolve_device(args.device))
+
+
+def _space(args: argparse.Namespace):
+    from closedloop.fitting.search_space import SearchSpace, load_search_space
+
+    return load_search_space(args.space) if args.space else SearchSpace()
+
+
+def _ray_executor(args: argparse.Namespace, device: str):
+    from closedloop.fitting.batch import available_cores
+    from closedloop.fitting.executors import TaskResources, make_executor
+
+    gpus = args.task_gpus if args.task_gpus is not None else (1.0 if device.startswith("cuda") else 0.0)
+    resources = TaskResources(cpus=args.task_cpus or 1, gpus=gpus)
+    workers = args.workers or max(1, available_cores() // resources.cpus)
+    executor = make_executor("ray", workers=workers, resources=resources, address=args.address)
+    where = f"the Ray cluster at {args.address}" if args.address else "a Ray instance on this machine (127.0.0.1)"
+    print(f"executor: {where}; each task {resources.cpus} CPU(s), {resources.gpus:g} GPU(s)", file=sys.stderr)
+    return executor
 
 
 def _check_archives(paths: list[Path]) -> None:
@@ -94,37 +173,57 @@ def _check_archives(paths: list[Path]) -> None:
         raise ClosedLoopError(f"{len(problems)} archives cannot be read: " + "; ".join(problems))
 
 
-def _search(args: argparse.Namespace, base, device: str, seed: int):
+def _search(args: argparse.Namespace, base, space, device: str, ray_executor):
+    import secrets
+
     from closedloop.data.loader import load_dataset
-    from closedloop.fitting.model_files import write_config_yaml
-    from closedloop.fitting.search import random_search, results_table, write_results_csv
+    from closedloop.fitting.batch import available_cores, default_workers
+    from closedloop.fitting.executors import LocalExecutor, TaskResources
+    from closedloop.fitting.search import results_table
+    from closedloop.fitting.search_run import SearchPlan, previous_seed, run_search
 
     tuning_path = args.tuning or args.archives[0]
-    dataset = load_dataset(tuning_path, units=args.units)
-    print(f"search: {args.search} random configurations on {tuning_path} "
-          f"(seed {seed}; scored on validation images, the test images stay unseen)")
-
-    def on_trial(done: int, total: int, trial) -> None:
-        outcome = f"FAILED: {trial.error}" if trial.error else f"validation r {trial.val_r:.3f}"
-        print(f"  trial {done}/{total}: {outcome} ({trial.seconds:.1f} s)", file=sys.stderr)
-
-    result = random_search(dataset, args.search, base=base, seed=seed, device=device,
-                           on_trial=on_trial if args.progress is not False else None)
     folder = args.out / "search"
-    csv_path = write_results_csv(folder / "results.csv", result)
+    seed = args.seed if args.seed is not None else previous_seed(folder)
+    seed = seed if seed is not None else secrets.randbelow(2**31)
+    plan = SearchPlan(tuning=str(Path(tuning_path).resolve()), n_trials=args.search, seed=seed, base=base,
+                      space=space, sampler=args.sampler, pruner=args.pruner, units=args.units, device=device)
+    dataset = load_dataset(tuning_path, units=args.units)
+    if ray_executor is not None:
+        executor, slots = ray_executor, _ray_slots(ray_executor, args.search)
+    else:
+        slots = max(1, min(args.workers or default_workers(args.search, device), args.search))
+        threads = args.task_cpus or max(1, available_cores() // slots)
+        executor = LocalExecutor(slots, TaskResources(cpus=threads))
+    print(f"search: {args.search} {args.sampler} configurations on {tuning_path} (seed {seed}; scored on "
+          f"validation images, the test images stay unseen), {slots} at a time on {executor.name}")
+    quiet = args.progress is False
+    try:
+        result = run_search(plan, dataset, folder, executor, slots=slots,
+                            log=None if quiet else lambda line: print(line, file=sys.stderr, flush=True))
+    finally:
+        if executor is not ray_executor:
+            executor.close()
     print(results_table(result))
     best = result.best
-    yaml_path = write_config_yaml(
-        folder / "best.yaml", best.config,
-        comment=(f"Best of {args.search} random configurations on {tuning_path} (split seed {seed}).\n"
-                 f"Validation r {best.val_r:.4f}, validation loss {best.val_loss:.4f}.\n"
-                 "Use with: closedloop fit ARCHIVE... --config THIS_FILE"),
-    )
+    yaml_path, csv_path = folder / "best.yaml", folder / "results.csv"
     print(f"search: best is trial {best.index} (validation r {best.val_r:.3f}); wrote {yaml_path} and {csv_path}")
     summary = {"tuning": str(tuning_path), "trials": args.search, "seed": seed, "best_trial": best.index,
                "best_val_r": best.val_r, "best_yaml": str(yaml_path), "results_csv": str(csv_path),
+               "sampler": args.sampler, "pruner": args.pruner, "executor": executor.name,
+               "finished": sum(t.status == "ok" for t in result.trials),
+               "pruned": sum(t.status == "pruned" for t in result.trials),
+               "failed": sum(t.status == "failed" for t in result.trials),
                "space": result.space.to_dict()}
-    return best.config, summary
+    return best.config, summary, seed
+
+
+def _ray_slots(executor, n_trials: int) -> int:
+    """Trials in flight on Ray: what the cluster's CPUs (or GPUs) hold at once, at most all of them."""
+    total = executor.ray.cluster_resources()
+    by_cpu = int(total.get("CPU", 1) // max(executor.resources.cpus, 1))
+    by_gpu = int(total.get("GPU", 0) // executor.resources.gpus) if executor.resources.gpus else by_cpu
+    return max(1, min(n_trials, by_cpu, by_gpu))
 
 
 def _report(args, result, settings, search_summary) -> dict:
@@ -143,8 +242,9 @@ def _report(args, result, settings, search_summary) -> dict:
             print(f"{outcome.name}: {len(outcome.excluded_units)} unit(s) excluded ({listing})")
     print(summary_table(rows))
     devices = sorted({outcome.device for outcome in result.outcomes if outcome.ok})
-    print(f"device: {', '.join(devices) or settings.device}; {result.workers} worker(s) × "
-          f"{result.threads_per_worker} thread(s); results in {args.out}")
+    how = ("every session's CNN in one fused training" if result.executor == "fused" else
+           f"{result.workers} {result.executor} worker(s) × {result.threads_per_worker} thread(s)")
+    print(f"device: {', '.join(devices) or settings.device}; {how}; results in {args.out}")
     for outcome in result.failed:
         print(f"FAILED {outcome.name} ({outcome.source}): {outcome.error}", file=sys.stderr)
     if result.failed:
@@ -153,6 +253,7 @@ def _report(args, result, settings, search_summary) -> dict:
         "format": "closedloop-fit-summary",
         "out": str(args.out),
         "device": settings.device,
+        "executor": result.executor,
         "workers": result.workers,
         "threads_per_worker": result.threads_per_worker,
         "seed": settings.seed,

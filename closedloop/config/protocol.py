@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Literal
 from closedloop.config.blocks import Block, check_block_order, count_trials
 from closedloop.config.rig import MAX_SEED, check_device
 from closedloop.config.session_info import SessionInfo
-from closedloop.config.schema import ConfigSource, LoadedFromFile, Where, internal, load_settings_file, setting
+from closedloop.config.schema import (
+    ConfigSource, LoadedFromFile, Where, internal, load_settings_file, path_setting, setting,
+)
 from closedloop.data.dataset import Preprocessing
 from closedloop.errors import ConfigError
 from closedloop.model.model_config import ModelConfig
@@ -130,7 +132,9 @@ class Fit:
     architecture does not use is an error.  ``holdout_fraction`` of the images is held
     out for evaluation and ``stop_fraction`` (of all images) decides early stopping;
     ``batch_size`` ``None`` is full batch; ``device`` ``None`` uses the rig's
-    ``compute.device``.  `model_config` gives the `ModelConfig` a fit uses.
+    ``compute.device``.  ``model_file`` instead of ``architecture``: a model YAML (such
+    as the ``best.yaml`` of ``closedloop fit --search``), relative to the protocol file,
+    to start from.  `model_config` gives the `ModelConfig` a fit uses.
     """
 
     max_epochs: int = setting(ge=1, le=100_000)
@@ -144,6 +148,9 @@ class Fit:
     dropout_keep: float | None = setting(None, gt=0, le=1)
     ensemble: int | None = setting(None, ge=1, le=64)
     device: str | None = None
+    # A model file (e.g. a search's best.yaml; relative to this protocol) to start from instead of architecture.
+    model_file: str | None = path_setting(None)
+    loaded_model: ModelConfig | None = internal()
 
     def model_config(self, seed: int | None = None) -> ModelConfig:
         """The model and training settings this section asks for.
@@ -158,9 +165,12 @@ class Fit:
                           ("ensemble", "ensemble_size")):
             if getattr(self, key) is not None:
                 changes[name] = getattr(self, key)
-        return _ARCHITECTURE_BASE[self.architecture].replace(**changes)
+        base = self.loaded_model if self.loaded_model is not None else _ARCHITECTURE_BASE[self.architecture]
+        return base.replace(**changes)
 
     def check(self, where: Where) -> None:
+        if self.model_file is not None:
+            self._load_model_file(where)
         for name in ("downsample", "crop"):
             value = getattr(self.preprocessing, name)
             if value < 1:
@@ -176,12 +186,21 @@ class Fit:
         if self.device is not None:
             check_device(where, "device", self.device)
         for key, used_by in _USED_BY.items():
-            if getattr(self, key) is not None and self.architecture not in used_by:
+            if getattr(self, key) is not None and self.architecture not in used_by and self.model_file is None:
                 raise where.error(key, f"is not used by the {self.architecture} architecture (only by "
                                        f"{' and '.join(used_by)}); remove it")
         if self.architecture == "linear" and self.ensemble not in (None, 1):
             raise where.error("ensemble", f"must be 1 for the linear architecture (its closed-form fit has no "
                                           f"randomness), got {self.ensemble}")
+
+    def _load_model_file(self, where: Where) -> None:
+        # Imported here: closedloop.fitting.model_files imports closedloop.config, whose __init__ imports this module.
+        from closedloop.fitting.model_files import load_config_yaml
+
+        if where.has("architecture"):
+            raise where.error("model_file", "give either architecture or model_file, not both")
+        # model_file is already resolved against this protocol's folder and known to exist (path_setting).
+        object.__setattr__(self, "loaded_model", load_config_yaml(self.model_file))  # errors name the model file
 
 
 # What each architecture starts from; a protocol's fit section changes only what it gives.

@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import queue as queue_module
 import sys
+import time
 import traceback
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -31,6 +32,7 @@ class BatchResult:
     outcomes: list[SessionOutcome]
     workers: int
     threads_per_worker: int
+    executor: str = "local"
 
     @property
     def failed(self) -> list[SessionOutcome]:
@@ -88,6 +90,9 @@ def fit_archives(
     *,
     workers: int | None = None,
     show_progress: bool | None = None,
+    executor=None,
+    threads: int | None = None,
+    fuse: bool = False,
 ) -> BatchResult:
     """Fit every archive into ``out_dir/<name>/``.
 
@@ -103,12 +108,34 @@ def fit_archives(
         Worker processes; ``None`` = `default_workers`.  With one worker the sessions
         run in this process (no start-up cost, same isolation of failures).
     show_progress
-        tqdm bars on stderr: ``None`` shows them only on a terminal.
+        tqdm bars on stderr: ``None`` shows them on a terminal and prints a progress
+        line per session every `LOG_EVERY_S` seconds otherwise; ``False``: neither.
+    executor
+        A `closedloop.fitting.executors.RayExecutor` to run each session as a Ray task
+        (``None``: local processes as above).
+    threads
+        Torch threads of each worker (``None``: the cores divided among the workers).
+    fuse
+        Fit every session's CNN in one fused training in this process
+        (`closedloop.model.multi_session`; for a GPU), then each session's baseline,
+        metrics and files one after another.
     """
     names = session_names(paths)
-    n_workers = max(1, min(workers or default_workers(len(paths), settings.device), len(paths)))
-    threads = max(1, available_cores() // n_workers)
     bars = _Bars(names, show_progress)
+    if fuse:
+        try:
+            outcomes = _run_fused(paths, names, out_dir, settings, bars)
+        finally:
+            bars.close()
+        return BatchResult(outcomes, 1, _torch_threads(), "fused")
+    if executor is not None:
+        try:
+            outcomes = _run_on_executor(paths, names, out_dir, settings, bars, executor)
+        finally:
+            bars.close()
+        return BatchResult(outcomes, len(paths), executor.resources.cpus, executor.name)
+    n_workers = max(1, min(workers or default_workers(len(paths), settings.device), len(paths)))
+    threads = threads or max(1, available_cores() // n_workers)
     try:
         if n_workers == 1:
             outcomes = _run_here(paths, names, out_dir, settings, bars)
@@ -148,6 +175,63 @@ def _run_here(paths, names, out_dir, settings, bars) -> list[SessionOutcome]:
     return outcomes
 
 
+def _run_fused(paths, names, out_dir, settings, bars) -> list[SessionOutcome]:
+    """Load every session, fit all their CNNs as one fused training, then finish each session."""
+    import secrets
+    import warnings
+
+    from closedloop.data.loader import load_dataset
+    from closedloop.fitting.session import fit_dataset
+    from closedloop.model.multi_session import fit_sessions
+    from closedloop.model.train import ExcludedUnitsWarning, prepare_fit
+
+    outcomes: list[SessionOutcome | None] = [None] * len(paths)
+    ready, datasets, seeds, load_s = [], [], [], {}
+    for index, (path, name) in enumerate(zip(paths, names)):
+        bars.update(index, "loading", 0.0)
+        try:
+            started = time.perf_counter()
+            dataset = load_dataset(path, units=settings.units)
+            seed = settings.seed if settings.seed is not None else secrets.randbelow(2**31)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExcludedUnitsWarning)
+                prepare_fit(dataset, settings.config, seed=seed)  # a session that cannot be fitted fails alone
+            load_s[index] = time.perf_counter() - started
+        except Exception as error:
+            outcomes[index] = _failure(name, path, error)
+            bars.finish(index, outcomes[index])
+            continue
+        ready.append(index)
+        datasets.append(dataset)
+        seeds.append(seed)
+    if ready:
+        def progress(epoch: int, max_epochs: int, best_loss: float) -> None:
+            for index in ready:
+                bars.update(index, f"fused CNN epoch {epoch} (best stop loss {best_loss:.3f})",
+                            0.9 * epoch / max_epochs)
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExcludedUnitsWarning)
+                fitted = fit_sessions(datasets, settings.config, seeds=seeds, device=settings.device,
+                                      progress=progress)
+        except Exception as error:  # the fused training failed: so did every session in it
+            for index in ready:
+                outcomes[index] = _failure(names[index], paths[index], error)
+                bars.finish(index, outcomes[index])
+            return [outcome for outcome in outcomes if outcome is not None]
+        for index, dataset, cnn in zip(ready, datasets, fitted):
+            cnn.fit_seconds /= len(ready)  # this session's share of the fused training
+            try:
+                outcome = fit_dataset(dataset, out_dir, names[index], settings, load_s=load_s[index], cnn=cnn,
+                                      stage=lambda text, fraction, i=index: bars.update(i, text, fraction))
+            except Exception as error:
+                outcome = _failure(names[index], paths[index], error)
+            bars.finish(index, outcome)
+            outcomes[index] = outcome
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
 def _init_worker(progress_queue, threads: int) -> None:
     global _progress_queue
     import torch
@@ -159,7 +243,8 @@ def _init_worker(progress_queue, threads: int) -> None:
 
 def _worker_fit(index: int, path: Path, out_dir: Path, name: str, settings: FitSettings) -> SessionOutcome:
     def stage(text: str, fraction: float) -> None:
-        _progress_queue.put((index, text, fraction))
+        if _progress_queue is not None:  # None in a Ray task: it reports when done
+            _progress_queue.put((index, text, fraction))
 
     return fit_session(path, out_dir, name, settings, stage=stage)
 
@@ -195,6 +280,27 @@ def _run_in_workers(paths, names, out_dir, settings, bars, n_workers, threads) -
     return [outcome for outcome in outcomes if outcome is not None]
 
 
+def _run_on_executor(paths, names, out_dir, settings, bars, executor) -> list[SessionOutcome]:
+    """Each session a task of ``executor``; outcomes in the order of ``paths``."""
+    from closedloop.fitting.executors import WorkerLost
+
+    handles = {executor.submit(_worker_fit, index, path, out_dir, name, settings): index
+               for index, (path, name) in enumerate(zip(paths, names))}
+    outcomes: list[SessionOutcome | None] = [None] * len(paths)
+    while handles:
+        for handle in executor.wait(list(handles), timeout=None):
+            index = handles.pop(handle)
+            try:
+                outcome = executor.result(handle)
+            except WorkerLost as error:
+                outcome = SessionOutcome(name=names[index], source=str(paths[index]), ok=False, error=str(error))
+            except Exception as error:
+                outcome = _failure(names[index], paths[index], error)
+            bars.finish(index, outcome)
+            outcomes[index] = outcome
+    return [outcome for outcome in outcomes if outcome is not None]
+
+
 def _drain(progress_queue, bars, timeout: float) -> None:
     try:
         message = progress_queue.get(timeout=timeout) if timeout else progress_queue.get_nowait()
@@ -206,20 +312,38 @@ def _drain(progress_queue, bars, timeout: float) -> None:
         return
 
 
+#: Seconds between a session's progress lines when stderr is not a terminal (a log file, a batch job).
+LOG_EVERY_S = 30.0
+
+
 class _Bars:
-    """One tqdm bar per session, 0–100 %, described by the session's current stage."""
+    """One tqdm bar per session on a terminal; elsewhere a progress line per session now and then.
+
+    The lines (session, stage with the epoch and best stopping loss, percent, elapsed
+    time) go to stderr at most every `LOG_EVERY_S` seconds per session, and once when a
+    session ends, so a job's log shows it is alive without drowning in bar redraws.
+    """
 
     def __init__(self, names: list[str], show: bool | None):
         from tqdm import tqdm
 
+        self.names = names
         width = max(len(name) for name in names)
         disable = None if show is None else not show
+        self.lines = show is None and not _is_terminal(sys.stderr)
+        self.started = time.monotonic()
+        self.last_line = [self.started] * len(names)
         self.done = [False] * len(names)
         self.bars = [
             tqdm(total=100, desc=name.ljust(width), position=index, leave=True, disable=disable,
                  bar_format="{desc} {percentage:3.0f}%|{bar:20}| {elapsed}{postfix}", file=sys.stderr)
             for index, name in enumerate(names)
         ]
+
+    def _line(self, index: int, text: str) -> None:
+        self.last_line[index] = time.monotonic()
+        print(f"fit {self.names[index]}: {text} [{self.last_line[index] - self.started:.0f} s]",
+              file=sys.stderr, flush=True)
 
     def update(self, index: int, text: str, fraction: float) -> None:
         if self.done[index]:
@@ -229,6 +353,8 @@ class _Bars:
         if target > bar.n:
             bar.update(target - bar.n)
         bar.set_postfix_str(text, refresh=True)
+        if self.lines and time.monotonic() - self.last_line[index] >= LOG_EVERY_S:
+            self._line(index, f"{text}, {target}%")
 
     def finish(self, index: int, outcome: SessionOutcome) -> None:
         bar = self.bars[index]
@@ -238,7 +364,17 @@ class _Bars:
             bar.set_postfix_str(f"done, mean r {outcome.summary.get('mean_r', float('nan')):.3f}")
         else:
             bar.set_postfix_str("FAILED")
+        if self.lines:
+            self._line(index, f"done, mean r {outcome.summary.get('mean_r', float('nan')):.3f}" if outcome.ok
+                       else "FAILED")
 
     def close(self) -> None:
         for bar in self.bars:
             bar.close()
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

@@ -108,8 +108,13 @@ def fit_dataset(
     *,
     stage: StageCallback | None = None,
     load_s: float = 0.0,
+    cnn=None,
 ) -> SessionOutcome:
     """Fit CNN and linear baseline to ``dataset``, evaluate, and write ``out_dir/name/``.
+
+    ``cnn``, when given, is this session's CNN already fitted (with ``settings``) as
+    part of several sessions fused into one training (`closedloop.fitting.batch`); its
+    seed is used, and its ``fit_seconds`` is reported as this session's CNN time.
 
     Returns
     -------
@@ -132,6 +137,8 @@ def fit_dataset(
 
     stage = stage or (lambda text, fraction: None)
     seed = settings.seed if settings.seed is not None else secrets.randbelow(2**31)
+    if cnn is not None:
+        seed = int(cnn.config.seed)
     times = {"load": load_s}
     device = settings.device
 
@@ -139,9 +146,12 @@ def fit_dataset(
     with warnings.catch_warnings():
         # The exclusions are reported in metrics.json and the summary, not as warnings.
         warnings.simplefilter("ignore", ExcludedUnitsWarning)
-        cnn = fit_model(dataset, settings.config, device=device, seed=seed,
-                        progress=_epoch_progress(settings.config, stage))
-        times["cnn_fit"] = _timed_sync(device) - started
+        if cnn is None:
+            cnn = fit_model(dataset, settings.config, device=device, seed=seed,
+                            progress=_epoch_progress(settings.config, stage))
+            times["cnn_fit"] = _timed_sync(device) - started
+        else:  # the caller sets this session's share of the fused training
+            times["cnn_fit"] = float(cnn.fit_seconds)
         stage("linear baseline", 0.9)
         linear_started = time.perf_counter()
         linear = fit_model(dataset, ModelConfig(architecture="linear", ridge_alphas=settings.config.ridge_alphas),

@@ -222,7 +222,8 @@ class ConvCore(nn.Module):
         self.output_shape = (in_channels, size, size)  # per member
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = as_image_batch(images)
+        # First layer not shared: (B, n_members, H, W), each member its own images (sessions fitted together).
+        x = as_image_batch(images) if self.layers[0].shared_input else images
         for index, layer in enumerate(self.layers):
             x = layer(x)
             if self.norms is not None:

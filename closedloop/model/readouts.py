@@ -90,6 +90,8 @@ class FactorisedReadout(nn.Module):
         self.mask = nn.Parameter(torch.zeros(n_members, n_units, height * width))
         self.feature_weight = nn.Parameter(torch.zeros(n_members, n_units, channels))
         self.bias = nn.Parameter(torch.zeros(n_members, n_units))
+        # (n_members,) units each member really fits, when members fit sessions padded to one width.
+        self.units_per_member: torch.Tensor | None = None
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = features.shape
@@ -102,6 +104,9 @@ class FactorisedReadout(nn.Module):
     def regularizer(self) -> torch.Tensor | None:
         if self.l1 == 0.0:
             return None
+        if self.units_per_member is not None:  # padding units are zero: average over each member's own
+            per_member = self.mask.abs().sum(dim=(1, 2)) + self.feature_weight.abs().sum(dim=(1, 2))
+            return self.l1 * (per_member / self.units_per_member).sum()
         n_units = self.mask.shape[1]
         return self.l1 * (self.mask.abs().sum() + self.feature_weight.abs().sum()) / n_units
 

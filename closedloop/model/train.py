@@ -214,21 +214,10 @@ def fit_model(
     """
     started = time.perf_counter()
     torch_device = resolve_device(device)
-    if seed is None:
-        seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
-    config = config.replace(seed=int(seed))
-    images = _checked_images(dataset)
-    split = split_images(dataset.n_images, config.seed) if split is None else _checked_split(split, dataset)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of an all-NaN column
-        mean_rates = dataset.mean_rates.astype(np.float64)
-    kept, excluded = select_fittable_units(mean_rates, split.train, dataset.unit_ids)
-    if kept.size == 0:
-        raise ClosedLoopError(f"{dataset.source}: no unit can be fitted ({len(excluded)} excluded, see warning)")
-    rates = mean_rates[:, kept]
-    statistics = _rate_statistics(rates[split.fit])
+    prepared = prepare_fit(dataset, config, seed=seed, split=split)
+    config, images, split, rates = prepared.config, prepared.images, prepared.split, prepared.rates
+    kept, seeds = prepared.kept, prepared.seeds
     variance = np.var(rates[split.train], axis=0)
-    seeds = member_seeds(config.seed, config.ensemble_size)
     warm = None
     if initial_model is not None and config.architecture != "linear":
         warm = _warm_start_states(initial_model, config, len(kept), images.shape[1])
@@ -269,25 +258,72 @@ def fit_model(
             epochs_run = max(runs)
             history = {key: _stack_ragged([h[key] for h in histories], epochs_run) for key in histories[0]}
             best_epoch = np.concatenate(bests)
-    model.eval()
-    return FitResult(
-        model=model,
-        config=config,
-        unit_ids=np.asarray(dataset.unit_ids)[kept].astype(np.int64),
-        excluded_units=excluded,
-        split=split,
-        history=history,
-        best_epoch=np.asarray(best_epoch, dtype=np.int64),
-        epochs_run=int(epochs_run),
-        fit_seconds=time.perf_counter() - started,
-        device=describe_device(torch_device),
-        image_ids=np.asarray(dataset.image_ids, dtype=np.int64),
-        preprocessing=dataset.preprocessing.to_dict(),
-        rate_statistics=statistics,
-        input_size=int(images.shape[1]),
-        member_seeds=seeds,
-        warm_started=warm is not None,
-    )
+    return prepared.result(model, history, best_epoch, epochs_run, time.perf_counter() - started,
+                           describe_device(torch_device), warm_started=warm is not None)
+
+
+@dataclass
+class PreparedFit:
+    """What a fit needs before training: the checked images, split, fittable units and seeds.
+
+    `fit_model` and the fused fit of several sessions (`closedloop.model.multi_session`)
+    both start from it and finish with `result`, so a session fitted either way is
+    selected, split and recorded the same way.
+    """
+
+    dataset: ResponseDataset
+    config: ModelConfig
+    images: np.ndarray
+    split: DataSplit
+    kept: np.ndarray
+    excluded: list[ExcludedUnit]
+    rates: np.ndarray
+    seeds: list[int]
+
+    def result(self, model: torch.nn.Module, history: dict, best_epoch, epochs_run: int, seconds: float,
+               device: str, warm_started: bool = False) -> FitResult:
+        """The `FitResult` of a model trained from this preparation."""
+        model.eval()
+        return FitResult(
+            model=model,
+            config=self.config,
+            unit_ids=np.asarray(self.dataset.unit_ids)[self.kept].astype(np.int64),
+            excluded_units=self.excluded,
+            split=self.split,
+            history=history,
+            best_epoch=np.asarray(best_epoch, dtype=np.int64),
+            epochs_run=int(epochs_run),
+            fit_seconds=seconds,
+            device=device,
+            image_ids=np.asarray(self.dataset.image_ids, dtype=np.int64),
+            preprocessing=self.dataset.preprocessing.to_dict(),
+            rate_statistics=_rate_statistics(self.rates[self.split.fit]),
+            input_size=int(self.images.shape[1]),
+            member_seeds=self.seeds,
+            warm_started=warm_started,
+        )
+
+
+def prepare_fit(dataset: ResponseDataset, config: ModelConfig, *, seed: int | None = None,
+                split: DataSplit | None = None) -> PreparedFit:
+    """Check the images, draw the split, select the fittable units and the member seeds.
+
+    ``seed`` overrides ``config.seed``; with neither, one is drawn and recorded in the
+    returned configuration.  Raises `ClosedLoopError` as `fit_model` documents.
+    """
+    if seed is None:
+        seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
+    config = config.replace(seed=int(seed))
+    images = _checked_images(dataset)
+    split = split_images(dataset.n_images, config.seed) if split is None else _checked_split(split, dataset)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of an all-NaN column
+        mean_rates = dataset.mean_rates.astype(np.float64)
+    kept, excluded = select_fittable_units(mean_rates, split.train, dataset.unit_ids)
+    if kept.size == 0:
+        raise ClosedLoopError(f"{dataset.source}: no unit can be fitted ({len(excluded)} excluded, see warning)")
+    return PreparedFit(dataset, config, images, split, kept, excluded, mean_rates[:, kept],
+                       member_seeds(config.seed, config.ensemble_size))
 
 
 def _checked_split(split: DataSplit, dataset: ResponseDataset) -> DataSplit:

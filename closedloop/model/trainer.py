@@ -68,6 +68,49 @@ class DeviceData:
         self.std_rate = put(np.sqrt(variance))
 
 
+def member_data(images: np.ndarray, rates: np.ndarray, train_mask: np.ndarray, stop_mask: np.ndarray | None,
+                unit_weight: np.ndarray, device: torch.device) -> DeviceData:
+    """Tensors for members that fit *different data* on one batch of images (several sessions).
+
+    Parameters
+    ----------
+    images
+        (n_images, n_members, side, side): each member's own images (a session's, padded
+        with zeros to the longest session; the masks leave the padding out).
+    rates
+        (n_members, n_images, n_units): each member's mean rates (0 where unused).
+    train_mask, stop_mask
+        (n_members, n_images) 0/1: which images each member trains and stops on
+        (``stop_mask=None``: no stopping set, a refit).
+    unit_weight
+        (n_members, n_units): 1 for a member's own units, 0 for padding (sessions with
+        fewer units than the widest one).  The loss averages over a member's own
+        units only, as if it were fitted alone.
+    """
+    def put(array) -> torch.Tensor:
+        return torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32).to(device)
+
+    data = DeviceData.__new__(DeviceData)
+    data.device = device
+    data.input_size = images.shape[-1]
+    data.train_images = data.stop_images = put(images)
+    data.train_rates = data.stop_rates = put(rates)
+    data.train_mask = put(train_mask)
+    data.stop_mask = None if stop_mask is None else put(stop_mask)
+    variance, mean = np.ones(rates.shape[::2]), np.zeros(rates.shape[::2])  # (members, units)
+    for member in range(rates.shape[0]):
+        trained = rates[member, train_mask[member] > 0]
+        variance[member] = np.maximum(np.var(trained, axis=0), 1e-6)
+        mean[member] = trained.mean(axis=0)
+    own = unit_weight > 0
+    # Mean over all (padded) units × this factor = mean over the member's own units.
+    scale = unit_weight.shape[1] / np.maximum(own.sum(axis=1, keepdims=True), 1)
+    data.inverse_variance = put(np.where(own, scale / variance, 0.0)).unsqueeze(1)
+    data.mean_rate = put(np.where(own, mean, 0.0))
+    data.std_rate = put(np.where(own, np.sqrt(variance), 1.0))
+    return data
+
+
 class Trainer:
     """Adam with early stopping on the stopping subset, best weights restored.
 
@@ -159,7 +202,8 @@ class Trainer:
                 batch = order[start : start + self.batch_size]
                 mask = None if data.train_mask is None else data.train_mask[:, batch]
                 weight = float(len(batch)) if mask is None else mask.sum(dim=1)
-                total += self._step(data.train_images[batch], data.train_rates[batch], mask) * weight
+                # Rates are (images, units), or (members, images, units) when members fit different sessions.
+                total += self._step(data.train_images[batch], data.train_rates[..., batch, :], mask) * weight
                 seen += weight
             train_loss = total / seen.clamp_min(1.0)
         self.train_history.index_copy_(0, index.view(1), train_loss.view(1, -1))

@@ -38,3 +38,80 @@ def tiny_config_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("configs") / "tiny.yaml"
     path.write_text(TINY_YAML)
     return path
+
+
+TINY_SPACE_YAML = """\
+# a search space of networks small enough to fit in about a second
+layers: [1, 2]
+filters: [4]
+kernels: [3, 5]
+pooling: [[1, 1], [2, 2]]
+dense_units: [8, 16]
+dropout_keep: [0.5, 0.9]
+learning_rate: [1.0e-3, 1.0e-2]
+"""
+
+
+@pytest.fixture(scope="session")
+def tiny_space_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("spaces") / "space.yaml"
+    path.write_text(TINY_SPACE_YAML)
+    return path
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One Ray head with 2 CPUs on 127.0.0.1 for every Ray test (its start-up takes seconds).
+
+    Started with ``ray start --head --block`` in its own process group, which the
+    teardown ends (SIGTERM, then SIGKILL).
+    """
+    import os
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import tempfile
+    import time
+    from pathlib import Path
+
+    port = _free_port()
+    temp = tempfile.mkdtemp(prefix="clray-")  # short: Ray's socket paths must stay under 107 characters
+    env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    command = [str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2",
+               "--num-gpus=0", "--include-dashboard=false", f"--temp-dir={temp}", "--block"]
+    log = open(Path(temp) / "ray-start.log", "w")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("ray start failed: " + (Path(temp) / "ray-start.log").read_text()[-2000:])
+                time.sleep(0.5)
+        yield f"127.0.0.1:{port}"
+    finally:
+        for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                process.wait(timeout=wait_s)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        log.close()
+        shutil.rmtree(temp, ignore_errors=True)
