@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from closedloop.acquisition.openephys_units import UnitSource
 from closedloop.config.session_info import SessionInfo, load_metadata, merge, section_in_text
 from closedloop.config.yaml_loader import safe_load_bounded
 from closedloop.data import session_lock
@@ -160,7 +161,50 @@ def read_contents(reader: SessionReader, extra: SessionInfo | None = None) -> Se
         acquisition_kind=kind if isinstance(kind, str) else None,
         sample_rate_hz=_positive(_get(rig, "acquisition", "sample_rate_hz")),
         info=info, block_clocks=clocks, resolution_s=resolution, resolution_source=resolution_source,
+        unit_sources=recorded_unit_sources(metadata, reader.unit_ids),
     )
+
+
+def recorded_unit_sources(metadata: dict, unit_ids: np.ndarray) -> tuple[UnitSource, ...] | None:
+    """Each unit's Open Ephys source as the runner recorded it (``metadata['unit_sources']``).
+
+    Parameters
+    ----------
+    metadata
+        The session file's metadata.
+    unit_ids
+        The session's units, in unit-table order.
+
+    Returns
+    -------
+    tuple of UnitSource or None
+        One source per unit, in ``unit_ids`` order; ``None`` when none were recorded (other
+        rigs, older files) or some unit has no well-formed row (the export then derives
+        electrodes from the unit ids, as for older files).
+    """
+    sources = _get(metadata, "unit_sources", "units")
+    if not isinstance(sources, list) or unit_ids.size == 0:
+        return None
+    by_unit = {}
+    for row in sources:
+        source = _unit_source(row)
+        if source is not None:
+            by_unit[row["unit_id"]] = source
+    units = [int(unit) for unit in unit_ids.tolist()]
+    return tuple(by_unit[unit] for unit in units) if all(unit in by_unit for unit in units) else None
+
+
+def _unit_source(row: object) -> UnitSource | None:
+    """One row ``{unit_id, stream, electrode, sorted_id}`` as a `UnitSource`; ``None`` if malformed."""
+    if not isinstance(row, dict):
+        return None
+    integers = [row.get(key) for key in ("unit_id", "sorted_id")]
+    if any(isinstance(value, bool) or not isinstance(value, int) for value in integers):
+        return None
+    stream, electrode = row.get("stream"), row.get("electrode")
+    if not isinstance(stream, str) or not isinstance(electrode, str) or not electrode:
+        return None
+    return UnitSource(stream, electrode, row["sorted_id"])
 
 
 def spike_time_resolution(rig: dict, spike_times: np.ndarray) -> tuple[float | None, str]:

@@ -4,9 +4,11 @@ Where each part of a session goes (NWB 2.x names; times in seconds on the
 acquisition clock, which is the file's time reference)::
 
     /general/subject, experimenter, institution, lab   from the session: sections
-    /units                              one row per unit: spike_times, channel, electrodes
-    /general/devices/recording_array    with one electrode group per Open Ephys electrode
-    /general/extracellular_ephys/...    (else one, "array") and one electrode per known channel
+    /units                              one row per unit: spike_times, channel, electrodes; on an Open
+                                        Ephys rig also stream, electrode_name, sorted_id (as recorded)
+    /general/devices/recording_array    with one electrode group per Open Ephys (stream, electrode)
+    /general/extracellular_ephys/...    (older files: per electrode in the unit id; other rigs: one,
+                                        "array") and one electrode per group or known channel
     /intervals/trials                   one row per presentation: onset, stimulus, block, flag
                                         (trials whose onsets are on the presenter's clock are
                                         left out; `closedloop.data.nwb_clock`)
@@ -27,13 +29,16 @@ from datetime import datetime
 import numpy as np
 from hdmf.common import DynamicTable, DynamicTableRegion, ElementIdentifiers, VectorData, VectorIndex
 from pynwb import NWBFile
-from pynwb.file import Subject
 from pynwb.base import ImageReferences, Images
+from pynwb.device import Device
+from pynwb.ecephys import ElectrodeGroup
 from pynwb.epoch import TimeIntervals
 from pynwb.event import EventsTable, TimestampVectorData
+from pynwb.file import Subject
 from pynwb.image import GrayscaleImage, IndexSeries
 from pynwb.misc import Units
 
+from closedloop.acquisition.openephys_units import UnitSource
 from closedloop.config.session_info import SessionInfo
 from closedloop.data.nwb_clock import on_acquisition_clock
 from closedloop.data.session_format import BlockFlag, BlockKind, StimulusKind
@@ -42,6 +47,8 @@ UNKNOWN_LOCATION = "unknown"
 DEFAULT_KEYWORDS = ("V1", "closed loop", "natural images", "stimulus synthesis")
 #: Open Ephys unit ids are electrode × 1000 + sorted id (`closedloop.acquisition.openephys_format`).
 OPENEPHYS_UNITS_PER_ELECTRODE = 1000
+#: Characters an NWB object name must not hold (HDF5 paths; nwbinspector's name checks).
+NAME_FORBIDDEN = ("/", "\\", ":")
 
 
 @dataclass(frozen=True)
@@ -76,6 +83,7 @@ class SessionContents:
     block_clocks: list[str]
     resolution_s: float | None
     resolution_source: str
+    unit_sources: tuple[UnitSource, ...] | None = None  # per unit, in unit order (Open Ephys rigs)
 
 
 def build_nwbfile(session: SessionContents, exported_by: str) -> NWBFile:
@@ -194,8 +202,9 @@ def _add_units(nwbfile: NWBFile, session: SessionContents) -> None:
     if isinstance(unit_types, list) and len(unit_types) == unit_ids.size:
         columns.append(VectorData(name="simulated_type", data=_text([str(t) for t in unit_types]),
                                   description="ground-truth cell type of the simulated unit"))
-    known = channels >= 0
-    if known.any():
+    if session.unit_sources:
+        columns += _source_columns(session.unit_sources)
+    if session.unit_sources or np.any(channels >= 0):
         columns += _electrode_columns(nwbfile, channels, session)
     nwbfile.units = Units(
         name="units", description="units recorded in the closedloop session; id = closedloop unit id",
@@ -204,20 +213,126 @@ def _add_units(nwbfile: NWBFile, session: SessionContents) -> None:
     )
 
 
-def _electrode_columns(nwbfile: NWBFile, channels: np.ndarray, session: SessionContents) -> list:
-    """A device, electrode groups and one electrode per known channel; the unit columns
-    ``electrodes`` (row of its channel; empty if unknown) and ``electrode_group``.
+def _source_columns(sources: tuple[UnitSource, ...]) -> list[VectorData]:
+    """The unit columns ``stream``, ``electrode_name`` and ``sorted_id``: each unit's Open Ephys source."""
+    return [
+        VectorData(name="stream", description="Open Ephys stream the unit's spikes came from (GUI name)",
+                   data=_text([s.stream for s in sources])),
+        VectorData(name="electrode_name", description="Open Ephys spike electrode of the unit, as the GUI names it "
+                                                      "(e.g. 'Electrode 3', 'Tetrode 1'; numbered per stream)",
+                   data=_text([s.electrode for s in sources])),
+        VectorData(name="sorted_id", description="the spike sorter's id of the unit on its electrode (0: unsorted)",
+                   data=np.asarray([s.sorted_id for s in sources], dtype=np.int64)),
+    ]
 
-    On an Open Ephys rig each electrode (a spike channel, e.g. a tetrode) is its own
-    group; otherwise the array is one group.
+
+@dataclass(frozen=True)
+class _Wiring:
+    """Electrode groups and electrodes to create, and which of them each unit belongs to.
+
+    Attributes
+    ----------
+    electrode_ids
+        Id of each electrode (row of the electrodes table), in row order.
+    electrode_groups
+        Group of each electrode, in row order.
+    unit_rows
+        Per unit, its electrode's row, or ``None`` when unknown.
+    unit_groups
+        Per unit, its electrode group.
     """
-    metadata = session.metadata
+
+    electrode_ids: list[int]
+    electrode_groups: list[ElectrodeGroup]
+    unit_rows: list[int | None]
+    unit_groups: list[ElectrodeGroup]
+
+
+def _electrode_columns(nwbfile: NWBFile, channels: np.ndarray, session: SessionContents) -> list:
+    """A device, electrode groups and electrodes; the unit columns ``electrodes`` (row of its
+    electrode; empty if unknown) and ``electrode_group``.
+
+    Where the session recorded each unit's Open Ephys source, each (stream, electrode) is a
+    group with one electrode; otherwise see `_channel_wiring`.
+    """
     kind = session.acquisition_kind or "unknown"
     device = nwbfile.create_device(
         name="recording_array", description=f"multielectrode array recorded through closedloop ({kind} acquisition)",
     )
-    location = session.info.location or (
-        metadata.get("location") if isinstance(metadata.get("location"), str) else UNKNOWN_LOCATION)
+    location = _location(session)
+    if session.unit_sources:
+        wiring = _source_wiring(nwbfile, session.unit_sources, device, location)
+    else:
+        wiring = _channel_wiring(nwbfile, channels, kind, device, location)
+    for electrode_id, group in zip(wiring.electrode_ids, wiring.electrode_groups):
+        nwbfile.add_electrode(id=electrode_id, group=group, location=location)
+    rows = [[] if row is None else [row] for row in wiring.unit_rows]
+    electrodes = DynamicTableRegion(
+        name="electrodes", description="electrode (channel) the unit was recorded on",
+        data=[row for unit_rows in rows for row in unit_rows], table=nwbfile.electrodes,
+    )
+    return [
+        electrodes,
+        VectorIndex(name="electrodes_index", data=np.cumsum([len(r) for r in rows], dtype=np.int64),
+                    target=electrodes),
+        VectorData(name="electrode_group", description="electrode group of the unit", data=wiring.unit_groups),
+    ]
+
+
+def _location(session: SessionContents) -> str:
+    """Brain area of the electrodes: the ``session:`` section's, else the metadata's, else unknown."""
+    location = session.metadata.get("location")
+    return session.info.location or (location if isinstance(location, str) else UNKNOWN_LOCATION)
+
+
+def _source_wiring(nwbfile: NWBFile, sources: tuple[UnitSource, ...], device: Device, location: str) -> _Wiring:
+    """One group, with one electrode (id = its row), per recorded (stream, electrode) pair.
+
+    Two streams both have an ``Electrode 1``: the pair, not the electrode name, is the group.
+    """
+    pairs = list(dict.fromkeys((source.stream, source.electrode) for source in sources))
+    names = _unique([_group_name(stream, electrode) for stream, electrode in pairs])
+    groups = [
+        nwbfile.create_electrode_group(
+            name=name, location=location, device=device,
+            description=f"Open Ephys spike electrode '{electrode}' of stream '{stream}' (names as in the Open Ephys "
+                        "GUI; units' stream, electrode_name and sorted_id columns)")
+        for name, (stream, electrode) in zip(names, pairs)
+    ]
+    row_of_pair = {pair: row for row, pair in enumerate(pairs)}
+    rows = [row_of_pair[(source.stream, source.electrode)] for source in sources]
+    return _Wiring(electrode_ids=list(range(len(pairs))), electrode_groups=groups,
+                   unit_rows=list[int | None](rows), unit_groups=[groups[row] for row in rows])
+
+
+def _group_name(stream: str, electrode: str) -> str:
+    """``"<stream> - <electrode>"``, without the characters NWB names must not hold."""
+    name = f"{stream} - {electrode}" if stream else electrode
+    for character in NAME_FORBIDDEN:
+        name = name.replace(character, "-")
+    return name
+
+
+def _unique(names: list[str]) -> list[str]:
+    """``names`` with a repeated one (two names cleaned to the same text) suffixed `` (2)``, `` (3)``, ..."""
+    seen: set[str] = set()
+    unique = []
+    for name in names:
+        candidate, count = name, 1
+        while candidate in seen:
+            count += 1
+            candidate = f"{name} ({count})"
+        seen.add(candidate)
+        unique.append(candidate)
+    return unique
+
+
+def _channel_wiring(nwbfile: NWBFile, channels: np.ndarray, kind: str, device: Device, location: str) -> _Wiring:
+    """One electrode per known channel (id = the channel).
+
+    On an Open Ephys rig each electrode (a spike channel, e.g. a tetrode) is its own
+    group; otherwise the array is one group, which also holds units of unknown channel.
+    """
     known = np.unique(channels[channels >= 0])
     groups = {}
     if kind == "openephys":
@@ -231,20 +346,12 @@ def _electrode_columns(nwbfile: NWBFile, channels: np.ndarray, session: SessionC
             name="array", description="the recording array's channels (units of unknown channel included)",
             location=location, device=device)
         groups = {**{int(channel): group for channel in known}, **groups, -1: group}
-    for channel in known:
-        nwbfile.add_electrode(id=int(channel), group=groups[int(channel)], location=location)
-    rows = [[int(np.searchsorted(known, c))] if c >= 0 else [] for c in channels]
-    electrodes = DynamicTableRegion(
-        name="electrodes", description="electrode (channel) the unit was recorded on",
-        data=[row for unit_rows in rows for row in unit_rows], table=nwbfile.electrodes,
+    return _Wiring(
+        electrode_ids=[int(channel) for channel in known],
+        electrode_groups=[groups[int(channel)] for channel in known],
+        unit_rows=[int(np.searchsorted(known, c)) if c >= 0 else None for c in channels],
+        unit_groups=[groups[int(c) if c >= 0 else -1] for c in channels],
     )
-    return [
-        electrodes,
-        VectorIndex(name="electrodes_index", data=np.cumsum([len(r) for r in rows], dtype=np.int64),
-                    target=electrodes),
-        VectorData(name="electrode_group", description="electrode group of the unit",
-                   data=[groups[int(c) if c >= 0 else -1] for c in channels]),
-    ]
 
 
 # --------------------------------------------------------------------------- stimuli

@@ -1,6 +1,7 @@
 """NWB exports that DANDI accepts: `nwbinspector --config dandi` finds nothing critical and no
 best-practice violation, for a session the runner recorded on the simulated rig, a replayed pvc-8
-archive and an Open Ephys session with a flagged block; what cannot go in is left out with the reason."""
+archive and an Open Ephys session with a flagged block (with and without the units' recorded sources);
+what cannot go in is left out with the reason."""
 
 from __future__ import annotations
 
@@ -113,11 +114,19 @@ def test_a_replayed_pvc8_archive_with_metadata_from_a_file(tmp_path):
     assert json.loads((tmp_path / "s.json").read_text())["warnings"] == []
 
 
-@pytest.mark.parametrize("journal", [False, True])
-def test_an_open_ephys_session_with_a_flagged_block_on_the_presenter_clock(tmp_path, journal):
+#: Units on two streams that both have an "Electrode 1" (``closedloop.acquisition.openephys_units``).
+SOURCES = [(1001, "Acquisition Board", "Electrode 1", 1), (100_001_002, "Record Node 102/ProbeA", "Electrode 1", 2),
+           (3000, "Acquisition Board", "Electrode 3", 0)]
+
+
+@pytest.mark.parametrize("journal, sources", [(False, False), (True, False), (False, True)])
+def test_an_open_ephys_session_with_a_flagged_block_on_the_presenter_clock(tmp_path, journal, sources):
     path = tmp_path / "oe.h5"
-    units = [1001, 1002, 3000]
-    metadata = {"runner": {"journal": "oe.runner.jsonl"}} if journal else None
+    units = [unit for unit, *_ in SOURCES] if sources else [1001, 1002, 3000]
+    metadata = {"runner": {"journal": "oe.runner.jsonl"}} if journal else {}
+    if sources:  # as the runner records them (`closedloop.runner.discovery.unit_metadata`)
+        metadata["unit_sources"] = {"rule": "...", "units": [
+            {"unit_id": u, "stream": s, "electrode": e, "sorted_id": k} for u, s, e, k in SOURCES]}
     with _writer(path, OPENEPHYS_RIG, units, [-1, -1, -1], metadata) as writer:
         writer.add_stimuli(np.full((4, 16, 16), 0.5, np.float32), "natural")
         for index, (onsets, flag) in enumerate([(45.0 + 0.3 * np.arange(4), "none"),
@@ -141,11 +150,30 @@ def test_an_open_ephys_session_with_a_flagged_block_on_the_presenter_clock(tmp_p
         blocks = nwbfile.intervals["blocks"]
         assert blocks["onset_clock"][1].startswith("presenter clock")
         assert np.all(np.diff(blocks["start_time"][:]) > 0)
-        np.testing.assert_array_equal(nwbfile.units["channel"][:], [1, 1, 3])  # electrode × 1000 + sorted id
-        assert sorted(nwbfile.electrode_groups) == ["electrode1", "electrode3"]
+        if sources:
+            check_unit_sources(nwbfile)
+        else:
+            np.testing.assert_array_equal(nwbfile.units["channel"][:], [1, 1, 3])  # electrode × 1000 + sorted id
+            assert sorted(nwbfile.electrode_groups) == ["electrode1", "electrode3"]
+            assert "stream" not in nwbfile.units.colnames
         assert nwbfile.units.resolution == pytest.approx(1 / 30000)
         assert "sync" not in nwbfile.events  # no edge recorded: left out, and said so
         assert "left out: /events/sync" in nwbfile.notes and "left out: the trials of block 1" in nwbfile.notes
+
+
+def check_unit_sources(nwbfile) -> None:
+    """One electrode group per (stream, electrode) of `SOURCES`, and each unit's source in /units."""
+    units = nwbfile.units
+    assert list(units["stream"][:]) == [s for _, s, _, _ in SOURCES]
+    assert list(units["electrode_name"][:]) == [e for _, _, e, _ in SOURCES]
+    assert list(units["sorted_id"][:]) == [k for *_, k in SOURCES]
+    names = ["Acquisition Board - Electrode 1", "Record Node 102-ProbeA - Electrode 1",  # no "/" in NWB names
+             "Acquisition Board - Electrode 3"]
+    assert sorted(nwbfile.electrode_groups) == sorted(names)  # same electrode name, two streams: two groups
+    assert [group.name for group in units["electrode_group"][:]] == names
+    group = nwbfile.electrode_groups[names[1]]
+    assert "'Electrode 1'" in group.description and "'Record Node 102/ProbeA'" in group.description
+    assert [row["group_name"].item() for row in units["electrodes"][:]] == names  # one electrode per group
 
 
 def write_journal(session: Path, onsets_by_block: dict[int, str]) -> None:
