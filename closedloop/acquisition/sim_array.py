@@ -52,7 +52,7 @@ from closedloop.acquisition.spike_sources import (
 )
 from closedloop.config.rig import PHOTODIODE_LINE
 from closedloop.errors import ClosedLoopError
-from closedloop.messages import BlockRequest, StimulusShown
+from closedloop.messages import BlockRequest, BlockStatus, Heartbeat, Responses, StimulusShown
 from closedloop.paths import shipped_file
 from closedloop.sim.archive_spec import PHOTODIODE_LAG_S
 from closedloop.transport import Subscriber
@@ -124,6 +124,10 @@ class BrainSpec:
                 raise ClosedLoopError("brain kind 'twin' needs checkpoint: MODEL.pt and archive: RECORDING")
             return DigitalTwin.from_files(self.checkpoint, self.archive).source()
         raise ClosedLoopError(f"brain kind must be population, callable or twin, got {self.kind!r}")
+
+
+#: What else the runner publishes on the stream its block requests come on: read and passed over.
+_RUNNER_NEWS = (Responses, BlockStatus, Heartbeat)
 
 
 class SimulatedArray(AcquisitionAdapter):
@@ -231,7 +235,7 @@ class SimulatedArray(AcquisitionAdapter):
             for decoded in self.blocks.drain(100):
                 if isinstance(decoded.message, BlockRequest):
                     self._cache_block(decoded.message)
-                else:
+                elif not isinstance(decoded.message, _RUNNER_NEWS):
                     self._unexpected(decoded.message, "BlockRequest")
         got = self.stimuli.recv(2)
         while got is not None:

@@ -36,7 +36,9 @@ from closedloop.data.session_format import (
 from closedloop.errors import DataFileError
 
 _DAMAGE = (OSError, KeyError, ValueError, RuntimeError, TypeError)
-_BAD_SPIKE = "has a time that is not a number or a unit the session does not have"
+# A unit outside the unit table can be real (one that first spiked after the unit set was
+# fixed); a negative id is the fill value of a row that was never written.
+_BAD_SPIKE = "has a time that is not a number or a negative unit id"
 _BAD_SYNC = "has a time that is not a number"
 # Stored pixels are in [0, 1]; rounding may leave them a hair outside, damage much further.
 _PIXEL_SLACK = 1e-4
@@ -57,8 +59,10 @@ class SessionReader:
         of another format version, or lacks a dataset.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, check_values: bool = True) -> None:
         self._path = Path(path)
+        # Off only for the integrity check and repair, which look for damage themselves.
+        self._check_values = check_values
         self._open()
 
     def _open(self) -> None:
@@ -213,6 +217,10 @@ class SessionReader:
         return self._lengths["stimuli"]
 
     # --------------------------------------------------------------------- tables
+    def _refuse(self, what: str, bad: np.ndarray, problem: str, offset: int = 0) -> None:
+        if self._check_values:
+            _refuse(self._path, what, bad, problem, offset)
+
     def _table(self, table: str) -> np.ndarray:
         n = self._lengths[table]
         names = [name for name in COLUMNS[table] if name != "committed"]
@@ -246,7 +254,8 @@ class SessionReader:
             raise DataFileError(self._path, f"cannot read stimuli/pixels ({error})") from None
         if pixels is None:
             return np.empty((0, *self.stimulus_shape), dtype=np.float32)
-        _check_pixels(self._path, unique, pixels)
+        if self._check_values:
+            _check_pixels(self._path, unique, pixels)
         return pixels[where]
 
     @property
@@ -258,8 +267,7 @@ class SessionReader:
     def spikes(self) -> np.ndarray:
         """Structured array: unit_id, time_s."""
         spikes = self._table("spikes")
-        _refuse(self._path, "spike", ~np.isfinite(spikes["time_s"]) | ~np.isin(spikes["unit_id"], self._unit_ids),
-                _BAD_SPIKE)
+        self._refuse("spike", ~np.isfinite(spikes["time_s"]) | (spikes["unit_id"] < 0), _BAD_SPIKE)
         return spikes
 
     def check_events(self, chunk: int = 1 << 20) -> None:
@@ -279,14 +287,14 @@ class SessionReader:
                     raise DataFileError(self._path, f"cannot read {table} ({error})") from None
                 bad = ~np.isfinite(values["time_s"])
                 if "unit_id" in values:
-                    bad |= ~np.isin(values["unit_id"], self._unit_ids)
-                _refuse(self._path, what, bad, problem, offset=start)
+                    bad |= values["unit_id"] < 0
+                self._refuse(what, bad, problem, offset=start)
 
     @property
     def sync(self) -> np.ndarray:
         """Structured array: time_s, line, state."""
         sync = self._table("sync")
-        _refuse(self._path, "sync event", ~np.isfinite(sync["time_s"]), _BAD_SYNC)
+        self._refuse("sync event", ~np.isfinite(sync["time_s"]), _BAD_SYNC)
         return sync
 
     @property
@@ -305,7 +313,7 @@ class SessionReader:
         flagged = self._file["blocks"]["flagged"][: self.n_blocks][self._file["trials"]["block"][: self.n_trials]]
         with np.errstate(invalid="ignore"):
             bad = np.isinf(responses) | (responses < 0) | (np.isnan(responses) & (flagged == 0)[:, None])
-        _refuse(self._path, "trial", bad.any(axis=1),
+        self._refuse("trial", bad.any(axis=1),
                 "has a response rate that is infinite, negative, or NaN outside a flagged block")
         return responses
 

@@ -65,7 +65,7 @@ def repair_session(source: str | Path, out: str | Path) -> RepairReport:
     source, out = Path(source), Path(out)
     lock = session_lock.acquire(source)  # refuses while a live writer has it
     try:
-        with SessionReader(source) as reader:
+        with SessionReader(source, check_values=False) as reader:
             integrity = check_committed(reader)
         file = open_read_only(source)
         try:

@@ -51,7 +51,7 @@ def check_resumable(path: str | Path) -> int:
     how = f"'closedloop repair {path} OUT.h5' copies the intact blocks and their journal records into OUT.h5"
     journal = journal_path(path)
     try:
-        with SessionReader(path) as reader:
+        with SessionReader(path, check_values=False) as reader:
             integrity = check_committed(reader)
             n_blocks = reader.n_blocks
             versions = reader.stimuli["model_version"]

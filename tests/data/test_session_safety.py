@@ -135,7 +135,7 @@ def _spoil(path, block: int):
 def test_committed_never_written_data_is_refused_and_repair_keeps_what_is_before_it(tmp_path, capsys):
     path = _session(tmp_path / "s.h5", 3)
     _spoil(path, 1)
-    with SessionReader(path) as reader:
+    with SessionReader(path, check_values=False) as reader:
         integrity = check_committed(reader)
     assert integrity.good_blocks == 1 and "5 spikes with a NaN time" in integrity.text()
     assert main(["export-nwb", str(path), str(tmp_path / "s.nwb")]) == 2
