@@ -34,7 +34,6 @@ from closedloop.errors import ClosedLoopError, DataFileError
 from closedloop.paths import shipped_file
 from closedloop.sim.population import SimulatedV1
 from closedloop.sim.scenario import load_scenario
-from closedloop.sim.spec import UNIT_TYPES
 
 #: Scenario used when none is given (relative to the repository / working directory).
 DEFAULT_SCENARIO = Path("sim/default.yaml")
@@ -166,7 +165,7 @@ def make_archive(path: str | Path, spec: ArchiveSpec, *, overwrite: bool = False
         partial.unlink(missing_ok=True)
     return ArchiveSummary(
         path=str(path), layout=spec.layout, seed=population.seed, n_units=population.n_units,
-        unit_types={t: int(np.sum(population.unit_types == t)) for t in UNIT_TYPES},
+        unit_types=population.type_counts(),
         n_stimuli=stats["n_stimuli"], n_trials=stats["n_trials"], n_repeats=spec.n_repeats,
         n_spikes=stats["n_spikes"], file_mb=path.stat().st_size / 1e6,
         seconds=time.perf_counter() - started,
