@@ -129,6 +129,7 @@ def fit_dataset(
     from closedloop.model.predict import predict
     from closedloop.model.report import evaluate
     from closedloop.model.train import ExcludedUnitsWarning, fit_model
+    from closedloop.sim.truth import oracle_rates
 
     stage = stage or (lambda text, fraction: None)
     seed = settings.seed if settings.seed is not None else secrets.randbelow(2**31)
@@ -155,10 +156,12 @@ def fit_dataset(
     columns = _columns(dataset, cnn.unit_ids)
     held_out = cnn.split.held_out
     trials = dataset.trial_rates[held_out][:, :, columns]
+    # A simulated archive's own simulator, scored the same way: what a perfect model would reach.
+    oracle = oracle_rates(dataset.source, dataset.image_ids[held_out], cnn.unit_ids, dataset.window_s)
     report = evaluate(
         predict(cnn.model, dataset.images[held_out]), trials,
         baseline_pred=predict(linear.model, dataset.images[held_out]),
-        unit_ids=cnn.unit_ids, seed=seed,
+        unit_ids=cnn.unit_ids, seed=seed, oracle_pred=oracle,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # nanmean over images a unit has no repeat of
