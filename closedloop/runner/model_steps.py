@@ -18,7 +18,9 @@ from closedloop.messages import Accepted, Error, SynthesizeRequest, SynthesizeRe
 from closedloop.runner.journal import BlockRecord
 from closedloop.runner.model_link import empty_fit_request
 from closedloop.runner.plan import PlannedStep
-from closedloop.runner.targets import SynthesisPlanError, natural_means, target_rates, top_units
+from closedloop.runner.targets import (
+    SynthesisPlanError, natural_means, target_rates, top_units, well_fit_units,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +144,11 @@ class ModelStepsMixin:
             return
         try:
             units = top_units(update, synthesis.units.top_k)
+            units, skipped = well_fit_units(update, units, synthesis.units.min_heldout_r)
+            if units.size == 0:
+                raise SynthesisPlanError(skipped)
+            if skipped:
+                logger.warning("%s: %s", self.name, skipped)
             unknown = sorted(set(units.tolist()) - set(self.unit_ids.tolist()))
             if unknown:
                 raise SynthesisPlanError(f"model version {update.version} names units {unknown} that this session "

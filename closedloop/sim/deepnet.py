@@ -72,8 +72,9 @@ class DeepStage:
                 sigma = CYCLES_PER_SIGMA / sf
                 for phase in (0.0, 90.0):
                     bank.append(gabor(x, y, ppd, orientation, sf, phase, sigma, sigma))
-        # Filters centred on the grid; shifted so the FFT product is a 'same' convolution.
-        self.side = 2 * size_px
+        # Filters centred on the grid; shifted so the FFT product is a 'same' convolution.  The
+        # padding just keeps the wrapped halo off the output (size + size/2 + 1), rounded up to 4.
+        self.side = -(-(size_px + size_px // 2 + 1) // 4) * 4
         padded = np.zeros((len(bank), self.side, self.side))
         padded[:, :size_px, :size_px] = np.array(bank)
         padded = np.roll(padded, (-(size_px // 2), -(size_px // 2)), axis=(1, 2))
