@@ -189,7 +189,8 @@ def table(rows: dict[str, dict]) -> str:
             f"{f(h.get('max_predicted_over_true', float('nan')), 2):>9}"
             f"{'–' if not np.isfinite(beats) else f'{100 * beats:.0f}%':>7}"
             f"{f(h.get('max_true_over_best_natural_well_fit', float('nan')), 2):>8}"
-            f"{f(h.get('percentile_median_unit_r', float('nan')), 2):>7}{f(h.get('percentile_pooled_r', float('nan')), 2):>8}"
+            f"{f(h.get('percentile_median_unit_r', float('nan')), 2):>7}"
+            f"{f(h.get('percentile_pooled_r', float('nan')), 2):>8}"
             f"  {'' if not h else ('yes' if h['saturates'] else 'no')}")
     return "\n".join(lines)
 

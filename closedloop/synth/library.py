@@ -26,8 +26,8 @@ Attributes: ``model_path``, ``model_version``, ``model_created``, ``created``,
 ``closedloop_version``, ``device``, ``seconds``, ``run_seed``, and JSON texts
 ``settings``, ``canvas`` (with the contrast bound used) and ``extra`` (where the
 bound came from, units skipped for a low held-out r).  ``spread_hz`` and
-``predictions_spread_hz`` were added later: libraries without them read as NaN.  The writer writes a temporary file and renames it, so a
-library on disk is always complete.
+``predictions_spread_hz`` were added later: libraries without them read as NaN.  The
+writer writes a temporary file and renames it, so a library on disk is always complete.
 """
 
 from __future__ import annotations

@@ -56,8 +56,8 @@ def contrast_bound(checkpoint, requested: float | str | None) -> dict:
     if requested is None or requested == "none":
         return {"max_contrast": None, "source": "none (no contrast bound asked for)"}
     if requested == "natural":
-        statistics = (checkpoint.metrics or {}).get("image_statistics") if isinstance(checkpoint.metrics, dict) else None
-        value = default_bound(statistics)
+        metrics = checkpoint.metrics if isinstance(checkpoint.metrics, dict) else {}
+        value = default_bound(metrics.get("image_statistics"))
         if value is None:
             return {"max_contrast": None, "source": "none: the model records no natural-image contrast "
                                                     "(fitted by an older closedloop); pass --contrast RMS"}

@@ -123,3 +123,10 @@ def test_a_family_archive_rebuilds_its_ground_truth(tmp_path):
     assert rebuilt.spec.family == "normalisation" and rebuilt.spec.images == "dead_leaves"
     probe = dead_leaves(3, seed=9)
     np.testing.assert_array_equal(rebuilt.expected_rates(probe), population_for(spec).expected_rates(probe))
+
+
+def test_a_family_scenario_is_a_brain_for_the_simulated_array():
+    from closedloop.acquisition.sim_array import BrainSpec
+
+    source = BrainSpec(scenario=str(SCENARIOS / "normalisation.yaml"), n_units=5, seed=2).build()
+    assert source.population.spec.family == "normalisation" and source.population.n_units == 5
