@@ -72,6 +72,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=20, help="repeats per image (default 20)")
     parser.add_argument("--synth-steps", type=int, default=300, help="synthesis step cap (default 300)")
     parser.add_argument("--no-synth", action="store_true", help="skip the synthesis honesty part")
+    parser.add_argument("--disagreement", type=float, default=0.0,
+                        help="synthesis ensemble-disagreement penalty weight (default 0, as synth's default)")
+    parser.add_argument("--contrast-quantile", type=float, default=0.95,
+                        help="contrast bound at this quantile of the fit images' RMS contrast "
+                             "(0.05, 0.25, 0.5, 0.75, 0.95 or 1; default 0.95, as synth's default)")
     parser.add_argument("--seed", type=int, default=0, help="fit and synthesis seed (default 0)")
     parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "closedloop-bench-generalise",
                         help="folder for cached archives and fits")
@@ -142,16 +147,20 @@ def honesty(path: Path, model_path: Path, args: argparse.Namespace) -> dict:
     """Synthesis against the simulator's truth (see module notes)."""
     from closedloop.errors import ClosedLoopError
     from closedloop.model.checkpoint import load_checkpoint
+    from closedloop.synth.contrast import default_bound
     from closedloop.synth.optimise import SynthesisSettings
     from closedloop.synth.plan import synthesize_from_checkpoint
     from closedloop.synth.verify import ground_truth_report
 
     checkpoint = load_checkpoint(model_path, args.device)
-    settings = SynthesisSettings(steps=args.synth_steps)
+    settings = SynthesisSettings(steps=args.synth_steps, disagreement_weight=args.disagreement)
+    bound = default_bound(checkpoint.metrics.get("image_statistics"), args.contrast_quantile)
     started = time.perf_counter()
     try:
-        graded = synthesize_from_checkpoint(checkpoint, "all", PERCENTILE_TARGETS, settings=settings, seed=args.seed)
-        maxed = synthesize_from_checkpoint(checkpoint, "all", "max", settings=settings, seed=args.seed)
+        graded = synthesize_from_checkpoint(checkpoint, "all", PERCENTILE_TARGETS, settings=settings, seed=args.seed,
+                                            contrast=bound)
+        maxed = synthesize_from_checkpoint(checkpoint, "all", "max", settings=settings, seed=args.seed,
+                                           contrast=bound)
     except ClosedLoopError as error:  # no unit above the held-out r threshold
         print(f"  no synthesis for {path.stem}: {error}", file=sys.stderr)
         return {}
@@ -226,7 +235,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"preset chosen on {args.choose_on}: {chosen}; device {describe_device(device)}; "
           f"{args.units} units x {args.images} images x {args.repeats} repeats per family; "
-          f"synthesis {args.synth_steps} steps; {time.perf_counter() - started:.0f} s in all")
+          f"synthesis {args.synth_steps} steps, disagreement weight {args.disagreement:g}, contrast bound at the "
+          f"{args.contrast_quantile:g} quantile; {time.perf_counter() - started:.0f} s in all")
     print(table(rows))
     print("oracle: r/rmax of the simulator's exact rates; r/oracle: model mean r / oracle mean r; "
           "max p/t: median predicted/true rate of 'max' images (units above the r threshold); beats: well-fit "

@@ -71,8 +71,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--min-r", type=float, default=None, metavar="R",
                         help="skip units whose held-out r is below R (default 0.3); -1 keeps every unit")
     parser.add_argument("--disagreement", type=float, default=0.0, metavar="W",
-                        help="penalty weight on the ensemble members' disagreement (default 0; 'max' then "
-                             "maximises rate - W x spread)")
+                        help="penalty weight on the ensemble members' disagreement for 'max' images (default 0; "
+                             "'max' then maximises rate - W x spread)")
     parser.add_argument("--tv", type=float, default=0.0, help="total-variation penalty weight (default 0)")
     parser.add_argument("--display-size", type=positive_int, default=66,
                         help="stimulus array side in px, the rig's stimulus.size_px (default 66)")
