@@ -40,6 +40,15 @@ def _fraction(text: str) -> float:
     return value
 
 
+def _contrast(text: str) -> float | str:
+    if text in ("natural", "none"):
+        return text
+    try:
+        return _positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"give an RMS contrast > 0, 'natural' or 'none', got {text!r}") from None
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", type=Path, metavar="MODEL",
                         help="fitted model (model.pt, or the folder `closedloop fit` wrote it to)")
@@ -56,8 +65,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=positive_int, default=500, help="step cap per image (default 500)")
     parser.add_argument("--tolerance", type=_positive_float, default=0.5, metavar="HZ",
                         help="an image is done when this close to its target (default 0.5 Hz)")
-    parser.add_argument("--contrast", type=_positive_float, default=None,
-                        help="cap on the RMS contrast inside the aperture (default: none)")
+    parser.add_argument("--contrast", type=_contrast, default="natural", metavar="RMS|natural|none",
+                        help="cap on the RMS contrast inside the aperture: a number, 'natural' (default: the 0.95 "
+                             "quantile of the fit images' RMS contrast, as the model records it) or 'none'")
+    parser.add_argument("--min-r", type=float, default=None, metavar="R",
+                        help="skip units whose held-out r is below R (default 0.3); -1 keeps every unit")
+    parser.add_argument("--disagreement", type=float, default=0.0, metavar="W",
+                        help="penalty weight on the ensemble members' disagreement for 'max' images (default 0; "
+                             "'max' then maximises rate - W x spread)")
     parser.add_argument("--tv", type=float, default=0.0, help="total-variation penalty weight (default 0)")
     parser.add_argument("--display-size", type=positive_int, default=66,
                         help="stimulus array side in px, the rig's stimulus.size_px (default 66)")
@@ -85,12 +100,17 @@ def run(args: argparse.Namespace) -> int:
     from closedloop.synth.figure import library_figure
     from closedloop.synth.library import read_library, write_library
     from closedloop.synth.optimise import SynthesisSettings
-    from closedloop.synth.plan import synthesize_from_checkpoint
+    from closedloop.synth.plan import DEFAULT_MIN_HELDOUT_R, synthesize_from_checkpoint
     from closedloop.synth.targets import parse_targets
 
     parse_targets(args.targets)  # bad targets fail before the model loads
     if args.tv < 0:
         raise ClosedLoopError(f"--tv must be 0 or more, got {args.tv}")
+    if not args.disagreement >= 0 or args.disagreement == float("inf"):
+        raise ClosedLoopError(f"--disagreement must be a finite number >= 0, got {args.disagreement}")
+    min_r = DEFAULT_MIN_HELDOUT_R if args.min_r is None else args.min_r
+    if min_r != min_r:
+        raise ClosedLoopError("--min-r must be a number, got nan")
     hold = None
     if args.hold:
         try:
@@ -102,8 +122,9 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = load_checkpoint(model_path, args.device)
     canvas = Canvas.for_preprocessing(checkpoint.preprocessing, display_size=args.display_size,
                                       aperture_diameter_px=args.aperture_px, mean_luminance=args.mean_luminance,
-                                      max_contrast=args.contrast)
-    settings = SynthesisSettings(steps=args.steps, tolerance_hz=args.tolerance, tv_weight=args.tv)
+                                      max_contrast=args.contrast if isinstance(args.contrast, float) else None)
+    settings = SynthesisSettings(steps=args.steps, tolerance_hz=args.tolerance, tv_weight=args.tv,
+                                 disagreement_weight=args.disagreement)
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     show = sys.stderr.isatty() if args.progress is None else args.progress
 
@@ -113,7 +134,15 @@ def run(args: argparse.Namespace) -> int:
     made = synthesize_from_checkpoint(
         checkpoint, args.units, args.targets, hold_others=args.hold_others, hold=hold, settings=settings,
         canvas=canvas, seed=seed, images_per_target=args.images_per_target, progress=progress if show else None,
+        min_heldout_r=None if min_r <= -1 else min_r,
+        contrast=args.contrast if isinstance(args.contrast, str) else None,
     )
+    for unit, r in made.skipped:
+        print(f"synth: skipped unit {unit}: held-out r {r:.2f} is below {min_r:g}, so the model cannot promise "
+              "a rate for it (--min-r lowers the threshold)")
+    bound = made.contrast["max_contrast"]
+    print(f"synth: RMS contrast bound {'none' if bound is None else f'{bound:.3f}'} "
+          f"({made.contrast['source']})")
     if show:
         print(file=sys.stderr)
     library_path = write_library(args.out / "library.h5", made.result, unit_ids=made.unit_ids,
@@ -133,7 +162,9 @@ def run(args: argparse.Namespace) -> int:
     write_json(args.json, {
         "format": "closedloop-synth-summary", "model": str(model_path), "model_version": checkpoint.model_version,
         "library": str(library_path), "figure": str(figure_path), "seed": seed, "device": result.device,
-        "seconds": result.seconds, "settings": settings.to_dict(), "canvas": canvas.to_dict(),
+        "seconds": result.seconds, "settings": settings.to_dict(), "canvas": made.result.canvas.to_dict(),
+        "contrast_bound": made.contrast, "min_heldout_r": min_r,
+        "skipped_units": [{"unit_id": u, "heldout_r": r} for u, r in made.skipped],
         "images": rows, "not_reached": missed,
     })
     return 1 if missed else 0
@@ -154,6 +185,8 @@ def _check_not_hdf5(path: Path) -> None:
 
 
 def _table_rows(library) -> list[dict]:
+    import numpy as np
+
     rows = []
     for i in range(len(library)):
         maximise = library.target_kind[i] == "max"
@@ -161,6 +194,7 @@ def _table_rows(library) -> list[dict]:
             "unit": int(library.unit_id[i]), "target": str(library.target_label[i]),
             "target_hz": None if maximise else float(library.target_hz[i]),
             "achieved_hz": float(library.achieved_hz[i]),
+            "spread_hz": None if not np.isfinite(library.spread_hz[i]) else float(library.spread_hz[i]),
             "gap_hz": None if maximise else float(library.achieved_hz[i] - library.target_hz[i]),
             "converged": bool(library.converged[i]), "steps": int(library.steps[i]), "seed": int(library.seed[i]),
         })
@@ -168,10 +202,13 @@ def _table_rows(library) -> list[dict]:
 
 
 def _format_table(rows: list[dict]) -> str:
-    lines = [f"{'unit':>6} {'target':>8} {'target Hz':>10} {'achieved Hz':>12} {'gap Hz':>8}  converged"]
+    # "± sd": the ensemble members' spread around the prediction (how sure the model is)
+    lines = [f"{'unit':>6} {'target':>8} {'target Hz':>10} {'achieved Hz':>12} {'± sd':>7} {'gap Hz':>8}  converged"]
     for row in rows:
         target = "—" if row["target_hz"] is None else f"{row['target_hz']:.2f}"
         gap = "—" if row["gap_hz"] is None else f"{row['gap_hz']:+.2f}"
+        spread = "—" if row.get("spread_hz") is None else f"{row['spread_hz']:.2f}"
         done = "max" if row["target"] == "max" else ("yes" if row["converged"] else "NO")
-        lines.append(f"{row['unit']:>6} {row['target']:>8} {target:>10} {row['achieved_hz']:>12.2f} {gap:>8}  {done}")
+        lines.append(f"{row['unit']:>6} {row['target']:>8} {target:>10} {row['achieved_hz']:>12.2f} {spread:>7} "
+                     f"{gap:>8}  {done}")
     return "\n".join(lines)

@@ -219,10 +219,15 @@ _USED_BY = {
 
 @dataclass(frozen=True)
 class UnitSelection:
-    """Which units get synthesized images: the ``top_k`` best by held-out r."""
+    """Which units get synthesized images: the ``top_k`` best by held-out r.
+
+    Of those, units whose held-out r is below ``min_heldout_r`` (default 0.3) are
+    skipped, with a message: the model cannot promise rates for them.
+    """
 
     top_k: int = setting(ge=1, le=10_000)
     by: Literal["heldout_r"] = "heldout_r"
+    min_heldout_r: float = setting(0.3, ge=-1.0, le=1.0)
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,8 @@ def fit_dataset(
     from closedloop.model.predict import predict
     from closedloop.model.report import evaluate
     from closedloop.model.train import ExcludedUnitsWarning, fit_model
+    from closedloop.sim.truth import oracle_rates
+    from closedloop.synth.contrast import contrast_statistics
 
     stage = stage or (lambda text, fraction: None)
     seed = settings.seed if settings.seed is not None else secrets.randbelow(2**31)
@@ -165,10 +167,12 @@ def fit_dataset(
     columns = _columns(dataset, cnn.unit_ids)
     held_out = cnn.split.held_out
     trials = dataset.trial_rates[held_out][:, :, columns]
+    # A simulated archive's own simulator, scored the same way: what a perfect model would reach.
+    oracle = oracle_rates(dataset.source, dataset.image_ids[held_out], cnn.unit_ids, dataset.window_s)
     report = evaluate(
         predict(cnn.model, dataset.images[held_out]), trials,
         baseline_pred=predict(linear.model, dataset.images[held_out]),
-        unit_ids=cnn.unit_ids, seed=seed,
+        unit_ids=cnn.unit_ids, seed=seed, oracle_pred=oracle,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # nanmean over images a unit has no repeat of
@@ -206,6 +210,8 @@ def fit_dataset(
         "metrics": report.to_dict(),
         "cells": cells.to_dict(),
         "groups": groups,
+        # the fit images' RMS contrast: synthesis bounds its images by it by default
+        "image_statistics": contrast_statistics(dataset.images[cnn.split.fit]),
     }
     stage("writing", 0.98)
     folder = _write_outputs(Path(out_dir), name, cnn, record, report, cells)
@@ -254,7 +260,8 @@ def _write_outputs(out_dir: Path, name: str, cnn, record: dict, report, cells) -
         staging.mkdir()
         record = json_safe(record)
         save_checkpoint(staging / MODEL_FILE, cnn, metrics={key: record[key] for key in
-                                                           ("metrics", "cells", "groups", "seed", "source")})
+                                                           ("metrics", "cells", "groups", "seed", "source",
+                                                            "image_statistics")})
         fig3(report, cells, staging / FIGURE_FILE, title=f"{name}: {report.n_units} units, "
              f"mean r {report.summary['mean_r']:.2f}")
         (staging / METRICS_FILE).write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")

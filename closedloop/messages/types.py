@@ -248,13 +248,18 @@ class SynthesizeRequest(Message):
 @register
 @dataclass(frozen=True, eq=False)
 class SynthesizeResult(Message):
-    """Synthesized images with the rate the model predicts for each (``achieved``)."""
+    """Synthesized images with the rate the model predicts for each (``achieved``).
+
+    ``spread`` (optional) is the standard deviation of the ensemble members'
+    predictions for each image's unit: how sure the model is of ``achieved``.
+    """
 
     ARRAYS: ClassVar[dict[str, ArraySpec]] = {
         "unit_ids": ArraySpec(_IDS, 1),
         "targets": ArraySpec(_RATES, 1),
         "images": ArraySpec(_IMAGES, 3),
         "achieved": ArraySpec(_RATES, 1),
+        "spread": ArraySpec(_RATES, 1, optional=True),
     }
     unit_ids: np.ndarray
     targets: np.ndarray
@@ -262,9 +267,10 @@ class SynthesizeResult(Message):
     achieved: np.ndarray
     model_version: int
     seed: int = 0
+    spread: np.ndarray | None = None
 
     def _check(self) -> None:
-        same_length(self, "unit_ids", "targets", "images", "achieved")
+        same_length(self, "unit_ids", "targets", "images", "achieved", "spread")
         self._set("model_version", as_int(self.model_version, "model_version", minimum=0))
         self._set("seed", as_int(self.seed, "seed", minimum=0))
 

@@ -54,6 +54,10 @@ class MetricsReport:
         (n_units,) bool, signal power > 0 and FEV >= ``min_fev``.
     r_linear
         r of the linear baseline, or ``None`` when no baseline was evaluated.
+    r_oracle
+        r of the simulator's exact rates on the same held-out images, scored the
+        same way (simulated archives only; ``None`` otherwise).  ``r / r_oracle`` is
+        how much of what a perfect model could reach the model reaches.
     unit_ids
         Unit identifiers, or ``None``.
     n_images, n_draws, seed, min_fev
@@ -73,6 +77,7 @@ class MetricsReport:
     r_linear: np.ndarray | None = None
     unit_ids: np.ndarray | None = None
     n_images: int = 0
+    r_oracle: np.ndarray | None = None
     n_draws: int = 100
     seed: int = 0
     min_fev: float = metrics.DEFAULT_MIN_FEV
@@ -93,9 +98,21 @@ class MetricsReport:
 
         ``frac_within_10pct_rmax`` counts units with r >= 0.9 rmax among those with both
         defined; ``n_cc_norm`` is how many units CCnorm is defined for (signal power > 0).
+        ``mean_r_over_oracle`` is mean r over mean r_oracle (units where both are
+        defined; a ratio of means, so units the simulator barely drives do not dominate);
+        NaN without an oracle.
         """
         defined_both = np.isfinite(self.r) & np.isfinite(self.rmax)
         r_linear = np.full(self.n_units, np.nan) if self.r_linear is None else self.r_linear
+        oracle = {}
+        if self.r_oracle is not None:
+            both = np.isfinite(self.r) & np.isfinite(self.r_oracle)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                oracle = {"mean_r_oracle": _nan_stat(self.r_oracle, np.mean),
+                          "mean_r_oracle_over_rmax": _nan_stat(np.where(self.rmax > 0, self.r_oracle / self.rmax,
+                                                                        np.nan), np.mean),
+                          "mean_r_over_oracle": (float(self.r[both].mean() / self.r_oracle[both].mean())
+                                                 if both.any() and self.r_oracle[both].mean() > 0 else float("nan"))}
         return {
             "n_units": self.n_units,
             "n_reliable": int(np.sum(self.reliable)),
@@ -115,6 +132,7 @@ class MetricsReport:
             "mean_fve": _nan_stat(self.fve, np.mean),
             "mean_feve": _nan_stat(self.feve, np.mean),
             "mean_r_linear": _nan_stat(r_linear, np.mean),
+            **oracle,
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,6 +141,8 @@ class MetricsReport:
         units["reliable"] = [bool(v) for v in self.reliable]
         if self.r_linear is not None:
             units["r_linear"] = _json_floats(self.r_linear)
+        if self.r_oracle is not None:
+            units["r_oracle"] = _json_floats(self.r_oracle)
         return {
             "format": METRICS_FORMAT,
             "version": METRICS_VERSION,
@@ -168,8 +188,9 @@ class MetricsReport:
         if not isinstance(reliable, list) or not all(isinstance(v, bool) for v in reliable):
             raise fail("units.reliable must be a list of true/false")
         arrays["reliable"] = np.array(reliable, dtype=bool)
-        if "r_linear" in units:
-            arrays["r_linear"] = float_array("r_linear")
+        for optional in ("r_linear", "r_oracle"):
+            if optional in units:
+                arrays[optional] = float_array(optional)
         unit_ids = data.get("unit_ids")
         if unit_ids is not None:
             integers = isinstance(unit_ids, list) and all(
@@ -209,6 +230,7 @@ def evaluate(
     seed: int = 0,
     n_draws: int = 100,
     min_fev: float = metrics.DEFAULT_MIN_FEV,
+    oracle_pred: np.ndarray | None = None,
 ) -> MetricsReport:
     """All held-out metrics of a model's predictions.
 
@@ -226,13 +248,16 @@ def evaluate(
         Random draws of `metrics.rmax_kindel` (the only random metric).
     min_fev
         FEV cut-off for ``reliable`` (`metrics.unit_masks`).
+    oracle_pred
+        (n_images, n_units) the simulator's exact rates for the held-out images
+        (`closedloop.sim.truth.oracle_rates`), giving ``r_oracle``.
     """
     pred = np.asarray(pred, dtype=np.float64)
     trials = np.asarray(trials, dtype=np.float64)
     if trials.ndim != 3:
         raise ValueError(f"trials must be (n_images, n_repeats, n_units), got shape {trials.shape}")
     expected = (trials.shape[0], trials.shape[2])
-    for name, array in (("pred", pred), ("baseline_pred", baseline_pred)):
+    for name, array in (("pred", pred), ("baseline_pred", baseline_pred), ("oracle_pred", oracle_pred)):
         if array is not None and np.shape(array) != expected:
             raise ValueError(f"{name} has shape {np.shape(array)}, trials need {expected}")
     if unit_ids is not None and np.shape(unit_ids) != (trials.shape[2],):
@@ -257,6 +282,7 @@ def evaluate(
         r_linear=r_linear,
         unit_ids=None if unit_ids is None else np.asarray(unit_ids, dtype=np.int64),
         n_images=int(trials.shape[0]),
+        r_oracle=None if oracle_pred is None else metrics.pearson_r(np.asarray(oracle_pred, float), means),
         n_draws=int(n_draws),
         seed=int(seed),
         min_fev=float(min_fev),
@@ -279,6 +305,7 @@ class SessionRow:
     mean_r_linear: float
     frac_within_10pct_rmax: float
     fit_time_s: float | None = None
+    mean_r_over_oracle: float = float("nan")
 
     @classmethod
     def from_report(cls, name: str, report: MetricsReport, fit_time_s: float | None = None) -> SessionRow:
@@ -292,13 +319,16 @@ class SessionRow:
             mean_r_linear=float(s["mean_r_linear"]),
             frac_within_10pct_rmax=float(s["frac_within_10pct_rmax"]),
             fit_time_s=fit_time_s,
+            mean_r_over_oracle=float(s.get("mean_r_over_oracle", float("nan"))),
         )
 
 
 _COLUMNS = ("session", "units", "r", "r/rmax", "CCnorm", "r_linear", "r≥0.9rmax", "fit time")
+#: Shown after r/rmax when some session has a simulator oracle.
+_ORACLE_COLUMN = "r/oracle"
 
 
-def _cells(row: SessionRow) -> list[str]:
+def _cells(row: SessionRow, oracle: bool = False) -> list[str]:
     def number(x: float) -> str:
         return f"{x:.3f}" if math.isfinite(x) else "–"
 
@@ -308,6 +338,7 @@ def _cells(row: SessionRow) -> list[str]:
     timed = row.fit_time_s is not None and math.isfinite(row.fit_time_s)
     return [
         row.name, str(row.n_units), number(row.mean_r), number(row.mean_r_over_rmax),
+        *([number(row.mean_r_over_oracle)] if oracle else []),
         number(row.mean_cc_norm), number(row.mean_r_linear), percent(row.frac_within_10pct_rmax),
         f"{row.fit_time_s:.1f} s" if timed else "–",
     ]
@@ -332,25 +363,29 @@ def _pooled_row(rows: Sequence[SessionRow]) -> SessionRow:
         mean_r_linear=weighted("mean_r_linear"),
         frac_within_10pct_rmax=weighted("frac_within_10pct_rmax"),
         fit_time_s=float(sum(times)) if times else None,
+        mean_r_over_oracle=weighted("mean_r_over_oracle"),
     )
 
 
 def summary_table(rows: Sequence[SessionRow]) -> str:
     """A plain-text table of per-session fit results, with a combined line for > 1 session.
 
-    Columns: session, units, mean r, mean r/rmax, mean CCnorm, mean r of the linear
-    baseline, fraction of units with r >= 0.9 rmax, fit time (total on the combined line).
+    Columns: session, units, mean r, mean r/rmax, (r/oracle when some session is a
+    simulated archive), mean CCnorm, mean r of the linear baseline, fraction of units
+    with r >= 0.9 rmax, fit time (total on the combined line).
     """
-    body = [_cells(row) for row in rows]
+    oracle = any(math.isfinite(row.mean_r_over_oracle) for row in rows)
+    columns = _COLUMNS[:4] + ((_ORACLE_COLUMN,) if oracle else ()) + _COLUMNS[4:]
+    body = [_cells(row, oracle) for row in rows]
     if len(rows) > 1:
-        body.append(_cells(_pooled_row(rows)))
-    widths = [max(len(text) for text in column) for column in zip(_COLUMNS, *body)]
+        body.append(_cells(_pooled_row(rows), oracle))
+    widths = [max(len(text) for text in column) for column in zip(columns, *body)]
 
     def line(texts: Sequence[str]) -> str:
         first = texts[0].ljust(widths[0])
         return "  ".join([first] + [text.rjust(width) for text, width in zip(texts[1:], widths[1:])])
 
-    lines = [line(_COLUMNS), "  ".join("-" * width for width in widths)]
+    lines = [line(columns), "  ".join("-" * width for width in widths)]
     lines += [line(texts) for texts in body[: len(rows)]]
     if len(rows) > 1:
         lines += ["  ".join("-" * width for width in widths), line(body[-1])]

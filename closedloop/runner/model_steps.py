@@ -24,7 +24,9 @@ from closedloop.runner.journal import BlockRecord
 from closedloop.runner.plan import Plan, PlannedStep
 from closedloop.runner.recorder import SessionRecorder
 from closedloop.runner.settings import RunnerSettings
-from closedloop.runner.targets import SynthesisPlanError, natural_means, target_rates, top_units
+from closedloop.runner.targets import (
+    SynthesisPlanError, natural_means, target_rates, top_units, well_fit_units,
+)
 from closedloop.runner.trials import TrialData
 from closedloop.server.client import ModelLink, empty_fit_request
 
@@ -202,6 +204,11 @@ class ModelSteps:
             return "the model server has no fitted model yet"
         try:
             units = top_units(update, synthesis.units.top_k)
+            units, skipped = well_fit_units(update, units, synthesis.units.min_heldout_r)
+            if units.size == 0:
+                raise SynthesisPlanError(skipped)
+            if skipped:
+                logger.warning("%s: %s", self.name, skipped)
             unknown = sorted(set(units.tolist()) - set(self.recorder.unit_ids.tolist()))
             if unknown:
                 raise SynthesisPlanError(f"model version {update.version} names units {unknown} that this session "

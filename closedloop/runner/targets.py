@@ -49,6 +49,18 @@ def top_units(update: ModelUpdated, top_k: int) -> np.ndarray:
     return ids[order[:top_k]]
 
 
+def well_fit_units(update: ModelUpdated, units: np.ndarray, min_r: float) -> tuple[np.ndarray, str]:
+    """The units whose held-out r is at least ``min_r``, and a message naming those skipped ("" if none)."""
+    r_of = dict(zip(np.asarray(update.unit_ids).tolist(), np.asarray(update.heldout_r, dtype=np.float64).tolist()))
+    r = np.asarray([r_of.get(int(u), np.nan) for u in units], dtype=np.float64)
+    keep = np.isfinite(r) & (r >= min_r)
+    if keep.all():
+        return units, ""
+    skipped = ", ".join(f"{int(u)} (r {v:.2f})" for u, v in zip(units[~keep], r[~keep]))
+    return units[keep], (f"units {skipped} skipped: held-out r below synthesis.units.min_heldout_r = {min_r:g} "
+                         f"(model version {update.version}), so the model cannot promise their rates")
+
+
 def natural_means(history: Iterable, natural_ids: np.ndarray, unit_ids: np.ndarray) -> np.ndarray:
     """(n_images_seen, n_units) mean rate per natural image over its repeats so far."""
     natural = set(int(i) for i in natural_ids)

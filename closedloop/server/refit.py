@@ -25,6 +25,7 @@ from closedloop.model.saved import model_path
 from closedloop.model.split import DataSplit
 from closedloop.model.train import ExcludedUnitsWarning, FitResult, fit_model, select_fittable_units
 from closedloop.server.settings import ServerSettings
+from closedloop.synth.contrast import contrast_statistics, default_bound
 from closedloop.synth.plan import natural_rate_range
 
 logger = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class ServedModel:
         (n_units,) held-out Pearson r per fitted unit.
     scale_hz
         (n_units,) natural-image rate range per unit, weighing synthesis losses.
+    contrast_bound
+        RMS-contrast cap of synthesized images, from the fit images (`closedloop.synth.contrast`).
     """
 
     version: int
@@ -57,6 +60,7 @@ class ServedModel:
     metrics: dict[str, float]
     heldout_r: np.ndarray
     scale_hz: np.ndarray
+    contrast_bound: float | None = None
 
     @property
     def unit_ids(self) -> np.ndarray:
@@ -122,7 +126,8 @@ def run_refit(job: RefitJob, settings: ServerSettings, device: torch.device,
                       unit_ids=result.unit_ids, seed=seed)
     metrics = refit_metrics(report, result, dataset, job, time.perf_counter() - started)
     served = ServedModel(job.version, result, metrics, np.asarray(report.r, dtype=np.float64),
-                         natural_rate_range(result.rate_statistics.percentiles))
+                         natural_rate_range(result.rate_statistics.percentiles),
+                         default_bound(contrast_statistics(dataset.images[split.fit])))
     if settings.out_dir is None:
         return served, None
     return served, functools.partial(_save, settings, served, report, seed, job.block)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 
@@ -61,6 +62,8 @@ def run_synthesis(served: ServedModel, request: SynthesizeRequest, jobs: list[Sy
         if cancel.is_set():
             raise Cancelled("synthesis cancelled: the server is stopping")
 
+    if canvas.max_contrast is None and served.contrast_bound is not None:  # the natural images' contrast
+        canvas = dataclasses.replace(canvas, max_contrast=served.contrast_bound)
     result = synthesize(served.result.model, jobs, canvas=canvas, scale_hz=served.scale_hz,
                         settings=SynthesisSettings(steps=steps), seed=request.seed, progress=progress,
                         progress_every=1)  # a cancel or time budget takes effect within one step
@@ -71,4 +74,5 @@ def run_synthesis(served: ServedModel, request: SynthesizeRequest, jobs: list[Sy
         achieved=result.achieved_hz.astype(np.float64),
         model_version=served.version,
         seed=request.seed,
+        spread=result.spread_hz,
     )

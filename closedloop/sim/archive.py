@@ -37,7 +37,6 @@ from closedloop.sim import archive_layouts
 from closedloop.sim.archive_spec import DEFAULT_SCENARIO, RESPONSE_WINDOW_S, ArchiveSpec, Progress, window_fano
 from closedloop.sim.population import SimulatedV1
 from closedloop.sim.scenario import load_scenario
-from closedloop.sim.spec import UNIT_TYPES
 
 @dataclass(frozen=True)
 class ArchiveSummary:
@@ -115,7 +114,7 @@ def make_archive(path: str | Path, spec: ArchiveSpec, *, overwrite: bool = False
         partial.unlink(missing_ok=True)
     return ArchiveSummary(
         path=str(path), layout=spec.layout, seed=population.seed, n_units=population.n_units,
-        unit_types={t: int(np.sum(population.unit_types == t)) for t in UNIT_TYPES},
+        unit_types=population.type_counts(),
         n_stimuli=stats["n_stimuli"], n_trials=stats["n_trials"], n_repeats=spec.n_repeats,
         n_spikes=stats["n_spikes"], file_mb=path.stat().st_size / 1e6,
         seconds=time.perf_counter() - started,

@@ -22,8 +22,8 @@ from closedloop.sim.archive_spec import (
     CENTRED_WITHIN_DEG, PHOTODIODE_LAG_S, RESPONSE_WINDOW_S, ArchiveSpec, Progress, window_fano,
 )
 from closedloop.sim.gratings import orientation_grating_set, pvc8_grating_sets
-from closedloop.sim.photographs import natural_images
 from closedloop.sim.population import SimulatedV1
+from closedloop.sim.stimuli import stimulus_set
 
 GREY = 0.5
 PVC8_CANVAS_PX = 320
@@ -47,7 +47,8 @@ def write_session(path: Path, population: SimulatedV1, spec: ArchiveSpec, recipe
     stimulus_s, blank_s = spec.durations_s
     size = population.size_px
     aperture = population.spec.aperture_diameter_px
-    naturals = natural_images(spec.n_images, size_px=size, aperture_diameter_px=aperture, seed=images_seed)
+    naturals = stimulus_set(population.spec.images, spec.n_images, size_px=size, aperture_diameter_px=aperture,
+                            seed=images_seed)
     gratings, params = orientation_grating_set(canvas_px=size, pixels_per_degree=population.pixels_per_degree,
                                                aperture_diameter_px=aperture)
     natural_rates = np.empty((spec.n_images, spec.n_repeats, population.n_units), dtype=np.float32)
@@ -126,8 +127,8 @@ def simulate_pvc8(population: SimulatedV1, spec: ArchiveSpec,
     aperture = population.spec.aperture_diameter_px
     # Large = the photograph over the whole canvas; small = the same image seen through the
     # population's aperture, as pvc-8 showed each natural image at two sizes.
-    large = natural_images(spec.n_images, size_px=PVC8_CANVAS_PX, aperture_diameter_px=PVC8_CANVAS_PX,
-                           seed=images_seed)
+    large = stimulus_set(population.spec.images, spec.n_images, size_px=PVC8_CANVAS_PX,
+                         aperture_diameter_px=PVC8_CANVAS_PX, seed=images_seed)
     small = GREY + aperture_mask(PVC8_CANVAS_PX, aperture) * (large - GREY)
     natural = np.stack([small, large], axis=1).reshape(-1, PVC8_CANVAS_PX, PVC8_CANVAS_PX)
     del small, large

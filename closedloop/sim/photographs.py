@@ -154,8 +154,21 @@ def natural_images(
             if std >= MIN_CROP_STD:
                 break
         rms = RMS_CONTRAST_MEDIAN * np.exp(RMS_CONTRAST_LOG_SD * rng.standard_normal())
-        contrast = np.clip((crop - mean) / std * rms, -GREY, 1.0 - GREY)
-        for _ in range(3):  # clipping a skewed image moves its mean; pull it back to grey
-            contrast = np.clip(contrast - (contrast * weights).sum(), -GREY, 1.0 - GREY)
-        out[i] = GREY + mask * contrast
+        out[i] = in_aperture(crop, mask, weights, rms, mean, std)
     return out
+
+
+def in_aperture(picture: np.ndarray, mask: np.ndarray, weights: np.ndarray, rms: float,
+                mean: float | None = None, std: float | None = None) -> np.ndarray:
+    """A picture at mean grey and the given RMS contrast (within the aperture), grey outside.
+
+    ``weights`` is the mask divided by its sum; ``mean``/``std`` are the picture's
+    aperture-weighted statistics (computed when not given).
+    """
+    if mean is None or std is None:
+        mean = float((picture * weights).sum())
+        std = float(np.sqrt(((picture - mean) ** 2 * weights).sum()))
+    contrast = np.clip((picture - mean) / max(std, 1e-12) * rms, -GREY, 1.0 - GREY)
+    for _ in range(3):  # clipping a skewed image moves its mean; pull it back to grey
+        contrast = np.clip(contrast - (contrast * weights).sum(), -GREY, 1.0 - GREY)
+    return GREY + mask * contrast

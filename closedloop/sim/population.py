@@ -14,16 +14,15 @@ from pathlib import Path
 import numpy as np
 
 from closedloop.sim import spiking
+from closedloop.sim.families import build_stage, offset_centres
 from closedloop.sim.photographs import natural_images
-from closedloop.sim.spec import UNIT_TYPES, PopulationSpec
+from closedloop.sim.spec import PopulationSpec
 from closedloop.sim.timecourse import TimeCourse
-from closedloop.sim.units import MAX_RF_ECCENTRICITY_DEG, build_filters, draw_unit_parameters, output_rates, raw_drive
+from closedloop.sim.units import MAX_RF_ECCENTRICITY_DEG, output_rates
 from closedloop.sim.utah import assign_channels, channel_positions_um
 
 #: A unit's gain is set so it reaches its peak rate at this quantile of its calibration drive.
 CALIBRATION_QUANTILE = 0.98
-#: Types whose linear receptive field is localised (the others are pooled or untuned).
-LOCALISED_TYPES = ("simple", "complex", "centre_surround")
 
 RngLike = np.random.Generator | int | None
 
@@ -50,7 +49,7 @@ class SimulatedV1:
     unit_ids
         (n_units,) int64, 1..n_units.
     unit_types
-        (n_units,) str, one of `UNIT_TYPES`.
+        (n_units,) str, one of the family's types (`closedloop.sim.spec.FAMILY_UNIT_TYPES`).
     channels
         (n_units,) int64 Utah-array channel, 0..95.
     channel_positions_um
@@ -112,10 +111,12 @@ class SimulatedV1:
         centres *= np.minimum(1.0, MAX_RF_ECCENTRICITY_DEG / np.maximum(eccentricity, 1e-12))[:, None]
 
         counts = spec.unit_counts()
-        types = np.concatenate([np.full(counts[t], t, dtype="<U15") for t in UNIT_TYPES])
+        types = np.concatenate([np.full(counts[t], t, dtype="<U15") for t in spec.unit_types])
         self.unit_types = types[rng.permutation(n)]
-        self.parameters = draw_unit_parameters(self.unit_types, centres, spec.sf_cpd, rng)
-        self.has_localised_rf = np.isin(self.unit_types, LOCALISED_TYPES)
+        if spec.rf_eccentricity_deg is not None:
+            centres = offset_centres(n, spec.rf_eccentricity_deg, rng)
+        self._stage, self.parameters = build_stage(spec, self.unit_types, centres, self.seed, rng)
+        self.has_localised_rf = self._stage.localised
 
         def log_uniform(bounds: tuple[float, float], size: int) -> np.ndarray:
             low, high = np.log(max(bounds[0], 1e-9)), np.log(max(bounds[1], 1e-9))
@@ -132,12 +133,10 @@ class SimulatedV1:
         self.overdispersion = rng.uniform(*spec.overdispersion, n)
         self.shared_overdispersion = float(spec.shared_overdispersion)
 
-        self._filters = build_filters(self.unit_types, self.parameters, self.size_px, self.pixels_per_degree)
         calibration_seed = int(np.random.SeedSequence([self.seed, 1]).generate_state(1)[0])
         calibration = natural_images(spec.calibration_images, size_px=self.size_px,
                                      aperture_diameter_px=spec.aperture_diameter_px, seed=calibration_seed)
-        top = np.quantile(raw_drive(calibration, self.unit_types, self._filters, self.size_px),
-                          CALIBRATION_QUANTILE, axis=0)
+        top = np.quantile(self._stage.raw(calibration), CALIBRATION_QUANTILE, axis=0)
         self.drive_scale = np.where(top > 1e-12, top, 1.0)
 
     # ----------------------------------------------------------------- rates
@@ -154,7 +153,7 @@ class SimulatedV1:
         -------
         (n, n_units) float64.
         """
-        raw = raw_drive(images, self.unit_types, self._filters, self.size_px)
+        raw = self._stage.raw(images)
         return output_rates(raw / self.drive_scale, self.spontaneous_hz, self.amplitude_hz, self.exponent)
 
     def expected_rates(self, images: np.ndarray, window_s: tuple[float, float] = (0.05, 0.10),
@@ -205,9 +204,10 @@ class SimulatedV1:
         Simple cells: their Gabor.  Complex cells: the even (phase 0) filter of the
         quadrature pair.  Centre-surround: the DoG, sign-flipped for OFF units.
         Texture and weak units have no localised linear RF: zeros (see
-        ``has_localised_rf``).
+        ``has_localised_rf``).  Normalisation family: the centre's even Gabor (the
+        normaliser makes the unit nonlinear).  Deep family: zeros.
         """
-        return self._filters.even.reshape(self.n_units, self.size_px, self.size_px).copy()
+        return self._stage.receptive_fields().reshape(self.n_units, self.size_px, self.size_px).copy()
 
     # ---------------------------------------------------------------- spikes
     def sample_binned_counts(self, images: np.ndarray, n_repeats: int, *, duration_s: float, n_bins: int,
@@ -283,9 +283,13 @@ class SimulatedV1:
                                           self.time_course, self.overdispersion, self.shared_overdispersion,
                                           _as_rng(rng))
 
+    def type_counts(self) -> dict[str, int]:
+        """Number of units of each of the family's types."""
+        return {t: int(np.sum(self.unit_types == t)) for t in self.spec.unit_types}
+
     def __repr__(self) -> str:
-        counts = {t: int(np.sum(self.unit_types == t)) for t in UNIT_TYPES}
-        return f"SimulatedV1(n_units={self.n_units}, seed={self.seed}, types={counts})"
+        return (f"SimulatedV1(family={self.spec.family}, n_units={self.n_units}, seed={self.seed}, "
+                f"types={self.type_counts()})")
 
 
 def _positive(value: float, name: str) -> float:

@@ -10,7 +10,9 @@ fraction) and optional ``name`` and ``description`` strings::
       seed: 1
       fractions: {simple: 0.35, complex: 0.3, centre_surround: 0.1, texture: 0.15, weak: 0.1}
 
-Missing fields take the `PopulationSpec` defaults.  Unknown keys, wrong types and
+``population.family`` picks the model class (classic, normalisation, deep) and
+``population.images`` the stimulus set archives show.  Missing fields take the
+`PopulationSpec` defaults.  Unknown keys, wrong types and
 bad values raise `ConfigError` with the file, line and dotted field name.
 """
 
@@ -25,7 +27,7 @@ import yaml
 
 from closedloop.config.yaml_loader import check_bounds, read_limited
 from closedloop.errors import ConfigError
-from closedloop.sim.spec import UNIT_TYPES, PopulationSpec, spec_problems
+from closedloop.sim.spec import FAMILY_UNIT_TYPES, IMAGE_SETS, PopulationSpec, default_fractions, spec_problems
 
 TOP_LEVEL_KEYS = ("name", "description", "population")
 _FIELD_TYPES = {f.name: f.type for f in dataclasses.fields(PopulationSpec)}
@@ -120,6 +122,8 @@ def load_scenario(path: str | Path) -> PopulationSpec:
     defaults = PopulationSpec()
     candidate = SimpleNamespace(**{name: getattr(defaults, name) for name in _FIELD_TYPES})
     vars(candidate).update(values)
+    if "fractions" not in values:
+        candidate.fractions = default_fractions(str(candidate.family))
     for key, message in spec_problems(candidate):
         raise fail(f"population.{key}", message)
     return PopulationSpec(**values)
@@ -131,13 +135,21 @@ def _checked_value(key: str, value: Any, field: str, fail) -> Any:
     if key == "fractions":
         if not isinstance(value, dict):
             raise fail(field, f"must be a mapping of unit type to fraction, got {_describe(value)}")
+        known = {t for types in FAMILY_UNIT_TYPES.values() for t in types}
         for unit_type, fraction in value.items():
-            if unit_type not in UNIT_TYPES:
-                raise fail(f"{field}.{unit_type}", f"unknown unit type; allowed: {', '.join(UNIT_TYPES)}")
+            if unit_type not in known:
+                raise fail(f"{field}.{unit_type}", f"unknown unit type; allowed: {', '.join(sorted(known))}")
             if not _is_number(fraction):
                 raise fail(f"{field}.{unit_type}", f"must be a number, got {_describe(fraction)}")
         return {str(k): float(v) for k, v in value.items()}
+    if kind == "str":
+        allowed = FAMILY_UNIT_TYPES if key == "family" else IMAGE_SETS
+        if not isinstance(value, str) or value not in allowed:
+            raise fail(field, f"must be one of {', '.join(allowed)}; got {_describe(value)}")
+        return value
     if kind.startswith("tuple"):
+        if value is None and kind.endswith("| None"):
+            return None
         if not (isinstance(value, list) and len(value) == 2 and all(_is_number(v) for v in value)):
             raise fail(field, f"must be a [low, high] list of two numbers, got {_describe(value)}")
         return (float(value[0]), float(value[1]))

@@ -12,8 +12,20 @@ import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-#: The unit types, in the order their counts are assigned.
+#: The unit types of the classic family, in the order their counts are assigned.
 UNIT_TYPES: tuple[str, ...] = ("simple", "complex", "centre_surround", "texture", "weak")
+#: Model families and the unit types each draws (see `closedloop.sim.families`).
+FAMILY_UNIT_TYPES: dict[str, tuple[str, ...]] = {
+    "classic": UNIT_TYPES,
+    "normalisation": ("simple", "complex"),
+    "deep": ("layer1", "layer2", "layer3"),
+}
+#: Stimulus sets an archive can show (see `closedloop.sim.stimuli`).
+IMAGE_SETS: tuple[str, ...] = ("photographs", "pink_noise", "dead_leaves", "mixed")
+_FAMILY_DEFAULT_FRACTIONS: dict[str, dict[str, float]] = {
+    "normalisation": {"simple": 0.4, "complex": 0.6},
+    "deep": {"layer1": 0.3, "layer2": 0.4, "layer3": 0.3},
+}
 
 _DEFAULT_FRACTIONS = {
     "simple": 0.35,
@@ -22,6 +34,11 @@ _DEFAULT_FRACTIONS = {
     "texture": 0.15,
     "weak": 0.10,
 }
+
+
+def default_fractions(family: str) -> dict[str, float]:
+    """The unit-type fractions a family uses when a spec gives none."""
+    return dict(_FAMILY_DEFAULT_FRACTIONS.get(family, _DEFAULT_FRACTIONS))
 
 
 @dataclass(frozen=True)
@@ -70,6 +87,27 @@ class PopulationSpec:
     seed
         Seed of everything random in the population; ``None`` draws one (recorded
         by `SimulatedV1`).
+    family
+        Model class of the units' stimulus-to-drive stage: ``"classic"`` (LN
+        filters and energy models), ``"normalisation"`` (divisive normalisation
+        with tuned surround suppression and contrast saturation) or ``"deep"``
+        (a seeded random multi-layer convolutional network read out at several
+        depths).  Fractions then use that family's unit types
+        (`FAMILY_UNIT_TYPES`); left at the default they take the family's own.
+    images
+        Stimulus set an archive shows: ``"photographs"``, ``"pink_noise"`` (1/f),
+        ``"dead_leaves"`` or ``"mixed"`` (a third of each).  Gains are always
+        calibrated on photographs, so the brain is the same whatever it is shown.
+    rf_eccentricity_deg
+        ``None``: RF centres follow the retinotopic map within 0.3 deg of the
+        centre.  A ``[low, high]`` range: centres sit at a uniformly drawn distance
+        in that range from the aperture centre, at a random angle (off-centre, and
+        partly outside a 0.625 deg aperture radius above about 0.5 deg).
+    semisaturation_contrast
+        Normalisation family: range of each unit's semi-saturation RMS contrast.
+    surround_suppression
+        Normalisation family: range of the weight of each unit's tuned surround
+        in its normaliser.
     """
 
     n_units: int = 40
@@ -89,12 +127,21 @@ class PopulationSpec:
     rf_scatter_deg: float = 0.04
     calibration_images: int = 256
     seed: int | None = None
+    family: str = "classic"
+    images: str = "photographs"
+    rf_eccentricity_deg: tuple[float, float] | None = None
+    semisaturation_contrast: tuple[float, float] = (0.04, 0.12)
+    surround_suppression: tuple[float, float] = (0.5, 2.0)
 
     def __post_init__(self) -> None:
         # Normalise containers so specs built from YAML lists compare equal.
         if not isinstance(self.fractions, dict):
             raise ValueError(f"PopulationSpec.fractions: must be a mapping of unit type to fraction, "
                              f"got {self.fractions!r}")
+        if self.fractions == _DEFAULT_FRACTIONS and self.family in _FAMILY_DEFAULT_FRACTIONS:
+            object.__setattr__(self, "fractions", dict(_FAMILY_DEFAULT_FRACTIONS[self.family]))
+        if isinstance(self.rf_eccentricity_deg, (list, tuple)) and len(self.rf_eccentricity_deg) == 2:
+            object.__setattr__(self, "rf_eccentricity_deg", tuple(float(v) for v in self.rf_eccentricity_deg))
         object.__setattr__(self, "fractions", {
             str(k): (float(v) if _is_number(v) else v) for k, v in self.fractions.items()})
         for name in _RANGE_FIELDS:
@@ -106,12 +153,18 @@ class PopulationSpec:
             name, message = problems[0]
             raise ValueError(f"PopulationSpec.{name}: {message}")
 
+    @property
+    def unit_types(self) -> tuple[str, ...]:
+        """The unit types of this spec's family."""
+        return FAMILY_UNIT_TYPES[self.family]
+
     def unit_counts(self) -> dict[str, int]:
         """Number of units of each type (largest-remainder rounding of the fractions)."""
-        raw = {t: self.fractions.get(t, 0.0) * self.n_units for t in UNIT_TYPES}
+        types = self.unit_types
+        raw = {t: self.fractions.get(t, 0.0) * self.n_units for t in types}
         counts = {t: int(math.floor(v)) for t, v in raw.items()}
         remainder = self.n_units - sum(counts.values())
-        by_fraction_left = sorted(UNIT_TYPES, key=lambda t: (counts[t] - raw[t], UNIT_TYPES.index(t)))
+        by_fraction_left = sorted(types, key=lambda t: (counts[t] - raw[t], types.index(t)))
         for t in by_fraction_left[:remainder]:
             counts[t] += 1
         return counts
@@ -121,7 +174,7 @@ class PopulationSpec:
         out: dict[str, Any] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if isinstance(value, (tuple, dict)):
+            if isinstance(value, (tuple, dict)):  # None stays None
                 value = list(value) if isinstance(value, tuple) else dict(value)
             out[f.name] = value
         return out
@@ -129,6 +182,7 @@ class PopulationSpec:
 
 _RANGE_FIELDS = (
     "spontaneous_hz", "peak_hz", "weak_drive_hz", "exponent", "latency_s", "sf_cpd", "overdispersion",
+    "semisaturation_contrast", "surround_suppression",
 )
 
 # (low bound, high bound, low inclusive) allowed for each range's ends.
@@ -140,6 +194,9 @@ _RANGE_LIMITS: dict[str, tuple[float, float, bool]] = {
     "latency_s": (0.0, 0.5, True),
     "sf_cpd": (0.0, 24.0, False),
     "overdispersion": (0.0, 5.0, True),
+    "semisaturation_contrast": (0.0, 1.0, False),
+    "surround_suppression": (0.0, 10.0, True),
+    "rf_eccentricity_deg": (0.0, 1.0, True),
 }
 
 
@@ -174,7 +231,11 @@ def spec_problems(spec: Any) -> list[tuple[str, str]]:
         value = getattr(spec, name)
         need(_is_number(value) and value >= 0, name, f"must be a number >= 0, got {value!r}")
 
-    for name in _RANGE_FIELDS:
+    need(spec.family in FAMILY_UNIT_TYPES, "family",
+         f"unknown family {spec.family!r}; allowed: {', '.join(FAMILY_UNIT_TYPES)}")
+    need(spec.images in IMAGE_SETS, "images", f"unknown image set {spec.images!r}; allowed: {', '.join(IMAGE_SETS)}")
+    optional = ("rf_eccentricity_deg",) if spec.rf_eccentricity_deg is not None else ()
+    for name in _RANGE_FIELDS + optional:
         value = getattr(spec, name)
         low_bound, high_bound, low_inclusive = _RANGE_LIMITS[name]
         if not (isinstance(value, tuple) and len(value) == 2 and all(_is_number(v) for v in value)):
@@ -187,8 +248,10 @@ def spec_problems(spec: Any) -> list[tuple[str, str]]:
              f"got [{low}, {high}]")
 
     fractions = spec.fractions
-    unknown = sorted(set(fractions) - set(UNIT_TYPES))
-    need(not unknown, "fractions", f"unknown unit type(s) {unknown}; allowed: {list(UNIT_TYPES)}")
+    types = FAMILY_UNIT_TYPES.get(spec.family, UNIT_TYPES)
+    unknown = sorted(set(fractions) - set(types))
+    need(not unknown, "fractions",
+         f"unknown unit type(s) {unknown} for family {spec.family!r}; allowed: {list(types)}")
     if all(_is_number(v) for v in fractions.values()):
         need(all(v >= 0 for v in fractions.values()), "fractions", "fractions must be >= 0")
         need(abs(sum(fractions.values()) - 1.0) <= 1e-3, "fractions",

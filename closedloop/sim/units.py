@@ -243,3 +243,31 @@ def output_rates(scaled_drive: np.ndarray, spontaneous_hz: np.ndarray, amplitude
     x_p = np.maximum(scaled_drive, 0.0) ** exponent
     s_p = SEMISATURATION ** exponent
     return spontaneous_hz + amplitude_hz * (1.0 + s_p) * x_p / (x_p + s_p)
+
+
+class ClassicStage:
+    """The classic family's drive stage: LN filters and energy models (see module notes).
+
+    Parameters
+    ----------
+    types
+        (n_units,) unit types from `closedloop.sim.spec.UNIT_TYPES`.
+    params
+        Spatial parameters from `draw_unit_parameters`.
+    size_px, ppd
+        The population's grid and pixel scale.
+    """
+
+    def __init__(self, types: np.ndarray, params: dict[str, np.ndarray], size_px: int, ppd: float):
+        self.types = types
+        self.size_px = size_px
+        self.filters = build_filters(types, params, size_px, ppd)
+        self.localised = np.isin(types, ("simple", "complex", "centre_surround"))
+
+    def raw(self, images: np.ndarray) -> np.ndarray:
+        """Non-negative raw drive, (n, n_units)."""
+        return raw_drive(images, self.types, self.filters, self.size_px)
+
+    def receptive_fields(self) -> np.ndarray:
+        """Linear filters, (n_units, size_px²); zeros for units without one."""
+        return self.filters.even

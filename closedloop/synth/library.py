@@ -11,6 +11,7 @@ Layout (``format = "closedloop-stimulus-library"``, ``format_version = 1``)::
     /target_value     (n,) float64        the percentile or the rate; NaN for max
     /target_hz        (n,) float64        the resolved rate; NaN for max
     /achieved_hz      (n,) float64        the model's prediction for the driven unit
+    /spread_hz        (n,) float64        the ensemble members' std for it (how sure; NaN if unknown)
     /converged        (n,) bool           within tolerance of target (and held baselines)
     /steps            (n,) int64          optimisation steps run
     /seed             (n,) int64          the image's noise seed
@@ -18,12 +19,15 @@ Layout (``format = "closedloop-stimulus-library"``, ``format_version = 1``)::
     /held             (n, U) bool         which model units were held at baseline
     /hold_hz          (n, U) float64      their baseline (NaN where not held)
     /predictions_hz   (n, U) float64      the model's prediction of every model unit
+    /predictions_spread_hz (n, U) float64 the members' std for every model unit
     /model_unit_ids   (U,) int64
 
 Attributes: ``model_path``, ``model_version``, ``model_created``, ``created``,
 ``closedloop_version``, ``device``, ``seconds``, ``run_seed``, and JSON texts
-``settings`` and ``canvas``.  The writer writes a temporary file and renames it, so a
-library on disk is always complete.
+``settings``, ``canvas`` (with the contrast bound used) and ``extra`` (where the
+bound came from, units skipped for a low held-out r).  ``spread_hz`` and
+``predictions_spread_hz`` were added later: libraries without them read as NaN.  The
+writer writes a temporary file and renames it, so a library on disk is always complete.
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ FORMAT_VERSION = 1
 _ROW_COLUMNS = ("unit_id", "target_label", "target_kind", "target_value", "target_hz", "achieved_hz",
                 "converged", "steps", "seed", "model_version")
 _UNIT_COLUMNS = ("held", "hold_hz", "predictions_hz")
+#: Columns added after the first libraries were written; missing ones read as NaN.
+_OPTIONAL_ROW_COLUMNS = ("spread_hz",)
+_OPTIONAL_UNIT_COLUMNS = ("predictions_spread_hz",)
 
 
 @dataclass
@@ -125,6 +132,9 @@ def write_library(
         "held": held,
         "hold_hz": hold_hz,
         "predictions_hz": result.predictions.astype(np.float64),
+        "spread_hz": (np.full(n, np.nan) if result.spread_hz is None else result.spread_hz.astype(np.float64)),
+        "predictions_spread_hz": (np.full((n, n_units), np.nan) if result.predictions_spread is None
+                                  else result.predictions_spread.astype(np.float64)),
     }
     attrs = {
         "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
@@ -133,6 +143,7 @@ def write_library(
         "model_version": int(model_version), "model_created": str(model_created),
         "device": result.device, "seconds": float(result.seconds), "run_seed": int(run_seed),
         "settings": json.dumps(result.settings.to_dict()), "canvas": json.dumps(result.canvas.to_dict()),
+        "extra": json.dumps(result.extra, default=str),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
 
@@ -181,12 +192,17 @@ def read_library(path: str | Path) -> StimulusLibrary:
             raise DataFileError(path, f"stimulus library is incomplete: missing {', '.join(missing)}")
         try:
             data = {name: file[name][()] for name in wanted}
+            n_rows, n_model_units = file["images_model"].shape[0], file["model_unit_ids"].shape[0]
+            for name, shape in ([(c, (n_rows,)) for c in _OPTIONAL_ROW_COLUMNS]
+                                + [(c, (n_rows, n_model_units)) for c in _OPTIONAL_UNIT_COLUMNS]):
+                data[name] = file[name][()] if name in file else np.full(shape, np.nan)
         except (OSError, ValueError, KeyError) as error:
             raise DataFileError(path, f"stimulus library is damaged: {error}") from None
     for name in ("target_label", "target_kind"):
         data[name] = np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in data[name]], dtype=object)
     n = data["images_model"].shape[0]
-    bad = [name for name in ("images_display",) + _ROW_COLUMNS + _UNIT_COLUMNS if data[name].shape[0] != n]
+    every = _ROW_COLUMNS + _UNIT_COLUMNS + _OPTIONAL_ROW_COLUMNS + _OPTIONAL_UNIT_COLUMNS
+    bad = [name for name in ("images_display",) + every if data[name].shape[0] != n]
     if bad or data["images_model"].ndim != 3 or data["held"].shape[1:] != data["model_unit_ids"].shape:
         raise DataFileError(path, f"stimulus library is inconsistent: {', '.join(bad) or 'array shapes'} "
                                   f"do not match {n} images")
@@ -194,7 +210,7 @@ def read_library(path: str | Path) -> StimulusLibrary:
         path=str(path),
         images_model=data["images_model"].astype(np.float32),
         images_display=data["images_display"].astype(np.float32),
-        columns={name: data[name] for name in _ROW_COLUMNS + _UNIT_COLUMNS},
+        columns={name: data[name] for name in every},
         model_unit_ids=data["model_unit_ids"].astype(np.int64),
         attrs=attrs,
     )

@@ -6,15 +6,21 @@ The one entry point the command line, the benchmark and the model server share.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 
 from closedloop.errors import ClosedLoopError
 from closedloop.synth.canvas import Canvas
+from closedloop.synth.contrast import DEFAULT_QUANTILE, default_bound
 from closedloop.synth.optimise import ProgressCallback, SynthesisResult, SynthesisSettings, synthesize
 from closedloop.synth.targets import Target, build_jobs, parse_targets, select_units
+
+
+#: Units whose held-out r is below this are not synthesized for: their model is not
+#: good enough to promise a rate (the protocol's ``synthesis.units.min_heldout_r``).
+DEFAULT_MIN_HELDOUT_R = 0.3
 
 
 @dataclass
@@ -25,6 +31,42 @@ class CheckpointSynthesis:
     unit_ids: np.ndarray  # the model's unit ids, output order
     baseline_hz: np.ndarray  # (n_units,) prediction for the blank (mean-luminance) screen
     scale_hz: np.ndarray  # (n_units,) natural-image rate range used to weigh losses
+    skipped: list[tuple[int, float]] = field(default_factory=list)  # (unit id, held-out r) below the threshold
+    contrast: dict = field(default_factory=dict)  # the RMS-contrast bound used and where it came from
+
+
+def well_fit(columns: np.ndarray, heldout_r: np.ndarray | None, min_r: float | None) -> tuple[np.ndarray, np.ndarray]:
+    """Split model columns into those with held-out r >= ``min_r`` and those below (NaN counts as below).
+
+    With no threshold or no recorded r, every column is kept.
+    """
+    columns = np.asarray(columns, dtype=np.int64)
+    if min_r is None or heldout_r is None:
+        return columns, columns[:0]
+    r = np.asarray(heldout_r, dtype=np.float64)[columns]
+    good = np.isfinite(r) & (r >= min_r)
+    return columns[good], columns[~good]
+
+
+def contrast_bound(checkpoint, requested: float | str | None) -> dict:
+    """The RMS-contrast cap to use: ``"natural"`` (default), a number, or ``None``/``"none"`` for no cap.
+
+    Returns ``{"max_contrast": value or None, "source": text}``.
+    """
+    if requested is None or requested == "none":
+        return {"max_contrast": None, "source": "none (no contrast bound asked for)"}
+    if requested == "natural":
+        metrics = checkpoint.metrics if isinstance(checkpoint.metrics, dict) else {}
+        value = default_bound(metrics.get("image_statistics"))
+        if value is None:
+            return {"max_contrast": None, "source": "none: the model records no natural-image contrast "
+                                                    "(fitted by an older closedloop); pass --contrast RMS"}
+        return {"max_contrast": value, "source": f"natural images: the {DEFAULT_QUANTILE:g} quantile of the fit "
+                                                 "images' RMS contrast"}
+    value = float(requested)
+    if not np.isfinite(value) or value <= 0:
+        raise ClosedLoopError(f"contrast bound must be a positive RMS contrast, 'natural' or 'none', got {requested!r}")
+    return {"max_contrast": value, "source": "given"}
 
 
 def heldout_r(metrics: dict, n_units: int) -> np.ndarray | None:
@@ -76,6 +118,8 @@ def synthesize_from_checkpoint(
     seed: int = 0,
     images_per_target: int = 1,
     progress: ProgressCallback | None = None,
+    min_heldout_r: float | None = DEFAULT_MIN_HELDOUT_R,
+    contrast: float | str | None = "natural",
 ) -> CheckpointSynthesis:
     """Synthesize images for a loaded `closedloop.model.checkpoint.Checkpoint`.
 
@@ -94,11 +138,17 @@ def synthesize_from_checkpoint(
     settings, canvas, seed, images_per_target, progress
         As for `closedloop.synth.optimise.synthesize`; ``canvas`` defaults to the
         checkpoint's preprocessing on a 66-px display with a 60-px aperture.
+    min_heldout_r
+        Selected units with a held-out r below this are skipped (listed in
+        ``skipped``); ``None`` keeps every unit.
+    contrast
+        RMS-contrast bound (see `contrast_bound`); used only when ``canvas`` has none.
 
     Raises
     ------
     ClosedLoopError
-        Unknown units, bad targets, or a checkpoint without rate statistics.
+        Unknown units, bad targets, no selected unit above ``min_heldout_r``, or a
+        checkpoint without rate statistics.
     """
     model = checkpoint.model
     unit_ids = np.asarray(checkpoint.unit_ids, dtype=np.int64)
@@ -110,7 +160,18 @@ def synthesize_from_checkpoint(
     if percentiles.shape != (101, n_units) or not np.all(np.isfinite(percentiles)):
         raise ClosedLoopError(f"{checkpoint.path}: the model's rate percentiles are missing or damaged "
                               f"(shape {percentiles.shape}); refit it with this closedloop")
-    columns = select_units(units, unit_ids, heldout_r(checkpoint.metrics, n_units))
+    r = heldout_r(checkpoint.metrics, n_units)
+    columns, below = well_fit(select_units(units, unit_ids, r), r, min_heldout_r)
+    skipped = [(int(unit_ids[c]), float(r[c])) for c in below] if r is not None else []
+    if columns.size == 0:
+        listing = ", ".join(f"{u} (r {v:.2f})" for u, v in skipped[:10])
+        raise ClosedLoopError(f"no selected unit has a held-out r >= {min_heldout_r}: {listing}; the model cannot "
+                              "promise rates for them (lower --min-r to synthesize anyway)")
+    if canvas.max_contrast is None:
+        bound = contrast_bound(checkpoint, contrast)
+        canvas = replace(canvas, max_contrast=bound["max_contrast"])
+    else:
+        bound = {"max_contrast": canvas.max_contrast, "source": "given"}
     parsed = parse_targets(targets)
     if images_per_target < 1:
         raise ClosedLoopError(f"images per target must be at least 1, got {images_per_target}")
@@ -124,4 +185,7 @@ def synthesize_from_checkpoint(
     scale = natural_rate_range(percentiles)
     result = synthesize(model, jobs, canvas=canvas, scale_hz=scale, settings=settings, seed=seed,
                         device=device, progress=progress)
-    return CheckpointSynthesis(result=result, unit_ids=unit_ids, baseline_hz=baseline, scale_hz=scale)
+    result.extra.update(contrast_bound=bound, min_heldout_r=min_heldout_r,
+                        skipped_units=[{"unit_id": u, "heldout_r": v} for u, v in skipped])
+    return CheckpointSynthesis(result=result, unit_ids=unit_ids, baseline_hz=baseline, scale_hz=scale,
+                               skipped=skipped, contrast=bound)

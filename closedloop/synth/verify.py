@@ -47,7 +47,8 @@ def ground_truth_report(archive: Path, checkpoint, graded: SynthesisResult, maxe
         median per-unit correlation of target with true rate, median |truth − target| in units
         of the unit's natural-image range (and the optimiser's own error), the fraction of
         "max" images beating the unit's best natural image, and RF similarity (cosine inside
-        the aperture) of the max image and of p80 − p20 for simple and centre-surround units.
+        the aperture) of the max image and of p80 − p20 for simple and centre-surround units,
+        and for "max" the median of predicted / true rate and of the ensemble's spread.
     """
     from closedloop.data.session import SessionReader
     from closedloop.data.session_format import StimulusKind
@@ -126,6 +127,11 @@ def ground_truth_report(archive: Path, checkpoint, graded: SynthesisResult, maxe
             "max_beats_best_natural": float(np.mean(beats)) if beats.size else float("nan"),
             "max_true_over_best_natural": float(np.median(m_truth[max_rows] / best_natural[m_units[max_rows]]))
             if beats.size else float("nan"),
+            # how far "max" over-promises: the model's prediction over the true rate
+            "max_predicted_over_true": float(np.median(m.achieved_hz[max_rows] / np.maximum(m_truth[max_rows], 1e-9)))
+            if beats.size else float("nan"),
+            "max_spread_hz": float(np.nanmedian(m.spread_hz[max_rows]))
+            if beats.size and m.spread_hz is not None else float("nan"),
             "rf_similarity": rf,
         }
     return out

@@ -27,6 +27,7 @@ def test_fits_both_layouts_in_worker_processes(archives, tiny_config_file, tmp_p
     printed = capsys.readouterr().out
     assert status == 0
     assert "s1" in printed and "01" in printed and "all (unit-weighted)" in printed and "r_linear" in printed
+    assert "r/oracle" in printed  # simulated archives carry their simulator: the truth is scored too
     summary = json.loads((out / "summary.json").read_text())
     assert summary == json.loads((tmp_path / "run.json").read_text())
     assert summary["workers"] == 2 and summary["failed"] == []
@@ -42,6 +43,9 @@ def test_fits_both_layouts_in_worker_processes(archives, tiny_config_file, tmp_p
         assert len(record["cells"]["circular_variance"]) == n_units  # both layouts carry gratings
         assert record["split"]["held_out"] == record["metrics"]["n_images"]
         assert set(record["times_s"]) >= {"load", "cnn_fit", "linear_fit", "total"}
+        assert len(record["metrics"]["units"]["r_oracle"]) == n_units
+        assert record["metrics"]["summary"]["mean_r_oracle"] > 0.5  # the truth predicts its own data
+        assert record["image_statistics"]["rms_contrast_quantiles"]["0.95"] > 0
 
         checkpoint = load_checkpoint(folder / "model.pt", device="cpu")
         dataset = load_dataset(path)

@@ -171,3 +171,25 @@ def test_fig3_rejects_mismatched_cells_and_unwritable_path(tmp_path):
     blocker.write_text("")
     with pytest.raises(DataFileError, match="cannot write the figure"):
         fig3(report, cells.characterise(np.arange(15.0).reshape(5, 3)), blocker / "fig.png")
+
+
+def test_oracle_scores_the_true_rates_the_same_way():
+    signal, trials, pred, _ = simulated(seed=2)
+    report = evaluate(pred, trials, oracle_pred=signal)
+    np.testing.assert_allclose(report.r_oracle, metrics.pearson_r(signal, metrics.trial_means(trials)))
+    s = report.summary
+    assert s["mean_r_over_oracle"] == pytest.approx(np.mean(report.r) / np.mean(report.r_oracle))
+    assert 0.5 < s["mean_r_over_oracle"] < 1.0  # the noisy prediction reaches less than the truth
+    assert "mean_r_over_oracle" not in evaluate(pred, trials).summary
+    back = MetricsReport.from_json(report.to_json())
+    np.testing.assert_allclose(back.r_oracle, report.r_oracle)
+    with pytest.raises(ValueError, match="oracle_pred"):
+        evaluate(pred, trials, oracle_pred=signal[:3])
+
+
+def test_summary_table_shows_r_over_oracle_only_when_some_session_has_one():
+    rows = [SessionRow("sim", 10, 0.6, 0.7, 0.8, 0.1, 0.2, 5.0, 0.75), SessionRow("real", 10, 0.5, 0.6, 0.7, 0.1, 0.2)]
+    lines = summary_table(rows).splitlines()
+    assert lines[0].split()[:5] == ["session", "units", "r", "r/rmax", "r/oracle"]
+    assert lines[2].split()[4] == "0.750" and lines[3].split()[4] == "–"
+    assert "r/oracle" not in summary_table(rows[1:])

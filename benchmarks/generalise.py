@@ -1,0 +1,257 @@
+"""Benchmark: do fitting and synthesis hold on simulated brains they were not tuned on?
+
+Families (scenario files under ``sim/``), each a different V1 model class:
+
+- ``classic``       sim/default.yaml: LN and energy units (simple, complex, centre-surround,
+                    texture, weakly tuned) — what the defaults were tuned on;
+- ``normalisation`` sim/normalisation.yaml: divisive normalisation, tuned surround
+                    suppression, contrast saturation;
+- ``deep``          sim/deep.yaml: units read at three depths of a random 3-layer CNN;
+- ``offset``        sim/offset.yaml: classic units whose RFs sit 0.35–0.7 deg off the
+                    aperture centre, many partly outside it;
+- ``textures``      sim/textures.yaml: classic units shown 1/f noise and dead leaves
+                    next to photographs.
+
+Steps:
+
+1. make (or reuse) one simulated session per family (seed 1);
+2. *choose* a preset on ``--choose-on`` (default classic): fit every ``--candidates``
+   preset there and keep the one with the best mean r/rmax;
+3. *test* it on every family: held-out r, r/rmax, r/oracle (the model's mean r over the
+   mean r of the simulator's exact rates on the same held-out images, scored the same
+   way), the oracle's own r/rmax, and the CNN fit time;
+4. synthesis honesty per family (default synthesis settings: the natural-contrast bound
+   and the 0.3 held-out r threshold): "max" images' median predicted/true rate, the
+   fraction of well-fit units (r/rmax >= 0.8) whose "max" image truly beats their best
+   natural image, true rate of the "max" image over the best natural image, and for
+   percentile targets p20..p80 the median per-unit and the pooled correlation of target
+   with true rate.  A family "saturates" when its units' true rate at their "max" image
+   is within 10 % of their best natural image (median over well-fit units): natural
+   images already drive them near their ceiling, so "max" cannot beat them by much.
+
+Usage::
+
+    nice python benchmarks/generalise.py                       # 2 CPU threads, all families
+    python benchmarks/generalise.py --families normalisation,deep --candidates recommended
+    python benchmarks/generalise.py --device cuda --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+FAMILIES = {
+    "classic": "sim/default.yaml",
+    "normalisation": "sim/normalisation.yaml",
+    "deep": "sim/deep.yaml",
+    "offset": "sim/offset.yaml",
+    "textures": "sim/textures.yaml",
+}
+PERCENTILE_TARGETS = "p20,p35,p50,p65,p80"
+#: A family saturates when the "max" image's true rate is within this factor of the best natural image's.
+SATURATION_RATIO = 1.1
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--families", default=",".join(FAMILIES), help=f"comma list of {', '.join(FAMILIES)}")
+    parser.add_argument("--choose-on", default="classic", help="family the preset is chosen on (default classic)")
+    parser.add_argument("--candidates", default="recommended,kindel2017",
+                        help="presets to choose from (default recommended,kindel2017)")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    parser.add_argument("--units", type=int, default=30, help="units per session (default 30)")
+    parser.add_argument("--images", type=int, default=270, help="natural images per session (default 270)")
+    parser.add_argument("--repeats", type=int, default=20, help="repeats per image (default 20)")
+    parser.add_argument("--synth-steps", type=int, default=300, help="synthesis step cap (default 300)")
+    parser.add_argument("--no-synth", action="store_true", help="skip the synthesis honesty part")
+    parser.add_argument("--disagreement", type=float, default=0.0,
+                        help="synthesis ensemble-disagreement penalty weight (default 0, as synth's default)")
+    parser.add_argument("--contrast-quantile", type=float, default=0.95,
+                        help="contrast bound at this quantile of the fit images' RMS contrast "
+                             "(0.05, 0.25, 0.5, 0.75, 0.95 or 1; default 0.95, as synth's default)")
+    parser.add_argument("--seed", type=int, default=0, help="fit and synthesis seed (default 0)")
+    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "closedloop-bench-generalise",
+                        help="folder for cached archives and fits")
+    parser.add_argument("--json", type=Path, default=None, help="also write the numbers as JSON")
+    args = parser.parse_args(argv)
+    args.family_list = [f.strip() for f in args.families.split(",") if f.strip()]
+    unknown = [f for f in args.family_list + [args.choose_on] if f not in FAMILIES]
+    if unknown:
+        parser.error(f"unknown families {unknown}; choose from {', '.join(FAMILIES)}")
+    return args
+
+
+def archive(family: str, args: argparse.Namespace) -> Path:
+    """One simulated session per family, made once and reused while its spec is unchanged."""
+    from closedloop.sim.archive import ArchiveSpec, make_archive
+
+    folder = args.out / "archives"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{family}.h5"
+    stamp = path.with_suffix(".spec.json")
+    scenario = Path(FAMILIES[family])
+    wanted = json.dumps({"scenario": scenario.read_text(), "units": args.units, "images": args.images,
+                         "repeats": args.repeats})
+    if not (path.exists() and stamp.exists() and stamp.read_text() == wanted):
+        started = time.perf_counter()
+        make_archive(path, ArchiveSpec(layout="session", seed=1, n_units=args.units, n_images=args.images,
+                                       n_repeats=args.repeats, scenario=scenario), overwrite=True)
+        stamp.write_text(wanted)
+        print(f"made {path} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+    return path
+
+
+def fit(path: Path, preset: str, args: argparse.Namespace) -> dict:
+    """Fit ``preset`` to one archive (cached); returns its metrics record and model path."""
+    from closedloop.fitting.model_files import named_config
+    from closedloop.fitting.session import FitSettings, fit_session
+
+    folder = args.out / "fits" / preset
+    name = path.stem
+    metrics_path = folder / name / "metrics.json"
+    stamp = folder / f"{name}.stamp"
+    wanted = (path.with_suffix(".spec.json").read_text() + preset + str(args.seed) + args.device)
+    if not (metrics_path.exists() and stamp.exists() and stamp.read_text() == wanted):
+        fit_session(path, folder, name, FitSettings(config=named_config(preset), device=args.device, seed=args.seed))
+        stamp.write_text(wanted)
+    record = json.loads(metrics_path.read_text())
+    summary = record["metrics"]["summary"]
+    print(f"  {preset} on {name}: r/rmax {summary['mean_r_over_rmax']:.3f}, "
+          f"r/oracle {summary.get('mean_r_over_oracle') or float('nan'):.3f}, "
+          f"CNN fit {record['times_s']['cnn_fit']:.1f} s", file=sys.stderr)
+    return {"record": record, "model": folder / name / "model.pt"}
+
+
+def fit_numbers(record: dict) -> dict:
+    s = record["metrics"]["summary"]
+
+    def number(key: str) -> float:
+        value = s.get(key)
+        return float("nan") if value is None else float(value)
+
+    return {"n_units": int(s["n_units"]), "mean_r": number("mean_r"), "mean_r_over_rmax": number("mean_r_over_rmax"),
+            "mean_r_over_oracle": number("mean_r_over_oracle"), "oracle_r_over_rmax": number("mean_r_oracle_over_rmax"),
+            "mean_rmax": number("mean_rmax"), "cnn_fit_s": float(record["times_s"]["cnn_fit"]),
+            "epochs_run": int(record["epochs_run"])}
+
+
+def honesty(path: Path, model_path: Path, args: argparse.Namespace) -> dict:
+    """Synthesis against the simulator's truth (see module notes)."""
+    from closedloop.errors import ClosedLoopError
+    from closedloop.model.checkpoint import load_checkpoint
+    from closedloop.synth.contrast import default_bound
+    from closedloop.synth.optimise import SynthesisSettings
+    from closedloop.synth.plan import synthesize_from_checkpoint
+    from closedloop.synth.verify import ground_truth_report
+
+    checkpoint = load_checkpoint(model_path, args.device)
+    settings = SynthesisSettings(steps=args.synth_steps, disagreement_weight=args.disagreement)
+    bound = default_bound(checkpoint.metrics.get("image_statistics"), args.contrast_quantile)
+    started = time.perf_counter()
+    try:
+        graded = synthesize_from_checkpoint(checkpoint, "all", PERCENTILE_TARGETS, settings=settings, seed=args.seed,
+                                            contrast=bound)
+        maxed = synthesize_from_checkpoint(checkpoint, "all", "max", settings=settings, seed=args.seed,
+                                           contrast=bound)
+    except ClosedLoopError as error:  # no unit above the held-out r threshold
+        print(f"  no synthesis for {path.stem}: {error}", file=sys.stderr)
+        return {}
+    seconds = time.perf_counter() - started
+    report = ground_truth_report(path, checkpoint, graded.result, maxed.result)
+    well = report["units"]["well-predicted (r/rmax >= 0.8)"]
+    every = report["units"]["all units"]
+    return {
+        "synth_s": seconds, "skipped_units": len(maxed.skipped), "contrast_bound": maxed.contrast["max_contrast"],
+        "n_well_fit": well["n_units"],
+        "max_predicted_over_true": every["max_predicted_over_true"],
+        "max_predicted_over_true_well_fit": well["max_predicted_over_true"],
+        "max_beats_best_natural_well_fit": well["max_beats_best_natural"],
+        "max_true_over_best_natural_well_fit": well["max_true_over_best_natural"],
+        "max_spread_hz": every["max_spread_hz"],
+        "percentile_median_unit_r": every["median_unit_r"], "percentile_pooled_r": every["pooled_r"],
+        "saturates": bool(well["max_true_over_best_natural"] < SATURATION_RATIO),
+        "report": report,
+    }
+
+
+def table(rows: dict[str, dict]) -> str:
+    def f(x: float, digits: int = 3) -> str:
+        return "–" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
+
+    head = (f"{'family':<14}{'units':>6}{'r':>7}{'r/rmax':>8}{'oracle':>8}{'r/oracle':>9}{'fit s':>7}"
+            f"{'max p/t':>9}{'beats':>7}{'max/nat':>8}{'pct r':>7}{'pooled':>8}  saturates")
+    lines = [head, "-" * len(head)]
+    for family, row in rows.items():
+        h = row.get("honesty") or {}
+        beats = h.get("max_beats_best_natural_well_fit", float("nan"))
+        lines.append(
+            f"{family:<14}{row['n_units']:>6}{f(row['mean_r']):>7}{f(row['mean_r_over_rmax']):>8}"
+            f"{f(row['oracle_r_over_rmax']):>8}{f(row['mean_r_over_oracle']):>9}{f(row['cnn_fit_s'], 0):>7}"
+            f"{f(h.get('max_predicted_over_true', float('nan')), 2):>9}"
+            f"{'–' if not np.isfinite(beats) else f'{100 * beats:.0f}%':>7}"
+            f"{f(h.get('max_true_over_best_natural_well_fit', float('nan')), 2):>8}"
+            f"{f(h.get('percentile_median_unit_r', float('nan')), 2):>7}"
+            f"{f(h.get('percentile_pooled_r', float('nan')), 2):>8}"
+            f"  {'' if not h else ('yes' if h['saturates'] else 'no')}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    import torch
+
+    from closedloop.model.device import describe_device, resolve_device
+
+    device = resolve_device(args.device)
+    args.device = str(device)
+    if device.type == "cpu":
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+
+    print(f"choosing among {args.candidates} on {args.choose_on}", file=sys.stderr)
+    tuning = archive(args.choose_on, args)
+    scores = {}
+    for candidate in [c.strip() for c in args.candidates.split(",") if c.strip()]:
+        scores[candidate] = fit_numbers(fit(tuning, candidate, args)["record"])["mean_r_over_rmax"]
+    chosen = max(scores, key=lambda c: scores[c] if np.isfinite(scores[c]) else -np.inf)
+    print(f"chose {chosen} (r/rmax on {args.choose_on}: "
+          + ", ".join(f"{c} {v:.3f}" for c, v in scores.items()) + ")", file=sys.stderr)
+
+    rows: dict[str, dict] = {}
+    for family in args.family_list:
+        path = archive(family, args)
+        fitted = fit(path, chosen, args)
+        rows[family] = fit_numbers(fitted["record"])
+        if not args.no_synth:
+            rows[family]["honesty"] = honesty(path, fitted["model"], args)
+
+    print(f"preset chosen on {args.choose_on}: {chosen}; device {describe_device(device)}; "
+          f"{args.units} units x {args.images} images x {args.repeats} repeats per family; "
+          f"synthesis {args.synth_steps} steps, disagreement weight {args.disagreement:g}, contrast bound at the "
+          f"{args.contrast_quantile:g} quantile; {time.perf_counter() - started:.0f} s in all")
+    print(table(rows))
+    print("oracle: r/rmax of the simulator's exact rates; r/oracle: model mean r / oracle mean r; "
+          "max p/t: median predicted/true rate of 'max' images (units above the r threshold); beats: well-fit "
+          "units (r/rmax >= 0.8) whose 'max' image truly beats their best natural image; max/nat: its true rate "
+          "over the best natural image's; pct r: median per-unit r of percentile target vs true rate; pooled: "
+          "the same pooled over units")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"chosen": chosen, "choose_on": args.choose_on, "candidate_scores": scores,
+                   "device": describe_device(device), "families": rows,
+                   "settings": {k: v for k, v in vars(args).items() if k not in ("json", "out")}}
+        args.json.write_text(json.dumps(payload, indent=2, default=lambda o: str(o) if isinstance(o, Path)
+                                        else float(o)) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""Model families of simulated V1: which stimulus-to-drive stage the units have.
+
+- ``classic``: LN and energy units (`closedloop.sim.units`).
+- ``normalisation``: divisive normalisation with tuned surround suppression and
+  contrast saturation (`closedloop.sim.normalisation`).
+- ``deep``: a seeded random multi-layer CNN read out at several depths
+  (`closedloop.sim.deepnet`).
+
+Each stage turns images into a non-negative raw drive per unit; the population's
+calibrated output nonlinearity, time course and spiking are shared by all families.
+A stage has ``raw(images)``, ``receptive_fields()`` and ``localised``.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from closedloop.sim.spec import PopulationSpec
+from closedloop.sim.units import ClassicStage, draw_unit_parameters
+
+
+class DriveStage(Protocol):
+    """Images to non-negative raw drive; see the module notes."""
+
+    localised: np.ndarray
+
+    def raw(self, images: np.ndarray) -> np.ndarray: ...
+
+    def receptive_fields(self) -> np.ndarray: ...
+
+
+def offset_centres(n: int, eccentricity_deg: tuple[float, float], rng: np.random.Generator) -> np.ndarray:
+    """(n, 2) RF centres at uniformly drawn distances from the centre, at random angles."""
+    radius = rng.uniform(*eccentricity_deg, n)
+    angle = rng.uniform(0.0, 2.0 * np.pi, n)
+    return np.column_stack([radius * np.cos(angle), radius * np.sin(angle)])
+
+
+def build_stage(spec: PopulationSpec, types: np.ndarray, centres_deg: np.ndarray, seed: int,
+                rng: np.random.Generator) -> tuple[DriveStage, dict[str, np.ndarray]]:
+    """Draw the family's unit parameters and build its drive stage.
+
+    Returns
+    -------
+    The stage and the per-unit parameters (``x_deg``/``y_deg`` always; NaN where a
+    parameter does not apply).
+    """
+    size, ppd = spec.size_px, float(spec.pixels_per_degree)
+    if spec.family == "deep":
+        from closedloop.sim.deepnet import DeepStage, draw_deep_parameters
+
+        params = {"x_deg": centres_deg[:, 0].copy(), "y_deg": centres_deg[:, 1].copy(),
+                  **draw_deep_parameters(types, rng)}
+        weights_rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
+        return DeepStage(types, params, size, ppd, weights_rng), params
+    params = draw_unit_parameters(types, centres_deg, spec.sf_cpd, rng)
+    if spec.family == "normalisation":
+        from closedloop.sim.normalisation import NormalisationStage, draw_normalisation_parameters
+
+        params.update(draw_normalisation_parameters(len(types), spec.semisaturation_contrast,
+                                                    spec.surround_suppression, rng))
+        return NormalisationStage(types, params, size, ppd), params
+    return ClassicStage(types, params, size, ppd), params

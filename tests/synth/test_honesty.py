@@ -1,0 +1,97 @@
+"""Synthesis that says how sure it is: ensemble spread, natural contrast bound, skipped poorly fitted units."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from closedloop.cli import main
+from closedloop.errors import ClosedLoopError
+from closedloop.model.checkpoint import load_checkpoint
+from closedloop.synth.canvas import Canvas
+from closedloop.synth.contrast import contrast_statistics, default_bound, rms_contrast
+from closedloop.synth.library import read_library
+from closedloop.synth.optimise import SynthesisSettings
+from closedloop.synth.plan import heldout_r, synthesize_from_checkpoint, well_fit
+
+
+def test_rms_contrast_is_measured_inside_the_varying_aperture():
+    rng = np.random.default_rng(0)
+    images = np.full((20, 10, 10), 0.5)
+    images[:, 2:8, 2:8] += rng.normal(0, 0.1, (20, 6, 6))
+    np.testing.assert_allclose(rms_contrast(images), images[:, 2:8, 2:8].std(axis=(1, 2)))
+    stats = contrast_statistics(images)
+    assert default_bound(stats) == pytest.approx(np.quantile(rms_contrast(images), 0.95))
+    assert default_bound({}) is None and default_bound(None) is None
+
+
+def test_well_fit_keeps_units_at_or_above_the_threshold():
+    kept, skipped = well_fit(np.array([0, 1, 2, 3]), np.array([0.5, 0.29, np.nan, 0.3]), 0.3)
+    assert kept.tolist() == [0, 3] and skipped.tolist() == [1, 2]
+    assert well_fit(np.array([1]), None, 0.3)[0].tolist() == [1]
+
+
+def test_images_carry_the_ensemble_spread_and_respect_the_natural_contrast(tiny_checkpoint):
+    model_path, _ = tiny_checkpoint
+    checkpoint = load_checkpoint(model_path, "cpu")
+    unit = int(checkpoint.unit_ids[np.nanargmax(heldout_r(checkpoint.metrics, checkpoint.unit_ids.size))])
+    made = synthesize_from_checkpoint(checkpoint, [unit], "p50,max", settings=SynthesisSettings(steps=40),
+                                      min_heldout_r=None)
+    result = made.result
+    bound = default_bound(checkpoint.metrics["image_statistics"])
+    assert made.contrast["max_contrast"] == pytest.approx(bound) and "natural" in made.contrast["source"]
+    inside = result.canvas.aperture_mask()
+    assert result.images[:, inside].std(axis=1).max() <= bound + 1e-4
+    with torch.no_grad():
+        members = checkpoint.model.forward_members(torch.as_tensor(result.images)).numpy()
+    column = int(np.flatnonzero(checkpoint.unit_ids == unit)[0])
+    np.testing.assert_allclose(result.spread_hz, members[:, :, column].std(axis=0), rtol=1e-4, atol=1e-4)
+    assert np.all(result.spread_hz > 0)  # two members never agree exactly
+    unbounded = synthesize_from_checkpoint(checkpoint, [unit], "max", settings=SynthesisSettings(steps=40),
+                                           min_heldout_r=None, contrast="none")
+    assert unbounded.result.canvas.max_contrast is None
+
+
+def test_the_disagreement_penalty_trades_rate_for_agreement(tiny_checkpoint):
+    model_path, _ = tiny_checkpoint
+    checkpoint = load_checkpoint(model_path, "cpu")
+    units = [int(u) for u in checkpoint.unit_ids]
+    plain = synthesize_from_checkpoint(checkpoint, units, "max", settings=SynthesisSettings(steps=60),
+                                       min_heldout_r=None, seed=1)
+    careful = synthesize_from_checkpoint(checkpoint, units, "max", min_heldout_r=None, seed=1,
+                                         settings=SynthesisSettings(steps=60, disagreement_weight=5.0))
+    assert np.mean(careful.result.spread_hz) < np.mean(plain.result.spread_hz)
+
+
+def test_cli_skips_units_below_the_threshold_and_records_it(tiny_checkpoint, tmp_path, capsys):
+    model_path, _ = tiny_checkpoint
+    checkpoint = load_checkpoint(model_path, "cpu")
+    r = heldout_r(checkpoint.metrics, checkpoint.unit_ids.size)
+    threshold = float(np.nanmedian(r))
+    status = main(["synth", str(model_path), "--targets", "max", "--steps", "10", "--device", "cpu",
+                   "--min-r", str(threshold), "--out", str(tmp_path), "--json", str(tmp_path / "s.json")])
+    printed = capsys.readouterr().out
+    assert status == 0
+    below = checkpoint.unit_ids[~(r >= threshold)]
+    assert below.size >= 1 and all(f"skipped unit {u}: held-out r" in printed for u in below)
+    library = read_library(tmp_path / "library.h5")
+    assert set(library.unit_id.tolist()) == set(checkpoint.unit_ids[r >= threshold].tolist())
+    assert np.all(np.isfinite(library.spread_hz)) and "± sd" in printed
+    extra = json.loads(library.attrs["extra"])
+    assert {row["unit_id"] for row in extra["skipped_units"]} == set(below.tolist())
+    assert json.loads(library.attrs["canvas"])["max_contrast"] == pytest.approx(extra["contrast_bound"]["max_contrast"])
+    summary = json.loads((tmp_path / "s.json").read_text())
+    assert summary["min_heldout_r"] == threshold and len(summary["skipped_units"]) == below.size
+
+
+def test_no_unit_good_enough_is_one_clear_error(tiny_checkpoint, tmp_path, capsys):
+    model_path, _ = tiny_checkpoint
+    assert main(["synth", str(model_path), "--min-r", "0.999", "--out", str(tmp_path)]) == 2
+    assert "no selected unit has a held-out r >= 0.999" in capsys.readouterr().err
+    checkpoint = load_checkpoint(model_path, "cpu")
+    with pytest.raises(ClosedLoopError, match="positive RMS contrast"):
+        synthesize_from_checkpoint(checkpoint, "all", "max", contrast=-1.0, min_heldout_r=None,
+                                   canvas=Canvas.for_preprocessing(checkpoint.preprocessing))
