@@ -10,13 +10,19 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.closedloop-installed
 PSYCHOPY := psychopy==2026.2.5
 
-.PHONY: demo test setup system-deps clean
+.PHONY: demo test lint setup system-deps clean
 
 demo: setup
 	$(VENV)/bin/closedloop demo
 
-test: setup
+test: setup lint
 	$(PY) -m pytest -q
+
+# ruff (lint and format) and mypy, configured in pyproject.toml; also run by pre-commit
+lint: setup
+	$(VENV)/bin/ruff check closedloop tests benchmarks scripts setup.py
+	$(VENV)/bin/ruff format --check closedloop tests benchmarks scripts setup.py
+	$(VENV)/bin/mypy
 
 setup: system-deps $(STAMP)
 
@@ -28,7 +34,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[present,monitor,lsl,scale,test]"
-	# PsychoPy's own dependency list pulls ~1 GB and pins numpy < 2.4 (DESIGN §12):
+	# PsychoPy's own dependency list pulls ~1 GB and pins numpy < 2.4 (docs/methods.md, Installing):
 	# install it alone; the [present] extra above brings what psychopy.visual needs.
 	$(PY) -m pip install --quiet --no-deps $(PSYCHOPY)
 	touch $(STAMP)

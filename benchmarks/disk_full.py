@@ -39,8 +39,14 @@ def grade(folder: Path, result: subprocess.CompletedProcess) -> dict:
 
     session = folder / "s.h5"
     last = (result.stderr.strip().splitlines() or [""])[-1]
-    row = {"rc": result.returncode, "line_ok": "No space left on device" in last and "free on its filesystem" in last,
-           "blocks": None, "bad_data": None, "plain_h5py": None, "journal_ok": None}
+    row = {
+        "rc": result.returncode,
+        "line_ok": "No space left on device" in last and "free on its filesystem" in last,
+        "blocks": None,
+        "bad_data": None,
+        "plain_h5py": None,
+        "journal_ok": None,
+    }
     if session.exists():
         try:
             with SessionReader(session) as reader:
@@ -82,10 +88,30 @@ def main() -> int:
                 subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "bench-disk-full", str(folder)], check=True)
                 try:
                     result = subprocess.run(
-                        [sys.executable, "-m", "tests.faults.disk_filler", "fill", str(folder), where, str(n), "--",
-                         "run", str(protocol), "--rig", "rigs/sim.yaml", "--inproc", "--session",
-                         str(folder / "s.h5")], cwd=REPO, env={**env, "DISK_FILLER_LEAVE": str(leave)},
-                        capture_output=True, text=True, timeout=600, check=False)
+                        [
+                            sys.executable,
+                            "-m",
+                            "tests.faults.disk_filler",
+                            "fill",
+                            str(folder),
+                            where,
+                            str(n),
+                            "--",
+                            "run",
+                            str(protocol),
+                            "--rig",
+                            "rigs/sim.yaml",
+                            "--inproc",
+                            "--session",
+                            str(folder / "s.h5"),
+                        ],
+                        cwd=REPO,
+                        env={**env, "DISK_FILLER_LEAVE": str(leave)},
+                        capture_output=True,
+                        text=True,
+                        timeout=600,
+                        check=False,
+                    )
                     row = {"where": where, "call": n, "leave": leave, **grade(folder, result)}
                 finally:
                     subprocess.run(["umount", "-l", str(folder)], check=False)
@@ -94,12 +120,16 @@ def main() -> int:
     stopped = [r for r in rows if r["rc"] == 2]
     finished = [r for r in rows if r["rc"] == 0]  # the point was never reached, or the write still fitted
     crashed = [r for r in rows if r["rc"] < 0 or r["rc"] not in (0, 2)]
-    print(f"\n{len(rows)} runs: {len(stopped)} stopped with exit 2 ({sum(r['line_ok'] for r in stopped)} with the "
-          f"one-line error naming the free space), {len(finished)} finished (the write fitted), "
-          f"{len(crashed)} crashed or other exit status")
-    print(f"committed blocks with never-written data: {sum(bool(r['bad_data']) for r in rows)}; "
-          f"files plain h5py cannot open: {sum(r['plain_h5py'] is False for r in rows)}; "
-          f"journals not matching the committed blocks: {sum(r['journal_ok'] is False for r in rows)}")
+    print(
+        f"\n{len(rows)} runs: {len(stopped)} stopped with exit 2 ({sum(r['line_ok'] for r in stopped)} with the "
+        f"one-line error naming the free space), {len(finished)} finished (the write fitted), "
+        f"{len(crashed)} crashed or other exit status"
+    )
+    print(
+        f"committed blocks with never-written data: {sum(bool(r['bad_data']) for r in rows)}; "
+        f"files plain h5py cannot open: {sum(r['plain_h5py'] is False for r in rows)}; "
+        f"journals not matching the committed blocks: {sum(r['journal_ok'] is False for r in rows)}"
+    )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
     return 0

@@ -44,14 +44,19 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from faults.archive_corpus import archive_cases
-from faults.config_corpus import corpus_cases, fuzz_cases
-from faults.message_corpus import array_cases, presenter_cases
-from faults.outcomes import Case, Outcome
+from faults.archive_corpus import archive_cases  # noqa: E402 - the corpora live under tests/
+from faults.config_corpus import corpus_cases, fuzz_cases  # noqa: E402 - the corpora live under tests/
+from faults.message_corpus import array_cases, presenter_cases  # noqa: E402 - the corpora live under tests/
+from faults.outcomes import Case, Outcome  # noqa: E402 - the corpora live under tests/
 
 COLUMNS = ("tried", "clear errors", "accepted (valid)", "crashes", "hangs", "silently accepted")
-_KINDS = {"refused": "clear errors", "accepted": "accepted (valid)", "crash": "crashes", "hang": "hangs",
-          "silently_accepted": "silently accepted"}
+_KINDS = {
+    "refused": "clear errors",
+    "accepted": "accepted (valid)",
+    "crash": "crashes",
+    "hang": "hangs",
+    "silently_accepted": "silently accepted",
+}
 
 
 def _run(cases: list[Case], results: list[tuple[Case, Outcome]]) -> None:
@@ -112,17 +117,32 @@ def main(argv: list[str] | None = None) -> int:
     lines, groups = table(results)
     print("\n".join(lines))
     slowest = max(results, key=lambda item: item[1].seconds)
-    print(f"\n{len(results)} inputs in {time.monotonic() - started:.0f} s; slowest: {slowest[0].group} / "
-          f"{slowest[0].name} ({slowest[1].seconds:.2f} s)")
+    print(
+        f"\n{len(results)} inputs in {time.monotonic() - started:.0f} s; slowest: {slowest[0].group} / "
+        f"{slowest[0].name} ({slowest[1].seconds:.2f} s)"
+    )
     bad = [(case, outcome) for case, outcome in results if not outcome.clean]
     for case, outcome in bad:
         print(f"  {outcome.kind}: {case.group} / {case.name}: {outcome.detail[:300]}")
     if args.json is not None:
-        args.json.write_text(json.dumps({
-            "groups": {group: dict(counts) for group, counts in groups.items()},
-            "outcomes": [{"group": c.group, "name": c.name, "kind": o.kind, "seconds": round(o.seconds, 4),
-                          "detail": o.detail[:500]} for c, o in results],
-        }, indent=1))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "groups": {group: dict(counts) for group, counts in groups.items()},
+                    "outcomes": [
+                        {
+                            "group": c.group,
+                            "name": c.name,
+                            "kind": o.kind,
+                            "seconds": round(o.seconds, 4),
+                            "detail": o.detail[:500],
+                        }
+                        for c, o in results
+                    ],
+                },
+                indent=1,
+            )
+        )
     return 1 if bad else 0
 
 

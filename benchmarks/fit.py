@@ -1,4 +1,4 @@
-"""Benchmark: offline fitting of simulated sessions (DESIGN §10, "Fit").
+"""Benchmark: offline fitting of simulated sessions (benchmarks/README.md).
 
 Makes (or reuses) simulated session archives — by default 10 sessions (seeds 1..10) of
 40 units × 270 images × 20 repeats, as in Kindel et al. — fits each with the CNN and
@@ -34,8 +34,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=10, help="simulated sessions, seeds 1..N (default 10)")
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
-    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "closedloop-bench-fit",
-                        help="folder for the cached archives and the fit results")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "closedloop-bench-fit",
+        help="folder for the cached archives and the fit results",
+    )
     choice = parser.add_mutually_exclusive_group()
     choice.add_argument("--preset", default=None, help="named model configuration (default: fit's default)")
     choice.add_argument("--config", type=Path, default=None, help="model configuration YAML")
@@ -58,8 +62,9 @@ def archives(folder: Path, args: argparse.Namespace) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for seed in range(1, args.sessions + 1):
-        spec = ArchiveSpec(layout="session", seed=seed, n_units=args.units, n_images=args.images,
-                           n_repeats=args.repeats)
+        spec = ArchiveSpec(
+            layout="session", seed=seed, n_units=args.units, n_images=args.images, n_repeats=args.repeats
+        )
         path = folder / f"sim{seed:02d}.h5"
         stamp = path.with_suffix(".spec.json")
         wanted = json.dumps({"seed": seed, "units": args.units, "images": args.images, "repeats": args.repeats})
@@ -92,6 +97,7 @@ def warm_up(path: Path, settings, out: Path) -> None:
 
 def pooled(records: list[dict]) -> dict[str, np.ndarray]:
     """Per-unit arrays over all sessions (NaN for undefined values)."""
+
     def column(name: str, source: str = "units") -> np.ndarray:
         values = []
         for record in records:
@@ -141,10 +147,23 @@ def main(argv: list[str] | None = None) -> int:
         record = json.loads((results / path.stem / "metrics.json").read_text())
         records.append(record)
         s = outcome.summary
-        rows.append(SessionRow(path.stem, int(s["n_units"]), s["mean_r"], s["mean_r_over_rmax"], s["mean_cc_norm"],
-                               s["mean_r_linear"], s["frac_within_10pct_rmax"], outcome.times_s["total"]))
-        print(f"[{index}/{len(paths)}] {path.stem}: mean r {s['mean_r']:.3f}, CNN fit "
-              f"{outcome.times_s['cnn_fit']:.1f} s ({record['epochs_run']} epochs)", file=sys.stderr)
+        rows.append(
+            SessionRow(
+                path.stem,
+                int(s["n_units"]),
+                s["mean_r"],
+                s["mean_r_over_rmax"],
+                s["mean_cc_norm"],
+                s["mean_r_linear"],
+                s["frac_within_10pct_rmax"],
+                outcome.times_s["total"],
+            )
+        )
+        print(
+            f"[{index}/{len(paths)}] {path.stem}: mean r {s['mean_r']:.3f}, CNN fit "
+            f"{outcome.times_s['cnn_fit']:.1f} s ({record['epochs_run']} epochs)",
+            file=sys.stderr,
+        )
 
     units = pooled(records)
     reliable = units["reliable"]
@@ -164,16 +183,22 @@ def main(argv: list[str] | None = None) -> int:
         "mean_rmax": nanmean(units["rmax"]),
         "frac_within_10pct_rmax": within_rmax(units["r"], units["rmax"]),
         "groups": {},
-        "cnn_fit_s": {"median": statistics.median(cnn_times), "mean": statistics.fmean(cnn_times),
-                      "min": min(cnn_times), "max": max(cnn_times)},
+        "cnn_fit_s": {
+            "median": statistics.median(cnn_times),
+            "mean": statistics.fmean(cnn_times),
+            "min": min(cnn_times),
+            "max": max(cnn_times),
+        },
         "session_total_s": {"median": statistics.median(total_times), "mean": statistics.fmean(total_times)},
     }
     for group in GROUP_ORDER:
         members = units["groups"] == group
         if members.any():
             numbers["groups"][group] = {
-                "n": int(members.sum()), "mean_r": nanmean(units["r"][members]),
-                "mean_r_linear": nanmean(units["r_linear"][members]), "mean_rmax": nanmean(units["rmax"][members]),
+                "n": int(members.sum()),
+                "mean_r": nanmean(units["r"][members]),
+                "mean_r_linear": nanmean(units["r_linear"][members]),
+                "mean_rmax": nanmean(units["rmax"][members]),
                 "frac_within_10pct_rmax": within_rmax(units["r"][members], units["rmax"][members]),
             }
 
@@ -181,20 +206,28 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"device: {numbers['device']}")
     print(f"{numbers['sessions']} sessions, {numbers['units']} units ({numbers['reliable_units']} reliable)")
-    print(f"mean r            {numbers['mean_r']:.3f}   (linear baseline {numbers['mean_r_linear']:.3f}, "
-          f"rmax {numbers['mean_rmax']:.3f})")
-    print(f"mean r/rmax       {numbers['mean_r_over_rmax']:.3f}   (reliable units "
-          f"{numbers['mean_r_over_rmax_reliable']:.3f})")
+    print(
+        f"mean r            {numbers['mean_r']:.3f}   (linear baseline {numbers['mean_r_linear']:.3f}, "
+        f"rmax {numbers['mean_rmax']:.3f})"
+    )
+    print(
+        f"mean r/rmax       {numbers['mean_r_over_rmax']:.3f}   (reliable units "
+        f"{numbers['mean_r_over_rmax_reliable']:.3f})"
+    )
     print(f"mean CCnorm       {numbers['mean_cc_norm']:.3f}")
     print(f"r >= 0.9 rmax     {100 * numbers['frac_within_10pct_rmax']:.0f}% of units")
     print("by orientation group (circular variance <0.6 selective, >0.75 non-selective):")
     print(f"  {'group':<13}{'n':>5}{'r':>8}{'r_linear':>10}{'rmax':>8}{'≥0.9rmax':>10}")
     for group, g in numbers["groups"].items():
-        print(f"  {group:<13}{g['n']:>5}{g['mean_r']:>8.3f}{g['mean_r_linear']:>10.3f}{g['mean_rmax']:>8.3f}"
-              f"{100 * g['frac_within_10pct_rmax']:>9.0f}%")
+        print(
+            f"  {group:<13}{g['n']:>5}{g['mean_r']:>8.3f}{g['mean_r_linear']:>10.3f}{g['mean_rmax']:>8.3f}"
+            f"{100 * g['frac_within_10pct_rmax']:>9.0f}%"
+        )
     t = numbers["cnn_fit_s"]
-    print(f"time per session: CNN fit median {t['median']:.1f} s (min {t['min']:.1f}, max {t['max']:.1f}); "
-          f"end to end median {numbers['session_total_s']['median']:.1f} s")
+    print(
+        f"time per session: CNN fit median {t['median']:.1f} s (min {t['min']:.1f}, max {t['max']:.1f}); "
+        f"end to end median {numbers['session_total_s']['median']:.1f} s"
+    )
     if args.json:
         args.json.write_text(json.dumps(numbers, indent=2, default=float) + "\n")
     return 0

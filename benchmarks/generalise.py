@@ -63,8 +63,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", default=",".join(FAMILIES), help=f"comma list of {', '.join(FAMILIES)}")
     parser.add_argument("--choose-on", default="classic", help="family the preset is chosen on (default classic)")
-    parser.add_argument("--candidates", default="recommended,kindel2017",
-                        help="presets to choose from (default recommended,kindel2017)")
+    parser.add_argument(
+        "--candidates", default="recommended,kindel2017", help="presets to choose from (default recommended,kindel2017)"
+    )
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     parser.add_argument("--units", type=int, default=30, help="units per session (default 30)")
@@ -72,14 +73,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=20, help="repeats per image (default 20)")
     parser.add_argument("--synth-steps", type=int, default=300, help="synthesis step cap (default 300)")
     parser.add_argument("--no-synth", action="store_true", help="skip the synthesis honesty part")
-    parser.add_argument("--disagreement", type=float, default=0.0,
-                        help="synthesis ensemble-disagreement penalty weight (default 0, as synth's default)")
-    parser.add_argument("--contrast-quantile", type=float, default=0.95,
-                        help="contrast bound at this quantile of the fit images' RMS contrast "
-                             "(0.05, 0.25, 0.5, 0.75, 0.95 or 1; default 0.95, as synth's default)")
+    parser.add_argument(
+        "--disagreement",
+        type=float,
+        default=0.0,
+        help="synthesis ensemble-disagreement penalty weight (default 0, as synth's default)",
+    )
+    parser.add_argument(
+        "--contrast-quantile",
+        type=float,
+        default=0.95,
+        help="contrast bound at this quantile of the fit images' RMS contrast "
+        "(0.05, 0.25, 0.5, 0.75, 0.95 or 1; default 0.95, as synth's default)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="fit and synthesis seed (default 0)")
-    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "closedloop-bench-generalise",
-                        help="folder for cached archives and fits")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "closedloop-bench-generalise",
+        help="folder for cached archives and fits",
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers as JSON")
     args = parser.parse_args(argv)
     args.family_list = [f.strip() for f in args.families.split(",") if f.strip()]
@@ -98,12 +111,23 @@ def archive(family: str, args: argparse.Namespace) -> Path:
     path = folder / f"{family}.h5"
     stamp = path.with_suffix(".spec.json")
     scenario = Path(FAMILIES[family])
-    wanted = json.dumps({"scenario": scenario.read_text(), "units": args.units, "images": args.images,
-                         "repeats": args.repeats})
+    wanted = json.dumps(
+        {"scenario": scenario.read_text(), "units": args.units, "images": args.images, "repeats": args.repeats}
+    )
     if not (path.exists() and stamp.exists() and stamp.read_text() == wanted):
         started = time.perf_counter()
-        make_archive(path, ArchiveSpec(layout="session", seed=1, n_units=args.units, n_images=args.images,
-                                       n_repeats=args.repeats, scenario=scenario), overwrite=True)
+        make_archive(
+            path,
+            ArchiveSpec(
+                layout="session",
+                seed=1,
+                n_units=args.units,
+                n_images=args.images,
+                n_repeats=args.repeats,
+                scenario=scenario,
+            ),
+            overwrite=True,
+        )
         stamp.write_text(wanted)
         print(f"made {path} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return path
@@ -118,15 +142,18 @@ def fit(path: Path, preset: str, args: argparse.Namespace) -> dict:
     name = path.stem
     metrics_path = folder / name / "metrics.json"
     stamp = folder / f"{name}.stamp"
-    wanted = (path.with_suffix(".spec.json").read_text() + preset + str(args.seed) + args.device)
+    wanted = path.with_suffix(".spec.json").read_text() + preset + str(args.seed) + args.device
     if not (metrics_path.exists() and stamp.exists() and stamp.read_text() == wanted):
         fit_session(path, folder, name, FitSettings(config=named_config(preset), device=args.device, seed=args.seed))
         stamp.write_text(wanted)
     record = json.loads(metrics_path.read_text())
     summary = record["metrics"]["summary"]
-    print(f"  {preset} on {name}: r/rmax {summary['mean_r_over_rmax']:.3f}, "
-          f"r/oracle {summary.get('mean_r_over_oracle') or float('nan'):.3f}, "
-          f"CNN fit {record['times_s']['cnn_fit']:.1f} s", file=sys.stderr)
+    print(
+        f"  {preset} on {name}: r/rmax {summary['mean_r_over_rmax']:.3f}, "
+        f"r/oracle {summary.get('mean_r_over_oracle') or float('nan'):.3f}, "
+        f"CNN fit {record['times_s']['cnn_fit']:.1f} s",
+        file=sys.stderr,
+    )
     return {"record": record, "model": folder / name / "model.pt"}
 
 
@@ -137,10 +164,16 @@ def fit_numbers(record: dict) -> dict:
         value = s.get(key)
         return float("nan") if value is None else float(value)
 
-    return {"n_units": int(s["n_units"]), "mean_r": number("mean_r"), "mean_r_over_rmax": number("mean_r_over_rmax"),
-            "mean_r_over_oracle": number("mean_r_over_oracle"), "oracle_r_over_rmax": number("mean_r_oracle_over_rmax"),
-            "mean_rmax": number("mean_rmax"), "cnn_fit_s": float(record["times_s"]["cnn_fit"]),
-            "epochs_run": int(record["epochs_run"])}
+    return {
+        "n_units": int(s["n_units"]),
+        "mean_r": number("mean_r"),
+        "mean_r_over_rmax": number("mean_r_over_rmax"),
+        "mean_r_over_oracle": number("mean_r_over_oracle"),
+        "oracle_r_over_rmax": number("mean_r_oracle_over_rmax"),
+        "mean_rmax": number("mean_rmax"),
+        "cnn_fit_s": float(record["times_s"]["cnn_fit"]),
+        "epochs_run": int(record["epochs_run"]),
+    }
 
 
 def honesty(path: Path, model_path: Path, args: argparse.Namespace) -> dict:
@@ -157,10 +190,10 @@ def honesty(path: Path, model_path: Path, args: argparse.Namespace) -> dict:
     bound = default_bound(checkpoint.metrics.get("image_statistics"), args.contrast_quantile)
     started = time.perf_counter()
     try:
-        graded = synthesize_from_checkpoint(checkpoint, "all", PERCENTILE_TARGETS, settings=settings, seed=args.seed,
-                                            contrast=bound)
-        maxed = synthesize_from_checkpoint(checkpoint, "all", "max", settings=settings, seed=args.seed,
-                                           contrast=bound)
+        graded = synthesize_from_checkpoint(
+            checkpoint, "all", PERCENTILE_TARGETS, settings=settings, seed=args.seed, contrast=bound
+        )
+        maxed = synthesize_from_checkpoint(checkpoint, "all", "max", settings=settings, seed=args.seed, contrast=bound)
     except ClosedLoopError as error:  # no unit above the held-out r threshold
         print(f"  no synthesis for {path.stem}: {error}", file=sys.stderr)
         return {}
@@ -169,14 +202,17 @@ def honesty(path: Path, model_path: Path, args: argparse.Namespace) -> dict:
     well = report["units"]["well-predicted (r/rmax >= 0.8)"]
     every = report["units"]["all units"]
     return {
-        "synth_s": seconds, "skipped_units": len(maxed.skipped), "contrast_bound": maxed.contrast["max_contrast"],
+        "synth_s": seconds,
+        "skipped_units": len(maxed.skipped),
+        "contrast_bound": maxed.contrast["max_contrast"],
         "n_well_fit": well["n_units"],
         "max_predicted_over_true": every["max_predicted_over_true"],
         "max_predicted_over_true_well_fit": well["max_predicted_over_true"],
         "max_beats_best_natural_well_fit": well["max_beats_best_natural"],
         "max_true_over_best_natural_well_fit": well["max_true_over_best_natural"],
         "max_spread_hz": every["max_spread_hz"],
-        "percentile_median_unit_r": every["median_unit_r"], "percentile_pooled_r": every["pooled_r"],
+        "percentile_median_unit_r": every["median_unit_r"],
+        "percentile_pooled_r": every["pooled_r"],
         "saturates": bool(well["max_true_over_best_natural"] < SATURATION_RATIO),
         "report": report,
     }
@@ -186,8 +222,10 @@ def table(rows: dict[str, dict]) -> str:
     def f(x: float, digits: int = 3) -> str:
         return "–" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
 
-    head = (f"{'family':<14}{'units':>6}{'r':>7}{'r/rmax':>8}{'oracle':>8}{'r/oracle':>9}{'fit s':>7}"
-            f"{'max p/t':>9}{'beats':>7}{'max/nat':>8}{'pct r':>7}{'pooled':>8}  saturates")
+    head = (
+        f"{'family':<14}{'units':>6}{'r':>7}{'r/rmax':>8}{'oracle':>8}{'r/oracle':>9}{'fit s':>7}"
+        f"{'max p/t':>9}{'beats':>7}{'max/nat':>8}{'pct r':>7}{'pooled':>8}  saturates"
+    )
     lines = [head, "-" * len(head)]
     for family, row in rows.items():
         h = row.get("honesty") or {}
@@ -200,7 +238,8 @@ def table(rows: dict[str, dict]) -> str:
             f"{f(h.get('max_true_over_best_natural_well_fit', float('nan')), 2):>8}"
             f"{f(h.get('percentile_median_unit_r', float('nan')), 2):>7}"
             f"{f(h.get('percentile_pooled_r', float('nan')), 2):>8}"
-            f"  {'' if not h else ('yes' if h['saturates'] else 'no')}")
+            f"  {'' if not h else ('yes' if h['saturates'] else 'no')}"
+        )
     return "\n".join(lines)
 
 
@@ -222,8 +261,10 @@ def main(argv: list[str] | None = None) -> int:
     for candidate in [c.strip() for c in args.candidates.split(",") if c.strip()]:
         scores[candidate] = fit_numbers(fit(tuning, candidate, args)["record"])["mean_r_over_rmax"]
     chosen = max(scores, key=lambda c: scores[c] if np.isfinite(scores[c]) else -np.inf)
-    print(f"chose {chosen} (r/rmax on {args.choose_on}: "
-          + ", ".join(f"{c} {v:.3f}" for c, v in scores.items()) + ")", file=sys.stderr)
+    print(
+        f"chose {chosen} (r/rmax on {args.choose_on}: " + ", ".join(f"{c} {v:.3f}" for c, v in scores.items()) + ")",
+        file=sys.stderr,
+    )
 
     rows: dict[str, dict] = {}
     for family in args.family_list:
@@ -233,23 +274,33 @@ def main(argv: list[str] | None = None) -> int:
         if not args.no_synth:
             rows[family]["honesty"] = honesty(path, fitted["model"], args)
 
-    print(f"preset chosen on {args.choose_on}: {chosen}; device {describe_device(device)}; "
-          f"{args.units} units x {args.images} images x {args.repeats} repeats per family; "
-          f"synthesis {args.synth_steps} steps, disagreement weight {args.disagreement:g}, contrast bound at the "
-          f"{args.contrast_quantile:g} quantile; {time.perf_counter() - started:.0f} s in all")
+    print(
+        f"preset chosen on {args.choose_on}: {chosen}; device {describe_device(device)}; "
+        f"{args.units} units x {args.images} images x {args.repeats} repeats per family; "
+        f"synthesis {args.synth_steps} steps, disagreement weight {args.disagreement:g}, contrast bound at the "
+        f"{args.contrast_quantile:g} quantile; {time.perf_counter() - started:.0f} s in all"
+    )
     print(table(rows))
-    print("oracle: r/rmax of the simulator's exact rates; r/oracle: model mean r / oracle mean r; "
-          "max p/t: median predicted/true rate of 'max' images (units above the r threshold); beats: well-fit "
-          "units (r/rmax >= 0.8) whose 'max' image truly beats their best natural image; max/nat: its true rate "
-          "over the best natural image's; pct r: median per-unit r of percentile target vs true rate; pooled: "
-          "the same pooled over units")
+    print(
+        "oracle: r/rmax of the simulator's exact rates; r/oracle: model mean r / oracle mean r; "
+        "max p/t: median predicted/true rate of 'max' images (units above the r threshold); beats: well-fit "
+        "units (r/rmax >= 0.8) whose 'max' image truly beats their best natural image; max/nat: its true rate "
+        "over the best natural image's; pct r: median per-unit r of percentile target vs true rate; pooled: "
+        "the same pooled over units"
+    )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {"chosen": chosen, "choose_on": args.choose_on, "candidate_scores": scores,
-                   "device": describe_device(device), "families": rows,
-                   "settings": {k: v for k, v in vars(args).items() if k not in ("json", "out")}}
-        args.json.write_text(json.dumps(payload, indent=2, default=lambda o: str(o) if isinstance(o, Path)
-                                        else float(o)) + "\n")
+        payload = {
+            "chosen": chosen,
+            "choose_on": args.choose_on,
+            "candidate_scores": scores,
+            "device": describe_device(device),
+            "families": rows,
+            "settings": {k: v for k, v in vars(args).items() if k not in ("json", "out")},
+        }
+        args.json.write_text(
+            json.dumps(payload, indent=2, default=lambda o: str(o) if isinstance(o, Path) else float(o)) + "\n"
+        )
     return 0
 
 

@@ -18,8 +18,13 @@ import statistics
 import subprocess
 import sys
 
-DEFAULT = ("closedloop.runner.journal", "closedloop.reports.summary", "closedloop.runner.runner",
-           "closedloop.loop.assemble", "closedloop.replay.pipeline")
+DEFAULT = (
+    "closedloop.runner.journal",
+    "closedloop.reports.summary",
+    "closedloop.runner.runner",
+    "closedloop.loop.assemble",
+    "closedloop.replay.pipeline",
+)
 
 _PROBE = """
 import json, sys, time
@@ -37,8 +42,9 @@ def measure(module: str, repeats: int) -> dict:
     """Median import time over ``repeats`` fresh interpreters, and what the import loaded."""
     runs = []
     for _ in range(repeats):
-        out = subprocess.run([sys.executable, "-c", _PROBE.format(module=module)], capture_output=True, text=True,
-                             check=True).stdout
+        out = subprocess.run(
+            [sys.executable, "-c", _PROBE.format(module=module)], capture_output=True, text=True, check=True
+        ).stdout
         runs.append(json.loads(out.strip().splitlines()[-1]))
     return {**runs[-1], "seconds": statistics.median(r["seconds"] for r in runs)}
 
@@ -52,8 +58,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--repeats must be at least 1")
     for module in args.modules:
         result = measure(module, args.repeats)
-        print(f"{module:32s} {result['seconds']:6.2f} s  {result['modules']:3d} closedloop modules  "
-              f"torch {'yes' if result['torch'] else 'no '}  subpackages: {', '.join(result['subpackages'])}")
+        print(
+            f"{module:32s} {result['seconds']:6.2f} s  {result['modules']:3d} closedloop modules  "
+            f"torch {'yes' if result['torch'] else 'no '}  subpackages: {', '.join(result['subpackages'])}"
+        )
     return 0
 
 

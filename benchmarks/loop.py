@@ -1,4 +1,4 @@
-"""Benchmark: the closed loop in simulation — turnaround, control accuracy, presenter frames (DESIGN §10).
+"""Benchmark: the closed loop in simulation — turnaround, control accuracy, presenter frames (benchmarks/README.md).
 
 Runs a protocol on a simulated rig as threads of this process: the simulated array, the
 headless presenter, the real model server (`ModelServer`, device ``--device``) and the
@@ -45,22 +45,44 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--device", default="cpu", help="model server device: cpu (default), cuda, cuda:N or auto")
-    parser.add_argument("--protocol", type=Path, default=ROOT / "protocols/fast_loop.yaml",
-                        help="protocol (default protocols/fast_loop.yaml)")
-    parser.add_argument("--rig", type=Path, default=ROOT / "rigs/sim.yaml",
-                        help="simulated rig (default rigs/sim.yaml)")
-    parser.add_argument("--iterations", type=int, default=None,
-                        help="iterations of the protocol's synthesize loop (default: the protocol's)")
+    parser.add_argument(
+        "--protocol",
+        type=Path,
+        default=ROOT / "protocols/fast_loop.yaml",
+        help="protocol (default protocols/fast_loop.yaml)",
+    )
+    parser.add_argument(
+        "--rig", type=Path, default=ROOT / "rigs/sim.yaml", help="simulated rig (default rigs/sim.yaml)"
+    )
+    parser.add_argument(
+        "--iterations",
+        type=int,
+        default=None,
+        help="iterations of the protocol's synthesize loop (default: the protocol's)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    parser.add_argument("--out", type=Path, default=None, help="folder for the session, models and figure "
-                        "(default: a new temporary folder)")
-    parser.add_argument("--no-models", action="store_true", help="do not save model versions (the refit check "
-                        "then has nothing to load; saving costs a little inside each refit)")
-    parser.add_argument("--presenter-stimuli", type=int, default=1000,
-                        help="trials for the presenter measurement (default 1000; 0 skips it)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="folder for the session, models and figure (default: a new temporary folder)",
+    )
+    parser.add_argument(
+        "--no-models",
+        action="store_true",
+        help="do not save model versions (the refit check "
+        "then has nothing to load; saving costs a little inside each refit)",
+    )
+    parser.add_argument(
+        "--presenter-stimuli",
+        type=int,
+        default=1000,
+        help="trials for the presenter measurement (default 1000; 0 skips it)",
+    )
     parser.add_argument("--timeout", type=float, default=1800.0, help="stop the loop after this many seconds")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures as JSON")
     args = parser.parse_args(argv)
@@ -78,8 +100,11 @@ def with_iterations(protocol_path: Path, iterations: int | None, folder: Path) -
     if iterations is None:
         return protocol_path
     data = yaml.safe_load(protocol_path.read_text())
-    loops = [b for b in data.get("blocks", []) if b.get("kind") == "loop"
-             and any(inner.get("kind") == "synthesize" for inner in b.get("blocks", []))]
+    loops = [
+        b
+        for b in data.get("blocks", [])
+        if b.get("kind") == "loop" and any(inner.get("kind") == "synthesize" for inner in b.get("blocks", []))
+    ]
     if not loops:
         raise SystemExit(f"benchmarks/loop.py: {protocol_path} has no loop with a synthesize block")
     loops[-1]["iterations"] = iterations
@@ -110,22 +135,41 @@ def run_loop(args: argparse.Namespace, folder: Path) -> tuple[Any, float, dict]:
         raise SystemExit(f"benchmarks/loop.py: {args.rig} is not a simulated rig (acquisition.kind: sim)")
     endpoints = Endpoints.inproc()
     models = None if args.no_models else folder / "models"
-    settings = ServerSettings.from_configs(rig, protocol, request_endpoint=endpoints.model,
-                                           events_endpoint=endpoints.model_events, out_dir=models,
-                                           device=device)
+    settings = ServerSettings.from_configs(
+        rig,
+        protocol,
+        request_endpoint=endpoints.model,
+        events_endpoint=endpoints.model_events,
+        out_dir=models,
+        device=device,
+    )
     brain = simulated_brain(rig)
     session = folder / "loop.h5"
-    loop = simulated_components(rig, protocol, session, endpoints=endpoints, brain=brain,
-                                model_server=ModelServer("model", settings), overwrite=True)
+    loop = simulated_components(
+        rig,
+        protocol,
+        session,
+        endpoints=endpoints,
+        brain=brain,
+        model_server=ModelServer("model", settings),
+        overwrite=True,
+    )
     started = time.perf_counter()
     outcome = run_until_done(loop, timeout_s=args.timeout)
     seconds = time.perf_counter() - started
     if not loop.runner.finished:
         print(f"warning: the loop did not finish ({outcome.reason}); reporting what was recorded", file=sys.stderr)
     report = loop_report(session, brain, models_dir=models)
-    ran = {"protocol": protocol.name, "protocol_file": str(args.protocol), "rig": rig.name,
-           "device": device, "fit": settings.model.to_dict(), "session": str(session),
-           "finished": bool(loop.runner.finished), "reason": outcome.reason}
+    ran = {
+        "protocol": protocol.name,
+        "protocol_file": str(args.protocol),
+        "rig": rig.name,
+        "device": device,
+        "fit": settings.model.to_dict(),
+        "session": str(session),
+        "finished": bool(loop.runner.finished),
+        "reason": outcome.reason,
+    }
     return report, seconds, ran
 
 
@@ -142,8 +186,11 @@ def turnaround_stats(report) -> dict[str, Any]:
         for part in parts:
             values = np.asarray([getattr(t, part) for t in chosen], dtype=np.float64)
             values = values[np.isfinite(values)]
-            stats[part] = {"median_s": float(np.median(values)) if values.size else None,
-                           "max_s": float(values.max()) if values.size else None, "n": int(values.size)}
+            stats[part] = {
+                "median_s": float(np.median(values)) if values.size else None,
+                "max_s": float(values.max()) if values.size else None,
+                "n": int(values.size),
+            }
         out[label] = stats
     return out
 
@@ -159,13 +206,24 @@ def presenter_frames(args: argparse.Namespace, protocol: Path) -> dict[str, Any]
         return {"skipped": f"no display and no xvfb-run ({problem})"}
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "presenter.json"
-        command = [sys.executable, str(ROOT / "benchmarks/presenter.py"), "--rig", str(args.rig), "--protocol",
-                   str(protocol), "--stimuli", str(args.presenter_stimuli), "--json", str(out)]
+        command = [
+            sys.executable,
+            str(ROOT / "benchmarks/presenter.py"),
+            "--rig",
+            str(args.rig),
+            "--protocol",
+            str(protocol),
+            "--stimuli",
+            str(args.presenter_stimuli),
+            "--json",
+            str(out),
+        ]
         done = subprocess.run(command, capture_output=True, text=True)
         if done.returncode != 0 or not out.is_file():
             lines = (done.stderr or done.stdout).strip().splitlines()
-            return {"skipped": f"benchmarks/presenter.py failed ({done.returncode}): "
-                               f"{lines[-1] if lines else 'no output'}"}
+            return {
+                "skipped": f"benchmarks/presenter.py failed ({done.returncode}): {lines[-1] if lines else 'no output'}"
+            }
         return json.loads(out.read_text())["results"][0]
 
 
@@ -178,33 +236,43 @@ def _n(value, digits: int = 2) -> str:
 
 
 def print_loop(report, seconds: float, ran: dict, stats: dict, load: tuple[float, float]) -> None:
-    print(f"closed loop: protocol {ran['protocol']} on {ran['rig']}, model server on {ran['device']}; "
-          f"{len(report.iterations)} iterations in {seconds:.1f} s (load average {load[0]:.1f} before, "
-          f"{load[1]:.1f} after; {os.cpu_count()} CPUs)")
-    print(f"{'iter':>4} {'model':>5} {'turn s':>6} {'extract':>7} {'refit':>6} {'synth':>6} {'other':>6} | "
-          f"{'r meas':>6} {'err %':>5} {'r true':>6} {'err %':>5} | {'max/best':>8} {'true':>5} | "
-          f"{'model r':>7} {'refit r':>7}")
+    print(
+        f"closed loop: protocol {ran['protocol']} on {ran['rig']}, model server on {ran['device']}; "
+        f"{len(report.iterations)} iterations in {seconds:.1f} s (load average {load[0]:.1f} before, "
+        f"{load[1]:.1f} after; {os.cpu_count()} CPUs)"
+    )
+    print(
+        f"{'iter':>4} {'model':>5} {'turn s':>6} {'extract':>7} {'refit':>6} {'synth':>6} {'other':>6} | "
+        f"{'r meas':>6} {'err %':>5} {'r true':>6} {'err %':>5} | {'max/best':>8} {'true':>5} | "
+        f"{'model r':>7} {'refit r':>7}"
+    )
     for it in report.iterations:
         t, s = it.turnaround, it.summary
         version = it.model_before.version if it.model_before else 0
         total = _s(t.total) if t.is_loop else f"({t.n_fits}f)".rjust(6)  # warm-up refits in between
-        print(f"{it.number:>4} {'v' + str(version):>5} {total} {_s(t.extraction):>7} {_s(t.refit)} "
-              f"{_s(t.synthesis)} {_s(t.other)} | {_n(s['r_target_measured']):>6} {_n(s['error_measured_pct'], 0):>5} "
-              f"{_n(s['r_target_true']):>6} {_n(s['error_true_pct'], 0):>5} | "
-              f"{_n(s['max_measured_over_best_natural']):>8} {_n(s['max_true_over_best_natural']):>5} | "
-              f"{_n(s['r_predicted_before']):>7} {_n(s['r_predicted_after']):>7}")
+        print(
+            f"{it.number:>4} {'v' + str(version):>5} {total} {_s(t.extraction):>7} {_s(t.refit)} "
+            f"{_s(t.synthesis)} {_s(t.other)} | {_n(s['r_target_measured']):>6} {_n(s['error_measured_pct'], 0):>5} "
+            f"{_n(s['r_target_true']):>6} {_n(s['error_true_pct'], 0):>5} | "
+            f"{_n(s['max_measured_over_best_natural']):>8} {_n(s['max_true_over_best_natural']):>5} | "
+            f"{_n(s['r_predicted_before']):>7} {_n(s['r_predicted_after']):>7}"
+        )
     for label, name in (("all", "all iterations"), ("after_first", "after the first")):
         part = stats[label]
         if part["total"]["n"]:
-            print(f"turnaround, {name}: median {part['total']['median_s']:.3f} s, max {part['total']['max_s']:.3f} s "
-                  f"(refit median {_n(part['refit']['median_s'], 3)} s, synthesis median "
-                  f"{_n(part['synthesis']['median_s'], 3)} s, extraction median "
-                  f"{_n(part['extraction']['median_s'], 3)} s)")
-    print("columns: turn s = turnaround ((Nf): N refits in between, a warm-up, left out); r meas / r true = "
-          "r(target, measured / true rate) over graded images; err % = median |rate - "
-          "target| as % of the unit's natural-image range; max/best = 'max' images' rate / best natural image's "
-          "(measured, true); model r / refit r = r(prediction, measured) on the iteration's images for the model "
-          "that made them and the refit after their responses")
+            print(
+                f"turnaround, {name}: median {part['total']['median_s']:.3f} s, max {part['total']['max_s']:.3f} s "
+                f"(refit median {_n(part['refit']['median_s'], 3)} s, synthesis median "
+                f"{_n(part['synthesis']['median_s'], 3)} s, extraction median "
+                f"{_n(part['extraction']['median_s'], 3)} s)"
+            )
+    print(
+        "columns: turn s = turnaround ((Nf): N refits in between, a warm-up, left out); r meas / r true = "
+        "r(target, measured / true rate) over graded images; err % = median |rate - "
+        "target| as % of the unit's natural-image range; max/best = 'max' images' rate / best natural image's "
+        "(measured, true); model r / refit r = r(prediction, measured) on the iteration's images for the model "
+        "that made them and the refit after their responses"
+    )
     for note in report.notes:
         print(f"note: {note}")
 
@@ -213,11 +281,13 @@ def print_presenter(result: dict) -> None:
     if "skipped" in result:
         print(f"presenter: skipped: {result['skipped']}")
         return
-    print(f"presenter ({result['pacing']} pacing, {result['renderer']}): {result['stimuli']} stimuli "
-          f"{result['frames_on']}/{result['frames_off']} frames at {result['refresh_hz']:g} Hz; frame interval mean "
-          f"{result['interval_mean_ms']:.2f} ms, sd {result['interval_sd_ms']:.2f}, "
-          f"p99 {result['interval_p99_ms']:.2f}, max {result['interval_max_ms']:.1f} ms; dropped frames "
-          f"{result['dropped_frames']} ({result['trials_with_drops']} trials)")
+    print(
+        f"presenter ({result['pacing']} pacing, {result['renderer']}): {result['stimuli']} stimuli "
+        f"{result['frames_on']}/{result['frames_off']} frames at {result['refresh_hz']:g} Hz; frame interval mean "
+        f"{result['interval_mean_ms']:.2f} ms, sd {result['interval_sd_ms']:.2f}, "
+        f"p99 {result['interval_p99_ms']:.2f}, max {result['interval_max_ms']:.1f} ms; dropped frames "
+        f"{result['dropped_frames']} ({result['trials_with_drops']} trials)"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -241,9 +311,16 @@ def main(argv: list[str] | None = None) -> int:
     presenter = presenter_frames(args, args.protocol)
     print_presenter(presenter)
     if args.json:
-        figures = {"argv": sys.argv[1:] if argv is None else argv, "ran": ran, "seconds": seconds,
-                   "cpus": os.cpu_count(), "load_average": load, "turnaround": stats, "report": report.to_dict(),
-                   "presenter": presenter}
+        figures = {
+            "argv": sys.argv[1:] if argv is None else argv,
+            "ran": ran,
+            "seconds": seconds,
+            "cpus": os.cpu_count(),
+            "load_average": load,
+            "turnaround": stats,
+            "report": report.to_dict(),
+            "presenter": presenter,
+        }
         args.json.write_text(json.dumps(json_safe(figures), indent=2))
     return 0
 

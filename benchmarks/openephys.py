@@ -55,8 +55,9 @@ def _sender(endpoint: str, rate: float, duration: float, stamp: bool, ready, go,
         while time.monotonic() < due:
             pass
         if stamp or i % 256 == 0:
-            frames = encode_spike(int(time.monotonic() * RATE), RATE, f"Electrode {i % 96 + 1}", 1 + i % 3,
-                                  stream="Rhythm Data")
+            frames = encode_spike(
+                int(time.monotonic() * RATE), RATE, f"Electrode {i % 96 + 1}", 1 + i % 3, stream="Rhythm Data"
+            )
         socket.send_multipart(frames)
     done.put((n, time.monotonic() - start))
     time.sleep(1.0)
@@ -95,9 +96,16 @@ def run_once(rate: float, duration: float, stamp: bool) -> dict:
     finally:
         supervisor.shutdown()
         sender.join(10)
-    return {"rate": rate, "sent": sent, "received": received, "lost": sent - received,
-            "kept_pace": took <= duration * 1.05, "behind_s": behind, "counts": adapter.counts,
-            "delays_ms": 1000 * np.asarray(delays)}
+    return {
+        "rate": rate,
+        "sent": sent,
+        "received": received,
+        "lost": sent - received,
+        "kept_pace": took <= duration * 1.05,
+        "behind_s": behind,
+        "counts": adapter.counts,
+        "delays_ms": 1000 * np.asarray(delays),
+    }
 
 
 def decode_speed(n: int = 50_000) -> float:
@@ -123,9 +131,11 @@ def main() -> None:
         result = run_once(rate, args.duration, stamp=False)
         ok = result["lost"] == 0 and result["kept_pace"] and result["behind_s"] < 0.5
         figures["ladder"].append({k: result[k] for k in ("rate", "sent", "received", "lost", "kept_pace", "behind_s")})
-        print(f"{rate:>8,.0f} events/s: sent {result['sent']}, received {result['received']}, lost "
-              f"{result['lost']}, last one {result['behind_s']:.2f} s after the sender finished"
-              f"{'' if result['kept_pace'] else ', sender could not keep pace'}")
+        print(
+            f"{rate:>8,.0f} events/s: sent {result['sent']}, received {result['received']}, lost "
+            f"{result['lost']}, last one {result['behind_s']:.2f} s after the sender finished"
+            f"{'' if result['kept_pace'] else ', sender could not keep pace'}"
+        )
         if not ok:
             break
         best = rate
@@ -133,11 +143,17 @@ def main() -> None:
     print(f"sustained with none lost: {best:,.0f} events/s")
     latency = run_once(args.latency_rate, args.duration, stamp=True)
     delays = latency["delays_ms"]
-    figures["latency_ms"] = {"p50": float(np.percentile(delays, 50)), "p99": float(np.percentile(delays, 99)),
-                             "max": float(delays.max()), "n": int(delays.size)}
-    print(f"spike sample number -> runner has it, at {args.latency_rate:g} events/s: p50 "
-          f"{figures['latency_ms']['p50']:.2f} ms, p99 {figures['latency_ms']['p99']:.2f} ms, max "
-          f"{figures['latency_ms']['max']:.2f} ms ({delays.size} spikes)")
+    figures["latency_ms"] = {
+        "p50": float(np.percentile(delays, 50)),
+        "p99": float(np.percentile(delays, 99)),
+        "max": float(delays.max()),
+        "n": int(delays.size),
+    }
+    print(
+        f"spike sample number -> runner has it, at {args.latency_rate:g} events/s: p50 "
+        f"{figures['latency_ms']['p50']:.2f} ms, p99 {figures['latency_ms']['p99']:.2f} ms, max "
+        f"{figures['latency_ms']['max']:.2f} ms ({delays.size} spikes)"
+    )
     if args.json is not None:
         args.json.write_text(json.dumps(figures, indent=2))
 

@@ -65,31 +65,43 @@ def make_archives(args: argparse.Namespace) -> list[Path]:
     for seed in range(1, max(args.sessions, 1) + 1):
         path = folder / f"s{seed:02d}.h5"
         if not path.exists():
-            make_archive(path, ArchiveSpec(layout="session", seed=seed, n_units=args.units, n_images=args.images,
-                                           n_repeats=args.repeats))
+            make_archive(
+                path,
+                ArchiveSpec(
+                    layout="session", seed=seed, n_units=args.units, n_images=args.images, n_repeats=args.repeats
+                ),
+            )
         paths.append(path)
     return paths
 
 
 def model_yaml(args: argparse.Namespace) -> Path:
     path = args.out / "model.yaml"
-    path.write_text(f"model:\n  architecture: kindel2017\n  max_epochs: {args.epochs}\n  patience: 10\n"
-                    "  stop_check_every: 5\n")
+    path.write_text(
+        f"model:\n  architecture: kindel2017\n  max_epochs: {args.epochs}\n  patience: 10\n  stop_check_every: 5\n"
+    )
     return path
 
 
 def space_yaml(args: argparse.Namespace) -> Path:
     """Small networks only (the default space's widest trials take minutes each on 2 loaded cores)."""
     path = args.out / "space.yaml"
-    path.write_text("layers: [1, 2]\nfilters: [4, 8]\nkernels: [3, 5, 7]\npooling: [[2, 2], [3, 2]]\n"
-                    "dense_units: [16, 32, 64]\ndropout_keep: [0.5, 0.9]\nlearning_rate: [1.0e-3, 1.0e-2]\n")
+    path.write_text(
+        "layers: [1, 2]\nfilters: [4, 8]\nkernels: [3, 5, 7]\npooling: [[2, 2], [3, 2]]\n"
+        "dense_units: [16, 32, 64]\ndropout_keep: [0.5, 0.9]\nlearning_rate: [1.0e-3, 1.0e-2]\n"
+    )
     return path
 
 
 def timed_fit(argv: list[str], env: dict) -> float:
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "closedloop.cli", "fit", *argv, "--no-progress"], env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "closedloop.cli", "fit", *argv, "--no-progress"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"fit failed ({done.returncode}): {done.stderr[-2000:]}")
@@ -103,17 +115,30 @@ def start_ray(cpus: int) -> tuple[subprocess.Popen, str, str, float]:
     temp = tempfile.mkdtemp(prefix="clray-")
     env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
     started = time.perf_counter()
-    process = subprocess.Popen([str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={port}",
-                                f"--num-cpus={cpus}", "--num-gpus=0", "--include-dashboard=false",
-                                f"--temp-dir={temp}", "--block"], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL, start_new_session=True)
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "ray"),
+            "start",
+            "--head",
+            f"--port={port}",
+            f"--num-cpus={cpus}",
+            "--num-gpus=0",
+            "--include-dashboard=false",
+            f"--temp-dir={temp}",
+            "--block",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     while True:
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=1):
                 break
         except OSError:
             if process.poll() is not None:
-                raise SystemExit("ray start failed")
+                raise SystemExit("ray start failed") from None
             time.sleep(0.2)
     return process, f"127.0.0.1:{port}", temp, time.perf_counter() - started
 
@@ -154,8 +179,12 @@ def ray_overhead(address: str, cpus: int) -> dict:
             one_by_one.append(time.perf_counter() - started)
     finally:
         executor.close()
-    return {"empty_task_ms_burst": 1000 * empty, "array_task_ms_burst": 1000 * with_data,
-            "empty_task_ms_round_trip": 1000 * float(np.median(one_by_one)), "cpus": cpus}
+    return {
+        "empty_task_ms_burst": 1000 * empty,
+        "array_task_ms_burst": 1000 * with_data,
+        "empty_task_ms_round_trip": 1000 * float(np.median(one_by_one)),
+        "cpus": cpus,
+    }
 
 
 def fused_vs_alone(paths: list[Path], args: argparse.Namespace) -> dict:
@@ -184,8 +213,13 @@ def fused_vs_alone(paths: list[Path], args: argparse.Namespace) -> dict:
     if args.device.startswith("cuda"):
         torch.cuda.synchronize()
     fused = time.perf_counter() - started
-    return {"sessions": len(datasets), "device": args.device, "one_by_one_s": alone, "fused_s": fused,
-            "fused_per_session_s": fused / len(datasets)}
+    return {
+        "sessions": len(datasets),
+        "device": args.device,
+        "one_by_one_s": alone,
+        "fused_s": fused,
+        "fused_per_session_s": fused / len(datasets),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -194,14 +228,35 @@ def main(argv: list[str] | None = None) -> int:
     paths = make_archives(args)
     config = model_yaml(args)
     env = dict(os.environ)
-    figures: dict = {"sizes": {"units": args.units, "images": args.images, "repeats": args.repeats,
-                               "max_epochs": args.epochs, "workers": args.workers, "cores": os.cpu_count()}}
-    print(f"archives: {len(paths)} × {args.units} units × {args.images} images × {args.repeats} repeats; "
-          f"kindel2017, max {args.epochs} epochs; {args.workers} workers / Ray CPUs; {os.cpu_count()} cores")
+    figures: dict = {
+        "sizes": {
+            "units": args.units,
+            "images": args.images,
+            "repeats": args.repeats,
+            "max_epochs": args.epochs,
+            "workers": args.workers,
+            "cores": os.cpu_count(),
+        }
+    }
+    print(
+        f"archives: {len(paths)} × {args.units} units × {args.images} images × {args.repeats} repeats; "
+        f"kindel2017, max {args.epochs} epochs; {args.workers} workers / Ray CPUs; {os.cpu_count()} cores"
+    )
     if not args.skip_executors:
         results = args.out / "results"
-        search = [str(paths[0]), "--config", str(config), "--search", str(args.trials), "--seed", "1",
-                  "--space", str(space_yaml(args)), "--device", "cpu"]
+        search = [
+            str(paths[0]),
+            "--config",
+            str(config),
+            "--search",
+            str(args.trials),
+            "--seed",
+            "1",
+            "--space",
+            str(space_yaml(args)),
+            "--device",
+            "cpu",
+        ]
         fits = [*map(str, paths[: args.sessions]), "--config", str(config), "--seed", "1", "--device", "cpu"]
         for name, argv_ in (("search", search), ("fit", fits)):
             row = {}
@@ -212,28 +267,36 @@ def main(argv: list[str] | None = None) -> int:
             process, address, temp, startup = start_ray(args.workers)
             try:
                 shutil.rmtree(results, ignore_errors=True)
-                row["ray"] = timed_fit([*argv_, "--out", str(results), "--executor", "ray", "--address", address],
-                                       env)
+                row["ray"] = timed_fit([*argv_, "--out", str(results), "--executor", "ray", "--address", address], env)
                 row["ray_start_s"] = startup
-                print(f"{name}: ray ({args.workers} CPUs; ray start took {startup:.1f} s before): "
-                      f"{row['ray']:.1f} s", flush=True)
+                print(
+                    f"{name}: ray ({args.workers} CPUs; ray start took {startup:.1f} s before): {row['ray']:.1f} s",
+                    flush=True,
+                )
                 if name == "fit":
                     figures["ray_overhead"] = ray_overhead(address, args.workers)
                     o = figures["ray_overhead"]
-                    print(f"ray per-task overhead: {o['empty_task_ms_burst']:.2f} ms per empty task in a burst of "
-                          f"200, {o['array_task_ms_burst']:.2f} ms with a 1.2 MB shared array, "
-                          f"{o['empty_task_ms_round_trip']:.1f} ms round trip of one task", flush=True)
+                    print(
+                        f"ray per-task overhead: {o['empty_task_ms_burst']:.2f} ms per empty task in a burst of "
+                        f"200, {o['array_task_ms_burst']:.2f} ms with a 1.2 MB shared array, "
+                        f"{o['empty_task_ms_round_trip']:.1f} ms round trip of one task",
+                        flush=True,
+                    )
             finally:
                 stop_ray(process, temp)
             row["speedup_local"] = row["sequential"] / row["local"]
             row["speedup_ray"] = row["sequential"] / row["ray"]
             figures[name] = row
-            print(f"{name}: speed-up over sequential: local {row['speedup_local']:.2f}×, "
-                  f"ray {row['speedup_ray']:.2f}×", flush=True)
+            print(
+                f"{name}: speed-up over sequential: local {row['speedup_local']:.2f}×, ray {row['speedup_ray']:.2f}×",
+                flush=True,
+            )
     fused = fused_vs_alone(paths, args)
     figures["fused_sessions"] = fused
-    print(f"fused sessions ({fused['sessions']} on {fused['device']}): one by one {fused['one_by_one_s']:.1f} s, "
-          f"fused {fused['fused_s']:.1f} s ({fused['fused_per_session_s']:.2f} s per session)")
+    print(
+        f"fused sessions ({fused['sessions']} on {fused['device']}): one by one {fused['one_by_one_s']:.1f} s, "
+        f"fused {fused['fused_s']:.1f} s ({fused['fused_per_session_s']:.2f} s per session)"
+    )
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
     return 0

@@ -1,4 +1,4 @@
-"""Benchmark: model server latency for Predict and Synthesize, idle and while a refit runs (DESIGN §2).
+"""Benchmark: model server latency for Predict and Synthesize, idle and while a refit runs (docs/architecture.md).
 
 A `ModelServer` runs as a thread component (Supervisor) on tcp loopback; a client in the
 main thread plays the runner.  A simulated V1 population (seed 1) gives the responses:
@@ -58,7 +58,7 @@ def simulate(args: argparse.Namespace):
 
     population = SimulatedV1(n_units=args.units, seed=1)
     images = natural_images(args.images + args.predict, size_px=66, seed=1)
-    fitted, unseen = images[: args.images], images[args.images:]
+    fitted, unseen = images[: args.images], images[args.images :]
     expected = population.expected_rates(fitted)
     counts = np.random.default_rng(1).poisson(np.repeat(expected, args.repeats, axis=0) * 0.05)
     return fitted, unseen, counts / 0.05, population.unit_ids.astype(np.int64)
@@ -69,8 +69,15 @@ def fit_request(block, index, images, rates, unit_ids, repeats):
 
     ids = np.arange(len(images), dtype=np.int64)[index]
     rows = np.concatenate([np.arange(i * repeats, (i + 1) * repeats) for i in ids])
-    return FitRequest(block=block, stimulus_ids=np.repeat(ids, repeats), rates=rates[rows], unit_ids=unit_ids,
-                      image_ids=ids, images=images[index], refit=True)
+    return FitRequest(
+        block=block,
+        stimulus_ids=np.repeat(ids, repeats),
+        rates=rates[rows],
+        unit_ids=unit_ids,
+        image_ids=ids,
+        images=images[index],
+        refit=True,
+    )
 
 
 def wait_for_update(events, version: int, timeout_s: float = 1800):
@@ -100,8 +107,12 @@ def stats(seconds: list[float]) -> dict:
     if not seconds:
         return {"n": 0}
     values = np.asarray(seconds) * 1000
-    return {"n": len(values), "p50_ms": float(np.median(values)), "max_ms": float(values.max()),
-            "min_ms": float(values.min())}
+    return {
+        "n": len(values),
+        "p50_ms": float(np.median(values)),
+        "max_ms": float(values.max()),
+        "min_ms": float(values.min()),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,8 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.ensemble:
         config = config.replace(ensemble_size=args.ensemble)
     fitted, unseen, rates, unit_ids = simulate(args)
-    settings = ServerSettings(request_endpoint=tcp_endpoint(), events_endpoint=tcp_endpoint(), model=config,
-                              device=args.device, seed=1, synthesis_steps=args.steps)
+    settings = ServerSettings(
+        request_endpoint=tcp_endpoint(),
+        events_endpoint=tcp_endpoint(),
+        model=config,
+        device=args.device,
+        seed=1,
+        synthesis_steps=args.steps,
+    )
     server = ModelServer("model", settings)
     supervisor = Supervisor([server], setup_timeout_s=120)
     if not supervisor.start():
@@ -159,34 +176,59 @@ def main(argv: list[str] | None = None) -> int:
         report = supervisor.shutdown()
         client.close()
         events.close()
-    during = {kind: [end - start for k, reply, start, end in answers if k == kind and end < done2
-                     and reply.model_version == 1] for kind in ("predict", "synthesize")}
+    during = {
+        kind: [
+            end - start for k, reply, start, end in answers if k == kind and end < done2 and reply.model_version == 1
+        ]
+        for kind in ("predict", "synthesize")
+    }
     figures = {
-        "device": str(server.device), "threads": args.threads, "load_before": load_before,
+        "device": str(server.device),
+        "threads": args.threads,
+        "load_before": load_before,
         "load_after": os.getloadavg(),
-        "model": {"preset": args.preset, "ensemble": config.ensemble_size, "max_epochs": config.max_epochs,
-                  "patience": config.patience},
-        "data": {"units": args.units, "images_block1": first, "images_block2": args.images - first,
-                 "repeats": args.repeats},
-        "refit_cold_s": cold_s, "refit_warm_s": warm_s,
+        "model": {
+            "preset": args.preset,
+            "ensemble": config.ensemble_size,
+            "max_epochs": config.max_epochs,
+            "patience": config.patience,
+        },
+        "data": {
+            "units": args.units,
+            "images_block1": first,
+            "images_block2": args.images - first,
+            "repeats": args.repeats,
+        },
+        "refit_cold_s": cold_s,
+        "refit_warm_s": warm_s,
         "model_v1": {k: update1.metrics[k] for k in ("r_mean", "r_over_rmax_mean", "epochs_run")},
         "model_v2": {k: update2.metrics[k] for k in ("r_mean", "r_over_rmax_mean", "epochs_run", "warm_start")},
-        "predict_images": len(unseen), "synthesize_images": len(units), "synthesis_steps": args.steps,
-        "predict_idle": stats(idle_predict), "predict_during_refit": stats(during["predict"]),
+        "predict_images": len(unseen),
+        "synthesize_images": len(units),
+        "synthesis_steps": args.steps,
+        "predict_idle": stats(idle_predict),
+        "predict_during_refit": stats(during["predict"]),
         "synthesize_idle_s": idle_synth,
         "synthesize_during_refit_s": during["synthesize"][0] if during["synthesize"] else None,
-        "refit_still_running_after_answers": bool(busy_after), "server_ok": report.ok,
+        "refit_still_running_after_answers": bool(busy_after),
+        "server_ok": report.ok,
     }
-    print(f"model server ({figures['device']}, {args.threads} threads, {config.ensemble_size}-member "
-          f"{args.preset}; load {load_before[0]:.1f} before)")
-    print(f"  refit: cold {cold_s:.1f} s ({first} images), warm {warm_s:.1f} s ({args.images} images); "
-          f"r/rmax {update1.metrics['r_over_rmax_mean']:.3f} -> {update2.metrics['r_over_rmax_mean']:.3f}")
+    print(
+        f"model server ({figures['device']}, {args.threads} threads, {config.ensemble_size}-member "
+        f"{args.preset}; load {load_before[0]:.1f} before)"
+    )
+    print(
+        f"  refit: cold {cold_s:.1f} s ({first} images), warm {warm_s:.1f} s ({args.images} images); "
+        f"r/rmax {update1.metrics['r_over_rmax_mean']:.3f} -> {update2.metrics['r_over_rmax_mean']:.3f}"
+    )
     for phase in ("idle", "during_refit"):
         p = figures[f"predict_{phase}"]
         s = figures[f"synthesize_{phase}_s"]
         text = f"p50 {p['p50_ms']:.0f} ms, max {p['max_ms']:.0f} ms (n={p['n']})" if p["n"] else "no answer in time"
-        print(f"  {phase:>12}: predict {len(unseen)} images {text}; synthesize {len(units)} images "
-              + ("n/a" if s is None else f"{s:.1f} s"))
+        print(
+            f"  {phase:>12}: predict {len(unseen)} images {text}; synthesize {len(units)} images "
+            + ("n/a" if s is None else f"{s:.1f} s")
+        )
     print(json.dumps(figures, indent=2, default=float))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

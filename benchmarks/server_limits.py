@@ -41,8 +41,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--budget", type=float, default=10.0, help="visitors' synthesis budget, s (default 10)")
     parser.add_argument("--flood", type=float, default=3.0, help="seconds of flood (default 3)")
     parser.add_argument("--flooders", type=int, default=4, help="flooding clients without keys (default 4)")
-    parser.add_argument("--max-request-mib", type=int, default=64,
-                        help="the server's request cap (default 64 MiB, the server's default)")
+    parser.add_argument(
+        "--max-request-mib",
+        type=int,
+        default=64,
+        help="the server's request cap (default 64 MiB, the server's default)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     return parser.parse_args(argv)
 
@@ -68,19 +72,31 @@ def main(argv: list[str] | None = None) -> int:
     keys = tempfile.mkdtemp(prefix="closedloop-bench-keys-")
     create_keys(keys)
     use_security(SocketSecurity(load_keys(keys, "runner")))  # this process is the rig's runner
-    config = ModelConfig(core_filters=(4,), core_kernels=(5,), pool_kernel=2, pool_stride=2, dense_units=16,
-                         max_epochs=30, patience=10)
-    settings = ServerSettings(request_endpoint=tcp_endpoint(), events_endpoint=tcp_endpoint(), model=config,
-                              device="cpu", seed=1, session="bench", synthesis_budget_s=args.budget,
-                              max_request_bytes=args.max_request_mib << 20)
+    config = ModelConfig(
+        core_filters=(4,), core_kernels=(5,), pool_kernel=2, pool_stride=2, dense_units=16, max_epochs=30, patience=10
+    )
+    settings = ServerSettings(
+        request_endpoint=tcp_endpoint(),
+        events_endpoint=tcp_endpoint(),
+        model=config,
+        device="cpu",
+        seed=1,
+        session="bench",
+        synthesis_budget_s=args.budget,
+        max_request_bytes=args.max_request_mib << 20,
+    )
     server = ModelServer("model", settings)
     supervisor = Supervisor([server], mode="thread")
     assert supervisor.start()
     figures: dict[str, float] = {}
     runner = RequestClient(server.request_endpoint, source="runner", session="bench")
     events = Subscriber(server.events_endpoint, topics=[ModelUpdated])
-    visitors = [RequestClient(server.request_endpoint, source=f"visitor{i}",
-                              security=SocketSecurity(load_keys(keys, "monitor"))) for i in range(2)]
+    visitors = [
+        RequestClient(
+            server.request_endpoint, source=f"visitor{i}", security=SocketSecurity(load_keys(keys, "monitor"))
+        )
+        for i in range(2)
+    ]
     try:
         rng = np.random.default_rng(0)
         images = np.stack([gaussian_filter(x, 3) for x in rng.standard_normal((60, 66, 66))])
@@ -89,8 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         units = np.arange(8, dtype=np.int64)
         rates = rng.gamma(2, 5, (60, 8)) + images.reshape(60, -1)[:, :8] * 20
         time.sleep(0.5)
-        assert runner.request(FitRequest(block=1, stimulus_ids=ids, rates=rates, unit_ids=units, image_ids=ids,
-                                         images=images), 10_000) is not None
+        assert (
+            runner.request(
+                FitRequest(block=1, stimulus_ids=ids, rates=rates, unit_ids=units, image_ids=ids, images=images), 10_000
+            )
+            is not None
+        )
         assert events.recv(120_000) is not None, "no model"
 
         # 1. liveness beside a big prediction
@@ -104,13 +124,17 @@ def main(argv: list[str] | None = None) -> int:
             assert runner.request(PredictRequest(images=np.zeros((0, 1, 1), np.float32)), 5000) is not None
             pings.append(time.perf_counter() - t0)
             time.sleep(0.02)
-        figures.update(predict_images=args.predict, predict_mib=big.images.nbytes / 2**20,
-                       predict_s=time.perf_counter() - started, pings=len(pings),
-                       ping_p50_ms=1e3 * float(np.median(pings)), ping_max_ms=1e3 * max(pings))
+        figures.update(
+            predict_images=args.predict,
+            predict_mib=big.images.nbytes / 2**20,
+            predict_s=time.perf_counter() - started,
+            pings=len(pings),
+            ping_p50_ms=1e3 * float(np.median(pings)),
+            ping_max_ms=1e3 * max(pings),
+        )
 
         # 2. fairness: a visitor's huge synthesis, the runner's and another visitor's small ones
-        huge = SynthesizeRequest(unit_ids=np.resize(units, args.huge), targets=np.full(args.huge, np.nan),
-                                 steps=10_000)
+        huge = SynthesizeRequest(unit_ids=np.resize(units, args.huge), targets=np.full(args.huge, np.nan), steps=10_000)
         small = SynthesizeRequest(unit_ids=units[:4], targets=np.full(4, np.nan), steps=20)
         started = time.perf_counter()
         visitors[0].send(huge)
@@ -141,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         junk = rng.integers(0, 256, (args.max_request_mib << 20) - 4096, dtype=np.uint8).tobytes()
         context = zmq.Context.instance()
         flooders = []
-        for i in range(args.flooders):
+        for _ in range(args.flooders):
             rogue = context.socket(zmq.DEALER)
             rogue.linger = 0
             PLAIN.apply(rogue, server.request_endpoint, bind=False)
@@ -166,26 +190,34 @@ def main(argv: list[str] | None = None) -> int:
         while server.requests.error_replies < allowed and time.monotonic() < drained:
             peak = max(peak, rss_bytes())
             time.sleep(0.05)
-        figures.update(flood_offered_mib=offered * len(junk) / 2**20, flood_refused=server.requests.refused,
-                       flood_error_replies=server.requests.error_replies,
-                       rss_growth_mib=(peak - before) / 2**20,
-                       bound_mib=settings.memory_bound_bytes(1 + args.flooders) / 2**20,
-                       allowed_key_junk=allowed, ping_after_flood_ms=ping_after_ms)
+        figures.update(
+            flood_offered_mib=offered * len(junk) / 2**20,
+            flood_refused=server.requests.refused,
+            flood_error_replies=server.requests.error_replies,
+            rss_growth_mib=(peak - before) / 2**20,
+            bound_mib=settings.memory_bound_bytes(1 + args.flooders) / 2**20,
+            allowed_key_junk=allowed,
+            ping_after_flood_ms=ping_after_ms,
+        )
         for rogue in flooders:
             rogue.close(0)
     finally:
         for client in (runner, events, *visitors):
             client.close()
         supervisor.shutdown()
-    print(f"liveness: Predict of {figures['predict_images']} images ({figures['predict_mib']:.0f} MiB) took "
-          f"{figures['predict_s']:.2f} s; {figures['pings']} pings meanwhile, p50 {figures['ping_p50_ms']:.1f} ms, "
-          f"max {figures['ping_max_ms']:.1f} ms")
+    print(
+        f"liveness: Predict of {figures['predict_images']} images ({figures['predict_mib']:.0f} MiB) took "
+        f"{figures['predict_s']:.2f} s; {figures['pings']} pings meanwhile, p50 {figures['ping_p50_ms']:.1f} ms, "
+        f"max {figures['ping_max_ms']:.1f} ms"
+    )
     for name in ("runner", "huge visitor", "small visitor"):
         print(f"fairness: {name}: {figures[f'{name} answer']} after {figures[f'{name} answered_s']:.2f} s")
-    print(f"flood: {figures['flood_offered_mib']:.0f} MiB offered; {figures['flood_refused']} connections refused, "
-          f"{figures['flood_error_replies']} Error replies (to {figures['allowed_key_junk']} junk requests from "
-          f"the allowed key); RSS grew {figures['rss_growth_mib']:.0f} MiB "
-          f"(bound {figures['bound_mib']:.0f} MiB); a ping afterwards {figures['ping_after_flood_ms']:.1f} ms")
+    print(
+        f"flood: {figures['flood_offered_mib']:.0f} MiB offered; {figures['flood_refused']} connections refused, "
+        f"{figures['flood_error_replies']} Error replies (to {figures['allowed_key_junk']} junk requests from "
+        f"the allowed key); RSS grew {figures['rss_growth_mib']:.0f} MiB "
+        f"(bound {figures['bound_mib']:.0f} MiB); a ping afterwards {figures['ping_after_flood_ms']:.1f} ms"
+    )
     print(json.dumps(figures, indent=2))
     return 0
 

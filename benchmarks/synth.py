@@ -1,4 +1,4 @@
-"""Benchmark: stimulus synthesis checked against the simulator's ground truth (DESIGN §10, "Synthesis").
+"""Benchmark: stimulus synthesis checked against the simulator's ground truth (benchmarks/README.md).
 
 Makes (or reuses) a simulated session (seed 1, 40 units × 270 images × 20 repeats), fits
 it (or reuses the fit), synthesizes an image for every unit × p20, p35, p50, p65, p80
@@ -40,15 +40,24 @@ PERCENTILE_TARGETS = "p20,p35,p50,p65,p80"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N or auto")
-    parser.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "closedloop-bench-synth",
-                        help="folder for the cached archive, fit and libraries")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "closedloop-bench-synth",
+        help="folder for the cached archive, fit and libraries",
+    )
     choice = parser.add_mutually_exclusive_group()
     choice.add_argument("--preset", default=None, help="model configuration preset (default: fit's default)")
     choice.add_argument("--config", type=Path, default=None, help="model configuration YAML")
-    parser.add_argument("--ensemble", type=int, default=None,
-                        help="ensemble members (default: the configuration's if above 1, else 4)")
-    parser.add_argument("--model", type=Path, default=None,
-                        help="use this checkpoint (a fit of the same simulated session) instead of fitting")
+    parser.add_argument(
+        "--ensemble", type=int, default=None, help="ensemble members (default: the configuration's if above 1, else 4)"
+    )
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="use this checkpoint (a fit of the same simulated session) instead of fitting",
+    )
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     parser.add_argument("--units", type=int, default=40, help="units in the session (default 40)")
     parser.add_argument("--images", type=int, default=270, help="natural images (default 270)")
@@ -78,8 +87,11 @@ def session_archive(folder: Path, args: argparse.Namespace) -> Path:
     wanted = json.dumps({"seed": 1, "units": args.units, "images": args.images, "repeats": args.repeats})
     if not (path.exists() and stamp.exists() and stamp.read_text() == wanted):
         started = time.perf_counter()
-        make_archive(path, ArchiveSpec(layout="session", seed=1, n_units=args.units, n_images=args.images,
-                                       n_repeats=args.repeats), overwrite=True)
+        make_archive(
+            path,
+            ArchiveSpec(layout="session", seed=1, n_units=args.units, n_images=args.images, n_repeats=args.repeats),
+            overwrite=True,
+        )
         stamp.write_text(wanted)
         print(f"made {path} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
     return path
@@ -90,12 +102,17 @@ def fitted_model(archive: Path, folder: Path, args: argparse.Namespace) -> Path:
     from closedloop.fitting.model_files import default_config, load_config_yaml, named_config
     from closedloop.fitting.session import FitSettings, fit_session
 
-    config = load_config_yaml(args.config) if args.config else (
-        named_config(args.preset) if args.preset else default_config())
+    config = (
+        load_config_yaml(args.config)
+        if args.config
+        else (named_config(args.preset) if args.preset else default_config())
+    )
     members = args.ensemble if args.ensemble else (config.ensemble_size if config.ensemble_size > 1 else 4)
     config = config.replace(ensemble_size=members)
-    wanted = json.dumps({"archive": archive.with_suffix(".spec.json").read_text(), "config": config.to_dict(),
-                         "seed": args.seed}, sort_keys=True)
+    wanted = json.dumps(
+        {"archive": archive.with_suffix(".spec.json").read_text(), "config": config.to_dict(), "seed": args.seed},
+        sort_keys=True,
+    )
     model, stamp = folder / "sim01" / "model.pt", folder / "fit.json"
     if args.refit or not (model.exists() and stamp.exists() and stamp.read_text() == wanted):
         started = time.perf_counter()
@@ -118,8 +135,9 @@ def run_synthesis(checkpoint, targets: str, args: argparse.Namespace):
     if targets == "max" and args.max_steps:
         options["steps"] = args.max_steps
     canvas = Canvas.for_preprocessing(checkpoint.preprocessing, max_contrast=args.contrast)
-    return synthesize_from_checkpoint(checkpoint, "all", targets, settings=SynthesisSettings(**options),
-                                      canvas=canvas, seed=args.seed)
+    return synthesize_from_checkpoint(
+        checkpoint, "all", targets, settings=SynthesisSettings(**options), canvas=canvas, seed=args.seed
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -144,31 +162,51 @@ def main(argv: list[str] | None = None) -> int:
     maxed = run_synthesis(checkpoint, "max", args)
     numbers = ground_truth_report(archive, checkpoint, graded.result, maxed.result)
     g, m = graded.result, maxed.result
-    numbers.update({
-        "device": describe_device(device), "members": int(checkpoint.model.n_members),
-        "model": str(model_path), "settings": g.settings.to_dict(), "canvas": g.canvas.to_dict(),
-        "time_percentiles_s": g.seconds, "images_percentiles": len(g.jobs),
-        "converged_fraction": float(np.mean(g.converged)), "median_steps": float(np.median(g.steps)),
-        "time_max_s": m.seconds, "images_max": len(m.jobs),
-    })
-    print(f"synthesis benchmark: {numbers['n_units']} units, {checkpoint.model.n_members}-member ensemble "
-          f"({model_path}), device {numbers['device']}")
-    print(f"  {len(g.jobs)} images ({PERCENTILE_TARGETS}) in {g.seconds:.1f} s; "
-          f"{100 * numbers['converged_fraction']:.0f} % within {args.tolerance:g} Hz of target (model), "
-          f"median {numbers['median_steps']:.0f} steps; {len(m.jobs)} max images in {m.seconds:.1f} s "
-          f"({m.settings.steps} steps)")
+    numbers.update(
+        {
+            "device": describe_device(device),
+            "members": int(checkpoint.model.n_members),
+            "model": str(model_path),
+            "settings": g.settings.to_dict(),
+            "canvas": g.canvas.to_dict(),
+            "time_percentiles_s": g.seconds,
+            "images_percentiles": len(g.jobs),
+            "converged_fraction": float(np.mean(g.converged)),
+            "median_steps": float(np.median(g.steps)),
+            "time_max_s": m.seconds,
+            "images_max": len(m.jobs),
+        }
+    )
+    print(
+        f"synthesis benchmark: {numbers['n_units']} units, {checkpoint.model.n_members}-member ensemble "
+        f"({model_path}), device {numbers['device']}"
+    )
+    print(
+        f"  {len(g.jobs)} images ({PERCENTILE_TARGETS}) in {g.seconds:.1f} s; "
+        f"{100 * numbers['converged_fraction']:.0f} % within {args.tolerance:g} Hz of target (model), "
+        f"median {numbers['median_steps']:.0f} steps; {len(m.jobs)} max images in {m.seconds:.1f} s "
+        f"({m.settings.steps} steps)"
+    )
     for name, row in numbers["units"].items():
         print(f"  {name}: {row['n_units']} units")
-        print(f"    target vs truth r: pooled {row['pooled_r']:.3f}, median per unit {row['median_unit_r']:.3f}; "
-              f"model prediction vs truth r {row['pooled_r_model_vs_truth']:.3f}")
-        print(f"    median |truth - target| / natural range: {row['median_abs_error_over_range']:.3f} "
-              f"(optimiser alone: {row['model_median_abs_error_over_range']:.3f})")
-        print(f"    max beats best natural image: {100 * row['max_beats_best_natural']:.0f} % of units "
-              f"(median truth / best natural {row['max_true_over_best_natural']:.2f})")
+        print(
+            f"    target vs truth r: pooled {row['pooled_r']:.3f}, median per unit {row['median_unit_r']:.3f}; "
+            f"model prediction vs truth r {row['pooled_r_model_vs_truth']:.3f}"
+        )
+        print(
+            f"    median |truth - target| / natural range: {row['median_abs_error_over_range']:.3f} "
+            f"(optimiser alone: {row['model_median_abs_error_over_range']:.3f})"
+        )
+        print(
+            f"    max beats best natural image: {100 * row['max_beats_best_natural']:.0f} % of units "
+            f"(median truth / best natural {row['max_true_over_best_natural']:.2f})"
+        )
         for kind, rf in row["rf_similarity"].items():
             if rf["n"]:
-                print(f"    RF similarity, {kind} ({rf['n']}): max image {rf['max_image']:.2f}, "
-                      f"p80 - p20 {rf['p80_minus_p20']:.2f}")
+                print(
+                    f"    RF similarity, {kind} ({rf['n']}): max image {rf['max_image']:.2f}, "
+                    f"p80 - p20 {rf['p80_minus_p20']:.2f}"
+                )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(numbers, indent=2, default=float) + "\n")

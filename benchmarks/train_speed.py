@@ -83,8 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             label = f"{name} {'graph' if graphs else 'eager'}"
             results[label] = {"seconds": round(seconds, 3), "ms_per_epoch": round(1000 * seconds / args.epochs, 3)}
             per_epoch = results[label]["ms_per_epoch"]
-            print(f"{label:32s} {seconds:7.2f} s for {args.epochs} epochs = {per_epoch:.2f} ms/epoch",
-                  flush=True)
+            print(f"{label:32s} {seconds:7.2f} s for {args.epochs} epochs = {per_epoch:.2f} ms/epoch", flush=True)
     if args.json:
         with open(args.json, "w") as file:
             json.dump({"device": args.device, "epochs": args.epochs, "results": results}, file, indent=2)

@@ -1,4 +1,4 @@
-"""Benchmark: spikes per second with none lost, and latency, between two processes (DESIGN §10).
+"""Benchmark: spikes per second with none lost, and latency, between two processes (benchmarks/README.md).
 
 A publisher process sends `SpikeBatch` messages through `closedloop.transport.Publisher`
 to a subscriber process (`Subscriber`: codec, sequence checks and all), over tcp
@@ -47,8 +47,9 @@ def security(keys: str | None, role: str) -> SocketSecurity:
     return PLAIN if keys is None else SocketSecurity(load_keys(keys, role))
 
 
-def subscriber_main(endpoint: str, ready: Any, go: Any, pub_done: Any, results: Any, latency: bool,
-                    keys: str | None) -> None:
+def subscriber_main(
+    endpoint: str, ready: Any, go: Any, pub_done: Any, results: Any, latency: bool, keys: str | None
+) -> None:
     with Subscriber(endpoint, bind=True, name="bench", security=security(keys, "runner")) as sub:
         ready.set()
         batches = spikes = 0
@@ -73,18 +74,25 @@ def subscriber_main(endpoint: str, ready: Any, go: Any, pub_done: Any, results: 
             if latency:
                 delays.append(now - got.envelope.t_ns)
         stats = sub.stats
-        results.put({"batches": batches, "spikes": spikes, "seconds": (last_ns - first_ns) / 1e9,
-                     "gaps": stats.gaps, "missing": stats.missing, "rejected": stats.rejected,
-                     "delays_ns": delays})
+        results.put(
+            {
+                "batches": batches,
+                "spikes": spikes,
+                "seconds": (last_ns - first_ns) / 1e9,
+                "gaps": stats.gaps,
+                "missing": stats.missing,
+                "rejected": stats.rejected,
+                "delays_ns": delays,
+            }
+        )
 
 
-def publisher_main(endpoint: str, go: Any, results: Any, spikes_per_s: float | None, batch: int,
-                   duration_s: float, keys: str | None) -> None:
+def publisher_main(
+    endpoint: str, go: Any, results: Any, spikes_per_s: float | None, batch: int, duration_s: float, keys: str | None
+) -> None:
     rng = np.random.default_rng(0)
-    message = SpikeBatch(unit_ids=rng.integers(0, 96, batch).astype(np.int32),
-                         times=np.sort(rng.random(batch)) * 1e-3)
-    with Publisher(endpoint, source="bench", bind=False, linger_ms=5000,
-                   security=security(keys, "acquisition")) as pub:
+    message = SpikeBatch(unit_ids=rng.integers(0, 96, batch).astype(np.int32), times=np.sort(rng.random(batch)) * 1e-3)
+    with Publisher(endpoint, source="bench", bind=False, linger_ms=5000, security=security(keys, "acquisition")) as pub:
         while not go.is_set():  # PUB/SUB joins late: wait until a heartbeat got through
             pub.send(Heartbeat(state="warmup"))
             time.sleep(0.002)
@@ -111,8 +119,9 @@ def publisher_main(endpoint: str, go: Any, results: Any, spikes_per_s: float | N
     results.put({"sent": sent, "send_seconds": seconds})
 
 
-def run_once(endpoint: str, spikes_per_s: float | None, batch: int, duration_s: float, latency: bool,
-             keys: str | None = None) -> dict:
+def run_once(
+    endpoint: str, spikes_per_s: float | None, batch: int, duration_s: float, latency: bool, keys: str | None = None
+) -> dict:
     ctx = multiprocessing.get_context("spawn")
     ready, go, pub_done = ctx.Event(), ctx.Event(), ctx.Event()
     sub_results, pub_results = ctx.Queue(), ctx.Queue()
@@ -121,8 +130,7 @@ def run_once(endpoint: str, spikes_per_s: float | None, batch: int, duration_s: 
     if not ready.wait(30):
         sub.kill()
         raise RuntimeError("subscriber process did not start")
-    pub = ctx.Process(target=publisher_main, args=(endpoint, go, pub_results, spikes_per_s, batch, duration_s,
-                                                               keys))
+    pub = ctx.Process(target=publisher_main, args=(endpoint, go, pub_results, spikes_per_s, batch, duration_s, keys))
     pub.start()
     sent = pub_results.get(timeout=duration_s + 60)
     pub.join(30)
@@ -132,16 +140,24 @@ def run_once(endpoint: str, spikes_per_s: float | None, batch: int, duration_s: 
     # Rejected or skipped batches are all missing from "received": count each loss once.
     lost = sent["sent"] - received["batches"]
     row = {
-        "target_spikes_per_s": spikes_per_s, "batch": batch, "sent_batches": sent["sent"],
-        "received_batches": received["batches"], "gaps": received["gaps"], "lost": lost,
+        "target_spikes_per_s": spikes_per_s,
+        "batch": batch,
+        "sent_batches": sent["sent"],
+        "received_batches": received["batches"],
+        "gaps": received["gaps"],
+        "lost": lost,
         "rejected": received["rejected"],
         "sent_spikes_per_s": sent["sent"] * batch / sent["send_seconds"],
         "received_spikes_per_s": received["spikes"] / received["seconds"] if received["seconds"] > 0 else 0.0,
     }
     if latency:
         delays = np.asarray(received["delays_ns"], dtype=np.float64) / 1e6
-        row.update(n=len(delays), p50_ms=float(np.percentile(delays, 50)), p99_ms=float(np.percentile(delays, 99)),
-                   max_ms=float(delays.max()))
+        row.update(
+            n=len(delays),
+            p50_ms=float(np.percentile(delays, 50)),
+            p99_ms=float(np.percentile(delays, 99)),
+            max_ms=float(delays.max()),
+        )
     return row
 
 
@@ -149,17 +165,25 @@ def endpoint_for(transport: str) -> str:
     return random_tcp_endpoint() if transport.startswith("tcp") else ipc_endpoint("bench")
 
 
-def throughput_ladder(transport: str, rates: list[float | None], batch: int, duration_s: float,
-                      keys: str | None) -> list[dict]:
+def throughput_ladder(
+    transport: str, rates: list[float | None], batch: int, duration_s: float, keys: str | None
+) -> list[dict]:
     rows = []
     for rate in rates:
         row = run_once(endpoint_for(transport), rate, batch, duration_s, latency=False, keys=keys)
         kept_pace = rate is None or row["sent_spikes_per_s"] >= 0.95 * rate
-        row.update(transport=transport, kept_pace=kept_pace,
-                   zero_loss=row["lost"] == 0 and row["gaps"] == 0 and row["rejected"] == 0)
+        row.update(
+            transport=transport,
+            kept_pace=kept_pace,
+            zero_loss=row["lost"] == 0 and row["gaps"] == 0 and row["rejected"] == 0,
+        )
         rows.append(row)
-        print(f"  {transport} target {fmt_rate(rate):>8}: received {fmt_rate(row['received_spikes_per_s'])} "
-              f"spikes/s, lost {row['lost']}", file=sys.stderr, flush=True)
+        print(
+            f"  {transport} target {fmt_rate(rate):>8}: received {fmt_rate(row['received_spikes_per_s'])} "
+            f"spikes/s, lost {row['lost']}",
+            file=sys.stderr,
+            flush=True,
+        )
         if not (row["zero_loss"] and kept_pace):
             break
     return rows
@@ -181,8 +205,11 @@ def best_sustained(rows: list[dict]) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--transports", default="tcp,ipc", help="comma-separated: tcp, ipc (default both)")
-    parser.add_argument("--security", default="none,curve",
-                        help="comma-separated: none (plain sockets), curve (CURVE + ZAP); default both")
+    parser.add_argument(
+        "--security",
+        default="none,curve",
+        help="comma-separated: none (plain sockets), curve (CURVE + ZAP); default both",
+    )
     parser.add_argument("--rates", default="1e6,4e6,16e6,max", help="spike-rate ladder; 'max' = unpaced")
     parser.add_argument("--batch", type=int, default=2000, help="spikes per message for throughput (default 2000)")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per run (default 5)")
@@ -193,56 +220,87 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     bases = [t.strip() for t in args.transports.split(",")]
     modes = [m.strip() for m in args.security.split(",")]
-    if any(t not in ("tcp", "ipc") for t in bases) or any(m not in ("none", "curve") for m in modes) \
-            or args.batch < 1 or args.duration <= 0 or args.repeats < 1:
-        parser.error("--transports takes tcp,ipc; --security none,curve; --batch, --duration and --repeats must be "
-                     "positive")
+    if (
+        any(t not in ("tcp", "ipc") for t in bases)
+        or any(m not in ("none", "curve") for m in modes)
+        or args.batch < 1
+        or args.duration <= 0
+        or args.repeats < 1
+    ):
+        parser.error(
+            "--transports takes tcp,ipc; --security none,curve; --batch, --duration and --repeats must be positive"
+        )
     rates = parse_rates(args.rates)
     key_folder = tempfile.mkdtemp(prefix="closedloop-bench-keys-")
     create_keys(key_folder)
-    keys_of = {f"{t}+curve" if m == "curve" else t: (key_folder if m == "curve" else None)
-               for t in bases for m in modes}
+    keys_of = {
+        f"{t}+curve" if m == "curve" else t: (key_folder if m == "curve" else None) for t in bases for m in modes
+    }
     transports = list(keys_of)
 
     runs: dict[str, dict[str, list]] = {t: {"throughput": [], "latency": []} for t in transports}
     for repeat in range(args.repeats):
         for transport in transports:
             print(f"repeat {repeat + 1}/{args.repeats}, {transport}", file=sys.stderr, flush=True)
-            runs[transport]["throughput"].append(throughput_ladder(transport, rates, args.batch, args.duration,
-                                                                   keys_of[transport]))
-            row = run_once(endpoint_for(transport), args.latency_rate * args.latency_batch, args.latency_batch,
-                           args.duration, latency=True, keys=keys_of[transport])
+            runs[transport]["throughput"].append(
+                throughput_ladder(transport, rates, args.batch, args.duration, keys_of[transport])
+            )
+            row = run_once(
+                endpoint_for(transport),
+                args.latency_rate * args.latency_batch,
+                args.latency_batch,
+                args.duration,
+                latency=True,
+                keys=keys_of[transport],
+            )
             row["transport"] = transport
             runs[transport]["latency"].append(row)
 
     summary = []
-    print(f"\nTransport benchmark: best of {args.repeats}; {args.duration:g} s per run; throughput batches of "
-          f"{args.batch} spikes; latency {args.latency_rate:g} msg/s of {args.latency_batch} spikes")
-    print(f"{'transport':<12}{'sustained spikes/s (0 lost)':>29}{'unpaced recv spikes/s':>23}{'unpaced lost':>14}"
-          f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
+    print(
+        f"\nTransport benchmark: best of {args.repeats}; {args.duration:g} s per run; throughput batches of "
+        f"{args.batch} spikes; latency {args.latency_rate:g} msg/s of {args.latency_batch} spikes"
+    )
+    print(
+        f"{'transport':<12}{'sustained spikes/s (0 lost)':>29}{'unpaced recv spikes/s':>23}{'unpaced lost':>14}"
+        f"{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}"
+    )
     for transport in transports:
         ladders = runs[transport]["throughput"]
         sustained = max(best_sustained(ladder) for ladder in ladders)
         unpaced = [r for ladder in ladders for r in ladder if r["target_spikes_per_s"] is None]
         best_unpaced = max(unpaced, key=lambda r: r["received_spikes_per_s"], default=None)
         lat = min(runs[transport]["latency"], key=lambda r: r["p99_ms"])
-        summary.append({"transport": transport, "sustained_spikes_per_s": sustained,
-                        "unpaced_received_spikes_per_s": best_unpaced and best_unpaced["received_spikes_per_s"],
-                        "unpaced_lost": best_unpaced and best_unpaced["lost"], "latency_lost": lat["lost"],
-                        "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"], "max_ms": lat["max_ms"]})
+        summary.append(
+            {
+                "transport": transport,
+                "sustained_spikes_per_s": sustained,
+                "unpaced_received_spikes_per_s": best_unpaced and best_unpaced["received_spikes_per_s"],
+                "unpaced_lost": best_unpaced and best_unpaced["lost"],
+                "latency_lost": lat["lost"],
+                "p50_ms": lat["p50_ms"],
+                "p99_ms": lat["p99_ms"],
+                "max_ms": lat["max_ms"],
+            }
+        )
         unpaced_text = "-" if best_unpaced is None else f"{best_unpaced['received_spikes_per_s'] / 1e6:.1f}M"
         lost_text = "-" if best_unpaced is None else str(best_unpaced["lost"])
-        print(f"{transport:<12}{sustained / 1e6:>28.1f}M{unpaced_text:>23}{lost_text:>14}"
-              f"{lat['p50_ms']:>9.3f}{lat['p99_ms']:>9.3f}{lat['max_ms']:>9.3f}")
+        print(
+            f"{transport:<12}{sustained / 1e6:>28.1f}M{unpaced_text:>23}{lost_text:>14}"
+            f"{lat['p50_ms']:>9.3f}{lat['p99_ms']:>9.3f}{lat['max_ms']:>9.3f}"
+        )
     ok = all(s["sustained_spikes_per_s"] >= GOAL_SPIKES_PER_S and s["p99_ms"] <= GOAL_P99_MS for s in summary)
-    print(f"goals: >= {GOAL_SPIKES_PER_S / 1e6:g}M spikes/s with none lost, p99 <= {GOAL_P99_MS:g} ms: "
-          f"{'met' if ok else 'NOT met'}")
+    print(
+        f"goals: >= {GOAL_SPIKES_PER_S / 1e6:g}M spikes/s with none lost, p99 <= {GOAL_P99_MS:g} ms: "
+        f"{'met' if ok else 'NOT met'}"
+    )
     if args.json:
         for transport in transports:  # keep the JSON small: no raw delays
             for row in runs[transport]["latency"]:
                 row.pop("delays_ns", None)
-        args.json.write_text(json.dumps({"summary": summary, "runs": runs, "args": vars(args) | {"json": str(args.json)}},
-                                        indent=2))
+        args.json.write_text(
+            json.dumps({"summary": summary, "runs": runs, "args": vars(args) | {"json": str(args.json)}}, indent=2)
+        )
     return 0
 
 

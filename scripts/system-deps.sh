@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Xvfb and the GL libraries that PsychoPy's window needs without a display (DESIGN §12).
+# Xvfb and the GL libraries that PsychoPy's window needs without a display (docs/methods.md, Installing).
 # Installs them with apt when run as root; otherwise prints the exact command to run.
 set -euo pipefail
 

@@ -1,4 +1,4 @@
-"""The base every acquisition adapter derives from (DESIGN §2, §4, §5).
+"""The base every acquisition adapter derives from (docs/architecture.md: Components, Messages, Clocks).
 
 A subclass implements one method, `AcquisitionAdapter.acquire`: return what arrived
 (or became due) since the last call as an `Acquired` chunk.  The base class does the
@@ -124,10 +124,21 @@ class AcquisitionAdapter(Component):
         PUB high-water mark in messages.
     """
 
-    def __init__(self, name: str, endpoint: str, *, session: str = "", batch_ms: float = 5.0,
-                 batch_spikes: int = 2000, heartbeat_s: float = 0.5, lossless: bool = False,
-                 lossless_timeout_s: float = 5.0, sndhwm: int = DEFAULT_SNDHWM, bind: bool = True,
-                 wait_for_subscriber_s: float = 0.0):
+    def __init__(
+        self,
+        name: str,
+        endpoint: str,
+        *,
+        session: str = "",
+        batch_ms: float = 5.0,
+        batch_spikes: int = 2000,
+        heartbeat_s: float = 0.5,
+        lossless: bool = False,
+        lossless_timeout_s: float = 5.0,
+        sndhwm: int = DEFAULT_SNDHWM,
+        bind: bool = True,
+        wait_for_subscriber_s: float = 0.0,
+    ):
         super().__init__(name, heartbeat_interval_s=heartbeat_s)
         if batch_ms <= 0 or batch_spikes < 1:
             raise ValueError(f"{name}: batch_ms must be > 0 and batch_spikes >= 1, got {batch_ms}, {batch_spikes}")
@@ -164,8 +175,9 @@ class AcquisitionAdapter(Component):
     # --- the lifecycle ----------------------------------------------------------
 
     def setup(self) -> None:
-        self.publisher = Publisher(self.endpoint, source=self.name, session=self.session, bind=self.bind,
-                                   sndhwm=self.sndhwm)
+        self.publisher = Publisher(
+            self.endpoint, source=self.name, session=self.session, bind=self.bind, sndhwm=self.sndhwm
+        )
         self.endpoint = self.publisher.endpoint  # the port actually bound for tcp://host:*
         if self.lossless:
             self.publisher.socket.setsockopt(zmq.XPUB_NODROP, 1)
@@ -238,8 +250,14 @@ class AcquisitionAdapter(Component):
 
     def _refuse(self, count: int, what: str) -> None:
         self.stats.refused_events += count
-        self._log.warning("refused", "%s: refused %d %s(s) whose time is not a number; %d so far", self.name, count,
-                          what, self.stats.refused_events)
+        self._log.warning(
+            "refused",
+            "%s: refused %d %s(s) whose time is not a number; %d so far",
+            self.name,
+            count,
+            what,
+            self.stats.refused_events,
+        )
 
     def flush(self) -> None:
         """Send every waiting spike now (in batches of at most ``batch_spikes``)."""
@@ -251,8 +269,9 @@ class AcquisitionAdapter(Component):
         self._reset_buffer()
         for start in range(0, len(times), self.batch_spikes):
             part = slice(start, start + self.batch_spikes)
-            batch = SpikeBatch(unit_ids=units[part], times=times[part],
-                               channels=None if channels is None else channels[part])
+            batch = SpikeBatch(
+                unit_ids=units[part], times=times[part], channels=None if channels is None else channels[part]
+            )
             if self._send(batch):
                 self.stats.spikes += len(batch.times)
                 self.stats.batches += 1
@@ -299,9 +318,14 @@ class AcquisitionAdapter(Component):
                     continue
                 self.publisher.seq += 1  # dropped, but numbered: receivers see the gap
                 self.stats.dropped_messages += 1
-                self._log.warning("dropped", "%s: a subscriber stayed full for %.1f s; dropped a %s (%d so far)",
-                                  self.name, self.lossless_timeout_s, message.type_name(),
-                                  self.stats.dropped_messages)
+                self._log.warning(
+                    "dropped",
+                    "%s: a subscriber stayed full for %.1f s; dropped a %s (%d so far)",
+                    self.name,
+                    self.lossless_timeout_s,
+                    message.type_name(),
+                    self.stats.dropped_messages,
+                )
                 return False
 
 

@@ -39,10 +39,13 @@ def load_pylsl():
     """The pylsl module, or a `ClosedLoopError` saying how to get it."""
     try:
         import pylsl
+
         pylsl.local_clock()  # loads liblsl
     except (ImportError, RuntimeError, OSError) as error:
-        raise ClosedLoopError(f"acquisition.kind lsl needs pylsl with its liblsl ({type(error).__name__}: {error}); "
-                              "install it with: pip install 'closedloop[lsl]'") from None
+        raise ClosedLoopError(
+            f"acquisition.kind lsl needs pylsl with its liblsl ({type(error).__name__}: {error}); "
+            "install it with: pip install 'closedloop[lsl]'"
+        ) from None
     return pylsl
 
 
@@ -61,8 +64,17 @@ class LslAdapter(AcquisitionAdapter):
         How long `open` looks for each stream before failing with what to check.
     """
 
-    def __init__(self, endpoint: str, spike_stream: str, marker_stream: str, *, photodiode_line: int = 1,
-                 resolve_timeout_s: float = 10.0, name: str = "lsl", **adapter_options):
+    def __init__(
+        self,
+        endpoint: str,
+        spike_stream: str,
+        marker_stream: str,
+        *,
+        photodiode_line: int = 1,
+        resolve_timeout_s: float = 10.0,
+        name: str = "lsl",
+        **adapter_options,
+    ):
         super().__init__(name, endpoint, **adapter_options)
         self.spike_stream, self.marker_stream = spike_stream, marker_stream
         self.photodiode_line = int(photodiode_line)
@@ -75,9 +87,14 @@ class LslAdapter(AcquisitionAdapter):
     def from_rig(cls, rig, endpoint: str, **options) -> LslAdapter:
         """The adapter an ``lsl`` rig file describes, publishing on ``endpoint``."""
         acquisition = rig.acquisition
-        return cls(endpoint, acquisition.spike_stream, acquisition.marker_stream,
-                   photodiode_line=acquisition.photodiode_line, resolve_timeout_s=acquisition.resolve_timeout_s,
-                   **options)
+        return cls(
+            endpoint,
+            acquisition.spike_stream,
+            acquisition.marker_stream,
+            photodiode_line=acquisition.photodiode_line,
+            resolve_timeout_s=acquisition.resolve_timeout_s,
+            **options,
+        )
 
     def open(self) -> None:
         pylsl = load_pylsl()
@@ -87,11 +104,20 @@ class LslAdapter(AcquisitionAdapter):
     def _inlet(self, pylsl, stream: str, key: str):
         found = pylsl.resolve_byprop("name", stream, minimum=1, timeout=self.resolve_timeout_s)
         if not found:
-            raise ClosedLoopError(f"no LSL stream named {stream!r} on the network within {self.resolve_timeout_s:g} s: "
-                                  f"start its outlet, or check the rig's acquisition.{key}")
+            raise ClosedLoopError(
+                f"no LSL stream named {stream!r} on the network within {self.resolve_timeout_s:g} s: "
+                f"start its outlet, or check the rig's acquisition.{key}"
+            )
         info = found[0]
-        logger.info("%s: %s = LSL stream %r (%s, %d channel(s), from %s)", self.name, key, stream, info.type(),
-                    info.channel_count(), info.hostname())
+        logger.info(
+            "%s: %s = LSL stream %r (%s, %d channel(s), from %s)",
+            self.name,
+            key,
+            stream,
+            info.type(),
+            info.channel_count(),
+            info.hostname(),
+        )
         inlet = pylsl.StreamInlet(info, max_buflen=60, processing_flags=pylsl.proc_clocksync)
         inlet.open_stream(timeout=self.resolve_timeout_s)
         return inlet
@@ -132,11 +158,19 @@ class LslAdapter(AcquisitionAdapter):
             values = [_number(v) for v in sample[:2]]
             if len(values) == 1:
                 values = [float(self.photodiode_line), values[0]]
-            ok = (len(values) == 2 and None not in values and math.isfinite(stamp) and values[1] in (0.0, 1.0)
-                  and values[0].is_integer() and 0 <= values[0] <= 255)
+            ok = (
+                len(values) == 2
+                and None not in values
+                and math.isfinite(stamp)
+                and values[1] in (0.0, 1.0)
+                and values[0].is_integer()
+                and 0 <= values[0] <= 255
+            )
             if not ok:
-                self._bad("bad_marker", f"marker sample {list(sample)[:2]!r} at {stamp!r} is not [state] or "
-                          "[line, state] with state 1/0")
+                self._bad(
+                    "bad_marker",
+                    f"marker sample {list(sample)[:2]!r} at {stamp!r} is not [state] or [line, state] with state 1/0",
+                )
                 continue
             sync.append((int(values[0]), int(values[1]), float(stamp)))
         self.counts["edges"] += len(sync)

@@ -45,9 +45,23 @@ EVENTS_PER_STEP = 20_000
 #: libzmq drops (uncounted) a connection that sends more than this in one frame: a guard
 #: for memory only; events above ``max_event_bytes`` still arrive and are counted as oversized.
 MAX_WIRE_BYTES = 16 * 1024 * 1024
-COUNTERS = ("events", "spikes", "ttl", "malformed", "out_of_range", "oversized", "unknown_type", "wrong_format",
-            "unmapped_electrode", "other_stream", "other_stream_ttl", "unsorted_dropped", "held_dropped",
-            "rate_mismatch", "silences")
+COUNTERS = (
+    "events",
+    "spikes",
+    "ttl",
+    "malformed",
+    "out_of_range",
+    "oversized",
+    "unknown_type",
+    "wrong_format",
+    "unmapped_electrode",
+    "other_stream",
+    "other_stream_ttl",
+    "unsorted_dropped",
+    "held_dropped",
+    "rate_mismatch",
+    "silences",
+)
 
 
 class OpenEphysAdapter(AcquisitionAdapter):
@@ -76,17 +90,29 @@ class OpenEphysAdapter(AcquisitionAdapter):
         Log when no event has arrived for this long.
     """
 
-    def __init__(self, endpoint: str, event_endpoint: str, *, name: str = "openephys",
-                 sample_rate_hz: float = 30000.0, photodiode_line: int | None = None, clock_stream: str | None = None,
-                 streams: Sequence[OtherStream] = (), electrodes: Mapping[str, int] | None = None,
-                 drop_unsorted: bool = False, silence_s: float = 5.0, max_event_bytes: int = MAX_EVENT_BYTES,
-                 **adapter_options):
+    def __init__(
+        self,
+        endpoint: str,
+        event_endpoint: str,
+        *,
+        name: str = "openephys",
+        sample_rate_hz: float = 30000.0,
+        photodiode_line: int | None = None,
+        clock_stream: str | None = None,
+        streams: Sequence[OtherStream] = (),
+        electrodes: Mapping[str, int] | None = None,
+        drop_unsorted: bool = False,
+        silence_s: float = 5.0,
+        max_event_bytes: int = MAX_EVENT_BYTES,
+        **adapter_options,
+    ):
         super().__init__(name, endpoint, **adapter_options)
         self.event_endpoint = event_endpoint
         self.sample_rate_hz = float(sample_rate_hz)
         self.photodiode_line = photodiode_line
-        self.clocks = StreamClocks(clock_stream, streams,
-                                   photodiode_wire_line=None if photodiode_line is None else photodiode_line - 1)
+        self.clocks = StreamClocks(
+            clock_stream, streams, photodiode_wire_line=None if photodiode_line is None else photodiode_line - 1
+        )
         self.unit_ids = UnitIds(electrodes, self.clocks.stream_names())
         self.drop_unsorted = bool(drop_unsorted)
         self.silence_s = float(silence_s)
@@ -102,16 +128,27 @@ class OpenEphysAdapter(AcquisitionAdapter):
     def from_rig(cls, rig, endpoint: str, **options) -> OpenEphysAdapter:
         """The adapter an ``openephys`` rig file describes, publishing on ``endpoint``."""
         acquisition = rig.acquisition
-        return cls(endpoint, acquisition.event_endpoint, sample_rate_hz=acquisition.sample_rate_hz,
-                   photodiode_line=acquisition.photodiode_line, clock_stream=acquisition.clock_stream,
-                   streams=[OtherStream(s.name, s.offset_s) for s in acquisition.streams],
-                   electrodes={e.name: e.number for e in acquisition.electrodes},
-                   drop_unsorted=acquisition.drop_unsorted, **options)
+        return cls(
+            endpoint,
+            acquisition.event_endpoint,
+            sample_rate_hz=acquisition.sample_rate_hz,
+            photodiode_line=acquisition.photodiode_line,
+            clock_stream=acquisition.clock_stream,
+            streams=[OtherStream(s.name, s.offset_s) for s in acquisition.streams],
+            electrodes={e.name: e.number for e in acquisition.electrodes},
+            drop_unsorted=acquisition.drop_unsorted,
+            **options,
+        )
 
     def open(self) -> None:
-        self.socket, _ = open_socket(zmq.SUB, self.event_endpoint, bind=False, rcvhwm=EVENT_RCVHWM,
-                                     options={zmq.MAXMSGSIZE: MAX_WIRE_BYTES},
-                                     security=PLAIN)  # Open Ephys's broadcaster speaks no CURVE
+        self.socket, _ = open_socket(
+            zmq.SUB,
+            self.event_endpoint,
+            bind=False,
+            rcvhwm=EVENT_RCVHWM,
+            options={zmq.MAXMSGSIZE: MAX_WIRE_BYTES},
+            security=PLAIN,
+        )  # Open Ephys's broadcaster speaks no CURVE
         self.socket.setsockopt(zmq.SUBSCRIBE, b"")
         self._last_event = time.monotonic()
 
@@ -135,9 +172,12 @@ class OpenEphysAdapter(AcquisitionAdapter):
         self._watch_silence()
         units, channels, times, sync = out
         order = np.argsort(np.asarray(times), kind="stable")
-        return Acquired(unit_ids=np.asarray(units, dtype=np.int64)[order],
-                        times=np.asarray(times, dtype=np.float64)[order],
-                        channels=np.asarray(channels, dtype=np.int32)[order], sync=sync)
+        return Acquired(
+            unit_ids=np.asarray(units, dtype=np.int64)[order],
+            times=np.asarray(times, dtype=np.float64)[order],
+            channels=np.asarray(channels, dtype=np.int32)[order],
+            sync=sync,
+        )
 
     def translate(self, frames: Sequence, out: tuple[list, list, list, list]) -> None:
         """Decode one message and add what it means to ``out`` = (units, channels, times, sync).
@@ -189,41 +229,70 @@ class OpenEphysAdapter(AcquisitionAdapter):
 
     def _clock_decided(self) -> None:
         self.unit_ids.stream_names = self.clocks.stream_names()
-        logger.info("%s: session clock = stream %r (%s)%s", self.name, self.clocks.clock_stream,
-                    self.clocks.decided_by, "" if self.clocks.decided_by == "photodiode TTL" else
-                    "; set acquisition.clock_stream in the rig file to be sure")
+        logger.info(
+            "%s: session clock = stream %r (%s)%s",
+            self.name,
+            self.clocks.clock_stream,
+            self.clocks.decided_by,
+            ""
+            if self.clocks.decided_by == "photodiode TTL"
+            else "; set acquisition.clock_stream in the rig file to be sure",
+        )
 
     def _check_rate(self, event) -> None:
         if abs(event.sample_rate - self.sample_rate_hz) > 1e-6 * self.sample_rate_hz:
             self.counts["rate_mismatch"] += 1
-            self._warn.warning("rate", "%s: stream %r runs at %g Hz but the rig's acquisition.sample_rate_hz says "
-                               "%g Hz; using the event's rate; %d so far", self.name, event.stream[:40],
-                               event.sample_rate, self.sample_rate_hz, self.counts["rate_mismatch"])
+            self._warn.warning(
+                "rate",
+                "%s: stream %r runs at %g Hz but the rig's acquisition.sample_rate_hz says "
+                "%g Hz; using the event's rate; %d so far",
+                self.name,
+                event.stream[:40],
+                event.sample_rate,
+                self.sample_rate_hz,
+                self.counts["rate_mismatch"],
+            )
 
     def _refuse_stream(self, stream: str) -> None:
         self.counts["other_stream"] += 1
         if len(self.refused_streams) < 100:
             self.refused_streams.add(stream[:40])
-        self._warn.warning("stream", "%s: refused events of stream %r: its sample clock is not the session clock "
-                           "(stream %r); list it in the rig's acquisition.streams with offset_s (seconds to add) "
-                           "to use it; %d refused so far", self.name, stream[:40], self.clocks.clock_stream,
-                           self.counts["other_stream"])
+        self._warn.warning(
+            "stream",
+            "%s: refused events of stream %r: its sample clock is not the session clock "
+            "(stream %r); list it in the rig's acquisition.streams with offset_s (seconds to add) "
+            "to use it; %d refused so far",
+            self.name,
+            stream[:40],
+            self.clocks.clock_stream,
+            self.counts["other_stream"],
+        )
 
     def _reject(self, kind: str, text: str) -> None:
         self.counts[kind] = self.counts.get(kind, 0) + 1
         if kind == WRONG_FORMAT:  # the whole stream is unusable: say what to change, not "rejected"
             self._warn.warning(kind, "%s: %s (%d such messages)", self.name, text, self.counts[kind])
             return
-        self._warn.warning(kind, "%s: rejected an Event Broadcaster message (%s); %d %s so far",
-                           self.name, text, self.counts[kind], kind)
+        self._warn.warning(
+            kind,
+            "%s: rejected an Event Broadcaster message (%s); %d %s so far",
+            self.name,
+            text,
+            self.counts[kind],
+            kind,
+        )
 
     def _watch_silence(self) -> None:
         quiet = time.monotonic() - self._last_event
         if quiet > self.silence_s and not self._silent:
             self._silent = True
             self.counts["silences"] += 1
-            logger.warning("%s: no event from %s for %.1f s (GUI stopped, acquisition paused, or gone?)",
-                           self.name, self.event_endpoint, quiet)
+            logger.warning(
+                "%s: no event from %s for %.1f s (GUI stopped, acquisition paused, or gone?)",
+                self.name,
+                self.event_endpoint,
+                quiet,
+            )
         elif quiet <= self.silence_s and self._silent:
             self._silent = False
             logger.info("%s: events from %s again", self.name, self.event_endpoint)

@@ -45,12 +45,14 @@ class BroadcastLayout:
 def plain_layout(channels: np.ndarray, stream: str = "closedloop") -> BroadcastLayout:
     """One stream from sample 0, channel ``c`` named ``"Electrode {c + 1}"`` (`electrode_layout`)."""
     names, sorted_ids = electrode_layout(channels)
-    return BroadcastLayout((stream,) * len(names), tuple(names), tuple(int(s) for s in sorted_ids), {stream: 0},
-                           stream)
+    return BroadcastLayout((stream,) * len(names), tuple(names), tuple(int(s) for s in sorted_ids), {stream: 0}, stream)
 
 
-def gui_layout(channels: np.ndarray, streams: tuple[str, str] = ("Acquisition Board", "Probe B"),
-               counter_start: tuple[int, int] = (1_234_567, 98_765_432)) -> BroadcastLayout:
+def gui_layout(
+    channels: np.ndarray,
+    streams: tuple[str, str] = ("Acquisition Board", "Probe B"),
+    counter_start: tuple[int, int] = (1_234_567, 98_765_432),
+) -> BroadcastLayout:
     """Two streams as a GUI sends them: even channels on the first, odd on the second.
 
     Within a stream, channel ``c`` is electrode ``c // 2 + 1``, named ``"Tetrode N"`` when
@@ -69,8 +71,9 @@ def gui_layout(channels: np.ndarray, streams: tuple[str, str] = ("Acquisition Bo
         names.append(name)
         per_stream.append(stream)
         sorted_ids.append(seen[(stream, name)])
-    return BroadcastLayout(tuple(per_stream), tuple(names), tuple(sorted_ids),
-                           dict(zip(streams, counter_start)), streams[0])
+    return BroadcastLayout(
+        tuple(per_stream), tuple(names), tuple(sorted_ids), dict(zip(streams, counter_start)), streams[0]
+    )
 
 
 class EventBroadcaster:
@@ -88,12 +91,20 @@ class EventBroadcaster:
         How units appear (default `plain_layout`).
     """
 
-    def __init__(self, endpoint: str, sample_rate: float, channels: np.ndarray, *,
-                 layout: BroadcastLayout | None = None, context: zmq.Context | None = None):
+    def __init__(
+        self,
+        endpoint: str,
+        sample_rate: float,
+        channels: np.ndarray,
+        *,
+        layout: BroadcastLayout | None = None,
+        context: zmq.Context | None = None,
+    ):
         if not np.isfinite(sample_rate) or sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {sample_rate!r}")
-        self.socket, self.endpoint = open_socket(zmq.PUB, endpoint, bind=True, context=context,
-                                                 sndhwm=BROADCAST_HWM, linger_ms=1000, security=PLAIN)
+        self.socket, self.endpoint = open_socket(
+            zmq.PUB, endpoint, bind=True, context=context, sndhwm=BROADCAST_HWM, linger_ms=1000, security=PLAIN
+        )
         self.sample_rate = float(sample_rate)
         self.layout = layout or plain_layout(channels)
         if len(self.layout.electrodes) != len(np.asarray(channels)):
@@ -110,13 +121,19 @@ class EventBroadcaster:
             sample = int(round(t * self.sample_rate))
             if is_ttl:
                 stream = layout.ttl_stream
-                frames = encode_ttl(sample + layout.counter_start[stream], self.sample_rate, what[0] - 1,
-                                    bool(what[1]), stream=stream)
+                frames = encode_ttl(
+                    sample + layout.counter_start[stream], self.sample_rate, what[0] - 1, bool(what[1]), stream=stream
+                )
             else:
                 stream = layout.streams[what]
-                frames = encode_spike(sample + layout.counter_start[stream], self.sample_rate,
-                                      layout.electrodes[what], layout.sorted_ids[what], stream=stream,
-                                      amplitudes=(42.5,) * (4 if layout.electrodes[what].startswith("Tetrode") else 1))
+                frames = encode_spike(
+                    sample + layout.counter_start[stream],
+                    self.sample_rate,
+                    layout.electrodes[what],
+                    layout.sorted_ids[what],
+                    stream=stream,
+                    amplitudes=(42.5,) * (4 if layout.electrodes[what].startswith("Tetrode") else 1),
+                )
             try:
                 self.socket.send_multipart(frames, zmq.NOBLOCK)
                 self.sent += 1

@@ -51,8 +51,14 @@ class StreamClocks:
         With no photodiode TTL yet, how long one lone stream must be heard to be the clock.
     """
 
-    def __init__(self, clock_stream: str | None = None, streams: Sequence[OtherStream] = (), *,
-                 photodiode_wire_line: int | None = None, settle_s: float = 2.0):
+    def __init__(
+        self,
+        clock_stream: str | None = None,
+        streams: Sequence[OtherStream] = (),
+        *,
+        photodiode_wire_line: int | None = None,
+        settle_s: float = 2.0,
+    ):
         self.clock_stream = clock_stream
         self.streams = list(streams)
         self.photodiode_wire_line = photodiode_wire_line
@@ -84,8 +90,12 @@ class StreamClocks:
         if event.event_type == "ttl" and event.line == self.photodiode_wire_line:
             self._decide(event.stream, "photodiode TTL")
         elif len(unlisted) == 1 and now - self._first_heard >= self.settle_s:
-            self._decide(next(iter(unlisted)), "the only stream heard" if len(self.heard) == 1
-                         else "the only stream heard that acquisition.streams does not list")
+            self._decide(
+                next(iter(unlisted)),
+                "the only stream heard"
+                if len(self.heard) == 1
+                else "the only stream heard that acquisition.streams does not list",
+            )
         if not self.known:
             if len(self.held) >= MAX_HELD:
                 self.held.popleft()

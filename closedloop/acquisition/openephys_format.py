@@ -53,8 +53,10 @@ MAX_SORTED_ID = 65535
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 1.0, 1e7
 MAX_NAME_CHARS = 200
 
-JSON_SETTING = ("the Open Ephys GUI 0.6 or later with the Event Broadcaster plugin's Format set to JSON "
-                "(one message of 2 frames per event)")
+JSON_SETTING = (
+    "the Open Ephys GUI 0.6 or later with the Event Broadcaster plugin's Format set to JSON "
+    "(one message of 2 frames per event)"
+)
 
 
 class EventFormatError(ClosedLoopError):
@@ -95,23 +97,53 @@ def juce_json(body: dict[str, Any]) -> bytes:
     return json.dumps(body, indent=2, separators=(",", ": ")).replace("\n", "\r\n").encode()
 
 
-def encode_ttl(sample_number: int, sample_rate: float, line: int, state: bool | int, *, stream: str = "closedloop",
-               source_node: int = 100, channel_name: str = "TTL Input", pretty: bool = True) -> list[bytes]:
+def encode_ttl(
+    sample_number: int,
+    sample_rate: float,
+    line: int,
+    state: bool | int,
+    *,
+    stream: str = "closedloop",
+    source_node: int = 100,
+    channel_name: str = "TTL Input",
+    pretty: bool = True,
+) -> list[bytes]:
     """Frames of one TTL event; ``line`` 0-based and ``state`` a JSON bool, as the plugin sends them."""
-    body = {"event_type": "ttl", "stream": stream, "source_node": source_node, "sample_rate": float(sample_rate),
-            "channel_name": channel_name, "sample_number": int(sample_number), "line": int(line),
-            "state": bool(state)}
+    body = {
+        "event_type": "ttl",
+        "stream": stream,
+        "source_node": source_node,
+        "sample_rate": float(sample_rate),
+        "channel_name": channel_name,
+        "sample_number": int(sample_number),
+        "line": int(line),
+        "state": bool(state),
+    }
     return [type_frame(TTL), juce_json(body) if pretty else json.dumps(body).encode()]
 
 
-def encode_spike(sample_number: int, sample_rate: float, electrode: str, sorted_id: int, *,
-                 amplitudes: Sequence[float] = (0.0,), stream: str = "closedloop", source_node: int = 100,
-                 pretty: bool = True) -> list[bytes]:
+def encode_spike(
+    sample_number: int,
+    sample_rate: float,
+    electrode: str,
+    sorted_id: int,
+    *,
+    amplitudes: Sequence[float] = (0.0,),
+    stream: str = "closedloop",
+    source_node: int = 100,
+    pretty: bool = True,
+) -> list[bytes]:
     """Frames of one spike event (``num_channels`` = number of amplitudes)."""
-    body: dict[str, Any] = {"event_type": "spike", "stream": stream, "source_node": source_node,
-                            "electrode": electrode, "num_channels": len(amplitudes),
-                            "sample_rate": float(sample_rate), "sample_number": int(sample_number),
-                            "sorted_id": int(sorted_id)}
+    body: dict[str, Any] = {
+        "event_type": "spike",
+        "stream": stream,
+        "source_node": source_node,
+        "electrode": electrode,
+        "num_channels": len(amplitudes),
+        "sample_rate": float(sample_rate),
+        "sample_number": int(sample_number),
+        "sorted_id": int(sorted_id),
+    }
     body.update({f"amp{i + 1}": float(a) for i, a in enumerate(amplitudes)})
     return [type_frame(SPIKE), juce_json(body) if pretty else json.dumps(body).encode()]
 
@@ -142,15 +174,19 @@ def _decode(frames: Sequence[Any], max_bytes: int) -> OpenEphysEvent:
     head, body = views
     if head.nbytes != 2:
         if _looks_like_json(head):
-            raise EventFormatError(WRONG_FORMAT, "a JSON header frame before the event: an older Event Broadcaster "
-                                   f"(Open Ephys GUI 0.5); use {JSON_SETTING}")
+            raise EventFormatError(
+                WRONG_FORMAT,
+                "a JSON header frame before the event: an older Event Broadcaster "
+                f"(Open Ephys GUI 0.5); use {JSON_SETTING}",
+            )
         raise EventFormatError(MALFORMED, f"type frame has {head.nbytes} bytes, expected a 2-byte uint16")
     kind = int.from_bytes(head, sys.byteorder)
     if kind not in EVENT_TYPES:
         raise EventFormatError(UNKNOWN_TYPE, f"event type {kind} is neither 0 (TTL) nor 1 (spike)")
     if _looks_binary(body):
-        raise EventFormatError(WRONG_FORMAT, "binary event data: the Event Broadcaster's Format is 'Raw Binary'; "
-                               f"use {JSON_SETTING}")
+        raise EventFormatError(
+            WRONG_FORMAT, f"binary event data: the Event Broadcaster's Format is 'Raw Binary'; use {JSON_SETTING}"
+        )
     try:
         info = json.loads(bytes(body).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
@@ -167,25 +203,40 @@ def _decode(frames: Sequence[Any], max_bytes: int) -> OpenEphysEvent:
     if isinstance(sample_rate, bool) or not isinstance(sample_rate, (int, float)):
         raise EventFormatError(MALFORMED, f"sample_rate {_show(sample_rate)} is not a number")
     if not (math.isfinite(sample_rate) and MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE):
-        raise EventFormatError(OUT_OF_RANGE, f"sample_rate {_show(sample_rate)} is outside "
-                               f"{MIN_SAMPLE_RATE:g}..{MAX_SAMPLE_RATE:g} Hz")
+        raise EventFormatError(
+            OUT_OF_RANGE, f"sample_rate {_show(sample_rate)} is outside {MIN_SAMPLE_RATE:g}..{MAX_SAMPLE_RATE:g} Hz"
+        )
     stream = info.get("stream", "")
     if not isinstance(stream, str) or len(stream) > MAX_NAME_CHARS:
         raise EventFormatError(MALFORMED, f"stream {_show(stream)} is not a name")
     if event_type == "ttl":
-        return OpenEphysEvent("ttl", sample_number, float(sample_rate), stream,
-                              line=_integer(info, "line", 0, MAX_LINE), state=_state(info.get("state")))
+        return OpenEphysEvent(
+            "ttl",
+            sample_number,
+            float(sample_rate),
+            stream,
+            line=_integer(info, "line", 0, MAX_LINE),
+            state=_state(info.get("state")),
+        )
     electrode = info.get("electrode")
     if not isinstance(electrode, str) or not electrode or len(electrode) > MAX_NAME_CHARS:
         raise EventFormatError(MALFORMED, f"electrode {_show(electrode)} is not a name")
-    return OpenEphysEvent("spike", sample_number, float(sample_rate), stream, electrode=electrode,
-                          sorted_id=_integer(info, "sorted_id", 0, MAX_SORTED_ID))
+    return OpenEphysEvent(
+        "spike",
+        sample_number,
+        float(sample_rate),
+        stream,
+        electrode=electrode,
+        sorted_id=_integer(info, "sorted_id", 0, MAX_SORTED_ID),
+    )
 
 
 def _wrong_frame_count(views: list[memoryview]) -> None:
     if len(views) >= 3:  # the plugin has sent 2 frames since GUI 0.6; older ones sent 3 or more
-        raise EventFormatError(WRONG_FORMAT, f"{len(views)} frames per event: an older Event Broadcaster "
-                               f"(Open Ephys GUI 0.4/0.5); use {JSON_SETTING}")
+        raise EventFormatError(
+            WRONG_FORMAT,
+            f"{len(views)} frames per event: an older Event Broadcaster (Open Ephys GUI 0.4/0.5); use {JSON_SETTING}",
+        )
     raise EventFormatError(MALFORMED, f"expected 2 frames (type, JSON), got {len(views)}")
 
 

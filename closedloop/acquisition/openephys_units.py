@@ -88,8 +88,11 @@ class UnitIds:
             return MAPPED_KIND, self.electrodes[name]
         match = _NAME.fullmatch(name.strip())
         if match is None:
-            raise UnitIdError("unmapped_electrode", f"electrode {name[:40]!r} is not 'Electrode N', 'Stereotrode N' "
-                              "or 'Tetrode N'; give it a number in the rig's acquisition.electrodes")
+            raise UnitIdError(
+                "unmapped_electrode",
+                f"electrode {name[:40]!r} is not 'Electrode N', 'Stereotrode N' "
+                "or 'Tetrode N'; give it a number in the rig's acquisition.electrodes",
+            )
         number = int(match.group(2))
         if number > MAX_ELECTRODE:
             raise UnitIdError("out_of_range", f"electrode {name[:40]!r}: number above {MAX_ELECTRODE}")
@@ -122,8 +125,9 @@ class UnitIds:
         rows = []
         for unit in np.asarray(unit_ids, dtype=np.int64).tolist():
             source = self.describe(unit)
-            rows.append({"unit_id": unit, "stream": source.stream, "electrode": source.electrode,
-                         "sorted_id": source.sorted_id})
+            rows.append(
+                {"unit_id": unit, "stream": source.stream, "electrode": source.electrode, "sorted_id": source.sorted_id}
+            )
         return rows
 
 

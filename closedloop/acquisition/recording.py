@@ -13,8 +13,10 @@ def recording_adapter(rig, endpoint: str, **options) -> AcquisitionAdapter:
     kind = rig.acquisition.kind
     if kind == "openephys":
         from closedloop.acquisition.openephys import OpenEphysAdapter
+
         return OpenEphysAdapter.from_rig(rig, endpoint, **options)
     if kind == "lsl":
         from closedloop.acquisition.lsl import LslAdapter
+
         return LslAdapter.from_rig(rig, endpoint, **options)
     raise ValueError(f"acquisition.kind {kind!r} is not a recording system ({', '.join(RECORDING_KINDS)})")

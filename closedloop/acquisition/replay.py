@@ -1,4 +1,4 @@
-"""Replay an archived recording as if it were being recorded now (DESIGN §1: replay).
+"""Replay an archived recording as if it were being recorded now (docs/architecture.md).
 
 Spikes and sync edges are published in their recorded order on the recorded acquisition
 clock, in real time (``speed`` 1), N× faster, or as fast as possible (``speed`` 0, with
@@ -53,8 +53,16 @@ class Timeline:
 
 
 _SYNC = np.dtype([("time_s", "f8"), ("line", "i4"), ("state", "i1")])
-_TRIALS = np.dtype([("stimulus_id", "i8"), ("block", "i8"), ("onset_s", "f8"), ("flip_s", "f8"),
-                    ("n_frames", "i4"), ("dropped_frames", "i4")])
+_TRIALS = np.dtype(
+    [
+        ("stimulus_id", "i8"),
+        ("block", "i8"),
+        ("onset_s", "f8"),
+        ("flip_s", "f8"),
+        ("n_frames", "i4"),
+        ("dropped_frames", "i4"),
+    ]
+)
 
 
 def session_timeline(path: Path) -> Timeline:
@@ -70,8 +78,12 @@ def session_timeline(path: Path) -> Timeline:
     trials_out = np.zeros(len(trials), _TRIALS)
     for name in _TRIALS.names:
         trials_out[name] = trials[name]
-    return Timeline(spikes["unit_id"][order].astype(np.int64), spikes["time_s"][order].astype(np.float64),
-                    np.sort(sync_out, order="time_s", kind="stable"), trials_out)
+    return Timeline(
+        spikes["unit_id"][order].astype(np.int64),
+        spikes["time_s"][order].astype(np.float64),
+        np.sort(sync_out, order="time_s", kind="stable"),
+        trials_out,
+    )
 
 
 def pvc8_timeline(path: Path, *, blank_s: float, refresh_hz: float, photodiode_line: int) -> Timeline:
@@ -132,9 +144,19 @@ class ReplayAdapter(AcquisitionAdapter):
         pvc-8 only: see module notes.
     """
 
-    def __init__(self, endpoint: str, archive: str | Path, *, name: str = "replay", speed: float = 1.0,
-                 stimulus_endpoint: str | None = None, blank_s: float = 0.2, refresh_hz: float = 100.0,
-                 photodiode_line: int = PHOTODIODE_LINE, **adapter_options):
+    def __init__(
+        self,
+        endpoint: str,
+        archive: str | Path,
+        *,
+        name: str = "replay",
+        speed: float = 1.0,
+        stimulus_endpoint: str | None = None,
+        blank_s: float = 0.2,
+        refresh_hz: float = 100.0,
+        photodiode_line: int = PHOTODIODE_LINE,
+        **adapter_options,
+    ):
         adapter_options.setdefault("lossless", speed == 0)
         super().__init__(name, endpoint, **adapter_options)
         self.archive = str(archive)
@@ -148,8 +170,9 @@ class ReplayAdapter(AcquisitionAdapter):
     def open(self) -> None:
         path = Path(self.archive)
         if detect_format(path) == "pvc8":
-            self.timeline = pvc8_timeline(path, blank_s=self.blank_s, refresh_hz=self.refresh_hz,
-                                          photodiode_line=self.photodiode_line)
+            self.timeline = pvc8_timeline(
+                path, blank_s=self.blank_s, refresh_hz=self.refresh_hz, photodiode_line=self.photodiode_line
+            )
         else:
             self.timeline = session_timeline(path)
         t = self.timeline
@@ -157,14 +180,24 @@ class ReplayAdapter(AcquisitionAdapter):
         self._start_s = min(firsts) if firsts else 0.0
         self._spike, self._sync, self._trial = 0, 0, 0
         if self.stimulus_endpoint:
-            self.stimulus_publisher = Publisher(self.stimulus_endpoint, source=f"{self.name}-presenter",
-                                                session=self.session)
+            self.stimulus_publisher = Publisher(
+                self.stimulus_endpoint, source=f"{self.name}-presenter", session=self.session
+            )
             self.stimulus_endpoint = self.stimulus_publisher.endpoint
         # The runner listens to both streams: hold back until it is on this one too.
-        self._stimulus_gate = SubscriberGate(self.stimulus_publisher.socket if self.stimulus_publisher else None,
-                                             self.wait_for_subscriber_s if self.stimulus_publisher else 0.0)
-        logger.info("%s: replaying %s: %d spikes, %d sync edges, %d trials at speed %g", self.name, path,
-                    len(t.times), len(t.sync), len(t.trials), self.clock.speed)
+        self._stimulus_gate = SubscriberGate(
+            self.stimulus_publisher.socket if self.stimulus_publisher else None,
+            self.wait_for_subscriber_s if self.stimulus_publisher else 0.0,
+        )
+        logger.info(
+            "%s: replaying %s: %d spikes, %d sync edges, %d trials at speed %g",
+            self.name,
+            path,
+            len(t.times),
+            len(t.sync),
+            len(t.trials),
+            self.clock.speed,
+        )
         self.clock.start()
 
     def close(self) -> None:
@@ -195,11 +228,13 @@ class ReplayAdapter(AcquisitionAdapter):
         stop = int(np.searchsorted(t.times, until, side="left"))
         sync_stop = int(np.searchsorted(t.sync["time_s"], until, side="left"))
         trial_stop = int(np.searchsorted(t.trials["onset_s"], until, side="left"))
-        chunk = Acquired(unit_ids=t.unit_ids[self._spike:stop], times=t.times[self._spike:stop],
-                         sync=[(int(e["line"]), int(e["state"]), float(e["time_s"]))
-                               for e in t.sync[self._sync:sync_stop]])
+        chunk = Acquired(
+            unit_ids=t.unit_ids[self._spike : stop],
+            times=t.times[self._spike : stop],
+            sync=[(int(e["line"]), int(e["state"]), float(e["time_s"])) for e in t.sync[self._sync : sync_stop]],
+        )
         idle = stop == self._spike and sync_stop == self._sync and trial_stop == self._trial
-        for trial in t.trials[self._trial:trial_stop]:
+        for trial in t.trials[self._trial : trial_stop]:
             self._report(self._trial, trial)
             self._trial += 1
         self._spike, self._sync = stop, sync_stop
@@ -214,7 +249,13 @@ class ReplayAdapter(AcquisitionAdapter):
         flip = float(trial["flip_s"])
         if not np.isfinite(flip):
             flip = float(trial["onset_s"]) - PHOTODIODE_LAG_S
-        self.stimulus_publisher.send(StimulusShown(stimulus_id=int(trial["stimulus_id"]), trial=int(index),
-                                                   block=max(int(trial["block"]), 0), flip_time=flip,
-                                                   n_frames=max(int(trial["n_frames"]), 0),
-                                                   dropped_frames=max(int(trial["dropped_frames"]), 0)))
+        self.stimulus_publisher.send(
+            StimulusShown(
+                stimulus_id=int(trial["stimulus_id"]),
+                trial=int(index),
+                block=max(int(trial["block"]), 0),
+                flip_time=flip,
+                n_frames=max(int(trial["n_frames"]), 0),
+                dropped_frames=max(int(trial["dropped_frames"]), 0),
+            )
+        )

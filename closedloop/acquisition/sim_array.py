@@ -48,7 +48,11 @@ from closedloop.acquisition.base import AcquisitionAdapter, Acquired, PlaybackCl
 from closedloop.acquisition.openephys_broadcast import EventBroadcaster, gui_layout
 from closedloop.acquisition.stimulus_guard import StimulusGuard
 from closedloop.acquisition.spike_sources import (
-    GroundTruthSource, RateSource, SpikeSource, grey_spontaneous, spontaneous_spikes,
+    GroundTruthSource,
+    RateSource,
+    SpikeSource,
+    grey_spontaneous,
+    spontaneous_spikes,
 )
 from closedloop.config.rig import PHOTODIODE_LINE
 from closedloop.errors import ClosedLoopError
@@ -114,9 +118,14 @@ class BrainSpec:
             brain = load_brain(self.target, probe_size_px=self.size_px, import_path=self.import_path)
             spont = grey_spontaneous(brain, self.size_px)
             n = len(spont)
-            return RateSource(brain, np.arange(1, n + 1, dtype=np.int64),
-                              (np.arange(n) % _UTAH_CHANNELS).astype(np.int32), spont,
-                              np.full(n, CALLABLE_OVERDISPERSION), CALLABLE_SHARED_OVERDISPERSION)
+            return RateSource(
+                brain,
+                np.arange(1, n + 1, dtype=np.int64),
+                (np.arange(n) % _UTAH_CHANNELS).astype(np.int32),
+                spont,
+                np.full(n, CALLABLE_OVERDISPERSION),
+                CALLABLE_SHARED_OVERDISPERSION,
+            )
         if self.kind == "twin":
             from closedloop.acquisition.twin import DigitalTwin
 
@@ -160,13 +169,28 @@ class SimulatedArray(AcquisitionAdapter):
         reports beyond it are refused.
     """
 
-    def __init__(self, endpoint: str, stimulus_endpoint: str, brain: BrainSpec, *, name: str = "sim-array",
-                 speed: float = 1.0, refresh_hz: float = 60.0, photodiode_line: int = PHOTODIODE_LINE,
-                 photodiode_lag_s: float = PHOTODIODE_LAG_S, emit_delay_s: float = 0.02, hold_s: float = 0.15,
-                 images: np.ndarray | None = None, block_endpoint: str | None = None,
-                 openephys_endpoint: str | None = None, sample_rate_hz: float = 30000.0,
-                 openephys_layout: str = "plain",
-                 seed: int | None = None, max_frames: int | None = None, **adapter_options):
+    def __init__(
+        self,
+        endpoint: str,
+        stimulus_endpoint: str,
+        brain: BrainSpec,
+        *,
+        name: str = "sim-array",
+        speed: float = 1.0,
+        refresh_hz: float = 60.0,
+        photodiode_line: int = PHOTODIODE_LINE,
+        photodiode_lag_s: float = PHOTODIODE_LAG_S,
+        emit_delay_s: float = 0.02,
+        hold_s: float = 0.15,
+        images: np.ndarray | None = None,
+        block_endpoint: str | None = None,
+        openephys_endpoint: str | None = None,
+        sample_rate_hz: float = 30000.0,
+        openephys_layout: str = "plain",
+        seed: int | None = None,
+        max_frames: int | None = None,
+        **adapter_options,
+    ):
         adapter_options.setdefault("lossless", speed == 0)
         super().__init__(name, endpoint, **adapter_options)
         self.clock = PlaybackClock(speed)
@@ -186,8 +210,13 @@ class SimulatedArray(AcquisitionAdapter):
         self.openephys_layout = openephys_layout
         self.seed = int(np.random.SeedSequence().entropy % 2**32) if seed is None else int(seed)
         self.max_frames = int(MAX_STIMULUS_S * self.refresh_hz) if max_frames is None else int(max_frames)
-        self.counts = {"stimuli": 0, "late_onsets": 0, "unknown_stimuli": 0, "cached_images": 0,
-                       "unexpected_messages": 0}
+        self.counts = {
+            "stimuli": 0,
+            "late_onsets": 0,
+            "unknown_stimuli": 0,
+            "cached_images": 0,
+            "unexpected_messages": 0,
+        }
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -208,8 +237,11 @@ class SimulatedArray(AcquisitionAdapter):
         self.stimuli = Subscriber(self.stimulus_endpoint, name=f"{self.name} stimuli")
         self.blocks = Subscriber(self.block_endpoint, name=f"{self.name} blocks") if self.block_endpoint else None
         layout = gui_layout(self.source.channels) if self.openephys_layout == "gui" else None
-        self.broadcaster = (EventBroadcaster(self.openephys_endpoint, self.sample_rate_hz, self.source.channels,
-                                             layout=layout) if self.openephys_endpoint else None)
+        self.broadcaster = (
+            EventBroadcaster(self.openephys_endpoint, self.sample_rate_hz, self.source.channels, layout=layout)
+            if self.openephys_endpoint
+            else None
+        )
         self.clock.start()
 
     def close(self) -> None:
@@ -262,21 +294,39 @@ class SimulatedArray(AcquisitionAdapter):
         self.counts["cached_images"] = len(self._pixels)
         refused = self.guard.counts.bad_images + self.guard.counts.cache_full - refused
         if refused:
-            self._warn.warning("images", "%s: block %d: refused %d image(s) (wrong size, not finite, outside "
-                               "[0, 1] or cache full); %s", self.name, request.block, refused,
-                               self.guard.counts.as_dict())
+            self._warn.warning(
+                "images",
+                "%s: block %d: refused %d image(s) (wrong size, not finite, outside [0, 1] or cache full); %s",
+                self.name,
+                request.block,
+                refused,
+                self.guard.counts.as_dict(),
+            )
 
     def _unexpected(self, message: object, expected: str) -> None:
         self.counts["unexpected_messages"] += 1
-        self._warn.warning("unexpected", "%s: ignored a %s where %s messages come; %d so far", self.name,
-                           type(message).__name__, expected, self.counts["unexpected_messages"])
+        self._warn.warning(
+            "unexpected",
+            "%s: ignored a %s where %s messages come; %d so far",
+            self.name,
+            type(message).__name__,
+            expected,
+            self.counts["unexpected_messages"],
+        )
 
     def _report(self, shown: StimulusShown) -> None:
         verdict = self.guard.check_shown(shown)
         if not verdict.accepted:
-            self._warn.warning("report", "%s: refused a report of stimulus %d (trial %d, block %d): %s; %s",
-                               self.name, shown.stimulus_id, shown.trial, shown.block, verdict.reason,
-                               self.guard.counts.as_dict())
+            self._warn.warning(
+                "report",
+                "%s: refused a report of stimulus %d (trial %d, block %d): %s; %s",
+                self.name,
+                shown.stimulus_id,
+                shown.trial,
+                shown.block,
+                verdict.reason,
+                self.guard.counts.as_dict(),
+            )
             return
         if verdict.reanchor:
             logger.warning("%s: the presenter's clock restarted; trials are placed from now on", self.name)
@@ -289,8 +339,13 @@ class SimulatedArray(AcquisitionAdapter):
         if self.images is not None and 0 <= stimulus_id < len(self.images):
             return self.images[stimulus_id]
         self.counts["unknown_stimuli"] += 1
-        self._warn.warning("unknown", "%s: no pixels for stimulus %d (not in the library nor in a BlockRequest); "
-                           "showing mean grey; %d so far", self.name, stimulus_id, self.counts["unknown_stimuli"])
+        self._warn.warning(
+            "unknown",
+            "%s: no pixels for stimulus %d (not in the library nor in a BlockRequest); showing mean grey; %d so far",
+            self.name,
+            stimulus_id,
+            self.counts["unknown_stimuli"],
+        )
         size = self.brain.size_px if self.images is None else self.images.shape[-1]
         return np.full((size, size), 0.5, dtype=np.float32)
 
@@ -302,9 +357,14 @@ class SimulatedArray(AcquisitionAdapter):
         onset = shown.flip_time + self._offset + self.photodiode_lag_s
         if onset < self._released:
             self.counts["late_onsets"] += 1
-            self._warn.warning("late", "%s: stimulus %d reported %.1f ms after its onset was published; "
-                               "moved to now (%d late so far)", self.name, shown.stimulus_id,
-                               1000 * (self._released - onset), self.counts["late_onsets"])
+            self._warn.warning(
+                "late",
+                "%s: stimulus %d reported %.1f ms after its onset was published; moved to now (%d late so far)",
+                self.name,
+                shown.stimulus_id,
+                1000 * (self._released - onset),
+                self.counts["late_onsets"],
+            )
             self._offset += self._released - onset
             onset = self._released
         duration = max(shown.n_frames, 1) / self.refresh_hz
@@ -352,5 +412,6 @@ class SimulatedArray(AcquisitionAdapter):
         self._released = until
         if self.broadcaster is not None:
             self.broadcaster.send(units, times, due)
-        return Acquired(unit_ids=self.source.unit_ids[units], times=times,
-                        channels=self.source.channels[units], sync=due)
+        return Acquired(
+            unit_ids=self.source.unit_ids[units], times=times, channels=self.source.channels[units], sync=due
+        )

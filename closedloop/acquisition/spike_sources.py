@@ -22,7 +22,8 @@ has died away (``span``).  Between trials the array adds spontaneous Poisson spi
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import Protocol
+from collections.abc import Callable
 
 import numpy as np
 
@@ -33,8 +34,7 @@ from closedloop.sim.timecourse import STEP_S, TimeCourse
 RESPONSE_WINDOW_S = (0.05, 0.10)
 #: The time course a brain without one of its own gets: 50 ms latency, a transient
 #: peaking near 2.4× the sustained level, 15 ms decay after offset.
-STANDARD_COURSE = dict(latency_s=0.05, transient_amplitude=1.4, tau_rise_s=0.0035, tau_decay_s=0.02,
-                       tau_off_s=0.015)
+STANDARD_COURSE = dict(latency_s=0.05, transient_amplitude=1.4, tau_rise_s=0.0035, tau_decay_s=0.02, tau_off_s=0.015)
 
 
 class SpikeSource(Protocol):
@@ -42,8 +42,9 @@ class SpikeSource(Protocol):
     channels: np.ndarray
     spontaneous_hz: np.ndarray
 
-    def trial(self, image: np.ndarray, duration_s: float,
-              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
+    def trial(
+        self, image: np.ndarray, duration_s: float, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, float]:
         """(unit index, times after onset, span in s) of one trial."""
         ...
 
@@ -59,12 +60,14 @@ class GroundTruthSource:
         course = population.time_course
         self._tail_s = float(course.latency_s.max() + OFFSET_TAILS * course.tau_off_s.max())
 
-    def trial(self, image: np.ndarray, duration_s: float,
-              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
+    def trial(
+        self, image: np.ndarray, duration_s: float, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, float]:
         steps = int(np.ceil((duration_s + self._tail_s) / STEP_S))
         span = steps * STEP_S
-        index, times = self.population.sample_spike_times(image[None], np.zeros(1), duration_s=duration_s,
-                                                          t_stop_s=span, rng=rng)
+        index, times = self.population.sample_spike_times(
+            image[None], np.zeros(1), duration_s=duration_s, t_stop_s=span, rng=rng
+        )
         return index, times, span
 
     def expected_rates(self, images: np.ndarray, window_s: tuple[float, float], duration_s: float) -> np.ndarray:
@@ -117,12 +120,15 @@ class RateSource:
     def rates(self, image: np.ndarray) -> np.ndarray:
         rates = np.asarray(self.brain(image[None]), dtype=np.float64)
         if rates.shape != (1, len(self.unit_ids)) or not np.all(np.isfinite(rates)):
-            raise ValueError(f"the brain returned {rates.shape} rates (or NaN) for one image; "
-                             f"expected (1, {len(self.unit_ids)}) finite rates")
+            raise ValueError(
+                f"the brain returned {rates.shape} rates (or NaN) for one image; "
+                f"expected (1, {len(self.unit_ids)}) finite rates"
+            )
         return np.maximum(rates[0], 0.0)
 
-    def trial(self, image: np.ndarray, duration_s: float,
-              rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
+    def trial(
+        self, image: np.ndarray, duration_s: float, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, float]:
         shape = self._shape(duration_s)
         window_rate = self.rates(image)
         rate = self.spontaneous_hz[:, None] + (window_rate - self.spontaneous_hz)[:, None] * shape
@@ -144,8 +150,9 @@ def grey_spontaneous(brain: Callable[[np.ndarray], np.ndarray], size_px: int, lu
     return np.maximum(np.asarray(brain(grey), dtype=np.float64)[0], 0.0)
 
 
-def spontaneous_spikes(rates_hz: np.ndarray, start_s: float, stop_s: float,
-                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def spontaneous_spikes(
+    rates_hz: np.ndarray, start_s: float, stop_s: float, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Homogeneous Poisson spikes of every unit in ``[start_s, stop_s)``, sorted by time."""
     length = max(stop_s - start_s, 0.0)
     counts = rng.poisson(rates_hz * length)

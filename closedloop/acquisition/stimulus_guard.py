@@ -45,8 +45,10 @@ class GuardCounts:
     reanchored: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in ("bad_flip_times", "bad_frame_counts", "bad_images",
-                                                        "cache_full", "reanchored")}
+        return {
+            name: getattr(self, name)
+            for name in ("bad_flip_times", "bad_frame_counts", "bad_images", "cache_full", "reanchored")
+        }
 
 
 @dataclass(frozen=True)
@@ -73,11 +75,13 @@ class StimulusGuard:
         Most bytes of cached images.
     """
 
-    def __init__(self, size_px: int, max_frames: int, *, max_gap_s: float = MAX_GAP_S,
-                 max_cache_bytes: int = MAX_CACHE_BYTES):
+    def __init__(
+        self, size_px: int, max_frames: int, *, max_gap_s: float = MAX_GAP_S, max_cache_bytes: int = MAX_CACHE_BYTES
+    ):
         if size_px < 1 or max_frames < 1 or not max_gap_s > 0:
-            raise ValueError(f"size_px, max_frames and max_gap_s must be positive, got {size_px}, {max_frames}, "
-                             f"{max_gap_s}")
+            raise ValueError(
+                f"size_px, max_frames and max_gap_s must be positive, got {size_px}, {max_frames}, {max_gap_s}"
+            )
         self.size_px = int(size_px)
         self.max_frames = int(max_frames)
         self.max_gap_s = float(max_gap_s)
@@ -108,8 +112,11 @@ class StimulusGuard:
             self._last_flip, self._refused_run = flip, []
             return Verdict(True, reanchor=True)
         self.counts.bad_flip_times += 1
-        return Verdict(False, reason=f"flip_time {flip:.6g} s does not follow the previous flip "
-                                     f"{self._last_flip:.6g} s (must move forward by at most {self.max_gap_s:g} s)")
+        return Verdict(
+            False,
+            reason=f"flip_time {flip:.6g} s does not follow the previous flip "
+            f"{self._last_flip:.6g} s (must move forward by at most {self.max_gap_s:g} s)",
+        )
 
     @property
     def last_flip(self) -> float | None:

@@ -1,4 +1,4 @@
-"""Digital twin: a fitted model plus an archive's noise statistics, as a brain (DESIGN §8).
+"""Digital twin: a fitted model plus an archive's noise statistics, as a brain (docs/methods.md, Simulation).
 
 For images that were never recorded, the twin's expected rate in the response window
 is the fitted ensemble's prediction (images preprocessed as for fitting).  Everything
@@ -76,9 +76,9 @@ def _shape(psth: np.ndarray, spont: np.ndarray, window_s: tuple[float, float]) -
     shape = np.zeros((len(psth), n_steps))
     for u in range(len(psth)):
         if evoked[u] >= MIN_EVOKED_HZ:
-            shape[u, :psth.shape[1]] = (psth[u] - spont[u]) / evoked[u]
+            shape[u, : psth.shape[1]] = (psth[u] - spont[u]) / evoked[u]
         else:
-            shape[u, :len(fallback)] = fallback
+            shape[u, : len(fallback)] = fallback
     return shape
 
 
@@ -139,8 +139,10 @@ class DigitalTwin:
         where = {int(u): i for i, u in enumerate(statistics.unit_ids)}
         missing = [int(u) for u in self.unit_ids if int(u) not in where]
         if missing:
-            raise DataFileError(checkpoint.path, f"model units {missing[:10]} are not in the archive; "
-                                "give the archive the model was fitted to")
+            raise DataFileError(
+                checkpoint.path,
+                f"model units {missing[:10]} are not in the archive; give the archive the model was fitted to",
+            )
         rows = np.array([where[int(u)] for u in self.unit_ids], dtype=np.int64)
         self.channels = statistics.channels[rows]
         self.spontaneous_hz = statistics.spontaneous_hz[rows]
@@ -150,7 +152,7 @@ class DigitalTwin:
         self.preprocessing = checkpoint_preprocessing(checkpoint)
 
     @classmethod
-    def from_files(cls, checkpoint: str | Path, archive: str | Path, device: str = "cpu") -> "DigitalTwin":
+    def from_files(cls, checkpoint: str | Path, archive: str | Path, device: str = "cpu") -> DigitalTwin:
         """Load a checkpoint and the statistics of the archive it was fitted to."""
         from closedloop.model.checkpoint import load_checkpoint
 
@@ -162,5 +164,6 @@ class DigitalTwin:
 
     def source(self) -> RateSource:
         """The twin as the simulated array's spike source."""
-        return RateSource(self, self.unit_ids, self.channels, self.spontaneous_hz, self.overdispersion,
-                          0.0, self.shape, self.window_s)
+        return RateSource(
+            self, self.unit_ids, self.channels, self.spontaneous_hz, self.overdispersion, 0.0, self.shape, self.window_s
+        )

@@ -23,16 +23,23 @@ from closedloop.errors import ClosedLoopError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("out/demo"),
-                        help="folder for the demo's files (default out/demo)")
+    parser.add_argument(
+        "--out", type=Path, default=Path("out/demo"), help="folder for the demo's files (default out/demo)"
+    )
     parser.add_argument("--protocol", type=Path, default=None, help="protocol YAML (default protocols/demo.yaml)")
     parser.add_argument("--rig", type=Path, default=None, help="simulated rig YAML (default rigs/sim.yaml)")
-    parser.add_argument("--presenter", choices=("headless", "psychopy"), default="headless",
-                        help="headless (fast, default) or psychopy (a real window; "
-                             "under Xvfb when there is no display)")
+    parser.add_argument(
+        "--presenter",
+        choices=("headless", "psychopy"),
+        default="headless",
+        help="headless (fast, default) or psychopy (a real window; under Xvfb when there is no display)",
+    )
     parser.add_argument("--device", default=None, help="model device: auto, cpu, cuda (default: the protocol's/rig's)")
-    parser.add_argument("--rig-ports", action="store_true",
-                        help="use the rig's TCP ports so 'closedloop monitor --rig RIG' can watch live")
+    parser.add_argument(
+        "--rig-ports",
+        action="store_true",
+        help="use the rig's TCP ports so 'closedloop monitor --rig RIG' can watch live",
+    )
     add_json_option(parser)
 
 
@@ -49,31 +56,46 @@ def run(args: argparse.Namespace) -> int:
     validate(rig, protocol)
     use_rig_security(rig, "runner")  # every socket of this process: CURVE when the rig asks for it
     if rig.acquisition.kind != "sim":
-        raise ClosedLoopError(f"{rig.path}: the demo needs a simulated rig (acquisition.kind: sim); "
-                              "for a real rig use 'closedloop run'")
+        raise ClosedLoopError(
+            f"{rig.path}: the demo needs a simulated rig (acquisition.kind: sim); for a real rig use 'closedloop run'"
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     session, models = args.out / "demo.h5", args.out / "models"
-    print(f"closed loop in simulation: {protocol.name} on {rig.name}, {args.presenter} presenter -> {session}",
-          flush=True)
+    print(
+        f"closed loop in simulation: {protocol.name} on {rig.name}, {args.presenter} presenter -> {session}", flush=True
+    )
     started = time.perf_counter()
     with _display_for(args.presenter, rig):
-        loop = build_loop(rig, protocol, session, presenter=args.presenter, model="local",
-                          endpoints=None if args.rig_ports else Endpoints.inproc(), overwrite=True,
-                          model_out=models, device=args.device)
+        loop = build_loop(
+            rig,
+            protocol,
+            session,
+            presenter=args.presenter,
+            model="local",
+            endpoints=None if args.rig_ports else Endpoints.inproc(),
+            overwrite=True,
+            model_out=models,
+            device=args.device,
+        )
         report = run_until_done(loop)
     seconds = time.perf_counter() - started
     if not loop.runner.finished:
-        failures = "; ".join(f"{name}: {'; '.join(state.errors)}" for name, state in report.components.items()
-                             if state.errors)
-        raise ClosedLoopError(f"the demo stopped before the protocol ended ({report.reason}"
-                              + (f": {failures}" if failures else "") + f"); what was recorded is in {session}")
+        failures = "; ".join(
+            f"{name}: {'; '.join(state.errors)}" for name, state in report.components.items() if state.errors
+        )
+        raise ClosedLoopError(
+            f"the demo stopped before the protocol ended ({report.reason}"
+            + (f": {failures}" if failures else "")
+            + f"); what was recorded is in {session}"
+        )
     print(f"\nloop finished in {seconds:.0f} s; report (simulated spikes vs ground truth):\n", flush=True)
     result = loop_report(session, simulated_brain(rig), models_dir=models)
     print(result.text())
     figure = result.figure(args.out / "loop.png")
     print(f"\nfigure: {figure}\nsession: {session} (open it with: closedloop monitor {session})")
-    write_json(args.json, {"seconds": seconds, "session": str(session), "figure": str(figure),
-                           "report": result.to_dict()})
+    write_json(
+        args.json, {"seconds": seconds, "session": str(session), "figure": str(figure), "report": result.to_dict()}
+    )
     return 0
 
 

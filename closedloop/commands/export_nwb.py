@@ -24,12 +24,21 @@ from closedloop.commands.common import add_json_option, write_json
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("session", type=Path, metavar="SESSION.h5", help="closedloop session file")
-    parser.add_argument("out", type=Path, metavar="OUT.nwb",
-                        help="NWB file to write (its folder must exist; .nwb is added when OUT has no extension)")
+    parser.add_argument(
+        "out",
+        type=Path,
+        metavar="OUT.nwb",
+        help="NWB file to write (its folder must exist; .nwb is added when OUT has no extension)",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace OUT.nwb if it exists")
-    parser.add_argument("--metadata", type=Path, default=None, metavar="META.yaml",
-                        help="YAML with a session: section (subject, experimenter, institution, lab, description); "
-                             "overrides the rig's and protocol's")
+    parser.add_argument(
+        "--metadata",
+        type=Path,
+        default=None,
+        metavar="META.yaml",
+        help="YAML with a session: section (subject, experimenter, institution, lab, description); "
+        "overrides the rig's and protocol's",
+    )
     add_json_option(parser)
 
 

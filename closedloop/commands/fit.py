@@ -36,48 +36,99 @@ def _gpu_fraction(text: str) -> float:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("archives", type=Path, nargs="+", metavar="ARCHIVE",
-                        help="session .h5 or pvc-8 .mat files")
+    parser.add_argument("archives", type=Path, nargs="+", metavar="ARCHIVE", help="session .h5 or pvc-8 .mat files")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     choice = parser.add_mutually_exclusive_group()
-    choice.add_argument("--config", type=Path, metavar="YAML",
-                        help="model configuration YAML (e.g. a search's best.yaml)")
+    choice.add_argument(
+        "--config", type=Path, metavar="YAML", help="model configuration YAML (e.g. a search's best.yaml)"
+    )
     choice.add_argument("--preset", metavar="NAME", help="named model configuration (e.g. kindel2017)")
-    parser.add_argument("--device", default="auto", metavar="DEVICE",
-                        help="auto (default: a GPU if present), cpu, cuda or cuda:N")
-    parser.add_argument("--workers", type=positive_int, default=None,
-                        help="worker processes (default: one per CPU core, at most one per archive; 1 on a GPU)")
-    parser.add_argument("--seed", type=non_negative_int, default=None,
-                        help="seed of splits, initialisation and search (default: drawn and recorded)")
-    parser.add_argument("--search", type=positive_int, default=None, metavar="N",
-                        help="first try N configurations (see --sampler) on the tuning session; run again "
-                             "with the same --out to resume a killed search")
-    parser.add_argument("--tuning", type=Path, default=None, metavar="ARCHIVE",
-                        help="tuning session for --search (default: the first ARCHIVE)")
-    parser.add_argument("--space", type=Path, default=None, metavar="YAML",
-                        help="search space for --search (default: the built-in one)")
-    parser.add_argument("--sampler", choices=SAMPLERS, default="random",
-                        help="how --search draws configurations: random (default, as Kindel et al.) or tpe (Optuna)")
-    parser.add_argument("--pruner", choices=PRUNERS, default="none",
-                        help="stop hopeless search trials early: none (default), median or asha (Optuna)")
-    parser.add_argument("--executor", choices=EXECUTORS, default="local",
-                        help="local worker processes (default) or ray tasks")
-    parser.add_argument("--address", default=None, metavar="auto|HOST:PORT",
-                        help="with --executor ray: join this Ray cluster (default: start one on this machine)")
-    parser.add_argument("--task-cpus", type=positive_int, default=None, metavar="N",
-                        help="CPU cores (torch threads) of each fit or trial "
-                             "(default: cores / workers locally, 1 on Ray)")
-    parser.add_argument("--task-gpus", type=_gpu_fraction, default=None, metavar="F",
-                        help="with --executor ray: GPUs per fit or trial, e.g. 0.25 packs four on a card "
-                             "(default: 1 with --device cuda, else 0)")
-    parser.add_argument("--fuse-sessions", action="store_true",
-                        help="fit all sessions' CNNs as one batched training on one device (for a GPU; "
-                             "slower on a CPU)")
-    parser.add_argument("--units", choices=("indcent", "all"), default="indcent",
-                        help="pvc-8 units: INDCENT == 1 (default, as Kindel et al.) or all")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress bars on stderr (default: bars on a terminal, else a line per session "
-                             "every 30 s)")
+    parser.add_argument(
+        "--device", default="auto", metavar="DEVICE", help="auto (default: a GPU if present), cpu, cuda or cuda:N"
+    )
+    parser.add_argument(
+        "--workers",
+        type=positive_int,
+        default=None,
+        help="worker processes (default: one per CPU core, at most one per archive; 1 on a GPU)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=non_negative_int,
+        default=None,
+        help="seed of splits, initialisation and search (default: drawn and recorded)",
+    )
+    parser.add_argument(
+        "--search",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="first try N configurations (see --sampler) on the tuning session; run again "
+        "with the same --out to resume a killed search",
+    )
+    parser.add_argument(
+        "--tuning",
+        type=Path,
+        default=None,
+        metavar="ARCHIVE",
+        help="tuning session for --search (default: the first ARCHIVE)",
+    )
+    parser.add_argument(
+        "--space", type=Path, default=None, metavar="YAML", help="search space for --search (default: the built-in one)"
+    )
+    parser.add_argument(
+        "--sampler",
+        choices=SAMPLERS,
+        default="random",
+        help="how --search draws configurations: random (default, as Kindel et al.) or tpe (Optuna)",
+    )
+    parser.add_argument(
+        "--pruner",
+        choices=PRUNERS,
+        default="none",
+        help="stop hopeless search trials early: none (default), median or asha (Optuna)",
+    )
+    parser.add_argument(
+        "--executor", choices=EXECUTORS, default="local", help="local worker processes (default) or ray tasks"
+    )
+    parser.add_argument(
+        "--address",
+        default=None,
+        metavar="auto|HOST:PORT",
+        help="with --executor ray: join this Ray cluster (default: start one on this machine)",
+    )
+    parser.add_argument(
+        "--task-cpus",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="CPU cores (torch threads) of each fit or trial (default: cores / workers locally, 1 on Ray)",
+    )
+    parser.add_argument(
+        "--task-gpus",
+        type=_gpu_fraction,
+        default=None,
+        metavar="F",
+        help="with --executor ray: GPUs per fit or trial, e.g. 0.25 packs four on a card "
+        "(default: 1 with --device cuda, else 0)",
+    )
+    parser.add_argument(
+        "--fuse-sessions",
+        action="store_true",
+        help="fit all sessions' CNNs as one batched training on one device (for a GPU; slower on a CPU)",
+    )
+    parser.add_argument(
+        "--units",
+        choices=("indcent", "all"),
+        default="indcent",
+        help="pvc-8 units: INDCENT == 1 (default, as Kindel et al.) or all",
+    )
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress bars on stderr (default: bars on a terminal, else a line per session every 30 s)",
+    )
     add_json_option(parser)
 
 
@@ -100,8 +151,9 @@ def run(args: argparse.Namespace) -> int:
         for name in ("address", "task_gpus"):
             if getattr(args, name) is not None:
                 raise ClosedLoopError(f"--{name.replace('_', '-')} only makes sense with --executor ray")
-    config = (load_config_yaml(args.config) if args.config else
-              named_config(args.preset) if args.preset else default_config())
+    config = (
+        load_config_yaml(args.config) if args.config else named_config(args.preset) if args.preset else default_config()
+    )
     space = _space(args)
     device = _device(args)
     _check_archives(args.archives + ([args.tuning] if args.tuning else []))
@@ -114,9 +166,16 @@ def run(args: argparse.Namespace) -> int:
         if args.search:
             config, search_summary, seed = _search(args, config, space, device, executor)
         settings = FitSettings(config=config, device=device, seed=seed, units=args.units)
-        result = fit_archives(list(args.archives), args.out, settings, workers=args.workers,
-                              show_progress=args.progress, executor=executor, threads=args.task_cpus,
-                              fuse=args.fuse_sessions)
+        result = fit_archives(
+            list(args.archives),
+            args.out,
+            settings,
+            workers=args.workers,
+            show_progress=args.progress,
+            executor=executor,
+            threads=args.task_cpus,
+            fuse=args.fuse_sessions,
+        )
     finally:
         if executor is not None:
             executor.close()
@@ -186,8 +245,17 @@ def _search(args: argparse.Namespace, base, space, device: str, ray_executor):
     folder = args.out / "search"
     seed = args.seed if args.seed is not None else previous_seed(folder)
     seed = seed if seed is not None else secrets.randbelow(2**31)
-    plan = SearchPlan(tuning=str(Path(tuning_path).resolve()), n_trials=args.search, seed=seed, base=base,
-                      space=space, sampler=args.sampler, pruner=args.pruner, units=args.units, device=device)
+    plan = SearchPlan(
+        tuning=str(Path(tuning_path).resolve()),
+        n_trials=args.search,
+        seed=seed,
+        base=base,
+        space=space,
+        sampler=args.sampler,
+        pruner=args.pruner,
+        units=args.units,
+        device=device,
+    )
     dataset = load_dataset(tuning_path, units=args.units)
     if ray_executor is not None:
         executor, slots = ray_executor, _ray_slots(ray_executor, args.search)
@@ -195,12 +263,20 @@ def _search(args: argparse.Namespace, base, space, device: str, ray_executor):
         slots = max(1, min(args.workers or default_workers(args.search, device), args.search))
         threads = args.task_cpus or max(1, available_cores() // slots)
         executor = LocalExecutor(slots, TaskResources(cpus=threads))
-    print(f"search: {args.search} {args.sampler} configurations on {tuning_path} (seed {seed}; scored on "
-          f"validation images, the test images stay unseen), {slots} at a time on {executor.name}")
+    print(
+        f"search: {args.search} {args.sampler} configurations on {tuning_path} (seed {seed}; scored on "
+        f"validation images, the test images stay unseen), {slots} at a time on {executor.name}"
+    )
     quiet = args.progress is False
     try:
-        result = run_search(plan, dataset, folder, executor, slots=slots,
-                            log=None if quiet else lambda line: print(line, file=sys.stderr, flush=True))
+        result = run_search(
+            plan,
+            dataset,
+            folder,
+            executor,
+            slots=slots,
+            log=None if quiet else lambda line: print(line, file=sys.stderr, flush=True),
+        )
     finally:
         if executor is not ray_executor:
             executor.close()
@@ -208,13 +284,22 @@ def _search(args: argparse.Namespace, base, space, device: str, ray_executor):
     best = result.best
     yaml_path, csv_path = folder / "best.yaml", folder / "results.csv"
     print(f"search: best is trial {best.index} (validation r {best.val_r:.3f}); wrote {yaml_path} and {csv_path}")
-    summary = {"tuning": str(tuning_path), "trials": args.search, "seed": seed, "best_trial": best.index,
-               "best_val_r": best.val_r, "best_yaml": str(yaml_path), "results_csv": str(csv_path),
-               "sampler": args.sampler, "pruner": args.pruner, "executor": executor.name,
-               "finished": sum(t.status == "ok" for t in result.trials),
-               "pruned": sum(t.status == "pruned" for t in result.trials),
-               "failed": sum(t.status == "failed" for t in result.trials),
-               "space": result.space.to_dict()}
+    summary = {
+        "tuning": str(tuning_path),
+        "trials": args.search,
+        "seed": seed,
+        "best_trial": best.index,
+        "best_val_r": best.val_r,
+        "best_yaml": str(yaml_path),
+        "results_csv": str(csv_path),
+        "sampler": args.sampler,
+        "pruner": args.pruner,
+        "executor": executor.name,
+        "finished": sum(t.status == "ok" for t in result.trials),
+        "pruned": sum(t.status == "pruned" for t in result.trials),
+        "failed": sum(t.status == "failed" for t in result.trials),
+        "space": result.space.to_dict(),
+    }
     return best.config, summary, seed
 
 
@@ -234,16 +319,29 @@ def _report(args, result, settings, search_summary) -> dict:
         if not outcome.ok:
             continue
         s = outcome.summary
-        rows.append(SessionRow(outcome.name, int(s["n_units"]), s["mean_r"], s["mean_r_over_rmax"],
-                               s["mean_cc_norm"], s["mean_r_linear"], s["frac_within_10pct_rmax"],
-                               outcome.times_s.get("total"), s.get("mean_r_over_oracle", float("nan"))))
+        rows.append(
+            SessionRow(
+                outcome.name,
+                int(s["n_units"]),
+                s["mean_r"],
+                s["mean_r_over_rmax"],
+                s["mean_cc_norm"],
+                s["mean_r_linear"],
+                s["frac_within_10pct_rmax"],
+                outcome.times_s.get("total"),
+                s.get("mean_r_over_oracle", float("nan")),
+            )
+        )
         if outcome.excluded_units:
             listing = "; ".join(f"unit {u['unit_id']}: {u['reason']}" for u in outcome.excluded_units)
             print(f"{outcome.name}: {len(outcome.excluded_units)} unit(s) excluded ({listing})")
     print(summary_table(rows))
     devices = sorted({outcome.device for outcome in result.outcomes if outcome.ok})
-    how = ("every session's CNN in one fused training" if result.executor == "fused" else
-           f"{result.workers} {result.executor} worker(s) × {result.threads_per_worker} thread(s)")
+    how = (
+        "every session's CNN in one fused training"
+        if result.executor == "fused"
+        else f"{result.workers} {result.executor} worker(s) × {result.threads_per_worker} thread(s)"
+    )
     print(f"device: {', '.join(devices) or settings.device}; {how}; results in {args.out}")
     for outcome in result.failed:
         print(f"FAILED {outcome.name} ({outcome.source}): {outcome.error}", file=sys.stderr)
@@ -260,9 +358,19 @@ def _report(args, result, settings, search_summary) -> dict:
         "config": settings.config.to_dict(),
         "search": search_summary,
         "sessions": [
-            {"name": o.name, "source": o.source, "ok": o.ok, "error": o.error, "folder": o.folder,
-             "seed": o.seed, "device": o.device, "summary": o.summary, "groups": o.groups,
-             "excluded_units": o.excluded_units, "times_s": o.times_s}
+            {
+                "name": o.name,
+                "source": o.source,
+                "ok": o.ok,
+                "error": o.error,
+                "folder": o.folder,
+                "seed": o.seed,
+                "device": o.device,
+                "summary": o.summary,
+                "groups": o.groups,
+                "excluded_units": o.excluded_units,
+                "times_s": o.times_s,
+            }
             for o in result.outcomes
         ],
         "failed": [o.name for o in result.failed],

@@ -20,8 +20,11 @@ from pathlib import Path
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=("init", "show"), help="init: make the certificates; show: list them")
     parser.add_argument("rig", type=Path, metavar="RIG.yaml", help="rig file whose network.keys names the folder")
-    parser.add_argument("--force", action="store_true",
-                        help="init: replace existing certificates (every machine then needs the new ones)")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="init: replace existing certificates (every machine then needs the new ones)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -37,31 +37,52 @@ def _seconds(text: str) -> float:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the examples' lines
-    parser.add_argument("session", type=Path, nargs="?", metavar="SESSION.h5",
-                        help="show a session file (finished or still being written) instead of live streams")
-    parser.add_argument("--models", type=Path, metavar="DIR",
-                        help="with a session file: its saved model versions, to show predictions "
-                             "(default: models/ next to the file)")
+    parser.add_argument(
+        "session",
+        type=Path,
+        nargs="?",
+        metavar="SESSION.h5",
+        help="show a session file (finished or still being written) instead of live streams",
+    )
+    parser.add_argument(
+        "--models",
+        type=Path,
+        metavar="DIR",
+        help="with a session file: its saved model versions, to show predictions (default: models/ next to the file)",
+    )
     parser.add_argument("--rig", type=Path, metavar="RIG.yaml", help="take the stream endpoints from this rig file")
-    parser.add_argument("--connect", metavar="HOST",
-                        help="the machine the loop runs on (HOST or tcp://HOST; ports from --rig or the defaults)")
+    parser.add_argument(
+        "--connect",
+        metavar="HOST",
+        help="the machine the loop runs on (HOST or tcp://HOST; ports from --rig or the defaults)",
+    )
     parser.add_argument("--demo", action="store_true", help="watch a simulated closed-loop session (no rig needed)")
     parser.add_argument("--unit", type=int, metavar="ID", help="unit to show first (default: the first one seen)")
-    parser.add_argument("--photodiode-line", type=non_negative_int, metavar="N",
-                        help="sync line of the photodiode (default: the rig's, else 1)")
-    parser.add_argument("--screenshot", type=Path, metavar="OUT.png",
-                        help="render the window offscreen to OUT.png after --duration seconds, then exit")
+    parser.add_argument(
+        "--photodiode-line",
+        type=non_negative_int,
+        metavar="N",
+        help="sync line of the photodiode (default: the rig's, else 1)",
+    )
+    parser.add_argument(
+        "--screenshot",
+        type=Path,
+        metavar="OUT.png",
+        help="render the window offscreen to OUT.png after --duration seconds, then exit",
+    )
     parser.add_argument("--duration", type=_seconds, metavar="S", help="close after S seconds")
     add_json_option(parser)
 
 
 def _host(text: str) -> str:
-    host = text[len("tcp://"):] if text.startswith("tcp://") else text
+    host = text[len("tcp://") :] if text.startswith("tcp://") else text
     if not host or "://" in host or "/" in host or any(c.isspace() for c in host):
         raise ClosedLoopError(f"--connect {text!r}: give a host name or IP address, e.g. 192.168.1.20 or tcp://rig-pc")
     if ":" in host:
-        raise ClosedLoopError(f"--connect {text!r}: give the host only; the monitor listens on four ports, "
-                              "taken from --rig RIG.yaml (network.ports) or the defaults")
+        raise ClosedLoopError(
+            f"--connect {text!r}: give the host only; the monitor listens on four ports, "
+            "taken from --rig RIG.yaml (network.ports) or the defaults"
+        )
     return host
 
 
@@ -81,8 +102,10 @@ def _prepare_qt(offscreen: bool) -> None:
     if offscreen:
         os.environ["QT_QPA_PLATFORM"] = "offscreen"
     elif sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        raise ClosedLoopError("no display (DISPLAY is not set): run the monitor on a desktop, over ssh -X, "
-                              "or use --screenshot OUT.png to render it offscreen")
+        raise ClosedLoopError(
+            "no display (DISPLAY is not set): run the monitor on a desktop, over ssh -X, "
+            "or use --screenshot OUT.png to render it offscreen"
+        )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,8 +115,9 @@ def run(args: argparse.Namespace) -> int:
         import pyqtgraph as pg
         from pyqtgraph.Qt import QtCore
     except ImportError as error:
-        raise ClosedLoopError(f"the monitor needs pyqtgraph and PySide6 ({error}); install them with "
-                              "pip install 'closedloop[monitor]'") from None
+        raise ClosedLoopError(
+            f"the monitor needs pyqtgraph and PySide6 ({error}); install them with pip install 'closedloop[monitor]'"
+        ) from None
     from closedloop.monitor.screenshot import save_screenshot
     from closedloop.monitor.state import MonitorState
     from closedloop.monitor.window import MonitorWindow
@@ -127,15 +151,23 @@ def run(args: argparse.Namespace) -> int:
         for source in reversed(sources):
             source.stop()
     summary = {
-        "source": title, "seconds": round(time.monotonic() - started, 1), "trials": view.counts.get("trials", 0),
-        "units": view.counts.get("units", 0), "model_version": view.model_version,
-        "population_r": view.population_r, "dropped_frames": view.dropped_frames,
-        "streams": {name: {"messages": sum(h.by_type.values()), **h.transport, "ignored": sum(h.ignored.values())}
-                    for name, h in view.health.items()},
+        "source": title,
+        "seconds": round(time.monotonic() - started, 1),
+        "trials": view.counts.get("trials", 0),
+        "units": view.counts.get("units", 0),
+        "model_version": view.model_version,
+        "population_r": view.population_r,
+        "dropped_frames": view.dropped_frames,
+        "streams": {
+            name: {"messages": sum(h.by_type.values()), **h.transport, "ignored": sum(h.ignored.values())}
+            for name, h in view.health.items()
+        },
         "screenshot": str(args.screenshot) if args.screenshot else None,
     }
-    print(f"monitor: {title}: {summary['trials']} trials, {summary['units']} units, model v{view.model_version}"
-          + (f"; screenshot {args.screenshot}" if args.screenshot else ""))
+    print(
+        f"monitor: {title}: {summary['trials']} trials, {summary['units']} units, model v{view.model_version}"
+        + (f"; screenshot {args.screenshot}" if args.screenshot else "")
+    )
     for health in view.health.values():
         print("  " + health.line())
     missing = [source.models_missing for source in sources if getattr(source, "models_missing", "")]
@@ -198,8 +230,9 @@ def _start_demo(state, *, fast: bool) -> tuple[list, str]:
     from closedloop.monitor.synthetic import SyntheticPublisher, SyntheticSession
     from closedloop.transport import inproc_endpoint
 
-    endpoints = {name: inproc_endpoint(f"monitor-demo-{name}") for name in
-                 ("responses", "model_events", "stimulus", "spikes")}
+    endpoints = {
+        name: inproc_endpoint(f"monitor-demo-{name}") for name in ("responses", "model_events", "stimulus", "spikes")
+    }
     session = SyntheticSession(n_units=60, n_images=40, repeats=4, iterations=3, seed=0)
     publisher = SyntheticPublisher(endpoints, session, trials_per_s=0 if fast else 20)
     receiver = StreamReceiver(publisher.endpoints, state).start()

@@ -45,13 +45,27 @@ def run(args: argparse.Namespace) -> int:
     if report.kept_blocks == 0:
         print("  no block to keep: the session has to be started again")
     elif resumable:
-        print(f"  journal: {records} records copied to {journal_path(out)}; continue with "
-              f"'closedloop run PROTOCOL.yaml --rig RIG.yaml --resume {out}'")
+        print(
+            f"  journal: {records} records copied to {journal_path(out)}; continue with "
+            f"'closedloop run PROTOCOL.yaml --rig RIG.yaml --resume {out}'"
+        )
     else:
-        print(f"  journal: {journal_path(session)} has records of {records} of the {report.kept_blocks} blocks; "
-              f"{out} can be read and exported but not resumed")
-    write_json(args.json, {"session": str(session), "out": str(out), "blocks_committed": report.integrity.n_blocks,
-                           "blocks_kept": report.kept_blocks, "stimuli_kept": report.kept_stimuli,
-                           "problems": report.integrity.problems, "uncommitted_rows": report.uncommitted_rows,
-                           "journal_records": records, "resumable": resumable})
+        print(
+            f"  journal: {journal_path(session)} has records of {records} of the {report.kept_blocks} blocks; "
+            f"{out} can be read and exported but not resumed"
+        )
+    write_json(
+        args.json,
+        {
+            "session": str(session),
+            "out": str(out),
+            "blocks_committed": report.integrity.n_blocks,
+            "blocks_kept": report.kept_blocks,
+            "stimuli_kept": report.kept_stimuli,
+            "problems": report.integrity.problems,
+            "uncommitted_rows": report.uncommitted_rows,
+            "journal_records": records,
+            "resumable": resumable,
+        },
+    )
     return 0

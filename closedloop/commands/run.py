@@ -23,23 +23,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("protocol", type=Path, help="protocol YAML (see protocols/kindel2017.yaml)")
     parser.add_argument("--rig", type=Path, required=True, help="rig YAML (see rigs/example_openephys.yaml)")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--session", type=Path, default=None,
-                       help="session file to write (default: PROTOCOL-NAME-DATE-TIME.h5 here)")
-    where.add_argument("--resume", type=Path, default=None, metavar="SESSION",
-                       help="continue an interrupted session file where it stopped")
+    where.add_argument(
+        "--session", type=Path, default=None, help="session file to write (default: PROTOCOL-NAME-DATE-TIME.h5 here)"
+    )
+    where.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        metavar="SESSION",
+        help="continue an interrupted session file where it stopped",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --session file")
-    parser.add_argument("--presenter", choices=("auto", "psychopy", "headless"), default="auto",
-                        help="psychopy (a window), headless (simulation); auto: headless on a simulated rig")
-    parser.add_argument("--model", choices=("local", "remote"), default="local",
-                        help="local: run the model server here (default); remote: use 'closedloop serve model'")
+    parser.add_argument(
+        "--presenter",
+        choices=("auto", "psychopy", "headless"),
+        default="auto",
+        help="psychopy (a window), headless (simulation); auto: headless on a simulated rig",
+    )
+    parser.add_argument(
+        "--model",
+        choices=("local", "remote"),
+        default="local",
+        help="local: run the model server here (default); remote: use 'closedloop serve model'",
+    )
     parser.add_argument("--model-out", type=Path, default=None, help="save every model version in this folder")
-    parser.add_argument("--device", default=None,
-                        help="model device (default: protocol fit.device, rig compute.device)")
-    parser.add_argument("--units", default=None,
-                        help="unit ids of a new session on a real rig, e.g. 1-96 or 3,5,7-9 (default: the units "
-                        "heard in the rig's acquisition.discover_units_s before the first block)")
-    parser.add_argument("--inproc", action="store_true",
-                        help="in-process sockets instead of the rig's TCP ports (no monitor can attach)")
+    parser.add_argument(
+        "--device", default=None, help="model device (default: protocol fit.device, rig compute.device)"
+    )
+    parser.add_argument(
+        "--units",
+        default=None,
+        help="unit ids of a new session on a real rig, e.g. 1-96 or 3,5,7-9 (default: the units "
+        "heard in the rig's acquisition.discover_units_s before the first block)",
+    )
+    parser.add_argument(
+        "--inproc",
+        action="store_true",
+        help="in-process sockets instead of the rig's TCP ports (no monitor can attach)",
+    )
     parser.add_argument("--timeout", type=float, default=None, help="stop after this many seconds (as Ctrl-C)")
     add_json_option(parser)
 
@@ -87,7 +108,6 @@ def run(args: argparse.Namespace) -> int:
     from closedloop.transport import Endpoints, use_rig_security
     from closedloop.loop.assemble import build_loop, presenter_for
     from closedloop.paths import shipped_file
-    from closedloop.reports.summary import RunSummary
     from closedloop.runner.resume import check_resumable
     from closedloop.runner.session_size import check_room_for_run
 
@@ -104,14 +124,28 @@ def run(args: argparse.Namespace) -> int:
     if args.resume is not None:  # a damaged file is refused before anything starts; versions go on from its last
         first_version = check_resumable(args.resume)
         if args.model == "remote":
-            print(f"model versions of this session go on from v{first_version}: start 'closedloop serve model' "
-                  f"with --first-version {first_version}")
-    loop = build_loop(rig, protocol, session, presenter=args.presenter, model=args.model,
-                      endpoints=Endpoints.inproc() if args.inproc else None, resume=args.resume is not None,
-                      overwrite=args.overwrite, unit_ids=units, model_out=args.model_out,
-                      device=args.device, first_version=first_version)
-    print(f"{'resuming' if args.resume else 'running'} {protocol.name} on {rig.name} -> {session}; Ctrl-C stops "
-          "after writing what was recorded")
+            print(
+                f"model versions of this session go on from v{first_version}: start 'closedloop serve model' "
+                f"with --first-version {first_version}"
+            )
+    loop = build_loop(
+        rig,
+        protocol,
+        session,
+        presenter=args.presenter,
+        model=args.model,
+        endpoints=Endpoints.inproc() if args.inproc else None,
+        resume=args.resume is not None,
+        overwrite=args.overwrite,
+        unit_ids=units,
+        model_out=args.model_out,
+        device=args.device,
+        first_version=first_version,
+    )
+    print(
+        f"{'resuming' if args.resume else 'running'} {protocol.name} on {rig.name} -> {session}; Ctrl-C stops "
+        "after writing what was recorded"
+    )
     report = run_until_done(loop, timeout_s=args.timeout)
     return finish(report, loop.runner, session, args)
 
@@ -123,16 +157,29 @@ def finish(report, runner, session: Path, args: argparse.Namespace) -> int:
     summary = RunSummary.from_session(session) if Path(session).exists() else None
     if summary is not None:
         print(summary.text())
-    write_json(getattr(args, "json", None), {"finished": bool(runner.finished), "reason": report.reason,
-                                             "summary": None if summary is None else summary.to_dict()})
-    failures = [f"{name}: {'; '.join(state.errors)}" for name, state in report.components.items()
-                if state.state == "failed"]
+    write_json(
+        getattr(args, "json", None),
+        {
+            "finished": bool(runner.finished),
+            "reason": report.reason,
+            "summary": None if summary is None else summary.to_dict(),
+        },
+    )
+    failures = [
+        f"{name}: {'; '.join(state.errors)}" for name, state in report.components.items() if state.state == "failed"
+    ]
     if runner.finished and not failures:
         return 0
-    again = (f"closedloop serve runner --rig {args.rig} --protocol {args.protocol}"
-             if getattr(args, "component", None) == "runner" else f"closedloop run {args.protocol} --rig {args.rig}")
-    resume = (f"continue with: {again} --resume {session}" if Path(session).exists()
-              else "nothing was recorded (no session file written)")
+    again = (
+        f"closedloop serve runner --rig {args.rig} --protocol {args.protocol}"
+        if getattr(args, "component", None) == "runner"
+        else f"closedloop run {args.protocol} --rig {args.rig}"
+    )
+    resume = (
+        f"continue with: {again} --resume {session}"
+        if Path(session).exists()
+        else "nothing was recorded (no session file written)"
+    )
     if report.reason in ("signal", "timeout", "stopped") and not failures:
         print(f"stopped ({report.reason}) before the protocol ended; {resume}")
         return 130 if report.reason == "signal" else 1

@@ -31,24 +31,48 @@ COMPONENTS = ("acquisition", "model", "presenter", "runner")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("component", choices=COMPONENTS, help="which component to run")
     parser.add_argument("--rig", type=Path, required=True, help="rig YAML file")
-    parser.add_argument("--protocol", type=Path, default=None,
-                        help="protocol YAML file; required by model (its fit section), presenter (its timing) "
-                             "and runner (what to run); not used by acquisition")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="model: save every model version as OUT/model_vNNN.pt (default: not saved)")
-    parser.add_argument("--presenter", choices=("psychopy", "headless"), default="psychopy",
-                        help="presenter: a PsychoPy window (default) or the headless one")
+    parser.add_argument(
+        "--protocol",
+        type=Path,
+        default=None,
+        help="protocol YAML file; required by model (its fit section), presenter (its timing) "
+        "and runner (what to run); not used by acquisition",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="model: save every model version as OUT/model_vNNN.pt (default: not saved)",
+    )
+    parser.add_argument(
+        "--presenter",
+        choices=("psychopy", "headless"),
+        default="psychopy",
+        help="presenter: a PsychoPy window (default) or the headless one",
+    )
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--session", type=Path, default=None, help="runner: the session file to write")
     where.add_argument("--resume", type=Path, default=None, help="runner: continue this session file")
-    parser.add_argument("--units", default=None, help="runner: unit ids of a new session (e.g. 1-96); "
-                        "a simulated rig's array knows its own, a real rig's runner listens for them "
-                        "(acquisition.discover_units_s)")
-    parser.add_argument("--device", default=None,
-                        help="model: auto, cpu, cuda or cuda:N (default: the protocol's fit.device, else the rig's)")
+    parser.add_argument(
+        "--units",
+        default=None,
+        help="runner: unit ids of a new session (e.g. 1-96); "
+        "a simulated rig's array knows its own, a real rig's runner listens for them "
+        "(acquisition.discover_units_s)",
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="model: auto, cpu, cuda or cuda:N (default: the protocol's fit.device, else the rig's)",
+    )
     parser.add_argument("--timeout", type=float, default=None, help="stop after this many seconds (default: never)")
-    parser.add_argument("--first-version", type=positive_int, default=1, metavar="N",
-                        help="model: number the first model N (a resumed session's runner says which)")
+    parser.add_argument(
+        "--first-version",
+        type=positive_int,
+        default=1,
+        metavar="N",
+        help="model: number the first model N (a resumed session's runner says which)",
+    )
     add_json_option(parser)
 
 
@@ -91,19 +115,27 @@ def _serve_model(rig, args: argparse.Namespace) -> int:
         raise ClosedLoopError("'serve model' needs --protocol P.yaml (its fit section says what to fit)")
     protocol = load_protocol(shipped_file(args.protocol))
     validate(rig, protocol)  # the stimulus array must be large enough for the preprocessing
-    server = model_server(rig, protocol, name="model", out_dir=args.out, device=args.device,
-                          first_version=args.first_version)
+    server = model_server(
+        rig, protocol, name="model", out_dir=args.out, device=args.device, first_version=args.first_version
+    )
     settings = server.settings
-    print(f"serving the model ({settings.model.ensemble_size}-member {settings.model.architecture}, device "
-          f"{settings.device}, seed {settings.seed}) on {settings.request_endpoint}, events on "
-          f"{settings.events_endpoint}; Ctrl-C stops", flush=True)
+    print(
+        f"serving the model ({settings.model.ensemble_size}-member {settings.model.architecture}, device "
+        f"{settings.device}, seed {settings.seed}) on {settings.request_endpoint}, events on "
+        f"{settings.events_endpoint}; Ctrl-C stops",
+        flush=True,
+    )
     report = _supervise(server, args.timeout)
     state = report.components[server.name]
     counts = ", ".join(f"{key} {value}" for key, value in sorted(server.counts.items())) or "no requests"
     saved = f"; models in {args.out}" if args.out is not None and server.version else ""
     print(f"{server.name}: {state.state} ({report.reason}); model version {server.version}; {counts}{saved}")
-    _write_summary(args, server.name, report, {"model_version": server.version, "counts": dict(server.counts),
-                                               "device": str(settings.device)})
+    _write_summary(
+        args,
+        server.name,
+        report,
+        {"model_version": server.version, "counts": dict(server.counts), "device": str(settings.device)},
+    )
     if not report.ok:
         raise ClosedLoopError(f"{server.name} failed: {'; '.join(state.errors)}")
     return 0
@@ -127,14 +159,23 @@ def _serve_presenter(rig, args: argparse.Namespace) -> int:
     validate(rig, protocol)
     check_display(args.presenter, rig)
     presenter = presenter_component(rig, protocol, Endpoints.from_rig(rig), args.presenter)
-    print(f"serving the {args.presenter} presenter: blocks on {presenter.request_endpoint}, trials on "
-          f"{presenter.shown_endpoint}; Ctrl-C stops", flush=True)
+    print(
+        f"serving the {args.presenter} presenter: blocks on {presenter.request_endpoint}, trials on "
+        f"{presenter.shown_endpoint}; Ctrl-C stops",
+        flush=True,
+    )
     report = _supervise(presenter, args.timeout)
     state = report.components[presenter.name]
-    print(f"{presenter.name}: {state.state} ({report.reason}); {counted(presenter.blocks_shown, 'block')} shown, "
-          f"{presenter.blocks_rejected} refused")
-    _write_summary(args, presenter.name, report, {"blocks_shown": presenter.blocks_shown,
-                                                  "blocks_refused": presenter.blocks_rejected})
+    print(
+        f"{presenter.name}: {state.state} ({report.reason}); {counted(presenter.blocks_shown, 'block')} shown, "
+        f"{presenter.blocks_rejected} refused"
+    )
+    _write_summary(
+        args,
+        presenter.name,
+        report,
+        {"blocks_shown": presenter.blocks_shown, "blocks_refused": presenter.blocks_rejected},
+    )
     if not report.ok:
         raise ClosedLoopError(f"{presenter.name} failed: {'; '.join(state.errors)}")
     return 0
@@ -168,8 +209,10 @@ def _serve_runner(rig, args: argparse.Namespace) -> int:
     check_room_for_run(session, rig, protocol, None if units is None else units.size, args.resume is not None)
     if args.resume is not None:
         first = check_resumable(args.resume)
-        print(f"model versions of this session go on from v{first}: start 'closedloop serve model' with "
-              f"--first-version {first}")
+        print(
+            f"model versions of this session go on from v{first}: start 'closedloop serve model' with "
+            f"--first-version {first}"
+        )
     endpoints = Endpoints.from_rig(rig)
     # A real rig (loop.components.runner): no block before data flows; without --units it listens for them.
     runner = runner_component(rig, protocol, session, endpoints, unit_ids=units, resume=args.resume is not None)
@@ -182,8 +225,18 @@ def _serve_runner(rig, args: argparse.Namespace) -> int:
 def _write_summary(args: argparse.Namespace, name: str, report, details: dict) -> None:
     """``--json``: the component's end state and what it did."""
     state = report.components[name]
-    write_json(args.json, {"component": args.component, "name": name, "state": state.state, "reason": report.reason,
-                           "ok": bool(report.ok), "errors": list(state.errors), **details})
+    write_json(
+        args.json,
+        {
+            "component": args.component,
+            "name": name,
+            "state": state.state,
+            "reason": report.reason,
+            "ok": bool(report.ok),
+            "errors": list(state.errors),
+            **details,
+        },
+    )
 
 
 def _supervise(component, timeout: float | None):

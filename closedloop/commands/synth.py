@@ -1,4 +1,4 @@
-"""Synthesize stimuli that drive fitted units to target rates (DESIGN §7).
+"""Synthesize stimuli that drive fitted units to target rates (docs/methods.md, Synthesis).
 
 From Gaussian white noise, gradient steps on the pixels push the model's (ensemble
 mean) prediction of each chosen unit to each target: a percentile of the unit's
@@ -50,42 +50,85 @@ def _contrast(text: str) -> float | str:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", type=Path, metavar="MODEL",
-                        help="fitted model (model.pt, or the folder `closedloop fit` wrote it to)")
-    parser.add_argument("--units", default="all",
-                        help="unit ids '3,7,12', 'top:K' (best held-out r) or 'all' (default)")
-    parser.add_argument("--targets", default="p20,p35,p50,p65,p80",
-                        help="comma list of percentiles (p20), max, rates (12.5hz); default p20,p35,p50,p65,p80")
-    parser.add_argument("--hold-others", action="store_true",
-                        help="hold the other selected units at their baseline (blank-screen) rate")
-    parser.add_argument("--hold", default=None, metavar="IDS",
-                        help="unit ids to hold at baseline while driving each unit")
-    parser.add_argument("--images-per-target", type=positive_int, default=1,
-                        help="images (different noise seeds) per unit and target (default 1)")
+    parser.add_argument(
+        "model", type=Path, metavar="MODEL", help="fitted model (model.pt, or the folder `closedloop fit` wrote it to)"
+    )
+    parser.add_argument(
+        "--units", default="all", help="unit ids '3,7,12', 'top:K' (best held-out r) or 'all' (default)"
+    )
+    parser.add_argument(
+        "--targets",
+        default="p20,p35,p50,p65,p80",
+        help="comma list of percentiles (p20), max, rates (12.5hz); default p20,p35,p50,p65,p80",
+    )
+    parser.add_argument(
+        "--hold-others", action="store_true", help="hold the other selected units at their baseline (blank-screen) rate"
+    )
+    parser.add_argument(
+        "--hold", default=None, metavar="IDS", help="unit ids to hold at baseline while driving each unit"
+    )
+    parser.add_argument(
+        "--images-per-target",
+        type=positive_int,
+        default=1,
+        help="images (different noise seeds) per unit and target (default 1)",
+    )
     parser.add_argument("--steps", type=positive_int, default=500, help="step cap per image (default 500)")
-    parser.add_argument("--tolerance", type=_positive_float, default=0.5, metavar="HZ",
-                        help="an image is done when this close to its target (default 0.5 Hz)")
-    parser.add_argument("--contrast", type=_contrast, default="natural", metavar="RMS|natural|none",
-                        help="cap on the RMS contrast inside the aperture: a number, 'natural' (default: the 0.95 "
-                             "quantile of the fit images' RMS contrast, as the model records it) or 'none'")
-    parser.add_argument("--min-r", type=float, default=None, metavar="R",
-                        help="skip units whose held-out r is below R (default 0.3); -1 keeps every unit")
-    parser.add_argument("--disagreement", type=float, default=0.0, metavar="W",
-                        help="penalty weight on the ensemble members' disagreement for 'max' images (default 0; "
-                             "'max' then maximises rate - W x spread)")
+    parser.add_argument(
+        "--tolerance",
+        type=_positive_float,
+        default=0.5,
+        metavar="HZ",
+        help="an image is done when this close to its target (default 0.5 Hz)",
+    )
+    parser.add_argument(
+        "--contrast",
+        type=_contrast,
+        default="natural",
+        metavar="RMS|natural|none",
+        help="cap on the RMS contrast inside the aperture: a number, 'natural' (default: the 0.95 "
+        "quantile of the fit images' RMS contrast, as the model records it) or 'none'",
+    )
+    parser.add_argument(
+        "--min-r",
+        type=float,
+        default=None,
+        metavar="R",
+        help="skip units whose held-out r is below R (default 0.3); -1 keeps every unit",
+    )
+    parser.add_argument(
+        "--disagreement",
+        type=float,
+        default=0.0,
+        metavar="W",
+        help="penalty weight on the ensemble members' disagreement for 'max' images (default 0; "
+        "'max' then maximises rate - W x spread)",
+    )
     parser.add_argument("--tv", type=float, default=0.0, help="total-variation penalty weight (default 0)")
-    parser.add_argument("--display-size", type=positive_int, default=66,
-                        help="stimulus array side in px, the rig's stimulus.size_px (default 66)")
-    parser.add_argument("--aperture-px", type=_positive_float, default=60.0,
-                        help="aperture diameter in display px (default 60)")
-    parser.add_argument("--mean-luminance", type=_fraction, default=0.5,
-                        help="the rig's grey, a fraction of the display range (default 0.5)")
-    parser.add_argument("--seed", type=non_negative_int, default=None,
-                        help="noise seed (default: drawn and recorded)")
+    parser.add_argument(
+        "--display-size",
+        type=positive_int,
+        default=66,
+        help="stimulus array side in px, the rig's stimulus.size_px (default 66)",
+    )
+    parser.add_argument(
+        "--aperture-px", type=_positive_float, default=60.0, help="aperture diameter in display px (default 60)"
+    )
+    parser.add_argument(
+        "--mean-luminance",
+        type=_fraction,
+        default=0.5,
+        help="the rig's grey, a fraction of the display range (default 0.5)",
+    )
+    parser.add_argument("--seed", type=non_negative_int, default=None, help="noise seed (default: drawn and recorded)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda or cuda:N")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
-    parser.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
-                        help="progress on stderr (default: only on a terminal)")
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="progress on stderr (default: only on a terminal)",
+    )
     add_json_option(parser)
 
 
@@ -120,11 +163,16 @@ def run(args: argparse.Namespace) -> int:
     model_path = args.model / "model.pt" if args.model.is_dir() else args.model
     _check_not_hdf5(model_path)
     checkpoint = load_checkpoint(model_path, args.device)
-    canvas = Canvas.for_preprocessing(checkpoint.preprocessing, display_size=args.display_size,
-                                      aperture_diameter_px=args.aperture_px, mean_luminance=args.mean_luminance,
-                                      max_contrast=args.contrast if isinstance(args.contrast, float) else None)
-    settings = SynthesisSettings(steps=args.steps, tolerance_hz=args.tolerance, tv_weight=args.tv,
-                                 disagreement_weight=args.disagreement)
+    canvas = Canvas.for_preprocessing(
+        checkpoint.preprocessing,
+        display_size=args.display_size,
+        aperture_diameter_px=args.aperture_px,
+        mean_luminance=args.mean_luminance,
+        max_contrast=args.contrast if isinstance(args.contrast, float) else None,
+    )
+    settings = SynthesisSettings(
+        steps=args.steps, tolerance_hz=args.tolerance, tv_weight=args.tv, disagreement_weight=args.disagreement
+    )
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     show = sys.stderr.isatty() if args.progress is None else args.progress
 
@@ -132,22 +180,37 @@ def run(args: argparse.Namespace) -> int:
         print(f"\rsynth: step {step}/{total}, {active} image(s) still optimising", end="", file=sys.stderr)
 
     made = synthesize_from_checkpoint(
-        checkpoint, args.units, args.targets, hold_others=args.hold_others, hold=hold, settings=settings,
-        canvas=canvas, seed=seed, images_per_target=args.images_per_target, progress=progress if show else None,
+        checkpoint,
+        args.units,
+        args.targets,
+        hold_others=args.hold_others,
+        hold=hold,
+        settings=settings,
+        canvas=canvas,
+        seed=seed,
+        images_per_target=args.images_per_target,
+        progress=progress if show else None,
         min_heldout_r=None if min_r <= -1 else min_r,
         contrast=args.contrast if isinstance(args.contrast, str) else None,
     )
     for unit, r in made.skipped:
-        print(f"synth: skipped unit {unit}: held-out r {r:.2f} is below {min_r:g}, so the model cannot promise "
-              "a rate for it (--min-r lowers the threshold)")
+        print(
+            f"synth: skipped unit {unit}: held-out r {r:.2f} is below {min_r:g}, so the model cannot promise "
+            "a rate for it (--min-r lowers the threshold)"
+        )
     bound = made.contrast["max_contrast"]
-    print(f"synth: RMS contrast bound {'none' if bound is None else f'{bound:.3f}'} "
-          f"({made.contrast['source']})")
+    print(f"synth: RMS contrast bound {'none' if bound is None else f'{bound:.3f}'} ({made.contrast['source']})")
     if show:
         print(file=sys.stderr)
-    library_path = write_library(args.out / "library.h5", made.result, unit_ids=made.unit_ids,
-                                 model_path=str(model_path), model_version=checkpoint.model_version,
-                                 model_created=checkpoint.created, run_seed=seed)
+    library_path = write_library(
+        args.out / "library.h5",
+        made.result,
+        unit_ids=made.unit_ids,
+        model_path=str(model_path),
+        model_version=checkpoint.model_version,
+        model_created=checkpoint.created,
+        run_seed=seed,
+    )
     library = read_library(library_path)
     figure_path = library_figure(library, args.out / "fig4.png")
 
@@ -155,18 +218,32 @@ def run(args: argparse.Namespace) -> int:
     print(_format_table(rows))
     result = made.result
     missed = int(np.sum(~result.converged & (library.target_kind != "max")))
-    print(f"{len(library)} image(s) for {len(set(library.unit_id.tolist()))} unit(s) in {result.seconds:.1f} s "
-          f"on {result.device} (model version {checkpoint.model_version}, seed {seed}); "
-          f"{missed} target(s) not reached within {args.tolerance:g} Hz")
+    print(
+        f"{len(library)} image(s) for {len(set(library.unit_id.tolist()))} unit(s) in {result.seconds:.1f} s "
+        f"on {result.device} (model version {checkpoint.model_version}, seed {seed}); "
+        f"{missed} target(s) not reached within {args.tolerance:g} Hz"
+    )
     print(f"wrote {library_path} and {figure_path}")
-    write_json(args.json, {
-        "format": "closedloop-synth-summary", "model": str(model_path), "model_version": checkpoint.model_version,
-        "library": str(library_path), "figure": str(figure_path), "seed": seed, "device": result.device,
-        "seconds": result.seconds, "settings": settings.to_dict(), "canvas": made.result.canvas.to_dict(),
-        "contrast_bound": made.contrast, "min_heldout_r": min_r,
-        "skipped_units": [{"unit_id": u, "heldout_r": r} for u, r in made.skipped],
-        "images": rows, "not_reached": missed,
-    })
+    write_json(
+        args.json,
+        {
+            "format": "closedloop-synth-summary",
+            "model": str(model_path),
+            "model_version": checkpoint.model_version,
+            "library": str(library_path),
+            "figure": str(figure_path),
+            "seed": seed,
+            "device": result.device,
+            "seconds": result.seconds,
+            "settings": settings.to_dict(),
+            "canvas": made.result.canvas.to_dict(),
+            "contrast_bound": made.contrast,
+            "min_heldout_r": min_r,
+            "skipped_units": [{"unit_id": u, "heldout_r": r} for u, r in made.skipped],
+            "images": rows,
+            "not_reached": missed,
+        },
+    )
     return 1 if missed else 0
 
 
@@ -180,8 +257,11 @@ def _check_not_hdf5(path: Path) -> None:
     except OSError:
         return  # load_checkpoint reports missing files
     if signature == b"\x89HDF\r\n\x1a\n":
-        raise DataFileError(path, "is an HDF5 file (a session or stimulus library?), not a fitted model; "
-                                  "give the model.pt that `closedloop fit` wrote")
+        raise DataFileError(
+            path,
+            "is an HDF5 file (a session or stimulus library?), not a fitted model; "
+            "give the model.pt that `closedloop fit` wrote",
+        )
 
 
 def _table_rows(library) -> list[dict]:
@@ -190,14 +270,19 @@ def _table_rows(library) -> list[dict]:
     rows = []
     for i in range(len(library)):
         maximise = library.target_kind[i] == "max"
-        rows.append({
-            "unit": int(library.unit_id[i]), "target": str(library.target_label[i]),
-            "target_hz": None if maximise else float(library.target_hz[i]),
-            "achieved_hz": float(library.achieved_hz[i]),
-            "spread_hz": None if not np.isfinite(library.spread_hz[i]) else float(library.spread_hz[i]),
-            "gap_hz": None if maximise else float(library.achieved_hz[i] - library.target_hz[i]),
-            "converged": bool(library.converged[i]), "steps": int(library.steps[i]), "seed": int(library.seed[i]),
-        })
+        rows.append(
+            {
+                "unit": int(library.unit_id[i]),
+                "target": str(library.target_label[i]),
+                "target_hz": None if maximise else float(library.target_hz[i]),
+                "achieved_hz": float(library.achieved_hz[i]),
+                "spread_hz": None if not np.isfinite(library.spread_hz[i]) else float(library.spread_hz[i]),
+                "gap_hz": None if maximise else float(library.achieved_hz[i] - library.target_hz[i]),
+                "converged": bool(library.converged[i]),
+                "steps": int(library.steps[i]),
+                "seed": int(library.seed[i]),
+            }
+        )
     return rows
 
 
@@ -209,6 +294,7 @@ def _format_table(rows: list[dict]) -> str:
         gap = "—" if row["gap_hz"] is None else f"{row['gap_hz']:+.2f}"
         spread = "—" if row.get("spread_hz") is None else f"{row['spread_hz']:.2f}"
         done = "max" if row["target"] == "max" else ("yes" if row["converged"] else "NO")
-        lines.append(f"{row['unit']:>6} {row['target']:>8} {target:>10} {row['achieved_hz']:>12.2f} {spread:>7} "
-                     f"{gap:>8}  {done}")
+        lines.append(
+            f"{row['unit']:>6} {row['target']:>8} {target:>10} {row['achieved_hz']:>12.2f} {spread:>7} {gap:>8}  {done}"
+        )
     return "\n".join(lines)

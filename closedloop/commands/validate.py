@@ -37,6 +37,14 @@ def run(args: argparse.Namespace) -> int:
         estimate = estimate_session(rig, protocol)
         summary += "\n" + estimate.text()
     print(summary)
-    write_json(args.json, {"rig": str(args.rig), "protocol": str(args.protocol or ""), "valid": True,
-                           "summary": summary, "session_bytes": None if estimate is None else estimate.bytes})
+    write_json(
+        args.json,
+        {
+            "rig": str(args.rig),
+            "protocol": str(args.protocol or ""),
+            "valid": True,
+            "summary": summary,
+            "session_bytes": None if estimate is None else estimate.bytes,
+        },
+    )
     return 0

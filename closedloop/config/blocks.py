@@ -10,11 +10,11 @@ asks for.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 from closedloop.config.schema import Where, setting
 
-# Presentations in one repeat of each grating set: the pvc-8 layout (REFERENCE.md),
+# Presentations in one repeat of each grating set: the pvc-8 layout (docs/methods.md, Outside formats),
 # which the grating generator reproduces.  orientation: 16 orientations × 4 phases;
 # sf: 8 spatial frequencies × 4 orientations × 4 phases; size: 7 radii × disc/annulus
 # × 4 orientations × 4 phases.
@@ -84,7 +84,7 @@ class LoopBlock:
             raise where.error("stop_when_r_above", "needs a fit block inside the loop to update r")
 
 
-Block = Union[NaturalBlock, GratingsBlock, FitBlock, SynthesizeBlock, PresentSynthesizedBlock, LoopBlock]
+Block = NaturalBlock | GratingsBlock | FitBlock | SynthesizeBlock | PresentSynthesizedBlock | LoopBlock
 
 
 def check_block_order(blocks: tuple[Block, ...], where: Where, n_images: int) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Literal, Union
+from typing import Literal
 
 from closedloop.config.schema import Where, path_setting, setting
 
@@ -47,8 +47,9 @@ class CallableBrain:
 
     def check(self, where: Where) -> None:
         if not _TARGET.fullmatch(self.target):
-            raise where.error("target", f"write it as package.module:callable (e.g. mylab.v1:Twin), "
-                                        f"got {self.target!r}")
+            raise where.error(
+                "target", f"write it as package.module:callable (e.g. mylab.v1:Twin), got {self.target!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -60,4 +61,4 @@ class TwinBrain:
     archive: str = path_setting()
 
 
-BrainSettings = Union[PopulationBrain, CallableBrain, TwinBrain]
+BrainSettings = PopulationBrain | CallableBrain | TwinBrain

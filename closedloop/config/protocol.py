@@ -17,7 +17,13 @@ from closedloop.config.blocks import Block, check_block_order, count_trials
 from closedloop.config.rig import MAX_SEED, check_device
 from closedloop.config.session_info import SessionInfo
 from closedloop.config.schema import (
-    ConfigSource, LoadedFromFile, Where, internal, load_settings_file, path_setting, setting,
+    ConfigSource,
+    LoadedFromFile,
+    Where,
+    internal,
+    load_settings_file,
+    path_setting,
+    setting,
 )
 from closedloop.data.dataset import Preprocessing
 from closedloop.errors import ConfigError
@@ -122,7 +128,7 @@ class Images:
 
 @dataclass(frozen=True)
 class Fit:
-    """Model fitting (DESIGN §6).
+    """Model fitting (docs/methods.md, Model).
 
     ``architecture`` names a starting point: ``recommended`` (the preset that closes
     most of the gap to the noise ceiling, `closedloop.model.presets`), ``kindel2017``
@@ -159,10 +165,17 @@ class Fit:
         ``batch_size`` and whichever of ``learning_rate``, ``dropout_keep`` and
         ``ensemble`` it gives.
         """
-        changes: dict = {"max_epochs": self.max_epochs, "patience": self.patience, "batch_size": self.batch_size,
-                         "seed": seed}
-        for key, name in (("learning_rate", "learning_rate"), ("dropout_keep", "dropout_keep"),
-                          ("ensemble", "ensemble_size")):
+        changes: dict = {
+            "max_epochs": self.max_epochs,
+            "patience": self.patience,
+            "batch_size": self.batch_size,
+            "seed": seed,
+        }
+        for key, name in (
+            ("learning_rate", "learning_rate"),
+            ("dropout_keep", "dropout_keep"),
+            ("ensemble", "ensemble_size"),
+        ):
             if getattr(self, key) is not None:
                 changes[name] = getattr(self, key)
         base = self.loaded_model if self.loaded_model is not None else _ARCHITECTURE_BASE[self.architecture]
@@ -170,7 +183,7 @@ class Fit:
 
     def check(self, where: Where) -> None:
         if self.model_file is not None:
-            self._load_model_file(where)
+            self._load_model_file(self.model_file, where)
         for name in ("downsample", "crop"):
             value = getattr(self.preprocessing, name)
             if value < 1:
@@ -187,20 +200,24 @@ class Fit:
             check_device(where, "device", self.device)
         for key, used_by in _USED_BY.items():
             if getattr(self, key) is not None and self.architecture not in used_by and self.model_file is None:
-                raise where.error(key, f"is not used by the {self.architecture} architecture (only by "
-                                       f"{' and '.join(used_by)}); remove it")
+                raise where.error(
+                    key,
+                    f"is not used by the {self.architecture} architecture (only by {' and '.join(used_by)}); remove it",
+                )
         if self.architecture == "linear" and self.ensemble not in (None, 1):
-            raise where.error("ensemble", f"must be 1 for the linear architecture (its closed-form fit has no "
-                                          f"randomness), got {self.ensemble}")
+            raise where.error(
+                "ensemble",
+                f"must be 1 for the linear architecture (its closed-form fit has no randomness), got {self.ensemble}",
+            )
 
-    def _load_model_file(self, where: Where) -> None:
+    def _load_model_file(self, model_file: str, where: Where) -> None:
         # Imported here: closedloop.fitting.model_files imports closedloop.config, whose __init__ imports this module.
         from closedloop.fitting.model_files import load_config_yaml
 
         if where.has("architecture"):
             raise where.error("model_file", "give either architecture or model_file, not both")
         # model_file is already resolved against this protocol's folder and known to exist (path_setting).
-        object.__setattr__(self, "loaded_model", load_config_yaml(self.model_file))  # errors name the model file
+        object.__setattr__(self, "loaded_model", load_config_yaml(model_file))  # errors name the model file
 
 
 # What each architecture starts from; a protocol's fit section changes only what it gives.
@@ -232,7 +249,7 @@ class UnitSelection:
 
 @dataclass(frozen=True)
 class Synthesis:
-    """Stimulus synthesis (DESIGN §7).
+    """Stimulus synthesis (docs/methods.md, Synthesis).
 
     ``targets`` are percentiles of each unit's measured rates (``p20``), ``max``, or
     absolute rates (``12.5hz``); ``images_per_target`` images (different noise
@@ -265,8 +282,11 @@ class Synthesis:
             except ValueError as error:
                 raise where.error(f"targets[{index}]", str(error)) from None
         if self.images_per_block > MAX_SYNTHESIZED:
-            raise where.error("images_per_target", f"top_k × targets × images_per_target = {self.images_per_block} "
-                                                   f"images per synthesize block; keep it at most {MAX_SYNTHESIZED}")
+            raise where.error(
+                "images_per_target",
+                f"top_k × targets × images_per_target = {self.images_per_block} "
+                f"images per synthesize block; keep it at most {MAX_SYNTHESIZED}",
+            )
 
 
 @dataclass(frozen=True)
@@ -362,8 +382,11 @@ class Protocol(LoadedFromFile):
             )
         check_block_order(self.blocks, where, self.images.n)
         if self.total_trials > MAX_TRIALS:
-            raise where.error("blocks", f"asks for {self.total_trials} presentations; keep it at most {MAX_TRIALS} "
-                                        "(lower repeats, images or loop iterations)")
+            raise where.error(
+                "blocks",
+                f"asks for {self.total_trials} presentations; keep it at most {MAX_TRIALS} "
+                "(lower repeats, images or loop iterations)",
+            )
         _require_section(self.blocks, self.fit, "fit", "fit", where)
         _require_section(self.blocks, self.synthesis, "synthesize", "synthesis", where)
 

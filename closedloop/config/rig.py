@@ -16,7 +16,13 @@ from typing import Literal
 
 from closedloop.config.brain import BrainSettings
 from closedloop.config.schema import (
-    ConfigSource, LoadedFromFile, Where, internal, load_settings_file, path_setting, setting,
+    ConfigSource,
+    LoadedFromFile,
+    Where,
+    internal,
+    load_settings_file,
+    path_setting,
+    setting,
 )
 from closedloop.config.session_info import SessionInfo
 
@@ -132,8 +138,15 @@ class Stimulus:
     size_px: int = setting(66, ge=2, le=4096)
 
 
-_OPENEPHYS_KEYS = ("event_endpoint", "sample_rate_hz", "photodiode_line", "clock_stream", "streams", "electrodes",
-                   "drop_unsorted")
+_OPENEPHYS_KEYS = (
+    "event_endpoint",
+    "sample_rate_hz",
+    "photodiode_line",
+    "clock_stream",
+    "streams",
+    "electrodes",
+    "drop_unsorted",
+)
 #: A real recording system: how long to listen for units, and to wait for the first photodiode edge.
 _REAL_RIG_KEYS = ("discover_units_s", "photodiode_timeout_s")
 _KEYS_BY_KIND = {
@@ -216,16 +229,25 @@ class Acquisition:
                 used_by = " or ".join(kind for kind, keys in _KEYS_BY_KIND.items() if key in keys)
                 raise where.error(key, f"only used when kind is {used_by}, but kind is {self.kind}; remove it")
         if where.has("scenario") and where.has("brain"):
-            raise where.error("scenario", f"give either scenario or brain (line {where.line('brain')}), not both; "
-                                          "a population brain takes its own scenario")
+            raise where.error(
+                "scenario",
+                f"give either scenario or brain (line {where.line('brain')}), not both; "
+                "a population brain takes its own scenario",
+            )
         if self.kind not in ("openephys", "lsl"):
             return
         if self.photodiode_line is None:
-            raise where.error("photodiode_line", f"required when kind is {self.kind}: the TTL line the photodiode is "
-                              "on, as the recording system numbers it (1 = the first)")
+            raise where.error(
+                "photodiode_line",
+                f"required when kind is {self.kind}: the TTL line the photodiode is "
+                "on, as the recording system numbers it (1 = the first)",
+            )
         if self.photodiode_line < 1:
-            raise where.error("photodiode_line", f"the GUI numbers TTL lines from 1, got {self.photodiode_line} "
-                              "(the Event Broadcaster sends the GUI's line 1 as 0: write 1 for it)")
+            raise where.error(
+                "photodiode_line",
+                f"the GUI numbers TTL lines from 1, got {self.photodiode_line} "
+                "(the Event Broadcaster sends the GUI's line 1 as 0: write 1 for it)",
+            )
         if self.kind == "lsl":
             for key in ("spike_stream", "marker_stream"):
                 if not getattr(self, key).strip():
@@ -243,8 +265,10 @@ class Acquisition:
     def _check_streams(self, where: Where) -> None:
         names = [stream.name for stream in self.streams]
         if self.clock_stream is not None and self.clock_stream in names:
-            raise where.error(f"streams[{names.index(self.clock_stream)}].name",
-                              f"{self.clock_stream!r} is the clock_stream; list only the other streams here")
+            raise where.error(
+                f"streams[{names.index(self.clock_stream)}].name",
+                f"{self.clock_stream!r} is the clock_stream; list only the other streams here",
+            )
         for i, name in enumerate(names):
             if not name.strip():
                 raise where.error(f"streams[{i}].name", "must be a stream name as the GUI shows it")
@@ -330,8 +354,11 @@ class Network:
         if not self.host or "://" in self.host or any(c.isspace() for c in self.host):
             raise where.error("host", f"must be a host name or IP address such as 127.0.0.1, got {self.host!r}")
         if self.security == "none" and not self.loopback:
-            raise where.error("security", f"'none' leaves every socket on {self.host} open to the network; use "
-                              "'curve' and make the rig's keys with 'closedloop keys init RIG.yaml', or host 127.0.0.1")
+            raise where.error(
+                "security",
+                f"'none' leaves every socket on {self.host} open to the network; use "
+                "'curve' and make the rig's keys with 'closedloop keys init RIG.yaml', or host 127.0.0.1",
+            )
         if not self.keys or "\0" in self.keys:
             raise where.error("keys", "must name the folder of the rig's certificates, e.g. keys")
 

@@ -21,13 +21,16 @@ import re
 import types
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from closedloop.config.yaml_loader import YamlNode, load_yaml, read_text, shorten
 from closedloop.errors import ConfigError
 from closedloop.paths import resolve_in_file, shipped_file
 
-T = TypeVar("T")
+if TYPE_CHECKING:  # typing only: the protocol every dataclass satisfies
+    from _typeshed import DataclassInstance
+
+T = TypeVar("T", bound="DataclassInstance")
 
 # Compared as written (int with int stays exact, int with float never overflows).
 _LIMITS = {
@@ -269,16 +272,21 @@ def _existing_path(kind: str, value: Any, source: ConfigSource, node: YamlNode, 
     if value is None:
         return None
     if isinstance(value, (tuple, list)):
-        paths = [_existing_path(kind, item, source, item_node, f"{name}[{i}]")
-                 for i, (item, item_node) in enumerate(zip(value, node.value))]
+        paths = [
+            _existing_path(kind, item, source, item_node, f"{name}[{i}]")
+            for i, (item, item_node) in enumerate(zip(value, node.value))
+        ]
         return tuple(paths) if isinstance(value, tuple) else paths
     if not value:
         raise ConfigError(source.path, node.line, name, f"give the path of a {kind}, not an empty text")
     path = resolve_in_file(value, source.path)
     found = path.is_dir() if kind == "folder" else path.is_file()
     if not found:
-        what = "not a folder" if kind == "folder" and path.exists() else (
-            "a folder, not a file" if path.is_dir() else "not found")
+        what = (
+            "not a folder"
+            if kind == "folder" and path.exists()
+            else ("a folder, not a file" if path.is_dir() else "not found")
+        )
         place = "" if Path(value).is_absolute() else f" (relative paths are taken from the folder of {source.path})"
         raise ConfigError(source.path, node.line, name, f"{path}: {what}{place}; check the path")
     return str(path)
@@ -334,7 +342,7 @@ def _value(hint: Any, node: YamlNode, source: ConfigSource, name: str) -> Any:
         return _literal(get_args(hint), node, source, name)
     if origin in (tuple, list):
         return _sequence(hint, node, source, name)
-    if dataclasses.is_dataclass(hint):
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
         return build(hint, node, Where(source, name))
     if hint in (int, float, bool, str):
         return _scalar(hint, node, source, name)
@@ -364,14 +372,23 @@ def _scalar(hint: type, node: YamlNode, source: ConfigSource, name: str) -> Any:
         # Unquoted numbers or words are taken as written (a rig called 2024, a device 0).
         text = node.raw if node.plain else str(value)
         if len(text) > MAX_TEXT_CHARS:
-            raise ConfigError(source.path, node.line, name, f"text of {len(text)} characters; at most {MAX_TEXT_CHARS} "
-                                                            "(names and paths are short)")
+            raise ConfigError(
+                source.path,
+                node.line,
+                name,
+                f"text of {len(text)} characters; at most {MAX_TEXT_CHARS} (names and paths are short)",
+            )
         return text
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             if abs(value) > MAX_INT:
-                raise ConfigError(source.path, node.line, name, f"{shorten(node.raw)} is too large: whole numbers "
-                                  f"must be within ±{MAX_INT} (64 bits); check the value")
+                raise ConfigError(
+                    source.path,
+                    node.line,
+                    name,
+                    f"{shorten(node.raw)} is too large: whole numbers "
+                    f"must be within ±{MAX_INT} (64 bits); check the value",
+                )
             return value
         raise _fail(source, node, name, "an integer")
     # float: integers are accepted, and so is 1e-3 (PyYAML reads it as text).
@@ -383,13 +400,21 @@ def _scalar(hint: type, node: YamlNode, source: ConfigSource, name: str) -> Any:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise _fail(source, node, name, "a number")
     if isinstance(value, int) and abs(value) > MAX_NUMBER:
-        raise ConfigError(source.path, node.line, name, f"{shorten(node.raw)} is far too large for this setting; "
-                          f"numbers here must be within ±{MAX_NUMBER:g}")
+        raise ConfigError(
+            source.path,
+            node.line,
+            name,
+            f"{shorten(node.raw)} is far too large for this setting; numbers here must be within ±{MAX_NUMBER:g}",
+        )
     if not math.isfinite(value):
         raise ConfigError(source.path, node.line, name, f"must be a finite number, got {shorten(node.raw)}")
     if abs(value) > MAX_NUMBER:
-        raise ConfigError(source.path, node.line, name, f"{shorten(node.raw)} is far too large for this setting; "
-                          f"numbers here must be within ±{MAX_NUMBER:g}")
+        raise ConfigError(
+            source.path,
+            node.line,
+            name,
+            f"{shorten(node.raw)} is far too large for this setting; numbers here must be within ±{MAX_NUMBER:g}",
+        )
     return float(value)
 
 

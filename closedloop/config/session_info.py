@@ -22,8 +22,10 @@ from closedloop.config.yaml_loader import load_yaml, read_text
 from closedloop.errors import ConfigError
 
 # ISO 8601 durations as NWB ages are written: P[nY][nM][nW][nD][T[nH][nM][nS]], at least one part.
-_DURATION = re.compile(r"P(?!$)(\d+(\.\d+)?Y)?(\d+(\.\d+)?M)?(\d+(\.\d+)?W)?(\d+(\.\d+)?D)?"
-                       r"(T(?=\d)(\d+(\.\d+)?H)?(\d+(\.\d+)?M)?(\d+(\.\d+)?S)?)?")
+_DURATION = re.compile(
+    r"P(?!$)(\d+(\.\d+)?Y)?(\d+(\.\d+)?M)?(\d+(\.\d+)?W)?(\d+(\.\d+)?D)?"
+    r"(T(?=\d)(\d+(\.\d+)?H)?(\d+(\.\d+)?M)?(\d+(\.\d+)?S)?)?"
+)
 _SPECIES = re.compile(r"[A-Z][a-z]+ [a-z]+( [a-z]+)?|https?://purl\.obolibrary\.org/obo/NCBITaxon_\d+")
 
 
@@ -44,11 +46,17 @@ class Subject:
         if self.subject_id is not None and ("/" in self.subject_id or not self.subject_id.strip()):
             raise where.error("subject_id", f"must be a non-empty id without '/', got {self.subject_id!r}")
         if self.species is not None and not _SPECIES.fullmatch(self.species):
-            raise where.error("species", f"write the Latin binomial (e.g. 'Macaca mulatta', 'Mus musculus') or an "
-                                         f"NCBI taxonomy link, got {self.species!r}")
+            raise where.error(
+                "species",
+                f"write the Latin binomial (e.g. 'Macaca mulatta', 'Mus musculus') or an "
+                f"NCBI taxonomy link, got {self.species!r}",
+            )
         if self.age is not None and not _valid_age(self.age):
-            raise where.error("age", f"write an ISO 8601 duration such as P4Y (4 years) or P23W, or a range "
-                                     f"P4Y/P6Y (P4Y/ for 'at least'), got {self.age!r}")
+            raise where.error(
+                "age",
+                f"write an ISO 8601 duration such as P4Y (4 years) or P23W, or a range "
+                f"P4Y/P6Y (P4Y/ for 'at least'), got {self.age!r}",
+            )
 
 
 @dataclass(frozen=True)
@@ -124,13 +132,21 @@ def merge(*sections: SessionInfo | None) -> SessionInfo:
     for section in sections:
         if section is None:
             continue
-        updates = {f.name: getattr(section, f.name) for f in dataclasses.fields(section)
-                   if getattr(section, f.name) is not None and f.name != "subject"}
+        updates = {
+            f.name: getattr(section, f.name)
+            for f in dataclasses.fields(section)
+            if getattr(section, f.name) is not None and f.name != "subject"
+        }
         subject = merged.subject
         if section.subject is not None:
             base = subject or Subject()
-            subject = dataclasses.replace(base, **{f.name: getattr(section.subject, f.name)
-                                                   for f in dataclasses.fields(Subject)
-                                                   if getattr(section.subject, f.name) is not None})
+            subject = dataclasses.replace(
+                base,
+                **{
+                    f.name: getattr(section.subject, f.name)
+                    for f in dataclasses.fields(Subject)
+                    if getattr(section.subject, f.name) is not None
+                },
+            )
         merged = dataclasses.replace(merged, subject=subject, **updates)
     return merged

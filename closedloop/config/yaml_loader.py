@@ -201,15 +201,21 @@ def _compose(path: str | Path, text: str) -> yaml.Node | None:
         return yaml.compose(text, Loader=_BoundedLoader)
     except _TooDeep as error:
         raise ConfigError(
-            path, error.line, None, f"nested more than {MAX_DEPTH} levels deep; settings files use a few levels, "
-            "check the brackets and indentation"
+            path,
+            error.line,
+            None,
+            f"nested more than {MAX_DEPTH} levels deep; settings files use a few levels, "
+            "check the brackets and indentation",
         ) from None
 
 
 def _too_large(path: str | Path) -> ConfigError:
     return ConfigError(
-        path, None, None, f"larger than {MAX_FILE_BYTES // 1024} KiB; rig, protocol and scenario files are a few KB "
-        "of settings, check that this is the right file"
+        path,
+        None,
+        None,
+        f"larger than {MAX_FILE_BYTES // 1024} KiB; rig, protocol and scenario files are a few KB "
+        "of settings, check that this is the right file",
     )
 
 
@@ -257,13 +263,18 @@ def _check_expanded_size(path: str | Path, root: yaml.Node) -> None:
             line = node.start_mark.line + 1
             if size[key] > MAX_VALUES:
                 raise ConfigError(
-                    path, line, None, f"aliases (*name) here expand to more than {MAX_VALUES} values; "
-                    "write the settings out instead of repeating aliases"
+                    path,
+                    line,
+                    None,
+                    f"aliases (*name) here expand to more than {MAX_VALUES} values; "
+                    "write the settings out instead of repeating aliases",
                 )
             if depth[key] > MAX_DEPTH:
                 raise ConfigError(
-                    path, line, None, f"aliases (*name) here nest more than {MAX_DEPTH} levels deep; "
-                    "write the settings out"
+                    path,
+                    line,
+                    None,
+                    f"aliases (*name) here nest more than {MAX_DEPTH} levels deep; write the settings out",
                 )
             continue
         if key in size:
@@ -321,8 +332,12 @@ def _convert(path: str | Path, node: yaml.Node, constructor: SafeConstructor, an
             # Use the key as written: YAML 1.1 would turn keys like `on` into booleans.
             key = key_node.value
             if not key.isprintable() or len(key) > _SHOWN_CHARS:
-                raise ConfigError(path, key_line, None, f"key {shorten(key)!r} is not a setting name; keys are short "
-                                                        "words such as refresh_hz")
+                raise ConfigError(
+                    path,
+                    key_line,
+                    None,
+                    f"key {shorten(key)!r} is not a setting name; keys are short words such as refresh_hz",
+                )
             if key == "<<" and key_node.tag == "tag:yaml.org,2002:merge":
                 raise ConfigError(path, key_line, None, "YAML merge keys (<<) are not supported; write the keys out")
             if key in values:
@@ -330,8 +345,7 @@ def _convert(path: str | Path, node: yaml.Node, constructor: SafeConstructor, an
                     path,
                     key_line,
                     key,
-                    f"duplicate key (first defined on line {key_lines[key]}, again on line {key_line}); "
-                    "keep only one",
+                    f"duplicate key (first defined on line {key_lines[key]}, again on line {key_line}); keep only one",
                 )
             key_lines[key] = key_line
             values[key] = _convert(path, value_node, constructor, ancestors)

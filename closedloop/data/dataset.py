@@ -14,7 +14,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """How a presented stimulus becomes the network's input (DESIGN §6).
+    """How a presented stimulus becomes the network's input (docs/methods.md, Model).
 
     Non-overlapping ``downsample`` × ``downsample`` averaging, then a centred
     ``crop`` × ``crop`` window.  Pixel values stay in the display's [0, 1] range.
@@ -82,8 +82,7 @@ class ResponseDataset:
         n_images, n_units = self.images.shape[0], self.unit_ids.shape[0]
         if self.trial_rates.ndim != 3 or self.trial_rates.shape[0] != n_images:
             raise ValueError(
-                f"trial_rates must be (n_images={n_images}, n_repeats, n_units), "
-                f"got {self.trial_rates.shape}"
+                f"trial_rates must be (n_images={n_images}, n_repeats, n_units), got {self.trial_rates.shape}"
             )
         if self.trial_rates.shape[2] != n_units:
             raise ValueError(f"trial_rates has {self.trial_rates.shape[2]} units, unit_ids {n_units}")
@@ -108,7 +107,7 @@ class ResponseDataset:
         """(n_images, n_units) number of repeats actually recorded."""
         return np.sum(~np.isnan(self.trial_rates), axis=1)
 
-    def select_units(self, index: np.ndarray) -> "ResponseDataset":
+    def select_units(self, index: np.ndarray) -> ResponseDataset:
         """A dataset restricted to the units at ``index`` (positions, not ids)."""
         index = np.asarray(index)
         gratings = None

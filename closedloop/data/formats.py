@@ -39,15 +39,14 @@ def detect_format(path: str | Path) -> Literal["session", "pvc8"]:
         return "session"
     if head.startswith(MAT5_HEADER):
         return "pvc8"
-    raise DataFileError(
-        path, "is neither a closedloop session (HDF5) nor a pvc-8 recording (MATLAB v5 .mat)"
-    )
+    raise DataFileError(path, "is neither a closedloop session (HDF5) nor a pvc-8 recording (MATLAB v5 .mat)")
 
 
 def reject_matlab_v73(path: Path, head: bytes) -> None:
     """MATLAB v7.3 files are HDF5 inside; say so rather than misreading them as sessions."""
     if head.startswith(b"MATLAB 7.3") or head[512:520] == HDF5_SIGNATURE:
         raise DataFileError(
-            path, "is a MATLAB v7.3 (HDF5) file; pvc-8 files are MATLAB v5: re-save it in "
+            path,
+            "is a MATLAB v7.3 (HDF5) file; pvc-8 files are MATLAB v5: re-save it in "
             "MATLAB with save(..., '-v7') or use the original CRCNS file",
         )

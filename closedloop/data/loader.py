@@ -10,6 +10,7 @@ from closedloop.data.formats import detect_format
 from closedloop.data.pvc8 import load_pvc8_dataset
 from closedloop.data.session_reader import SessionReader
 
+
 def load_dataset(
     path: str | Path,
     *,

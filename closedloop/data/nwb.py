@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 import numpy as np
@@ -64,23 +64,32 @@ class ExportSummary:
     def text(self) -> str:
         """One line, plus a second when the session was not closed normally."""
         flagged = f" ({self.n_flagged_blocks} flagged)" if self.n_flagged_blocks else ""
-        line = (f"wrote {self.out} ({self.file_mb:.1f} MB) in {self.seconds:.1f} s: {self.n_units} units, "
-                f"{self.n_trials} trials in {self.n_blocks} blocks{flagged}, {self.n_stimuli} stimuli, "
-                f"{self.n_spikes:,} spikes, {self.n_sync_events} sync events")
+        line = (
+            f"wrote {self.out} ({self.file_mb:.1f} MB) in {self.seconds:.1f} s: {self.n_units} units, "
+            f"{self.n_trials} trials in {self.n_blocks} blocks{flagged}, {self.n_stimuli} stimuli, "
+            f"{self.n_spikes:,} spikes, {self.n_sync_events} sync events"
+        )
         if self.writer_state == BEING_WRITTEN:
-            line += (f"\n  note: {self.session} is still being written; exported its {self.n_blocks} "
-                     "committed blocks, export again when the session has ended")
+            line += (
+                f"\n  note: {self.session} is still being written; exported its {self.n_blocks} "
+                "committed blocks, export again when the session has ended"
+            )
         elif self.writer_state == WRITER_STOPPED:
-            line += (f"\n  note: the writer of {self.session} stopped without closing it; exported its "
-                     f"{self.n_blocks} committed blocks (a block cut short is not included)")
+            line += (
+                f"\n  note: the writer of {self.session} stopped without closing it; exported its "
+                f"{self.n_blocks} committed blocks (a block cut short is not included)"
+            )
         if self.n_trials_left_out:
-            line += (f"\n  note: {self.n_trials_left_out} trial(s) of flagged blocks left out: their onsets are on "
-                     "the presenter's clock (see the blocks table's onset_clock column)")
+            line += (
+                f"\n  note: {self.n_trials_left_out} trial(s) of flagged blocks left out: their onsets are on "
+                "the presenter's clock (see the blocks table's onset_clock column)"
+            )
         return line + "".join(f"\n  warning: {warning}" for warning in self.warnings)
 
 
-def export_nwb(session_path: str | Path, out_path: str | Path, *, overwrite: bool = False,
-               metadata: str | Path | None = None) -> ExportSummary:
+def export_nwb(
+    session_path: str | Path, out_path: str | Path, *, overwrite: bool = False, metadata: str | Path | None = None
+) -> ExportSummary:
     """Write the session file ``session_path`` as the NWB file ``out_path``.
 
     Parameters
@@ -120,13 +129,21 @@ def export_nwb(session_path: str | Path, out_path: str | Path, *, overwrite: boo
     _write_atomically(nwbfile, out_path)
     n_left_out = int(contents.trials.size - kept_trials(contents).size)
     return ExportSummary(
-        session=str(session_path), out=str(out_path), session_id=contents.session_id, writer_state=state,
-        n_units=int(contents.unit_ids.size), n_trials=int(contents.trials.size),
-        n_stimuli=int(contents.stimuli.size), n_spikes=int(np.isin(contents.spikes["unit_id"], contents.unit_ids).sum()),
-        n_sync_events=int(contents.sync.size), n_blocks=int(contents.blocks.size),
+        session=str(session_path),
+        out=str(out_path),
+        session_id=contents.session_id,
+        writer_state=state,
+        n_units=int(contents.unit_ids.size),
+        n_trials=int(contents.trials.size),
+        n_stimuli=int(contents.stimuli.size),
+        n_spikes=int(np.isin(contents.spikes["unit_id"], contents.unit_ids).sum()),
+        n_sync_events=int(contents.sync.size),
+        n_blocks=int(contents.blocks.size),
         n_flagged_blocks=int(np.count_nonzero(contents.blocks["flagged"])),
-        n_trials_left_out=n_left_out, warnings=dandi_warnings(contents),
-        stimulus_durations=contents.duration_source, file_mb=out_path.stat().st_size / 1e6,
+        n_trials_left_out=n_left_out,
+        warnings=dandi_warnings(contents),
+        stimulus_durations=contents.duration_source,
+        file_mb=out_path.stat().st_size / 1e6,
         seconds=time.perf_counter() - started,
     )
 
@@ -141,26 +158,44 @@ def read_contents(reader: SessionReader, extra: SessionInfo | None = None) -> Se
     durations, duration_source = stimulus_durations(trials, rig, protocol)
     rig_name, kind = _get(rig, "name"), _get(rig, "acquisition", "kind")
     name = reader.path.name
-    info = merge(section_in_text(reader.rig_yaml, f"{name} (its stored rig file)"),
-                 section_in_text(reader.protocol_yaml, f"{name} (its stored protocol file)"), extra)
+    info = merge(
+        section_in_text(reader.rig_yaml, f"{name} (its stored rig file)"),
+        section_in_text(reader.protocol_yaml, f"{name} (its stored protocol file)"),
+        extra,
+    )
     spikes, sync, blocks = reader.spikes, reader.sync, reader.blocks
     data_times = np.concatenate([spikes["time_s"], sync["time_s"]])
     runner = metadata.get("runner") if isinstance(metadata.get("runner"), dict) else {}
     clocks = block_clocks(reader.path, runner.get("journal"), blocks, trials, data_times)
     resolution, resolution_source = spike_time_resolution(rig, spikes["time_s"])
     return SessionContents(
-        session_id=reader.session_id, created_utc=reader.created_utc,
-        closedloop_version=reader.closedloop_version, rig_yaml=reader.rig_yaml,
-        protocol_yaml=reader.protocol_yaml, seeds=reader.seeds, metadata=metadata,
-        response_window_s=reader.response_window_s, unit_ids=reader.unit_ids, channels=reader.channels,
-        stimuli=reader.stimuli, pixels=reader.stimulus_pixels, trials=trials, blocks=blocks,
-        spikes=spikes, sync=sync, responses=reader.responses,
+        session_id=reader.session_id,
+        created_utc=reader.created_utc,
+        closedloop_version=reader.closedloop_version,
+        rig_yaml=reader.rig_yaml,
+        protocol_yaml=reader.protocol_yaml,
+        seeds=reader.seeds,
+        metadata=metadata,
+        response_window_s=reader.response_window_s,
+        unit_ids=reader.unit_ids,
+        channels=reader.channels,
+        stimuli=reader.stimuli,
+        pixels=reader.stimulus_pixels,
+        trials=trials,
+        blocks=blocks,
+        spikes=spikes,
+        sync=sync,
+        responses=reader.responses,
         start_time=session_start_time(metadata.get("session_start_time"), reader.created_utc),
-        durations_s=durations, duration_source=duration_source,
+        durations_s=durations,
+        duration_source=duration_source,
         rig_name=rig_name if isinstance(rig_name, str) else None,
         acquisition_kind=kind if isinstance(kind, str) else None,
         sample_rate_hz=_positive(_get(rig, "acquisition", "sample_rate_hz")),
-        info=info, block_clocks=clocks, resolution_s=resolution, resolution_source=resolution_source,
+        info=info,
+        block_clocks=clocks,
+        resolution_s=resolution,
+        resolution_source=resolution_source,
         unit_sources=recorded_unit_sources(metadata, reader.unit_ids),
     )
 
@@ -230,13 +265,17 @@ def spike_time_resolution(rig: dict, spike_times: np.ndarray) -> tuple[float | N
 def dandi_warnings(contents: SessionContents) -> list[str]:
     """What a DANDI upload would refuse in this export, and how to add it."""
     subject = contents.info.subject
-    missing = [] if subject is None else [
-        name for name in ("subject_id", "species", "sex", "age") if getattr(subject, name) is None]
+    missing = (
+        []
+        if subject is None
+        else [name for name in ("subject_id", "species", "sex", "age") if getattr(subject, name) is None]
+    )
     if subject is None:
         missing = ["subject"]
     hint = "add a session: section with them (rig, protocol, or export-nwb --metadata META.yaml)"
-    warnings = [f"no {', '.join(missing)}: DANDI needs the subject's id, species, sex and age; {hint}"] if missing \
-        else []
+    warnings = (
+        [f"no {', '.join(missing)}: DANDI needs the subject's id, species, sex and age; {hint}"] if missing else []
+    )
     if contents.resolution_s is None:
         warnings.append("spike time resolution unknown: units.resolution not set")
     return warnings
@@ -252,8 +291,8 @@ def session_start_time(recorded: object, created_utc: str) -> datetime:
             moment = datetime.fromisoformat(text)
         except ValueError:
             continue
-        return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-    return datetime.fromtimestamp(0, timezone.utc)  # neither readable: say so by the epoch
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return datetime.fromtimestamp(0, UTC)  # neither readable: say so by the epoch
 
 
 def stimulus_durations(trials: np.ndarray, rig: dict, protocol: dict) -> tuple[np.ndarray, str]:

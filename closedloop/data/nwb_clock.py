@@ -23,8 +23,9 @@ ACQUISITION, ESTIMATED, PRESENTER = "photodiode", "estimated", "presenter clock"
 SPAN_MARGIN_S = 10.0
 
 
-def block_clocks(session_path: Path, journal_name: object, blocks: np.ndarray, trials: np.ndarray,
-                 data_times: np.ndarray) -> list[str]:
+def block_clocks(
+    session_path: Path, journal_name: object, blocks: np.ndarray, trials: np.ndarray, data_times: np.ndarray
+) -> list[str]:
     """For each block: how its onsets were made (``photodiode``, ``estimated: ...`` or ``presenter clock ...``).
 
     Parameters
@@ -41,18 +42,24 @@ def block_clocks(session_path: Path, journal_name: object, blocks: np.ndarray, t
     recorded = _journal_onsets(session_path, journal_name)
     lo, hi = (float(data_times.min()), float(data_times.max())) if data_times.size else (np.nan, np.nan)
     clocks = []
-    for row, block in enumerate(blocks):
+    for block in blocks:
         how = recorded.get(int(block["index"]), "")
         if not block["flagged"]:
             clocks.append(how or ACQUISITION)
         elif how:
             clocks.append(f"{PRESENTER}: {how}" if "no clock offset" in how else how)
         else:
-            onsets = trials["onset_s"][int(block["trial_start"]):int(block["trial_stop"])]
-            outside = onsets.size and data_times.size and (
-                onsets.min() < lo - SPAN_MARGIN_S or onsets.max() > hi + SPAN_MARGIN_S)
-            clocks.append(f"{PRESENTER}: onsets outside the span of the recorded acquisition data"
-                          if outside else f"{ESTIMATED}: flagged block, onsets as stored")
+            onsets = trials["onset_s"][int(block["trial_start"]) : int(block["trial_stop"])]
+            outside = (
+                onsets.size
+                and data_times.size
+                and (onsets.min() < lo - SPAN_MARGIN_S or onsets.max() > hi + SPAN_MARGIN_S)
+            )
+            clocks.append(
+                f"{PRESENTER}: onsets outside the span of the recorded acquisition data"
+                if outside
+                else f"{ESTIMATED}: flagged block, onsets as stored"
+            )
     return clocks
 
 

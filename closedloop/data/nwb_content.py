@@ -103,7 +103,9 @@ def build_nwbfile(session: SessionContents, exported_by: str) -> NWBFile:
         was_generated_by=[("closedloop", session.closedloop_version)],
         keywords=list(info.keywords or DEFAULT_KEYWORDS),
         experimenter=list(info.experimenter) if info.experimenter else None,
-        institution=info.institution, lab=info.lab, subject=_subject(session),
+        institution=info.institution,
+        lab=info.lab,
+        subject=_subject(session),
     )
     kept = kept_trials(session)
     _add_units(nwbfile, session)
@@ -137,32 +139,39 @@ def kept_trials(session: SessionContents) -> np.ndarray:
 def _session_description(session: SessionContents) -> str:
     where = f" on rig {session.rig_name}" if session.rig_name else ""
     simulated = " (simulated V1)" if session.metadata.get("simulated") else ""
-    return (f"closedloop session {session.session_id}{where}{simulated}: {session.trials.size} "
-            f"presentations of {session.stimuli.size} images, {session.unit_ids.size} units")
+    return (
+        f"closedloop session {session.session_id}{where}{simulated}: {session.trials.size} "
+        f"presentations of {session.stimuli.size} images, {session.unit_ids.size} units"
+    )
 
 
 def _notes(session: SessionContents, exported_by: str) -> str:
     """Everything needed to rerun the session, as text: versions, seeds, YAML verbatim."""
-    return "\n".join([
-        f"exported by: {exported_by}",
-        f"closedloop_version: {session.closedloop_version}",
-        f"seeds: {json.dumps(session.seeds, sort_keys=True)}",
-        f"metadata: {json.dumps(session.metadata, sort_keys=True)}",
-        f"response_window_s: {list(session.response_window_s)}",
-        "time reference: the acquisition clock (seconds); session_start_time is when the session file was created",
-        f"spike time resolution: {session.resolution_source}",
-        *_left_out(session),
-        "--- rig.yaml ---",
-        session.rig_yaml,
-        "--- protocol.yaml ---",
-        session.protocol_yaml,
-    ])
+    return "\n".join(
+        [
+            f"exported by: {exported_by}",
+            f"closedloop_version: {session.closedloop_version}",
+            f"seeds: {json.dumps(session.seeds, sort_keys=True)}",
+            f"metadata: {json.dumps(session.metadata, sort_keys=True)}",
+            f"response_window_s: {list(session.response_window_s)}",
+            "time reference: the acquisition clock (seconds); session_start_time is when the session file was created",
+            f"spike time resolution: {session.resolution_source}",
+            *_left_out(session),
+            "--- rig.yaml ---",
+            session.rig_yaml,
+            "--- protocol.yaml ---",
+            session.protocol_yaml,
+        ]
+    )
 
 
 def _left_out(session: SessionContents) -> list[str]:
     """Notes on what the export left out, and why."""
-    notes = [f"left out: the trials of block {int(block['index'])} ({clock})"
-             for block, clock in zip(session.blocks, session.block_clocks) if not on_acquisition_clock(clock)]
+    notes = [
+        f"left out: the trials of block {int(block['index'])} ({clock})"
+        for block, clock in zip(session.blocks, session.block_clocks)
+        if not on_acquisition_clock(clock)
+    ]
     if not session.sync.size:
         notes.append("left out: /events/sync (no photodiode or TTL edge was recorded)")
     kept = kept_trials(session)
@@ -194,21 +203,29 @@ def _add_units(nwbfile: NWBFile, session: SessionContents) -> None:
     spike_times = VectorData(name="spike_times", description="spike times (s, acquisition clock)", data=times)
     columns = [
         spike_times,
-        VectorIndex(name="spike_times_index", data=np.cumsum([p.size for p in pieces], dtype=np.int64),
-                    target=spike_times),
+        VectorIndex(
+            name="spike_times_index", data=np.cumsum([p.size for p in pieces], dtype=np.int64), target=spike_times
+        ),
         VectorData(name="channel", description="recording channel of the unit (-1: unknown)", data=channels),
     ]
     unit_types = session.metadata.get("unit_types")
     if isinstance(unit_types, list) and len(unit_types) == unit_ids.size:
-        columns.append(VectorData(name="simulated_type", data=_text([str(t) for t in unit_types]),
-                                  description="ground-truth cell type of the simulated unit"))
+        columns.append(
+            VectorData(
+                name="simulated_type",
+                data=_text([str(t) for t in unit_types]),
+                description="ground-truth cell type of the simulated unit",
+            )
+        )
     if session.unit_sources:
         columns += _source_columns(session.unit_sources)
     if session.unit_sources or np.any(channels >= 0):
         columns += _electrode_columns(nwbfile, channels, session)
     nwbfile.units = Units(
-        name="units", description="units recorded in the closedloop session; id = closedloop unit id",
-        id=ElementIdentifiers(name="id", data=unit_ids.astype(np.int64)), columns=columns,
+        name="units",
+        description="units recorded in the closedloop session; id = closedloop unit id",
+        id=ElementIdentifiers(name="id", data=unit_ids.astype(np.int64)),
+        columns=columns,
         resolution=session.resolution_s,
     )
 
@@ -216,13 +233,22 @@ def _add_units(nwbfile: NWBFile, session: SessionContents) -> None:
 def _source_columns(sources: tuple[UnitSource, ...]) -> list[VectorData]:
     """The unit columns ``stream``, ``electrode_name`` and ``sorted_id``: each unit's Open Ephys source."""
     return [
-        VectorData(name="stream", description="Open Ephys stream the unit's spikes came from (GUI name)",
-                   data=_text([s.stream for s in sources])),
-        VectorData(name="electrode_name", description="Open Ephys spike electrode of the unit, as the GUI names it "
-                                                      "(e.g. 'Electrode 3', 'Tetrode 1'; numbered per stream)",
-                   data=_text([s.electrode for s in sources])),
-        VectorData(name="sorted_id", description="the spike sorter's id of the unit on its electrode (0: unsorted)",
-                   data=np.asarray([s.sorted_id for s in sources], dtype=np.int64)),
+        VectorData(
+            name="stream",
+            description="Open Ephys stream the unit's spikes came from (GUI name)",
+            data=_text([s.stream for s in sources]),
+        ),
+        VectorData(
+            name="electrode_name",
+            description="Open Ephys spike electrode of the unit, as the GUI names it "
+            "(e.g. 'Electrode 3', 'Tetrode 1'; numbered per stream)",
+            data=_text([s.electrode for s in sources]),
+        ),
+        VectorData(
+            name="sorted_id",
+            description="the spike sorter's id of the unit on its electrode (0: unsorted)",
+            data=np.asarray([s.sorted_id for s in sources], dtype=np.int64),
+        ),
     ]
 
 
@@ -257,7 +283,8 @@ def _electrode_columns(nwbfile: NWBFile, channels: np.ndarray, session: SessionC
     """
     kind = session.acquisition_kind or "unknown"
     device = nwbfile.create_device(
-        name="recording_array", description=f"multielectrode array recorded through closedloop ({kind} acquisition)",
+        name="recording_array",
+        description=f"multielectrode array recorded through closedloop ({kind} acquisition)",
     )
     location = _location(session)
     if session.unit_sources:
@@ -268,13 +295,14 @@ def _electrode_columns(nwbfile: NWBFile, channels: np.ndarray, session: SessionC
         nwbfile.add_electrode(id=electrode_id, group=group, location=location)
     rows = [[] if row is None else [row] for row in wiring.unit_rows]
     electrodes = DynamicTableRegion(
-        name="electrodes", description="electrode (channel) the unit was recorded on",
-        data=[row for unit_rows in rows for row in unit_rows], table=nwbfile.electrodes,
+        name="electrodes",
+        description="electrode (channel) the unit was recorded on",
+        data=[row for unit_rows in rows for row in unit_rows],
+        table=nwbfile.electrodes,
     )
     return [
         electrodes,
-        VectorIndex(name="electrodes_index", data=np.cumsum([len(r) for r in rows], dtype=np.int64),
-                    target=electrodes),
+        VectorIndex(name="electrodes_index", data=np.cumsum([len(r) for r in rows], dtype=np.int64), target=electrodes),
         VectorData(name="electrode_group", description="electrode group of the unit", data=wiring.unit_groups),
     ]
 
@@ -294,15 +322,22 @@ def _source_wiring(nwbfile: NWBFile, sources: tuple[UnitSource, ...], device: De
     names = _unique([_group_name(stream, electrode) for stream, electrode in pairs])
     groups = [
         nwbfile.create_electrode_group(
-            name=name, location=location, device=device,
+            name=name,
+            location=location,
+            device=device,
             description=f"Open Ephys spike electrode '{electrode}' of stream '{stream}' (names as in the Open Ephys "
-                        "GUI; units' stream, electrode_name and sorted_id columns)")
+            "GUI; units' stream, electrode_name and sorted_id columns)",
+        )
         for name, (stream, electrode) in zip(names, pairs)
     ]
     row_of_pair = {pair: row for row, pair in enumerate(pairs)}
     rows = [row_of_pair[(source.stream, source.electrode)] for source in sources]
-    return _Wiring(electrode_ids=list(range(len(pairs))), electrode_groups=groups,
-                   unit_rows=list[int | None](rows), unit_groups=[groups[row] for row in rows])
+    return _Wiring(
+        electrode_ids=list(range(len(pairs))),
+        electrode_groups=groups,
+        unit_rows=list[int | None](rows),
+        unit_groups=[groups[row] for row in rows],
+    )
 
 
 def _group_name(stream: str, electrode: str) -> str:
@@ -338,13 +373,19 @@ def _channel_wiring(nwbfile: NWBFile, channels: np.ndarray, kind: str, device: D
     if kind == "openephys":
         for channel in known:
             groups[int(channel)] = nwbfile.create_electrode_group(
-                name=f"electrode{int(channel)}", location=location, device=device,
+                name=f"electrode{int(channel)}",
+                location=location,
+                device=device,
                 description=f"Open Ephys spike electrode {int(channel)} (unit ids {int(channel)}000-"
-                            f"{int(channel)}999: electrode × 1000 + sorted id)")
+                f"{int(channel)}999: electrode × 1000 + sorted id)",
+            )
     if kind != "openephys" or np.any(channels < 0):  # the array; or where units of unknown channel belong
         group = nwbfile.create_electrode_group(
-            name="array", description="the recording array's channels (units of unknown channel included)",
-            location=location, device=device)
+            name="array",
+            description="the recording array's channels (units of unknown channel included)",
+            location=location,
+            device=device,
+        )
         groups = {**{int(channel): group for channel in known}, **groups, -1: group}
     return _Wiring(
         electrode_ids=[int(channel) for channel in known],
@@ -359,22 +400,32 @@ def _add_stimuli(nwbfile: NWBFile, session: SessionContents) -> Images:
     """The pixels of every stimulus, and a table of their provenance."""
     ids = session.stimuli["id"]
     pictures = [
-        GrayscaleImage(name=f"stimulus_{int(i)}", data=session.pixels[row],
-                       description="float32 luminance in [0, 1], 0.5 = mean grey; row 0 at the top")
+        GrayscaleImage(
+            name=f"stimulus_{int(i)}",
+            data=session.pixels[row],
+            description="float32 luminance in [0, 1], 0.5 = mean grey; row 0 at the top",
+        )
         for row, i in enumerate(ids)
     ]
     images = Images(
-        name="stimulus_images", images=pictures,
+        name="stimulus_images",
+        images=pictures,
         description="every stimulus stored in the session, in stimulus-id order (order_of_images)",
         order_of_images=ImageReferences(name="order_of_images", data=pictures),
     )
     nwbfile.add_stimulus_template(images)
     stimuli = session.stimuli
     columns = [
-        VectorData(name="kind", description="natural, grating, synthesized or other",
-                   data=_names(StimulusKind, stimuli["kind"])),
-        VectorData(name="image_name", description="name of the image in /stimulus/templates/stimulus_images",
-                   data=_text([p.name for p in pictures])),
+        VectorData(
+            name="kind",
+            description="natural, grating, synthesized or other",
+            data=_names(StimulusKind, stimuli["kind"]),
+        ),
+        VectorData(
+            name="image_name",
+            description="name of the image in /stimulus/templates/stimulus_images",
+            data=_text([p.name for p in pictures]),
+        ),
     ]
     described = {
         "source_index": "index in the image set or grating set it came from (-1: n/a)",
@@ -389,12 +440,19 @@ def _add_stimuli(nwbfile: NWBFile, session: SessionContents) -> Images:
         "seed": "synthesis seed (-1: n/a)",
         "achieved_hz": "rate the model predicted for the synthesized image (Hz; NaN: n/a)",
     }
-    columns += [VectorData(name=name, description=text, data=stimuli[name]) for name, text in described.items()
-                if not _all_nan(stimuli[name])]
-    nwbfile.add_stimulus(DynamicTable(
-        name="stimuli", description="one row per stimulus; id = closedloop stimulus id",
-        id=ElementIdentifiers(name="id", data=ids.astype(np.int64)), columns=columns,
-    ))
+    columns += [
+        VectorData(name=name, description=text, data=stimuli[name])
+        for name, text in described.items()
+        if not _all_nan(stimuli[name])
+    ]
+    nwbfile.add_stimulus(
+        DynamicTable(
+            name="stimuli",
+            description="one row per stimulus; id = closedloop stimulus id",
+            id=ElementIdentifiers(name="id", data=ids.astype(np.int64)),
+            columns=columns,
+        )
+    )
     return images
 
 
@@ -406,12 +464,17 @@ def _add_presentations(nwbfile: NWBFile, session: SessionContents, images: Image
     # evenly spaced onsets (one block of a pvc-8 replay) are written as a start and a rate, as NWB prefers
     regular = onsets.size > 2 and steps[0] > 0 and np.unique(np.round(steps, 9)).size == 1
     timing = {"starting_time": float(onsets[0]), "rate": float(1.0 / steps[0])} if regular else {"timestamps": onsets}
-    nwbfile.add_stimulus(IndexSeries(
-        name="stimulus_presentations", data=trials["stimulus_id"].astype(np.uint32),
-        **timing, indexed_images=images, unit="N/A",
-        description="image shown at each onset (photodiode edge, acquisition clock); "
-                    "data index into stimulus_images.order_of_images",
-    ))
+    nwbfile.add_stimulus(
+        IndexSeries(
+            name="stimulus_presentations",
+            data=trials["stimulus_id"].astype(np.uint32),
+            **timing,
+            indexed_images=images,
+            unit="N/A",
+            description="image shown at each onset (photodiode edge, acquisition clock); "
+            "data index into stimulus_images.order_of_images",
+        )
+    )
 
 
 # ---------------------------------------------------------------------- time intervals
@@ -421,26 +484,34 @@ def _add_trials(nwbfile: NWBFile, session: SessionContents, kept: np.ndarray) ->
     flag_codes = blocks["flag_code"][block_row] if blocks.size else np.zeros(0, dtype=np.int32)
     onsets = trials["onset_s"]
     columns = {
-        "start_time": ("onset: photodiode edge on the acquisition clock (s); a flagged block's are estimated "
-                       "(/intervals/blocks onset_clock)", onsets),
+        "start_time": (
+            "onset: photodiode edge on the acquisition clock (s); a flagged block's are estimated "
+            "(/intervals/blocks onset_clock)",
+            onsets,
+        ),
         "stop_time": ("onset + stimulus duration (s); see /general/stimulus", onsets + session.durations_s[kept]),
         "stimulus_id": ("closedloop stimulus id (row of /stimulus/presentation/stimuli)", trials["stimulus_id"]),
-        "stimulus_kind": ("natural, grating, synthesized or other",
-                          _names(StimulusKind, session.stimuli["kind"][trials["stimulus_id"]])),
+        "stimulus_kind": (
+            "natural, grating, synthesized or other",
+            _names(StimulusKind, session.stimuli["kind"][trials["stimulus_id"]]),
+        ),
         "block": ("block index (row of /intervals/blocks)", trials["block"]),
         "repeat": ("how often this stimulus had been shown before in the session", trials["repeat"]),
         "flip_time": ("presenter flip time (s, presenter clock; NaN: not recorded)", trials["flip_s"]),
         "n_frames": ("frames the image was drawn for (-1: not recorded)", trials["n_frames"]),
         "dropped_frames": ("late frame intervals during the trial", trials["dropped_frames"]),
         "block_flagged": ("the trial's block was flagged (see block_flag)", flag_codes != int(BlockFlag.NONE)),
-        "block_flag": ("why the block was flagged (none, photodiode_mismatch, dropped_frames, aborted, other)",
-                       _names(BlockFlag, flag_codes)),
+        "block_flag": (
+            "why the block was flagged (none, photodiode_mismatch, dropped_frames, aborted, other)",
+            _names(BlockFlag, flag_codes),
+        ),
     }
     if _all_nan(trials["flip_s"]):
         del columns["flip_time"]
     nwbfile.trials = TimeIntervals(
-        name="trials", description="one row per stimulus presentation (closedloop trial); id = the trial's "
-                                   "row in the session file (trials on the presenter's clock are left out)",
+        name="trials",
+        description="one row per stimulus presentation (closedloop trial); id = the trial's "
+        "row in the session file (trials on the presenter's clock are left out)",
         id=ElementIdentifiers(name="id", data=kept.astype(np.int64)),
         columns=[VectorData(name=name, description=text, data=data) for name, (text, data) in columns.items()],
     )
@@ -455,8 +526,12 @@ def _add_blocks(nwbfile: NWBFile, session: SessionContents) -> None:
         ends = times + session.durations_s[a:b]
         if times.size == 0 or not on_acquisition_clock(session.block_clocks[row]):
             # a block without trials (or with onsets on another clock) spans its spikes and sync events
-            times = np.concatenate([session.spikes["time_s"][block["spike_start"]:block["spike_stop"]],
-                                    session.sync["time_s"][block["sync_start"]:block["sync_stop"]]])
+            times = np.concatenate(
+                [
+                    session.spikes["time_s"][block["spike_start"] : block["spike_stop"]],
+                    session.sync["time_s"][block["sync_start"] : block["sync_stop"]],
+                ]
+            )
             ends = times
         if times.size:
             starts[row], stops[row] = times.min(), ends.max()
@@ -464,42 +539,57 @@ def _add_blocks(nwbfile: NWBFile, session: SessionContents) -> None:
     if not timed.any():
         return
     columns = {
-        "start_time": ("first onset of the block (s, acquisition clock), or its first spike or sync event "
-                       "when its trials are not exported", starts),
+        "start_time": (
+            "first onset of the block (s, acquisition clock), or its first spike or sync event "
+            "when its trials are not exported",
+            starts,
+        ),
         "stop_time": ("end of the block's last presentation (s)", stops),
         "block_kind": ("natural, grating, synthesized, mixed or other", _names(BlockKind, blocks["kind"])),
         "flagged": ("the block was flagged by the runner", blocks["flagged"].astype(bool)),
-        "flag": ("why (none, photodiode_mismatch, dropped_frames, aborted, other)",
-                 _names(BlockFlag, blocks["flag_code"])),
-        "onset_clock": ("how the trial onsets were obtained: photodiode edges, estimated (flagged block), or "
-                        "the presenter's clock (trials then left out of /intervals/trials)",
-                        _text(list(session.block_clocks))),
+        "flag": (
+            "why (none, photodiode_mismatch, dropped_frames, aborted, other)",
+            _names(BlockFlag, blocks["flag_code"]),
+        ),
+        "onset_clock": (
+            "how the trial onsets were obtained: photodiode edges, estimated (flagged block), or "
+            "the presenter's clock (trials then left out of /intervals/trials)",
+            _text(list(session.block_clocks)),
+        ),
         "trial_start": ("first trial (id in /intervals/trials) of this block", blocks["trial_start"]),
         "trial_stop": ("one past the last trial (id in /intervals/trials) of this block", blocks["trial_stop"]),
     }
-    nwbfile.add_time_intervals(TimeIntervals(
-        name="blocks", description="blocks of the session (committed ones), id = block index",
-        id=ElementIdentifiers(name="id", data=blocks["index"][timed].astype(np.int64)),
-        columns=[VectorData(name=name, description=text, data=data[timed])
-                 for name, (text, data) in columns.items()],
-    ))
+    nwbfile.add_time_intervals(
+        TimeIntervals(
+            name="blocks",
+            description="blocks of the session (committed ones), id = block index",
+            id=ElementIdentifiers(name="id", data=blocks["index"][timed].astype(np.int64)),
+            columns=[
+                VectorData(name=name, description=text, data=data[timed]) for name, (text, data) in columns.items()
+            ],
+        )
+    )
 
 
 # ------------------------------------------------------------------ events, responses
 def _add_sync(nwbfile: NWBFile, session: SessionContents) -> None:
     sync = session.sync
-    nwbfile.add_events_table(EventsTable(
-        name="sync", description="photodiode and TTL edges recorded by acquisition; a stimulus "
-                                 "onset is a rising photodiode edge (state 1)",
-        source_description="acquisition system (photodiode / TTL lines)",
-        id=ElementIdentifiers(name="id", data=np.arange(sync.size, dtype=np.int64)),
-        columns=[
-            TimestampVectorData(name="timestamp", description="edge time (s, acquisition clock)",
-                                data=sync["time_s"]),
-            VectorData(name="line", description="TTL / photodiode line", data=sync["line"]),
-            VectorData(name="state", description="1 rising edge (on), 0 falling edge (off)", data=sync["state"]),
-        ],
-    ))
+    nwbfile.add_events_table(
+        EventsTable(
+            name="sync",
+            description="photodiode and TTL edges recorded by acquisition; a stimulus "
+            "onset is a rising photodiode edge (state 1)",
+            source_description="acquisition system (photodiode / TTL lines)",
+            id=ElementIdentifiers(name="id", data=np.arange(sync.size, dtype=np.int64)),
+            columns=[
+                TimestampVectorData(
+                    name="timestamp", description="edge time (s, acquisition clock)", data=sync["time_s"]
+                ),
+                VectorData(name="line", description="TTL / photodiode line", data=sync["line"]),
+                VectorData(name="state", description="1 rising edge (on), 0 falling edge (off)", data=sync["state"]),
+            ],
+        )
+    )
 
 
 def _add_responses(nwbfile: NWBFile, session: SessionContents, kept: np.ndarray) -> None:
@@ -508,22 +598,31 @@ def _add_responses(nwbfile: NWBFile, session: SessionContents, kept: np.ndarray)
     module = nwbfile.create_processing_module(
         name="responses",
         description=f"spike rate of every unit {start * 1000:g}-{stop * 1000:g} ms after each onset, "
-                    "as computed online by closedloop",
+        "as computed online by closedloop",
     )
-    module.add(DynamicTable(
-        name="trial_responses",
-        description="one row per exported trial (same id); rates[:, k] is the unit in row k of /units; "
-                    "NaN: not computed (flagged block)",
-        id=ElementIdentifiers(name="id", data=kept.astype(np.int64)),
-        columns=[
-            DynamicTableRegion(name="trial", description="the trial (row of /intervals/trials)",
-                               data=np.arange(onsets.size, dtype=np.int64), table=nwbfile.trials),
-            VectorData(name="window_start_time", description="onset + window start (s)", data=onsets + start),
-            VectorData(name="window_stop_time", description="onset + window stop (s)", data=onsets + stop),
-            VectorData(name="rates", description="(trials, units) spike rate in the window (Hz)",
-                       data=session.responses[kept].astype(np.float32)),
-        ],
-    ))
+    module.add(
+        DynamicTable(
+            name="trial_responses",
+            description="one row per exported trial (same id); rates[:, k] is the unit in row k of /units; "
+            "NaN: not computed (flagged block)",
+            id=ElementIdentifiers(name="id", data=kept.astype(np.int64)),
+            columns=[
+                DynamicTableRegion(
+                    name="trial",
+                    description="the trial (row of /intervals/trials)",
+                    data=np.arange(onsets.size, dtype=np.int64),
+                    table=nwbfile.trials,
+                ),
+                VectorData(name="window_start_time", description="onset + window start (s)", data=onsets + start),
+                VectorData(name="window_stop_time", description="onset + window stop (s)", data=onsets + stop),
+                VectorData(
+                    name="rates",
+                    description="(trials, units) spike rate in the window (Hz)",
+                    data=session.responses[kept].astype(np.float32),
+                ),
+            ],
+        )
+    )
 
 
 def _all_nan(values: np.ndarray) -> bool:

@@ -1,4 +1,4 @@
-"""Turn presented stimuli into the network's input (DESIGN §6).
+"""Turn presented stimuli into the network's input (docs/methods.md, Model).
 
 Non-overlapping ``d`` × ``d`` mean downsampling (an edge that does not fill a whole
 block is trimmed), then a centred ``crop`` × ``crop`` window.

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.io
@@ -93,7 +94,9 @@ def write_pvc8(
         raise ValueError(f"indcent has {indcent.size} values for {n_units} units")
     variables = dict(extra or {})
     variables.update(
-        resp_train=resp_train, resp_train_blk=resp_train_blk, images=cell,
+        resp_train=resp_train,
+        resp_train_blk=resp_train_blk,
+        images=cell,
         INDCENT=indcent.reshape(n_units, 1).astype(np.float64),
     )
     scipy.io.savemat(str(path), variables, do_compression=True, format="5")
@@ -106,7 +109,11 @@ class Pvc8Recording:
     """
 
     def __init__(
-        self, path: Path, resp_train: np.ndarray, images: np.ndarray, indcent: np.ndarray,
+        self,
+        path: Path,
+        resp_train: np.ndarray,
+        images: np.ndarray,
+        indcent: np.ndarray,
         resp_train_blk: np.ndarray | None = None,
     ) -> None:
         self.path = path
@@ -174,15 +181,19 @@ class Pvc8Recording:
         return np.stack([self.images[i] for i in indices])
 
     def window_counts(
-        self, window_s: tuple[float, float] = (0.05, 0.10),
-        stimulus_indices: np.ndarray | None = None, unit_indices: np.ndarray | None = None,
+        self,
+        window_s: tuple[float, float] = (0.05, 0.10),
+        stimulus_indices: np.ndarray | None = None,
+        unit_indices: np.ndarray | None = None,
     ) -> np.ndarray:
         """(n_stimuli, n_repeats, n_units) int64 spike counts in ``[start, stop)`` after onset."""
         return window_counts_from_bins(self.resp_train, window_s, BIN_S, stimulus_indices, unit_indices)
 
     def trial_rates(
-        self, window_s: tuple[float, float] = (0.05, 0.10),
-        stimulus_indices: np.ndarray | None = None, unit_indices: np.ndarray | None = None,
+        self,
+        window_s: tuple[float, float] = (0.05, 0.10),
+        stimulus_indices: np.ndarray | None = None,
+        unit_indices: np.ndarray | None = None,
     ) -> np.ndarray:
         """(n_stimuli, n_repeats, n_units) float32 rates in Hz."""
         return counts_to_rates(self.window_counts(window_s, stimulus_indices, unit_indices), window_s)
@@ -223,8 +234,11 @@ def read_pvc8(path: str | Path, load_blank: bool = False) -> Pvc8Recording:
     for name in wanted:
         shape = listing[name][0]
         if int(np.prod(shape, dtype=object)) > MAX_ELEMENTS:
-            raise DataFileError(path, f"{name} declares shape {shape}, more than {MAX_ELEMENTS} values; the file "
-                                      "is corrupt or not a pvc-8 recording")
+            raise DataFileError(
+                path,
+                f"{name} declares shape {shape}, more than {MAX_ELEMENTS} values; the file "
+                "is corrupt or not a pvc-8 recording",
+            )
     try:
         data = scipy.io.loadmat(str(path), variable_names=list(wanted))
     except Exception as error:
@@ -242,8 +256,8 @@ def read_pvc8(path: str | Path, load_blank: bool = False) -> Pvc8Recording:
     indcent = np.asarray(data["INDCENT"])
     if indcent.size != n_units or indcent.dtype.kind not in "biuf":
         raise DataFileError(
-            path, f"INDCENT is {indcent.dtype} {indcent.shape}, expected {n_units} x 1 numbers "
-            f"(one per unit of resp_train)",
+            path,
+            f"INDCENT is {indcent.dtype} {indcent.shape}, expected {n_units} x 1 numbers (one per unit of resp_train)",
         )
     return Pvc8Recording(path, resp_train, images, indcent.ravel().astype(np.float64), blank)
 
@@ -310,7 +324,8 @@ def _check_complete(path: Path, head: bytes) -> None:
             position += 8 + n_bytes
             if position > size:
                 raise DataFileError(
-                    path, f"MATLAB file is truncated or corrupt: a variable needs {position} bytes, the file "
+                    path,
+                    f"MATLAB file is truncated or corrupt: a variable needs {position} bytes, the file "
                     f"has {size}; copy or download it again",
                 )
 
@@ -319,7 +334,8 @@ def _train(path: Path, data: dict, name: str) -> np.ndarray:
     array = data[name]
     if array.dtype != np.uint8 or array.ndim != 4:
         raise DataFileError(
-            path, f"{name} is {array.dtype} with shape {array.shape}; pvc-8 stores it as uint8 "
+            path,
+            f"{name} is {array.dtype} with shape {array.shape}; pvc-8 stores it as uint8 "
             f"units x stimuli x repeats x time bins",
         )
     return array
@@ -328,7 +344,8 @@ def _train(path: Path, data: dict, name: str) -> np.ndarray:
 def _images(path: Path, cell: np.ndarray, n_stimuli: int) -> np.ndarray:
     if cell.dtype != object or cell.size != n_stimuli or 1 not in cell.shape:
         raise DataFileError(
-            path, f"images is {cell.dtype} {cell.shape}; expected a 1 x {n_stimuli} cell of images",
+            path,
+            f"images is {cell.dtype} {cell.shape}; expected a 1 x {n_stimuli} cell of images",
         )
     images = cell.ravel()
     for i, image in enumerate(images):

@@ -1,4 +1,4 @@
-"""From spikes to responses: window counts, rates in Hz, grouping by stimulus (DESIGN §5).
+"""From spikes to responses: window counts, rates in Hz, grouping by stimulus (docs/architecture.md, Clocks).
 
 A response is the number of spikes in a window ``[start, stop)`` after stimulus onset,
 divided by the window's length.  Windows are half-open everywhere, so a spike exactly
@@ -40,8 +40,7 @@ def window_bins(window_s: tuple[float, float], bin_s: float, n_bins: int) -> sli
     first, last = int(round(first)), int(round(last))
     if first < 0 or last > n_bins:
         raise ValueError(
-            f"window {window_s} s needs bins {first}..{last - 1}, but trains have {n_bins} bins "
-            f"({n_bins * bin_s:g} s)"
+            f"window {window_s} s needs bins {first}..{last - 1}, but trains have {n_bins} bins ({n_bins * bin_s:g} s)"
         )
     return slice(first, last)
 
@@ -117,9 +116,7 @@ def window_counts_from_spike_times(
     onsets_s = np.asarray(onsets_s, dtype=np.float64).ravel()
     unit_ids = np.asarray(unit_ids, dtype=np.int64).ravel()
     if spike_unit_ids.shape != spike_times_s.shape:
-        raise ValueError(
-            f"{spike_unit_ids.size} spike unit ids but {spike_times_s.size} spike times"
-        )
+        raise ValueError(f"{spike_unit_ids.size} spike unit ids but {spike_times_s.size} spike times")
     counts = np.zeros((onsets_s.size, unit_ids.size), dtype=np.int64)
     if onsets_s.size == 0 or unit_ids.size == 0 or spike_times_s.size == 0:
         return counts
@@ -144,9 +141,7 @@ def counts_to_rates(counts: np.ndarray, window_s: tuple[float, float]) -> np.nda
     return (np.asarray(counts, dtype=np.float32) / np.float32(stop - start)).astype(np.float32)
 
 
-def group_by_stimulus(
-    stimulus_ids: np.ndarray, trial_rates: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
+def group_by_stimulus(stimulus_ids: np.ndarray, trial_rates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Group per-trial rates by stimulus.
 
     Parameters
@@ -167,9 +162,7 @@ def group_by_stimulus(
     stimulus_ids = np.asarray(stimulus_ids, dtype=np.int64).ravel()
     trial_rates = np.asarray(trial_rates)
     if trial_rates.ndim != 2 or trial_rates.shape[0] != stimulus_ids.size:
-        raise ValueError(
-            f"trial_rates must be (n_trials={stimulus_ids.size}, n_units), got {trial_rates.shape}"
-        )
+        raise ValueError(f"trial_rates must be (n_trials={stimulus_ids.size}, n_units), got {trial_rates.shape}")
     image_ids, which, shown = np.unique(stimulus_ids, return_inverse=True, return_counts=True)
     order = np.argsort(which, kind="stable")
     first_trial_of_image = np.concatenate(([0], np.cumsum(shown)[:-1]))

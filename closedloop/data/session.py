@@ -1,4 +1,4 @@
-"""The session file (DESIGN §9): written while a session runs, readable while written.
+"""The session file (docs/architecture.md, Files): written while a session runs, readable while written.
 
 `SessionWriter` creates and appends (and resumes after a crash), `SessionReader` reads;
 the layout and the stimulus/block codes live in `closedloop.data.session_format`.

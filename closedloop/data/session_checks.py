@@ -21,8 +21,9 @@ from closedloop.errors import DataFileError
 _REPAIR = "the file is damaged; recover what is intact with SessionWriter.resume or use a backup"
 
 
-def check_committed(file: h5py.File, lengths: dict[str, int], path: str | Path,
-                    since: dict[str, int] | None = None) -> None:
+def check_committed(
+    file: h5py.File, lengths: dict[str, int], path: str | Path, since: dict[str, int] | None = None
+) -> None:
     """Raise `DataFileError` unless the committed part ``lengths`` describes is self-consistent.
 
     Parameters
@@ -41,8 +42,9 @@ def check_committed(file: h5py.File, lengths: dict[str, int], path: str | Path,
     for table, n in lengths.items():
         stored = _stored_rows(file, table)
         if n > stored:
-            raise DataFileError(path, f"its committed blocks vouch for {n} rows of {table} but the file holds "
-                                      f"{stored}; {_REPAIR}")
+            raise DataFileError(
+                path, f"its committed blocks vouch for {n} rows of {table} but the file holds {stored}; {_REPAIR}"
+            )
     _check_blocks(file, lengths, path, min(since.get("blocks", 0), lengths["blocks"]))
     _check_trials(file, lengths, path, min(since.get("trials", 0), lengths["trials"]))
 
@@ -70,9 +72,12 @@ def _check_blocks(file: h5py.File, lengths: dict[str, int], path: str | Path, fi
         bad = np.flatnonzero((start != previous) | (stop < start) | (stop > limit))
         if bad.size:
             row = int(bad[0])
-            raise DataFileError(path, f"block row {first + row} covers {table}s {int(start[row])}..{int(stop[row])}, "
-                                      f"which does not start where the previous block ends or goes past {limit}; "
-                                      f"{_REPAIR}")
+            raise DataFileError(
+                path,
+                f"block row {first + row} covers {table}s {int(start[row])}..{int(stop[row])}, "
+                f"which does not start where the previous block ends or goes past {limit}; "
+                f"{_REPAIR}",
+            )
     _check_codes(file, first, n, path)
 
 
@@ -82,22 +87,28 @@ def _check_codes(file: h5py.File, first: int, n: int, path: str | Path) -> None:
         bad = np.flatnonzero(~np.isin(values, [int(member) for member in enum]))
         if bad.size:
             row = int(bad[0])
-            raise DataFileError(path, f"block row {first + row} has {column} {int(values[row])}, not a known code; "
-                                      f"{_REPAIR}")
+            raise DataFileError(
+                path, f"block row {first + row} has {column} {int(values[row])}, not a known code; {_REPAIR}"
+            )
 
 
 def _check_trials(file: h5py.File, lengths: dict[str, int], path: str | Path, first: int) -> None:
     n = lengths["trials"]
     if n <= first:
         return
-    for column, limit, what, plural in (("stimulus_id", lengths["stimuli"], "stimulus", "stimuli"),
-                                        ("block", lengths["blocks"], "block", "blocks")):
+    for column, limit, what, plural in (
+        ("stimulus_id", lengths["stimuli"], "stimulus", "stimuli"),
+        ("block", lengths["blocks"], "block", "blocks"),
+    ):
         values = file["trials"][column][first:n]
         bad = np.flatnonzero((values < 0) | (values >= limit))
         if bad.size:
             row = first + int(bad[0])
-            raise DataFileError(path, f"trial {row} refers to {what} {int(values[row - first])} but the file holds "
-                                      f"{plural} 0..{limit - 1}; {_REPAIR}")
+            raise DataFileError(
+                path,
+                f"trial {row} refers to {what} {int(values[row - first])} but the file holds "
+                f"{plural} 0..{limit - 1}; {_REPAIR}",
+            )
     onsets = file["trials"]["onset_s"][first:n]
     bad = np.flatnonzero(~np.isfinite(onsets))
     if bad.size:

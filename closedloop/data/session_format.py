@@ -1,4 +1,4 @@
-"""The session HDF5 layout (DESIGN §9): one place that names every group, column and code.
+"""The session HDF5 layout (docs/architecture.md, Files): one place that names every group, column and code.
 
 Layout (format ``closedloop-session``, version 1)::
 
@@ -138,8 +138,16 @@ COLUMNS: dict[str, dict[str, tuple[np.dtype, float | int]]] = {
 }
 CHUNK_ROWS = {"stimuli": 256, "trials": 1024, "spikes": 65536, "sync": 1024, "blocks": 64}
 REQUIRED_ATTRS = (
-    "format", "format_version", "session_id", "created_utc", "closedloop_version",
-    "seeds_json", "metadata_json", "rig_yaml", "protocol_yaml", "stimulus_shape",
+    "format",
+    "format_version",
+    "session_id",
+    "created_utc",
+    "closedloop_version",
+    "seeds_json",
+    "metadata_json",
+    "rig_yaml",
+    "protocol_yaml",
+    "stimulus_shape",
     "response_window_s",
 )
 
@@ -150,7 +158,10 @@ def table_dtype(table: str) -> np.dtype:
 
 
 def create_layout(
-    file: h5py.File, attrs: dict, unit_ids: np.ndarray, channels: np.ndarray,
+    file: h5py.File,
+    attrs: dict,
+    unit_ids: np.ndarray,
+    channels: np.ndarray,
     stimulus_shape: tuple[int, int],
 ) -> None:
     """Create every group and dataset of an empty session (before SWMR is switched on)."""
@@ -164,18 +175,23 @@ def create_layout(
         group = file.create_group(table)
         rows = CHUNK_ROWS[table]
         for name, (dtype, fill) in columns.items():
-            group.create_dataset(
-                name, shape=(0,), maxshape=(None,), chunks=(rows,), dtype=dtype, fillvalue=fill
-            )
+            group.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(rows,), dtype=dtype, fillvalue=fill)
     file["stimuli"].create_dataset(
-        "pixels", shape=(0, height, width), maxshape=(None, height, width),
-        chunks=(1, height, width), dtype=np.float32, fillvalue=np.nan,
+        "pixels",
+        shape=(0, height, width),
+        maxshape=(None, height, width),
+        chunks=(1, height, width),
+        dtype=np.float32,
+        fillvalue=np.nan,
     )
     n_units = len(unit_ids)
     file.create_dataset(
-        "responses", shape=(0, n_units), maxshape=(None, n_units),
+        "responses",
+        shape=(0, n_units),
+        maxshape=(None, n_units),
         chunks=(response_chunk_rows(n_units), max(n_units, 1)),
-        dtype=np.float32, fillvalue=np.nan,
+        dtype=np.float32,
+        fillvalue=np.nan,
     )
 
 
@@ -226,13 +242,14 @@ def validate(file: h5py.File, path: str | Path) -> None:
     name = _plain(attrs.get("format"))
     if name != FORMAT_NAME:
         raise DataFileError(
-            path, f"is an HDF5 file but not a closedloop session (attribute 'format' is "
-            f"{name!r}, expected {FORMAT_NAME!r})",
+            path,
+            f"is an HDF5 file but not a closedloop session (attribute 'format' is {name!r}, expected {FORMAT_NAME!r})",
         )
     version = _plain(attrs.get("format_version"))
     if version != FORMAT_VERSION:
         raise DataFileError(
-            path, f"session format version {version!r}; this closedloop reads version "
+            path,
+            f"session format version {version!r}; this closedloop reads version "
             f"{FORMAT_VERSION} (use the closedloop version that wrote it)",
         )
     missing = [key for key in REQUIRED_ATTRS if key not in attrs]
@@ -245,12 +262,14 @@ def validate(file: h5py.File, path: str | Path) -> None:
     n_units = file["units/id"].shape[0]
     if file["units/channel"].shape != (n_units,) or file["responses"].shape[1:] != (n_units,):
         raise DataFileError(
-            path, f"unit table has {n_units} units but units/channel is "
+            path,
+            f"unit table has {n_units} units but units/channel is "
             f"{file['units/channel'].shape} and responses {file['responses'].shape}",
         )
     if tuple(file["stimuli/pixels"].shape[1:]) != tuple(int(v) for v in attrs["stimulus_shape"]):
         raise DataFileError(
-            path, f"stimuli/pixels is {file['stimuli/pixels'].shape}, stimulus_shape attribute "
+            path,
+            f"stimuli/pixels is {file['stimuli/pixels'].shape}, stimulus_shape attribute "
             f"{tuple(int(v) for v in attrs['stimulus_shape'])}; the file is damaged",
         )
 
@@ -282,17 +301,20 @@ def open_error(path: str | Path, error: Exception) -> DataFileError:
         return DataFileError(path, "is not an HDF5 file (no HDF5 signature); not a session file")
     if "already open for read-only" in text or "locking flag values don't match" in text:
         return DataFileError(
-            path, "is open read-only in this process (HDF5 cannot open one file for reading "
+            path,
+            "is open read-only in this process (HDF5 cannot open one file for reading "
             "and writing in the same process); close the SessionReader first",
         )
     if "unable to lock file" in text:
         return DataFileError(
-            path, "is locked by another process that has it open (a writer starting up, or a "
+            path,
+            "is locked by another process that has it open (a writer starting up, or a "
             "program reading it with HDF5 file locking); close that program or try again",
         )
     if isinstance(error, OSError) and is_open_elsewhere(error):
         return DataFileError(
-            path, "is open for writing by another process, or its writer was killed before "
+            path,
+            "is open for writing by another process, or its writer was killed before "
             "switching on SWMR; once no process writes it, 'closedloop repair SESSION.h5 OUT.h5' copies "
             "its committed blocks into a new file",
         )
@@ -302,7 +324,8 @@ def open_error(path: str | Path, error: Exception) -> DataFileError:
 def truncated_error(path: str | Path, recorded: int, size: int) -> DataFileError:
     """The file is shorter than HDF5 recorded: nothing in it can be trusted or copied."""
     return DataFileError(
-        path, f"is truncated: HDF5 records {recorded} bytes but the file has {size} (a copy cut short?); HDF5 "
+        path,
+        f"is truncated: HDF5 records {recorded} bytes but the file has {size} (a copy cut short?); HDF5 "
         "cannot read it, so no block can be recovered from this copy: copy the whole file again from the "
         "disk it was recorded on",
     )

@@ -91,8 +91,9 @@ def check_committed(reader: SessionReader) -> Integrity:
 
     bad_stimuli(stimuli["id"] != np.arange(n_stimuli), "with a wrong id")
     flat = pixels.reshape(n_stimuli, int(np.prod(pixels.shape[1:])))
-    bad_stimuli(~np.all(np.isfinite(flat), axis=1) | np.any((flat < 0) | (flat > 1), axis=1),
-                "with NaN or out-of-range pixels")
+    bad_stimuli(
+        ~np.all(np.isfinite(flat), axis=1) | np.any((flat < 0) | (flat > 1), axis=1), "with NaN or out-of-range pixels"
+    )
 
     # the blocks table itself: consecutive indices, row ranges that follow on from each other
     broken = blocks["index"] != np.arange(n_blocks)
@@ -110,8 +111,12 @@ def check_committed(reader: SessionReader) -> Integrity:
     trials = reader.trials
     rows = np.arange(len(trials))
     owner = block_of(rows, blocks["trial_stop"])
-    bad = ((trials["stimulus_id"] < 0) | (trials["stimulus_id"] >= report.good_stimuli)
-           | ~np.isfinite(trials["onset_s"]) | (trials["block"] != owner))
+    bad = (
+        (trials["stimulus_id"] < 0)
+        | (trials["stimulus_id"] >= report.good_stimuli)
+        | ~np.isfinite(trials["onset_s"])
+        | (trials["block"] != owner)
+    )
     if np.any(bad):
         bad_blocks(owner[bad], f"{int(bad.sum())} trials with a missing or damaged stimulus, onset or block")
     spikes = reader.spikes
@@ -128,7 +133,7 @@ def check_committed(reader: SessionReader) -> Integrity:
     responses = reader.responses
     unflagged = np.zeros(len(responses), dtype=bool)
     for block in blocks[blocks["flagged"] == 0]:
-        unflagged[block["trial_start"]:block["trial_stop"]] = True
+        unflagged[block["trial_start"] : block["trial_stop"]] = True
     bad = unflagged & ~np.all(np.isfinite(responses), axis=1)
     if np.any(bad):
         owner = block_of(np.flatnonzero(bad), blocks["trial_stop"])
@@ -144,5 +149,8 @@ def refuse_damaged(path: str | Path, action: str) -> None:
     with SessionReader(path, check_values=False) as reader:
         integrity = check_committed(reader)
     if not integrity.ok:
-        raise DataFileError(path, f"committed blocks hold data that was never written: {integrity.text()}; "
-                            f"{action}; 'closedloop repair {path} OUT.h5' copies the intact part into OUT.h5")
+        raise DataFileError(
+            path,
+            f"committed blocks hold data that was never written: {integrity.text()}; "
+            f"{action}; 'closedloop repair {path} OUT.h5' copies the intact part into OUT.h5",
+        )

@@ -144,7 +144,7 @@ class SessionReader:
     def close(self) -> None:
         self._file.close()
 
-    def __enter__(self) -> "SessionReader":
+    def __enter__(self) -> SessionReader:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -276,8 +276,10 @@ class SessionReader:
         What `spikes` and `sync` check when they load everything, with bounded memory: a
         replay checks the whole recording before anything starts.
         """
-        columns = (("spikes", "spike", ("time_s", "unit_id"), _BAD_SPIKE), ("sync", "sync event", ("time_s",),
-                                                                            _BAD_SYNC))
+        columns = (
+            ("spikes", "spike", ("time_s", "unit_id"), _BAD_SPIKE),
+            ("sync", "sync event", ("time_s",), _BAD_SYNC),
+        )
         for table, what, names, problem in columns:
             for start in range(0, self._lengths[table], chunk):
                 stop = min(start + chunk, self._lengths[table])
@@ -313,8 +315,9 @@ class SessionReader:
         flagged = self._file["blocks"]["flagged"][: self.n_blocks][self._file["trials"]["block"][: self.n_trials]]
         with np.errstate(invalid="ignore"):
             bad = np.isinf(responses) | (responses < 0) | (np.isnan(responses) & (flagged == 0)[:, None])
-        self._refuse("trial", bad.any(axis=1),
-                "has a response rate that is infinite, negative, or NaN outside a flagged block")
+        self._refuse(
+            "trial", bad.any(axis=1), "has a response rate that is infinite, negative, or NaN outside a flagged block"
+        )
         return responses
 
     # -------------------------------------------------------------------- dataset
@@ -399,8 +402,11 @@ def _refuse(path: Path, what: str, bad: np.ndarray, problem: str, offset: int = 
     """Committed rows are vouched for: one that is not valid means the file is damaged."""
     if bad.any():
         row = offset + int(np.flatnonzero(bad)[0])
-        raise DataFileError(path, f"committed {what} {row} {problem}; the file is damaged (recover it with "
-                                  "SessionWriter.resume or use a backup)")
+        raise DataFileError(
+            path,
+            f"committed {what} {row} {problem}; the file is damaged (recover it with "
+            "SessionWriter.resume or use a backup)",
+        )
 
 
 def _check_pixels(path: Path, ids: np.ndarray, pixels: np.ndarray) -> None:
@@ -409,8 +415,11 @@ def _check_pixels(path: Path, ids: np.ndarray, pixels: np.ndarray) -> None:
         bad = ~np.isfinite(pixels) | (pixels < -_PIXEL_SLACK) | (pixels > 1 + _PIXEL_SLACK)
     if bad.any():
         stimulus = int(ids[np.flatnonzero(bad.reshape(len(ids), -1).any(axis=1))[0]])
-        raise DataFileError(path, f"stimulus {stimulus} has pixels that are NaN, infinite or outside [0, 1]; "
-                                  "the file is damaged (recover it with SessionWriter.resume or use a backup)")
+        raise DataFileError(
+            path,
+            f"stimulus {stimulus} has pixels that are NaN, infinite or outside [0, 1]; "
+            "the file is damaged (recover it with SessionWriter.resume or use a backup)",
+        )
 
 
 def _identity(path: Path) -> tuple[int, int, int]:

@@ -85,13 +85,20 @@ def recover_killed_session(path: Path) -> None:
             validate(source, path)
             committed_lengths(source)
         except (OSError, KeyError, ValueError, RuntimeError) as error:
-            raise DataFileError(path, f"cannot recover the killed session ({error}); 'closedloop repair "
-                                f"{path} OUT.h5' may still copy its intact part") from None
+            raise DataFileError(
+                path,
+                f"cannot recover the killed session ({error}); 'closedloop repair "
+                f"{path} OUT.h5' may still copy its intact part",
+            ) from None
         try:
             _copy_committed(source, scratch)
         except Exception as error:  # noqa: BLE001 - h5py reports a failed write as OSError or RuntimeError
-            raise storage_error(scratch, "the recovered copy of the killed session", error,
-                                f"{path} is unchanged; make room there and resume again") from None
+            raise storage_error(
+                scratch,
+                "the recovered copy of the killed session",
+                error,
+                f"{path} is unchanged; make room there and resume again",
+            ) from None
     except BaseException:
         scratch.unlink(missing_ok=True)
         raise
@@ -102,15 +109,19 @@ def recover_killed_session(path: Path) -> None:
     _fsync(path.parent)
 
 
-def _copy_committed(source: h5py.File, target_path: Path, lengths: dict[str, int] | None = None,
-                    attrs: dict | None = None) -> None:
+def _copy_committed(
+    source: h5py.File, target_path: Path, lengths: dict[str, int] | None = None, attrs: dict | None = None
+) -> None:
     """Copy the first ``lengths`` rows of every table (default: the committed part) into a new file."""
     lengths = committed_lengths(source) if lengths is None else lengths
     stimulus_shape = tuple(int(v) for v in source.attrs["stimulus_shape"])
     with h5py.File(target_path, "w", libver=LIBVER) as target:
         create_layout(
-            target, dict(source.attrs) if attrs is None else attrs, source["units/id"][()],
-            source["units/channel"][()], stimulus_shape,
+            target,
+            dict(source.attrs) if attrs is None else attrs,
+            source["units/id"][()],
+            source["units/channel"][()],
+            stimulus_shape,
         )
         for table, dataset in table_datasets(source):
             n = lengths[table]
@@ -159,8 +170,11 @@ def copy_rows(source: h5py.File, target: Path, n_blocks: int, n_stimuli: int, at
     blocks = source["blocks"]
     lengths = {"blocks": n_blocks, "trials": 0, "spikes": 0, "sync": 0, "stimuli": n_stimuli}
     if n_blocks:
-        lengths.update(trials=int(blocks["trial_stop"][n_blocks - 1]), spikes=int(blocks["spike_stop"][n_blocks - 1]),
-                       sync=int(blocks["sync_stop"][n_blocks - 1]))
+        lengths.update(
+            trials=int(blocks["trial_stop"][n_blocks - 1]),
+            spikes=int(blocks["spike_stop"][n_blocks - 1]),
+            sync=int(blocks["sync_stop"][n_blocks - 1]),
+        )
     lengths["responses"] = lengths["trials"]
     scratch = target.with_name(target.name + ".partial")
     try:

@@ -44,8 +44,12 @@ class RepairReport:
 
     def text(self) -> str:
         i = self.integrity
-        lines = [(f"{self.out}: {i.good_blocks} of {i.n_blocks} committed blocks and {i.good_stimuli} of "
-                  f"{i.n_stimuli} stimuli copied from {self.source}")]
+        lines = [
+            (
+                f"{self.out}: {i.good_blocks} of {i.n_blocks} committed blocks and {i.good_stimuli} of "
+                f"{i.n_stimuli} stimuli copied from {self.source}"
+            )
+        ]
         if self.uncommitted_rows:
             rows = ", ".join(f"{n} {table}" for table, n in sorted(self.uncommitted_rows.items()))
             lines.append(f"  dropped what was never committed (a block or stimuli cut short): rows of {rows}")
@@ -77,8 +81,12 @@ def repair_session(source: str | Path, out: str | Path) -> RepairReport:
                     extra[table] = max(extra.get(table, 0), dataset.shape[0] - lengths[table])
             attrs = dict(file.attrs)
             metadata = json.loads(attrs.get("metadata_json", "{}"))
-            metadata["repaired"] = {"from": source.name, "blocks_kept": integrity.good_blocks,
-                                    "blocks_committed": integrity.n_blocks, "dropped": integrity.problems}
+            metadata["repaired"] = {
+                "from": source.name,
+                "blocks_kept": integrity.good_blocks,
+                "blocks_committed": integrity.n_blocks,
+                "dropped": integrity.problems,
+            }
             attrs["metadata_json"] = json.dumps(metadata, sort_keys=True)
         except DataFileError:
             file.close()

@@ -86,8 +86,17 @@ def storage_error(path: str | Path, what: str, error: BaseException, safe: str =
     return StorageError(path, message)
 
 
-def session_bytes(*, n_units: int, stimulus_shape: tuple[int, int], n_stimuli: int, n_trials: int,
-                  n_spikes: int, n_sync: int, n_blocks: int, text_bytes: int = 0) -> int:
+def session_bytes(
+    *,
+    n_units: int,
+    stimulus_shape: tuple[int, int],
+    n_stimuli: int,
+    n_trials: int,
+    n_spikes: int,
+    n_sync: int,
+    n_blocks: int,
+    text_bytes: int = 0,
+) -> int:
     """Bytes a session file with these row counts takes on disk (an upper estimate).
 
     Parameters

@@ -1,4 +1,4 @@
-"""Write a session file while the session runs (DESIGN §9).
+"""Write a session file while the session runs (docs/architecture.md, Files).
 
 The file is created with every dataset in place and then switched to HDF5 SWMR mode,
 so the monitor and other processes can read it while blocks are appended.  A block is
@@ -13,7 +13,7 @@ import errno
 import json
 import logging
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 import h5py
@@ -106,7 +106,8 @@ class SessionWriter:
             raise ValueError(f"seeds and metadata must be JSON-serialisable: {error}") from None
         if path.exists() and not overwrite:
             raise DataFileError(
-                path, "already exists; pass overwrite=True to replace it, or use "
+                path,
+                "already exists; pass overwrite=True to replace it, or use "
                 "SessionWriter.resume to continue that session",
             )
         lock = session_lock.acquire(path)
@@ -120,7 +121,7 @@ class SessionWriter:
                 "format": FORMAT_NAME,
                 "format_version": FORMAT_VERSION,
                 "session_id": str(session_id),
-                "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "created_utc": datetime.now(UTC).isoformat(timespec="seconds"),
                 "closedloop_version": closedloop.__version__,
                 "seeds_json": seeds_json,
                 "metadata_json": metadata_json,
@@ -142,7 +143,7 @@ class SessionWriter:
         self._attach(path, file, lock)
 
     @classmethod
-    def resume(cls, path: str | Path) -> "SessionWriter":
+    def resume(cls, path: str | Path) -> SessionWriter:
         """Reopen a session that was closed, or whose writer was killed, to keep appending.
 
         Anything after the last committed block (a block cut short by a crash) is
@@ -258,8 +259,9 @@ class SessionWriter:
         rows["stimuli/pixels"] = pixels
         rows["stimuli/committed"] = np.zeros(n, dtype=np.uint8)
         what = f"stimuli {start}-{start + n - 1}"
-        self._durably(what, lambda: self._write_and_commit(
-            rows, {"stimuli": start}, "stimuli/committed", slice(start, start + n)))
+        self._durably(
+            what, lambda: self._write_and_commit(rows, {"stimuli": start}, "stimuli/committed", slice(start, start + n))
+        )
         self._n_stimuli += n
         self._times_shown = np.concatenate([self._times_shown, np.zeros(n, dtype=np.int64)])
         return ids
@@ -339,15 +341,12 @@ class SessionWriter:
             repeats[order] = np.arange(n) - first
             repeats += self._times_shown[stimulus_ids]
         if responses_hz is None:
-            counts = window_counts_from_spike_times(
-                spike_units, spike_times, onsets, self._window, self._unit_ids
-            )
+            counts = window_counts_from_spike_times(spike_units, spike_times, onsets, self._window, self._unit_ids)
             responses_hz = counts_to_rates(counts, self._window)
         responses_hz = np.asarray(responses_hz, dtype=np.float32)
         if responses_hz.shape != (n, self._unit_ids.size):
             raise ValueError(
-                f"responses_hz must be (n_trials={n}, n_units={self._unit_ids.size}), "
-                f"got {responses_hz.shape}"
+                f"responses_hz must be (n_trials={n}, n_units={self._unit_ids.size}), got {responses_hz.shape}"
             )
         if flag == BlockFlag.NONE and not np.all(np.isfinite(responses_hz)):
             raise ValueError("responses_hz of an unflagged block must be finite (flag a block whose rates are unknown)")
@@ -359,26 +358,45 @@ class SessionWriter:
             "onset_s": onsets,
             "flip_s": _column("flip_s", np.nan if flip_s is None else flip_s, n, np.float64),
             "n_frames": _column("n_frames", -1 if n_frames is None else n_frames, n, np.int32),
-            "dropped_frames": _column(
-                "dropped_frames", 0 if dropped_frames is None else dropped_frames, n, np.int32
-            ),
+            "dropped_frames": _column("dropped_frames", 0 if dropped_frames is None else dropped_frames, n, np.int32),
         }
         rows = {f"trials/{name}": values.astype(COLUMNS["trials"][name][0]) for name, values in trials.items()}
-        rows.update({"responses": responses_hz, "spikes/unit_id": spike_units, "spikes/time_s": spike_times,
-                     "sync/time_s": sync_times, "sync/line": sync_line, "sync/state": sync_state})
+        rows.update(
+            {
+                "responses": responses_hz,
+                "spikes/unit_id": spike_units,
+                "spikes/time_s": spike_times,
+                "sync/time_s": sync_times,
+                "sync/line": sync_line,
+                "sync/state": sync_state,
+            }
+        )
         block = {
-            "index": index, "kind": int(kind),
-            "trial_start": self._n_trials, "trial_stop": self._n_trials + n,
-            "spike_start": self._n_spikes, "spike_stop": self._n_spikes + spike_units.size,
-            "sync_start": self._n_sync, "sync_stop": self._n_sync + sync_times.size,
-            "flagged": int(flag != BlockFlag.NONE), "flag_code": int(flag), "committed": 0,
+            "index": index,
+            "kind": int(kind),
+            "trial_start": self._n_trials,
+            "trial_stop": self._n_trials + n,
+            "spike_start": self._n_spikes,
+            "spike_stop": self._n_spikes + spike_units.size,
+            "sync_start": self._n_sync,
+            "sync_stop": self._n_sync + sync_times.size,
+            "flagged": int(flag != BlockFlag.NONE),
+            "flag_code": int(flag),
+            "committed": 0,
         }
-        rows.update({f"blocks/{name}": np.array([value], dtype=COLUMNS["blocks"][name][0])
-                     for name, value in block.items()})
-        starts = {"trials": self._n_trials, "responses": self._n_trials, "spikes": self._n_spikes,
-                  "sync": self._n_sync, "blocks": index}
-        self._durably(f"block {index}", lambda: self._write_and_commit(
-            rows, starts, "blocks/committed", slice(index, index + 1)))
+        rows.update(
+            {f"blocks/{name}": np.array([value], dtype=COLUMNS["blocks"][name][0]) for name, value in block.items()}
+        )
+        starts = {
+            "trials": self._n_trials,
+            "responses": self._n_trials,
+            "spikes": self._n_spikes,
+            "sync": self._n_sync,
+            "blocks": index,
+        }
+        self._durably(
+            f"block {index}", lambda: self._write_and_commit(rows, starts, "blocks/committed", slice(index, index + 1))
+        )
         self._n_blocks += 1
         self._n_trials += n
         self._n_spikes += spike_units.size
@@ -400,15 +418,19 @@ class SessionWriter:
                     self._file.close()
                 except Exception as error:  # noqa: BLE001 - h5py reports a failed write as OSError or RuntimeError
                     _close_quietly(self._file)
-                    raise storage_error(self._path, "the session file's last metadata on closing", error,
-                                        f"its {self._n_blocks} committed block(s) were already on disk") from None
+                    raise storage_error(
+                        self._path,
+                        "the session file's last metadata on closing",
+                        error,
+                        f"its {self._n_blocks} committed block(s) were already on disk",
+                    ) from None
             else:
                 _close_quietly(self._file)
         finally:
             self._file = None
             session_lock.release(self._path, self._lock)
 
-    def __enter__(self) -> "SessionWriter":
+    def __enter__(self) -> SessionWriter:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
@@ -428,12 +450,12 @@ class SessionWriter:
         except Exception as error:  # noqa: BLE001 - h5py reports I/O errors as OSError or RuntimeError
             committed = self._n_blocks
             safe = {0: "no block was committed yet", 1: "block 0 is committed and readable"}.get(
-                committed, f"blocks 0-{committed - 1} are committed and readable")
+                committed, f"blocks 0-{committed - 1} are committed and readable"
+            )
             self._failure = storage_error(self._path, what, error, f"nothing of {what} was committed; {safe}")
             raise self._failure from None
 
-    def _write_and_commit(self, rows: dict[str, np.ndarray], starts: dict[str, int], flag: str,
-                          flagged: slice) -> None:
+    def _write_and_commit(self, rows: dict[str, np.ndarray], starts: dict[str, int], flag: str, flagged: slice) -> None:
         """Write ``rows`` after the committed part, flush, read them back, then set the commit flag.
 
         Rows go right after the committed rows of their table (``starts``), so nothing

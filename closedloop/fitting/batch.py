@@ -71,8 +71,7 @@ def session_names(paths: list[Path]) -> list[str]:
         if path in resolved[:index]:
             raise ClosedLoopError(f"{paths[index]} is given twice; list each archive once")
     stems = [path.stem for path in paths]
-    names = [f"{path.resolve().parent.name}_{path.stem}" if stems.count(path.stem) > 1 else path.stem
-             for path in paths]
+    names = [f"{path.resolve().parent.name}_{path.stem}" if stems.count(path.stem) > 1 else path.stem for path in paths]
     for index, name in enumerate(names):
         if name in names[:index]:
             other = paths[names.index(name)]
@@ -166,8 +165,9 @@ def _run_here(paths, names, out_dir, settings, bars) -> list[SessionOutcome]:
     outcomes = []
     for index, (path, name) in enumerate(zip(paths, names)):
         try:
-            outcome = fit_session(path, out_dir, name, settings,
-                                  stage=lambda text, fraction, i=index: bars.update(i, text, fraction))
+            outcome = fit_session(
+                path, out_dir, name, settings, stage=lambda text, fraction, i=index: bars.update(i, text, fraction)
+            )
         except Exception as error:  # one session's failure must not stop the others
             outcome = _failure(name, path, error)
         bars.finish(index, outcome)
@@ -205,16 +205,17 @@ def _run_fused(paths, names, out_dir, settings, bars) -> list[SessionOutcome]:
         datasets.append(dataset)
         seeds.append(seed)
     if ready:
+
         def progress(epoch: int, max_epochs: int, best_loss: float) -> None:
             for index in ready:
-                bars.update(index, f"fused CNN epoch {epoch} (best stop loss {best_loss:.3f})",
-                            0.9 * epoch / max_epochs)
+                bars.update(
+                    index, f"fused CNN epoch {epoch} (best stop loss {best_loss:.3f})", 0.9 * epoch / max_epochs
+                )
 
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExcludedUnitsWarning)
-                fitted = fit_sessions(datasets, settings.config, seeds=seeds, device=settings.device,
-                                      progress=progress)
+                fitted = fit_sessions(datasets, settings.config, seeds=seeds, device=settings.device, progress=progress)
         except Exception as error:  # the fused training failed: so did every session in it
             for index in ready:
                 outcomes[index] = _failure(names[index], paths[index], error)
@@ -223,8 +224,15 @@ def _run_fused(paths, names, out_dir, settings, bars) -> list[SessionOutcome]:
         for index, dataset, cnn in zip(ready, datasets, fitted):
             cnn.fit_seconds /= len(ready)  # this session's share of the fused training
             try:
-                outcome = fit_dataset(dataset, out_dir, names[index], settings, load_s=load_s[index], cnn=cnn,
-                                      stage=lambda text, fraction, i=index: bars.update(i, text, fraction))
+                outcome = fit_dataset(
+                    dataset,
+                    out_dir,
+                    names[index],
+                    settings,
+                    load_s=load_s[index],
+                    cnn=cnn,
+                    stage=lambda text, fraction, i=index: bars.update(i, text, fraction),
+                )
             except Exception as error:
                 outcome = _failure(names[index], paths[index], error)
             bars.finish(index, outcome)
@@ -253,8 +261,9 @@ def _run_in_workers(paths, names, out_dir, settings, bars, n_workers, threads) -
     context = multiprocessing.get_context("spawn")
     progress_queue = context.Queue()
     outcomes: list[SessionOutcome | None] = [None] * len(paths)
-    with ProcessPoolExecutor(n_workers, mp_context=context, initializer=_init_worker,
-                             initargs=(progress_queue, threads)) as pool:
+    with ProcessPoolExecutor(
+        n_workers, mp_context=context, initializer=_init_worker, initargs=(progress_queue, threads)
+    ) as pool:
         futures: dict[Future, int] = {
             pool.submit(_worker_fit, index, path, out_dir, name, settings): index
             for index, (path, name) in enumerate(zip(paths, names))
@@ -269,7 +278,9 @@ def _run_in_workers(paths, names, out_dir, settings, bars, n_workers, threads) -
                     outcome = future.result()
                 except BrokenProcessPool:
                     outcome = SessionOutcome(
-                        name=names[index], source=str(paths[index]), ok=False,
+                        name=names[index],
+                        source=str(paths[index]),
+                        ok=False,
                         error="a worker process died (out of memory or killed); try fewer --workers",
                     )
                 except Exception as error:
@@ -284,8 +295,10 @@ def _run_on_executor(paths, names, out_dir, settings, bars, executor) -> list[Se
     """Each session a task of ``executor``; outcomes in the order of ``paths``."""
     from closedloop.fitting.executors import WorkerLost
 
-    handles = {executor.submit(_worker_fit, index, path, out_dir, name, settings): index
-               for index, (path, name) in enumerate(zip(paths, names))}
+    handles = {
+        executor.submit(_worker_fit, index, path, out_dir, name, settings): index
+        for index, (path, name) in enumerate(zip(paths, names))
+    }
     outcomes: list[SessionOutcome | None] = [None] * len(paths)
     while handles:
         for handle in executor.wait(list(handles), timeout=None):
@@ -335,15 +348,25 @@ class _Bars:
         self.last_line = [self.started] * len(names)
         self.done = [False] * len(names)
         self.bars = [
-            tqdm(total=100, desc=name.ljust(width), position=index, leave=True, disable=disable,
-                 bar_format="{desc} {percentage:3.0f}%|{bar:20}| {elapsed}{postfix}", file=sys.stderr)
+            tqdm(
+                total=100,
+                desc=name.ljust(width),
+                position=index,
+                leave=True,
+                disable=disable,
+                bar_format="{desc} {percentage:3.0f}%|{bar:20}| {elapsed}{postfix}",
+                file=sys.stderr,
+            )
             for index, name in enumerate(names)
         ]
 
     def _line(self, index: int, text: str) -> None:
         self.last_line[index] = time.monotonic()
-        print(f"fit {self.names[index]}: {text} [{self.last_line[index] - self.started:.0f} s]",
-              file=sys.stderr, flush=True)
+        print(
+            f"fit {self.names[index]}: {text} [{self.last_line[index] - self.started:.0f} s]",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def update(self, index: int, text: str, fraction: float) -> None:
         if self.done[index]:
@@ -365,8 +388,9 @@ class _Bars:
         else:
             bar.set_postfix_str("FAILED")
         if self.lines:
-            self._line(index, f"done, mean r {outcome.summary.get('mean_r', float('nan')):.3f}" if outcome.ok
-                       else "FAILED")
+            self._line(
+                index, f"done, mean r {outcome.summary.get('mean_r', float('nan')):.3f}" if outcome.ok else "FAILED"
+            )
 
     def close(self) -> None:
         for bar in self.bars:

@@ -25,7 +25,8 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures import wait as wait_futures
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from closedloop.errors import ClosedLoopError
 from closedloop.fitting.options import EXECUTORS
@@ -68,15 +69,17 @@ class LocalExecutor:
 
     name = "local"
 
-    def __init__(self, workers: int, resources: TaskResources, initializer: Callable | None = None,
-                 initargs: tuple = ()):
+    def __init__(
+        self, workers: int, resources: TaskResources, initializer: Callable | None = None, initargs: tuple = ()
+    ):
         self.workers = max(1, int(workers))
         self.resources = resources
         self._pool = None
         if self.workers > 1:
             context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=context, initializer=initializer,
-                                             initargs=initargs)
+            self._pool = ProcessPoolExecutor(
+                self.workers, mp_context=context, initializer=initializer, initargs=initargs
+            )
 
     def submit(self, fn: Callable, *args: Any) -> Future:
         if self._pool is not None:
@@ -134,8 +137,7 @@ class RayExecutor:
         self.ray = import_ray()
         self.resources = resources
         self.started_here = address is None
-        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False,
-                                   "configure_logging": False}
+        options: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
         try:
             if self.started_here:
                 self.ray.init(address="local", num_cpus=cpus, **options)
@@ -150,7 +152,8 @@ class RayExecutor:
                 "or use --executor local"
             ) from None
         self._remote = self.ray.remote(run_with_threads).options(
-            num_cpus=resources.cpus, num_gpus=resources.gpus, max_retries=0)
+            num_cpus=resources.cpus, num_gpus=resources.gpus, max_retries=0
+        )
 
     def submit(self, fn: Callable, *args: Any):
         return self._remote.remote(self.resources.cpus, fn, *args)
@@ -205,8 +208,11 @@ def _token_if_present() -> None:
 
     if "RAY_AUTH_MODE" in os.environ:
         return
-    if os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") or \
-            (Path.home() / ".ray" / "auth_token").exists():
+    if (
+        os.environ.get("RAY_AUTH_TOKEN")
+        or os.environ.get("RAY_AUTH_TOKEN_PATH")
+        or (Path.home() / ".ray" / "auth_token").exists()
+    ):
         os.environ["RAY_AUTH_MODE"] = "token"
 
 
@@ -215,8 +221,9 @@ def import_ray():
     try:
         import ray
     except ImportError:
-        raise ClosedLoopError(f"--executor ray needs Ray, which is not installed: pip install '{RAY_PIN}' "
-                              "(or use --executor local)") from None
+        raise ClosedLoopError(
+            f"--executor ray needs Ray, which is not installed: pip install '{RAY_PIN}' (or use --executor local)"
+        ) from None
     return ray
 
 
@@ -237,8 +244,15 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         ) from None
 
 
-def make_executor(kind: str, *, workers: int, resources: TaskResources, address: str | None = None,
-                  initializer: Callable | None = None, initargs: tuple = ()):
+def make_executor(
+    kind: str,
+    *,
+    workers: int,
+    resources: TaskResources,
+    address: str | None = None,
+    initializer: Callable | None = None,
+    initargs: tuple = (),
+):
     """A `LocalExecutor` or `RayExecutor` (``workers`` = CPUs of a Ray instance started here)."""
     if kind == "local":
         if address is not None:

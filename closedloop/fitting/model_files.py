@@ -20,6 +20,7 @@ from closedloop.errors import ConfigError, DataFileError
 from closedloop.model.model_config import ModelConfig
 from closedloop.model.presets import DEFAULT_PRESET, PRESETS, preset
 
+
 def preset_names() -> tuple[str, ...]:
     """Names ``--preset`` accepts."""
     return tuple(sorted(PRESETS))

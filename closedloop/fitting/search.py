@@ -32,7 +32,8 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 
@@ -73,21 +74,38 @@ class TrialResult:
     def row(self) -> dict[str, Any]:
         c = self.config
         return {
-            "trial": self.index, "val_r": self.val_r, "val_loss": self.val_loss, "stop_loss": self.stop_loss,
-            "layers": len(c.core_filters), "filters": "-".join(map(str, c.core_filters)),
-            "kernel": c.core_kernels[0], "pool": f"{c.pool_kernel}/{c.pool_stride}",
-            "dense": c.dense_units, "keep": round(c.dropout_keep, 3), "lr": float(f"{c.learning_rate:.3g}"),
-            "epochs": self.epochs, "seconds": round(self.seconds, 2), "status": self.status,
+            "trial": self.index,
+            "val_r": self.val_r,
+            "val_loss": self.val_loss,
+            "stop_loss": self.stop_loss,
+            "layers": len(c.core_filters),
+            "filters": "-".join(map(str, c.core_filters)),
+            "kernel": c.core_kernels[0],
+            "pool": f"{c.pool_kernel}/{c.pool_stride}",
+            "dense": c.dense_units,
+            "keep": round(c.dropout_keep, 3),
+            "lr": float(f"{c.learning_rate:.3g}"),
+            "epochs": self.epochs,
+            "seconds": round(self.seconds, 2),
+            "status": self.status,
             "error": self.error or "",
         }
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for the trial's ``trial.json`` (`from_dict` reads it back)."""
-        return {"index": self.index, "config": self.config.to_dict(), "val_r": self.val_r,
-                "val_loss": self.val_loss, "stop_loss": self.stop_loss, "epochs": self.epochs,
-                "seconds": self.seconds, "error": self.error, "status": self.status,
-                "params": {key: list(v) if isinstance(v, tuple) else v for key, v in self.params.items()},
-                "curve": {str(epoch): loss for epoch, loss in self.curve.items()}}
+        return {
+            "index": self.index,
+            "config": self.config.to_dict(),
+            "val_r": self.val_r,
+            "val_loss": self.val_loss,
+            "stop_loss": self.stop_loss,
+            "epochs": self.epochs,
+            "seconds": self.seconds,
+            "error": self.error,
+            "status": self.status,
+            "params": {key: list(v) if isinstance(v, tuple) else v for key, v in self.params.items()},
+            "curve": {str(epoch): loss for epoch, loss in self.curve.items()},
+        }
 
     @classmethod
     def from_dict(cls, record: dict[str, Any]) -> TrialResult:
@@ -96,11 +114,19 @@ class TrialResult:
             return float("nan") if value is None else float(value)
 
         params = {key: tuple(v) if isinstance(v, list) else v for key, v in dict(record.get("params") or {}).items()}
-        return cls(index=int(record["index"]), config=ModelConfig.from_dict(record["config"]),
-                   val_r=number("val_r"), val_loss=number("val_loss"), stop_loss=number("stop_loss"),
-                   epochs=int(record.get("epochs") or 0), seconds=number("seconds"), error=record.get("error"),
-                   status=str(record.get("status", "ok")), params=params,
-                   curve={int(epoch): float(loss) for epoch, loss in dict(record.get("curve") or {}).items()})
+        return cls(
+            index=int(record["index"]),
+            config=ModelConfig.from_dict(record["config"]),
+            val_r=number("val_r"),
+            val_loss=number("val_loss"),
+            stop_loss=number("stop_loss"),
+            epochs=int(record.get("epochs") or 0),
+            seconds=number("seconds"),
+            error=record.get("error"),
+            status=str(record.get("status", "ok")),
+            params=params,
+            curve={int(epoch): float(loss) for epoch, loss in dict(record.get("curve") or {}).items()},
+        )
 
 
 @dataclass
@@ -124,8 +150,9 @@ def fit_images_only(dataset: ResponseDataset, seed: int) -> ResponseDataset:
     from closedloop.model.split import split_images
 
     keep = split_images(dataset.n_images, seed).fit
-    return dataclasses.replace(dataset, images=dataset.images[keep], trial_rates=dataset.trial_rates[keep],
-                               image_ids=dataset.image_ids[keep])
+    return dataclasses.replace(
+        dataset, images=dataset.images[keep], trial_rates=dataset.trial_rates[keep], image_ids=dataset.image_ids[keep]
+    )
 
 
 @dataclass(frozen=True)
@@ -164,9 +191,15 @@ def _pruner_study(plan: PruningPlan):
     return study, study.ask()
 
 
-def run_trial(dataset: ResponseDataset, index: int, config: ModelConfig, seed: int, device: str,
-              params: dict[str, Any] | None = None,
-              pruning: PruningPlan | None = None) -> tuple[TrialResult, Any]:
+def run_trial(
+    dataset: ResponseDataset,
+    index: int,
+    config: ModelConfig,
+    seed: int,
+    device: str,
+    params: dict[str, Any] | None = None,
+    pruning: PruningPlan | None = None,
+) -> tuple[TrialResult, Any]:
     """Fit one configuration to the tuning images and score it (runs in a worker).
 
     Parameters
@@ -298,8 +331,20 @@ def rank(trial: TrialResult) -> tuple:
 
 def results_table(result: SearchResult) -> str:
     """Plain-text table of the trials, best first (failed trials last, with their error)."""
-    columns = ("trial", "val_r", "val_loss", "layers", "filters", "kernel", "pool", "dense", "keep", "lr",
-               "epochs", "seconds")
+    columns = (
+        "trial",
+        "val_r",
+        "val_loss",
+        "layers",
+        "filters",
+        "kernel",
+        "pool",
+        "dense",
+        "keep",
+        "lr",
+        "epochs",
+        "seconds",
+    )
 
     def text(name: str, value: Any) -> str:
         if name in ("val_r", "val_loss"):
@@ -308,8 +353,10 @@ def results_table(result: SearchResult) -> str:
 
     rows = [[text(name, trial.row()[name]) for name in columns] for trial in result.trials]
     widths = [max(len(cell) for cell in column) for column in zip(columns, *rows)]
-    lines = ["  ".join(name.rjust(width) for name, width in zip(columns, widths)),
-             "  ".join("-" * width for width in widths)]
+    lines = [
+        "  ".join(name.rjust(width) for name, width in zip(columns, widths)),
+        "  ".join("-" * width for width in widths),
+    ]
     for trial, cells in zip(result.trials, rows):
         line = "  ".join(cell.rjust(width) for cell, width in zip(cells, widths))
         note = f"  FAILED: {trial.error}" if trial.error else "  pruned" if trial.status == "pruned" else ""

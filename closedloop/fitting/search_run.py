@@ -25,7 +25,8 @@ import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from closedloop.data.dataset import ResponseDataset
 from closedloop.errors import ClosedLoopError, DataFileError
@@ -67,9 +68,18 @@ class SearchPlan:
     device: str = "cpu"
 
     def manifest(self) -> dict[str, Any]:
-        return {"format": SEARCH_FORMAT, "version": SEARCH_VERSION, "tuning": self.tuning, "units": self.units,
-                "seed": self.seed, "sampler": self.sampler, "space": self.space.to_dict(),
-                "base": self.base.replace(seed=None).to_dict(), "n_trials": self.n_trials, "pruner": self.pruner}
+        return {
+            "format": SEARCH_FORMAT,
+            "version": SEARCH_VERSION,
+            "tuning": self.tuning,
+            "units": self.units,
+            "seed": self.seed,
+            "sampler": self.sampler,
+            "space": self.space.to_dict(),
+            "base": self.base.replace(seed=None).to_dict(),
+            "n_trials": self.n_trials,
+            "pruner": self.pruner,
+        }
 
 
 def previous_seed(folder: Path) -> int | None:
@@ -85,7 +95,9 @@ def _read_manifest(folder: Path) -> dict | None:
     try:
         record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
-        raise DataFileError(path, f"cannot read the search record ({error}); remove the folder to start afresh")
+        raise DataFileError(
+            path, f"cannot read the search record ({error}); remove the folder to start afresh"
+        ) from None
     if not isinstance(record, dict) or record.get("format") != SEARCH_FORMAT or not isinstance(record.get("seed"), int):
         raise DataFileError(path, "not a closedloop search record; use another --out folder")
     return record
@@ -143,7 +155,9 @@ def _write_trial(folder: Path, trial: TrialResult, fitted) -> Path:
         os.replace(staging, final)
     except OSError as error:
         shutil.rmtree(staging, ignore_errors=True)
-        raise DataFileError(final, f"cannot write the trial ({error.strerror or error}); check the --out folder")
+        raise DataFileError(
+            final, f"cannot write the trial ({error.strerror or error}); check the --out folder"
+        ) from None
     return final
 
 
@@ -153,11 +167,14 @@ def _write_summary(folder: Path, plan: SearchPlan, trials: list[TrialResult]) ->
     if result.trials[0].scored:
         best = result.trials[0]
         write_config_yaml(
-            folder / BEST_FILE, best.config,
-            comment=(f"Best of {len(trials)} finished trials ({plan.sampler} search) on {plan.tuning} "
-                     f"(split seed {plan.seed}): trial {best.index}.\n"
-                     f"Validation r {best.val_r:.4f}, validation loss {best.val_loss:.4f}.\n"
-                     "Use with: closedloop fit ARCHIVE... --config THIS_FILE"),
+            folder / BEST_FILE,
+            best.config,
+            comment=(
+                f"Best of {len(trials)} finished trials ({plan.sampler} search) on {plan.tuning} "
+                f"(split seed {plan.seed}): trial {best.index}.\n"
+                f"Validation r {best.val_r:.4f}, validation loss {best.val_loss:.4f}.\n"
+                "Use with: closedloop fit ARCHIVE... --config THIS_FILE"
+            ),
         )
     return result
 
@@ -170,8 +187,15 @@ def _describe(trial: TrialResult) -> str:
     return f"validation r {trial.val_r:.3f}, {trial.epochs} epochs"
 
 
-def run_search(plan: SearchPlan, dataset: ResponseDataset, folder: Path, executor, *, slots: int,
-               log: Callable[[str], None] | None = None) -> SearchResult:
+def run_search(
+    plan: SearchPlan,
+    dataset: ResponseDataset,
+    folder: Path,
+    executor,
+    *,
+    slots: int,
+    log: Callable[[str], None] | None = None,
+) -> SearchResult:
     """Run the trials of ``plan`` that ``folder`` does not hold yet, ``slots`` at a time.
 
     Parameters
@@ -204,8 +228,10 @@ def run_search(plan: SearchPlan, dataset: ResponseDataset, folder: Path, executo
         raise DataFileError(folder, f"cannot create the search folder ({error.strerror or error})") from None
     done = {index: trial for index, trial in finished_trials(folder).items() if index <= plan.n_trials}
     if resumed:
-        log(f"search: resuming {folder}: {len(done)} of {plan.n_trials} trials already finished, "
-            f"{plan.n_trials - len(done)} to run")
+        log(
+            f"search: resuming {folder}: {len(done)} of {plan.n_trials} trials already finished, "
+            f"{plan.n_trials - len(done)} to run"
+        )
     sampler = make_sampler(plan.sampler, plan.base, plan.space, plan.seed, int(dataset.images.shape[-1]))
     for index in sorted(done):
         sampler.tell(index, done[index].params, done[index].val_r if done[index].scored else None)
@@ -222,8 +248,11 @@ def run_search(plan: SearchPlan, dataset: ResponseDataset, folder: Path, executo
         while todo and len(in_flight) < max(1, slots):
             index = todo.pop(0)
             params, config = sampler.next(index)
-            pruning = None if plan.pruner == "none" else PruningPlan(
-                plan.pruner, tuple(t.curve for t in trials if t.status == "ok"))
+            pruning = (
+                None
+                if plan.pruner == "none"
+                else PruningPlan(plan.pruner, tuple(t.curve for t in trials if t.status == "ok"))
+            )
             handle = executor.submit(run_trial, shared, index, config, plan.seed, plan.device, params, pruning)
             in_flight[handle] = (index, params, config)
         for handle in executor.wait(list(in_flight), timeout=None):
@@ -235,15 +264,22 @@ def run_search(plan: SearchPlan, dataset: ResponseDataset, folder: Path, executo
             except Exception as error:  # a bug in one trial must not lose the others
                 details = "".join(traceback.format_exception(error)).rstrip()
                 print(f"search: internal error in trial {index}:\n{details}", file=sys.stderr)
-                trial = TrialResult(index, config, status="failed", params=params,
-                                    error=f"internal error: {type(error).__name__}: {error}")
+                trial = TrialResult(
+                    index,
+                    config,
+                    status="failed",
+                    params=params,
+                    error=f"internal error: {type(error).__name__}: {error}",
+                )
                 fitted = None
             _write_trial(folder, trial, fitted)
             trials.append(trial)
             sampler.tell(index, params, trial.val_r if trial.scored else None)
             _write_summary(folder, plan, trials)
-            log(f"  trial {index}/{plan.n_trials} ({len(trials)} done): {_describe(trial)} "
-                f"({trial.seconds:.1f} s); {best_line()}")
+            log(
+                f"  trial {index}/{plan.n_trials} ({len(trials)} done): {_describe(trial)} "
+                f"({trial.seconds:.1f} s); {best_line()}"
+            )
     if not trials:
         raise ClosedLoopError(f"{folder}: the search has no trials")
     return _write_summary(folder, plan, trials)

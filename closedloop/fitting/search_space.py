@@ -109,10 +109,15 @@ def config_from_params(base: ModelConfig, params: dict[str, Any]) -> ModelConfig
     layers = int(params["layers"])
     pool_kernel, pool_stride = params["pooling"]
     return base.replace(
-        architecture="kindel2017", core_filters=tuple(int(params[f"filters_{k + 1}"]) for k in range(layers)),
-        core_kernels=(int(params["kernel"]),) * layers, pool_kernel=int(pool_kernel), pool_stride=int(pool_stride),
-        dense_units=int(params["dense_units"]), dropout_keep=float(params["dropout_keep"]),
-        learning_rate=float(params["learning_rate"]), seed=None,
+        architecture="kindel2017",
+        core_filters=tuple(int(params[f"filters_{k + 1}"]) for k in range(layers)),
+        core_kernels=(int(params["kernel"]),) * layers,
+        pool_kernel=int(pool_kernel),
+        pool_stride=int(pool_stride),
+        dense_units=int(params["dense_units"]),
+        dropout_keep=float(params["dropout_keep"]),
+        learning_rate=float(params["learning_rate"]),
+        seed=None,
     )
 
 
@@ -130,22 +135,26 @@ def _random_params(space: SearchSpace, rng: np.random.Generator) -> dict[str, An
     return params
 
 
-def sample_config(base: ModelConfig, space: SearchSpace, rng: np.random.Generator, input_size: int,
-                  max_tries: int = 100) -> ModelConfig:
+def sample_config(
+    base: ModelConfig, space: SearchSpace, rng: np.random.Generator, input_size: int, max_tries: int = 100
+) -> ModelConfig:
     """Draw a configuration from ``space`` (other fields from ``base``) that fits ``input_size`` images."""
     return sample_params(base, space, rng, input_size, max_tries)[1]
 
 
-def sample_params(base: ModelConfig, space: SearchSpace, rng: np.random.Generator, input_size: int,
-                  max_tries: int = 100) -> tuple[dict[str, Any], ModelConfig]:
+def sample_params(
+    base: ModelConfig, space: SearchSpace, rng: np.random.Generator, input_size: int, max_tries: int = 100
+) -> tuple[dict[str, Any], ModelConfig]:
     """(params, configuration) of one random draw that fits ``input_size`` images."""
     for _ in range(max_tries):
         params = _random_params(space, rng)
         config = config_from_params(base, params)
         if _fits(config, input_size):
             return params, config
-    raise ClosedLoopError(f"no configuration in the search space fits {input_size}×{input_size} images "
-                          f"in {max_tries} draws; allow fewer layers or smaller kernels")
+    raise ClosedLoopError(
+        f"no configuration in the search space fits {input_size}×{input_size} images "
+        f"in {max_tries} draws; allow fewer layers or smaller kernels"
+    )
 
 
 class RandomSampler:
@@ -202,8 +211,10 @@ class TPESampler:
                 self.asked[index] = trial
                 return params, config
             self.study.tell(trial, state=self.optuna.trial.TrialState.FAIL)
-        raise ClosedLoopError(f"no configuration in the search space fits {self.input_size}×{self.input_size} "
-                              "images in 100 draws; allow fewer layers or smaller kernels")
+        raise ClosedLoopError(
+            f"no configuration in the search space fits {self.input_size}×{self.input_size} "
+            "images in 100 draws; allow fewer layers or smaller kernels"
+        )
 
     def tell(self, index: int, params: dict[str, Any], value: float | None) -> None:
         """Report trial ``index``'s validation r (``None``: failed or pruned)."""
@@ -218,9 +229,14 @@ class TPESampler:
         # A trial finished in an earlier run of this search: add it as history.
         stored = dict(params, pooling="/".join(str(v) for v in params["pooling"]))
         known = {key: self.distributions[key] for key in stored if key in self.distributions}
-        self.study.add_trial(self.optuna.trial.create_trial(
-            params={key: stored[key] for key in known}, distributions=known,
-            value=value, state=state.COMPLETE if value is not None else state.PRUNED))
+        self.study.add_trial(
+            self.optuna.trial.create_trial(
+                params={key: stored[key] for key in known},
+                distributions=known,
+                value=value,
+                state=state.COMPLETE if value is not None else state.PRUNED,
+            )
+        )
 
 
 def make_sampler(name: str, base: ModelConfig, space: SearchSpace, seed: int, input_size: int):
@@ -237,6 +253,7 @@ def import_optuna():
     try:
         import optuna
     except ImportError:
-        raise ClosedLoopError(f"--sampler tpe and --pruner need Optuna, which is not installed: "
-                              f"pip install '{OPTUNA_PIN}'") from None
+        raise ClosedLoopError(
+            f"--sampler tpe and --pruner need Optuna, which is not installed: pip install '{OPTUNA_PIN}'"
+        ) from None
     return optuna

@@ -1,4 +1,4 @@
-"""Fit one archived session end to end and write its results (DESIGN §6, §9).
+"""Fit one archived session end to end and write its results (docs/methods.md, Model; docs/architecture.md, Files).
 
 Load → fit the CNN (an ensemble when the config asks for one) → fit the linear
 baseline on the *same* split and units → held-out metrics → cell characterisation →
@@ -19,7 +19,8 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 
@@ -149,15 +150,20 @@ def fit_dataset(
         # The exclusions are reported in metrics.json and the summary, not as warnings.
         warnings.simplefilter("ignore", ExcludedUnitsWarning)
         if cnn is None:
-            cnn = fit_model(dataset, settings.config, device=device, seed=seed,
-                            progress=_epoch_progress(settings.config, stage))
+            cnn = fit_model(
+                dataset, settings.config, device=device, seed=seed, progress=_epoch_progress(settings.config, stage)
+            )
             times["cnn_fit"] = _timed_sync(device) - started
         else:  # the caller sets this session's share of the fused training
             times["cnn_fit"] = float(cnn.fit_seconds)
         stage("linear baseline", 0.9)
         linear_started = time.perf_counter()
-        linear = fit_model(dataset, ModelConfig(architecture="linear", ridge_alphas=settings.config.ridge_alphas),
-                           device="cpu", seed=seed)
+        linear = fit_model(
+            dataset,
+            ModelConfig(architecture="linear", ridge_alphas=settings.config.ridge_alphas),
+            device="cpu",
+            seed=seed,
+        )
         times["linear_fit"] = time.perf_counter() - linear_started
     if not np.array_equal(linear.unit_ids, cnn.unit_ids):  # same seed → same split → same units
         raise ClosedLoopError(f"{dataset.source}: the linear baseline kept different units than the CNN")
@@ -170,9 +176,12 @@ def fit_dataset(
     # A simulated archive's own simulator, scored the same way: what a perfect model would reach.
     oracle = oracle_rates(dataset.source, dataset.image_ids[held_out], cnn.unit_ids, dataset.window_s)
     report = evaluate(
-        predict(cnn.model, dataset.images[held_out]), trials,
+        predict(cnn.model, dataset.images[held_out]),
+        trials,
         baseline_pred=predict(linear.model, dataset.images[held_out]),
-        unit_ids=cnn.unit_ids, seed=seed, oracle_pred=oracle,
+        unit_ids=cnn.unit_ids,
+        seed=seed,
+        oracle_pred=oracle,
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # nanmean over images a unit has no repeat of
@@ -199,8 +208,12 @@ def fit_dataset(
         "config": cnn.config.to_dict(),
         "preprocessing": dataset.preprocessing.to_dict(),
         "window_s": [float(t) for t in dataset.window_s],
-        "split": {"train": len(cnn.split.train), "stop": len(cnn.split.stop),
-                  "held_out": len(cnn.split.held_out), "seed": int(cnn.split.seed)},
+        "split": {
+            "train": len(cnn.split.train),
+            "stop": len(cnn.split.stop),
+            "held_out": len(cnn.split.held_out),
+            "seed": int(cnn.split.seed),
+        },
         "n_units_in_data": int(dataset.n_units),
         "excluded_units": excluded,
         "epochs_run": int(cnn.epochs_run),
@@ -217,8 +230,16 @@ def fit_dataset(
     folder = _write_outputs(Path(out_dir), name, cnn, record, report, cells)
     stage("done", 1.0)
     return SessionOutcome(
-        name=name, source=str(dataset.source), ok=True, folder=str(folder), summary=report.summary,
-        groups=groups, excluded_units=excluded, times_s=times, device=cnn.device, seed=int(seed),
+        name=name,
+        source=str(dataset.source),
+        ok=True,
+        folder=str(folder),
+        summary=report.summary,
+        groups=groups,
+        excluded_units=excluded,
+        times_s=times,
+        device=cnn.device,
+        seed=int(seed),
     )
 
 
@@ -259,17 +280,24 @@ def _write_outputs(out_dir: Path, name: str, cnn, record: dict, report, cells) -
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
         record = json_safe(record)
-        save_checkpoint(staging / MODEL_FILE, cnn, metrics={key: record[key] for key in
-                                                           ("metrics", "cells", "groups", "seed", "source",
-                                                            "image_statistics")})
-        fig3(report, cells, staging / FIGURE_FILE, title=f"{name}: {report.n_units} units, "
-             f"mean r {report.summary['mean_r']:.2f}")
+        save_checkpoint(
+            staging / MODEL_FILE,
+            cnn,
+            metrics={key: record[key] for key in ("metrics", "cells", "groups", "seed", "source", "image_statistics")},
+        )
+        fig3(
+            report,
+            cells,
+            staging / FIGURE_FILE,
+            title=f"{name}: {report.n_units} units, mean r {report.summary['mean_r']:.2f}",
+        )
         (staging / METRICS_FILE).write_text(json.dumps(record, indent=2, allow_nan=False) + "\n")
         _swap_in(staging, final)
     except OSError as error:
         shutil.rmtree(staging, ignore_errors=True)
-        raise DataFileError(final, f"cannot write the fit results ({error.strerror or error}); "
-                                   "check the --out folder is writable") from None
+        raise DataFileError(
+            final, f"cannot write the fit results ({error.strerror or error}); check the --out folder is writable"
+        ) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -15,10 +15,13 @@ from __future__ import annotations
 from closedloop.lazy import lazy_exports
 
 _EXPORTS = {
-    "LocalLoop": "closedloop.loop.local", "run_until_done": "closedloop.loop.local",
+    "LocalLoop": "closedloop.loop.local",
+    "run_until_done": "closedloop.loop.local",
     "simulated_components": "closedloop.loop.local",
-    "brain_units": "closedloop.loop.components", "simulated_brain": "closedloop.loop.components",
-    "build_loop": "closedloop.loop.assemble", "presenter_for": "closedloop.loop.assemble",
+    "brain_units": "closedloop.loop.components",
+    "simulated_brain": "closedloop.loop.components",
+    "build_loop": "closedloop.loop.assemble",
+    "presenter_for": "closedloop.loop.assemble",
     "ProgressPrinter": "closedloop.loop.progress",
 }
 __all__ = sorted(_EXPORTS)

@@ -10,7 +10,8 @@ too.  A `ProgressPrinter` reports blocks and model versions as they happen.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Any, Literal
+from collections.abc import Callable
 
 import numpy as np
 
@@ -36,12 +37,24 @@ def presenter_for(rig: Rig, choice: PresenterChoice) -> str:
     return choice
 
 
-def build_loop(rig: Rig, protocol: Protocol, session_path: str | Path, *,
-               presenter: PresenterChoice = "auto", presenter_options: dict[str, Any] | None = None,
-               model: ModelChoice = "local", endpoints: Endpoints | None = None, resume: bool = False,
-               overwrite: bool = False, unit_ids: np.ndarray | None = None, model_out: str | Path | None = None,
-               settings: RunnerSettings = RunnerSettings(), write: Callable[[str], None] | None = print,
-               device: str | None = None, first_version: int = 1) -> LocalLoop:
+def build_loop(
+    rig: Rig,
+    protocol: Protocol,
+    session_path: str | Path,
+    *,
+    presenter: PresenterChoice = "auto",
+    presenter_options: dict[str, Any] | None = None,
+    model: ModelChoice = "local",
+    endpoints: Endpoints | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    unit_ids: np.ndarray | None = None,
+    model_out: str | Path | None = None,
+    settings: RunnerSettings = RunnerSettings(),
+    write: Callable[[str], None] | None = print,
+    device: str | None = None,
+    first_version: int = 1,
+) -> LocalLoop:
     """Every component this process runs for ``protocol`` on ``rig``, in start order.
 
     Parameters
@@ -78,33 +91,73 @@ def build_loop(rig: Rig, protocol: Protocol, session_path: str | Path, *,
     kind = presenter_for(rig, presenter)
     server = None
     if model == "local":
-        server = make.model_server(rig, protocol, endpoints, out_dir=model_out, session=Path(session_path).stem,
-                                   device=device, first_version=first_version)
+        server = make.model_server(
+            rig,
+            protocol,
+            endpoints,
+            out_dir=model_out,
+            session=Path(session_path).stem,
+            device=device,
+            first_version=first_version,
+        )
     if rig.acquisition.kind == "sim":
-        loop = simulated_components(rig, protocol, session_path, endpoints=endpoints, model_server=server,
-                                    presenter=kind, presenter_options=presenter_options, resume=resume,
-                                    overwrite=overwrite, settings=settings)
+        loop = simulated_components(
+            rig,
+            protocol,
+            session_path,
+            endpoints=endpoints,
+            model_server=server,
+            presenter=kind,
+            presenter_options=presenter_options,
+            resume=resume,
+            overwrite=overwrite,
+            settings=settings,
+        )
     elif rig.acquisition.kind in RECORDING_KINDS:
-        loop = _recording_components(rig, protocol, session_path, endpoints, server, kind, presenter_options,
-                                     resume, overwrite, unit_ids, settings)
+        loop = _recording_components(
+            rig,
+            protocol,
+            session_path,
+            endpoints,
+            server,
+            kind,
+            presenter_options,
+            resume,
+            overwrite,
+            unit_ids,
+            settings,
+        )
     else:
-        raise ClosedLoopError(f"{rig.path}: acquisition.kind is {rig.acquisition.kind!r}; an archived recording "
-                              "goes through the loop with 'closedloop replay ARCHIVE --protocol P.yaml'")
+        raise ClosedLoopError(
+            f"{rig.path}: acquisition.kind is {rig.acquisition.kind!r}; an archived recording "
+            "goes through the loop with 'closedloop replay ARCHIVE --protocol P.yaml'"
+        )
     if write is not None:
         progress = ProgressPrinter(endpoints.responses, endpoints.model_events, write=write)
         loop.components.insert(len(loop.components) - 1, progress)  # before the runner: sees its first block
     return loop
 
 
-def _recording_components(rig: Rig, protocol: Protocol, session_path, endpoints: Endpoints,
-                          server: Component | None, presenter: str, presenter_options, resume: bool,
-                          overwrite: bool, unit_ids: np.ndarray | None, settings: RunnerSettings) -> LocalLoop:
+def _recording_components(
+    rig: Rig,
+    protocol: Protocol,
+    session_path,
+    endpoints: Endpoints,
+    server: Component | None,
+    presenter: str,
+    presenter_options,
+    resume: bool,
+    overwrite: bool,
+    unit_ids: np.ndarray | None,
+    settings: RunnerSettings,
+) -> LocalLoop:
     adapter = make.acquisition_adapter(rig, endpoints)
     if presenter == "headless":  # the recording system runs on wall time: trials must too
         presenter_options = {"realtime": True, **(presenter_options or {})}
     shown = make.presenter(rig, protocol, endpoints, presenter, presenter_options)
-    runner = make.runner(rig, protocol, session_path, endpoints, unit_ids=unit_ids, resume=resume,
-                         overwrite=overwrite, settings=settings)  # waits for acquisition data (a real rig)
+    runner = make.runner(
+        rig, protocol, session_path, endpoints, unit_ids=unit_ids, resume=resume, overwrite=overwrite, settings=settings
+    )  # waits for acquisition data (a real rig)
     components: list[Component] = [adapter, shown]
     if server is not None:
         components.append(server)

@@ -43,9 +43,16 @@ def brain_units(brain: BrainSpec) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(source.unit_ids, np.int64), np.asarray(source.channels, np.int64)
 
 
-def simulated_array(rig: Rig, endpoints: Endpoints, brain: BrainSpec | None = None, *, speed: float | None = None,
-                    seed: int | None = None, max_frames: int | None = None,
-                    name: str = "sim-array") -> SimulatedArray:
+def simulated_array(
+    rig: Rig,
+    endpoints: Endpoints,
+    brain: BrainSpec | None = None,
+    *,
+    speed: float | None = None,
+    seed: int | None = None,
+    max_frames: int | None = None,
+    name: str = "sim-array",
+) -> SimulatedArray:
     """The simulated array of a sim rig, publishing on ``endpoints.spikes``.
 
     It watches the presenter's reports (``endpoints.stimulus``) and the runner's stream
@@ -53,11 +60,18 @@ def simulated_array(rig: Rig, endpoints: Endpoints, brain: BrainSpec | None = No
     and ``seed`` default to the rig's acquisition section; ``max_frames`` (a report's
     frame-count bound) to the array's own limit, or pass the protocol's stimulus frames.
     """
-    return SimulatedArray(endpoints.spikes, endpoints.stimulus, brain or simulated_brain(rig), name=name,
-                          speed=rig.acquisition.speed if speed is None else speed,
-                          refresh_hz=rig.display.refresh_hz, photodiode_line=rig.acquisition.onset_line,
-                          block_endpoint=endpoints.responses, max_frames=max_frames,
-                          seed=rig.acquisition.seed if seed is None else seed)
+    return SimulatedArray(
+        endpoints.spikes,
+        endpoints.stimulus,
+        brain or simulated_brain(rig),
+        name=name,
+        speed=rig.acquisition.speed if speed is None else speed,
+        refresh_hz=rig.display.refresh_hz,
+        photodiode_line=rig.acquisition.onset_line,
+        block_endpoint=endpoints.responses,
+        max_frames=max_frames,
+        seed=rig.acquisition.seed if seed is None else seed,
+    )
 
 
 def acquisition_adapter(rig: Rig, endpoints: Endpoints | None = None) -> Component:
@@ -75,22 +89,44 @@ def acquisition_adapter(rig: Rig, endpoints: Endpoints | None = None) -> Compone
     if acquisition.kind == "replay":
         if not acquisition.archive:
             raise ClosedLoopError(f"{rig.path}: acquisition.archive is required when kind is replay")
-        return ReplayAdapter(endpoints.spikes, acquisition.archive, speed=acquisition.speed,
-                             stimulus_endpoint=endpoints.stimulus, photodiode_line=acquisition.onset_line)
+        return ReplayAdapter(
+            endpoints.spikes,
+            acquisition.archive,
+            speed=acquisition.speed,
+            stimulus_endpoint=endpoints.stimulus,
+            photodiode_line=acquisition.onset_line,
+        )
     return recording_adapter(rig, endpoints.spikes)
 
 
-def presenter(rig: Rig, protocol: Protocol, endpoints: Endpoints, kind: str = "headless",
-              options: dict[str, Any] | None = None) -> PresenterComponent:
+def presenter(
+    rig: Rig, protocol: Protocol, endpoints: Endpoints, kind: str = "headless", options: dict[str, Any] | None = None
+) -> PresenterComponent:
     """The presenter component: blocks on ``endpoints.blocks``, trial reports on ``endpoints.stimulus``."""
-    return PresenterComponent("presenter", rig=rig, timing=protocol.frames(rig), request_endpoint=endpoints.blocks,
-                              shown_endpoint=endpoints.stimulus, presenter=kind, presenter_options=options)
+    return PresenterComponent(
+        "presenter",
+        rig=rig,
+        timing=protocol.frames(rig),
+        request_endpoint=endpoints.blocks,
+        shown_endpoint=endpoints.stimulus,
+        presenter=kind,
+        presenter_options=options,
+    )
 
 
-def model_server(rig: Rig, protocol: Protocol, endpoints: Endpoints | None = None, *, name: str = "model-server",
-                 out_dir: str | Path | None = None, session: str = "", device: str | None = None,
-                 seed: int | None = None, stimulus_size_px: int | None = None,
-                 first_version: int = 1) -> Component:
+def model_server(
+    rig: Rig,
+    protocol: Protocol,
+    endpoints: Endpoints | None = None,
+    *,
+    name: str = "model-server",
+    out_dir: str | Path | None = None,
+    session: str = "",
+    device: str | None = None,
+    seed: int | None = None,
+    stimulus_size_px: int | None = None,
+    first_version: int = 1,
+) -> Component:
     """The model server for ``protocol``'s ``fit`` section (`ServerSettings.from_configs`).
 
     ``endpoints`` default to the rig's ports; ``device``, ``seed`` and ``stimulus_size_px``
@@ -103,16 +139,33 @@ def model_server(rig: Rig, protocol: Protocol, endpoints: Endpoints | None = Non
     from closedloop.server.settings import ServerSettings
 
     endpoints = endpoints or Endpoints.from_rig(rig)
-    settings = ServerSettings.from_configs(rig, protocol, out_dir=out_dir, request_endpoint=endpoints.model,
-                                           events_endpoint=endpoints.model_events, session=session, device=device,
-                                           seed=seed, stimulus_size_px=stimulus_size_px,
-                                           first_version=first_version)
+    settings = ServerSettings.from_configs(
+        rig,
+        protocol,
+        out_dir=out_dir,
+        request_endpoint=endpoints.model,
+        events_endpoint=endpoints.model_events,
+        session=session,
+        device=device,
+        seed=seed,
+        stimulus_size_px=stimulus_size_px,
+        first_version=first_version,
+    )
     return ModelServer(name, settings)
 
 
-def runner(rig: Rig, protocol: Protocol, session_path: str | Path, endpoints: Endpoints, *,
-           unit_ids: np.ndarray | None = None, channels: np.ndarray | None = None, resume: bool = False,
-           overwrite: bool = False, settings: RunnerSettings = RunnerSettings()) -> Runner:
+def runner(
+    rig: Rig,
+    protocol: Protocol,
+    session_path: str | Path,
+    endpoints: Endpoints,
+    *,
+    unit_ids: np.ndarray | None = None,
+    channels: np.ndarray | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    settings: RunnerSettings = RunnerSettings(),
+) -> Runner:
     """The runner; on a real recording system it waits for acquisition data before any block.
 
     A real recording system must be acquiring before anything is shown
@@ -122,7 +175,17 @@ def runner(rig: Rig, protocol: Protocol, session_path: str | Path, endpoints: En
     `REAL_RIG_SETTLE_S`.
     """
     if rig.acquisition.kind in RECORDING_KINDS:
-        settings = dataclasses.replace(settings, require_acquisition_data=True,
-                                       settle_s=max(settings.settle_s, REAL_RIG_SETTLE_S))
-    return Runner(rig, protocol, session_path, endpoints, unit_ids=unit_ids, channels=channels, resume=resume,
-                  overwrite=overwrite, settings=settings)
+        settings = dataclasses.replace(
+            settings, require_acquisition_data=True, settle_s=max(settings.settle_s, REAL_RIG_SETTLE_S)
+        )
+    return Runner(
+        rig,
+        protocol,
+        session_path,
+        endpoints,
+        unit_ids=unit_ids,
+        channels=channels,
+        resume=resume,
+        overwrite=overwrite,
+        settings=settings,
+    )

@@ -41,13 +41,23 @@ class LocalLoop:
     stop: threading.Event = field(default_factory=threading.Event)
 
 
-def simulated_components(rig: Rig, protocol: Protocol, session_path: str | Path, *,
-                         endpoints: Endpoints | None = None, brain: BrainSpec | None = None,
-                         model_server: Component | None = None, presenter: str = "headless",
-                         presenter_options: dict[str, Any] | None = None, speed: float | None = None,
-                         resume: bool = False, overwrite: bool = False,
-                         settings: RunnerSettings = RunnerSettings(), array_seed: int | None = None,
-                         units: tuple[np.ndarray, np.ndarray] | None = None) -> LocalLoop:
+def simulated_components(
+    rig: Rig,
+    protocol: Protocol,
+    session_path: str | Path,
+    *,
+    endpoints: Endpoints | None = None,
+    brain: BrainSpec | None = None,
+    model_server: Component | None = None,
+    presenter: str = "headless",
+    presenter_options: dict[str, Any] | None = None,
+    speed: float | None = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    settings: RunnerSettings = RunnerSettings(),
+    array_seed: int | None = None,
+    units: tuple[np.ndarray, np.ndarray] | None = None,
+) -> LocalLoop:
     """The components of a closed loop on a simulated rig, ready for `run_until_done`.
 
     Parameters
@@ -81,11 +91,21 @@ def simulated_components(rig: Rig, protocol: Protocol, session_path: str | Path,
         presenter_options = {"realtime": True, **(presenter_options or {})}
     brain = brain or make.simulated_brain(rig)
     unit_ids, channels = units if units is not None else make.brain_units(brain)
-    array = make.simulated_array(rig, endpoints, brain, speed=speed, seed=array_seed,
-                                 max_frames=protocol.frames(rig).stimulus_frames)
+    array = make.simulated_array(
+        rig, endpoints, brain, speed=speed, seed=array_seed, max_frames=protocol.frames(rig).stimulus_frames
+    )
     shown = make.presenter(rig, protocol, endpoints, presenter, presenter_options)
-    runner = make.runner(rig, protocol, session_path, endpoints, unit_ids=unit_ids, channels=channels,
-                         resume=resume, overwrite=overwrite, settings=settings)
+    runner = make.runner(
+        rig,
+        protocol,
+        session_path,
+        endpoints,
+        unit_ids=unit_ids,
+        channels=channels,
+        resume=resume,
+        overwrite=overwrite,
+        settings=settings,
+    )
     components: list[Component] = [array, shown]
     if model_server is not None:
         components.append(model_server)
@@ -93,8 +113,13 @@ def simulated_components(rig: Rig, protocol: Protocol, session_path: str | Path,
     return LocalLoop(components, runner, endpoints)
 
 
-def run_until_done(loop: LocalLoop | list[Component], runner_name: str = "runner", *,
-                   timeout_s: float | None = None, setup_timeout_s: float = 60.0) -> SupervisorReport:
+def run_until_done(
+    loop: LocalLoop | list[Component],
+    runner_name: str = "runner",
+    *,
+    timeout_s: float | None = None,
+    setup_timeout_s: float = 60.0,
+) -> SupervisorReport:
     """Run components as threads until the runner has finished (or failed, Ctrl-C, ``loop.stop``, the timeout).
 
     Must be called from the main thread for Ctrl-C to reach the supervisor.  The
@@ -121,4 +146,3 @@ def run_until_done(loop: LocalLoop | list[Component], runner_name: str = "runner
     finally:
         finished.set()
         watcher.join(1.0)
-

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import zmq
 
@@ -38,9 +38,11 @@ def model_line(update: ModelUpdated) -> str:
         value = metrics.get(name, math.nan)
         return "n/a" if not math.isfinite(value) else f"{value:.{digits}f}"
 
-    return (f"model v{update.version}: held-out r mean {number('r_mean')} (median {number('r_median')}), "
-            f"r/rmax {number('r_over_rmax_mean')}; {int(metrics.get('n_images', 0))} images, "
-            f"{int(metrics.get('n_units', 0))} units; fitted in {number('fit_seconds', 1)} s")
+    return (
+        f"model v{update.version}: held-out r mean {number('r_mean')} (median {number('r_median')}), "
+        f"r/rmax {number('r_over_rmax_mean')}; {int(metrics.get('n_images', 0))} images, "
+        f"{int(metrics.get('n_units', 0))} units; fitted in {number('fit_seconds', 1)} s"
+    )
 
 
 class ProgressPrinter(Component):
@@ -54,8 +56,14 @@ class ProgressPrinter(Component):
         Where lines go (default `print`); each line starts with the seconds since setup.
     """
 
-    def __init__(self, responses_endpoint: str | None, model_events_endpoint: str | None, *,
-                 name: str = "progress", write: Callable[[str], None] = print):
+    def __init__(
+        self,
+        responses_endpoint: str | None,
+        model_events_endpoint: str | None,
+        *,
+        name: str = "progress",
+        write: Callable[[str], None] = print,
+    ):
         super().__init__(name)
         self.endpoints = {"runner": responses_endpoint, "model server": model_events_endpoint}
         self.write = write
@@ -64,8 +72,11 @@ class ProgressPrinter(Component):
 
     def setup(self) -> None:
         self._started = time.monotonic()
-        self._subscribers = [Subscriber(endpoint, name=f"{self.name} <- {source}")
-                             for source, endpoint in self.endpoints.items() if endpoint]
+        self._subscribers = [
+            Subscriber(endpoint, name=f"{self.name} <- {source}")
+            for source, endpoint in self.endpoints.items()
+            if endpoint
+        ]
         self._poller = zmq.Poller()
         for subscriber in self._subscribers:
             self._poller.register(subscriber.socket, zmq.POLLIN)

@@ -50,10 +50,12 @@ class ArraySpec:
         array = np.asarray(value)
         allowed = _dtypes(self.dtypes)
         if array.dtype not in allowed:
+            target: np.dtype | None
             if array.size == 0 and array.dtype == np.float64:
                 target = allowed[0]  # an empty Python list arrives as float64
             else:
-                target = next((d for d in allowed if np.can_cast(array.dtype, d, "safe")), None)
+                safe = [d for d in allowed if np.can_cast(array.dtype, d, "safe")]
+                target = safe[0] if safe else None
             if target is None:
                 raise TypeError(f"{field}: dtype {array.dtype} is not one of {', '.join(self.dtypes)}")
             array = array.astype(target)
@@ -66,7 +68,7 @@ class ArraySpec:
         return view
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _dtypes(names: tuple[str, ...]) -> tuple[np.dtype, ...]:
     return tuple(np.dtype(name) for name in names)
 
@@ -123,7 +125,9 @@ class Message:
             a, b = getattr(self, name), getattr(other, name)
             if (a is None) != (b is None):
                 return False
-            if a is not None and (a.dtype != b.dtype or a.shape != b.shape or not np.array_equal(a, b, equal_nan=a.dtype.kind == "f")):
+            if a is not None and (
+                a.dtype != b.dtype or a.shape != b.shape or not np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+            ):
                 return False
         return True
 
@@ -155,6 +159,7 @@ def message_class(name: str) -> type[Message] | None:
 
 
 # --- scalar checks, shared by the message types -------------------------------------
+
 
 def as_int(value: Any, field: str, *, minimum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -206,4 +211,3 @@ def same_length(message: Message, *names: str) -> None:
     lengths = {n: len(getattr(message, n)) for n in names if getattr(message, n) is not None}
     if len(set(lengths.values())) > 1:
         raise ValueError("arrays must have the same length: " + ", ".join(f"{n}={k}" for n, k in lengths.items()))
-

@@ -1,4 +1,4 @@
-"""The one place that turns messages into ZeroMQ frames and back (DESIGN §4).
+"""The one place that turns messages into ZeroMQ frames and back (docs/architecture.md, Messages).
 
 Wire format: ``[topic, header, *array_frames]``; the header is msgpack (see
 `closedloop.messages.envelope`), each array travels as its raw little-endian bytes.
@@ -24,8 +24,14 @@ import numpy as np
 from closedloop.errors import ClosedLoopError
 from closedloop.messages.base import Message, message_class
 from closedloop.messages.envelope import (
-    ALLOWED_DTYPES, MAX_ARRAYS, MAX_HEADER_BYTES, MAX_MESSAGE_BYTES, MAX_NDIM, MAX_TOPIC_BYTES,
-    SCHEMA_VERSION, Envelope,
+    ALLOWED_DTYPES,
+    MAX_ARRAYS,
+    MAX_HEADER_BYTES,
+    MAX_MESSAGE_BYTES,
+    MAX_NDIM,
+    MAX_TOPIC_BYTES,
+    SCHEMA_VERSION,
+    Envelope,
 )
 
 # Kinds of rejection; receivers keep one counter per kind.
@@ -241,7 +247,9 @@ def _arrays(described: Any, views: list[memoryview], cls: type[Message]) -> dict
         raise CodecError(MALFORMED, f"header describes {len(described)} arrays but {len(views)} frames follow")
     arrays: dict[str, np.ndarray] = {}
     for entry, view in zip(described, views):
-        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str) and isinstance(entry[2], list)):
+        if not (
+            isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str) and isinstance(entry[2], list)
+        ):
             raise CodecError(MALFORMED, "array description is not [name, dtype, shape]")
         name, dtype_text, shape = entry
         if name not in cls.ARRAYS or name in arrays:
@@ -250,10 +258,12 @@ def _arrays(described: Any, views: list[memoryview], cls: type[Message]) -> dict
         if dtype is None:
             raise CodecError(MALFORMED, f"array {name!r}: dtype {str(dtype_text)[:40]!r} is not allowed")
         if len(shape) > MAX_NDIM or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
-            raise CodecError(MALFORMED, f"array {name!r}: bad shape {shape[:MAX_NDIM + 1]!r}")
+            raise CodecError(MALFORMED, f"array {name!r}: bad shape {shape[: MAX_NDIM + 1]!r}")
         expected = dtype.itemsize * math.prod(shape)  # Python ints: no overflow
         if view.nbytes != expected:
-            raise CodecError(MALFORMED, f"array {name!r}: frame has {view.nbytes} bytes, shape {shape} needs {expected}")
+            raise CodecError(
+                MALFORMED, f"array {name!r}: frame has {view.nbytes} bytes, shape {shape} needs {expected}"
+            )
         array = np.frombuffer(view, dtype=dtype).reshape(shape)
         if dtype.kind == "b" and array.size and array.view(np.uint8).max() > 1:
             raise CodecError(MALFORMED, f"array {name!r}: bool bytes other than 0/1")

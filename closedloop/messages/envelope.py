@@ -1,4 +1,4 @@
-"""The versioned envelope every message travels in (DESIGN §4).
+"""The versioned envelope every message travels in (docs/architecture.md, Messages).
 
 A message on the wire is ``[topic, header, *array_frames]``.  The header is a msgpack
 map whose keys are fixed here; the body of a message (its scalar fields) sits under
@@ -29,8 +29,17 @@ MAX_NDIM = 8
 ALLOWED_DTYPES: dict[str, np.dtype] = {
     np.dtype(name).str: np.dtype(name)
     for name in (
-        "bool", "int8", "int16", "int32", "int64",
-        "uint8", "uint16", "uint32", "uint64", "float32", "float64",
+        "bool",
+        "int8",
+        "int16",
+        "int32",
+        "int64",
+        "uint8",
+        "uint16",
+        "uint32",
+        "uint64",
+        "float32",
+        "float64",
     )
 }
 

@@ -1,4 +1,4 @@
-"""The message types of DESIGN §4.
+"""The message types (docs/architecture.md, Messages).
 
 Times are seconds as float64: spike and sync times on the acquisition clock, flip
 times on the presenter's clock.  Images are (n, height, width) arrays in the display's
@@ -14,7 +14,16 @@ from typing import Any, ClassVar
 import numpy as np
 
 from closedloop.messages.base import (
-    ArraySpec, Message, as_bool, as_float, as_int, as_metrics, as_optional_int, as_text, register, same_length,
+    ArraySpec,
+    Message,
+    as_bool,
+    as_float,
+    as_int,
+    as_metrics,
+    as_optional_int,
+    as_text,
+    register,
+    same_length,
 )
 
 _IDS = ("int64", "int32")

@@ -1,4 +1,4 @@
-"""Cell characterisation: image selectivity and orientation tuning (DESIGN §6, Fig. 3).
+"""Cell characterisation: image selectivity and orientation tuning (docs/methods.md, Model, Fig. 3).
 
 Kindel et al. (2019) group units by circular variance of their grating responses and ask
 how well the CNN and the linear baseline predict each group.  Every function is
@@ -88,9 +88,7 @@ def circular_variance(orientations_deg: np.ndarray, rates: np.ndarray) -> np.nda
     return value[0] if np.ndim(rates) == 1 else value
 
 
-def orientation_groups(
-    cv: np.ndarray, selective_below: float = 0.6, nonselective_above: float = 0.75
-) -> np.ndarray:
+def orientation_groups(cv: np.ndarray, selective_below: float = 0.6, nonselective_above: float = 0.75) -> np.ndarray:
     """Label units by circular variance as in Kindel et al. (2019).
 
     Returns
@@ -101,8 +99,7 @@ def orientation_groups(
     """
     if not selective_below <= nonselective_above:
         raise ValueError(
-            f"selective_below ({selective_below}) must not exceed nonselective_above "
-            f"({nonselective_above})"
+            f"selective_below ({selective_below}) must not exceed nonselective_above ({nonselective_above})"
         )
     cv = np.asarray(cv, dtype=np.float64)
     labels = np.full(cv.shape, INTERMEDIATE, dtype="<U12")
@@ -146,9 +143,7 @@ def group_summary(
     groups = np.asarray(groups)
     columns = {"r": np.asarray(r, dtype=np.float64)}
     for name, values in (("r_linear", r_linear), ("rmax", rmax)):
-        columns[name] = (
-            np.full(groups.shape, np.nan) if values is None else np.asarray(values, dtype=np.float64)
-        )
+        columns[name] = np.full(groups.shape, np.nan) if values is None else np.asarray(values, dtype=np.float64)
     for name, values in columns.items():
         if values.shape != groups.shape:
             raise ValueError(f"{name} has shape {values.shape}, groups {groups.shape}")
@@ -183,6 +178,7 @@ class CellProperties:
 
     def to_dict(self) -> dict[str, object]:
         """Plain lists for JSON (NaN becomes ``None``)."""
+
         def floats(x: np.ndarray) -> list[float | None]:
             return [float(v) if np.isfinite(v) else None for v in x]
 
@@ -233,4 +229,3 @@ def characterise(
         selective_below=float(selective_below),
         nonselective_above=float(nonselective_above),
     )
-

@@ -1,4 +1,4 @@
-"""Model checkpoints: one file per fitted model or ensemble (DESIGN §9).
+"""Model checkpoints: one file per fitted model or ensemble (docs/architecture.md, Files).
 
 The file is ``torch.save`` of a dict of plain data — tensors, numbers, strings, lists
 and dicts, no pickled classes — so it loads with ``torch.load(weights_only=True)``
@@ -37,9 +37,22 @@ from closedloop.model.train import ExcludedUnit, FitResult, RateStatistics
 FORMAT_NAME = "closedloop-model"
 FORMAT_VERSION = 1
 REQUIRED_KEYS = (
-    "format", "format_version", "config", "build", "state_dict", "preprocessing", "unit_ids",
-    "excluded_units", "split", "image_ids", "metrics", "model_version", "created",
-    "closedloop_version", "trained_on", "rate_statistics",
+    "format",
+    "format_version",
+    "config",
+    "build",
+    "state_dict",
+    "preprocessing",
+    "unit_ids",
+    "excluded_units",
+    "split",
+    "image_ids",
+    "metrics",
+    "model_version",
+    "created",
+    "closedloop_version",
+    "trained_on",
+    "rate_statistics",
 )
 
 
@@ -101,7 +114,7 @@ def save_checkpoint(
         "image_ids": torch.as_tensor(result.image_ids, dtype=torch.int64),
         "metrics": _plain(metrics or {}),
         "model_version": int(model_version),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "closedloop_version": closedloop.__version__,
         "trained_on": result.device,
         "rate_statistics": {
@@ -165,9 +178,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = "auto"
             split=DataSplit.from_dict(record["split"]),
             image_ids=record["image_ids"].numpy().astype(np.int64),
             preprocessing=dict(record["preprocessing"]),
-            rate_statistics=RateStatistics(
-                stats["mean"].numpy(), stats["std"].numpy(), stats["percentiles"].numpy()
-            ),
+            rate_statistics=RateStatistics(stats["mean"].numpy(), stats["std"].numpy(), stats["percentiles"].numpy()),
             metrics=record["metrics"],
             model_version=int(record["model_version"]),
             created=str(record["created"]),

@@ -1,4 +1,4 @@
-"""Convolutional cores: image → feature maps (DESIGN §6, sinzlab/neuralpredictors style).
+"""Convolutional cores: image → feature maps (docs/methods.md, Model, sinzlab/neuralpredictors style).
 
 Every layer here holds ``n_members`` independent copies of its weights, stacked on a
 leading axis, and evaluates them in one grouped convolution.  A single network is
@@ -115,8 +115,14 @@ class MemberBatchNorm(nn.Module):
         if self.training and self.sample_weight is not None:
             return self._masked(x, self.sample_weight)
         return F.batch_norm(
-            x, self.running_mean.view(-1), self.running_var.view(-1), self.weight.reshape(-1),
-            self.bias.reshape(-1), self.training, self.momentum, self.eps,
+            x,
+            self.running_mean.view(-1),
+            self.running_var.view(-1),
+            self.weight.reshape(-1),
+            self.bias.reshape(-1),
+            self.training,
+            self.momentum,
+            self.eps,
         )
 
     def _masked(self, x: torch.Tensor, sample_weight: torch.Tensor) -> torch.Tensor:
@@ -162,7 +168,7 @@ class ConvCore(nn.Module):
     padding
         ``"valid"`` (default) or ``"same"``.  'valid' is our default because on the
         33×33 input it makes the maps smaller at every layer (27→13→7→3 instead of
-        33→16→16→7), which measured ~3× faster to train on a 2-core CPU (DESIGN §12)
+        33→16→16→7), which measured ~3× faster to train on a 2-core CPU (docs/methods.md, Installing)
         and gives a 288- rather than 1568-wide dense layer input.  The paper's
         TensorFlow code is the reason 'same' stays available.
 
@@ -199,9 +205,7 @@ class ConvCore(nn.Module):
         layers, norms = [], []
         in_channels, size = 1, input_size
         for index, (n_filters, kernel) in enumerate(zip(filters, kernels)):
-            layers.append(
-                MemberConv2d(n_members, in_channels, n_filters, kernel, padding, shared_input=index == 0)
-            )
+            layers.append(MemberConv2d(n_members, in_channels, n_filters, kernel, padding, shared_input=index == 0))
             if batch_norm:
                 norms.append(MemberBatchNorm(n_members, n_filters))
                 # Batch norm subtracts the mean, so a conv bias before it has a zero gradient in

@@ -1,4 +1,4 @@
-"""The one place a compute-device string becomes a `torch.device` (DESIGN §11, §13).
+"""The one place a compute-device string becomes a `torch.device` (docs/architecture.md).
 
 The command line (``--device``), the rig file (``compute.device``) and the model
 server all pass their string here, so "auto", "cpu", "cuda" and "cuda:N" mean the
@@ -47,9 +47,7 @@ def resolve_device(spec: str | torch.device | None) -> torch.device:
     if spec is None:
         spec = "auto"
     if not isinstance(spec, str):
-        raise ClosedLoopError(
-            f"device must be a string such as 'auto', 'cpu', 'cuda' or 'cuda:0', got {spec!r}"
-        )
+        raise ClosedLoopError(f"device must be a string such as 'auto', 'cpu', 'cuda' or 'cuda:0', got {spec!r}")
     text = spec.strip().lower()
     if text == "auto":
         return torch.device("cuda", 0) if torch.cuda.is_available() else torch.device("cpu")
@@ -61,8 +59,7 @@ def resolve_device(spec: str | torch.device | None) -> torch.device:
         match = _CUDA_INDEX.match(text)
         if match is None:
             raise ClosedLoopError(
-                f"unknown device {spec!r}: use one of 'auto', 'cpu', 'cuda' or 'cuda:N' "
-                "(N = GPU index, e.g. 'cuda:1')"
+                f"unknown device {spec!r}: use one of 'auto', 'cpu', 'cuda' or 'cuda:N' (N = GPU index, e.g. 'cuda:1')"
             )
         index = int(match.group(1))
     if not torch.cuda.is_available():

@@ -1,4 +1,4 @@
-"""Ensembles: several networks whose mean prediction is the model (DESIGN §7).
+"""Ensembles: several networks whose mean prediction is the model (docs/methods.md, Synthesis).
 
 An ensemble is represented as *one* network with ``n_members > 1``: every parameter
 and buffer has the member on its leading axis, and a forward pass evaluates all
@@ -22,9 +22,7 @@ from closedloop.model.networks import build_network
 
 def rebuild_network(spec: dict) -> nn.Module:
     """An untrained network with the structure recorded in ``model.build_spec``."""
-    return build_network(
-        ModelConfig.from_dict(spec["config"]), spec["n_units"], spec["n_members"], spec["input_size"]
-    )
+    return build_network(ModelConfig.from_dict(spec["config"]), spec["n_units"], spec["n_members"], spec["input_size"])
 
 
 def stack_members(models: list[nn.Module]) -> nn.Module:
@@ -53,9 +51,19 @@ def stack_members(models: list[nn.Module]) -> nn.Module:
 def member_structure(spec: dict) -> tuple:
     """What must agree for members to be stacked (``build_spec``); seeds and training settings may differ."""
     config = ModelConfig.from_dict(spec["config"])
-    shape = (config.architecture, config.core_filters, config.core_kernels, config.pool_kernel,
-             config.pool_stride, config.padding, config.pool_layers, config.batch_norm, config.dense_units, config.output_nonlinearity,
-             config.output_knots)
+    shape = (
+        config.architecture,
+        config.core_filters,
+        config.core_kernels,
+        config.pool_kernel,
+        config.pool_stride,
+        config.padding,
+        config.pool_layers,
+        config.batch_norm,
+        config.dense_units,
+        config.output_nonlinearity,
+        config.output_knots,
+    )
     return shape, spec["n_units"], spec["input_size"]
 
 

@@ -1,4 +1,4 @@
-"""How well predicted rates match measured ones, per unit (DESIGN §6, REFERENCE "Metrics").
+"""How well predicted rates match measured ones, per unit (docs/methods.md, Model, docs/methods.md, Metrics).
 
 Conventions shared by every function here:
 
@@ -103,7 +103,7 @@ def _trial_stats(trials: np.ndarray) -> _TrialStats:
 def _pooled_noise_variance(stats: _TrialStats) -> np.ndarray:
     """Pooled within-image variance per unit, Σ_i SS_i / Σ_i (R_i − 1).
 
-    With equal repeats this is mean_i Var_r(y_ir) (REFERENCE); with unequal repeats it
+    With equal repeats this is mean_i Var_r(y_ir) (docs/methods.md, Metrics); with unequal repeats it
     weights each image by its degrees of freedom, the usual unbiased pooled estimate.
     NaN when no image has two repeats.
     """
@@ -389,8 +389,7 @@ def unit_masks(trials: np.ndarray, *, min_fev: float = DEFAULT_MIN_FEV) -> UnitM
     present = stats.counts > 0
     constant = _masked_is_constant(stats.means, present, 0) | (present.sum(0) < 2)
     reliable = (signal_power(t) > 0) & (fev(t) >= min_fev)  # NaN compares False
-    return UnitMasks(silent=~fires, constant=constant, reliable=reliable & ~constant,
-                     min_fev=float(min_fev))
+    return UnitMasks(silent=~fires, constant=constant, reliable=reliable & ~constant, min_fev=float(min_fev))
 
 
 def exclusion_warning(masks: UnitMasks, unit_ids: np.ndarray | None = None) -> str | None:

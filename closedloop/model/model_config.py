@@ -136,7 +136,7 @@ class ModelConfig:
         return out
 
     @classmethod
-    def from_dict(cls, data: Any, *, source: str = "model config", prefix: str = "model") -> "ModelConfig":
+    def from_dict(cls, data: Any, *, source: str = "model config", prefix: str = "model") -> ModelConfig:
         """Build from a plain dict (e.g. parsed YAML); missing keys take defaults.
 
         Raises
@@ -160,13 +160,21 @@ class ModelConfig:
         except ConfigError as error:
             raise ConfigError(source, None, f"{prefix}.{error.field}", error.message) from None
 
-    def replace(self, **changes: Any) -> "ModelConfig":
+    def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
 
 _INT_FIELDS = {
-    "pool_kernel", "pool_stride", "dense_units", "max_epochs", "patience", "stop_check_every",
-    "batch_size", "ensemble_size", "seed", "output_knots",
+    "pool_kernel",
+    "pool_stride",
+    "dense_units",
+    "max_epochs",
+    "patience",
+    "stop_check_every",
+    "batch_size",
+    "ensemble_size",
+    "seed",
+    "output_knots",
 }
 _FLOAT_FIELDS = {"dropout_keep", "learning_rate", "weight_decay", "l1_readout"}
 _INT_TUPLE_FIELDS = {"core_filters", "core_kernels", "pool_layers"}
@@ -175,6 +183,7 @@ _BOOL_FIELDS = {"batch_norm", "refit", "cuda_graphs"}
 
 def _coerce(source: str, name: str, key: str, value: Any) -> Any:
     """YAML values → the field's type, or a ConfigError naming the field."""
+
     def fail(expected: str) -> ConfigError:
         return ConfigError(source, None, name, f"must be {expected}, got {value!r}")
 
@@ -240,9 +249,7 @@ def _validate(config: ModelConfig) -> None:
     filters, kernels = tuple(config.core_filters), tuple(config.core_kernels)
     if not filters or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in filters):
         raise bad("core_filters", f"must be a non-empty list of positive integers, got {config.core_filters!r}")
-    if len(kernels) != len(filters) or any(
-        isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in kernels
-    ):
+    if len(kernels) != len(filters) or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in kernels):
         raise bad(
             "core_kernels",
             f"must list one positive kernel size per layer ({len(filters)} layers), got {config.core_kernels!r}",
@@ -250,15 +257,24 @@ def _validate(config: ModelConfig) -> None:
     if config.pool_layers is not None:
         layers = tuple(config.pool_layers)
         if any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= len(filters) for v in layers):
-            raise bad("pool_layers", f"must list core layers 1..{len(filters)} to pool after, got {config.pool_layers!r}")
+            raise bad(
+                "pool_layers", f"must list core layers 1..{len(filters)} to pool after, got {config.pool_layers!r}"
+            )
         object.__setattr__(config, "pool_layers", layers)
     for name in _BOOL_FIELDS:
         if not isinstance(getattr(config, name), bool):
             raise bad(name, f"must be true or false, got {getattr(config, name)!r}")
     if config.padding == "same" and any(k % 2 == 0 for k in kernels):
         raise bad("core_kernels", f"'same' padding needs odd kernel sizes, got {config.core_kernels!r}")
-    for name in ("pool_kernel", "pool_stride", "dense_units", "max_epochs", "patience", "stop_check_every",
-                 "ensemble_size"):
+    for name in (
+        "pool_kernel",
+        "pool_stride",
+        "dense_units",
+        "max_epochs",
+        "patience",
+        "stop_check_every",
+        "ensemble_size",
+    ):
         at_least(name, 1)
     at_least("output_knots", 0)
     if config.batch_size is not None:

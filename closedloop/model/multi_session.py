@@ -79,8 +79,10 @@ def fit_sessions(
     """
     seeds = list(seeds) if seeds is not None else [None] * len(datasets)
     if not can_fuse(config) or len(datasets) < 2:
-        return [fit_model(dataset, config, device=device, seed=seed, progress=progress)
-                for dataset, seed in zip(datasets, seeds)]
+        return [
+            fit_model(dataset, config, device=device, seed=seed, progress=progress)
+            for dataset, seed in zip(datasets, seeds)
+        ]
     torch_device = resolve_device(device)
     prepared = [prepare_fit(dataset, config, seed=seed) for dataset, seed in zip(datasets, seeds)]
     results: list[FitResult | None] = [None] * len(datasets)
@@ -101,8 +103,9 @@ def _member_images(prepared: list[PreparedFit], members_each: int) -> np.ndarray
     return images
 
 
-def _fit_group(prepared: list[PreparedFit], config: ModelConfig, device: torch.device,
-               progress: ProgressCallback | None) -> list[FitResult]:
+def _fit_group(
+    prepared: list[PreparedFit], config: ModelConfig, device: torch.device, progress: ProgressCallback | None
+) -> list[FitResult]:
     started = time.perf_counter()
     members_each = config.ensemble_size
     images = _member_images(prepared, members_each)
@@ -144,8 +147,9 @@ def _fit_group(prepared: list[PreparedFit], config: ModelConfig, device: torch.d
 
     model, history, best_epoch, _ = train_once(member_data(images, rates, train, stop, weight, device))
     if config.refit:
-        model, refit_history, _, _ = train_once(member_data(images, rates, fit, None, weight, device),
-                                                refit_epochs=best_epoch + 1)
+        model, refit_history, _, _ = train_once(
+            member_data(images, rates, fit, None, weight, device), refit_epochs=best_epoch + 1
+        )
         history = history | refit_history
     if isinstance(model.readout, FactorisedReadout):
         model.readout.units_per_member = None
@@ -159,8 +163,10 @@ def _fit_group(prepared: list[PreparedFit], config: ModelConfig, device: torch.d
         single.to(device)
         kept_epochs = best_epoch[members]
         epochs_run = _epochs_alone(kept_epochs, config)
-        session_history = {"train_loss": history["train_loss"][:epochs_run, members],
-                           "stop_loss": history["stop_loss"][:epochs_run, members]}
+        session_history = {
+            "train_loss": history["train_loss"][:epochs_run, members],
+            "stop_loss": history["stop_loss"][:epochs_run, members],
+        }
         if "refit_loss" in history:
             session_history["refit_loss"] = history["refit_loss"][: int(kept_epochs.max()) + 1, members]
         results.append(prep.result(single, session_history, kept_epochs, epochs_run, seconds, described))

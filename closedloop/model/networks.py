@@ -190,7 +190,8 @@ def build_network(config: ModelConfig, n_units: int, n_members: int = 1, input_s
     Returns
     -------
     torch.nn.Module
-        With ``build_spec`` (the arguments of this call as plain data).  On the CPU, every member initialised from ``config.seed`` (or 0 if unset) via
+        With ``build_spec`` (the arguments of this call as plain data).  On the CPU, every member initialised
+        from ``config.seed`` (or 0 if unset) via
         `closedloop.model.ensemble.member_seeds`; trainers re-initialise with their
         own seeds.
     """

@@ -11,7 +11,8 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from closedloop.model.cells import GROUP_ORDER, UNDEFINED, CellProperties, group
 
 METRICS_FORMAT = "closedloop-metrics"
 METRICS_VERSION = 1
-WITHIN_RMAX_FRACTION = 0.9  # "within 10 % of rmax" means r >= 0.9 rmax (DESIGN §6)
+WITHIN_RMAX_FRACTION = 0.9  # "within 10 % of rmax" means r >= 0.9 rmax (docs/methods.md, Model)
 
 # per-unit float arrays of a report, in the order they are written
 UNIT_METRICS = ("r", "fve", "rmax", "r_over_rmax", "cc_max", "cc_norm", "signal_power", "fev", "feve")
@@ -108,11 +109,17 @@ class MetricsReport:
         if self.r_oracle is not None:
             both = np.isfinite(self.r) & np.isfinite(self.r_oracle)
             with np.errstate(invalid="ignore", divide="ignore"):
-                oracle = {"mean_r_oracle": _nan_stat(self.r_oracle, np.mean),
-                          "mean_r_oracle_over_rmax": _nan_stat(np.where(self.rmax > 0, self.r_oracle / self.rmax,
-                                                                        np.nan), np.mean),
-                          "mean_r_over_oracle": (float(self.r[both].mean() / self.r_oracle[both].mean())
-                                                 if both.any() and self.r_oracle[both].mean() > 0 else float("nan"))}
+                oracle = {
+                    "mean_r_oracle": _nan_stat(self.r_oracle, np.mean),
+                    "mean_r_oracle_over_rmax": _nan_stat(
+                        np.where(self.rmax > 0, self.r_oracle / self.rmax, np.nan), np.mean
+                    ),
+                    "mean_r_over_oracle": (
+                        float(self.r[both].mean() / self.r_oracle[both].mean())
+                        if both.any() and self.r_oracle[both].mean() > 0
+                        else float("nan")
+                    ),
+                }
         return {
             "n_units": self.n_units,
             "n_reliable": int(np.sum(self.reliable)),
@@ -162,15 +169,14 @@ class MetricsReport:
     @classmethod
     def from_dict(cls, data: Any, source: str = "<metrics>") -> MetricsReport:
         """Rebuild a report from `to_dict` data; raises `DataFileError` naming ``source``."""
+
         def fail(message: str) -> DataFileError:
             return DataFileError(source, f"{message}; expected metrics written by MetricsReport.to_json")
 
         if not isinstance(data, Mapping) or data.get("format") != METRICS_FORMAT:
             raise fail(f"not a metrics file (its 'format' is not {METRICS_FORMAT!r})")
         if data.get("version") != METRICS_VERSION:
-            raise fail(
-                f"metrics version {data.get('version')!r} is not supported (this reads {METRICS_VERSION})"
-            )
+            raise fail(f"metrics version {data.get('version')!r} is not supported (this reads {METRICS_VERSION})")
         units = data.get("units")
         if not isinstance(units, Mapping):
             raise fail("'units' is missing or not an object")
@@ -337,9 +343,14 @@ def _cells(row: SessionRow, oracle: bool = False) -> list[str]:
 
     timed = row.fit_time_s is not None and math.isfinite(row.fit_time_s)
     return [
-        row.name, str(row.n_units), number(row.mean_r), number(row.mean_r_over_rmax),
+        row.name,
+        str(row.n_units),
+        number(row.mean_r),
+        number(row.mean_r_over_rmax),
         *([number(row.mean_r_over_oracle)] if oracle else []),
-        number(row.mean_cc_norm), number(row.mean_r_linear), percent(row.frac_within_10pct_rmax),
+        number(row.mean_cc_norm),
+        number(row.mean_r_linear),
+        percent(row.frac_within_10pct_rmax),
         f"{row.fit_time_s:.1f} s" if timed else "–",
     ]
 
@@ -476,8 +487,15 @@ def _group_bars(ax, report: MetricsReport, cells: CellProperties, has_linear: bo
         heights = [summary[g][key] for g in groups]
         errors = [summary[g]["sem_r"] for g in groups] if key == "mean_r" else None
         outlined = key == "mean_rmax"  # the ceiling, drawn as an empty box
-        ax.bar(x + (k - (len(series) - 1) / 2) * width, heights, width, yerr=errors,
-               color="white" if outlined else color, edgecolor=color, label=label)
+        ax.bar(
+            x + (k - (len(series) - 1) / 2) * width,
+            heights,
+            width,
+            yerr=errors,
+            color="white" if outlined else color,
+            edgecolor=color,
+            label=label,
+        )
     ax.set_xticks(x, [f"{g}\n(n={summary[g]['n']})" for g in groups])
     ax.set_ylabel("mean correlation")
     low, high = ax.get_ylim()

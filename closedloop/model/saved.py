@@ -35,8 +35,9 @@ def checkpoint_preprocessing(checkpoint: Checkpoint) -> Preprocessing:
     """The preprocessing a checkpoint was fitted with (defaults for keys an old file lacks)."""
     recorded = checkpoint.preprocessing
     default = Preprocessing()
-    return Preprocessing(downsample=int(recorded.get("downsample", default.downsample)),
-                         crop=int(recorded.get("crop", default.crop)))
+    return Preprocessing(
+        downsample=int(recorded.get("downsample", default.downsample)), crop=int(recorded.get("crop", default.crop))
+    )
 
 
 def predict_pixels(checkpoint: Checkpoint, pixels: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""Seeded split of a dataset's images into training, stopping and held-out parts (DESIGN §6).
+"""Seeded split of a dataset's images into training, stopping and held-out parts (docs/methods.md, Model).
 
 Kindel et al. fitted on 80 % of the images and held out 20 % for evaluation; of the
 80 %, a subset of about 14 % *of all images* was used only to decide when to stop
@@ -55,7 +55,7 @@ class DataSplit:
         }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "DataSplit":
+    def from_dict(cls, data: dict) -> DataSplit:
         return cls(
             train=np.asarray(data["train"], dtype=np.int64),
             stop=np.asarray(data["stop"], dtype=np.int64),
@@ -64,9 +64,7 @@ class DataSplit:
         )
 
 
-def split_images(
-    n_images: int, seed: int, held_out_fraction: float = 0.2, stop_fraction: float = 0.14
-) -> DataSplit:
+def split_images(n_images: int, seed: int, held_out_fraction: float = 0.2, stop_fraction: float = 0.14) -> DataSplit:
     """Draw a seeded random split.
 
     Parameters

@@ -1,4 +1,4 @@
-"""Fitting a model to a `ResponseDataset` (DESIGN §6, Kindel et al. 2019 Eq. 1).
+"""Fitting a model to a `ResponseDataset` (docs/methods.md, Model, Kindel et al. 2019 Eq. 1).
 
 Loss (Eq. 1): per unit ``L_n = Σ_i (y_ni − A_ni)² / var_i(A_n)``, summed over units,
 where ``A`` are measured mean rates and the variance is over the training images.
@@ -31,7 +31,7 @@ import secrets
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -97,7 +97,8 @@ class FitResult:
     history
         For CNNs: ``train_loss`` and ``stop_loss``, (epochs_run, n_members) normalised
         Eq. 1 loss per epoch (each member's on its own stopping set); with a refit also
-        ``refit_loss`` (training loss on all fit images; NaN after a member's chosen epochs).  For the linear model: ``ridge_alpha``, ``train_loss``,
+        ``refit_loss`` (training loss on all fit images; NaN after a member's chosen epochs).  For the linear
+        model: ``ridge_alpha``, ``train_loss``,
         ``stop_loss`` per candidate penalty.
     best_epoch
         (n_members,) 0-based epoch whose weights were kept (linear: index of the alpha).
@@ -223,8 +224,14 @@ def fit_model(
         warm = _warm_start_states(initial_model, config, len(kept), images.shape[1])
 
     if config.architecture == "linear":
-        ridge = fit_ridge(images[split.train], rates[split.train], images[split.stop], rates[split.stop],
-                          1.0 / variance, config.ridge_alphas)
+        ridge = fit_ridge(
+            images[split.train],
+            rates[split.train],
+            images[split.stop],
+            rates[split.stop],
+            1.0 / variance,
+            config.ridge_alphas,
+        )
         model = ridge.model
         model.build_spec = build_network(config, len(kept), 1, images.shape[1]).build_spec
         history = {"ridge_alpha": ridge.alphas, "train_loss": ridge.train_loss, "stop_loss": ridge.stop_loss}
@@ -236,20 +243,43 @@ def fit_model(
         if fused and config.stop_sets == "rotating" and config.ensemble_size > 1:
             # Members train on different images: one batch of all fit images, per-member masks.
             model, history, best_epoch, epochs_run = _fit_members(
-                images, rates, subsets, config, seeds, config.seed, torch_device, progress,
+                images,
+                rates,
+                subsets,
+                config,
+                seeds,
+                config.seed,
+                torch_device,
+                progress,
                 None if warm is None else warm[0],
             )
         elif fused or config.ensemble_size == 1:
             model, history, best_epoch, epochs_run = _fit_members(
-                images, rates, subsets[:1], config, seeds, config.seed, torch_device, progress,
+                images,
+                rates,
+                subsets[:1],
+                config,
+                seeds,
+                config.seed,
+                torch_device,
+                progress,
                 None if warm is None else warm[0],
             )
         else:
             members, histories, bests, runs = [], [], [], []
             for index, (member_seed, subset) in enumerate(zip(seeds, subsets)):
                 # Each member's dropout stream follows its own seed.
-                fitted = _fit_members(images, rates, [subset], config, [member_seed], member_seed, torch_device,
-                                      progress, None if warm is None else warm[1][index])
+                fitted = _fit_members(
+                    images,
+                    rates,
+                    [subset],
+                    config,
+                    [member_seed],
+                    member_seed,
+                    torch_device,
+                    progress,
+                    None if warm is None else warm[1][index],
+                )
                 members.append(fitted[0])
                 histories.append(fitted[1])
                 bests.append(fitted[2])
@@ -258,8 +288,15 @@ def fit_model(
             epochs_run = max(runs)
             history = {key: _stack_ragged([h[key] for h in histories], epochs_run) for key in histories[0]}
             best_epoch = np.concatenate(bests)
-    return prepared.result(model, history, best_epoch, epochs_run, time.perf_counter() - started,
-                           describe_device(torch_device), warm_started=warm is not None)
+    return prepared.result(
+        model,
+        history,
+        best_epoch,
+        epochs_run,
+        time.perf_counter() - started,
+        describe_device(torch_device),
+        warm_started=warm is not None,
+    )
 
 
 @dataclass
@@ -280,8 +317,16 @@ class PreparedFit:
     rates: np.ndarray
     seeds: list[int]
 
-    def result(self, model: torch.nn.Module, history: dict, best_epoch, epochs_run: int, seconds: float,
-               device: str, warm_started: bool = False) -> FitResult:
+    def result(
+        self,
+        model: torch.nn.Module,
+        history: dict,
+        best_epoch,
+        epochs_run: int,
+        seconds: float,
+        device: str,
+        warm_started: bool = False,
+    ) -> FitResult:
         """The `FitResult` of a model trained from this preparation."""
         model.eval()
         return FitResult(
@@ -304,8 +349,9 @@ class PreparedFit:
         )
 
 
-def prepare_fit(dataset: ResponseDataset, config: ModelConfig, *, seed: int | None = None,
-                split: DataSplit | None = None) -> PreparedFit:
+def prepare_fit(
+    dataset: ResponseDataset, config: ModelConfig, *, seed: int | None = None, split: DataSplit | None = None
+) -> PreparedFit:
     """Check the images, draw the split, select the fittable units and the member seeds.
 
     ``seed`` overrides ``config.seed``; with neither, one is drawn and recorded in the
@@ -322,8 +368,16 @@ def prepare_fit(dataset: ResponseDataset, config: ModelConfig, *, seed: int | No
     kept, excluded = select_fittable_units(mean_rates, split.train, dataset.unit_ids)
     if kept.size == 0:
         raise ClosedLoopError(f"{dataset.source}: no unit can be fitted ({len(excluded)} excluded, see warning)")
-    return PreparedFit(dataset, config, images, split, kept, excluded, mean_rates[:, kept],
-                       member_seeds(config.seed, config.ensemble_size))
+    return PreparedFit(
+        dataset,
+        config,
+        images,
+        split,
+        kept,
+        excluded,
+        mean_rates[:, kept],
+        member_seeds(config.seed, config.ensemble_size),
+    )
 
 
 def _checked_split(split: DataSplit, dataset: ResponseDataset) -> DataSplit:
@@ -378,14 +432,27 @@ def _member_subsets(split: DataSplit, config: ModelConfig) -> list[tuple[np.ndar
     return subsets
 
 
-def _fit_members(images, rates, subsets, config: ModelConfig, seeds: list[int], rng_seed: int,
-                 device: torch.device, progress, initial_state: dict | None = None):
+def _fit_members(
+    images,
+    rates,
+    subsets,
+    config: ModelConfig,
+    seeds: list[int],
+    rng_seed: int,
+    device: torch.device,
+    progress,
+    initial_state: dict | None = None,
+):
     """Early-stopped training of ``len(seeds)`` fused members, then the refit if configured.
 
     ``subsets`` is one (train, stop) pair shared by every member, or one per member.
     """
     model, history, best_epoch, epochs_run = _train_members(
-        DeviceData(images, rates, subsets, device), config, seeds, rng_seed, progress,
+        DeviceData(images, rates, subsets, device),
+        config,
+        seeds,
+        rng_seed,
+        progress,
         initial_state=initial_state,
     )
     if not config.refit:
@@ -393,14 +460,26 @@ def _fit_members(images, rates, subsets, config: ModelConfig, seeds: list[int], 
     # Same initial weights and dropout stream, every fit image, each member for its chosen epochs.
     fit_images = np.sort(np.concatenate(subsets[0]))
     model, refit_history, _, _ = _train_members(
-        DeviceData(images, rates, [(fit_images, None)], device), config, seeds, rng_seed, None,
-        refit_epochs=best_epoch + 1, initial_state=initial_state,
+        DeviceData(images, rates, [(fit_images, None)], device),
+        config,
+        seeds,
+        rng_seed,
+        None,
+        refit_epochs=best_epoch + 1,
+        initial_state=initial_state,
     )
     return model, history | refit_history, best_epoch, epochs_run
 
 
-def _train_members(data: DeviceData, config: ModelConfig, seeds: list[int], rng_seed: int, progress,
-                   refit_epochs: np.ndarray | None = None, initial_state: dict | None = None):
+def _train_members(
+    data: DeviceData,
+    config: ModelConfig,
+    seeds: list[int],
+    rng_seed: int,
+    progress,
+    refit_epochs: np.ndarray | None = None,
+    initial_state: dict | None = None,
+):
     """Train one fused network of ``len(seeds)`` members; returns model, history, best epochs, epochs.
 
     With ``refit_epochs`` (per member) there is no stopping set: member m keeps its
@@ -411,7 +490,9 @@ def _train_members(data: DeviceData, config: ModelConfig, seeds: list[int], rng_
     try:
         model = build_network(config, data.train_rates.shape[1], len(seeds), data.input_size)
     except ValueError as error:
-        raise ClosedLoopError(f"model configuration does not fit {data.input_size}×{data.input_size} images: {error}")
+        raise ClosedLoopError(
+            f"model configuration does not fit {data.input_size}×{data.input_size} images: {error}"
+        ) from None
     for member, member_seed in enumerate(seeds):
         model.init_member(member, torch.Generator().manual_seed(member_seed))
     model.set_output_statistics(data.mean_rate, data.std_rate)

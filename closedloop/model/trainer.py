@@ -68,8 +68,14 @@ class DeviceData:
         self.std_rate = put(np.sqrt(variance))
 
 
-def member_data(images: np.ndarray, rates: np.ndarray, train_mask: np.ndarray, stop_mask: np.ndarray | None,
-                unit_weight: np.ndarray, device: torch.device) -> DeviceData:
+def member_data(
+    images: np.ndarray,
+    rates: np.ndarray,
+    train_mask: np.ndarray,
+    stop_mask: np.ndarray | None,
+    unit_weight: np.ndarray,
+    device: torch.device,
+) -> DeviceData:
     """Tensors for members that fit *different data* on one batch of images (several sessions).
 
     Parameters
@@ -87,6 +93,7 @@ def member_data(images: np.ndarray, rates: np.ndarray, train_mask: np.ndarray, s
         fewer units than the widest one).  The loss averages over a member's own
         units only, as if it were fitted alone.
     """
+
     def put(array) -> torch.Tensor:
         return torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32).to(device)
 
@@ -130,8 +137,14 @@ class Trainer:
     #: Eager epochs before capture: cuDNN picks its kernels and Adam creates its state.
     GRAPH_WARMUP_EPOCHS = 3
 
-    def __init__(self, model: torch.nn.Module, data: DeviceData, config: ModelConfig,
-                 refit_epochs: np.ndarray | None = None, ramp_epochs: int = 0):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        data: DeviceData,
+        config: ModelConfig,
+        refit_epochs: np.ndarray | None = None,
+        ramp_epochs: int = 0,
+    ):
         self.model, self.data, self.config = model, data, config
         device = data.device
         self.ramp_epochs = ramp_epochs
@@ -142,8 +155,12 @@ class Trainer:
         self.batch_size = config.batch_size if config.batch_size and config.batch_size < self.n_train else None
         # Eager epochs before capture: the graph warm-up, and the whole step-size ramp.
         self.eager_before_graph = max(self.GRAPH_WARMUP_EPOCHS, ramp_epochs + 1)
-        self.use_graph = (config.cuda_graphs and device.type == "cuda" and self.batch_size is None
-                          and self.max_epochs > self.eager_before_graph)
+        self.use_graph = (
+            config.cuda_graphs
+            and device.type == "cuda"
+            and self.batch_size is None
+            and self.max_epochs > self.eager_before_graph
+        )
         decay = [p for name, p in model.named_parameters() if name.endswith("weight")]
         no_decay = [p for name, p in model.named_parameters() if not name.endswith("weight")]
         self.optimizer = torch.optim.Adam(
@@ -243,7 +260,7 @@ class Trainer:
         try:
             return self._graph()
         except RuntimeError as error:  # e.g. a driver without graph support: the same epochs, eagerly
-            warnings.warn(f"CUDA graph capture failed ({error}); training without graphs", RuntimeWarning)
+            warnings.warn(f"CUDA graph capture failed ({error}); training without graphs", RuntimeWarning, stacklevel=2)
             return None
 
     def run(self, progress):

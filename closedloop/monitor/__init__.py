@@ -1,4 +1,4 @@
-"""The live monitor (DESIGN §1.6): predicted vs measured rates as a session runs.
+"""The live monitor (docs/architecture.md): predicted vs measured rates as a session runs.
 
 `MonitorState` (no Qt) holds everything shown in bounded buffers; `StreamReceiver`
 feeds it from the loop's PUB streams on a thread, `SessionSource` from a session file;
@@ -13,5 +13,13 @@ from closedloop.monitor.spikes import PsthSettings
 from closedloop.monitor.state import Caps, MonitorState, MonitorView
 from closedloop.monitor.stream import StreamReceiver, host_endpoints, rig_endpoints
 
-__all__ = ["Caps", "MonitorState", "MonitorView", "PsthSettings", "SessionSource", "StreamReceiver",
-           "host_endpoints", "rig_endpoints"]
+__all__ = [
+    "Caps",
+    "MonitorState",
+    "MonitorView",
+    "PsthSettings",
+    "SessionSource",
+    "StreamReceiver",
+    "host_endpoints",
+    "rig_endpoints",
+]

@@ -47,7 +47,7 @@ class Ring:
             return
         self.dropped += max(0, len(self) + n - self.capacity)
         if n >= self.capacity:
-            rows = rows[-self.capacity:]
+            rows = rows[-self.capacity :]
             start = (self._next + n - self.capacity) % self.capacity
         else:
             start = self._next % self.capacity
@@ -175,8 +175,9 @@ class StimulusTable:
 
     def lookup(self, stimulus_ids: np.ndarray) -> np.ndarray:
         """Slots of ``stimulus_ids`` without adding or reordering; -1 where not kept."""
-        return np.array([self._slot.get(s, -1) for s in np.asarray(stimulus_ids, dtype=np.int64).tolist()],
-                        dtype=np.int64)
+        return np.array(
+            [self._slot.get(s, -1) for s in np.asarray(stimulus_ids, dtype=np.int64).tolist()], dtype=np.int64
+        )
 
     def used_slots(self) -> np.ndarray:
         """Slots in use, least recently updated first."""
@@ -239,8 +240,9 @@ class TrialTable:
             grown[:, :old] = self.rates
             self.rates = grown
 
-    def append(self, trial_ids: np.ndarray, stimulus_ids: np.ndarray, block: int, columns: np.ndarray,
-               rates: np.ndarray) -> None:
+    def append(
+        self, trial_ids: np.ndarray, stimulus_ids: np.ndarray, block: int, columns: np.ndarray, rates: np.ndarray
+    ) -> None:
         """Rows of one `Responses` message; ``columns`` >= 0 select the kept units."""
         n = len(trial_ids)
         if n == 0:

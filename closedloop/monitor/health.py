@@ -23,8 +23,16 @@ STREAMS = {
 OTHER_SOURCES = {"session": "session file"}
 #: A stream quiet for longer than this is shown as silent.
 SILENT_AFTER_S = 5.0
-_TRANSPORT_FIELDS = ("received", "gaps", "missing", "restarts", "malformed", "wrong_schema",
-                     "unknown_type", "oversized")
+_TRANSPORT_FIELDS = (
+    "received",
+    "gaps",
+    "missing",
+    "restarts",
+    "malformed",
+    "wrong_schema",
+    "unknown_type",
+    "oversized",
+)
 
 
 @dataclass
@@ -76,6 +84,13 @@ class StreamHealth:
                 text = f"no messages from {self.publisher} for {quiet:.0f} s — " + text
         return text.strip()
 
-    def copy(self) -> "StreamHealth":
-        return StreamHealth(self.name, self.endpoint, self.last_message, self.since, Counter(self.by_type),
-                            Counter(self.ignored), dict(self.transport))
+    def copy(self) -> StreamHealth:
+        return StreamHealth(
+            self.name,
+            self.endpoint,
+            self.last_message,
+            self.since,
+            Counter(self.by_type),
+            Counter(self.ignored),
+            dict(self.transport),
+        )

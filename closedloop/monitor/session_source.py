@@ -51,8 +51,9 @@ class SessionSource:
         If the file cannot be opened as a session (raised by the constructor).
     """
 
-    def __init__(self, path: str | Path, state: MonitorState, *, interval_s: float = 1.0,
-                 models_dir: str | Path | None = None):
+    def __init__(
+        self, path: str | Path, state: MonitorState, *, interval_s: float = 1.0, models_dir: str | Path | None = None
+    ):
         self.path = Path(path)
         self.models_dir = Path(models_dir) if models_dir is not None else self.path.parent / "models"
         self.state = state
@@ -69,7 +70,7 @@ class SessionSource:
         self._thread = threading.Thread(target=self._run, name="monitor-session", daemon=True)
         state.stream(STREAM, str(self.path))
 
-    def start(self) -> "SessionSource":
+    def start(self) -> SessionSource:
         self._thread.start()
         return self
 
@@ -107,11 +108,11 @@ class SessionSource:
     def _read_new(self) -> int:
         reader = self.reader
         if reader.n_stimuli > self.stimuli_seen:
-            self._read_synthesized(reader.stimuli[self.stimuli_seen:])
+            self._read_synthesized(reader.stimuli[self.stimuli_seen :])
             self.stimuli_seen = reader.n_stimuli
         if reader.n_blocks <= self.blocks_shown:
             return 0
-        blocks = reader.blocks[self.blocks_shown:]
+        blocks = reader.blocks[self.blocks_shown :]
         trials, responses = reader.trials, reader.responses
         spikes, sync = reader.spikes, reader.sync
         unit_ids = reader.unit_ids
@@ -132,8 +133,13 @@ class SessionSource:
     def _read_synthesized(self, stimuli: np.ndarray) -> None:
         synthesized = stimuli[stimuli["kind"] == StimulusKind.SYNTHESIZED]
         if synthesized.size:
-            self.state.add_synthesized(synthesized["id"], synthesized["unit_id"], synthesized["target_hz"],
-                                       synthesized["achieved_hz"], synthesized["model_version"])
+            self.state.add_synthesized(
+                synthesized["id"],
+                synthesized["unit_id"],
+                synthesized["target_hz"],
+                synthesized["achieved_hz"],
+                synthesized["model_version"],
+            )
 
     def _journal(self, n_blocks: int) -> dict[int, BlockRecord]:
         """The runner's record of each committed block, if the session has a journal (a newer
@@ -147,8 +153,16 @@ class SessionSource:
             self.state.error_from(STREAM, f"cannot read the runner journal: {error.message}")
             return {}
 
-    def _feed_block(self, block: np.ndarray, trials: np.ndarray, responses: np.ndarray, spikes: np.ndarray,
-                    sync: np.ndarray, unit_ids: np.ndarray, record: BlockRecord | None = None) -> None:
+    def _feed_block(
+        self,
+        block: np.ndarray,
+        trials: np.ndarray,
+        responses: np.ndarray,
+        spikes: np.ndarray,
+        sync: np.ndarray,
+        unit_ids: np.ndarray,
+        record: BlockRecord | None = None,
+    ) -> None:
         ingest = self.state.ingest
         index = int(block["index"])
         kind = _name(BlockKind, block["kind"])
@@ -166,25 +180,58 @@ class SessionSource:
             ingest(STREAM, msg.SpikeBatch(unit_ids=spikes["unit_id"][s0:s1], times=spikes["time_s"][s0:s1]))
         rows = trials[t0:t1]
         for k, row in enumerate(rows):
-            ingest(STREAM, msg.StimulusShown(
-                stimulus_id=int(row["stimulus_id"]), trial=t0 + k, block=index,
-                flip_time=float(row["flip_s"]) if np.isfinite(row["flip_s"]) else float(row["onset_s"]),
-                n_frames=max(0, int(row["n_frames"])), dropped_frames=max(0, int(row["dropped_frames"]))))
+            ingest(
+                STREAM,
+                msg.StimulusShown(
+                    stimulus_id=int(row["stimulus_id"]),
+                    trial=t0 + k,
+                    block=index,
+                    flip_time=float(row["flip_s"]) if np.isfinite(row["flip_s"]) else float(row["onset_s"]),
+                    n_frames=max(0, int(row["n_frames"])),
+                    dropped_frames=max(0, int(row["dropped_frames"])),
+                ),
+            )
         if t1 > t0:
-            ingest(STREAM, msg.Responses(block=index, trial_ids=np.arange(t0, t1), stimulus_ids=rows["stimulus_id"],
-                                         rates=np.asarray(responses[t0:t1], dtype=np.float64), unit_ids=unit_ids))
+            ingest(
+                STREAM,
+                msg.Responses(
+                    block=index,
+                    trial_ids=np.arange(t0, t1),
+                    stimulus_ids=rows["stimulus_id"],
+                    rates=np.asarray(responses[t0:t1], dtype=np.float64),
+                    unit_ids=unit_ids,
+                ),
+            )
         if record is not None and record.model_version > self.model_seen:
             self.model_seen = record.model_version
-            heldout = None if record.heldout_r is None else np.asarray(
-                [np.nan if r is None else r for r in record.heldout_r], dtype=np.float64)
-            ingest(STREAM, msg.ModelUpdated(
-                version=record.model_version, metrics=dict(record.metrics),
-                unit_ids=None if record.unit_ids is None or heldout is None else np.asarray(record.unit_ids, np.int64),
-                heldout_r=None if record.unit_ids is None else heldout))
+            heldout = (
+                None
+                if record.heldout_r is None
+                else np.asarray([np.nan if r is None else r for r in record.heldout_r], dtype=np.float64)
+            )
+            ingest(
+                STREAM,
+                msg.ModelUpdated(
+                    version=record.model_version,
+                    metrics=dict(record.metrics),
+                    unit_ids=None
+                    if record.unit_ids is None or heldout is None
+                    else np.asarray(record.unit_ids, np.int64),
+                    heldout_r=None if record.unit_ids is None else heldout,
+                ),
+            )
         flag = int(block["flag_code"])
-        ingest(STREAM, msg.BlockStatus(block=index, kind=kind, state="flagged" if block["flagged"] else "finished",
-                                       iteration=iteration, n_trials=t1 - t0,
-                                       detail=_name(BlockFlag, flag) if block["flagged"] else ""))
+        ingest(
+            STREAM,
+            msg.BlockStatus(
+                block=index,
+                kind=kind,
+                state="flagged" if block["flagged"] else "finished",
+                iteration=iteration,
+                n_trials=t1 - t0,
+                detail=_name(BlockFlag, flag) if block["flagged"] else "",
+            ),
+        )
 
     def _predict(self, version: int, stimulus_ids: np.ndarray) -> None:
         """Predictions of saved model ``version`` for the stimuli shown (nothing when it was not saved)."""
@@ -195,15 +242,23 @@ class SessionSource:
             return
         if checkpoint is None:
             if not self.models_missing:
-                self.models_missing = (f"no predictions: model v{version} was not found as "
-                                       f"{model_path(self.models_dir, version)}; if the models were saved "
-                                       "elsewhere, pass --models DIR (closedloop run --model-out DIR)")
+                self.models_missing = (
+                    f"no predictions: model v{version} was not found as "
+                    f"{model_path(self.models_dir, version)}; if the models were saved "
+                    "elsewhere, pass --models DIR (closedloop run --model-out DIR)"
+                )
                 self.state.error_from(STREAM, self.models_missing)
             return
         rates = predict_pixels(checkpoint, self.reader.read_pixels(stimulus_ids))
-        self.state.ingest(STREAM, msg.Predictions(rates=np.asarray(rates, dtype=np.float64),
-                                                  unit_ids=checkpoint.unit_ids, model_version=version,
-                                                  stimulus_ids=stimulus_ids))
+        self.state.ingest(
+            STREAM,
+            msg.Predictions(
+                rates=np.asarray(rates, dtype=np.float64),
+                unit_ids=checkpoint.unit_ids,
+                model_version=version,
+                stimulus_ids=stimulus_ids,
+            ),
+        )
         self.model_predicted = version
 
     def _reload_unit(self, unit: int) -> None:
@@ -220,4 +275,3 @@ def _name(enum, code: int) -> str:
         return enum(int(code)).name.lower()
     except ValueError:
         return f"code {int(code)}"
-

@@ -54,9 +54,16 @@ class SpikeView:
 class SpikeWindow:
     """Keeps what the raster/PSTH of the chosen unit needs (see module docstring)."""
 
-    def __init__(self, *, photodiode_line: int = 1, unit_capacity: int = 200_000, window_s: float = 30.0,
-                 window_capacity: int = 200_000, onset_capacity: int = 5_000,
-                 settings: PsthSettings = PsthSettings()):
+    def __init__(
+        self,
+        *,
+        photodiode_line: int = 1,
+        unit_capacity: int = 200_000,
+        window_s: float = 30.0,
+        window_capacity: int = 200_000,
+        onset_capacity: int = 5_000,
+        settings: PsthSettings = PsthSettings(),
+    ):
         self.photodiode_line = int(photodiode_line)
         self.window_s = float(window_s)
         self.settings = settings
@@ -170,9 +177,17 @@ class SpikeWindow:
             raster_times = raster_rows = np.zeros(0)
         with np.errstate(invalid="ignore", divide="ignore"):
             rate = counts / (onsets.size * s.bin_s) if onsets.size else np.zeros(counts.size)
-        row_onsets = numbers[max(0, onsets.size - s.raster_rows):]
-        return SpikeView(self.unit, edges, counts, rate, int(onsets.size), raster_times,
-                         np.asarray(raster_rows, dtype=np.int64), row_onsets)
+        row_onsets = numbers[max(0, onsets.size - s.raster_rows) :]
+        return SpikeView(
+            self.unit,
+            edges,
+            counts,
+            rate,
+            int(onsets.size),
+            raster_times,
+            np.asarray(raster_rows, dtype=np.int64),
+            row_onsets,
+        )
 
     @property
     def nbytes(self) -> int:

@@ -51,9 +51,18 @@ class Caps:
 
 
 #: Message type -> the area of the view it changes; panels redraw only when theirs changed.
-AREAS = {"Responses": "rates", "Predictions": "rates", "ModelUpdated": "model", "SynthesizeResult": "synth",
-         "BlockRequest": "synth", "BlockStatus": "synth", "StimulusShown": "now", "SpikeBatch": "spikes",
-         "SyncEvent": "spikes", "Error": "status"}
+AREAS = {
+    "Responses": "rates",
+    "Predictions": "rates",
+    "ModelUpdated": "model",
+    "SynthesizeResult": "synth",
+    "BlockRequest": "synth",
+    "BlockStatus": "synth",
+    "StimulusShown": "now",
+    "SpikeBatch": "spikes",
+    "SyncEvent": "spikes",
+    "Error": "status",
+}
 
 
 @dataclass(frozen=True)
@@ -114,8 +123,14 @@ class MonitorState:
         PSTH window and bins.
     """
 
-    def __init__(self, caps: Caps = Caps(), *, photodiode_line: int = 1, unit: int | None = None,
-                 psth: PsthSettings = PsthSettings()):
+    def __init__(
+        self,
+        caps: Caps = Caps(),
+        *,
+        photodiode_line: int = 1,
+        unit: int | None = None,
+        psth: PsthSettings = PsthSettings(),
+    ):
         self.caps = caps
         self._lock = threading.RLock()
         self.unit = unit
@@ -123,15 +138,22 @@ class MonitorState:
         self.stimuli = StimulusTable(caps.stimuli)
         self.trials = TrialTable(caps.trials)
         self.images = ImageCache(caps.images)
-        self.spikes = SpikeWindow(photodiode_line=photodiode_line, unit_capacity=caps.unit_spikes,
-                                  window_s=caps.window_s, window_capacity=caps.window_spikes,
-                                  onset_capacity=caps.onsets, settings=psth)
+        self.spikes = SpikeWindow(
+            photodiode_line=photodiode_line,
+            unit_capacity=caps.unit_spikes,
+            window_s=caps.window_s,
+            window_capacity=caps.window_spikes,
+            onset_capacity=caps.onsets,
+            settings=psth,
+        )
         self.spikes.choose(unit)
         self.synth = SynthTracker(caps.synthesized)
-        self.correlation_history = Ring(caps.history, [("trials", np.float64), ("pooled", np.float64),
-                                                       ("median", np.float64)])
-        self.model_history = Ring(caps.history, [("version", np.float64), ("r_mean", np.float64),
-                                                 ("r_median", np.float64)])
+        self.correlation_history = Ring(
+            caps.history, [("trials", np.float64), ("pooled", np.float64), ("median", np.float64)]
+        )
+        self.model_history = Ring(
+            caps.history, [("version", np.float64), ("r_mean", np.float64), ("r_median", np.float64)]
+        )
         self.health: dict[str, StreamHealth] = {}
         self.statuses: deque = deque(maxlen=caps.statuses)
         self.now: PresentedNow | None = None
@@ -251,8 +273,9 @@ class MonitorState:
         self._correlations = correlations(measured, predicted)
         pooled, median, _, n_pairs = self._correlations
         if n_pairs >= 3:
-            self.correlation_history.append(np.array([(self.n_trials, pooled, median)],
-                                                     dtype=self.correlation_history._data.dtype))
+            self.correlation_history.append(
+                np.array([(self.n_trials, pooled, median)], dtype=self.correlation_history._data.dtype)
+            )
 
     def _on_ModelUpdated(self, m: Message) -> None:
         self.model_version = int(m.version)
@@ -294,8 +317,14 @@ class MonitorState:
         self.last_error = f"{m.code}: {m.message}"
 
     # ---------------------------------------------------------------- session files
-    def add_synthesized(self, stimulus_ids: np.ndarray, unit_ids: np.ndarray, targets: np.ndarray,
-                        achieved: np.ndarray, model_versions: np.ndarray) -> None:
+    def add_synthesized(
+        self,
+        stimulus_ids: np.ndarray,
+        unit_ids: np.ndarray,
+        targets: np.ndarray,
+        achieved: np.ndarray,
+        model_versions: np.ndarray,
+    ) -> None:
         """Synthesized stimuli whose ids are known (from a session file's provenance)."""
         with self._lock:
             self.synth.add_known(stimulus_ids, unit_ids, targets, achieved, model_versions)
@@ -348,21 +377,39 @@ class MonitorState:
         synth = self.synth.arrays()
         synth["measured_hz"] = self._synth_measured(synth)
         return MonitorView(
-            unit=self.unit, unit_ids=unit_ids, unit_points=unit_points, unit_r=unit_r,
+            unit=self.unit,
+            unit_ids=unit_ids,
+            unit_points=unit_points,
+            unit_r=unit_r,
             population_points=_population_points(measured, predicted, unit_ids, self.caps.population_points),
-            population_r=pooled, median_unit_r=median, per_unit_r=np.array(per_unit), n_pairs=n_pairs,
+            population_r=pooled,
+            median_unit_r=median,
+            per_unit_r=np.array(per_unit),
+            n_pairs=n_pairs,
             correlation_history=self.correlation_history.values(),
-            trials={"trial": meta["trial"], "block": meta["block"], "stimulus": meta["stimulus"],
-                    "measured": chosen, "predicted": trial_predicted},
-            spikes=self.spikes.view(), now=self.now,
+            trials={
+                "trial": meta["trial"],
+                "block": meta["block"],
+                "stimulus": meta["stimulus"],
+                "measured": chosen,
+                "predicted": trial_predicted,
+            },
+            spikes=self.spikes.view(),
+            now=self.now,
             image=None if self.now is None else self.images.get(self.now.stimulus_id),
-            model_version=self.model_version, model_metrics=dict(self.model_metrics), heldout_r=heldout,
-            model_history=self.model_history.values(), iteration=self.iteration,
-            block_status=self.statuses[-1] if self.statuses else None, synthesized=synth,
+            model_version=self.model_version,
+            model_metrics=dict(self.model_metrics),
+            heldout_r=heldout,
+            model_history=self.model_history.values(),
+            iteration=self.iteration,
+            block_status=self.statuses[-1] if self.statuses else None,
+            synthesized=synth,
             health={name: h.copy() for name, h in self.health.items()},
             dropped_frames=self.dropped_frames,
             dropped_last_block=self._dropped_by_block.get(self.now.block, 0) if self.now else 0,
-            last_error=self.last_error, counts=self._counts(), revisions=dict(self.revisions),
+            last_error=self.last_error,
+            counts=self._counts(),
+            revisions=dict(self.revisions),
         )
 
     def _synth_measured(self, synth: dict[str, np.ndarray]) -> np.ndarray:
@@ -374,40 +421,60 @@ class MonitorState:
         return out
 
     def _counts(self) -> dict[str, int]:
-        return {"trials": self.n_trials, "stimuli_kept": len(self.stimuli), "stimuli_dropped": self.stimuli.evicted,
-                "units": len(self.units), "units_refused": self.units.refused,
-                "synth_by_pixels": self.synth.matched_by_pixels, "synth_by_order": self.synth.matched_by_order,
-                **{f"unusable: {k}": v for k, v in self.unusable.items()}}
+        return {
+            "trials": self.n_trials,
+            "stimuli_kept": len(self.stimuli),
+            "stimuli_dropped": self.stimuli.evicted,
+            "units": len(self.units),
+            "units_refused": self.units.refused,
+            "synth_by_pixels": self.synth.matched_by_pixels,
+            "synth_by_order": self.synth.matched_by_order,
+            **{f"unusable: {k}": v for k, v in self.unusable.items()},
+        }
 
     def sizes(self) -> dict[str, int]:
         """Rows held in each buffer (each is at most its cap in `Caps`)."""
         with self._lock:
-            return {"stimuli": len(self.stimuli), "trials": len(self.trials), "images": len(self.images),
-                    "unit_spikes": len(self.spikes.unit_spikes), "window_spikes": len(self.spikes.recent),
-                    "onsets": len(self.spikes.onsets), "synthesized": len(self.synth.records),
-                    "correlation_history": len(self.correlation_history),
-                    "model_history": len(self.model_history), "statuses": len(self.statuses)}
+            return {
+                "stimuli": len(self.stimuli),
+                "trials": len(self.trials),
+                "images": len(self.images),
+                "unit_spikes": len(self.spikes.unit_spikes),
+                "window_spikes": len(self.spikes.recent),
+                "onsets": len(self.spikes.onsets),
+                "synthesized": len(self.synth.records),
+                "correlation_history": len(self.correlation_history),
+                "model_history": len(self.model_history),
+                "statuses": len(self.statuses),
+            }
 
     def nbytes(self) -> int:
         """Bytes held by the numpy buffers."""
         with self._lock:
-            return (self.stimuli.nbytes + self.trials.nbytes + self.images.nbytes + self.spikes.nbytes
-                    + self.correlation_history.nbytes + self.model_history.nbytes)
+            return (
+                self.stimuli.nbytes
+                + self.trials.nbytes
+                + self.images.nbytes
+                + self.spikes.nbytes
+                + self.correlation_history.nbytes
+                + self.model_history.nbytes
+            )
 
 
-def _unit_points(measured: np.ndarray, predicted: np.ndarray, stimulus_ids: np.ndarray,
-                 column: int) -> tuple[dict[str, np.ndarray], float]:
+def _unit_points(
+    measured: np.ndarray, predicted: np.ndarray, stimulus_ids: np.ndarray, column: int
+) -> tuple[dict[str, np.ndarray], float]:
     if column < 0 or column >= measured.shape[1]:
         empty = np.zeros(0)
         return {"measured": empty, "predicted": empty, "stimulus_id": empty.astype(np.int64)}, np.nan
     m, p = measured[:, column], predicted[:, column]
     both = np.isfinite(m) & np.isfinite(p)
-    return ({"measured": m[both], "predicted": p[both], "stimulus_id": stimulus_ids[both]},
-            pearson(m[both], p[both]))
+    return ({"measured": m[both], "predicted": p[both], "stimulus_id": stimulus_ids[both]}, pearson(m[both], p[both]))
 
 
-def _population_points(measured: np.ndarray, predicted: np.ndarray, unit_ids: np.ndarray,
-                       cap: int) -> dict[str, np.ndarray]:
+def _population_points(
+    measured: np.ndarray, predicted: np.ndarray, unit_ids: np.ndarray, cap: int
+) -> dict[str, np.ndarray]:
     both = np.isfinite(measured) & np.isfinite(predicted)
     rows, cols = np.nonzero(both)
     if rows.size > cap:

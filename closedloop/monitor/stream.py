@@ -66,7 +66,7 @@ class StreamReceiver:
         for name, endpoint in self.endpoints.items():
             state.stream(name, endpoint)
 
-    def start(self, timeout_s: float = 5.0) -> "StreamReceiver":
+    def start(self, timeout_s: float = 5.0) -> StreamReceiver:
         """Start receiving; returns once the sockets are connected."""
         self._thread.start()
         self._ready.wait(timeout_s)

@@ -64,12 +64,20 @@ class SynthTracker:
         self._presented: OrderedDict[bytes, list[int]] = OrderedDict()
         self._capacity = int(capacity)
 
-    def add_result(self, unit_ids: np.ndarray, targets: np.ndarray, achieved: np.ndarray, images: np.ndarray,
-                   model_version: int, iteration: int) -> None:
+    def add_result(
+        self,
+        unit_ids: np.ndarray,
+        targets: np.ndarray,
+        achieved: np.ndarray,
+        images: np.ndarray,
+        model_version: int,
+        iteration: int,
+    ) -> None:
         """A `SynthesizeResult`."""
-        batch = [SynthRecord(int(u), float(t), float(a), int(model_version), int(iteration),
-                             fingerprint=fingerprint(image))
-                 for u, t, a, image in zip(unit_ids, targets, achieved, images)]
+        batch = [
+            SynthRecord(int(u), float(t), float(a), int(model_version), int(iteration), fingerprint=fingerprint(image))
+            for u, t, a, image in zip(unit_ids, targets, achieved, images)
+        ]
         for record in batch:  # images the runner already presented (its stream was faster)
             waiting = self._presented.get(record.fingerprint)
             if waiting:
@@ -79,8 +87,14 @@ class SynthTracker:
         self._last_result = batch
         self.results += 1
 
-    def add_known(self, stimulus_ids: np.ndarray, unit_ids: np.ndarray, targets: np.ndarray,
-                  achieved: np.ndarray, model_versions: np.ndarray) -> None:
+    def add_known(
+        self,
+        stimulus_ids: np.ndarray,
+        unit_ids: np.ndarray,
+        targets: np.ndarray,
+        achieved: np.ndarray,
+        model_versions: np.ndarray,
+    ) -> None:
         """Synthesized stimuli whose ids are already known (a session file's provenance)."""
         for s, u, t, a, v in zip(stimulus_ids, unit_ids, targets, achieved, model_versions):
             self.records.append(SynthRecord(int(u), float(t), float(a), int(v), int(v), stimulus_id=int(s)))

@@ -11,7 +11,6 @@ on its stream, in the order they would.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -42,15 +41,25 @@ class SyntheticSession:
         Images synthesis picks from.
     """
 
-    def __init__(self, *, n_units: int = 60, n_images: int = 40, repeats: int = 2, iterations: int = 3,
-                 synth_units: int = 4, seed: int = 0, n_candidates: int = 150):
+    def __init__(
+        self,
+        *,
+        n_units: int = 60,
+        n_images: int = 40,
+        repeats: int = 2,
+        iterations: int = 3,
+        synth_units: int = 4,
+        seed: int = 0,
+        n_candidates: int = 150,
+    ):
         self.population = SimulatedV1(PopulationSpec(), n_units=n_units, seed=seed)
         self.rng = np.random.default_rng(seed)
         self.n_images, self.repeats, self.iterations, self.synth_units = n_images, repeats, iterations, synth_units
         size = self.population.size_px
         self.n_candidates = n_candidates
-        self.pool = natural_images(n_images * (iterations + 1) + n_candidates, size_px=size,
-                                   aperture_diameter_px=size - 6, seed=seed)
+        self.pool = natural_images(
+            n_images * (iterations + 1) + n_candidates, size_px=size, aperture_diameter_px=size - 6, seed=seed
+        )
         self.truth = self.population.expected_rates(self.pool)
         self.images: dict[int, np.ndarray] = {}
         self.measured: dict[int, list[np.ndarray]] = {}
@@ -58,7 +67,6 @@ class SyntheticSession:
 
     def messages(self) -> Iterator[tuple[str, Message]]:
         """Every message of the session, in order."""
-        unit_ids = self.population.unit_ids
         yield from self._present("natural", self._new_stimuli(range(self.n_images)))
         yield from self._fit()
         for iteration in range(1, self.iterations + 1):
@@ -88,8 +96,12 @@ class SyntheticSession:
         return np.maximum(0.0, 0.9 * truth + 1.0 + noise * rng.standard_normal(truth.shape))
 
     def _predictions(self, ids: np.ndarray) -> msg.Predictions:
-        return msg.Predictions(rates=self._model(ids, max(self.version, 1)), unit_ids=self.population.unit_ids,
-                               model_version=self.version, stimulus_ids=ids)
+        return msg.Predictions(
+            rates=self._model(ids, max(self.version, 1)),
+            unit_ids=self.population.unit_ids,
+            model_version=self.version,
+            stimulus_ids=ids,
+        )
 
     def _heldout(self) -> np.ndarray:
         ids = np.array(sorted(self.measured))
@@ -106,21 +118,34 @@ class SyntheticSession:
 
     def _present(self, kind: str, ids: np.ndarray, iteration: int = 0) -> Iterator[tuple[str, Message]]:
         population, block = self.population, self.block
-        yield "responses", msg.BlockRequest(block=block, kind=kind, stimulus_ids=ids, repeats=self.repeats,
-                                            image_ids=ids, pixels=self._pixels(ids))
+        yield (
+            "responses",
+            msg.BlockRequest(
+                block=block, kind=kind, stimulus_ids=ids, repeats=self.repeats, image_ids=ids, pixels=self._pixels(ids)
+            ),
+        )
         yield "responses", msg.BlockStatus(block=block, kind=kind, state="started", iteration=iteration)
         order = np.concatenate([self.rng.permutation(ids) for _ in range(self.repeats)])
         onsets = self.clock + np.arange(order.size) * TRIAL_S
         t_stop = onsets[-1] + TRIAL_S
-        units, times = population.sample_spike_times(self._pixels(order), onsets - self.clock,
-                                                     duration_s=STIMULUS_S, t_stop_s=t_stop - self.clock,
-                                                     rng=self.rng)
+        units, times = population.sample_spike_times(
+            self._pixels(order), onsets - self.clock, duration_s=STIMULUS_S, t_stop_s=t_stop - self.clock, rng=self.rng
+        )
         times = times + self.clock
         spike_units = population.unit_ids[units]
         for k, (stimulus, onset) in enumerate(zip(order, onsets)):
             dropped = int(self.rng.random() < 0.02)
-            yield "stimulus", msg.StimulusShown(stimulus_id=int(stimulus), trial=self.trial + k, block=block,
-                                                flip_time=float(onset) - 0.012, n_frames=6, dropped_frames=dropped)
+            yield (
+                "stimulus",
+                msg.StimulusShown(
+                    stimulus_id=int(stimulus),
+                    trial=self.trial + k,
+                    block=block,
+                    flip_time=float(onset) - 0.012,
+                    n_frames=6,
+                    dropped_frames=dropped,
+                ),
+            )
             yield "spikes", msg.SyncEvent(line=PHOTODIODE_LINE, state=1, time=float(onset))
             yield "spikes", msg.SyncEvent(line=PHOTODIODE_LINE, state=0, time=float(onset) + STIMULUS_S)
             inside = (times >= onset) & (times < onset + TRIAL_S)
@@ -129,10 +154,20 @@ class SyntheticSession:
         rates = counts_to_rates(counts, RESPONSE_WINDOW_S).astype(np.float64)
         for stimulus, row in zip(order.tolist(), rates):
             self.measured.setdefault(stimulus, []).append(row)
-        yield "responses", msg.Responses(block=block, trial_ids=self.trial + np.arange(order.size),
-                                         stimulus_ids=order, rates=rates, unit_ids=population.unit_ids)
-        yield "responses", msg.BlockStatus(block=block, kind=kind, state="finished", iteration=iteration,
-                                           n_trials=order.size)
+        yield (
+            "responses",
+            msg.Responses(
+                block=block,
+                trial_ids=self.trial + np.arange(order.size),
+                stimulus_ids=order,
+                rates=rates,
+                unit_ids=population.unit_ids,
+            ),
+        )
+        yield (
+            "responses",
+            msg.BlockStatus(block=block, kind=kind, state="finished", iteration=iteration, n_trials=order.size),
+        )
         self.trial += order.size
         self.block += 1
         self.clock = t_stop + 0.5
@@ -141,12 +176,24 @@ class SyntheticSession:
         yield "responses", msg.BlockStatus(block=self.block, kind="fit", state="started", iteration=iteration)
         self.version += 1
         r = self._heldout()
-        yield "model_events", msg.ModelUpdated(
-            version=self.version, unit_ids=self.population.unit_ids, heldout_r=r,
-            metrics={"r_mean": float(np.nanmean(r)), "r_median": float(np.nanmedian(r)),
-                     "r_over_rmax_mean": float("nan"), "n_images": len(self.measured),
-                     "n_trials": self.trial, "n_units": self.population.n_units, "fit_seconds": 1.0,
-                     "block": self.block})
+        yield (
+            "model_events",
+            msg.ModelUpdated(
+                version=self.version,
+                unit_ids=self.population.unit_ids,
+                heldout_r=r,
+                metrics={
+                    "r_mean": float(np.nanmean(r)),
+                    "r_median": float(np.nanmedian(r)),
+                    "r_over_rmax_mean": float("nan"),
+                    "n_images": len(self.measured),
+                    "n_trials": self.trial,
+                    "n_units": self.population.n_units,
+                    "fit_seconds": 1.0,
+                    "block": self.block,
+                },
+            ),
+        )
         yield "model_events", self._predictions(np.array(sorted(self.measured), dtype=np.int64))
         yield "responses", msg.BlockStatus(block=self.block, kind="fit", state="finished", iteration=iteration)
         self.block += 1
@@ -170,9 +217,17 @@ class SyntheticSession:
         picked = self._new_stimuli(candidates[picks])
         columns = [int(np.flatnonzero(self.population.unit_ids == u)[0]) for u in unit_of]
         achieved = predicted[picks, columns]
-        yield "model_events", msg.SynthesizeResult(unit_ids=np.array(unit_of), targets=np.array(targets),
-                                                   images=self._pixels(picked), achieved=achieved,
-                                                   model_version=self.version, seed=iteration)
+        yield (
+            "model_events",
+            msg.SynthesizeResult(
+                unit_ids=np.array(unit_of),
+                targets=np.array(targets),
+                images=self._pixels(picked),
+                achieved=achieved,
+                model_version=self.version,
+                seed=iteration,
+            ),
+        )
         yield "model_events", self._predictions(picked)
         yield from self._present("present_synthesized", picked, iteration)
 
@@ -191,12 +246,19 @@ class SyntheticPublisher:
         Pace (0 = as fast as the subscriber can take it without the publisher dropping).
     """
 
-    def __init__(self, endpoints: dict[str, str], session: SyntheticSession, *, trials_per_s: float = 0.0,
-                 context=None):
-        sources = {"responses": "runner", "model_events": "model-server", "stimulus": "presenter",
-                   "spikes": "acquisition"}
-        self.publishers = {name: Publisher(endpoint, source=sources[name], session="synthetic", context=context)
-                           for name, endpoint in endpoints.items()}
+    def __init__(
+        self, endpoints: dict[str, str], session: SyntheticSession, *, trials_per_s: float = 0.0, context=None
+    ):
+        sources = {
+            "responses": "runner",
+            "model_events": "model-server",
+            "stimulus": "presenter",
+            "spikes": "acquisition",
+        }
+        self.publishers = {
+            name: Publisher(endpoint, source=sources[name], session="synthetic", context=context)
+            for name, endpoint in endpoints.items()
+        }
         self.endpoints = {name: p.endpoint for name, p in self.publishers.items()}
         self.session = session
         self.trials_per_s = float(trials_per_s)
@@ -205,7 +267,7 @@ class SyntheticPublisher:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="synthetic-publisher", daemon=True)
 
-    def start(self, delay_s: float = 0.3) -> "SyntheticPublisher":
+    def start(self, delay_s: float = 0.3) -> SyntheticPublisher:
         """Start publishing after ``delay_s`` (subscribers need a moment to connect)."""
         self._delay_s = delay_s
         self._thread.start()

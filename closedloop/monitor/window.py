@@ -59,8 +59,17 @@ class MonitorWindow(QtWidgets.QWidget):
         self.image = ImagePanel(plain_axes(g.addPlot(2, 0)))
         self.model = ModelPanel(plain_axes(g.addPlot(2, 1)), self.pick_unit)
         self.synthesis = SynthesisPanel(plain_axes(g.addPlot(2, 2)))
-        self.panels = [self.unit_scatter, self.population, self.correlation, self.trials, self.raster, self.psth,
-                       self.image, self.model, self.synthesis]
+        self.panels = [
+            self.unit_scatter,
+            self.population,
+            self.correlation,
+            self.trials,
+            self.raster,
+            self.psth,
+            self.image,
+            self.model,
+            self.synthesis,
+        ]
         self._drawn: dict[int, tuple] = {}
         self.timer = QtCore.QTimer(self)
         self.timer.timeout.connect(self.refresh)
@@ -120,12 +129,14 @@ def status_text(view: MonitorView, now: float | None = None) -> str:
     now = time.monotonic() if now is None else now
     lines = [" · ".join(health.line(now) for health in view.health.values()) or "no sources"]
     c = view.counts
-    extra = [f"dropped frames: {view.dropped_frames} total, {view.dropped_last_block} this block",
-             f"trials: {c.get('trials', 0)}", f"units: {c.get('units', 0)}",
-             f"stimuli kept: {c.get('stimuli_kept', 0)} (+{c.get('stimuli_dropped', 0)} older dropped)"]
+    extra = [
+        f"dropped frames: {view.dropped_frames} total, {view.dropped_last_block} this block",
+        f"trials: {c.get('trials', 0)}",
+        f"units: {c.get('units', 0)}",
+        f"stimuli kept: {c.get('stimuli_kept', 0)} (+{c.get('stimuli_dropped', 0)} older dropped)",
+    ]
     extra += [f"{k}: {v}" for k, v in c.items() if k.startswith("unusable")]
     lines.append(" · ".join(extra))
     if view.last_error:
         lines.append(f"last error: {view.last_error}")
     return "\n".join(lines)
-

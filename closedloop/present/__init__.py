@@ -1,4 +1,4 @@
-"""Stimulus presentation (DESIGN §1, §2, §5): a PsychoPy presenter and a headless twin.
+"""Stimulus presentation (docs/architecture.md; docs/architecture.md, Clocks): a PsychoPy presenter and a headless twin.
 
     presenter = make_presenter("psychopy")          # or "headless" for simulation
     presenter.open(rig, protocol.frames(rig))
@@ -17,6 +17,12 @@ from closedloop.present.display import display_problem, xvfb_command
 from closedloop.present.headless import HeadlessPresenter
 
 __all__ = [
-    "HeadlessPresenter", "Presenter", "PresenterComponent", "PresenterError", "TrialRecord", "display_problem",
-    "make_presenter", "xvfb_command",
+    "HeadlessPresenter",
+    "Presenter",
+    "PresenterComponent",
+    "PresenterError",
+    "TrialRecord",
+    "display_problem",
+    "make_presenter",
+    "xvfb_command",
 ]

@@ -110,8 +110,14 @@ class Presenter(ABC):
         self._open(rig)
         self.rig, self.timing = rig, timing
 
-    def show_block(self, stimuli: Mapping[int, np.ndarray], order: Sequence[int], *,
-                   frames_on: int | None = None, frames_off: int | None = None) -> list[TrialRecord]:
+    def show_block(
+        self,
+        stimuli: Mapping[int, np.ndarray],
+        order: Sequence[int],
+        *,
+        frames_on: int | None = None,
+        frames_off: int | None = None,
+    ) -> list[TrialRecord]:
         """Show ``order`` (stimulus ids) one trial each; return a record per trial.
 
         Parameters
@@ -133,8 +139,14 @@ class Presenter(ABC):
         """
         return list(self.iter_block(stimuli, order, frames_on=frames_on, frames_off=frames_off))
 
-    def iter_block(self, stimuli: Mapping[int, np.ndarray], order: Sequence[int], *,
-                   frames_on: int | None = None, frames_off: int | None = None) -> Iterator[TrialRecord]:
+    def iter_block(
+        self,
+        stimuli: Mapping[int, np.ndarray],
+        order: Sequence[int],
+        *,
+        frames_on: int | None = None,
+        frames_off: int | None = None,
+    ) -> Iterator[TrialRecord]:
         """Like `show_block`, one trial per iteration (everything is checked before the first)."""
         rig, timing = self._require_open()
         on = _frames("frames_on", timing.stimulus_frames if frames_on is None else frames_on)
@@ -188,8 +200,15 @@ class Presenter(ABC):
         self._begin_block(images)
         for trial, stimulus_id in enumerate(ids):
             timing = self._show_trial(stimulus_id, on, off)
-            yield TrialRecord(stimulus_id, trial, timing.flip_time, timing.offset_time, on,
-                              timing.dropped_frames, timing.frame_intervals)
+            yield TrialRecord(
+                stimulus_id,
+                trial,
+                timing.flip_time,
+                timing.offset_time,
+                on,
+                timing.dropped_frames,
+                timing.frame_intervals,
+            )
 
 
 def _frames(name: str, value: int) -> int:

@@ -44,9 +44,11 @@ def make_presenter(kind: PresenterKind, **options: Any) -> Presenter:
     """A presenter by name: ``"psychopy"`` (a window) or ``"headless"`` (simulation)."""
     if kind == "psychopy":
         from closedloop.present.psychopy_presenter import PsychoPyPresenter  # imports PsychoPy only when used
+
         return PsychoPyPresenter(**options)
     if kind == "headless":
         from closedloop.present.headless import HeadlessPresenter
+
         return HeadlessPresenter(**options)
     raise ValueError(f"presenter kind must be 'psychopy' or 'headless', got {kind!r}")
 
@@ -74,10 +76,20 @@ class PresenterComponent(Component):
         Session id carried in every message envelope.
     """
 
-    def __init__(self, name: str, *, rig: Rig, timing: FrameTiming, request_endpoint: str, shown_endpoint: str,
-                 presenter: PresenterKind = "headless", presenter_options: dict[str, Any] | None = None,
-                 images: Mapping[int, np.ndarray] | None = None, session: str = "",
-                 heartbeat_interval_s: float = 1.0):
+    def __init__(
+        self,
+        name: str,
+        *,
+        rig: Rig,
+        timing: FrameTiming,
+        request_endpoint: str,
+        shown_endpoint: str,
+        presenter: PresenterKind = "headless",
+        presenter_options: dict[str, Any] | None = None,
+        images: Mapping[int, np.ndarray] | None = None,
+        session: str = "",
+        heartbeat_interval_s: float = 1.0,
+    ):
         super().__init__(name, heartbeat_interval_s=heartbeat_interval_s)
         if presenter not in ("psychopy", "headless"):
             raise ValueError(f"{name}: presenter must be 'psychopy' or 'headless', got {presenter!r}")
@@ -96,8 +108,9 @@ class PresenterComponent(Component):
 
     def setup(self) -> None:
         # Sockets first: a runner that connects early finds us even while the window opens.
-        self.requests = RequestServer(self.request_endpoint, source=self.name, session=self.session,
-                                      only_from="runner")  # with CURVE: blocks from the rig's runner only
+        self.requests = RequestServer(
+            self.request_endpoint, source=self.name, session=self.session, only_from="runner"
+        )  # with CURVE: blocks from the rig's runner only
         self.shown = Publisher(self.shown_endpoint, source=self.name, session=self.session)
         self.request_endpoint, self.shown_endpoint = self.requests.endpoint, self.shown.endpoint
         presenter = make_presenter(self.presenter_kind, **self.presenter_options)
@@ -124,13 +137,15 @@ class PresenterComponent(Component):
     def _start_block(self, request: Request) -> None:
         message = request.decoded.message
         if not isinstance(message, BlockRequest):
-            self._reject(request, "unexpected_request",
-                         f"{self.name} takes BlockRequest messages, not {message.type_name()}")
+            self._reject(
+                request, "unexpected_request", f"{self.name} takes BlockRequest messages, not {message.type_name()}"
+            )
             return
         trials = len(message.stimulus_ids) * message.repeats
         if trials > MAX_TRIALS:
-            self._reject(request, "bad_block", f"block {message.block} asks for {trials} trials; at most "
-                                               f"{MAX_TRIALS} per block")
+            self._reject(
+                request, "bad_block", f"block {message.block} asks for {trials} trials; at most {MAX_TRIALS} per block"
+            )
             return
         ids = [int(i) for i in message.stimulus_ids]
         images = dict(self.images)  # kept only if the block is accepted: bad pixels must not linger
@@ -142,8 +157,10 @@ class PresenterComponent(Component):
                     images[stimulus_id] = pixels
                 kept = sum(np.asarray(image).nbytes for image in images.values())
                 if kept > MAX_IMAGE_BYTES:
-                    raise PresenterError(f"keeping its images would take {kept / 1024**3:.1f} GiB; at most "
-                                         f"{MAX_IMAGE_BYTES / 1024**3:g} GiB of images are kept")
+                    raise PresenterError(
+                        f"keeping its images would take {kept / 1024**3:.1f} GiB; at most "
+                        f"{MAX_IMAGE_BYTES / 1024**3:g} GiB of images are kept"
+                    )
             self._trials = self.presenter.iter_block(images, ids * message.repeats)
         except PresenterError as error:
             self._reject(request, "bad_block", f"block {message.block} ({message.kind}) not shown: {error}")
@@ -158,9 +175,16 @@ class PresenterComponent(Component):
             self._trials, self._block = None, None
             self.blocks_shown += 1
             return
-        self.shown.send(StimulusShown(stimulus_id=record.stimulus_id, trial=record.trial, block=self._block,
-                                      flip_time=record.flip_time, n_frames=record.n_frames,
-                                      dropped_frames=record.dropped_frames))
+        self.shown.send(
+            StimulusShown(
+                stimulus_id=record.stimulus_id,
+                trial=record.trial,
+                block=self._block,
+                flip_time=record.flip_time,
+                n_frames=record.n_frames,
+                dropped_frames=record.dropped_frames,
+            )
+        )
 
     def _reject(self, request: Request, code: str, text: str) -> None:
         self.blocks_rejected += 1

@@ -146,8 +146,8 @@ def expected_screen(rig: Rig, texture: np.ndarray | None, photodiode_on: bool) -
     screen = np.full((display.height_px, display.width_px), background_value(rig))
     if texture is not None:
         box = aperture_box(rig)
-        screen[box.top:box.bottom, box.left:box.right] = texture
+        screen[box.top : box.bottom, box.left : box.right] = texture
     patch = photodiode_box(rig)
     if patch is not None:
-        screen[patch.top:patch.bottom, patch.left:patch.right] = 1.0 if photodiode_on else 0.0
+        screen[patch.top : patch.bottom, patch.left : patch.right] = 1.0 if photodiode_on else 0.0
     return screen

@@ -26,7 +26,11 @@ from closedloop.config.rig import Rig
 from closedloop.present.base import Presenter, PresenterError, TrialTiming
 from closedloop.present.display import INSTALL_HINT, display_problem, no_display_message
 from closedloop.present.geometry import (
-    aperture_box, background_value, photodiode_box, stimulus_texture, to_psychopy,
+    aperture_box,
+    background_value,
+    photodiode_box,
+    stimulus_texture,
+    to_psychopy,
 )
 from closedloop.present.pacing import FrameGrid
 
@@ -54,8 +58,9 @@ class PsychoPyPresenter(Presenter):
 
     name = "PsychoPy presenter"
 
-    def __init__(self, *, fullscreen: bool | None = None, pacing: Pacing = "auto",
-                 refresh_threshold_frames: float = 1.5):
+    def __init__(
+        self, *, fullscreen: bool | None = None, pacing: Pacing = "auto", refresh_threshold_frames: float = 1.5
+    ):
         super().__init__()
         if pacing not in ("auto", "vsync", "software"):
             raise ValueError(f"pacing must be 'auto', 'vsync' or 'software', got {pacing!r}")
@@ -85,20 +90,34 @@ class PsychoPyPresenter(Presenter):
             raise PresenterError(f"{self.name}: {problem}")
         visual, monitors = _import_psychopy(display.width_px, display.height_px)
         fullscreen = display.fullscreen if self.fullscreen is None else self.fullscreen
-        monitor = monitors.Monitor("closedloop-rig", width=display.width_cm, distance=display.distance_cm,
-                                   autoLog=False)
+        monitor = monitors.Monitor(
+            "closedloop-rig", width=display.width_cm, distance=display.distance_cm, autoLog=False
+        )
         monitor.setSizePix([display.width_px, display.height_px])
         try:
             win = visual.Window(
-                size=(display.width_px, display.height_px), fullscr=fullscreen, screen=display.screen,
-                units="pix", color=_rgb(background_value(rig)), colorSpace="rgb", allowGUI=False,
-                winType="pyglet", monitor=monitor, checkTiming=False, waitBlanking=True, autoLog=False,
+                size=(display.width_px, display.height_px),
+                fullscr=fullscreen,
+                screen=display.screen,
+                units="pix",
+                color=_rgb(background_value(rig)),
+                colorSpace="rgb",
+                allowGUI=False,
+                winType="pyglet",
+                monitor=monitor,
+                checkTiming=False,
+                waitBlanking=True,
+                autoLog=False,
             )
         except Exception as error:  # pyglet/GL raise many types; all mean "no usable display"
             raise PresenterError(
-                f"{self.name}: " + no_display_message(
+                f"{self.name}: "
+                + no_display_message(
                     f"opening the window failed with DISPLAY={os.environ.get('DISPLAY', '')!r} "
-                    f"({type(error).__name__}: {error})", display.width_px, display.height_px)
+                    f"({type(error).__name__}: {error})",
+                    display.width_px,
+                    display.height_px,
+                )
             ) from error
         self._win = win
         try:
@@ -109,6 +128,7 @@ class PsychoPyPresenter(Presenter):
             self.pacing = self._decide_pacing(display.refresh_hz)
             self._grid = FrameGrid(display.refresh_hz) if self.pacing == "software" else None
             from pyglet import gl
+
             self._gl = gl
         except BaseException:
             self._close()
@@ -171,17 +191,32 @@ class PsychoPyPresenter(Presenter):
         display, box = rig.display, aperture_box(rig)
         grey = np.full((box.size, box.size), background_value(rig))
         self._image = visual.ImageStim(
-            self._win, image=to_psychopy(grey), size=(box.size, box.size), units="pix",
-            pos=box.psychopy_centre(display.width_px, display.height_px), interpolate=False,
-            colorSpace="rgb", autoLog=False,
+            self._win,
+            image=to_psychopy(grey),
+            size=(box.size, box.size),
+            units="pix",
+            pos=box.psychopy_centre(display.width_px, display.height_px),
+            interpolate=False,
+            colorSpace="rgb",
+            autoLog=False,
         )
         self._white_patch = self._black_patch = None
         patch = photodiode_box(rig)
         if patch is not None:
             centre = patch.psychopy_centre(display.width_px, display.height_px)
             self._white_patch, self._black_patch = (
-                visual.Rect(self._win, width=patch.size, height=patch.size, pos=centre, units="pix",
-                            fillColor=color, lineColor=None, lineWidth=0, colorSpace="rgb", autoLog=False)
+                visual.Rect(
+                    self._win,
+                    width=patch.size,
+                    height=patch.size,
+                    pos=centre,
+                    units="pix",
+                    fillColor=color,
+                    lineColor=None,
+                    lineWidth=0,
+                    colorSpace="rgb",
+                    autoLog=False,
+                )
                 for color in ((1.0, 1.0, 1.0), (-1.0, -1.0, -1.0))
             )
 
@@ -218,6 +253,7 @@ def _rgb(value: float) -> tuple[float, float, float]:
 def _renderer() -> str | None:
     try:
         from pyglet import gl
+
         return f"{gl.gl_info.get_renderer()} (OpenGL {gl.gl_info.get_version()})"
     except Exception:  # noqa: BLE001 - a description only
         return None
@@ -236,8 +272,10 @@ def _import_psychopy(width_px: int, height_px: int) -> tuple[Any, Any]:
             "(pip install --no-deps psychopy==2026.2.5 plus the [present] extra); for GL libraries: " + INSTALL_HINT
         ) from error
     except Exception as error:  # pyglet raises at import time when libGL is missing
-        reason = (f"importing PsychoPy failed with DISPLAY={os.environ.get('DISPLAY', '')!r} "
-                  f"({type(error).__name__}: {error})")
+        reason = (
+            f"importing PsychoPy failed with DISPLAY={os.environ.get('DISPLAY', '')!r} "
+            f"({type(error).__name__}: {error})"
+        )
         raise PresenterError("PsychoPy presenter: " + no_display_message(reason, width_px, height_px)) from error
     # PsychoPy's console warnings (e.g. each dropped frame) would flood a long session;
     # we count dropped frames ourselves.

@@ -33,9 +33,23 @@ def virtual_display(width_px: int = 1920, height_px: int = 1080) -> Iterator[str
         raise ClosedLoopError(f"Xvfb is not installed; install it and the GL libraries with: {INSTALL_HINT}")
     read_end, write_end = os.pipe()
     server = subprocess.Popen(
-        [executable, "-displayfd", str(write_end), "-screen", "0", f"{width_px}x{height_px}x24",
-         "+extension", "GLX", "+extension", "RANDR", "-nolisten", "tcp"],
-        pass_fds=(write_end,), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            executable,
+            "-displayfd",
+            str(write_end),
+            "-screen",
+            "0",
+            f"{width_px}x{height_px}x24",
+            "+extension",
+            "GLX",
+            "+extension",
+            "RANDR",
+            "-nolisten",
+            "tcp",
+        ],
+        pass_fds=(write_end,),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     os.close(write_end)
     previous = os.environ.get("DISPLAY")
@@ -64,6 +78,8 @@ def _read_display_number(pipe, server: subprocess.Popen) -> int:
     line = pipe.readline().strip() if ready else ""
     if not line.isdigit():
         server.kill()
-        raise ClosedLoopError(f"Xvfb did not start within {_START_TIMEOUT_S:g} s (exit status {server.poll()}); "
-                              f"check the install with: {INSTALL_HINT}")
+        raise ClosedLoopError(
+            f"Xvfb did not start within {_START_TIMEOUT_S:g} s (exit status {server.poll()}); "
+            f"check the install with: {INSTALL_HINT}"
+        )
     return int(line)

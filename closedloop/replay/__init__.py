@@ -13,10 +13,14 @@ from __future__ import annotations
 from closedloop.lazy import lazy_exports
 
 _EXPORTS = {
-    "DriverSettings": "closedloop.replay.driver", "ReplayDriver": "closedloop.replay.driver",
-    "ReplayOptions": "closedloop.replay.pipeline", "ReplayOutcome": "closedloop.replay.pipeline",
-    "prepare": "closedloop.replay.pipeline", "replay_archive": "closedloop.replay.pipeline",
-    "ArchivePlan": "closedloop.replay.plan", "ReplayBlock": "closedloop.replay.plan",
+    "DriverSettings": "closedloop.replay.driver",
+    "ReplayDriver": "closedloop.replay.driver",
+    "ReplayOptions": "closedloop.replay.pipeline",
+    "ReplayOutcome": "closedloop.replay.pipeline",
+    "prepare": "closedloop.replay.pipeline",
+    "replay_archive": "closedloop.replay.pipeline",
+    "ArchivePlan": "closedloop.replay.plan",
+    "ReplayBlock": "closedloop.replay.plan",
     "read_plan": "closedloop.replay.plan",
     "BlockRow": "closedloop.replay.rows",
 }

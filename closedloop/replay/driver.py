@@ -1,4 +1,4 @@
-"""The passive replay driver: the runner's part in a replay, without a presenter (DESIGN §1, §5).
+"""The passive replay driver: the runner's part in a replay, without a presenter (docs/architecture.md).
 
 The replay adapter streams the recording (spikes, photodiode edges) and plays the
 presenter (a `StimulusShown` per trial).  For each block of the archive the driver
@@ -104,9 +104,17 @@ class ReplayDriver(Component):
         Why the replay stopped early ("" when it did not).
     """
 
-    def __init__(self, plan: ArchivePlan, endpoints: Endpoints, settings: DriverSettings, *,
-                 name: str = "replay-driver", session: str = "", on_row: Callable[[BlockRow], None] | None = None,
-                 on_model: Callable[[ModelUpdated], None] | None = None):
+    def __init__(
+        self,
+        plan: ArchivePlan,
+        endpoints: Endpoints,
+        settings: DriverSettings,
+        *,
+        name: str = "replay-driver",
+        session: str = "",
+        on_row: Callable[[BlockRow], None] | None = None,
+        on_model: Callable[[ModelUpdated], None] | None = None,
+    ):
         super().__init__(name, heartbeat_interval_s=1.0)
         self.plan, self.endpoints, self.settings, self.session = plan, endpoints, settings, session
         self.on_row, self.on_model = on_row, on_model
@@ -131,15 +139,29 @@ class ReplayDriver(Component):
 
     def setup(self) -> None:
         self.publisher = Publisher(self.endpoints.responses, source=self.name, session=self.session)
-        self.streams = ReplayStreams(self.endpoints.spikes, self.endpoints.stimulus, self.plan.photodiode_line,
-                                     self.name)
-        self.link = ModelLink(self.endpoints.model, self.endpoints.model_events, name=self.name,
-                              session=self.session, request_timeout_s=self.settings.request_timeout_s)
+        self.streams = ReplayStreams(
+            self.endpoints.spikes, self.endpoints.stimulus, self.plan.photodiode_line, self.name
+        )
+        self.link = ModelLink(
+            self.endpoints.model,
+            self.endpoints.model_events,
+            name=self.name,
+            session=self.session,
+            request_timeout_s=self.settings.request_timeout_s,
+        )
         self.poller = zmq.Poller()
         for socket in (*self.streams.sockets(), self.link.events.socket, self.link.client.socket):
             self.poller.register(socket, zmq.POLLIN)
-        self.fitting = ReplayFitting(self.link, self.plan, self.settings, self.rows, self.models, self.sent_repeats,
-                                     emit=self._emit, on_model=self.on_model)
+        self.fitting = ReplayFitting(
+            self.link,
+            self.plan,
+            self.settings,
+            self.rows,
+            self.models,
+            self.sent_repeats,
+            emit=self._emit,
+            on_model=self.on_model,
+        )
         self._task = self._run()
 
     def step(self) -> bool:
@@ -191,9 +213,11 @@ class ReplayDriver(Component):
             if self.streams.received != last_count:
                 last_count, last_change = self.streams.received, time.monotonic()
             elif time.monotonic() - last_change > self.settings.stall_timeout_s:
-                raise ClosedLoopError(f"the replay stream went silent for {self.settings.stall_timeout_s:g} s during "
-                                      f"block {block.number} ({block.label}); "
-                                      f"{len(reports)} of {self.plan.n_trials} trials reported")
+                raise ClosedLoopError(
+                    f"the replay stream went silent for {self.settings.stall_timeout_s:g} s during "
+                    f"block {block.number} ({block.label}); "
+                    f"{len(reports)} of {self.plan.n_trials} trials reported"
+                )
             yield
 
     def _complete(self, block: ReplayBlock) -> float | None:
@@ -215,8 +239,9 @@ class ReplayDriver(Component):
             return None
         cut = self._cut(block)
         last_onset = offset + reports[block.trial_stop - 1].flip_time
-        needed = max(cut if np.isfinite(cut) else -np.inf,
-                     last_onset + self.settings.window_s[1] + self.settings.frame_s)
+        needed = max(
+            cut if np.isfinite(cut) else -np.inf, last_onset + self.settings.window_s[1] + self.settings.frame_s
+        )
         return cut if s.horizon >= needed else None
 
     def _offset(self, first_flip: float) -> float | None:
@@ -239,9 +264,16 @@ class ReplayDriver(Component):
         span = slice(block.trial_start, block.trial_stop)
         ids = self.plan.stimulus_ids[span]
         new = np.array(sorted({int(i) for i in ids[self.plan.fit_trial[span]]} - self.published_images), np.int64)
-        self.publisher.send(BlockRequest(block=block.number, kind=block.kind, stimulus_ids=ids, repeats=1,
-                                         image_ids=new if new.size else None,
-                                         pixels=self.plan.images_of(new) if new.size else None))
+        self.publisher.send(
+            BlockRequest(
+                block=block.number,
+                kind=block.kind,
+                stimulus_ids=ids,
+                repeats=1,
+                image_ids=new if new.size else None,
+                pixels=self.plan.images_of(new) if new.size else None,
+            )
+        )
         self.published_images.update(int(i) for i in new)
         self._status(block, "started", 0, block.label)
         self._lost_at_start = self.streams.lost
@@ -253,7 +285,7 @@ class ReplayDriver(Component):
         row = BlockRow(block.number, block.label, "flagged", block.n_trials)
         span = range(block.trial_start, block.trial_stop)
         shown = [s.reports.get(k) for k in span]
-        expected = self.plan.stimulus_ids[block.trial_start:block.trial_stop]
+        expected = self.plan.stimulus_ids[block.trial_start : block.trial_stop]
         problem = ""
         if block.flagged:
             problem = f"flagged in the archive ({block.flagged}); left out, as the offline loader leaves it out"
@@ -278,15 +310,23 @@ class ReplayDriver(Component):
             return row, None
         self.clock_offset = alignment.clock_offset(flips)
         units, times = s.spikes()
-        counts = window_counts_from_spike_times(units, times, alignment.onsets, self.settings.window_s,
-                                                self.plan.unit_ids)
+        counts = window_counts_from_spike_times(
+            units, times, alignment.onsets, self.settings.window_s, self.plan.unit_ids
+        )
         rates = counts_to_rates(counts, self.settings.window_s).astype(np.float64)
         if np.isfinite(cut):
             s.forget_spikes(cut)
-        self.publisher.send(Responses(block=block.number, trial_ids=np.arange(block.trial_start, block.trial_stop),
-                                      stimulus_ids=expected, rates=rates, unit_ids=self.plan.unit_ids))
+        self.publisher.send(
+            Responses(
+                block=block.number,
+                trial_ids=np.arange(block.trial_start, block.trial_stop),
+                stimulus_ids=expected,
+                rates=rates,
+                unit_ids=self.plan.unit_ids,
+            )
+        )
         self._status(block, "finished", block.n_trials, block.label)
-        fit = self.plan.fit_trial[block.trial_start:block.trial_stop]
+        fit = self.plan.fit_trial[block.trial_start : block.trial_stop]
         if not fit.any():
             row.state = "no fit data"
             row.detail = "no stimulus that fitting uses"
@@ -294,8 +334,9 @@ class ReplayDriver(Component):
         return row, (expected[fit], rates[fit])
 
     def _status(self, block: ReplayBlock, state: str, n_trials: int, detail: str) -> None:
-        self.publisher.send(BlockStatus(block=block.number, kind=block.kind, state=state, n_trials=n_trials,
-                                        detail=detail))
+        self.publisher.send(
+            BlockStatus(block=block.number, kind=block.kind, state=state, n_trials=n_trials, detail=detail)
+        )
 
     def _emit(self, row: BlockRow) -> None:
         if row.state in ("flagged", "no fit data", "refused"):

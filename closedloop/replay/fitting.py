@@ -47,9 +47,18 @@ class ReplayFitting:
         Called with each `ModelUpdated` (``None``: nothing).
     """
 
-    def __init__(self, link: ModelLink, plan: ArchivePlan, settings, rows: list[BlockRow],
-                 models: dict[int, ModelUpdated], sent_repeats: dict[int, int], *,
-                 emit: Callable[[BlockRow], None], on_model: Callable[[ModelUpdated], None] | None = None):
+    def __init__(
+        self,
+        link: ModelLink,
+        plan: ArchivePlan,
+        settings,
+        rows: list[BlockRow],
+        models: dict[int, ModelUpdated],
+        sent_repeats: dict[int, int],
+        *,
+        emit: Callable[[BlockRow], None],
+        on_model: Callable[[ModelUpdated], None] | None = None,
+    ):
         self.link, self.plan, self.settings = link, plan, settings
         self.rows, self.models, self.sent_repeats = rows, models, sent_repeats
         self.emit, self.on_model = emit, on_model
@@ -107,16 +116,27 @@ class ReplayFitting:
         refit = self.blocks_since_refit + 1 >= self.settings.fit_every or self.last_version == 0
         if refit and images_after < MIN_IMAGES:
             refit = False
-            when = ("" if self.first_fittable_block is None else
-                    f"; refits start once block {self.first_fittable_block} is in")
+            when = (
+                ""
+                if self.first_fittable_block is None
+                else f"; refits start once block {self.first_fittable_block} is in"
+            )
             row.detail = f"{images_after} images so far, a fit needs at least {MIN_IMAGES}{when}"
-        request = FitRequest(block=block.number, stimulus_ids=stimulus_ids, rates=rates, unit_ids=self.plan.unit_ids,
-                             image_ids=new if new.size else None,
-                             images=self.plan.images_of(new) if new.size else None, refit=refit)
+        request = FitRequest(
+            block=block.number,
+            stimulus_ids=stimulus_ids,
+            rates=rates,
+            unit_ids=self.plan.unit_ids,
+            image_ids=new if new.size else None,
+            images=self.plan.images_of(new) if new.size else None,
+            refit=refit,
+        )
         reply = yield from self.link.request(request, self.settings.request_timeout_s)
         if reply is None:
-            raise ClosedLoopError(f"the model server did not answer the data of block {block.number} within "
-                                  f"{self.settings.request_timeout_s:g} s")
+            raise ClosedLoopError(
+                f"the model server did not answer the data of block {block.number} within "
+                f"{self.settings.request_timeout_s:g} s"
+            )
         answer = reply.message
         if not isinstance(answer, Accepted):
             row.state = "refused"
@@ -161,17 +181,25 @@ class ReplayFitting:
         deadline = time.monotonic() + self.settings.fit_timeout_s
         while version not in self.models and version not in self.failed_versions:
             if time.monotonic() > deadline:
-                raise ClosedLoopError(f"model version {version} did not finish within "
-                                      f"{self.settings.fit_timeout_s:g} s")
+                raise ClosedLoopError(
+                    f"model version {version} did not finish within {self.settings.fit_timeout_s:g} s"
+                )
             yield
 
     def final_refit(self, last_block: int):
         """Refit once more if the last data were not refitted; then wait for the newest version."""
         if self.unfitted_data and len(self.server_has) >= MIN_IMAGES:
-            row = BlockRow(last_block, "final refit on all data", "refit pending", 0,
-                           trials_so_far=self.trials_sent, images_so_far=len(self.server_has))
-            reply = yield from self.link.request(empty_fit_request(last_block, self.plan.unit_ids),
-                                                 self.settings.request_timeout_s)
+            row = BlockRow(
+                last_block,
+                "final refit on all data",
+                "refit pending",
+                0,
+                trials_so_far=self.trials_sent,
+                images_so_far=len(self.server_has),
+            )
+            reply = yield from self.link.request(
+                empty_fit_request(last_block, self.plan.unit_ids), self.settings.request_timeout_s
+            )
             if reply is None or not isinstance(reply.message, Accepted):
                 raise ClosedLoopError("the model server refused the final refit")
             yield from self._refit_asked(row, reply)

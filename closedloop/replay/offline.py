@@ -45,11 +45,15 @@ class InputCheck:
 
     def text(self) -> str:
         if self.ok:
-            return (f"inputs: the server's {self.n_images_online} images and trial rates are identical to "
-                    "load_dataset's (bit for bit)")
-        return (f"inputs DIFFER: server {self.n_images_online} images, loader {self.n_images_offline}; same ids "
-                f"{self.same_image_ids}; largest pixel difference {self.max_image_difference:.3g}; largest "
-                f"mean-rate difference {self.max_mean_rate_difference_hz:.3g} Hz")
+            return (
+                f"inputs: the server's {self.n_images_online} images and trial rates are identical to "
+                "load_dataset's (bit for bit)"
+            )
+        return (
+            f"inputs DIFFER: server {self.n_images_online} images, loader {self.n_images_offline}; same ids "
+            f"{self.same_image_ids}; largest pixel difference {self.max_image_difference:.3g}; largest "
+            f"mean-rate difference {self.max_mean_rate_difference_hz:.3g} Hz"
+        )
 
 
 @dataclass(frozen=True)
@@ -84,14 +88,21 @@ class Comparison:
     seed: int
 
     def to_dict(self) -> dict:
-        return {"online": self.online.to_dict(), "offline": self.offline.to_dict(),
-                "unit_r_correlation": self.unit_r_correlation, "n_common_units": self.n_common_units,
-                "n_heldout": self.n_heldout, "offline_fit_seconds": self.offline_fit_seconds,
-                "offline_epochs": self.offline_epochs, "seed": self.seed}
+        return {
+            "online": self.online.to_dict(),
+            "offline": self.offline.to_dict(),
+            "unit_r_correlation": self.unit_r_correlation,
+            "n_common_units": self.n_common_units,
+            "n_heldout": self.n_heldout,
+            "offline_fit_seconds": self.offline_fit_seconds,
+            "offline_epochs": self.offline_epochs,
+            "seed": self.seed,
+        }
 
 
-def offline_dataset(path, *, preprocessing: Preprocessing, window_s: tuple[float, float], units: str,
-                    sent_repeats: dict[int, int]) -> ResponseDataset:
+def offline_dataset(
+    path, *, preprocessing: Preprocessing, window_s: tuple[float, float], units: str, sent_repeats: dict[int, int]
+) -> ResponseDataset:
     """`load_dataset` of the archive, cut to the trials the replay sent (see module notes)."""
     from closedloop.data.loader import load_dataset
 
@@ -101,15 +112,21 @@ def offline_dataset(path, *, preprocessing: Preprocessing, window_s: tuple[float
     n = int(counts.max()) if counts.size else 0
     trial_rates = dataset.trial_rates[keep][:, :n].copy()
     trial_rates[np.arange(trial_rates.shape[1])[None, :] >= counts[:, None]] = np.nan
-    return ResponseDataset(images=dataset.images[keep], trial_rates=trial_rates, unit_ids=dataset.unit_ids,
-                           image_ids=dataset.image_ids[keep], source=dataset.source,
-                           preprocessing=dataset.preprocessing, window_s=dataset.window_s, gratings=dataset.gratings)
+    return ResponseDataset(
+        images=dataset.images[keep],
+        trial_rates=trial_rates,
+        unit_ids=dataset.unit_ids,
+        image_ids=dataset.image_ids[keep],
+        source=dataset.source,
+        preprocessing=dataset.preprocessing,
+        window_s=dataset.window_s,
+        gratings=dataset.gratings,
+    )
 
 
 def check_inputs(online: ResponseDataset, offline: ResponseDataset) -> InputCheck:
     """Compare the server's data with the loader's: ids, network input, trial rates."""
-    same_ids = np.array_equal(online.image_ids, offline.image_ids) and np.array_equal(online.unit_ids,
-                                                                                       offline.unit_ids)
+    same_ids = np.array_equal(online.image_ids, offline.image_ids) and np.array_equal(online.unit_ids, offline.unit_ids)
     image_diff, images_equal, rates_equal, rate_diff = math.inf, False, False, math.inf
     if same_ids:
         image_diff = float(np.max(np.abs(online.images - offline.images), initial=0.0))
@@ -122,8 +139,9 @@ def check_inputs(online: ResponseDataset, offline: ResponseDataset) -> InputChec
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
             rate_diff = float(np.nanmax(np.abs(online.mean_rates - offline.mean_rates), initial=0.0))
-    return InputCheck(online.n_images, offline.n_images, bool(same_ids), bool(images_equal), image_diff,
-                      bool(rates_equal), rate_diff)
+    return InputCheck(
+        online.n_images, offline.n_images, bool(same_ids), bool(images_equal), image_diff, bool(rates_equal), rate_diff
+    )
 
 
 def server_split(store, dataset: ResponseDataset) -> DataSplit:
@@ -135,8 +153,9 @@ def server_split(store, dataset: ResponseDataset) -> DataSplit:
     return DataSplit(*(np.flatnonzero(parts == name) for name in ("train", "stop", "held_out")), seed=store.seed)
 
 
-def compare_fits(online_model, dataset: ResponseDataset, split: DataSplit, config, *, device: str,
-                 seed: int) -> Comparison:
+def compare_fits(
+    online_model, dataset: ResponseDataset, split: DataSplit, config, *, device: str, seed: int
+) -> Comparison:
     """Fit ``dataset`` offline on ``split`` and score both models on its held-out images.
 
     ``online_model`` is the server's final `closedloop.server.refit.ServedModel`.
@@ -151,13 +170,20 @@ def compare_fits(online_model, dataset: ResponseDataset, split: DataSplit, confi
     seconds = time.perf_counter() - started
     online_scores = _scores(online_model.result.model, online_model.unit_ids, dataset, split, seed)
     offline_scores = _scores(offline.model, offline.unit_ids, dataset, split, seed)
-    common, online_at, offline_at = np.intersect1d(online_scores.unit_ids, offline_scores.unit_ids,
-                                                   return_indices=True)
+    common, online_at, offline_at = np.intersect1d(online_scores.unit_ids, offline_scores.unit_ids, return_indices=True)
     a, b = online_scores.r[online_at], offline_scores.r[offline_at]
     finite = np.isfinite(a) & np.isfinite(b)
     correlation = float(np.corrcoef(a[finite], b[finite])[0, 1]) if finite.sum() >= 3 else float("nan")
-    return Comparison(online_scores, offline_scores, correlation, int(common.size), int(len(split.held_out)),
-                      seconds, int(offline.epochs_run), int(seed))
+    return Comparison(
+        online_scores,
+        offline_scores,
+        correlation,
+        int(common.size),
+        int(len(split.held_out)),
+        seconds,
+        int(offline.epochs_run),
+        int(seed),
+    )
 
 
 def _scores(model, unit_ids: np.ndarray, dataset: ResponseDataset, split: DataSplit, seed: int) -> ModelScores:
@@ -169,13 +195,20 @@ def _scores(model, unit_ids: np.ndarray, dataset: ResponseDataset, split: DataSp
     held = split.held_out
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        report = evaluate(predict(model, dataset.images[held]), dataset.trial_rates[held][:, :, columns],
-                          unit_ids=unit_ids, seed=seed)
+        report = evaluate(
+            predict(model, dataset.images[held]), dataset.trial_rates[held][:, :, columns], unit_ids=unit_ids, seed=seed
+        )
 
     def mean(values: np.ndarray, stat=np.mean) -> float:
         values = values[np.isfinite(values)]
         return float(stat(values)) if values.size else float("nan")
 
-    return ModelScores(np.asarray(unit_ids, np.int64), np.asarray(report.r, np.float64), mean(report.r),
-                       mean(report.r, np.median), mean(report.r_over_rmax[report.reliable]), mean(report.cc_norm),
-                       int(np.sum(report.reliable)))
+    return ModelScores(
+        np.asarray(unit_ids, np.int64),
+        np.asarray(report.r, np.float64),
+        mean(report.r),
+        mean(report.r, np.median),
+        mean(report.r_over_rmax[report.reliable]),
+        mean(report.cc_norm),
+        int(np.sum(report.reliable)),
+    )

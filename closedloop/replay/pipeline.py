@@ -119,8 +119,11 @@ def prepare(archive: str | Path, protocol: Protocol, rig: Rig, options: ReplayOp
         raise protocol.error("response.window_ms", problem)
     pre = protocol.fit.preprocessing
     if pre.crop * pre.downsample > plan.image_size:
-        raise protocol.error("fit.preprocessing", f"a {pre.crop}-px crop after {pre.downsample}x downsampling needs "
-                             f"{pre.crop * pre.downsample}-px images; {plan.path.name} has {plan.image_size}-px images")
+        raise protocol.error(
+            "fit.preprocessing",
+            f"a {pre.crop}-px crop after {pre.downsample}x downsampling needs "
+            f"{pre.crop * pre.downsample}-px images; {plan.path.name} has {plan.image_size}-px images",
+        )
     blocks = plan.blocks[: options.max_blocks]
     if not blocks:
         raise ClosedLoopError(f"{plan.path}: no block to replay")
@@ -129,23 +132,35 @@ def prepare(archive: str | Path, protocol: Protocol, rig: Rig, options: ReplayOp
     counts = plan.fit_images_through(blocks)
     if counts[0] < MIN_IMAGES:
         first = int((counts >= MIN_IMAGES).argmax())
-        notes.append(f"block 0 has {counts[0]} image(s) that fitting uses; a fit needs {MIN_IMAGES}, so the first "
-                     f"refit comes after block {first} ({first + 1} blocks)")
+        notes.append(
+            f"block 0 has {counts[0]} image(s) that fitting uses; a fit needs {MIN_IMAGES}, so the first "
+            f"refit comes after block {first} ({first + 1} blocks)"
+        )
     flagged = [b for b in blocks if b.flagged]
     if flagged:
-        notes.append(f"{len(flagged)} block(s) flagged in the archive are replayed but not fitted (the offline "
-                     "loader leaves them out too)")
+        notes.append(
+            f"{len(flagged)} block(s) flagged in the archive are replayed but not fitted (the offline "
+            "loader leaves them out too)"
+        )
     if plan.image_size != rig.stimulus.size_px:
-        notes.append(f"the archive's images are {plan.image_size} px (rig: {rig.stimulus.size_px} px); the model "
-                     "server takes them at the archive's size so its input equals the offline loader's")
+        notes.append(
+            f"the archive's images are {plan.image_size} px (rig: {rig.stimulus.size_px} px); the model "
+            "server takes them at the archive's size so its input equals the offline loader's"
+        )
     return plan, notes
 
 
-def replay_archive(archive: str | Path, protocol: Protocol, rig: Rig, options: ReplayOptions = ReplayOptions(), *,
-                   on_row: Callable[[BlockRow], None] | None = None,
-                   on_model: Callable[[ModelUpdated], None] | None = None,
-                   on_stage: Callable[[str], None] | None = None,
-                   prepared: tuple[ArchivePlan, list[str]] | None = None) -> ReplayOutcome:
+def replay_archive(
+    archive: str | Path,
+    protocol: Protocol,
+    rig: Rig,
+    options: ReplayOptions = ReplayOptions(),
+    *,
+    on_row: Callable[[BlockRow], None] | None = None,
+    on_model: Callable[[ModelUpdated], None] | None = None,
+    on_stage: Callable[[str], None] | None = None,
+    prepared: tuple[ArchivePlan, list[str]] | None = None,
+) -> ReplayOutcome:
     """Replay ``archive`` through the online pipeline, then compare with an offline fit.
 
     ``prepared`` is what `prepare` returned for the same arguments (saves reading the
@@ -167,17 +182,36 @@ def replay_archive(archive: str | Path, protocol: Protocol, rig: Rig, options: R
     # resolved here, so the summary names the device used, not "auto"
     device = resolved_device(options.device, protocol, rig)
     session = Path(archive).stem
-    server = model_server(rig, protocol, endpoints, session=session, device=device, seed=options.seed,
-                          stimulus_size_px=plan.image_size)
+    server = model_server(
+        rig, protocol, endpoints, session=session, device=device, seed=options.seed, stimulus_size_px=plan.image_size
+    )
     settings = server.settings
-    driver = ReplayDriver(plan, endpoints, DriverSettings(
-        window_s=protocol.response.window_s, frame_s=1.0 / rig.display.refresh_hz, fit_every=options.fit_every,
-        wait=options.wait, max_blocks=options.max_blocks), session=session, on_row=on_row, on_model=on_model)
-    adapter = ReplayAdapter(endpoints.spikes, plan.path, name="replay-adapter", speed=options.speed,
-                            stimulus_endpoint=endpoints.stimulus, refresh_hz=rig.display.refresh_hz,
-                            photodiode_line=plan.photodiode_line, session=session,
-                            # inproc: the driver is connected before the adapter binds; tcp: wait for it
-                            wait_for_subscriber_s=0.0 if in_process else 10.0)
+    driver = ReplayDriver(
+        plan,
+        endpoints,
+        DriverSettings(
+            window_s=protocol.response.window_s,
+            frame_s=1.0 / rig.display.refresh_hz,
+            fit_every=options.fit_every,
+            wait=options.wait,
+            max_blocks=options.max_blocks,
+        ),
+        session=session,
+        on_row=on_row,
+        on_model=on_model,
+    )
+    adapter = ReplayAdapter(
+        endpoints.spikes,
+        plan.path,
+        name="replay-adapter",
+        speed=options.speed,
+        stimulus_endpoint=endpoints.stimulus,
+        refresh_hz=rig.display.refresh_hz,
+        photodiode_line=plan.photodiode_line,
+        session=session,
+        # inproc: the driver is connected before the adapter binds; tcp: wait for it
+        wait_for_subscriber_s=0.0 if in_process else 10.0,
+    )
     started = time.perf_counter()
     report = run_until_done([server, driver, adapter], runner_name=driver.name)
     online_seconds = time.perf_counter() - started
@@ -192,13 +226,22 @@ def replay_archive(archive: str | Path, protocol: Protocol, rig: Rig, options: R
         return outcome
     online_data, _ = server.store.snapshot()
     fit = protocol.fit
-    offline_data = offline_dataset(plan.path, preprocessing=fit.preprocessing, window_s=protocol.response.window_s,
-                                   units=plan.units, sent_repeats=driver.sent_repeats)
+    offline_data = offline_dataset(
+        plan.path,
+        preprocessing=fit.preprocessing,
+        window_s=protocol.response.window_s,
+        units=plan.units,
+        sent_repeats=driver.sent_repeats,
+    )
     outcome.inputs = check_inputs(online_data, offline_data)
     if options.offline:
         stage(f"offline batch fit of the same {offline_data.n_images} images on the server's split")
-        outcome.comparison = compare_fits(server.model, offline_data, server_split(server.store, offline_data),
-                                          settings.model, device=device,
-                                          seed=int(settings.seed))
+        outcome.comparison = compare_fits(
+            server.model,
+            offline_data,
+            server_split(server.store, offline_data),
+            settings.model,
+            device=device,
+            seed=int(settings.seed),
+        )
     return outcome
-

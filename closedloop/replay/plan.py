@@ -1,4 +1,4 @@
-"""What a replay needs to know about an archive before it streams (DESIGN §1: replay).
+"""What a replay needs to know about an archive before it streams (docs/architecture.md).
 
 The replay driver plays the runner's part without a presenter: the recording defines
 the blocks, and the driver holds the display images a runner would have held.  This
@@ -131,12 +131,16 @@ class ArchivePlan:
             try:
                 window_bins(window_s, BIN_S, n_bins)
             except ValueError as error:
-                return (f"{start_ms:g}-{stop_ms:g} ms does not fit {self.path.name}: pvc-8 records {n_bins} ms of "
-                        f"each stimulus in 1 ms bins ({error}); choose a window on whole ms within 0-{n_bins} ms")
+                return (
+                    f"{start_ms:g}-{stop_ms:g} ms does not fit {self.path.name}: pvc-8 records {n_bins} ms of "
+                    f"each stimulus in 1 ms bins ({error}); choose a window on whole ms within 0-{n_bins} ms"
+                )
         elif stop_ms > 1000 * self.trial_period_s + 1e-6:
-            return (f"{start_ms:g}-{stop_ms:g} ms does not fit {self.path.name}: its trials start every "
-                    f"{1000 * self.trial_period_s:.0f} ms, so the window would count the next trial's spikes; "
-                    "end the window earlier")
+            return (
+                f"{start_ms:g}-{stop_ms:g} ms does not fit {self.path.name}: its trials start every "
+                f"{1000 * self.trial_period_s:.0f} ms, so the window would count the next trial's spikes; "
+                "end the window earlier"
+            )
         return None
 
     def check_enough_images(self, blocks: list[ReplayBlock]) -> None:
@@ -151,8 +155,9 @@ class ArchivePlan:
                 enough = np.flatnonzero(all_counts >= MIN_IMAGES)
                 if enough.size:
                     more = f"; replay at least {int(enough[0]) + 1} blocks (--blocks)"
-            raise ClosedLoopError(f"{self.path}: only {total} image(s) that fitting uses{what}: a fit needs at "
-                                  f"least {MIN_IMAGES}{more}")
+            raise ClosedLoopError(
+                f"{self.path}: only {total} image(s) that fitting uses{what}: a fit needs at least {MIN_IMAGES}{more}"
+            )
 
 
 def read_plan(path: str | Path, *, units: str = "indcent", block_trials: int | None = None) -> ArchivePlan:
@@ -212,14 +217,29 @@ def _session_plan(path: Path, block_trials: int | None) -> ArchivePlan:
         pieces = _pieces(start, stop, block_trials)
         for a, b in pieces:
             part = f", trials {a - start}-{b - start - 1}" if len(pieces) > 1 else ""
-            replay_blocks.append(ReplayBlock(len(replay_blocks), a, b, f"archive block {int(row['index'])} "
-                                             f"({kind}{part})", kind, flagged))
+            replay_blocks.append(
+                ReplayBlock(
+                    len(replay_blocks), a, b, f"archive block {int(row['index'])} ({kind}{part})", kind, flagged
+                )
+            )
     onsets = trials["onset_s"]
     same_block = np.diff(trials["block"]) == 0
     gaps = np.diff(onsets)[same_block]
-    return ArchivePlan(path, "session", unit_ids, stimulus_ids, fit_trial, replay_blocks, image_ids, images,
-                       int(height), photodiode_line=int(line),
-                       trial_period_s=float(gaps.min()) if gaps.size else np.inf, units="all", notes=notes)
+    return ArchivePlan(
+        path,
+        "session",
+        unit_ids,
+        stimulus_ids,
+        fit_trial,
+        replay_blocks,
+        image_ids,
+        images,
+        int(height),
+        photodiode_line=int(line),
+        trial_period_s=float(gaps.min()) if gaps.size else np.inf,
+        units="all",
+        notes=notes,
+    )
 
 
 def _uncommitted_note(path: Path, committed: int) -> list[str]:
@@ -232,8 +252,10 @@ def _uncommitted_note(path: Path, committed: int) -> list[str]:
     except (OSError, KeyError):
         return []  # the reader opened it; the count is only for the note
     if rows > committed:
-        return [f"{rows - committed} uncommitted block(s) at the end of the file (the recording stopped while "
-                f"writing) are left out; replaying the {committed} committed block(s)"]
+        return [
+            f"{rows - committed} uncommitted block(s) at the end of the file (the recording stopped while "
+            f"writing) are left out; replaying the {committed} committed block(s)"
+        ]
     return []
 
 
@@ -254,6 +276,16 @@ def _pvc8_plan(path: Path, units: str, block_trials: int | None) -> ArchivePlan:
         blocks = [ReplayBlock(k, a, b, f"trials {a}-{b - 1}", "pvc8") for k, (a, b) in enumerate(spans)]
     else:
         blocks = [ReplayBlock(r, r * n_stimuli, (r + 1) * n_stimuli, f"repeat {r}", "pvc8") for r in range(n_repeats)]
-    return ArchivePlan(path, "pvc8", recording.unit_ids[unit_index], stimulus_ids, fit_trial, blocks, image_ids,
-                       recording.image_stack(image_ids), int(recording.images[0].shape[0]),
-                       stimulus_s=recording.n_bins * BIN_S, units=units)
+    return ArchivePlan(
+        path,
+        "pvc8",
+        recording.unit_ids[unit_index],
+        stimulus_ids,
+        fit_trial,
+        blocks,
+        image_ids,
+        recording.image_stack(image_ids),
+        int(recording.images[0].shape[0]),
+        stimulus_s=recording.n_bins * BIN_S,
+        units=units,
+    )

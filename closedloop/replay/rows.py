@@ -62,9 +62,11 @@ class BlockRow:
         if self.state == "fitted":
             m = self.metrics
             warm = ", warm start" if m.get("warm_start") else ""
-            model = (f"; model v{self.version}: held-out r mean {_f(self.metric('r_mean'))}, median "
-                     f"{_f(self.metric('r_median'))}, r/rmax {_f(self.metric('r_over_rmax_mean'))} "
-                     f"({self.metric('refit_seconds'):.1f} s{warm})")
+            model = (
+                f"; model v{self.version}: held-out r mean {_f(self.metric('r_mean'))}, median "
+                f"{_f(self.metric('r_median'))}, r/rmax {_f(self.metric('r_over_rmax_mean'))} "
+                f"({self.metric('refit_seconds'):.1f} s{warm})"
+            )
         elif self.state == "refit pending":
             model = f"; refit to v{self.version} running"
         else:

@@ -78,8 +78,9 @@ class ReplayStreams:
             count += 1
             message = decoded.message
             if message.trial in self.reports:
-                self._log.warning("duplicate", "%s: trial %d reported twice; the last report counts", self.name,
-                                  message.trial)
+                self._log.warning(
+                    "duplicate", "%s: trial %d reported twice; the last report counts", self.name, message.trial
+                )
             self.reports[message.trial] = message
         self.received += count
         return count

@@ -21,7 +21,12 @@ from closedloop.data.session_reader import SessionReader
 from closedloop.errors import DataFileError
 from closedloop.model.saved import load_saved, model_file_name, model_path, predict_pixels
 from closedloop.reports.loop_types import (
-    Iteration, LoopReport, ModelFit, SynthesizedImage, Turnaround, read_journal,
+    Iteration,
+    LoopReport,
+    ModelFit,
+    SynthesizedImage,
+    Turnaround,
+    read_journal,
 )
 from closedloop.runner.journal import BlockRecord
 
@@ -38,8 +43,10 @@ def build_report(session_path: Path, brain, models_dir: Path | None, device: str
         duration_s = _stimulus_duration_s(reader)
         natural_ids = stimuli["id"][stimuli["kind"] == StimulusKind.NATURAL]
         synthesized = stimuli[stimuli["kind"] == StimulusKind.SYNTHESIZED]
-        pixels = {"natural": reader.read_pixels(natural_ids) if brain is not None else None,
-                  "synthesized": reader.read_pixels(synthesized["id"])}
+        pixels = {
+            "natural": reader.read_pixels(natural_ids) if brain is not None else None,
+            "synthesized": reader.read_pixels(synthesized["id"]),
+        }
     records = read_journal(session_path, n_blocks)
     fits = _fits(records)
     by_version = {fit.version: fit for fit in fits}
@@ -61,29 +68,49 @@ def build_report(session_path: Path, brain, models_dir: Path | None, device: str
         ids = np.arange(start, stop, dtype=np.int64)
         rows = np.asarray([synthesized_rows[int(i)] for i in ids], dtype=np.int64)
         table = synthesized[rows]
-        images = [SynthesizedImage(int(s["id"]), int(s["unit_id"]), float(s["target_hz"]), float(s["achieved_hz"]),
-                                   float(means[s["id"], column[int(s["unit_id"])]]), int(counts[s["id"]]))
-                  for s in table]
+        images = [
+            SynthesizedImage(
+                int(s["id"]),
+                int(s["unit_id"]),
+                float(s["target_hz"]),
+                float(s["achieved_hz"]),
+                float(means[s["id"], column[int(s["unit_id"])]]),
+                int(counts[s["id"]]),
+            )
+            for s in table
+        ]
         version = int(table["model_version"][0]) if table.size else record.model_version
         after = _fit_after(records, record.session_block, ids, trials, blocks, version)
-        iteration = Iteration(number, record.iteration, record.session_block, by_version.get(version),
-                              None if after is None else by_version.get(after), images)
+        iteration = Iteration(
+            number,
+            record.iteration,
+            record.session_block,
+            by_version.get(version),
+            None if after is None else by_version.get(after),
+            images,
+        )
         cols = np.asarray([column[i.unit_id] for i in images], dtype=np.int64)
         if truth is not None:
             true = truth.rates(pixels["synthesized"][rows])
             for image, t in zip(images, true[np.arange(len(images)), cols]):
                 image.true_hz = float(t)
         models.fill(iteration, version, after, pixels["synthesized"][rows])
-        iteration.summary = _summary(images, natural_range[cols], best_natural[cols],
-                                     None if truth is None else truth.natural_range[cols],
-                                     None if truth is None else truth.best_natural[cols])
+        iteration.summary = _summary(
+            images,
+            natural_range[cols],
+            best_natural[cols],
+            None if truth is None else truth.natural_range[cols],
+            None if truth is None else truth.best_natural[cols],
+        )
         iteration.turnaround = turnaround(records, record.session_block)
         report.iterations.append(iteration)
     if not report.iterations:
         report.notes.append("no synthesize block stored images: there is no loop iteration to report")
     if models_dir is None and report.iterations:
-        report.notes.append("predictions of the refitted model on the synthesized images need the saved models: "
-                            "give models_dir (the model server's out_dir, closedloop run --model-out)")
+        report.notes.append(
+            "predictions of the refitted model on the synthesized images need the saved models: "
+            "give models_dir (the model server's out_dir, closedloop run --model-out)"
+        )
     if truth is None and report.iterations:
         report.notes.append("no brain given: ground-truth rates left out")
     return report
@@ -91,15 +118,25 @@ def build_report(session_path: Path, brain, models_dir: Path | None, device: str
 
 # --- the journal ------------------------------------------------------------------------
 
+
 def _fits(records: list[BlockRecord]) -> list[ModelFit]:
     out = []
     for r in records:
         if r.kind != "fit" or r.model_version <= 0 or not r.metrics:
             continue
         m = r.metrics
-        out.append(ModelFit(r.model_version, r.session_block, m.get("r_mean", math.nan), m.get("r_median", math.nan),
-                            m.get("r_over_rmax_mean", math.nan), int(_finite(m.get("n_images"), 0)),
-                            m.get("refit_seconds", math.nan), bool(_finite(m.get("warm_start"), 0))))
+        out.append(
+            ModelFit(
+                r.model_version,
+                r.session_block,
+                m.get("r_mean", math.nan),
+                m.get("r_median", math.nan),
+                m.get("r_over_rmax_mean", math.nan),
+                int(_finite(m.get("n_images"), 0)),
+                m.get("refit_seconds", math.nan),
+                bool(_finite(m.get("warm_start"), 0)),
+            )
+        )
     return out
 
 
@@ -123,8 +160,14 @@ def _fit_after(records, synth_block: int, ids: np.ndarray, trials, blocks, versi
 def turnaround(records: list[BlockRecord], synth_block: int) -> Turnaround:
     """The turnaround ending at the SynthesizeResult of block ``synth_block`` (NaN parts: not recorded)."""
     before = [r for r in records if r.session_block <= synth_block]
-    source = next((r for r in reversed(before) if r.kind in PRESENTATION_KINDS and r.session_block < synth_block
-                   and "responses_in_hand" in r.times), None)
+    source = next(
+        (
+            r
+            for r in reversed(before)
+            if r.kind in PRESENTATION_KINDS and r.session_block < synth_block and "responses_in_hand" in r.times
+        ),
+        None,
+    )
     if source is None:
         return Turnaround()
     times: dict[str, float] = {}
@@ -136,14 +179,23 @@ def turnaround(records: list[BlockRecord], synth_block: int) -> Turnaround:
         return times[last] - times[first] if first in times and last in times else math.nan
 
     total = span("responses_in_hand", "synthesis_received")
-    parts = [span("responses_in_hand", "responses_delivered"), span("fit_requested", "model_updated"),
-             span("synthesis_requested", "synthesis_received")]
+    parts = [
+        span("responses_in_hand", "responses_delivered"),
+        span("fit_requested", "model_updated"),
+        span("synthesis_requested", "synthesis_received"),
+    ]
     n_fits = sum(1 for r in before if r.session_block > source.session_block and r.kind == "fit")
-    return Turnaround(total, *parts, other=total - float(np.nansum(parts)) if math.isfinite(total) else math.nan,
-                      from_block=source.session_block, n_fits=n_fits)
+    return Turnaround(
+        total,
+        *parts,
+        other=total - float(np.nansum(parts)) if math.isfinite(total) else math.nan,
+        from_block=source.session_block,
+        n_fits=n_fits,
+    )
 
 
 # --- rates ------------------------------------------------------------------------------
+
 
 def _stimulus_means(stimulus_ids: np.ndarray, rates: np.ndarray, n_stimuli: int) -> tuple[np.ndarray, np.ndarray]:
     """(n_stimuli, n_units) mean rate over trials with finite rates, and trial counts."""
@@ -164,8 +216,11 @@ def _stimulus_duration_s(reader) -> float:
     except (yaml.YAMLError, KeyError, TypeError, ValueError):
         refresh = None
     if not frames or not refresh:
-        raise DataFileError(reader.path, "does not say how long stimuli were shown (runner metadata "
-                            "stimulus_frames and the rig's display.refresh_hz); it was not written by the runner")
+        raise DataFileError(
+            reader.path,
+            "does not say how long stimuli were shown (runner metadata "
+            "stimulus_frames and the rig's display.refresh_hz); it was not written by the runner",
+        )
     return float(frames) / refresh
 
 
@@ -175,13 +230,15 @@ class _Truth:
     def __init__(self, brain, unit_ids: np.ndarray, window_s, duration_s: float, natural_pixels: np.ndarray):
         source = brain.build() if hasattr(brain, "build") else brain
         if not (hasattr(source, "expected_rates") or hasattr(source, "brain")):
-            raise TypeError(f"{type(source).__name__} gives no expected rates (a SimulatedV1 population or a "
-                            "callable brain does)")
+            raise TypeError(
+                f"{type(source).__name__} gives no expected rates (a SimulatedV1 population or a callable brain does)"
+            )
         brain_ids = {int(u): i for i, u in enumerate(np.asarray(source.unit_ids))}
         missing = [int(u) for u in unit_ids if int(u) not in brain_ids]
         if missing:
-            raise ValueError(f"the brain has no unit(s) {missing[:5]} of the session: it is not the brain that "
-                             "was recorded")
+            raise ValueError(
+                f"the brain has no unit(s) {missing[:5]} of the session: it is not the brain that was recorded"
+            )
         self.source, self.window_s, self.duration_s = source, window_s, duration_s
         self.columns = np.asarray([brain_ids[int(u)] for u in unit_ids], dtype=np.int64)
         natural = self.rates(natural_pixels)
@@ -229,8 +286,11 @@ class _SavedModels:
             return
         checkpoint = None if self.folder is None else self._load(after)
         if checkpoint is None:
-            iteration.after_note = (f"model version {after} was not saved (give models_dir: the server's out_dir)"
-                                    if self.folder is None else f"no {model_path(self.folder, after)}")
+            iteration.after_note = (
+                f"model version {after} was not saved (give models_dir: the server's out_dir)"
+                if self.folder is None
+                else f"no {model_path(self.folder, after)}"
+            )
             return
         held = set(int(i) for i in np.asarray(checkpoint.image_ids)[checkpoint.split.held_out])
         for image, rate in zip(images, self._predict(checkpoint, pixels, units)):
@@ -239,6 +299,7 @@ class _SavedModels:
 
 
 # --- summaries --------------------------------------------------------------------------
+
 
 def pearson(a, b) -> float:
     """Pearson r over pairs where both are finite; NaN with fewer than 3 or no spread."""
@@ -257,8 +318,10 @@ def _median(values) -> float:
 
 def _summary(images: list[SynthesizedImage], measured_range, best_measured, true_range, best_true) -> dict:
     """Control accuracy of one iteration (keys explained in `closedloop.reports.loop_view.SUMMARY_LINES`)."""
-    column = {name: np.asarray([getattr(i, name) for i in images], dtype=np.float64)
-              for name in ("target_hz", "measured_hz", "true_hz", "predicted_before_hz", "predicted_after_hz")}
+    column = {
+        name: np.asarray([getattr(i, name) for i in images], dtype=np.float64)
+        for name in ("target_hz", "measured_hz", "true_hz", "predicted_before_hz", "predicted_after_hz")
+    }
     units = np.asarray([i.unit_id for i in images])
     target, measured, true = column["target_hz"], column["measured_hz"], column["true_hz"]
     graded, maxed = np.isfinite(target), ~np.isfinite(target)
@@ -269,20 +332,23 @@ def _summary(images: list[SynthesizedImage], measured_range, best_measured, true
             "n_measured": float(np.sum(np.isfinite(measured))),
             "r_target_measured": pearson(target[graded], measured[graded]),
             "r_target_true": pearson(target[graded], true[graded]),
-            "r_target_measured_unit_median": _median([pearson(target[graded & (units == u)],
-                                                              measured[graded & (units == u)])
-                                                      for u in np.unique(units)]),
-            "r_target_true_unit_median": _median([pearson(target[graded & (units == u)], true[graded & (units == u)])
-                                                  for u in np.unique(units)]),
+            "r_target_measured_unit_median": _median(
+                [pearson(target[graded & (units == u)], measured[graded & (units == u)]) for u in np.unique(units)]
+            ),
+            "r_target_true_unit_median": _median(
+                [pearson(target[graded & (units == u)], true[graded & (units == u)]) for u in np.unique(units)]
+            ),
             "error_measured_pct": 100 * _median(np.abs(measured - target)[graded] / measured_range[graded]),
-            "error_true_pct": np.nan if true_range is None
+            "error_true_pct": np.nan
+            if true_range is None
             else 100 * _median(np.abs(true - target)[graded] / true_range[graded]),
-            "error_predicted_pct": 100 * _median(np.abs(column["predicted_before_hz"] - target)[graded]
-                                                 / measured_range[graded]),
+            "error_predicted_pct": 100
+            * _median(np.abs(column["predicted_before_hz"] - target)[graded] / measured_range[graded]),
             "max_measured_over_best_natural": _median(measured[maxed] / best_measured[maxed]),
             "max_measured_beats_best_natural": _fraction(measured[maxed] > best_measured[maxed], measured[maxed]),
             "max_true_over_best_natural": np.nan if best_true is None else _median(true[maxed] / best_true[maxed]),
-            "max_true_beats_best_natural": np.nan if best_true is None
+            "max_true_beats_best_natural": np.nan
+            if best_true is None
             else _fraction(true[maxed] > best_true[maxed], true[maxed]),
         }
         for when in ("before", "after"):

@@ -1,4 +1,4 @@
-"""How well the closed loop worked, iteration by iteration (issue 6; DESIGN §7, §10).
+"""How well the closed loop worked, iteration by iteration (issue 6; docs/methods.md, Synthesis; benchmarks/README.md).
 
 Read from a finished (or interrupted) session file and the runner's journal: for every
 synthesize block that made images — one loop iteration — the model that made them and
@@ -25,8 +25,9 @@ from closedloop.reports.loop_numbers import build_report
 from closedloop.reports.loop_types import LoopReport
 
 
-def loop_report(session_path: str | Path, brain=None, *, models_dir: str | Path | None = None,
-                device: str = "cpu") -> LoopReport:
+def loop_report(
+    session_path: str | Path, brain=None, *, models_dir: str | Path | None = None, device: str = "cpu"
+) -> LoopReport:
     """The loop report of a session (see module notes).
 
     Parameters

@@ -41,8 +41,10 @@ def _fit_line(fit) -> str:
     if fit is None:
         return "unknown"
     start = "warm" if fit.warm_start else "cold"
-    return (f"v{fit.version} (r mean {_f(fit.r_mean)}, median {_f(fit.r_median)}, r/rmax {_f(fit.r_over_rmax_mean)}, "
-            f"{fit.n_images} images, {_f(fit.refit_seconds, 1)} s {start})")
+    return (
+        f"v{fit.version} (r mean {_f(fit.r_mean)}, median {_f(fit.r_median)}, r/rmax {_f(fit.r_over_rmax_mean)}, "
+        f"{fit.n_images} images, {_f(fit.refit_seconds, 1)} s {start})"
+    )
 
 
 def report_text(report) -> str:
@@ -51,43 +53,68 @@ def report_text(report) -> str:
     lines += [f"  {_fit_line(fit)}" for fit in report.fits] or ["  none"]
     for it in report.iterations:
         s, t = it.summary, it.turnaround
-        lines += ["", f"iteration {it.number} (synthesize block {it.synthesize_block}, loop iteration "
-                  f"{it.loop_iteration}): images from {_fit_line(it.model_before)}",
-                  f"  refit after their responses: {_fit_line(it.model_after) if it.model_after else it.after_note}"]
+        lines += [
+            "",
+            f"iteration {it.number} (synthesize block {it.synthesize_block}, loop iteration "
+            f"{it.loop_iteration}): images from {_fit_line(it.model_before)}",
+            f"  refit after their responses: {_fit_line(it.model_after) if it.model_after else it.after_note}",
+        ]
         if math.isfinite(t.total):
             spans = "" if t.is_loop else f" (spans {t.n_fits} refits: not a loop turnaround)"
-            lines.append(f"  turnaround {t.total:.3f} s from block {t.from_block}'s last response{spans}: extraction "
-                         f"{_f(t.extraction, 3)} s, refit {_f(t.refit, 3)} s, synthesis {_f(t.synthesis, 3)} s, "
-                         f"other {_f(t.other, 3)} s")
-        lines.append(f"  {'stimulus':>8} {'unit':>5} {'target':>7} {'predicted':>9} {'measured':>8} {'n':>3} "
-                     f"{'true':>7} {'refit':>7}")
+            lines.append(
+                f"  turnaround {t.total:.3f} s from block {t.from_block}'s last response{spans}: extraction "
+                f"{_f(t.extraction, 3)} s, refit {_f(t.refit, 3)} s, synthesis {_f(t.synthesis, 3)} s, "
+                f"other {_f(t.other, 3)} s"
+            )
+        lines.append(
+            f"  {'stimulus':>8} {'unit':>5} {'target':>7} {'predicted':>9} {'measured':>8} {'n':>3} "
+            f"{'true':>7} {'refit':>7}"
+        )
         for im in it.images:
             held = "" if im.held_out_after is None else ("*" if im.held_out_after else " ")
-            lines.append(f"  {im.stimulus_id:>8} {im.unit_id:>5} {im.label:>7} {_f(im.predicted_before_hz, 1):>9} "
-                         f"{_f(im.measured_hz, 1):>8} {im.n_presentations:>3} {_f(im.true_hz, 1):>7} "
-                         f"{_f(im.predicted_after_hz, 1):>6}{held}")
+            lines.append(
+                f"  {im.stimulus_id:>8} {im.unit_id:>5} {im.label:>7} {_f(im.predicted_before_hz, 1):>9} "
+                f"{_f(im.measured_hz, 1):>8} {im.n_presentations:>3} {_f(im.true_hz, 1):>7} "
+                f"{_f(im.predicted_after_hz, 1):>6}{held}"
+            )
         lines += [
             f"  targets vs measured: r {_f(s['r_target_measured'])} pooled, median per-unit r "
             f"{_f(s['r_target_measured_unit_median'])}; median error {_f(s['error_measured_pct'], 0)} % of the "
             f"natural-image range (the model's own {_f(s['error_predicted_pct'], 0)} %)",
         ]
         if report.has_truth:
-            lines.append(f"  targets vs truth: r {_f(s['r_target_true'])} pooled, median per-unit r "
-                         f"{_f(s['r_target_true_unit_median'])}; median error {_f(s['error_true_pct'], 0)} %")
+            lines.append(
+                f"  targets vs truth: r {_f(s['r_target_true'])} pooled, median per-unit r "
+                f"{_f(s['r_target_true_unit_median'])}; median error {_f(s['error_true_pct'], 0)} %"
+            )
         if math.isfinite(s["max_measured_over_best_natural"]) or math.isfinite(s["max_true_over_best_natural"]):
-            true = (f", true {_f(s['max_true_over_best_natural'])}x "
-                    f"({_f(100 * s['max_true_beats_best_natural'], 0)} % above it)") if report.has_truth else ""
-            lines.append(f"  'max' images vs the unit's best natural image: measured "
-                         f"{_f(s['max_measured_over_best_natural'])}x "
-                         f"({_f(100 * s['max_measured_beats_best_natural'], 0)} % above it){true}")
-        after = (f"after the refit r {_f(s['r_predicted_after'])}, error {_f(s['error_predicted_after_pct'], 0)} %"
-                 if math.isfinite(s["r_predicted_after"]) or math.isfinite(s["error_predicted_after_pct"])
-                 else f"after the refit: {it.after_note or 'n/a'}")
-        lines.append(f"  model vs measured on these images: before (from {it.before_source}) r "
-                     f"{_f(s['r_predicted_before'])}, error {_f(s['error_predicted_before_pct'], 0)} %; {after}")
+            true = (
+                (
+                    f", true {_f(s['max_true_over_best_natural'])}x "
+                    f"({_f(100 * s['max_true_beats_best_natural'], 0)} % above it)"
+                )
+                if report.has_truth
+                else ""
+            )
+            lines.append(
+                f"  'max' images vs the unit's best natural image: measured "
+                f"{_f(s['max_measured_over_best_natural'])}x "
+                f"({_f(100 * s['max_measured_beats_best_natural'], 0)} % above it){true}"
+            )
+        after = (
+            f"after the refit r {_f(s['r_predicted_after'])}, error {_f(s['error_predicted_after_pct'], 0)} %"
+            if math.isfinite(s["r_predicted_after"]) or math.isfinite(s["error_predicted_after_pct"])
+            else f"after the refit: {it.after_note or 'n/a'}"
+        )
+        lines.append(
+            f"  model vs measured on these images: before (from {it.before_source}) r "
+            f"{_f(s['r_predicted_before'])}, error {_f(s['error_predicted_before_pct'], 0)} %; {after}"
+        )
         if s["n_held_out_after"] > 0:
-            lines.append(f"    on the {int(s['n_held_out_after'])} the refit held out (*): r "
-                         f"{_f(s['r_predicted_before_held_out'])} before, {_f(s['r_predicted_after_held_out'])} after")
+            lines.append(
+                f"    on the {int(s['n_held_out_after'])} the refit held out (*): r "
+                f"{_f(s['r_predicted_before_held_out'])} before, {_f(s['r_predicted_after_held_out'])} after"
+            )
     if len(report.iterations) > 1:
         errors = " -> ".join(_f(it.summary["error_measured_pct"], 0) for it in report.iterations)
         lines += ["", f"measured error over iterations (% of natural range): {errors}"]
@@ -123,8 +150,9 @@ def report_figure(report, path: Path) -> Path:
         if finite.size:
             low, high = float(finite.min()), float(finite.max())
             ax.plot([low, high], [low, high], color="0.6", lw=0.8, zorder=0)
-        ax.set_title(f"iteration {it.number} (model v{it.model_before.version if it.model_before else '?'})",
-                     fontsize=9)
+        ax.set_title(
+            f"iteration {it.number} (model v{it.model_before.version if it.model_before else '?'})", fontsize=9
+        )
         ax.set_xlabel("target (Hz)")
         ax.set_ylabel("rate (Hz)")
         ax.legend(fontsize=7, loc="best")

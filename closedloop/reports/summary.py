@@ -39,22 +39,29 @@ class RunSummary:
     def from_session(cls, session_path: str | Path) -> RunSummary:
         """Summarise the session at ``session_path`` from its journal."""
         records = session_records(session_path)
-        summary = cls(session=str(session_path), blocks=len(records),
-                      trials=sum(record.n_trials for record in records),
-                      by_state=dict(Counter(record.state for record in records)),
-                      iterations=max((record.iteration for record in records), default=0))
+        summary = cls(
+            session=str(session_path),
+            blocks=len(records),
+            trials=sum(record.n_trials for record in records),
+            by_state=dict(Counter(record.state for record in records)),
+            iterations=max((record.iteration for record in records), default=0),
+        )
         for record in records:
             if record.state not in ("finished", "skipped"):
-                summary.problems.append(f"block {record.session_block} {record.kind}: {record.state}"
-                                        + (f" ({record.detail})" if record.detail else ""))
+                summary.problems.append(
+                    f"block {record.session_block} {record.kind}: {record.state}"
+                    + (f" ({record.detail})" if record.detail else "")
+                )
             if record.model_version > summary.model_version:
                 summary.model_version, summary.model_metrics = record.model_version, dict(record.metrics)
         return summary
 
     def text(self) -> str:
         states = ", ".join(f"{count} {state}" for state, count in sorted(self.by_state.items()))
-        lines = [f"session {self.session}: {self.blocks} blocks ({states or 'none'}), {self.trials} trials"
-                 + (f", {counted(self.iterations, 'loop iteration')}" if self.iterations else "")]
+        lines = [
+            f"session {self.session}: {self.blocks} blocks ({states or 'none'}), {self.trials} trials"
+            + (f", {counted(self.iterations, 'loop iteration')}" if self.iterations else "")
+        ]
         if self.model_version:
             r = self.model_metrics.get("r_mean", math.nan)
             ratio = self.model_metrics.get("r_over_rmax_mean", math.nan)
@@ -63,6 +70,13 @@ class RunSummary:
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"session": self.session, "blocks": self.blocks, "trials": self.trials, "by_state": self.by_state,
-                "iterations": self.iterations, "problems": self.problems, "model_version": self.model_version,
-                "model_metrics": self.model_metrics}
+        return {
+            "session": self.session,
+            "blocks": self.blocks,
+            "trials": self.trials,
+            "by_state": self.by_state,
+            "iterations": self.iterations,
+            "problems": self.problems,
+            "model_version": self.model_version,
+            "model_metrics": self.model_metrics,
+        }

@@ -1,4 +1,4 @@
-"""Protocol execution: blocks, photodiode alignment, responses, the session file, resume (DESIGN §1, §5).
+"""Protocol execution: blocks, photodiode alignment, responses, the session file, resume (docs/architecture.md).
 
 - `Runner`: the component that runs a protocol on a rig (`closedloop.runner.runner`).
 - `RunnerSettings`: how long it waits for what (its sockets: `closedloop.transport.Endpoints`).
@@ -15,11 +15,16 @@ from __future__ import annotations
 from closedloop.lazy import lazy_exports
 
 _EXPORTS = {
-    "Alignment": "closedloop.runner.alignment", "align_onsets": "closedloop.runner.alignment",
-    "BlockRecord": "closedloop.runner.journal", "Journal": "closedloop.runner.journal",
+    "Alignment": "closedloop.runner.alignment",
+    "align_onsets": "closedloop.runner.alignment",
+    "BlockRecord": "closedloop.runner.journal",
+    "Journal": "closedloop.runner.journal",
     "journal_path": "closedloop.runner.journal",
-    "Plan": "closedloop.runner.plan", "PlannedStep": "closedloop.runner.plan", "trial_order": "closedloop.runner.plan",
-    "Runner": "closedloop.runner.runner", "RunnerSettings": "closedloop.runner.settings",
+    "Plan": "closedloop.runner.plan",
+    "PlannedStep": "closedloop.runner.plan",
+    "trial_order": "closedloop.runner.plan",
+    "Runner": "closedloop.runner.runner",
+    "RunnerSettings": "closedloop.runner.settings",
     "check_protocol_units": "closedloop.runner.targets",
 }
 __all__ = sorted(_EXPORTS)

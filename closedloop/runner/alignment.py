@@ -1,4 +1,4 @@
-"""Stimulus onsets from photodiode edges, matched in order to the presenter's reports (DESIGN §5).
+"""Stimulus onsets from photodiode edges, matched in order to the presenter's reports (docs/architecture.md, Clocks).
 
 The photodiode edge recorded by acquisition is the true onset on the acquisition
 clock; the presenter's flip time (its own clock) is the check.  Rising edges are
@@ -45,8 +45,9 @@ class Alignment:
         return float(np.median(self.onsets - np.asarray(flip_times, dtype=np.float64)))
 
 
-def align_onsets(flip_times: np.ndarray, edge_times: np.ndarray, frame_s: float,
-                 tolerance_frames: float = 1.0) -> Alignment:
+def align_onsets(
+    flip_times: np.ndarray, edge_times: np.ndarray, frame_s: float, tolerance_frames: float = 1.0
+) -> Alignment:
     """Match rising photodiode edges to trials in order and check their spacing.
 
     Parameters
@@ -78,20 +79,25 @@ def align_onsets(flip_times: np.ndarray, edge_times: np.ndarray, frame_s: float,
         return failed("no trials were reported") if n_edges else Alignment(True, edges, "", 0, 0)
     if np.any(np.diff(edges) <= 0):
         first = int(np.flatnonzero(np.diff(edges) <= 0)[0])
-        return failed(f"photodiode edges out of time order at edge {first + 1} "
-                      f"({edges[first]:.4f} s then {edges[first + 1]:.4f} s)")
+        return failed(
+            f"photodiode edges out of time order at edge {first + 1} "
+            f"({edges[first]:.4f} s then {edges[first + 1]:.4f} s)"
+        )
     if n_edges != n_trials:
         which = "missing" if n_edges < n_trials else "extra"
         where = _first_disagreement(flips, edges, tolerance)
         located = "" if where is None else f"; edges and flips first disagree at trial {where}"
-        return failed(f"{n_edges} photodiode rising edges for {n_trials} trials "
-                      f"({abs(n_trials - n_edges)} {which}){located}")
+        return failed(
+            f"{n_edges} photodiode rising edges for {n_trials} trials ({abs(n_trials - n_edges)} {which}){located}"
+        )
     where = _first_disagreement(flips, edges, tolerance)
     if where is not None:
         edge_gap, flip_gap = edges[where] - edges[where - 1], flips[where] - flips[where - 1]
-        return failed(f"photodiode edge interval before trial {where} is {1000 * edge_gap:.1f} ms but the "
-                      f"presenter's flip interval is {1000 * flip_gap:.1f} ms (off by "
-                      f"{1000 * abs(edge_gap - flip_gap):.1f} ms, more than {1000 * tolerance:.1f} ms)")
+        return failed(
+            f"photodiode edge interval before trial {where} is {1000 * edge_gap:.1f} ms but the "
+            f"presenter's flip interval is {1000 * flip_gap:.1f} ms (off by "
+            f"{1000 * abs(edge_gap - flip_gap):.1f} ms, more than {1000 * tolerance:.1f} ms)"
+        )
     return Alignment(True, edges.copy(), "", n_edges, n_trials)
 
 

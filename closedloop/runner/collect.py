@@ -2,7 +2,8 @@
 
 `StreamCollector` drains the acquisition stream (SpikeBatch, SyncEvent, Heartbeat, in
 a `closedloop.acquisition.buffer.AcquisitionBuffer`) and the presenter's StimulusShown
-reports on every runner step, so no socket backs up while the runner waits for a fit.  Spikes and sync events pile up until a block takes
+reports on every runner step, so no socket backs up while the runner waits for a fit.  Spikes and sync events
+pile up until a block takes
 them (`StreamCollector.take`): every one received is stored with some block, so
 nothing between blocks is lost.  StimulusShown reports are kept per block number.
 
@@ -56,8 +57,9 @@ class StreamCollector:
 
     def __init__(self, spikes_endpoint: str, stimulus_endpoint: str, name: str = "runner"):
         self.name = name
-        self.acquisition = AcquisitionBuffer(spikes_endpoint, name,
-                                             on_other=lambda message: self._unexpected(message, "acquisition"))
+        self.acquisition = AcquisitionBuffer(
+            spikes_endpoint, name, on_other=lambda message: self._unexpected(message, "acquisition")
+        )
         self.stimulus = Subscriber(stimulus_endpoint, topics=[StimulusShown], name=f"{name} stimulus")
         self._log = RateLimitedLog(logger, 2.0)
         self.shown: dict[int, ShownTrials] = {}
@@ -99,8 +101,14 @@ class StreamCollector:
 
     def _unexpected(self, message, where: str) -> None:
         self.unexpected += 1
-        self._log.warning("unexpected", "%s: ignored a %s on the %s stream (%d unexpected so far)",
-                          self.name, message.type_name(), where, self.unexpected)
+        self._log.warning(
+            "unexpected",
+            "%s: ignored a %s on the %s stream (%d unexpected so far)",
+            self.name,
+            message.type_name(),
+            where,
+            self.unexpected,
+        )
 
     # --- blocks -------------------------------------------------------------------
 
@@ -137,6 +145,11 @@ class StreamCollector:
 
     def stats(self) -> dict[str, int]:
         """Stream counters, for the log at teardown."""
-        return {"acquisition_gaps": self.acquisition.stats.gaps, "acquisition_missing": self.acquisition.stats.missing,
-                "acquisition_rejected": self.acquisition.stats.rejected, "stimulus_gaps": self.stimulus.stats.gaps,
-                "heartbeats": self.heartbeats, "unexpected": self.unexpected}
+        return {
+            "acquisition_gaps": self.acquisition.stats.gaps,
+            "acquisition_missing": self.acquisition.stats.missing,
+            "acquisition_rejected": self.acquisition.stats.rejected,
+            "stimulus_gaps": self.stimulus.stats.gaps,
+            "heartbeats": self.heartbeats,
+            "unexpected": self.unexpected,
+        }

@@ -30,8 +30,7 @@ def unit_names(rig: Rig) -> UnitIds | None:
     if acquisition.kind != "openephys":
         return None
     clock = acquisition.clock_stream or "(the stream the photodiode TTL arrives on)"
-    return UnitIds({e.name: e.number for e in acquisition.electrodes},
-                   [clock, *(s.name for s in acquisition.streams)])
+    return UnitIds({e.name: e.number for e in acquisition.electrodes}, [clock, *(s.name for s in acquisition.streams)])
 
 
 def unit_metadata(rig: Rig, unit_ids: np.ndarray) -> dict:
@@ -39,9 +38,13 @@ def unit_metadata(rig: Rig, unit_ids: np.ndarray) -> dict:
     names = unit_names(rig)
     if names is None:
         return {}
-    return {"unit_sources": {"rule": "stream slot x 100000000 + kind x 10000000 + electrode x 1000 + sorted_id; "
-                                     "slot 0 = clock stream; kind 0 Electrode, 1 Stereotrode, 2 Tetrode, 3 mapped",
-                             "units": names.table(unit_ids)}}
+    return {
+        "unit_sources": {
+            "rule": "stream slot x 100000000 + kind x 10000000 + electrode x 1000 + sorted_id; "
+            "slot 0 = clock stream; kind 0 Electrode, 1 Stereotrode, 2 Tetrode, 3 mapped",
+            "units": names.table(unit_ids),
+        }
+    }
 
 
 def describe(rig: Rig, unit_id: int) -> str:
@@ -53,8 +56,9 @@ def describe(rig: Rig, unit_id: int) -> str:
     return f"unit {unit_id} ({source.electrode}, sorted {source.sorted_id}, stream {source.stream})"
 
 
-def listen_for_units(pending_units: Callable[[], np.ndarray], seconds: float,
-                     progress: Callable[[str], None]) -> Iterator[None]:
+def listen_for_units(
+    pending_units: Callable[[], np.ndarray], seconds: float, progress: Callable[[str], None]
+) -> Iterator[None]:
     """A generator that yields while listening; its return value is the sorted unit ids heard.
 
     Parameters
@@ -97,6 +101,8 @@ class LateUnits:
         self.late.extend(new)
         more = f" and {len(new) - 5} more" if len(new) > 5 else ""
         names = ", ".join(describe(self.rig, u) for u in new[:5]) + more
-        self.report(f"{len(new)} unit(s) appeared after the session's units were fixed: {names}; their spikes are "
-                    "stored, the model keeps the session's units (start a new session to include them)")
+        self.report(
+            f"{len(new)} unit(s) appeared after the session's units were fixed: {names}; their spikes are "
+            "stored, the model keeps the session's units (start a new session to include them)"
+        )
         return new

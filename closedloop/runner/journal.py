@@ -20,7 +20,7 @@ import logging
 import math
 import os
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
@@ -105,7 +105,7 @@ class BlockRecord:
 
     def to_json(self) -> str:
         data = asdict(self)
-        data["time_utc"] = data["time_utc"] or datetime.now(timezone.utc).isoformat(timespec="seconds")
+        data["time_utc"] = data["time_utc"] or datetime.now(UTC).isoformat(timespec="seconds")
         return json.dumps(_finite(data), sort_keys=True)
 
     @classmethod
@@ -179,8 +179,9 @@ class Journal:
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         except OSError as error:
-            raise storage_error(self.path, f"the runner journal's record of block {record.session_block}",
-                                error) from None
+            raise storage_error(
+                self.path, f"the runner journal's record of block {record.session_block}", error
+            ) from None
         try:
             end = os.fstat(fd).st_size
             try:
@@ -194,8 +195,12 @@ class Journal:
                     os.ftruncate(fd, end)
                 except OSError:
                     pass  # a cut-short last line is skipped by every reader of the journal
-                raise storage_error(self.path, f"the runner journal's record of block {record.session_block}",
-                                    error, f"nothing of block {record.session_block} was committed") from None
+                raise storage_error(
+                    self.path,
+                    f"the runner journal's record of block {record.session_block}",
+                    error,
+                    f"nothing of block {record.session_block} was committed",
+                ) from None
         finally:
             os.close(fd)
 
@@ -223,14 +228,18 @@ class Journal:
         """
         if not self.path.exists():
             if n_blocks:
-                raise DataFileError(self.path, f"is missing but the session has {n_blocks} block(s); the runner "
-                                    "cannot tell where in the protocol it stopped")
+                raise DataFileError(
+                    self.path,
+                    f"is missing but the session has {n_blocks} block(s); the runner "
+                    "cannot tell where in the protocol it stopped",
+                )
             return []
         records = {r.session_block: r for r in read_records(self.path) if r.session_block < n_blocks}
         missing = sorted(set(range(n_blocks)) - set(records))
         if missing:
-            raise DataFileError(self.path, f"has no record of session block(s) {missing}; it does not belong to "
-                                "this session file")
+            raise DataFileError(
+                self.path, f"has no record of session block(s) {missing}; it does not belong to this session file"
+            )
         kept = [records[i] for i in range(n_blocks)]
         scratch = self.path.with_name(self.path.name + ".tmp")
         try:
@@ -241,8 +250,12 @@ class Journal:
             os.replace(scratch, self.path)
         except OSError as error:
             scratch.unlink(missing_ok=True)
-            raise storage_error(self.path, "the runner journal (cut back to the committed blocks)", error,
-                                "the journal itself is unchanged") from None
+            raise storage_error(
+                self.path,
+                "the runner journal (cut back to the committed blocks)",
+                error,
+                "the journal itself is unchanged",
+            ) from None
         return kept
 
 

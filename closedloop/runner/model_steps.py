@@ -25,7 +25,11 @@ from closedloop.runner.plan import Plan, PlannedStep
 from closedloop.runner.recorder import SessionRecorder
 from closedloop.runner.settings import RunnerSettings
 from closedloop.runner.targets import (
-    SynthesisPlanError, natural_means, target_rates, top_units, well_fit_units,
+    SynthesisPlanError,
+    natural_means,
+    target_rates,
+    top_units,
+    well_fit_units,
 )
 from closedloop.runner.trials import TrialData
 from closedloop.server.client import ModelLink, empty_fit_request
@@ -52,8 +56,18 @@ class ModelSteps:
         For log lines.
     """
 
-    def __init__(self, link: ModelLink, recorder: SessionRecorder, collector: StreamCollector, *, rig: Rig,
-                 protocol: Protocol, plan: Plan, settings: RunnerSettings, name: str = "runner"):
+    def __init__(
+        self,
+        link: ModelLink,
+        recorder: SessionRecorder,
+        collector: StreamCollector,
+        *,
+        rig: Rig,
+        protocol: Protocol,
+        plan: Plan,
+        settings: RunnerSettings,
+        name: str = "runner",
+    ):
         self.link, self.recorder, self.collector = link, recorder, collector
         self.rig, self.protocol, self.plan, self.settings, self.name = rig, protocol, plan, settings, name
         self.server_has: set[int] = set()  # stimulus ids whose pixels this server has
@@ -99,9 +113,15 @@ class ModelSteps:
     def _fit_request(self, data: TrialData, refit: bool = False) -> FitRequest:
         new = np.array(sorted({int(i) for i in data.stimulus_ids} - self.server_has), dtype=np.int64)
         library = self.recorder.library
-        return FitRequest(block=data.block, stimulus_ids=data.stimulus_ids, rates=data.rates,
-                          unit_ids=self.recorder.unit_ids, image_ids=new if new.size else None,
-                          images=library.images(new) if new.size else None, refit=refit)
+        return FitRequest(
+            block=data.block,
+            stimulus_ids=data.stimulus_ids,
+            rates=data.rates,
+            unit_ids=self.recorder.unit_ids,
+            image_ids=new if new.size else None,
+            images=library.images(new) if new.size else None,
+            refit=refit,
+        )
 
     def _fit_accepted(self, request: FitRequest) -> None:
         self.server_blocks.add(request.block)
@@ -118,8 +138,9 @@ class ModelSteps:
         deadline = time.monotonic() + self.settings.fit_timeout_s
         while self.link.version < version and time.monotonic() < deadline and not self.link.restarted:
             yield
-        logger.info("%s: resumed at step %s with model version %d", self.name, self.recorder.position,
-                    self.link.version)
+        logger.info(
+            "%s: resumed at step %s with model version %d", self.name, self.recorder.position, self.link.version
+        )
 
     # --- fit ----------------------------------------------------------------------
 
@@ -132,8 +153,9 @@ class ModelSteps:
             self.record(step, "skipped", f"{UNAVAILABLE}; the refit is asked for when it is back")
             return
         self.recorder.mark("fit_requested")
-        reply = yield from self.link.request(empty_fit_request(block, self.recorder.unit_ids),
-                                             self.settings.request_timeout_s)
+        reply = yield from self.link.request(
+            empty_fit_request(block, self.recorder.unit_ids), self.settings.request_timeout_s
+        )
         if reply is None:
             self._queue_refit(block)
             self.record(step, "skipped", f"{UNAVAILABLE}; the refit is asked for when it is back")
@@ -161,34 +183,50 @@ class ModelSteps:
                 self.record(step, "failed", f"the refit failed ({error.code}: {error.message})")
                 return
             if time.monotonic() > deadline:
-                self.record(step, "flagged", f"no ModelUpdated version {answer.version} within "
-                            f"{self.settings.fit_timeout_s:g} s; going on with version {self.link.version}")
+                self.record(
+                    step,
+                    "flagged",
+                    f"no ModelUpdated version {answer.version} within "
+                    f"{self.settings.fit_timeout_s:g} s; going on with version {self.link.version}",
+                )
                 return
             if time.monotonic() > next_ping:  # a server that died mid-refit never answers
                 alive = yield from self.link.ping()
                 if alive is None:
                     self._queue_refit(block)
-                    self.record(step, "skipped", f"{UNAVAILABLE} (it went away during the refit); "
-                                "the refit is asked for again when it is back")
+                    self.record(
+                        step,
+                        "skipped",
+                        f"{UNAVAILABLE} (it went away during the refit); the refit is asked for again when it is back",
+                    )
                     return
                 reached = getattr(alive.message, "model_version", 0)
                 if reached >= answer.version and self.link.version < answer.version:
-                    self.record(step, "flagged", f"the server has model version {reached} but its "
-                                "ModelUpdated never arrived (lost on the PUB); metrics unknown")
+                    self.record(
+                        step,
+                        "flagged",
+                        f"the server has model version {reached} but its "
+                        "ModelUpdated never arrived (lost on the PUB); metrics unknown",
+                    )
                     return
                 next_ping = time.monotonic() + self.settings.ping_interval_s
             yield
         self.recorder.mark("model_updated")
         update = self.link.newest
         r_median = update.metrics.get("r_median", float("nan"))
-        self.record(step, "finished", f"model version {update.version}, median held-out r "
-                    f"{r_median:.3f}", update=update)
+        self.record(
+            step, "finished", f"model version {update.version}, median held-out r {r_median:.3f}", update=update
+        )
 
     def _restarted_during(self, step: PlannedStep):
         self.queue_everything()
         yield from self.deliver_backlog()
-        self.record(step, "flagged", "the model server restarted and had lost its data; everything "
-                    "recorded was sent again and a refit asked for")
+        self.record(
+            step,
+            "flagged",
+            "the model server restarted and had lost its data; everything "
+            "recorded was sent again and a refit asked for",
+        )
 
     # --- synthesize -----------------------------------------------------------------
 
@@ -211,8 +249,9 @@ class ModelSteps:
                 logger.warning("%s: %s", self.name, skipped)
             unknown = sorted(set(units.tolist()) - set(self.recorder.unit_ids.tolist()))
             if unknown:
-                raise SynthesisPlanError(f"model version {update.version} names units {unknown} that this session "
-                                         "does not have")
+                raise SynthesisPlanError(
+                    f"model version {update.version} names units {unknown} that this session does not have"
+                )
             means = natural_means(self.recorder.history, self.recorder.library.natural_ids, self.recorder.unit_ids)
             targets = target_rates(synthesis, units, self.recorder.unit_ids, means)
         except SynthesisPlanError as error:
@@ -225,8 +264,9 @@ class ModelSteps:
         seed = int(seeds.generate_state(1)[0] % 2**31)
         request = SynthesizeRequest(unit_ids=unit_column, targets=target_column, seed=seed, steps=synthesis.steps)
         self.recorder.mark("synthesis_requested")
-        reply = yield from self.link.request(request, self.settings.synth_timeout_s,
-                                             ping_every_s=self.settings.ping_interval_s)
+        reply = yield from self.link.request(
+            request, self.settings.synth_timeout_s, ping_every_s=self.settings.ping_interval_s
+        )
         if reply is None:
             return UNAVAILABLE
         if self.link.restarted:
@@ -249,8 +289,11 @@ class ModelSteps:
         size = self.rig.stimulus.size_px
         images = np.asarray(result.images)
         if images.shape[1:] != (size, size):
-            self.record(step, "failed", f"the model server sent images of shape {images.shape[1:]}, "
-                        f"but the rig's stimulus.size_px is {size}")
+            self.record(
+                step,
+                "failed",
+                f"the model server sent images of shape {images.shape[1:]}, but the rig's stimulus.size_px is {size}",
+            )
             return
         if images.dtype == np.uint8:
             images = images.astype(np.float32) / 255.0
@@ -258,15 +301,27 @@ class ModelSteps:
             self.record(step, "failed", "the model server sent images with values outside [0, 1]")
             return
         start = self.recorder.writer.n_stimuli
-        ids = self.recorder.writer.add_stimuli(images, "synthesized", unit_id=result.unit_ids, target_hz=result.targets,
-                                      achieved_hz=result.achieved, model_version=result.model_version,
-                                      seed=result.seed, source_index=np.arange(len(images)))
+        ids = self.recorder.writer.add_stimuli(
+            images,
+            "synthesized",
+            unit_id=result.unit_ids,
+            target_hz=result.targets,
+            achieved_hz=result.achieved,
+            model_version=result.model_version,
+            seed=result.seed,
+            source_index=np.arange(len(images)),
+        )
         self.recorder.library.add(ids, images)
         self.recorder.library.synthesized_ids = ids
         self.recorder.mark("images_stored")
-        self.record(step, "finished", f"{len(ids)} images for units "
-                    f"{sorted(set(result.unit_ids.tolist()))} from model version {result.model_version}",
-                    stimuli=[start, start + len(ids)], stimulus_set="synthesized")
+        self.record(
+            step,
+            "finished",
+            f"{len(ids)} images for units "
+            f"{sorted(set(result.unit_ids.tolist()))} from model version {result.model_version}",
+            stimuli=[start, start + len(ids)],
+            stimulus_set="synthesized",
+        )
 
     # --- records --------------------------------------------------------------------
 
@@ -279,6 +334,13 @@ class ModelSteps:
                 record.unit_ids = [int(u) for u in update.unit_ids]
                 record.heldout_r = [float(r) for r in update.heldout_r]
         log = logger.info if state in ("finished", "skipped") else logger.warning
-        log("%s: block %d (%s, %s) %s: %s", self.name, self.recorder.writer.n_blocks, step.kind, step.where, state,
-            detail)
+        log(
+            "%s: block %d (%s, %s) %s: %s",
+            self.name,
+            self.recorder.writer.n_blocks,
+            step.kind,
+            step.where,
+            state,
+            detail,
+        )
         self.recorder.commit(record, BlockKind.OTHER, data=self.collector.take())

@@ -18,7 +18,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from closedloop.config.blocks import (
-    Block, FitBlock, GratingsBlock, LoopBlock, NaturalBlock, PresentSynthesizedBlock, SynthesizeBlock,
+    Block,
+    FitBlock,
+    GratingsBlock,
+    LoopBlock,
+    NaturalBlock,
+    PresentSynthesizedBlock,
+    SynthesizeBlock,
 )
 from closedloop.config.protocol import Protocol
 
@@ -92,7 +98,7 @@ class Plan:
     def next_present_repeats(self, after: int) -> int:
         """Repeats of the first ``present_synthesized`` after step ``after`` in the same loop (else 1)."""
         current = self.steps[after]
-        for step in self.steps[after + 1:]:
+        for step in self.steps[after + 1 :]:
             if step.loop != current.loop or step.iteration != current.iteration:
                 break
             if isinstance(step.block, PresentSynthesizedBlock):

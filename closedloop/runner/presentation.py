@@ -101,33 +101,78 @@ class BlockPresentation:
         The presentation block in progress, if any.
     """
 
-    def __init__(self, recorder: SessionRecorder, collector: StreamCollector, presenter: RequestClient,
-                 publisher: Publisher, model: ModelSteps, *, rig: Rig, protocol: Protocol, plan: Plan,
-                 settings: RunnerSettings, endpoints: Endpoints, frames: FrameTiming, photodiode_line: int,
-                 stop: Callable[[str], None], viability: Viability | None = None, name: str = "runner"):
+    def __init__(
+        self,
+        recorder: SessionRecorder,
+        collector: StreamCollector,
+        presenter: RequestClient,
+        publisher: Publisher,
+        model: ModelSteps,
+        *,
+        rig: Rig,
+        protocol: Protocol,
+        plan: Plan,
+        settings: RunnerSettings,
+        endpoints: Endpoints,
+        frames: FrameTiming,
+        photodiode_line: int,
+        stop: Callable[[str], None],
+        viability: Viability | None = None,
+        name: str = "runner",
+    ):
         self.recorder, self.collector, self.presenter, self.publisher, self.model = (
-            recorder, collector, presenter, publisher, model)
+            recorder,
+            collector,
+            presenter,
+            publisher,
+            model,
+        )
         self.rig, self.protocol, self.plan, self.settings, self.endpoints = rig, protocol, plan, settings, endpoints
         self.frames, self.photodiode_line, self.stop, self.name = frames, photodiode_line, stop, name
         self.viability = viability
         self.window_s = recorder.window_s
         self.active: ActiveBlock | None = None
 
-    def present(self, step: PlannedStep, ids: np.ndarray, repeats: int, kind: str, ran_as: str = "",
-                note: str = "", added: list[int] | None = None, added_set: str = ""):
+    def present(
+        self,
+        step: PlannedStep,
+        ids: np.ndarray,
+        repeats: int,
+        kind: str,
+        ran_as: str = "",
+        note: str = "",
+        added: list[int] | None = None,
+        added_set: str = "",
+    ):
         order = trial_order(ids, repeats, self.recorder.seeds["protocol"], step.index)
         block = self.recorder.writer.n_blocks
         timeout = self.settings.block_timeout_s
         if timeout is None:
             timeout = 2 * order.size * self.frames.trial_ms / 1000 + 10.0
         now = time.monotonic()
-        active = ActiveBlock(step, block, kind, order, now, now + timeout, ran_as, note,
-                             self.collector.acquisition.stats.missing, added=added, added_set=added_set)
+        active = ActiveBlock(
+            step,
+            block,
+            kind,
+            order,
+            now,
+            now + timeout,
+            ran_as,
+            note,
+            self.collector.acquisition.stats.missing,
+            added=added,
+            added_set=added_set,
+        )
         self.active = active
         new = self.recorder.library.new_for_presenter(order)
-        request = BlockRequest(block=block, kind=kind, stimulus_ids=order, repeats=1,
-                               image_ids=new if new.size else None,
-                               pixels=self.recorder.library.images(new) if new.size else None)
+        request = BlockRequest(
+            block=block,
+            kind=kind,
+            stimulus_ids=order,
+            repeats=1,
+            image_ids=new if new.size else None,
+            pixels=self.recorder.library.images(new) if new.size else None,
+        )
         self.publisher.send(request)  # the monitor and the simulated array cache the pixels by id
         if new.size:
             yield from pause(self.settings.pixel_lead_s)
@@ -141,11 +186,20 @@ class BlockPresentation:
             if self._presenter_rejected(active, sent):
                 if len(active.rejected) == 1:  # the presenter may have restarted: send every image again
                     self.recorder.library.presenter_has.clear()
-                    logger.warning("%s: block %d: presenter refused it (%s); sending it again with all pixels",
-                                   self.name, block, active.rejected[-1])
-                    full = BlockRequest(block=block, kind=kind, stimulus_ids=order, repeats=1,
-                                        image_ids=np.unique(order),
-                                        pixels=self.recorder.library.images(np.unique(order)))
+                    logger.warning(
+                        "%s: block %d: presenter refused it (%s); sending it again with all pixels",
+                        self.name,
+                        block,
+                        active.rejected[-1],
+                    )
+                    full = BlockRequest(
+                        block=block,
+                        kind=kind,
+                        stimulus_ids=order,
+                        repeats=1,
+                        image_ids=np.unique(order),
+                        pixels=self.recorder.library.images(np.unique(order)),
+                    )
                     self.publisher.send(full)
                     yield from pause(self.settings.pixel_lead_s)
                     sent = yield from self._send_to_presenter(full)
@@ -159,8 +213,9 @@ class BlockPresentation:
                 break
             if time.monotonic() > active.deadline:
                 shown = len(self.collector.trials_of(block).by_trial)
-                active.note = _join(active.note, f"timed out after {timeout:.0f} s with {shown} of "
-                                    f"{order.size} trials reported")
+                active.note = _join(
+                    active.note, f"timed out after {timeout:.0f} s with {shown} of {order.size} trials reported"
+                )
                 break
             yield
         yield from self.finish(active)
@@ -187,9 +242,12 @@ class BlockPresentation:
             if seq is not None:
                 return seq
             if time.monotonic() > deadline:
-                self._finish_failed_block(self.active, f"no presenter took the block within "
-                                          f"{self.settings.presenter_timeout_s:g} s at {self.endpoints.blocks}",
-                                          advances=False)
+                self._finish_failed_block(
+                    self.active,
+                    f"no presenter took the block within "
+                    f"{self.settings.presenter_timeout_s:g} s at {self.endpoints.blocks}",
+                    advances=False,
+                )
                 self.stop("presenter unreachable")
                 return None
             yield from pause(0.1)
@@ -207,10 +265,24 @@ class BlockPresentation:
         logger.error("%s: block %d (%s, %s): %s", self.name, active.block, active.step.kind, active.step.where, detail)
         self.collector.forget(active.block)
         data = self.collector.take()
-        self.recorder.commit(BlockRecord(0, active.step.index, active.step.where, active.step.kind, "failed",
-                                         active.step.iteration, advances=advances, detail=detail,
-                                         ran_as=active.ran_as, stimuli=active.added, stimulus_set=active.added_set),
-                             BlockKind.OTHER, data=data, flag=BlockFlag.OTHER)
+        self.recorder.commit(
+            BlockRecord(
+                0,
+                active.step.index,
+                active.step.where,
+                active.step.kind,
+                "failed",
+                active.step.iteration,
+                advances=advances,
+                detail=detail,
+                ran_as=active.ran_as,
+                stimuli=active.added,
+                stimulus_set=active.added_set,
+            ),
+            BlockKind.OTHER,
+            data=data,
+            flag=BlockFlag.OTHER,
+        )
         self.active = None
 
     def finish(self, active: ActiveBlock, aborted: bool = False):
@@ -232,17 +304,21 @@ class BlockPresentation:
         if wrong:
             first = wrong[0]
             expected = active.order[first.trial] if first.trial < active.n_trials else "none"
-            problems.append(f"the presenter showed stimulus {first.stimulus_id} on trial {first.trial} "
-                            f"(requested {expected}); {len(wrong)} such trial(s)")
+            problems.append(
+                f"the presenter showed stimulus {first.stimulus_id} on trial {first.trial} "
+                f"(requested {expected}); {len(wrong)} such trial(s)"
+            )
             flag = flag or BlockFlag.OTHER
         flips = np.array([m.flip_time for m in shown], dtype=np.float64)
         edges = data.rising_edges(self.photodiode_line)
-        alignment = align_onsets(flips, edges, 1.0 / self.rig.display.refresh_hz,
-                                 self.settings.photodiode_tolerance_frames)
+        alignment = align_onsets(
+            flips, edges, 1.0 / self.rig.display.refresh_hz, self.settings.photodiode_tolerance_frames
+        )
         if alignment.ok:
             onsets, how = alignment.onsets, "photodiode"
-            counts = window_counts_from_spike_times(data.spike_units, data.spike_times, onsets, self.window_s,
-                                                    self.recorder.unit_ids)
+            counts = window_counts_from_spike_times(
+                data.spike_units, data.spike_times, onsets, self.window_s, self.recorder.unit_ids
+            )
             rates = counts_to_rates(counts, self.window_s)
             if flag == BlockFlag.NONE:
                 self.recorder.clock_offset = alignment.clock_offset(flips)
@@ -268,15 +344,43 @@ class BlockPresentation:
         good = flag == BlockFlag.NONE and alignment.ok
         if detail:
             log = logger.warning if problems else logger.info
-            log("%s: block %d (%s, %s) %s: %s", self.name, active.block, active.step.kind, active.step.where,
-                state, detail)
+            log(
+                "%s: block %d (%s, %s) %s: %s",
+                self.name,
+                active.block,
+                active.step.kind,
+                active.step.where,
+                state,
+                detail,
+            )
         stimulus_ids = np.array([m.stimulus_id for m in shown], dtype=np.int64)
-        record = BlockRecord(0, active.step.index, active.step.where, active.step.kind, state, active.step.iteration,
-                             advances=not aborted, detail=detail, n_trials=len(shown), ran_as=active.ran_as,
-                             onsets=how, stimuli=active.added, stimulus_set=active.added_set)
-        self.recorder.commit(record, _BLOCK_KINDS[active.kind], data=data, stimulus_ids=stimulus_ids, onsets=onsets,
-                             flips=flips, n_frames=[m.n_frames for m in shown],
-                             dropped=[m.dropped_frames for m in shown], rates=rates, flag=flag)
+        record = BlockRecord(
+            0,
+            active.step.index,
+            active.step.where,
+            active.step.kind,
+            state,
+            active.step.iteration,
+            advances=not aborted,
+            detail=detail,
+            n_trials=len(shown),
+            ran_as=active.ran_as,
+            onsets=how,
+            stimuli=active.added,
+            stimulus_set=active.added_set,
+        )
+        self.recorder.commit(
+            record,
+            _BLOCK_KINDS[active.kind],
+            data=data,
+            stimulus_ids=stimulus_ids,
+            onsets=onsets,
+            flips=flips,
+            n_frames=[m.n_frames for m in shown],
+            dropped=[m.dropped_frames for m in shown],
+            rates=rates,
+            flag=flag,
+        )
         if self.viability is not None and not aborted and not active.stopped_run:
             reason = self.viability.block_done(not good, detail)
             if reason:
@@ -284,9 +388,15 @@ class BlockPresentation:
         if good and stimulus_ids.size:
             trial_data = TrialData(active.block, stimulus_ids, rates.astype(np.float64))
             self.recorder.history.append(trial_data)
-            self.publisher.send(Responses(block=active.block, trial_ids=np.arange(stimulus_ids.size),
-                                          stimulus_ids=stimulus_ids, rates=rates.astype(np.float64),
-                                          unit_ids=self.recorder.unit_ids))
+            self.publisher.send(
+                Responses(
+                    block=active.block,
+                    trial_ids=np.arange(stimulus_ids.size),
+                    stimulus_ids=stimulus_ids,
+                    rates=rates.astype(np.float64),
+                    unit_ids=self.recorder.unit_ids,
+                )
+            )
             self.model.queue_fit_data(trial_data)
             if not aborted:
                 delivered = yield from self.model.deliver_backlog()
@@ -304,10 +414,23 @@ class BlockPresentation:
         count = min(self.protocol.synthesis.images_per_block, self.recorder.library.natural_ids.size)
         repeats = self.plan.next_present_repeats(step.index)
         ids = self.recorder.library.next_natural(count)
-        logger.warning("%s: block %d (%s): %s; showing %d natural images x %d instead", self.name,
-                       self.recorder.writer.n_blocks, step.where, why, ids.size, repeats)
-        yield from self.present(step, ids, repeats, "natural", ran_as="natural",
-                                note=f"{why}: synthesize block replaced by {ids.size} natural images")
+        logger.warning(
+            "%s: block %d (%s): %s; showing %d natural images x %d instead",
+            self.name,
+            self.recorder.writer.n_blocks,
+            step.where,
+            why,
+            ids.size,
+            repeats,
+        )
+        yield from self.present(
+            step,
+            ids,
+            repeats,
+            "natural",
+            ran_as="natural",
+            note=f"{why}: synthesize block replaced by {ids.size} natural images",
+        )
 
 
 def _join(first: str, second: str) -> str:

@@ -53,9 +53,18 @@ class SessionRecorder:
         For log lines; stored in the file.
     """
 
-    def __init__(self, session_path: str | Path, protocol: Protocol, *, unit_ids: np.ndarray | None,
-                 channels: np.ndarray | None, window_s: tuple[float, float],
-                 announce: Callable[[BlockStatus], None], name: str = "runner", session_id: str = ""):
+    def __init__(
+        self,
+        session_path: str | Path,
+        protocol: Protocol,
+        *,
+        unit_ids: np.ndarray | None,
+        channels: np.ndarray | None,
+        window_s: tuple[float, float],
+        announce: Callable[[BlockStatus], None],
+        name: str = "runner",
+        session_id: str = "",
+    ):
         self.session_path = Path(session_path)
         self.protocol = protocol
         self.unit_ids = unit_ids
@@ -78,8 +87,9 @@ class SessionRecorder:
 
     # --- opening ----------------------------------------------------------------------
 
-    def create(self, rig: Rig, frames: FrameTiming, *, photodiode_line: int, plan_steps: int,
-               overwrite: bool = False) -> None:
+    def create(
+        self, rig: Rig, frames: FrameTiming, *, photodiode_line: int, plan_steps: int, overwrite: bool = False
+    ) -> None:
         """Start a new session file (and journal) with the protocol's natural images."""
         rng = np.random.default_rng()
         protocol = self.protocol
@@ -87,22 +97,38 @@ class SessionRecorder:
         def seed(value: int | None) -> int:
             return int(rng.integers(2**31)) if value is None else int(value)
 
-        self.seeds = {"protocol": seed(protocol.seed), "images": seed(protocol.images.seed),
-                      "synthesis": seed(protocol.synthesis.seed if protocol.synthesis else 0),
-                      "acquisition": rig.acquisition.seed}
+        self.seeds = {
+            "protocol": seed(protocol.seed),
+            "images": seed(protocol.images.seed),
+            "synthesis": seed(protocol.synthesis.seed if protocol.synthesis else 0),
+            "acquisition": rig.acquisition.seed,
+        }
         size = rig.stimulus.size_px
         pool = natural_pool(protocol, rig, self.seeds["images"])
         if overwrite:
             self.journal.path.unlink(missing_ok=True)
         self.writer = SessionWriter(
-            self.session_path, session_id=self.session_id, unit_ids=self.unit_ids, channels=self.channels,
-            stimulus_shape=(size, size), response_window_s=self.window_s,
-            rig_yaml=_text(rig), protocol_yaml=_text(protocol), seeds=self.seeds,
-            metadata={"runner": {"journal": self.journal.path.name, "photodiode_line": photodiode_line,
-                                 "plan_steps": plan_steps, "stimulus_frames": frames.stimulus_frames,
-                                 "blank_frames": frames.blank_frames},
-                      **unit_metadata(rig, self.unit_ids)},
-            overwrite=overwrite)
+            self.session_path,
+            session_id=self.session_id,
+            unit_ids=self.unit_ids,
+            channels=self.channels,
+            stimulus_shape=(size, size),
+            response_window_s=self.window_s,
+            rig_yaml=_text(rig),
+            protocol_yaml=_text(protocol),
+            seeds=self.seeds,
+            metadata={
+                "runner": {
+                    "journal": self.journal.path.name,
+                    "photodiode_line": photodiode_line,
+                    "plan_steps": plan_steps,
+                    "stimulus_frames": frames.stimulus_frames,
+                    "blank_frames": frames.blank_frames,
+                },
+                **unit_metadata(rig, self.unit_ids),
+            },
+            overwrite=overwrite,
+        )
         if self.journal.path.exists():  # left from an older session of the same name
             os.replace(self.journal.path, self.journal.path.with_name(self.journal.path.name + ".old"))
         ids = self.writer.add_stimuli(pool, "natural", source_index=np.arange(len(pool)))
@@ -125,8 +151,20 @@ class SessionRecorder:
 
     # --- recording --------------------------------------------------------------------
 
-    def commit(self, record: BlockRecord, kind: BlockKind, *, data: StreamData, stimulus_ids=(), onsets=(),
-               flips=None, n_frames=None, dropped=None, rates=None, flag: BlockFlag = BlockFlag.NONE) -> None:
+    def commit(
+        self,
+        record: BlockRecord,
+        kind: BlockKind,
+        *,
+        data: StreamData,
+        stimulus_ids=(),
+        onsets=(),
+        flips=None,
+        n_frames=None,
+        dropped=None,
+        rates=None,
+        flag: BlockFlag = BlockFlag.NONE,
+    ) -> None:
         """Journal record first, then the session block (see `closedloop.runner.journal`), then BlockStatus.
 
         Raises
@@ -143,19 +181,27 @@ class SessionRecorder:
             record.detail = "; ".join(filter(None, [record.detail, *self._late_unit_notes(data.spike_units)]))
         self.journal.append(record)
         try:
-            self.writer.append_block(kind, stimulus_ids=np.asarray(stimulus_ids, np.int64),
-                                     onsets_s=np.asarray(onsets), flip_s=flips, n_frames=n_frames,
-                                     dropped_frames=dropped, spike_unit_ids=data.spike_units,
-                                     spike_times_s=data.spike_times, sync_times_s=data.sync_times,
-                                     sync_lines=data.sync_lines, sync_states=data.sync_states, responses_hz=rates,
-                                     flag=flag)
+            self.writer.append_block(
+                kind,
+                stimulus_ids=np.asarray(stimulus_ids, np.int64),
+                onsets_s=np.asarray(onsets),
+                flip_s=flips,
+                n_frames=n_frames,
+                dropped_frames=dropped,
+                spike_unit_ids=data.spike_units,
+                spike_times_s=data.spike_times,
+                sync_times_s=data.sync_times,
+                sync_lines=data.sync_lines,
+                sync_states=data.sync_states,
+                responses_hz=rates,
+                flag=flag,
+            )
         except StorageError:
             self.journal.retract_last()  # the block is not in the session file: neither is its record
             raise
         if record.advances and record.step >= 0:
             self.position = record.step
-        self.status(record.session_block, record.kind, record.state, record.iteration, record.n_trials,
-                    record.detail)
+        self.status(record.session_block, record.kind, record.state, record.iteration, record.n_trials, record.detail)
 
     def watch_late_units(self, rig: Rig, report: Callable[[str], None]) -> None:
         """From now on note, in each block's record, units spiking that are not the session's (a real rig)."""
@@ -175,8 +221,9 @@ class SessionRecorder:
 
     def status(self, block: int, kind: str, state: str, iteration: int, n_trials: int, detail: str) -> None:
         """Announce a block's state (`BlockStatus`)."""
-        self.announce(BlockStatus(block=block, kind=kind, state=state, iteration=iteration, n_trials=n_trials,
-                                  detail=detail))
+        self.announce(
+            BlockStatus(block=block, kind=kind, state=state, iteration=iteration, n_trials=n_trials, detail=detail)
+        )
 
 
 def _text(config) -> str:

@@ -58,20 +58,32 @@ def check_resumable(path: str | Path) -> int:
     except DataFileError as error:
         raise DataFileError(path, f"{error.message}{_journal_note(journal)}") from None
     if n_blocks == 0:
-        raise DataFileError(path, "has no committed block, so there is nothing to resume: start the session again "
-                            f"(--session {path} --overwrite)")
+        raise DataFileError(
+            path,
+            "has no committed block, so there is nothing to resume: start the session again "
+            f"(--session {path} --overwrite)",
+        )
     if not integrity.ok:
-        raise DataFileError(path, f"cannot be resumed: committed blocks hold data that was never written: "
-                            f"{integrity.text()}; {how}, which can then be resumed")
+        raise DataFileError(
+            path,
+            f"cannot be resumed: committed blocks hold data that was never written: "
+            f"{integrity.text()}; {how}, which can then be resumed",
+        )
     if n_blocks and not journal.exists():
-        raise DataFileError(path, f"cannot be resumed: its runner journal {journal.name} is missing, so the runner "
-                            f"cannot tell where the protocol stopped; its {n_blocks} blocks can still be read and "
-                            "exported (closedloop export-nwb)")
+        raise DataFileError(
+            path,
+            f"cannot be resumed: its runner journal {journal.name} is missing, so the runner "
+            f"cannot tell where the protocol stopped; its {n_blocks} blocks can still be read and "
+            "exported (closedloop export-nwb)",
+        )
     records = read_records(journal) if journal.exists() else []
     missing = sorted(set(range(n_blocks)) - {r.session_block for r in records})
     if missing:
-        raise DataFileError(journal, f"has no record of session block(s) {missing[:10]}: it does not belong to "
-                            f"{path.name}, so the run cannot be resumed; the session can still be read and exported")
+        raise DataFileError(
+            journal,
+            f"has no record of session block(s) {missing[:10]}: it does not belong to "
+            f"{path.name}, so the run cannot be resumed; the session can still be read and exported",
+        )
     recorded = [r.model_version for r in records] + [int(v) for v in versions if v > 0]
     return 1 + max(recorded, default=0)
 
@@ -85,8 +97,10 @@ def _journal_note(journal: Path) -> str:
     if not records:
         return ""
     blocks = {r.session_block for r in records}
-    return (f" (its journal {journal.name} lists {len(blocks)} blocks with {sum(r.n_trials for r in records)} "
-            "trials that were recorded)")
+    return (
+        f" (its journal {journal.name} lists {len(blocks)} blocks with {sum(r.n_trials for r in records)} "
+        "trials that were recorded)"
+    )
 
 
 def restore(runner) -> None:
@@ -121,29 +135,44 @@ def restore(runner) -> None:
         last = fits[-1]
         has_r = last.unit_ids is not None and last.heldout_r is not None
         runner.newest_model = ModelUpdated(
-            version=last.model_version, metrics=last.metrics,
+            version=last.model_version,
+            metrics=last.metrics,
             unit_ids=np.asarray(last.unit_ids, np.int64) if has_r else None,
-            heldout_r=np.array([np.nan if r is None else r for r in last.heldout_r], np.float64) if has_r else None)
-    logger.info("%s: resuming %s after protocol step %s: %d blocks, %d trials, %d good blocks to re-send",
-                runner.name, path, runner.position, runner.writer.n_blocks, runner.writer.n_trials,
-                len(runner.history))
+            heldout_r=np.array([np.nan if r is None else r for r in last.heldout_r], np.float64) if has_r else None,
+        )
+    logger.info(
+        "%s: resuming %s after protocol step %s: %d blocks, %d trials, %d good blocks to re-send",
+        runner.name,
+        path,
+        runner.position,
+        runner.writer.n_blocks,
+        runner.writer.n_trials,
+        len(runner.history),
+    )
 
 
 def _check_same_session(runner, reader: SessionReader) -> None:
     text = runner.protocol.source.text if runner.protocol.source is not None else None
     if text is not None and reader.protocol_yaml and reader.protocol_yaml != text:
-        raise DataFileError(reader.path, f"was recorded with another protocol than {runner.protocol.source.path}; "
-                            "resume it with the protocol it was started with")
+        raise DataFileError(
+            reader.path,
+            f"was recorded with another protocol than {runner.protocol.source.path}; "
+            "resume it with the protocol it was started with",
+        )
     if runner.unit_ids is not None and not np.array_equal(runner.unit_ids, reader.unit_ids):
-        raise DataFileError(reader.path, f"has units {reader.unit_ids.tolist()[:10]}… but the rig's acquisition "
-                            f"has {runner.unit_ids.tolist()[:10]}…; resume on the rig that recorded it")
+        raise DataFileError(
+            reader.path,
+            f"has units {reader.unit_ids.tolist()[:10]}… but the rig's acquisition "
+            f"has {runner.unit_ids.tolist()[:10]}…; resume on the rig that recorded it",
+        )
     runner.unit_ids = reader.unit_ids.astype(np.int64)
     runner.channels = reader.channels.astype(np.int64)
     check_protocol_units(runner.protocol, runner.unit_ids.size)
     window = tuple(reader.response_window_s)
     if not np.allclose(window, runner.window_s):
-        raise DataFileError(reader.path, f"uses the response window {window} s but the protocol says "
-                            f"{runner.window_s} s")
+        raise DataFileError(
+            reader.path, f"uses the response window {window} s but the protocol says {runner.window_s} s"
+        )
     for key in ("protocol", "images", "synthesis"):
         if key not in reader.seeds:
             raise DataFileError(reader.path, f"has no '{key}' seed; it was not written by the runner")
@@ -161,8 +190,9 @@ def _rebuild_library(runner, stimuli: np.ndarray, pixels: np.ndarray, records) -
             library.grating_ids[record.stimulus_set] = np.arange(*record.stimuli, dtype=np.int64)
         if record.kind == "synthesize" and record.advances:
             has_images = record.stimuli and record.stimulus_set == "synthesized"
-            library.synthesized_ids = (np.arange(*record.stimuli, dtype=np.int64) if has_images
-                                       else np.zeros(0, np.int64))
+            library.synthesized_ids = (
+                np.arange(*record.stimuli, dtype=np.int64) if has_images else np.zeros(0, np.int64)
+            )
     runner.library = library
 
 

@@ -1,4 +1,4 @@
-"""The runner component: executes a protocol on a rig, block by block (DESIGN §1, §5, §9).
+"""The runner component: executes a protocol on a rig, block by block (docs/architecture.md).
 
 The runner is composed of three collaborators, created when it starts: a
 `SessionRecorder` (the session file, the journal, and the state they record), a
@@ -97,10 +97,22 @@ class Runner(Component):
     runs the component owns them).
     """
 
-    def __init__(self, rig: Rig, protocol: Protocol, session_path: str | Path, endpoints: Endpoints, *,
-                 unit_ids: np.ndarray | None = None, channels: np.ndarray | None = None, resume: bool = False,
-                 overwrite: bool = False, settings: RunnerSettings = RunnerSettings(), name: str = "runner",
-                 session_id: str | None = None, heartbeat_interval_s: float = 1.0):
+    def __init__(
+        self,
+        rig: Rig,
+        protocol: Protocol,
+        session_path: str | Path,
+        endpoints: Endpoints,
+        *,
+        unit_ids: np.ndarray | None = None,
+        channels: np.ndarray | None = None,
+        resume: bool = False,
+        overwrite: bool = False,
+        settings: RunnerSettings = RunnerSettings(),
+        name: str = "runner",
+        session_id: str | None = None,
+        heartbeat_interval_s: float = 1.0,
+    ):
         super().__init__(name, heartbeat_interval_s=heartbeat_interval_s)
         self.rig, self.protocol, self.endpoints, self.settings = rig, protocol, endpoints, settings
         self.session_path = Path(session_path)
@@ -115,16 +127,27 @@ class Runner(Component):
             raise ValueError(f"{name}: unit_ids are needed to start a new session")
         if unit_ids is not None:
             unit_ids = np.asarray(unit_ids, dtype=np.int64)
-            channels = (np.full(unit_ids.size, -1, np.int64) if channels is None
-                        else np.asarray(channels, dtype=np.int64))
+            channels = (
+                np.full(unit_ids.size, -1, np.int64) if channels is None else np.asarray(channels, dtype=np.int64)
+            )
             check_protocol_units(protocol, unit_ids.size)
         self.photodiode_line = rig.acquisition.onset_line
-        self.viability = (Viability(self.photodiode_line, rig.acquisition.photodiode_timeout_s)
-                          if settings.require_acquisition_data else None)
+        self.viability = (
+            Viability(self.photodiode_line, rig.acquisition.photodiode_timeout_s)
+            if settings.require_acquisition_data
+            else None
+        )
         self.plan = Plan(protocol)
-        self.recorder = SessionRecorder(self.session_path, protocol, unit_ids=unit_ids, channels=channels,
-                                        window_s=protocol.response.window_s, announce=self._announce, name=name,
-                                        session_id=self.session_id)
+        self.recorder = SessionRecorder(
+            self.session_path,
+            protocol,
+            unit_ids=unit_ids,
+            channels=channels,
+            window_s=protocol.response.window_s,
+            announce=self._announce,
+            name=name,
+            session_id=self.session_id,
+        )
         self.stop_reason = ""
         self.finished = False
         self.statuses: list[BlockStatus] = []
@@ -168,11 +191,21 @@ class Runner(Component):
         self.publisher = Publisher(self.endpoints.responses, source=self.name, session=self.session_id)
         self.presenter = RequestClient(self.endpoints.blocks, source=self.name, session=self.session_id)
         self.collector = StreamCollector(self.endpoints.spikes, self.endpoints.stimulus, self.name)
-        self.link = ModelLink(self.endpoints.model, self.endpoints.model_events, name=self.name,
-                              session=self.session_id, request_timeout_s=self.settings.request_timeout_s)
+        self.link = ModelLink(
+            self.endpoints.model,
+            self.endpoints.model_events,
+            name=self.name,
+            session=self.session_id,
+            request_timeout_s=self.settings.request_timeout_s,
+        )
         self._inputs = zmq.Poller()
-        for socket in (self.collector.acquisition, self.collector.stimulus, self.link.client, self.link.events,
-                       self.presenter):
+        for socket in (
+            self.collector.acquisition,
+            self.collector.stimulus,
+            self.link.client,
+            self.link.events,
+            self.presenter,
+        ):
             self._inputs.register(socket.socket, zmq.POLLIN)
         if not self.deferred:
             try:
@@ -180,13 +213,33 @@ class Runner(Component):
             except StorageError as error:  # the disk is full before the first block
                 self._stop_writing(error)
                 return
-        self.model_steps = ModelSteps(self.link, self.recorder, self.collector, rig=self.rig, protocol=self.protocol,
-                                      plan=self.plan, settings=self.settings, name=self.name)
+        self.model_steps = ModelSteps(
+            self.link,
+            self.recorder,
+            self.collector,
+            rig=self.rig,
+            protocol=self.protocol,
+            plan=self.plan,
+            settings=self.settings,
+            name=self.name,
+        )
         self.presentation = BlockPresentation(
-            self.recorder, self.collector, self.presenter, self.publisher, self.model_steps, rig=self.rig,
-            protocol=self.protocol, plan=self.plan, settings=self.settings, endpoints=self.endpoints,
-            frames=self.frames, photodiode_line=self.photodiode_line, stop=self._stop,
-            viability=self.viability, name=self.name)
+            self.recorder,
+            self.collector,
+            self.presenter,
+            self.publisher,
+            self.model_steps,
+            rig=self.rig,
+            protocol=self.protocol,
+            plan=self.plan,
+            settings=self.settings,
+            endpoints=self.endpoints,
+            frames=self.frames,
+            photodiode_line=self.photodiode_line,
+            stop=self._stop,
+            viability=self.viability,
+            name=self.name,
+        )
         self.current = (None, self._startup())
 
     def step(self) -> bool:
@@ -199,8 +252,13 @@ class Runner(Component):
             step = self._next_step()
             if step is None:
                 self.finished = True
-                logger.info("%s: protocol %r finished: %d session blocks, %d trials", self.name, self.protocol.name,
-                            self.recorder.writer.n_blocks, self.recorder.writer.n_trials)
+                logger.info(
+                    "%s: protocol %r finished: %d session blocks, %d trials",
+                    self.name,
+                    self.protocol.name,
+                    self.recorder.writer.n_blocks,
+                    self.recorder.writer.n_trials,
+                )
                 return False
             self.current = (step, self._run(step))
             self._blocks_before_step = self.recorder.writer.n_blocks
@@ -230,8 +288,7 @@ class Runner(Component):
 
     def teardown(self) -> None:
         try:
-            if (self.recorder.writer is not None and self.recorder.library is not None
-                    and self.write_failure is None):
+            if self.recorder.writer is not None and self.recorder.library is not None and self.write_failure is None:
                 self._poll()
                 try:
                     self._write_interrupted()
@@ -260,8 +317,10 @@ class Runner(Component):
         step, skipped = self.plan.next_step(self.position, r_median)
         for loop in sorted({s.loop for s in skipped}):
             steps = [s for s in skipped if s.loop == loop]
-            detail = (f"loop blocks[{loop}] stopped early: median held-out r {r_median:.3f} is above "
-                      f"stop_when_r_above; {len(steps)} step(s) skipped")
+            detail = (
+                f"loop blocks[{loop}] stopped early: median held-out r {r_median:.3f} is above "
+                f"stop_when_r_above; {len(steps)} step(s) skipped"
+            )
             logger.info("%s: %s", self.name, detail)
             self.recorder.status(self.recorder.writer.n_blocks, "loop", "skipped", steps[0].iteration, 0, detail)
             self.recorder.skipped(steps[-1].index)
@@ -274,19 +333,22 @@ class Runner(Component):
         yield from self.model_steps.deliver_backlog()  # the probe: a server that is back gets what it missed
         if isinstance(block, NaturalBlock):
             count = self.recorder.library.natural_ids.size if block.images == "all" else block.images
-            yield from self.presentation.present(step, self.recorder.library.next_natural(count), block.repeats,
-                                                 "natural")
+            yield from self.presentation.present(
+                step, self.recorder.library.next_natural(count), block.repeats, "natural"
+            )
         elif isinstance(block, GratingsBlock):
             start = self.recorder.writer.n_stimuli
             ids = self.recorder.library.gratings(block.set, self.rig, self.recorder.writer)
             added = [start, self.recorder.writer.n_stimuli] if self.recorder.writer.n_stimuli > start else None
-            yield from self.presentation.present(step, ids, block.repeats, "gratings", added=added,
-                                                 added_set=block.set if added else "")
+            yield from self.presentation.present(
+                step, ids, block.repeats, "gratings", added=added, added_set=block.set if added else ""
+            )
         elif isinstance(block, PresentSynthesizedBlock):
             ids = self.recorder.library.synthesized_ids
             if ids.size == 0:
-                self.model_steps.record(step, "skipped", "no synthesized images to show (the synthesize block "
-                                        "before it made none)")
+                self.model_steps.record(
+                    step, "skipped", "no synthesized images to show (the synthesize block before it made none)"
+                )
             else:
                 yield from self.presentation.present(step, ids, block.repeats, "synthesized")
         elif isinstance(block, FitBlock):
@@ -301,16 +363,23 @@ class Runner(Component):
         while self.collector.heartbeats == 0 and time.monotonic() < deadline:
             yield
         if self.collector.heartbeats == 0:
-            logger.warning("%s: no heartbeat from acquisition at %s within %g s; starting anyway", self.name,
-                           self.endpoints.spikes, self.settings.startup_timeout_s)
+            logger.warning(
+                "%s: no heartbeat from acquisition at %s within %g s; starting anyway",
+                self.name,
+                self.endpoints.spikes,
+                self.settings.startup_timeout_s,
+            )
         if self.settings.require_acquisition_data:
             while not np.isfinite(self.collector.horizon) and time.monotonic() < deadline:
                 yield
             if not np.isfinite(self.collector.horizon):
-                self._stop(f"no spike or photodiode edge from acquisition ({self.endpoints.spikes}) within "
-                           f"{self.settings.startup_timeout_s:g} s: start acquiring in the recording system "
-                           "(Open Ephys: press play, with the Event Broadcaster plugin on the rig's "
-                           "acquisition.event_endpoint) before the run", error=True)
+                self._stop(
+                    f"no spike or photodiode edge from acquisition ({self.endpoints.spikes}) within "
+                    f"{self.settings.startup_timeout_s:g} s: start acquiring in the recording system "
+                    "(Open Ephys: press play, with the Event Broadcaster plugin on the rig's "
+                    "acquisition.event_endpoint) before the run",
+                    error=True,
+                )
                 return
         if self.deferred and not (yield from self._start_deferred_session()):
             return
@@ -323,9 +392,11 @@ class Runner(Component):
         if self.discover_s is not None:
             units = yield from listen_for_units(self.collector.pending_units, self.discover_s, self._startup_line)
             if units.size == 0:
-                self._stop(f"no unit spiked in {self.discover_s:g} s of listening: check that spikes reach the "
-                           "recording system's broadcast (Open Ephys: a spike detector before the Event "
-                           "Broadcaster), or give --units")
+                self._stop(
+                    f"no unit spiked in {self.discover_s:g} s of listening: check that spikes reach the "
+                    "recording system's broadcast (Open Ephys: a spike detector before the Event "
+                    "Broadcaster), or give --units"
+                )
                 return False
             self.recorder.unit_ids, self.recorder.channels = units, np.full(units.size, -1, np.int64)
         try:
@@ -344,35 +415,73 @@ class Runner(Component):
         block = self.recorder.writer.n_blocks if self.recorder.writer is not None else 0
         where = "startup" if step is None else f"{step.kind}, {step.where}"
         expected = isinstance(error, (ClosedLoopError, ValueError, OSError))
-        logger.error("%s: block %d (%s) failed: %s: %s", self.name, block, where, type(error).__name__, error,
-                     exc_info=None if expected else error)  # a traceback only for what looks like a bug
+        logger.error(
+            "%s: block %d (%s) failed: %s: %s",
+            self.name,
+            block,
+            where,
+            type(error).__name__,
+            error,
+            exc_info=None if expected else error,
+        )  # a traceback only for what looks like a bug
         self.presentation.abandon()
         if step is None:
             return
-        self.recorder.commit(BlockRecord(0, step.index, step.where, step.kind, "failed", step.iteration,
-                                         detail=f"{type(error).__name__}: {error}"),
-                             BlockKind.OTHER, data=self.collector.take(), flag=BlockFlag.OTHER)
+        self.recorder.commit(
+            BlockRecord(
+                0,
+                step.index,
+                step.where,
+                step.kind,
+                "failed",
+                step.iteration,
+                detail=f"{type(error).__name__}: {error}",
+            ),
+            BlockKind.OTHER,
+            data=self.collector.take(),
+            flag=BlockFlag.OTHER,
+        )
 
     def _write_interrupted(self) -> None:
         """At teardown: keep what a half-done step received (flagged), and data since the last block."""
         step = None if self.current is None else self.current[0]
         if self.active is not None:
             active = self.active
-            logger.warning("%s: block %d (%s) interrupted; writing its %d reported trial(s) as an aborted block",
-                           self.name, active.block, active.step.where, len(self.collector.trials_of(active.block).by_trial))
+            logger.warning(
+                "%s: block %d (%s) interrupted; writing its %d reported trial(s) as an aborted block",
+                self.name,
+                active.block,
+                active.step.where,
+                len(self.collector.trials_of(active.block).by_trial),
+            )
             for _ in self.presentation.finish(active, aborted=True):
                 pass
         elif step is not None:
-            self.recorder.commit(BlockRecord(0, step.index, step.where, step.kind, "aborted", step.iteration,
-                                             advances=False,
-                                             detail="interrupted before it finished; it runs again on resume"),
-                                 BlockKind.OTHER, data=self.collector.take(), flag=BlockFlag.ABORTED)
+            self.recorder.commit(
+                BlockRecord(
+                    0,
+                    step.index,
+                    step.where,
+                    step.kind,
+                    "aborted",
+                    step.iteration,
+                    advances=False,
+                    detail="interrupted before it finished; it runs again on resume",
+                ),
+                BlockKind.OTHER,
+                data=self.collector.take(),
+                flag=BlockFlag.ABORTED,
+            )
         else:
             data = self.collector.take()
             if not data.empty:
-                self.recorder.commit(BlockRecord(0, -1, "", "idle", "finished", advances=False,
-                                                 detail="data received after the last block"),
-                                     BlockKind.OTHER, data=data)
+                self.recorder.commit(
+                    BlockRecord(
+                        0, -1, "", "idle", "finished", advances=False, detail="data received after the last block"
+                    ),
+                    BlockKind.OTHER,
+                    data=data,
+                )
 
     # --- the run's state -------------------------------------------------------------
 
@@ -387,8 +496,13 @@ class Runner(Component):
         if self.resume:
             self.recorder.resume()
         else:
-            self.recorder.create(self.rig, self.frames, photodiode_line=self.photodiode_line,
-                                 plan_steps=len(self.plan), overwrite=self.overwrite)
+            self.recorder.create(
+                self.rig,
+                self.frames,
+                photodiode_line=self.photodiode_line,
+                plan_steps=len(self.plan),
+                overwrite=self.overwrite,
+            )
         if self.viability is not None:
             self.recorder.watch_late_units(self.rig, self._late_units_line)
 

@@ -50,8 +50,10 @@ class SessionEstimate:
     n_spikes: int
 
     def text(self) -> str:
-        return (f"session file about {format_bytes(self.bytes)} at most ({self.n_units} units at "
-                f"{ASSUMED_RATE_HZ:g} spikes/s, {self.n_stimuli} images, {self.n_trials} trials)")
+        return (
+            f"session file about {format_bytes(self.bytes)} at most ({self.n_units} units at "
+            f"{ASSUMED_RATE_HZ:g} spikes/s, {self.n_stimuli} images, {self.n_trials} trials)"
+        )
 
 
 def rig_units(rig: Rig) -> int:
@@ -80,9 +82,16 @@ def estimate_session(rig: Rig, protocol: Protocol, n_units: int | None = None) -
     n_spikes = int(n_units * ASSUMED_RATE_HZ * seconds)
     size = rig.stimulus.size_px
     text = sum(len(source.text.encode()) for source in (rig.source, protocol.source) if source is not None)
-    total = session_bytes(n_units=n_units, stimulus_shape=(size, size), n_stimuli=n_stimuli, n_trials=n_trials,
-                          n_spikes=n_spikes, n_sync=_SYNC_PER_TRIAL * n_trials, n_blocks=len(steps) + 2,
-                          text_bytes=text)
+    total = session_bytes(
+        n_units=n_units,
+        stimulus_shape=(size, size),
+        n_stimuli=n_stimuli,
+        n_trials=n_trials,
+        n_spikes=n_spikes,
+        n_sync=_SYNC_PER_TRIAL * n_trials,
+        n_blocks=len(steps) + 2,
+        text_bytes=text,
+    )
     return SessionEstimate(total, n_units, n_stimuli, n_trials, n_spikes)
 
 
@@ -109,16 +118,17 @@ def check_free_space(session_path: str | Path, estimate: SessionEstimate, alread
     if free is not None and free < needed:
         raise ClosedLoopError(
             f"{folder}: only {format_bytes(free)} free, but this session needs up to {format_bytes(needed)} "
-            f"({estimate.text()}); make room there or write the session elsewhere (--session PATH)")
+            f"({estimate.text()}); make room there or write the session elsewhere (--session PATH)"
+        )
 
 
-def check_room_for_run(session_path: str | Path, rig: Rig, protocol: Protocol, n_units: int | None = None,
-                       resume: bool = False) -> SessionEstimate:
+def check_room_for_run(
+    session_path: str | Path, rig: Rig, protocol: Protocol, n_units: int | None = None, resume: bool = False
+) -> SessionEstimate:
     """`check_free_space` for a new (or resumed) run of ``protocol`` on ``rig``; returns the estimate."""
     estimate = estimate_session(rig, protocol, n_units)
     already = 0
     if resume:
-        already = sum(path.stat().st_size for path in (Path(session_path), journal_path(session_path))
-                      if path.exists())
+        already = sum(path.stat().st_size for path in (Path(session_path), journal_path(session_path)) if path.exists())
     check_free_space(session_path, estimate, already)
     return estimate

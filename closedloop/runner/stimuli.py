@@ -85,10 +85,16 @@ class StimulusLibrary:
         """Ids of grating set ``name``, storing it in the session the first time."""
         if name not in self.grating_ids:
             images, params = grating_set(name, rig)
-            ids = writer.add_stimuli(images, "grating", source_index=np.arange(len(images)),
-                                     orientation_deg=params["orientation_deg"], phase_deg=params["phase_deg"],
-                                     sf_cpd=params["sf_cpd"], radius_px=params["radius_px"],
-                                     annulus=params["annulus"].astype(np.int8))
+            ids = writer.add_stimuli(
+                images,
+                "grating",
+                source_index=np.arange(len(images)),
+                orientation_deg=params["orientation_deg"],
+                phase_deg=params["phase_deg"],
+                sf_cpd=params["sf_cpd"],
+                radius_px=params["radius_px"],
+                annulus=params["annulus"].astype(np.int8),
+            )
             self.add(ids, images)
             self.grating_ids[name] = ids
         return self.grating_ids[name]

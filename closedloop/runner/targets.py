@@ -1,4 +1,4 @@
-"""Which units get synthesized images, and at which rates (DESIGN §7).
+"""Which units get synthesized images, and at which rates (docs/methods.md, Synthesis).
 
 Units: the ``top_k`` best by the newest model's held-out r.  Targets: ``pNN`` is the
 NNth percentile of the unit's measured mean rates over the natural images recorded
@@ -24,9 +24,11 @@ class SynthesisPlanError(ClosedLoopError):
 def check_protocol_units(protocol: Protocol, n_units: int) -> None:
     """Raise `ConfigError` if the protocol asks for more units than the session has."""
     if protocol.synthesis is not None and protocol.synthesis.units.top_k > n_units:
-        raise protocol.error("synthesis.units.top_k",
-                             f"asks for the best {protocol.synthesis.units.top_k} units but the session has "
-                             f"{n_units} unit(s); lower top_k to at most {n_units}")
+        raise protocol.error(
+            "synthesis.units.top_k",
+            f"asks for the best {protocol.synthesis.units.top_k} units but the session has "
+            f"{n_units} unit(s); lower top_k to at most {n_units}",
+        )
 
 
 def top_units(update: ModelUpdated, top_k: int) -> np.ndarray:
@@ -38,13 +40,17 @@ def top_units(update: ModelUpdated, top_k: int) -> np.ndarray:
         If the model has fewer than ``top_k`` fitted units, or sent no per-unit r.
     """
     if update.unit_ids is None or update.heldout_r is None:
-        raise SynthesisPlanError(f"model version {update.version} sent no per-unit held-out r "
-                                 "(ModelUpdated.unit_ids/heldout_r), so the best units cannot be chosen")
+        raise SynthesisPlanError(
+            f"model version {update.version} sent no per-unit held-out r "
+            "(ModelUpdated.unit_ids/heldout_r), so the best units cannot be chosen"
+        )
     ids = np.asarray(update.unit_ids, dtype=np.int64)
     r = np.asarray(update.heldout_r, dtype=np.float64)
     if top_k > ids.size:
-        raise SynthesisPlanError(f"synthesis.units.top_k is {top_k} but model version {update.version} has fitted "
-                                 f"only {ids.size} unit(s); lower top_k to at most {ids.size}")
+        raise SynthesisPlanError(
+            f"synthesis.units.top_k is {top_k} but model version {update.version} has fitted "
+            f"only {ids.size} unit(s); lower top_k to at most {ids.size}"
+        )
     order = np.lexsort((ids, -np.nan_to_num(r, nan=-np.inf)))
     return ids[order[:top_k]]
 
@@ -57,8 +63,10 @@ def well_fit_units(update: ModelUpdated, units: np.ndarray, min_r: float) -> tup
     if keep.all():
         return units, ""
     skipped = ", ".join(f"{int(u)} (r {v:.2f})" for u, v in zip(units[~keep], r[~keep]))
-    return units[keep], (f"units {skipped} skipped: held-out r below synthesis.units.min_heldout_r = {min_r:g} "
-                         f"(model version {update.version}), so the model cannot promise their rates")
+    return units[keep], (
+        f"units {skipped} skipped: held-out r below synthesis.units.min_heldout_r = {min_r:g} "
+        f"(model version {update.version}), so the model cannot promise their rates"
+    )
 
 
 def natural_means(history: Iterable, natural_ids: np.ndarray, unit_ids: np.ndarray) -> np.ndarray:
@@ -95,8 +103,10 @@ def target_rates(synthesis: Synthesis, units: np.ndarray, unit_ids: np.ndarray, 
             out[:, j] = target.value
         else:
             if means.shape[0] == 0:
-                raise SynthesisPlanError(f"target {text!r} is a percentile of measured natural-image rates, but "
-                                         "no natural-image responses have been recorded yet")
+                raise SynthesisPlanError(
+                    f"target {text!r} is a percentile of measured natural-image rates, but "
+                    "no natural-image responses have been recorded yet"
+                )
             for i, unit in enumerate(units):
                 out[i, j] = np.percentile(means[:, column[int(unit)]], target.value)
     return out

@@ -40,9 +40,11 @@ class Viability:
             return ""
         if time.monotonic() - first_report_at <= self.photodiode_timeout_s:
             return ""
-        return (f"no photodiode edge on TTL line {self.photodiode_line} within {self.photodiode_timeout_s:g} s of "
-                f"the first trial: check the photodiode and its wiring, and the rig's {KEYS}, "
-                "acquisition.photodiode_timeout_s")
+        return (
+            f"no photodiode edge on TTL line {self.photodiode_line} within {self.photodiode_timeout_s:g} s of "
+            f"the first trial: check the photodiode and its wiring, and the rig's {KEYS}, "
+            "acquisition.photodiode_timeout_s"
+        )
 
     def block_done(self, flagged: bool, detail: str) -> str:
         """After a presentation block: the reason to stop, or ``""``."""
@@ -50,5 +52,7 @@ class Viability:
         self.flagged += bool(flagged)
         if self.blocks < FLAGGED_LIMIT or self.flagged < self.blocks:
             return ""
-        return (f"all {self.blocks} presentation blocks so far were flagged (last: {detail[:160]}): nothing usable "
-                f"is being recorded; check the rig's {KEYS}, display.refresh_hz")
+        return (
+            f"all {self.blocks} presentation blocks so far were flagged (last: {detail[:160]}): nothing usable "
+            f"is being recorded; check the rig's {KEYS}, display.refresh_hz"
+        )

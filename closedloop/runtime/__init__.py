@@ -1,4 +1,4 @@
-"""Component lifecycle, the supervisor that runs components, and clocks (DESIGN §2)."""
+"""Component lifecycle, the supervisor that runs components, and clocks (docs/architecture.md)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,14 @@ from closedloop.runtime.component import Component
 from closedloop.runtime.supervisor import ComponentState, Supervisor, SupervisorReport
 
 __all__ = [
-    "Component", "ComponentState", "Deadline", "Pacer", "Supervisor", "SupervisorReport", "elapsed_s",
-    "now_ns", "ns_to_s", "s_to_ns",
+    "Component",
+    "ComponentState",
+    "Deadline",
+    "Pacer",
+    "Supervisor",
+    "SupervisorReport",
+    "elapsed_s",
+    "now_ns",
+    "ns_to_s",
+    "s_to_ns",
 ]

@@ -1,4 +1,4 @@
-"""The component lifecycle every part of the loop follows (DESIGN §2).
+"""The component lifecycle every part of the loop follows (docs/architecture.md).
 
 A component is constructed with plain, picklable arguments; it opens sockets and other
 resources in `Component.setup` (which runs in the thread or process that will run it),

@@ -67,12 +67,17 @@ class _Handle:
         self.component = component
         if mode == "thread":
             self.stop = threading.Event()
-            self.worker: Any = threading.Thread(target=thread_main, args=(component, self.stop, events),
-                                                name=f"component-{component.name}", daemon=True)
+            self.worker: Any = threading.Thread(
+                target=thread_main, args=(component, self.stop, events), name=f"component-{component.name}", daemon=True
+            )
         else:
             self.stop = mp.Event()
-            self.worker = mp.Process(target=process_main, args=(component, self.stop, events),
-                                     name=f"component-{component.name}", daemon=True)
+            self.worker = mp.Process(
+                target=process_main,
+                args=(component, self.stop, events),
+                name=f"component-{component.name}",
+                daemon=True,
+            )
         self.mode = mode
 
     def exit_text(self) -> str | None:
@@ -102,8 +107,15 @@ class Supervisor:
         heartbeat intervals, at least 1 s).
     """
 
-    def __init__(self, components: Sequence[Component], *, mode: Mode = "thread", setup_timeout_s: float = 30.0,
-                 stop_timeout_s: float = 10.0, heartbeat_timeout_s: float | None = None):
+    def __init__(
+        self,
+        components: Sequence[Component],
+        *,
+        mode: Mode = "thread",
+        setup_timeout_s: float = 30.0,
+        stop_timeout_s: float = 10.0,
+        heartbeat_timeout_s: float | None = None,
+    ):
         names = [c.name for c in components]
         if len(set(names)) != len(names):
             raise ValueError(f"component names must be unique, got {names}")
@@ -188,10 +200,12 @@ class Supervisor:
         if self._mp:
             self._events.close()
             self._events.join_thread()
-        self._report = SupervisorReport(reason, self.states, [h.component.name for h in self._handles],
-                                        list(self._finish_order))
-        logger.info("supervisor stopped (%s): %s", reason,
-                    ", ".join(f"{s.name}={s.state}" for s in self.states.values()))
+        self._report = SupervisorReport(
+            reason, self.states, [h.component.name for h in self._handles], list(self._finish_order)
+        )
+        logger.info(
+            "supervisor stopped (%s): %s", reason, ", ".join(f"{s.name}={s.state}" for s in self.states.values())
+        )
         return self._report
 
     # --- internals -------------------------------------------------------------------
@@ -236,8 +250,9 @@ class Supervisor:
                 state.stale = False
         elif event.kind == "failed":
             data = event.data
-            logger.error("component %r failed in %s: %s\n%s", event.name, data["phase"], data["error"],
-                         data["traceback"])
+            logger.error(
+                "component %r failed in %s: %s\n%s", event.name, data["phase"], data["error"], data["traceback"]
+            )
             state.errors.append(f"{data['phase']}: {data['error']}")
             self._failed = True
         elif event.kind == "finished":
@@ -272,16 +287,20 @@ class Supervisor:
             silent = (now - state.last_heartbeat_ns) / 1e9
             if silent > limit:
                 state.stale = True
-                logger.warning("component %r: no heartbeat for %.1f s %s", component.name, silent,
-                               self._busy_with(component))
+                logger.warning(
+                    "component %r: no heartbeat for %.1f s %s", component.name, silent, self._busy_with(component)
+                )
 
     def _busy_with(self, late: Component) -> str:
         """Why a heartbeat may be late, from what the components say they are doing (thread mode)."""
         own = getattr(late, "activity", "")
         if own:
             return f"(busy: {own})"
-        others = [f"{handle.component.name} is {handle.component.activity}" for handle in self._handles
-                  if handle.component is not late and getattr(handle.component, "activity", "")]
+        others = [
+            f"{handle.component.name} is {handle.component.activity}"
+            for handle in self._handles
+            if handle.component is not late and str(getattr(handle.component, "activity", ""))
+        ]
         if others:
             return f"while {'; '.join(others)} (they share this machine's CPU; it catches up afterwards)"
         return "(one step has run that long; if this repeats, the component may be blocked)"

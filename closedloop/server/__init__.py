@@ -1,4 +1,4 @@
-"""The model server (DESIGN §2): accumulates a session's responses, refits in the background,
+"""The model server (docs/architecture.md): accumulates a session's responses, refits in the background,
 answers predictions and synthesis requests from the newest model.
 
 `ModelLink` (`closedloop.server.client`) is its client, used by the runner and replay.
@@ -10,7 +10,8 @@ from __future__ import annotations
 from closedloop.lazy import lazy_exports
 
 _EXPORTS = {
-    "ModelServer": "closedloop.server.component", "ServerSettings": "closedloop.server.settings",
+    "ModelServer": "closedloop.server.component",
+    "ServerSettings": "closedloop.server.settings",
     "ModelLink": "closedloop.server.client",
 }
 __all__ = sorted(_EXPORTS)

@@ -36,15 +36,18 @@ def network_input(images: np.ndarray, size_px: int, preprocessing: Preprocessing
     """
     images = np.asarray(images)
     if images.ndim != 3 or images.shape[1:] != (size_px, size_px):
-        raise RequestError("bad_image_size", f"{what} must be (n, {size_px}, {size_px}) at the rig's stimulus "
-                                             f"size, got {tuple(images.shape)}")
+        raise RequestError(
+            "bad_image_size",
+            f"{what} must be (n, {size_px}, {size_px}) at the rig's stimulus size, got {tuple(images.shape)}",
+        )
     if images.dtype != np.uint8 and images.size:
         if not np.all(np.isfinite(images)):
             raise RequestError("bad_images", f"{what} contain NaN or infinite pixels")
         low, high = float(images.min()), float(images.max())
         if low < -_RANGE_TOLERANCE or high > 1 + _RANGE_TOLERANCE:
-            raise RequestError("bad_images", f"{what} must be in the display's [0, 1] range, got "
-                                             f"[{low:.3g}, {high:.3g}]")
+            raise RequestError(
+                "bad_images", f"{what} must be in the display's [0, 1] range, got [{low:.3g}, {high:.3g}]"
+            )
     return preprocess(np.clip(images, 0, 1) if images.dtype != np.uint8 else images, preprocessing)
 
 

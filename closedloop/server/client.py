@@ -48,8 +48,15 @@ class ModelLink:
         Message source and session id.
     """
 
-    def __init__(self, model_endpoint: str, events_endpoint: str, *, request_timeout_s: float = 2.0,
-                 name: str = "runner", session: str = ""):
+    def __init__(
+        self,
+        model_endpoint: str,
+        events_endpoint: str,
+        *,
+        request_timeout_s: float = 2.0,
+        name: str = "runner",
+        session: str = "",
+    ):
         self.client = RequestClient(model_endpoint, source=name, session=session)
         # every topic: the server numbers all its messages in one sequence (gap checks)
         self.events = Subscriber(events_endpoint, name=f"{name} model events")
@@ -108,8 +115,9 @@ class ModelLink:
 
     def _server_restarted(self, why: str) -> None:
         if not self.restarted:
-            logger.warning("%s: the model server restarted (%s); everything recorded will be sent again",
-                           self.name, why)
+            logger.warning(
+                "%s: the model server restarted (%s); everything recorded will be sent again", self.name, why
+            )
         self.restarted = True
         self.newest = None
         if self.on_restart is not None:
@@ -170,8 +178,12 @@ class ModelLink:
 
     def _down(self, why: str) -> None:
         if self.up is not False:
-            logger.warning("%s: model server unavailable (%s); presenting and recording go on, %d fit "
-                           "request(s) kept for later", self.name, why, len(self.backlog))
+            logger.warning(
+                "%s: model server unavailable (%s); presenting and recording go on, %d fit request(s) kept for later",
+                self.name,
+                why,
+                len(self.backlog),
+            )
         self.up = False
 
     def ping(self) -> Waiting:
@@ -181,8 +193,7 @@ class ModelLink:
         """
         return (yield from self.request(_PING, self.request_timeout_s))
 
-    def submit(self, build: Callable[[], FitRequest],
-               accepted: Callable[[FitRequest], None] | None = None) -> None:
+    def submit(self, build: Callable[[], FitRequest], accepted: Callable[[FitRequest], None] | None = None) -> None:
         """Queue a FitRequest, built when sent (so it can include images the server still
         lacks); ``accepted`` is called with it once the server accepts it."""
         self.backlog.append((build, accepted))
@@ -212,8 +223,12 @@ class ModelLink:
                     accepted(message)  # the (possibly restarted) server has this one now
             elif not self.restarted:
                 text = f"{answer.code}: {answer.message}" if isinstance(answer, Error) else answer.type_name()
-                logger.error("%s: the model server refused the fit request of block %d (%s); dropped",
-                             self.name, message.block, text)
+                logger.error(
+                    "%s: the model server refused the fit request of block %d (%s); dropped",
+                    self.name,
+                    message.block,
+                    text,
+                )
             if self.restarted:
                 return reply  # the caller queues everything again before going on
         return last
@@ -221,6 +236,10 @@ class ModelLink:
 
 def empty_fit_request(block: int, unit_ids: np.ndarray) -> FitRequest:
     """A FitRequest with no trials and ``refit=True``: how a fit block asks for a refit."""
-    return FitRequest(block=block, stimulus_ids=np.zeros(0, np.int64),
-                      rates=np.zeros((0, len(unit_ids)), np.float64), unit_ids=np.asarray(unit_ids, np.int64),
-                      refit=True)
+    return FitRequest(
+        block=block,
+        stimulus_ids=np.zeros(0, np.int64),
+        rates=np.zeros((0, len(unit_ids)), np.float64),
+        unit_ids=np.asarray(unit_ids, np.int64),
+        refit=True,
+    )

@@ -1,4 +1,4 @@
-"""The model server as a component (DESIGN §2, the message contract).
+"""The model server as a component (docs/architecture.md, the message contract).
 
 Requests arrive on a ROUTER socket: `FitRequest` → `Accepted`, `PredictRequest` →
 `Predictions`, `SynthesizeRequest` → `SynthesizeResult`, anything else or anything
@@ -32,7 +32,13 @@ import zmq
 from closedloop.errors import ClosedLoopError, DataFileError
 from closedloop.messages.base import Message
 from closedloop.messages.types import (
-    Accepted, Error, FitRequest, ModelUpdated, PredictRequest, Predictions, SynthesizeRequest,
+    Accepted,
+    Error,
+    FitRequest,
+    ModelUpdated,
+    PredictRequest,
+    Predictions,
+    SynthesizeRequest,
 )
 from closedloop.runtime.component import Component
 from closedloop.server.checks import RequestError, network_input
@@ -125,14 +131,25 @@ class ModelServer(Component):
                 Path(s.out_dir).mkdir(parents=True, exist_ok=True)
             except OSError as error:
                 raise DataFileError(s.out_dir, f"cannot create the model folder ({error.strerror or error})") from None
-        self.canvas = Canvas(model_size=s.preprocessing.crop, downsample=s.preprocessing.downsample,
-                             display_size=s.stimulus_size_px, aperture_diameter_px=s.aperture_px,
-                             mean_luminance=s.mean_luminance)
-        self.store = ResponseStore(stimulus_size_px=s.stimulus_size_px, preprocessing=s.preprocessing,
-                                   holdout_fraction=s.holdout_fraction, stop_fraction=s.stop_fraction, seed=s.seed,
-                                   window_s=s.window_s, source=f"{self.name} (session {s.session or '-'})")
-        self.requests = RequestServer(s.request_endpoint, source=self.name, session=s.session, hwm=s.request_hwm,
-                                      max_bytes=s.max_request_bytes)
+        self.canvas = Canvas(
+            model_size=s.preprocessing.crop,
+            downsample=s.preprocessing.downsample,
+            display_size=s.stimulus_size_px,
+            aperture_diameter_px=s.aperture_px,
+            mean_luminance=s.mean_luminance,
+        )
+        self.store = ResponseStore(
+            stimulus_size_px=s.stimulus_size_px,
+            preprocessing=s.preprocessing,
+            holdout_fraction=s.holdout_fraction,
+            stop_fraction=s.stop_fraction,
+            seed=s.seed,
+            window_s=s.window_s,
+            source=f"{self.name} (session {s.session or '-'})",
+        )
+        self.requests = RequestServer(
+            s.request_endpoint, source=self.name, session=s.session, hwm=s.request_hwm, max_bytes=s.max_request_bytes
+        )
         self.events = Publisher(s.events_endpoint, source=self.name, session=s.session)
         self.request_endpoint, self.events_endpoint = self.requests.endpoint, self.events.endpoint
         self._cancel = threading.Event()
@@ -147,8 +164,15 @@ class ModelServer(Component):
         self._poller = zmq.Poller()
         self._poller.register(self.requests.socket, zmq.POLLIN)
         self._poller.register(self._wake_read, zmq.POLLIN)
-        logger.info("%s: serving on %s, events on %s; %s on %s, seed %d", self.name, self.request_endpoint,
-                    self.events_endpoint, _describe(s), self.device, s.seed)
+        logger.info(
+            "%s: serving on %s, events on %s; %s on %s, seed %d",
+            self.name,
+            self.request_endpoint,
+            self.events_endpoint,
+            _describe(s),
+            self.device,
+            s.seed,
+        )
 
     def step(self) -> bool | None:
         self._poller.poll(_POLL_MS)
@@ -199,8 +223,10 @@ class ModelServer(Component):
         handler = handlers.get(type(message))
         try:
             if handler is None:
-                raise RequestError("unexpected_request", f"{self.name} answers FitRequest, PredictRequest and "
-                                                         f"SynthesizeRequest, not {message.type_name()}")
+                raise RequestError(
+                    "unexpected_request",
+                    f"{self.name} answers FitRequest, PredictRequest and SynthesizeRequest, not {message.type_name()}",
+                )
             handler(request, message)
         except RequestError as error:
             self._refuse(request, error.code, error.message)
@@ -224,13 +250,15 @@ class ModelServer(Component):
     def _predict(self, request: Request, message: PredictRequest) -> None:
         if len(message.images) == 0:  # a liveness check (the runner pings while a refit runs)
             self.counts["pings"] += 1
-            self._reply(request, Accepted(in_reply_to=request.decoded.envelope.seq, version=self.version,
-                                          detail="alive"))
+            self._reply(
+                request, Accepted(in_reply_to=request.decoded.envelope.seq, version=self.version, detail="alive")
+            )
             return
         served = self._require_model()
         if len(self._predictions) >= self.settings.max_queued_predictions:
-            raise RequestError("busy", f"{len(self._predictions)} predictions are being computed; ask again when "
-                                       "one has been answered")
+            raise RequestError(
+                "busy", f"{len(self._predictions)} predictions are being computed; ask again when one has been answered"
+            )
         # In the background: a large request must not hold up liveness checks and other clients.
         future = self._predict_thread.submit(_predictions, served, message, self.settings)
         future.add_done_callback(self._wake)
@@ -290,8 +318,14 @@ class ModelServer(Component):
         self.activity = f"fitting model v{version} on {dataset.n_images} images"
         self._running[1].add_done_callback(self._wake)
         self.counts["refits_started"] += 1
-        logger.info("%s: refit to version %d on %d images (%d held out), block %d", self.name, version,
-                    dataset.n_images, len(split.held_out), block)
+        logger.info(
+            "%s: refit to version %d on %d images (%d held out), block %d",
+            self.name,
+            version,
+            dataset.n_images,
+            len(split.held_out),
+            block,
+        )
         return version
 
     def _note_activity(self, text: str) -> None:
@@ -356,11 +390,25 @@ class ModelServer(Component):
         self.model = served
         self.counts["refits_done"] += 1
         m = served.metrics
-        logger.info("%s: model version %d: held-out r mean %.3f, r/rmax %.3f, %d units, %d images, %.1f s%s",
-                    self.name, served.version, m["r_mean"], m["r_over_rmax_mean"], m["n_units"], m["n_images"],
-                    m["refit_seconds"], " (warm start)" if m["warm_start"] else "")
-        self.events.send(ModelUpdated(version=served.version, metrics=dict(m), unit_ids=served.unit_ids.copy(),
-                                      heldout_r=served.heldout_r.copy()))
+        logger.info(
+            "%s: model version %d: held-out r mean %.3f, r/rmax %.3f, %d units, %d images, %.1f s%s",
+            self.name,
+            served.version,
+            m["r_mean"],
+            m["r_over_rmax_mean"],
+            m["n_units"],
+            m["n_images"],
+            m["refit_seconds"],
+            " (warm start)" if m["warm_start"] else "",
+        )
+        self.events.send(
+            ModelUpdated(
+                version=served.version,
+                metrics=dict(m),
+                unit_ids=served.unit_ids.copy(),
+                heldout_r=served.heldout_r.copy(),
+            )
+        )
         if save is not None:
             self._save_thread.submit(save)
 
@@ -379,9 +427,17 @@ class ModelServer(Component):
 
     def _refuse(self, request: Request, code: str, text: str) -> None:
         self.counts[f"error:{code}"] += 1
-        self._log.warning(code, "%s: refused a %s from %r (%s): %s; %d %s so far", self.name,
-                          request.decoded.message.type_name(), request.decoded.envelope.source, code, text,
-                          self.counts[f"error:{code}"], code)
+        self._log.warning(
+            code,
+            "%s: refused a %s from %r (%s): %s; %d %s so far",
+            self.name,
+            request.decoded.message.type_name(),
+            request.decoded.envelope.source,
+            code,
+            text,
+            self.counts[f"error:{code}"],
+            code,
+        )
         self.requests.reply(request, Error(code=code, message=text, in_reply_to=request.decoded.envelope.seq))
 
 
@@ -390,8 +446,12 @@ def _predictions(served: ServedModel, message: PredictRequest, settings: ServerS
     from closedloop.model.predict import predict
 
     inputs = network_input(message.images, settings.stimulus_size_px, settings.preprocessing, "images")
-    return Predictions(rates=predict(served.result.model, inputs), unit_ids=served.unit_ids.copy(),
-                       model_version=served.version, stimulus_ids=message.stimulus_ids)
+    return Predictions(
+        rates=predict(served.result.model, inputs),
+        unit_ids=served.unit_ids.copy(),
+        model_version=served.version,
+        stimulus_ids=message.stimulus_ids,
+    )
 
 
 def _describe(settings: ServerSettings) -> str:

@@ -65,8 +65,10 @@ class SessionOwner:
             return
         if (user, token) != (self.user, self.token):
             who = f"{user or 'an unauthenticated peer'} with session {token!r}"
-            self._refuse(f"session {self.token!r} belongs to the {self.user or 'runner'} that opened it, not "
-                         f"{who}; start another model server for another session")
+            self._refuse(
+                f"session {self.token!r} belongs to the {self.user or 'runner'} that opened it, not "
+                f"{who}; start another model server for another session"
+            )
 
     def _refuse(self, text: str) -> None:
         self.refused += 1

@@ -14,7 +14,7 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -85,8 +85,9 @@ def refit_seed(seed: int, version: int) -> int:
     return int(np.random.SeedSequence([int(seed), int(version)]).generate_state(1)[0] >> 1)
 
 
-def run_refit(job: RefitJob, settings: ServerSettings, device: torch.device,
-              cancel: threading.Event) -> tuple[ServedModel, Callable[[], str | None] | None]:
+def run_refit(
+    job: RefitJob, settings: ServerSettings, device: torch.device, cancel: threading.Event
+) -> tuple[ServedModel, Callable[[], str | None] | None]:
     """Fit and evaluate one model version; also returns how to save it (``settings.out_dir``), or ``None``.
 
     Saving is left to the caller so the new version can be announced first: writing
@@ -117,17 +118,27 @@ def run_refit(job: RefitJob, settings: ServerSettings, device: torch.device,
         warnings.simplefilter("ignore", ExcludedUnitsWarning)  # reported in the metrics instead
         warnings.simplefilter("ignore", RuntimeWarning)  # nanmean over a unit's missing repeats
         initial = _warm_start_model(job)
-        result = fit_model(dataset, settings.model, device=device, seed=seed, progress=progress, split=split,
-                           initial_model=initial)
+        result = fit_model(
+            dataset, settings.model, device=device, seed=seed, progress=progress, split=split, initial_model=initial
+        )
     position = {int(unit): column for column, unit in enumerate(dataset.unit_ids)}
     columns = np.asarray([position[int(unit)] for unit in result.unit_ids], dtype=np.int64)
     held = split.held_out
-    report = evaluate(predict(result.model, dataset.images[held]), dataset.trial_rates[held][:, :, columns],
-                      unit_ids=result.unit_ids, seed=seed)
+    report = evaluate(
+        predict(result.model, dataset.images[held]),
+        dataset.trial_rates[held][:, :, columns],
+        unit_ids=result.unit_ids,
+        seed=seed,
+    )
     metrics = refit_metrics(report, result, dataset, job, time.perf_counter() - started)
-    served = ServedModel(job.version, result, metrics, np.asarray(report.r, dtype=np.float64),
-                         natural_rate_range(result.rate_statistics.percentiles),
-                         default_bound(contrast_statistics(dataset.images[split.fit])))
+    served = ServedModel(
+        job.version,
+        result,
+        metrics,
+        np.asarray(report.r, dtype=np.float64),
+        natural_rate_range(result.rate_statistics.percentiles),
+        default_bound(contrast_statistics(dataset.images[split.fit])),
+    )
     if settings.out_dir is None:
         return served, None
     return served, functools.partial(_save, settings, served, report, seed, job.block)
@@ -139,6 +150,7 @@ def refit_metrics(report, result: FitResult, dataset: ResponseDataset, job: Refi
     ``r_mean``/``r_median`` over fitted units; ``r_over_rmax_mean`` over reliable
     units; sizes of the data and split; timings; ``warm_start`` 1 or 0; ``block``.
     """
+
     def mean(values: np.ndarray, stat=np.mean) -> float:
         values = np.asarray(values, dtype=np.float64)
         values = values[np.isfinite(values)]
@@ -173,8 +185,7 @@ def _warm_start_model(job: RefitJob) -> torch.nn.Module | None:
     previous = job.previous
     if previous is None:
         return None
-    kept, _ = select_fittable_units(job.dataset.mean_rates.astype(np.float64), job.split.train,
-                                    job.dataset.unit_ids)
+    kept, _ = select_fittable_units(job.dataset.mean_rates.astype(np.float64), job.split.train, job.dataset.unit_ids)
     if not np.array_equal(job.dataset.unit_ids[kept], previous.unit_ids):
         logger.info("refit to version %d starts cold: the fittable units changed", job.version)
         return None
@@ -186,8 +197,13 @@ def _save(settings: ServerSettings, served: ServedModel, report, seed: int, bloc
     from closedloop.model.checkpoint import save_checkpoint
 
     path = model_path(settings.out_dir, served.version)
-    record = {"metrics": report.to_dict(), "summary": served.metrics, "seed": int(seed), "block": int(block),
-              "source": "model server"}
+    record = {
+        "metrics": report.to_dict(),
+        "summary": served.metrics,
+        "seed": int(seed),
+        "block": int(block),
+        "source": "model server",
+    }
     try:
         save_checkpoint(path, served.result, metrics=record, model_version=served.version)
     except (OSError, ClosedLoopError, TypeError) as error:

@@ -41,8 +41,11 @@ class JobCancel:
         if self.shutdown.is_set() or self.reason is not None:
             return True
         if self.deadline is not None and time.monotonic() > self.deadline:
-            self.cancel("synthesis_timeout", f"stopped after the server's budget of {self.budget_s:g} s per "
-                        "synthesis; ask for fewer images or steps at a time")
+            self.cancel(
+                "synthesis_timeout",
+                f"stopped after the server's budget of {self.budget_s:g} s per "
+                "synthesis; ask for fewer images or steps at a time",
+            )
             return True
         return False
 
@@ -87,13 +90,17 @@ class SynthesisQueue:
         if waiting.owner:
             self.owner_queue.append(waiting)
             if self.running is not None and not self.running.waiting.owner:
-                self.running.cancel.cancel("preempted", "cancelled: the session's runner needs the server; ask "
-                                                        "again later")
+                self.running.cancel.cancel(
+                    "preempted", "cancelled: the session's runner needs the server; ask again later"
+                )
             return
         queue = self.clients.get(waiting.client, ())
         if len(queue) >= self.per_client or self.n_waiting >= MAX_WAITING:
-            raise RequestError("busy", f"{len(queue)} of your syntheses wait already ({self.n_waiting} in all); "
-                                       "ask again when one has been answered")
+            raise RequestError(
+                "busy",
+                f"{len(queue)} of your syntheses wait already ({self.n_waiting} in all); "
+                "ask again when one has been answered",
+            )
         self.clients.setdefault(waiting.client, deque()).append(waiting)
 
     def take(self) -> Waiting | None:

@@ -122,21 +122,36 @@ class ServerSettings:
             object.__setattr__(self, "seed", secrets.randbelow(2**31))
         if self.aperture_px is None:
             object.__setattr__(self, "aperture_px", min(DEFAULT_APERTURE_PX, float(self.stimulus_size_px)))
-        if not (0 < self.holdout_fraction < 1 and 0 < self.stop_fraction < 1
-                and self.holdout_fraction + self.stop_fraction < 1):
-            raise ClosedLoopError(f"server: holdout_fraction {self.holdout_fraction} and stop_fraction "
-                                  f"{self.stop_fraction} must be in (0, 1) and sum to less than 1")
+        if not (
+            0 < self.holdout_fraction < 1
+            and 0 < self.stop_fraction < 1
+            and self.holdout_fraction + self.stop_fraction < 1
+        ):
+            raise ClosedLoopError(
+                f"server: holdout_fraction {self.holdout_fraction} and stop_fraction "
+                f"{self.stop_fraction} must be in (0, 1) and sum to less than 1"
+            )
         needed = self.preprocessing.crop * self.preprocessing.downsample
         if needed > self.stimulus_size_px:
-            raise ClosedLoopError(f"server: preprocessing needs {needed}-px images (crop × downsample) but "
-                                  f"stimuli are {self.stimulus_size_px} px; lower the crop or raise size_px")
-        for name in ("synthesis_steps", "max_synthesize", "first_version", "request_hwm", "max_request_bytes",
-                     "max_queued_predictions", "max_queued_syntheses"):
+            raise ClosedLoopError(
+                f"server: preprocessing needs {needed}-px images (crop × downsample) but "
+                f"stimuli are {self.stimulus_size_px} px; lower the crop or raise size_px"
+            )
+        for name in (
+            "synthesis_steps",
+            "max_synthesize",
+            "first_version",
+            "request_hwm",
+            "max_request_bytes",
+            "max_queued_predictions",
+            "max_queued_syntheses",
+        ):
             if getattr(self, name) < 1:
                 raise ClosedLoopError(f"server: {name} must be at least 1, got {getattr(self, name)}")
         if not (math.isfinite(self.synthesis_budget_s) and self.synthesis_budget_s > 0):
-            raise ClosedLoopError(f"server: synthesis_budget_s must be a positive number of seconds, got "
-                                  f"{self.synthesis_budget_s}")
+            raise ClosedLoopError(
+                f"server: synthesis_budget_s must be a positive number of seconds, got {self.synthesis_budget_s}"
+            )
         if not (math.isfinite(self.aperture_px) and self.aperture_px > 0):
             raise ClosedLoopError(f"server: aperture_px must be a positive number, got {self.aperture_px}")
 
@@ -151,10 +166,20 @@ class ServerSettings:
         return (clients * (self.request_hwm + 1) + self.max_queued_predictions + 1) * self.max_request_bytes
 
     @classmethod
-    def from_configs(cls, rig, protocol, *, out_dir: str | None = None, request_endpoint: str | None = None,
-                     events_endpoint: str | None = None, session: str = "", device: str | None = None,
-                     seed: int | None = None, stimulus_size_px: int | None = None,
-                     first_version: int = 1) -> "ServerSettings":
+    def from_configs(
+        cls,
+        rig,
+        protocol,
+        *,
+        out_dir: str | None = None,
+        request_endpoint: str | None = None,
+        events_endpoint: str | None = None,
+        session: str = "",
+        device: str | None = None,
+        seed: int | None = None,
+        stimulus_size_px: int | None = None,
+        first_version: int = 1,
+    ) -> ServerSettings:
         """Settings for ``protocol`` on ``rig`` (endpoints default to the rig's ports).
 
         ``device`` (`device_choice`), ``seed`` and ``stimulus_size_px`` replace the configs'

@@ -31,8 +31,7 @@ PARTS = ("train", "stop", "held_out")
 
 def arrival_order(ids: np.ndarray, seed: int) -> np.ndarray:
     """``ids`` in an order drawn from (seed, id) alone, whatever order they came in."""
-    keys = [int(np.random.SeedSequence([int(seed), int(i) & 0xFFFF_FFFF_FFFF_FFFF]).generate_state(1)[0])
-            for i in ids]
+    keys = [int(np.random.SeedSequence([int(seed), int(i) & 0xFFFF_FFFF_FFFF_FFFF]).generate_state(1)[0]) for i in ids]
     return np.asarray(ids, dtype=np.int64)[np.argsort(keys, kind="stable")]
 
 
@@ -53,9 +52,17 @@ class ResponseStore:
         Recorded in every dataset.
     """
 
-    def __init__(self, *, stimulus_size_px: int, preprocessing: Preprocessing, holdout_fraction: float,
-                 stop_fraction: float, seed: int, window_s: tuple[float, float] = (0.05, 0.10),
-                 source: str = "model server"):
+    def __init__(
+        self,
+        *,
+        stimulus_size_px: int,
+        preprocessing: Preprocessing,
+        holdout_fraction: float,
+        stop_fraction: float,
+        seed: int,
+        window_s: tuple[float, float] = (0.05, 0.10),
+        source: str = "model server",
+    ):
         self.stimulus_size_px = stimulus_size_px
         self.preprocessing = preprocessing
         self.shares = {"held_out": holdout_fraction, "stop": stop_fraction}
@@ -97,14 +104,20 @@ class ResponseStore:
             rates = checked_rates(request.rates)
             unit_ids = unique_ids(request.unit_ids, "unit_ids")
             if self.unit_ids is not None and not np.array_equal(unit_ids, self.unit_ids):
-                raise RequestError("unit_mismatch", f"unit ids differ from the ones this session started with "
-                                   f"({len(unit_ids)} vs {len(self.unit_ids)} units; first ids "
-                                   f"{listing(unit_ids, 5)} vs {listing(self.unit_ids, 5)}); the server keeps "
-                                   "one unit set per session")
+                raise RequestError(
+                    "unit_mismatch",
+                    f"unit ids differ from the ones this session started with "
+                    f"({len(unit_ids)} vs {len(self.unit_ids)} units; first ids "
+                    f"{listing(unit_ids, 5)} vs {listing(self.unit_ids, 5)}); the server keeps "
+                    "one unit set per session",
+                )
             unknown = np.setdiff1d(stimulus_ids, [*self._images, *new_images])
             if unknown.size:
-                raise RequestError("unknown_stimulus", f"no image for stimulus id(s) {listing(unknown)}: send "
-                                   "image_ids and images the first time a stimulus is fitted")
+                raise RequestError(
+                    "unknown_stimulus",
+                    f"no image for stimulus id(s) {listing(unknown)}: send "
+                    "image_ids and images the first time a stimulus is fitted",
+                )
         for stimulus_id in arrival_order(np.asarray(list(new_images), dtype=np.int64), self.seed):
             self._images[int(stimulus_id)] = new_images[int(stimulus_id)]
             self._assign_part(int(stimulus_id))
@@ -150,12 +163,17 @@ class ResponseStore:
         split = DataSplit(*(np.flatnonzero(parts == name) for name in PARTS), seed=self.seed)
         sizes = {name: int(np.sum(parts == name)) for name in PARTS}
         if min(sizes.values()) < 1:
-            raise ClosedLoopError(f"the {len(ids)} images with responses leave a part empty ({sizes}); "
-                                  "record more images")
+            raise ClosedLoopError(
+                f"the {len(ids)} images with responses leave a part empty ({sizes}); record more images"
+            )
         dataset = ResponseDataset(
-            images=np.stack([self._images[i] for i in ids]), trial_rates=trial_rates,
-            unit_ids=self.unit_ids.copy(), image_ids=np.asarray(ids, dtype=np.int64), source=self.source,
-            preprocessing=self.preprocessing, window_s=self.window_s,
+            images=np.stack([self._images[i] for i in ids]),
+            trial_rates=trial_rates,
+            unit_ids=self.unit_ids.copy(),
+            image_ids=np.asarray(ids, dtype=np.int64),
+            source=self.source,
+            preprocessing=self.preprocessing,
+            window_s=self.window_s,
         )
         return dataset, split
 
@@ -173,8 +191,11 @@ class ResponseStore:
             if known is None:
                 new[int(stimulus_id)] = image
             elif not np.allclose(known, image, atol=1e-4):
-                raise RequestError("image_conflict", f"stimulus id {int(stimulus_id)} was sent before with "
-                                                     "different pixels; ids must name one image per session")
+                raise RequestError(
+                    "image_conflict",
+                    f"stimulus id {int(stimulus_id)} was sent before with "
+                    "different pixels; ids must name one image per session",
+                )
         return new
 
     def _assign_part(self, stimulus_id: int) -> None:

@@ -55,18 +55,32 @@ def synthesis_jobs(served: ServedModel, request: SynthesizeRequest, max_images: 
     return jobs
 
 
-def run_synthesis(served: ServedModel, request: SynthesizeRequest, jobs: list[SynthesisJob], canvas: Canvas,
-                  steps: int, cancel: threading.Event | JobCancel) -> SynthesizeResult:
+def run_synthesis(
+    served: ServedModel,
+    request: SynthesizeRequest,
+    jobs: list[SynthesisJob],
+    canvas: Canvas,
+    steps: int,
+    cancel: threading.Event | JobCancel,
+) -> SynthesizeResult:
     """Optimise the images (background thread) and package the reply; stops when ``cancel.is_set()``."""
+
     def progress(step: int, cap: int, active: int) -> None:
         if cancel.is_set():
             raise Cancelled("synthesis cancelled: the server is stopping")
 
     if canvas.max_contrast is None and served.contrast_bound is not None:  # the natural images' contrast
         canvas = dataclasses.replace(canvas, max_contrast=served.contrast_bound)
-    result = synthesize(served.result.model, jobs, canvas=canvas, scale_hz=served.scale_hz,
-                        settings=SynthesisSettings(steps=steps), seed=request.seed, progress=progress,
-                        progress_every=1)  # a cancel or time budget takes effect within one step
+    result = synthesize(
+        served.result.model,
+        jobs,
+        canvas=canvas,
+        scale_hz=served.scale_hz,
+        settings=SynthesisSettings(steps=steps),
+        seed=request.seed,
+        progress=progress,
+        progress_every=1,
+    )  # a cancel or time budget takes effect within one step
     return SynthesizeResult(
         unit_ids=np.asarray(request.unit_ids, dtype=np.int64),
         targets=np.asarray(request.targets, dtype=np.float64),

@@ -1,4 +1,4 @@
-"""Simulated V1 populations with ground truth, natural images and gratings (DESIGN §8)."""
+"""Simulated V1 populations with ground truth, natural images and gratings (docs/methods.md, Simulation)."""
 
 from __future__ import annotations
 

@@ -104,12 +104,13 @@ def fit_to_grid(images: np.ndarray, size_px: int) -> np.ndarray:
     batch = as_image_batch(images)
     rows, cols = batch.shape[1:]
     top, left = max(rows - size_px, 0) // 2, max(cols - size_px, 0) // 2
-    batch = batch[:, top:top + size_px, left:left + size_px].astype(np.float64)
+    batch = batch[:, top : top + size_px, left : left + size_px].astype(np.float64)
     rows, cols = batch.shape[1:]
     if rows < size_px or cols < size_px:
         above, before = (size_px - rows) // 2, (size_px - cols) // 2
-        batch = np.pad(batch, [(0, 0), (above, size_px - rows - above), (before, size_px - cols - before)],
-                       constant_values=GREY)
+        batch = np.pad(
+            batch, [(0, 0), (above, size_px - rows - above), (before, size_px - cols - before)], constant_values=GREY
+        )
     if not np.all(np.isfinite(batch)):
         raise ValueError("images hold NaN or infinite values")
     return batch

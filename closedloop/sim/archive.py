@@ -25,7 +25,6 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import yaml
@@ -34,9 +33,10 @@ from closedloop.config.yaml_loader import safe_load_bounded
 from closedloop.errors import ClosedLoopError, DataFileError
 from closedloop.paths import shipped_file
 from closedloop.sim import archive_layouts
-from closedloop.sim.archive_spec import DEFAULT_SCENARIO, RESPONSE_WINDOW_S, ArchiveSpec, Progress, window_fano
+from closedloop.sim.archive_spec import DEFAULT_SCENARIO, RESPONSE_WINDOW_S, ArchiveSpec, Progress
 from closedloop.sim.population import SimulatedV1
 from closedloop.sim.scenario import load_scenario
+
 
 @dataclass(frozen=True)
 class ArchiveSummary:
@@ -62,14 +62,16 @@ class ArchiveSummary:
 
     def text(self) -> str:
         types = ", ".join(f"{n} {t}" for t, n in self.unit_types.items() if n)
-        return "\n".join([
-            f"wrote {self.path} ({self.layout} layout, {self.file_mb:.1f} MB) in {self.seconds:.1f} s",
-            f"  population: {self.n_units} units (seed {self.seed}): {types}",
-            f"  stimuli: {self.n_stimuli}, trials: {self.n_trials} ({self.n_repeats} repeats), "
-            f"spikes: {self.n_spikes:,}",
-            f"  rates: spontaneous {self.spontaneous_hz:.1f} Hz (mean), best natural image "
-            f"{self.median_peak_hz:.1f} Hz (median over units); window Fano factor {self.median_fano:.2f} (median)",
-        ])
+        return "\n".join(
+            [
+                f"wrote {self.path} ({self.layout} layout, {self.file_mb:.1f} MB) in {self.seconds:.1f} s",
+                f"  population: {self.n_units} units (seed {self.seed}): {types}",
+                f"  stimuli: {self.n_stimuli}, trials: {self.n_trials} ({self.n_repeats} repeats), "
+                f"spikes: {self.n_spikes:,}",
+                f"  rates: spontaneous {self.spontaneous_hz:.1f} Hz (mean), best natural image "
+                f"{self.median_peak_hz:.1f} Hz (median over units); window Fano factor {self.median_fano:.2f} (median)",
+            ]
+        )
 
 
 def population_for(spec: ArchiveSpec) -> SimulatedV1:
@@ -83,8 +85,9 @@ def population_for(spec: ArchiveSpec) -> SimulatedV1:
     return SimulatedV1(load_scenario(scenario), n_units=spec.n_units, seed=spec.seed)
 
 
-def make_archive(path: str | Path, spec: ArchiveSpec, *, overwrite: bool = False,
-                 progress: Progress | None = None) -> ArchiveSummary:
+def make_archive(
+    path: str | Path, spec: ArchiveSpec, *, overwrite: bool = False, progress: Progress | None = None
+) -> ArchiveSummary:
     """Simulate a recording and write it; returns a summary of what was written.
 
     ``progress(stage, done, total)`` is called as the work advances (a command's bar or log).
@@ -113,10 +116,16 @@ def make_archive(path: str | Path, spec: ArchiveSpec, *, overwrite: bool = False
     finally:
         partial.unlink(missing_ok=True)
     return ArchiveSummary(
-        path=str(path), layout=spec.layout, seed=population.seed, n_units=population.n_units,
+        path=str(path),
+        layout=spec.layout,
+        seed=population.seed,
+        n_units=population.n_units,
         unit_types=population.type_counts(),
-        n_stimuli=stats["n_stimuli"], n_trials=stats["n_trials"], n_repeats=spec.n_repeats,
-        n_spikes=stats["n_spikes"], file_mb=path.stat().st_size / 1e6,
+        n_stimuli=stats["n_stimuli"],
+        n_trials=stats["n_trials"],
+        n_repeats=spec.n_repeats,
+        n_spikes=stats["n_spikes"],
+        file_mb=path.stat().st_size / 1e6,
         seconds=time.perf_counter() - started,
         spontaneous_hz=float(np.mean(population.spontaneous_hz)),
         median_peak_hz=float(np.median(stats["peak_hz"])),
@@ -170,17 +179,24 @@ def spec_from_archive(path: str | Path) -> ArchiveSpec:
         import scipy.io
 
         try:
-            text = str(np.asarray(scipy.io.loadmat(str(path), variable_names=["closedloop_recipe"])
-                                  .get("closedloop_recipe", [""])).ravel()[0])
+            text = str(
+                np.asarray(
+                    scipy.io.loadmat(str(path), variable_names=["closedloop_recipe"]).get("closedloop_recipe", [""])
+                ).ravel()[0]
+            )
         except (OSError, ValueError, IndexError) as error:
             raise DataFileError(path, f"cannot read the simulation recipe: {error}") from None
     try:
         recipe = safe_load_bounded(text) or {}
         fields = recipe["simulated_archive"]
         return ArchiveSpec(
-            layout=fields["layout"], seed=int(fields["seed"]), n_units=int(fields["n_units"]),
-            n_images=int(fields["n_images"]), n_repeats=int(fields["n_repeats"]),
-            scenario=Path(fields["scenario"]), stimulus_s=float(fields["stimulus_s"]),
+            layout=fields["layout"],
+            seed=int(fields["seed"]),
+            n_units=int(fields["n_units"]),
+            n_images=int(fields["n_images"]),
+            n_repeats=int(fields["n_repeats"]),
+            scenario=Path(fields["scenario"]),
+            stimulus_s=float(fields["stimulus_s"]),
             blank_s=float(fields["blank_s"]),
         )
     except (yaml.YAMLError, KeyError, TypeError, ValueError) as error:

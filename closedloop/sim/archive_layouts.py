@@ -19,7 +19,12 @@ from closedloop.data.session import SessionWriter
 from closedloop.paths import shipped_file
 from closedloop.sim.aperture import aperture_mask, fit_to_grid
 from closedloop.sim.archive_spec import (
-    CENTRED_WITHIN_DEG, PHOTODIODE_LAG_S, RESPONSE_WINDOW_S, ArchiveSpec, Progress, window_fano,
+    CENTRED_WITHIN_DEG,
+    PHOTODIODE_LAG_S,
+    RESPONSE_WINDOW_S,
+    ArchiveSpec,
+    Progress,
+    window_fano,
 )
 from closedloop.sim.gratings import orientation_grating_set, pvc8_grating_sets
 from closedloop.sim.population import SimulatedV1
@@ -40,41 +45,58 @@ def _streams(population: SimulatedV1) -> tuple[int, np.random.Generator]:
     return images_seed, np.random.default_rng(np.random.SeedSequence([population.seed, 11]))
 
 
-def write_session(path: Path, population: SimulatedV1, spec: ArchiveSpec, recipe: str,
-                  progress: Progress = lambda stage, done, total: None) -> dict:
+def write_session(
+    path: Path,
+    population: SimulatedV1,
+    spec: ArchiveSpec,
+    recipe: str,
+    progress: Progress = lambda stage, done, total: None,
+) -> dict:
     """Write a closedloop session file: natural-image blocks, then orientation-grating blocks."""
     images_seed, rng = _streams(population)
     stimulus_s, blank_s = spec.durations_s
     size = population.size_px
     aperture = population.spec.aperture_diameter_px
-    naturals = stimulus_set(population.spec.images, spec.n_images, size_px=size, aperture_diameter_px=aperture,
-                            seed=images_seed)
-    gratings, params = orientation_grating_set(canvas_px=size, pixels_per_degree=population.pixels_per_degree,
-                                               aperture_diameter_px=aperture)
+    naturals = stimulus_set(
+        population.spec.images, spec.n_images, size_px=size, aperture_diameter_px=aperture, seed=images_seed
+    )
+    gratings, params = orientation_grating_set(
+        canvas_px=size, pixels_per_degree=population.pixels_per_degree, aperture_diameter_px=aperture
+    )
     natural_rates = np.empty((spec.n_images, spec.n_repeats, population.n_units), dtype=np.float32)
     n_trials = n_spikes = 0
     with SessionWriter(
-        path, session_id=f"sim-seed{population.seed}", unit_ids=population.unit_ids,
-        channels=population.channels, stimulus_shape=(size, size), response_window_s=RESPONSE_WINDOW_S,
-        rig_yaml=SIM_RIG.read_text() if SIM_RIG.exists() else "", protocol_yaml=recipe,
+        path,
+        session_id=f"sim-seed{population.seed}",
+        unit_ids=population.unit_ids,
+        channels=population.channels,
+        stimulus_shape=(size, size),
+        response_window_s=RESPONSE_WINDOW_S,
+        rig_yaml=SIM_RIG.read_text() if SIM_RIG.exists() else "",
+        protocol_yaml=recipe,
         seeds={"population": population.seed, "images": images_seed},
         metadata={"simulated": True, "unit_types": population.unit_types.tolist()},
     ) as writer:
         natural_ids = writer.add_stimuli(naturals, "natural", source_index=np.arange(spec.n_images))
         grating_ids = writer.add_stimuli(
-            gratings, "grating", source_index=np.arange(len(gratings)),
+            gratings,
+            "grating",
+            source_index=np.arange(len(gratings)),
             **{name: params[name] for name in ("orientation_deg", "phase_deg", "sf_cpd", "radius_px")},
             annulus=params["annulus"].astype(np.int64),
         )
         clock = 1.0  # acquisition starts a second before the first stimulus
-        plan = [("natural", natural_ids, naturals)] * spec.n_repeats + [("grating", grating_ids, gratings)] * spec.n_repeats
+        plan = [("natural", natural_ids, naturals)] * spec.n_repeats + [
+            ("grating", grating_ids, gratings)
+        ] * spec.n_repeats
         for block, (repeat_in_kind, (kind, ids, pixels)) in enumerate(_enumerate_by_kind(plan)):
             progress("simulating blocks", block, len(plan))
             order = rng.permutation(len(ids))
             onsets = np.arange(len(ids)) * (stimulus_s + blank_s)
             t_stop = onsets[-1] + stimulus_s + blank_s + BLOCK_GAP_S
-            unit_index, times = population.sample_spike_times(pixels[order], onsets, duration_s=stimulus_s,
-                                                              t_stop_s=t_stop, rng=rng)
+            unit_index, times = population.sample_spike_times(
+                pixels[order], onsets, duration_s=stimulus_s, t_stop_s=t_stop, rng=rng
+            )
             onsets, times = onsets + clock, times + clock
             spike_units = population.unit_ids[unit_index]
             rates = counts_to_rates(
@@ -82,11 +104,17 @@ def write_session(path: Path, population: SimulatedV1, spec: ArchiveSpec, recipe
                 RESPONSE_WINDOW_S,
             )
             writer.append_block(
-                kind, stimulus_ids=ids[order], onsets_s=onsets, flip_s=onsets - PHOTODIODE_LAG_S,
+                kind,
+                stimulus_ids=ids[order],
+                onsets_s=onsets,
+                flip_s=onsets - PHOTODIODE_LAG_S,
                 n_frames=np.full(len(ids), round(stimulus_s * SIM_REFRESH_HZ)),
-                spike_unit_ids=spike_units, spike_times_s=times,
+                spike_unit_ids=spike_units,
+                spike_times_s=times,
                 sync_times_s=np.column_stack([onsets, onsets + stimulus_s]).ravel(),
-                sync_lines=PHOTODIODE_LINE, sync_states=np.tile([1, 0], len(ids)), responses_hz=rates,
+                sync_lines=PHOTODIODE_LINE,
+                sync_states=np.tile([1, 0], len(ids)),
+                responses_hz=rates,
             )
             if kind == "natural":
                 natural_rates[order, repeat_in_kind] = rates
@@ -118,8 +146,9 @@ class Pvc8Arrays:
     indcent: np.ndarray
 
 
-def simulate_pvc8(population: SimulatedV1, spec: ArchiveSpec,
-                  progress: Progress = lambda stage, done, total: None) -> Pvc8Arrays:
+def simulate_pvc8(
+    population: SimulatedV1, spec: ArchiveSpec, progress: Progress = lambda stage, done, total: None
+) -> Pvc8Arrays:
     """Simulate pvc-8's experiment: small/large natural images interleaved, then the 416 gratings."""
     progress("making the images", 0, 3)
     images_seed, rng = _streams(population)
@@ -127,14 +156,20 @@ def simulate_pvc8(population: SimulatedV1, spec: ArchiveSpec,
     aperture = population.spec.aperture_diameter_px
     # Large = the photograph over the whole canvas; small = the same image seen through the
     # population's aperture, as pvc-8 showed each natural image at two sizes.
-    large = stimulus_set(population.spec.images, spec.n_images, size_px=PVC8_CANVAS_PX,
-                         aperture_diameter_px=PVC8_CANVAS_PX, seed=images_seed)
+    large = stimulus_set(
+        population.spec.images,
+        spec.n_images,
+        size_px=PVC8_CANVAS_PX,
+        aperture_diameter_px=PVC8_CANVAS_PX,
+        seed=images_seed,
+    )
     small = GREY + aperture_mask(PVC8_CANVAS_PX, aperture) * (large - GREY)
     natural = np.stack([small, large], axis=1).reshape(-1, PVC8_CANVAS_PX, PVC8_CANVAS_PX)
     del small, large
     progress("making the images", 1, 3)
-    gratings, _ = pvc8_grating_sets(canvas_px=PVC8_CANVAS_PX, pixels_per_degree=population.pixels_per_degree,
-                                    aperture_diameter_px=aperture)
+    gratings, _ = pvc8_grating_sets(
+        canvas_px=PVC8_CANVAS_PX, pixels_per_degree=population.pixels_per_degree, aperture_diameter_px=aperture
+    )
     progress("making the images", 2, 3)
     images = np.concatenate([_to_uint8(natural), _to_uint8(gratings)])
     centre = fit_to_grid(np.concatenate([natural, gratings]), population.size_px)
@@ -145,20 +180,32 @@ def simulate_pvc8(population: SimulatedV1, spec: ArchiveSpec,
     progress(stage, 0, 2)
     resp_train = population.sample_binned_counts(centre, spec.n_repeats, duration_s=stimulus_s, n_bins=n_bins, rng=rng)
     progress(stage, 1, 2)
-    resp_blank = population.sample_binned_counts(centre, spec.n_repeats, duration_s=stimulus_s,
-                                                 n_bins=n_blank_bins, t_start_s=stimulus_s, rng=rng)
+    resp_blank = population.sample_binned_counts(
+        centre, spec.n_repeats, duration_s=stimulus_s, n_bins=n_blank_bins, t_start_s=stimulus_s, rng=rng
+    )
     progress(stage, 2, 2)
     centred = np.hypot(population.parameters["x_deg"], population.parameters["y_deg"]) <= CENTRED_WITHIN_DEG
     return Pvc8Arrays(resp_train, resp_blank, images, centred.astype(np.float64))
 
 
-def write_pvc8(path: Path, population: SimulatedV1, spec: ArchiveSpec, recipe: str,
-               progress: Progress = lambda stage, done, total: None) -> dict:
+def write_pvc8(
+    path: Path,
+    population: SimulatedV1,
+    spec: ArchiveSpec,
+    recipe: str,
+    progress: Progress = lambda stage, done, total: None,
+) -> dict:
     """Simulate pvc-8's experiment and write it as a MATLAB v5 file with the real variables."""
     arrays = simulate_pvc8(population, spec, progress)
     progress("writing the MATLAB file", 0, 1)
-    write_pvc8_file(path, resp_train=arrays.resp_train, resp_train_blk=arrays.resp_train_blk,
-                    images=arrays.images, indcent=arrays.indcent, extra={"closedloop_recipe": recipe})
+    write_pvc8_file(
+        path,
+        resp_train=arrays.resp_train,
+        resp_train_blk=arrays.resp_train_blk,
+        images=arrays.images,
+        indcent=arrays.indcent,
+        extra={"closedloop_recipe": recipe},
+    )
     progress("writing the MATLAB file", 1, 1)
     start, stop = (round(t * 1000) for t in RESPONSE_WINDOW_S)
     small_counts = arrays.resp_train[:, 0 : 2 * spec.n_images : 2, :, start:stop].sum(axis=3, dtype=np.float32)
@@ -174,6 +221,9 @@ def _to_uint8(images: np.ndarray) -> np.ndarray:
 
 def _stats(n_stimuli: int, n_trials: int, n_spikes: int, natural_rates: np.ndarray) -> dict:
     return {
-        "n_stimuli": int(n_stimuli), "n_trials": int(n_trials), "n_spikes": int(n_spikes),
-        "peak_hz": natural_rates.mean(axis=1).max(axis=0), "median_fano": window_fano(natural_rates),
+        "n_stimuli": int(n_stimuli),
+        "n_trials": int(n_trials),
+        "n_spikes": int(n_spikes),
+        "peak_hz": natural_rates.mean(axis=1).max(axis=0),
+        "median_fano": window_fano(natural_rates),
     }

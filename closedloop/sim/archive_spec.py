@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Literal
+from collections.abc import Callable
 
 import numpy as np
 
@@ -20,7 +21,7 @@ DEFAULT_SCENARIO = Path("sim/default.yaml")
 #: ``progress(stage, done, total)``: told as an archive is made.
 Progress = Callable[[str, int, int], None]
 RESPONSE_WINDOW_S = (0.05, 0.10)
-#: The presenter's flip comes this long before the photodiode sees the frame (REFERENCE.md:
+#: The presenter's flip comes this long before the photodiode sees the frame (docs/methods.md:
 #: 11–16 ms measured at 165–180 Hz); the simulated rig records the same offset.
 PHOTODIODE_LAG_S = 0.012
 #: Units whose RF centre lies within this distance of the aperture centre are INDCENT = 1.

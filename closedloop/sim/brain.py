@@ -12,7 +12,8 @@ from __future__ import annotations
 import importlib
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Callable, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -51,8 +52,9 @@ def spec_from_rig(rig: Rig, n_units: int | None = None) -> BrainSpec:
     return BrainSpec(scenario=acquisition.scenario, seed=acquisition.seed, n_units=n_units, size_px=size)
 
 
-def load_brain(target: str, *, probe_size_px: int = 66,
-               import_path: Sequence[str] = ()) -> Callable[[np.ndarray], np.ndarray]:
+def load_brain(
+    target: str, *, probe_size_px: int = 66, import_path: Sequence[str] = ()
+) -> Callable[[np.ndarray], np.ndarray]:
     """Import a brain by dotted path and check it on probe images.
 
     Parameters
@@ -84,11 +86,14 @@ def load_brain(target: str, *, probe_size_px: int = 66,
     try:
         module = importlib.import_module(module_name)
     except ImportError as error:
-        raise ClosedLoopError(f"brain {target!r}: cannot import module {module_name!r} ({error}); "
-                              "check the name and that the package is installed") from None
+        raise ClosedLoopError(
+            f"brain {target!r}: cannot import module {module_name!r} ({error}); "
+            "check the name and that the package is installed"
+        ) from None
     except Exception as error:  # the module's own code failed while importing
-        raise ClosedLoopError(f"brain {target!r}: importing {module_name!r} failed: "
-                              f"{type(error).__name__}: {error}") from error
+        raise ClosedLoopError(
+            f"brain {target!r}: importing {module_name!r} failed: {type(error).__name__}: {error}"
+        ) from error
     brain = module
     for part in attribute_path.split("."):
         if not hasattr(brain, part):
@@ -98,8 +103,9 @@ def load_brain(target: str, *, probe_size_px: int = 66,
         try:
             brain = brain()
         except Exception as error:
-            raise ClosedLoopError(f"brain {target!r}: could not create an instance with no arguments: "
-                                  f"{type(error).__name__}: {error}") from error
+            raise ClosedLoopError(
+                f"brain {target!r}: could not create an instance with no arguments: {type(error).__name__}: {error}"
+            ) from error
     if not callable(brain):
         raise ClosedLoopError(f"brain {target!r}: {attribute_path!r} is a {type(brain).__name__}, not callable")
     check_brain(brain, name=target, probe_size_px=probe_size_px)
@@ -118,15 +124,18 @@ def check_brain(brain: Callable[[np.ndarray], np.ndarray], *, name: str = "brain
     try:
         output = brain(probe)
     except Exception as error:
-        raise ClosedLoopError(f"brain {name!r} failed on a probe batch of shape {probe.shape}: "
-                              f"{type(error).__name__}: {error}") from error
+        raise ClosedLoopError(
+            f"brain {name!r} failed on a probe batch of shape {probe.shape}: {type(error).__name__}: {error}"
+        ) from error
     try:
         rates = np.asarray(output, dtype=np.float64)
     except (TypeError, ValueError):
         raise ClosedLoopError(f"brain {name!r} returned {type(output).__name__}, not an array of rates") from None
     if rates.ndim != 2 or rates.shape[0] != len(probe) or rates.shape[1] < 1:
-        raise ClosedLoopError(f"brain {name!r} returned shape {rates.shape} for {len(probe)} images; "
-                              f"it must return (n_images, n_units) = ({len(probe)}, n_units)")
+        raise ClosedLoopError(
+            f"brain {name!r} returned shape {rates.shape} for {len(probe)} images; "
+            f"it must return (n_images, n_units) = ({len(probe)}, n_units)"
+        )
     if not np.all(np.isfinite(rates)):
         raise ClosedLoopError(f"brain {name!r} returned NaN or infinite rates")
     if np.any(rates < 0):

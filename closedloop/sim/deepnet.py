@@ -59,8 +59,9 @@ class DeepStage:
         Draws the random weights of layers 2 and 3.
     """
 
-    def __init__(self, types: np.ndarray, params: dict[str, np.ndarray], size_px: int, ppd: float,
-                 rng: np.random.Generator):
+    def __init__(
+        self, types: np.ndarray, params: dict[str, np.ndarray], size_px: int, ppd: float, rng: np.random.Generator
+    ):
         self.size_px = size_px
         self.localised = np.zeros(len(types), dtype=bool)
         self.depth = params["depth"].astype(np.int64)
@@ -84,8 +85,7 @@ class DeepStage:
         sizes = {1: size_px // POOL_1, 2: size_px // POOL_1 // POOL_2, 3: size_px // POOL_1 // POOL_2}
         self.readout = {depth: self._windows(params, depth, sizes[depth], size_px, ppd) for depth in (1, 2, 3)}
 
-    def _windows(self, params: dict[str, np.ndarray], depth: int, side: int, size_px: int,
-                 ppd: float) -> np.ndarray:
+    def _windows(self, params: dict[str, np.ndarray], depth: int, side: int, size_px: int, ppd: float) -> np.ndarray:
         """Gaussian readout windows on a layer's grid, (n_units, side²), each summing to 1."""
         scale = size_px / side  # input pixels per layer pixel
         coords = (np.arange(side) + 0.5) * scale - size_px / 2.0
@@ -104,9 +104,9 @@ class DeepStage:
         contrast = fit_to_grid(images, self.size_px) - GREY
         spectrum = np.fft.rfft2(contrast, s=(self.side, self.side))
         linear = np.fft.irfft2(spectrum[:, None] * self.bank_fft[None], s=(self.side, self.side))
-        linear = linear[:, :, :self.size_px, :self.size_px]
+        linear = linear[:, :, : self.size_px, : self.size_px]
         even, odd = linear[:, 0::2], linear[:, 1::2]
-        energy = even ** 2 + odd ** 2
+        energy = even**2 + odd**2
         norm = L1_SEMISATURATION + energy.mean(axis=1, keepdims=True)
         layer1 = np.concatenate([np.sqrt(energy), np.maximum(even, 0.0)], axis=1) / np.sqrt(norm)
         with torch.no_grad():
@@ -121,14 +121,14 @@ class DeepStage:
         batch = batch[None] if batch.ndim == 2 else batch
         out = np.zeros((len(batch), len(self.depth)))
         for start in range(0, len(batch), CHUNK):
-            acts = self.layers(batch[start:start + CHUNK])
+            acts = self.layers(batch[start : start + CHUNK])
             for depth in (1, 2, 3):
                 units = np.flatnonzero(self.depth == depth)
                 if len(units) == 0:
                     continue
                 act = acts[depth - 1]
                 maps = act[:, self.channel[units]].reshape(len(act), len(units), -1)
-                out[start:start + CHUNK, units] = np.einsum("nup,up->nu", maps, self.readout[depth][units])
+                out[start : start + CHUNK, units] = np.einsum("nup,up->nu", maps, self.readout[depth][units])
         return out
 
     def receptive_fields(self) -> np.ndarray:

@@ -38,8 +38,9 @@ def offset_centres(n: int, eccentricity_deg: tuple[float, float], rng: np.random
     return np.column_stack([radius * np.cos(angle), radius * np.sin(angle)])
 
 
-def build_stage(spec: PopulationSpec, types: np.ndarray, centres_deg: np.ndarray, seed: int,
-                rng: np.random.Generator) -> tuple[DriveStage, dict[str, np.ndarray]]:
+def build_stage(
+    spec: PopulationSpec, types: np.ndarray, centres_deg: np.ndarray, seed: int, rng: np.random.Generator
+) -> tuple[DriveStage, dict[str, np.ndarray]]:
     """Draw the family's unit parameters and build its drive stage.
 
     Returns
@@ -51,15 +52,19 @@ def build_stage(spec: PopulationSpec, types: np.ndarray, centres_deg: np.ndarray
     if spec.family == "deep":
         from closedloop.sim.deepnet import DeepStage, draw_deep_parameters
 
-        params = {"x_deg": centres_deg[:, 0].copy(), "y_deg": centres_deg[:, 1].copy(),
-                  **draw_deep_parameters(types, rng)}
+        params = {
+            "x_deg": centres_deg[:, 0].copy(),
+            "y_deg": centres_deg[:, 1].copy(),
+            **draw_deep_parameters(types, rng),
+        }
         weights_rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
         return DeepStage(types, params, size, ppd, weights_rng), params
     params = draw_unit_parameters(types, centres_deg, spec.sf_cpd, rng)
     if spec.family == "normalisation":
         from closedloop.sim.normalisation import NormalisationStage, draw_normalisation_parameters
 
-        params.update(draw_normalisation_parameters(len(types), spec.semisaturation_contrast,
-                                                    spec.surround_suppression, rng))
+        params.update(
+            draw_normalisation_parameters(len(types), spec.semisaturation_contrast, spec.surround_suppression, rng)
+        )
         return NormalisationStage(types, params, size, ppd), params
     return ClassicStage(types, params, size, ppd), params

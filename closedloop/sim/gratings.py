@@ -35,14 +35,16 @@ SIZE_SET_RADII_PX = np.round(2.0 ** np.arange(-1.56, 2.6401, 0.7) * 48.0)
 DEFAULT_PREF_SF_CPD = 2.0
 
 #: dtype of the parameter record that comes with every grating set.
-GRATING_PARAMS_DTYPE = np.dtype([
-    ("set", "U11"),
-    ("orientation_deg", "f8"),
-    ("phase_deg", "f8"),
-    ("sf_cpd", "f8"),
-    ("radius_px", "f8"),
-    ("annulus", "?"),
-])
+GRATING_PARAMS_DTYPE = np.dtype(
+    [
+        ("set", "U11"),
+        ("orientation_deg", "f8"),
+        ("phase_deg", "f8"),
+        ("sf_cpd", "f8"),
+        ("radius_px", "f8"),
+        ("annulus", "?"),
+    ]
+)
 
 
 def grating(
@@ -101,13 +103,27 @@ def _render(records: list[tuple], canvas_px: int, ppd: float, edge_px: float) ->
     x, y = centred_coordinates(canvas_px)
     images = np.empty((len(params), canvas_px, canvas_px), dtype=np.float32)
     for i, p in enumerate(params):
-        images[i] = _draw(x, y, ppd, p["orientation_deg"], p["phase_deg"], p["sf_cpd"],
-                          p["radius_px"], bool(p["annulus"]), 1.0, edge_px)
+        images[i] = _draw(
+            x,
+            y,
+            ppd,
+            p["orientation_deg"],
+            p["phase_deg"],
+            p["sf_cpd"],
+            p["radius_px"],
+            bool(p["annulus"]),
+            1.0,
+            edge_px,
+        )
     return images, params
 
 
-def sf_grating_set(canvas_px: int = 320, pixels_per_degree: float = 48.0, aperture_diameter_px: float = 60.0,
-                   edge_px: float = DEFAULT_EDGE_PX) -> tuple[np.ndarray, np.ndarray]:
+def sf_grating_set(
+    canvas_px: int = 320,
+    pixels_per_degree: float = 48.0,
+    aperture_diameter_px: float = 60.0,
+    edge_px: float = DEFAULT_EDGE_PX,
+) -> tuple[np.ndarray, np.ndarray]:
     """pvc-8's 128 SF gratings: [4 phases × 4 orientations × 8 SF], phase fastest.
 
     Returns
@@ -118,33 +134,47 @@ def sf_grating_set(canvas_px: int = 320, pixels_per_degree: float = 48.0, apertu
         (128,) structured array of `GRATING_PARAMS_DTYPE`.
     """
     radius = aperture_diameter_px / 2.0
-    records = [("sf", o, p, sf, radius, False)
-               for sf in SF_SET_CPD for o in FOUR_ORIENTATIONS_DEG for p in PHASES_DEG]
+    records = [("sf", o, p, sf, radius, False) for sf in SF_SET_CPD for o in FOUR_ORIENTATIONS_DEG for p in PHASES_DEG]
     return _render(records, canvas_px, pixels_per_degree, edge_px)
 
 
-def orientation_grating_set(canvas_px: int = 320, pixels_per_degree: float = 48.0,
-                            sf_cpd: float = DEFAULT_PREF_SF_CPD, aperture_diameter_px: float = 60.0,
-                            edge_px: float = DEFAULT_EDGE_PX) -> tuple[np.ndarray, np.ndarray]:
+def orientation_grating_set(
+    canvas_px: int = 320,
+    pixels_per_degree: float = 48.0,
+    sf_cpd: float = DEFAULT_PREF_SF_CPD,
+    aperture_diameter_px: float = 60.0,
+    edge_px: float = DEFAULT_EDGE_PX,
+) -> tuple[np.ndarray, np.ndarray]:
     """pvc-8's 64 orientation gratings: [4 phases × 16 orientations], phase fastest."""
     radius = aperture_diameter_px / 2.0
     records = [("orientation", o, p, sf_cpd, radius, False) for o in ORIENTATION_SET_DEG for p in PHASES_DEG]
     return _render(records, canvas_px, pixels_per_degree, edge_px)
 
 
-def size_grating_set(canvas_px: int = 320, pixels_per_degree: float = 48.0,
-                     sf_cpd: float = DEFAULT_PREF_SF_CPD,
-                     edge_px: float = DEFAULT_EDGE_PX) -> tuple[np.ndarray, np.ndarray]:
+def size_grating_set(
+    canvas_px: int = 320,
+    pixels_per_degree: float = 48.0,
+    sf_cpd: float = DEFAULT_PREF_SF_CPD,
+    edge_px: float = DEFAULT_EDGE_PX,
+) -> tuple[np.ndarray, np.ndarray]:
     """pvc-8's 224 size gratings: [4 phases × 2 (disc, annulus) × 7 radii × 4 orientations]."""
-    records = [("size", o, p, sf_cpd, r, annulus)
-               for o in FOUR_ORIENTATIONS_DEG for r in SIZE_SET_RADII_PX
-               for annulus in (False, True) for p in PHASES_DEG]
+    records = [
+        ("size", o, p, sf_cpd, r, annulus)
+        for o in FOUR_ORIENTATIONS_DEG
+        for r in SIZE_SET_RADII_PX
+        for annulus in (False, True)
+        for p in PHASES_DEG
+    ]
     return _render(records, canvas_px, pixels_per_degree, edge_px)
 
 
-def pvc8_grating_sets(canvas_px: int = 320, pixels_per_degree: float = 48.0,
-                      pref_sf_cpd: float = DEFAULT_PREF_SF_CPD, aperture_diameter_px: float = 60.0,
-                      edge_px: float = DEFAULT_EDGE_PX) -> tuple[np.ndarray, np.ndarray]:
+def pvc8_grating_sets(
+    canvas_px: int = 320,
+    pixels_per_degree: float = 48.0,
+    pref_sf_cpd: float = DEFAULT_PREF_SF_CPD,
+    aperture_diameter_px: float = 60.0,
+    edge_px: float = DEFAULT_EDGE_PX,
+) -> tuple[np.ndarray, np.ndarray]:
     """All 416 pvc-8 gratings in pvc-8 order: SF (128), orientation (64), size (224).
 
     Together they are stimuli 540–955 (0-based) of a pvc-8 file.  At the default

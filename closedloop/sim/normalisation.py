@@ -30,11 +30,14 @@ RING_RADIUS_SIGMAS = 2.5
 POOL_WIDTH_RATIO = 1.5
 
 
-def draw_normalisation_parameters(n: int, semisaturation: tuple[float, float], surround: tuple[float, float],
-                                  rng: np.random.Generator) -> dict[str, np.ndarray]:
+def draw_normalisation_parameters(
+    n: int, semisaturation: tuple[float, float], surround: tuple[float, float], rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Per-unit semi-saturation RMS contrast and surround weight."""
-    return {"semisaturation_contrast": rng.uniform(*semisaturation, n),
-            "surround_suppression": rng.uniform(*surround, n)}
+    return {
+        "semisaturation_contrast": rng.uniform(*semisaturation, n),
+        "surround_suppression": rng.uniform(*surround, n),
+    }
 
 
 class NormalisationStage:
@@ -60,7 +63,7 @@ class NormalisationStage:
         self.surround_weight = params["surround_suppression"]
         x, y = centred_coordinates(size_px)
         pixels = size_px * size_px
-        self.centre = np.zeros((2 * n, pixels))            # even and odd of every unit
+        self.centre = np.zeros((2 * n, pixels))  # even and odd of every unit
         self.ring = np.zeros((2 * RING_POSITIONS * n, pixels))
         self.pool = np.zeros((n, pixels))
         self.reference = np.zeros(n)
@@ -90,12 +93,12 @@ class NormalisationStage:
         contrast = fit_to_grid(images, self.size_px).reshape(-1, self.size_px * self.size_px) - GREY
         centre = contrast @ self.centre.T
         even, odd = centre[:, 0::2], centre[:, 1::2]
-        energy = np.where(self.simple, np.maximum(even, 0.0) ** 2, even ** 2 + odd ** 2) / self.reference
+        energy = np.where(self.simple, np.maximum(even, 0.0) ** 2, even**2 + odd**2) / self.reference
         ring = (contrast @ self.ring.T) ** 2
         n_units = len(self.reference)
         ring_energy = (ring[:, 0::2] + ring[:, 1::2]).reshape(len(contrast), n_units, RING_POSITIONS).mean(axis=2)
         surround = ring_energy / self.reference
-        pool = 2.0 * (contrast ** 2) @ self.pool.T  # local contrast energy, in squared amplitude
+        pool = 2.0 * (contrast**2) @ self.pool.T  # local contrast energy, in squared amplitude
         return energy / (self.c50_sq + pool + self.surround_weight * surround)
 
     def receptive_fields(self) -> np.ndarray:
@@ -103,26 +106,34 @@ class NormalisationStage:
         return self.centre[0::2]
 
 
-def _gabor_raw(x: np.ndarray, y: np.ndarray, ppd: float, orientation: float, sf: float, phase: float,
-               sigma_across: float, sigma_along: float) -> np.ndarray:
+def _gabor_raw(
+    x: np.ndarray,
+    y: np.ndarray,
+    ppd: float,
+    orientation: float,
+    sf: float,
+    phase: float,
+    sigma_across: float,
+    sigma_along: float,
+) -> np.ndarray:
     """The Gabor centred at (x, y) = 0, scaled by the fraction of its envelope the grid keeps."""
     moved = gabor(x, y, ppd, orientation, sf, phase, sigma_across, sigma_along)
     # gabor() renormalises what is left on the grid; a copy the grid cuts must see less.
     kept = np.sum(_envelope(x, y, ppd, orientation, sigma_across, sigma_along) ** 2)
-    whole = np.pi * sigma_across * sigma_along * ppd ** 2  # the squared envelope's integral over the plane
+    whole = np.pi * sigma_across * sigma_along * ppd**2  # the squared envelope's integral over the plane
     return moved * np.sqrt(kept / whole)
 
 
-def _envelope(x: np.ndarray, y: np.ndarray, ppd: float, orientation: float, sigma_across: float,
-              sigma_along: float) -> np.ndarray:
+def _envelope(
+    x: np.ndarray, y: np.ndarray, ppd: float, orientation: float, sigma_across: float, sigma_along: float
+) -> np.ndarray:
     theta = np.deg2rad(orientation)
     across = -np.sin(theta) * x + np.cos(theta) * y
     along = np.cos(theta) * x + np.sin(theta) * y
     return np.exp(-0.5 * (across / (sigma_across * ppd)) ** 2 - 0.5 * (along / (sigma_along * ppd)) ** 2)
 
 
-def _grating_energy(filt: np.ndarray, x: np.ndarray, y: np.ndarray, orientation: float, sf: float,
-                    ppd: float) -> float:
+def _grating_energy(filt: np.ndarray, x: np.ndarray, y: np.ndarray, orientation: float, sf: float, ppd: float) -> float:
     """Energy of a filter's response to its own amplitude-1 grating, maximised over phase."""
     theta = np.deg2rad(orientation)
     across = -np.sin(theta) * x + np.cos(theta) * y

@@ -145,7 +145,7 @@ def natural_images(
             side = min(side, biggest)
             top = rng.integers(photo.shape[0] - side + 1)
             left = rng.integers(photo.shape[1] - side + 1)
-            crop = photo[top:top + side, left:left + side]
+            crop = photo[top : top + side, left : left + side]
             if rng.random() < 0.5:
                 crop = crop[:, ::-1]
             crop = resize(crop, (size_px, size_px), anti_aliasing=side > size_px, preserve_range=True)
@@ -158,8 +158,14 @@ def natural_images(
     return out
 
 
-def in_aperture(picture: np.ndarray, mask: np.ndarray, weights: np.ndarray, rms: float,
-                mean: float | None = None, std: float | None = None) -> np.ndarray:
+def in_aperture(
+    picture: np.ndarray,
+    mask: np.ndarray,
+    weights: np.ndarray,
+    rms: float,
+    mean: float | None = None,
+    std: float | None = None,
+) -> np.ndarray:
     """A picture at mean grey and the given RMS contrast (within the aperture), grey outside.
 
     ``weights`` is the mask divided by its sum; ``mean``/``std`` are the picture's

@@ -88,7 +88,7 @@ class SimulatedV1:
         self._build()
 
     @classmethod
-    def from_scenario(cls, path: str | Path) -> "SimulatedV1":
+    def from_scenario(cls, path: str | Path) -> SimulatedV1:
         """Build the population a scenario YAML describes (see `closedloop.sim.scenario`)."""
         from closedloop.sim.scenario import load_scenario
 
@@ -134,8 +134,12 @@ class SimulatedV1:
         self.shared_overdispersion = float(spec.shared_overdispersion)
 
         calibration_seed = int(np.random.SeedSequence([self.seed, 1]).generate_state(1)[0])
-        calibration = natural_images(spec.calibration_images, size_px=self.size_px,
-                                     aperture_diameter_px=spec.aperture_diameter_px, seed=calibration_seed)
+        calibration = natural_images(
+            spec.calibration_images,
+            size_px=self.size_px,
+            aperture_diameter_px=spec.aperture_diameter_px,
+            seed=calibration_seed,
+        )
         top = np.quantile(self._stage.raw(calibration), CALIBRATION_QUANTILE, axis=0)
         self.drive_scale = np.where(top > 1e-12, top, 1.0)
 
@@ -156,8 +160,9 @@ class SimulatedV1:
         raw = self._stage.raw(images)
         return output_rates(raw / self.drive_scale, self.spontaneous_hz, self.amplitude_hz, self.exponent)
 
-    def expected_rates(self, images: np.ndarray, window_s: tuple[float, float] = (0.05, 0.10),
-                       duration_s: float = 0.1) -> np.ndarray:
+    def expected_rates(
+        self, images: np.ndarray, window_s: tuple[float, float] = (0.05, 0.10), duration_s: float = 0.1
+    ) -> np.ndarray:
         """Exact expected rate (Hz) in a window after onset: the mean of the time course over it.
 
         Parameters
@@ -191,8 +196,9 @@ class SimulatedV1:
         spont = self.spontaneous_hz[None, :, None]
         return spont + (drive[:, :, None] - spont) * k[None]
 
-    def window_fano(self, images: np.ndarray, window_s: tuple[float, float] = (0.05, 0.10),
-                    duration_s: float = 0.1) -> np.ndarray:
+    def window_fano(
+        self, images: np.ndarray, window_s: tuple[float, float] = (0.05, 0.10), duration_s: float = 0.1
+    ) -> np.ndarray:
         """Analytic Fano factor of the window spike count, (n, n_units)."""
         start, stop = _check_window(window_s)
         mean_count = self.expected_rates(images, (start, stop), duration_s) * (stop - start)
@@ -210,8 +216,17 @@ class SimulatedV1:
         return self._stage.receptive_fields().reshape(self.n_units, self.size_px, self.size_px).copy()
 
     # ---------------------------------------------------------------- spikes
-    def sample_binned_counts(self, images: np.ndarray, n_repeats: int, *, duration_s: float, n_bins: int,
-                             bin_s: float = 0.001, t_start_s: float = 0.0, rng: RngLike = None) -> np.ndarray:
+    def sample_binned_counts(
+        self,
+        images: np.ndarray,
+        n_repeats: int,
+        *,
+        duration_s: float,
+        n_bins: int,
+        bin_s: float = 0.001,
+        t_start_s: float = 0.0,
+        rng: RngLike = None,
+    ) -> np.ndarray:
         """pvc-8-like binned spike counts.
 
         Parameters
@@ -237,11 +252,26 @@ class SimulatedV1:
             raise ValueError(f"n_bins must be a whole number >= 1, got {n_bins!r}")
         starts = t_start_s + np.arange(n_bins) * _positive(bin_s, "bin_s")
         course = self.time_course.interval_means(starts, starts + bin_s, _positive(duration_s, "duration_s"))
-        return spiking.sample_binned_counts(self.spontaneous_hz, self.drive(images), course, bin_s, int(n_repeats),
-                                            self.overdispersion, self.shared_overdispersion, _as_rng(rng))
+        return spiking.sample_binned_counts(
+            self.spontaneous_hz,
+            self.drive(images),
+            course,
+            bin_s,
+            int(n_repeats),
+            self.overdispersion,
+            self.shared_overdispersion,
+            _as_rng(rng),
+        )
 
-    def sample_spike_times(self, images: np.ndarray, onsets_s: np.ndarray, *, duration_s: float | np.ndarray,
-                           t_stop_s: float, rng: RngLike = None) -> tuple[np.ndarray, np.ndarray]:
+    def sample_spike_times(
+        self,
+        images: np.ndarray,
+        onsets_s: np.ndarray,
+        *,
+        duration_s: float | np.ndarray,
+        t_stop_s: float,
+        rng: RngLike = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """A continuous recording: spontaneous activity throughout, a response after each onset.
 
         Parameters
@@ -271,25 +301,36 @@ class SimulatedV1:
             raise ValueError(f"onsets_s must be 1-D, got shape {np.shape(onsets_s)}")
         if not np.isfinite(t_stop_s) or t_stop_s <= 0:
             raise ValueError(f"t_stop_s must be a positive number, got {t_stop_s!r}")
-        if len(onsets) and (np.any(~np.isfinite(onsets)) or np.any(np.diff(onsets) <= 0)
-                            or onsets[0] < 0 or onsets[-1] >= t_stop_s):
+        if len(onsets) and (
+            np.any(~np.isfinite(onsets)) or np.any(np.diff(onsets) <= 0) or onsets[0] < 0 or onsets[-1] >= t_stop_s
+        ):
             raise ValueError("onsets_s must be finite, strictly increasing and within [0, t_stop_s)")
         if np.any(~np.isfinite(durations)) or np.any(durations <= 0):
             raise ValueError("duration_s must be positive")
         drive = self.drive(images) if len(onsets) else np.zeros((0, self.n_units))
         if len(drive) != len(onsets):
             raise ValueError(f"got {len(drive)} images for {len(onsets)} onsets; give one image per onset")
-        return spiking.sample_spike_times(self.spontaneous_hz, drive, onsets, durations, float(t_stop_s),
-                                          self.time_course, self.overdispersion, self.shared_overdispersion,
-                                          _as_rng(rng))
+        return spiking.sample_spike_times(
+            self.spontaneous_hz,
+            drive,
+            onsets,
+            durations,
+            float(t_stop_s),
+            self.time_course,
+            self.overdispersion,
+            self.shared_overdispersion,
+            _as_rng(rng),
+        )
 
     def type_counts(self) -> dict[str, int]:
         """Number of units of each of the family's types."""
         return {t: int(np.sum(self.unit_types == t)) for t in self.spec.unit_types}
 
     def __repr__(self) -> str:
-        return (f"SimulatedV1(family={self.spec.family}, n_units={self.n_units}, seed={self.seed}, "
-                f"types={self.type_counts()})")
+        return (
+            f"SimulatedV1(family={self.spec.family}, n_units={self.n_units}, seed={self.seed}, "
+            f"types={self.type_counts()})"
+        )
 
 
 def _positive(value: float, name: str) -> float:

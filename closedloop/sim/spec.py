@@ -136,14 +136,16 @@ class PopulationSpec:
     def __post_init__(self) -> None:
         # Normalise containers so specs built from YAML lists compare equal.
         if not isinstance(self.fractions, dict):
-            raise ValueError(f"PopulationSpec.fractions: must be a mapping of unit type to fraction, "
-                             f"got {self.fractions!r}")
+            raise ValueError(
+                f"PopulationSpec.fractions: must be a mapping of unit type to fraction, got {self.fractions!r}"
+            )
         if self.fractions == _DEFAULT_FRACTIONS and self.family in _FAMILY_DEFAULT_FRACTIONS:
             object.__setattr__(self, "fractions", dict(_FAMILY_DEFAULT_FRACTIONS[self.family]))
         if isinstance(self.rf_eccentricity_deg, (list, tuple)) and len(self.rf_eccentricity_deg) == 2:
             object.__setattr__(self, "rf_eccentricity_deg", tuple(float(v) for v in self.rf_eccentricity_deg))
-        object.__setattr__(self, "fractions", {
-            str(k): (float(v) if _is_number(v) else v) for k, v in self.fractions.items()})
+        object.__setattr__(
+            self, "fractions", {str(k): (float(v) if _is_number(v) else v) for k, v in self.fractions.items()}
+        )
         for name in _RANGE_FIELDS:
             value = getattr(self, name)
             if isinstance(value, (list, tuple)) and len(value) == 2:
@@ -181,8 +183,15 @@ class PopulationSpec:
 
 
 _RANGE_FIELDS = (
-    "spontaneous_hz", "peak_hz", "weak_drive_hz", "exponent", "latency_s", "sf_cpd", "overdispersion",
-    "semisaturation_contrast", "surround_suppression",
+    "spontaneous_hz",
+    "peak_hz",
+    "weak_drive_hz",
+    "exponent",
+    "latency_s",
+    "sf_cpd",
+    "overdispersion",
+    "semisaturation_contrast",
+    "surround_suppression",
 )
 
 # (low bound, high bound, low inclusive) allowed for each range's ends.
@@ -218,21 +227,36 @@ def spec_problems(spec: Any) -> list[tuple[str, str]]:
 
     for name in ("n_units", "size_px", "calibration_images"):
         value = getattr(spec, name)
-        need(isinstance(value, int) and not isinstance(value, bool) and value > 0,
-             name, f"must be a positive whole number, got {value!r}")
+        need(
+            isinstance(value, int) and not isinstance(value, bool) and value > 0,
+            name,
+            f"must be a positive whole number, got {value!r}",
+        )
     if spec.seed is not None:
-        need(isinstance(spec.seed, int) and not isinstance(spec.seed, bool) and spec.seed >= 0,
-             "seed", f"must be a non-negative whole number or null, got {spec.seed!r}")
-    need(_is_number(spec.pixels_per_degree) and spec.pixels_per_degree > 0,
-         "pixels_per_degree", f"must be a positive number, got {spec.pixels_per_degree!r}")
-    need(_is_number(spec.aperture_diameter_px) and spec.aperture_diameter_px > 0,
-         "aperture_diameter_px", f"must be a positive number, got {spec.aperture_diameter_px!r}")
+        need(
+            isinstance(spec.seed, int) and not isinstance(spec.seed, bool) and spec.seed >= 0,
+            "seed",
+            f"must be a non-negative whole number or null, got {spec.seed!r}",
+        )
+    need(
+        _is_number(spec.pixels_per_degree) and spec.pixels_per_degree > 0,
+        "pixels_per_degree",
+        f"must be a positive number, got {spec.pixels_per_degree!r}",
+    )
+    need(
+        _is_number(spec.aperture_diameter_px) and spec.aperture_diameter_px > 0,
+        "aperture_diameter_px",
+        f"must be a positive number, got {spec.aperture_diameter_px!r}",
+    )
     for name in ("shared_overdispersion", "retinotopic_gradient_deg_per_mm", "rf_scatter_deg"):
         value = getattr(spec, name)
         need(_is_number(value) and value >= 0, name, f"must be a number >= 0, got {value!r}")
 
-    need(spec.family in FAMILY_UNIT_TYPES, "family",
-         f"unknown family {spec.family!r}; allowed: {', '.join(FAMILY_UNIT_TYPES)}")
+    need(
+        spec.family in FAMILY_UNIT_TYPES,
+        "family",
+        f"unknown family {spec.family!r}; allowed: {', '.join(FAMILY_UNIT_TYPES)}",
+    )
     need(spec.images in IMAGE_SETS, "images", f"unknown image set {spec.images!r}; allowed: {', '.join(IMAGE_SETS)}")
     optional = ("rf_eccentricity_deg",) if spec.rf_eccentricity_deg is not None else ()
     for name in _RANGE_FIELDS + optional:
@@ -243,22 +267,30 @@ def spec_problems(spec: Any) -> list[tuple[str, str]]:
             continue
         low, high = value
         above = low >= low_bound if low_inclusive else low > low_bound
-        need(above and high <= high_bound and low <= high, name,
-             f"must satisfy {low_bound} {'<=' if low_inclusive else '<'} low <= high <= {high_bound}, "
-             f"got [{low}, {high}]")
+        need(
+            above and high <= high_bound and low <= high,
+            name,
+            f"must satisfy {low_bound} {'<=' if low_inclusive else '<'} low <= high <= {high_bound}, "
+            f"got [{low}, {high}]",
+        )
 
     fractions = spec.fractions
     types = FAMILY_UNIT_TYPES.get(spec.family, UNIT_TYPES)
     unknown = sorted(set(fractions) - set(types))
-    need(not unknown, "fractions",
-         f"unknown unit type(s) {unknown} for family {spec.family!r}; allowed: {list(types)}")
+    need(not unknown, "fractions", f"unknown unit type(s) {unknown} for family {spec.family!r}; allowed: {list(types)}")
     if all(_is_number(v) for v in fractions.values()):
         need(all(v >= 0 for v in fractions.values()), "fractions", "fractions must be >= 0")
-        need(abs(sum(fractions.values()) - 1.0) <= 1e-3, "fractions",
-             f"must sum to 1, they sum to {sum(fractions.values()):.4g}")
+        need(
+            abs(sum(fractions.values()) - 1.0) <= 1e-3,
+            "fractions",
+            f"must sum to 1, they sum to {sum(fractions.values()):.4g}",
+        )
     else:
         problems.append(("fractions", "every fraction must be a number"))
     if _is_number(spec.aperture_diameter_px) and isinstance(spec.size_px, int):
-        need(spec.aperture_diameter_px <= spec.size_px, "aperture_diameter_px",
-             f"must fit in the grid (size_px = {spec.size_px}), got {spec.aperture_diameter_px}")
+        need(
+            spec.aperture_diameter_px <= spec.size_px,
+            "aperture_diameter_px",
+            f"must fit in the grid (size_px = {spec.size_px}), got {spec.aperture_diameter_px}",
+        )
     return problems

@@ -47,7 +47,7 @@ def poisson_rows(expected: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """
     rows, bins = expected.shape
     cumulative = np.cumsum(expected.ravel())
-    row_end = cumulative[bins - 1::bins]
+    row_end = cumulative[bins - 1 :: bins]
     row_start = np.concatenate([[0.0], row_end[:-1]])
     totals = np.maximum(row_end - row_start, 0.0)
     n_spikes = rng.poisson(totals)
@@ -58,9 +58,17 @@ def poisson_rows(expected: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return np.bincount(flat, minlength=rows * bins).reshape(rows, bins)
 
 
-def sample_binned_counts(spontaneous_hz: np.ndarray, drive_hz: np.ndarray, bin_course: np.ndarray,
-                         bin_s: float, n_repeats: int, unit_variance: np.ndarray, shared_variance: float,
-                         rng: np.random.Generator, max_elements: int = 2_000_000) -> np.ndarray:
+def sample_binned_counts(
+    spontaneous_hz: np.ndarray,
+    drive_hz: np.ndarray,
+    bin_course: np.ndarray,
+    bin_s: float,
+    n_repeats: int,
+    unit_variance: np.ndarray,
+    shared_variance: float,
+    rng: np.random.Generator,
+    max_elements: int = 2_000_000,
+) -> np.ndarray:
     """Binned counts for every unit, image and repeat.
 
     Parameters
@@ -88,19 +96,20 @@ def sample_binned_counts(spontaneous_hz: np.ndarray, drive_hz: np.ndarray, bin_c
     per_image = max(n_units * n_repeats * n_bins, 1)
     chunk = max(1, max_elements // per_image)
     for start in range(0, n_images, chunk):
-        drive = drive_hz[start:start + chunk]
+        drive = drive_hz[start : start + chunk]
         c = len(drive)
         rates = spontaneous_hz[None, :, None] + (drive - spontaneous_hz)[:, :, None] * bin_course[None]
         gains = gamma_gains(unit_variance[None, :, None], (c, n_units, n_repeats), rng)
         gains *= gamma_gains(shared_variance, (c, 1, n_repeats), rng)
         expected = (rates[:, :, None, :] * gains[..., None] * bin_s).reshape(-1, n_bins)
         counts = poisson_rows(expected, rng).reshape(c, n_units, n_repeats, n_bins)
-        out[:, start:start + c] = np.minimum(counts, 255).transpose(1, 0, 2, 3)
+        out[:, start : start + c] = np.minimum(counts, 255).transpose(1, 0, 2, 3)
     return out
 
 
-def _uniform_spikes(rate_hz: np.ndarray, starts: np.ndarray, stops: np.ndarray,
-                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _uniform_spikes(
+    rate_hz: np.ndarray, starts: np.ndarray, stops: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Homogeneous Poisson spikes: rate_hz, starts, stops are (n_units, n_segments)."""
     lengths = np.maximum(stops - starts, 0.0)
     counts = rng.poisson(rate_hz * lengths)
@@ -110,10 +119,17 @@ def _uniform_spikes(rate_hz: np.ndarray, starts: np.ndarray, stops: np.ndarray,
     return unit, begin + rng.random(len(unit)) * span
 
 
-def sample_spike_times(spontaneous_hz: np.ndarray, drive_hz: np.ndarray, onsets_s: np.ndarray,
-                       durations_s: np.ndarray, t_stop_s: float, course: TimeCourse,
-                       unit_variance: np.ndarray, shared_variance: float,
-                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def sample_spike_times(
+    spontaneous_hz: np.ndarray,
+    drive_hz: np.ndarray,
+    onsets_s: np.ndarray,
+    durations_s: np.ndarray,
+    t_stop_s: float,
+    course: TimeCourse,
+    unit_variance: np.ndarray,
+    shared_variance: float,
+    rng: np.random.Generator,
+) -> tuple[np.ndarray, np.ndarray]:
     """A continuous recording of spikes in ``[0, t_stop_s)``, sorted by time.
 
     Spontaneous before the first onset; trial ``i`` runs from its onset to the next
@@ -146,7 +162,7 @@ def sample_spike_times(spontaneous_hz: np.ndarray, drive_hz: np.ndarray, onsets_
             length = ends[i] - onsets_s[i]
             width = np.clip(length - step_start, 0.0, STEP_S)
             rate = spontaneous_hz[:, None] + (drive_hz[i] - spontaneous_hz)[:, None] * shape_k
-            counts = poisson_rows(rate * gains[:, i:i + 1] * width[None, :], rng)
+            counts = poisson_rows(rate * gains[:, i : i + 1] * width[None, :], rng)
             unit, step = np.nonzero(counts)
             repeat = counts[unit, step]
             unit, step = np.repeat(unit, repeat), np.repeat(step, repeat)
@@ -154,8 +170,12 @@ def sample_spike_times(spontaneous_hz: np.ndarray, drive_hz: np.ndarray, onsets_
             times.append(onsets_s[i] + step_start[step] + rng.random(len(step)) * width[step])
             rest_start = onsets_s[i] + n_steps * STEP_S
             if rest_start < ends[i]:
-                u, t = _uniform_spikes((spontaneous_hz * gains[:, i])[:, None], np.full((n_units, 1), rest_start),
-                                       np.full((n_units, 1), ends[i]), rng)
+                u, t = _uniform_spikes(
+                    (spontaneous_hz * gains[:, i])[:, None],
+                    np.full((n_units, 1), rest_start),
+                    np.full((n_units, 1), ends[i]),
+                    rng,
+                )
                 units.append(u)
                 times.append(t)
     unit_index = np.concatenate(units).astype(np.int32)

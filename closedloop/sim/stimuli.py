@@ -53,7 +53,7 @@ def dead_leaves(n: int, *, size_px: int = 66, aperture_diameter_px: float = 60.0
     for i in range(n):
         # Inverse-CDF draw from p(r) ∝ r^-3 on [low, high].
         u = rng.random(LEAVES_PER_IMAGE)
-        radii = 1.0 / np.sqrt(low ** -2 - u * (low ** -2 - high ** -2))
+        radii = 1.0 / np.sqrt(low**-2 - u * (low**-2 - high**-2))
         centres = rng.uniform(-high, size_px + high, (LEAVES_PER_IMAGE, 2))
         greys = rng.random(LEAVES_PER_IMAGE)
         picture = np.full((size_px, size_px), rng.random())
@@ -64,15 +64,16 @@ def dead_leaves(n: int, *, size_px: int = 66, aperture_diameter_px: float = 60.0
             if top >= bottom or left >= right:
                 continue
             box = (slice(top, bottom), slice(left, right))
-            inside = ((rows[box] - cy) ** 2 + (cols[box] - cx) ** 2 <= radius ** 2) & ~covered[box]
+            inside = ((rows[box] - cy) ** 2 + (cols[box] - cx) ** 2 <= radius**2) & ~covered[box]
             picture[box][inside] = grey
             covered[box] |= inside
         out[i] = in_aperture(picture, mask, weights, _rms(rng))
     return out
 
 
-def stimulus_set(kind: str, n: int, *, size_px: int = 66, aperture_diameter_px: float = 60.0,
-                 seed: int = 0) -> np.ndarray:
+def stimulus_set(
+    kind: str, n: int, *, size_px: int = 66, aperture_diameter_px: float = 60.0, seed: int = 0
+) -> np.ndarray:
     """``n`` seeded images of one of `closedloop.sim.spec.IMAGE_SETS`, (n, size_px, size_px) float32."""
     if kind not in IMAGE_SETS:
         raise ValueError(f"unknown image set {kind!r}; allowed: {', '.join(IMAGE_SETS)}")
@@ -82,8 +83,9 @@ def stimulus_set(kind: str, n: int, *, size_px: int = 66, aperture_diameter_px: 
     out = np.empty((n, size_px, size_px), dtype=np.float32)
     for offset, name in enumerate(("photographs", "pink_noise", "dead_leaves")):
         count = len(range(offset, n, 3))
-        out[offset::3] = makers[name](count, size_px=size_px, aperture_diameter_px=aperture_diameter_px,
-                                      seed=seed + offset)
+        out[offset::3] = makers[name](
+            count, size_px=size_px, aperture_diameter_px=aperture_diameter_px, seed=seed + offset
+        )
     return out
 
 

@@ -37,7 +37,7 @@ class TimeCourse:
     tau_off_s: np.ndarray
 
     @classmethod
-    def draw(cls, n_units: int, latency_range_s: tuple[float, float], rng: np.random.Generator) -> "TimeCourse":
+    def draw(cls, n_units: int, latency_range_s: tuple[float, float], rng: np.random.Generator) -> TimeCourse:
         """Draw parameters: latency from the range, the rest from V1-like ranges."""
         return cls(
             latency_s=rng.uniform(*latency_range_s, n_units),

@@ -54,20 +54,21 @@ class ArchiveTruth:
 
         return read_pvc8(self.path).image_stack(ids).astype(np.float32) / 255.0
 
-    def rates(self, stimulus_ids: np.ndarray, unit_ids: np.ndarray,
-              window_s: tuple[float, float] = (0.05, 0.10)) -> np.ndarray:
+    def rates(
+        self, stimulus_ids: np.ndarray, unit_ids: np.ndarray, window_s: tuple[float, float] = (0.05, 0.10)
+    ) -> np.ndarray:
         """Exact expected rates (Hz) in ``window_s``, (n_stimuli, n_units), for the given unit ids."""
         column = {int(u): i for i, u in enumerate(self.population.unit_ids)}
         missing = [int(u) for u in unit_ids if int(u) not in column]
         if missing:
             raise ClosedLoopError(f"{self.path}: units {missing[:5]} are not in the simulated population")
-        rates = self.population.expected_rates(self.stimulus_pixels(stimulus_ids), window_s,
-                                               self.spec.durations_s[0])
+        rates = self.population.expected_rates(self.stimulus_pixels(stimulus_ids), window_s, self.spec.durations_s[0])
         return rates[:, [column[int(u)] for u in unit_ids]]
 
 
-def oracle_rates(source: str | Path, stimulus_ids: np.ndarray, unit_ids: np.ndarray,
-                 window_s: tuple[float, float] = (0.05, 0.10)) -> np.ndarray | None:
+def oracle_rates(
+    source: str | Path, stimulus_ids: np.ndarray, unit_ids: np.ndarray, window_s: tuple[float, float] = (0.05, 0.10)
+) -> np.ndarray | None:
     """The simulator's exact rates for these stimuli and units, or ``None`` for a real recording.
 
     A simulated file whose scenario cannot be found (e.g. fitted away from the

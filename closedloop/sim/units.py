@@ -75,8 +75,9 @@ class UnitFilters:
     fft_side: int
 
 
-def draw_unit_parameters(types: np.ndarray, centres_deg: np.ndarray, sf_range: tuple[float, float],
-                         rng: np.random.Generator) -> dict[str, np.ndarray]:
+def draw_unit_parameters(
+    types: np.ndarray, centres_deg: np.ndarray, sf_range: tuple[float, float], rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Draw the spatial parameters of every unit; NaN where a parameter does not apply.
 
     Every parameter is drawn for every unit (and then blanked) so the random
@@ -117,8 +118,16 @@ def _unit_norm(filters: np.ndarray) -> np.ndarray:
     return filters / np.where(norms > 0, norms, 1.0)
 
 
-def gabor(x_px: np.ndarray, y_px: np.ndarray, ppd: float, orientation_deg: float, sf_cpd: float,
-          phase_deg: float, sigma_across_deg: float, sigma_along_deg: float) -> np.ndarray:
+def gabor(
+    x_px: np.ndarray,
+    y_px: np.ndarray,
+    ppd: float,
+    orientation_deg: float,
+    sf_cpd: float,
+    phase_deg: float,
+    sigma_across_deg: float,
+    sigma_along_deg: float,
+) -> np.ndarray:
     """A zero-mean, unit-norm Gabor in the grating convention of `closedloop.sim.gratings`."""
     theta = np.deg2rad(orientation_deg)
     across = -np.sin(theta) * x_px + np.cos(theta) * y_px
@@ -130,10 +139,16 @@ def gabor(x_px: np.ndarray, y_px: np.ndarray, ppd: float, orientation_deg: float
     return _unit_norm(carrier.ravel()).reshape(carrier.shape)
 
 
-def difference_of_gaussians(x_px: np.ndarray, y_px: np.ndarray, ppd: float, centre_sigma_deg: float,
-                            surround_sigma_deg: float, surround_weight: float) -> np.ndarray:
+def difference_of_gaussians(
+    x_px: np.ndarray,
+    y_px: np.ndarray,
+    ppd: float,
+    centre_sigma_deg: float,
+    surround_sigma_deg: float,
+    surround_weight: float,
+) -> np.ndarray:
     """Unit-norm centre-minus-surround filter; the surround integrates to ``surround_weight`` of the centre."""
-    r2 = x_px ** 2 + y_px ** 2
+    r2 = x_px**2 + y_px**2
     centre = np.exp(-0.5 * r2 / (centre_sigma_deg * ppd) ** 2)
     surround = np.exp(-0.5 * r2 / (surround_sigma_deg * ppd) ** 2)
     dog = centre / centre.sum() - surround_weight * surround / surround.sum()
@@ -148,8 +163,8 @@ def _texture_band(fft_side: int, ppd: float, orientation_deg: float, sf_cpd: flo
     # Carrier direction (-sin θ, cos θ) with y up is (-sin θ, -cos θ) in (x, y-down) coordinates.
     k0x, k0y = -np.sin(theta) * sf_cpd / ppd, -np.cos(theta) * sf_cpd / ppd
     sigma_k = 1.0 / (2.0 * np.pi * sigma_deg * ppd)
-    plus = ((fx - k0x) ** 2 + (fy_down - k0y) ** 2) / (2 * sigma_k ** 2)
-    minus = ((fx + k0x) ** 2 + (fy_down + k0y) ** 2) / (2 * sigma_k ** 2)
+    plus = ((fx - k0x) ** 2 + (fy_down - k0y) ** 2) / (2 * sigma_k**2)
+    minus = ((fx + k0x) ** 2 + (fy_down + k0y) ** 2) / (2 * sigma_k**2)
     weights = np.exp(-plus) + np.exp(-minus)
     # Each rfft column except 0 and Nyquist stands for itself and its mirror image.
     fold = np.full(fx.shape, 2.0)
@@ -180,12 +195,19 @@ def build_filters(types: np.ndarray, params: dict[str, np.ndarray], size_px: int
             if kind == "complex":
                 odd[u] = gabor(dx, dy, ppd, *args, params["phase_deg"][u] + 90.0, *sigmas).ravel()
         elif kind == "centre_surround":
-            dog = difference_of_gaussians(dx, dy, ppd, params["centre_sigma_deg"][u],
-                                          params["surround_sigma_deg"][u], params["surround_weight"][u])
+            dog = difference_of_gaussians(
+                dx,
+                dy,
+                ppd,
+                params["centre_sigma_deg"][u],
+                params["surround_sigma_deg"][u],
+                params["surround_weight"][u],
+            )
             even[u] = params["polarity"][u] * dog.ravel()
     for row, u in enumerate(texture_units):
-        texture_weights[row] = _texture_band(fft_side, ppd, params["orientation_deg"][u], params["sf_cpd"][u],
-                                             params["sigma_across_deg"][u])
+        texture_weights[row] = _texture_band(
+            fft_side, ppd, params["orientation_deg"][u], params["sf_cpd"][u], params["sigma_across_deg"][u]
+        )
     for row, u in enumerate(weak_units):
         r2 = (x - params["x_deg"][u] * ppd) ** 2 + (y - params["y_deg"][u] * ppd) ** 2
         window = np.exp(-0.5 * r2 / (WEAK_POOL_SIGMA_DEG * ppd) ** 2)
@@ -193,8 +215,9 @@ def build_filters(types: np.ndarray, params: dict[str, np.ndarray], size_px: int
     return UnitFilters(even, odd, texture_weights, texture_units, weak_windows, weak_units, fft_side)
 
 
-def raw_drive(images: np.ndarray, types: np.ndarray, filters: UnitFilters, size_px: int,
-              chunk: int = 256) -> np.ndarray:
+def raw_drive(
+    images: np.ndarray, types: np.ndarray, filters: UnitFilters, size_px: int, chunk: int = 256
+) -> np.ndarray:
     """Non-negative raw drive of every unit to every image (before calibration).
 
     Parameters
@@ -217,14 +240,14 @@ def raw_drive(images: np.ndarray, types: np.ndarray, filters: UnitFilters, size_
     centre_surround = types == "centre_surround"
     drive[:, centre_surround] = np.maximum(even[:, centre_surround], 0.0)
     if len(filters.weak_units):
-        drive[:, filters.weak_units] = np.sqrt((contrast ** 2) @ filters.weak_windows.T)
+        drive[:, filters.weak_units] = np.sqrt((contrast**2) @ filters.weak_windows.T)
     if len(filters.texture_units):
         side = filters.fft_side
         for start in range(0, len(contrast), chunk):
-            block = contrast[start:start + chunk].reshape(-1, size_px, size_px)
+            block = contrast[start : start + chunk].reshape(-1, size_px, size_px)
             power = np.abs(np.fft.rfft2(block, s=(side, side))) ** 2
             band = power.reshape(len(block), -1) @ filters.texture_weights.T
-            drive[start:start + chunk, filters.texture_units] = np.sqrt(np.maximum(band, 0.0)) / side
+            drive[start : start + chunk, filters.texture_units] = np.sqrt(np.maximum(band, 0.0)) / side
     return drive
 
 
@@ -232,8 +255,9 @@ def raw_drive(images: np.ndarray, types: np.ndarray, filters: UnitFilters, size_
 SEMISATURATION = 1.5
 
 
-def output_rates(scaled_drive: np.ndarray, spontaneous_hz: np.ndarray, amplitude_hz: np.ndarray,
-                 exponent: np.ndarray) -> np.ndarray:
+def output_rates(
+    scaled_drive: np.ndarray, spontaneous_hz: np.ndarray, amplitude_hz: np.ndarray, exponent: np.ndarray
+) -> np.ndarray:
     """Saturating power law from calibrated drive to sustained rate.
 
     ``rate = spont + amp · h(x) / h(1)`` with ``h(x) = x^p / (x^p + s^p)`` and
@@ -241,7 +265,7 @@ def output_rates(scaled_drive: np.ndarray, spontaneous_hz: np.ndarray, amplitude
     images) and never more than ``spont + amp · (1 + s^p)``.
     """
     x_p = np.maximum(scaled_drive, 0.0) ** exponent
-    s_p = SEMISATURATION ** exponent
+    s_p = SEMISATURATION**exponent
     return spontaneous_hz + amplitude_hz * (1.0 + s_p) * x_p / (x_p + s_p)
 
 

@@ -1,4 +1,4 @@
-"""Stimulus synthesis: invert a fitted network to reach target firing rates (DESIGN §7).
+"""Stimulus synthesis: invert a fitted network to reach target firing rates (docs/methods.md, Synthesis).
 
 - `targets`: target grammar (``p20``, ``max``, ``12.5hz``), unit selection, jobs;
 - `canvas`: model vs display resolution, aperture, range, mean luminance;
@@ -12,6 +12,13 @@ from closedloop.synth.optimise import SynthesisResult, SynthesisSettings, synthe
 from closedloop.synth.targets import DEFAULT_TARGETS, SynthesisJob, build_jobs, parse_targets, select_units
 
 __all__ = [
-    "Canvas", "DEFAULT_TARGETS", "SynthesisJob", "SynthesisResult", "SynthesisSettings", "build_jobs",
-    "parse_targets", "select_units", "synthesize",
+    "Canvas",
+    "DEFAULT_TARGETS",
+    "SynthesisJob",
+    "SynthesisResult",
+    "SynthesisSettings",
+    "build_jobs",
+    "parse_targets",
+    "select_units",
+    "synthesize",
 ]

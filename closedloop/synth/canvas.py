@@ -75,10 +75,13 @@ class Canvas:
             raise ClosedLoopError("the aperture holds no model pixel; make it larger")
 
     @classmethod
-    def for_preprocessing(cls, preprocessing: dict, **overrides) -> "Canvas":
+    def for_preprocessing(cls, preprocessing: dict, **overrides) -> Canvas:
         """The canvas of a checkpoint's ``preprocessing`` (``downsample``, ``crop``)."""
-        return cls(model_size=int(preprocessing.get("crop", 33)),
-                   downsample=int(preprocessing.get("downsample", 2)), **overrides)
+        return cls(
+            model_size=int(preprocessing.get("crop", 33)),
+            downsample=int(preprocessing.get("downsample", 2)),
+            **overrides,
+        )
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,7 +107,7 @@ class Canvas:
         d, start = self.downsample, self.offset_px
         out = np.full((images.shape[0], self.display_size, self.display_size), self.mean_luminance, np.float32)
         block = np.repeat(np.repeat(images, d, axis=1), d, axis=2)
-        out[:, start:start + block.shape[1], start:start + block.shape[2]] = block
+        out[:, start : start + block.shape[1], start : start + block.shape[2]] = block
         return out
 
     def blank(self, n: int = 1) -> np.ndarray:

@@ -35,8 +35,10 @@ def rms_contrast(images: np.ndarray) -> np.ndarray:
 def contrast_statistics(images: np.ndarray) -> dict:
     """Quantiles of the images' RMS contrast, as the fit records them (plain JSON data)."""
     rms = rms_contrast(images)
-    return {"rms_contrast_quantiles": {f"{q:g}": float(np.quantile(rms, q)) for q in QUANTILES} if rms.size else {},
-            "n_images": int(len(images))}
+    return {
+        "rms_contrast_quantiles": {f"{q:g}": float(np.quantile(rms, q)) for q in QUANTILES} if rms.size else {},
+        "n_images": int(len(images)),
+    }
 
 
 def default_bound(statistics: Mapping | None, quantile: float = DEFAULT_QUANTILE) -> float | None:

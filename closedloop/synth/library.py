@@ -47,8 +47,18 @@ from closedloop.synth.optimise import SynthesisResult
 
 FORMAT_NAME = "closedloop-stimulus-library"
 FORMAT_VERSION = 1
-_ROW_COLUMNS = ("unit_id", "target_label", "target_kind", "target_value", "target_hz", "achieved_hz",
-                "converged", "steps", "seed", "model_version")
+_ROW_COLUMNS = (
+    "unit_id",
+    "target_label",
+    "target_kind",
+    "target_value",
+    "target_hz",
+    "achieved_hz",
+    "converged",
+    "steps",
+    "seed",
+    "model_version",
+)
 _UNIT_COLUMNS = ("held", "hold_hz", "predictions_hz")
 #: Columns added after the first libraries were written; missing ones read as NaN.
 _OPTIONAL_ROW_COLUMNS = ("spread_hz",)
@@ -133,16 +143,25 @@ def write_library(
         "hold_hz": hold_hz,
         "predictions_hz": result.predictions.astype(np.float64),
         "spread_hz": (np.full(n, np.nan) if result.spread_hz is None else result.spread_hz.astype(np.float64)),
-        "predictions_spread_hz": (np.full((n, n_units), np.nan) if result.predictions_spread is None
-                                  else result.predictions_spread.astype(np.float64)),
+        "predictions_spread_hz": (
+            np.full((n, n_units), np.nan)
+            if result.predictions_spread is None
+            else result.predictions_spread.astype(np.float64)
+        ),
     }
     attrs = {
-        "format": FORMAT_NAME, "format_version": FORMAT_VERSION,
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "closedloop_version": closedloop.__version__, "model_path": str(model_path),
-        "model_version": int(model_version), "model_created": str(model_created),
-        "device": result.device, "seconds": float(result.seconds), "run_seed": int(run_seed),
-        "settings": json.dumps(result.settings.to_dict()), "canvas": json.dumps(result.canvas.to_dict()),
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
+        "closedloop_version": closedloop.__version__,
+        "model_path": str(model_path),
+        "model_version": int(model_version),
+        "model_created": str(model_created),
+        "device": result.device,
+        "seconds": float(result.seconds),
+        "run_seed": int(run_seed),
+        "settings": json.dumps(result.settings.to_dict()),
+        "canvas": json.dumps(result.canvas.to_dict()),
         "extra": json.dumps(result.extra, default=str),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -181,11 +200,17 @@ def read_library(path: str | Path) -> StimulusLibrary:
     with file:
         attrs = {key: _plain(value) for key, value in file.attrs.items()}
         if attrs.get("format") != FORMAT_NAME:
-            raise DataFileError(path, f"not a closedloop stimulus library (no format '{FORMAT_NAME}' marker); "
-                                      "make one with `closedloop synth`")
+            raise DataFileError(
+                path,
+                f"not a closedloop stimulus library (no format '{FORMAT_NAME}' marker); "
+                "make one with `closedloop synth`",
+            )
         if attrs.get("format_version") != FORMAT_VERSION:
-            raise DataFileError(path, f"stimulus library version {attrs.get('format_version')} is not supported "
-                                      f"(this closedloop reads version {FORMAT_VERSION})")
+            raise DataFileError(
+                path,
+                f"stimulus library version {attrs.get('format_version')} is not supported "
+                f"(this closedloop reads version {FORMAT_VERSION})",
+            )
         wanted = ("images_model", "images_display", "model_unit_ids") + _ROW_COLUMNS + _UNIT_COLUMNS
         missing = [name for name in wanted if name not in file]
         if missing:
@@ -193,8 +218,9 @@ def read_library(path: str | Path) -> StimulusLibrary:
         try:
             data = {name: file[name][()] for name in wanted}
             n_rows, n_model_units = file["images_model"].shape[0], file["model_unit_ids"].shape[0]
-            for name, shape in ([(c, (n_rows,)) for c in _OPTIONAL_ROW_COLUMNS]
-                                + [(c, (n_rows, n_model_units)) for c in _OPTIONAL_UNIT_COLUMNS]):
+            for name, shape in [(c, (n_rows,)) for c in _OPTIONAL_ROW_COLUMNS] + [
+                (c, (n_rows, n_model_units)) for c in _OPTIONAL_UNIT_COLUMNS
+            ]:
                 data[name] = file[name][()] if name in file else np.full(shape, np.nan)
         except (OSError, ValueError, KeyError) as error:
             raise DataFileError(path, f"stimulus library is damaged: {error}") from None
@@ -204,8 +230,9 @@ def read_library(path: str | Path) -> StimulusLibrary:
     every = _ROW_COLUMNS + _UNIT_COLUMNS + _OPTIONAL_ROW_COLUMNS + _OPTIONAL_UNIT_COLUMNS
     bad = [name for name in ("images_display",) + every if data[name].shape[0] != n]
     if bad or data["images_model"].ndim != 3 or data["held"].shape[1:] != data["model_unit_ids"].shape:
-        raise DataFileError(path, f"stimulus library is inconsistent: {', '.join(bad) or 'array shapes'} "
-                                  f"do not match {n} images")
+        raise DataFileError(
+            path, f"stimulus library is inconsistent: {', '.join(bad) or 'array shapes'} do not match {n} images"
+        )
     return StimulusLibrary(
         path=str(path),
         images_model=data["images_model"].astype(np.float32),

@@ -1,4 +1,4 @@
-"""Batched network inversion: pixels → target rates (DESIGN §7, REFERENCE "Synthesis practice").
+"""Batched network inversion: pixels → target rates (docs/methods.md, Synthesis, docs/methods.md, Synthesis).
 
 All jobs (unit, target, population pattern) optimise together in one tensor.  Each
 step, following Walker et al. (2019):
@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -87,10 +87,15 @@ class SynthesisSettings:
 
     def __post_init__(self) -> None:
         checks = {
-            "steps": self.steps >= 1, "tolerance_hz": self.tolerance_hz > 0, "init_std": self.init_std >= 0,
-            "step_start": self.step_start > 0, "step_end": self.step_end > 0,
-            "blur_start": self.blur_start >= 0, "blur_end": self.blur_end >= 0,
-            "tv_weight": self.tv_weight >= 0, "hold_weight": self.hold_weight >= 0,
+            "steps": self.steps >= 1,
+            "tolerance_hz": self.tolerance_hz > 0,
+            "init_std": self.init_std >= 0,
+            "step_start": self.step_start > 0,
+            "step_end": self.step_end > 0,
+            "blur_start": self.blur_start >= 0,
+            "blur_end": self.blur_end >= 0,
+            "tv_weight": self.tv_weight >= 0,
+            "hold_weight": self.hold_weight >= 0,
             "disagreement_weight": self.disagreement_weight >= 0,
         }
         for name, ok in checks.items():
@@ -176,8 +181,10 @@ def _gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
 
 
 def _total_variation(images: torch.Tensor) -> torch.Tensor:
-    return ((images[:, 1:, :] - images[:, :-1, :]).abs().sum((1, 2))
-            + (images[:, :, 1:] - images[:, :, :-1]).abs().sum((1, 2))) / images[0].numel()
+    return (
+        (images[:, 1:, :] - images[:, :-1, :]).abs().sum((1, 2))
+        + (images[:, :, 1:] - images[:, :, :-1]).abs().sum((1, 2))
+    ) / images[0].numel()
 
 
 def _anneal(start: float, end: float, step: int, steps: int) -> float:
@@ -196,8 +203,14 @@ _GPU_COMPACT_EVERY = 10
 class _Objective:
     """Per-image losses for a batch of jobs, as tensors indexed by job row."""
 
-    def __init__(self, jobs: Sequence[SynthesisJob], n_units: int, scale_hz: np.ndarray,
-                 settings: SynthesisSettings, device: torch.device):
+    def __init__(
+        self,
+        jobs: Sequence[SynthesisJob],
+        n_units: int,
+        scale_hz: np.ndarray,
+        settings: SynthesisSettings,
+        device: torch.device,
+    ):
         n = len(jobs)
         self.unit = torch.as_tensor([job.unit for job in jobs], dtype=torch.long, device=device)
         self.maximise = torch.as_tensor([job.maximise for job in jobs], device=device)
@@ -214,8 +227,9 @@ class _Objective:
         self.scale = torch.as_tensor(np.asarray(scale_hz, np.float32), device=device)
         self.settings = settings
 
-    def losses(self, rows: torch.Tensor, rates: torch.Tensor, images: torch.Tensor,
-               spread: torch.Tensor | None = None) -> torch.Tensor:
+    def losses(
+        self, rows: torch.Tensor, rates: torch.Tensor, images: torch.Tensor, spread: torch.Tensor | None = None
+    ) -> torch.Tensor:
         unit = self.unit[rows]
         scale = self.scale[unit]
         rate = rates.gather(1, unit[:, None]).squeeze(1)
@@ -285,8 +299,11 @@ def synthesize(
     if not jobs:
         raise ClosedLoopError("nothing to synthesize: no (unit, target) pairs")
     parameter = next(model.parameters(), None)
-    device = torch.device(device) if device is not None else (parameter.device if parameter is not None
-                                                              else torch.device("cpu"))
+    device = (
+        torch.device(device)
+        if device is not None
+        else (parameter.device if parameter is not None else torch.device("cpu"))
+    )
     n_units = int(model.n_units)
     for job in jobs:
         if not 0 <= job.unit < n_units or any(not 0 <= h < n_units for h in job.hold):
@@ -298,8 +315,12 @@ def synthesize(
 
     n = len(jobs)
     seeds = image_seeds(seed, n)
-    noise = torch.stack([torch.randn(canvas.model_size, canvas.model_size,
-                                     generator=torch.Generator().manual_seed(int(s))) for s in seeds])
+    noise = torch.stack(
+        [
+            torch.randn(canvas.model_size, canvas.model_size, generator=torch.Generator().manual_seed(int(s)))
+            for s in seeds
+        ]
+    )
     project = Projection(canvas, device)
     objective = _Objective(jobs, n_units, scale_hz, settings, device)
     inside = project.inside.to(torch.float32)
@@ -349,8 +370,9 @@ def synthesize(
             rms = direction.pow(2).sum((1, 2)).div(project.n_inside).sqrt().clamp_min(1e-12)
             direction = direction / rms[:, None, None]
             slope = (gradient * direction).sum((1, 2))  # dL/dα along −direction, > 0
-            newton = torch.where(objective.maximise[rows], torch.full_like(loss, math.inf),
-                                 loss / slope.clamp_min(1e-12))
+            newton = torch.where(
+                objective.maximise[rows], torch.full_like(loss, math.inf), loss / slope.clamp_min(1e-12)
+            )
             alpha = newton.clamp(max=size)
             moved = project(x.detach() - alpha[:, None, None] * direction)
             images[rows] = torch.where((finished | stop)[:, None, None], images[rows], moved)
@@ -358,7 +380,7 @@ def synthesize(
                 progress(step, settings.steps, int((~done).sum()))
         final = best_images
         with torch.no_grad():
-            scored = [_mean_and_spread(model, final[i:i + 512], True) for i in range(0, n, 512)]
+            scored = [_mean_and_spread(model, final[i : i + 512], True) for i in range(0, n, 512)]
             predictions = torch.cat([mean for mean, _ in scored])
             spreads = [sd for _, sd in scored]
         _synchronise(device)
@@ -368,21 +390,33 @@ def synthesize(
 
     predictions_np = predictions.float().cpu().numpy()
     achieved = predictions_np[np.arange(n), [job.unit for job in jobs]]
-    spread_np = (np.full_like(predictions_np, np.nan) if any(sd is None for sd in spreads)
-                 else torch.cat(spreads).float().cpu().numpy())
+    spread_np = (
+        np.full_like(predictions_np, np.nan)
+        if any(sd is None for sd in spreads)
+        else torch.cat(spreads).float().cpu().numpy()
+    )
     target_hz = np.asarray([job.target_hz for job in jobs], dtype=np.float64)
     # Stopped in the loop, or within tolerance at the final evaluation.
-    converged = done.cpu().numpy() | (np.asarray([not job.maximise for job in jobs])
-                                      & (np.abs(achieved - target_hz) <= settings.tolerance_hz))
+    converged = done.cpu().numpy() | (
+        np.asarray([not job.maximise for job in jobs]) & (np.abs(achieved - target_hz) <= settings.tolerance_hz)
+    )
     for row, job in enumerate(jobs):
         if job.hold and converged[row] and not done[row]:
             held = predictions_np[row, list(job.hold)]
             converged[row] = bool(np.all(np.abs(held - np.asarray(job.hold_hz)) <= settings.tolerance_hz))
     return SynthesisResult(
-        jobs=list(jobs), images=final.float().cpu().numpy(), achieved_hz=achieved.astype(np.float64),
-        predictions=predictions_np, target_hz=target_hz, converged=converged,
-        steps=steps_run.cpu().numpy(), seeds=seeds, seconds=seconds, device=str(device),
-        settings=settings, canvas=canvas,
+        jobs=list(jobs),
+        images=final.float().cpu().numpy(),
+        achieved_hz=achieved.astype(np.float64),
+        predictions=predictions_np,
+        target_hz=target_hz,
+        converged=converged,
+        steps=steps_run.cpu().numpy(),
+        seeds=seeds,
+        seconds=seconds,
+        device=str(device),
+        settings=settings,
+        canvas=canvas,
         spread_hz=spread_np[np.arange(n), [job.unit for job in jobs]].astype(np.float64),
         predictions_spread=spread_np,
     )
@@ -392,8 +426,9 @@ def _n_members(model: torch.nn.Module) -> int:
     return int(getattr(model, "n_members", 1)) if hasattr(model, "forward_members") else 1
 
 
-def _mean_and_spread(model: torch.nn.Module, images: torch.Tensor,
-                     want_spread: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+def _mean_and_spread(
+    model: torch.nn.Module, images: torch.Tensor, want_spread: bool
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(B, U) ensemble-mean rates and, when asked and available, the members' std (population)."""
     if not (want_spread and hasattr(model, "forward_members")):
         return model(images), None

@@ -59,10 +59,15 @@ def contrast_bound(checkpoint, requested: float | str | None) -> dict:
         metrics = checkpoint.metrics if isinstance(checkpoint.metrics, dict) else {}
         value = default_bound(metrics.get("image_statistics"))
         if value is None:
-            return {"max_contrast": None, "source": "none: the model records no natural-image contrast "
-                                                    "(fitted by an older closedloop); pass --contrast RMS"}
-        return {"max_contrast": value, "source": f"natural images: the {DEFAULT_QUANTILE:g} quantile of the fit "
-                                                 "images' RMS contrast"}
+            return {
+                "max_contrast": None,
+                "source": "none: the model records no natural-image contrast "
+                "(fitted by an older closedloop); pass --contrast RMS",
+            }
+        return {
+            "max_contrast": value,
+            "source": f"natural images: the {DEFAULT_QUANTILE:g} quantile of the fit images' RMS contrast",
+        }
     value = float(requested)
     if not np.isfinite(value) or value <= 0:
         raise ClosedLoopError(f"contrast bound must be a positive RMS contrast, 'natural' or 'none', got {requested!r}")
@@ -158,15 +163,19 @@ def synthesize_from_checkpoint(
         raise ClosedLoopError(f"canvas is {canvas.model_size} px but the model takes {checkpoint.input_size} px")
     percentiles = np.asarray(checkpoint.rate_statistics.percentiles, dtype=np.float64)
     if percentiles.shape != (101, n_units) or not np.all(np.isfinite(percentiles)):
-        raise ClosedLoopError(f"{checkpoint.path}: the model's rate percentiles are missing or damaged "
-                              f"(shape {percentiles.shape}); refit it with this closedloop")
+        raise ClosedLoopError(
+            f"{checkpoint.path}: the model's rate percentiles are missing or damaged "
+            f"(shape {percentiles.shape}); refit it with this closedloop"
+        )
     r = heldout_r(checkpoint.metrics, n_units)
     columns, below = well_fit(select_units(units, unit_ids, r), r, min_heldout_r)
     skipped = [(int(unit_ids[c]), float(r[c])) for c in below] if r is not None else []
     if columns.size == 0:
         listing = ", ".join(f"{u} (r {v:.2f})" for u, v in skipped[:10])
-        raise ClosedLoopError(f"no selected unit has a held-out r >= {min_heldout_r}: {listing}; the model cannot "
-                              "promise rates for them (lower --min-r to synthesize anyway)")
+        raise ClosedLoopError(
+            f"no selected unit has a held-out r >= {min_heldout_r}: {listing}; the model cannot "
+            "promise rates for them (lower --min-r to synthesize anyway)"
+        )
     if canvas.max_contrast is None:
         bound = contrast_bound(checkpoint, contrast)
         canvas = replace(canvas, max_contrast=bound["max_contrast"])
@@ -180,12 +189,18 @@ def synthesize_from_checkpoint(
     held: list[int] = list(columns) if hold_others else []
     if hold:
         held += [int(c) for c in select_units(list(hold), unit_ids) if int(c) not in held]
-    jobs = build_jobs(columns, parsed, percentiles, hold=held or None, baseline_hz=baseline,
-                      images_per_target=images_per_target)
+    jobs = build_jobs(
+        columns, parsed, percentiles, hold=held or None, baseline_hz=baseline, images_per_target=images_per_target
+    )
     scale = natural_rate_range(percentiles)
-    result = synthesize(model, jobs, canvas=canvas, scale_hz=scale, settings=settings, seed=seed,
-                        device=device, progress=progress)
-    result.extra.update(contrast_bound=bound, min_heldout_r=min_heldout_r,
-                        skipped_units=[{"unit_id": u, "heldout_r": v} for u, v in skipped])
-    return CheckpointSynthesis(result=result, unit_ids=unit_ids, baseline_hz=baseline, scale_hz=scale,
-                               skipped=skipped, contrast=bound)
+    result = synthesize(
+        model, jobs, canvas=canvas, scale_hz=scale, settings=settings, seed=seed, device=device, progress=progress
+    )
+    result.extra.update(
+        contrast_bound=bound,
+        min_heldout_r=min_heldout_r,
+        skipped_units=[{"unit_id": u, "heldout_r": v} for u, v in skipped],
+    )
+    return CheckpointSynthesis(
+        result=result, unit_ids=unit_ids, baseline_hz=baseline, scale_hz=scale, skipped=skipped, contrast=bound
+    )

@@ -26,8 +26,15 @@ from closedloop.errors import ClosedLoopError
 DEFAULT_TARGETS = ("p20", "p35", "p50", "p65", "p80")
 
 __all__ = [
-    "DEFAULT_TARGETS", "SynthesisJob", "Target", "build_jobs", "parse_targets", "rate_target",
-    "resolve_target_hz", "select_units", "target_label",
+    "DEFAULT_TARGETS",
+    "SynthesisJob",
+    "Target",
+    "build_jobs",
+    "parse_targets",
+    "rate_target",
+    "resolve_target_hz",
+    "select_units",
+    "target_label",
 ]
 
 

@@ -115,8 +115,11 @@ def ground_truth_report(archive: Path, checkpoint, graded: SynthesisResult, maxe
                 lo = np.flatnonzero((g_units == u) & (labels == "p20"))
                 if hi.size and lo.size:
                     sims_diff.append(cosine((g_display[hi[0]] - g_display[lo[0]]) * inside, true_rf))
-            rf[kind] = {"n": len(sims_max), "max_image": float(np.median(sims_max)) if sims_max else None,
-                        "p80_minus_p20": float(np.median(sims_diff)) if sims_diff else None}
+            rf[kind] = {
+                "n": len(sims_max),
+                "max_image": float(np.median(sims_max)) if sims_max else None,
+                "p80_minus_p20": float(np.median(sims_diff)) if sims_diff else None,
+            }
         out["units"][name] = {
             "n_units": int(members.size),
             "pooled_r": pearson(g.target_hz[rows], g_truth[rows]),
@@ -126,12 +129,15 @@ def ground_truth_report(archive: Path, checkpoint, graded: SynthesisResult, maxe
             "pooled_r_model_vs_truth": pearson(g.achieved_hz[rows], g_truth[rows]),
             "max_beats_best_natural": float(np.mean(beats)) if beats.size else float("nan"),
             "max_true_over_best_natural": float(np.median(m_truth[max_rows] / best_natural[m_units[max_rows]]))
-            if beats.size else float("nan"),
+            if beats.size
+            else float("nan"),
             # how far "max" over-promises: the model's prediction over the true rate
             "max_predicted_over_true": float(np.median(m.achieved_hz[max_rows] / np.maximum(m_truth[max_rows], 1e-9)))
-            if beats.size else float("nan"),
+            if beats.size
+            else float("nan"),
             "max_spread_hz": float(np.nanmedian(m.spread_hz[max_rows]))
-            if beats.size and m.spread_hz is not None else float("nan"),
+            if beats.size and m.spread_hz is not None
+            else float("nan"),
             "rf_similarity": rf,
         }
     return out

@@ -26,8 +26,7 @@ logger = logging.getLogger(__name__)
 
 #: The ZAP domain of our binding sockets.
 DOMAIN = "closedloop"
-_REFUSALS = (zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-             | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+_REFUSALS = zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH
 _EVENTS = _REFUSALS | zmq.EVENT_MONITOR_STOPPED
 
 
@@ -117,8 +116,13 @@ class Guard:
         with self._lock:
             self.refusals[endpoint] += 1
             count = self.refusals[endpoint]
-        self._log.warning(f"refused {endpoint}", "%s: refused a connection without an allowed key (%s); "
-                          "%d refused so far", endpoint, _why(event["event"]), count)
+        self._log.warning(
+            f"refused {endpoint}",
+            "%s: refused a connection without an allowed key (%s); %d refused so far",
+            endpoint,
+            _why(event["event"]),
+            count,
+        )
 
 
 def _why(event: int) -> str:

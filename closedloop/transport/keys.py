@@ -88,8 +88,10 @@ def create_keys(folder: str | Path, *, overwrite: bool = False) -> list[Path]:
     folder = Path(folder)
     existing = [p for p in (secret_file(folder, n) for n in (SERVER, *ROLES)) if p.exists()]
     if existing and not overwrite:
-        raise KeysError(f"{existing[0]}: certificates exist already; keep them (every machine of the rig has "
-                        "copies) or give --force to make new ones")
+        raise KeysError(
+            f"{existing[0]}: certificates exist already; keep them (every machine of the rig has "
+            "copies) or give --force to make new ones"
+        )
     old_umask = os.umask(0o077)
     try:
         (folder / PUBLIC_DIR).mkdir(parents=True, exist_ok=True)
@@ -147,20 +149,25 @@ def check_folder(folder: str | Path) -> None:
     for name in ROLES:
         path = public_file(folder, name)
         if not path.is_file():
-            raise KeysError(f"{path}: no such public certificate; run 'closedloop keys init RIG.yaml' again "
-                            "and copy the keys folder to this machine")
+            raise KeysError(
+                f"{path}: no such public certificate; run 'closedloop keys init RIG.yaml' again "
+                "and copy the keys folder to this machine"
+            )
         _load_public(path)
 
 
 def _load_pair(folder: Path, name: str) -> tuple[bytes, bytes]:
     path = secret_file(folder, name)
     if not path.is_file():
-        raise KeysError(f"{path}: no such certificate; make the rig's keys with 'closedloop keys init RIG.yaml' "
-                        "and copy the keys folder to this machine")
+        raise KeysError(
+            f"{path}: no such certificate; make the rig's keys with 'closedloop keys init RIG.yaml' "
+            "and copy the keys folder to this machine"
+        )
     mode = path.stat().st_mode
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeysError(f"{path}: private key is readable by others (mode {stat.S_IMODE(mode):o}); "
-                        f"run 'chmod 600 {path}'")
+        raise KeysError(
+            f"{path}: private key is readable by others (mode {stat.S_IMODE(mode):o}); run 'chmod 600 {path}'"
+        )
     try:
         public, secret = zmq.auth.load_certificate(path)
     except (OSError, ValueError) as error:

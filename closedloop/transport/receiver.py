@@ -102,8 +102,9 @@ class Receiver:
             self.rejection = error
             kind = error.kind if error.kind in REJECTION_KINDS else "malformed"
             setattr(self.stats, kind, getattr(self.stats, kind) + 1)
-            self._log.warning(kind, "%s: rejected a message (%s); %d %s so far",
-                              self.name, error, getattr(self.stats, kind), kind)
+            self._log.warning(
+                kind, "%s: rejected a message (%s); %d %s so far", self.name, error, getattr(self.stats, kind), kind
+            )
             return None
         self.stats.received += 1
         self.stats.bytes += decoded.nbytes
@@ -116,10 +117,25 @@ class Receiver:
         if result.status is SeqStatus.GAP:
             self.stats.gaps += 1
             self.stats.missing += result.missing
-            self._log.warning("gap", "%s: LOST %d message(s) from %r (expected seq %d, got %d); "
-                              "%d lost in %d gap(s) so far", self.name, result.missing, env.source,
-                              result.expected, env.seq, self.stats.missing, self.stats.gaps)
+            self._log.warning(
+                "gap",
+                "%s: LOST %d message(s) from %r (expected seq %d, got %d); %d lost in %d gap(s) so far",
+                self.name,
+                result.missing,
+                env.source,
+                result.expected,
+                env.seq,
+                self.stats.missing,
+                self.stats.gaps,
+            )
         elif result.status is SeqStatus.RESTART:
             self.stats.restarts += 1
-            self._log.warning("restart", "%s: source %r restarted (seq %d, session %r; expected seq %d) — or two senders share its name",
-                              self.name, env.source, env.seq, env.session, result.expected)
+            self._log.warning(
+                "restart",
+                "%s: source %r restarted (seq %d, session %r; expected seq %d) — or two senders share its name",
+                self.name,
+                env.source,
+                env.seq,
+                env.session,
+                result.expected,
+            )

@@ -54,7 +54,6 @@ class SocketSecurity:
             socket.curve_publickey = keys.public_key
             socket.curve_serverkey = keys.server_public
 
-
     def watch(self, socket: zmq.Socket, endpoint: str) -> None:
         """Count refused connections to a bound socket under its actual ``endpoint`` (after bind)."""
         if self.keys is not None and not endpoint.startswith("inproc://"):

@@ -1,4 +1,4 @@
-"""Per-source sequence checking: gaps, restarts and out-of-order messages (DESIGN §4).
+"""Per-source sequence checking: gaps, restarts and out-of-order messages (docs/architecture.md, Messages).
 
 Every sender numbers its messages 0, 1, 2, … per source.  A receiver feeds each
 envelope's ``(source, session, seq)`` to a `SequenceTracker`, which classifies it:

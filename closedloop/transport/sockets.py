@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 import zmq
 
@@ -36,10 +37,19 @@ DEFAULT_LINGER_MS = 1000
 REQUEST_HWM = 100
 
 
-def open_socket(kind: int, endpoint: str, *, bind: bool, context: zmq.Context | None = None,
-                sndhwm: int | None = None, rcvhwm: int | None = None, linger_ms: int = 0,
-                options: dict[int, int] | None = None, max_bytes: int | None = None,
-                security: SocketSecurity | None = None) -> tuple[zmq.Socket, str]:
+def open_socket(
+    kind: int,
+    endpoint: str,
+    *,
+    bind: bool,
+    context: zmq.Context | None = None,
+    sndhwm: int | None = None,
+    rcvhwm: int | None = None,
+    linger_ms: int = 0,
+    options: dict[int, int] | None = None,
+    max_bytes: int | None = None,
+    security: SocketSecurity | None = None,
+) -> tuple[zmq.Socket, str]:
     """Create a socket with its options set *before* bind/connect; return it and its endpoint.
 
     When binding to ``tcp://HOST:*`` the returned endpoint names the port picked.
@@ -113,11 +123,13 @@ class _Numbered:
         self.session = session
         self.seq = 0  # the number the next message gets
 
-    def _frames(self, message: Message, *, t_ns: int | None, reply_to: int | None = None,
-                topic: str | None = None) -> tuple[list[Any], int]:
+    def _frames(
+        self, message: Message, *, t_ns: int | None, reply_to: int | None = None, topic: str | None = None
+    ) -> tuple[list[Any], int]:
         seq = self.seq
-        frames = encode(message, source=self.source, seq=seq, session=self.session, t_ns=t_ns,
-                        reply_to=reply_to, topic=topic)
+        frames = encode(
+            message, source=self.source, seq=seq, session=self.session, t_ns=t_ns, reply_to=reply_to, topic=topic
+        )
         return frames, seq
 
 
@@ -169,11 +181,21 @@ class Publisher(_Socket, _Numbered):
         Messages queued per subscriber before PUB drops (it never blocks).
     """
 
-    def __init__(self, endpoint: str, *, source: str, session: str = "", bind: bool = True,
-                 sndhwm: int = DEFAULT_SNDHWM, linger_ms: int = DEFAULT_LINGER_MS,
-                 context: zmq.Context | None = None, security: SocketSecurity | None = None):
-        self.socket, self.endpoint = open_socket(zmq.PUB, endpoint, bind=bind, context=context,
-                                                 sndhwm=sndhwm, linger_ms=linger_ms, security=security)
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        source: str,
+        session: str = "",
+        bind: bool = True,
+        sndhwm: int = DEFAULT_SNDHWM,
+        linger_ms: int = DEFAULT_LINGER_MS,
+        context: zmq.Context | None = None,
+        security: SocketSecurity | None = None,
+    ):
+        self.socket, self.endpoint = open_socket(
+            zmq.PUB, endpoint, bind=bind, context=context, sndhwm=sndhwm, linger_ms=linger_ms, security=security
+        )
         self._init_sender(source, session)
 
     def send(self, message: Message, *, t_ns: int | None = None, topic: str | None = None) -> int:
@@ -195,11 +217,21 @@ class Subscriber(_Receiving):
         Bind instead of connect (a subscriber may bind and publishers connect).
     """
 
-    def __init__(self, endpoint: str, *, topics: Iterable[str | type[Message]] = (), bind: bool = False,
-                 rcvhwm: int = DEFAULT_RCVHWM, max_bytes: int = MAX_MESSAGE_BYTES, name: str | None = None,
-                 context: zmq.Context | None = None, security: SocketSecurity | None = None):
-        self.socket, self.endpoint = open_socket(zmq.SUB, endpoint, bind=bind, context=context, rcvhwm=rcvhwm,
-                                                 max_bytes=max_bytes, security=security)
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        topics: Iterable[str | type[Message]] = (),
+        bind: bool = False,
+        rcvhwm: int = DEFAULT_RCVHWM,
+        max_bytes: int = MAX_MESSAGE_BYTES,
+        name: str | None = None,
+        context: zmq.Context | None = None,
+        security: SocketSecurity | None = None,
+    ):
+        self.socket, self.endpoint = open_socket(
+            zmq.SUB, endpoint, bind=bind, context=context, rcvhwm=rcvhwm, max_bytes=max_bytes, security=security
+        )
         names = [t if isinstance(t, str) else t.type_name() for t in topics] or [""]
         for topic in names:
             self.socket.setsockopt(zmq.SUBSCRIBE, topic.encode())
@@ -246,13 +278,31 @@ class RequestServer(_Receiving, _Numbered):
         Largest request accepted (a bigger frame disconnects its sender).
     """
 
-    def __init__(self, endpoint: str, *, source: str, session: str = "", bind: bool = True,
-                 hwm: int = REQUEST_HWM, max_bytes: int = MAX_MESSAGE_BYTES, context: zmq.Context | None = None,
-                 security: SocketSecurity | None = None, only_from: str | None = None):
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        source: str,
+        session: str = "",
+        bind: bool = True,
+        hwm: int = REQUEST_HWM,
+        max_bytes: int = MAX_MESSAGE_BYTES,
+        context: zmq.Context | None = None,
+        security: SocketSecurity | None = None,
+        only_from: str | None = None,
+    ):
         # ROUTER_MANDATORY: a reply to a vanished client fails loudly instead of vanishing.
-        self.socket, self.endpoint = open_socket(zmq.ROUTER, endpoint, bind=bind, context=context, sndhwm=hwm,
-                                                 rcvhwm=hwm, options={zmq.ROUTER_MANDATORY: 1},
-                                                 max_bytes=max_bytes, security=security)
+        self.socket, self.endpoint = open_socket(
+            zmq.ROUTER,
+            endpoint,
+            bind=bind,
+            context=context,
+            sndhwm=hwm,
+            rcvhwm=hwm,
+            options={zmq.ROUTER_MANDATORY: 1},
+            max_bytes=max_bytes,
+            security=security,
+        )
         self._init_sender(source, session)
         self.receiver = Receiver(f"ROUTER {self.endpoint}", max_bytes=max_bytes)
         self.secured = (security or current_security()).curve and not self.endpoint.startswith("inproc://")
@@ -284,16 +334,31 @@ class RequestServer(_Receiving, _Numbered):
         decoded = self.receiver.accept(rest, peer=user)
         if decoded is None:
             error = self.receiver.rejection
-            self._send_error(peer, peek_seq(rest), error.kind if error else "malformed",
-                             f"request not understood: {error.message if error else 'rejected'}")
+            self._send_error(
+                peer,
+                peek_seq(rest),
+                error.kind if error else "malformed",
+                f"request not understood: {error.message if error else 'rejected'}",
+            )
             return None
         if self.secured and self.only_from is not None and user != self.only_from:
             self.not_allowed += 1
-            self._log.warning("not_allowed", "%s: refused a %s from %r (authenticated as %r; only %r may send "
-                              "requests here); %d refused so far", self.receiver.name, decoded.envelope.type,
-                              decoded.envelope.source, user, self.only_from, self.not_allowed)
-            self._send_error(peer, decoded.envelope.seq, "not_allowed",
-                             f"only the rig's {self.only_from} may send requests here, not {user or 'anyone else'}")
+            self._log.warning(
+                "not_allowed",
+                "%s: refused a %s from %r (authenticated as %r; only %r may send requests here); %d refused so far",
+                self.receiver.name,
+                decoded.envelope.type,
+                decoded.envelope.source,
+                user,
+                self.only_from,
+                self.not_allowed,
+            )
+            self._send_error(
+                peer,
+                decoded.envelope.seq,
+                "not_allowed",
+                f"only the rig's {self.only_from} may send requests here, not {user or 'anyone else'}",
+            )
             return None
         return Request(peer, decoded, user)
 
@@ -311,8 +376,14 @@ class RequestServer(_Receiving, _Numbered):
             self.socket.send_multipart(with_routing(peer, frames), zmq.NOBLOCK, copy=False)
         except (zmq.Again, zmq.ZMQError) as error:
             self.undeliverable += 1
-            self._log.warning("undeliverable", "%s: reply to peer %r not delivered (%s); %d so far",
-                              self.receiver.name, peer[:16], error, self.undeliverable)
+            self._log.warning(
+                "undeliverable",
+                "%s: reply to peer %r not delivered (%s); %d so far",
+                self.receiver.name,
+                peer[:16],
+                error,
+                self.undeliverable,
+            )
             return False
         self.seq += 1
         return True
@@ -325,12 +396,29 @@ class RequestClient(_Receiving, _Numbered):
     so a caller can carry on when the model server is gone.
     """
 
-    def __init__(self, endpoint: str, *, source: str, session: str = "", bind: bool = False,
-                 hwm: int = REQUEST_HWM, max_bytes: int = MAX_MESSAGE_BYTES, context: zmq.Context | None = None,
-                 security: SocketSecurity | None = None):
-        self.socket, self.endpoint = open_socket(zmq.DEALER, endpoint, bind=bind, context=context, sndhwm=hwm,
-                                                 rcvhwm=hwm, options={zmq.IMMEDIATE: 1}, max_bytes=max_bytes,
-                                                 security=security)
+    def __init__(
+        self,
+        endpoint: str,
+        *,
+        source: str,
+        session: str = "",
+        bind: bool = False,
+        hwm: int = REQUEST_HWM,
+        max_bytes: int = MAX_MESSAGE_BYTES,
+        context: zmq.Context | None = None,
+        security: SocketSecurity | None = None,
+    ):
+        self.socket, self.endpoint = open_socket(
+            zmq.DEALER,
+            endpoint,
+            bind=bind,
+            context=context,
+            sndhwm=hwm,
+            rcvhwm=hwm,
+            options={zmq.IMMEDIATE: 1},
+            max_bytes=max_bytes,
+            security=security,
+        )
         self._init_sender(source, session)
         self.receiver = Receiver(f"DEALER {self.endpoint}", max_bytes=max_bytes)
         self.unsent = 0

@@ -28,9 +28,16 @@ RATE = 30000.0
 A, B = "Acquisition Board", "Probe B"
 START = {A: 1_234_567, B: 98_765_432}  # hardware counters when acquisition started
 # (kind, stream, sample after start, electrode or 0-based line, sorted_id or state)
-GOOD = [("ttl", A, 3000, 0, True), ("spike", A, 3300, "Electrode 3", 1), ("spike", A, 3450, "Tetrode 2", 2),
-        ("spike", B, 3300, "Electrode 3", 1), ("ttl", B, 3400, 0, True), ("ttl", A, 6000, 0, False),
-        ("spike", A, 6300, "Electrode 3", 0), ("spike", "Unlisted", 10, "Electrode 1", 1)]
+GOOD = [
+    ("ttl", A, 3000, 0, True),
+    ("spike", A, 3300, "Electrode 3", 1),
+    ("spike", A, 3450, "Tetrode 2", 2),
+    ("spike", B, 3300, "Electrode 3", 1),
+    ("ttl", B, 3400, 0, True),
+    ("ttl", A, 6000, 0, False),
+    ("spike", A, 6300, "Electrode 3", 0),
+    ("spike", "Unlisted", 10, "Electrode 1", 1),
+]
 
 
 def _json(event_type: str, **fields) -> bytes:

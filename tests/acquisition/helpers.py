@@ -44,15 +44,17 @@ class Collected:
             self.heartbeats.append(message)
 
 
-def collect(sub: Subscriber, done: Callable[[Collected], bool], timeout_s: float = 20.0,
-            into: Collected | None = None) -> Collected:
+def collect(
+    sub: Subscriber, done: Callable[[Collected], bool], timeout_s: float = 20.0, into: Collected | None = None
+) -> Collected:
     """Receive until ``done(collected)`` or the timeout (then fail)."""
     got = into or Collected()
     deadline = time.monotonic() + timeout_s
     while not done(got):
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out: {len(got.batches)} batches, {len(got.sync)} sync events, "
-                                 f"{len(got.heartbeats)} heartbeats")
+            raise AssertionError(
+                f"timed out: {len(got.batches)} batches, {len(got.sync)} sync events, {len(got.heartbeats)} heartbeats"
+            )
         decoded = sub.recv(100)
         if decoded is not None:
             got.add(decoded.message)

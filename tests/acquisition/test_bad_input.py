@@ -23,8 +23,9 @@ def test_junk_frames_wrong_schema_and_junk_bytes_are_survived():
     presenter.setsockopt(zmq.LINGER, 0)
     port = presenter.bind_to_random_port("tcp://127.0.0.1")
     endpoint = random_tcp_endpoint()
-    array = SimulatedArray(endpoint, f"tcp://127.0.0.1:{port}", BrainSpec(scenario="sim/default.yaml", n_units=5,
-                                                                          seed=1), speed=0, seed=2)
+    array = SimulatedArray(
+        endpoint, f"tcp://127.0.0.1:{port}", BrainSpec(scenario="sim/default.yaml", n_units=5, seed=1), speed=0, seed=2
+    )
     supervisor = Supervisor([array], mode="thread", setup_timeout_s=60)
     try:
         with Subscriber(endpoint, name="test") as sub:

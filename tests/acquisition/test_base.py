@@ -39,7 +39,9 @@ def run_and_collect(adapter: ScriptedAdapter, expected_spikes: int):
                 adapter._send(Heartbeat(state="waiting"))
             while adapter.step():
                 pass
-            got = collect(sub, lambda c: len(c.times) >= expected_spikes and any(h.state == "finished" for h in c.heartbeats))
+            got = collect(
+                sub, lambda c: len(c.times) >= expected_spikes and any(h.state == "finished" for h in c.heartbeats)
+            )
         finally:
             adapter.teardown()
         return got, sub.stats

@@ -33,8 +33,9 @@ def _pylsl():
 
 def test_bad_samples_are_counted_not_fatal():
     adapter = LslAdapter("inproc://unused", "s", "m", photodiode_line=3)
-    units, times = adapter.spike_samples([[7], [7.5], [-1], ["12"], [float("nan")], [], [2**60]],
-                                         [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, float("inf")])
+    units, times = adapter.spike_samples(
+        [[7], [7.5], [-1], ["12"], [float("nan")], [], [2**60]], [1.0, 1.1, 1.2, 1.3, 1.4, 1.5, float("inf")]
+    )
     assert units.tolist() == [7, 12] and times.tolist() == [1.0, 1.3] and adapter.counts["bad_spike"] == 5
     sync = adapter.marker_samples([[1], [2, 0], ["0"], [5], [1, 1, 9], [300, 1]], [2.0, 2.1, 2.2, 2.3, 2.4, 2.5])
     assert sync == [(3, 1, 2.0), (2, 0, 2.1), (3, 0, 2.2), (1, 1, 2.4)] and adapter.counts["bad_marker"] == 2
@@ -83,17 +84,36 @@ def test_lsl_end_to_end_outlet_adapter_runner_session(tmp_path, capsys):
     protocol.write_text(PROTOCOL)
     array_endpoint = random_tcp_endpoint()
     brain = BrainSpec(scenario=str(scenario), seed=1, size_px=66)
-    array = SimulatedArray(array_endpoint, rig.network.endpoint("stimulus"), brain, speed=1.0,
-                           refresh_hz=rig.display.refresh_hz, photodiode_line=1, seed=2,
-                           block_endpoint=rig.network.endpoint("responses"))
+    array = SimulatedArray(
+        array_endpoint,
+        rig.network.endpoint("stimulus"),
+        brain,
+        speed=1.0,
+        refresh_hz=rig.display.refresh_hz,
+        photodiode_line=1,
+        seed=2,
+        block_endpoint=rig.network.endpoint("responses"),
+    )
     bridge = _Bridge(pylsl, array_endpoint, names, line=1)
     supervisor = Supervisor([array], mode="thread", setup_timeout_s=60)
     session = tmp_path / "s.h5"
     try:
         bridge.thread.start()
         assert supervisor.start()
-        status = main(["run", str(protocol), "--rig", str(rig_path), "--session", str(session),
-                       "--presenter", "headless", "--timeout", "120"])
+        status = main(
+            [
+                "run",
+                str(protocol),
+                "--rig",
+                str(rig_path),
+                "--session",
+                str(session),
+                "--presenter",
+                "headless",
+                "--timeout",
+                "120",
+            ]
+        )
     finally:
         supervisor.shutdown()
         bridge.stop.set()

@@ -28,7 +28,7 @@ OFFSET_B = (START[A] - START[B]) / 30000.0
 
 def test_format_reads_what_the_plugin_writes():
     frames = encode_ttl(30000, 30000.0, 2, True)
-    assert b"\r\n  \"state\": true" in frames[1]  # JUCE's layout and a C++ bool
+    assert b'\r\n  "state": true' in frames[1]  # JUCE's layout and a C++ bool
     ttl = decode(frames)
     assert (ttl.event_type, ttl.time_s, ttl.line, ttl.state) == ("ttl", 1.0, 2, 1)
     assert decode(encode_ttl(5, 30000.0, 0, False, pretty=False)).state == 0
@@ -44,17 +44,30 @@ def test_format_reads_what_the_plugin_writes():
 
 def test_unit_ids_are_distinct_per_stream_and_kind_and_read_back():
     ids = UnitIds({"left probe": 7}, stream_names=["Acquisition Board", "Probe B"])
-    cases = {(0, "Electrode 3", 1): 3001, (0, "Tetrode 1", 2): 20_001_002, (0, "Stereotrode 1", 0): 10_001_000,
-             (1, "Electrode 3", 1): 100_003_001, (0, "left probe", 4): 30_007_004, (0, "electrode 12", 2): 12002}
+    cases = {
+        (0, "Electrode 3", 1): 3001,
+        (0, "Tetrode 1", 2): 20_001_002,
+        (0, "Stereotrode 1", 0): 10_001_000,
+        (1, "Electrode 3", 1): 100_003_001,
+        (0, "left probe", 4): 30_007_004,
+        (0, "electrode 12", 2): 12002,
+    }
     for (slot, name, sorted_id), unit in cases.items():
         assert ids.unit_id(slot, name, sorted_id) == unit
     assert ids.describe(100_003_001) == UnitSource("Probe B", "Electrode 3", 1)
     assert ids.describe(30_007_004) == UnitSource("Acquisition Board", "left probe", 4)
-    assert ids.table([20_001_002])[0] == {"unit_id": 20_001_002, "stream": "Acquisition Board",
-                                          "electrode": "Tetrode 1", "sorted_id": 2}
-    for name, sorted_id, kind in (("TT12", 1, "unmapped_electrode"), ("Electrode 3000000", 1, "out_of_range"),
-                                  ("Electrode 1099511627776", 1, "out_of_range"),
-                                  ("Electrode 1", 1000, "out_of_range")):
+    assert ids.table([20_001_002])[0] == {
+        "unit_id": 20_001_002,
+        "stream": "Acquisition Board",
+        "electrode": "Tetrode 1",
+        "sorted_id": 2,
+    }
+    for name, sorted_id, kind in (
+        ("TT12", 1, "unmapped_electrode"),
+        ("Electrode 3000000", 1, "out_of_range"),
+        ("Electrode 1099511627776", 1, "out_of_range"),
+        ("Electrode 1", 1000, "out_of_range"),
+    ):
         with pytest.raises(UnitIdError) as error:
             ids.unit_id(0, name, sorted_id)
         assert error.value.kind == kind
@@ -64,10 +77,12 @@ def test_unit_ids_are_distinct_per_stream_and_kind_and_read_back():
 
 def test_adapter_translates_a_two_stream_gui_and_counts_bad_input():
     event_endpoint, endpoint = random_tcp_endpoint(), random_tcp_endpoint()
-    child = subprocess.Popen([sys.executable, str(CHILD), event_endpoint], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
-    adapter = OpenEphysAdapter(endpoint, event_endpoint, sample_rate_hz=30000.0, photodiode_line=1,
-                               streams=[OtherStream(B, OFFSET_B)])
+    child = subprocess.Popen(
+        [sys.executable, str(CHILD), event_endpoint], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    adapter = OpenEphysAdapter(
+        endpoint, event_endpoint, sample_rate_hz=30000.0, photodiode_line=1, streams=[OtherStream(B, OFFSET_B)]
+    )
     supervisor = Supervisor([adapter], mode="thread")
     try:
         with Subscriber(endpoint, name="test") as sub:
@@ -97,8 +112,9 @@ def test_adapter_translates_a_two_stream_gui_and_counts_bad_input():
 
 
 def test_unsorted_spikes_can_be_dropped_and_unlisted_streams_are_refused():
-    adapter = OpenEphysAdapter("inproc://unused", "inproc://unused-events", photodiode_line=1, clock_stream="A",
-                               drop_unsorted=True)
+    adapter = OpenEphysAdapter(
+        "inproc://unused", "inproc://unused-events", photodiode_line=1, clock_stream="A", drop_unsorted=True
+    )
     out = ([], [], [], [])
     adapter.translate(encode_spike(30, 30000.0, "Electrode 2", 0, stream="A"), out)
     adapter.translate(encode_spike(30, 30000.0, "Electrode 2", 1, stream="B"), out)
@@ -115,10 +131,18 @@ def test_serve_acquisition_translates_the_stand_in_with_the_rig_file(tmp_path):
     event_port = free_ports(1)[0]
     rig_path = openephys_rig(tmp_path, event_port, streams=f'[{{name: "{B}", offset_s: {OFFSET_B!r}}}]')
     rig = load_rig(rig_path)
-    child = subprocess.Popen([sys.executable, str(CHILD), f"tcp://127.0.0.1:{event_port}"], stdin=subprocess.PIPE,
-                             stdout=subprocess.PIPE, text=True)
-    serve = subprocess.Popen([sys.executable, "-m", "closedloop.cli", "serve", "acquisition", "--rig", str(rig_path),
-                              "--timeout", "30"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    child = subprocess.Popen(
+        [sys.executable, str(CHILD), f"tcp://127.0.0.1:{event_port}"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "closedloop.cli", "serve", "acquisition", "--rig", str(rig_path), "--timeout", "30"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         with Subscriber(rig.network.endpoint("spikes"), name="test") as sub:
             collect(sub, lambda c: any(e.line == 8 for e in c.sync), timeout_s=30)  # both connected

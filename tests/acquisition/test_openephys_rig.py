@@ -37,22 +37,37 @@ def test_streams_and_electrodes_are_read(tmp_path):
     assert acquisition.clock_stream == "Rhythm Data" and acquisition.electrodes[0].number == 7
 
 
-@pytest.mark.parametrize("old, new, field, message", [
-    ("photodiode_line: 1 ", "photodiode_line: 0 ", "acquisition.photodiode_line", "numbers TTL lines from 1"),
-    ("  streams: []", '  streams: [{name: A}, {name: A}]', "acquisition.streams[1].name", "listed twice"),
-    ("  streams: []", '  streams: [{name: A, offset_s: .nan}]', "acquisition.streams[0].offset_s", "finite"),
-    ("  streams: []", '  streams: [{name: A, offest_s: 1}]', "acquisition.streams[0].offest_s", "did you mean"),
-    ("  clock_stream: null", '  clock_stream: A\n  streams: [{name: A}]', "acquisition.streams[0].name",
-     "is the clock_stream"),
-    ("  electrodes: []", "  electrodes: [{name: a, number: 1}, {name: b, number: 1}]",
-     "acquisition.electrodes[1].number", "given to two electrodes"),
-    ("  electrodes: []", "  electrodes: [{name: a, number: 10000}]", "acquisition.electrodes[0].number", "<= 9999"),
-    ("  drop_unsorted: false", "  drop_unsorted: yes", "acquisition.drop_unsorted", "true or false"),
-    ("  discover_units_s: 10", "  discover_units_s: -1", "acquisition.discover_units_s", ">= 0"),
-    ("  photodiode_timeout_s: 30", "  photodiode_timeout_s: 0", "acquisition.photodiode_timeout_s", "> 0"),
-    ("  drop_unsorted: false", "  drop_unsorted: false\n  spike_stream: x", "acquisition.spike_stream",
-     "only used when kind is lsl"),
-])
+@pytest.mark.parametrize(
+    "old, new, field, message",
+    [
+        ("photodiode_line: 1 ", "photodiode_line: 0 ", "acquisition.photodiode_line", "numbers TTL lines from 1"),
+        ("  streams: []", "  streams: [{name: A}, {name: A}]", "acquisition.streams[1].name", "listed twice"),
+        ("  streams: []", "  streams: [{name: A, offset_s: .nan}]", "acquisition.streams[0].offset_s", "finite"),
+        ("  streams: []", "  streams: [{name: A, offest_s: 1}]", "acquisition.streams[0].offest_s", "did you mean"),
+        (
+            "  clock_stream: null",
+            "  clock_stream: A\n  streams: [{name: A}]",
+            "acquisition.streams[0].name",
+            "is the clock_stream",
+        ),
+        (
+            "  electrodes: []",
+            "  electrodes: [{name: a, number: 1}, {name: b, number: 1}]",
+            "acquisition.electrodes[1].number",
+            "given to two electrodes",
+        ),
+        ("  electrodes: []", "  electrodes: [{name: a, number: 10000}]", "acquisition.electrodes[0].number", "<= 9999"),
+        ("  drop_unsorted: false", "  drop_unsorted: yes", "acquisition.drop_unsorted", "true or false"),
+        ("  discover_units_s: 10", "  discover_units_s: -1", "acquisition.discover_units_s", ">= 0"),
+        ("  photodiode_timeout_s: 30", "  photodiode_timeout_s: 0", "acquisition.photodiode_timeout_s", "> 0"),
+        (
+            "  drop_unsorted: false",
+            "  drop_unsorted: false\n  spike_stream: x",
+            "acquisition.spike_stream",
+            "only used when kind is lsl",
+        ),
+    ],
+)
 def test_bad_acquisition_settings_name_the_line_and_field(tmp_path, old, new, field, message):
     if new.startswith("  clock_stream: A"):  # one key per line: drop the example's own streams line
         text_old = "  streams: []"

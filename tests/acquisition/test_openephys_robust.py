@@ -18,19 +18,47 @@ from closedloop.transport import Subscriber, random_tcp_endpoint
 
 from .helpers import collect
 
-numbers = st.one_of(st.integers(min_value=-2**70, max_value=2**70), st.floats(allow_nan=True, allow_infinity=True),
-                    st.sampled_from([0, 1, 255, 256, 65535, 2**62, 2**63, 1e30, 1e-300, -1, True, False]))
-anything = st.one_of(numbers, st.none(), st.text(max_size=30), st.lists(st.integers(), max_size=3),
-                     st.dictionaries(st.text(max_size=5), st.integers(), max_size=2))
-names = st.one_of(st.sampled_from(["Electrode 1", "Tetrode 2", "Stereotrode 3", "Electrode 1099511627776",
-                                   "Electrode 3000000", "TT12", "", "Electrode -1", "Électrode 1"]),
-                  st.text(max_size=20))
-FIELDS = {"event_type": st.one_of(st.sampled_from(["ttl", "spike", "lfp"]), anything),
-          "stream": st.one_of(st.sampled_from(["A", "B", "C"]), anything),
-          "source_node": anything, "sample_rate": st.one_of(st.sampled_from([30000.0, 30000]), numbers, anything),
-          "sample_number": st.one_of(st.integers(0, 10**6), numbers, anything), "line": st.one_of(numbers, anything),
-          "state": st.one_of(st.booleans(), numbers, anything), "electrode": st.one_of(names, anything),
-          "sorted_id": st.one_of(st.integers(0, 5), numbers, anything), "num_channels": anything, "amp1": numbers}
+numbers = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0, 1, 255, 256, 65535, 2**62, 2**63, 1e30, 1e-300, -1, True, False]),
+)
+anything = st.one_of(
+    numbers,
+    st.none(),
+    st.text(max_size=30),
+    st.lists(st.integers(), max_size=3),
+    st.dictionaries(st.text(max_size=5), st.integers(), max_size=2),
+)
+names = st.one_of(
+    st.sampled_from(
+        [
+            "Electrode 1",
+            "Tetrode 2",
+            "Stereotrode 3",
+            "Electrode 1099511627776",
+            "Electrode 3000000",
+            "TT12",
+            "",
+            "Electrode -1",
+            "Électrode 1",
+        ]
+    ),
+    st.text(max_size=20),
+)
+FIELDS = {
+    "event_type": st.one_of(st.sampled_from(["ttl", "spike", "lfp"]), anything),
+    "stream": st.one_of(st.sampled_from(["A", "B", "C"]), anything),
+    "source_node": anything,
+    "sample_rate": st.one_of(st.sampled_from([30000.0, 30000]), numbers, anything),
+    "sample_number": st.one_of(st.integers(0, 10**6), numbers, anything),
+    "line": st.one_of(numbers, anything),
+    "state": st.one_of(st.booleans(), numbers, anything),
+    "electrode": st.one_of(names, anything),
+    "sorted_id": st.one_of(st.integers(0, 5), numbers, anything),
+    "num_channels": anything,
+    "amp1": numbers,
+}
 events = st.fixed_dictionaries({}, optional=FIELDS)
 type_frames = st.one_of(st.sampled_from([type_frame(0), type_frame(1)]), st.binary(max_size=4))
 
@@ -41,8 +69,9 @@ def _frames(kind: bytes, body: dict, pretty: bool) -> list[bytes]:
 
 
 def _adapter(endpoint: str, event_endpoint: str) -> OpenEphysAdapter:
-    return OpenEphysAdapter(endpoint, event_endpoint, photodiode_line=1, clock_stream="A",
-                            streams=[OtherStream("B", 1.5)])
+    return OpenEphysAdapter(
+        endpoint, event_endpoint, photodiode_line=1, clock_stream="A", streams=[OtherStream("B", 1.5)]
+    )
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -105,5 +134,6 @@ def test_the_live_translator_survives_a_flood_of_crafted_events():
         publisher.close()
     assert report.ok and report.components[adapter.name].state != "failed"
     assert got.times[got.unit_ids == 6002].tolist() == [2.0]
-    assert adapter.counts["events"] + sum(adapter.counts[k] for k in ("malformed", "out_of_range", "oversized",
-                                                                      "unknown_type", "wrong_format")) >= len(sent)
+    assert adapter.counts["events"] + sum(
+        adapter.counts[k] for k in ("malformed", "out_of_range", "oversized", "unknown_type", "wrong_format")
+    ) >= len(sent)

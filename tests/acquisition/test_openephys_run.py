@@ -74,8 +74,9 @@ def _run(tmp_path, rig_edits: dict[str, str], args: list[str]):
     layout = gui_layout(brain.build().channels)
     (start_a, start_b) = (layout.counter_start[s] for s in ("Acquisition Board", "Probe B"))
     event_port = free_ports(1)[0]
-    rig_path = openephys_rig(tmp_path, event_port,
-                             streams=f'[{{name: "Probe B", offset_s: {(start_a - start_b) / RATE!r}}}]')
+    rig_path = openephys_rig(
+        tmp_path, event_port, streams=f'[{{name: "Probe B", offset_s: {(start_a - start_b) / RATE!r}}}]'
+    )
     text = rig_path.read_text().replace("discover_units_s: 10", "discover_units_s: 3")
     for old, new in rig_edits.items():
         text = text.replace(old, new)
@@ -83,17 +84,38 @@ def _run(tmp_path, rig_edits: dict[str, str], args: list[str]):
     rig = load_rig(rig_path)
     protocol = tmp_path / "protocol.yaml"
     protocol.write_text(PROTOCOL)
-    stand_in = SimulatedArray(random_tcp_endpoint(), rig.network.endpoint("stimulus"), brain, speed=1.0,
-                              refresh_hz=rig.display.refresh_hz, photodiode_line=1,  # wired to the GUI's line 1
-                              openephys_endpoint=f"tcp://127.0.0.1:{event_port}", sample_rate_hz=RATE,
-                              openephys_layout="gui", seed=2,
-                              block_endpoint=rig.network.endpoint("responses"))
+    stand_in = SimulatedArray(
+        random_tcp_endpoint(),
+        rig.network.endpoint("stimulus"),
+        brain,
+        speed=1.0,
+        refresh_hz=rig.display.refresh_hz,
+        photodiode_line=1,  # wired to the GUI's line 1
+        openephys_endpoint=f"tcp://127.0.0.1:{event_port}",
+        sample_rate_hz=RATE,
+        openephys_layout="gui",
+        seed=2,
+        block_endpoint=rig.network.endpoint("responses"),
+    )
     supervisor = Supervisor([stand_in], mode="thread", setup_timeout_s=60)
     session = tmp_path / "s.h5"
     try:
         assert supervisor.start()
-        status = main(["run", str(protocol), "--rig", str(rig_path), "--session", str(session),
-                       "--presenter", "headless", "--timeout", "120", *args])
+        status = main(
+            [
+                "run",
+                str(protocol),
+                "--rig",
+                str(rig_path),
+                "--session",
+                str(session),
+                "--presenter",
+                "headless",
+                "--timeout",
+                "120",
+                *args,
+            ]
+        )
     finally:
         assert supervisor.shutdown().ok  # the stand-in ran throughout
     return status, layout, session
@@ -114,9 +136,10 @@ def test_a_run_on_an_open_ephys_rig_finds_its_units_and_every_photodiode_edge(tm
     assert not flagged.any() and n_trials == 18  # (a last block keeps what arrived after the protocol)
     assert int(np.sum((sync[0] == 1) & (sync[1] == 1))) == 18  # one photodiode edge per trial, GUI line 1
     names = UnitIds()
-    sources = {names.unit_id(0 if stream == "Acquisition Board" else 1, electrode, sorted_id):
-               (stream, electrode, sorted_id)
-               for stream, electrode, sorted_id in zip(layout.streams, layout.electrodes, layout.sorted_ids)}
+    sources = {
+        names.unit_id(0 if stream == "Acquisition Board" else 1, electrode, sorted_id): (stream, electrode, sorted_id)
+        for stream, electrode, sorted_id in zip(layout.streams, layout.electrodes, layout.sorted_ids)
+    }
     assert units == sorted(sources) and len(set(units)) == 10  # every unit discovered, none merged
     assert {u // 100_000_000 for u in units} == {0, 1}  # both streams, same electrode names: distinct units
     assert any(u % 100_000_000 // 10_000_000 == 2 for u in units)  # a tetrode
@@ -128,8 +151,11 @@ def test_a_run_on_an_open_ephys_rig_finds_its_units_and_every_photodiode_edge(tm
 
 def test_a_run_whose_photodiode_never_arrives_stops_saying_which_keys_to_check(tmp_path, capsys, caplog):
     # The rig names TTL line 2, the photodiode is on line 1: no edge ever comes for the first block.
-    status, _, session = _run(tmp_path, {"photodiode_line: 1 ": "photodiode_line: 2 ",
-                                         "photodiode_timeout_s: 30": "photodiode_timeout_s: 2"}, ["--units", "1-3"])
+    status, _, session = _run(
+        tmp_path,
+        {"photodiode_line: 1 ": "photodiode_line: 2 ", "photodiode_timeout_s: 30": "photodiode_timeout_s: 2"},
+        ["--units", "1-3"],
+    )
     err = capsys.readouterr().err
     assert status == 2
     line = err.strip().splitlines()[-1]

@@ -48,8 +48,9 @@ def test_accelerated_trials_give_exact_onsets_and_rates_that_track_the_populatio
         supervisor, sub = start_array(presenter.endpoint, images, speed=0)
         try:
             for k in range(n_trials):
-                presenter.send(StimulusShown(stimulus_id=k % 6, trial=k, block=0, flip_time=100.0 + period * k,
-                                             n_frames=frames))
+                presenter.send(
+                    StimulusShown(stimulus_id=k % 6, trial=k, block=0, flip_time=100.0 + period * k, n_frames=frames)
+                )
             got = collect(sub, lambda c: len(c.onsets(LINE, 0)) == n_trials, timeout_s=30)
         finally:
             report = supervisor.shutdown()
@@ -84,8 +85,9 @@ def test_real_time_stream_keeps_pace_and_also_speaks_open_ephys(images):
     streaming = pytest.importorskip("open_ephys.streaming")
     port = free_tcp_port()
     with Publisher(tcp_endpoint(), source="presenter") as presenter:
-        supervisor, sub = start_array(presenter.endpoint, images, speed=1.0,
-                                      openephys_endpoint=tcp_endpoint(port), sample_rate_hz=30000.0)
+        supervisor, sub = start_array(
+            presenter.endpoint, images, speed=1.0, openephys_endpoint=tcp_endpoint(port), sample_rate_hz=30000.0
+        )
         listener = streaming.EventListener(ip_address="127.0.0.1", port=port)
         spikes, ttls = [], []
         thread = threading.Thread(target=listener.start, args=(ttls.append, spikes.append), daemon=True)

@@ -13,8 +13,7 @@ from closedloop.sim.archive import ArchiveSpec, make_archive, population_for
 from closedloop.sim.photographs import natural_images
 
 SPEC = ArchiveSpec(layout="session", seed=4, n_units=6, n_images=40, n_repeats=6)
-TINY = ModelConfig(core_filters=(4,), core_kernels=(5,), dense_units=16, max_epochs=20, patience=10,
-                   stop_check_every=5)
+TINY = ModelConfig(core_filters=(4,), core_kernels=(5,), dense_units=16, max_epochs=20, patience=10, stop_check_every=5)
 
 
 @pytest.fixture(scope="module")

@@ -48,8 +48,12 @@ def test_session_trials_spikes_and_photodiode_agree(session_file):
     np.testing.assert_allclose(onsets, trials["onset_s"])
     assert np.all(np.diff(spikes["time_s"]) >= 0)
     # stored responses are the window counts of the stored spikes
-    recount = counts_to_rates(window_counts_from_spike_times(
-        spikes["unit_id"], spikes["time_s"], trials["onset_s"], window, reader_unit_ids(session_file)), window)
+    recount = counts_to_rates(
+        window_counts_from_spike_times(
+            spikes["unit_id"], spikes["time_s"], trials["onset_s"], window, reader_unit_ids(session_file)
+        ),
+        window,
+    )
     np.testing.assert_allclose(responses, recount, rtol=1e-6)
 
 
@@ -66,8 +70,12 @@ def test_session_dataset_tracks_ground_truth(session_file):
     np.testing.assert_array_equal(dataset.unit_ids, population.unit_ids)
     # the recorded means follow the simulator's exact expected rates
     images_seed = int(np.random.SeedSequence([population.seed, 10]).generate_state(1)[0])
-    images = natural_images(SESSION.n_images, size_px=population.size_px,
-                            aperture_diameter_px=population.spec.aperture_diameter_px, seed=images_seed)
+    images = natural_images(
+        SESSION.n_images,
+        size_px=population.size_px,
+        aperture_diameter_px=population.spec.aperture_diameter_px,
+        seed=images_seed,
+    )
     truth = population.expected_rates(images)[np.argsort(dataset.image_ids)]
     measured = dataset.mean_rates[np.argsort(dataset.image_ids)]
     tuned = truth.std(axis=0) > 2.0
@@ -91,7 +99,7 @@ def test_pvc8_round_trip_gives_identical_counts(pvc8_file):
     keep = simulated.indcent == 1
     assert dataset.n_units == keep.sum() and dataset.n_images == PVC8.n_images
     np.testing.assert_array_equal(dataset.image_ids, np.arange(0, 2 * PVC8.n_images, 2))
-    counts = simulated.resp_train[keep][:, 0:2 * PVC8.n_images:2, :, 50:100].sum(axis=3)
+    counts = simulated.resp_train[keep][:, 0 : 2 * PVC8.n_images : 2, :, 50:100].sum(axis=3)
     np.testing.assert_allclose(dataset.trial_rates, counts.transpose(1, 2, 0) / 0.05)
 
 
@@ -110,6 +118,7 @@ def test_ground_truth_is_rebuilt_from_either_file(session_file, pvc8_file, tmp_p
         np.testing.assert_array_equal(population_for(recorded).spontaneous_hz, population_for(spec).spontaneous_hz)
     not_simulated = tmp_path / "real.mat"
     import scipy.io
+
     scipy.io.savemat(str(not_simulated), {"resp_train": np.zeros((1, 1, 1, 1), np.uint8)})
     with pytest.raises(DataFileError, match="not a simulated archive"):
         spec_from_archive(not_simulated)

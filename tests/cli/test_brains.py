@@ -16,7 +16,7 @@ from closedloop.sim.brain import spec_from_rig
 from tests.runner.helpers import PROTOCOL, RIG, SCENARIO
 
 # A lab's own model: 4 units, each driven by the contrast of one quadrant of the image.
-BRAIN_MODULE = '''
+BRAIN_MODULE = """
 import numpy as np
 
 
@@ -26,7 +26,7 @@ class QuadrantBrain:
         h, w = images.shape[1] // 2, images.shape[2] // 2
         quadrants = [images[:, :h, :w], images[:, :h, w:], images[:, h:, :w], images[:, h:, w:]]
         return np.stack([2.0 + 150.0 * q.std(axis=(1, 2)) for q in quadrants], axis=1)
-'''
+"""
 
 
 def _rig_with(tmp_path, brain: str):
@@ -45,8 +45,21 @@ def test_a_callable_brain_named_in_the_rig_drives_the_demo_and_is_its_ground_tru
     protocol = tmp_path / "protocol.yaml"
     protocol.write_text(PROTOCOL.format(top_k=2, iterations=1))
     out = tmp_path / "demo"
-    status = main(["demo", "--out", str(out), "--rig", str(rig), "--protocol", str(protocol), "--device", "cpu",
-                   "--json", str(out / "demo.json")])
+    status = main(
+        [
+            "demo",
+            "--out",
+            str(out),
+            "--rig",
+            str(rig),
+            "--protocol",
+            str(protocol),
+            "--device",
+            "cpu",
+            "--json",
+            str(out / "demo.json"),
+        ]
+    )
     printed = capsys.readouterr().out
     assert status == 0, printed
     report = json.loads((out / "demo.json").read_text())["report"]
@@ -77,14 +90,23 @@ def test_a_twin_brain_names_its_checkpoint_and_archive_relative_to_the_rig(tmp_p
         (tmp_path / "fits" / name).write_bytes(b"")
     spec = spec_from_rig(load_rig(_rig_with(tmp_path, "{kind: twin, checkpoint: fits/model.pt, archive: fits/p2.mat}")))
     assert (spec.kind, spec.checkpoint, spec.archive) == (
-        "twin", str(tmp_path / "fits" / "model.pt"), str(tmp_path / "fits" / "p2.mat"))
+        "twin",
+        str(tmp_path / "fits" / "model.pt"),
+        str(tmp_path / "fits" / "p2.mat"),
+    )
 
 
-@pytest.mark.parametrize(("brain", "message"), [
-    ("{kind: callable, target: lab_v1.QuadrantBrain}", "acquisition.brain.target: write it as package.module:callable"),
-    ("{kind: twin, checkpoint: model.pt, archive: a.mat}", "acquisition.brain.checkpoint: "),
-    ("{kind: oracle}", "acquisition.brain"),
-])
+@pytest.mark.parametrize(
+    ("brain", "message"),
+    [
+        (
+            "{kind: callable, target: lab_v1.QuadrantBrain}",
+            "acquisition.brain.target: write it as package.module:callable",
+        ),
+        ("{kind: twin, checkpoint: model.pt, archive: a.mat}", "acquisition.brain.checkpoint: "),
+        ("{kind: oracle}", "acquisition.brain"),
+    ],
+)
 def test_bad_brains_are_refused_with_file_line_and_field(tmp_path, brain, message):
     with pytest.raises(ConfigError, match=message) as caught:
         load_rig(_rig_with(tmp_path, brain))

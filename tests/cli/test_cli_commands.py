@@ -17,8 +17,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_validate_shipped_rig_and_protocol(capsys, tmp_path):
     summary_json = tmp_path / "summary.json"
-    status = main(["validate", str(ROOT / "rigs/example_openephys.yaml"), str(ROOT / "protocols/kindel2017.yaml"),
-                   "--json", str(summary_json)])
+    status = main(
+        [
+            "validate",
+            str(ROOT / "rigs/example_openephys.yaml"),
+            str(ROOT / "protocols/kindel2017.yaml"),
+            "--json",
+            str(summary_json),
+        ]
+    )
     out = capsys.readouterr().out
     assert status == 0
     assert "120 Hz" in out and "12 frames" in out and "6680 trials" in out
@@ -40,11 +47,14 @@ def test_missing_file_is_a_clear_error(capsys, tmp_path):
     assert status == 2 and "nope.yaml" in err
 
 
-@pytest.mark.parametrize("arguments, fragment", [
-    (["--units", "0"], "must be at least 1"),
-    (["--repeats", "many"], "expected a whole number"),
-    (["--layout", "nwb"], "invalid choice"),
-])
+@pytest.mark.parametrize(
+    "arguments, fragment",
+    [
+        (["--units", "0"], "must be at least 1"),
+        (["--repeats", "many"], "expected a whole number"),
+        (["--layout", "nwb"], "invalid choice"),
+    ],
+)
 def test_make_archive_rejects_bad_arguments(arguments, fragment, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_info:
         main(["sim", "make-archive", "--out", str(tmp_path / "x.h5"), *arguments])
@@ -66,9 +76,26 @@ def test_console_script_runs_from_another_directory(tmp_path):
     script = Path(sys.executable).with_name("closedloop")
     out = tmp_path / "tiny.h5"
     result = subprocess.run(
-        [str(script), "sim", "make-archive", "--out", str(out), "--units", "4", "--images", "6", "--repeats", "2",
-         "--json", str(tmp_path / "s.json")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONWARNINGS": "error"},
+        [
+            str(script),
+            "sim",
+            "make-archive",
+            "--out",
+            str(out),
+            "--units",
+            "4",
+            "--images",
+            "6",
+            "--repeats",
+            "2",
+            "--json",
+            str(tmp_path / "s.json"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONWARNINGS": "error"},
     )
     assert result.returncode == 0, result.stderr
     assert "wrote" in result.stdout and out.exists()

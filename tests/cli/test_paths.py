@@ -48,8 +48,25 @@ def test_validate_and_the_demo_rig_work_from_another_folder(tmp_path, monkeypatc
 
 def test_make_archive_adds_the_extension_and_refuses_the_wrong_one(tmp_path, capsys):
     out = tmp_path / "arch" / "p2"
-    assert main(["sim", "make-archive", "--layout", "pvc8", "--out", str(out), "--units", "2", "--images", "2",
-                 "--repeats", "2"]) == 0
+    assert (
+        main(
+            [
+                "sim",
+                "make-archive",
+                "--layout",
+                "pvc8",
+                "--out",
+                str(out),
+                "--units",
+                "2",
+                "--images",
+                "2",
+                "--repeats",
+                "2",
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "arch" / "p2.mat").is_file() and not out.exists()
     captured = capsys.readouterr()
     assert "spike trains of" in captured.err and "p2.mat" in captured.out  # progress on stderr, result on stdout
@@ -64,20 +81,44 @@ def test_an_installed_wheel_validates_and_loads_the_shipped_rigs_without_the_rep
         shutil.copytree(REPOSITORY_ROOT / name, source / name, ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "LICENSE"):
         shutil.copy(REPOSITORY_ROOT / name, source / name)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(source), "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path / "wheel")], check=True, capture_output=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(source),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "wheel"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     installed = tmp_path / "installed"
     zipfile.ZipFile(next((tmp_path / "wheel").glob("closedloop-*.whl"))).extractall(installed)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     environment = {"PYTHONPATH": str(installed), "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-m", "closedloop.cli", "validate", "rigs/sim.yaml", "protocols/demo.yaml"],
-                          cwd=elsewhere, env=environment, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "closedloop.cli", "validate", "rigs/sim.yaml", "protocols/demo.yaml"],
+        cwd=elsewhere,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
-    script = ("import closedloop.paths as p; from closedloop.config import load_rig;"
-              "r = load_rig(p.shipped_file('rigs/sim.yaml')); print(p.shipped_root(), r.acquisition.scenario)")
-    done = subprocess.run([sys.executable, "-c", script], cwd=elsewhere, env=environment, capture_output=True,
-                          text=True, timeout=120)
+    script = (
+        "import closedloop.paths as p; from closedloop.config import load_rig;"
+        "r = load_rig(p.shipped_file('rigs/sim.yaml')); print(p.shipped_root(), r.acquisition.scenario)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=elsewhere, env=environment, capture_output=True, text=True, timeout=120
+    )
     root, scenario = done.stdout.split()
     assert Path(root) == installed / "closedloop" / "shipped" and Path(scenario).is_file()
     assert Path(scenario).is_relative_to(installed)

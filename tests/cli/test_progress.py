@@ -21,7 +21,11 @@ def test_stage_progress_writes_lines_off_a_terminal():
     progress.close()
     lines = stream.getvalue().splitlines()
     assert [line.split("] ", 1)[1] for line in lines] == [
-        "simulating blocks ...", "simulating blocks: 4/4", "writing ...", "writing: 1/1"]
+        "simulating blocks ...",
+        "simulating blocks: 4/4",
+        "writing ...",
+        "writing: 1/1",
+    ]
 
 
 def test_a_silent_stage_still_gets_lines():

@@ -28,11 +28,32 @@ def test_serve_model_takes_a_device_and_writes_json(tmp_path, capsys):
     assert "--device gpu0" in capsys.readouterr().err
     assert main(["serve", "acquisition", "--rig", SIM_RIG, "--device", "cpu"]) == 2
     out = tmp_path / "model.json"
-    assert main(["serve", "model", "--rig", SIM_RIG, "--protocol", DEMO, "--device", "cpu", "--timeout", "0.5",
-                 "--json", str(out)]) == 0
+    assert (
+        main(
+            [
+                "serve",
+                "model",
+                "--rig",
+                SIM_RIG,
+                "--protocol",
+                DEMO,
+                "--device",
+                "cpu",
+                "--timeout",
+                "0.5",
+                "--json",
+                str(out),
+            ]
+        )
+        == 0
+    )
     summary = json.loads(out.read_text())
     assert (summary["component"], summary["device"], summary["reason"], summary["ok"]) == (
-        "model", "cpu", "timeout", True)
+        "model",
+        "cpu",
+        "timeout",
+        True,
+    )
 
 
 def test_no_display_is_said_once(monkeypatch):
@@ -47,4 +68,7 @@ def test_no_display_is_said_once(monkeypatch):
 
 def test_counts_are_singular_or_plural():
     assert (counted(1, "thread"), counted(4, "thread"), counted(0, "loop iteration")) == (
-        "1 thread", "4 threads", "0 loop iterations")
+        "1 thread",
+        "4 threads",
+        "0 loop iterations",
+    )

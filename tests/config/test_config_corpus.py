@@ -47,7 +47,12 @@ CASES = [
     ("bad_huge_float.yaml", "rig", "display.width_cm: must be <= 10000, got 1e308", 6),
     ("bad_negative_seed.yaml", "rig", "acquisition.seed: must be >= 0, got -1", 17),
     ("bad_stimulus_size_huge.yaml", "rig", "stimulus.size_px: must be <= 4096, got 1000000000", 14),
-    ("bad_stimulus_size_display.yaml", "rig", "2000 px is larger than the display (1920×1080 px); use at most 1080", 14),
+    (
+        "bad_stimulus_size_display.yaml",
+        "rig",
+        "2000 px is larger than the display (1920×1080 px); use at most 1080",
+        14,
+    ),
     ("bad_nested.yaml", "rig", "nested more than 32 levels deep", 2),
     ("bad_alias_bomb.yaml", "rig", "aliases (*name) here expand to more than 20000 values", 6),
     ("bad_images_n.yaml", "protocol", "images.n: must be <= 100000, got 1e12", 7),

@@ -28,8 +28,13 @@ def test_recommended_without_overrides_is_the_preset(tmp_path: Path) -> None:
 
 
 def test_given_settings_replace_the_presets(tmp_path: Path) -> None:
-    changes = {**UNSET, "fit.architecture": "recommended", "fit.learning_rate": 0.01, "fit.ensemble": 3,
-               "fit.batch_size": 32}
+    changes = {
+        **UNSET,
+        "fit.architecture": "recommended",
+        "fit.learning_rate": 0.01,
+        "fit.ensemble": 3,
+        "fit.batch_size": 32,
+    }
     config = _config(tmp_path, changes)
     assert (config.learning_rate, config.ensemble_size, config.batch_size) == (0.01, 3, 32)
     assert (config.architecture, config.batch_norm, config.output_knots) == ("factorised", True, 8)
@@ -51,10 +56,14 @@ def test_factorised_and_linear(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("changes", "fragment"),
     [
-        ({"fit.architecture": "recommended", "fit.learning_rate": DELETE, "fit.ensemble": DELETE},
-         "fit.dropout_keep: is not used by the recommended architecture (only by kindel2017); remove it"),
-        ({**UNSET, "fit.architecture": "linear", "fit.learning_rate": 0.01},
-         "fit.learning_rate: is not used by the linear architecture"),
+        (
+            {"fit.architecture": "recommended", "fit.learning_rate": DELETE, "fit.ensemble": DELETE},
+            "fit.dropout_keep: is not used by the recommended architecture (only by kindel2017); remove it",
+        ),
+        (
+            {**UNSET, "fit.architecture": "linear", "fit.learning_rate": 0.01},
+            "fit.learning_rate: is not used by the linear architecture",
+        ),
         ({**UNSET, "fit.architecture": "linear", "fit.ensemble": 3}, "fit.ensemble: must be 1 for the linear"),
         ({"fit.ensemble": 0}, "fit.ensemble: must be >= 1, got 0"),
         ({"fit.learning_rate": -1}, "fit.learning_rate: must be > 0"),

@@ -60,8 +60,11 @@ def test_frames_round_to_the_nearest_whole_frame(
     ("blank_ms", "fragment"),
     [
         (5, "timing.blank_ms: 5 ms is shorter than one frame (16.67 ms at 60 Hz)"),
-        (25, "timing.blank_ms: 25 ms is 1.50 frames at 60 Hz and rounding to 2 changes it by more than 10 %; "
-             "whole frames give 16.67 ms (1 frame) or 33.33 ms (2 frames)"),
+        (
+            25,
+            "timing.blank_ms: 25 ms is 1.50 frames at 60 Hz and rounding to 2 changes it by more than 10 %; "
+            "whole frames give 16.67 ms (1 frame) or 33.33 ms (2 frames)",
+        ),
     ],
 )
 def test_durations_that_are_not_whole_frames(tmp_path: Path, blank_ms: float, fragment: str) -> None:
@@ -88,21 +91,51 @@ def test_window_checked_against_the_trial_as_shown(tmp_path: Path) -> None:
         (DEMO, {"fit": DELETE}, "blocks[1].kind: a fit block needs a 'fit:' section"),
         (DEMO, {"synthesis": DELETE}, "blocks[2].blocks[0].kind: a synthesize block needs a 'synthesis:' section"),
         (DEMO, {"blocks": [{"kind": "fit"}]}, "blocks[0].kind: fit needs recorded responses"),
-        (DEMO, {"blocks": [{"kind": "natural", "repeats": 1}, {"kind": "synthesize"}]},
-         "blocks[1].kind: synthesize needs a fitted model"),
+        (
+            DEMO,
+            {"blocks": [{"kind": "natural", "repeats": 1}, {"kind": "synthesize"}]},
+            "blocks[1].kind: synthesize needs a fitted model",
+        ),
         (DEMO, {"blocks": []}, "blocks: the protocol has no blocks"),
-        (DEMO, {"blocks": [{"kind": "natural", "repeats": 1}, {"kind": "loop", "iterations": 2, "blocks": []}]},
-         "blocks[1].blocks: a loop needs at least one block"),
-        (DEMO, {"blocks": [{"kind": "natural", "repeats": 1},
-                           {"kind": "loop", "iterations": 2, "blocks": [{"kind": "loop", "iterations": 1,
-                                                                          "blocks": [{"kind": "fit"}]}]}]},
-         "blocks[1].blocks[0].kind: loops cannot be nested"),
-        (DEMO, {"blocks": [{"kind": "natural", "repeats": 1},
-                           {"kind": "loop", "iterations": 2, "stop_when_r_above": 0.5,
-                            "blocks": [{"kind": "natural", "repeats": 1}]}]},
-         "blocks[1].stop_when_r_above: needs a fit block inside the loop"),
-        (DEMO, {"blocks": [{"kind": "gratings", "set": "colour", "repeats": 1}]},
-         "blocks[0].set: must be one of 'orientation', 'sf', 'size'"),
+        (
+            DEMO,
+            {"blocks": [{"kind": "natural", "repeats": 1}, {"kind": "loop", "iterations": 2, "blocks": []}]},
+            "blocks[1].blocks: a loop needs at least one block",
+        ),
+        (
+            DEMO,
+            {
+                "blocks": [
+                    {"kind": "natural", "repeats": 1},
+                    {
+                        "kind": "loop",
+                        "iterations": 2,
+                        "blocks": [{"kind": "loop", "iterations": 1, "blocks": [{"kind": "fit"}]}],
+                    },
+                ]
+            },
+            "blocks[1].blocks[0].kind: loops cannot be nested",
+        ),
+        (
+            DEMO,
+            {
+                "blocks": [
+                    {"kind": "natural", "repeats": 1},
+                    {
+                        "kind": "loop",
+                        "iterations": 2,
+                        "stop_when_r_above": 0.5,
+                        "blocks": [{"kind": "natural", "repeats": 1}],
+                    },
+                ]
+            },
+            "blocks[1].stop_when_r_above: needs a fit block inside the loop",
+        ),
+        (
+            DEMO,
+            {"blocks": [{"kind": "gratings", "set": "colour", "repeats": 1}]},
+            "blocks[0].set: must be one of 'orientation', 'sf', 'size'",
+        ),
         (KINDEL, {"fit.stop_fraction": 0.9}, "fit.stop_fraction: holdout_fraction + stop_fraction = 1.1 leaves no"),
         (KINDEL, {"fit.dropout_keep": 0}, "fit.dropout_keep: must be > 0, got 0"),
         (KINDEL, {"fit.device": "gpu"}, "fit.device: must be 'auto', 'cpu', 'cuda' or 'cuda:N'"),

@@ -100,8 +100,11 @@ def test_photodiode_patch_larger_than_screen(tmp_path: Path) -> None:
 
 
 def test_disabled_photodiode_may_sit_under_the_aperture(tmp_path: Path) -> None:
-    changes = {"display.photodiode": {"enabled": False, "corner": "bottom_left", "size_px": 200},
-               "stimulus.centre_deg": [-22, -11], "stimulus.aperture_diameter_deg": 2}
+    changes = {
+        "display.photodiode": {"enabled": False, "corner": "bottom_left", "size_px": 200},
+        "stimulus.centre_deg": [-22, -11],
+        "stimulus.aperture_diameter_deg": 2,
+    }
     assert load_rig(write_variant(tmp_path, EXAMPLE, changes)).display.photodiode.enabled is False
     changes["display.photodiode"]["corner"] = "top_right"
     changes["display.photodiode"]["enabled"] = True

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
 import pytest
 
@@ -47,7 +47,7 @@ class Settings:
     optional: float | None = setting(None, gt=0)
     size: int | Literal["all"] = "all"
     inner: Inner = field(default_factory=lambda: Inner(rate=1.0))
-    shapes: tuple[Union[Circle, Square], ...] = ()
+    shapes: tuple[Circle | Square, ...] = ()
 
 
 def _build(tmp_path: Path, text: str) -> Settings:

@@ -26,8 +26,13 @@ N_FULL = 3
 
 def session_kwargs() -> dict:
     return dict(
-        session_id="crash-test", unit_ids=UNIT_IDS, channels=CHANNELS, stimulus_shape=SHAPE,
-        response_window_s=WINDOW, rig_yaml="rig:\n  name: test\n", protocol_yaml="blocks: 3\n",
+        session_id="crash-test",
+        unit_ids=UNIT_IDS,
+        channels=CHANNELS,
+        stimulus_shape=SHAPE,
+        response_window_s=WINDOW,
+        rig_yaml="rig:\n  name: test\n",
+        protocol_yaml="blocks: 3\n",
         seeds={"session": 7},
     )
 

@@ -20,8 +20,9 @@ def _session(path):
         ids = writer.add_stimuli(np.random.default_rng(0).random((3, 36, 36)), "natural")
         writer.add_stimuli(np.full((36, 36), 0.5), "synthesized", unit_id=11, target_hz=20.0)
         rates = np.arange(20, dtype=np.float32).reshape(5, 4)
-        writer.append_block("natural", stimulus_ids=[ids[0], ids[1], ids[0], ids[2], 3],
-                            onsets_s=np.arange(5.0), responses_hz=rates)
+        writer.append_block(
+            "natural", stimulus_ids=[ids[0], ids[1], ids[0], ids[2], 3], onsets_s=np.arange(5.0), responses_hz=rates
+        )
     return rates
 
 

@@ -6,7 +6,7 @@ import json
 import signal
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 import h5py
@@ -74,9 +74,14 @@ def test_trials_match_presentations_and_blocks(session_file, exported):
         np.testing.assert_array_equal(table["start_time"][:], trials["onset_s"])
         # 6 frames at the simulated rig's 60 Hz
         np.testing.assert_allclose(table["stop_time"][:] - table["start_time"][:], 0.1, atol=1e-12)
-        for column, name in [("stimulus_id", "stimulus_id"), ("block", "block"), ("repeat", "repeat"),
-                             ("dropped_frames", "dropped_frames"), ("n_frames", "n_frames"),
-                             ("flip_time", "flip_s")]:
+        for column, name in [
+            ("stimulus_id", "stimulus_id"),
+            ("block", "block"),
+            ("repeat", "repeat"),
+            ("dropped_frames", "dropped_frames"),
+            ("n_frames", "n_frames"),
+            ("flip_time", "flip_s"),
+        ]:
             np.testing.assert_array_equal(table[column][:], trials[name])
         kinds = np.array(table["stimulus_kind"][:])
         assert set(kinds) == {"natural", "grating"}
@@ -84,8 +89,7 @@ def test_trials_match_presentations_and_blocks(session_file, exported):
         blocks = nwbfile.intervals["blocks"]
         np.testing.assert_array_equal(blocks.id[:], session.blocks["index"])
         assert list(blocks["block_kind"][:]) == ["natural"] * 2 + ["grating"] * 2
-        np.testing.assert_array_equal(blocks["start_time"][:],
-                                      trials["onset_s"][session.blocks["trial_start"]])
+        np.testing.assert_array_equal(blocks["start_time"][:], trials["onset_s"][session.blocks["trial_start"]])
         sync = nwbfile.events["sync"]
         np.testing.assert_array_equal(sync["timestamp"][:], session.sync["time_s"])
         np.testing.assert_array_equal(sync["state"][:], session.sync["state"])
@@ -127,15 +131,23 @@ def test_responses_and_metadata(session_file, exported):
             assert text in nwbfile.notes
     assert pynwb.validate(path=str(out)) == []
     assert (summary.n_units, summary.n_trials, summary.n_stimuli, summary.n_blocks) == (
-        5, session.trials.size, session.stimuli.size, 4)
+        5,
+        session.trials.size,
+        session.stimuli.size,
+        4,
+    )
     assert summary.n_spikes == session.spikes.size and summary.writer_state == CLOSED
 
 
 def test_flagged_blocks_unknown_channels_and_protocol_timing(tmp_path):
     """A hand-made session: a flagged block, a unit without a channel, no frame counts."""
     path = tmp_path / "s.h5"
-    kwargs = {**session_kwargs(), "channels": np.array([3, -1, 2, 3]),
-              "protocol_yaml": "timing:\n  stimulus_ms: 150\n", "rig_yaml": "name: bench\n"}
+    kwargs = {
+        **session_kwargs(),
+        "channels": np.array([3, -1, 2, 3]),
+        "protocol_yaml": "timing:\n  stimulus_ms: 150\n",
+        "rig_yaml": "name: bench\n",
+    }
     with SessionWriter(path, **kwargs) as writer:
         writer.add_stimuli(stimulus_pixels(), "natural")
         writer.add_stimuli(stimulus_pixels()[:1], "synthesized", unit_id=12, target_hz=30.0, model_version=2)
@@ -180,8 +192,9 @@ def test_a_session_still_being_written_exports_its_committed_blocks(tmp_path):
 
 def test_a_killed_writer_exports_its_committed_blocks_only(tmp_path):
     path = tmp_path / "killed.h5"
-    child = subprocess.run([sys.executable, str(CHILD), "partial", str(path)],
-                           capture_output=True, text=True, timeout=60)
+    child = subprocess.run(
+        [sys.executable, str(CHILD), "partial", str(path)], capture_output=True, text=True, timeout=60
+    )
     assert child.returncode == -signal.SIGKILL and child.stdout.strip() == "partial"
     assert writer_state(path) == WRITER_STOPPED
     summary = export_nwb(path, tmp_path / "killed.nwb")
@@ -227,8 +240,9 @@ def _bad_inputs(tmp_path: Path, session_file: Path) -> dict:
     }
 
 
-@pytest.mark.parametrize("case", ["missing", "not hdf5", "not a session", "truncated", "missing folder",
-                                  "out is the session"])
+@pytest.mark.parametrize(
+    "case", ["missing", "not hdf5", "not a session", "truncated", "missing folder", "out is the session"]
+)
 def test_bad_input_is_exit_2_with_a_clear_message_and_no_file(case, session_file, tmp_path, capsys):
     session, out, named, says = _bad_inputs(tmp_path, session_file)[case]
     before = sorted(p.name for p in tmp_path.iterdir())
@@ -256,12 +270,14 @@ def test_a_failed_write_leaves_no_file_and_keeps_the_old_one(session_file, tmp_p
 
 def test_start_time_and_duration_fallbacks():
     assert nwb.session_start_time("2025-03-04T10:00:00", "2025-03-04T09:00:00+00:00") == datetime(
-        2025, 3, 4, 10, tzinfo=timezone.utc)  # the runner's start time, no offset: UTC
+        2025, 3, 4, 10, tzinfo=UTC
+    )  # the runner's start time, no offset: UTC
     assert nwb.session_start_time(None, "2025-03-04T09:00:00+01:00").utcoffset().seconds == 3600
     trials = np.zeros(3, dtype=[("n_frames", np.int32)])
     trials["n_frames"] = [12, -1, 6]
-    durations, source = nwb.stimulus_durations(trials, {"display": {"refresh_hz": 120}},
-                                               {"timing": {"stimulus_ms": 100}})
+    durations, source = nwb.stimulus_durations(
+        trials, {"display": {"refresh_hz": 120}}, {"timing": {"stimulus_ms": 100}}
+    )
     np.testing.assert_allclose(durations, [0.1, 0.1, 0.05])
     assert "protocol timing.stimulus_ms" in source and "120 Hz" in source
     durations, source = nwb.stimulus_durations(trials, {}, {})

@@ -54,10 +54,18 @@ def problems(path: Path) -> list[str]:
 
 
 def _writer(path: Path, rig_yaml: str, unit_ids, channels, metadata: dict | None = None) -> SessionWriter:
-    return SessionWriter(path, session_id="dandi-test", unit_ids=np.asarray(unit_ids), channels=np.asarray(channels),
-                         stimulus_shape=(16, 16), response_window_s=(0.05, 0.1), rig_yaml=rig_yaml,
-                         protocol_yaml="name: p\ntiming: {stimulus_ms: 100, blank_ms: 200}\n", seeds={"protocol": 1},
-                         metadata=metadata)
+    return SessionWriter(
+        path,
+        session_id="dandi-test",
+        unit_ids=np.asarray(unit_ids),
+        channels=np.asarray(channels),
+        stimulus_shape=(16, 16),
+        response_window_s=(0.05, 0.1),
+        rig_yaml=rig_yaml,
+        protocol_yaml="name: p\ntiming: {stimulus_ms: 100, blank_ms: 200}\n",
+        seeds={"protocol": 1},
+        metadata=metadata,
+    )
 
 
 def test_a_session_recorded_on_the_simulated_rig(tmp_path):
@@ -68,11 +76,13 @@ def test_a_session_recorded_on_the_simulated_rig(tmp_path):
     rig = tmp_path / "rig.yaml"
     rig.write_text(RIG.format(scenario="scenario.yaml") + SUBJECT)
     protocol = tmp_path / "protocol.yaml"
-    protocol.write_text("name: nat\nseed: 1\ntiming: {stimulus_ms: 100, blank_ms: 200}\n"
-                        "images: {source: photographs, n: 6, seed: 1}\nfit: {max_epochs: 2, patience: 1}\n"
-                        "blocks:\n  - {kind: natural, images: all, repeats: 2}\n"
-                        "  - {kind: gratings, set: orientation, repeats: 1}\n"
-                        "session: {description: natural images and gratings on the simulated rig}\n")
+    protocol.write_text(
+        "name: nat\nseed: 1\ntiming: {stimulus_ms: 100, blank_ms: 200}\n"
+        "images: {source: photographs, n: 6, seed: 1}\nfit: {max_epochs: 2, patience: 1}\n"
+        "blocks:\n  - {kind: natural, images: all, repeats: 2}\n"
+        "  - {kind: gratings, set: orientation, repeats: 1}\n"
+        "session: {description: natural images and gratings on the simulated rig}\n"
+    )
     session, out = tmp_path / "run.h5", tmp_path / "run.nwb"
     assert main(["run", str(protocol), "--rig", str(rig), "--inproc", "--session", str(session)]) == 0
     summary = export_nwb(session, out)
@@ -93,15 +103,35 @@ def test_a_replayed_pvc8_archive_with_metadata_from_a_file(tmp_path):
         onsets = 1.0 + 0.3 * np.arange(6)
         # spikes at the centres of 1 ms bins: two in one bin of unit 1
         times = np.array([1.0605, 1.0605, 1.0715, 1.3625, 1.6555, 2.5705])
-        writer.append_block("natural", stimulus_ids=np.tile([0, 1, 2], 2), onsets_s=onsets,
-                            flip_s=np.full(6, np.nan), spike_unit_ids=np.array([1, 1, 2, 3, 1, 2]),
-                            spike_times_s=times, sync_times_s=onsets, sync_lines=np.ones(6, np.int32),
-                            sync_states=np.ones(6, np.int8), responses_hz=np.ones((6, 3), np.float32))
+        writer.append_block(
+            "natural",
+            stimulus_ids=np.tile([0, 1, 2], 2),
+            onsets_s=onsets,
+            flip_s=np.full(6, np.nan),
+            spike_unit_ids=np.array([1, 1, 2, 3, 1, 2]),
+            spike_times_s=times,
+            sync_times_s=onsets,
+            sync_lines=np.ones(6, np.int32),
+            sync_states=np.ones(6, np.int8),
+            responses_hz=np.ones((6, 3), np.float32),
+        )
     meta = tmp_path / "meta.yaml"
     meta.write_text(SUBJECT)
     out = tmp_path / "replay.nwb"  # the extension is added
-    assert main(["export-nwb", str(path), str(tmp_path / "replay"), "--metadata", str(meta),
-                 "--json", str(tmp_path / "s.json")]) == 0
+    assert (
+        main(
+            [
+                "export-nwb",
+                str(path),
+                str(tmp_path / "replay"),
+                "--metadata",
+                str(meta),
+                "--json",
+                str(tmp_path / "s.json"),
+            ]
+        )
+        == 0
+    )
     assert problems(out) == []
     from closedloop.data.output_files import current_umask
 
@@ -115,8 +145,11 @@ def test_a_replayed_pvc8_archive_with_metadata_from_a_file(tmp_path):
 
 
 #: Units on two streams that both have an "Electrode 1" (``closedloop.acquisition.openephys_units``).
-SOURCES = [(1001, "Acquisition Board", "Electrode 1", 1), (100_001_002, "Record Node 102/ProbeA", "Electrode 1", 2),
-           (3000, "Acquisition Board", "Electrode 3", 0)]
+SOURCES = [
+    (1001, "Acquisition Board", "Electrode 1", 1),
+    (100_001_002, "Record Node 102/ProbeA", "Electrode 1", 2),
+    (3000, "Acquisition Board", "Electrode 3", 0),
+]
 
 
 @pytest.mark.parametrize("journal, sources", [(False, False), (True, False), (False, True)])
@@ -125,18 +158,31 @@ def test_an_open_ephys_session_with_a_flagged_block_on_the_presenter_clock(tmp_p
     units = [unit for unit, *_ in SOURCES] if sources else [1001, 1002, 3000]
     metadata = {"runner": {"journal": "oe.runner.jsonl"}} if journal else {}
     if sources:  # as the runner records them (`closedloop.runner.discovery.unit_metadata`)
-        metadata["unit_sources"] = {"rule": "...", "units": [
-            {"unit_id": u, "stream": s, "electrode": e, "sorted_id": k} for u, s, e, k in SOURCES]}
+        metadata["unit_sources"] = {
+            "rule": "...",
+            "units": [{"unit_id": u, "stream": s, "electrode": e, "sorted_id": k} for u, s, e, k in SOURCES],
+        }
     with _writer(path, OPENEPHYS_RIG, units, [-1, -1, -1], metadata) as writer:
         writer.add_stimuli(np.full((4, 16, 16), 0.5, np.float32), "natural")
-        for index, (onsets, flag) in enumerate([(45.0 + 0.3 * np.arange(4), "none"),
-                                                (3187.0 + 0.3 * np.arange(4), "photodiode_mismatch"),
-                                                (48.0 + 0.3 * np.arange(4), "none")]):
+        for index, (onsets, flag) in enumerate(
+            [
+                (45.0 + 0.3 * np.arange(4), "none"),
+                (3187.0 + 0.3 * np.arange(4), "photodiode_mismatch"),
+                (48.0 + 0.3 * np.arange(4), "none"),
+            ]
+        ):
             start = 45.0 + 1.5 * index
             rates = np.full((4, 3), np.nan if flag != "none" else 2.0, np.float32)
-            writer.append_block("natural", stimulus_ids=np.arange(4), onsets_s=onsets, flip_s=onsets - 0.01,
-                                spike_unit_ids=np.array(units * 3), spike_times_s=start + np.linspace(0, 1, 9),
-                                responses_hz=rates, flag=flag)
+            writer.append_block(
+                "natural",
+                stimulus_ids=np.arange(4),
+                onsets_s=onsets,
+                flip_s=onsets - 0.01,
+                spike_unit_ids=np.array(units * 3),
+                spike_times_s=start + np.linspace(0, 1, 9),
+                responses_hz=rates,
+                flag=flag,
+            )
     if journal:
         write_journal(path, {0: "photodiode", 1: "estimated: presenter flip times (no clock offset known)"})
     out = tmp_path / "oe.nwb"
@@ -167,8 +213,11 @@ def check_unit_sources(nwbfile) -> None:
     assert list(units["stream"][:]) == [s for _, s, _, _ in SOURCES]
     assert list(units["electrode_name"][:]) == [e for _, _, e, _ in SOURCES]
     assert list(units["sorted_id"][:]) == [k for *_, k in SOURCES]
-    names = ["Acquisition Board - Electrode 1", "Record Node 102-ProbeA - Electrode 1",  # no "/" in NWB names
-             "Acquisition Board - Electrode 3"]
+    names = [
+        "Acquisition Board - Electrode 1",
+        "Record Node 102-ProbeA - Electrode 1",  # no "/" in NWB names
+        "Acquisition Board - Electrode 3",
+    ]
     assert sorted(nwbfile.electrode_groups) == sorted(names)  # same electrode name, two streams: two groups
     assert [group.name for group in units["electrode_group"][:]] == names
     group = nwbfile.electrode_groups[names[1]]
@@ -180,8 +229,10 @@ def write_journal(session: Path, onsets_by_block: dict[int, str]) -> None:
     """A runner journal beside ``session`` saying how each block's onsets were made."""
     from closedloop.runner.journal import BlockRecord
 
-    lines = [BlockRecord(block, block, "", "natural", "flagged", onsets=how).to_json()
-             for block, how in onsets_by_block.items()]
+    lines = [
+        BlockRecord(block, block, "", "natural", "flagged", onsets=how).to_json()
+        for block, how in onsets_by_block.items()
+    ]
     (session.parent / (session.stem + ".runner.jsonl")).write_text("\n".join(lines) + "\n")
 
 

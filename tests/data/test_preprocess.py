@@ -8,9 +8,7 @@ from closedloop.data.preprocess import preprocess
 
 
 def test_two_by_two_means_by_hand():
-    image = np.array(
-        [[0, 2, 4, 4], [2, 4, 8, 8], [1, 1, 0, 0], [1, 1, 0, 4]], dtype=np.float64
-    ) / 10
+    image = np.array([[0, 2, 4, 4], [2, 4, 8, 8], [1, 1, 0, 0], [1, 1, 0, 4]], dtype=np.float64) / 10
     out = preprocess(image, Preprocessing(downsample=2, crop=2))
     assert out.dtype == np.float32 and out.shape == (1, 2, 2)
     np.testing.assert_allclose(out[0], [[0.2, 0.6], [0.1, 0.1]], rtol=1e-6)

@@ -25,9 +25,9 @@ def small_recording(seed=0):
     rng = np.random.default_rng(seed)
     resp_train = rng.binomial(1, 0.05, (N_UNITS, N_STIMULI, N_REPEATS, T)).astype(np.uint8)
     # orientation grating k (all phases, repeats) gets exactly k extra spikes in 50-100 ms
-    resp_train[:, ORIENTATION_START:ORIENTATION_START + 64, :, 50:100] = 0
+    resp_train[:, ORIENTATION_START : ORIENTATION_START + 64, :, 50:100] = 0
     for k in range(16):
-        resp_train[:, ORIENTATION_START + 4 * k : ORIENTATION_START + 4 * k + 4, :, 50:50 + k] = 1
+        resp_train[:, ORIENTATION_START + 4 * k : ORIENTATION_START + 4 * k + 4, :, 50 : 50 + k] = 1
     blank = rng.binomial(1, 0.02, (N_UNITS, N_STIMULI, N_REPEATS, T_BLANK)).astype(np.uint8)
     # Mostly flat images compress to almost nothing; natural ones get a random centre.
     images = [np.full((320, 320), i % 256, dtype=np.uint8) for i in range(N_STIMULI)]
@@ -61,7 +61,9 @@ def test_round_trip_counts_and_layout(pvc8_file):
     recording = read_pvc8(path, load_blank=True)
     np.testing.assert_array_equal(recording.resp_train, arrays["resp_train"])
     np.testing.assert_array_equal(recording.resp_train_blk, arrays["resp_train_blk"])
-    np.testing.assert_array_equal(recording.image_stack([0, 5, 423]), np.stack([arrays["images"][i] for i in (0, 5, 423)]))
+    np.testing.assert_array_equal(
+        recording.image_stack([0, 5, 423]), np.stack([arrays["images"][i] for i in (0, 5, 423)])
+    )
     np.testing.assert_array_equal(recording.unit_ids, [1, 2, 3])
     np.testing.assert_array_equal(recording.centred_units, [0, 2])
     np.testing.assert_array_equal(recording.natural_small_indices, [0, 2, 4, 6])

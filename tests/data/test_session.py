@@ -43,9 +43,13 @@ def test_round_trip(tmp_path):
         assert np.all(np.isnan(stimuli["target_hz"])) and np.all(stimuli["unit_id"] == -1)
         blocks = [block_content(i) for i in range(3)]
         trials, spikes, sync = reader.trials, reader.spikes, reader.sync
-        for name, column in [("stimulus_ids", "stimulus_id"), ("onsets_s", "onset_s"),
-                             ("flip_s", "flip_s"), ("n_frames", "n_frames"),
-                             ("dropped_frames", "dropped_frames")]:
+        for name, column in [
+            ("stimulus_ids", "stimulus_id"),
+            ("onsets_s", "onset_s"),
+            ("flip_s", "flip_s"),
+            ("n_frames", "n_frames"),
+            ("dropped_frames", "dropped_frames"),
+        ]:
             np.testing.assert_array_equal(trials[column], np.concatenate([b[name] for b in blocks]))
         np.testing.assert_array_equal(trials["block"], np.repeat([0, 1, 2], 6))
         np.testing.assert_array_equal(trials["repeat"], np.repeat([0, 1, 2], 6))
@@ -64,8 +68,11 @@ def test_default_responses_are_counted_from_the_block_spikes(tmp_path):
     with SessionWriter(path, **session_kwargs()) as writer:
         writer.add_stimuli(stimulus_pixels()[:2], "natural")
         writer.append_block(
-            "natural", stimulus_ids=[0, 1], onsets_s=[1.0, 2.0],
-            spike_unit_ids=[11, 11, 20, 12, 11], spike_times_s=[1.05, 1.0999, 1.07, 1.10, 2.06],
+            "natural",
+            stimulus_ids=[0, 1],
+            onsets_s=[1.0, 2.0],
+            spike_unit_ids=[11, 11, 20, 12, 11],
+            spike_times_s=[1.05, 1.0999, 1.07, 1.10, 2.06],
         )
     with SessionReader(path) as reader:
         np.testing.assert_allclose(reader.responses, [[40, 0, 0, 20], [20, 0, 0, 0]])
@@ -85,8 +92,15 @@ def test_resume_after_close_continues(tmp_path):
     path = write_session(tmp_path / "s.h5", n_blocks=2)
     with SessionWriter.resume(path) as writer:
         assert writer.n_blocks == 2 and writer.n_stimuli == 6
-        new = writer.add_stimuli(np.full((1, 24, 24), 0.5), "synthesized", unit_id=12, target_hz=30.0,
-                                 model_version=4, seed=9, achieved_hz=28.5)
+        new = writer.add_stimuli(
+            np.full((1, 24, 24), 0.5),
+            "synthesized",
+            unit_id=12,
+            target_hz=30.0,
+            model_version=4,
+            seed=9,
+            achieved_hz=28.5,
+        )
         assert new.tolist() == [6]
         assert writer.append_block("mixed", **block_content(2)) == 2
     with SessionReader(path) as reader:
@@ -127,18 +141,22 @@ def _dataset_session(path):
         rng = np.random.default_rng(5)
         natural = writer.add_stimuli(rng.random((3, 40, 40)), "natural")
         orientations = np.repeat([0.0, 45.0, 90.0, 135.0], 2)
-        gratings = writer.add_stimuli(np.full((8, 40, 40), 0.5), "grating",
-                                      orientation_deg=orientations, phase_deg=np.tile([0.0, 180.0], 4))
+        gratings = writer.add_stimuli(
+            np.full((8, 40, 40), 0.5), "grating", orientation_deg=orientations, phase_deg=np.tile([0.0, 180.0], 4)
+        )
         n_units = UNIT_IDS.size
         ids = np.array([natural[0], natural[1], natural[0], natural[2], natural[0], natural[1]])
         rates = np.arange(6 * n_units, dtype=np.float32).reshape(6, n_units)
         writer.append_block("natural", stimulus_ids=ids, onsets_s=np.arange(6.0), responses_hz=rates)
         grating_rates = np.repeat(orientations[:, None], n_units, axis=1) + np.tile([0.0, 2.0], 4)[:, None]
-        writer.append_block("grating", stimulus_ids=gratings, onsets_s=10 + np.arange(8.0),
-                            responses_hz=grating_rates)
-        writer.append_block("natural", stimulus_ids=[natural[2]], onsets_s=[20.0],
-                            responses_hz=np.full((1, n_units), 999.0),
-                            flag=BlockFlag.PHOTODIODE_MISMATCH)
+        writer.append_block("grating", stimulus_ids=gratings, onsets_s=10 + np.arange(8.0), responses_hz=grating_rates)
+        writer.append_block(
+            "natural",
+            stimulus_ids=[natural[2]],
+            onsets_s=[20.0],
+            responses_hz=np.full((1, n_units), 999.0),
+            flag=BlockFlag.PHOTODIODE_MISMATCH,
+        )
     return rates
 
 
@@ -150,7 +168,9 @@ def test_to_dataset_groups_and_pads(tmp_path):
         dataset = reader.to_dataset(Preprocessing(downsample=2, crop=16))
         pixels = reader.read_pixels([0, 1, 2])
     assert dataset.images.shape == (3, 16, 16)
-    np.testing.assert_allclose(dataset.images, pixels.reshape(3, 20, 2, 20, 2).mean(axis=(2, 4))[:, 2:18, 2:18], rtol=1e-5)
+    np.testing.assert_allclose(
+        dataset.images, pixels.reshape(3, 20, 2, 20, 2).mean(axis=(2, 4))[:, 2:18, 2:18], rtol=1e-5
+    )
     np.testing.assert_array_equal(dataset.image_ids, [0, 1, 2])
     assert dataset.trial_rates.shape == (3, 3, 4)
     np.testing.assert_array_equal(dataset.trial_rates[0], rates[[0, 2, 4]])

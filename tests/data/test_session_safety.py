@@ -73,8 +73,10 @@ def test_a_failed_write_commits_nothing_and_stops_the_writer(tmp_path):
     writer = SessionWriter.resume(path)
 
     def full_disk():
-        raise RuntimeError("Unable to synchronously flush file (file write failed: time = now\n, errno = 28, "
-                           "error message = 'No space left on device', buf = 0x0)")
+        raise RuntimeError(
+            "Unable to synchronously flush file (file write failed: time = now\n, errno = 28, "
+            "error message = 'No space left on device', buf = 0x0)"
+        )
 
     writer._file.flush = full_disk
     with pytest.raises(StorageError) as caught:
@@ -128,8 +130,8 @@ def _spoil(path, block: int):
     """What an older writer left on a full disk: a committed block whose spikes read back as fill values."""
     with h5py.File(path, "r+") as file:
         start = int(file["blocks/spike_start"][block])
-        file["spikes/time_s"][start:start + 5] = np.nan
-        file["spikes/unit_id"][start:start + 5] = -1
+        file["spikes/time_s"][start : start + 5] = np.nan
+        file["spikes/unit_id"][start : start + 5] = -1
 
 
 def test_committed_never_written_data_is_refused_and_repair_keeps_what_is_before_it(tmp_path, capsys):
@@ -159,8 +161,9 @@ def test_committed_never_written_data_is_refused_and_repair_keeps_what_is_before
 
 def test_repair_of_a_killed_writer_makes_a_file_plain_h5py_opens(tmp_path):
     path = tmp_path / "killed.h5"
-    child = subprocess.run([sys.executable, CHILD, "partial", str(path)], capture_output=True, text=True,
-                           timeout=60, check=False)
+    child = subprocess.run(
+        [sys.executable, CHILD, "partial", str(path)], capture_output=True, text=True, timeout=60, check=False
+    )
     assert child.returncode == -signal.SIGKILL, child.stderr
     with pytest.raises(OSError):
         h5py.File(path, "r")  # HDF5's "open for write" flag is still set
@@ -183,11 +186,13 @@ def test_resume_checks_say_what_is_wrong_and_versions_go_on(tmp_path):
 
 
 def test_error_text_and_size_estimate():
-    h5_text = ("Can't synchronously write data (file write failed: time = Fri\n, filename = 's.h5', errno = 28, "
-               "error message = 'No space left on device', buf = 0x1)")
+    h5_text = (
+        "Can't synchronously write data (file write failed: time = Fri\n, filename = 's.h5', errno = 28, "
+        "error message = 'No space left on device', buf = 0x1)"
+    )
     assert describe_error(OSError(28, h5_text)) == "No space left on device (errno 28)"
     assert describe_error(OSError(errno.EIO, "Input/output error")) == "Input/output error (errno 5)"
-    small = session_bytes(n_units=10, stimulus_shape=(66, 66), n_stimuli=20, n_trials=40, n_spikes=1,
-                          n_sync=80, n_blocks=3)
+    small = session_bytes(
+        n_units=10, stimulus_shape=(66, 66), n_stimuli=20, n_trials=40, n_spikes=1, n_sync=80, n_blocks=3
+    )
     assert small > 20 * 66 * 66 * 4 + 65536 * 16  # one spike already takes a whole chunk of spike rows
-

@@ -41,8 +41,10 @@ def _replay(path: Path) -> object:
 READERS: dict[str, Callable[[Path], object]] = {"fit": load_dataset, "replay": _replay}
 # Damage a reader never reads is no error for it: fitting uses the stored responses
 # (not spikes or sync), a replay recounts responses from the spikes.
-UNUSED = {"fit": {"spike time NaN", "spike of unit -1", "sync time NaN"},
-          "replay": {"response rate NaN", "response rate -5"}}
+UNUSED = {
+    "fit": {"spike time NaN", "spike of unit -1", "sync time NaN"},
+    "replay": {"response rate NaN", "response rate -5"},
+}
 
 
 def base_archives(folder: Path) -> dict[str, Path]:
@@ -59,12 +61,14 @@ def _edit(column: str, row: int, value: float) -> Callable[[h5py.File], None]:
     def apply(file: h5py.File) -> None:
         dataset = file[column]
         dataset[row if row >= 0 else dataset.shape[0] + row] = value
+
     return apply
 
 
 def _pixels(value: float) -> Callable[[h5py.File], None]:
     def apply(file: h5py.File) -> None:
         file["stimuli/pixels"][0, 3, 3] = value
+
     return apply
 
 
@@ -75,12 +79,14 @@ def _resize(name: str, rows: int) -> Callable[[h5py.File], None]:
 def _attr(name: str, value: object) -> Callable[[h5py.File], None]:
     def apply(file: h5py.File) -> None:
         file.attrs[name] = value
+
     return apply
 
 
 def _delete(name: str) -> Callable[[h5py.File], None]:
     def apply(file: h5py.File) -> None:
         del file[name]
+
     return apply
 
 
@@ -126,11 +132,12 @@ def damaged_session(base: Path, folder: Path, name: str) -> Path:
 def _byte_damage(base: Path, folder: Path) -> dict[str, Path]:
     data = base.read_bytes()
     made = {}
-    for name, content in (("session truncated to half", data[: len(data) // 2]),
-                          ("session with its middle zeroed", data[:4096] + bytes(len(data) // 2)
-                           + data[4096 + len(data) // 2:]),
-                          ("HDF5 signature then random bytes", data[:8] + np.random.default_rng(1).bytes(8192)),
-                          ("empty file", b"")):
+    for name, content in (
+        ("session truncated to half", data[: len(data) // 2]),
+        ("session with its middle zeroed", data[:4096] + bytes(len(data) // 2) + data[4096 + len(data) // 2 :]),
+        ("HDF5 signature then random bytes", data[:8] + np.random.default_rng(1).bytes(8192)),
+        ("empty file", b""),
+    ):
         path = folder / f"bytes_{len(made)}.h5"
         path.write_bytes(content)
         made[name] = path
@@ -175,7 +182,7 @@ def _huge_declared(content: dict, path: Path) -> Path:
     data = bytearray(path.read_bytes())
     name = data.index(b"resp_train\x00")  # the name's data follows its 8-byte tag and the dimensions
     dims = name - 8 - 16
-    data[dims:dims + 16] = np.full(4, 2**31 - 1, "<i4").tobytes()
+    data[dims : dims + 16] = np.full(4, 2**31 - 1, "<i4").tobytes()
     path.write_bytes(bytes(data))
     return path
 
@@ -209,6 +216,9 @@ def damaged_archives(folder: Path) -> dict[str, Path]:
 
 def archive_cases(folder: Path) -> list[Case]:
     """One case per damaged archive and reader."""
-    return [Case("archives", f"{name} ({reader_name})", lambda r=reader, p=path: attempt(r, p))
-            for name, path in damaged_archives(folder).items() for reader_name, reader in READERS.items()
-            if name not in UNUSED[reader_name]]
+    return [
+        Case("archives", f"{name} ({reader_name})", lambda r=reader, p=path: attempt(r, p))
+        for name, path in damaged_archives(folder).items()
+        for reader_name, reader in READERS.items()
+        if name not in UNUSED[reader_name]
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +25,37 @@ BOUND_S = 10.0
 
 # Values a careless or hostile hand writes where a number or a word belongs.
 HOSTILE_VALUES: tuple[Any, ...] = (
-    -1, 0, 10**400, -(10**400), 2**63, 2**64, 1e308, -1e308, float("nan"), float("inf"), 1e-320, "1e308",
-    "1e12", "-1", "", "x" * 5000, None, True, [], {}, [[[[1]]]], {"kind": "loop"}, "../../etc/passwd",
-    "\u202e\x00", 0.5, 10**6, 10**9, "all", "max", "p1000", "1e400hz",
+    -1,
+    0,
+    10**400,
+    -(10**400),
+    2**63,
+    2**64,
+    1e308,
+    -1e308,
+    float("nan"),
+    float("inf"),
+    1e-320,
+    "1e308",
+    "1e12",
+    "-1",
+    "",
+    "x" * 5000,
+    None,
+    True,
+    [],
+    {},
+    [[[[1]]]],
+    {"kind": "loop"},
+    "../../etc/passwd",
+    "\u202e\x00",
+    0.5,
+    10**6,
+    10**9,
+    "all",
+    "max",
+    "p1000",
+    "1e400hz",
 )
 
 
@@ -136,6 +165,5 @@ def fuzz_cases(tmp: Path, count: int, seed: int = 12) -> list[Case]:
         shipped = rng.choice(RIGS + PROTOCOLS)
         value = rng.choice(HOSTILE_VALUES)
         kind, path = fuzz_file(tmp, shipped, seed * 100_000 + index, value)
-        run = lambda k=kind, p=path: attempt(k, p, known_bad=False)
-        cases.append(Case("configs (fuzzed)", f"{shipped}#{index}", run))
+        cases.append(Case("configs (fuzzed)", f"{shipped}#{index}", partial(attempt, kind, path, known_bad=False)))
     return cases

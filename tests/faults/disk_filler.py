@@ -8,8 +8,10 @@ child's exit status::
 WHERE is ``block`` (`SessionWriter.append_block`), ``stimuli`` (`SessionWriter.add_stimuli`)
 or ``journal`` (`Journal.append`); the disk becomes full just before the N-th call
 (0-based).  For the journal only calls whose line needs a new page of the file count:
-a full filesystem still takes a line that fits in the journal's last allocated page.  MODE ``fill`` writes a filler file into DIR until the filesystem (a small
-tmpfs) is really full (but for ``$DISK_FILLER_LEAVE`` bytes, if set); MODE ``inject`` (for a test not running as root, which cannot
+a full filesystem still takes a line that fits in the journal's last allocated page.  MODE ``fill`` writes a
+filler file into DIR until the filesystem (a small
+tmpfs) is really full (but for ``$DISK_FILLER_LEAVE`` bytes, if set); MODE ``inject`` (for a test not running
+as root, which cannot
 mount one) makes HDF5's next flush, or the journal's write, fail with ENOSPC instead.
 """
 
@@ -65,8 +67,11 @@ def _needs_new_page(path: Path, record) -> bool:
 
 
 def arm(mode: str, folder: Path, where: str, n: int) -> None:
-    owner, name = {"block": (SessionWriter, "append_block"), "stimuli": (SessionWriter, "add_stimuli"),
-                   "journal": (journal.Journal, "append")}[where]
+    owner, name = {
+        "block": (SessionWriter, "append_block"),
+        "stimuli": (SessionWriter, "add_stimuli"),
+        "journal": (journal.Journal, "append"),
+    }[where]
     original = getattr(owner, name)
     calls = [0]
 

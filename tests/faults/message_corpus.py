@@ -65,8 +65,15 @@ class ArrayHarness:
         blocks = self.runner.bind_to_random_port("tcp://127.0.0.1")
         self.endpoint = random_tcp_endpoint()
         brain = BrainSpec(scenario=str(ROOT / "sim" / "default.yaml"), n_units=5, seed=1, size_px=SIZE)
-        self.array = SimulatedArray(self.endpoint, f"tcp://127.0.0.1:{stimulus}", brain, speed=0, seed=2,
-                                    block_endpoint=f"tcp://127.0.0.1:{blocks}", max_frames=MAX_FRAMES)
+        self.array = SimulatedArray(
+            self.endpoint,
+            f"tcp://127.0.0.1:{stimulus}",
+            brain,
+            speed=0,
+            seed=2,
+            block_endpoint=f"tcp://127.0.0.1:{blocks}",
+            max_frames=MAX_FRAMES,
+        )
         self.supervisor = Supervisor([self.array], mode="thread", setup_timeout_s=60)
         self.onsets = 0
         self.seq = 0
@@ -76,8 +83,13 @@ class ArrayHarness:
         assert self.supervisor.start(), "the simulated array did not start"
         time.sleep(0.5)  # PUB/SUB joins late
         # The probes show stimulus 0: give the array its pixels, as the runner does.
-        self.send_block(encode(BlockRequest(block=0, kind="natural", stimulus_ids=[0], image_ids=[0],
-                                            pixels=_pixels(0.5)), source="runner", seq=0))
+        self.send_block(
+            encode(
+                BlockRequest(block=0, kind="natural", stimulus_ids=[0], image_ids=[0], pixels=_pixels(0.5)),
+                source="runner",
+                seq=0,
+            )
+        )
         assert self.probe(), "the simulated array does not answer a valid report"
         return self
 
@@ -112,12 +124,22 @@ class ArrayHarness:
 
     def refusals(self) -> int:
         stats = self.array.input_stats()
-        counted = ("bad_flip_times", "bad_frame_counts", "bad_images", "cache_full", "unknown_stimuli",
-                   "unexpected_messages",
-                   "stimulus_malformed", "stimulus_wrong_schema", "stimulus_oversized", "stimulus_unknown_type")
+        counted = (
+            "bad_flip_times",
+            "bad_frame_counts",
+            "bad_images",
+            "cache_full",
+            "unknown_stimuli",
+            "unexpected_messages",
+            "stimulus_malformed",
+            "stimulus_wrong_schema",
+            "stimulus_oversized",
+            "stimulus_unknown_type",
+        )
         blocks = self.array.blocks.stats.as_dict() if self.array.blocks is not None else {}
-        return sum(stats.get(key, 0) for key in counted) + sum(blocks.get(key, 0) for key in
-                                                               ("malformed", "wrong_schema", "oversized"))
+        return sum(stats.get(key, 0) for key in counted) + sum(
+            blocks.get(key, 0) for key in ("malformed", "wrong_schema", "oversized")
+        )
 
     def probe(self) -> bool:
         """Send a valid report and wait for its photodiode onset on the spike stream."""
@@ -133,8 +155,9 @@ class ArrayHarness:
         return False
 
 
-def run_case(refusals: Callable[[], int], send: Callable[[], None], probe: Callable[[], bool],
-             alive: Callable[[], bool]) -> Outcome:
+def run_case(
+    refusals: Callable[[], int], send: Callable[[], None], probe: Callable[[], bool], alive: Callable[[], bool]
+) -> Outcome:
     """Send one hostile input, prove the component alive, and classify."""
     before = refusals()
     started = time.monotonic()
@@ -159,9 +182,9 @@ def _pixels(value: float, size: int = SIZE, dtype: Any = np.float32) -> np.ndarr
 
 def array_inputs(h: ArrayHarness) -> list[tuple[str, Callable[[], None]]]:
     """Hostile inputs for the simulated array (each a name and a sender)."""
+
     def block(pixels: np.ndarray, ids: tuple[int, ...] = (7,)) -> Callable[[], None]:
-        request = BlockRequest(block=1, kind="synthesized", stimulus_ids=list(ids), image_ids=list(ids),
-                               pixels=pixels)
+        request = BlockRequest(block=1, kind="synthesized", stimulus_ids=list(ids), image_ids=list(ids), pixels=pixels)
         return lambda: h.send_block(encode(request, source="runner", seq=1))
 
     nan = _pixels(0.5)
@@ -179,26 +202,46 @@ def array_inputs(h: ArrayHarness) -> list[tuple[str, Callable[[], None]]]:
         ("report: unknown stimulus 999999", lambda: h.send_report(h.shown(h.next_flip(), stimulus_id=999999))),
         ("report: junk bytes", lambda: h.send_report([b"StimulusShown", b"\x00\xffjunk"])),
         ("report: empty frame", lambda: h.send_report([b""])),
-        ("report: a Heartbeat instead", lambda: h.send_report(encode(Heartbeat(state="running", steps=1),
-                                                                     source="presenter", seq=h.next_seq()))),
-        ("block: a StimulusShown instead", lambda: h.send_block(encode(
-            StimulusShown(stimulus_id=0, trial=0, block=0, flip_time=1.0, n_frames=3), source="runner", seq=3))),
+        (
+            "report: a Heartbeat instead",
+            lambda: h.send_report(encode(Heartbeat(state="running", steps=1), source="presenter", seq=h.next_seq())),
+        ),
+        (
+            "block: a StimulusShown instead",
+            lambda: h.send_block(
+                encode(
+                    StimulusShown(stimulus_id=0, trial=0, block=0, flip_time=1.0, n_frames=3), source="runner", seq=3
+                )
+            ),
+        ),
         ("block: NaN pixels", block(nan)),
         ("block: 5x5 pixels", block(_pixels(0.5, 5))),
         ("block: pixels 1e30", block(_pixels(1e30))),
         ("block: pixels -1", block(_pixels(-1.0))),
         ("block: pixels inf", block(_pixels(np.inf, dtype=np.float64))),
-        ("block: ids without pixels", lambda: h.send_block(tamper(encode(
-            BlockRequest(block=1, kind="x", stimulus_ids=[1], image_ids=[1], pixels=_pixels(0.5)),
-            source="runner", seq=2), repeats=-3))),
+        (
+            "block: ids without pixels",
+            lambda: h.send_block(
+                tamper(
+                    encode(
+                        BlockRequest(block=1, kind="x", stimulus_ids=[1], image_ids=[1], pixels=_pixels(0.5)),
+                        source="runner",
+                        seq=2,
+                    ),
+                    repeats=-3,
+                )
+            ),
+        ),
     ]
 
 
 def array_cases() -> tuple[ArrayHarness, list[Case]]:
     """A harness (enter it first) and one `Case` per hostile array input."""
     h = ArrayHarness()
-    cases = [Case("array messages", name, lambda send=send: run_case(h.refusals, send, h.probe, lambda: h.alive))
-             for name, send in array_inputs(h)]
+    cases = [
+        Case("array messages", name, lambda send=send: run_case(h.refusals, send, h.probe, lambda: h.alive))
+        for name, send in array_inputs(h)
+    ]
     return h, cases
 
 
@@ -207,9 +250,14 @@ class PresenterHarness:
 
     def __init__(self) -> None:
         rig = load_rig(ROOT / "rigs" / "sim.yaml")
-        self.component = PresenterComponent("presenter", rig=rig, timing=FrameTiming(2, 2, rig.display.refresh_hz),
-                                            request_endpoint="tcp://127.0.0.1:*", shown_endpoint="tcp://127.0.0.1:*",
-                                            images={0: np.full((SIZE, SIZE), 0.5, np.float32)})
+        self.component = PresenterComponent(
+            "presenter",
+            rig=rig,
+            timing=FrameTiming(2, 2, rig.display.refresh_hz),
+            request_endpoint="tcp://127.0.0.1:*",
+            shown_endpoint="tcp://127.0.0.1:*",
+            images={0: np.full((SIZE, SIZE), 0.5, np.float32)},
+        )
         self.supervisor = Supervisor([self.component], mode="thread", setup_timeout_s=60)
         self.block = 0
 
@@ -241,8 +289,9 @@ class PresenterHarness:
 
     def refusals(self) -> int:
         receiver = self.component.requests.receiver.stats.as_dict() if self.component.requests else {}
-        return self.component.blocks_rejected + sum(receiver.get(k, 0) for k in ("malformed", "wrong_schema",
-                                                                                   "oversized", "unknown_type"))
+        return self.component.blocks_rejected + sum(
+            receiver.get(k, 0) for k in ("malformed", "wrong_schema", "oversized", "unknown_type")
+        )
 
     def probe(self) -> bool:
         """A valid one-trial block must come back as a StimulusShown."""
@@ -258,11 +307,22 @@ class PresenterHarness:
 
 def presenter_inputs(h: PresenterHarness) -> list[tuple[str, Callable[[], None]]]:
     """Hostile block requests for the presenter."""
-    def block(pixels: np.ndarray, ids: tuple[int, ...] = (9,), shown: tuple[int, ...] | None = None,
-              repeats: int = 1) -> Callable[[], None]:
-        return lambda: _expect_error(h.request(BlockRequest(
-            block=50, kind="synthesized", stimulus_ids=list(ids if shown is None else shown), repeats=repeats,
-            image_ids=list(ids), pixels=pixels)))
+
+    def block(
+        pixels: np.ndarray, ids: tuple[int, ...] = (9,), shown: tuple[int, ...] | None = None, repeats: int = 1
+    ) -> Callable[[], None]:
+        return lambda: _expect_error(
+            h.request(
+                BlockRequest(
+                    block=50,
+                    kind="synthesized",
+                    stimulus_ids=list(ids if shown is None else shown),
+                    repeats=repeats,
+                    image_ids=list(ids),
+                    pixels=pixels,
+                )
+            )
+        )
 
     nan = _pixels(0.5)
     nan[0, 0, 0] = np.nan
@@ -273,15 +333,32 @@ def presenter_inputs(h: PresenterHarness) -> list[tuple[str, Callable[[], None]]
         ("block: pixels -0.5", block(_pixels(-0.5))),
         ("block: NaN image not shown in the block", block(nan, ids=(9,), shown=(0,))),
         ("block: 10**9 repeats", block(_pixels(0.5), repeats=10**9)),
-        ("block: unknown stimulus 999999", lambda: _expect_error(h.request(BlockRequest(
-            block=51, kind="natural", stimulus_ids=[999999])))),
+        (
+            "block: unknown stimulus 999999",
+            lambda: _expect_error(h.request(BlockRequest(block=51, kind="natural", stimulus_ids=[999999]))),
+        ),
         ("block: junk bytes", lambda: h.request([b"BlockRequest", b"\xc1\xc1"])),
-        ("a StimulusShown instead of a block", lambda: _expect_error(h.request(
-            StimulusShown(stimulus_id=0, trial=0, block=0, flip_time=1.0, n_frames=3)))),
-        ("block: repeats -3", lambda: h.request(tamper(encode(BlockRequest(block=1, kind="natural", stimulus_ids=[0]),
-                                                               source="runner", seq=99), repeats=-3))),
-        ("block: stimulus text kind 1 MB", lambda: h.request(tamper(encode(
-            BlockRequest(block=1, kind="natural", stimulus_ids=[0]), source="runner", seq=98), kind="k" * 2**20))),
+        (
+            "a StimulusShown instead of a block",
+            lambda: _expect_error(h.request(StimulusShown(stimulus_id=0, trial=0, block=0, flip_time=1.0, n_frames=3))),
+        ),
+        (
+            "block: repeats -3",
+            lambda: h.request(
+                tamper(
+                    encode(BlockRequest(block=1, kind="natural", stimulus_ids=[0]), source="runner", seq=99), repeats=-3
+                )
+            ),
+        ),
+        (
+            "block: stimulus text kind 1 MB",
+            lambda: h.request(
+                tamper(
+                    encode(BlockRequest(block=1, kind="natural", stimulus_ids=[0]), source="runner", seq=98),
+                    kind="k" * 2**20,
+                )
+            ),
+        ),
     ]
 
 
@@ -293,7 +370,8 @@ def _expect_error(reply: Any) -> None:
 def presenter_cases() -> tuple[PresenterHarness, list[Case]]:
     """A harness (enter it first) and one `Case` per hostile block request."""
     h = PresenterHarness()
-    cases = [Case("presenter messages", name,
-                  lambda send=send: run_case(h.refusals, send, h.probe, lambda: h.alive))
-             for name, send in presenter_inputs(h)]
+    cases = [
+        Case("presenter messages", name, lambda send=send: run_case(h.refusals, send, h.probe, lambda: h.alive))
+        for name, send in presenter_inputs(h)
+    ]
     return h, cases

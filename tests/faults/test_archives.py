@@ -40,9 +40,12 @@ def damaged(folder: Path) -> dict[str, Path]:
 
 
 def test_every_damaged_archive_is_refused_by_every_reader(damaged: dict[str, Path]) -> None:
-    outcomes = {f"{name} ({reader_name})": attempt(reader, path)
-                for name, path in damaged.items() for reader_name, reader in READERS.items()
-                if name not in UNUSED[reader_name]}
+    outcomes = {
+        f"{name} ({reader_name})": attempt(reader, path)
+        for name, path in damaged.items()
+        for reader_name, reader in READERS.items()
+        if name not in UNUSED[reader_name]
+    }
     assert {name: (o.kind, o.detail) for name, o in outcomes.items() if o.kind != "refused"} == {}
     assert len(outcomes) >= 70
 
@@ -53,16 +56,24 @@ def test_the_intact_archives_still_read(folder: Path) -> None:
             assert attempt(reader, path).kind == "silently_accepted"  # i.e. read without complaint
 
 
-@pytest.mark.parametrize("damage", ["trial points at stimulus 999999", "last block's trial_stop is 1e9",
-                                    "NaN pixels", "spike time NaN"])
+@pytest.mark.parametrize(
+    "damage", ["trial points at stimulus 999999", "last block's trial_stop is 1e9", "NaN pixels", "spike time NaN"]
+)
 @pytest.mark.parametrize("command", ["replay", "export-nwb"])
 def test_the_cli_refuses_a_damaged_session_with_exit_2(folder: Path, damage: str, command: str, capsys) -> None:
     path = damaged_session(base_archives(folder)["session"], folder, damage)
     if command == "replay":
         protocol = folder / "protocol.yaml"
         protocol.write_text(PROTOCOL)
-        argv = ["replay", str(path), "--protocol", str(protocol), "--rig", str(ROOT / "rigs" / "sim.yaml"),
-                "--no-offline"]
+        argv = [
+            "replay",
+            str(path),
+            "--protocol",
+            str(protocol),
+            "--rig",
+            str(ROOT / "rigs" / "sim.yaml"),
+            "--no-offline",
+        ]
     else:
         argv = ["export-nwb", str(path), str(folder / f"{abs(hash(damage))}.nwb")]
     assert main(argv) == 2

@@ -33,8 +33,11 @@ SCALARS = st.one_of(
     st.text(alphabet=string.printable, max_size=30),
     st.sampled_from(["1e308", "-1e308", "1e-400", "all", "max", "p0", "p100", "99999hz", "cuda:99999999999999999999"]),
 )
-VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,
-                                                                                            max_size=4), max_leaves=8)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=8,
+)
 
 
 def _check(kind: str, path: Path) -> None:
@@ -60,13 +63,15 @@ def test_fuzzed_config_loads_or_is_refused(tmp_path: Path, shipped: str, value: 
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(shipped=st.sampled_from(RIGS + PROTOCOLS), edits=st.lists(st.tuples(st.floats(0, 1), st.text(max_size=6)),
-                                                                 min_size=1, max_size=4))
+@given(
+    shipped=st.sampled_from(RIGS + PROTOCOLS),
+    edits=st.lists(st.tuples(st.floats(0, 1), st.text(max_size=6)), min_size=1, max_size=4),
+)
 def test_damaged_config_text_is_refused_cleanly(tmp_path: Path, shipped: str, edits: list[tuple[float, str]]) -> None:
     text = (ROOT / shipped).read_text()
     for where, junk in edits:
         cut = int(where * len(text))
-        text = text[:cut] + junk + text[cut + len(junk) // 2:]
+        text = text[:cut] + junk + text[cut + len(junk) // 2 :]
     path = tmp_path / "damaged.yaml"
     path.write_text(text, encoding="utf-8")
     _check("rig" if shipped.startswith("rigs/") else "protocol", path)

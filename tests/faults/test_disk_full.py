@@ -68,8 +68,14 @@ def disk(tmp_path):
     mounted = False
     wanted = os.environ.get("CLOSEDLOOP_TEST_DISK_FULL", "fill") == "fill"  # "inject": test the fallback as root
     if wanted and hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("mount"):
-        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", f"disk-full-{uuid.uuid4().hex[:8]}",
-                                  str(folder)], capture_output=True, check=False).returncode == 0
+        mounted = (
+            subprocess.run(
+                ["mount", "-t", "tmpfs", "-o", "size=16m", f"disk-full-{uuid.uuid4().hex[:8]}", str(folder)],
+                capture_output=True,
+                check=False,
+            ).returncode
+            == 0
+        )
     try:
         yield folder, "fill" if mounted else "inject"
     finally:
@@ -80,8 +86,22 @@ def disk(tmp_path):
 def _run(tmp_path: Path, folder: Path, mode: str, where: str, n: int, *args: str) -> subprocess.CompletedProcess:
     protocol = tmp_path / "protocol.yaml"
     protocol.write_text(PROTOCOL)
-    command = [sys.executable, "-m", "tests.faults.disk_filler", mode, str(folder), where, str(n), "--",
-               "run", str(protocol), "--rig", "rigs/sim.yaml", "--inproc", *args]
+    command = [
+        sys.executable,
+        "-m",
+        "tests.faults.disk_filler",
+        mode,
+        str(folder),
+        where,
+        str(n),
+        "--",
+        "run",
+        str(protocol),
+        "--rig",
+        "rigs/sim.yaml",
+        "--inproc",
+        *args,
+    ]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     return subprocess.run(command, check=False, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
@@ -98,7 +118,7 @@ def _check_committed_part(session: Path, n_blocks: int | None) -> None:
         trials = reader.trials
         assert np.all(np.isfinite(trials["onset_s"])) and np.all(trials["stimulus_id"] < len(stimuli))
         for block in blocks[blocks["flagged"] == 0]:
-            assert np.all(np.isfinite(reader.responses[block["trial_start"]:block["trial_stop"]]))
+            assert np.all(np.isfinite(reader.responses[block["trial_start"] : block["trial_stop"]]))
     journal = journal_path(session)  # every line whole: read_records refuses a cut one
     records = read_records(journal) if journal.exists() else []
     assert [record.session_block for record in records] == list(range(n_blocks))
@@ -116,8 +136,11 @@ def _check_stopped_cleanly(result: subprocess.CompletedProcess, session: Path, w
     assert "Exception ignored" not in result.stderr and "Traceback" not in result.stderr, result.stderr
 
 
-@pytest.mark.parametrize("where, what", [("block", "block 0"), ("stimuli", "stimuli 0-19")],
-                         ids=["first block", "natural images at the start"])
+@pytest.mark.parametrize(
+    "where, what",
+    [("block", "block 0"), ("stimuli", "stimuli 0-19")],
+    ids=["first block", "natural images at the start"],
+)
 def test_disk_full_at_the_first_block_commits_nothing_and_says_so(tmp_path, disk, where, what):
     folder, mode = disk
     session = folder / "s.h5"

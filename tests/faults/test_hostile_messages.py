@@ -73,49 +73,66 @@ def test_the_presenter_refuses_and_answers_every_hostile_request() -> None:
 
 @pytest.mark.timeout(300)
 @LIVE
-@given(step=st.one_of(st.floats(-1e15, 1e15), st.sampled_from([0.0, -1e-9, 3600.0, 3600.001, 1e12])),
-       n_frames=st.integers(0, 10**9), stimulus_id=st.integers(0, 2**62))
-def test_any_report_leaves_the_array_working(array: ArrayHarness, step: float, n_frames: int,
-                                             stimulus_id: int) -> None:
+@given(
+    step=st.one_of(st.floats(-1e15, 1e15), st.sampled_from([0.0, -1e-9, 3600.0, 3600.001, 1e12])),
+    n_frames=st.integers(0, 10**9),
+    stimulus_id=st.integers(0, 2**62),
+)
+def test_any_report_leaves_the_array_working(array: ArrayHarness, step: float, n_frames: int, stimulus_id: int) -> None:
     array.send_report(array.shown(array.next_flip(step), n_frames=n_frames, stimulus_id=stimulus_id))
     assert array.probe(), "the array stopped answering valid reports"
 
 
 @pytest.mark.timeout(300)
 @LIVE
-@given(shape=st.tuples(st.integers(1, 3), st.sampled_from([1, SIZE - 1, SIZE]), st.sampled_from([5, SIZE])),
-       value=st.floats(allow_nan=True, allow_infinity=True, width=32),
-       dtype=st.sampled_from([np.float32, np.float64, np.uint8]))
-def test_any_block_images_leave_the_array_working(array: ArrayHarness, shape: tuple[int, int, int], value: float,
-                                                  dtype: type) -> None:
+@given(
+    shape=st.tuples(st.integers(1, 3), st.sampled_from([1, SIZE - 1, SIZE]), st.sampled_from([5, SIZE])),
+    value=st.floats(allow_nan=True, allow_infinity=True, width=32),
+    dtype=st.sampled_from([np.float32, np.float64, np.uint8]),
+)
+def test_any_block_images_leave_the_array_working(
+    array: ArrayHarness, shape: tuple[int, int, int], value: float, dtype: type
+) -> None:
     with np.errstate(invalid="ignore", over="ignore"):
         pixels = np.full(shape, value).astype(dtype)
     ids = list(range(1000, 1000 + shape[0]))
-    valid = shape[1:] == (SIZE, SIZE) and (dtype is np.uint8 or (np.isfinite(pixels).all() and 0 <= pixels.min()
-                                                                 and pixels.max() <= 1))
+    valid = shape[1:] == (SIZE, SIZE) and (
+        dtype is np.uint8 or (np.isfinite(pixels).all() and 0 <= pixels.min() and pixels.max() <= 1)
+    )
     before = array.array.input_stats()["bad_images"]
-    array.send_block(encode(BlockRequest(block=7, kind="synthesized", stimulus_ids=ids, image_ids=ids, pixels=pixels),
-                            source="runner", seq=array.next_seq()))
+    array.send_block(
+        encode(
+            BlockRequest(block=7, kind="synthesized", stimulus_ids=ids, image_ids=ids, pixels=pixels),
+            source="runner",
+            seq=array.next_seq(),
+        )
+    )
     assert array.probe(), "the array stopped answering valid reports"
     assert array.array.input_stats()["bad_images"] - before == (0 if valid else shape[0])
 
 
 @pytest.mark.timeout(300)
 @LIVE
-@given(shape=st.tuples(st.integers(1, 3), st.sampled_from([1, 5, SIZE - 1, SIZE, SIZE + 1]),
-                       st.sampled_from([5, SIZE])),
-       value=st.floats(allow_nan=True, allow_infinity=True, width=32),
-       dtype=st.sampled_from([np.float32, np.float64, np.uint8]),
-       repeats=st.integers(1, 10**12))
-def test_any_block_request_leaves_the_presenter_working(presenter: PresenterHarness, shape: tuple[int, int, int],
-                                                        value: float, dtype: type, repeats: int) -> None:
+@given(
+    shape=st.tuples(st.integers(1, 3), st.sampled_from([1, 5, SIZE - 1, SIZE, SIZE + 1]), st.sampled_from([5, SIZE])),
+    value=st.floats(allow_nan=True, allow_infinity=True, width=32),
+    dtype=st.sampled_from([np.float32, np.float64, np.uint8]),
+    repeats=st.integers(1, 10**12),
+)
+def test_any_block_request_leaves_the_presenter_working(
+    presenter: PresenterHarness, shape: tuple[int, int, int], value: float, dtype: type, repeats: int
+) -> None:
     with np.errstate(invalid="ignore", over="ignore"):
         pixels = np.full(shape, value).astype(dtype)
     ids = list(range(100, 100 + shape[0]))
-    request = BlockRequest(block=500, kind="synthesized", stimulus_ids=ids, repeats=min(repeats, 2**62),
-                           image_ids=ids, pixels=pixels)
-    valid = (shape[1:] == (SIZE, SIZE) and len(ids) * repeats <= 10_000_000
-             and (dtype is np.uint8 or (np.isfinite(pixels).all() and 0 <= pixels.min() and pixels.max() <= 1)))
+    request = BlockRequest(
+        block=500, kind="synthesized", stimulus_ids=ids, repeats=min(repeats, 2**62), image_ids=ids, pixels=pixels
+    )
+    valid = (
+        shape[1:] == (SIZE, SIZE)
+        and len(ids) * repeats <= 10_000_000
+        and (dtype is np.uint8 or (np.isfinite(pixels).all() and 0 <= pixels.min() and pixels.max() <= 1))
+    )
     if valid and len(ids) * repeats > 50:
         return  # a valid block this long would just be shown: not what this test is about
     reply = presenter.request(request)
@@ -125,8 +142,7 @@ def test_any_block_request_leaves_the_presenter_working(presenter: PresenterHarn
 
 @pytest.mark.timeout(120)
 def test_a_flooded_array_process_stops_promptly_on_sigterm(tmp_path: Path) -> None:
-    ports = {name: free_tcp_port() for name in ("stimulus", "spikes", "model", "model_events", "responses",
-                                                 "blocks")}
+    ports = {name: free_tcp_port() for name in ("stimulus", "spikes", "model", "model_events", "responses", "blocks")}
     rig = (ROOT / "rigs" / "sim.yaml").read_text()
     for name, port in ports.items():
         rig = rig.replace(f"    {name}: 56", f"    {name}: {port}  # was 56", 1)
@@ -136,8 +152,13 @@ def test_a_flooded_array_process_stops_promptly_on_sigterm(tmp_path: Path) -> No
     presenter = zmq.Context.instance().socket(zmq.PUB)
     presenter.setsockopt(zmq.LINGER, 0)
     presenter.bind(f"tcp://127.0.0.1:{ports['stimulus']}")
-    child = subprocess.Popen([sys.executable, "-m", "closedloop.cli", "serve", "acquisition", "--rig", str(rig_path)],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "closedloop.cli", "serve", "acquisition", "--rig", str(rig_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
     try:
         _wait_for_line(child, "serving")
         time.sleep(1.0)  # the array subscribes
@@ -145,8 +166,13 @@ def test_a_flooded_array_process_stops_promptly_on_sigterm(tmp_path: Path) -> No
         for seq in range(200):
             flip = flips[seq % len(flips)] + seq
             frames = 10**6 if seq % 3 == 0 else 6
-            presenter.send_multipart(encode(StimulusShown(stimulus_id=seq, trial=seq, block=0, flip_time=flip,
-                                                          n_frames=frames), source="presenter", seq=seq))
+            presenter.send_multipart(
+                encode(
+                    StimulusShown(stimulus_id=seq, trial=seq, block=0, flip_time=flip, n_frames=frames),
+                    source="presenter",
+                    seq=seq,
+                )
+            )
         time.sleep(1.0)
         child.send_signal(signal.SIGTERM)
         started = time.monotonic()

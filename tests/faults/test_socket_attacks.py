@@ -30,8 +30,18 @@ from closedloop.transport import PLAIN, RequestClient, SocketSecurity, Subscribe
 from closedloop.transport.keys import RigKeys, create_keys, load_keys
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = ModelConfig(core_filters=(4,), core_kernels=(5,), pool_kernel=2, pool_stride=2, dense_units=16,
-                   dropout_keep=1.0, learning_rate=1e-2, max_epochs=20, patience=10, stop_check_every=5)
+TINY = ModelConfig(
+    core_filters=(4,),
+    core_kernels=(5,),
+    pool_kernel=2,
+    pool_stride=2,
+    dense_units=16,
+    dropout_keep=1.0,
+    learning_rate=1e-2,
+    max_epochs=20,
+    patience=10,
+    stop_check_every=5,
+)
 UNITS = np.arange(1, 5, dtype=np.int64)
 
 
@@ -89,17 +99,31 @@ def images(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((n, 66, 66)).astype(np.float32)
 
 
-def fit_request(block: int, ids: np.ndarray, *, units: np.ndarray = UNITS, seed: int = 0,
-                refit: bool = False) -> FitRequest:
+def fit_request(
+    block: int, ids: np.ndarray, *, units: np.ndarray = UNITS, seed: int = 0, refit: bool = False
+) -> FitRequest:
     rates = np.random.default_rng(seed).gamma(2.0, 5.0, (len(ids), len(units)))
-    return FitRequest(block=block, stimulus_ids=ids, rates=rates, unit_ids=units, image_ids=ids,
-                      images=images(len(ids), seed), refit=refit)
+    return FitRequest(
+        block=block,
+        stimulus_ids=ids,
+        rates=rates,
+        unit_ids=units,
+        image_ids=ids,
+        images=images(len(ids), seed),
+        refit=refit,
+    )
 
 
 @pytest.fixture
 def server(curve_on):
-    settings = ServerSettings(request_endpoint=random_tcp_endpoint(), events_endpoint=random_tcp_endpoint(),
-                              model=TINY, device="cpu", seed=3, session="s1")
+    settings = ServerSettings(
+        request_endpoint=random_tcp_endpoint(),
+        events_endpoint=random_tcp_endpoint(),
+        model=TINY,
+        device="cpu",
+        seed=3,
+        session="s1",
+    )
     component = ModelServer("model", settings)
     supervisor = Supervisor([component], mode="thread")
     assert supervisor.start()
@@ -111,8 +135,14 @@ def server(curve_on):
 def presenter(curve_on):
     rig = load_rig(ROOT / "rigs" / "sim.yaml")
     timing = load_protocol(ROOT / "protocols" / "demo.yaml").frames(rig)
-    component = PresenterComponent("presenter", rig=rig, timing=timing, request_endpoint=random_tcp_endpoint(),
-                                   shown_endpoint=random_tcp_endpoint(), presenter="headless")
+    component = PresenterComponent(
+        "presenter",
+        rig=rig,
+        timing=timing,
+        request_endpoint=random_tcp_endpoint(),
+        shown_endpoint=random_tcp_endpoint(),
+        presenter="headless",
+    )
     supervisor = Supervisor([component], mode="thread")
     assert supervisor.start()
     yield component
@@ -151,8 +181,9 @@ def test_a_foreign_fit_request_never_reaches_the_data(server, keys) -> None:
                 assert rogue.recv(500) is None, name
         assert eventually(lambda: server.requests.refused >= 2)
         # a rig key of another role, even with the session's token, is not the session's owner
-        with RequestClient(server.request_endpoint, source="runner", session="s1",
-                           security=role(keys, "monitor")) as monitor:
+        with RequestClient(
+            server.request_endpoint, source="runner", session="s1", security=role(keys, "monitor")
+        ) as monitor:
             answer = ask(monitor, fit_request(1, ids, seed=9, refit=True))
             assert isinstance(answer.message, Error) and answer.message.code == "not_owner"
         assert server.store.n_trials == trials and server.counts["refits_started"] == 0
@@ -162,8 +193,9 @@ def test_a_foreign_fit_request_never_reaches_the_data(server, keys) -> None:
 
 def test_a_rogue_first_fit_request_cannot_lock_the_runner_out(server, keys) -> None:
     lockout = fit_request(0, np.arange(5, dtype=np.int64), units=np.asarray([-7]))
-    with RequestClient(server.request_endpoint, source="runner", session="s1",
-                       security=role(keys, "presenter")) as rogue:
+    with RequestClient(
+        server.request_endpoint, source="runner", session="s1", security=role(keys, "presenter")
+    ) as rogue:
         reply = ask(rogue, lockout)
         assert isinstance(reply.message, Error) and reply.message.code == "not_owner"
     with RequestClient(server.request_endpoint, source="runner", session="s1", security=stranger(keys)) as rogue:
@@ -178,8 +210,10 @@ def test_a_rogue_first_fit_request_cannot_lock_the_runner_out(server, keys) -> N
 
 def test_forged_sender_names_do_not_touch_the_runners_counts(server, keys) -> None:
     ping = PredictRequest(images=np.zeros((0, 1, 1), np.float32))
-    with RequestClient(server.request_endpoint, source="runner", session="s1") as runner, \
-            RequestClient(server.request_endpoint, source="monitor", security=role(keys, "monitor")) as forger:
+    with (
+        RequestClient(server.request_endpoint, source="runner", session="s1") as runner,
+        RequestClient(server.request_endpoint, source="monitor", security=role(keys, "monitor")) as forger,
+    ):
         for _ in range(3):
             assert ask(runner, ping) is not None
         assert eventually(lambda: forger.send(ping) is not None)
@@ -225,8 +259,10 @@ def test_a_flood_without_keys_is_refused_and_the_runner_is_still_answered(server
 
 
 def test_a_subscriber_without_a_key_hears_nothing(server, keys) -> None:
-    with Subscriber(server.events_endpoint, security=PLAIN) as eavesdropper, \
-            RequestClient(server.request_endpoint, source="runner", session="s1") as runner:
+    with (
+        Subscriber(server.events_endpoint, security=PLAIN) as eavesdropper,
+        RequestClient(server.request_endpoint, source="runner", session="s1") as runner,
+    ):
         reply = ask(runner, fit_request(1, np.arange(100, 140, dtype=np.int64), refit=True))
         assert isinstance(reply.message, Accepted)
         assert eavesdropper.recv(3000) is None
@@ -243,8 +279,10 @@ def _runner_test_files(tmp_path: Path, ports: list[int]) -> tuple[Path, Path]:
     names = ("stimulus", "spikes", "model", "model_events", "responses", "blocks")
     listed = "\n".join(f"    {name}: {port}" for name, port in zip(names, ports))
     rig = tmp_path / "rig.yaml"
-    rig.write_text(helpers.RIG.format(scenario=scenario)
-                   + f"network:\n  host: 127.0.0.1\n  security: curve\n  keys: keys\n  ports:\n{listed}\n")
+    rig.write_text(
+        helpers.RIG.format(scenario=scenario)
+        + f"network:\n  host: 127.0.0.1\n  security: curve\n  keys: keys\n  ports:\n{listed}\n"
+    )
     protocol = tmp_path / "protocol.yaml"
     protocol.write_text(helpers.PROTOCOL.format(top_k=2, iterations=1))
     return rig, protocol
@@ -258,20 +296,32 @@ def test_every_component_as_its_own_process_with_curve(tmp_path) -> None:
         ports.append(int(random_tcp_endpoint().rsplit(":", 1)[1]))
     rig, protocol = _runner_test_files(tmp_path, ports)
     cli = [sys.executable, "-m", "closedloop.cli"]
-    refused = subprocess.run([*cli, "serve", "runner", "--rig", str(rig), "--protocol", str(protocol)],
-                             capture_output=True, text=True, timeout=60)
+    refused = subprocess.run(
+        [*cli, "serve", "runner", "--rig", str(rig), "--protocol", str(protocol)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert refused.returncode == 2 and "closedloop keys init" in refused.stderr, refused.stderr
     assert subprocess.run([*cli, "keys", "init", str(rig)], capture_output=True, timeout=60).returncode == 0
     session = tmp_path / "s.h5"
-    serving = [subprocess.Popen([*cli, "serve", component, "--rig", str(rig), "--protocol", str(protocol), *extra],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-               for component, extra in (("acquisition", []), ("presenter", ["--presenter", "headless"]),
-                                        ("model", []))]
+    serving = [
+        subprocess.Popen(
+            [*cli, "serve", component, "--rig", str(rig), "--protocol", str(protocol), *extra],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for component, extra in (("acquisition", []), ("presenter", ["--presenter", "headless"]), ("model", []))
+    ]
     try:
         with RequestClient(f"tcp://127.0.0.1:{ports[2]}", source="runner", security=PLAIN) as rogue:
             rogue.send(fit_request(0, np.arange(5, dtype=np.int64), units=np.asarray([-7])))
-            runner = subprocess.run([*cli, "serve", "runner", "--rig", str(rig), "--protocol", str(protocol),
-                                     "--session", str(session)], capture_output=True, text=True, timeout=240)
+            runner = subprocess.run(
+                [*cli, "serve", "runner", "--rig", str(rig), "--protocol", str(protocol), "--session", str(session)],
+                capture_output=True,
+                text=True,
+                timeout=240,
+            )
             assert rogue.recv(0) is None
     finally:
         for process in serving:
@@ -289,7 +339,11 @@ def test_closedloop_run_with_curve_on_the_rigs_tcp_ports(tmp_path) -> None:
     rig, protocol = _runner_test_files(tmp_path, [int(random_tcp_endpoint().rsplit(":", 1)[1]) for _ in range(6)])
     cli = [sys.executable, "-m", "closedloop.cli"]
     assert subprocess.run([*cli, "keys", "init", str(rig)], capture_output=True, timeout=60).returncode == 0
-    run = subprocess.run([*cli, "run", str(protocol), "--rig", str(rig), "--session", str(tmp_path / "s.h5")],
-                         capture_output=True, text=True, timeout=240)
+    run = subprocess.run(
+        [*cli, "run", str(protocol), "--rig", str(rig), "--session", str(tmp_path / "s.h5")],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     assert "model v2" in run.stdout and "5 finished" in run.stdout

@@ -87,8 +87,17 @@ def ray_cluster():
     port = _free_port()
     temp = tempfile.mkdtemp(prefix="clray-")  # short: Ray's socket paths must stay under 107 characters
     env = dict(os.environ, RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
-    command = [str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={port}", "--num-cpus=2",
-               "--num-gpus=0", "--include-dashboard=false", f"--temp-dir={temp}", "--block"]
+    command = [
+        str(Path(sys.executable).parent / "ray"),
+        "start",
+        "--head",
+        f"--port={port}",
+        "--num-cpus=2",
+        "--num-gpus=0",
+        "--include-dashboard=false",
+        f"--temp-dir={temp}",
+        "--block",
+    ]
     log = open(Path(temp) / "ray-start.log", "w")
     process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
@@ -99,7 +108,9 @@ def ray_cluster():
                     break
             except OSError:
                 if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("ray start failed: " + (Path(temp) / "ray-start.log").read_text()[-2000:])
+                    raise RuntimeError(
+                        "ray start failed: " + (Path(temp) / "ray-start.log").read_text()[-2000:]
+                    ) from None
                 time.sleep(0.5)
         yield f"127.0.0.1:{port}"
     finally:

@@ -63,9 +63,24 @@ def test_benchmark_script_runs_on_a_tiny_archive(tiny_config_file, tmp_path, cap
     spec = importlib.util.spec_from_file_location("benchmark_fit", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    status = module.main(["--sessions", "1", "--units", "4", "--images", "20", "--repeats", "3",
-                          "--config", str(tiny_config_file), "--out", str(tmp_path), "--json",
-                          str(tmp_path / "numbers.json")])
+    status = module.main(
+        [
+            "--sessions",
+            "1",
+            "--units",
+            "4",
+            "--images",
+            "20",
+            "--repeats",
+            "3",
+            "--config",
+            str(tiny_config_file),
+            "--out",
+            str(tmp_path),
+            "--json",
+            str(tmp_path / "numbers.json"),
+        ]
+    )
     printed = capsys.readouterr().out
     assert status == 0 and "mean r/rmax" in printed and "time per session" in printed
     numbers = json.loads((tmp_path / "numbers.json").read_text())

@@ -22,8 +22,7 @@ def _protocol(tmp_path, fit_line):
 
 
 def test_protocol_fit_section_starts_from_a_search_best_yaml(tmp_path):
-    best = ModelConfig(core_filters=(8, 16), core_kernels=(5, 5), dense_units=64, learning_rate=2e-3,
-                       dropout_keep=0.7)
+    best = ModelConfig(core_filters=(8, 16), core_kernels=(5, 5), dense_units=64, learning_rate=2e-3, dropout_keep=0.7)
     write_config_yaml(tmp_path / "search" / "best.yaml", best, comment="Best of 4")
     protocol = load_protocol(_protocol(tmp_path, "model_file: search/best.yaml"))
     config = protocol.fit.model_config(seed=3)

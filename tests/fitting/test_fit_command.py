@@ -21,9 +21,25 @@ def _outputs(folder):
 
 def test_fits_both_layouts_in_worker_processes(archives, tiny_config_file, tmp_path, capsys):
     out = tmp_path / "out"
-    status = main(["fit", str(archives["session"]), str(archives["pvc8"]), "--out", str(out),
-                   "--config", str(tiny_config_file), "--seed", "4", "--device", "cpu", "--workers", "2",
-                   "--json", str(tmp_path / "run.json")])
+    status = main(
+        [
+            "fit",
+            str(archives["session"]),
+            str(archives["pvc8"]),
+            "--out",
+            str(out),
+            "--config",
+            str(tiny_config_file),
+            "--seed",
+            "4",
+            "--device",
+            "cpu",
+            "--workers",
+            "2",
+            "--json",
+            str(tmp_path / "run.json"),
+        ]
+    )
     printed = capsys.readouterr().out
     assert status == 0
     assert "s1" in printed and "01" in printed and "all (unit-weighted)" in printed and "r_linear" in printed
@@ -61,8 +77,23 @@ def test_fits_both_layouts_in_worker_processes(archives, tiny_config_file, tmp_p
 
 def test_failed_session_leaves_no_complete_looking_files(archives, tiny_config_file, tmp_path, capsys):
     out = tmp_path / "out"
-    status = main(["fit", str(archives["session"]), str(archives["few"]), "--out", str(out),
-                   "--config", str(tiny_config_file), "--seed", "1", "--workers", "1", "--device", "cpu"])
+    status = main(
+        [
+            "fit",
+            str(archives["session"]),
+            str(archives["few"]),
+            "--out",
+            str(out),
+            "--config",
+            str(tiny_config_file),
+            "--seed",
+            "1",
+            "--workers",
+            "1",
+            "--device",
+            "cpu",
+        ]
+    )
     captured = capsys.readouterr()
     assert status == 1
     assert "FAILED few" in captured.err and "only 8 images" in captured.err
@@ -104,8 +135,23 @@ def test_missing_archive_and_name_clash_fail_before_any_work(archives, tmp_path,
 
 def test_search_writes_table_and_best_yaml_that_fit_accepts(archives, tiny_config_file, tmp_path, capsys):
     out = tmp_path / "out"
-    status = main(["fit", str(archives["session"]), "--out", str(out), "--config", str(tiny_config_file),
-                   "--search", "2", "--seed", "5", "--device", "cpu", "--no-progress"])
+    status = main(
+        [
+            "fit",
+            str(archives["session"]),
+            "--out",
+            str(out),
+            "--config",
+            str(tiny_config_file),
+            "--search",
+            "2",
+            "--seed",
+            "5",
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+    )
     printed = capsys.readouterr().out
     assert status == 0 and "val_r" in printed and "best is trial" in printed
     rows = (out / "search" / "results.csv").read_text().splitlines()
@@ -116,7 +162,22 @@ def test_search_writes_table_and_best_yaml_that_fit_accepts(archives, tiny_confi
     assert summary["config"] == best.to_dict() and summary["search"]["seed"] == 5
 
     again = tmp_path / "again"
-    assert main(["fit", str(archives["session"]), "--out", str(again), "--config",
-                 str(out / "search" / "best.yaml"), "--seed", "5", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(archives["session"]),
+                "--out",
+                str(again),
+                "--config",
+                str(out / "search" / "best.yaml"),
+                "--seed",
+                "5",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     record = json.loads((again / "s1" / "metrics.json").read_text())
     assert record["config"]["core_filters"] == list(best.core_filters)

@@ -15,10 +15,22 @@ from closedloop.model.train import fit_model, prepare_fit
 
 # The recommended preset's ingredients, tiny: batch norm, factorised readout with L1, output
 # nonlinearity, rotating stop sets, 2 members; no dropout (a fused batch draws it differently).
-CONFIG = ModelConfig(architecture="factorised", core_filters=(4, 4), core_kernels=(5, 5), pool_layers=(1,),
-                     batch_norm=True, output_knots=4, l1_readout=0.01, learning_rate=3e-3, max_epochs=15,
-                     patience=4, stop_check_every=3, stop_sets="rotating", ensemble_size=2,
-                     ensemble_mode="fused")
+CONFIG = ModelConfig(
+    architecture="factorised",
+    core_filters=(4, 4),
+    core_kernels=(5, 5),
+    pool_layers=(1,),
+    batch_norm=True,
+    output_knots=4,
+    l1_readout=0.01,
+    learning_rate=3e-3,
+    max_epochs=15,
+    patience=4,
+    stop_check_every=3,
+    stop_sets="rotating",
+    ensemble_size=2,
+    ensemble_mode="fused",
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,15 +38,29 @@ def sessions(archives):
     first = load_dataset(archives["session"])
     second = load_dataset(archives["pvc8"])
     # A third session on the first one's images with fewer units: shared images, padded units.
-    fewer = dataclasses.replace(first, trial_rates=first.trial_rates[:, :, :3], unit_ids=first.unit_ids[:3],
-                                source="fewer-units")
+    fewer = dataclasses.replace(
+        first, trial_rates=first.trial_rates[:, :, :3], unit_ids=first.unit_ids[:3], source="fewer-units"
+    )
     return [first, second, fewer]
 
 
-@pytest.mark.parametrize("config", [CONFIG, CONFIG.replace(refit=True, stop_sets="shared", max_epochs=8),
-                                    ModelConfig(core_filters=(4,), core_kernels=(5,), dense_units=8, max_epochs=8,
-                                                patience=3, stop_check_every=2, dropout_keep=1.0)],
-                         ids=["recommended-like", "refit-shared", "kindel2017-like"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        CONFIG,
+        CONFIG.replace(refit=True, stop_sets="shared", max_epochs=8),
+        ModelConfig(
+            core_filters=(4,),
+            core_kernels=(5,),
+            dense_units=8,
+            max_epochs=8,
+            patience=3,
+            stop_check_every=2,
+            dropout_keep=1.0,
+        ),
+    ],
+    ids=["recommended-like", "refit-shared", "kindel2017-like"],
+)
 def test_fused_sessions_equal_sessions_fitted_one_by_one(sessions, config):
     seeds = [11, 12, 13]
     fused = fit_sessions(sessions, config, seeds=seeds, device="cpu")
@@ -71,8 +97,18 @@ def test_fit_command_fuses_sessions_and_writes_each(archives, tiny_config_file, 
     config = tmp_path / "no-dropout.yaml"  # dropout is drawn differently in a fused batch
     config.write_text(tiny_config_file.read_text() + "  dropout_keep: 1.0\n")
     out, alone = tmp_path / "fused", tmp_path / "alone"
-    base = ["fit", str(archives["session"]), str(archives["pvc8"]), "--config", str(config), "--seed", "3",
-            "--device", "cpu", "--no-progress"]
+    base = [
+        "fit",
+        str(archives["session"]),
+        str(archives["pvc8"]),
+        "--config",
+        str(config),
+        "--seed",
+        "3",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     assert main([*base, "--out", str(out), "--fuse-sessions"]) == 0
     assert main([*base, "--out", str(alone), "--workers", "1"]) == 0
     for name in ("s1", "01"):

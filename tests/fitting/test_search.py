@@ -7,13 +7,19 @@ import pytest
 
 from closedloop.data.loader import load_dataset
 from closedloop.errors import ClosedLoopError
-from closedloop.fitting.search import (SearchSpace, fit_images_only, random_search, results_table,
-                                       sample_config)
+from closedloop.fitting.search import SearchSpace, fit_images_only, random_search, results_table, sample_config
 from closedloop.model.model_config import ModelConfig
 from closedloop.model.split import split_images
 
-TINY_SPACE = SearchSpace(layers=(1, 2), filters=(4,), kernels=(3, 5), pooling=((1, 1), (2, 2)),
-                         dense_units=(8, 16), dropout_keep=(0.5, 0.9), learning_rate=(1e-3, 1e-2))
+TINY_SPACE = SearchSpace(
+    layers=(1, 2),
+    filters=(4,),
+    kernels=(3, 5),
+    pooling=((1, 1), (2, 2)),
+    dense_units=(8, 16),
+    dropout_keep=(0.5, 0.9),
+    learning_rate=(1e-3, 1e-2),
+)
 BASE = ModelConfig(max_epochs=8, patience=4, stop_check_every=4)
 
 
@@ -45,8 +51,9 @@ def test_search_never_sees_the_test_images(archives):
 def test_tiny_search_ranks_trials_best_first(archives):
     dataset = load_dataset(archives["session"])
     seen = []
-    result = random_search(dataset, 3, base=BASE, space=TINY_SPACE, seed=1,
-                           on_trial=lambda done, total, trial: seen.append(done))
+    result = random_search(
+        dataset, 3, base=BASE, space=TINY_SPACE, seed=1, on_trial=lambda done, total, trial: seen.append(done)
+    )
     assert seen == [1, 2, 3] and sorted(t.index for t in result.trials) == [1, 2, 3]
     scores = [t.val_r for t in result.trials]
     assert scores == sorted(scores, reverse=True) and np.all(np.isfinite(scores))

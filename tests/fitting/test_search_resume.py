@@ -22,20 +22,40 @@ from closedloop.model.model_config import ModelConfig
 
 
 def _search_argv(archives, out, config, space, n_trials):
-    return ["fit", str(archives["session"]), "--out", str(out), "--config", str(config), "--search", str(n_trials),
-            "--space", str(space), "--seed", "7", "--workers", "1", "--device", "cpu"]
+    return [
+        "fit",
+        str(archives["session"]),
+        "--out",
+        str(out),
+        "--config",
+        str(config),
+        "--search",
+        str(n_trials),
+        "--space",
+        str(space),
+        "--seed",
+        "7",
+        "--workers",
+        "1",
+        "--device",
+        "cpu",
+    ]
 
 
 def _finished(out):
     return sorted(p.parent.name for p in (out / "search" / "trials").glob("*/trial.json"))
 
 
-def test_killed_search_keeps_finished_trials_and_resumes_with_the_rest(archives, tiny_config_file, tiny_space_file,
-                                                                       tmp_path, capsys):
+def test_killed_search_keeps_finished_trials_and_resumes_with_the_rest(
+    archives, tiny_config_file, tiny_space_file, tmp_path, capsys
+):
     out = tmp_path / "out"
-    process = subprocess.Popen([sys.executable, "-m", "closedloop.cli", *_search_argv(
-        archives, out, tiny_config_file, tiny_space_file, 3)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        start_new_session=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "closedloop.cli", *_search_argv(archives, out, tiny_config_file, tiny_space_file, 3)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 240
     while not _finished(out) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -78,8 +98,9 @@ def test_space_yaml_is_checked_with_file_line_and_key(tmp_path, archives, capsys
     with pytest.raises(ConfigError, match=r"space.yaml:2: learning_rate: must be \[low, high\]"):
         load_search_space(bad)
     bad.write_text("layers: [1, 2]\nfliters: [4]\n")
-    assert main(["fit", str(archives["session"]), "--out", str(tmp_path / "o"), "--search", "2",
-                 "--space", str(bad)]) == 2
+    assert (
+        main(["fit", str(archives["session"]), "--out", str(tmp_path / "o"), "--search", "2", "--space", str(bad)]) == 2
+    )
     err = capsys.readouterr().err
     assert "space.yaml:2: fliters" in err and "filters" in err and not (tmp_path / "o").exists()
     good = tmp_path / "good.yaml"
@@ -91,8 +112,9 @@ def test_space_yaml_is_checked_with_file_line_and_key(tmp_path, archives, capsys
 @pytest.mark.parametrize("pruner", ["median", "asha"])
 def test_pruner_stops_a_trial_that_is_behind_the_finished_ones(archives, pruner):
     tuning = fit_images_only(load_dataset(archives["session"]), seed=3)
-    config = ModelConfig(core_filters=(4,), core_kernels=(5,), dense_units=8, max_epochs=20, patience=20,
-                         stop_check_every=5)
+    config = ModelConfig(
+        core_filters=(4,), core_kernels=(5,), dense_units=8, max_epochs=20, patience=20, stop_check_every=5
+    )
     # Three finished trials that reached a stopping loss no real fit gets near at epoch 5.
     plan = PruningPlan(pruner, curves=({5: 1e-6, 10: 1e-6},) * 3)
     trial, fitted = run_trial(tuning, 1, config, 3, "cpu", pruning=plan)
@@ -104,8 +126,7 @@ def test_pruner_stops_a_trial_that_is_behind_the_finished_ones(archives, pruner)
 
 def test_tpe_search_with_pruner_runs_and_ranks(archives, tiny_config_file, tiny_space_file, tmp_path, capsys):
     out = tmp_path / "out"
-    argv = _search_argv(archives, out, tiny_config_file, tiny_space_file, 4) + ["--sampler", "tpe",
-                                                                                 "--pruner", "asha"]
+    argv = _search_argv(archives, out, tiny_config_file, tiny_space_file, 4) + ["--sampler", "tpe", "--pruner", "asha"]
     assert main(argv) == 0
     summary = json.loads((out / "summary.json").read_text())["search"]
     assert summary["sampler"] == "tpe" and summary["finished"] + summary["pruned"] + summary["failed"] == 4
@@ -118,7 +139,22 @@ def test_progress_lines_when_not_on_a_terminal(archives, tiny_config_file, tmp_p
     from closedloop.fitting import batch
 
     monkeypatch.setattr(batch, "LOG_EVERY_S", 0.0)
-    assert main(["fit", str(archives["session"]), "--out", str(tmp_path / "o"), "--config", str(tiny_config_file),
-                 "--device", "cpu", "--seed", "1"]) == 0
+    assert (
+        main(
+            [
+                "fit",
+                str(archives["session"]),
+                "--out",
+                str(tmp_path / "o"),
+                "--config",
+                str(tiny_config_file),
+                "--device",
+                "cpu",
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("fit s1: ")]
     assert any("CNN epoch 5 (stop loss" in line for line in lines) and "done, mean r" in lines[-1]

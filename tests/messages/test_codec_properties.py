@@ -43,8 +43,14 @@ FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 
 
 @FAST
-@given(one=arrays_of(1), two=arrays_of(2), three=arrays_of(3), note=st.text(max_size=20),
-       seq=st.integers(0, 2**63 - 1), t_ns=st.integers(-(2**63), 2**63 - 1))
+@given(
+    one=arrays_of(1),
+    two=arrays_of(2),
+    three=arrays_of(3),
+    note=st.text(max_size=20),
+    seq=st.integers(0, 2**63 - 1),
+    t_ns=st.integers(-(2**63), 2**63 - 1),
+)
 def test_random_arrays_round_trip_exactly(one, two, three, note, seq, t_ns) -> None:
     with patch.dict(MESSAGE_TYPES, {"AnyArrays": AnyArrays}):
         message = AnyArrays(one=one, two=two, three=three, note=note)
@@ -67,7 +73,11 @@ def test_junk_frames_raise_only_codec_errors(frames) -> None:
 
 
 msgpack_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=8)
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=8)
     | st.binary(max_size=8),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
@@ -76,8 +86,11 @@ header_keys = st.sampled_from(["schema", "type", "source", "seq", "t_ns", "sessi
 
 
 @FAST
-@given(base=st.booleans(), changes=st.dictionaries(header_keys, msgpack_values, max_size=4),
-       extra=st.lists(st.binary(max_size=40), max_size=3))
+@given(
+    base=st.booleans(),
+    changes=st.dictionaries(header_keys, msgpack_values, max_size=4),
+    extra=st.lists(st.binary(max_size=40), max_size=3),
+)
 def test_well_formed_msgpack_with_junk_fields_raises_only_codec_errors(base, changes, extra) -> None:
     frames = as_bytes(encode(SpikeBatch(unit_ids=[1, 2], times=[0.0, 1.0]), source="a", seq=1))
     header = msgpack.unpackb(frames[1]) if base else {}

@@ -63,10 +63,15 @@ def test_circular_variance_treats_opposite_directions_as_one_orientation():
 def test_orientation_groups_boundaries():
     cv = np.array([0.59, 0.6, 0.7, 0.75, 0.76, np.nan])
     labels = cells.orientation_groups(cv)
-    assert list(labels) == [
-        "selective", "intermediate", "intermediate", "intermediate", "nonselective", "undefined"]
+    assert list(labels) == ["selective", "intermediate", "intermediate", "intermediate", "nonselective", "undefined"]
     assert list(cells.orientation_groups(cv, 0.7, 0.7)) == [
-        "selective", "selective", "intermediate", "nonselective", "nonselective", "undefined"]
+        "selective",
+        "selective",
+        "intermediate",
+        "nonselective",
+        "nonselective",
+        "undefined",
+    ]
     with pytest.raises(ValueError):
         cells.orientation_groups(cv, selective_below=0.8, nonselective_above=0.7)
 

@@ -42,8 +42,7 @@ def fitted(dataset):
 def test_round_trip_gives_identical_predictions(tmp_path, dataset, architecture):
     config = TINY.replace(architecture=architecture)
     result = fit_model(dataset, config, device="cpu")
-    path = save_checkpoint(tmp_path / "model.pt", result, metrics={"r": np.array([0.1, 0.2, 0.3])},
-                           model_version=7)
+    path = save_checkpoint(tmp_path / "model.pt", result, metrics={"r": np.array([0.1, 0.2, 0.3])}, model_version=7)
     loaded = load_checkpoint(path, device="cpu")
     assert np.array_equal(predict(loaded, dataset.images), predict(result.model, dataset.images))
     assert loaded.config == result.config

@@ -222,8 +222,12 @@ def test_every_metric_nan_for_constant_and_empty_units():
     pred = rng.normal(size=(6, 3))
     means = metrics.trial_means(trials)
     for value in (
-        metrics.pearson_r(pred, means), metrics.fve(pred, means), metrics.rmax_kindel(trials, n_draws=2),
-        metrics.cc_max(trials), metrics.cc_norm(pred, trials), metrics.fev(trials),
+        metrics.pearson_r(pred, means),
+        metrics.fve(pred, means),
+        metrics.rmax_kindel(trials, n_draws=2),
+        metrics.cc_max(trials),
+        metrics.cc_norm(pred, trials),
+        metrics.fev(trials),
         metrics.feve(pred, trials),
     ):
         assert np.isfinite(value[0]) and np.isnan(value[1:]).all()

@@ -54,8 +54,9 @@ def test_pooling_only_after_chosen_layers():
 
 
 def test_factorised_readout_starts_near_each_units_mean_rate():
-    network = build_network(ModelConfig(architecture="factorised", pool_layers=(1,), batch_norm=True, seed=0),
-                            n_units=6)
+    network = build_network(
+        ModelConfig(architecture="factorised", pool_layers=(1,), batch_norm=True, seed=0), n_units=6
+    )
     network.set_output_statistics(torch.full((6,), 20.0), torch.full((6,), 5.0))
     with torch.no_grad():
         rates = network.train()(torch.rand(64, 33, 33))
@@ -86,9 +87,18 @@ def test_linear_output_option_can_go_negative():
 
 
 def test_config_round_trips_through_yaml():
-    config = ModelConfig(architecture="factorised", core_filters=(8, 16, 16), core_kernels=(5, 5, 3),
-                         batch_size=32, l1_readout=0.01, ensemble_size=4, seed=7, pool_layers=(1, 3),
-                         batch_norm=True, input_normalisation="zscore")
+    config = ModelConfig(
+        architecture="factorised",
+        core_filters=(8, 16, 16),
+        core_kernels=(5, 5, 3),
+        batch_size=32,
+        l1_readout=0.01,
+        ensemble_size=4,
+        seed=7,
+        pool_layers=(1, 3),
+        batch_norm=True,
+        input_normalisation="zscore",
+    )
     text = yaml.safe_dump({"model": config.to_dict()})
     assert ModelConfig.from_dict(yaml.safe_load(text)["model"]) == config
 
@@ -135,9 +145,12 @@ def test_member_seeds_do_not_depend_on_ensemble_size():
 
 @pytest.mark.parametrize(
     "options",
-    [{"architecture": "kindel2017"}, {"architecture": "factorised"},
-     {"architecture": "factorised", "batch_norm": True, "pool_layers": (1,), "input_normalisation": "zscore"},
-     {"architecture": "factorised", "batch_norm": True, "pool_layers": (1,), "output_knots": 4}],
+    [
+        {"architecture": "kindel2017"},
+        {"architecture": "factorised"},
+        {"architecture": "factorised", "batch_norm": True, "pool_layers": (1,), "input_normalisation": "zscore"},
+        {"architecture": "factorised", "batch_norm": True, "pool_layers": (1,), "output_knots": 4},
+    ],
 )
 def test_fused_ensemble_equals_independent_members(options):
     config = ModelConfig(core_filters=(4, 8), core_kernels=(5, 3), **options)
@@ -207,4 +220,3 @@ def test_unit_nonlinearity_starts_as_the_identity_and_can_bend():
         expected = z + torch.stack([torch.relu(z - t) for t in hinges]).sum(0)
         assert torch.allclose(nonlinearity(z), expected)
         assert nonlinearity(z)[0, 0, 3] == pytest.approx(4.0 + 5 + 4 + 3 + 2 + 1)
-

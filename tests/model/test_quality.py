@@ -26,13 +26,19 @@ WINDOW_S = 0.05
 
 def simulated_dataset(n_units: int, n_images: int, n_repeats: int, seed: int) -> ResponseDataset:
     population = SimulatedV1(n_units=n_units, seed=seed)
-    images = natural_images(n_images, size_px=population.size_px,
-                            aperture_diameter_px=population.spec.aperture_diameter_px, seed=seed + 100)
+    images = natural_images(
+        n_images, size_px=population.size_px, aperture_diameter_px=population.spec.aperture_diameter_px, seed=seed + 100
+    )
     rates = population.expected_rates(images)
     rng = np.random.default_rng(seed)
     counts = rng.poisson(np.repeat(rates[:, None, :], n_repeats, axis=1) * WINDOW_S)
-    return ResponseDataset(preprocess(images), (counts / WINDOW_S).astype(np.float32), population.unit_ids,
-                           np.arange(n_images, dtype=np.int64), f"simulated V1 seed {seed}")
+    return ResponseDataset(
+        preprocess(images),
+        (counts / WINDOW_S).astype(np.float32),
+        population.unit_ids,
+        np.arange(n_images, dtype=np.int64),
+        f"simulated V1 seed {seed}",
+    )
 
 
 def reliable_r_over_rmax(dataset: ResponseDataset, config: ModelConfig) -> float:

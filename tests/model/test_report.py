@@ -134,13 +134,11 @@ def test_summary_table_lines_and_pooled_row():
         SessionRow("02", 30, 0.6, 0.65, float("nan"), float("nan"), 0.5, None),
     ]
     lines = summary_table(rows).splitlines()
-    assert lines[0].split() == [
-        "session", "units", "r", "r/rmax", "CCnorm", "r_linear", "r≥0.9rmax", "fit", "time"]
+    assert lines[0].split() == ["session", "units", "r", "r/rmax", "CCnorm", "r_linear", "r≥0.9rmax", "fit", "time"]
     assert lines[2].split() == ["01", "10", "0.200", "0.250", "0.300", "0.010", "10%", "12.0", "s"]
     assert lines[3].split() == ["02", "30", "0.600", "0.650", "–", "–", "50%", "–"]
     # unit-weighted: r = (10*0.2 + 30*0.6) / 40 = 0.5; CCnorm only from session 01
-    assert lines[5].split() == [
-        "all", "(unit-weighted)", "40", "0.500", "0.550", "0.300", "0.010", "40%", "12.0", "s"]
+    assert lines[5].split() == ["all", "(unit-weighted)", "40", "0.500", "0.550", "0.300", "0.010", "40%", "12.0", "s"]
     assert len({len(line) for line in lines}) == 1  # columns line up
     single = summary_table([SessionRow.from_report("x", small_report(), fit_time_s=3.25)]).splitlines()
     assert len(single) == 3 and single[2].split()[:3] == ["x", "3", "0.700"]

@@ -19,7 +19,11 @@ from closedloop.model.checkpoint import save_checkpoint  # noqa: E402
 from closedloop.model.model_config import ModelConfig  # noqa: E402
 from closedloop.model.predict import predict  # noqa: E402
 from closedloop.model.saved import (  # noqa: E402
-    checkpoint_preprocessing, load_saved, model_file_name, model_path, predict_pixels,
+    checkpoint_preprocessing,
+    load_saved,
+    model_file_name,
+    model_path,
+    predict_pixels,
 )
 from closedloop.model.train import fit_model  # noqa: E402
 
@@ -29,8 +33,9 @@ PREPROCESSING = Preprocessing(downsample=2, crop=15)
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     dataset = dataclasses.replace(make_dataset(n_images=30, n_units=3, size=15, seed=4), preprocessing=PREPROCESSING)
-    fitted = fit_model(dataset, ModelConfig(core_filters=(4,), core_kernels=(5,), dense_units=8, max_epochs=2, seed=0),
-                       device="cpu")
+    fitted = fit_model(
+        dataset, ModelConfig(core_filters=(4,), core_kernels=(5,), dense_units=8, max_epochs=2, seed=0), device="cpu"
+    )
     folder = tmp_path_factory.mktemp("models")
     save_checkpoint(model_path(folder, 7), fitted, model_version=7)
     return folder
@@ -59,8 +64,10 @@ def test_display_pixels_are_preprocessed_as_the_model_was_fitted(saved):
     assert rates.shape == (5, 3) and rates.dtype == np.float64
     np.testing.assert_allclose(rates, predict(checkpoint, preprocess(pixels, PREPROCESSING)), rtol=1e-6)
     as_bytes = np.round(pixels * 255).astype(np.uint8)  # uint8 display images are scaled, not clipped
-    np.testing.assert_allclose(predict_pixels(checkpoint, as_bytes), predict_pixels(checkpoint, as_bytes / 255.0),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        predict_pixels(checkpoint, as_bytes), predict_pixels(checkpoint, as_bytes / 255.0), rtol=1e-5, atol=1e-6
+    )
     # a rounding excursion outside [0, 1] is clipped before preprocessing
-    np.testing.assert_allclose(predict_pixels(checkpoint, pixels * 1.5 - 0.25),
-                               predict_pixels(checkpoint, np.clip(pixels * 1.5 - 0.25, 0, 1)))
+    np.testing.assert_allclose(
+        predict_pixels(checkpoint, pixels * 1.5 - 0.25), predict_pixels(checkpoint, np.clip(pixels * 1.5 - 0.25, 0, 1))
+    )

@@ -20,11 +20,16 @@ from closedloop.model.networks import ModelConfig  # noqa: E402
 from closedloop.model.predict import predict  # noqa: E402
 from closedloop.model.split import split_images  # noqa: E402
 from closedloop.model.train import (  # noqa: E402
-    ExcludedUnitsWarning, _member_subsets, eq1_loss, fit_ensemble, fit_model,
+    ExcludedUnitsWarning,
+    _member_subsets,
+    eq1_loss,
+    fit_ensemble,
+    fit_model,
 )
 
-TINY = ModelConfig(core_filters=(4,), core_kernels=(5,), dense_units=16, max_epochs=8, patience=100,
-                   stop_check_every=2, seed=0)
+TINY = ModelConfig(
+    core_filters=(4,), core_kernels=(5,), dense_units=16, max_epochs=8, patience=100, stop_check_every=2, seed=0
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +42,13 @@ def mean_pearson_r(prediction: np.ndarray, measured: np.ndarray) -> float:
 
 
 def with_trial_rates(dataset: ResponseDataset, trial_rates: np.ndarray) -> ResponseDataset:
-    return ResponseDataset(dataset.images, trial_rates.astype(np.float32), dataset.unit_ids, dataset.image_ids,
-                           dataset.source)
+    return ResponseDataset(
+        dataset.images, trial_rates.astype(np.float32), dataset.unit_ids, dataset.image_ids, dataset.source
+    )
 
 
 # --- split -----------------------------------------------------------------------------------------
+
 
 def test_split_sizes_follow_the_paper():
     split = split_images(270, seed=1)
@@ -63,6 +70,7 @@ def test_split_with_too_few_images_is_an_error(n_images):
 
 
 # --- loss and unit exclusion ----------------------------------------------------------------------
+
 
 def test_eq1_loss_matches_a_hand_computation():
     prediction = torch.tensor([[1.0, 0.0], [2.0, 4.0], [0.0, 1.0]])
@@ -99,8 +107,7 @@ def test_no_fittable_unit_is_an_error(small_dataset):
 
 def test_training_loss_is_normalised_eq1(small_dataset):
     # With max_epochs=1, the recorded training loss is Eq. 1 / (images × units) of the initial weights.
-    result = fit_model(small_dataset, TINY.replace(max_epochs=1, dropout_keep=1.0, learning_rate=1e-9),
-                       device="cpu")
+    result = fit_model(small_dataset, TINY.replace(max_epochs=1, dropout_keep=1.0, learning_rate=1e-9), device="cpu")
     split = result.split
     rates = torch.as_tensor(small_dataset.mean_rates[split.train], dtype=torch.float64)
     prediction = torch.as_tensor(predict(result.model, small_dataset.images[split.train]), dtype=torch.float64)
@@ -109,6 +116,7 @@ def test_training_loss_is_normalised_eq1(small_dataset):
 
 
 # --- determinism and early stopping ---------------------------------------------------------------
+
 
 def test_same_seed_same_weights_on_cpu(small_dataset):
     first = fit_model(small_dataset, TINY, device="cpu", seed=11)
@@ -153,6 +161,7 @@ def test_minibatch_training_runs(small_dataset):
 
 # --- ensembles -------------------------------------------------------------------------------------
 
+
 def test_fused_and_independent_training_agree_without_dropout(small_dataset):
     config = TINY.replace(dropout_keep=1.0, max_epochs=5, ensemble_size=2)
     fused = fit_ensemble(small_dataset, config, n_members=2, mode="fused", device="cpu")
@@ -169,9 +178,22 @@ def test_fused_rotating_stop_sets_train_each_member_as_if_alone(small_dataset):
     # Members train on different images of one batch (per-member masks, batch-norm
     # statistics over each member's own images); early stopping freezes each member as
     # its own patience runs out.  The result must be the members trained one by one.
-    config = ModelConfig(architecture="factorised", core_filters=(4, 4), core_kernels=(5, 5), pool_layers=(1,),
-                         batch_norm=True, output_knots=4, l1_readout=0.01, learning_rate=3e-3, max_epochs=40,
-                         patience=5, stop_check_every=3, stop_sets="rotating", ensemble_size=3, seed=2)
+    config = ModelConfig(
+        architecture="factorised",
+        core_filters=(4, 4),
+        core_kernels=(5, 5),
+        pool_layers=(1,),
+        batch_norm=True,
+        output_knots=4,
+        l1_readout=0.01,
+        learning_rate=3e-3,
+        max_epochs=40,
+        patience=5,
+        stop_check_every=3,
+        stop_sets="rotating",
+        ensemble_size=3,
+        seed=2,
+    )
     fused = fit_model(small_dataset, config.replace(ensemble_mode="fused"), device="cpu")
     alone = fit_model(small_dataset, config.replace(ensemble_mode="independent"), device="cpu")
     assert np.array_equal(fused.best_epoch, alone.best_epoch)
@@ -194,6 +216,7 @@ def test_ensemble_prediction_is_the_member_mean(small_dataset):
 
 # --- using the stopping images for training too -----------------------------------------------------
 
+
 def test_rotating_stop_sets_cover_every_fit_image_and_never_the_held_out_ones():
     split = split_images(100, seed=4)
     subsets = _member_subsets(split, ModelConfig(stop_sets="rotating", ensemble_size=4))
@@ -207,14 +230,18 @@ def test_rotating_stop_sets_cover_every_fit_image_and_never_the_held_out_ones():
     assert all(np.array_equal(stop, split.stop) for _, stop in shared)
 
 
-@pytest.mark.parametrize("options", [
-    {"refit": True},
-    {"refit": True, "stop_sets": "rotating", "ensemble_size": 2},
-    {"refit": True, "ensemble_size": 2, "ensemble_mode": "fused"},
-])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"refit": True},
+        {"refit": True, "stop_sets": "rotating", "ensemble_size": 2},
+        {"refit": True, "ensemble_size": 2, "ensemble_mode": "fused"},
+    ],
+)
 def test_refit_ignores_held_out_responses_and_differs_from_the_stopped_fit(small_dataset, options):
-    config = TINY.replace(architecture="factorised", batch_norm=True, pool_layers=(1,), max_epochs=8,
-                          learning_rate=1e-2, **options)
+    config = TINY.replace(
+        architecture="factorised", batch_norm=True, pool_layers=(1,), max_epochs=8, learning_rate=1e-2, **options
+    )
     result = fit_model(small_dataset, config, device="cpu")
     held_out = result.split.held_out
     trials = small_dataset.trial_rates.copy()
@@ -233,6 +260,7 @@ def test_refit_ignores_held_out_responses_and_differs_from_the_stopped_fit(small
 
 # --- the point of the CNN --------------------------------------------------------------------------
 
+
 def test_linear_baseline_recovers_a_linear_population():
     dataset = make_dataset(n_images=60, n_units=3, size=11, seed=1)
     weights = np.random.default_rng(0).standard_normal((121, 3))
@@ -246,8 +274,9 @@ def test_linear_baseline_recovers_a_linear_population():
 def test_cnn_beats_the_linear_baseline_on_held_out_images():
     dataset = make_dataset(n_images=240, n_units=6, size=21, seed=0)
     # A one-layer core keeps this fast; on this seed r is about 0.67 (CNN) vs 0.38 (linear).
-    cnn_config = ModelConfig(core_filters=(8,), core_kernels=(7,), dense_units=64, learning_rate=5e-3,
-                             max_epochs=200, patience=40, seed=0)
+    cnn_config = ModelConfig(
+        core_filters=(8,), core_kernels=(7,), dense_units=64, learning_rate=5e-3, max_epochs=200, patience=40, seed=0
+    )
     cnn = fit_model(dataset, cnn_config, device="cpu")
     linear = fit_model(dataset, ModelConfig(architecture="linear", seed=0), device="cpu")
     held_out = cnn.split.held_out
@@ -260,14 +289,31 @@ def test_cnn_beats_the_linear_baseline_on_held_out_images():
 
 # --- CUDA graphs ----------------------------------------------------------------------------------
 
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("config", [
-    TINY.replace(dropout_keep=1.0, max_epochs=30, ensemble_size=2, ensemble_mode="fused"),
-    ModelConfig(architecture="factorised", core_filters=(4, 4), core_kernels=(5, 5), pool_layers=(1,),
-                batch_norm=True, output_knots=4, max_epochs=30, patience=5, stop_check_every=3,
-                stop_sets="rotating", ensemble_size=3, ensemble_mode="fused", seed=1),
-], ids=["dense-fused", "factorised-rotating"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        TINY.replace(dropout_keep=1.0, max_epochs=30, ensemble_size=2, ensemble_mode="fused"),
+        ModelConfig(
+            architecture="factorised",
+            core_filters=(4, 4),
+            core_kernels=(5, 5),
+            pool_layers=(1,),
+            batch_norm=True,
+            output_knots=4,
+            max_epochs=30,
+            patience=5,
+            stop_check_every=3,
+            stop_sets="rotating",
+            ensemble_size=3,
+            ensemble_mode="fused",
+            seed=1,
+        ),
+    ],
+    ids=["dense-fused", "factorised-rotating"],
+)
 def test_cuda_graph_epochs_equal_eager_epochs(small_dataset, config):
     graphed = fit_model(small_dataset, config, device="cuda")
     eager = fit_model(small_dataset, config.replace(cuda_graphs=False), device="cuda")

@@ -15,8 +15,7 @@ from closedloop.monitor.synthetic import SyntheticSession  # noqa: E402
 @pytest.fixture(scope="session")
 def synthetic_messages() -> list:
     """A small simulated closed-loop session (natural block, fit, one loop iteration)."""
-    session = SyntheticSession(n_units=12, n_images=10, repeats=2, iterations=1, synth_units=2, seed=3,
-                               n_candidates=30)
+    session = SyntheticSession(n_units=12, n_images=10, repeats=2, iterations=1, synth_units=2, seed=3, n_candidates=30)
     return list(session.messages())
 
 

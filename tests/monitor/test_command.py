@@ -24,8 +24,23 @@ def test_a_session_file(tmp_path, capsys):
     archive = tmp_path / "sim.h5"
     make_archive(archive, ArchiveSpec(layout="session", seed=1, n_units=6, n_images=4, n_repeats=2))
     out, summary = tmp_path / "shot.png", tmp_path / "summary.json"
-    assert main(["monitor", str(archive), "--unit", "2", "--screenshot", str(out), "--duration", "1.5",
-                 "--json", str(summary)]) == 0
+    assert (
+        main(
+            [
+                "monitor",
+                str(archive),
+                "--unit",
+                "2",
+                "--screenshot",
+                str(out),
+                "--duration",
+                "1.5",
+                "--json",
+                str(summary),
+            ]
+        )
+        == 0
+    )
     assert png_ok(out)
     result = json.loads(summary.read_text())
     assert result["trials"] == 4 * 2 + 64 * 2 and result["units"] == 6
@@ -44,8 +59,10 @@ def test_live_streams_from_a_rig_file(tmp_path):
     publisher = SyntheticPublisher(endpoints, session, trials_per_s=100).start(delay_s=1.0)
     out, summary = tmp_path / "live.png", tmp_path / "live.json"
     try:
-        assert main(["monitor", "--rig", str(rig), "--screenshot", str(out), "--duration", "3",
-                     "--json", str(summary)]) == 0
+        assert (
+            main(["monitor", "--rig", str(rig), "--screenshot", str(out), "--duration", "3", "--json", str(summary)])
+            == 0
+        )
     finally:
         publisher.stop()
     result = json.loads(summary.read_text())
@@ -54,13 +71,16 @@ def test_live_streams_from_a_rig_file(tmp_path):
     assert result["trials"] > 0 and result["model_version"] >= 1
 
 
-@pytest.mark.parametrize("argv, wording", [
-    (["--connect", "rig-pc:5600"], "host only"),
-    (["--connect", "tcp://"], "host name"),
-    (["missing.h5"], "does not exist"),
-    (["x.h5", "--demo"], "not both"),
-    (["--demo", "--screenshot", "out.jpg"], "must end in .png"),
-])
+@pytest.mark.parametrize(
+    "argv, wording",
+    [
+        (["--connect", "rig-pc:5600"], "host only"),
+        (["--connect", "tcp://"], "host name"),
+        (["missing.h5"], "does not exist"),
+        (["x.h5", "--demo"], "not both"),
+        (["--demo", "--screenshot", "out.jpg"], "must end in .png"),
+    ],
+)
 def test_bad_arguments_are_one_clear_line(argv, wording, capsys):
     assert main(["monitor", *argv]) == 2
     assert wording in capsys.readouterr().err

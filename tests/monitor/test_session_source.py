@@ -43,23 +43,35 @@ def test_a_finished_session_file_shows_its_data(archive):
 
 
 def _writer(path):
-    return SessionWriter(path, session_id="live", unit_ids=[4, 5], channels=[0, 1], stimulus_shape=(8, 8),
-                         response_window_s=(0.05, 0.1))
+    return SessionWriter(
+        path, session_id="live", unit_ids=[4, 5], channels=[0, 1], stimulus_shape=(8, 8), response_window_s=(0.05, 0.1)
+    )
 
 
 def test_a_growing_session_is_followed_block_by_block(tmp_path, rng):
     path = tmp_path / "live.h5"
     with _writer(path) as writer:
         ids = writer.add_stimuli(rng.uniform(0, 1, (3, 8, 8)), "natural")
-        writer.append_block("natural", stimulus_ids=ids, onsets_s=[1.0, 1.5, 2.0],
-                            responses_hz=[[1, 2], [3, 4], [5, 6]], dropped_frames=[0, 1, 0])
+        writer.append_block(
+            "natural",
+            stimulus_ids=ids,
+            onsets_s=[1.0, 1.5, 2.0],
+            responses_hz=[[1, 2], [3, 4], [5, 6]],
+            dropped_frames=[0, 1, 0],
+        )
         state = MonitorState()
         source = SessionSource(path, state)
         assert source.poll() == 1
         assert state.view().counts["trials"] == 3 and state.view().dropped_frames == 1
         assert source.poll() == 0
-        synth = writer.add_stimuli(rng.uniform(0, 1, (2, 8, 8)), "synthesized", unit_id=[4, 5],
-                                   target_hz=[10.0, 20.0], achieved_hz=[11.0, 19.0], model_version=1)
+        synth = writer.add_stimuli(
+            rng.uniform(0, 1, (2, 8, 8)),
+            "synthesized",
+            unit_id=[4, 5],
+            target_hz=[10.0, 20.0],
+            achieved_hz=[11.0, 19.0],
+            model_version=1,
+        )
         writer.append_block("synthesized", stimulus_ids=synth, onsets_s=[3.0, 3.5], responses_hz=[[12, 0], [0, 25]])
         assert source.poll() == 1
         source.stop()
@@ -106,9 +118,19 @@ def test_the_runner_journal_gives_model_versions_and_loop_iterations(archive, tm
     shutil.copy(archive, session)
     journal = Journal(journal_path(session))
     journal.append(BlockRecord(0, 0, "blocks[0]", "natural", "finished", n_trials=12))
-    journal.append(BlockRecord(1, 1, "blocks[1]", "fit", "finished", model_version=1,
-                               metrics={"r_mean": 0.4, "r_median": 0.5}, unit_ids=list(range(1, 9)),
-                               heldout_r=[0.1, None, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8]))
+    journal.append(
+        BlockRecord(
+            1,
+            1,
+            "blocks[1]",
+            "fit",
+            "finished",
+            model_version=1,
+            metrics={"r_mean": 0.4, "r_median": 0.5},
+            unit_ids=list(range(1, 9)),
+            heldout_r=[0.1, None, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8],
+        )
+    )
     journal.append(BlockRecord(2, 2, "blocks[2].blocks[0]", "synthesize", "finished", iteration=1, model_version=1))
     journal.append(BlockRecord(3, 3, "blocks[2].blocks[1]", "present_synthesized", "finished", iteration=1))
     state = MonitorState(unit=3)
@@ -132,12 +154,16 @@ def test_saved_model_versions_predict_the_stimuli_of_a_session_file(tmp_path):
 
     session = tmp_path / "run.h5"
     make_archive(session, ArchiveSpec(layout="session", seed=3, n_units=6, n_images=12, n_repeats=2))
-    fitted = fit_model(load_dataset(session), ModelConfig(core_filters=(4,), core_kernels=(5,), dense_units=8,
-                                                          max_epochs=3, patience=5, seed=0), device="cpu")
+    fitted = fit_model(
+        load_dataset(session),
+        ModelConfig(core_filters=(4,), core_kernels=(5,), dense_units=8, max_epochs=3, patience=5, seed=0),
+        device="cpu",
+    )
     (tmp_path / "models").mkdir()
     save_checkpoint(tmp_path / "models" / "model_v001.pt", fitted, model_version=1)
-    Journal(journal_path(session)).append(BlockRecord(0, 0, "blocks[0]", "natural", "finished", model_version=1,
-                                                      metrics={"r_mean": 0.3}))
+    Journal(journal_path(session)).append(
+        BlockRecord(0, 0, "blocks[0]", "natural", "finished", model_version=1, metrics={"r_mean": 0.3})
+    )
     unit = int(fitted.unit_ids[0])
     state = MonitorState(unit=unit)
     source = SessionSource(session, state)  # models/ next to the file is found by itself

@@ -13,8 +13,13 @@ UNITS = np.array([7, 3, 11])
 
 def responses(block, trial0, stimulus_ids, rates, units=UNITS):
     n = len(stimulus_ids)
-    return msg.Responses(block=block, trial_ids=trial0 + np.arange(n), stimulus_ids=np.asarray(stimulus_ids),
-                         rates=np.asarray(rates, dtype=float), unit_ids=units)
+    return msg.Responses(
+        block=block,
+        trial_ids=trial0 + np.arange(n),
+        stimulus_ids=np.asarray(stimulus_ids),
+        rates=np.asarray(rates, dtype=float),
+        unit_ids=units,
+    )
 
 
 def test_predicted_vs_measured_matched_by_stimulus_id(rng):
@@ -25,8 +30,10 @@ def test_predicted_vs_measured_matched_by_stimulus_id(rng):
     state.ingest("responses", responses(1, 6, ids[::-1], rates2))  # same stimuli, other order
     predicted = rng.gamma(2, 5, (6, 3))
     # predictions name units in another order than the responses
-    state.ingest("model_events", msg.Predictions(rates=predicted[:, ::-1], unit_ids=UNITS[::-1], model_version=1,
-                                                 stimulus_ids=ids))
+    state.ingest(
+        "model_events",
+        msg.Predictions(rates=predicted[:, ::-1], unit_ids=UNITS[::-1], model_version=1, stimulus_ids=ids),
+    )
     view = state.view()
     measured = (rates1 + rates2[::-1]) / 2
     order = np.argsort(view.unit_points["stimulus_id"])
@@ -86,21 +93,37 @@ def test_synthesized_images_matched_by_pixels_then_measured(rng):
     state = MonitorState()
     images = rng.uniform(0, 1, (3, 8, 8)).astype(np.float32)
     state.ingest("responses", msg.BlockStatus(block=4, kind="synthesize", state="finished", iteration=2))
-    state.ingest("model_events", msg.SynthesizeResult(
-        unit_ids=np.array([7, 7, 3]), targets=np.array([5.0, 10.0, np.nan]), images=images,
-        achieved=np.array([6.0, 9.0, 30.0]), model_version=2))
+    state.ingest(
+        "model_events",
+        msg.SynthesizeResult(
+            unit_ids=np.array([7, 7, 3]),
+            targets=np.array([5.0, 10.0, np.nan]),
+            images=images,
+            achieved=np.array([6.0, 9.0, 30.0]),
+            model_version=2,
+        ),
+    )
     # the runner sends them as uint8, in another order, with a natural image in between
     pixels = np.round(np.stack([images[2], rng.uniform(0, 1, (8, 8)), images[0], images[1]]) * 255).astype(np.uint8)
-    state.ingest("responses", msg.BlockRequest(block=5, kind="mixed", stimulus_ids=np.array([40, 41, 42, 43]),
-                                               image_ids=np.array([40, 41, 42, 43]), pixels=pixels))
+    state.ingest(
+        "responses",
+        msg.BlockRequest(
+            block=5,
+            kind="mixed",
+            stimulus_ids=np.array([40, 41, 42, 43]),
+            image_ids=np.array([40, 41, 42, 43]),
+            pixels=pixels,
+        ),
+    )
     state.ingest("responses", responses(5, 0, [42, 43, 40, 42], [[4, 0, 0], [12, 0, 0], [0, 35, 0], [6, 0, 0]]))
     s = state.view().synthesized
     np.testing.assert_array_equal(s["stimulus_id"], [42, 43, 40])
     np.testing.assert_allclose(s["measured_hz"], [5.0, 12.0, 35.0])
     np.testing.assert_array_equal(s["iteration"], [2, 2, 2])
     assert state.view().image is None  # nothing shown yet
-    state.ingest("stimulus", msg.StimulusShown(stimulus_id=41, trial=0, block=5, flip_time=0.0, n_frames=6,
-                                               dropped_frames=2))
+    state.ingest(
+        "stimulus", msg.StimulusShown(stimulus_id=41, trial=0, block=5, flip_time=0.0, n_frames=6, dropped_frames=2)
+    )
     view = state.view()
     np.testing.assert_allclose(view.image, pixels[1] / 255)
     assert view.dropped_frames == 2 and view.dropped_last_block == 2
@@ -109,11 +132,27 @@ def test_synthesized_images_matched_by_pixels_then_measured(rng):
 def test_synthesized_images_matched_by_order_when_pixels_differ(rng):
     state = MonitorState()
     images = rng.uniform(0, 1, (2, 8, 8))
-    state.ingest("model_events", msg.SynthesizeResult(unit_ids=np.array([7, 3]), targets=np.array([5.0, 10.0]),
-                                                      images=images, achieved=np.array([6.0, 9.0]), model_version=1))
+    state.ingest(
+        "model_events",
+        msg.SynthesizeResult(
+            unit_ids=np.array([7, 3]),
+            targets=np.array([5.0, 10.0]),
+            images=images,
+            achieved=np.array([6.0, 9.0]),
+            model_version=1,
+        ),
+    )
     # a runner that gamma-corrected the images: no fingerprint matches, the block kind says synthesized
-    state.ingest("responses", msg.BlockRequest(block=1, kind="present_synthesized", stimulus_ids=np.array([8, 9]),
-                                               image_ids=np.array([8, 9]), pixels=images ** 2.2))
+    state.ingest(
+        "responses",
+        msg.BlockRequest(
+            block=1,
+            kind="present_synthesized",
+            stimulus_ids=np.array([8, 9]),
+            image_ids=np.array([8, 9]),
+            pixels=images**2.2,
+        ),
+    )
     assert list(state.view().synthesized["stimulus_id"]) == [8, 9]
     assert state.view().counts["synth_by_order"] == 2
 
@@ -164,10 +203,26 @@ def test_a_synthesize_result_that_arrives_after_its_block_request_still_matches(
     # the runner's and the model server's streams are separate connections: no order between them
     state = MonitorState()
     images = rng.uniform(0, 1, (2, 8, 8))
-    state.ingest("responses", msg.BlockRequest(block=3, kind="present_synthesized", stimulus_ids=np.array([20, 21]),
-                                               image_ids=np.array([20, 21]), pixels=images[::-1]))
-    state.ingest("model_events", msg.SynthesizeResult(unit_ids=np.array([7, 3]), targets=np.array([5.0, 10.0]),
-                                                      images=images, achieved=np.array([6.0, 9.0]), model_version=1))
+    state.ingest(
+        "responses",
+        msg.BlockRequest(
+            block=3,
+            kind="present_synthesized",
+            stimulus_ids=np.array([20, 21]),
+            image_ids=np.array([20, 21]),
+            pixels=images[::-1],
+        ),
+    )
+    state.ingest(
+        "model_events",
+        msg.SynthesizeResult(
+            unit_ids=np.array([7, 3]),
+            targets=np.array([5.0, 10.0]),
+            images=images,
+            achieved=np.array([6.0, 9.0]),
+            model_version=1,
+        ),
+    )
     assert list(state.view().synthesized["stimulus_id"]) == [21, 20]
 
 

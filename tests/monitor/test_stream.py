@@ -30,15 +30,15 @@ def wait_until(condition, timeout_s: float = 10.0) -> bool:
 
 def test_synthetic_stream_over_tcp_reaches_the_state(synthetic_messages):
     state = MonitorState()
-    session = SyntheticSession(n_units=12, n_images=10, repeats=2, iterations=1, synth_units=2, seed=3,
-                               n_candidates=30)
+    session = SyntheticSession(n_units=12, n_images=10, repeats=2, iterations=1, synth_units=2, seed=3, n_candidates=30)
     publisher = SyntheticPublisher({name: tcp_endpoint() for name in STREAMS}, session)
     receiver = StreamReceiver(publisher.endpoints, state).start()
     publisher.start(delay_s=0.5)
     try:
         assert publisher.done.wait(30)
-        assert wait_until(lambda: sum(sum(h.by_type.values()) for h in state.view().health.values())
-                          == len(synthetic_messages))
+        assert wait_until(
+            lambda: sum(sum(h.by_type.values()) for h in state.view().health.values()) == len(synthetic_messages)
+        )
     finally:
         publisher.stop()
         receiver.stop()

@@ -41,11 +41,21 @@ acquisition:
 """
 
 
-def write_rig(folder: Path, *, refresh_hz: float = 60, gamma: float | None = None, mean_luminance: float = 0.5,
-              fullscreen: bool = False) -> Rig:
+def write_rig(
+    folder: Path,
+    *,
+    refresh_hz: float = 60,
+    gamma: float | None = None,
+    mean_luminance: float = 0.5,
+    fullscreen: bool = False,
+) -> Rig:
     """An 800 × 600 px rig (about 20 px/deg, aperture ≈ 60 px) with 20 × 20 px stimuli."""
-    text = RIG_TEMPLATE.format(refresh_hz=refresh_hz, gamma="null" if gamma is None else gamma,
-                               mean_luminance=mean_luminance, fullscreen=str(fullscreen).lower())
+    text = RIG_TEMPLATE.format(
+        refresh_hz=refresh_hz,
+        gamma="null" if gamma is None else gamma,
+        mean_luminance=mean_luminance,
+        fullscreen=str(fullscreen).lower(),
+    )
     path = folder / f"rig_{refresh_hz}_{gamma}_{mean_luminance}_{fullscreen}.yaml"
     path.write_text(text)
     return load_rig(path)
@@ -79,7 +89,9 @@ def quadrant_image(size: int = 20) -> np.ndarray:
 def xvfb_display():
     """Start Xvfb (1920 × 1080, 24 bit, GLX) for this session and point DISPLAY at it."""
     if shutil.which("Xvfb") is None:
-        pytest.skip("Xvfb is not installed (apt-get install -y xvfb libgl1 libglx-mesa0 libgl1-mesa-dri); "
-                    "the PsychoPy presenter tests draw on it")
+        pytest.skip(
+            "Xvfb is not installed (apt-get install -y xvfb libgl1 libglx-mesa0 libgl1-mesa-dri); "
+            "the PsychoPy presenter tests draw on it"
+        )
     with virtual_display(1920, 1080) as display:
         yield display

@@ -42,13 +42,25 @@ def _receive(shown: Subscriber, n: int, timeout_ms: int = 2000) -> list[Stimulus
 
 @pytest.mark.parametrize("make_endpoint", [inproc_endpoint, tcp_endpoint])
 def test_block_request_in_stimulus_shown_out(test_rig, timing, make_endpoint) -> None:
-    component = PresenterComponent("presenter", rig=test_rig, timing=timing, request_endpoint=make_endpoint(),
-                                   shown_endpoint=make_endpoint(), presenter_options={"start_time": 50.0})
+    component = PresenterComponent(
+        "presenter",
+        rig=test_rig,
+        timing=timing,
+        request_endpoint=make_endpoint(),
+        shown_endpoint=make_endpoint(),
+        presenter_options={"start_time": 50.0},
+    )
     component.setup()
     client, shown = _connect(component)
     try:
-        assert client.send(BlockRequest(block=2, kind="synthesized", stimulus_ids=[11, 12], repeats=2,
-                                        image_ids=[11, 12], pixels=_pixels(2))) is not None
+        assert (
+            client.send(
+                BlockRequest(
+                    block=2, kind="synthesized", stimulus_ids=[11, 12], repeats=2, image_ids=[11, 12], pixels=_pixels(2)
+                )
+            )
+            is not None
+        )
         _step_until(component, lambda: component.blocks_shown == 1)
         messages = _receive(shown, 4)
         assert [m.stimulus_id for m in messages] == [11, 12, 11, 12]
@@ -67,8 +79,14 @@ def test_block_request_in_stimulus_shown_out(test_rig, timing, make_endpoint) ->
 
 
 def test_bad_block_is_answered_with_an_error_and_the_next_one_still_runs(test_rig, timing) -> None:
-    component = PresenterComponent("presenter", rig=test_rig, timing=timing, request_endpoint=inproc_endpoint(),
-                                   shown_endpoint=inproc_endpoint(), images={1: np.full((20, 20), 0.5)})
+    component = PresenterComponent(
+        "presenter",
+        rig=test_rig,
+        timing=timing,
+        request_endpoint=inproc_endpoint(),
+        shown_endpoint=inproc_endpoint(),
+        images={1: np.full((20, 20), 0.5)},
+    )
     component.setup()
     client, shown = _connect(component)
     try:
@@ -76,8 +94,11 @@ def test_bad_block_is_answered_with_an_error_and_the_next_one_still_runs(test_ri
         assert isinstance(reply, Error) and reply.code == "bad_block"
         assert "block 0 (natural) not shown: stimulus 9 has no image" in reply.message
         wrong_size = np.zeros((1, 19, 19), dtype=np.float32)
-        reply = _request_and_step(component, client,
-                                  BlockRequest(block=1, kind="synthesized", stimulus_ids=[5], image_ids=[5], pixels=wrong_size))
+        reply = _request_and_step(
+            component,
+            client,
+            BlockRequest(block=1, kind="synthesized", stimulus_ids=[5], image_ids=[5], pixels=wrong_size),
+        )
         assert isinstance(reply, Error) and "image is (19, 19)" in reply.message
         assert 5 not in component.images  # rejected pixels are not kept
         assert component.blocks_rejected == 2
@@ -100,14 +121,22 @@ def _request_and_step(component, client, request):
 
 def test_runs_under_the_supervisor_over_tcp(test_rig, timing) -> None:
     """As in the loop: the component in its own thread, a runner-side client and subscriber."""
-    component = PresenterComponent("presenter", rig=test_rig, timing=timing,
-                                   request_endpoint=tcp_endpoint(), shown_endpoint=tcp_endpoint(),
-                                   presenter_options={"realtime": True}, heartbeat_interval_s=0.1)
+    component = PresenterComponent(
+        "presenter",
+        rig=test_rig,
+        timing=timing,
+        request_endpoint=tcp_endpoint(),
+        shown_endpoint=tcp_endpoint(),
+        presenter_options={"realtime": True},
+        heartbeat_interval_s=0.1,
+    )
     supervisor = Supervisor([component], mode="thread")
     assert supervisor.start()
     client, shown = _connect(component)
     try:
-        client.send(BlockRequest(block=0, kind="natural", stimulus_ids=[3, 4, 5], image_ids=[3, 4, 5], pixels=_pixels(3)))
+        client.send(
+            BlockRequest(block=0, kind="natural", stimulus_ids=[3, 4, 5], image_ids=[3, 4, 5], pixels=_pixels(3))
+        )
         messages = _receive(shown, 3)
         assert [m.stimulus_id for m in messages] == [3, 4, 5]
         onsets = np.array([m.flip_time for m in messages])
@@ -121,12 +150,20 @@ def test_runs_under_the_supervisor_over_tcp(test_rig, timing) -> None:
 
 
 def test_psychopy_presenter_component(xvfb_display, test_rig, timing) -> None:
-    component = PresenterComponent("presenter", rig=test_rig, timing=timing, request_endpoint=inproc_endpoint(),
-                                   shown_endpoint=inproc_endpoint(), presenter="psychopy")
+    component = PresenterComponent(
+        "presenter",
+        rig=test_rig,
+        timing=timing,
+        request_endpoint=inproc_endpoint(),
+        shown_endpoint=inproc_endpoint(),
+        presenter="psychopy",
+    )
     component.setup()
     client, shown = _connect(component)
     try:
-        client.send(BlockRequest(block=7, kind="synthesized", stimulus_ids=[1, 2, 3], image_ids=[1, 2, 3], pixels=_pixels(3)))
+        client.send(
+            BlockRequest(block=7, kind="synthesized", stimulus_ids=[1, 2, 3], image_ids=[1, 2, 3], pixels=_pixels(3))
+        )
         _step_until(component, lambda: component.blocks_shown == 1)
         messages = _receive(shown, 3)
         assert [(m.stimulus_id, m.trial, m.block) for m in messages] == [(1, 0, 7), (2, 1, 7), (3, 2, 7)]
@@ -140,5 +177,11 @@ def test_psychopy_presenter_component(xvfb_display, test_rig, timing) -> None:
 
 def test_unknown_presenter_kind(test_rig, timing) -> None:
     with pytest.raises(ValueError, match="presenter must be 'psychopy' or 'headless'"):
-        PresenterComponent("p", rig=test_rig, timing=timing, request_endpoint=inproc_endpoint(),
-                           shown_endpoint=inproc_endpoint(), presenter="qt")
+        PresenterComponent(
+            "p",
+            rig=test_rig,
+            timing=timing,
+            request_endpoint=inproc_endpoint(),
+            shown_endpoint=inproc_endpoint(),
+            presenter="qt",
+        )

@@ -39,7 +39,8 @@ def test_no_display_variable(monkeypatch, test_rig, timing) -> None:
 def test_display_that_is_not_there(tmp_path) -> None:
     """DISPLAY names no X server: the failure inside pyglet becomes the same clear error."""
     script = tmp_path / "open.py"
-    script.write_text(textwrap.dedent("""
+    script.write_text(
+        textwrap.dedent("""
         from closedloop.config import load_rig
         from closedloop.config.protocol import FrameTiming
         from closedloop.present import PresenterError
@@ -48,10 +49,12 @@ def test_display_that_is_not_there(tmp_path) -> None:
             PsychoPyPresenter().open(load_rig("rigs/sim.yaml"), FrameTiming(3, 3, 60.0))
         except PresenterError as error:
             print(error)
-    """))
+    """)
+    )
     env = {**os.environ, "DISPLAY": ":987654"}
-    result = subprocess.run([sys.executable, str(script)], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=60)
+    result = subprocess.run(
+        [sys.executable, str(script)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
     _assert_says_how_to_fix(result.stdout)
     assert "DISPLAY=':987654'" in result.stdout
     assert "Traceback" not in result.stdout + result.stderr

@@ -62,7 +62,7 @@ def test_disc_is_the_inscribed_circle() -> None:
 def test_gamma_encode_linearises() -> None:
     assert geometry.gamma_encode(0.25, None) == 0.25
     encoded = geometry.gamma_encode(np.array([0.0, 0.25, 1.0]), 2.2)
-    np.testing.assert_allclose(encoded ** 2.2, [0.0, 0.25, 1.0])
+    np.testing.assert_allclose(encoded**2.2, [0.0, 0.25, 1.0])
     np.testing.assert_allclose(geometry.gamma_encode(np.array([-0.5, 1.5]), 2.0), [0.0, 1.0])
 
 
@@ -91,5 +91,5 @@ def test_expected_screen_places_everything(tmp_path) -> None:
     box, patch = geometry.aperture_box(rig), geometry.photodiode_box(rig)
     assert (patch.left, patch.top, patch.size) == (0, 560, 40)
     assert np.all(on[560:, :40] == 1.0) and np.all(off[560:, :40] == 0.0)
-    np.testing.assert_array_equal(on[box.top:box.bottom, box.left:box.right], texture)
+    np.testing.assert_array_equal(on[box.top : box.bottom, box.left : box.right], texture)
     assert np.all(off[:500, 100:] == 0.5)

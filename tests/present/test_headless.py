@@ -54,13 +54,16 @@ def test_uint8_images_are_accepted(test_rig, timing) -> None:
         assert len(presenter.show_block({7: image}, [7])) == 1
 
 
-@pytest.mark.parametrize(("stimuli", "order", "message"), [
-    ({}, [5], "stimulus 5 has no image; send its pixels"),
-    ({1: np.zeros((19, 20))}, [1], "image is (19, 20) but the rig's stimulus.size_px is 20"),
-    ({1: np.full((20, 20), 1.5)}, [1], "values span [1.5, 1.5] but must lie in [0, 1]"),
-    ({1: np.full((20, 20), np.nan)}, [1], "NaN or infinite"),
-    ({1: np.full((20, 20), "a")}, [1], "is not numeric"),
-])
+@pytest.mark.parametrize(
+    ("stimuli", "order", "message"),
+    [
+        ({}, [5], "stimulus 5 has no image; send its pixels"),
+        ({1: np.zeros((19, 20))}, [1], "image is (19, 20) but the rig's stimulus.size_px is 20"),
+        ({1: np.full((20, 20), 1.5)}, [1], "values span [1.5, 1.5] but must lie in [0, 1]"),
+        ({1: np.full((20, 20), np.nan)}, [1], "NaN or infinite"),
+        ({1: np.full((20, 20), "a")}, [1], "is not numeric"),
+    ],
+)
 def test_bad_stimuli_are_refused_before_anything_is_shown(test_rig, timing, stimuli, order, message) -> None:
     with HeadlessPresenter() as presenter:
         presenter.open(test_rig, timing)

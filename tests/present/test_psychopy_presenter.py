@@ -85,8 +85,13 @@ def test_onset_frame_shows_the_image_in_the_aperture(presenter, test_rig) -> Non
     assert onset[int(row - inside), int(column + inside)] == pytest.approx(0.1 * 255, abs=1)  # top-right
     assert onset[int(row + inside), int(column - inside)] == pytest.approx(0.3 * 255, abs=1)  # bottom-left
     assert onset[int(row + inside), int(column + inside)] == pytest.approx(0.7 * 255, abs=1)  # bottom-right
-    for d_row, d_column in ((0, radius + 2), (0, -radius - 2), (radius + 2, 0), (-radius - 2, 0),
-                            (0.75 * radius, 0.75 * radius)):  # just outside the disc, and its corner
+    for d_row, d_column in (
+        (0, radius + 2),
+        (0, -radius - 2),
+        (radius + 2, 0),
+        (-radius - 2, 0),
+        (0.75 * radius, 0.75 * radius),
+    ):  # just outside the disc, and its corner
         assert onset[int(row + d_row), int(column + d_column)] == pytest.approx(127.5, abs=1)
     assert np.all(onset[-40:, :40] == 255) and np.all(grabber.frames[4][-40:, :40] == 0)
     assert records[0].n_frames == 3 and len(records[0].frame_intervals) == 5

@@ -36,8 +36,9 @@ fit:
 """
 
 
-def write_protocol(folder: Path, *, fit: str = CNN_FIT, window_ms=(50, 100), seed: int = 5, name="protocol.yaml",
-                   blank_ms: int = 200):
+def write_protocol(
+    folder: Path, *, fit: str = CNN_FIT, window_ms=(50, 100), seed: int = 5, name="protocol.yaml", blank_ms: int = 200
+):
     path = folder / name
     path.write_text(PROTOCOL.format(seed=seed, start=window_ms[0], stop=window_ms[1], fit=fit, blank=blank_ms))
     return path

@@ -15,8 +15,24 @@ from .conftest import LINEAR_FIT, write_protocol
 def test_replay_command_prints_blocks_and_the_comparison_and_writes_json(archives, tmp_path, capsys):
     protocol = write_protocol(tmp_path, fit=LINEAR_FIT)
     out, summary = tmp_path / "out", tmp_path / "summary.json"
-    code = main(["replay", str(archives["session"]), "--protocol", str(protocol), "--device", "cpu", "--blocks", "4",
-                 "--fit-every", "2", "--out", str(out), "--json", str(summary)])
+    code = main(
+        [
+            "replay",
+            str(archives["session"]),
+            "--protocol",
+            str(protocol),
+            "--device",
+            "cpu",
+            "--blocks",
+            "4",
+            "--fit-every",
+            "2",
+            "--out",
+            str(out),
+            "--json",
+            str(summary),
+        ]
+    )
     printed = capsys.readouterr().out
     assert code == 0
     assert "replaying" in printed and "4 block(s), 160 trials" in printed
@@ -50,13 +66,34 @@ def test_bad_inputs_are_one_clear_line(archives, tmp_path, capsys):
     text.write_text("not a recording\n")
     _fails_with(["replay", str(text), "--protocol", protocol], capsys, "neither a closedloop session")
     late = str(write_protocol(tmp_path, fit=LINEAR_FIT, window_ms=(50, 120), name="late.yaml"))
-    _fails_with(["replay", str(archives["pvc8"]), "--protocol", late, "--units", "all"], capsys,
-                "response.window_ms", "pvc-8 records 106 ms")
-    _fails_with(["replay", str(archives["session"]), "--protocol", str(write_protocol(
-        tmp_path, fit=LINEAR_FIT, window_ms=(50, 400), blank_ms=400, name="long.yaml"))], capsys, "start every 300 ms")
+    _fails_with(
+        ["replay", str(archives["pvc8"]), "--protocol", late, "--units", "all"],
+        capsys,
+        "response.window_ms",
+        "pvc-8 records 106 ms",
+    )
+    _fails_with(
+        [
+            "replay",
+            str(archives["session"]),
+            "--protocol",
+            str(write_protocol(tmp_path, fit=LINEAR_FIT, window_ms=(50, 400), blank_ms=400, name="long.yaml")),
+        ],
+        capsys,
+        "start every 300 ms",
+    )
     big_crop = LINEAR_FIT + "  preprocessing: {downsample: 2, crop: 40}\n"
-    _fails_with(["replay", str(archives["session"]), "--protocol", str(write_protocol(
-        tmp_path, fit=big_crop, name="crop.yaml"))], capsys, "fit.preprocessing", "needs 80-px images")
+    _fails_with(
+        [
+            "replay",
+            str(archives["session"]),
+            "--protocol",
+            str(write_protocol(tmp_path, fit=big_crop, name="crop.yaml")),
+        ],
+        capsys,
+        "fit.preprocessing",
+        "needs 80-px images",
+    )
     no_fit = str(write_protocol(tmp_path, fit="", name="nofit.yaml"))
     _fails_with(["replay", str(archives["session"]), "--protocol", no_fit], capsys, "needs a 'fit:' section")
 

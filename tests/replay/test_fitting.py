@@ -35,8 +35,16 @@ def fitting(archives):
     events = Publisher(endpoints.model_events, source="model-server")
     link = ModelLink(endpoints.model, endpoints.model_events, request_timeout_s=0.2)
     rows, models, emitted, updates = [], {}, [], []
-    part = ReplayFitting(link, plan, DriverSettings(request_timeout_s=0.2), rows, models, {},
-                         emit=emitted.append, on_model=updates.append)
+    part = ReplayFitting(
+        link,
+        plan,
+        DriverSettings(request_timeout_s=0.2),
+        rows,
+        models,
+        {},
+        emit=emitted.append,
+        on_model=updates.append,
+    )
     yield part, events, emitted, updates
     link.close()
     events.close()
@@ -54,7 +62,7 @@ def test_nothing_sent_and_the_first_fittable_block_is_known(fitting):
 def test_a_server_that_never_answers_stops_the_replay(fitting):
     part, _, _, _ = fitting
     block = part.plan.blocks[0]
-    ids = part.plan.stimulus_ids[block.trial_start:block.trial_stop]
+    ids = part.plan.stimulus_ids[block.trial_start : block.trial_stop]
     row = BlockRow(block.number, block.label, "flagged", block.n_trials)
     with pytest.raises(ClosedLoopError, match="did not answer"):
         _finish(part.send_block(block, row, ids, np.ones((ids.size, part.plan.unit_ids.size))))

@@ -47,8 +47,9 @@ def test_flagged_and_uncommitted_blocks_are_reported_and_left_out(archives, line
     assert outcome.inputs.ok  # the offline loader leaves the flagged block out too
 
 
-def test_a_block_whose_photodiode_edges_do_not_match_is_flagged_and_the_replay_goes_on(archives, linear_protocol,
-                                                                                          rig, tmp_path):
+def test_a_block_whose_photodiode_edges_do_not_match_is_flagged_and_the_replay_goes_on(
+    archives, linear_protocol, rig, tmp_path
+):
     path = tmp_path / "edge.h5"
     shutil.copy(archives["session"], path)
     with h5py.File(path, "r+") as file:

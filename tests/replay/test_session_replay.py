@@ -61,8 +61,9 @@ def test_server_input_is_what_the_loader_gives(archives, cnn_protocol):
 
 
 def test_first_blocks_without_enough_images_wait_for_the_first_fit(archives, linear_protocol, rig):
-    outcome = replay_archive(archives["session"], linear_protocol, rig,
-                             ReplayOptions(device="cpu", block_trials=7, max_blocks=5))
+    outcome = replay_archive(
+        archives["session"], linear_protocol, rig, ReplayOptions(device="cpu", block_trials=7, max_blocks=5)
+    )
     first, second = outcome.rows[:2]
     assert first.state == "added" and first.version == 0
     assert "a fit needs at least 10" in first.detail and "block 1" in first.detail

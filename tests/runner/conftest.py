@@ -36,5 +36,3 @@ def brain_and_units(tmp_path_factory):
     brain = BrainSpec(scenario=str(scenario), seed=1, size_px=66)
     source = brain.build()
     return brain, np.asarray(source.unit_ids, np.int64), np.asarray(source.channels, np.int64)
-
-

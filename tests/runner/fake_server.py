@@ -16,7 +16,14 @@ import time
 import numpy as np
 
 from closedloop.messages import (
-    Accepted, Error, FitRequest, ModelUpdated, Predictions, PredictRequest, SynthesizeRequest, SynthesizeResult,
+    Accepted,
+    Error,
+    FitRequest,
+    ModelUpdated,
+    Predictions,
+    PredictRequest,
+    SynthesizeRequest,
+    SynthesizeResult,
 )
 from closedloop.runtime.component import Component
 from closedloop.transport import Publisher, RequestServer
@@ -25,8 +32,16 @@ from closedloop.transport import Publisher, RequestServer
 class FakeModelServer(Component):
     """See module notes.  ``fitted_units`` limits how many units a model "fits"."""
 
-    def __init__(self, model_endpoint: str, events_endpoint: str, *, name: str = "model-server",
-                 fitted_units: int | None = None, size_px: int = 66, fit_seconds: float = 0.2):
+    def __init__(
+        self,
+        model_endpoint: str,
+        events_endpoint: str,
+        *,
+        name: str = "model-server",
+        fitted_units: int | None = None,
+        size_px: int = 66,
+        fit_seconds: float = 0.2,
+    ):
         super().__init__(name)
         self.model_endpoint, self.events_endpoint = model_endpoint, events_endpoint
         self.fitted_units, self.size_px = fitted_units, size_px
@@ -75,8 +90,9 @@ class FakeModelServer(Component):
             self.images.update({int(i): im for i, im in zip(message.image_ids, message.images)})
         unknown = sorted({int(i) for i in message.stimulus_ids} - set(self.images))
         if unknown:
-            self.server.reply(request, Error(code="unknown_stimulus", message=f"no images for {unknown[:5]}",
-                                             in_reply_to=seq))
+            self.server.reply(
+                request, Error(code="unknown_stimulus", message=f"no images for {unknown[:5]}", in_reply_to=seq)
+            )
             self.refused.append((message.block, "unknown_stimulus"))
             return
         self.received.append(("FitRequest", message.block, len(message.stimulus_ids)))
@@ -91,12 +107,21 @@ class FakeModelServer(Component):
         units = self.unit_ids if self.unit_ids is not None else np.asarray(message.unit_ids)
         units = units[: self.fitted_units] if self.fitted_units is not None else units
         r = np.linspace(0.2, 0.8, len(units))[::-1] * min(1.0, 0.5 + 0.1 * self.version)
-        update = ModelUpdated(version=self.version, unit_ids=units, heldout_r=r,
-                                      metrics={"r_mean": float(r.mean()), "r_median": float(np.median(r)),
-                                               "r_over_rmax_mean": float("nan"), "n_images": len(self.images),
-                                               "n_trials": sum(len(s) for s, _ in self.blocks.values()),
-                                               "n_units": len(units), "fit_seconds": 0.0,
-                                               "block": float(message.block)})
+        update = ModelUpdated(
+            version=self.version,
+            unit_ids=units,
+            heldout_r=r,
+            metrics={
+                "r_mean": float(r.mean()),
+                "r_median": float(np.median(r)),
+                "r_over_rmax_mean": float("nan"),
+                "n_images": len(self.images),
+                "n_trials": sum(len(s) for s, _ in self.blocks.values()),
+                "n_units": len(units),
+                "fit_seconds": 0.0,
+                "block": float(message.block),
+            },
+        )
         self._pending.append((time.monotonic() + self.fit_seconds, update))
 
     def _synthesize(self, request, message: SynthesizeRequest, seq: int) -> None:
@@ -107,8 +132,14 @@ class FakeModelServer(Component):
         n = len(message.unit_ids)
         images = np.stack([synthetic_image(message.seed, k, self.size_px) for k in range(n)])
         achieved = np.where(np.isnan(message.targets), 99.0, message.targets)
-        result = SynthesizeResult(unit_ids=message.unit_ids, targets=message.targets, images=images,
-                                  achieved=achieved, model_version=self.version, seed=message.seed)
+        result = SynthesizeResult(
+            unit_ids=message.unit_ids,
+            targets=message.targets,
+            images=images,
+            achieved=achieved,
+            model_version=self.version,
+            seed=message.seed,
+        )
         self.server.reply(request, result)
         self.events.send(result)
 

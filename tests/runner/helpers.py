@@ -88,8 +88,15 @@ blocks:
 """
 
 #: Short waits so failure paths finish quickly in tests.
-FAST = RunnerSettings(request_timeout_s=0.5, fit_timeout_s=10.0, synth_timeout_s=5.0, presenter_timeout_s=5.0,
-                      settle_s=0.2, startup_timeout_s=10.0, ping_interval_s=1.0)
+FAST = RunnerSettings(
+    request_timeout_s=0.5,
+    fit_timeout_s=10.0,
+    synth_timeout_s=5.0,
+    presenter_timeout_s=5.0,
+    settle_s=0.2,
+    startup_timeout_s=10.0,
+    ping_interval_s=1.0,
+)
 
 
 def write_protocol(tmp_path: Path, *, top_k: int = 2, iterations: int = 1, name: str = "protocol.yaml"):
@@ -111,7 +118,8 @@ class Watcher:
         for decoded in self.sub.drain():
             message = decoded.message
             {BlockStatus: self.statuses, Responses: self.responses, BlockRequest: self.requests}[type(message)].append(
-                message)
+                message
+            )
 
     def close(self) -> None:
         self.sub.close()

@@ -40,13 +40,22 @@ def test_a_model_server_killed_mid_run_means_natural_images_then_everything_rese
     endpoints = Endpoints.local_tcp()
     first = ServerThread(FakeModelServer(endpoints.model, endpoints.model_events)).start()
     second: list[ServerThread] = []
-    loop = simulated_components(rig, protocol, tmp_path / "s.h5", endpoints=endpoints, brain=brain,
-                                units=(unit_ids, channels), settings=FAST)
+    loop = simulated_components(
+        rig, protocol, tmp_path / "s.h5", endpoints=endpoints, brain=brain, units=(unit_ids, channels), settings=FAST
+    )
     killed, back = threading.Event(), threading.Event()
     # the server dies after the first fit, before the loop's synthesize (step 2); the runner then waits
     # before step 3 until a fresh server (which knows nothing) is listening
-    loop.runner = loop.components[-1] = GatedRunner(rig, protocol, tmp_path / "s.h5", endpoints, unit_ids=unit_ids,
-                                                    channels=channels, settings=FAST, gates={2: killed, 3: back})
+    loop.runner = loop.components[-1] = GatedRunner(
+        rig,
+        protocol,
+        tmp_path / "s.h5",
+        endpoints,
+        unit_ids=unit_ids,
+        channels=channels,
+        settings=FAST,
+        gates={2: killed, 3: back},
+    )
     runner = loop.runner
 
     def chaos() -> None:
@@ -74,9 +83,13 @@ def test_a_model_server_killed_mid_run_means_natural_images_then_everything_rese
     assert statuses[:3] == [(0, "natural", "finished"), (1, "fit", "finished"), (2, "synthesize", "flagged")]
     assert "model server unavailable: synthesize block replaced by 4 natural images" in runner.statuses[5].detail
     # the next blocks found the fresh server, sent it everything recorded, refitted and synthesized again
-    assert statuses[3:] == [(3, "present_synthesized", "skipped"), (4, "fit", "finished"),
-                            (5, "synthesize", "finished"), (6, "present_synthesized", "finished"),
-                            (7, "fit", "finished")]
+    assert statuses[3:] == [
+        (3, "present_synthesized", "skipped"),
+        (4, "fit", "finished"),
+        (5, "synthesize", "finished"),
+        (6, "present_synthesized", "finished"),
+        (7, "fit", "finished"),
+    ]
     with SessionReader(tmp_path / "s.h5") as reader:
         blocks = reader.blocks
     assert blocks["flagged"].sum() == 0  # every block recorded, its data good
@@ -88,7 +101,9 @@ def test_a_model_server_killed_mid_run_means_natural_images_then_everything_rese
     assert runner.link.up
 
 
-EDGE_PROTOCOL = PROTOCOL.split("blocks:\n")[0].format(top_k=2, iterations=1) + """blocks:
+EDGE_PROTOCOL = (
+    PROTOCOL.split("blocks:\n")[0].format(top_k=2, iterations=1)
+    + """blocks:
   - kind: natural
     images: 10
     repeats: 2
@@ -96,6 +111,7 @@ EDGE_PROTOCOL = PROTOCOL.split("blocks:\n")[0].format(top_k=2, iterations=1) + "
     images: 10
     repeats: 2
 """
+)
 
 
 class EdgeDroppingArray(SimulatedArray):
@@ -123,10 +139,16 @@ def test_a_missing_photodiode_edge_flags_the_block_keeps_its_data_and_the_run_go
     (tmp_path / "edges.yaml").write_text(EDGE_PROTOCOL)
     protocol = load_protocol(tmp_path / "edges.yaml")
     endpoints = Endpoints.inproc()
-    array = EdgeDroppingArray(endpoints.spikes, endpoints.stimulus, brain, speed=0, block_endpoint=endpoints.responses,
-                              seed=1, drop={7})
-    presenter = PresenterComponent("presenter", rig=rig, timing=protocol.frames(rig),
-                                   request_endpoint=endpoints.blocks, shown_endpoint=endpoints.stimulus)
+    array = EdgeDroppingArray(
+        endpoints.spikes, endpoints.stimulus, brain, speed=0, block_endpoint=endpoints.responses, seed=1, drop={7}
+    )
+    presenter = PresenterComponent(
+        "presenter",
+        rig=rig,
+        timing=protocol.frames(rig),
+        request_endpoint=endpoints.blocks,
+        shown_endpoint=endpoints.stimulus,
+    )
     server = FakeModelServer(endpoints.model, endpoints.model_events)
     runner = Runner(rig, protocol, tmp_path / "s.h5", endpoints, unit_ids=unit_ids, channels=channels, settings=FAST)
     report = run_until_done([array, presenter, server, runner], timeout_s=60)
@@ -164,9 +186,16 @@ def test_a_block_where_no_unit_responds_is_reported_and_kept(tmp_path, rig, brai
     (tmp_path / "edges.yaml").write_text(EDGE_PROTOCOL)
     protocol = load_protocol(tmp_path / "edges.yaml")
     endpoints = Endpoints.inproc()
-    array = SilentArray(endpoints.spikes, endpoints.stimulus, brain, speed=0, block_endpoint=endpoints.responses, seed=1)
-    presenter = PresenterComponent("presenter", rig=rig, timing=protocol.frames(rig),
-                                   request_endpoint=endpoints.blocks, shown_endpoint=endpoints.stimulus)
+    array = SilentArray(
+        endpoints.spikes, endpoints.stimulus, brain, speed=0, block_endpoint=endpoints.responses, seed=1
+    )
+    presenter = PresenterComponent(
+        "presenter",
+        rig=rig,
+        timing=protocol.frames(rig),
+        request_endpoint=endpoints.blocks,
+        shown_endpoint=endpoints.stimulus,
+    )
     runner = Runner(rig, protocol, tmp_path / "s.h5", endpoints, unit_ids=unit_ids, channels=channels, settings=FAST)
     report = run_until_done([array, presenter, runner], timeout_s=60)  # no model server at all, either
     assert report.ok and runner.finished

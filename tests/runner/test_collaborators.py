@@ -28,9 +28,14 @@ NOTHING = StreamData(np.zeros(0, np.int64), np.zeros(0), np.zeros(0), np.zeros(0
 
 
 def _recorder(tmp_path, protocol, statuses, *, new: bool = True) -> SessionRecorder:
-    return SessionRecorder(tmp_path / "s.h5", protocol, unit_ids=UNITS if new else None,
-                           channels=UNITS - 1 if new else None, window_s=protocol.response.window_s,
-                           announce=statuses.append)
+    return SessionRecorder(
+        tmp_path / "s.h5",
+        protocol,
+        unit_ids=UNITS if new else None,
+        channels=UNITS - 1 if new else None,
+        window_s=protocol.response.window_s,
+        announce=statuses.append,
+    )
 
 
 def _finish(generator, timeout_s: float = 20.0):
@@ -52,8 +57,21 @@ def test_recorder_commits_journal_then_block_then_status_and_resumes_from_its_ow
     recorder.mark("step_started")
     recorder.clock_offset = None
     recorder.commit(BlockRecord(0, 0, "blocks[0]", "natural", "finished"), BlockKind.OTHER, data=NOTHING)
-    recorder.commit(BlockRecord(0, 1, "blocks[1]", "fit", "finished", model_version=2, metrics={"r_median": 0.4},
-                                unit_ids=[1, 2], heldout_r=[0.5, None]), BlockKind.OTHER, data=NOTHING)
+    recorder.commit(
+        BlockRecord(
+            0,
+            1,
+            "blocks[1]",
+            "fit",
+            "finished",
+            model_version=2,
+            metrics={"r_median": 0.4},
+            unit_ids=[1, 2],
+            heldout_r=[0.5, None],
+        ),
+        BlockKind.OTHER,
+        data=NOTHING,
+    )
     recorder.close()
     records = read_records(recorder.journal.path)
     assert [r.session_block for r in records] == [0, 1] and "step_started" in records[0].times
@@ -95,8 +113,10 @@ def parts(tmp_path, rig, protocol):
 
 def test_model_steps_queue_what_the_server_lacks_and_fall_back_when_it_is_down(parts, rig, protocol):
     recorder, link, collector, _, _ = parts
-    recorder.history += [TrialData(0, np.array([0, 1]), np.ones((2, UNITS.size))),
-                         TrialData(1, np.array([2]), np.ones((1, UNITS.size)))]
+    recorder.history += [
+        TrialData(0, np.array([0, 1]), np.ones((2, UNITS.size))),
+        TrialData(1, np.array([2]), np.ones((1, UNITS.size))),
+    ]
     recorder.refit_wanted = True
     steps = ModelSteps(link, recorder, collector, rig=rig, protocol=protocol, plan=Plan(protocol), settings=FAST)
     assert link.on_restart == steps.server_lost_data
@@ -130,9 +150,21 @@ def test_block_presentation_without_a_presenter_fails_the_block_and_stops_the_ru
     stopped = []
     with Publisher(endpoints.responses, source="runner") as publisher:
         presenter = RequestClient(endpoints.blocks, source="runner")
-        presentation = BlockPresentation(recorder, collector, presenter, publisher, steps, rig=rig, protocol=protocol,
-                                         plan=plan, settings=settings, endpoints=endpoints,
-                                         frames=protocol.frames(rig), photodiode_line=1, stop=stopped.append)
+        presentation = BlockPresentation(
+            recorder,
+            collector,
+            presenter,
+            publisher,
+            steps,
+            rig=rig,
+            protocol=protocol,
+            plan=plan,
+            settings=settings,
+            endpoints=endpoints,
+            frames=protocol.frames(rig),
+            photodiode_line=1,
+            stop=stopped.append,
+        )
         try:
             first = plan.steps[0]
             _finish(presentation.present(first, recorder.library.next_natural(3), 1, "natural"))

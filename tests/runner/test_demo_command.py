@@ -27,8 +27,21 @@ def _tiny(tmp_path):
 def test_demo_runs_the_loop_and_reports_against_the_ground_truth(tmp_path, capsys):
     rig, protocol = _tiny(tmp_path)
     out = tmp_path / "demo"
-    status = main(["demo", "--out", str(out), "--rig", str(rig), "--protocol", str(protocol), "--device", "cpu",
-                   "--json", str(out / "demo.json")])
+    status = main(
+        [
+            "demo",
+            "--out",
+            str(out),
+            "--rig",
+            str(rig),
+            "--protocol",
+            str(protocol),
+            "--device",
+            "cpu",
+            "--json",
+            str(out / "demo.json"),
+        ]
+    )
     printed = capsys.readouterr().out
     assert status == 0, printed
     assert "model v1: held-out r" in printed and "iteration 1" in printed and "true" in printed
@@ -44,8 +57,27 @@ def test_demo_with_the_psychopy_presenter_under_xvfb(tmp_path):
     # user runs it (pyglet keeps the first display a process opened).
     rig, protocol = _tiny(tmp_path)
     environment = {key: value for key, value in os.environ.items() if key != "DISPLAY"}
-    done = subprocess.run([sys.executable, "-m", "closedloop.cli", "demo", "--out", str(tmp_path / "demo"),
-                           "--rig", str(rig), "--protocol", str(protocol), "--presenter", "psychopy",
-                           "--device", "cpu"], env=environment, capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "closedloop.cli",
+            "demo",
+            "--out",
+            str(tmp_path / "demo"),
+            "--rig",
+            str(rig),
+            "--protocol",
+            str(protocol),
+            "--presenter",
+            "psychopy",
+            "--device",
+            "cpu",
+        ],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "under Xvfb" in done.stdout and (tmp_path / "demo" / "loop.png").exists()

@@ -38,8 +38,14 @@ def test_late_units_are_reported_once_by_their_open_ephys_name():
     assert len(lines) == 1 and "Tetrode 2, sorted 1" in lines[0] and "spikes are stored" in lines[0]
     assert describe(rig, 3001).startswith("unit 3001 (Electrode 3, sorted 1")
     rows = unit_metadata(rig, np.array([3001]))["unit_sources"]["units"]
-    assert rows == [{"unit_id": 3001, "stream": "(the stream the photodiode TTL arrives on)",
-                     "electrode": "Electrode 3", "sorted_id": 1}]
+    assert rows == [
+        {
+            "unit_id": 3001,
+            "stream": "(the stream the photodiode TTL arrives on)",
+            "electrode": "Electrode 3",
+            "sorted_id": 1,
+        }
+    ]
 
 
 def test_stop_rules_photodiode_timeout_and_every_block_flagged():

@@ -22,8 +22,16 @@ def run_loop(tmp_path, rig, protocol, brain_and_units, *, fitted_units=None, ses
     brain, unit_ids, channels = brain_and_units
     endpoints = Endpoints.inproc()
     server = FakeModelServer(endpoints.model, endpoints.model_events, fitted_units=fitted_units)
-    loop = simulated_components(rig, protocol, tmp_path / session, endpoints=endpoints, brain=brain,
-                                units=(unit_ids, channels), model_server=server, settings=FAST)
+    loop = simulated_components(
+        rig,
+        protocol,
+        tmp_path / session,
+        endpoints=endpoints,
+        brain=brain,
+        units=(unit_ids, channels),
+        model_server=server,
+        settings=FAST,
+    )
     watcher = Watcher(endpoints.responses)
     try:
         report = run_until_done(loop, timeout_s=60)
@@ -46,8 +54,13 @@ def test_a_closed_loop_runs_end_to_end_and_the_session_file_has_everything(tmp_p
         sync = reader.sync
         assert np.array_equal(reader.unit_ids, unit_ids)
     # natural, fit, synthesize, present_synthesized, fit: one session block per protocol step
-    assert blocks["kind"].tolist() == [BlockKind.NATURAL, BlockKind.OTHER, BlockKind.OTHER, BlockKind.SYNTHESIZED,
-                                       BlockKind.OTHER]
+    assert blocks["kind"].tolist() == [
+        BlockKind.NATURAL,
+        BlockKind.OTHER,
+        BlockKind.OTHER,
+        BlockKind.SYNTHESIZED,
+        BlockKind.OTHER,
+    ]
     assert blocks["flagged"].tolist() == [0] * 5
     assert (blocks["trial_stop"] - blocks["trial_start"]).tolist() == [40, 0, 0, 8, 0]
     # trial order: every natural image twice, shuffled (not in pool order)
@@ -60,7 +73,11 @@ def test_a_closed_loop_runs_end_to_end_and_the_session_file_has_everything(tmp_p
     assert responses.shape == (48, N_UNITS) and np.all(np.isfinite(responses)) and responses.sum() > 0
     with SessionReader(tmp_path / "session.h5") as reader:
         spikes = reader.spikes
-    first = (spikes["unit_id"] == unit_ids[0]) & (spikes["time_s"] >= rising[0] + 0.05) & (spikes["time_s"] < rising[0] + 0.1)
+    first = (
+        (spikes["unit_id"] == unit_ids[0])
+        & (spikes["time_s"] >= rising[0] + 0.05)
+        & (spikes["time_s"] < rising[0] + 0.1)
+    )
     assert responses[0, 0] == pytest.approx(first.sum() / 0.05)
     # stimuli: the natural pool, then 2 units x 2 targets synthesized, with provenance
     assert stimuli["kind"].tolist() == [StimulusKind.NATURAL] * 20 + [StimulusKind.SYNTHESIZED] * 4
@@ -83,9 +100,13 @@ def test_a_closed_loop_runs_end_to_end_and_the_session_file_has_everything(tmp_p
     # what was published for the monitor
     states = [(s.block, s.kind, s.state) for s in watcher.statuses]
     assert states[:2] == [(0, "natural", "started"), (0, "natural", "finished")]
-    assert [s for s in states if s[2] != "started"] == [(0, "natural", "finished"), (1, "fit", "finished"),
-                                                       (2, "synthesize", "finished"),
-                                                       (3, "present_synthesized", "finished"), (4, "fit", "finished")]
+    assert [s for s in states if s[2] != "started"] == [
+        (0, "natural", "finished"),
+        (1, "fit", "finished"),
+        (2, "synthesize", "finished"),
+        (3, "present_synthesized", "finished"),
+        (4, "fit", "finished"),
+    ]
     assert [r.block for r in watcher.responses] == [0, 3]
     assert np.allclose(watcher.responses[0].rates, responses[:40])
     assert [len(r.image_ids) for r in watcher.requests] == [20, 4]
@@ -132,8 +153,9 @@ def test_gratings_are_stored_with_their_parameters_and_natural_blocks_walk_the_p
     (tmp_path / "g.yaml").write_text(GRATINGS_PROTOCOL)
     protocol = load_protocol(tmp_path / "g.yaml")
     brain, unit_ids, channels = brain_and_units
-    loop = simulated_components(rig, protocol, tmp_path / "g.h5", brain=brain, units=(unit_ids, channels),
-                                settings=FAST)  # and no model server: fit requests just wait
+    loop = simulated_components(
+        rig, protocol, tmp_path / "g.h5", brain=brain, units=(unit_ids, channels), settings=FAST
+    )  # and no model server: fit requests just wait
     report = run_until_done(loop, timeout_s=60)
     assert report.ok and loop.runner.finished
     with SessionReader(tmp_path / "g.h5") as reader:
@@ -144,7 +166,7 @@ def test_gratings_are_stored_with_their_parameters_and_natural_blocks_walk_the_p
     assert blocks["kind"][:3].tolist() == [BlockKind.GRATING, BlockKind.NATURAL, BlockKind.NATURAL]
     assert blocks["flagged"].sum() == 0
     # the second natural block starts where the first stopped, and wraps around the 12-image pool
-    second = trials["stimulus_id"][blocks["trial_start"][2]:blocks["trial_stop"][2]]
+    second = trials["stimulus_id"][blocks["trial_start"][2] : blocks["trial_stop"][2]]
     assert sorted(second.tolist()) == [0, 1, 2, 5, 6, 7, 8, 9, 10, 11]
     assert gratings is not None and gratings.orientations_deg.size == 16
     assert len(loop.runner.link.backlog) == 3  # every block's responses kept for a server that never came

@@ -15,8 +15,9 @@ print(",".join(loaded))
 
 
 def _loaded_by(module: str) -> list[str]:
-    out = subprocess.run([sys.executable, "-c", _CHECK.format(module=module)], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    out = subprocess.run(
+        [sys.executable, "-c", _CHECK.format(module=module)], capture_output=True, text=True, check=True
+    ).stdout.strip()
     return out.split(",") if out else []
 
 

@@ -51,11 +51,24 @@ def loop_run(tmp_path_factory, brain_and_units):
     rig, protocol = load_rig(folder / "rig.yaml"), load_protocol(write_loop_protocol(folder))
     brain, unit_ids, channels = brain_and_units
     endpoints = Endpoints.inproc()
-    settings = ServerSettings.from_configs(rig, protocol, request_endpoint=endpoints.model,
-                                           events_endpoint=endpoints.model_events, out_dir=folder / "models",
-                                           device="cpu")
-    loop = simulated_components(rig, protocol, folder / "s.h5", endpoints=endpoints, brain=brain,
-                                units=(unit_ids, channels), model_server=ModelServer("model", settings), settings=FAST)
+    settings = ServerSettings.from_configs(
+        rig,
+        protocol,
+        request_endpoint=endpoints.model,
+        events_endpoint=endpoints.model_events,
+        out_dir=folder / "models",
+        device="cpu",
+    )
+    loop = simulated_components(
+        rig,
+        protocol,
+        folder / "s.h5",
+        endpoints=endpoints,
+        brain=brain,
+        units=(unit_ids, channels),
+        model_server=ModelServer("model", settings),
+        settings=FAST,
+    )
     report = run_until_done(loop, timeout_s=90)
     assert report.ok and loop.runner.finished
     return folder, brain
@@ -79,8 +92,9 @@ def test_the_journal_records_when_each_turnaround_moment_happened(loop_run):
             assert t["synthesis_requested"] <= t["synthesis_received"] <= t["images_stored"]
     for before, after in zip(journal, journal[1:]):  # a block's responses reach the server before the next step
         if before.kind in ("natural", "present_synthesized"):
-            assert before.times["responses_computed"] <= after.times["responses_delivered"] <= \
-                after.times["step_started"]
+            assert (
+                before.times["responses_computed"] <= after.times["responses_delivered"] <= after.times["step_started"]
+            )
 
 
 def test_the_report_matches_a_recomputation_from_the_session_file(loop_run):
@@ -126,16 +140,19 @@ def test_the_report_matches_a_recomputation_from_the_session_file(loop_run):
         assert s["error_true_pct"] == pytest.approx(100 * np.median((np.abs(true - target) / true_span)[graded]))
         best_true = true_natural.max(0)[cols]
         assert s["max_true_over_best_natural"] == pytest.approx(np.median((true / best_true)[~graded]))
-        per_unit = [_r(target[graded & (rows["unit_id"] == u)], true[graded & (rows["unit_id"] == u)])
-                    for u in np.unique(rows["unit_id"])]
+        per_unit = [
+            _r(target[graded & (rows["unit_id"] == u)], true[graded & (rows["unit_id"] == u)])
+            for u in np.unique(rows["unit_id"])
+        ]
         assert s["r_target_true_unit_median"] == pytest.approx(np.nanmedian(per_unit))
         # the refit: its saved model's predictions and split
         after = load_checkpoint(folder / "models" / f"model_v{version + 1:03d}.pt", "cpu")
         held = set(after.image_ids[after.split.held_out].tolist())
         assert [im.held_out_after for im in it.images] == [int(i) in held for i in ids]
         assert all(math.isfinite(im.predicted_after_hz) for im in it.images)
-        assert s["r_predicted_after"] == pytest.approx(_r([im.predicted_after_hz for im in it.images], measured),
-                                                       nan_ok=True)
+        assert s["r_predicted_after"] == pytest.approx(
+            _r([im.predicted_after_hz for im in it.images], measured), nan_ok=True
+        )
         # the model that made them predicts the stored images about as the optimiser said
         before = np.array([im.predicted_before_hz for im in it.images])
         assert "model_v00" in it.before_source and np.allclose(before, rows["achieved_hz"], rtol=0.2, atol=1.0)
@@ -176,9 +193,22 @@ def test_the_benchmark_runs_a_tiny_loop_and_skips_the_presenter(loop_run, tmp_pa
     spec = importlib.util.spec_from_file_location("benchmark_loop", script)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    status = module.main(["--rig", str(folder / "rig.yaml"), "--protocol", str(folder / "loop.yaml"),
-                          "--iterations", "1", "--presenter-stimuli", "0", "--out", str(tmp_path),
-                          "--json", str(tmp_path / "loop.json")])
+    status = module.main(
+        [
+            "--rig",
+            str(folder / "rig.yaml"),
+            "--protocol",
+            str(folder / "loop.yaml"),
+            "--iterations",
+            "1",
+            "--presenter-stimuli",
+            "0",
+            "--out",
+            str(tmp_path),
+            "--json",
+            str(tmp_path / "loop.json"),
+        ]
+    )
     printed = capsys.readouterr().out
     assert status == 0 and "turnaround, all iterations: median" in printed
     assert "presenter: skipped: --presenter-stimuli 0" in printed

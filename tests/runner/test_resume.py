@@ -23,11 +23,24 @@ from .helpers import FAST, wait_for, write_protocol
 def loop_on(tmp_path, rig, protocol, brain_and_units, server_endpoints: Endpoints, **options):
     brain, unit_ids, channels = brain_and_units
     fresh = Endpoints.inproc()
-    endpoints = Endpoints(blocks=fresh.blocks, stimulus=fresh.stimulus, spikes=fresh.spikes,
-                          model=server_endpoints.model, model_events=server_endpoints.model_events,
-                          responses=fresh.responses)
-    return simulated_components(rig, protocol, tmp_path / "s.h5", endpoints=endpoints, brain=brain,
-                                units=(unit_ids, channels), settings=FAST, **options)
+    endpoints = Endpoints(
+        blocks=fresh.blocks,
+        stimulus=fresh.stimulus,
+        spikes=fresh.spikes,
+        model=server_endpoints.model,
+        model_events=server_endpoints.model_events,
+        responses=fresh.responses,
+    )
+    return simulated_components(
+        rig,
+        protocol,
+        tmp_path / "s.h5",
+        endpoints=endpoints,
+        brain=brain,
+        units=(unit_ids, channels),
+        settings=FAST,
+        **options,
+    )
 
 
 class HeldRunner(Runner):
@@ -49,14 +62,21 @@ class HeldRunner(Runner):
 
 
 def runner_arguments(runner: Runner) -> dict:
-    return dict(rig=runner.rig, protocol=runner.protocol, session_path=runner.session_path,
-                endpoints=runner.endpoints, unit_ids=runner.unit_ids, channels=runner.channels,
-                settings=runner.settings)
+    return dict(
+        rig=runner.rig,
+        protocol=runner.protocol,
+        session_path=runner.session_path,
+        endpoints=runner.endpoints,
+        unit_ids=runner.unit_ids,
+        channels=runner.channels,
+        settings=runner.settings,
+    )
 
 
 @pytest.mark.parametrize("fresh_server", [False, True], ids=["same server", "server restarted too"])
 def test_stop_in_a_block_then_resume_finishes_the_protocol_with_nothing_lost_or_duplicated(
-        tmp_path, rig, brain_and_units, fresh_server):
+    tmp_path, rig, brain_and_units, fresh_server
+):
     protocol = write_protocol(tmp_path, iterations=2)
     plan = Plan(protocol)
     server_endpoints = Endpoints.local_tcp()  # tcp: a restarted server binds the same port again
@@ -102,12 +122,12 @@ def test_stop_in_a_block_then_resume_finishes_the_protocol_with_nothing_lost_or_
     assert np.count_nonzero(np.isfinite(dataset_trials[..., 0])) == 56
     # the resumed presentation showed the same synthesized images as the interrupted one, in the same order
     interrupted, redone = blocks[blocks["flag_code"] == BlockFlag.ABORTED][0], blocks[-2]
-    first_trials = trials["stimulus_id"][interrupted["trial_start"]:interrupted["trial_stop"]]
-    redone_trials = trials["stimulus_id"][redone["trial_start"]:redone["trial_stop"]]
-    assert np.array_equal(redone_trials[:first_trials.size], first_trials)
+    first_trials = trials["stimulus_id"][interrupted["trial_start"] : interrupted["trial_stop"]]
+    redone_trials = trials["stimulus_id"][redone["trial_start"] : redone["trial_stop"]]
+    assert np.array_equal(redone_trials[: first_trials.size], first_trials)
     assert (stimuli["kind"] == 2).sum() == 8  # two synthesize blocks, none redone
     # the server was sent the recorded responses again on resume (it keeps them per block: no double counting)
-    resent = [b for kind, b, n in server.server.received[len(blocks_at_stop):] if kind == "FitRequest" and n]
+    resent = [b for kind, b, n in server.server.received[len(blocks_at_stop) :] if kind == "FitRequest" and n]
     assert resent == [0, 3, 7]  # the good blocks before the stop, then the redone presentation, once each
     versions = [r["model_version"] for r in records if r["kind"] == "fit"]
     # fits before the stop made versions 1 and 2; on resume the data went again with a refit, then the last fit

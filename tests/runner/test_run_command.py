@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
-import numpy as np
 import pytest
 
 from closedloop.cli import main
@@ -68,15 +65,32 @@ def _session_trials(session: Path) -> int:
 def test_run_finishes_a_protocol_with_the_real_model_server(tmp_path, capsys):
     rig, protocol = _files(tmp_path)
     session = tmp_path / "s.h5"
-    status = main(["run", str(protocol), "--rig", str(rig), "--session", str(session), "--inproc",
-                   "--model-out", str(tmp_path / "models"), "--json", str(tmp_path / "run.json")])
+    status = main(
+        [
+            "run",
+            str(protocol),
+            "--rig",
+            str(rig),
+            "--session",
+            str(session),
+            "--inproc",
+            "--model-out",
+            str(tmp_path / "models"),
+            "--json",
+            str(tmp_path / "run.json"),
+        ]
+    )
     out = capsys.readouterr().out
     assert status == 0, out
     assert "model v1: held-out r" in out and "block 3 present_synthesized" in out
     summary = json.loads((tmp_path / "run.json").read_text())
     assert summary["finished"] and summary["summary"]["by_state"] == {"finished": 5}
-    assert _trials_by_kind(session) == {"natural": NATURAL_TRIALS, "fit": 0, "synthesize": 0,
-                                        "present_synthesized": SYNTHESIZED_TRIALS}
+    assert _trials_by_kind(session) == {
+        "natural": NATURAL_TRIALS,
+        "fit": 0,
+        "synthesize": 0,
+        "present_synthesized": SYNTHESIZED_TRIALS,
+    }
     assert _session_trials(session) == NATURAL_TRIALS + SYNTHESIZED_TRIALS
     assert summary["summary"]["model_version"] == 2 and len(list((tmp_path / "models").glob("*.pt"))) == 2
 
@@ -85,8 +99,11 @@ def test_run_finishes_a_protocol_with_the_real_model_server(tmp_path, capsys):
 def test_a_killed_run_resumes_with_nothing_lost_or_duplicated(tmp_path, capsys):
     rig, protocol = _files(tmp_path, iterations=2)
     session = tmp_path / "s.h5"
-    process = subprocess.Popen([*CLOSEDLOOP, "run", str(protocol), "--rig", str(rig), "--session", str(session),
-                                "--inproc"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [*CLOSEDLOOP, "run", str(protocol), "--rig", str(rig), "--session", str(session), "--inproc"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:  # kill -9 once the first loop iteration has begun: no chance to write anything more
         assert wait_for(lambda: len(read_records(session)) >= 3, 120), "the run never got to its loop"
         process.send_signal(signal.SIGKILL)
@@ -111,20 +128,37 @@ def test_the_model_server_killed_mid_run_is_reconnected_and_gets_every_block(tmp
     session = tmp_path / "s.h5"
     serve = [*CLOSEDLOOP, "serve", "model", "--rig", str(rig), "--protocol", str(protocol)]
     server = subprocess.Popen(serve, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    run = subprocess.Popen([*CLOSEDLOOP, "run", str(protocol), "--rig", str(rig), "--session", str(session),
-                            "--model", "remote", "--json", str(tmp_path / "run.json")],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    run = subprocess.Popen(
+        [
+            *CLOSEDLOOP,
+            "run",
+            str(protocol),
+            "--rig",
+            str(rig),
+            "--session",
+            str(session),
+            "--model",
+            "remote",
+            "--json",
+            str(tmp_path / "run.json"),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         assert wait_for(lambda: any(r.model_version for r in read_records(session)), 120), "no first fit"
         server.send_signal(signal.SIGKILL)
         server.wait(10)
         # Without a server the synthesize block falls back to natural images.
-        assert wait_for(lambda: any(r.ran_as == "natural" and r.kind == "synthesize" for r in read_records(session)),
-                        120), "no fallback"
+        assert wait_for(
+            lambda: any(r.ran_as == "natural" and r.kind == "synthesize" for r in read_records(session)), 120
+        ), "no fallback"
         server = subprocess.Popen(serve, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         out, _ = run.communicate(timeout=240)
-        assert any(r.kind == "synthesize" and r.state == "finished" and r.iteration > 1
-                   for r in read_records(session)), f"no synthesis after the server came back:\n{out}"
+        assert any(
+            r.kind == "synthesize" and r.state == "finished" and r.iteration > 1 for r in read_records(session)
+        ), f"no synthesis after the server came back:\n{out}"
     finally:
         for process in (run, server):
             if process.poll() is None:
@@ -158,13 +192,21 @@ def test_every_component_as_its_own_process(tmp_path):
     # closedloop serve acquisition | presenter | model | runner, talking over the rig's TCP ports.
     rig, protocol = _files(tmp_path, tcp=True)
     session = tmp_path / "s.h5"
-    serving = [subprocess.Popen([*CLOSEDLOOP, "serve", component, "--rig", str(rig), "--protocol", str(protocol),
-                                 *extra], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-               for component, extra in (("acquisition", []), ("presenter", ["--presenter", "headless"]),
-                                        ("model", []))]
+    serving = [
+        subprocess.Popen(
+            [*CLOSEDLOOP, "serve", component, "--rig", str(rig), "--protocol", str(protocol), *extra],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for component, extra in (("acquisition", []), ("presenter", ["--presenter", "headless"]), ("model", []))
+    ]
     try:
-        runner = subprocess.run([*CLOSEDLOOP, "serve", "runner", "--rig", str(rig), "--protocol", str(protocol),
-                                 "--session", str(session)], capture_output=True, text=True, timeout=240)
+        runner = subprocess.run(
+            [*CLOSEDLOOP, "serve", "runner", "--rig", str(rig), "--protocol", str(protocol), "--session", str(session)],
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
     finally:
         for process in serving:
             process.send_signal(signal.SIGTERM)
@@ -183,8 +225,21 @@ def test_a_real_rig_whose_recording_system_is_silent_shows_nothing(tmp_path, cap
     rig = tmp_path / "openephys_rig.yaml"
     rig.write_text(rig_text.replace("tcp://127.0.0.1:5557", f"tcp://127.0.0.1:{_free_ports(1)[0]}"))
     session = tmp_path / "s.h5"
-    status = main(["run", str(protocol), "--rig", str(rig), "--session", str(session), "--inproc",
-                   "--presenter", "headless", "--units", "1-4"])
+    status = main(
+        [
+            "run",
+            str(protocol),
+            "--rig",
+            str(rig),
+            "--session",
+            str(session),
+            "--inproc",
+            "--presenter",
+            "headless",
+            "--units",
+            "1-4",
+        ]
+    )
     err = capsys.readouterr().err
     assert status == 2 and "no spike or photodiode edge from acquisition" in err and "press play" in err
     assert not session.exists() and "--resume" not in err  # no empty session file to resume

@@ -14,8 +14,17 @@ class Recorder(Component):
     ``fail_after`` steps: raise in step; ``done_after`` steps: return False.
     """
 
-    def __init__(self, name: str, log_path: str, *, period_s: float = 0.01, fail_after: int | None = None,
-                 done_after: int | None = None, fail_in: str = "step", heartbeat_interval_s: float = 0.05):
+    def __init__(
+        self,
+        name: str,
+        log_path: str,
+        *,
+        period_s: float = 0.01,
+        fail_after: int | None = None,
+        done_after: int | None = None,
+        fail_in: str = "step",
+        heartbeat_interval_s: float = 0.05,
+    ):
         super().__init__(name, heartbeat_interval_s=heartbeat_interval_s)
         self.log_path = log_path
         self.period_s = period_s
@@ -51,6 +60,7 @@ class Crasher(Component):
 
     def step(self) -> bool | None:
         import os
+
         time.sleep(0.05)
         os._exit(3)
 

@@ -26,19 +26,29 @@ def test_runs_until_timeout_with_heartbeats_and_stops_in_reverse_order(mode: str
     assert report.reason == "timeout" and report.ok
     assert report.start_order == ["acquisition", "runner", "monitor"]
     assert report.finish_order == ["monitor", "runner", "acquisition"]
-    assert lines(log) == ["setup acquisition", "setup runner", "setup monitor",
-                          "teardown monitor", "teardown runner", "teardown acquisition"]
+    assert lines(log) == [
+        "setup acquisition",
+        "setup runner",
+        "setup monitor",
+        "teardown monitor",
+        "teardown runner",
+        "teardown acquisition",
+    ]
     for state in report.components.values():
         assert state.state == "stopped" and state.heartbeats >= 2 and state.steps > 5
 
 
 @pytest.mark.parametrize("mode", ["thread", "process"])
 def test_failure_in_step_is_logged_with_name_and_stops_the_rest_in_order(
-        mode: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    mode: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     log = tmp_path / "log.txt"
     # the last one fails (so all three are surely running when it does)
-    components = [Recorder("acquisition", str(log)), Recorder("runner", str(log)),
-                  Recorder("monitor", str(log), fail_after=5)]
+    components = [
+        Recorder("acquisition", str(log)),
+        Recorder("runner", str(log)),
+        Recorder("monitor", str(log), fail_after=5),
+    ]
     with caplog.at_level(logging.ERROR):
         report = Supervisor(components, mode=mode).run(timeout_s=30)
     assert report.reason == "failed" and not report.ok
@@ -50,8 +60,7 @@ def test_failure_in_step_is_logged_with_name_and_stops_the_rest_in_order(
     assert report.components["runner"].state == report.components["acquisition"].state == "stopped"
 
 
-def test_setup_failure_stops_the_components_already_started(tmp_path: Path,
-                                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_setup_failure_stops_the_components_already_started(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     log = tmp_path / "log.txt"
     components = [Recorder("a", str(log)), Recorder("b", str(log), fail_in="setup"), Recorder("c", str(log))]
     with caplog.at_level(logging.ERROR):
@@ -72,7 +81,9 @@ def test_failure_in_the_middle_stops_both_neighbours(tmp_path: Path) -> None:
 
 def test_all_done_ends_the_run(tmp_path: Path) -> None:
     log = tmp_path / "log.txt"
-    report = Supervisor([Recorder("a", str(log), done_after=3), Recorder("b", str(log), done_after=6)]).run(timeout_s=30)
+    report = Supervisor([Recorder("a", str(log), done_after=3), Recorder("b", str(log), done_after=6)]).run(
+        timeout_s=30
+    )
     assert report.reason == "all_done" and report.ok
     assert [s.state for s in report.components.values()] == ["done", "done"]
     assert report.components["b"].steps == 6

@@ -25,8 +25,18 @@ COUNT_WINDOW_S = 0.3
 UNIT_IDS = np.arange(10, 10 + N_UNITS, dtype=np.int64)
 # One 5×5 conv layer, 2×2 pooling, a 16-unit dense readout: a fit of 40 images takes about a
 # second on 2 idle cores and recovers the units' patches well enough to predict new images.
-TINY = ModelConfig(core_filters=(4,), core_kernels=(5,), pool_kernel=2, pool_stride=2, dense_units=16,
-                   dropout_keep=1.0, learning_rate=1e-2, max_epochs=60, patience=30, stop_check_every=5)
+TINY = ModelConfig(
+    core_filters=(4,),
+    core_kernels=(5,),
+    pool_kernel=2,
+    pool_stride=2,
+    dense_units=16,
+    dropout_keep=1.0,
+    learning_rate=1e-2,
+    max_epochs=60,
+    patience=30,
+    stop_check_every=5,
+)
 
 
 @dataclass
@@ -37,15 +47,29 @@ class Recording:
     rates: np.ndarray  # (n, units) Hz, noise free
     ids: np.ndarray
 
-    def request(self, block: int, index: slice | np.ndarray, *, repeats: int = 3, refit: bool = True,
-                with_images: bool = True, seed: int = 0) -> FitRequest:
+    def request(
+        self,
+        block: int,
+        index: slice | np.ndarray,
+        *,
+        repeats: int = 3,
+        refit: bool = True,
+        with_images: bool = True,
+        seed: int = 0,
+    ) -> FitRequest:
         """A FitRequest for the images at ``index``, ``repeats`` Poisson trials each."""
         ids = self.ids[index]
         rows = np.repeat(np.arange(len(self.ids))[index], repeats)
         counts = np.random.default_rng([seed, block]).poisson(self.rates[rows] * COUNT_WINDOW_S)
-        return FitRequest(block=block, stimulus_ids=self.ids[rows], rates=counts / COUNT_WINDOW_S, unit_ids=UNIT_IDS,
-                          image_ids=ids if with_images else None, images=self.images[index] if with_images else None,
-                          refit=refit)
+        return FitRequest(
+            block=block,
+            stimulus_ids=self.ids[rows],
+            rates=counts / COUNT_WINDOW_S,
+            unit_ids=UNIT_IDS,
+            image_ids=ids if with_images else None,
+            images=self.images[index] if with_images else None,
+            refit=refit,
+        )
 
 
 def make_recording(n: int = 80, seed: int = 0) -> Recording:
@@ -56,8 +80,12 @@ def make_recording(n: int = 80, seed: int = 0) -> Recording:
     # Each unit sums the light in a Gaussian patch of the input (ON or OFF), then rectifies.
     y, x = np.mgrid[:33, :33] - 16.0
     centres = rng.uniform(-8, 8, (N_UNITS, 2))
-    filters = np.stack([sign * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * 4.0**2)).ravel()
-                        for (cx, cy), sign in zip(centres, rng.choice([-1.0, 1.0], N_UNITS))])
+    filters = np.stack(
+        [
+            sign * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * 4.0**2)).ravel()
+            for (cx, cy), sign in zip(centres, rng.choice([-1.0, 1.0], N_UNITS))
+        ]
+    )
     drive = preprocess(images, Preprocessing()).reshape(n, -1) @ filters.T
     drive = (drive - drive.mean(axis=0)) / drive.std(axis=0)
     rates = 5.0 + 20.0 * np.maximum(drive + 0.5, 0.0)
@@ -70,8 +98,15 @@ def recording() -> Recording:
 
 
 def settings(**changes) -> ServerSettings:
-    values = dict(request_endpoint=inproc_endpoint("model"), events_endpoint=inproc_endpoint("events"), model=TINY,
-                  device="cpu", seed=5, synthesis_steps=20, stimulus_size_px=SIZE_PX)
+    values = dict(
+        request_endpoint=inproc_endpoint("model"),
+        events_endpoint=inproc_endpoint("events"),
+        model=TINY,
+        device="cpu",
+        seed=5,
+        synthesis_steps=20,
+        stimulus_size_px=SIZE_PX,
+    )
     values.update(changes)
     return ServerSettings(**values)
 
@@ -106,8 +141,9 @@ def run_server():
         server = ModelServer("model", settings(**changes))
         supervisor = Supervisor([server], mode="thread")
         assert supervisor.start(), "model server did not start"
-        running = Running(server, RequestClient(server.request_endpoint, source="runner"),
-                          Subscriber(server.events_endpoint))
+        running = Running(
+            server, RequestClient(server.request_endpoint, source="runner"), Subscriber(server.events_endpoint)
+        )
         time.sleep(0.2)  # PUB/SUB joins late
         started.append((supervisor, running))
         return running

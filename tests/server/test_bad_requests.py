@@ -7,7 +7,15 @@ import zmq
 from conftest import UNIT_IDS
 
 from closedloop.messages import (
-    Accepted, Error, FitRequest, Heartbeat, ModelUpdated, PredictRequest, Predictions, SynthesizeRequest, decode,
+    Accepted,
+    Error,
+    FitRequest,
+    Heartbeat,
+    ModelUpdated,
+    PredictRequest,
+    Predictions,
+    SynthesizeRequest,
+    decode,
 )
 
 
@@ -31,8 +39,15 @@ def test_bad_requests_are_refused_and_the_server_still_answers(run_server, recor
     assert isinstance(running.next_event((ModelUpdated, Error)), ModelUpdated)
 
     def fit(**changes) -> FitRequest:
-        values = dict(block=2, stimulus_ids=ids[40:42], rates=np.full((2, len(UNIT_IDS)), 10.0), unit_ids=UNIT_IDS,
-                      image_ids=ids[40:42], images=images[40:42], refit=False)
+        values = dict(
+            block=2,
+            stimulus_ids=ids[40:42],
+            rates=np.full((2, len(UNIT_IDS)), 10.0),
+            unit_ids=UNIT_IDS,
+            image_ids=ids[40:42],
+            images=images[40:42],
+            refit=False,
+        )
         values.update(changes)
         return FitRequest(**values)
 

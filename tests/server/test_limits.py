@@ -11,7 +11,14 @@ from conftest import UNIT_IDS
 
 import closedloop.server.component as component_module
 from closedloop.messages import (
-    Accepted, Error, FitRequest, ModelUpdated, PredictRequest, Predictions, SynthesizeRequest, SynthesizeResult,
+    Accepted,
+    Error,
+    FitRequest,
+    ModelUpdated,
+    PredictRequest,
+    Predictions,
+    SynthesizeRequest,
+    SynthesizeResult,
 )
 from closedloop.transport import RequestClient, random_tcp_endpoint
 
@@ -83,8 +90,15 @@ def test_only_the_runner_that_opened_the_session_adds_data(run_server, recording
     rogue = RequestClient(running.server.request_endpoint, source="runner", session="rogue")
     owner = RequestClient(running.server.request_endpoint, source="runner", session="s1")
     try:
-        lockout = FitRequest(block=0, stimulus_ids=recording.ids[:2], rates=np.ones((2, 1)), unit_ids=[-7],
-                             image_ids=recording.ids[:2], images=recording.images[:2], refit=False)
+        lockout = FitRequest(
+            block=0,
+            stimulus_ids=recording.ids[:2],
+            rates=np.ones((2, 1)),
+            unit_ids=[-7],
+            image_ids=recording.ids[:2],
+            images=recording.images[:2],
+            refit=False,
+        )
         reply = rogue.request(lockout, 5000)
         assert isinstance(reply.message, Error) and reply.message.code == "not_owner"
         first = owner.request(recording.request(block=1, index=slice(0, 10), refit=False), 5000)

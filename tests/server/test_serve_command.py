@@ -33,10 +33,24 @@ def _rig(tmp_path: Path) -> Path:
 
 def _start(tmp_path: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
     rig = _rig(tmp_path)
-    command = [str(SCRIPT), "serve", "model", "--rig", str(rig), "--protocol", str(ROOT / "protocols" / "demo.yaml"),
-               *extra]
-    child = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env={**os.environ, "OMP_NUM_THREADS": "1"})
+    command = [
+        str(SCRIPT),
+        "serve",
+        "model",
+        "--rig",
+        str(rig),
+        "--protocol",
+        str(ROOT / "protocols" / "demo.yaml"),
+        *extra,
+    ]
+    child = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     return child, rig
 
 
@@ -59,8 +73,15 @@ def test_serve_model_answers_over_tcp_and_stops_on_sigterm(tmp_path: Path, recor
         assert f"tcp://127.0.0.1:{port}" in line
         with RequestClient(f"tcp://127.0.0.1:{port}", source="runner") as client:
             time.sleep(0.2)  # the DEALER connects in the background; IMMEDIATE refuses sends until then
-            fit = FitRequest(block=1, stimulus_ids=recording.ids[:2], rates=np.full((2, len(UNIT_IDS)), 5.0),
-                             unit_ids=UNIT_IDS, image_ids=recording.ids[:2], images=recording.images[:2], refit=False)
+            fit = FitRequest(
+                block=1,
+                stimulus_ids=recording.ids[:2],
+                rates=np.full((2, len(UNIT_IDS)), 5.0),
+                unit_ids=UNIT_IDS,
+                image_ids=recording.ids[:2],
+                images=recording.images[:2],
+                refit=False,
+            )
             reply = client.request(fit, 10_000)
             assert reply is not None and isinstance(reply.message, Accepted) and reply.message.version == 0
             reply = client.request(PredictRequest(images=recording.images[:1]), 10_000)

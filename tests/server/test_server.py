@@ -15,7 +15,13 @@ import closedloop.server.component as component_module
 from closedloop.data.preprocess import preprocess
 from closedloop.errors import ClosedLoopError
 from closedloop.messages import (
-    Accepted, Error, ModelUpdated, PredictRequest, Predictions, SynthesizeRequest, SynthesizeResult,
+    Accepted,
+    Error,
+    ModelUpdated,
+    PredictRequest,
+    Predictions,
+    SynthesizeRequest,
+    SynthesizeResult,
 )
 from closedloop.model.checkpoint import load_checkpoint
 from closedloop.model.predict import predict
@@ -125,8 +131,10 @@ def test_refits_asked_for_during_a_refit_are_coalesced_into_one(run_server, reco
     running = run_server()
     _fit(running, recording.request(block=1, index=slice(0, 40)))
     assert running.ask(recording.request(block=2, index=slice(40, 50))).version == 2
-    queued = [running.ask(recording.request(block=block, index=slice(40 + 10 * (block - 2), 50 + 10 * (block - 2))))
-              for block in (3, 4)]
+    queued = [
+        running.ask(recording.request(block=block, index=slice(40 + 10 * (block - 2), 50 + 10 * (block - 2))))
+        for block in (3, 4)
+    ]
     assert [a.version for a in queued] == [3, 3] and all("queued" in a.detail for a in queued)
 
     refits.release(2)

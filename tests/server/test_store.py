@@ -13,8 +13,9 @@ from closedloop.server.store import ResponseStore
 
 
 def _store(seed: int = 7) -> ResponseStore:
-    return ResponseStore(stimulus_size_px=SIZE_PX, preprocessing=Preprocessing(), holdout_fraction=0.2,
-                         stop_fraction=0.14, seed=seed)
+    return ResponseStore(
+        stimulus_size_px=SIZE_PX, preprocessing=Preprocessing(), holdout_fraction=0.2, stop_fraction=0.14, seed=seed
+    )
 
 
 def test_trials_accumulate_by_stimulus_id(recording) -> None:

@@ -19,8 +19,9 @@ from closedloop.server.store import ResponseStore
 
 @pytest.fixture(scope="module")
 def data(recording):
-    store = ResponseStore(stimulus_size_px=66, preprocessing=Preprocessing(), holdout_fraction=0.2,
-                          stop_fraction=0.14, seed=1)
+    store = ResponseStore(
+        stimulus_size_px=66, preprocessing=Preprocessing(), holdout_fraction=0.2, stop_fraction=0.14, seed=1
+    )
     store.add(recording.request(block=1, index=slice(0, 60)))
     return store.snapshot()
 

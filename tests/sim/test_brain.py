@@ -10,7 +10,7 @@ import pytest
 from closedloop.errors import ClosedLoopError
 from closedloop.sim import Brain, SimulatedV1, load_brain
 
-MODULE = textwrap.dedent('''
+MODULE = textwrap.dedent("""
     import numpy as np
 
     def good(images):
@@ -50,7 +50,7 @@ MODULE = textwrap.dedent('''
         @staticmethod
         def rates(images):
             return np.ones((len(images), 2))
-''')
+""")
 
 
 @pytest.fixture
@@ -73,22 +73,25 @@ def test_simulated_v1_is_a_brain():
     assert isinstance(brain, SimulatedV1) and isinstance(brain, Brain)
 
 
-@pytest.mark.parametrize("target, fragment", [
-    ("no_colon_here", "package.module:callable"),
-    ("a:b:c", "package.module:callable"),
-    (":good", "package.module:callable"),
-    ("definitely_not_a_module_xyz:good", "cannot import module"),
-    ("crashing_brains:anything", "ValueError: bad config at import"),
-    ("my_brains:missing", "no attribute"),
-    ("my_brains:not_callable", "not callable"),
-    ("my_brains:NeedsArguments", "no arguments"),
-    ("my_brains:broken", "model weights missing"),
-    ("my_brains:wrong_shape", "shape"),
-    ("my_brains:flat", "shape"),
-    ("my_brains:with_nan", "NaN"),
-    ("my_brains:negative", "negative"),
-    ("my_brains:text", "not an array"),
-])
+@pytest.mark.parametrize(
+    "target, fragment",
+    [
+        ("no_colon_here", "package.module:callable"),
+        ("a:b:c", "package.module:callable"),
+        (":good", "package.module:callable"),
+        ("definitely_not_a_module_xyz:good", "cannot import module"),
+        ("crashing_brains:anything", "ValueError: bad config at import"),
+        ("my_brains:missing", "no attribute"),
+        ("my_brains:not_callable", "not callable"),
+        ("my_brains:NeedsArguments", "no arguments"),
+        ("my_brains:broken", "model weights missing"),
+        ("my_brains:wrong_shape", "shape"),
+        ("my_brains:flat", "shape"),
+        ("my_brains:with_nan", "NaN"),
+        ("my_brains:negative", "negative"),
+        ("my_brains:text", "not an array"),
+    ],
+)
 def test_bad_brains_raise_clear_errors(brains, target, fragment):
     with pytest.raises(ClosedLoopError, match=fragment):
         load_brain(target)

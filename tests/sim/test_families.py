@@ -40,21 +40,30 @@ def test_families_are_seeded_and_exact(family, natural):
 
 
 def test_normalisation_saturates_with_contrast_and_is_suppressed_by_its_surround():
-    population = small("normalisation", fractions={"complex": 1.0}, surround_suppression=(2.0, 2.0),
-                       semisaturation_contrast=(0.05, 0.05), rf_eccentricity_deg=(0.0, 0.0))
+    population = small(
+        "normalisation",
+        fractions={"complex": 1.0},
+        surround_suppression=(2.0, 2.0),
+        semisaturation_contrast=(0.05, 0.05),
+        rf_eccentricity_deg=(0.0, 0.0),
+    )
     p, ppd = population.parameters, population.pixels_per_degree
     saturation, suppressed = [], []
     for u in range(population.n_units):
-        kwargs = dict(size_px=66, pixels_per_degree=ppd, orientation_deg=p["orientation_deg"][u], phase_deg=0.0,
-                      sf_cpd=p["sf_cpd"][u])
+        kwargs = dict(
+            size_px=66,
+            pixels_per_degree=ppd,
+            orientation_deg=p["orientation_deg"][u],
+            phase_deg=0.0,
+            sf_cpd=p["sf_cpd"][u],
+        )
         centre_px = 1.5 * p["sigma_along_deg"][u] * ppd
-        rate = {c: population.drive(grating(radius_px=centre_px, contrast=c, **kwargs))[0, u]
-                for c in (0.25, 0.5, 1.0)}
+        rate = {c: population.drive(grating(radius_px=centre_px, contrast=c, **kwargs))[0, u] for c in (0.25, 0.5, 1.0)}
         big = population.drive(grating(radius_px=200.0, contrast=1.0, **kwargs))[0, u]
         saturation.append((rate[1.0] - rate[0.5]) / (rate[0.5] - rate[0.25]))
         suppressed.append(big < rate[1.0])
-    assert np.median(saturation) < 0.7   # doubling contrast adds less and less
-    assert np.mean(suppressed) >= 0.75   # a grating that also fills the surround drives less
+    assert np.median(saturation) < 0.7  # doubling contrast adds less and less
+    assert np.mean(suppressed) >= 0.75  # a grating that also fills the surround drives less
 
 
 def test_deep_units_read_three_depths():
@@ -64,8 +73,7 @@ def test_deep_units_read_three_depths():
 
 
 def test_offset_receptive_fields_sit_where_asked(natural):
-    population = SimulatedV1(PopulationSpec(n_units=10, calibration_images=32, rf_eccentricity_deg=(0.4, 0.6)),
-                             seed=2)
+    population = SimulatedV1(PopulationSpec(n_units=10, calibration_images=32, rf_eccentricity_deg=(0.4, 0.6)), seed=2)
     eccentricity = np.hypot(population.parameters["x_deg"], population.parameters["y_deg"])
     assert np.all((eccentricity >= 0.4) & (eccentricity <= 0.6))
     assert np.all(np.isfinite(population.expected_rates(natural[:5])))
@@ -97,13 +105,16 @@ def test_stimulus_sets_are_seeded_and_mixed_interleaves():
         stimulus_set("clouds", 2)
 
 
-@pytest.mark.parametrize("text, field", [
-    ("population:\n  family: transformer\n", "population.family"),
-    ("population:\n  images: 7\n", "population.images"),
-    ("population:\n  family: deep\n  fractions: {simple: 1.0}\n", "population.fractions"),
-    ("population:\n  rf_eccentricity_deg: [0.5, 2.0]\n", "population.rf_eccentricity_deg"),
-    ("population:\n  semisaturation_contrast: [0, 0.1]\n", "population.semisaturation_contrast"),
-])
+@pytest.mark.parametrize(
+    "text, field",
+    [
+        ("population:\n  family: transformer\n", "population.family"),
+        ("population:\n  images: 7\n", "population.images"),
+        ("population:\n  family: deep\n  fractions: {simple: 1.0}\n", "population.fractions"),
+        ("population:\n  rf_eccentricity_deg: [0.5, 2.0]\n", "population.rf_eccentricity_deg"),
+        ("population:\n  semisaturation_contrast: [0, 0.1]\n", "population.semisaturation_contrast"),
+    ],
+)
 def test_bad_family_fields_name_the_field(tmp_path, text, field):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
@@ -114,8 +125,9 @@ def test_bad_family_fields_name_the_field(tmp_path, text, field):
 
 def test_a_family_archive_rebuilds_its_ground_truth(tmp_path):
     scenario = tmp_path / "norm.yaml"
-    scenario.write_text("population:\n  family: normalisation\n  n_units: 6\n  calibration_images: 32\n"
-                        "  images: dead_leaves\n")
+    scenario.write_text(
+        "population:\n  family: normalisation\n  n_units: 6\n  calibration_images: 32\n  images: dead_leaves\n"
+    )
     spec = ArchiveSpec(layout="session", seed=3, n_images=6, n_repeats=2, scenario=scenario)
     summary = make_archive(tmp_path / "a.h5", spec)
     assert set(summary.unit_types) == {"simple", "complex"}

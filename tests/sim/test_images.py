@@ -88,8 +88,14 @@ def test_pvc8_set_sizes_and_order():
     images, params = pvc8_grating_sets(canvas_px=66)
     assert images.shape == (416, 66, 66)
     assert [np.sum(params["set"] == s) for s in ("sf", "orientation", "size")] == [128, 64, 224]
-    assert list(params["set"][[0, 127, 128, 191, 192, 415]]) == ["sf", "sf", "orientation", "orientation",
-                                                                 "size", "size"]
+    assert list(params["set"][[0, 127, 128, 191, 192, 415]]) == [
+        "sf",
+        "sf",
+        "orientation",
+        "orientation",
+        "size",
+        "size",
+    ]
     sf, sf_params = sf_grating_set(canvas_px=66)
     assert np.allclose(sf_params["phase_deg"][:4], [0, 90, 180, 270])  # phase fastest
     assert np.allclose(np.unique(sf_params["sf_cpd"]), 2.0 ** np.array([-2, -1.3, -0.6, 0.1, 0.8, 1.5, 2.2, 2.9]))

@@ -48,10 +48,18 @@ def test_unit_counts_round_to_the_total():
     assert spec.unit_counts() == {"simple": 4, "complex": 3, "centre_surround": 0, "texture": 0, "weak": 0}
 
 
-@pytest.mark.parametrize("changes", [
-    {"n_units": 0}, {"fractions": {"simple": 0.5}}, {"fractions": {"bogus": 1.0}},
-    {"spontaneous_hz": (10.0, 1.0)}, {"aperture_diameter_px": 80.0}, {"seed": -1}, {"n_units": True},
-])
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"n_units": 0},
+        {"fractions": {"simple": 0.5}},
+        {"fractions": {"bogus": 1.0}},
+        {"spontaneous_hz": (10.0, 1.0)},
+        {"aperture_diameter_px": 80.0},
+        {"seed": -1},
+        {"n_units": True},
+    ],
+)
 def test_bad_spec_values_raise(changes):
     with pytest.raises(ValueError, match="PopulationSpec"):
         PopulationSpec(**changes)
@@ -109,7 +117,8 @@ def test_receptive_fields_are_the_linear_filters(population):
         pattern = 0.2 * fields[unit] / np.abs(fields[unit]).max()
         rates = population.drive(np.stack([0.5 + pattern, 0.5 - pattern]))[:, unit]
         assert rates[0] > 2 * population.spontaneous_hz[unit] and rates[1] == pytest.approx(
-            population.spontaneous_hz[unit])
+            population.spontaneous_hz[unit]
+        )
 
 
 def test_images_are_checked(population):

@@ -64,12 +64,15 @@ def test_bad_scenarios_name_line_and_field(tmp_path, case):
     assert caught.value.message
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("population: [1, 2\n", "not valid YAML"),
-    ("- population\n", "mapping"),
-    ("", "mapping"),
-    ("name: x\n", "missing"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("population: [1, 2\n", "not valid YAML"),
+        ("- population\n", "mapping"),
+        ("", "mapping"),
+        ("name: x\n", "missing"),
+    ],
+)
 def test_malformed_files(tmp_path, text, fragment):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
@@ -85,8 +88,14 @@ def test_missing_file(tmp_path):
 def test_every_spec_field_can_be_written_and_read_back(tmp_path):
     import yaml
 
-    spec = PopulationSpec(n_units=12, seed=4, peak_hz=(25.0, 60.0), fractions={"simple": 0.5, "texture": 0.5},
-                          shared_overdispersion=0.0, calibration_images=32)
+    spec = PopulationSpec(
+        n_units=12,
+        seed=4,
+        peak_hz=(25.0, 60.0),
+        fractions={"simple": 0.5, "texture": 0.5},
+        shared_overdispersion=0.0,
+        calibration_images=32,
+    )
     path = tmp_path / "round_trip.yaml"
     path.write_text(yaml.safe_dump({"name": "round trip", "population": spec.to_dict()}))
     assert load_scenario(path) == spec

@@ -35,8 +35,9 @@ def test_simple_cells_are_orientation_tuned_at_their_gabor_orientation(simple_po
 def phase_modulation(sim: SimulatedV1, unit: int) -> float:
     """(max - min) / mean of the rate over 8 phases of the unit's best grating."""
     phases = np.arange(8) * 45.0
-    images = np.array([grating(66, 48, sim.parameters["orientation_deg"][unit], p, sim.parameters["sf_cpd"][unit])
-                       for p in phases])
+    images = np.array(
+        [grating(66, 48, sim.parameters["orientation_deg"][unit], p, sim.parameters["sf_cpd"][unit]) for p in phases]
+    )
     rates = sim.drive(images)[:, unit]
     return float(np.ptp(rates) / rates.mean())
 
@@ -54,7 +55,7 @@ def patch_at(texture: np.ndarray, x_px: int, y_px: int) -> np.ndarray:
     image = np.full((66, 66), 0.5)
     side = texture.shape[0]
     top, left = 33 - y_px - side // 2, 33 + x_px - side // 2
-    image[top:top + side, left:left + side] = texture
+    image[top : top + side, left : left + side] = texture
     return image
 
 

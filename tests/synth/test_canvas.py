@@ -22,8 +22,9 @@ def test_aperture_is_a_30_px_disc_in_model_space():
 def test_display_version_preprocesses_back_to_the_model_image_exactly():
     canvas = Canvas()
     rng = np.random.default_rng(0)
-    images = Projection(canvas, torch.device("cpu"))(torch.as_tensor(rng.random((4, 33, 33)),
-                                                                       dtype=torch.float32)).numpy()
+    images = Projection(canvas, torch.device("cpu"))(
+        torch.as_tensor(rng.random((4, 33, 33)), dtype=torch.float32)
+    ).numpy()
     display = canvas.to_display(images)
     assert display.shape == (4, 66, 66)
     assert np.array_equal(preprocess(display, Preprocessing(2, 33)), images)

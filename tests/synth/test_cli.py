@@ -21,9 +21,28 @@ from closedloop.synth.plan import synthesize_from_checkpoint
 def test_cli_writes_library_figure_and_table(tiny_checkpoint, tmp_path, capsys):
     model_path, _ = tiny_checkpoint
     out = tmp_path / "out"
-    status = main(["synth", str(model_path.parent), "--units", "top:2", "--targets", "p20,p80,max,500hz",
-                   "--steps", "60", "--seed", "3", "--device", "cpu", "--out", str(out),
-                   "--min-r", "-1", "--json", str(tmp_path / "s.json")])
+    status = main(
+        [
+            "synth",
+            str(model_path.parent),
+            "--units",
+            "top:2",
+            "--targets",
+            "p20,p80,max,500hz",
+            "--steps",
+            "60",
+            "--seed",
+            "3",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--min-r",
+            "-1",
+            "--json",
+            str(tmp_path / "s.json"),
+        ]
+    )
     printed = capsys.readouterr().out
     assert status == 1  # 500 Hz is out of the tiny model's reach
     assert "achieved Hz" in printed and "500hz" in printed and "NO" in printed
@@ -44,12 +63,15 @@ def test_cli_writes_library_figure_and_table(tiny_checkpoint, tmp_path, capsys):
     assert summary["not_reached"] >= 2
 
 
-@pytest.mark.parametrize("arguments, message", [
-    (["--units", "1,99"], "99 are not in the model"),
-    (["--targets", "p20,nanhz"], "finite"),
-    (["--targets", "p20,-4hz"], "0 Hz or more"),
-    (["--targets", "p150"], "between p0 and p100"),
-])
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--units", "1,99"], "99 are not in the model"),
+        (["--targets", "p20,nanhz"], "finite"),
+        (["--targets", "p20,-4hz"], "0 Hz or more"),
+        (["--targets", "p150"], "between p0 and p100"),
+    ],
+)
 def test_cli_bad_input_is_one_clear_line(tiny_checkpoint, tmp_path, capsys, arguments, message):
     model_path, _ = tiny_checkpoint
     status = main(["synth", str(model_path), "--out", str(tmp_path), "--steps", "5", *arguments])
@@ -70,8 +92,14 @@ def test_cli_refuses_a_model_file_of_the_wrong_kind(tiny_checkpoint, tmp_path, c
 def test_percentile_targets_come_from_the_checkpoint_statistics(tiny_checkpoint):
     model_path, _ = tiny_checkpoint
     checkpoint = load_checkpoint(model_path, "cpu")
-    made = synthesize_from_checkpoint(checkpoint, [int(checkpoint.unit_ids[0])], "p20,p65", min_heldout_r=None,
-                                      settings=SynthesisSettings(steps=5), hold_others=True)
+    made = synthesize_from_checkpoint(
+        checkpoint,
+        [int(checkpoint.unit_ids[0])],
+        "p20,p65",
+        min_heldout_r=None,
+        settings=SynthesisSettings(steps=5),
+        hold_others=True,
+    )
     percentiles = checkpoint.rate_statistics.percentiles
     np.testing.assert_allclose(made.result.target_hz, [percentiles[20, 0], percentiles[65, 0]])
     assert made.result.jobs[0].hold == ()  # the only selected unit is never held against itself

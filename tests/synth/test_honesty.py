@@ -38,8 +38,9 @@ def test_images_carry_the_ensemble_spread_and_respect_the_natural_contrast(tiny_
     model_path, _ = tiny_checkpoint
     checkpoint = load_checkpoint(model_path, "cpu")
     unit = int(checkpoint.unit_ids[np.nanargmax(heldout_r(checkpoint.metrics, checkpoint.unit_ids.size))])
-    made = synthesize_from_checkpoint(checkpoint, [unit], "p50,max", settings=SynthesisSettings(steps=40),
-                                      min_heldout_r=None)
+    made = synthesize_from_checkpoint(
+        checkpoint, [unit], "p50,max", settings=SynthesisSettings(steps=40), min_heldout_r=None
+    )
     result = made.result
     bound = default_bound(checkpoint.metrics["image_statistics"])
     assert made.contrast["max_contrast"] == pytest.approx(bound) and "natural" in made.contrast["source"]
@@ -50,8 +51,9 @@ def test_images_carry_the_ensemble_spread_and_respect_the_natural_contrast(tiny_
     column = int(np.flatnonzero(checkpoint.unit_ids == unit)[0])
     np.testing.assert_allclose(result.spread_hz, members[:, :, column].std(axis=0), rtol=1e-4, atol=1e-4)
     assert np.all(result.spread_hz > 0)  # two members never agree exactly
-    unbounded = synthesize_from_checkpoint(checkpoint, [unit], "max", settings=SynthesisSettings(steps=40),
-                                           min_heldout_r=None, contrast="none")
+    unbounded = synthesize_from_checkpoint(
+        checkpoint, [unit], "max", settings=SynthesisSettings(steps=40), min_heldout_r=None, contrast="none"
+    )
     assert unbounded.result.canvas.max_contrast is None
 
 
@@ -59,10 +61,17 @@ def test_the_disagreement_penalty_trades_rate_for_agreement(tiny_checkpoint):
     model_path, _ = tiny_checkpoint
     checkpoint = load_checkpoint(model_path, "cpu")
     units = [int(u) for u in checkpoint.unit_ids]
-    plain = synthesize_from_checkpoint(checkpoint, units, "max", settings=SynthesisSettings(steps=60),
-                                       min_heldout_r=None, seed=1)
-    careful = synthesize_from_checkpoint(checkpoint, units, "max", min_heldout_r=None, seed=1,
-                                         settings=SynthesisSettings(steps=60, disagreement_weight=5.0))
+    plain = synthesize_from_checkpoint(
+        checkpoint, units, "max", settings=SynthesisSettings(steps=60), min_heldout_r=None, seed=1
+    )
+    careful = synthesize_from_checkpoint(
+        checkpoint,
+        units,
+        "max",
+        min_heldout_r=None,
+        seed=1,
+        settings=SynthesisSettings(steps=60, disagreement_weight=5.0),
+    )
     assert np.mean(careful.result.spread_hz) < np.mean(plain.result.spread_hz)
 
 
@@ -71,8 +80,24 @@ def test_cli_skips_units_below_the_threshold_and_records_it(tiny_checkpoint, tmp
     checkpoint = load_checkpoint(model_path, "cpu")
     r = heldout_r(checkpoint.metrics, checkpoint.unit_ids.size)
     threshold = float(np.nanmedian(r))
-    status = main(["synth", str(model_path), "--targets", "max", "--steps", "10", "--device", "cpu",
-                   "--min-r", str(threshold), "--out", str(tmp_path), "--json", str(tmp_path / "s.json")])
+    status = main(
+        [
+            "synth",
+            str(model_path),
+            "--targets",
+            "max",
+            "--steps",
+            "10",
+            "--device",
+            "cpu",
+            "--min-r",
+            str(threshold),
+            "--out",
+            str(tmp_path),
+            "--json",
+            str(tmp_path / "s.json"),
+        ]
+    )
     printed = capsys.readouterr().out
     assert status == 0
     below = checkpoint.unit_ids[~(r >= threshold)]
@@ -93,5 +118,11 @@ def test_no_unit_good_enough_is_one_clear_error(tiny_checkpoint, tmp_path, capsy
     assert "no selected unit has a held-out r >= 0.999" in capsys.readouterr().err
     checkpoint = load_checkpoint(model_path, "cpu")
     with pytest.raises(ClosedLoopError, match="positive RMS contrast"):
-        synthesize_from_checkpoint(checkpoint, "all", "max", contrast=-1.0, min_heldout_r=None,
-                                   canvas=Canvas.for_preprocessing(checkpoint.preprocessing))
+        synthesize_from_checkpoint(
+            checkpoint,
+            "all",
+            "max",
+            contrast=-1.0,
+            min_heldout_r=None,
+            canvas=Canvas.for_preprocessing(checkpoint.preprocessing),
+        )

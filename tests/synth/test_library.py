@@ -18,15 +18,29 @@ from closedloop.synth.targets import build_jobs, parse_targets
 @pytest.fixture(scope="module")
 def result(linear_model):
     percentiles = np.tile(np.linspace(4.0, 40.0, 101)[:, None], (1, 2))
-    jobs = build_jobs(np.array([0, 1]), parse_targets("p20,max,30hz"), percentiles, hold=[0, 1],
-                      baseline_hz=np.array([10.0, 22.0]))
-    return synthesize(linear_model, jobs, canvas=Canvas(), scale_hz=np.array([30.0, 30.0]),
-                      settings=SynthesisSettings(steps=20), seed=4)
+    jobs = build_jobs(
+        np.array([0, 1]), parse_targets("p20,max,30hz"), percentiles, hold=[0, 1], baseline_hz=np.array([10.0, 22.0])
+    )
+    return synthesize(
+        linear_model,
+        jobs,
+        canvas=Canvas(),
+        scale_hz=np.array([30.0, 30.0]),
+        settings=SynthesisSettings(steps=20),
+        seed=4,
+    )
 
 
 def test_round_trip_keeps_images_and_provenance(tmp_path, result):
-    path = write_library(tmp_path / "lib" / "library.h5", result, unit_ids=np.array([11, 42]),
-                         model_path="m.pt", model_version=7, model_created="2026-01-01", run_seed=4)
+    path = write_library(
+        tmp_path / "lib" / "library.h5",
+        result,
+        unit_ids=np.array([11, 42]),
+        model_path="m.pt",
+        model_version=7,
+        model_created="2026-01-01",
+        run_seed=4,
+    )
     assert list(tmp_path.joinpath("lib").iterdir()) == [path]  # no temporary file left behind
     library = read_library(path)
     assert len(library) == 6
@@ -49,10 +63,17 @@ def test_round_trip_keeps_images_and_provenance(tmp_path, result):
 def test_library_images_go_into_a_session_with_provenance(tmp_path, result):
     from closedloop.data.session import SessionReader, SessionWriter
 
-    library = read_library(write_library(tmp_path / "library.h5", result, unit_ids=np.array([11, 42]),
-                                         model_path="m.pt", model_version=3))
-    with SessionWriter(tmp_path / "session.h5", session_id="t", unit_ids=[11, 42], channels=[0, 1],
-                       stimulus_shape=(66, 66), response_window_s=(0.05, 0.1)) as writer:
+    library = read_library(
+        write_library(tmp_path / "library.h5", result, unit_ids=np.array([11, 42]), model_path="m.pt", model_version=3)
+    )
+    with SessionWriter(
+        tmp_path / "session.h5",
+        session_id="t",
+        unit_ids=[11, 42],
+        channels=[0, 1],
+        stimulus_shape=(66, 66),
+        response_window_s=(0.05, 0.1),
+    ) as writer:
         ids = writer.add_stimuli(library.images_display, "synthesized", **library.session_provenance())
     with SessionReader(tmp_path / "session.h5") as reader:
         rows = reader.stimuli[ids]
@@ -63,8 +84,9 @@ def test_library_images_go_into_a_session_with_provenance(tmp_path, result):
 
 
 def test_figure_is_written(tmp_path, result):
-    library = read_library(write_library(tmp_path / "library.h5", result, unit_ids=np.array([11, 42]),
-                                         model_path="m.pt", model_version=1))
+    library = read_library(
+        write_library(tmp_path / "library.h5", result, unit_ids=np.array([11, 42]), model_path="m.pt", model_version=1)
+    )
     path = library_figure(library, tmp_path / "fig4.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

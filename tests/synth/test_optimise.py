@@ -64,8 +64,9 @@ def test_unreachable_target_reports_the_gap_and_stops_at_the_cap(linear_model):
 
 def test_population_pattern_holds_the_other_unit_at_baseline(linear_model):
     baseline = np.array([rate(CANVAS.blank(1)[0], 0), rate(CANVAS.blank(1)[0], 1)])
-    jobs = build_jobs(np.array([0]), [Target("rate", baseline[0] + 8.0)], np.zeros((101, 2)),
-                      hold=[0, 1], baseline_hz=baseline)
+    jobs = build_jobs(
+        np.array([0]), [Target("rate", baseline[0] + 8.0)], np.zeros((101, 2)), hold=[0, 1], baseline_hz=baseline
+    )
     free = build_jobs(np.array([0]), [Target("rate", baseline[0] + 8.0)], np.zeros((101, 2)))
     settings = SynthesisSettings(steps=300, tolerance_hz=0.3)
     held = synthesize(linear_model, jobs, canvas=CANVAS, scale_hz=SCALE, settings=settings, seed=1)
@@ -89,8 +90,9 @@ def test_same_seed_same_images(linear_model):
 def test_contrast_cap_and_tv_are_respected(linear_model):
     canvas = Canvas(max_contrast=0.1)
     jobs = [SynthesisJob(0, Target("max"), float("nan"))]
-    result = synthesize(linear_model, jobs, canvas=canvas, scale_hz=SCALE,
-                        settings=SynthesisSettings(steps=60, tv_weight=0.5))
+    result = synthesize(
+        linear_model, jobs, canvas=canvas, scale_hz=SCALE, settings=SynthesisSettings(steps=60, tv_weight=0.5)
+    )
     assert canvas.violations(result.images) == []
     assert result.images[0][canvas.aperture_mask()].std() == pytest.approx(0.1, abs=1e-3)
 
@@ -101,8 +103,7 @@ def test_bad_jobs_and_settings_are_refused(linear_model):
     with pytest.raises(ClosedLoopError, match="outside the model"):
         synthesize(linear_model, [SynthesisJob(5, Target("max"), float("nan"))], canvas=CANVAS, scale_hz=SCALE)
     with pytest.raises(ClosedLoopError, match="finite"):
-        synthesize(linear_model, [SynthesisJob(0, Target("rate", 1.0), float("nan"))], canvas=CANVAS,
-                   scale_hz=SCALE)
+        synthesize(linear_model, [SynthesisJob(0, Target("rate", 1.0), float("nan"))], canvas=CANVAS, scale_hz=SCALE)
     with pytest.raises(ClosedLoopError, match="steps"):
         SynthesisSettings(steps=0)
     with pytest.raises(ClosedLoopError, match="tolerance"):

@@ -9,7 +9,13 @@ import pytest
 
 from closedloop.errors import ClosedLoopError
 from closedloop.synth.targets import (
-    Target, build_jobs, parse_targets, rate_target, resolve_target_hz, select_units, target_label,
+    Target,
+    build_jobs,
+    parse_targets,
+    rate_target,
+    resolve_target_hz,
+    select_units,
+    target_label,
 )
 
 
@@ -53,10 +59,17 @@ def test_unit_selection_by_ids_top_and_all():
     assert select_units("top:10", ids, r).tolist() == [0, 1, 2, 3]
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("3,99", "99 are not in the model"), ("3,3", "repeated"), ("three", "not understood"),
-    ("top:x", "top:K"), ("top:0", "at least one"), ("", "no units"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("3,99", "99 are not in the model"),
+        ("3,3", "repeated"),
+        ("three", "not understood"),
+        ("top:x", "top:K"),
+        ("top:0", "at least one"),
+        ("", "no units"),
+    ],
+)
 def test_bad_unit_selections_are_clear_errors(spec, message):
     with pytest.raises(ClosedLoopError, match=message):
         select_units(spec, np.array([3, 7, 12]), np.array([0.1, 0.2, 0.3]))
@@ -69,8 +82,14 @@ def test_top_needs_metrics():
 
 def test_jobs_hold_the_others_but_never_the_driven_unit():
     percentiles = np.tile(np.linspace(0, 10, 101)[:, None], (1, 3))
-    jobs = build_jobs(np.array([0, 2]), parse_targets("p50,max"), percentiles, hold=[0, 1, 2],
-                      baseline_hz=np.array([1.0, 2.0, 3.0]), images_per_target=2)
+    jobs = build_jobs(
+        np.array([0, 2]),
+        parse_targets("p50,max"),
+        percentiles,
+        hold=[0, 1, 2],
+        baseline_hz=np.array([1.0, 2.0, 3.0]),
+        images_per_target=2,
+    )
     assert len(jobs) == 8
     assert [j.unit for j in jobs] == [0, 0, 0, 0, 2, 2, 2, 2]
     assert jobs[0].hold == (1, 2) and jobs[0].hold_hz == (2.0, 3.0)

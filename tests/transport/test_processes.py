@@ -16,8 +16,12 @@ CHILD = Path(__file__).with_name("publisher_child.py")
 
 
 def start_child(endpoint: str, source: str, mode: str, n: int = 0) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(CHILD), endpoint, source, mode, str(n)],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(CHILD), endpoint, source, mode, str(n)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for_heartbeat(sub: Subscriber, child: subprocess.Popen, timeout_s: float = 20.0) -> None:

@@ -16,7 +16,13 @@ from closedloop.cli import main
 from closedloop.config import load_rig
 from closedloop.messages import Error, Heartbeat, PredictRequest, decode, encode
 from closedloop.transport import (
-    PLAIN, Publisher, RequestClient, RequestServer, SocketSecurity, Subscriber, random_tcp_endpoint,
+    PLAIN,
+    Publisher,
+    RequestClient,
+    RequestServer,
+    SocketSecurity,
+    Subscriber,
+    random_tcp_endpoint,
 )
 from closedloop.transport.keys import KeysError, create_keys, load_keys, secret_file
 
@@ -66,8 +72,10 @@ def test_a_readable_or_missing_private_key_is_refused(tmp_path) -> None:
 
 
 def test_curve_request_reply_names_the_peer_by_role(keys) -> None:
-    with RequestServer(random_tcp_endpoint(), source="server", security=curve(keys, "model")) as server, \
-            RequestClient(server.endpoint, source="runner", security=curve(keys, "runner")) as client:
+    with (
+        RequestServer(random_tcp_endpoint(), source="server", security=curve(keys, "model")) as server,
+        RequestClient(server.endpoint, source="runner", security=curve(keys, "runner")) as client,
+    ):
         assert wait_for(lambda: client.send(Heartbeat()) is not None)
         request = server.recv(2000)
         assert request is not None and request.user == "runner"
@@ -77,8 +85,10 @@ def test_curve_request_reply_names_the_peer_by_role(keys) -> None:
 
 
 def test_curve_stream_flows_and_counts_by_identity(keys) -> None:
-    with Publisher(random_tcp_endpoint(), source="sim-array", security=curve(keys, "acquisition")) as pub, \
-            Subscriber(pub.endpoint, security=curve(keys, "runner")) as sub:
+    with (
+        Publisher(random_tcp_endpoint(), source="sim-array", security=curve(keys, "acquisition")) as pub,
+        Subscriber(pub.endpoint, security=curve(keys, "runner")) as sub,
+    ):
         assert wait_for(lambda: pub.send(Heartbeat()) is not None and sub.recv(10) is not None)
         sub.drain()
         # The binding PUB is the CURVE server (its key is checked by the SUB); ZAP names clients only,
@@ -101,9 +111,12 @@ def test_a_peer_without_an_allowed_key_is_refused_and_counted(keys, intruder) ->
 
 
 def test_only_from_refuses_other_roles_with_an_error(keys) -> None:
-    with RequestServer(random_tcp_endpoint(), source="presenter", security=curve(keys, "presenter"),
-                       only_from="runner") as server, \
-            RequestClient(server.endpoint, source="runner", security=curve(keys, "monitor")) as client:
+    with (
+        RequestServer(
+            random_tcp_endpoint(), source="presenter", security=curve(keys, "presenter"), only_from="runner"
+        ) as server,
+        RequestClient(server.endpoint, source="runner", security=curve(keys, "monitor")) as client,
+    ):
         assert wait_for(lambda: client.send(Heartbeat()) is not None)
         assert server.recv(500) is None
         reply = client.recv(2000)
@@ -112,8 +125,16 @@ def test_only_from_refuses_other_roles_with_an_error(keys) -> None:
 
 
 def _junk(seq: int = 7) -> dict[str, list]:
-    header = {"schema": 1, "type": "PredictRequest", "source": "x", "seq": seq, "t_ns": 0, "session": "",
-              "reply_to": None, "body": {}}
+    header = {
+        "schema": 1,
+        "type": "PredictRequest",
+        "source": "x",
+        "seq": seq,
+        "t_ns": 0,
+        "session": "",
+        "reply_to": None,
+        "body": {},
+    }
     good = encode(PredictRequest(images=np.zeros((1, 4, 4), np.float32)), source="x", seq=seq)
     return {
         "random bytes": [os.urandom(64)],
@@ -121,8 +142,11 @@ def _junk(seq: int = 7) -> dict[str, list]:
         "no frames but topic": [b"PredictRequest"],
         "wrong schema": [b"t", msgpack.packb({**header, "schema": 99})],
         "unknown type": [b"t", msgpack.packb({**header, "type": "Nope", "arrays": []})],
-        "absurd shape": [b"t", msgpack.packb({**header, "arrays": [["images", "<f4", [10**12, 10**6, 10**6]]]}),
-                         b"\0" * 16],
+        "absurd shape": [
+            b"t",
+            msgpack.packb({**header, "arrays": [["images", "<f4", [10**12, 10**6, 10**6]]]}),
+            b"\0" * 16,
+        ],
         "object dtype": [b"t", msgpack.packb({**header, "arrays": [["images", "|O", [1, 4, 4]]]}), b"\0" * 16],
         "oversized": [*good[:2], b"\0" * 40_000, b"\0" * 40_000],  # each frame under the cap, all above
         "bad body": [b"t", msgpack.packb({**header, "body": {"nope": 1}, "arrays": []})],
@@ -149,8 +173,11 @@ def test_every_undecodable_request_gets_an_error(kind) -> None:
 
 
 def test_a_frame_above_the_cap_disconnects_its_sender_and_the_server_goes_on() -> None:
-    with RequestServer(random_tcp_endpoint(), source="server", max_bytes=65_536, security=PLAIN) as server, \
-            RequestClient(server.endpoint, source="big", security=PLAIN) as big:
+    with (
+        RequestServer(random_tcp_endpoint(), source="server", max_bytes=65_536, security=PLAIN) as server,
+        RequestClient(server.endpoint, source="big", security=PLAIN) as big,
+    ):
+
         def send_big() -> bool:
             try:
                 big.socket.send_multipart([b"t", b"h", b"\0" * 200_000], zmq.NOBLOCK)
@@ -193,13 +220,17 @@ def test_fuzzed_requests_are_each_answered_or_taken() -> None:
     valid = encode(PredictRequest(images=np.zeros((1, 4, 4), np.float32)), source="x", seq=3)
     frame = st.binary(max_size=300)
     mutated = st.tuples(st.integers(0, 2), st.integers(0, 400), st.binary(min_size=1, max_size=8)).map(
-        lambda edit: [bytes(f) if i != edit[0] else bytes(f)[:edit[1]] + edit[2] + bytes(f)[edit[1] + 1:]
-                      for i, f in enumerate(valid)])
+        lambda edit: [
+            bytes(f) if i != edit[0] else bytes(f)[: edit[1]] + edit[2] + bytes(f)[edit[1] + 1 :]
+            for i, f in enumerate(valid)
+        ]
+    )
     with RequestServer(random_tcp_endpoint(), source="server", max_bytes=65_536, security=PLAIN) as server:
         dealer = zmq.Context.instance().socket(zmq.DEALER)
         dealer.linger = 0
         dealer.connect(server.endpoint)
         try:
+
             @settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
             @given(st.one_of(st.lists(frame, min_size=1, max_size=5), mutated))
             def one(frames):
@@ -218,8 +249,10 @@ def test_fuzzed_requests_are_each_answered_or_taken() -> None:
 
 
 def test_a_curve_request_socket_with_a_high_water_mark_of_one_still_delivers(keys) -> None:
-    with RequestServer("tcp://127.0.0.1:*", source="server", hwm=1, security=curve(keys, "model")) as server, \
-            RequestClient(server.endpoint, source="runner", hwm=1, security=curve(keys, "runner")) as client:
+    with (
+        RequestServer("tcp://127.0.0.1:*", source="server", hwm=1, security=curve(keys, "model")) as server,
+        RequestClient(server.endpoint, source="runner", hwm=1, security=curve(keys, "runner")) as client,
+    ):
         assert wait_for(lambda: client.send(Heartbeat()) is not None)
         assert server.recv(2000) is not None
 

@@ -17,8 +17,18 @@ def test_in_order_gap_and_restarts() -> None:
     tracker = SequenceTracker()
     # 0 after 11: restart; 3 after 1 is a gap; 2 after 3: restart whose seq 0, 1 were lost
     statuses = [tracker.observe("a", s).status for s in (5, 6, 7, 10, 11, 0, 1, 3, 2, 3)]
-    assert statuses == [SeqStatus.FIRST, SeqStatus.IN_ORDER, SeqStatus.IN_ORDER, SeqStatus.GAP, SeqStatus.IN_ORDER,
-                        SeqStatus.RESTART, SeqStatus.IN_ORDER, SeqStatus.GAP, SeqStatus.RESTART, SeqStatus.IN_ORDER]
+    assert statuses == [
+        SeqStatus.FIRST,
+        SeqStatus.IN_ORDER,
+        SeqStatus.IN_ORDER,
+        SeqStatus.GAP,
+        SeqStatus.IN_ORDER,
+        SeqStatus.RESTART,
+        SeqStatus.IN_ORDER,
+        SeqStatus.GAP,
+        SeqStatus.RESTART,
+        SeqStatus.IN_ORDER,
+    ]
     counts = tracker.sources["a"]
     assert (counts.received, counts.gaps, counts.missing, counts.restarts) == (10, 2, 3, 2)
 
@@ -79,7 +89,8 @@ def _rewritten(**changes) -> list[bytes]:
 def test_receiver_counts_every_kind_of_rejection_and_keeps_going(caplog: pytest.LogCaptureFixture) -> None:
     receiver = Receiver("test", max_bytes=200, log_interval_s=60)
     bad = [
-        [b"junk"], [b"t", b"\xc1\xc1"],  # malformed
+        [b"junk"],
+        [b"t", b"\xc1\xc1"],  # malformed
         _rewritten(schema=SCHEMA_VERSION + 5),
         _rewritten(type="NoSuchThing"),
         as_bytes(encode(SpikeBatch(unit_ids=list(range(100)), times=[0.0] * 100), source="a", seq=0)),

@@ -11,8 +11,17 @@ import zmq
 
 from closedloop.messages import Error, Heartbeat, PredictRequest, Predictions, SpikeBatch, SyncEvent, as_bytes, encode
 from closedloop.transport import (
-    OPEN_EPHYS_PORTS, Publisher, RequestClient, RequestServer, Subscriber, check_endpoint, free_tcp_port,
-    inproc_endpoint, ipc_endpoint, random_tcp_endpoint, tcp_endpoint,
+    OPEN_EPHYS_PORTS,
+    Publisher,
+    RequestClient,
+    RequestServer,
+    Subscriber,
+    check_endpoint,
+    free_tcp_port,
+    inproc_endpoint,
+    ipc_endpoint,
+    random_tcp_endpoint,
+    tcp_endpoint,
 )
 
 
@@ -88,7 +97,7 @@ def test_junk_frames_from_a_raw_peer_are_counted(context) -> None:
 
 def test_junk_bytes_on_a_tcp_port_do_not_break_the_socket(context) -> None:
     server = RequestServer(tcp_endpoint(), source="server", context=context)
-    host, port = server.endpoint[len("tcp://"):].rsplit(":", 1)
+    host, port = server.endpoint[len("tcp://") :].rsplit(":", 1)
     with pysocket.create_connection((host, int(port))) as raw:
         raw.sendall(b"GET / HTTP/1.0\r\n\r\n" + bytes(range(256)) * 4)
         time.sleep(0.05)
@@ -100,8 +109,10 @@ def test_junk_bytes_on_a_tcp_port_do_not_break_the_socket(context) -> None:
 
 
 def test_request_reply_matches_replies_to_requests(context) -> None:
-    with RequestServer(inproc_endpoint(), source="model", context=context) as server, \
-            RequestClient(server.endpoint, source="runner", context=context) as client:
+    with (
+        RequestServer(inproc_endpoint(), source="model", context=context) as server,
+        RequestClient(server.endpoint, source="runner", context=context) as client,
+    ):
         assert client.send(PredictRequest(images=np.zeros((1, 4, 4), np.float32))) == 0
         first = server.recv(1000)
         server.reply(first, Predictions(rates=[[1.0]], unit_ids=[5], model_version=3))  # answered late
@@ -112,6 +123,7 @@ def test_request_reply_matches_replies_to_requests(context) -> None:
 
         seq_expected = client.seq
         import threading
+
         helper = threading.Thread(target=answer)
         helper.start()
         reply = client.request(PredictRequest(images=np.zeros((1, 4, 4), np.float32)), timeout_ms=2000)

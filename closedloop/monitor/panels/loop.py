@@ -74,8 +74,12 @@ class ModelPanel:
         online = view.per_unit_r if view.per_unit_r.size == x.size else np.full(x.size, np.nan)
         self.online.setData(*finite_xy(x, online))
         m = view.model_metrics
-        title = (f"model v{view.model_version}: held-out r mean {fmt(m.get('r_mean', np.nan))}, "
-                 f"median {fmt(m.get('r_median', np.nan))}" if view.model_version else "model: none yet")
+        title = (
+            f"model v{view.model_version}: held-out r mean {fmt(m.get('r_mean', np.nan))}, "
+            f"median {fmt(m.get('r_median', np.nan))}"
+            if view.model_version
+            else "model: none yet"
+        )
         titled(self.plot, title + " (bars; dots: online r)")
 
 
@@ -114,5 +118,6 @@ class SynthesisPanel:
         measured = int(np.isfinite(s["measured_hz"][newest]).sum())
         status = view.block_status
         block = f", block {status.block} {status.kind} {status.state}" if status is not None else ""
-        titled(self.plot, f"loop iteration {view.iteration}{block}: {int(newest.sum())} synthesized, "
-                          f"{measured} measured")
+        titled(
+            self.plot, f"loop iteration {view.iteration}{block}: {int(newest.sum())} synthesized, {measured} measured"
+        )

@@ -28,8 +28,11 @@ class UnitScatterPanel:
         p = view.unit_points
         self.points.setData(p["measured"], p["predicted"])
         self.identity.span(p["measured"], p["predicted"])
-        titled(self.plot, f"unit {view.unit if view.unit is not None else '–'}: r = {fmt(view.unit_r)} "
-                          f"({p['measured'].size} stimuli)")
+        titled(
+            self.plot,
+            f"unit {view.unit if view.unit is not None else '–'}: r = {fmt(view.unit_r)} "
+            f"({p['measured'].size} stimuli)",
+        )
 
 
 class PopulationPanel:
@@ -58,8 +61,11 @@ class PopulationPanel:
         self._unit_of_point = p["unit_id"]
         self.points.setData(p["measured"], p["predicted"])
         self.identity.span(p["measured"], p["predicted"])
-        titled(self.plot, f"population: r = {fmt(view.population_r)} pooled, median unit r = "
-                          f"{fmt(view.median_unit_r)} ({view.n_pairs} pairs)")
+        titled(
+            self.plot,
+            f"population: r = {fmt(view.population_r)} pooled, median unit r = "
+            f"{fmt(view.median_unit_r)} ({view.n_pairs} pairs)",
+        )
 
 
 class CorrelationPanel:
@@ -101,5 +107,4 @@ class TrialsPanel:
         t = view.trials
         self.measured.setData(*finite_xy(t["trial"], t["measured"]))
         self.predicted.setData(t["trial"], t["predicted"], connect="finite")
-        titled(self.plot, f"unit {view.unit if view.unit is not None else '–'} over trials "
-                          f"({t['trial'].size} shown)")
+        titled(self.plot, f"unit {view.unit if view.unit is not None else '–'} over trials ({t['trial'].size} shown)")

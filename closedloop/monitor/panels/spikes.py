@@ -46,8 +46,9 @@ class PsthPanel:
         self.plot = plot
         plot.setLabels(bottom="time from onset (s)", left="rate (Hz)")
         plot.addItem(pg.InfiniteLine(0.0, angle=90, pen=pg.mkPen(MUTED)))
-        self.curve = plot.plot([0.0, 1.0], [0.0], stepMode="center", fillLevel=0,
-                               brush=pg.mkBrush(*MEASURED, 120), pen=pg.mkPen(MEASURED))
+        self.curve = plot.plot(
+            [0.0, 1.0], [0.0], stepMode="center", fillLevel=0, brush=pg.mkBrush(*MEASURED, 120), pen=pg.mkPen(MEASURED)
+        )
 
     def update(self, view: MonitorView) -> None:
         s = view.spikes
