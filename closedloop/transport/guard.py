@@ -87,13 +87,13 @@ class Guard:
         monitors: dict[zmq.Socket, str] = {}
         try:
             while not self._stop.is_set():
+                if not monitors:  # pyzmq's poll returns at once with no socket: wait for one instead of spinning
+                    try:
+                        self._monitor(*self._new.get(timeout=0.1), monitors, poller)
+                    except queue.Empty:
+                        continue
                 while not self._new.empty():
-                    address, endpoint = self._new.get()
-                    pair = self.context.socket(zmq.PAIR)
-                    pair.linger = 0
-                    pair.connect(address)
-                    poller.register(pair, zmq.POLLIN)
-                    monitors[pair] = endpoint
+                    self._monitor(*self._new.get(), monitors, poller)
                 for pair, _ in poller.poll(100):
                     self._read(pair, monitors, poller)
         except zmq.ContextTerminated:
@@ -101,6 +101,13 @@ class Guard:
         finally:
             for pair in monitors:
                 pair.close(0)
+
+    def _monitor(self, address: str, endpoint: str, monitors: dict[zmq.Socket, str], poller: zmq.Poller) -> None:
+        pair = self.context.socket(zmq.PAIR)
+        pair.linger = 0
+        pair.connect(address)
+        poller.register(pair, zmq.POLLIN)
+        monitors[pair] = endpoint
 
     def _read(self, pair: zmq.Socket, monitors: dict[zmq.Socket, str], poller: zmq.Poller) -> None:
         try:

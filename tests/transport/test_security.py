@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import re
 import stat
+import subprocess
+import sys
 import time
 
 import msgpack
@@ -94,6 +96,27 @@ def test_curve_stream_flows_and_counts_by_identity(keys) -> None:
         # The binding PUB is the CURVE server (its key is checked by the SUB); ZAP names clients only,
         # so a connecting SUB tracks its one publisher by source name.
         assert list(sub.receiver.sequences.sources) == ["sim-array"]
+
+
+IDLE_GUARD = """
+import resource, sys, time
+from closedloop.transport import RequestServer, random_tcp_endpoint, SocketSecurity
+from closedloop.transport.keys import load_keys
+with RequestServer(random_tcp_endpoint(), source="server", security=SocketSecurity(load_keys(sys.argv[1], "model"))):
+    pass  # the socket is gone, its context's guard stays: it must wait, not spin
+start = resource.getrusage(resource.RUSAGE_SELF)
+time.sleep(1.0)
+end = resource.getrusage(resource.RUSAGE_SELF)
+print(end.ru_utime + end.ru_stime - start.ru_utime - start.ru_stime)
+"""
+
+
+def test_an_idle_guard_uses_no_cpu(keys) -> None:
+    # a guard with nothing to watch once spun at 100 % of a core with the GIL held
+    done = subprocess.run(
+        [sys.executable, "-c", IDLE_GUARD, str(keys)], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert float(done.stdout.split()[-1]) < 0.2
 
 
 @pytest.mark.parametrize("intruder", ["plain", "unknown key"])
