@@ -48,6 +48,9 @@ class MonitorWindow(QtWidgets.QWidget):
         self.status = QtWidgets.QLabel()
         self.status.setFont(QtWidgets.QApplication.font())
         self.status.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
+        # a long status line wraps instead of widening the window past the screen (or --screenshot's size)
+        self.status.setWordWrap(True)
+        self.status.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
         layout.addWidget(self.status)
         g = self.graphics
         self.unit_scatter = UnitScatterPanel(plain_axes(g.addPlot(0, 0)))
@@ -85,6 +88,7 @@ class MonitorWindow(QtWidgets.QWidget):
         self.unit_entry.returnPressed.connect(self._typed_unit)
         bar.addWidget(self.unit_entry)
         self.unit_hint = QtWidgets.QLabel("type an id and press Enter, or click a point or a bar")
+        self.unit_hint.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
         bar.addWidget(self.unit_hint, stretch=1)
         return bar
 
