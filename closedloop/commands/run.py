@@ -122,12 +122,7 @@ def run(args: argparse.Namespace) -> int:
     check_room_for_run(session, rig, protocol, None if units is None else units.size, args.resume is not None)
     first_version = 1
     if args.resume is not None:  # a damaged file is refused before anything starts; versions go on from its last
-        first_version = check_resumable(args.resume)
-        if args.model == "remote":
-            print(
-                f"model versions of this session go on from v{first_version}: start 'closedloop serve model' "
-                f"with --first-version {first_version}"
-            )
+        first_version = check_resumable(args.resume)  # a remote server hears it from the runner
     loop = build_loop(
         rig,
         protocol,

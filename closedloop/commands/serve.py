@@ -71,7 +71,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=1,
         metavar="N",
-        help="model: number the first model N (a resumed session's runner says which)",
+        help="model: number the first model N (default 1; a resuming runner raises it past its session's versions)",
     )
     add_json_option(parser)
 
@@ -207,12 +207,8 @@ def _serve_runner(rig, args: argparse.Namespace) -> int:
     elif args.resume is None and rig.acquisition.kind not in RECORDING_KINDS:
         raise ClosedLoopError("a new session needs its unit ids: give --units, e.g. --units 1-96")
     check_room_for_run(session, rig, protocol, None if units is None else units.size, args.resume is not None)
-    if args.resume is not None:
-        first = check_resumable(args.resume)
-        print(
-            f"model versions of this session go on from v{first}: start 'closedloop serve model' with "
-            f"--first-version {first}"
-        )
+    if args.resume is not None:  # refused here if damaged; the model server hears its next version from the runner
+        check_resumable(args.resume)
     endpoints = Endpoints.from_rig(rig)
     # A real rig (loop.components.runner): no block before data flows; without --units it listens for them.
     runner = runner_component(rig, protocol, session, endpoints, unit_ids=units, resume=args.resume is not None)

@@ -29,6 +29,8 @@ from closedloop.messages.base import (
 _IDS = ("int64", "int32")
 _RATES = ("float64", "float32")
 _IMAGES = ("float32", "float64", "uint8")
+#: The largest model version a message may name (a model file is named model_v{version:03d}.pt).
+MAX_VERSION = 2**31 - 1
 
 
 def _ids_with_images(message: Message, ids: str, images: str) -> None:
@@ -167,6 +169,8 @@ class FitRequest(Message):
     ``image_ids``; stimuli it already has are named by id only.  With ``refit`` the
     server starts a background refit on everything it has (answered at once by
     `Accepted`; `ModelUpdated` is published when the refit finishes).
+    ``version_floor`` (a resumed session's runner): the server's next model version is
+    at least this, so versions recorded before the resume are never reused; 0: no floor.
     """
 
     ARRAYS: ClassVar[dict[str, ArraySpec]] = {
@@ -183,6 +187,7 @@ class FitRequest(Message):
     image_ids: np.ndarray | None = None
     images: np.ndarray | None = None
     refit: bool = True
+    version_floor: int = 0
 
     def _check(self) -> None:
         self._set("block", as_int(self.block, "block", minimum=0))
@@ -190,6 +195,9 @@ class FitRequest(Message):
         _ids_with_images(self, "image_ids", "images")
         _one_column_per_unit(self.rates, self.unit_ids)
         self._set("refit", as_bool(self.refit, "refit"))
+        self._set("version_floor", as_int(self.version_floor, "version_floor", minimum=0))
+        if self.version_floor > MAX_VERSION:
+            raise ValueError(f"version_floor: {self.version_floor} is above the largest model version {MAX_VERSION}")
 
 
 @register

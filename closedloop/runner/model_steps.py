@@ -73,8 +73,6 @@ class ModelSteps:
         self.server_has: set[int] = set()  # stimulus ids whose pixels this server has
         self.server_blocks: set[int] = set()  # blocks of responses this server has accepted
         link.on_restart = self.server_lost_data
-        if recorder.newest_model is not None:  # a resumed session: its newest fit decides a loop's stop rule
-            link.assume(recorder.newest_model)
 
     # --- the backlog --------------------------------------------------------------
 

@@ -82,6 +82,7 @@ class SessionRecorder:
         self.history: list[TrialData] = []  # every good block's responses
         self.refit_wanted = False  # the session has had a fit block
         self.newest_model: ModelUpdated | None = None  # the newest fit the journal recorded (resume)
+        self.next_model_version = 1  # one above every model version the session recorded (resume)
         self.marks: dict[str, float] = {}  # journal timing since the last record (`BlockRecord.times`)
         self.late_units: LateUnits | None = None  # a real rig: units heard after the session's were fixed
 

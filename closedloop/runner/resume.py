@@ -22,7 +22,7 @@ from closedloop.data.session_reader import SessionReader
 from closedloop.data.session_writer import SessionWriter
 from closedloop.errors import DataFileError
 from closedloop.messages import ModelUpdated
-from closedloop.runner.journal import journal_path, read_records
+from closedloop.runner.journal import BlockRecord, journal_path, read_records
 from closedloop.runner.trials import TrialData
 from closedloop.runner.stimuli import StimulusLibrary
 from closedloop.runner.targets import check_protocol_units
@@ -84,6 +84,11 @@ def check_resumable(path: str | Path) -> int:
             f"has no record of session block(s) {missing[:10]}: it does not belong to "
             f"{path.name}, so the run cannot be resumed; the session can still be read and exported",
         )
+    return next_model_version(records, versions)
+
+
+def next_model_version(records: list[BlockRecord], versions: np.ndarray) -> int:
+    """One above every model version in the journal ``records`` and the stimuli's ``versions``."""
     recorded = [r.model_version for r in records] + [int(v) for v in versions if v > 0]
     return 1 + max(recorded, default=0)
 
@@ -130,6 +135,7 @@ def restore(runner) -> None:
     offsets = [r.clock_offset for r in records if r.clock_offset is not None]
     runner.clock_offset = offsets[-1] if offsets else None
     runner.refit_wanted = any(r.kind == "fit" for r in records)
+    runner.next_model_version = next_model_version(records, stimuli["model_version"])
     fits = [r for r in records if r.kind == "fit" and r.model_version > 0]
     if fits:  # the newest metrics decide a loop's stop rule until the server sends newer ones
         last = fits[-1]

@@ -495,6 +495,8 @@ class Runner(Component):
         """Create the session file (or reopen it with ``resume``); a real rig then watches for late units."""
         if self.resume:
             self.recorder.resume()
+            # its newest fit decides a loop's stop rule; new models are numbered on from its last
+            self.link.resume_session(self.recorder.newest_model, self.recorder.next_model_version)
         else:
             self.recorder.create(
                 self.rig,

@@ -15,6 +15,7 @@ its model version went backwards) has lost its data: the runner is told
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections import deque
@@ -68,6 +69,7 @@ class ModelLink:
         self.last_error: Error | None = None
         self.errors_seen = 0
         self.known_version = 0  # highest version in the server's Accepted replies
+        self.version_floor = 0  # a resumed session: the first version its new models may take
         self.restarted = False
         self.on_restart: Callable[[], None] | None = None  # called when a restart is noticed
         self._restarts_seen = 0
@@ -95,6 +97,14 @@ class ModelLink:
         journal: its newest fit decides a loop's stop rule)."""
         self.newest = update
         self.known_version = int(update.version)
+
+    def resume_session(self, newest: ModelUpdated | None, next_version: int) -> None:
+        """A resumed session: its newest recorded fit (see `assume`) and the first model version
+        its new fits may take, sent with every `FitRequest` so that any server, also one
+        started separately, never reuses a recorded version."""
+        if newest is not None:
+            self.assume(newest)
+        self.version_floor = int(next_version)
 
     @property
     def version(self) -> int:
@@ -138,6 +148,8 @@ class ModelLink:
         that the server still answers, so a server that died is noticed in seconds, not
         at ``timeout_s``.
         """
+        if isinstance(message, FitRequest) and self.version_floor > message.version_floor:
+            message = dataclasses.replace(message, version_floor=self.version_floor)
         seq = self.client.send(message)
         if seq is None:
             self._down("nobody is listening on its endpoint")

@@ -238,6 +238,8 @@ class ModelServer(Component):
 
     def _fit(self, request: Request, message: FitRequest) -> None:
         self.owner.check(request)
+        if message.version_floor > self._reserved + 1:  # a resumed session: its recorded versions are taken
+            self._reserved = message.version_floor - 1
         added = self.store.add(message)
         self.counts["fit_requests"] += 1
         detail = f"{added} trials added; {self.store.n_images} images, {self.store.n_trials} trials in all"

@@ -49,6 +49,7 @@ class FakeModelServer(Component):
         self.blocks: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self.images: dict[int, np.ndarray] = {}
         self.received: list[tuple[str, int, int]] = []  # (type, block, n_trials) accepted, in arrival order
+        self.fit_requests: list[FitRequest] = []  # every FitRequest accepted, in arrival order
         self.refused: list[tuple[int, str]] = []  # (block, error code) of fit requests refused
         self.unit_ids: np.ndarray | None = None
         self.server = self.events = None
@@ -96,13 +97,14 @@ class FakeModelServer(Component):
             self.refused.append((message.block, "unknown_stimulus"))
             return
         self.received.append(("FitRequest", message.block, len(message.stimulus_ids)))
+        self.fit_requests.append(message)
         if len(message.stimulus_ids):
             self.blocks[message.block] = (np.asarray(message.stimulus_ids), np.asarray(message.rates))
             self.unit_ids = np.asarray(message.unit_ids)
         if not message.refit:
             self.server.reply(request, Accepted(in_reply_to=seq, version=self.version))
             return
-        self.version += 1
+        self.version = max(self.version + 1, message.version_floor)
         self.server.reply(request, Accepted(in_reply_to=seq, version=self.version))
         units = self.unit_ids if self.unit_ids is not None else np.asarray(message.unit_ids)
         units = units[: self.fitted_units] if self.fitted_units is not None else units

@@ -94,11 +94,12 @@ def test_stop_in_a_block_then_resume_finishes_the_protocol_with_nothing_lost_or_
         with SessionReader(tmp_path / "s.h5") as reader:
             assert reader.blocks["flag_code"][-1] == BlockFlag.ABORTED
             assert reader.blocks["trial_stop"][-1] > reader.blocks["trial_start"][-1]  # its trials are kept
-        blocks_at_stop = server.server.received.copy()
+        blocks_at_stop, fits_at_stop = server.server.received.copy(), len(server.server.fit_requests)
+        assert {m.version_floor for m in server.server.fit_requests} == {0}  # a new session: no floor
         if fresh_server:  # it lost everything: the resumed runner must notice and send it all
             server.stop()
             server = ServerThread(FakeModelServer(server_endpoints.model, server_endpoints.model_events)).start()
-            blocks_at_stop = []
+            blocks_at_stop, fits_at_stop = [], 0
 
         second = loop_on(tmp_path, rig, protocol, brain_and_units, server_endpoints, resume=True)
         report = run_until_done(second, timeout_s=60)
@@ -130,8 +131,10 @@ def test_stop_in_a_block_then_resume_finishes_the_protocol_with_nothing_lost_or_
     resent = [b for kind, b, n in server.server.received[len(blocks_at_stop) :] if kind == "FitRequest" and n]
     assert resent == [0, 3, 7]  # the good blocks before the stop, then the redone presentation, once each
     versions = [r["model_version"] for r in records if r["kind"] == "fit"]
-    # fits before the stop made versions 1 and 2; on resume the data went again with a refit, then the last fit
-    assert versions == ([1, 2, 2] if fresh_server else [1, 2, 4])
+    # fits before the stop made versions 1 and 2; on resume the data went again with a refit (3), then the
+    # last fit: a restarted server is told to number on from 3 too, so no recorded version is reused
+    assert versions == [1, 2, 4]
+    assert {m.version_floor for m in server.server.fit_requests[fits_at_stop:]} == {3}  # every resumed request
 
 
 def test_resuming_with_another_protocol_is_refused(tmp_path, rig, brain_and_units):

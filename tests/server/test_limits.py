@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 
 import numpy as np
+import pytest
 import zmq
 from conftest import UNIT_IDS
 
@@ -110,6 +112,19 @@ def test_only_the_runner_that_opened_the_session_adds_data(run_server, recording
     finally:
         rogue.close()
         owner.close()
+
+
+def test_a_resumed_sessions_runner_sets_where_model_versions_go_on(run_server, recording) -> None:
+    running = run_server()
+    first = running.ask(recording.request(block=0, index=slice(0, 40), refit=False))
+    assert isinstance(first, Accepted) and first.version == 0
+    resumed = dataclasses.replace(recording.request(block=1, index=slice(40, 60)), version_floor=7)
+    reply = running.ask(resumed)
+    assert isinstance(reply, Accepted) and reply.version == 7  # versions 1..6 were recorded
+    again = dataclasses.replace(recording.request(block=2, index=slice(60, 70), refit=False), version_floor=3)
+    assert running.ask(again).version in (0, 7)  # a lower floor never turns the numbering back
+    with pytest.raises(ValueError, match="version_floor"):
+        dataclasses.replace(resumed, version_floor=2**40)
 
 
 def _rss_bytes() -> int:
