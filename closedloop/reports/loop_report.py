@@ -1,4 +1,4 @@
-"""How well the closed loop worked, iteration by iteration (issue 6; docs/methods.md, Synthesis; benchmarks/README.md).
+"""How well the closed loop worked, iteration by iteration (docs/methods.md, Synthesis; benchmarks/README.md).
 
 Read from a finished (or interrupted) session file and the runner's journal: for every
 synthesize block that made images — one loop iteration — the model that made them and
