@@ -132,13 +132,12 @@ def test_model_steps_queue_what_the_server_lacks_and_fall_back_when_it_is_down(p
     assert recorder.writer.n_blocks == 0  # the runner shows natural images instead: no block here
 
 
-def test_model_steps_take_the_resumed_sessions_newest_model(parts, rig, protocol):
-    recorder, link, collector, _, _ = parts
+def test_the_link_takes_the_resumed_sessions_newest_model_and_next_version(parts):
+    _, link, _, _, _ = parts
     from closedloop.messages import ModelUpdated
 
-    recorder.newest_model = ModelUpdated(version=3, metrics={"r_median": 0.7})
-    ModelSteps(link, recorder, collector, rig=rig, protocol=protocol, plan=Plan(protocol), settings=FAST)
-    assert link.version == 3 and link.known_version == 3
+    link.resume_session(ModelUpdated(version=3, metrics={"r_median": 0.7}), next_version=5)
+    assert link.version == 3 and link.known_version == 3 and link.version_floor == 5
 
 
 def test_block_presentation_without_a_presenter_fails_the_block_and_stops_the_run(parts, rig, protocol):
