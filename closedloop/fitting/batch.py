@@ -182,7 +182,7 @@ def _run_fused(paths, names, out_dir, settings, bars) -> list[SessionOutcome]:
     import secrets
     import warnings
 
-    # torch only in the fused fit: the parent of separate worker processes never loads it
+    # torch only for the fused fit: the parent of separate per-session fits does not need it
     from closedloop.model.multi_session import fit_sessions
     from closedloop.model.train import ExcludedUnitsWarning, prepare_fit  # torch, as above
 

@@ -223,7 +223,7 @@ def run_trial(
     (TrialResult, FitResult | None)
         The score, and the fitted model (on the CPU) unless the trial failed or was pruned.
     """
-    # torch only where a trial runs (a worker), not in the process that plans the search
+    # torch only when a trial runs, not to plan or resume a search
     from closedloop.model.predict import predict
     from closedloop.model.train import ExcludedUnitsWarning, fit_model  # torch, as above
 
