@@ -30,6 +30,8 @@ import numpy as np
 from closedloop.acquisition.base import AcquisitionAdapter, Acquired, PlaybackClock, SubscriberGate
 from closedloop.config.rig import PHOTODIODE_LINE
 from closedloop.data.formats import detect_format
+from closedloop.data.pvc8 import read_pvc8
+from closedloop.data.session import SessionReader
 from closedloop.errors import DataFileError
 from closedloop.messages import StimulusShown
 from closedloop.sim.archive_spec import PHOTODIODE_LAG_S
@@ -67,8 +69,6 @@ _TRIALS = np.dtype(
 
 def session_timeline(path: Path) -> Timeline:
     """The timeline of a session file, as recorded."""
-    from closedloop.data.session import SessionReader
-
     with SessionReader(path) as reader:
         spikes, sync, trials = reader.spikes, reader.sync, reader.trials
     order = np.argsort(spikes["time_s"], kind="stable")
@@ -88,8 +88,6 @@ def session_timeline(path: Path) -> Timeline:
 
 def pvc8_timeline(path: Path, *, blank_s: float, refresh_hz: float, photodiode_line: int) -> Timeline:
     """A pvc-8 file laid out as a recording (see module notes)."""
-    from closedloop.data.pvc8 import read_pvc8
-
     try:
         recording = read_pvc8(path, load_blank=True)
     except DataFileError as error:

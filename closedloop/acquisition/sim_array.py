@@ -54,11 +54,15 @@ from closedloop.acquisition.spike_sources import (
     grey_spontaneous,
     spontaneous_spikes,
 )
+from closedloop.acquisition.twin import DigitalTwin
 from closedloop.config.rig import PHOTODIODE_LINE
 from closedloop.errors import ClosedLoopError
 from closedloop.messages import BlockRequest, BlockStatus, Heartbeat, Responses, StimulusShown
 from closedloop.paths import shipped_file
 from closedloop.sim.archive_spec import PHOTODIODE_LAG_S
+from closedloop.sim.brain import load_brain
+from closedloop.sim.population import SimulatedV1
+from closedloop.sim.scenario import load_scenario
 from closedloop.transport import Subscriber
 from closedloop.transport.receiver import RateLimitedLog
 
@@ -105,14 +109,9 @@ class BrainSpec:
     def build(self) -> SpikeSource:
         """The spike source this spec names (imports and loads what it needs)."""
         if self.kind == "population":
-            from closedloop.sim.population import SimulatedV1
-            from closedloop.sim.scenario import load_scenario
-
             spec = load_scenario(shipped_file(self.scenario)) if self.scenario else None
             return GroundTruthSource(SimulatedV1(spec, n_units=self.n_units, seed=self.seed))
         if self.kind == "callable":
-            from closedloop.sim.brain import load_brain
-
             if not self.target:
                 raise ClosedLoopError("brain kind 'callable' needs target: 'package.module:callable'")
             brain = load_brain(self.target, probe_size_px=self.size_px, import_path=self.import_path)
@@ -127,8 +126,6 @@ class BrainSpec:
                 CALLABLE_SHARED_OVERDISPERSION,
             )
         if self.kind == "twin":
-            from closedloop.acquisition.twin import DigitalTwin
-
             if not (self.checkpoint and self.archive):
                 raise ClosedLoopError("brain kind 'twin' needs checkpoint: MODEL.pt and archive: RECORDING")
             return DigitalTwin.from_files(self.checkpoint, self.archive).source()

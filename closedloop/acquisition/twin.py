@@ -26,6 +26,9 @@ import numpy as np
 
 from closedloop.acquisition.spike_sources import RESPONSE_WINDOW_S, RateSource, standard_shape
 from closedloop.data.formats import detect_format
+from closedloop.data.loader import load_dataset
+from closedloop.data.pvc8 import read_pvc8
+from closedloop.data.session import SessionReader
 from closedloop.errors import DataFileError
 from closedloop.model.saved import checkpoint_preprocessing, predict_pixels
 
@@ -49,8 +52,6 @@ class ArchiveStatistics:
 
 def archive_statistics(path: str | Path, window_s: tuple[float, float] = RESPONSE_WINDOW_S) -> ArchiveStatistics:
     """Spontaneous rate, time course and overdispersion of every unit of an archive."""
-    from closedloop.data.loader import load_dataset
-
     path = Path(path)
     if detect_format(path) == "pvc8":
         psth, spont, unit_ids, channels = _pvc8_psth(path)
@@ -83,8 +84,6 @@ def _shape(psth: np.ndarray, spont: np.ndarray, window_s: tuple[float, float]) -
 
 
 def _pvc8_psth(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    from closedloop.data.pvc8 import read_pvc8
-
     try:
         recording = read_pvc8(path, load_blank=True)
     except DataFileError:
@@ -100,8 +99,6 @@ def _pvc8_psth(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
 
 
 def _session_psth(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    from closedloop.data.session import SessionReader
-
     with SessionReader(path) as reader:
         spikes, onsets = reader.spikes, np.sort(reader.trials["onset_s"])
         unit_ids, channels = reader.unit_ids, reader.channels.astype(np.int32)
@@ -154,6 +151,7 @@ class DigitalTwin:
     @classmethod
     def from_files(cls, checkpoint: str | Path, archive: str | Path, device: str = "cpu") -> DigitalTwin:
         """Load a checkpoint and the statistics of the archive it was fitted to."""
+        # torch: only a twin built from a checkpoint needs it; archive_statistics does not
         from closedloop.model.checkpoint import load_checkpoint
 
         loaded = load_checkpoint(checkpoint, device=device)

@@ -11,6 +11,8 @@ figure.  Watch it live with ``closedloop monitor`` (add ``--rig-ports``), or ope
 session file afterwards: ``closedloop monitor OUT/demo.h5``.
 """
 
+# Work modules are imported inside run() and its helpers: cli.py imports every command module to
+# build its parser, so each must load fast.
 from __future__ import annotations
 
 import argparse
@@ -19,7 +21,9 @@ import time
 from pathlib import Path
 
 from closedloop.commands.common import add_json_option, write_json
+from closedloop.config import load_protocol, load_rig, validate
 from closedloop.errors import ClosedLoopError
+from closedloop.paths import shipped_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,8 +48,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from closedloop.config import load_protocol, load_rig, validate
-    from closedloop.paths import shipped_file
     from closedloop.loop import run_until_done, simulated_brain
     from closedloop.transport import Endpoints, use_rig_security
     from closedloop.loop.assemble import build_loop

@@ -14,6 +14,8 @@ its keys win).  A DANDI upload needs the subject's id, species, sex and age: the
 export warns when one is missing.
 """
 
+# Work modules are imported inside run() and its helpers: cli.py imports every command module to
+# build its parser, so each must load fast.
 from __future__ import annotations
 
 import argparse

@@ -15,6 +15,8 @@ Exit status: 0 when every session was fitted, 1 when some failed (listed), 2 for
 arguments or input found before fitting started.
 """
 
+# Work modules are imported inside run() and its helpers: cli.py imports every command module to
+# build its parser, so each must load fast.
 from __future__ import annotations
 
 import argparse
@@ -22,6 +24,7 @@ import sys
 from pathlib import Path
 
 from closedloop.commands.common import add_json_option, non_negative_int, positive_int, write_json
+from closedloop.errors import ClosedLoopError, DataFileError
 from closedloop.fitting.options import EXECUTORS, PRUNERS, SAMPLERS
 
 
@@ -133,7 +136,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from closedloop.errors import ClosedLoopError
     from closedloop.fitting.batch import fit_archives, session_names
     from closedloop.fitting.model_files import default_config, load_config_yaml, named_config
     from closedloop.fitting.session import FitSettings
@@ -218,7 +220,6 @@ def _ray_executor(args: argparse.Namespace, device: str):
 def _check_archives(paths: list[Path]) -> None:
     """Every archive must exist and be a format we read, before anything runs."""
     from closedloop.data.formats import detect_format
-    from closedloop.errors import ClosedLoopError, DataFileError
 
     problems = []
     for path in paths:

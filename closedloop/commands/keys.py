@@ -11,10 +11,14 @@ Sockets then use CURVE whenever the rig says ``security: curve`` or its host is 
 loopback.
 """
 
+# Work modules are imported inside run() and its helpers: cli.py imports every command module to
+# build its parser, so each must load fast.
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
+from closedloop.config import load_rig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +32,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from closedloop.config import load_rig
     from closedloop.transport.keys import ROLES, SERVER, create_keys, load_keys, public_file, secret_file
     from closedloop.transport.security import keys_folder
 

@@ -10,6 +10,8 @@ the model and the loop, from the running components' streams (read-only) or a se
 --screenshot OUT.png renders the window offscreen after --duration seconds and exits.
 """
 
+# Work modules are imported inside run() and its helpers: cli.py imports every command module to
+# build its parser, so each must load fast.
 from __future__ import annotations
 
 import argparse
@@ -19,8 +21,10 @@ import time
 from pathlib import Path
 
 from closedloop.commands.common import add_json_option, non_negative_int, write_json
+from closedloop.config import load_rig
 from closedloop.config.rig import PHOTODIODE_LINE
 from closedloop.errors import ClosedLoopError
+from closedloop.paths import shipped_file
 
 DEFAULT_SCREENSHOT_WAIT_S = 3.0
 
@@ -196,9 +200,6 @@ def _release_qt(app, window) -> None:
 def _load_rig(path: Path | None):
     if path is None:
         return None
-    from closedloop.config import load_rig
-    from closedloop.paths import shipped_file
-
     return load_rig(shipped_file(path))
 
 

@@ -8,6 +8,8 @@ Use it after a crash (HDF5 refuses plain readers of a file whose writer was kill
 after a disk filled up, or when ``export-nwb`` or ``--resume`` refuse a session.
 """
 
+# Work modules are imported inside run() and its helpers: cli.py imports every command module to
+# build its parser, so each must load fast.
 from __future__ import annotations
 
 import argparse

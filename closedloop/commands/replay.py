@@ -16,6 +16,8 @@ Exit status: 0 when the replay finished, 1 when it stopped part-way, 2 for bad
 arguments or input (found before anything starts).
 """
 
+# Work modules are imported inside run() and its helpers: cli.py imports every command module to
+# build its parser, so each must load fast.
 from __future__ import annotations
 
 import argparse
@@ -23,6 +25,9 @@ import sys
 from pathlib import Path
 
 from closedloop.commands.common import add_json_option, non_negative_int, positive_int, write_json
+from closedloop.config import load_protocol, load_rig
+from closedloop.errors import DataFileError
+from closedloop.paths import shipped_file
 
 
 def _speed(text: str) -> float:
@@ -106,8 +111,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from closedloop.config import load_protocol, load_rig
-    from closedloop.paths import shipped_file
     from closedloop.replay.pipeline import ReplayFailed, ReplayOptions, prepare, replay_archive
     from closedloop.replay.summary import block_table, final_lines, replay_figure, summary_dict
     from closedloop.transport import use_rig_security
@@ -190,8 +193,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write(path: Path | None, summary: dict) -> None:
-    from closedloop.errors import DataFileError
-
     try:
         write_json(path, summary)
     except OSError as error:

@@ -9,6 +9,8 @@ ends; Ctrl-C stops after writing what was recorded, and ``--resume SESSION.h5``
 continues where the run stopped.
 """
 
+# Work modules are imported inside run() and its helpers: cli.py imports every command module to
+# build its parser, so each must load fast.
 from __future__ import annotations
 
 import argparse
@@ -16,7 +18,9 @@ import time
 from pathlib import Path
 
 from closedloop.commands.common import add_json_option, write_json
+from closedloop.config import load_protocol, load_rig, validate
 from closedloop.errors import ClosedLoopError
+from closedloop.paths import shipped_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -103,11 +107,9 @@ def check_display(presenter: str, rig) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from closedloop.config import load_protocol, load_rig, validate
     from closedloop.loop import run_until_done
     from closedloop.transport import Endpoints, use_rig_security
     from closedloop.loop.assemble import build_loop, presenter_for
-    from closedloop.paths import shipped_file
     from closedloop.runner.resume import check_resumable
     from closedloop.runner.session_size import check_room_for_run
 

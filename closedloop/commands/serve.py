@@ -14,6 +14,8 @@ runner also stops when its protocol is done.  ``--protocol`` is required by ``mo
 ``presenter`` and ``runner``; ``--json PATH`` writes what the component did.
 """
 
+# Work modules are imported inside run() and its helpers: cli.py imports every command module to
+# build its parser, so each must load fast.
 from __future__ import annotations
 
 import argparse
@@ -21,6 +23,9 @@ import logging
 from pathlib import Path
 
 from closedloop.commands.common import add_json_option, positive_int, write_json
+from closedloop.commands.run import check_display, default_session_path, finish, parse_units
+from closedloop.config import load_protocol, validate
+from closedloop.config.rig import DEVICE_PATTERN, load_rig
 from closedloop.errors import ClosedLoopError
 from closedloop.paths import shipped_file
 from closedloop.wording import counted
@@ -77,7 +82,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from closedloop.config.rig import DEVICE_PATTERN, load_rig
     from closedloop.transport.security import use_rig_security
 
     if args.timeout is not None and args.timeout <= 0:
@@ -107,8 +111,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _serve_model(rig, args: argparse.Namespace) -> int:
-    from closedloop.config.protocol import load_protocol
-    from closedloop.config.validate import validate
     from closedloop.loop.components import model_server
 
     if args.protocol is None:
@@ -142,16 +144,12 @@ def _serve_model(rig, args: argparse.Namespace) -> int:
 
 
 def _needs_protocol(args: argparse.Namespace, what: str):
-    from closedloop.config import load_protocol
-
     if args.protocol is None:
         raise ClosedLoopError(f"'serve {args.component}' needs --protocol P.yaml ({what})")
     return load_protocol(shipped_file(args.protocol))
 
 
 def _serve_presenter(rig, args: argparse.Namespace) -> int:
-    from closedloop.commands.run import check_display
-    from closedloop.config import validate
     from closedloop.loop.components import presenter as presenter_component
     from closedloop.transport import Endpoints
 
@@ -185,8 +183,6 @@ def _serve_runner(rig, args: argparse.Namespace) -> int:
     import numpy as np
 
     from closedloop.acquisition.recording import RECORDING_KINDS
-    from closedloop.commands.run import default_session_path, finish, parse_units
-    from closedloop.config import validate
     from closedloop.loop.components import brain_units, runner as runner_component, simulated_brain
     from closedloop.loop.local import run_until_done
     from closedloop.loop.progress import ProgressPrinter

@@ -5,6 +5,8 @@ and grating experiment and writes it either as a closedloop session file (HDF5) 
 pvc-8 MATLAB file with the real dataset's variable names, shapes and stimulus layout.
 """
 
+# Work modules are imported inside run() and its helpers: cli.py imports every command module to
+# build its parser, so each must load fast.
 from __future__ import annotations
 
 import argparse

@@ -11,6 +11,8 @@ Exit status: 0 when every rate target was reached within the tolerance, 1 when s
 were not (their achieved rate and gap are printed), 2 for bad arguments or input.
 """
 
+# Work modules are imported inside run() and its helpers: cli.py imports every command module to
+# build its parser, so each must load fast.
 from __future__ import annotations
 
 import argparse
@@ -18,6 +20,7 @@ import sys
 from pathlib import Path
 
 from closedloop.commands.common import add_json_option, non_negative_int, positive_int, write_json
+from closedloop.errors import ClosedLoopError, DataFileError
 
 
 def _positive_float(text: str) -> float:
@@ -137,7 +140,6 @@ def run(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from closedloop.errors import ClosedLoopError
     from closedloop.model.checkpoint import load_checkpoint
     from closedloop.synth.canvas import Canvas
     from closedloop.synth.figure import library_figure
@@ -249,8 +251,6 @@ def run(args: argparse.Namespace) -> int:
 
 def _check_not_hdf5(path: Path) -> None:
     """A session or stimulus library given as MODEL gets a plain message, not torch's."""
-    from closedloop.errors import DataFileError
-
     try:
         with open(path, "rb") as handle:
             signature = handle.read(8)

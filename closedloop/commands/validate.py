@@ -9,12 +9,16 @@ Exit status 0 and a short summary when both are valid; otherwise one line naming
 the file, line and field that is wrong, and exit status 2.
 """
 
+# Work modules are imported inside run() and its helpers: cli.py imports every command module to
+# build its parser, so each must load fast.
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
 from closedloop.commands.common import add_json_option, write_json
+from closedloop.config import load_protocol, load_rig, validate
+from closedloop.paths import shipped_file
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,9 +28,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from closedloop.config import load_protocol, load_rig, validate
-    from closedloop.paths import shipped_file
-
     rig = load_rig(shipped_file(args.rig))
     protocol = load_protocol(shipped_file(args.protocol)) if args.protocol else None
     summary = validate(rig, protocol)

@@ -38,6 +38,7 @@ def validate(rig: Rig, protocol: Protocol | None = None) -> str:
         in whole frames, the response window ends after the trial as shown, or the
         rig's stimulus array is too small for the fit's preprocessing.
     """
+    # zmq (the transport) only when validating: the CLI's parser loads the config package
     from closedloop.transport.security import check_rig_keys
 
     check_rig_keys(rig)  # CURVE on (a non-loopback host, or security: curve) needs the rig's keys

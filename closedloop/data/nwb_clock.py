@@ -18,6 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from closedloop.errors import ClosedLoopError
+from closedloop.runner.journal import read_records
+
 ACQUISITION, ESTIMATED, PRESENTER = "photodiode", "estimated", "presenter clock"
 #: Onsets this far outside the recorded acquisition data cannot be on its clock.
 SPAN_MARGIN_S = 10.0
@@ -70,9 +73,6 @@ def on_acquisition_clock(clock: str) -> bool:
 
 def _journal_onsets(session_path: Path, journal_name: object) -> dict[int, str]:
     """{session block: how its onsets were made} from the runner's journal; {} when there is none."""
-    from closedloop.errors import ClosedLoopError
-    from closedloop.runner.journal import read_records
-
     if not isinstance(journal_name, str) or not journal_name or "/" in journal_name:
         return {}
     path = session_path.with_name(journal_name)

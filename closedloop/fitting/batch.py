@@ -19,8 +19,10 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
+from closedloop.data.loader import load_dataset
 from closedloop.errors import ClosedLoopError
-from closedloop.fitting.session import FitSettings, SessionOutcome, fit_session
+from closedloop.fitting.executors import WorkerLost
+from closedloop.fitting.session import FitSettings, SessionOutcome, fit_dataset, fit_session
 
 _progress_queue = None  # set in each worker by _init_worker
 
@@ -180,10 +182,9 @@ def _run_fused(paths, names, out_dir, settings, bars) -> list[SessionOutcome]:
     import secrets
     import warnings
 
-    from closedloop.data.loader import load_dataset
-    from closedloop.fitting.session import fit_dataset
+    # torch only for the fused fit: the parent of separate per-session fits does not need it
     from closedloop.model.multi_session import fit_sessions
-    from closedloop.model.train import ExcludedUnitsWarning, prepare_fit
+    from closedloop.model.train import ExcludedUnitsWarning, prepare_fit  # torch, as above
 
     outcomes: list[SessionOutcome | None] = [None] * len(paths)
     ready, datasets, seeds, load_s = [], [], [], {}
@@ -293,8 +294,6 @@ def _run_in_workers(paths, names, out_dir, settings, bars, n_workers, threads) -
 
 def _run_on_executor(paths, names, out_dir, settings, bars, executor) -> list[SessionOutcome]:
     """Each session a task of ``executor``; outcomes in the order of ``paths``."""
-    from closedloop.fitting.executors import WorkerLost
-
     handles = {
         executor.submit(_worker_fit, index, path, out_dir, name, settings): index
         for index, (path, name) in enumerate(zip(paths, names))

@@ -40,8 +40,10 @@ import numpy as np
 from closedloop.data.dataset import ResponseDataset
 from closedloop.errors import ClosedLoopError, DataFileError
 from closedloop.fitting.options import PRUNERS
-from closedloop.fitting.search_space import SearchSpace, sample_config  # noqa: F401  (re-exported)
+from closedloop.fitting.search_space import RandomSampler, SearchSpace, import_optuna, sample_config  # noqa: F401  (sample_config re-exported)
+from closedloop.model.metrics import pearson_r
 from closedloop.model.model_config import ModelConfig
+from closedloop.model.split import split_images
 
 TrialCallback = Callable[[int, int, "TrialResult"], None]
 
@@ -147,8 +149,6 @@ class SearchResult:
 
 def fit_images_only(dataset: ResponseDataset, seed: int) -> ResponseDataset:
     """The dataset without the test images that ``fit`` with this seed holds out."""
-    from closedloop.model.split import split_images
-
     keep = split_images(dataset.n_images, seed).fit
     return dataclasses.replace(
         dataset, images=dataset.images[keep], trial_rates=dataset.trial_rates[keep], image_ids=dataset.image_ids[keep]
@@ -170,8 +170,6 @@ class TrialPruned(Exception):
 
 def _pruner_study(plan: PruningPlan):
     """An in-memory Optuna study holding the finished trials' loss curves, with the pruner."""
-    from closedloop.fitting.search_space import import_optuna
-
     optuna = import_optuna()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if plan.kind == "median":
@@ -225,9 +223,9 @@ def run_trial(
     (TrialResult, FitResult | None)
         The score, and the fitted model (on the CPU) unless the trial failed or was pruned.
     """
-    from closedloop.model.metrics import pearson_r
+    # torch only when a trial runs, not to plan or resume a search
     from closedloop.model.predict import predict
-    from closedloop.model.train import ExcludedUnitsWarning, fit_model
+    from closedloop.model.train import ExcludedUnitsWarning, fit_model  # torch, as above
 
     trial = TrialResult(index, config.replace(seed=None), params=dict(params or {}))
     started = time.perf_counter()
@@ -300,8 +298,6 @@ def random_search(
     on_trial
         Called as ``on_trial(done, n_trials, trial)`` after each trial.
     """
-    from closedloop.fitting.search_space import RandomSampler
-
     base = base or ModelConfig()
     space = space or SearchSpace()
     seed = int(seed) if seed is not None else secrets.randbelow(2**31)

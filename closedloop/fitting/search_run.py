@@ -139,6 +139,7 @@ def finished_trials(folder: Path) -> dict[int, TrialResult]:
 
 def _write_trial(folder: Path, trial: TrialResult, fitted) -> Path:
     """Write ``trials/NNNN/`` through a staging folder, so a kill never leaves half a trial."""
+    # torch only when a trial is written, not to plan or resume a search
     from closedloop.model.checkpoint import save_checkpoint
 
     final = folder / TRIALS / f"{trial.index:04d}"

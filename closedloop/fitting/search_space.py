@@ -95,6 +95,7 @@ def load_search_space(path: str | Path) -> SearchSpace:
 
 
 def _fits(config: ModelConfig, input_size: int) -> bool:
+    # torch only to check a configuration's size, not to read a search space
     from closedloop.model.networks import build_network
 
     try:  # deep stacks of large kernels leave nothing of a 33×33 image with 'valid' padding

@@ -26,9 +26,12 @@ import numpy as np
 
 import closedloop
 from closedloop.data.dataset import ResponseDataset
+from closedloop.data.loader import load_dataset
 from closedloop.jsonsafe import json_safe
 from closedloop.errors import ClosedLoopError, DataFileError
+from closedloop.model.cells import characterise, group_summary
 from closedloop.model.model_config import ModelConfig
+from closedloop.model.report import evaluate, fig3
 
 FIT_FORMAT = "closedloop-fit"
 FIT_VERSION = 1
@@ -91,8 +94,6 @@ def fit_session(
     path: str | Path, out_dir: str | Path, name: str, settings: FitSettings, stage: StageCallback | None = None
 ) -> SessionOutcome:
     """Load ``path`` (session .h5 or pvc-8 .mat) and fit it; see `fit_dataset`."""
-    from closedloop.data.loader import load_dataset
-
     stage = stage or (lambda text, fraction: None)
     stage("loading", 0.0)
     started = time.perf_counter()
@@ -131,12 +132,13 @@ def fit_dataset(
     """
     import secrets
 
-    from closedloop.model.cells import characterise, group_summary
+    # torch only to fit: batch.py and the fit command import this module for its settings and outcomes
     from closedloop.model.predict import predict
-    from closedloop.model.report import evaluate
-    from closedloop.model.train import ExcludedUnitsWarning, fit_model
+    from closedloop.model.train import ExcludedUnitsWarning, fit_model  # torch, as above
+
+    # the simulator, only to score a fit against a simulated archive's truth
     from closedloop.sim.truth import oracle_rates
-    from closedloop.synth.contrast import contrast_statistics
+    from closedloop.synth.contrast import contrast_statistics  # torch (the synth package), as above
 
     stage = stage or (lambda text, fraction: None)
     seed = settings.seed if settings.seed is not None else secrets.randbelow(2**31)
@@ -270,8 +272,7 @@ def _columns(dataset: ResponseDataset, unit_ids: np.ndarray) -> np.ndarray:
 
 def _write_outputs(out_dir: Path, name: str, cnn, record: dict, report, cells) -> Path:
     """Write the three files into a staging folder, then swap it in as ``out_dir/name``."""
-    from closedloop.model.checkpoint import save_checkpoint
-    from closedloop.model.report import fig3
+    from closedloop.model.checkpoint import save_checkpoint  # torch, as in fit_dataset
 
     final = out_dir / name
     staging = out_dir / f".{name}.partial-{os.getpid()}"

@@ -136,7 +136,7 @@ def model_server(
     """
     # torch (the server and its settings' synthesis defaults) is heavy: only where a server runs here
     from closedloop.server.component import ModelServer
-    from closedloop.server.settings import ServerSettings
+    from closedloop.server.settings import ServerSettings  # torch, as above
 
     endpoints = endpoints or Endpoints.from_rig(rig)
     settings = ServerSettings.from_configs(

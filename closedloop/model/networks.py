@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from closedloop.model.cores import ConvCore, MemberBatchNorm
+from closedloop.model.linear import LinearPixelModel
 from closedloop.model.model_config import ModelConfig
 from closedloop.model.readouts import DenseReadout, FactorisedReadout
 
@@ -198,8 +199,6 @@ def build_network(config: ModelConfig, n_units: int, n_members: int = 1, input_s
     if n_units < 1 or n_members < 1:
         raise ValueError(f"n_units ({n_units}) and n_members ({n_members}) must be at least 1")
     if config.architecture == "linear":
-        from closedloop.model.linear import LinearPixelModel
-
         network = LinearPixelModel(input_size * input_size, n_units, n_members)
         network.build_spec = _build_spec(config, n_units, n_members, input_size)
         return network

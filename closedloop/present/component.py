@@ -28,6 +28,7 @@ from closedloop.config.protocol import MAX_TRIALS, FrameTiming
 from closedloop.config.rig import Rig
 from closedloop.messages.types import BlockRequest, Error, StimulusShown
 from closedloop.present.base import Presenter, PresenterError, TrialRecord, check_image
+from closedloop.present.headless import HeadlessPresenter
 from closedloop.runtime.component import Component
 from closedloop.transport.sockets import Publisher, Request, RequestServer
 
@@ -47,8 +48,6 @@ def make_presenter(kind: PresenterKind, **options: Any) -> Presenter:
 
         return PsychoPyPresenter(**options)
     if kind == "headless":
-        from closedloop.present.headless import HeadlessPresenter
-
         return HeadlessPresenter(**options)
     raise ValueError(f"presenter kind must be 'psychopy' or 'headless', got {kind!r}")
 

@@ -23,8 +23,12 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from closedloop.data.dataset import Preprocessing, ResponseDataset
+from closedloop.data.loader import load_dataset
 from closedloop.errors import ClosedLoopError
+from closedloop.model.predict import predict
+from closedloop.model.report import evaluate
 from closedloop.model.split import DataSplit
+from closedloop.model.train import ExcludedUnitsWarning, fit_model
 
 
 @dataclass(frozen=True)
@@ -104,8 +108,6 @@ def offline_dataset(
     path, *, preprocessing: Preprocessing, window_s: tuple[float, float], units: str, sent_repeats: dict[int, int]
 ) -> ResponseDataset:
     """`load_dataset` of the archive, cut to the trials the replay sent (see module notes)."""
-    from closedloop.data.loader import load_dataset
-
     dataset = load_dataset(path, preprocessing=preprocessing, window_s=window_s, units=units)
     keep = np.flatnonzero([sent_repeats.get(int(i), 0) > 0 for i in dataset.image_ids])
     counts = np.array([sent_repeats[int(i)] for i in dataset.image_ids[keep]], dtype=np.int64)
@@ -160,8 +162,6 @@ def compare_fits(
 
     ``online_model`` is the server's final `closedloop.server.refit.ServedModel`.
     """
-    from closedloop.model.train import ExcludedUnitsWarning, fit_model
-
     started = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ExcludedUnitsWarning)  # the same units as online; reported there
@@ -187,9 +187,6 @@ def compare_fits(
 
 
 def _scores(model, unit_ids: np.ndarray, dataset: ResponseDataset, split: DataSplit, seed: int) -> ModelScores:
-    from closedloop.model.predict import predict
-    from closedloop.model.report import evaluate
-
     position = {int(u): k for k, u in enumerate(dataset.unit_ids)}
     columns = np.asarray([position[int(u)] for u in unit_ids], dtype=np.int64)
     held = split.held_out

@@ -27,6 +27,9 @@ import numpy as np
 
 from closedloop.config.rig import PHOTODIODE_LINE
 from closedloop.data.formats import detect_format
+from closedloop.data.pvc8 import BIN_S, read_pvc8
+from closedloop.data.responses import window_bins
+from closedloop.data.session import BlockFlag, BlockKind, SessionReader, StimulusKind
 from closedloop.errors import ClosedLoopError, DataFileError
 from closedloop.model.split import MIN_IMAGES
 
@@ -124,9 +127,6 @@ class ArchivePlan:
         """
         start_ms, stop_ms = 1000 * window_s[0], 1000 * window_s[1]
         if self.layout == "pvc8":
-            from closedloop.data.pvc8 import BIN_S
-            from closedloop.data.responses import window_bins
-
             n_bins = int(round(self.stimulus_s / BIN_S))
             try:
                 window_bins(window_s, BIN_S, n_bins)
@@ -189,8 +189,6 @@ def _pieces(start: int, stop: int, size: int | None) -> list[tuple[int, int]]:
 
 
 def _session_plan(path: Path, block_trials: int | None) -> ArchivePlan:
-    from closedloop.data.session import BlockFlag, BlockKind, SessionReader, StimulusKind
-
     with SessionReader(path) as reader:
         reader.check_events()  # the replay streams them all: refuse a damaged file before anything starts
         trials, blocks, stimuli = reader.trials, reader.blocks, reader.stimuli
@@ -260,8 +258,6 @@ def _uncommitted_note(path: Path, committed: int) -> list[str]:
 
 
 def _pvc8_plan(path: Path, units: str, block_trials: int | None) -> ArchivePlan:
-    from closedloop.data.pvc8 import BIN_S, read_pvc8
-
     recording = read_pvc8(path)
     try:
         unit_index = recording.selected_units(units)

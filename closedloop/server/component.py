@@ -40,6 +40,8 @@ from closedloop.messages.types import (
     Predictions,
     SynthesizeRequest,
 )
+from closedloop.model.device import resolve_device
+from closedloop.model.predict import predict
 from closedloop.runtime.component import Component
 from closedloop.server.checks import RequestError, network_input
 from closedloop.server.ownership import SessionOwner
@@ -48,6 +50,7 @@ from closedloop.server.scheduling import JobCancel, Running, SynthesisQueue, Wai
 from closedloop.server.settings import ServerSettings
 from closedloop.server.store import ResponseStore
 from closedloop.server.synthesis import run_synthesis, synthesis_jobs
+from closedloop.synth.canvas import Canvas
 from closedloop.transport.receiver import RateLimitedLog
 from closedloop.transport.sockets import Publisher, Request, RequestServer
 
@@ -121,9 +124,6 @@ class ModelServer(Component):
     # --- lifecycle -------------------------------------------------------------------
 
     def setup(self) -> None:
-        from closedloop.model.device import resolve_device
-        from closedloop.synth.canvas import Canvas
-
         s = self.settings
         self.device = resolve_device(s.device)
         if s.out_dir is not None:
@@ -445,8 +445,6 @@ class ModelServer(Component):
 
 def _predictions(served: ServedModel, message: PredictRequest, settings: ServerSettings) -> Predictions:
     """Check the images and predict (the prediction thread)."""
-    from closedloop.model.predict import predict
-
     inputs = network_input(message.images, settings.stimulus_size_px, settings.preprocessing, "images")
     return Predictions(
         rates=predict(served.result.model, inputs),

@@ -21,6 +21,9 @@ import torch
 
 from closedloop.data.dataset import ResponseDataset
 from closedloop.errors import ClosedLoopError
+from closedloop.model.checkpoint import save_checkpoint
+from closedloop.model.predict import predict
+from closedloop.model.report import evaluate
 from closedloop.model.saved import model_path
 from closedloop.model.split import DataSplit
 from closedloop.model.train import ExcludedUnitsWarning, FitResult, fit_model, select_fittable_units
@@ -101,9 +104,6 @@ def run_refit(
     Cancelled
         ``cancel`` was set.
     """
-    from closedloop.model.predict import predict
-    from closedloop.model.report import evaluate
-
     started = time.perf_counter()
     dataset, split = job.dataset, job.split
 
@@ -194,8 +194,6 @@ def _warm_start_model(job: RefitJob) -> torch.nn.Module | None:
 
 def _save(settings: ServerSettings, served: ServedModel, report, seed: int, block: int) -> str | None:
     """``out_dir/model_vNNN.pt``; a failure is logged (the model is still served)."""
-    from closedloop.model.checkpoint import save_checkpoint
-
     path = model_path(settings.out_dir, served.version)
     record = {
         "metrics": report.to_dict(),

@@ -30,6 +30,8 @@ import numpy as np
 import yaml
 
 from closedloop.config.yaml_loader import safe_load_bounded
+from closedloop.data.formats import detect_format
+from closedloop.data.session import SessionReader
 from closedloop.errors import ClosedLoopError, DataFileError
 from closedloop.paths import shipped_file
 from closedloop.sim import archive_layouts
@@ -167,12 +169,8 @@ def spec_from_archive(path: str | Path) -> ArchiveSpec:
     DataFileError
         If the file is not a simulated archive (no recipe) or the recipe is unreadable.
     """
-    from closedloop.data.formats import detect_format
-
     path = Path(path)
     if detect_format(path) == "session":
-        from closedloop.data.session import SessionReader
-
         with SessionReader(path) as reader:
             text = reader.protocol_yaml
     else:

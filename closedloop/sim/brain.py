@@ -17,6 +17,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from closedloop.config.brain import CallableBrain, PopulationBrain, TwinBrain
 from closedloop.errors import ClosedLoopError
 from closedloop.sim.photographs import natural_images
 
@@ -37,8 +38,8 @@ def spec_from_rig(rig: Rig, n_units: int | None = None) -> BrainSpec:
 
     ``n_units`` (when given) overrides a population's unit count.
     """
+    # a cycle (sim_array imports the sim package, so this module), and zmq: a brain loads without them
     from closedloop.acquisition.sim_array import BrainSpec
-    from closedloop.config.brain import CallableBrain, PopulationBrain, TwinBrain
 
     acquisition, size = rig.acquisition, rig.stimulus.size_px
     brain = acquisition.brain

@@ -17,6 +17,8 @@ from typing import Protocol
 
 import numpy as np
 
+from closedloop.sim.deepnet import DeepStage, draw_deep_parameters
+from closedloop.sim.normalisation import NormalisationStage, draw_normalisation_parameters
 from closedloop.sim.spec import PopulationSpec
 from closedloop.sim.units import ClassicStage, draw_unit_parameters
 
@@ -50,8 +52,6 @@ def build_stage(
     """
     size, ppd = spec.size_px, float(spec.pixels_per_degree)
     if spec.family == "deep":
-        from closedloop.sim.deepnet import DeepStage, draw_deep_parameters
-
         params = {
             "x_deg": centres_deg[:, 0].copy(),
             "y_deg": centres_deg[:, 1].copy(),
@@ -61,8 +61,6 @@ def build_stage(
         return DeepStage(types, params, size, ppd, weights_rng), params
     params = draw_unit_parameters(types, centres_deg, spec.sf_cpd, rng)
     if spec.family == "normalisation":
-        from closedloop.sim.normalisation import NormalisationStage, draw_normalisation_parameters
-
         params.update(
             draw_normalisation_parameters(len(types), spec.semisaturation_contrast, spec.surround_suppression, rng)
         )

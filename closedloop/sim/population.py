@@ -16,6 +16,7 @@ import numpy as np
 from closedloop.sim import spiking
 from closedloop.sim.families import build_stage, offset_centres
 from closedloop.sim.photographs import natural_images
+from closedloop.sim.scenario import load_scenario
 from closedloop.sim.spec import PopulationSpec
 from closedloop.sim.timecourse import TimeCourse
 from closedloop.sim.units import MAX_RF_ECCENTRICITY_DEG, output_rates
@@ -90,8 +91,6 @@ class SimulatedV1:
     @classmethod
     def from_scenario(cls, path: str | Path) -> SimulatedV1:
         """Build the population a scenario YAML describes (see `closedloop.sim.scenario`)."""
-        from closedloop.sim.scenario import load_scenario
-
         return cls(load_scenario(path))
 
     def _build(self) -> None:

@@ -14,7 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from closedloop.errors import ClosedLoopError
+from closedloop.data.pvc8 import read_pvc8
+from closedloop.data.session import SessionReader
+from closedloop.errors import ClosedLoopError, DataFileError
+from closedloop.sim.archive import population_for, spec_from_archive
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +39,6 @@ class ArchiveTruth:
     """
 
     def __init__(self, path: str | Path):
-        from closedloop.sim.archive import population_for, spec_from_archive
-
         self.path = Path(path)
         self.spec = spec_from_archive(self.path)
         self.population = population_for(self.spec)
@@ -46,12 +47,8 @@ class ArchiveTruth:
         """(n, H, W) float pixels in [0, 1] of stimuli by their id in the file."""
         ids = np.asarray(stimulus_ids, dtype=np.int64)
         if self.spec.layout == "session":
-            from closedloop.data.session import SessionReader
-
             with SessionReader(self.path) as reader:
                 return reader.read_pixels(ids)
-        from closedloop.data.pvc8 import read_pvc8
-
         return read_pvc8(self.path).image_stack(ids).astype(np.float32) / 255.0
 
     def rates(
@@ -74,8 +71,6 @@ def oracle_rates(
     A simulated file whose scenario cannot be found (e.g. fitted away from the
     checkout) also gives ``None``, with a log message saying why.
     """
-    from closedloop.errors import DataFileError
-
     try:
         truth = ArchiveTruth(source)
     except DataFileError:

@@ -11,7 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
+from closedloop.data.session import SessionReader
+from closedloop.data.session_format import StimulusKind
+from closedloop.sim.aperture import aperture_mask
+from closedloop.sim.archive import population_for, spec_from_archive
+from closedloop.sim.archive_spec import RESPONSE_WINDOW_S
 from closedloop.synth.optimise import SynthesisResult
+from closedloop.synth.plan import unit_metric
 
 
 def pearson(a: np.ndarray, b: np.ndarray) -> float:
@@ -50,13 +56,6 @@ def ground_truth_report(archive: Path, checkpoint, graded: SynthesisResult, maxe
         the aperture) of the max image and of p80 − p20 for simple and centre-surround units,
         and for "max" the median of predicted / true rate and of the ensemble's spread.
     """
-    from closedloop.data.session import SessionReader
-    from closedloop.data.session_format import StimulusKind
-    from closedloop.sim.aperture import aperture_mask
-    from closedloop.sim.archive import population_for, spec_from_archive
-    from closedloop.sim.archive_spec import RESPONSE_WINDOW_S
-    from closedloop.synth.plan import unit_metric
-
     spec = spec_from_archive(archive)
     population = population_for(spec)
     duration = spec.durations_s[0]
