@@ -103,8 +103,13 @@ def run(args: argparse.Namespace) -> int:
     print(f"serving {adapter.name} ({rig.acquisition.kind}) on {adapter.endpoint}; Ctrl-C stops")
     report = _supervise(adapter, args.timeout)
     state = report.components[adapter.name]
-    print(f"{adapter.name}: {state.state} ({report.reason}); sent {vars(adapter.stats)}")
-    _write_summary(args, adapter.name, report, {"sent": vars(adapter.stats)})
+    _report_end(
+        args,
+        adapter.name,
+        report,
+        f"{state.state} ({report.reason}); sent {vars(adapter.stats)}",
+        {"sent": vars(adapter.stats)},
+    )
     if not report.ok:
         raise ClosedLoopError(f"{adapter.name} failed: {'; '.join(state.errors)}")
     return 0
@@ -131,11 +136,11 @@ def _serve_model(rig, args: argparse.Namespace) -> int:
     state = report.components[server.name]
     counts = ", ".join(f"{key} {value}" for key, value in sorted(server.counts.items())) or "no requests"
     saved = f"; models in {args.out}" if args.out is not None and server.version else ""
-    print(f"{server.name}: {state.state} ({report.reason}); model version {server.version}; {counts}{saved}")
-    _write_summary(
+    _report_end(
         args,
         server.name,
         report,
+        f"{state.state} ({report.reason}); model version {server.version}; {counts}{saved}",
         {"model_version": server.version, "counts": dict(server.counts), "device": str(settings.device)},
     )
     if not report.ok:
@@ -164,14 +169,12 @@ def _serve_presenter(rig, args: argparse.Namespace) -> int:
     )
     report = _supervise(presenter, args.timeout)
     state = report.components[presenter.name]
-    print(
-        f"{presenter.name}: {state.state} ({report.reason}); {counted(presenter.blocks_shown, 'block')} shown, "
-        f"{presenter.blocks_rejected} refused"
-    )
-    _write_summary(
+    _report_end(
         args,
         presenter.name,
         report,
+        f"{state.state} ({report.reason}); {counted(presenter.blocks_shown, 'block')} shown, "
+        f"{presenter.blocks_rejected} refused",
         {"blocks_shown": presenter.blocks_shown, "blocks_refused": presenter.blocks_rejected},
     )
     if not report.ok:
@@ -214,8 +217,15 @@ def _serve_runner(rig, args: argparse.Namespace) -> int:
     return finish(report, runner, session, args)
 
 
-def _write_summary(args: argparse.Namespace, name: str, report, details: dict) -> None:
-    """``--json``: the component's end state and what it did."""
+def _report_end(args: argparse.Namespace, name: str, report, line: str, details: dict) -> None:
+    """Print the component's end ``line``, with the connections refused for lacking an allowed key
+    (CURVE), and write ``--json``: its end state and what it did."""
+    from closedloop.transport.guard import refused_connections
+
+    refused = refused_connections()
+    if refused:
+        line += f"; {counted(refused, 'connection')} without an allowed key refused"
+    print(f"{name}: {line}")
     state = report.components[name]
     write_json(
         args.json,
@@ -226,6 +236,7 @@ def _write_summary(args: argparse.Namespace, name: str, report, details: dict) -
             "reason": report.reason,
             "ok": bool(report.ok),
             "errors": list(state.errors),
+            "refused_connections": refused,
             **details,
         },
     )

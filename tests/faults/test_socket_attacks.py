@@ -10,6 +10,7 @@ role's key is refused by the component it talks to.
 from __future__ import annotations
 
 import importlib.util
+import re
 import signal
 import subprocess
 import sys
@@ -308,8 +309,9 @@ def test_every_component_as_its_own_process_with_curve(tmp_path) -> None:
     serving = [
         subprocess.Popen(
             [*cli, "serve", component, "--rig", str(rig), "--protocol", str(protocol), *extra],
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,
+            text=True,
         )
         for component, extra in (("acquisition", []), ("presenter", ["--presenter", "headless"]), ("model", []))
     ]
@@ -326,11 +328,13 @@ def test_every_component_as_its_own_process_with_curve(tmp_path) -> None:
     finally:
         for process in serving:
             process.send_signal(signal.SIGTERM)
-        for process in serving:
-            process.wait(20)
+        outputs = [process.communicate(timeout=20)[0] for process in serving]
     assert runner.returncode == 0, runner.stdout + runner.stderr
     assert "model v2" in runner.stdout
     assert [process.returncode for process in serving] == [0, 0, 0]
+    # each says at the end how many connections it refused (the rogue tried the model server only)
+    assert re.search(r"model: .*; \d+ connections? without an allowed key refused", outputs[2]), outputs[2]
+    assert "without an allowed key" not in outputs[0] + outputs[1]
 
 
 @pytest.mark.slow
