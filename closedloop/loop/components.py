@@ -9,6 +9,7 @@ simulated brain, the sync line of stimulus onsets), its compute device.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,11 @@ from closedloop.acquisition.recording import RECORDING_KINDS, recording_adapter
 from closedloop.config.protocol import Protocol
 from closedloop.config.rig import Rig
 from closedloop.errors import ClosedLoopError
+from closedloop.messages import ModelUpdated
 from closedloop.present import PresenterComponent
+from closedloop.replay.driver import DriverSettings, ReplayDriver
+from closedloop.replay.plan import ArchivePlan
+from closedloop.replay.rows import BlockRow
 from closedloop.runner.runner import Runner
 from closedloop.runner.settings import RunnerSettings
 from closedloop.runtime.component import Component
@@ -152,6 +157,61 @@ def model_server(
         first_version=first_version,
     )
     return ModelServer(name, settings)
+
+
+def replay_components(
+    plan: ArchivePlan,
+    rig: Rig,
+    protocol: Protocol,
+    endpoints: Endpoints,
+    *,
+    session: str,
+    device: str,
+    seed: int | None = None,
+    speed: float = 0.0,
+    fit_every: int = 1,
+    wait: bool = True,
+    max_blocks: int | None = None,
+    on_row: Callable[[BlockRow], None] | None = None,
+    on_model: Callable[[ModelUpdated], None] | None = None,
+) -> tuple[Component, ReplayDriver, ReplayAdapter]:
+    """The model server, the passive driver and the replay adapter of `closedloop replay`, in start order.
+
+    The adapter plays ``plan``'s recording and the presenter's reports at ``speed``; the
+    driver cuts the stream into blocks, sends them to the server (refit every
+    ``fit_every``-th block, waiting for it with ``wait``) and calls ``on_row`` /
+    ``on_model`` from its thread.
+    """
+    server = model_server(
+        rig, protocol, endpoints, session=session, device=device, seed=seed, stimulus_size_px=plan.image_size
+    )
+    driver = ReplayDriver(
+        plan,
+        endpoints,
+        DriverSettings(
+            window_s=protocol.response.window_s,
+            frame_s=1.0 / rig.display.refresh_hz,
+            fit_every=fit_every,
+            wait=wait,
+            max_blocks=max_blocks,
+        ),
+        session=session,
+        on_row=on_row,
+        on_model=on_model,
+    )
+    adapter = ReplayAdapter(
+        endpoints.spikes,
+        plan.path,
+        name="replay-adapter",
+        speed=speed,
+        stimulus_endpoint=endpoints.stimulus,
+        refresh_hz=rig.display.refresh_hz,
+        photodiode_line=plan.photodiode_line,
+        session=session,
+        # inproc: the driver is connected before the adapter binds; tcp: wait for it
+        wait_for_subscriber_s=0.0 if endpoints.spikes.startswith("inproc://") else 10.0,
+    )
+    return server, driver, adapter
 
 
 def runner(

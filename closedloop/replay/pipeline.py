@@ -21,15 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from closedloop.acquisition.replay import ReplayAdapter
 from closedloop.config.protocol import Protocol
 from closedloop.config.rig import Rig
 from closedloop.errors import ClosedLoopError
-from closedloop.loop.components import model_server
+from closedloop.loop.components import replay_components
 from closedloop.loop.local import run_until_done
 from closedloop.messages import ModelUpdated
 from closedloop.model.split import MIN_IMAGES
-from closedloop.replay.driver import DriverSettings, ReplayDriver
 from closedloop.replay.offline import Comparison, InputCheck, check_inputs, compare_fits, offline_dataset, server_split
 from closedloop.replay.plan import ArchivePlan, read_plan
 from closedloop.replay.rows import BlockRow
@@ -178,40 +176,24 @@ def replay_archive(
     endpoints = options.endpoints
     if not isinstance(endpoints, Endpoints):
         endpoints = Endpoints.inproc() if endpoints == "inproc" else Endpoints.from_rig(rig)
-    in_process = endpoints.spikes.startswith("inproc://")
     # resolved here, so the summary names the device used, not "auto"
     device = resolved_device(options.device, protocol, rig)
-    session = Path(archive).stem
-    server = model_server(
-        rig, protocol, endpoints, session=session, device=device, seed=options.seed, stimulus_size_px=plan.image_size
-    )
-    settings = server.settings
-    driver = ReplayDriver(
+    server, driver, adapter = replay_components(
         plan,
+        rig,
+        protocol,
         endpoints,
-        DriverSettings(
-            window_s=protocol.response.window_s,
-            frame_s=1.0 / rig.display.refresh_hz,
-            fit_every=options.fit_every,
-            wait=options.wait,
-            max_blocks=options.max_blocks,
-        ),
-        session=session,
+        session=Path(archive).stem,
+        device=device,
+        seed=options.seed,
+        speed=options.speed,
+        fit_every=options.fit_every,
+        wait=options.wait,
+        max_blocks=options.max_blocks,
         on_row=on_row,
         on_model=on_model,
     )
-    adapter = ReplayAdapter(
-        endpoints.spikes,
-        plan.path,
-        name="replay-adapter",
-        speed=options.speed,
-        stimulus_endpoint=endpoints.stimulus,
-        refresh_hz=rig.display.refresh_hz,
-        photodiode_line=plan.photodiode_line,
-        session=session,
-        # inproc: the driver is connected before the adapter binds; tcp: wait for it
-        wait_for_subscriber_s=0.0 if in_process else 10.0,
-    )
+    settings = server.settings
     started = time.perf_counter()
     report = run_until_done([server, driver, adapter], runner_name=driver.name)
     online_seconds = time.perf_counter() - started
