@@ -146,21 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         outcome = fit_session(path, results, path.stem, settings)
         record = json.loads((results / path.stem / "metrics.json").read_text())
         records.append(record)
-        s = outcome.summary
-        rows.append(
-            SessionRow(
-                path.stem,
-                int(s["n_units"]),
-                s["mean_r"],
-                s["mean_r_over_rmax"],
-                s["mean_cc_norm"],
-                s["mean_r_linear"],
-                s["frac_within_10pct_rmax"],
-                outcome.times_s["total"],
-            )
-        )
+        rows.append(SessionRow.from_summary(path.stem, outcome.summary, outcome.times_s["total"]))
         print(
-            f"[{index}/{len(paths)}] {path.stem}: mean r {s['mean_r']:.3f}, CNN fit "
+            f"[{index}/{len(paths)}] {path.stem}: mean r {outcome.summary['mean_r']:.3f}, CNN fit "
             f"{outcome.times_s['cnn_fit']:.1f} s ({record['epochs_run']} epochs)",
             file=sys.stderr,
         )

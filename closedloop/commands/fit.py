@@ -319,20 +319,7 @@ def _report(args, result, settings, search_summary) -> dict:
     for outcome in result.outcomes:
         if not outcome.ok:
             continue
-        s = outcome.summary
-        rows.append(
-            SessionRow(
-                outcome.name,
-                int(s["n_units"]),
-                s["mean_r"],
-                s["mean_r_over_rmax"],
-                s["mean_cc_norm"],
-                s["mean_r_linear"],
-                s["frac_within_10pct_rmax"],
-                outcome.times_s.get("total"),
-                s.get("mean_r_over_oracle", float("nan")),
-            )
-        )
+        rows.append(SessionRow.from_summary(outcome.name, outcome.summary, outcome.times_s.get("total")))
         if outcome.excluded_units:
             listing = "; ".join(f"unit {u['unit_id']}: {u['reason']}" for u in outcome.excluded_units)
             print(f"{outcome.name}: {len(outcome.excluded_units)} unit(s) excluded ({listing})")

@@ -315,7 +315,11 @@ class SessionRow:
 
     @classmethod
     def from_report(cls, name: str, report: MetricsReport, fit_time_s: float | None = None) -> SessionRow:
-        s = report.summary
+        return cls.from_summary(name, report.summary, fit_time_s)
+
+    @classmethod
+    def from_summary(cls, name: str, s: dict, fit_time_s: float | None = None) -> SessionRow:
+        """The row of a session from its summary (`MetricsReport.summary`, a fit outcome's)."""
         return cls(
             name=name,
             n_units=int(s["n_units"]),
