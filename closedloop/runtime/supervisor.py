@@ -185,7 +185,10 @@ class Supervisor:
         """Stop running components in reverse start order and return the report."""
         if self._report is not None:
             return self._report
-        for handle in reversed(self._handles):
+        # a component that reported a failure is tearing itself down already: let it finish
+        # before its neighbours are asked to stop, so their teardown never races its own
+        failing = [h for h in self._handles if self.states[h.component.name].errors]
+        for handle in failing + [h for h in reversed(self._handles) if h not in failing]:
             state = self.states[handle.component.name]
             if state.state not in _FINAL:
                 handle.stop.set()

@@ -11,7 +11,8 @@ from closedloop.runtime import Component
 class Recorder(Component):
     """Steps every ``period_s``; appends "setup NAME" / "teardown NAME" lines to ``log_path``.
 
-    ``fail_after`` steps: raise in step; ``done_after`` steps: return False.
+    ``fail_after`` steps: raise in step; ``done_after`` steps: return False;
+    ``teardown_s``: how long teardown takes before it logs.
     """
 
     def __init__(
@@ -24,6 +25,7 @@ class Recorder(Component):
         done_after: int | None = None,
         fail_in: str = "step",
         heartbeat_interval_s: float = 0.05,
+        teardown_s: float = 0.0,
     ):
         super().__init__(name, heartbeat_interval_s=heartbeat_interval_s)
         self.log_path = log_path
@@ -31,6 +33,7 @@ class Recorder(Component):
         self.fail_after = fail_after
         self.done_after = done_after
         self.fail_in = fail_in
+        self.teardown_s = teardown_s
         self.steps = 0
 
     def _log(self, what: str) -> None:
@@ -52,6 +55,7 @@ class Recorder(Component):
         return None
 
     def teardown(self) -> None:
+        time.sleep(self.teardown_s)
         self._log("teardown")
 
 

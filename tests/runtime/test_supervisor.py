@@ -73,7 +73,9 @@ def test_setup_failure_stops_the_components_already_started(tmp_path: Path, capl
 
 def test_failure_in_the_middle_stops_both_neighbours(tmp_path: Path) -> None:
     log = tmp_path / "log.txt"
-    components = [Recorder("a", str(log)), Recorder("b", str(log), fail_after=20), Recorder("c", str(log))]
+    # b's slow teardown: its neighbours must still wait for it, not race it
+    failing = Recorder("b", str(log), fail_after=20, teardown_s=0.3)
+    components = [Recorder("a", str(log)), failing, Recorder("c", str(log))]
     report = Supervisor(components).run(timeout_s=30)
     assert report.reason == "failed"
     assert lines(log)[3:] == ["teardown b", "teardown c", "teardown a"]
