@@ -99,11 +99,18 @@ class Receiver:
         try:
             decoded = decode(frames, max_bytes=self.max_bytes)
         except CodecError as error:
-            self.rejection = error
-            kind = error.kind if error.kind in REJECTION_KINDS else "malformed"
+            # kept and logged as a copy without its traceback: the traceback holds the decoder's
+            # frames (the rejected message's buffers) in reference cycles that only the cyclic GC
+            # frees, so a flood of large junk piled up gigabytes before it ran
+            rejection = CodecError(error.kind, error.message)
+        else:
+            rejection = None
+        if rejection is not None:
+            self.rejection = rejection
+            kind = rejection.kind if rejection.kind in REJECTION_KINDS else "malformed"
             setattr(self.stats, kind, getattr(self.stats, kind) + 1)
             self._log.warning(
-                kind, "%s: rejected a message (%s); %d %s so far", self.name, error, getattr(self.stats, kind), kind
+                kind, "%s: rejected a message (%s); %d %s so far", self.name, rejection, getattr(self.stats, kind), kind
             )
             return None
         self.stats.received += 1

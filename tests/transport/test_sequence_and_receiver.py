@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import logging
+import weakref
 
 import msgpack
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -105,6 +108,27 @@ def test_receiver_counts_every_kind_of_rejection_and_keeps_going(caplog: pytest.
     assert s.rejected == 18 and s.as_dict()["rejected"] == 18
     # rate-limited: one line per kind within the interval, not one per message
     assert len([r for r in caplog.records if "rejected" in r.getMessage()]) == 4
+
+
+def test_a_rejected_message_is_freed_at_once_not_by_the_cyclic_gc() -> None:
+    # a server flooded with large junk held every rejected buffer until the cyclic GC ran (GiBs)
+    receiver = Receiver("test", max_bytes=200, log_interval_s=60)
+    bad = [
+        [b"t", b"\xc1\xc1"],
+        _rewritten(type="NoSuchThing"),
+        as_bytes(encode(SpikeBatch(unit_ids=list(range(100)), times=[0.0] * 100), source="a", seq=0)),
+    ]
+    gc.disable()
+    try:
+        for message in bad:
+            buffers = [np.frombuffer(frame, np.uint8).copy() for frame in message]
+            alive = [weakref.ref(b) for b in buffers]
+            assert receiver.accept(buffers) is None
+            del buffers
+            assert [ref() for ref in alive] == [None] * len(alive), receiver.rejection
+    finally:
+        gc.enable()
+    assert receiver.rejection is not None and receiver.rejection.kind == "oversized"
 
 
 @settings(max_examples=100, deadline=None)
