@@ -108,19 +108,19 @@ def save_checkpoint(
         "build": {key: int(spec[key]) for key in ("n_units", "n_members", "input_size")},
         "state_dict": {key: value.detach().cpu().clone() for key, value in result.model.state_dict().items()},
         "preprocessing": dict(result.preprocessing),
-        "unit_ids": torch.as_tensor(result.unit_ids, dtype=torch.int64),
+        "unit_ids": _saved(result.unit_ids, torch.int64),
         "excluded_units": [{"unit_id": u.unit_id, "reason": u.reason} for u in result.excluded_units],
         "split": result.split.to_dict(),
-        "image_ids": torch.as_tensor(result.image_ids, dtype=torch.int64),
+        "image_ids": _saved(result.image_ids, torch.int64),
         "metrics": _plain(metrics or {}),
         "model_version": int(model_version),
         "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "closedloop_version": closedloop.__version__,
         "trained_on": result.device,
         "rate_statistics": {
-            "mean": torch.as_tensor(stats.mean, dtype=torch.float64),
-            "std": torch.as_tensor(stats.std, dtype=torch.float64),
-            "percentiles": torch.as_tensor(stats.percentiles, dtype=torch.float64),
+            "mean": _saved(stats.mean, torch.float64),
+            "std": _saved(stats.std, torch.float64),
+            "percentiles": _saved(stats.percentiles, torch.float64),
         },
         "fit": {
             "seconds": float(result.fit_seconds),
@@ -128,7 +128,7 @@ def save_checkpoint(
             "best_epoch": [int(e) for e in result.best_epoch],
             "member_seeds": [int(s) for s in result.member_seeds],
         },
-        "history": {key: torch.as_tensor(value, dtype=torch.float64) for key, value in result.history.items()},
+        "history": {key: _saved(value, torch.float64) for key, value in result.history.items()},
     }
     return write_via_temporary(path, lambda temporary: torch.save(record, temporary))
 
@@ -234,6 +234,11 @@ def check_compatible(checkpoint: Checkpoint, dataset: ResponseDataset) -> np.nda
             "was the model fitted on another session or spike sorting?"
         )
     return np.asarray([columns[int(u)] for u in checkpoint.unit_ids], dtype=np.int64)
+
+
+def _saved(values: Any, dtype: torch.dtype) -> torch.Tensor:
+    """A tensor copy of ``values`` (arrays that come back from another process may be read-only)."""
+    return torch.tensor(np.asarray(values), dtype=dtype)
 
 
 def _plain(value: Any) -> Any:
