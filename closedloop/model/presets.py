@@ -6,8 +6,9 @@
     What closes most of the gap to the ceiling on simulated V1 (`RECOMMENDED_NOTES`):
     the same conv kernels with batch norm, max-pooling only after the first layer, the
     factorised readout of Klindt et al. (2017) with an L1 penalty and a learned per-unit
-    output nonlinearity, trained with the paper's Eq. 1 loss, and an 8-member ensemble
-    whose members' predictions are averaged.  Each member stops early on a different
+    output nonlinearity that stops bending beyond its last hinge (``output_tail``),
+    trained with the paper's Eq. 1 loss, and an 8-member ensemble whose members'
+    predictions are averaged.  Each member stops early on a different
     block of the fit images ("rotating" stop sets), so the ensemble learns from all of
     them; that mostly cuts the spread between members (one stopping set of 38 images
     picks a poor epoch for some members).
@@ -31,6 +32,7 @@ RECOMMENDED = ModelConfig(
     l1_readout=0.01,
     learning_rate=3e-3,
     output_knots=8,
+    output_tail="identity",
     stop_sets="rotating",
     ensemble_size=8,
 )
