@@ -76,6 +76,7 @@ def build_report(session_path: Path, brain, models_dir: Path | None, device: str
                 float(s["achieved_hz"]),
                 float(means[s["id"], column[int(s["unit_id"])]]),
                 int(counts[s["id"]]),
+                spread_hz=float(s["spread_hz"]),
             )
             for s in table
         ]

@@ -128,6 +128,9 @@ def test_the_report_matches_a_recomputation_from_the_session_file(loop_run):
         assert [im.n_presentations for im in it.images] == [2] * ids.size
         assert np.allclose([im.true_hz for im in it.images], true)
         assert np.allclose([im.achieved_hz for im in it.images], rows["achieved_hz"])
+        # the ensemble's spread as the real server sent it and the runner stored it
+        spread = np.array([im.spread_hz for im in it.images])
+        assert np.array_equal(spread, rows["spread_hz"], equal_nan=True)
         target = rows["target_hz"]
         graded = np.isfinite(target)
         assert graded.sum() == 6 and (~graded).sum() == 2  # 2 units x (p20, p50, p80) and max
@@ -162,6 +165,8 @@ def test_the_report_matches_a_recomputation_from_the_session_file(loop_run):
 
     text = report.text()
     assert "iteration 2" in text and "targets vs truth" in text and "turnaround" in text
+    first = report.iterations[0].images[0]
+    assert "± sd" in text and f" {first.predicted_before_hz:.1f} {first.spread_hz:>6.1f} " in text
     json.dumps(report.to_dict(), allow_nan=False)
     figure = report.figure(folder / "report.png")
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
