@@ -28,8 +28,11 @@ from .helpers import FAST, PROTOCOL
 ROOT = Path(__file__).resolve().parents[2]
 WINDOW_S, DURATION_S = (0.05, 0.10), 0.1  # the protocol's response window; 6 frames at 60 Hz
 
-# Three graded targets per unit, so per-unit correlations exist; two iterations.
-LOOP_PROTOCOL = PROTOCOL.replace("targets: [p50, max]", "targets: [p20, p50, p80, max]")
+# Three graded targets per unit, so per-unit correlations exist; two iterations; two ensemble
+# members, so synthesized images carry a spread.
+LOOP_PROTOCOL = PROTOCOL.replace("targets: [p50, max]", "targets: [p20, p50, p80, max]").replace(
+    "  patience: 2\n", "  patience: 2\n  ensemble: 2\n"
+)
 
 
 def write_loop_protocol(folder: Path, iterations: int = 2) -> Path:
@@ -130,7 +133,7 @@ def test_the_report_matches_a_recomputation_from_the_session_file(loop_run):
         assert np.allclose([im.achieved_hz for im in it.images], rows["achieved_hz"])
         # the ensemble's spread as the real server sent it and the runner stored it
         spread = np.array([im.spread_hz for im in it.images])
-        assert np.array_equal(spread, rows["spread_hz"], equal_nan=True)
+        assert np.all(spread > 0) and np.array_equal(spread, rows["spread_hz"])
         target = rows["target_hz"]
         graded = np.isfinite(target)
         assert graded.sum() == 6 and (~graded).sum() == 2  # 2 units x (p20, p50, p80) and max
