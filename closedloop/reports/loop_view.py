@@ -23,6 +23,8 @@ SUMMARY_LINES = {
     "max_measured_beats_best_natural": "fraction of 'max' images measured above the unit's best natural image",
     "max_true_over_best_natural": "the same ratio with true rates",
     "max_true_beats_best_natural": "the same fraction with true rates",
+    "max_predicted_over_true": "'max' images: median of the rate the model predicted (achieved) / the true rate",
+    "max_spread_hz": "'max' images: median std of the ensemble members' predictions (Hz)",
     "r_predicted_before": "r(prediction of the model that made them, measured) over all images",
     "error_predicted_before_pct": "median |that prediction - measured| (% of measured range)",
     "r_predicted_after": "the same for the refit after their responses",
@@ -100,6 +102,10 @@ def report_text(report) -> str:
                 f"  'max' images vs the unit's best natural image: measured "
                 f"{_f(s['max_measured_over_best_natural'])}x "
                 f"({_f(100 * s['max_measured_beats_best_natural'], 0)} % above it){true}"
+            )
+            lines.append(
+                f"  'max' images as the model promised them (median): predicted/true "
+                f"{_f(s['max_predicted_over_true'])}, ensemble spread {_f(s['max_spread_hz'], 1)} Hz"
             )
         after = (
             f"after the refit r {_f(s['r_predicted_after'])}, error {_f(s['error_predicted_after_pct'], 0)} %"

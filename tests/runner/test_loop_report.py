@@ -146,6 +146,8 @@ def test_the_report_matches_a_recomputation_from_the_session_file(loop_run):
         assert s["error_true_pct"] == pytest.approx(100 * np.median((np.abs(true - target) / true_span)[graded]))
         best_true = true_natural.max(0)[cols]
         assert s["max_true_over_best_natural"] == pytest.approx(np.median((true / best_true)[~graded]))
+        assert s["max_predicted_over_true"] == pytest.approx(np.median((rows["achieved_hz"] / true)[~graded]))
+        assert s["max_spread_hz"] == pytest.approx(np.median(rows["spread_hz"][~graded]))
         per_unit = [
             _r(target[graded & (rows["unit_id"] == u)], true[graded & (rows["unit_id"] == u)])
             for u in np.unique(rows["unit_id"])
@@ -169,6 +171,7 @@ def test_the_report_matches_a_recomputation_from_the_session_file(loop_run):
     text = report.text()
     assert "iteration 2" in text and "targets vs truth" in text and "turnaround" in text
     first = report.iterations[0].images[0]
+    assert "'max' images as the model promised them (median): predicted/true" in text
     assert "± sd" in text and f" {first.predicted_before_hz:.1f} {first.spread_hz:>6.1f} " in text
     json.dumps(report.to_dict(), allow_nan=False)
     figure = report.figure(folder / "report.png")
