@@ -105,9 +105,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--presenter-stimuli must be 0 (skip) or more")
     args.family_list = None if args.families is None else [f.strip() for f in args.families.split(",") if f.strip()]
     if args.family_list is not None:
-        unknown = [f for f in args.family_list if f not in simulator_families()]
+        known = simulator_families()
+        unknown = [f for f in args.family_list if f not in known]
         if unknown or not args.family_list:
-            parser.error(f"unknown families {unknown}; choose from {', '.join(simulator_families())}")
+            parser.error(f"unknown families {unknown}; choose from {', '.join(known)}")
     return args
 
 
