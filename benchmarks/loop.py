@@ -17,6 +17,11 @@ runner.  Then, from the session file and the runner's journal (`loop_report`):
    trials at the protocol's timing (`benchmarks/presenter.py`, under Xvfb when there is no
    display); skipped, with a line saying why, when neither a display nor xvfb-run exists.
 
+The loop runs once on the rig's own brain, or with ``--families`` once per simulator family
+of `benchmarks/generalise.py` (the rig with that family's scenario); a table then gives, per
+brain and iteration, the held-out r/rmax of the model that made the images and the targets
+vs truth figures of the loop report.
+
 Prints human lines, then writes everything as JSON with ``--json PATH``.
 
 Usage::
@@ -24,11 +29,13 @@ Usage::
     python benchmarks/loop.py                                         # fast_loop on 2 CPU threads
     python benchmarks/loop.py --device cuda                           # on a GPU
     python benchmarks/loop.py --protocol protocols/demo.yaml --iterations 3 --presenter-stimuli 0
+    python benchmarks/loop.py --families classic,normalisation,deep,offset,textures --presenter-stimuli 0
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -64,6 +71,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="iterations of the protocol's synthesize loop (default: the protocol's)",
     )
+    parser.add_argument(
+        "--families",
+        default=None,
+        help="comma list of simulator families (benchmarks/generalise.py: classic, normalisation, deep, "
+        "offset, textures) to run the loop on, one after the other (default: the rig's own brain)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument(
         "--out",
@@ -90,7 +103,51 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--iterations must be at least 1")
     if args.presenter_stimuli < 0:
         parser.error("--presenter-stimuli must be 0 (skip) or more")
+    args.family_list = None if args.families is None else [f.strip() for f in args.families.split(",") if f.strip()]
+    if args.family_list is not None:
+        known = simulator_families()
+        unknown = [f for f in args.family_list if f not in known]
+        if unknown or not args.family_list:
+            parser.error(f"unknown families {unknown}; choose from {', '.join(known)}")
     return args
+
+
+def simulator_families() -> dict[str, str]:
+    """Family name -> scenario file (relative to the repository), as benchmarks/generalise.py defines them."""
+    spec = importlib.util.spec_from_file_location("benchmark_generalise", ROOT / "benchmarks/generalise.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return dict(module.FAMILIES)
+
+
+def family_rig(rig_path: Path, scenario: Path, folder: Path) -> Path:
+    """A copy of the rig (in ``folder``) whose simulated array is ``scenario``'s population.
+
+    The copy, not an in-memory change, so the session file records the rig that ran.
+    """
+    import yaml
+
+    data = yaml.safe_load(rig_path.read_text())
+    acquisition = data.get("acquisition") or {}
+    acquisition.pop("brain", None)  # a rig names its brain or a scenario, not both
+    acquisition["scenario"] = str(scenario.resolve())
+    data["acquisition"] = acquisition
+    copy = folder / rig_path.name
+    copy.write_text(yaml.safe_dump(data, sort_keys=False))
+    return copy
+
+
+def brains(args: argparse.Namespace, folder: Path) -> list[tuple[str, Path, Path]]:
+    """(brain name, rig file, output folder) of each run: the rig's own brain, or one per ``--families``."""
+    if args.family_list is None:
+        return [("rig", args.rig, folder)]
+    families = simulator_families()
+    runs = []
+    for name in args.family_list:
+        out = folder / name
+        out.mkdir(parents=True, exist_ok=True)
+        runs.append((name, family_rig(args.rig, ROOT / families[name], out), out))
+    return runs
 
 
 def with_iterations(protocol_path: Path, iterations: int | None, folder: Path) -> Path:
@@ -195,6 +252,32 @@ def turnaround_stats(report) -> dict[str, Any]:
     return out
 
 
+#: Targets vs truth per iteration: loop report summary key -> column of the per-brain table.
+TRUTH_COLUMNS = {
+    "r_target_true_unit_median": "r unit",
+    "r_target_true": "r pooled",
+    "max_predicted_over_true": "max p/t",
+    "max_true_beats_best_natural": "beats",
+    "max_spread_hz": "max sd",
+}
+
+
+def truth_rows(report) -> list[dict[str, float]]:
+    """Per iteration: model version and held-out r/rmax of the model that made the images, and
+    the loop report's targets vs truth figures (`TRUTH_COLUMNS`)."""
+    rows = []
+    for it in report.iterations:
+        model = it.model_before
+        row = {
+            "iteration": it.number,
+            "model_version": model.version if model else -1,
+            "r_over_rmax": model.r_over_rmax_mean if model else float("nan"),
+        }
+        row.update({key: it.summary[key] for key in TRUTH_COLUMNS})
+        rows.append(row)
+    return rows
+
+
 def presenter_frames(args: argparse.Namespace, protocol: Path) -> dict[str, Any]:
     """benchmarks/presenter.py over ``--presenter-stimuli`` trials, or why it was skipped."""
     if args.presenter_stimuli == 0:
@@ -237,7 +320,8 @@ def _n(value, digits: int = 2) -> str:
 
 def print_loop(report, seconds: float, ran: dict, stats: dict, load: tuple[float, float]) -> None:
     print(
-        f"closed loop: protocol {ran['protocol']} on {ran['rig']}, model server on {ran['device']}; "
+        f"closed loop: protocol {ran['protocol']} on {ran['rig']} (brain: {ran['brain']}), model server on "
+        f"{ran['device']}; "
         f"{len(report.iterations)} iterations in {seconds:.1f} s (load average {load[0]:.1f} before, "
         f"{load[1]:.1f} after; {os.cpu_count()} CPUs)"
     )
@@ -277,6 +361,34 @@ def print_loop(report, seconds: float, ran: dict, stats: dict, load: tuple[float
         print(f"note: {note}")
 
 
+def print_truth(runs: list[dict]) -> None:
+    """The targets vs truth table: one line per brain and iteration."""
+    print(
+        f"{'brain':>13} {'iter':>4} {'model':>5} {'r/rmax':>6} | "
+        + " ".join(f"{label:>8}" for label in TRUTH_COLUMNS.values())
+    )
+    for run in runs:
+        for row in run["truth"]:
+            beats = row["max_true_beats_best_natural"]
+            values = [
+                _n(row["r_target_true_unit_median"]),
+                _n(row["r_target_true"]),
+                _n(row["max_predicted_over_true"]),
+                "n/a" if not np.isfinite(beats) else f"{100 * beats:.0f} %",
+                _n(row["max_spread_hz"], 1),
+            ]
+            print(
+                f"{run['brain']:>13} {row['iteration']:>4} {'v' + str(row['model_version']):>5} "
+                f"{_n(row['r_over_rmax'], 3):>6} | " + " ".join(f"{v:>8}" for v in values)
+            )
+    print(
+        "columns: r/rmax = held-out r/rmax (reliable units) of the model that made the images; r unit / r pooled "
+        "= median per-unit / pooled r(target, true rate) over graded images; max p/t = 'max' images' median "
+        "predicted / true rate; beats = 'max' images truly above the unit's best natural image; max sd = their "
+        "median ensemble spread (Hz)"
+    )
+
+
 def print_presenter(result: dict) -> None:
     if "skipped" in result:
         print(f"presenter: skipped: {result['skipped']}")
@@ -290,6 +402,27 @@ def print_presenter(result: dict) -> None:
     )
 
 
+def run_brain(args: argparse.Namespace, brain: str, rig: Path, folder: Path) -> dict[str, Any]:
+    """One loop on ``rig``'s brain, printed; its figures (JSON-safe but for ``report``)."""
+    load_before = os.getloadavg()[0]
+    report, seconds, ran = run_loop(argparse.Namespace(**{**vars(args), "rig": rig}), folder)
+    load = (load_before, os.getloadavg()[0])
+    ran["brain"] = brain
+    stats = turnaround_stats(report)
+    print_loop(report, seconds, ran, stats, load)
+    figure = report.figure(folder / "loop.png")
+    print(f"figure: {figure}; session: {ran['session']}")
+    return {
+        "brain": brain,
+        "ran": ran,
+        "seconds": seconds,
+        "load_average": load,
+        "turnaround": stats,
+        "truth": truth_rows(report),
+        "report": report,
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     from closedloop.errors import ClosedLoopError
@@ -297,28 +430,21 @@ def main(argv: list[str] | None = None) -> int:
 
     folder = args.out or Path(tempfile.mkdtemp(prefix="closedloop-bench-loop-"))
     folder.mkdir(parents=True, exist_ok=True)
-    load_before = os.getloadavg()[0]
+    runs = []
     try:
-        report, seconds, ran = run_loop(args, folder)
+        for brain, rig, out in brains(args, folder):
+            runs.append(run_brain(args, brain, rig, out))
     except ClosedLoopError as error:
         print(f"benchmarks/loop.py: {error}", file=sys.stderr)
         return 2
-    load = (load_before, os.getloadavg()[0])
-    stats = turnaround_stats(report)
-    print_loop(report, seconds, ran, stats, load)
-    figure = report.figure(folder / "loop.png")
-    print(f"figure: {figure}; session: {ran['session']}")
+    print_truth(runs)
     presenter = presenter_frames(args, args.protocol)
     print_presenter(presenter)
     if args.json:
         figures = {
             "argv": sys.argv[1:] if argv is None else argv,
-            "ran": ran,
-            "seconds": seconds,
             "cpus": os.cpu_count(),
-            "load_average": load,
-            "turnaround": stats,
-            "report": report.to_dict(),
+            "runs": [{**run, "report": run["report"].to_dict()} for run in runs],
             "presenter": presenter,
         }
         args.json.write_text(json.dumps(json_safe(figures), indent=2))

@@ -439,6 +439,7 @@ def _add_stimuli(nwbfile: NWBFile, session: SessionContents) -> Images:
         "model_version": "model version the image was synthesized with (-1: n/a)",
         "seed": "synthesis seed (-1: n/a)",
         "achieved_hz": "rate the model predicted for the synthesized image (Hz; NaN: n/a)",
+        "spread_hz": "std of the model ensemble members' predictions around achieved_hz (Hz; NaN: n/a)",
     }
     columns += [
         VectorData(name=name, description=text, data=stimuli[name])

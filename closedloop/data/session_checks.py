@@ -15,7 +15,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from closedloop.data.session_format import COLUMNS, BlockFlag, BlockKind
+from closedloop.data.session_format import BlockFlag, BlockKind, present_columns
 from closedloop.errors import DataFileError
 
 _REPAIR = "the file is damaged; recover what is intact with SessionWriter.resume or use a backup"
@@ -52,7 +52,7 @@ def check_committed(
 def _stored_rows(file: h5py.File, table: str) -> int:
     if table == "responses":
         return int(file["responses"].shape[0])
-    rows = [int(file[table][name].shape[0]) for name in COLUMNS[table]]
+    rows = [int(file[table][name].shape[0]) for name in present_columns(file, table)]
     if table == "stimuli":
         rows.append(int(file["stimuli/pixels"].shape[0]))
     return min(rows)

@@ -8,7 +8,8 @@ Layout (format ``closedloop-session``, version 1)::
     /units/{id, channel}                      fixed: one row per unit
     /stimuli/pixels   (n, H, W) float32 in [0, 1]
     /stimuli/{id, kind, source_index, orientation_deg, phase_deg, sf_cpd, radius_px,
-              annulus, unit_id, target_hz, model_version, seed, achieved_hz, committed}
+              annulus, unit_id, target_hz, model_version, seed, achieved_hz, spread_hz,
+              committed}
     /trials/{stimulus_id, block, repeat, onset_s, flip_s, n_frames, dropped_frames}
     /responses        (n_trials, n_units) float32 Hz in the session's response window
     /spikes/{unit_id, time_s}
@@ -23,6 +24,10 @@ events before its ``*_stop`` columns, and a stimulus row with ``committed == 1``
 own pixels.  The commit flag is written after a flush of the data it covers, so a writer
 killed at any point leaves a file whose committed part is complete; readers ignore the
 rest and `SessionWriter.resume` cuts it off.
+
+Columns added to version 1 after it shipped (`ADDED_COLUMNS`: ``stimuli/spread_hz``, the
+model ensemble's spread of a synthesized image's predicted rate) are absent from older
+files: a reader gives their fill value instead, and a resumed or copied file gains them.
 """
 
 from __future__ import annotations
@@ -109,6 +114,7 @@ COLUMNS: dict[str, dict[str, tuple[np.dtype, float | int]]] = {
         "model_version": (_I64, -1),
         "seed": (_I64, -1),
         "achieved_hz": (_F64, NAN),
+        "spread_hz": (_F64, NAN),
         "committed": (np.dtype(np.uint8), 0),
     },
     "trials": {
@@ -136,6 +142,9 @@ COLUMNS: dict[str, dict[str, tuple[np.dtype, float | int]]] = {
         "committed": (np.dtype(np.uint8), 0),
     },
 }
+#: Columns of `COLUMNS` that files written before them lack (the format version stayed 1:
+#: older readers ignore them); read as their fill value there.
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"stimuli": ("spread_hz",)}
 CHUNK_ROWS = {"stimuli": 256, "trials": 1024, "spikes": 65536, "sync": 1024, "blocks": 64}
 REQUIRED_ATTRS = (
     "format",
@@ -173,9 +182,8 @@ def create_layout(
     height, width = stimulus_shape
     for table, columns in COLUMNS.items():
         group = file.create_group(table)
-        rows = CHUNK_ROWS[table]
-        for name, (dtype, fill) in columns.items():
-            group.create_dataset(name, shape=(0,), maxshape=(None,), chunks=(rows,), dtype=dtype, fillvalue=fill)
+        for name in columns:
+            _create_column(group, table, name, 0)
     file["stimuli"].create_dataset(
         "pixels",
         shape=(0, height, width),
@@ -193,6 +201,28 @@ def create_layout(
         dtype=np.float32,
         fillvalue=np.nan,
     )
+
+
+def _create_column(group: h5py.Group, table: str, name: str, rows: int) -> None:
+    """An appendable column of ``rows`` fill values."""
+    dtype, fill = COLUMNS[table][name]
+    group.create_dataset(
+        name, shape=(rows,), maxshape=(None,), chunks=(CHUNK_ROWS[table],), dtype=dtype, fillvalue=fill
+    )
+
+
+def add_missing_columns(file: h5py.File, lengths: dict[str, int]) -> None:
+    """Give a file written before an `ADDED_COLUMNS` column that column, ``lengths[table]`` fill values
+    long (before SWMR is switched on: SWMR cannot create datasets)."""
+    for table, names in ADDED_COLUMNS.items():
+        for name in names:
+            if name not in file[table]:
+                _create_column(file[table], table, name, lengths[table])
+
+
+def present_columns(file: h5py.File, table: str) -> list[str]:
+    """The columns of ``table`` this file holds (all but `ADDED_COLUMNS` it predates)."""
+    return [name for name in COLUMNS[table] if name in file[table]]
 
 
 def response_chunk_rows(n_units: int) -> int:
@@ -230,7 +260,7 @@ def committed_lengths(file: h5py.File) -> dict[str, int]:
 
 def table_datasets(file: h5py.File) -> list[tuple[str, h5py.Dataset]]:
     """(table, dataset) for every appendable dataset, for refresh/copy/truncate."""
-    found = [(table, file[table][name]) for table in COLUMNS for name in COLUMNS[table]]
+    found = [(table, file[table][name]) for table in COLUMNS for name in present_columns(file, table)]
     found.append(("stimuli", file["stimuli/pixels"]))
     found.append(("responses", file["responses"]))
     return found
@@ -254,7 +284,7 @@ def validate(file: h5py.File, path: str | Path) -> None:
         )
     missing = [key for key in REQUIRED_ATTRS if key not in attrs]
     expected = ["units/id", "units/channel", "stimuli/pixels", "responses"] + [
-        f"{table}/{name}" for table in COLUMNS for name in COLUMNS[table]
+        f"{table}/{name}" for table in COLUMNS for name in COLUMNS[table] if name not in ADDED_COLUMNS.get(table, ())
     ]
     missing += [name for name in expected if name not in file]
     if missing:

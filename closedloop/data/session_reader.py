@@ -29,6 +29,7 @@ from closedloop.data.session_format import (
     committed_lengths,
     is_open_elsewhere,
     open_error,
+    present_columns,
     table_datasets,
     table_dtype,
     validate,
@@ -224,10 +225,12 @@ class SessionReader:
     def _table(self, table: str) -> np.ndarray:
         n = self._lengths[table]
         names = [name for name in COLUMNS[table] if name != "committed"]
+        stored = set(present_columns(self._file, table))
         out = np.empty(n, dtype=np.dtype([(name, table_dtype(table)[name]) for name in names]))
         try:
             for name in names:
-                out[name] = self._file[table][name][:n]
+                # a column added after this file was written reads as its fill value
+                out[name] = self._file[table][name][:n] if name in stored else COLUMNS[table][name][1]
         except _DAMAGE as error:
             raise DataFileError(self._path, f"cannot read {table}/{name} ({error})") from None
         return out

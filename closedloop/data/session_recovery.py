@@ -22,6 +22,7 @@ import h5py
 from closedloop.data.session_format import (
     LIBVER,
     NO_CHUNK_CACHE,
+    add_missing_columns,
     check_not_truncated,
     committed_lengths,
     create_layout,
@@ -51,6 +52,7 @@ def open_for_resume(path: Path) -> h5py.File:
         for table, dataset in table_datasets(file):
             if dataset.shape[0] > lengths[table]:
                 dataset.resize(lengths[table], axis=0)
+        add_missing_columns(file, lengths)  # a file from before a column was added gains it
         file.flush()
         file.swmr_mode = True
     except DataFileError:
@@ -123,10 +125,12 @@ def _copy_committed(
             source["units/channel"][()],
             stimulus_shape,
         )
-        for table, dataset in table_datasets(source):
+        for table, destination in table_datasets(target):
             n = lengths[table]
-            destination = target[dataset.name]
-            destination.resize(n, axis=0)
+            destination.resize(n, axis=0)  # a column the source predates keeps its fill values
+            if destination.name not in source:
+                continue
+            dataset = source[destination.name]
             row_bytes = max(1, dataset.dtype.itemsize * math.prod(dataset.shape[1:]))
             step = max(1, _COPY_BYTES // row_bytes)
             for start in range(0, n, step):

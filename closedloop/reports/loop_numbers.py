@@ -76,6 +76,7 @@ def build_report(session_path: Path, brain, models_dir: Path | None, device: str
                 float(s["achieved_hz"]),
                 float(means[s["id"], column[int(s["unit_id"])]]),
                 int(counts[s["id"]]),
+                spread_hz=float(s["spread_hz"]),
             )
             for s in table
         ]
@@ -320,7 +321,15 @@ def _summary(images: list[SynthesizedImage], measured_range, best_measured, true
     """Control accuracy of one iteration (keys explained in `closedloop.reports.loop_view.SUMMARY_LINES`)."""
     column = {
         name: np.asarray([getattr(i, name) for i in images], dtype=np.float64)
-        for name in ("target_hz", "measured_hz", "true_hz", "predicted_before_hz", "predicted_after_hz")
+        for name in (
+            "target_hz",
+            "achieved_hz",
+            "spread_hz",
+            "measured_hz",
+            "true_hz",
+            "predicted_before_hz",
+            "predicted_after_hz",
+        )
     }
     units = np.asarray([i.unit_id for i in images])
     target, measured, true = column["target_hz"], column["measured_hz"], column["true_hz"]
@@ -350,6 +359,9 @@ def _summary(images: list[SynthesizedImage], measured_range, best_measured, true
             "max_true_beats_best_natural": np.nan
             if best_true is None
             else _fraction(true[maxed] > best_true[maxed], true[maxed]),
+            # what the optimiser promised against what the brain gives, and how sure the ensemble was
+            "max_predicted_over_true": _median(column["achieved_hz"][maxed] / true[maxed]),
+            "max_spread_hz": _median(column["spread_hz"][maxed]),
         }
         for when in ("before", "after"):
             predicted = column[f"predicted_{when}_hz"]

@@ -34,7 +34,9 @@ class ModelFit:
 class SynthesizedImage:
     """One synthesized image and what became of it (rates in Hz; NaN where unknown).
 
-    ``target_hz`` is NaN for a "max" image; ``measured_hz`` is the mean over its
+    ``target_hz`` is NaN for a "max" image; ``spread_hz`` the std of the ensemble members'
+    predictions around ``achieved_hz`` (NaN: the server sent none, or an older session
+    file); ``measured_hz`` is the mean over its
     presentations in good blocks (``n_presentations``); ``true_hz`` the brain's
     expected rate; ``predicted_before_hz`` / ``predicted_after_hz`` the predictions of
     the model that made it and of the refit after its responses; ``held_out_after``
@@ -51,6 +53,7 @@ class SynthesizedImage:
     predicted_before_hz: float = math.nan
     predicted_after_hz: float = math.nan
     held_out_after: bool | None = None
+    spread_hz: float = math.nan
 
     @property
     def label(self) -> str:

@@ -23,6 +23,8 @@ SUMMARY_LINES = {
     "max_measured_beats_best_natural": "fraction of 'max' images measured above the unit's best natural image",
     "max_true_over_best_natural": "the same ratio with true rates",
     "max_true_beats_best_natural": "the same fraction with true rates",
+    "max_predicted_over_true": "'max' images: median of the rate the model predicted (achieved) / the true rate",
+    "max_spread_hz": "'max' images: median std of the ensemble members' predictions (Hz)",
     "r_predicted_before": "r(prediction of the model that made them, measured) over all images",
     "error_predicted_before_pct": "median |that prediction - measured| (% of measured range)",
     "r_predicted_after": "the same for the refit after their responses",
@@ -67,14 +69,14 @@ def report_text(report) -> str:
                 f"other {_f(t.other, 3)} s"
             )
         lines.append(
-            f"  {'stimulus':>8} {'unit':>5} {'target':>7} {'predicted':>9} {'measured':>8} {'n':>3} "
+            f"  {'stimulus':>8} {'unit':>5} {'target':>7} {'predicted':>9} {'± sd':>6} {'measured':>8} {'n':>3} "
             f"{'true':>7} {'refit':>7}"
         )
         for im in it.images:
             held = "" if im.held_out_after is None else ("*" if im.held_out_after else " ")
             lines.append(
                 f"  {im.stimulus_id:>8} {im.unit_id:>5} {im.label:>7} {_f(im.predicted_before_hz, 1):>9} "
-                f"{_f(im.measured_hz, 1):>8} {im.n_presentations:>3} {_f(im.true_hz, 1):>7} "
+                f"{_f(im.spread_hz, 1):>6} {_f(im.measured_hz, 1):>8} {im.n_presentations:>3} {_f(im.true_hz, 1):>7} "
                 f"{_f(im.predicted_after_hz, 1):>6}{held}"
             )
         lines += [
@@ -100,6 +102,10 @@ def report_text(report) -> str:
                 f"  'max' images vs the unit's best natural image: measured "
                 f"{_f(s['max_measured_over_best_natural'])}x "
                 f"({_f(100 * s['max_measured_beats_best_natural'], 0)} % above it){true}"
+            )
+            lines.append(
+                f"  'max' images as the model promised them (median): predicted/true "
+                f"{_f(s['max_predicted_over_true'])}, ensemble spread {_f(s['max_spread_hz'], 1)} Hz"
             )
         after = (
             f"after the refit r {_f(s['r_predicted_after'])}, error {_f(s['error_predicted_after_pct'], 0)} %"

@@ -305,6 +305,7 @@ class ModelSteps:
             unit_id=result.unit_ids,
             target_hz=result.targets,
             achieved_hz=result.achieved,
+            spread_hz=result.spread,  # None (a server that sends no spread): stored as NaN
             model_version=result.model_version,
             seed=result.seed,
             source_index=np.arange(len(images)),

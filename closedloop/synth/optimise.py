@@ -430,7 +430,8 @@ def _mean_and_spread(
     model: torch.nn.Module, images: torch.Tensor, want_spread: bool
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """(B, U) ensemble-mean rates and, when asked and available, the members' std (population)."""
-    if not (want_spread and hasattr(model, "forward_members")):
+    # One member's std is 0 by construction: that would read as "sure", so it has none.
+    if not (want_spread and _n_members(model) > 1):
         return model(images), None
     members = model.forward_members(images)  # (M, B, U)
     return members.mean(dim=0), members.std(dim=0, unbiased=False)

@@ -6,6 +6,7 @@ import pytest
 
 from closedloop.data.dataset import Preprocessing
 from closedloop.data.session import BlockFlag, SessionReader, SessionWriter, StimulusKind
+from closedloop.data.session_repair import repair_session
 from closedloop.errors import DataFileError
 
 from .session_child import UNIT_IDS, WINDOW, block_content, session_kwargs, stimulus_pixels
@@ -109,6 +110,34 @@ def test_resume_after_close_continues(tmp_path):
         row = reader.stimuli[6]
         assert row["kind"] == StimulusKind.SYNTHESIZED and row["unit_id"] == 12
         assert row["target_hz"] == 30.0 and row["model_version"] == 4 and row["achieved_hz"] == 28.5
+
+
+def _synthesized(writer, spread_hz):
+    return writer.add_stimuli(
+        np.full((2, 24, 24), 0.5), "synthesized", unit_id=12, achieved_hz=[20.0, 31.0], spread_hz=spread_hz
+    )
+
+
+def test_a_file_from_before_spread_hz_reads_as_nan_resumes_and_repairs(tmp_path):
+    path = write_session(tmp_path / "old.h5", n_blocks=1)
+    with SessionWriter.resume(path) as writer:
+        _synthesized(writer, [2.5, 4.0])
+    with SessionReader(path) as reader:
+        np.testing.assert_array_equal(reader.stimuli["spread_hz"][6:], [2.5, 4.0])
+    with h5py.File(path, "r+") as file:  # as a closedloop from before the column wrote it
+        del file["stimuli/spread_hz"]
+    with SessionReader(path) as reader:
+        assert reader.n_stimuli == 8 and np.all(np.isnan(reader.stimuli["spread_hz"]))
+        np.testing.assert_array_equal(reader.stimuli["achieved_hz"][6:], [20.0, 31.0])
+    repaired = repair_session(path, tmp_path / "repaired.h5")
+    assert repaired.integrity.good_stimuli == 8
+    with SessionReader(tmp_path / "repaired.h5") as reader:
+        assert reader.n_stimuli == 8 and np.all(np.isnan(reader.stimuli["spread_hz"]))
+    with SessionWriter.resume(path) as writer:  # the resumed file gains the column
+        _synthesized(writer, [1.0, 1.5])
+    with SessionReader(path) as reader:
+        spread = reader.stimuli["spread_hz"]
+    assert spread.size == 10 and np.all(np.isnan(spread[:8])) and spread[8:].tolist() == [1.0, 1.5]
 
 
 def test_second_writer_is_refused_while_one_is_live(tmp_path):

@@ -2,7 +2,8 @@
 
 FitRequest → Accepted (refit: version + 1, then, ``fit_seconds`` later, ModelUpdated with
 per-unit held-out r on the PUB); SynthesizeRequest → SynthesizeResult with images drawn from (seed, k)
-(Error "no_model" before the first refit); PredictRequest → Predictions of zeros;
+and an ensemble spread of 1.5 + 0.25 k Hz (none with ``send_spread=False``; Error "no_model" before
+the first refit); PredictRequest → Predictions of zeros;
 anything else → Error.  Data are kept per block, so a block sent twice counts once; a FitRequest naming
 stimuli whose images it never got is refused (Error "unknown_stimulus"), like a real server.
 `ServerThread` runs it in a thread that can be stopped ("killed") and started again.
@@ -41,6 +42,7 @@ class FakeModelServer(Component):
         fitted_units: int | None = None,
         size_px: int = 66,
         fit_seconds: float = 0.2,
+        send_spread: bool = True,
     ):
         super().__init__(name)
         self.model_endpoint, self.events_endpoint = model_endpoint, events_endpoint
@@ -54,6 +56,8 @@ class FakeModelServer(Component):
         self.unit_ids: np.ndarray | None = None
         self.server = self.events = None
         self.fit_seconds = fit_seconds
+        self.send_spread = send_spread
+        self.synthesized: list[SynthesizeResult] = []  # every SynthesizeResult sent, in order
         self._pending: list[tuple[float, ModelUpdated]] = []  # refits "running" until their time
 
     def setup(self) -> None:
@@ -141,7 +145,9 @@ class FakeModelServer(Component):
             achieved=achieved,
             model_version=self.version,
             seed=message.seed,
+            spread=1.5 + 0.25 * np.arange(n) if self.send_spread else None,
         )
+        self.synthesized.append(result)
         self.server.reply(request, result)
         self.events.send(result)
 

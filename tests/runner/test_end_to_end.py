@@ -18,10 +18,10 @@ from .helpers import FAST, N_UNITS, Watcher, write_protocol
 from .fake_server import FakeModelServer
 
 
-def run_loop(tmp_path, rig, protocol, brain_and_units, *, fitted_units=None, session="session.h5"):
+def run_loop(tmp_path, rig, protocol, brain_and_units, *, session="session.h5", **server_options):
     brain, unit_ids, channels = brain_and_units
     endpoints = Endpoints.inproc()
-    server = FakeModelServer(endpoints.model, endpoints.model_events, fitted_units=fitted_units)
+    server = FakeModelServer(endpoints.model, endpoints.model_events, **server_options)
     loop = simulated_components(
         rig,
         protocol,
@@ -86,6 +86,9 @@ def test_a_closed_loop_runs_end_to_end_and_the_session_file_has_everything(tmp_p
     assert np.isfinite(synthesized["target_hz"]).tolist() == [True, False, True, False]  # p50, max per unit
     assert synthesized["model_version"].tolist() == [1] * 4
     assert np.all(np.isfinite(synthesized["achieved_hz"]))
+    # the ensemble spread is stored as the server sent it, image by image
+    assert len(server.synthesized) == 1
+    np.testing.assert_array_equal(synthesized["spread_hz"], server.synthesized[0].spread)
     assert set(trials["stimulus_id"][40:].tolist()) == set(range(20, 24))
     # the journal: one record per block, protocol positions in order, model versions of the fits
     journal = records(tmp_path / "session.h5")
@@ -110,6 +113,15 @@ def test_a_closed_loop_runs_end_to_end_and_the_session_file_has_everything(tmp_p
     assert [r.block for r in watcher.responses] == [0, 3]
     assert np.allclose(watcher.responses[0].rates, responses[:40])
     assert [len(r.image_ids) for r in watcher.requests] == [20, 4]
+
+
+def test_a_server_that_sends_no_spread_leaves_it_nan(tmp_path, rig, protocol, brain_and_units):
+    runner, server, _, report = run_loop(tmp_path, rig, protocol, brain_and_units, send_spread=False)
+    assert report.ok and runner.finished and server.synthesized[0].spread is None
+    with SessionReader(tmp_path / "session.h5") as reader:
+        synthesized = reader.stimuli[reader.stimuli["kind"] == StimulusKind.SYNTHESIZED]
+    assert synthesized.size == 4 and np.all(np.isnan(synthesized["spread_hz"]))
+    assert np.all(np.isfinite(synthesized["achieved_hz"]))
 
 
 def test_top_k_above_the_fitted_units_fails_the_synthesize_block_clearly(tmp_path, rig, protocol, brain_and_units):

@@ -28,8 +28,11 @@ from .helpers import FAST, PROTOCOL
 ROOT = Path(__file__).resolve().parents[2]
 WINDOW_S, DURATION_S = (0.05, 0.10), 0.1  # the protocol's response window; 6 frames at 60 Hz
 
-# Three graded targets per unit, so per-unit correlations exist; two iterations.
-LOOP_PROTOCOL = PROTOCOL.replace("targets: [p50, max]", "targets: [p20, p50, p80, max]")
+# Three graded targets per unit, so per-unit correlations exist; two iterations; two ensemble
+# members, so synthesized images carry a spread.
+LOOP_PROTOCOL = PROTOCOL.replace("targets: [p50, max]", "targets: [p20, p50, p80, max]").replace(
+    "  patience: 2\n", "  patience: 2\n  ensemble: 2\n"
+)
 
 
 def write_loop_protocol(folder: Path, iterations: int = 2) -> Path:
@@ -128,6 +131,9 @@ def test_the_report_matches_a_recomputation_from_the_session_file(loop_run):
         assert [im.n_presentations for im in it.images] == [2] * ids.size
         assert np.allclose([im.true_hz for im in it.images], true)
         assert np.allclose([im.achieved_hz for im in it.images], rows["achieved_hz"])
+        # the ensemble's spread as the real server sent it and the runner stored it
+        spread = np.array([im.spread_hz for im in it.images])
+        assert np.all(spread > 0) and np.array_equal(spread, rows["spread_hz"])
         target = rows["target_hz"]
         graded = np.isfinite(target)
         assert graded.sum() == 6 and (~graded).sum() == 2  # 2 units x (p20, p50, p80) and max
@@ -140,6 +146,8 @@ def test_the_report_matches_a_recomputation_from_the_session_file(loop_run):
         assert s["error_true_pct"] == pytest.approx(100 * np.median((np.abs(true - target) / true_span)[graded]))
         best_true = true_natural.max(0)[cols]
         assert s["max_true_over_best_natural"] == pytest.approx(np.median((true / best_true)[~graded]))
+        assert s["max_predicted_over_true"] == pytest.approx(np.median((rows["achieved_hz"] / true)[~graded]))
+        assert s["max_spread_hz"] == pytest.approx(np.median(rows["spread_hz"][~graded]))
         per_unit = [
             _r(target[graded & (rows["unit_id"] == u)], true[graded & (rows["unit_id"] == u)])
             for u in np.unique(rows["unit_id"])
@@ -162,6 +170,9 @@ def test_the_report_matches_a_recomputation_from_the_session_file(loop_run):
 
     text = report.text()
     assert "iteration 2" in text and "targets vs truth" in text and "turnaround" in text
+    first = report.iterations[0].images[0]
+    assert "'max' images as the model promised them (median): predicted/true" in text
+    assert "± sd" in text and f" {first.predicted_before_hz:.1f} {first.spread_hz:>6.1f} " in text
     json.dumps(report.to_dict(), allow_nan=False)
     figure = report.figure(folder / "report.png")
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -187,12 +198,16 @@ def test_a_missing_session_or_journal_is_a_clear_error(loop_run, tmp_path):
         loop_report(copy)
 
 
-def test_the_benchmark_runs_a_tiny_loop_and_skips_the_presenter(loop_run, tmp_path, capsys):
-    folder, _ = loop_run
-    script = ROOT / "benchmarks" / "loop.py"
-    spec = importlib.util.spec_from_file_location("benchmark_loop", script)
+def benchmark_module():
+    spec = importlib.util.spec_from_file_location("benchmark_loop", ROOT / "benchmarks" / "loop.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def test_the_benchmark_runs_a_tiny_loop_and_skips_the_presenter(loop_run, tmp_path, capsys):
+    folder, _ = loop_run
+    module = benchmark_module()
     status = module.main(
         [
             "--rig",
@@ -213,14 +228,43 @@ def test_the_benchmark_runs_a_tiny_loop_and_skips_the_presenter(loop_run, tmp_pa
     assert status == 0 and "turnaround, all iterations: median" in printed
     assert "presenter: skipped: --presenter-stimuli 0" in printed
     numbers = json.loads((tmp_path / "loop.json").read_text())
-    assert numbers["ran"]["finished"] and len(numbers["report"]["iterations"]) == 1
-    assert numbers["turnaround"]["all"]["total"]["median_s"] > 0 and (tmp_path / "loop.png").exists()
+    (run,) = numbers["runs"]  # the rig's own brain
+    assert run["brain"] == "rig" and run["ran"]["finished"] and len(run["report"]["iterations"]) == 1
+    assert run["turnaround"]["all"]["total"]["median_s"] > 0 and (tmp_path / "loop.png").exists()
+    summary = run["report"]["iterations"][0]["summary"]
+    assert run["truth"][0]["r_target_true"] == summary["r_target_true"]
+    assert run["truth"][0]["max_predicted_over_true"] == summary["max_predicted_over_true"] is not None
+
+
+def test_the_benchmark_runs_the_loop_once_per_family_on_the_family_scenario(loop_run, tmp_path, capsys, monkeypatch):
+    folder, brain = loop_run
+    module = benchmark_module()
+    report = loop_report(folder / "s.h5", brain, models_dir=folder / "models")
+    scenarios = []
+
+    def one_loop(args, out):  # the real one is the test above; here: which rig each run gets
+        from closedloop.config import load_rig
+
+        scenarios.append(load_rig(args.rig).acquisition.scenario)
+        return report, 1.0, {"protocol": "p", "rig": "r", "device": "cpu", "session": str(out / "loop.h5")}
+
+    monkeypatch.setattr(module, "run_loop", one_loop)
+    argv = ["--rig", str(folder / "rig.yaml"), "--families", "deep,offset", "--presenter-stimuli", "0"]
+    status = module.main([*argv, "--out", str(tmp_path), "--json", str(tmp_path / "loop.json")])
+    assert status == 0
+    assert scenarios == [str(ROOT / "sim/deep.yaml"), str(ROOT / "sim/offset.yaml")]
+    assert "(brain: deep)" in capsys.readouterr().out
+    runs = json.loads((tmp_path / "loop.json").read_text())["runs"]
+    assert [run["brain"] for run in runs] == ["deep", "offset"]
+    assert [row["r_over_rmax"] for row in runs[1]["truth"]] == pytest.approx(
+        [it.model_before.r_over_rmax_mean for it in report.iterations]
+    )
+    with pytest.raises(SystemExit):
+        module.parse_args(["--families", "classic,cortex"])
 
 
 def test_the_presenter_part_says_why_it_is_skipped_without_a_display(monkeypatch):
-    spec = importlib.util.spec_from_file_location("benchmark_loop", ROOT / "benchmarks" / "loop.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = benchmark_module()
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.setattr(module.shutil, "which", lambda name: None)
     args = module.parse_args(["--presenter-stimuli", "10"])

@@ -14,8 +14,9 @@ from closedloop.model.checkpoint import load_checkpoint
 from closedloop.synth.canvas import Canvas
 from closedloop.synth.contrast import contrast_statistics, default_bound, rms_contrast
 from closedloop.synth.library import read_library
-from closedloop.synth.optimise import SynthesisSettings
+from closedloop.synth.optimise import SynthesisSettings, synthesize
 from closedloop.synth.plan import heldout_r, synthesize_from_checkpoint, well_fit
+from closedloop.synth.targets import SynthesisJob, Target
 
 
 def test_rms_contrast_is_measured_inside_the_varying_aperture():
@@ -55,6 +56,13 @@ def test_images_carry_the_ensemble_spread_and_respect_the_natural_contrast(tiny_
         checkpoint, [unit], "max", settings=SynthesisSettings(steps=40), min_heldout_r=None, contrast="none"
     )
     assert unbounded.result.canvas.max_contrast is None
+
+
+def test_a_one_member_model_has_no_spread_rather_than_a_certain_zero(linear_model):
+    jobs = [SynthesisJob(0, Target("max"), float("nan")), SynthesisJob(1, Target("p50"), 12.0)]
+    result = synthesize(linear_model, jobs, canvas=Canvas(), scale_hz=np.array([30.0, 30.0]))
+    assert linear_model.n_members == 1 and np.all(np.isfinite(result.achieved_hz))
+    assert np.all(np.isnan(result.spread_hz)) and np.all(np.isnan(result.predictions_spread))
 
 
 def test_the_disagreement_penalty_trades_rate_for_agreement(tiny_checkpoint):
