@@ -52,7 +52,12 @@ RECOMMENDED_NOTES = (
     "Tried and not kept: Gaussian readout (Lurz et al. 2021) on the 7×7 map, 0.765 vs 0.794 (seed 1, 3 members, "
     "shared stop set); average pooling, 0.838 vs 0.842 (seeds 1–2, 5 members); learning-rate decay at plateaus, "
     "+0.003 for 1.4× the time (seeds 1–2); refitting on train + stop images (`refit`), 0.821 vs 0.794 for the "
-    "shared stop set (seed 1, 3 members) but no better than rotating stop sets (0.823), at 1.6× the time"
+    "shared stop set (seed 1, 3 members) but no better than rotating stop sets (0.823), at 1.6× the time. "
+    "output_tail 'identity' (benchmarks/generalise.py, 30 units × 270 images × 20 repeats per family, chosen on "
+    "classic): r/rmax unchanged (classic 0.796 -> 0.801), 'max' predicted/true 1.54 -> 1.15 on classic and "
+    "1.79-2.35 -> 1.36-1.79 on the other families but deep. Tried there and not kept: Laplacian smoothness of the "
+    "first-layer kernels (0.805 at 0.01; deep 0.554 vs 0.558), of the readout masks (0.793), a (32, 64) core "
+    "(0.806, 2-4× the time), three conv layers (0.778)"
 )
 
 
