@@ -142,7 +142,9 @@ def fit(path: Path, preset: str, args: argparse.Namespace) -> dict:
     name = path.stem
     metrics_path = folder / name / "metrics.json"
     stamp = folder / f"{name}.stamp"
-    wanted = path.with_suffix(".spec.json").read_text() + preset + str(args.seed) + args.device
+    # the preset's settings, not only its name: a changed default is refitted
+    config = json.dumps(named_config(preset).to_dict(), sort_keys=True)
+    wanted = path.with_suffix(".spec.json").read_text() + config + str(args.seed) + args.device
     if not (metrics_path.exists() and stamp.exists() and stamp.read_text() == wanted):
         fit_session(path, folder, name, FitSettings(config=named_config(preset), device=args.device, seed=args.seed))
         stamp.write_text(wanted)

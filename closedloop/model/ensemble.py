@@ -63,6 +63,7 @@ def member_structure(spec: dict) -> tuple:
         config.dense_units,
         config.output_nonlinearity,
         config.output_knots,
+        config.output_tail,
     )
     return shape, spec["n_units"], spec["input_size"]
 

@@ -17,6 +17,7 @@ ARCHITECTURES = ("kindel2017", "factorised", "linear")
 ENSEMBLE_MODES = ("auto", "fused", "independent")
 STOP_SETS = ("shared", "rotating")
 OUTPUT_NONLINEARITIES = ("softplus", "none")
+OUTPUT_TAILS = ("learned", "identity")
 PADDINGS = ("valid", "same")
 INPUT_NORMALISATIONS = ("none", "zscore")
 
@@ -57,6 +58,13 @@ class ModelConfig:
         N > 0: first a learned per-unit piecewise-linear function of the readout value
         with N hinges (`UnitNonlinearity`), starting as the identity; it lets a unit's
         rate grow faster than linearly with its drive (V1's expansive power law).
+    output_tail
+        Above the last hinge (3 standard deviations above the unit's mean drive, where
+        few natural images reach): ``"learned"`` (default, as saved models before it)
+        goes on with the slope learned at the hinge, so an expansive unit's rate keeps
+        accelerating; ``"identity"`` adds no further bend (slope 1, the affine map's).
+        Images synthesized to drive a unit as hard as possible land there, and a learned
+        expansive tail promised them rates the units did not reach.
     learning_rate, max_epochs, patience
         Adam step size; epoch limit; epochs without improvement of the stopping-set
         loss before training stops (the best epoch's weights are restored).
@@ -109,6 +117,7 @@ class ModelConfig:
     dropout_keep: float = 0.55
     output_nonlinearity: str = "softplus"
     output_knots: int = 0
+    output_tail: str = "learned"
     learning_rate: float = 1e-3
     max_epochs: int = 500
     patience: int = 50
@@ -244,6 +253,7 @@ def _validate(config: ModelConfig) -> None:
     choice("padding", PADDINGS)
     choice("input_normalisation", INPUT_NORMALISATIONS)
     choice("output_nonlinearity", OUTPUT_NONLINEARITIES)
+    choice("output_tail", OUTPUT_TAILS)
     choice("ensemble_mode", ENSEMBLE_MODES)
     choice("stop_sets", STOP_SETS)
     filters, kernels = tuple(config.core_filters), tuple(config.core_kernels)

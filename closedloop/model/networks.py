@@ -55,15 +55,18 @@ class UnitNonlinearity(nn.Module):
     affine output of Table 1.
     """
 
-    def __init__(self, n_members: int, n_units: int, n_knots: int):
+    def __init__(self, n_members: int, n_units: int, n_knots: int, tail: str = "learned"):
         super().__init__()
         knots = torch.linspace(-1.0, 3.0, n_knots) if n_knots > 1 else torch.zeros(1)
         # Member-major like every other buffer, so members stack and split by indexing.
         self.register_buffer("knots", knots.expand(n_members, n_knots).clone())
         self.slopes = nn.Parameter(torch.zeros(n_members, n_units, n_knots))
+        self.tail = tail
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # (M, B, U)
         hinges = F.relu(z.unsqueeze(-1) - self.knots[:, None, None, :])
+        if self.tail == "identity":  # no bend beyond the last hinge (`ModelConfig.output_tail`)
+            hinges = torch.minimum(hinges, (self.knots[:, -1:] - self.knots)[:, None, None, :])
         return z + (hinges * self.slopes.unsqueeze(1)).sum(dim=-1)
 
     @torch.no_grad()
@@ -87,7 +90,8 @@ class CoreReadoutNetwork(nn.Module):
       to within 0.7 %, so it changes nothing where the data are.
     - ``"none"``: the paper's linear output layer, kept for faithful reproduction.
 
-    With ``output_knots > 0`` a `UnitNonlinearity` bends each readout value first.
+    With ``output_knots > 0`` a `UnitNonlinearity` bends each readout value first
+    (``output_tail``: how it goes on beyond its last hinge).
     """
 
     def __init__(
@@ -97,6 +101,7 @@ class CoreReadoutNetwork(nn.Module):
         n_units: int,
         output_nonlinearity: str = "softplus",
         output_knots: int = 0,
+        output_tail: str = "learned",
     ):
         super().__init__()
         if output_nonlinearity not in ("softplus", "none"):
@@ -105,7 +110,9 @@ class CoreReadoutNetwork(nn.Module):
         self.readout = readout
         self.output_nonlinearity = output_nonlinearity
         n_members = core.n_members
-        self.unit_nonlinearity = UnitNonlinearity(n_members, n_units, output_knots) if output_knots else None
+        self.unit_nonlinearity = (
+            UnitNonlinearity(n_members, n_units, output_knots, output_tail) if output_knots else None
+        )
         # Pixels are mapped to (pixel - shift) / scale first; identity unless set from data.
         self.register_buffer("input_shift", torch.zeros(n_members))
         self.register_buffer("input_scale", torch.ones(n_members))
@@ -217,7 +224,9 @@ def build_network(config: ModelConfig, n_units: int, n_members: int = 1, input_s
         readout = DenseReadout(n_members, core.output_shape, n_units, config.dense_units, config.dropout_keep)
     else:
         readout = FactorisedReadout(n_members, core.output_shape, n_units, l1=config.l1_readout)
-    network = CoreReadoutNetwork(core, readout, n_units, config.output_nonlinearity, config.output_knots)
+    network = CoreReadoutNetwork(
+        core, readout, n_units, config.output_nonlinearity, config.output_knots, config.output_tail
+    )
     for member, seed in enumerate(member_seeds(config.seed or 0, n_members)):
         network.init_member(member, torch.Generator().manual_seed(seed))
     network.build_spec = _build_spec(config, n_units, n_members, input_size)

@@ -220,3 +220,19 @@ def test_unit_nonlinearity_starts_as_the_identity_and_can_bend():
         expected = z + torch.stack([torch.relu(z - t) for t in hinges]).sum(0)
         assert torch.allclose(nonlinearity(z), expected)
         assert nonlinearity(z)[0, 0, 3] == pytest.approx(4.0 + 5 + 4 + 3 + 2 + 1)
+
+
+def test_identity_output_tail_stops_bending_after_the_last_hinge():
+    config = ModelConfig(architecture="factorised", pool_layers=(1,), output_knots=3)
+    learned = build_network(config, n_units=1).unit_nonlinearity
+    identity = build_network(config.replace(output_tail="identity"), n_units=1).unit_nonlinearity
+    with torch.no_grad():
+        for nonlinearity in (learned, identity):
+            nonlinearity.slopes.fill_(1.0)  # hinges at -1, 1, 3
+        z = torch.tensor([[[-2.0, 0.0, 2.0, 3.0, 5.0]]])
+        assert torch.equal(learned(z)[..., :4], identity(z)[..., :4])  # the same up to the last hinge
+        assert learned(z)[0, 0, 4] == pytest.approx(5 + 6 + 4 + 2)  # slope 4 goes on
+        assert identity(z)[0, 0, 4] == pytest.approx(5 + 4 + 2)  # slope 1 beyond 3
+    # saved models from before the option have no such field: they keep the learned tail
+    old = {key: value for key, value in config.to_dict().items() if key != "output_tail"}
+    assert ModelConfig.from_dict(old).output_tail == "learned"
