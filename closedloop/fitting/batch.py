@@ -22,7 +22,7 @@ from pathlib import Path
 from closedloop.data.loader import load_dataset
 from closedloop.errors import ClosedLoopError
 from closedloop.fitting.executors import WorkerLost
-from closedloop.fitting.session import FitSettings, SessionOutcome, fit_dataset, fit_session
+from closedloop.fitting.session import FitSettings, SessionOutcome, StageCallback, fit_dataset, fit_session
 
 _progress_queue = None  # set in each worker by _init_worker
 
@@ -163,13 +163,16 @@ def _failure(name: str, path: Path, error: BaseException) -> SessionOutcome:
     return SessionOutcome(name=name, source=str(path), ok=False, error=message)
 
 
+def _stage(bars, index: int) -> StageCallback:
+    """Session ``index``'s progress callback."""
+    return lambda text, fraction: bars.update(index, text, fraction)
+
+
 def _run_here(paths, names, out_dir, settings, bars) -> list[SessionOutcome]:
     outcomes = []
     for index, (path, name) in enumerate(zip(paths, names)):
         try:
-            outcome = fit_session(
-                path, out_dir, name, settings, stage=lambda text, fraction, i=index: bars.update(i, text, fraction)
-            )
+            outcome = fit_session(path, out_dir, name, settings, stage=_stage(bars, index))
         except Exception as error:  # one session's failure must not stop the others
             outcome = _failure(name, path, error)
         bars.finish(index, outcome)
@@ -232,7 +235,7 @@ def _run_fused(paths, names, out_dir, settings, bars) -> list[SessionOutcome]:
                     settings,
                     load_s=load_s[index],
                     cnn=cnn,
-                    stage=lambda text, fraction, i=index: bars.update(i, text, fraction),
+                    stage=_stage(bars, index),
                 )
             except Exception as error:
                 outcome = _failure(names[index], paths[index], error)

@@ -194,7 +194,7 @@ def loopback_only() -> None:
     os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     constants = sys.modules.get("ray._private.ray_constants")
     if constants is not None:  # Ray already imported here: it read the variable at import
-        constants.ENABLE_RAY_CLUSTER = False
+        setattr(constants, "ENABLE_RAY_CLUSTER", False)  # noqa: B010 - a module attribute mypy cannot see
 
 
 def _token_if_present() -> None:

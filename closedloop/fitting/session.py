@@ -19,7 +19,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from collections.abc import Callable
 
 import numpy as np
@@ -61,7 +61,7 @@ class FitSettings:
     config: ModelConfig
     device: str = "cpu"
     seed: int | None = None
-    units: str = "indcent"
+    units: Literal["indcent", "all"] = "indcent"
 
 
 @dataclass

@@ -33,7 +33,7 @@ def library_figure(library: StimulusLibrary, path: str | Path, *, max_units: int
     shown = units[:max_units]
     rows, cols = len(shown), len(labels)
     figure, axes = plt.subplots(rows, cols, figsize=(1.25 * cols + 0.8, 1.3 * rows + 0.6), squeeze=False)
-    first = {}
+    first: dict[tuple[int, str], int] = {}
     for index in range(len(library)):
         first.setdefault((int(library.unit_id[index]), str(library.target_label[index])), index)
     for r, unit in enumerate(shown):
@@ -41,10 +41,11 @@ def library_figure(library: StimulusLibrary, path: str | Path, *, max_units: int
             axis = axes[r, c]
             axis.set_xticks([])
             axis.set_yticks([])
-            index = first.get((unit, label))
-            if index is None:
+            found = first.get((unit, label))
+            if found is None:
                 axis.set_axis_off()
                 continue
+            index = found
             axis.imshow(library.images_display[index], cmap="gray", vmin=0.0, vmax=1.0, interpolation="nearest")
             target = library.target_hz[index]
             mark = "" if library.converged[index] or label == "max" else "*"

@@ -304,7 +304,7 @@ def synthesize(
         if device is not None
         else (parameter.device if parameter is not None else torch.device("cpu"))
     )
-    n_units = int(model.n_units)
+    n_units = int(model.n_units)  # type: ignore[arg-type]  # the model's own count, an int
     for job in jobs:
         if not 0 <= job.unit < n_units or any(not 0 <= h < n_units for h in job.hold):
             raise ClosedLoopError(f"job for model column {job.unit} is outside the model's {n_units} units")
@@ -390,10 +390,9 @@ def synthesize(
 
     predictions_np = predictions.float().cpu().numpy()
     achieved = predictions_np[np.arange(n), [job.unit for job in jobs]]
+    known = [sd for sd in spreads if sd is not None]
     spread_np = (
-        np.full_like(predictions_np, np.nan)
-        if any(sd is None for sd in spreads)
-        else torch.cat(spreads).float().cpu().numpy()
+        torch.cat(known).float().cpu().numpy() if len(known) == len(spreads) else np.full_like(predictions_np, np.nan)
     )
     target_hz = np.asarray([job.target_hz for job in jobs], dtype=np.float64)
     # Stopped in the loop, or within tolerance at the final evaluation.
@@ -433,7 +432,7 @@ def _mean_and_spread(
     # One member's std is 0 by construction: that would read as "sure", so it has none.
     if not (want_spread and _n_members(model) > 1):
         return model(images), None
-    members = model.forward_members(images)  # (M, B, U)
+    members = model.forward_members(images)  # type: ignore[operator]  # (M, B, U); networks have it
     return members.mean(dim=0), members.std(dim=0, unbiased=False)
 
 

@@ -84,9 +84,16 @@ def parse_targets(spec: str | Sequence[str | float | Target]) -> list[Target]:
     return targets
 
 
+def _value(target: Target) -> float:
+    """A rate or percentile target's number (only "max" has none)."""
+    if target.value is None:
+        raise ClosedLoopError(f"a {target.kind} target needs a value")
+    return float(target.value)
+
+
 def _checked(target: Target) -> Target:
     if target.kind == "rate":
-        return rate_target(target.value)
+        return rate_target(_value(target))
     if target.kind == "percentile" and not (target.value is not None and 0 < target.value < 100):
         raise ClosedLoopError(f"percentile target must be between p0 and p100 (exclusive), got {target.value!r}")
     if target.kind not in ("rate", "percentile", "max"):
@@ -117,9 +124,9 @@ def resolve_target_hz(target: Target, percentiles: np.ndarray) -> float:
     if target.kind == "max":
         return math.nan
     if target.kind == "rate":
-        return float(target.value)
+        return _value(target)
     grid = np.linspace(0.0, 100.0, len(percentiles))
-    return float(np.interp(target.value, grid, np.asarray(percentiles, dtype=np.float64)))
+    return float(np.interp(_value(target), grid, np.asarray(percentiles, dtype=np.float64)))
 
 
 def select_units(spec: str | Sequence[int], unit_ids: np.ndarray, heldout_r: np.ndarray | None = None) -> np.ndarray:
@@ -244,10 +251,10 @@ def build_jobs(
     percentiles = np.asarray(percentiles, dtype=np.float64)
     if hold and baseline_hz is None:
         raise ValueError("holding units at baseline needs baseline_hz")
-    jobs = []
+    jobs: list[SynthesisJob] = []
     for unit in np.asarray(units, dtype=np.int64):
         held = tuple(int(h) for h in (hold or ()) if int(h) != int(unit))
-        held_hz = tuple(float(baseline_hz[h]) for h in held) if held else ()
+        held_hz = tuple(float(baseline_hz[h]) for h in held) if held and baseline_hz is not None else ()
         for target in targets:
             hz = resolve_target_hz(target, percentiles[:, unit])
             jobs.extend(SynthesisJob(int(unit), target, hz, held, held_hz) for _ in range(images_per_target))

@@ -8,6 +8,7 @@ neuron would really do.  Used by ``benchmarks/synth.py`` and ``closedloop demo``
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -95,7 +96,8 @@ def ground_truth_report(archive: Path, checkpoint, graded: SynthesisResult, maxe
     # only units that have both percentile and max images can be judged
     judged = np.intersect1d(g_units, m_units)
     groups = {"well-predicted (r/rmax >= 0.8)": judged[ratio[judged] >= 0.8], "all units": judged}
-    out = {"n_units": int(judged.size), "units": {}}
+    units: dict[str, dict] = {}
+    out: dict[str, Any] = {"n_units": int(judged.size), "units": units}
     for name, members in groups.items():
         rows = np.isin(g_units, members)
         per_unit_r = [pearson(g.target_hz[g_units == u], g_truth[g_units == u]) for u in members]
@@ -119,7 +121,7 @@ def ground_truth_report(archive: Path, checkpoint, graded: SynthesisResult, maxe
                 "max_image": float(np.median(sims_max)) if sims_max else None,
                 "p80_minus_p20": float(np.median(sims_diff)) if sims_diff else None,
             }
-        out["units"][name] = {
+        units[name] = {
             "n_units": int(members.size),
             "pooled_r": pearson(g.target_hz[rows], g_truth[rows]),
             "median_unit_r": float(np.nanmedian(per_unit_r)) if members.size else float("nan"),

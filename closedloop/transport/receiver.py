@@ -102,21 +102,20 @@ class Receiver:
             # kept and logged as a copy without its traceback: the traceback holds the decoder's
             # frames (the rejected message's buffers) in reference cycles that only the cyclic GC
             # frees, so a flood of large junk piled up gigabytes before it ran
-            rejection = CodecError(error.kind, error.message)
-        else:
-            rejection = None
-        if rejection is not None:
-            self.rejection = rejection
-            kind = rejection.kind if rejection.kind in REJECTION_KINDS else "malformed"
-            setattr(self.stats, kind, getattr(self.stats, kind) + 1)
-            self._log.warning(
-                kind, "%s: rejected a message (%s); %d %s so far", self.name, rejection, getattr(self.stats, kind), kind
-            )
+            self._reject(CodecError(error.kind, error.message))
             return None
         self.stats.received += 1
         self.stats.bytes += decoded.nbytes
         self._check_sequence(decoded, peer)
         return decoded
+
+    def _reject(self, rejection: CodecError) -> None:
+        self.rejection = rejection
+        kind = rejection.kind if rejection.kind in REJECTION_KINDS else "malformed"
+        setattr(self.stats, kind, getattr(self.stats, kind) + 1)
+        self._log.warning(
+            kind, "%s: rejected a message (%s); %d %s so far", self.name, rejection, getattr(self.stats, kind), kind
+        )
 
     def _check_sequence(self, decoded: Decoded, peer: str) -> None:
         env = decoded.envelope

@@ -239,7 +239,7 @@ class Subscriber(_Receiving):
 
     def drain(self, max_messages: int = 10_000) -> list[Decoded]:
         """Every valid message already queued (up to ``max_messages``), without waiting."""
-        out = []
+        out: list[Decoded] = []
         while len(out) < max_messages:
             decoded = self.recv(0)
             if decoded is None:
@@ -312,7 +312,7 @@ class RequestServer(_Receiving, _Numbered):
         self.error_replies = 0
         self._log = RateLimitedLog(logger)
 
-    def recv(self, timeout_ms: int | None = 0) -> Request | None:
+    def recv(self, timeout_ms: int | None = 0) -> Request | None:  # type: ignore[override]  # a request carries its peer
         """The next valid request within ``timeout_ms``, else ``None`` (bad ones are answered with `Error`)."""
         deadline = Deadline.after_ms(timeout_ms)
         while True:
