@@ -137,34 +137,48 @@ def family_rig(rig_path: Path, scenario: Path, folder: Path) -> Path:
     return copy
 
 
-def brains(args: argparse.Namespace, folder: Path) -> list[tuple[str, Path, Path]]:
-    """(brain name, rig file, output folder) of each run: the rig's own brain, or one per ``--families``."""
+def family_images(scenario: Path) -> str | None:
+    """The image set a scenario's population is shown (``population.images``), if it names one."""
+    import yaml
+
+    population = (yaml.safe_load(scenario.read_text()) or {}).get("population") or {}
+    return population.get("images")
+
+
+def brains(args: argparse.Namespace, folder: Path) -> list[tuple[str, Path, str | None, Path]]:
+    """(brain name, rig file, image set, output folder) of each run: the rig's own brain with the
+    protocol's images, or one per ``--families`` with the images its archives show."""
     if args.family_list is None:
-        return [("rig", args.rig, folder)]
+        return [("rig", args.rig, None, folder)]
     families = simulator_families()
     runs = []
     for name in args.family_list:
         out = folder / name
         out.mkdir(parents=True, exist_ok=True)
-        runs.append((name, family_rig(args.rig, ROOT / families[name], out), out))
+        scenario = ROOT / families[name]
+        runs.append((name, family_rig(args.rig, scenario, out), family_images(scenario), out))
     return runs
 
 
-def with_iterations(protocol_path: Path, iterations: int | None, folder: Path) -> Path:
-    """The protocol, its synthesize loop set to ``iterations`` (a copy in ``folder``), or itself."""
+def protocol_copy(protocol_path: Path, folder: Path, *, iterations: int | None, images: str | None) -> Path:
+    """The protocol with its synthesize loop set to ``iterations`` and its natural-image pool
+    drawn from ``images`` (a copy in ``folder``), or itself when neither is given."""
     import yaml
 
-    if iterations is None:
+    if iterations is None and images is None:
         return protocol_path
     data = yaml.safe_load(protocol_path.read_text())
-    loops = [
-        b
-        for b in data.get("blocks", [])
-        if b.get("kind") == "loop" and any(inner.get("kind") == "synthesize" for inner in b.get("blocks", []))
-    ]
-    if not loops:
-        raise SystemExit(f"benchmarks/loop.py: {protocol_path} has no loop with a synthesize block")
-    loops[-1]["iterations"] = iterations
+    if iterations is not None:
+        loops = [
+            b
+            for b in data.get("blocks", [])
+            if b.get("kind") == "loop" and any(inner.get("kind") == "synthesize" for inner in b.get("blocks", []))
+        ]
+        if not loops:
+            raise SystemExit(f"benchmarks/loop.py: {protocol_path} has no loop with a synthesize block")
+        loops[-1]["iterations"] = iterations
+    if images is not None:
+        data.setdefault("images", {})["source"] = images
     copy = folder / protocol_path.name
     copy.write_text(yaml.safe_dump(data, sort_keys=False))
     return copy
@@ -186,7 +200,9 @@ def run_loop(args: argparse.Namespace, folder: Path) -> tuple[Any, float, dict]:
     torch.set_num_threads(args.threads)
     device = str(resolve_device(args.device))  # here, so a missing GPU stops the benchmark instead of the server
     rig = load_rig(args.rig)
-    protocol = load_protocol(with_iterations(args.protocol, args.iterations, folder))
+    protocol = load_protocol(
+        protocol_copy(args.protocol, folder, iterations=args.iterations, images=getattr(args, "images", None))
+    )
     validate(rig, protocol)
     if rig.acquisition.kind != "sim":
         raise SystemExit(f"benchmarks/loop.py: {args.rig} is not a simulated rig (acquisition.kind: sim)")
@@ -402,10 +418,11 @@ def print_presenter(result: dict) -> None:
     )
 
 
-def run_brain(args: argparse.Namespace, brain: str, rig: Path, folder: Path) -> dict[str, Any]:
-    """One loop on ``rig``'s brain, printed; its figures (JSON-safe but for ``report``)."""
+def run_brain(args: argparse.Namespace, brain: str, rig: Path, images: str | None, folder: Path) -> dict[str, Any]:
+    """One loop on ``rig``'s brain (natural images from ``images``, else the protocol's), printed;
+    its figures (JSON-safe but for ``report``)."""
     load_before = os.getloadavg()[0]
-    report, seconds, ran = run_loop(argparse.Namespace(**{**vars(args), "rig": rig}), folder)
+    report, seconds, ran = run_loop(argparse.Namespace(**{**vars(args), "rig": rig, "images": images}), folder)
     load = (load_before, os.getloadavg()[0])
     ran["brain"] = brain
     stats = turnaround_stats(report)
@@ -432,8 +449,8 @@ def main(argv: list[str] | None = None) -> int:
     folder.mkdir(parents=True, exist_ok=True)
     runs = []
     try:
-        for brain, rig, out in brains(args, folder):
-            runs.append(run_brain(args, brain, rig, out))
+        for brain, rig, images, out in brains(args, folder):
+            runs.append(run_brain(args, brain, rig, images, out))
     except ClosedLoopError as error:
         print(f"benchmarks/loop.py: {error}", file=sys.stderr)
         return 2

@@ -119,10 +119,14 @@ class Response:
 
 @dataclass(frozen=True)
 class Images:
-    """The pool of natural images the blocks draw from."""
+    """The pool of natural images the blocks draw from.
+
+    ``source``: ``photographs`` (default), ``pink_noise`` (1/f noise), ``dead_leaves``, or
+    ``mixed`` (a third of each), all in the rig's aperture at natural-image contrasts.
+    """
 
     n: int = setting(ge=1, le=MAX_IMAGES)
-    source: Literal["photographs"] = "photographs"
+    source: Literal["photographs", "pink_noise", "dead_leaves", "mixed"] = "photographs"
     seed: int | None = setting(None, ge=0, le=MAX_SEED)
 
 

@@ -18,11 +18,14 @@ from closedloop.data.session_writer import SessionWriter
 
 
 def natural_pool(protocol: Protocol, rig: Rig, seed: int) -> np.ndarray:
-    """(images.n, size_px, size_px) float32 natural images in the rig's circular aperture."""
-    from closedloop.sim.photographs import natural_images  # the simulator package is heavy: only a new session
+    """(images.n, size_px, size_px) float32 images of the protocol's ``images.source`` in the rig's
+    circular aperture."""
+    from closedloop.sim.stimuli import stimulus_set  # the simulator package is heavy: only a new session
 
     size = rig.stimulus.size_px
-    return natural_images(protocol.images.n, size_px=size, aperture_diameter_px=float(size), seed=seed)
+    return stimulus_set(
+        protocol.images.source, protocol.images.n, size_px=size, aperture_diameter_px=float(size), seed=seed
+    )
 
 
 def grating_set(name: str, rig: Rig) -> tuple[np.ndarray, np.ndarray]:

@@ -142,7 +142,11 @@ def test_window_checked_against_the_trial_as_shown(tmp_path: Path) -> None:
         (KINDEL, {"fit.preprocessing": {"downsample": 0}}, "fit.preprocessing.downsample: must be >= 1, got 0"),
         (KINDEL, {"fit.architecture": "kindel"}, "did you mean 'kindel2017'?"),
         (KINDEL, {"fit.batch_size": 0}, "fit.batch_size: must be >= 1, got 0"),
-        (KINDEL, {"images.source": "imagenet"}, "images.source: must be one of 'photographs'"),
+        (
+            KINDEL,
+            {"images.source": "imagenet"},
+            "images.source: must be one of 'photographs', 'pink_noise', 'dead_leaves', 'mixed'",
+        ),
         (DEMO, {"synthesis.targets": []}, "synthesis.targets: give at least one target"),
     ],
 )

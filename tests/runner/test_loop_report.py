@@ -240,22 +240,24 @@ def test_the_benchmark_runs_the_loop_once_per_family_on_the_family_scenario(loop
     folder, brain = loop_run
     module = benchmark_module()
     report = loop_report(folder / "s.h5", brain, models_dir=folder / "models")
-    scenarios = []
+    scenarios, images = [], []
 
-    def one_loop(args, out):  # the real one is the test above; here: which rig each run gets
+    def one_loop(args, out):  # the real one is the test above; here: which rig and images each run gets
         from closedloop.config import load_rig
 
         scenarios.append(load_rig(args.rig).acquisition.scenario)
+        images.append(args.images)
         return report, 1.0, {"protocol": "p", "rig": "r", "device": "cpu", "session": str(out / "loop.h5")}
 
     monkeypatch.setattr(module, "run_loop", one_loop)
-    argv = ["--rig", str(folder / "rig.yaml"), "--families", "deep,offset", "--presenter-stimuli", "0"]
+    argv = ["--rig", str(folder / "rig.yaml"), "--families", "deep,textures", "--presenter-stimuli", "0"]
     status = module.main([*argv, "--out", str(tmp_path), "--json", str(tmp_path / "loop.json")])
     assert status == 0
-    assert scenarios == [str(ROOT / "sim/deep.yaml"), str(ROOT / "sim/offset.yaml")]
+    assert scenarios == [str(ROOT / "sim/deep.yaml"), str(ROOT / "sim/textures.yaml")]
+    assert images == [None, "mixed"]  # the textures family is shown its own images, not photographs
     assert "(brain: deep)" in capsys.readouterr().out
     runs = json.loads((tmp_path / "loop.json").read_text())["runs"]
-    assert [run["brain"] for run in runs] == ["deep", "offset"]
+    assert [run["brain"] for run in runs] == ["deep", "textures"]
     assert [row["r_over_rmax"] for row in runs[1]["truth"]] == pytest.approx(
         [it.model_before.r_over_rmax_mean for it in report.iterations]
     )
