@@ -182,7 +182,11 @@ class Supervisor:
         self._stop_reason = self._stop_reason or reason
 
     def shutdown(self, reason: str = "stopped") -> SupervisorReport:
-        """Stop running components in reverse start order and return the report."""
+        """Stop running components and return the report.
+
+        Components that reported a failure finish their own teardown first, then the rest
+        stop in reverse start order.
+        """
         if self._report is not None:
             return self._report
         # a component that reported a failure is tearing itself down already: let it finish
