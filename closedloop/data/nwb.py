@@ -165,7 +165,8 @@ def read_contents(reader: SessionReader, extra: SessionInfo | None = None) -> Se
     )
     spikes, sync, blocks = reader.spikes, reader.sync, reader.blocks
     data_times = np.concatenate([spikes["time_s"], sync["time_s"]])
-    runner = metadata.get("runner") if isinstance(metadata.get("runner"), dict) else {}
+    found = metadata.get("runner")
+    runner: dict = found if isinstance(found, dict) else {}
     clocks = block_clocks(reader.path, runner.get("journal"), blocks, trials, data_times)
     resolution, resolution_source = spike_time_resolution(rig, spikes["time_s"])
     return SessionContents(
@@ -306,7 +307,8 @@ def stimulus_durations(trials: np.ndarray, rig: dict, protocol: dict) -> tuple[n
     fallback, fallback_source = _protocol_duration(protocol)
     durations = np.full(trials.size, fallback if fallback is not None else 0.0)
     from_frames = frames > 0 if refresh is not None else np.zeros(trials.size, dtype=bool)
-    durations[from_frames] = frames[from_frames] / refresh
+    if refresh is not None:
+        durations[from_frames] = frames[from_frames] / refresh
     if trials.size == 0:
         source = "no presentations"
     elif from_frames.all():

@@ -22,6 +22,8 @@ acquisition clock, which is the file's time reference)::
 
 from __future__ import annotations
 
+from enum import IntEnum
+
 import json
 from dataclasses import dataclass
 from datetime import datetime
@@ -631,7 +633,7 @@ def _all_nan(values: np.ndarray) -> bool:
     return bool(np.issubdtype(values.dtype, np.floating) and values.size and np.all(np.isnan(values)))
 
 
-def _names(enum: type, codes: np.ndarray) -> np.ndarray:
+def _names(enum: type[IntEnum], codes: np.ndarray) -> np.ndarray:
     """Lower-case enum member names for integer codes (unknown codes as 'code N')."""
     lookup = {int(member): member.name.lower() for member in enum}
     return _text([lookup.get(int(code), f"code {int(code)}") for code in codes])

@@ -17,7 +17,7 @@ from closedloop.errors import DataFileError
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]  # no advisory locks there: the lock is skipped
 
 
 def lock_path(path: Path) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import cast
 
 import h5py
 import numpy as np
@@ -93,7 +94,7 @@ class SessionReader:
             attrs = self._file.attrs
             self._seeds = json.loads(attrs["seeds_json"])
             self._metadata = json.loads(attrs["metadata_json"])
-            self._window = tuple(float(v) for v in attrs["response_window_s"])
+            self._window = cast(tuple[float, float], tuple(float(v) for v in attrs["response_window_s"]))
             self._unit_ids = self._file["units/id"][()].astype(np.int64)
             self._channels = self._file["units/channel"][()]
             self._lengths = committed_lengths(self._file)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import cast
 
 import h5py
 
@@ -116,7 +117,7 @@ def _copy_committed(
 ) -> None:
     """Copy the first ``lengths`` rows of every table (default: the committed part) into a new file."""
     lengths = committed_lengths(source) if lengths is None else lengths
-    stimulus_shape = tuple(int(v) for v in source.attrs["stimulus_shape"])
+    stimulus_shape = cast(tuple[int, int], tuple(int(v) for v in source.attrs["stimulus_shape"]))
     with h5py.File(target_path, "w", libver=LIBVER) as target:
         create_layout(
             target,

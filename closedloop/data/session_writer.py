@@ -15,9 +15,11 @@ import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, UTC
 from pathlib import Path
+from typing import cast
 
 import h5py
 import numpy as np
+from numpy.typing import ArrayLike
 
 import closedloop
 from closedloop.data import session_lock
@@ -176,8 +178,8 @@ class SessionWriter:
         self._path, self._file, self._lock = path, file, lock
         self._failure: StorageError | None = None
         self._unit_ids = file["units/id"][()]
-        self._stimulus_shape = tuple(int(v) for v in file.attrs["stimulus_shape"])
-        self._window = tuple(float(v) for v in file.attrs["response_window_s"])
+        self._stimulus_shape = cast(tuple[int, int], tuple(int(v) for v in file.attrs["stimulus_shape"]))
+        self._window = cast(tuple[float, float], tuple(float(v) for v in file.attrs["response_window_s"]))
         lengths = committed_lengths(file)
         self._n_blocks, self._n_trials = lengths["blocks"], lengths["trials"]
         self._n_spikes, self._n_sync = lengths["spikes"], lengths["sync"]
@@ -277,11 +279,11 @@ class SessionWriter:
         n_frames: np.ndarray | None = None,
         dropped_frames: np.ndarray | None = None,
         repeats: np.ndarray | None = None,
-        spike_unit_ids: np.ndarray = (),
-        spike_times_s: np.ndarray = (),
-        sync_times_s: np.ndarray = (),
-        sync_lines: np.ndarray | int = (),
-        sync_states: np.ndarray = (),
+        spike_unit_ids: ArrayLike = (),
+        spike_times_s: ArrayLike = (),
+        sync_times_s: ArrayLike = (),
+        sync_lines: ArrayLike | int = (),
+        sync_states: ArrayLike = (),
         responses_hz: np.ndarray | None = None,
         flag: BlockFlag | str | int = BlockFlag.NONE,
     ) -> int:
