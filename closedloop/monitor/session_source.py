@@ -139,6 +139,7 @@ class SessionSource:
                 synthesized["target_hz"],
                 synthesized["achieved_hz"],
                 synthesized["model_version"],
+                synthesized["spread_hz"],  # the reader fills NaN for files from before the column
             )
 
     def _journal(self, n_blocks: int) -> dict[int, BlockRecord]:

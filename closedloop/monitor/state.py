@@ -287,7 +287,9 @@ class MonitorState:
         self.model_history.append(np.array([row], dtype=self.model_history._data.dtype))
 
     def _on_SynthesizeResult(self, m: Message) -> None:
-        self.synth.add_result(m.unit_ids, m.targets, m.achieved, m.images, m.model_version, self.iteration)
+        self.synth.add_result(
+            m.unit_ids, m.targets, m.achieved, m.images, m.model_version, self.iteration, spread=m.spread
+        )
 
     def _on_BlockRequest(self, m: Message) -> None:
         if m.image_ids is None:
@@ -324,10 +326,14 @@ class MonitorState:
         targets: np.ndarray,
         achieved: np.ndarray,
         model_versions: np.ndarray,
+        spread: np.ndarray | None = None,
     ) -> None:
-        """Synthesized stimuli whose ids are known (from a session file's provenance)."""
+        """Synthesized stimuli whose ids are known (from a session file's provenance).
+
+        ``spread`` is the ensemble's std of each ``achieved`` rate (NaN or ``None``: unknown).
+        """
         with self._lock:
-            self.synth.add_known(stimulus_ids, unit_ids, targets, achieved, model_versions)
+            self.synth.add_known(stimulus_ids, unit_ids, targets, achieved, model_versions, spread)
             self.revisions["synth"] += 1
 
     def error_from(self, stream: str, text: str) -> None:

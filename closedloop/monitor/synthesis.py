@@ -19,6 +19,7 @@ against them.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
@@ -44,6 +45,7 @@ class SynthRecord:
     iteration: int
     stimulus_id: int = -1
     fingerprint: bytes = b""
+    spread_hz: float = math.nan  # std of the ensemble members' predictions (NaN: not sent or not saved)
 
 
 def is_synthesized_kind(kind: str) -> bool:
@@ -72,11 +74,31 @@ class SynthTracker:
         images: np.ndarray,
         model_version: int,
         iteration: int,
+        spread: np.ndarray | None = None,
     ) -> None:
-        """A `SynthesizeResult`."""
+        """Add the images of a `SynthesizeResult`.
+
+        Parameters
+        ----------
+        unit_ids, targets, achieved, images
+            The message's arrays: driven unit, target (NaN: maximise), predicted rate and pixels.
+        model_version, iteration
+            The model that made them and the loop iteration they belong to.
+        spread
+            The ensemble's std of each predicted rate; ``None`` (a server that sends none) is NaN.
+        """
+        spreads = _spreads(spread, len(unit_ids))
         batch = [
-            SynthRecord(int(u), float(t), float(a), int(model_version), int(iteration), fingerprint=fingerprint(image))
-            for u, t, a, image in zip(unit_ids, targets, achieved, images)
+            SynthRecord(
+                int(u),
+                float(t),
+                float(a),
+                int(model_version),
+                int(iteration),
+                fingerprint=fingerprint(image),
+                spread_hz=sd,
+            )
+            for u, t, a, image, sd in zip(unit_ids, targets, achieved, images, spreads)
         ]
         for record in batch:  # images the runner already presented (its stream was faster)
             waiting = self._presented.get(record.fingerprint)
@@ -94,10 +116,22 @@ class SynthTracker:
         targets: np.ndarray,
         achieved: np.ndarray,
         model_versions: np.ndarray,
+        spread: np.ndarray | None = None,
     ) -> None:
-        """Synthesized stimuli whose ids are already known (a session file's provenance)."""
-        for s, u, t, a, v in zip(stimulus_ids, unit_ids, targets, achieved, model_versions):
-            self.records.append(SynthRecord(int(u), float(t), float(a), int(v), int(v), stimulus_id=int(s)))
+        """Add synthesized stimuli whose ids are already known (a session file's provenance).
+
+        Parameters
+        ----------
+        stimulus_ids, unit_ids, targets, achieved, model_versions
+            The session file's ``stimuli`` columns of those rows.
+        spread
+            Their ``spread_hz`` column; ``None`` or NaN (a file from before it) is no spread.
+        """
+        spreads = _spreads(spread, len(stimulus_ids))
+        for s, u, t, a, v, sd in zip(stimulus_ids, unit_ids, targets, achieved, model_versions, spreads):
+            self.records.append(
+                SynthRecord(int(u), float(t), float(a), int(v), int(v), stimulus_id=int(s), spread_hz=sd)
+            )
 
     def add_presented(self, kind: str, image_ids: np.ndarray, pixels: np.ndarray) -> int:
         """New images of a `BlockRequest`; returns how many were matched to records."""
@@ -139,7 +173,15 @@ class SynthTracker:
             "unit_id": np.array([r.unit_id for r in records], dtype=np.int64),
             "target_hz": np.array([r.target_hz for r in records], dtype=np.float64),
             "achieved_hz": np.array([r.achieved_hz for r in records], dtype=np.float64),
+            "spread_hz": np.array([r.spread_hz for r in records], dtype=np.float64),
             "model_version": np.array([r.model_version for r in records], dtype=np.int64),
             "iteration": np.array([r.iteration for r in records], dtype=np.int64),
             "stimulus_id": np.array([r.stimulus_id for r in records], dtype=np.int64),
         }
+
+
+def _spreads(spread: np.ndarray | None, n: int) -> list[float]:
+    """One float per image: the given spreads, or NaN for each when there are none."""
+    if spread is None:
+        return [math.nan] * n
+    return np.asarray(spread, dtype=np.float64).tolist()

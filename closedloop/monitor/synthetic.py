@@ -89,9 +89,13 @@ class SyntheticSession:
     def _pixels(self, ids: np.ndarray) -> np.ndarray:
         return self.pool[[int(self.images[i]) for i in ids]]
 
+    def _noise(self, version: int) -> np.ndarray:
+        """Per unit: the sd of model ``version``'s error (sent as the ensemble's spread too)."""
+        return self.truth.std(axis=0) * 1.5 / version
+
     def _model(self, ids: np.ndarray, version: int) -> np.ndarray:
         truth = self.truth[[int(self.images[i]) for i in ids]]
-        noise = self.truth.std(axis=0) * 1.5 / version
+        noise = self._noise(version)
         rng = np.random.default_rng([version, *ids[:1].tolist()])
         return np.maximum(0.0, 0.9 * truth + 1.0 + noise * rng.standard_normal(truth.shape))
 
@@ -226,6 +230,7 @@ class SyntheticSession:
                 achieved=achieved,
                 model_version=self.version,
                 seed=iteration,
+                spread=self._noise(self.version)[columns],
             ),
         )
         yield "model_events", self._predictions(picked)

@@ -82,6 +82,48 @@ def test_a_growing_session_is_followed_block_by_block(tmp_path, rng):
     np.testing.assert_allclose(view.synthesized["target_hz"], [10.0, 20.0])
 
 
+def _synthesized_session(path, rng):
+    with _writer(path) as writer:
+        synth = writer.add_stimuli(
+            rng.uniform(0, 1, (3, 8, 8)),
+            "synthesized",
+            unit_id=[4, 5, 4],
+            target_hz=[10.0, 20.0, 30.0],
+            achieved_hz=[11.0, 19.0, 28.0],
+            model_version=1,
+            spread_hz=[2.0, np.nan, 3.5],  # NaN: a server that sent no spread for it
+        )
+        writer.append_block("synthesized", stimulus_ids=synth, onsets_s=[1.0, 1.5, 2.0], responses_hz=np.ones((3, 2)))
+
+
+def _synthesized_view(path):
+    state = MonitorState()
+    source = SessionSource(path, state)
+    source.poll()
+    source.stop()
+    return state.view().synthesized
+
+
+def test_the_ensemble_spread_of_synthesized_images_is_read_from_the_file(tmp_path, rng):
+    path = tmp_path / "spread.h5"
+    _synthesized_session(path, rng)
+    s = _synthesized_view(path)
+    np.testing.assert_array_equal(s["spread_hz"], [2.0, np.nan, 3.5])
+    np.testing.assert_allclose(s["achieved_hz"], [11.0, 19.0, 28.0])
+
+
+def test_a_file_from_before_spread_hz_shows_no_spread(tmp_path, rng):
+    import h5py
+
+    path = tmp_path / "old.h5"
+    _synthesized_session(path, rng)
+    with h5py.File(path, "r+") as file:  # as a closedloop from before the column wrote it
+        del file["stimuli/spread_hz"]
+    s = _synthesized_view(path)
+    assert s["unit_id"].size == 3 and np.all(np.isnan(s["spread_hz"]))
+    np.testing.assert_allclose(s["measured_hz"], [1.0, 1.0, 1.0])
+
+
 def test_a_block_still_being_written_is_not_shown(tmp_path, rng):
     path = tmp_path / "cut.h5"
     with _writer(path) as writer:

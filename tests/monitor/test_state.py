@@ -157,6 +157,26 @@ def test_synthesized_images_matched_by_order_when_pixels_differ(rng):
     assert state.view().counts["synth_by_order"] == 2
 
 
+def test_synthesized_records_carry_the_ensemble_spread(rng):
+    state = MonitorState()
+    for spread in (np.array([1.5, np.nan, 4.0]), None):  # a server that sends no spread: NaN
+        state.ingest(
+            "model_events",
+            msg.SynthesizeResult(
+                unit_ids=np.array([7, 7, 3]),
+                targets=np.array([5.0, 10.0, np.nan]),
+                images=rng.uniform(0, 1, (3, 8, 8)),
+                achieved=np.array([6.0, 9.0, 30.0]),
+                model_version=1,
+                spread=spread,
+            ),
+        )
+    records = list(state.synth.records)
+    assert [r.spread_hz for r in records[:3:2]] == [1.5, 4.0] and np.isnan(records[1].spread_hz)
+    spread = state.view().synthesized["spread_hz"]
+    np.testing.assert_array_equal(spread, [1.5, np.nan, 4.0, np.nan, np.nan, np.nan])
+
+
 def test_fingerprint_is_the_same_for_float_and_uint8(rng):
     image = rng.uniform(0, 1, (5, 5))
     assert fingerprint(image) == fingerprint(np.round(image * 255).astype(np.uint8))

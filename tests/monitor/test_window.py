@@ -51,6 +51,10 @@ def test_panels_plot_the_state(window):
     x, y = scatter_xy(window.synthesis.measured)
     np.testing.assert_allclose(np.sort(y), np.sort(s["measured_hz"][np.isfinite(s["measured_hz"])]))
     assert "loop iteration 1" in window.synthesis.plot.titleLabel.text
+    # the synthetic server sends a spread for every image: each prediction has its ± 1 sd bar
+    bars = window.synthesis.spread.opts
+    assert bars["x"].size == s["spread_hz"].size > 0
+    np.testing.assert_allclose(np.sort(bars["height"]), np.sort(2 * s["spread_hz"]))
     assert "presenter:" in window.status.text() and "dropped frames:" in window.status.text()
 
 
@@ -95,3 +99,40 @@ def test_screenshot_is_written_and_not_blank(window, tmp_path):
     assert (image.width(), image.height()) == (900, 600)
     colours = {image.pixel(x, y) for x in range(0, 900, 7) for y in range(0, 600, 7)}
     assert len(colours) > 20  # panels, points, text and the stimulus, not one flat colour
+
+
+def test_synthesis_panel_bars_are_plus_minus_one_sd_and_absent_without_a_spread(qtbot, rng):
+    import pyqtgraph as pg
+
+    from closedloop.messages import types as msg
+    from closedloop.monitor.panels.loop import SynthesisPanel
+
+    widget = pg.GraphicsLayoutWidget()
+    qtbot.addWidget(widget)
+    panel = SynthesisPanel(widget.addPlot())
+    state = MonitorState()
+
+    def result(spread, iteration):
+        state.ingest("responses", msg.BlockStatus(block=0, kind="synthesize", state="finished", iteration=iteration))
+        state.ingest(
+            "model_events",
+            msg.SynthesizeResult(
+                unit_ids=np.array([7, 7, 3]),
+                targets=np.array([5.0, 10.0, np.nan]),  # NaN: "max", drawn at its prediction
+                images=rng.uniform(0, 1, (3, 8, 8)),
+                achieved=np.array([6.0, 9.0, 30.0]),
+                model_version=1,
+                spread=spread,
+            ),
+        )
+        panel.update(state.view())
+        return panel.spread.opts
+
+    bars = result(np.array([1.5, np.nan, 4.0]), 1)  # no bar for the image without a spread
+    np.testing.assert_allclose(bars["x"], [5.0, 30.0])
+    np.testing.assert_allclose(bars["y"], [6.0, 30.0])
+    np.testing.assert_allclose(bars["height"], [3.0, 8.0])
+    assert "predicted ± 1 sd" in [label.text for _, label in panel.plot.legend.items]
+    items = len(panel.plot.items)
+    bars = result(None, 2)  # the next iteration, from a server that sends no spread: the bars go
+    assert bars["x"].size == bars["height"].size == 0 and len(panel.plot.items) == items
