@@ -115,3 +115,25 @@ def test_trials_group_by_network_shape_in_order():
     ]
     groups = fusion_groups(drawn)
     assert [[index for index, _, _ in group] for group in groups] == [[1, 3], [2], [4], [5]]
+
+
+def test_a_fused_group_is_one_ray_task(archives, ray_cluster, tmp_path):
+    from closedloop.fitting.executors import LocalExecutor, RayExecutor, TaskResources
+    from closedloop.fitting.search_run import SearchPlan, run_search
+    from closedloop.fitting.search_space import load_search_space
+
+    space = tmp_path / "space.yaml"
+    space.write_text(ONE_SHAPE_SPACE)
+    base = ModelConfig(max_epochs=6, patience=3, stop_check_every=3)
+    plan = SearchPlan("s1", 2, 7, base, load_search_space(space), device="cpu", fuse=True)
+    dataset = load_dataset(archives["session"])
+    on_ray = RayExecutor(ray_cluster, TaskResources())
+    try:
+        remote = run_search(plan, dataset, tmp_path / "ray", on_ray, slots=2)
+    finally:
+        on_ray.close()
+    local = run_search(plan, dataset, tmp_path / "local", LocalExecutor(1, TaskResources()), slots=1)
+    assert [t.index for t in remote.trials] == [t.index for t in local.trials]
+    for a, b in zip(remote.trials, local.trials):
+        assert a.status == b.status == "ok" and np.isclose(a.val_r, b.val_r, atol=1e-4)
+    assert (tmp_path / "ray" / "trials" / "0002" / "model.pt").exists()
