@@ -126,7 +126,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --search: train the trials that share a network shape (differing only in learning rate, "
         "dropout, weight decay, L1, epochs or patience) as one batched training per group on one device "
-        "(for a GPU; saves nothing on a CPU; not with --pruner)",
+        "(meant for a GPU; not with --pruner)",
     )
     parser.add_argument(
         "--units",

@@ -261,7 +261,8 @@ def run_search(
     if plan.fuse:  # grouping needs every configuration: draw them all now
         groups = fusion_groups([(index, *sampler.next(index)) for index in todo])
         todo = []
-        log(f"search: {sum(map(len, groups))} trials in {len(groups)} fused group(s) of one network shape each")
+        if groups:
+            log(f"search: {sum(map(len, groups))} trials in {len(groups)} fused group(s) of one network shape each")
     in_flight: dict[Any, list[Drawn]] = {}
     trials = list(done.values())
 

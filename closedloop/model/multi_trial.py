@@ -12,8 +12,9 @@ stopping point, to rounding.  Dropout draws differ (one draw for the batch), as 
 fused ensemble.
 
 One fused training costs about one trial's kernel launches for all trials and the sum
-of their arithmetic, which is what a GPU that one small network leaves idle absorbs;
-on a CPU it saves nothing.
+of their arithmetic, which is what a GPU that one small network leaves idle absorbs; on
+a CPU it saves only per-epoch overhead.  Rounding differences grow over long trainings,
+as between a fused and an independent ensemble (Adam's normalised steps amplify them).
 """
 
 from __future__ import annotations
