@@ -6,10 +6,11 @@ in a worker process; its results go to OUT/<name>/: model.pt (checkpoint), metri
 fig3.png (Kindel et al. 2019, Fig. 3).  OUT/summary.json and a table summarise the run.
 With --search N, N configurations are first tried on a tuning session (random search
 by default, Optuna's TPE with --sampler tpe, hopeless trials stopped early with
---pruner); each trial is written to OUT/search/trials/ as it finishes, a killed search
-run again with the same OUT resumes, and the best one (OUT/search/best.yaml) fits every
-archive.  --executor ray runs the fits and trials as Ray tasks: on a Ray instance
-started on this machine, or on a cluster with --address.
+--pruner, trials of one network shape trained together with --fuse-trials); each trial
+is written to OUT/search/trials/ as it finishes, a killed search run again with the
+same OUT resumes, and the best one (OUT/search/best.yaml) fits every archive.
+--executor ray runs the fits and trials as Ray tasks: on a Ray instance started on
+this machine, or on a cluster with --address.
 
 Exit status: 0 when every session was fitted, 1 when some failed (listed), 2 for bad
 arguments or input found before fitting started.
@@ -121,6 +122,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fit all sessions' CNNs as one batched training on one device (for a GPU; slower on a CPU)",
     )
     parser.add_argument(
+        "--fuse-trials",
+        action="store_true",
+        help="with --search: train the trials that share a network shape (differing only in learning rate, "
+        "dropout, weight decay, L1, epochs or patience) as one batched training per group on one device "
+        "(meant for a GPU; not with --pruner)",
+    )
+    parser.add_argument(
         "--units",
         choices=("indcent", "all"),
         default="indcent",
@@ -144,9 +152,9 @@ def run(args: argparse.Namespace) -> int:
         for name in ("tuning", "space"):
             if getattr(args, name) is not None:
                 raise ClosedLoopError(f"--{name} only makes sense with --search N")
-        for name, default in (("sampler", "random"), ("pruner", "none")):
+        for name, default in (("sampler", "random"), ("pruner", "none"), ("fuse_trials", False)):
             if getattr(args, name) != default:
-                raise ClosedLoopError(f"--{name} only makes sense with --search N")
+                raise ClosedLoopError(f"--{name.replace('_', '-')} only makes sense with --search N")
     if args.fuse_sessions and args.executor == "ray":
         raise ClosedLoopError("--fuse-sessions trains in this process on one device; leave out --executor ray")
     if args.executor != "ray":
@@ -256,6 +264,7 @@ def _search(args: argparse.Namespace, base, space, device: str, ray_executor):
         pruner=args.pruner,
         units=args.units,
         device=device,
+        fuse=args.fuse_trials,
     )
     dataset = load_dataset(tuning_path, units=args.units)
     if ray_executor is not None:
@@ -295,6 +304,7 @@ def _search(args: argparse.Namespace, base, space, device: str, ray_executor):
         "results_csv": str(csv_path),
         "sampler": args.sampler,
         "pruner": args.pruner,
+        "fuse_trials": args.fuse_trials,
         "executor": executor.name,
         "finished": sum(t.status == "ok" for t in result.trials),
         "pruned": sum(t.status == "pruned" for t in result.trials),

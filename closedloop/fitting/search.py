@@ -224,8 +224,7 @@ def run_trial(
         The score, and the fitted model (on the CPU) unless the trial failed or was pruned.
     """
     # torch only when a trial runs, not to plan or resume a search
-    from closedloop.model.predict import predict
-    from closedloop.model.train import ExcludedUnitsWarning, fit_model  # torch, as above
+    from closedloop.model.train import ExcludedUnitsWarning, fit_model
 
     trial = TrialResult(index, config.replace(seed=None), params=dict(params or {}))
     started = time.perf_counter()
@@ -244,18 +243,7 @@ def run_trial(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", ExcludedUnitsWarning)
             fitted = fit_model(dataset, config, device=device, seed=seed, progress=progress)
-        validation = fitted.split.held_out
-        columns = [int(np.flatnonzero(dataset.unit_ids == u)[0]) for u in fitted.unit_ids]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            measured = dataset.mean_rates[validation][:, columns]
-        predicted = predict(fitted.model, dataset.images[validation]).astype(np.float64)
-        trial.val_r = _nan_mean(pearson_r(predicted, measured))
-        variance = np.var(dataset.mean_rates[fitted.split.train][:, columns], axis=0)
-        trial.val_loss = float(np.nanmean((predicted - measured) ** 2 / variance))
-        trial.stop_loss = float(np.nanmin(fitted.history["stop_loss"]))
-        trial.epochs = fitted.epochs_run
-        fitted.model = fitted.model.cpu()
+        score_trial(trial, fitted, dataset)
     except TrialPruned:
         trial.status, fitted = "pruned", None
         trial.stop_loss = min(trial.curve.values()) if trial.curve else float("nan")
@@ -263,6 +251,34 @@ def run_trial(
         trial.status, trial.error, fitted = "failed", str(error), None
     trial.seconds = time.perf_counter() - started
     return trial, fitted
+
+
+def score_trial(trial: TrialResult, fitted: Any, dataset: ResponseDataset) -> None:
+    """Fill in ``trial``'s validation r and loss, stopping loss and epochs from its fit.
+
+    Parameters
+    ----------
+    trial
+        The trial, changed in place.
+    fitted
+        Its `FitResult`; its model moves to the CPU (to be returned from a worker).
+    dataset
+        The tuning images the trial was fitted to (`fit_images_only`).
+    """
+    from closedloop.model.predict import predict  # torch only when a trial runs
+
+    validation = fitted.split.held_out
+    columns = [int(np.flatnonzero(dataset.unit_ids == u)[0]) for u in fitted.unit_ids]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        measured = dataset.mean_rates[validation][:, columns]
+    predicted = predict(fitted.model, dataset.images[validation]).astype(np.float64)
+    trial.val_r = _nan_mean(pearson_r(predicted, measured))
+    variance = np.var(dataset.mean_rates[fitted.split.train][:, columns], axis=0)
+    trial.val_loss = float(np.nanmean((predicted - measured) ** 2 / variance))
+    trial.stop_loss = float(np.nanmin(fitted.history["stop_loss"]))
+    trial.epochs = fitted.epochs_run
+    fitted.model = fitted.model.cpu()
 
 
 def random_search(

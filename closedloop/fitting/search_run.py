@@ -14,6 +14,10 @@ from ``search.json`` when not given) skips the trials already there and runs the
 asking for more trials than before extends it.  Settings that would make the finished
 trials mean something else (another tuning session, seed, sampler, space or base
 configuration) are refused.
+
+With ``SearchPlan.fuse`` the trials of one network shape train as one fused training
+per group (`closedloop.fitting.search_fused`); each trial is still written when its
+group finishes, and a resumed search groups the trials it has left.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from closedloop.fitting.search import (
     run_trial,
     write_results_csv,
 )
+from closedloop.fitting.search_fused import Drawn, fusion_groups, run_trial_group
 from closedloop.fitting.search_space import SearchSpace, make_sampler
 from closedloop.jsonsafe import json_safe
 from closedloop.model.model_config import ModelConfig
@@ -55,7 +60,11 @@ _IDENTITY = ("tuning", "units", "seed", "sampler", "space", "base")
 
 @dataclass(frozen=True)
 class SearchPlan:
-    """Everything that defines a search (and, but for ``n_trials``/``pruner``/``device``, its trials)."""
+    """Everything that defines a search (and, but for ``n_trials``/``pruner``/``device``, its trials).
+
+    ``fuse``: trials of one network shape train together (`closedloop.fitting.search_fused`);
+    the same trials, to rounding, so a search may be resumed with or without it.
+    """
 
     tuning: str
     n_trials: int
@@ -66,6 +75,14 @@ class SearchPlan:
     pruner: str = "none"
     units: str = "indcent"
     device: str = "cpu"
+    fuse: bool = False
+
+    def __post_init__(self) -> None:
+        if self.fuse and self.pruner != "none":
+            raise ClosedLoopError(
+                "--fuse-trials trains a group's trials to their ends together, so no single trial can be "
+                "pruned: leave out --pruner or --fuse-trials"
+            )
 
     def manifest(self) -> dict[str, Any]:
         return {
@@ -79,6 +96,7 @@ class SearchPlan:
             "base": self.base.replace(seed=None).to_dict(),
             "n_trials": self.n_trials,
             "pruner": self.pruner,
+            "fuse_trials": self.fuse,
         }
 
 
@@ -210,8 +228,9 @@ def run_search(
     executor
         `closedloop.fitting.executors.LocalExecutor` or ``RayExecutor``.
     slots
-        Trials in flight at once.  The sampler and the pruner learn from the trials
-        finished before a trial starts, so more slots mean less informed draws.
+        Trials in flight at once (fused groups with ``plan.fuse``).  The sampler and the
+        pruner learn from the trials finished before a trial starts, so more slots mean
+        less informed draws.
     log
         Called with one line per finished trial (and at start); ``None`` for silence.
 
@@ -238,49 +257,64 @@ def run_search(
         sampler.tell(index, done[index].params, done[index].val_r if done[index].scored else None)
     shared = executor.share(fit_images_only(dataset, plan.seed))
     todo = [index for index in range(1, plan.n_trials + 1) if index not in done]
-    in_flight: dict[Any, tuple[int, dict, ModelConfig]] = {}
+    groups: list[list[Drawn]] = []
+    if plan.fuse:  # grouping needs every configuration: draw them all now
+        groups = fusion_groups([(index, *sampler.next(index)) for index in todo])
+        todo = []
+        if groups:
+            log(f"search: {sum(map(len, groups))} trials in {len(groups)} fused group(s) of one network shape each")
+    in_flight: dict[Any, list[Drawn]] = {}
     trials = list(done.values())
 
     def best_line() -> str:
         scored = sorted((t for t in trials if t.scored), key=rank)
         return f"best so far: trial {scored[0].index}, r {scored[0].val_r:.3f}" if scored else "no score yet"
 
-    while todo or in_flight:
-        while todo and len(in_flight) < max(1, slots):
-            index = todo.pop(0)
-            params, config = sampler.next(index)
-            pruning = (
-                None
-                if plan.pruner == "none"
-                else PruningPlan(plan.pruner, tuple(t.curve for t in trials if t.status == "ok"))
-            )
-            handle = executor.submit(run_trial, shared, index, config, plan.seed, plan.device, params, pruning)
-            in_flight[handle] = (index, params, config)
-        for handle in executor.wait(list(in_flight), timeout=None):
-            index, params, config = in_flight.pop(handle)
-            try:
-                trial, fitted = executor.result(handle)
-            except (ClosedLoopError, WorkerLost) as error:
-                trial, fitted = TrialResult(index, config, status="failed", error=str(error), params=params), None
-            except Exception as error:  # a bug in one trial must not lose the others
-                details = "".join(traceback.format_exception(error)).rstrip()
-                print(f"search: internal error in trial {index}:\n{details}", file=sys.stderr)
-                trial = TrialResult(
-                    index,
-                    config,
-                    status="failed",
-                    params=params,
-                    error=f"internal error: {type(error).__name__}: {error}",
+    while todo or groups or in_flight:
+        while (todo or groups) and len(in_flight) < max(1, slots):
+            if groups:
+                group = groups.pop(0)
+                handle = executor.submit(run_trial_group, shared, group, plan.seed, plan.device)
+            else:
+                index = todo.pop(0)
+                params, config = sampler.next(index)
+                group = [(index, params, config)]
+                pruning = (
+                    None
+                    if plan.pruner == "none"
+                    else PruningPlan(plan.pruner, tuple(t.curve for t in trials if t.status == "ok"))
                 )
-                fitted = None
-            _write_trial(folder, trial, fitted)
-            trials.append(trial)
-            sampler.tell(index, params, trial.val_r if trial.scored else None)
-            _write_summary(folder, plan, trials)
-            log(
-                f"  trial {index}/{plan.n_trials} ({len(trials)} done): {_describe(trial)} "
-                f"({trial.seconds:.1f} s); {best_line()}"
-            )
+                handle = executor.submit(run_trial, shared, index, config, plan.seed, plan.device, params, pruning)
+            in_flight[handle] = group
+        for handle in executor.wait(list(in_flight), timeout=None):
+            group = in_flight.pop(handle)
+            for trial, fitted in _outcomes(executor, handle, group, plan.fuse):
+                _write_trial(folder, trial, fitted)
+                trials.append(trial)
+                sampler.tell(trial.index, trial.params, trial.val_r if trial.scored else None)
+                _write_summary(folder, plan, trials)
+                log(
+                    f"  trial {trial.index}/{plan.n_trials} ({len(trials)} done): {_describe(trial)} "
+                    f"({trial.seconds:.1f} s); {best_line()}"
+                )
     if not trials:
         raise ClosedLoopError(f"{folder}: the search has no trials")
     return _write_summary(folder, plan, trials)
+
+
+def _outcomes(executor, handle, group: list[Drawn], fused: bool) -> list[tuple[TrialResult, Any]]:
+    """(trial, fitted model or None) of every trial of a finished task; failed trials when it failed."""
+    try:
+        outcome = executor.result(handle)
+        return list(outcome) if fused else [outcome]
+    except (ClosedLoopError, WorkerLost) as error:
+        message = str(error)
+    except Exception as error:  # a bug in one task must not lose the others
+        details = "".join(traceback.format_exception(error)).rstrip()
+        indices = ", ".join(str(index) for index, _, _ in group)
+        print(f"search: internal error in trial(s) {indices}:\n{details}", file=sys.stderr)
+        message = f"internal error: {type(error).__name__}: {error}"
+    return [
+        (TrialResult(index, config, status="failed", error=message, params=params), None)
+        for index, params, config in group
+    ]

@@ -31,6 +31,7 @@ import torch
 
 from closedloop.data.dataset import ResponseDataset
 from closedloop.model.device import describe_device, resolve_device
+from closedloop.model.fused_split import member_block_result
 from closedloop.model.model_config import ModelConfig
 from closedloop.model.networks import build_network
 from closedloop.model.readouts import FactorisedReadout
@@ -155,22 +156,11 @@ def _fit_group(
         model.readout.units_per_member = None
     seconds = time.perf_counter() - started
     described = describe_device(device)
-    results = []
-    for s, prep in enumerate(prepared):
-        members = slice(s * members_each, (s + 1) * members_each)
-        single = build_network(prep.config, widths[s], members_each, side)
-        single.load_state_dict(_extract(model.state_dict(), single.state_dict(), members))
-        single.to(device)
-        kept_epochs = best_epoch[members]
-        epochs_run = _epochs_alone(kept_epochs, config)
-        session_history = {
-            "train_loss": history["train_loss"][:epochs_run, members],
-            "stop_loss": history["stop_loss"][:epochs_run, members],
-        }
-        if "refit_loss" in history:
-            session_history["refit_loss"] = history["refit_loss"][: int(kept_epochs.max()) + 1, members]
-        results.append(prep.result(single, session_history, kept_epochs, epochs_run, seconds, described))
-    return results
+    blocks = [slice(s * members_each, (s + 1) * members_each) for s in range(len(prepared))]
+    return [
+        member_block_result(prep, model, members, history, best_epoch, seconds, device, described)
+        for prep, members in zip(prepared, blocks)
+    ]
 
 
 def _embed(target: dict[str, torch.Tensor], source: dict[str, torch.Tensor], members: slice) -> None:
@@ -182,18 +172,3 @@ def _embed(target: dict[str, torch.Tensor], source: dict[str, torch.Tensor], mem
                 block.zero_()
                 block = block[tuple(slice(0, n) for n in value.shape)]
             block.copy_(value)
-
-
-def _extract(fused: dict[str, torch.Tensor], like: dict[str, torch.Tensor], members: slice) -> dict:
-    """One session's state out of the fused state: its members, its own units."""
-    return {key: fused[key][members][tuple(slice(0, n) for n in value.shape)].clone() for key, value in like.items()}
-
-
-def _epochs_alone(best_epoch: np.ndarray, config: ModelConfig) -> int:
-    """Epochs the session's own training would have run: to the first stopping check after all its
-    members' patience ran out (`Trainer.run`), or every epoch."""
-    last_needed = int(np.max(best_epoch)) + config.patience  # 0-based epoch at which the last member is done
-    for index in range(last_needed, config.max_epochs):
-        if (index + 1) % config.stop_check_every == 0 or index == config.max_epochs - 1:
-            return index + 1
-    return config.max_epochs

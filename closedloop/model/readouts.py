@@ -50,11 +50,18 @@ class DenseReadout(nn.Module):
         self.hidden_bias = nn.Parameter(torch.zeros(n_members, hidden))
         self.output_weight = nn.Parameter(torch.zeros(n_members, hidden, n_units))
         self.output_bias = nn.Parameter(torch.zeros(n_members, n_units))
+        # (n_members,) keep probabilities when fused members differ in dropout (fused search trials).
+        self.member_keep: torch.Tensor | None = None
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         x = _per_member(features, self.n_members)
-        hidden = torch.baddbmm(self.hidden_bias.unsqueeze(1), x, self.hidden_weight)
-        hidden = F.dropout(F.relu(hidden), self.dropout_p, self.training)
+        hidden = F.relu(torch.baddbmm(self.hidden_bias.unsqueeze(1), x, self.hidden_weight))
+        if self.member_keep is not None and self.training:
+            # F.dropout takes one probability; a keep of 1 leaves a member's values untouched.
+            keep = self.member_keep.view(-1, 1, 1)
+            hidden = hidden * (torch.rand_like(hidden) < keep) / keep
+        else:
+            hidden = F.dropout(hidden, self.dropout_p, self.training)
         return torch.baddbmm(self.output_bias.unsqueeze(1), hidden, self.output_weight)
 
     def regularizer(self) -> torch.Tensor | None:
@@ -92,6 +99,8 @@ class FactorisedReadout(nn.Module):
         self.bias = nn.Parameter(torch.zeros(n_members, n_units))
         # (n_members,) units each member really fits, when members fit sessions padded to one width.
         self.units_per_member: torch.Tensor | None = None
+        # (n_members,) L1 strengths when fused members differ in it (fused search trials).
+        self.member_l1: torch.Tensor | None = None
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         batch, _, height, width = features.shape
@@ -102,6 +111,10 @@ class FactorisedReadout(nn.Module):
         return z + self.bias.unsqueeze(1)
 
     def regularizer(self) -> torch.Tensor | None:
+        if self.member_l1 is not None:
+            per_member = self.mask.abs().sum(dim=(1, 2)) + self.feature_weight.abs().sum(dim=(1, 2))
+            units = self.units_per_member if self.units_per_member is not None else self.mask.shape[1]
+            return (self.member_l1 * per_member / units).sum()
         if self.l1 == 0.0:
             return None
         if self.units_per_member is not None:  # padding units are zero: average over each member's own

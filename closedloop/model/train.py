@@ -41,6 +41,7 @@ from closedloop.errors import ClosedLoopError
 from closedloop.model.device import describe_device, resolve_device
 from closedloop.model.ensemble import member_structure, stack_members, unstack_members
 from closedloop.model.linear import fit_ridge
+from closedloop.model.member_settings import MemberSettings
 from closedloop.model.model_config import ModelConfig
 from closedloop.model.networks import build_network, member_seeds
 from closedloop.model.split import DataSplit, split_images
@@ -442,10 +443,12 @@ def _fit_members(
     device: torch.device,
     progress,
     initial_state: dict | None = None,
+    members: MemberSettings | None = None,
 ):
     """Early-stopped training of ``len(seeds)`` fused members, then the refit if configured.
 
     ``subsets`` is one (train, stop) pair shared by every member, or one per member.
+    ``members``: training settings that differ per member (fused search trials).
     """
     model, history, best_epoch, epochs_run = _train_members(
         DeviceData(images, rates, subsets, device),
@@ -454,6 +457,7 @@ def _fit_members(
         rng_seed,
         progress,
         initial_state=initial_state,
+        members=members,
     )
     if not config.refit:
         return model, history, best_epoch, epochs_run
@@ -467,6 +471,7 @@ def _fit_members(
         None,
         refit_epochs=best_epoch + 1,
         initial_state=initial_state,
+        members=members,
     )
     return model, history | refit_history, best_epoch, epochs_run
 
@@ -479,6 +484,7 @@ def _train_members(
     progress,
     refit_epochs: np.ndarray | None = None,
     initial_state: dict | None = None,
+    members: MemberSettings | None = None,
 ):
     """Train one fused network of ``len(seeds)`` members; returns model, history, best epochs, epochs.
 
@@ -501,11 +507,13 @@ def _train_members(
     if initial_state is not None:
         model.load_state_dict(initial_state)
     model.to(data.device)
+    if members is not None:
+        members.apply_to(model, data.device)
     fork_devices = [data.device] if data.device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(rng_seed)
         ramp = WARM_START_RAMP_EPOCHS if initial_state else 0
-        trainer = Trainer(model, data, config, refit_epochs, ramp_epochs=ramp)
+        trainer = Trainer(model, data, config, refit_epochs, ramp_epochs=ramp, members=members)
         return trainer.run(progress)
 
 

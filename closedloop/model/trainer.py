@@ -8,7 +8,8 @@ the device with `torch.where`, so nothing forces a host sync except the stopping
 fixed-shape tensors, and on a GPU it is captured once as a CUDA graph and replayed
 (`ModelConfig.cuda_graphs`).  Ensemble members are fused into one network on a GPU, also
 when they train on different images (rotating stop sets: per-member loss masks and
-batch-norm statistics).
+batch-norm statistics), and when they come from search trials with different training
+settings (`MemberSettings`: per-member step size, decay, patience and epoch limit).
 
 Measured on one H200 (``benchmarks/train_speed.py``, 500 epochs, 178 + 38 images, 40
 units): the Table-1 network 0.71 ms/epoch with graphs vs 3.9 ms eager; a fused
@@ -23,6 +24,7 @@ import warnings
 import numpy as np
 import torch
 
+from closedloop.model.member_settings import MemberSettings
 from closedloop.model.model_config import ModelConfig
 
 
@@ -144,9 +146,11 @@ class Trainer:
         config: ModelConfig,
         refit_epochs: np.ndarray | None = None,
         ramp_epochs: int = 0,
+        members: MemberSettings | None = None,
     ):
         self.model, self.data, self.config = model, data, config
         device = data.device
+        self.members = None if members is None else members.tensors(device)
         self.ramp_epochs = ramp_epochs
         self.eager_epochs = 0
         self.refit_epochs = None if refit_epochs is None else torch.as_tensor(refit_epochs, device=device)
@@ -163,9 +167,18 @@ class Trainer:
         )
         decay = [p for name, p in model.named_parameters() if name.endswith("weight")]
         no_decay = [p for name, p in model.named_parameters() if not name.endswith("weight")]
+        # Per-member settings: Adam steps at size 1 without decay, and `_member_step` adds each
+        # member's decay and scales each member's update by its own step size.
+        self.base_lr = config.learning_rate if members is None else 1.0
+        self.decayed = decay
+        self.trained = [p for p in model.parameters() if p.requires_grad]
+        self.before = [torch.empty_like(p) for p in self.trained] if members is not None else []
         self.optimizer = torch.optim.Adam(
-            [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=config.learning_rate,
+            [
+                {"params": decay, "weight_decay": config.weight_decay if members is None else 0.0},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=self.base_lr,
             fused=True,  # one kernel for all parameters (CPU and CUDA): ~3x faster steps than foreach
             capturable=self.use_graph,  # step counts on the device, so the step can be in a graph
         )
@@ -198,15 +211,42 @@ class Trainer:
             loss = loss + penalty
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        self.optimizer.step()
+        if self.members is None:
+            self.optimizer.step()
+        else:
+            self._member_step()
         return member_loss.detach()
+
+    @torch.no_grad()
+    def _member_step(self) -> None:
+        """Adam with each member's own step size and coupled L2 decay (``members``).
+
+        Adam's update is ``lr · m̂ / (√v̂ + ε)``, linear in ``lr`` and blind to a gradient's
+        scale, so a per-member step size cannot come from scaling gradients: the optimiser
+        steps at size 1 and each member's update is scaled by its own size afterwards.
+        Decay is added to the gradient first, as Adam's ``weight_decay`` does.
+        """
+        assert self.members is not None
+        lr, decay = self.members["learning_rate"], self.members["weight_decay"]
+
+        def per_member(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+            return values.view(-1, *([1] * (like.dim() - 1)))
+
+        for parameter in self.decayed:
+            if parameter.grad is not None:
+                parameter.grad.addcmul_(parameter, per_member(decay, parameter))
+        for parameter, before in zip(self.trained, self.before):
+            before.copy_(parameter)
+        self.optimizer.step()
+        for parameter, before in zip(self.trained, self.before):
+            parameter.copy_(torch.lerp(before, parameter, per_member(lr, parameter)))
 
     def epoch(self) -> None:
         """One epoch; a fixed sequence of device work when full batch (what `_graph` captures)."""
         data, index = self.data, self.epoch_index
         if self.eager_epochs <= self.ramp_epochs:  # Python-side: only eager epochs ramp
             for group in self.optimizer.param_groups:
-                group["lr"] = self.config.learning_rate * (self.eager_epochs + 1) / (self.ramp_epochs + 1)
+                group["lr"] = self.base_lr * (self.eager_epochs + 1) / (self.ramp_epochs + 1)
         self.eager_epochs += 1
         self.model.train()
         if self.batch_size is None:
@@ -237,7 +277,11 @@ class Trainer:
             self.best_loss.copy_(torch.where(improved, stop_loss, self.best_loss))
             self.best_epoch.copy_(torch.where(improved, index, self.best_epoch))
             self.since_best.copy_(torch.where(improved, 0, self.since_best + 1))
-            self.done.logical_or_(self.since_best >= self.config.patience)
+            if self.members is None:
+                self.done.logical_or_(self.since_best >= self.config.patience)
+            else:  # each member stops on its own patience, and freezes at its own epoch limit
+                self.done.logical_or_(self.since_best >= self.members["patience"])
+                self.done.logical_or_(index + 1 >= self.members["max_epochs"])
             for name, tensor in self.tracked.items():
                 mask = improved.view(-1, *([1] * (tensor.dim() - 1)))
                 self.best_state[name].copy_(torch.where(mask, tensor, self.best_state[name]))
