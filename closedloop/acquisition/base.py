@@ -299,7 +299,7 @@ class AcquisitionAdapter(Component):
         self._queued_times: list[np.ndarray] = []
         self._queued_channels: list[np.ndarray] = []
         self._channels_known = False
-        self._pending = 0
+        self._pending: int = 0  # spikes queued
         self._oldest_wait = 0.0
 
     def _send(self, message: Message) -> bool:
@@ -342,11 +342,16 @@ class SubscriberGate:
         self._socket = socket
         self._deadline = time.monotonic() + wait_s
         self._opened_at: float | None = None if wait_s > 0 else 0.0
-        self._monitor = socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED) if wait_s > 0 else None
+        self._monitor: zmq.Socket | None = None
+        if wait_s > 0:
+            if socket is None:
+                raise ValueError("waiting for a subscriber needs the publishing socket")
+            self._monitor = socket.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
         self.timed_out = False
 
     def open(self) -> bool:
         if self._opened_at is None:
+            assert self._monitor is not None  # still waiting: the monitor is open
             if self._monitor.poll(10):
                 self._monitor.recv_multipart()
                 self._opened_at = time.monotonic()
@@ -365,5 +370,5 @@ class SubscriberGate:
         if self._monitor is not None:
             self._monitor.close(0)
             self._monitor = None
-            if not self._socket.closed:
+            if self._socket is not None and not self._socket.closed:
                 self._socket.disable_monitor()

@@ -20,6 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -81,7 +82,9 @@ class LslAdapter(AcquisitionAdapter):
         self.resolve_timeout_s = float(resolve_timeout_s)
         self.counts = dict.fromkeys(COUNTERS, 0)
         self._warn = RateLimitedLog(logger, 2.0)
-        self.spikes = self.markers = None
+        # pylsl.StreamInlet each, once open (pylsl has no type information).
+        self.spikes: Any | None = None
+        self.markers: Any | None = None
 
     @classmethod
     def from_rig(cls, rig, endpoint: str, **options) -> LslAdapter:
@@ -131,8 +134,11 @@ class LslAdapter(AcquisitionAdapter):
         return dict(self.counts)
 
     def acquire(self) -> Acquired:
-        units, times = self.spike_samples(*self.spikes.pull_chunk(timeout=0.0, max_samples=SAMPLES_PER_PULL))
-        sync = self.marker_samples(*self.markers.pull_chunk(timeout=0.0, max_samples=SAMPLES_PER_PULL))
+        spikes, markers = self.spikes, self.markers
+        if spikes is None or markers is None:
+            raise ClosedLoopError(f"{self.name}: not open (no LSL inlets)")
+        units, times = self.spike_samples(*spikes.pull_chunk(timeout=0.0, max_samples=SAMPLES_PER_PULL))
+        sync = self.marker_samples(*markers.pull_chunk(timeout=0.0, max_samples=SAMPLES_PER_PULL))
         if not len(times) and not sync:
             time.sleep(0.002)
         order = np.argsort(times, kind="stable")
@@ -158,21 +164,21 @@ class LslAdapter(AcquisitionAdapter):
             values = [_number(v) for v in sample[:2]]
             if len(values) == 1:
                 values = [float(self.photodiode_line), values[0]]
-            ok = (
-                len(values) == 2
-                and None not in values
-                and math.isfinite(stamp)
-                and values[1] in (0.0, 1.0)
-                and values[0].is_integer()
-                and 0 <= values[0] <= 255
-            )
-            if not ok:
+            line, state = values if len(values) == 2 else (None, None)
+            if (
+                line is None
+                or state is None
+                or not math.isfinite(stamp)
+                or state not in (0.0, 1.0)
+                or not line.is_integer()
+                or not 0 <= line <= 255
+            ):
                 self._bad(
                     "bad_marker",
                     f"marker sample {list(sample)[:2]!r} at {stamp!r} is not [state] or [line, state] with state 1/0",
                 )
                 continue
-            sync.append((int(values[0]), int(values[1]), float(stamp)))
+            sync.append((int(line), int(state), float(stamp)))
         self.counts["edges"] += len(sync)
         return sync
 

@@ -114,15 +114,17 @@ class EventBroadcaster:
     def send(self, unit_index: np.ndarray, times: np.ndarray, sync: list[tuple[int, int, float]]) -> None:
         """Spikes (by unit index) and TTL edges (line as the GUI numbers it, from 1), in time order."""
         layout = self.layout
-        events = [(t, 0, int(u)) for u, t in zip(unit_index, times)]
+        # (time, 0, unit index) for a spike, (time, 1, (line, state)) for a TTL edge.
+        events: list[tuple[float, int, int | tuple[int, int]]] = [(t, 0, int(u)) for u, t in zip(unit_index, times)]
         events += [(t, 1, (line, state)) for line, state, t in sync]
         events.sort(key=lambda e: (e[0], e[1]))
-        for t, is_ttl, what in events:
+        for t, _, what in events:
             sample = int(round(t * self.sample_rate))
-            if is_ttl:
+            if isinstance(what, tuple):  # a TTL edge
+                line, state = what
                 stream = layout.ttl_stream
                 frames = encode_ttl(
-                    sample + layout.counter_start[stream], self.sample_rate, what[0] - 1, bool(what[1]), stream=stream
+                    sample + layout.counter_start[stream], self.sample_rate, line - 1, bool(state), stream=stream
                 )
             else:
                 stream = layout.streams[what]

@@ -65,6 +65,8 @@ _TRIALS = np.dtype(
         ("dropped_frames", "i4"),
     ]
 )
+_SYNC_FIELDS: tuple[str, ...] = _SYNC.names or ()  # a structured dtype always has names
+_TRIALS_FIELDS: tuple[str, ...] = _TRIALS.names or ()
 
 
 def session_timeline(path: Path) -> Timeline:
@@ -73,10 +75,10 @@ def session_timeline(path: Path) -> Timeline:
         spikes, sync, trials = reader.spikes, reader.sync, reader.trials
     order = np.argsort(spikes["time_s"], kind="stable")
     sync_out = np.zeros(len(sync), _SYNC)
-    for name in _SYNC.names:
+    for name in _SYNC_FIELDS:
         sync_out[name] = sync[name]
     trials_out = np.zeros(len(trials), _TRIALS)
-    for name in _TRIALS.names:
+    for name in _TRIALS_FIELDS:
         trials_out[name] = trials[name]
     return Timeline(
         spikes["unit_id"][order].astype(np.int64),

@@ -205,7 +205,11 @@ class SimulatedArray(AcquisitionAdapter):
         self.openephys_endpoint = openephys_endpoint
         self.sample_rate_hz = float(sample_rate_hz)
         self.openephys_layout = openephys_layout
-        self.seed = int(np.random.SeedSequence().entropy % 2**32) if seed is None else int(seed)
+        if seed is None:
+            entropy = np.random.SeedSequence().entropy
+            assert isinstance(entropy, int)  # a fresh SeedSequence draws one int from the OS
+            seed = int(entropy % 2**32)
+        self.seed = int(seed)
         self.max_frames = int(MAX_STIMULUS_S * self.refresh_hz) if max_frames is None else int(max_frames)
         self.counts = {
             "stimuli": 0,

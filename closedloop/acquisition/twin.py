@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
@@ -53,11 +54,14 @@ class ArchiveStatistics:
 def archive_statistics(path: str | Path, window_s: tuple[float, float] = RESPONSE_WINDOW_S) -> ArchiveStatistics:
     """Spontaneous rate, time course and overdispersion of every unit of an archive."""
     path = Path(path)
-    if detect_format(path) == "pvc8":
+    pvc8 = detect_format(path) == "pvc8"
+    if pvc8:
         psth, spont, unit_ids, channels = _pvc8_psth(path)
     else:
         psth, spont, unit_ids, channels = _session_psth(path)
-    dataset = load_dataset(path, window_s=window_s, **({"units": "all"} if detect_format(path) == "pvc8" else {}))
+    # Every pvc-8 unit; session files always give all units (and take the default).
+    units: Literal["indcent", "all"] = "all" if pvc8 else "indcent"
+    dataset = load_dataset(path, window_s=window_s, units=units)
     counts = dataset.trial_rates.astype(np.float64) * (window_s[1] - window_s[0])  # (images, repeats, units)
     with np.errstate(invalid="ignore"):
         mean = np.nanmean(counts, axis=1)

@@ -56,7 +56,7 @@ def write_pvc8(
     resp_train_blk: np.ndarray,
     images: Sequence[np.ndarray] | np.ndarray,
     indcent: np.ndarray,
-    extra: dict[str, np.ndarray] | None = None,
+    extra: dict[str, np.ndarray | str] | None = None,
 ) -> None:
     """Write a MATLAB v5 file with the variables, shapes and dtypes of a real pvc-8 file.
 
@@ -71,7 +71,7 @@ def write_pvc8(
     indcent
         (n_units,) 1 where the receptive field is well centred; stored as units × 1.
     extra
-        More variables to store as they are (e.g. ``P_HOMOG``).
+        More variables to store as they are (e.g. ``P_HOMOG``; a string becomes a char array).
     """
     resp_train, resp_train_blk = np.asarray(resp_train), np.asarray(resp_train_blk)
     for name, array in (("resp_train", resp_train), ("resp_train_blk", resp_train_blk)):

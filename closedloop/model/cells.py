@@ -216,7 +216,7 @@ def characterise(
     n_units = selectivity.shape[0]
     if (orientations_deg is None) != (grating_rates is None):
         raise ValueError("give both orientations_deg and grating_rates, or neither")
-    if grating_rates is None:
+    if orientations_deg is None or grating_rates is None:  # both or neither, checked above
         cv = np.full(n_units, np.nan)
     else:
         cv = np.atleast_1d(circular_variance(orientations_deg, grating_rates))

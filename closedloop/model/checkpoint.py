@@ -31,6 +31,7 @@ from closedloop.errors import ClosedLoopError, DataFileError
 from closedloop.model.device import resolve_device
 from closedloop.model.ensemble import rebuild_network
 from closedloop.model.model_config import ModelConfig
+from closedloop.model.networks import Network
 from closedloop.model.split import DataSplit
 from closedloop.model.train import ExcludedUnit, FitResult, RateStatistics
 
@@ -60,7 +61,7 @@ REQUIRED_KEYS = (
 class Checkpoint:
     """A loaded checkpoint: the model (eval mode, on the requested device) and its record."""
 
-    model: torch.nn.Module
+    model: Network
     config: ModelConfig
     unit_ids: np.ndarray
     excluded_units: list[ExcludedUnit]

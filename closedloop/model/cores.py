@@ -11,12 +11,26 @@ be stacked and unstacked by indexing (see `closedloop.model.ensemble`).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 PADDING_CHOICES = ("valid", "same")
+
+_M = TypeVar("_M", bound=nn.Module)
+
+
+def typed_modules(modules: Iterable[nn.Module], kind: type[_M]) -> list[_M]:
+    """``modules`` (e.g. an `nn.ModuleList`, whose items are plain modules to a type checker) as ``kind``."""
+    typed = []
+    for module in modules:
+        if not isinstance(module, kind):
+            raise TypeError(f"expected a {kind.__name__}, got a {type(module).__name__}")
+        typed.append(module)
+    return typed
 
 
 def as_image_batch(images: torch.Tensor) -> torch.Tensor:
@@ -101,6 +115,10 @@ class MemberBatchNorm(nn.Module):
     alone on them.  That is how a fused ensemble whose members train on different
     images (rotating stop sets) stays equal to its members trained one by one.
     """
+
+    # Buffers (registered in __init__), (n_members, channels).
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
 
     def __init__(self, n_members: int, channels: int, momentum: float = 0.1, eps: float = 1e-5):
         super().__init__()
@@ -242,17 +260,18 @@ class ConvCore(nn.Module):
         return x
 
     def init_member(self, member: int, generator: torch.Generator) -> None:
-        for layer in self.layers:
+        for layer in typed_modules(self.layers, MemberConv2d):
             layer.init_member(member, generator)
-        for norm in self.norms or ():
+        for norm in typed_modules(self.norms or (), MemberBatchNorm):
             norm.init_member(member, generator)
 
     def layer_shapes(self, batch: int = 1) -> list[tuple[str, tuple[int, ...]]]:
         """Names and per-member output shapes of every stage, for documentation and tests."""
         shapes = []
+        layers = typed_modules(self.layers, MemberConv2d)
         with torch.no_grad():
-            x = torch.zeros(batch, 1, self.input_size, self.input_size, device=self.layers[0].weight.device)
-            for index, layer in enumerate(self.layers, start=1):
+            x = torch.zeros(batch, 1, self.input_size, self.input_size, device=layers[0].weight.device)
+            for index, layer in enumerate(layers, start=1):
                 x = F.relu(layer(x))
                 shapes.append((f"conv{index}+relu", (batch, layer.out_channels, *x.shape[2:])))
                 if self.pooled[index - 1]:

@@ -14,18 +14,17 @@ identical weights.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from closedloop.model.model_config import ModelConfig
-from closedloop.model.networks import build_network
+from closedloop.model.networks import Network, build_network
 
 
-def rebuild_network(spec: dict) -> nn.Module:
+def rebuild_network(spec: dict) -> Network:
     """An untrained network with the structure recorded in ``model.build_spec``."""
     return build_network(ModelConfig.from_dict(spec["config"]), spec["n_units"], spec["n_members"], spec["input_size"])
 
 
-def stack_members(models: list[nn.Module]) -> nn.Module:
+def stack_members(models: list[Network]) -> Network:
     """One fused network holding every member of ``models`` (in order).
 
     All models must have been built by `build_network` with the same configuration,
@@ -68,7 +67,7 @@ def member_structure(spec: dict) -> tuple:
     return shape, spec["n_units"], spec["input_size"]
 
 
-def unstack_members(model: nn.Module) -> list[nn.Module]:
+def unstack_members(model: Network) -> list[Network]:
     """Each member of a fused network as a network of its own (copies of the weights)."""
     spec = model.build_spec
     state = model.state_dict()

@@ -22,6 +22,9 @@ class LinearPixelModel(nn.Module):
     Members exist only so the interface matches (`forward_members`); a fit uses one.
     """
 
+    #: Constructor arguments as plain data, set by `build_network` (and by `fit_model` on a ridge fit).
+    build_spec: dict
+
     def __init__(self, n_pixels: int, n_units: int, n_members: int = 1):
         super().__init__()
         self.weight = nn.Parameter(torch.zeros(n_members, n_pixels, n_units))

@@ -33,7 +33,8 @@ from closedloop.data.dataset import ResponseDataset
 from closedloop.model.device import describe_device, resolve_device
 from closedloop.model.fused_split import member_block_result
 from closedloop.model.model_config import ModelConfig
-from closedloop.model.networks import build_network
+from closedloop.model.cores import MemberConv2d, typed_modules
+from closedloop.model.networks import CoreReadoutNetwork, build_network
 from closedloop.model.readouts import FactorisedReadout
 from closedloop.model.train import FitResult, PreparedFit, ProgressCallback, _member_subsets, fit_model, prepare_fit
 from closedloop.model.trainer import Trainer, member_data
@@ -86,12 +87,12 @@ def fit_sessions(
         ]
     torch_device = resolve_device(device)
     prepared = [prepare_fit(dataset, config, seed=seed) for dataset, seed in zip(datasets, seeds)]
-    results: list[FitResult | None] = [None] * len(datasets)
+    results: dict[int, FitResult] = {}
     for side in sorted({p.images.shape[1] for p in prepared}):
         group = [i for i, p in enumerate(prepared) if p.images.shape[1] == side]
         for index, result in zip(group, _fit_group([prepared[i] for i in group], config, torch_device, progress)):
             results[index] = result
-    return results
+    return [results[index] for index in range(len(datasets))]
 
 
 def _member_images(prepared: list[PreparedFit], members_each: int) -> np.ndarray:
@@ -124,9 +125,12 @@ def _fit_group(
             train[m, train_k], stop[m, stop_k], fit[m, prep.split.fit] = 1.0, 1.0, 1.0
     units = torch.as_tensor(np.repeat(widths, members_each), dtype=torch.float32, device=device)
 
-    def initial_network() -> torch.nn.Module:
+    def initial_network() -> CoreReadoutNetwork:
         network = build_network(config, n_units, n_members, side)
-        network.core.layers[0].shared_input = False  # each member convolves its own images
+        if not isinstance(network, CoreReadoutNetwork):  # can_fuse leaves the linear model out
+            raise ValueError(f"architecture {config.architecture!r} cannot fit sessions fused")
+        first_layer = typed_modules(network.core.layers, MemberConv2d)[0]
+        first_layer.shared_input = False  # each member convolves its own images
         state = network.state_dict()
         for s, prep in enumerate(prepared):
             single = build_network(prep.config, widths[s], members_each, side)

@@ -91,7 +91,7 @@ def fit_trials(
         subsets * len(configs) if rotating else subsets[:1],
         group_config,
         [member_seed for prep in prepared for member_seed in prep.seeds],
-        first.config.seed,
+        first.seed,
         torch_device,
         progress,
         members=MemberSettings.of_configs([prep.config for prep in prepared], members_each),

@@ -25,6 +25,7 @@ Table-1 network on a 33×33 input with 'valid' padding (per member, batch B)::
 from __future__ import annotations
 
 import math
+from typing import TypeAlias
 
 import numpy as np
 import torch
@@ -36,7 +37,7 @@ from closedloop.model.linear import LinearPixelModel
 from closedloop.model.model_config import ModelConfig
 from closedloop.model.readouts import DenseReadout, FactorisedReadout
 
-__all__ = ["CoreReadoutNetwork", "ModelConfig", "build_network"]
+__all__ = ["CoreReadoutNetwork", "ModelConfig", "Network", "build_network"]
 
 
 def inverse_softplus(rate: torch.Tensor) -> torch.Tensor:
@@ -54,6 +55,8 @@ class UnitNonlinearity(nn.Module):
     negative ``a`` let it saturate.  ``a`` starts at 0, so training starts from the
     affine output of Table 1.
     """
+
+    knots: torch.Tensor  # buffer (n_members, n_knots)
 
     def __init__(self, n_members: int, n_units: int, n_knots: int, tail: str = "learned"):
         super().__init__()
@@ -94,10 +97,18 @@ class CoreReadoutNetwork(nn.Module):
     (``output_tail``: how it goes on beyond its last hinge).
     """
 
+    # Buffers (registered in __init__), each (n_members,) or (n_members, n_units).
+    input_shift: torch.Tensor
+    input_scale: torch.Tensor
+    output_offset: torch.Tensor
+    output_scale: torch.Tensor
+    #: `build_network`'s arguments as plain data, set by it.
+    build_spec: dict
+
     def __init__(
         self,
-        core: nn.Module,
-        readout: nn.Module,
+        core: ConvCore,
+        readout: DenseReadout | FactorisedReadout,
         n_units: int,
         output_nonlinearity: str = "softplus",
         output_knots: int = 0,
@@ -179,7 +190,11 @@ class CoreReadoutNetwork(nn.Module):
         self.output_scale.copy_(std_rate.expand_as(self.output_scale))
 
 
-def build_network(config: ModelConfig, n_units: int, n_members: int = 1, input_size: int = 33) -> nn.Module:
+Network: TypeAlias = CoreReadoutNetwork | LinearPixelModel
+"""What `build_network` builds: the interface in this module's docstring."""
+
+
+def build_network(config: ModelConfig, n_units: int, n_members: int = 1, input_size: int = 33) -> Network:
     """Build an untrained model for ``config`` (weights initialised with ``init_member``).
 
     Parameters
@@ -197,8 +212,9 @@ def build_network(config: ModelConfig, n_units: int, n_members: int = 1, input_s
 
     Returns
     -------
-    torch.nn.Module
-        With ``build_spec`` (the arguments of this call as plain data).  On the CPU, every member initialised
+    Network
+        A `CoreReadoutNetwork` or `LinearPixelModel` with ``build_spec`` (the arguments
+        of this call as plain data).  On the CPU, every member initialised
         from ``config.seed`` (or 0 if unset) via
         `closedloop.model.ensemble.member_seeds`; trainers re-initialise with their
         own seeds.
@@ -206,9 +222,9 @@ def build_network(config: ModelConfig, n_units: int, n_members: int = 1, input_s
     if n_units < 1 or n_members < 1:
         raise ValueError(f"n_units ({n_units}) and n_members ({n_members}) must be at least 1")
     if config.architecture == "linear":
-        network = LinearPixelModel(input_size * input_size, n_units, n_members)
-        network.build_spec = _build_spec(config, n_units, n_members, input_size)
-        return network
+        linear = LinearPixelModel(input_size * input_size, n_units, n_members)
+        linear.build_spec = _build_spec(config, n_units, n_members, input_size)
+        return linear
     core = ConvCore(
         n_members=n_members,
         input_size=input_size,
@@ -220,6 +236,7 @@ def build_network(config: ModelConfig, n_units: int, n_members: int = 1, input_s
         pool_layers=config.pool_layers,
         batch_norm=config.batch_norm,
     )
+    readout: DenseReadout | FactorisedReadout
     if config.architecture == "kindel2017":
         readout = DenseReadout(n_members, core.output_shape, n_units, config.dense_units, config.dropout_keep)
     else:

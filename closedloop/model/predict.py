@@ -7,11 +7,10 @@ import torch
 
 from closedloop.errors import ClosedLoopError
 from closedloop.model.checkpoint import Checkpoint
+from closedloop.model.networks import Network
 
 
-def predict(
-    model_or_checkpoint: torch.nn.Module | Checkpoint, images: np.ndarray, *, batch_size: int = 1024
-) -> np.ndarray:
+def predict(model_or_checkpoint: Network | Checkpoint, images: np.ndarray, *, batch_size: int = 1024) -> np.ndarray:
     """Predicted mean rate (Hz) of every model unit for every image.
 
     Parameters

@@ -215,7 +215,8 @@ class MetricsReport:
                 raise fail(f"'{key}' is missing or not a number")
             settings[key] = value
         settings["min_fev"] = float(settings["min_fev"])
-        return cls(**arrays, **settings)
+        fields: dict[str, Any] = {**arrays, **settings}  # disjoint keys: the per-unit arrays, then the settings
+        return cls(**fields)
 
     @classmethod
     def from_json(cls, text: str, source: str = "<metrics JSON>") -> MetricsReport:
@@ -431,7 +432,8 @@ def fig3(report: MetricsReport, cells: CellProperties, path: str | Path, *, titl
     FigureCanvasAgg(figure)
     (ax_hist, ax_bars), (ax_cv, ax_sel) = figure.subplots(2, 2)
     r = report.r
-    has_linear = report.r_linear is not None and np.isfinite(report.r_linear).any()
+    r_linear = report.r_linear if report.r_linear is not None and np.isfinite(report.r_linear).any() else None
+    has_linear = r_linear is not None
 
     finite_r, finite_rmax = r[np.isfinite(r)], report.rmax[np.isfinite(report.rmax)]
     low = min(-0.2, float(finite_r.min()) if finite_r.size else 0.0)
@@ -455,8 +457,8 @@ def fig3(report: MetricsReport, cells: CellProperties, path: str | Path, *, titl
         if not shown.any():
             ax.text(0.5, 0.5, f"no {label} available", ha="center", va="center", transform=ax.transAxes)
         else:
-            if has_linear:
-                ax.scatter(x[shown], report.r_linear[shown], s=12, color="0.6", label="r_linear")
+            if r_linear is not None:
+                ax.scatter(x[shown], r_linear[shown], s=12, color="0.6", label="r_linear")
             ax.scatter(x[shown], r[shown], s=14, color="tab:blue", label="r (CNN)")
             ax.legend(fontsize=8)
         ax.set(xlabel=label, ylabel="r", title=f"{letter}  r vs {label}", xlim=(-0.02, 1.02))

@@ -40,10 +40,10 @@ from closedloop.data.dataset import ResponseDataset
 from closedloop.errors import ClosedLoopError
 from closedloop.model.device import describe_device, resolve_device
 from closedloop.model.ensemble import member_structure, stack_members, unstack_members
-from closedloop.model.linear import fit_ridge
+from closedloop.model.linear import LinearPixelModel, fit_ridge
 from closedloop.model.member_settings import MemberSettings
 from closedloop.model.model_config import ModelConfig
-from closedloop.model.networks import build_network, member_seeds
+from closedloop.model.networks import CoreReadoutNetwork, Network, build_network, member_seeds
 from closedloop.model.split import DataSplit, split_images
 from closedloop.model.trainer import DeviceData, Trainer
 
@@ -113,7 +113,7 @@ class FitResult:
         `describe_device` of the training device.
     """
 
-    model: torch.nn.Module
+    model: Network
     config: ModelConfig
     unit_ids: np.ndarray
     excluded_units: list[ExcludedUnit]
@@ -220,6 +220,7 @@ def fit_model(
     config, images, split, rates = prepared.config, prepared.images, prepared.split, prepared.rates
     kept, seeds = prepared.kept, prepared.seeds
     variance = np.var(rates[split.train], axis=0)
+    model: Network
     warm = None
     if initial_model is not None and config.architecture != "linear":
         warm = _warm_start_states(initial_model, config, len(kept), images.shape[1])
@@ -249,7 +250,7 @@ def fit_model(
                 subsets,
                 config,
                 seeds,
-                config.seed,
+                prepared.seed,
                 torch_device,
                 progress,
                 None if warm is None else warm[0],
@@ -261,7 +262,7 @@ def fit_model(
                 subsets[:1],
                 config,
                 seeds,
-                config.seed,
+                prepared.seed,
                 torch_device,
                 progress,
                 None if warm is None else warm[0],
@@ -318,9 +319,16 @@ class PreparedFit:
     rates: np.ndarray
     seeds: list[int]
 
+    @property
+    def seed(self) -> int:
+        """The fit's seed, ``config.seed`` (which `prepare_fit` always sets)."""
+        if self.config.seed is None:
+            raise ValueError("a prepared fit's configuration must have a seed (prepare_fit sets one)")
+        return self.config.seed
+
     def result(
         self,
-        model: torch.nn.Module,
+        model: Network,
         history: dict,
         best_epoch,
         epochs_run: int,
@@ -360,9 +368,10 @@ def prepare_fit(
     """
     if seed is None:
         seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
-    config = config.replace(seed=int(seed))
+    seed = int(seed)
+    config = config.replace(seed=seed)
     images = _checked_images(dataset)
-    split = split_images(dataset.n_images, config.seed) if split is None else _checked_split(split, dataset)
+    split = split_images(dataset.n_images, seed) if split is None else _checked_split(split, dataset)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of an all-NaN column
         mean_rates = dataset.mean_rates.astype(np.float64)
@@ -377,7 +386,7 @@ def prepare_fit(
         kept,
         excluded,
         mean_rates[:, kept],
-        member_seeds(config.seed, config.ensemble_size),
+        member_seeds(seed, config.ensemble_size),
     )
 
 
@@ -404,7 +413,7 @@ def _warm_start_states(initial_model: torch.nn.Module, config: ModelConfig, n_un
     input size and member count, or its weights mean nothing to the new network.
     """
     spec = getattr(initial_model, "build_spec", None)
-    if spec is None:
+    if spec is None or not isinstance(initial_model, CoreReadoutNetwork | LinearPixelModel):
         return None
     wanted = {"config": config.to_dict(), "n_units": n_units, "input_size": input_size}
     if member_structure(spec) != member_structure(wanted) or spec["n_members"] != config.ensemble_size:
@@ -499,6 +508,8 @@ def _train_members(
         raise ClosedLoopError(
             f"model configuration does not fit {data.input_size}×{data.input_size} images: {error}"
         ) from None
+    if not isinstance(model, CoreReadoutNetwork):  # the linear model is fitted in closed form (fit_ridge)
+        raise ValueError(f"architecture {config.architecture!r} is not trained by gradient descent")
     for member, member_seed in enumerate(seeds):
         model.init_member(member, torch.Generator().manual_seed(member_seed))
     model.set_output_statistics(data.mean_rate, data.std_rate)

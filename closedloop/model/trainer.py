@@ -26,6 +26,7 @@ import torch
 
 from closedloop.model.member_settings import MemberSettings
 from closedloop.model.model_config import ModelConfig
+from closedloop.model.networks import CoreReadoutNetwork
 
 
 class DeviceData:
@@ -57,6 +58,8 @@ class DeviceData:
             train_mask = np.zeros((len(subsets), len(fit)), np.float32)
             stop_mask = np.zeros_like(train_mask)
             for member, (train, stop) in enumerate(subsets):
+                if stop is None:
+                    raise ValueError("members that train on different images each need their own stopping images")
                 train_mask[member, [position[i] for i in train]] = 1.0
                 stop_mask[member, [position[i] for i in stop]] = 1.0
             self.train_images = self.stop_images = put(images[fit]).unsqueeze(1)
@@ -141,7 +144,7 @@ class Trainer:
 
     def __init__(
         self,
-        model: torch.nn.Module,
+        model: CoreReadoutNetwork,
         data: DeviceData,
         config: ModelConfig,
         refit_epochs: np.ndarray | None = None,
@@ -271,6 +274,7 @@ class Trainer:
                 improved = self.refit_epochs == index + 1
                 stop_loss = self.best_loss
             else:
+                assert data.stop_images is not None and data.stop_rates is not None  # early stopping has a stopping set
                 stop_loss = self._member_loss(data.stop_images, data.stop_rates, data.stop_mask)
                 self.stop_history.index_copy_(0, index.view(1), stop_loss.view(1, -1))
                 improved = (stop_loss < self.best_loss) & ~self.done

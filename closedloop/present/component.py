@@ -118,9 +118,9 @@ class PresenterComponent(Component):
 
     def step(self) -> bool | None:
         if self._trials is not None:
-            self._next_trial()
+            self._next_trial(self._trials)
             return None
-        request = self.requests.recv(timeout_ms=_POLL_MS)
+        request = self._requests().recv(timeout_ms=_POLL_MS)
         if request is not None:
             self._start_block(request)
         return None
@@ -132,6 +132,11 @@ class PresenterComponent(Component):
                 resource.close()
 
     # --- internals -------------------------------------------------------------------
+
+    def _requests(self) -> RequestServer:
+        if self.requests is None:
+            raise RuntimeError(f"{self.name}: not set up (no request socket)")
+        return self.requests
 
     def _start_block(self, request: Request) -> None:
         message = request.decoded.message
@@ -150,6 +155,8 @@ class PresenterComponent(Component):
         images = dict(self.images)  # kept only if the block is accepted: bad pixels must not linger
         try:
             if message.pixels is not None:
+                if message.image_ids is None:  # BlockRequest checks that both come or neither
+                    raise PresenterError("pixels came without image_ids")
                 size = self.rig.stimulus.size_px
                 for stimulus_id, pixels in zip((int(i) for i in message.image_ids), message.pixels):
                     check_image(stimulus_id, pixels, size)  # every image sent, shown in this block or not
@@ -160,6 +167,8 @@ class PresenterComponent(Component):
                         f"keeping its images would take {kept / 1024**3:.1f} GiB; at most "
                         f"{MAX_IMAGE_BYTES / 1024**3:g} GiB of images are kept"
                     )
+            if self.presenter is None:
+                raise RuntimeError(f"{self.name}: not set up (no presenter)")
             self._trials = self.presenter.iter_block(images, ids * message.repeats)
         except PresenterError as error:
             self._reject(request, "bad_block", f"block {message.block} ({message.kind}) not shown: {error}")
@@ -168,12 +177,14 @@ class PresenterComponent(Component):
         self._block = message.block
         logger.info("%s: block %d (%s), %d trials", self.name, message.block, message.kind, trials)
 
-    def _next_trial(self) -> None:
-        record = next(self._trials, None)
+    def _next_trial(self, trials: Iterator[TrialRecord]) -> None:
+        record = next(trials, None)
         if record is None:
             self._trials, self._block = None, None
             self.blocks_shown += 1
             return
+        if self.shown is None or self._block is None:
+            raise RuntimeError(f"{self.name}: a trial outside a block, or before setup")
         self.shown.send(
             StimulusShown(
                 stimulus_id=record.stimulus_id,
@@ -188,4 +199,4 @@ class PresenterComponent(Component):
     def _reject(self, request: Request, code: str, text: str) -> None:
         self.blocks_rejected += 1
         logger.warning("%s: %s", self.name, text)
-        self.requests.reply(request, Error(code=code, message=text, in_reply_to=request.decoded.envelope.seq))
+        self._requests().reply(request, Error(code=code, message=text, in_reply_to=request.decoded.envelope.seq))

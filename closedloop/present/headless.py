@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from closedloop.config.rig import Rig
-from closedloop.present.base import Presenter, TrialTiming
+from closedloop.present.base import Presenter, PresenterError, TrialTiming
 from closedloop.present.pacing import FrameGrid
 
 
@@ -49,7 +49,7 @@ class HeadlessPresenter(Presenter):
     def _begin_block(self, images: Mapping[int, np.ndarray]) -> None:
         # A lead-in blank flip puts the block on the grid, as the PsychoPy presenter does.
         if self.realtime:
-            self._slot = max(self._slot, self._grid.next_slot() - 1)
+            self._slot = max(self._slot, self._open_grid().next_slot() - 1)
         self._flip()
 
     def _show_trial(self, stimulus_id: int, frames_on: int, frames_off: int) -> TrialTiming:
@@ -61,8 +61,13 @@ class HeadlessPresenter(Presenter):
     def _close(self) -> None:
         self._grid = None
 
+    def _open_grid(self) -> FrameGrid:
+        if self._grid is None:
+            raise PresenterError(f"{self.name}: not open")
+        return self._grid
+
     def _flip(self) -> float:
-        grid = self._grid
+        grid = self._open_grid()
         self._slot += 1
         flip_time = grid.slot_time(self._slot)
         if self.realtime:

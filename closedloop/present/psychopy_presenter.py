@@ -156,6 +156,8 @@ class PsychoPyPresenter(Presenter):
         for _ in range(frames_off - 1):
             self._flip(show_image=False, photodiode_on=False)
         intervals = np.asarray(win.frameIntervals[first_interval:], dtype=np.float64)
+        if onset is None or offset is None:  # stamped flips: callOnFlip noted their times
+            raise PresenterError(f"{self.name}: a time-stamped flip was not stamped")
         return TrialTiming(onset, offset, win.nDroppedFrames - dropped_before, intervals)
 
     def _close(self) -> None:

@@ -80,8 +80,11 @@ class SimulatedV1:
         if seed is not None:
             changes["seed"] = seed
         elif spec.seed is None:
-            changes["seed"] = int(np.random.SeedSequence().entropy % 2**32)
+            entropy = np.random.SeedSequence().entropy
+            assert isinstance(entropy, int)  # a fresh SeedSequence draws one int from the OS
+            changes["seed"] = int(entropy % 2**32)
         self.spec: PopulationSpec = replace(spec, **changes) if changes else spec
+        assert self.spec.seed is not None  # set just above: the caller's, the spec's or a fresh one
         self.seed: int = int(self.spec.seed)
         self.n_units: int = self.spec.n_units
         self.size_px: int = self.spec.size_px

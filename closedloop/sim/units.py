@@ -204,12 +204,12 @@ def build_filters(types: np.ndarray, params: dict[str, np.ndarray], size_px: int
                 params["surround_weight"][u],
             )
             even[u] = params["polarity"][u] * dog.ravel()
-    for row, u in enumerate(texture_units):
+    for row, unit in enumerate(texture_units):
         texture_weights[row] = _texture_band(
-            fft_side, ppd, params["orientation_deg"][u], params["sf_cpd"][u], params["sigma_across_deg"][u]
+            fft_side, ppd, params["orientation_deg"][unit], params["sf_cpd"][unit], params["sigma_across_deg"][unit]
         )
-    for row, u in enumerate(weak_units):
-        r2 = (x - params["x_deg"][u] * ppd) ** 2 + (y - params["y_deg"][u] * ppd) ** 2
+    for row, unit in enumerate(weak_units):
+        r2 = (x - params["x_deg"][unit] * ppd) ** 2 + (y - params["y_deg"][unit] * ppd) ** 2
         window = np.exp(-0.5 * r2 / (WEAK_POOL_SIGMA_DEG * ppd) ** 2)
         weak_windows[row] = (window / window.sum()).ravel()
     return UnitFilters(even, odd, texture_weights, texture_units, weak_windows, weak_units, fft_side)
