@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from closedloop.runner.settings import RunnerSettings
 from closedloop.runtime.component import Component
 from closedloop.sim.brain import spec_from_rig
 from closedloop.transport import Endpoints
+
+if TYPE_CHECKING:  # torch is heavy: the server is imported where one is made (`model_server`)
+    from closedloop.server.component import ModelServer
 
 #: On a real rig our adapter's heartbeats are not ordered with the recording system's own buffering
 #: (Open Ephys, LSL): give a quiet stream this long after the last trial report before a block counts
@@ -131,7 +134,7 @@ def model_server(
     seed: int | None = None,
     stimulus_size_px: int | None = None,
     first_version: int = 1,
-) -> Component:
+) -> ModelServer:
     """The model server for ``protocol``'s ``fit`` section (`ServerSettings.from_configs`).
 
     ``endpoints`` default to the rig's ports; ``device``, ``seed`` and ``stimulus_size_px``
@@ -174,7 +177,7 @@ def replay_components(
     max_blocks: int | None = None,
     on_row: Callable[[BlockRow], None] | None = None,
     on_model: Callable[[ModelUpdated], None] | None = None,
-) -> tuple[Component, ReplayDriver, ReplayAdapter]:
+) -> tuple[ModelServer, ReplayDriver, ReplayAdapter]:
     """The model server, the passive driver and the replay adapter of `closedloop replay`, in start order.
 
     The adapter plays ``plan``'s recording and the presenter's reports at ``speed``; the

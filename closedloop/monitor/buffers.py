@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 
 class Ring:
@@ -23,7 +24,7 @@ class Ring:
         Row dtype (may be structured).
     """
 
-    def __init__(self, capacity: int, dtype: np.dtype | type | str):
+    def __init__(self, capacity: int, dtype: DTypeLike):
         if capacity < 1:
             raise ValueError(f"capacity must be at least 1, got {capacity}")
         self.capacity = int(capacity)

@@ -166,7 +166,7 @@ class SessionSource:
     ) -> None:
         ingest = self.state.ingest
         index = int(block["index"])
-        kind = _name(BlockKind, block["kind"])
+        kind = _name(BlockKind, int(block["kind"]))
         iteration = record.iteration if record is not None else 0
         if record is not None and record.kind:
             kind = record.ran_as or record.kind  # the protocol's name for it (fit, synthesize…)

@@ -164,6 +164,8 @@ class SpikeWindow:
         lo = np.searchsorted(spikes, onsets - s.pre_s, side="left")
         hi = np.searchsorted(spikes, onsets + s.post_s, side="left")
         n_each = hi - lo
+        raster_times: np.ndarray
+        raster_rows: np.ndarray
         if n_each.sum():
             which = np.repeat(np.arange(onsets.size), n_each)
             first = np.cumsum(n_each) - n_each

@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from closedloop.messages import types as msg
 from closedloop.messages.base import Message
 from closedloop.monitor.buffers import ImageCache, Ring, StimulusTable, TrialTable, UnitColumns
 from closedloop.monitor.correlation import correlations, pearson
@@ -165,7 +166,7 @@ class MonitorState:
         self._dropped_by_block: dict[int, int] = {}
         self.last_error = ""
         self.n_trials = 0
-        self.unusable = Counter()  # well-formed messages without what the monitor needs
+        self.unusable: Counter[str] = Counter()  # well-formed messages without what the monitor needs
         self._correlations = (np.nan, np.nan, np.zeros(0), 0)
         self._rates_changed = False
         self.revisions: Counter = Counter()
@@ -227,7 +228,7 @@ class MonitorState:
             self.choose_unit(int(self.units.ids[0]))
         return columns
 
-    def _on_Responses(self, m: Message) -> None:
+    def _on_Responses(self, m: msg.Responses) -> None:
         all_columns = self._columns(m.unit_ids)
         valid = all_columns >= 0
         rates = np.asarray(m.rates, dtype=np.float64)[:, valid]
@@ -242,7 +243,7 @@ class MonitorState:
         self.n_trials += len(m.trial_ids)
         self._rates_changed = True
 
-    def _on_Predictions(self, m: Message) -> None:
+    def _on_Predictions(self, m: msg.Predictions) -> None:
         if m.stimulus_ids is None:
             self.unusable["Predictions without stimulus ids"] += 1
             return
@@ -277,7 +278,7 @@ class MonitorState:
                 np.array([(self.n_trials, pooled, median)], dtype=self.correlation_history._data.dtype)
             )
 
-    def _on_ModelUpdated(self, m: Message) -> None:
+    def _on_ModelUpdated(self, m: msg.ModelUpdated) -> None:
         self.model_version = int(m.version)
         self.model_metrics = dict(m.metrics)
         if m.unit_ids is not None:
@@ -286,36 +287,36 @@ class MonitorState:
         row = (m.version, m.metrics.get("r_mean", np.nan), m.metrics.get("r_median", np.nan))
         self.model_history.append(np.array([row], dtype=self.model_history._data.dtype))
 
-    def _on_SynthesizeResult(self, m: Message) -> None:
+    def _on_SynthesizeResult(self, m: msg.SynthesizeResult) -> None:
         self.synth.add_result(
             m.unit_ids, m.targets, m.achieved, m.images, m.model_version, self.iteration, spread=m.spread
         )
 
-    def _on_BlockRequest(self, m: Message) -> None:
-        if m.image_ids is None:
+    def _on_BlockRequest(self, m: msg.BlockRequest) -> None:
+        if m.image_ids is None or m.pixels is None:  # a BlockRequest has both or neither
             return
         for stimulus_id, pixels in zip(np.asarray(m.image_ids).tolist(), m.pixels):
             self.images.put(stimulus_id, pixels)
         self.synth.add_presented(m.kind, m.image_ids, m.pixels)
 
-    def _on_BlockStatus(self, m: Message) -> None:
+    def _on_BlockStatus(self, m: msg.BlockStatus) -> None:
         self.iteration = int(m.iteration)
         self.statuses.append(m)
 
-    def _on_StimulusShown(self, m: Message) -> None:
+    def _on_StimulusShown(self, m: msg.StimulusShown) -> None:
         self.now = PresentedNow(int(m.stimulus_id), int(m.trial), int(m.block), int(m.dropped_frames))
         self.dropped_frames += int(m.dropped_frames)
         self._dropped_by_block[int(m.block)] = self._dropped_by_block.get(int(m.block), 0) + int(m.dropped_frames)
         while len(self._dropped_by_block) > 2:  # only the current and the previous block are shown
             self._dropped_by_block.pop(min(self._dropped_by_block))
 
-    def _on_SpikeBatch(self, m: Message) -> None:
+    def _on_SpikeBatch(self, m: msg.SpikeBatch) -> None:
         self.spikes.add_spikes(m.unit_ids, m.times)
 
-    def _on_SyncEvent(self, m: Message) -> None:
+    def _on_SyncEvent(self, m: msg.SyncEvent) -> None:
         self.spikes.add_sync(m.line, m.state, m.time)
 
-    def _on_Error(self, m: Message) -> None:
+    def _on_Error(self, m: msg.Error) -> None:
         self.last_error = f"{m.code}: {m.message}"
 
     # ---------------------------------------------------------------- session files

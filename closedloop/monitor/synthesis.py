@@ -135,7 +135,7 @@ class SynthTracker:
 
     def add_presented(self, kind: str, image_ids: np.ndarray, pixels: np.ndarray) -> int:
         """New images of a `BlockRequest`; returns how many were matched to records."""
-        waiting = {}
+        waiting: dict[bytes, list[SynthRecord]] = {}
         for record in self.records:
             if record.stimulus_id < 0:
                 waiting.setdefault(record.fingerprint, []).append(record)

@@ -12,7 +12,7 @@ import time
 import pyqtgraph as pg
 from pyqtgraph.Qt import QtCore, QtWidgets
 
-from closedloop.monitor.panels.common import plain_axes
+from closedloop.monitor.panels.common import Panel, plain_axes
 from closedloop.monitor.panels.loop import ImagePanel, ModelPanel, SynthesisPanel
 from closedloop.monitor.panels.rates import CorrelationPanel, PopulationPanel, TrialsPanel, UnitScatterPanel
 from closedloop.monitor.panels.spikes import PsthPanel, RasterPanel
@@ -62,7 +62,7 @@ class MonitorWindow(QtWidgets.QWidget):
         self.image = ImagePanel(plain_axes(g.addPlot(2, 0)))
         self.model = ModelPanel(plain_axes(g.addPlot(2, 1)), self.pick_unit)
         self.synthesis = SynthesisPanel(plain_axes(g.addPlot(2, 2)))
-        self.panels = [
+        self.panels: list[Panel] = [
             self.unit_scatter,
             self.population,
             self.correlation,

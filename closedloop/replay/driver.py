@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +26,7 @@ import zmq
 
 from closedloop.data.responses import counts_to_rates, window_counts_from_spike_times
 from closedloop.errors import ClosedLoopError
-from closedloop.messages import BlockRequest, BlockStatus, ModelUpdated, Responses
+from closedloop.messages import BlockRequest, BlockStatus, ModelUpdated, Responses, StimulusShown
 from closedloop.replay.fitting import ReplayFitting
 from closedloop.replay.plan import ArchivePlan, ReplayBlock
 from closedloop.replay.rows import BlockRow
@@ -133,7 +133,7 @@ class ReplayDriver(Component):
         self.published_images: set[int] = set()
         self._finished_at: float | None = None
         self._lost_at_start = 0
-        self._task = None
+        self._task: Generator[None, None, None] | None = None
 
     # --- lifecycle --------------------------------------------------------------------
 
@@ -165,9 +165,12 @@ class ReplayDriver(Component):
         self._task = self._run()
 
     def step(self) -> bool:
-        received = self.streams.poll() + self.fitting.poll_model_events()
+        streams, fitting, task, poller = self.streams, self.fitting, self._task, self.poller
+        if streams is None or fitting is None or task is None or poller is None:  # setup made them
+            raise RuntimeError(f"{self.name}: a step ran before setup")
+        received = streams.poll() + fitting.poll_model_events()
         try:
-            next(self._task)
+            next(task)
         except StopIteration:
             self.finished = True
             return False
@@ -176,7 +179,7 @@ class ReplayDriver(Component):
             logger.error("%s: %s", self.name, error)
             return False
         if not received:
-            self.poller.poll(_IDLE_POLL_MS)
+            poller.poll(_IDLE_POLL_MS)
         return True
 
     def teardown(self) -> None:
@@ -186,7 +189,14 @@ class ReplayDriver(Component):
 
     # --- blocks -----------------------------------------------------------------------
 
-    def _run(self):
+    def _parts(self) -> tuple[ReplayStreams, ReplayFitting, Publisher]:
+        """What `setup` made (blocks run only once it has)."""
+        if self.streams is None or self.fitting is None or self.publisher is None:
+            raise RuntimeError(f"{self.name}: a block ran before setup made the sockets")
+        return self.streams, self.fitting, self.publisher
+
+    def _run(self) -> Generator[None, None, None]:
+        _, fitting, _ = self._parts()
         blocks = self.plan.blocks[: self.settings.max_blocks]
         for block in blocks:
             cut = yield from self._wait_for(block)
@@ -194,24 +204,25 @@ class ReplayDriver(Component):
             if fit_rows is None:
                 self._emit(row)
                 continue
-            yield from self.fitting.send_block(block, row, *fit_rows)
-        yield from self.fitting.final_refit(blocks[-1].number if blocks else 0)
+            yield from fitting.send_block(block, row, *fit_rows)
+        yield from fitting.final_refit(blocks[-1].number if blocks else 0)
 
-    def _wait_for(self, block: ReplayBlock):
+    def _wait_for(self, block: ReplayBlock) -> Generator[None, None, float]:
         """Yield until ``block`` is complete; returns where its edges end (acquisition clock)."""
+        streams, _, _ = self._parts()
         started, last_count, last_change = False, -1, time.monotonic()
         while True:
-            reports = self.streams.reports
+            reports = streams.reports
             if not started and block.trial_start in reports:
                 self._announce(block)
                 started = True
-            cut = self._complete(block)
+            cut = self._complete(block, streams)
             if cut is not None:
                 if not started:
                     self._announce(block)
                 return cut
-            if self.streams.received != last_count:
-                last_count, last_change = self.streams.received, time.monotonic()
+            if streams.received != last_count:
+                last_count, last_change = streams.received, time.monotonic()
             elif time.monotonic() - last_change > self.settings.stall_timeout_s:
                 raise ClosedLoopError(
                     f"the replay stream went silent for {self.settings.stall_timeout_s:g} s during "
@@ -220,51 +231,52 @@ class ReplayDriver(Component):
                 )
             yield
 
-    def _complete(self, block: ReplayBlock) -> float | None:
+    def _complete(self, block: ReplayBlock, s: ReplayStreams) -> float | None:
         """The edge cut of ``block`` once its trials and data are all in, else ``None``."""
-        s, reports = self.streams, self.streams.reports
+        reports = s.reports
         have_all = all(k in reports for k in range(block.trial_start, block.trial_stop))
         next_known = block.trial_stop >= self.plan.n_trials or block.trial_stop in reports
         if s.finished:
             # all data are in; reports travel on another socket: give a late one a moment
             if have_all and next_known:
-                return self._cut(block)
+                return self._cut(block, s)
             if self._finished_at is None:
                 self._finished_at = time.monotonic()
-            return self._cut(block) if time.monotonic() - self._finished_at > 2.0 else None
+            return self._cut(block, s) if time.monotonic() - self._finished_at > 2.0 else None
         if not (have_all and next_known):
             return None
-        offset = self._offset(reports[block.trial_start].flip_time)
+        offset = self._offset(reports[block.trial_start].flip_time, s)
         if offset is None:
             return None
-        cut = self._cut(block)
+        cut = self._cut(block, s)
         last_onset = offset + reports[block.trial_stop - 1].flip_time
         needed = max(
             cut if np.isfinite(cut) else -np.inf, last_onset + self.settings.window_s[1] + self.settings.frame_s
         )
         return cut if s.horizon >= needed else None
 
-    def _offset(self, first_flip: float) -> float | None:
+    def _offset(self, first_flip: float, s: ReplayStreams) -> float | None:
         """Presenter → acquisition clock: the last aligned block's, else the first pending edge's."""
         if self.clock_offset is not None:
             return self.clock_offset
-        edge = self.streams.first_edge()
+        edge = s.first_edge()
         return None if edge is None else edge - first_flip
 
-    def _cut(self, block: ReplayBlock) -> float:
+    def _cut(self, block: ReplayBlock, s: ReplayStreams) -> float:
         """Halfway between the block's last flip and the next block's first, on the acquisition clock."""
-        reports, nxt = self.streams.reports, block.trial_stop
-        offset = self._offset(reports[block.trial_start].flip_time) if block.trial_start in reports else None
+        reports, nxt = s.reports, block.trial_stop
+        offset = self._offset(reports[block.trial_start].flip_time, s) if block.trial_start in reports else None
         if nxt not in reports or block.trial_stop - 1 not in reports or offset is None:
             return np.inf
         return offset + 0.5 * (reports[nxt - 1].flip_time + reports[nxt].flip_time)
 
     def _announce(self, block: ReplayBlock) -> None:
         """BlockRequest copy (pixels of fitting images shown the first time) and BlockStatus 'started'."""
+        streams, _, publisher = self._parts()
         span = slice(block.trial_start, block.trial_stop)
         ids = self.plan.stimulus_ids[span]
         new = np.array(sorted({int(i) for i in ids[self.plan.fit_trial[span]]} - self.published_images), np.int64)
-        self.publisher.send(
+        publisher.send(
             BlockRequest(
                 block=block.number,
                 kind=block.kind,
@@ -276,21 +288,21 @@ class ReplayDriver(Component):
         )
         self.published_images.update(int(i) for i in new)
         self._status(block, "started", 0, block.label)
-        self._lost_at_start = self.streams.lost
+        self._lost_at_start = streams.lost
 
     def _finish(self, block: ReplayBlock, cut: float) -> tuple[BlockRow, tuple | None]:
         """Align and count one block; its row and, for a good block, (stimulus ids, rates) to fit."""
-        s = self.streams
+        s, _, publisher = self._parts()
         edges = s.take_edges(cut)
         row = BlockRow(block.number, block.label, "flagged", block.n_trials)
         span = range(block.trial_start, block.trial_stop)
-        shown = [s.reports.get(k) for k in span]
+        shown: list[StimulusShown] = [m for m in (s.reports.get(k) for k in span) if m is not None]
         expected = self.plan.stimulus_ids[block.trial_start : block.trial_stop]
         problem = ""
         if block.flagged:
             problem = f"flagged in the archive ({block.flagged}); left out, as the offline loader leaves it out"
-        elif any(m is None for m in shown):
-            problem = f"{sum(m is None for m in shown)} of {block.n_trials} trials were never reported"
+        elif len(shown) < block.n_trials:
+            problem = f"{block.n_trials - len(shown)} of {block.n_trials} trials were never reported"
         elif any(m.stimulus_id != int(e) for m, e in zip(shown, expected)):
             problem = "the replayed stimulus ids differ from the archive's trials"
         alignment = None
@@ -308,6 +320,8 @@ class ReplayDriver(Component):
             if np.isfinite(cut):
                 s.forget_spikes(cut)
             return row, None
+        if alignment is None or alignment.onsets is None:  # no problem: the block was aligned
+            raise RuntimeError(f"block {block.number} has no aligned onsets")
         self.clock_offset = alignment.clock_offset(flips)
         units, times = s.spikes()
         counts = window_counts_from_spike_times(
@@ -316,7 +330,7 @@ class ReplayDriver(Component):
         rates = counts_to_rates(counts, self.settings.window_s).astype(np.float64)
         if np.isfinite(cut):
             s.forget_spikes(cut)
-        self.publisher.send(
+        publisher.send(
             Responses(
                 block=block.number,
                 trial_ids=np.arange(block.trial_start, block.trial_stop),
@@ -334,13 +348,13 @@ class ReplayDriver(Component):
         return row, (expected[fit], rates[fit])
 
     def _status(self, block: ReplayBlock, state: str, n_trials: int, detail: str) -> None:
-        self.publisher.send(
-            BlockStatus(block=block.number, kind=block.kind, state=state, n_trials=n_trials, detail=detail)
-        )
+        _, _, publisher = self._parts()
+        publisher.send(BlockStatus(block=block.number, kind=block.kind, state=state, n_trials=n_trials, detail=detail))
 
     def _emit(self, row: BlockRow) -> None:
         if row.state in ("flagged", "no fit data", "refused"):
-            row.trials_so_far, row.images_so_far = self.fitting.trials_sent, len(self.fitting.server_has)
+            _, fitting, _ = self._parts()
+            row.trials_so_far, row.images_so_far = fitting.trials_sent, len(fitting.server_has)
         self.rows.append(row)
         if self.on_row is not None:
             self.on_row(row)

@@ -29,6 +29,7 @@ from closedloop.model.predict import predict
 from closedloop.model.report import evaluate
 from closedloop.model.split import DataSplit
 from closedloop.model.train import ExcludedUnitsWarning, fit_model
+from closedloop.replay.plan import Units
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ class Comparison:
 
 
 def offline_dataset(
-    path, *, preprocessing: Preprocessing, window_s: tuple[float, float], units: str, sent_repeats: dict[int, int]
+    path, *, preprocessing: Preprocessing, window_s: tuple[float, float], units: Units, sent_repeats: dict[int, int]
 ) -> ResponseDataset:
     """`load_dataset` of the archive, cut to the trials the replay sent (see module notes)."""
     dataset = load_dataset(path, preprocessing=preprocessing, window_s=window_s, units=units)
@@ -152,7 +153,8 @@ def server_split(store, dataset: ResponseDataset) -> DataSplit:
     unknown = dataset.image_ids[parts == ""]
     if unknown.size:
         raise ClosedLoopError(f"the model server never got image(s) {unknown[:8].tolist()} of the offline data")
-    return DataSplit(*(np.flatnonzero(parts == name) for name in ("train", "stop", "held_out")), seed=store.seed)
+    train, stop, held_out = (np.flatnonzero(parts == name) for name in ("train", "stop", "held_out"))
+    return DataSplit(train, stop, held_out, seed=store.seed)
 
 
 def compare_fits(

@@ -29,7 +29,7 @@ from closedloop.loop.local import run_until_done
 from closedloop.messages import ModelUpdated
 from closedloop.model.split import MIN_IMAGES
 from closedloop.replay.offline import Comparison, InputCheck, check_inputs, compare_fits, offline_dataset, server_split
-from closedloop.replay.plan import ArchivePlan, read_plan
+from closedloop.replay.plan import ArchivePlan, Units, read_plan
 from closedloop.replay.rows import BlockRow
 from closedloop.server.settings import ServerSettings, resolved_device
 from closedloop.transport import Endpoints
@@ -73,7 +73,7 @@ class ReplayOptions:
     wait: bool = True
     device: str | None = None
     seed: int | None = None
-    units: str = "indcent"
+    units: Units = "indcent"
     offline: bool = True
     endpoints: Literal["inproc", "rig"] | Endpoints = "inproc"
 
@@ -208,6 +208,8 @@ def replay_archive(
         return outcome
     online_data, _ = server.store.snapshot()
     fit = protocol.fit
+    if fit is None:  # prepare refuses it
+        raise protocol.error("fit", "replay fits the model online: the protocol needs a 'fit:' section")
     offline_data = offline_dataset(
         plan.path,
         preprocessing=fit.preprocessing,
@@ -217,6 +219,8 @@ def replay_archive(
     )
     outcome.inputs = check_inputs(online_data, offline_data)
     if options.offline:
+        if settings.seed is None:  # ServerSettings draws one when none is given (typed int | None)
+            raise RuntimeError("the model server's settings have no seed")
         stage(f"offline batch fit of the same {offline_data.n_images} images on the server's split")
         outcome.comparison = compare_fits(
             server.model,

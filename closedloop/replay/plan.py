@@ -33,6 +33,9 @@ from closedloop.data.session import BlockFlag, BlockKind, SessionReader, Stimulu
 from closedloop.errors import ClosedLoopError, DataFileError
 from closedloop.model.split import MIN_IMAGES
 
+#: Which pvc-8 units fitting uses: INDCENT == 1 (``"indcent"``) or ``"all"`` (`load_dataset`'s ``units``).
+Units = Literal["indcent", "all"]
+
 
 @dataclass(frozen=True)
 class ReplayBlock:
@@ -96,7 +99,7 @@ class ArchivePlan:
     photodiode_line: int = PHOTODIODE_LINE
     trial_period_s: float = np.inf
     stimulus_s: float | None = None
-    units: str = "all"
+    units: Units = "all"
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -127,6 +130,8 @@ class ArchivePlan:
         """
         start_ms, stop_ms = 1000 * window_s[0], 1000 * window_s[1]
         if self.layout == "pvc8":
+            if self.stimulus_s is None:  # read_plan gives every pvc-8 plan its stimulus duration
+                raise RuntimeError(f"{self.path.name}: the pvc-8 plan has no stimulus duration")
             n_bins = int(round(self.stimulus_s / BIN_S))
             try:
                 window_bins(window_s, BIN_S, n_bins)
@@ -160,7 +165,7 @@ class ArchivePlan:
             )
 
 
-def read_plan(path: str | Path, *, units: str = "indcent", block_trials: int | None = None) -> ArchivePlan:
+def read_plan(path: str | Path, *, units: Units = "indcent", block_trials: int | None = None) -> ArchivePlan:
     """Read the replay plan of a session file or pvc-8 file (told apart by content).
 
     Parameters
@@ -257,7 +262,7 @@ def _uncommitted_note(path: Path, committed: int) -> list[str]:
     return []
 
 
-def _pvc8_plan(path: Path, units: str, block_trials: int | None) -> ArchivePlan:
+def _pvc8_plan(path: Path, units: Units, block_trials: int | None) -> ArchivePlan:
     recording = read_pvc8(path)
     try:
         unit_index = recording.selected_units(units)

@@ -77,6 +77,8 @@ class ReplayStreams:
         for decoded in self.stimulus.drain(MAX_DRAIN):
             count += 1
             message = decoded.message
+            if not isinstance(message, StimulusShown):  # subscribed to StimulusShown only
+                continue
             if message.trial in self.reports:
                 self._log.warning(
                     "duplicate", "%s: trial %d reported twice; the last report counts", self.name, message.trial

@@ -14,7 +14,7 @@ from closedloop.replay.rows import BlockRow
 REPLAY_FORMAT = "closedloop-replay"
 
 
-def _number(value: float, digits: int = 3) -> str:
+def _number(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 

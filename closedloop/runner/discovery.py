@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 
 import numpy as np
 
@@ -58,7 +58,7 @@ def describe(rig: Rig, unit_id: int) -> str:
 
 def listen_for_units(
     pending_units: Callable[[], np.ndarray], seconds: float, progress: Callable[[str], None]
-) -> Iterator[None]:
+) -> Generator[None, None, np.ndarray]:
     """A generator that yields while listening; its return value is the sorted unit ids heard.
 
     Parameters

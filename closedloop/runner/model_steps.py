@@ -99,23 +99,23 @@ class ModelSteps:
             if data.block not in self.server_blocks:
                 self.queue_fit_data(data)
         if self.recorder.refit_wanted:
-            self._queue_refit(self.recorder.writer.n_blocks)
+            self._queue_refit(self.recorder.open_writer.n_blocks)
         logger.info("%s: %d block(s) of responses queued for the model server", self.name, len(self.link.backlog))
 
     def _queue_refit(self, block: int) -> None:
-        self.link.submit(lambda: empty_fit_request(block, self.recorder.unit_ids))
+        self.link.submit(lambda: empty_fit_request(block, self.recorder.units))
 
     def queue_fit_data(self, trial_data: TrialData) -> None:
         self.link.submit(lambda: self._fit_request(trial_data), self._fit_accepted)
 
     def _fit_request(self, data: TrialData, refit: bool = False) -> FitRequest:
         new = np.array(sorted({int(i) for i in data.stimulus_ids} - self.server_has), dtype=np.int64)
-        library = self.recorder.library
+        library = self.recorder.open_library
         return FitRequest(
             block=data.block,
             stimulus_ids=data.stimulus_ids,
             rates=data.rates,
-            unit_ids=self.recorder.unit_ids,
+            unit_ids=self.recorder.units,
             image_ids=new if new.size else None,
             images=library.images(new) if new.size else None,
             refit=refit,
@@ -143,7 +143,7 @@ class ModelSteps:
     # --- fit ----------------------------------------------------------------------
 
     def fit(self, step: PlannedStep):
-        block = self.recorder.writer.n_blocks
+        block = self.recorder.open_writer.n_blocks
         self.recorder.refit_wanted = True
         yield from self.deliver_backlog()
         if self.link.up is False:
@@ -152,7 +152,7 @@ class ModelSteps:
             return
         self.recorder.mark("fit_requested")
         reply = yield from self.link.request(
-            empty_fit_request(block, self.recorder.unit_ids), self.settings.request_timeout_s
+            empty_fit_request(block, self.recorder.units), self.settings.request_timeout_s
         )
         if reply is None:
             self._queue_refit(block)
@@ -177,8 +177,9 @@ class ModelSteps:
                 yield from self._restarted_during(step)
                 return
             if self.link.errors_seen > errors_before:
-                error = self.link.last_error
-                self.record(step, "failed", f"the refit failed ({error.code}: {error.message})")
+                error = self.link.last_error  # set with every error counted
+                reason = "no error message" if error is None else f"{error.code}: {error.message}"
+                self.record(step, "failed", f"the refit failed ({reason})")
                 return
             if time.monotonic() > deadline:
                 self.record(
@@ -211,6 +212,8 @@ class ModelSteps:
             yield
         self.recorder.mark("model_updated")
         update = self.link.newest
+        if update is None:  # the link reached the accepted version: only a version 0 leaves it without a model
+            raise RuntimeError(f"model version {answer.version} was accepted, but no ModelUpdated arrived")
         r_median = update.metrics.get("r_median", float("nan"))
         self.record(
             step, "finished", f"model version {update.version}, median held-out r {r_median:.3f}", update=update
@@ -231,8 +234,11 @@ class ModelSteps:
     def synthesize(self, step: PlannedStep):
         """Ask for synthesized images; returns why natural images must be shown instead (``None``: no need)."""
         yield from self.deliver_backlog()
-        self.recorder.library.synthesized_ids = np.zeros(0, dtype=np.int64)
+        library, unit_ids = self.recorder.open_library, self.recorder.units
+        library.synthesized_ids = np.zeros(0, dtype=np.int64)
         synthesis = self.protocol.synthesis
+        if synthesis is None:  # the protocol's check refuses synthesize blocks without the section
+            raise RuntimeError("a synthesize block needs the protocol's synthesis section")
         update = self.link.newest
         if self.link.up is False:
             return UNAVAILABLE
@@ -245,20 +251,20 @@ class ModelSteps:
                 raise SynthesisPlanError(skipped)
             if skipped:
                 logger.warning("%s: %s", self.name, skipped)
-            unknown = sorted(set(units.tolist()) - set(self.recorder.unit_ids.tolist()))
+            unknown = sorted(set(units.tolist()) - set(unit_ids.tolist()))
             if unknown:
                 raise SynthesisPlanError(
                     f"model version {update.version} names units {unknown} that this session does not have"
                 )
-            means = natural_means(self.recorder.history, self.recorder.library.natural_ids, self.recorder.unit_ids)
-            targets = target_rates(synthesis, units, self.recorder.unit_ids, means)
+            means = natural_means(self.recorder.history, library.natural_ids, unit_ids)
+            targets = target_rates(synthesis, units, unit_ids, means)
         except SynthesisPlanError as error:
             self.record(step, "failed", str(error))
             return
         per = synthesis.images_per_target
         unit_column = np.repeat(np.repeat(units, targets.shape[1]), per)
         target_column = np.repeat(targets.ravel(), per)
-        seeds = np.random.SeedSequence([self.recorder.seeds["synthesis"], step.index])
+        seeds = np.random.SeedSequence([self.recorder.seed("synthesis"), step.index])
         seed = int(seeds.generate_state(1)[0] % 2**31)
         request = SynthesizeRequest(unit_ids=unit_column, targets=target_column, seed=seed, steps=synthesis.steps)
         self.recorder.mark("synthesis_requested")
@@ -298,8 +304,9 @@ class ModelSteps:
         if not (np.all(np.isfinite(images)) and images.min() >= 0 and images.max() <= 1):
             self.record(step, "failed", "the model server sent images with values outside [0, 1]")
             return
-        start = self.recorder.writer.n_stimuli
-        ids = self.recorder.writer.add_stimuli(
+        writer, library = self.recorder.open_writer, self.recorder.open_library
+        start = writer.n_stimuli
+        ids = writer.add_stimuli(
             images,
             "synthesized",
             unit_id=result.unit_ids,
@@ -310,8 +317,8 @@ class ModelSteps:
             seed=result.seed,
             source_index=np.arange(len(images)),
         )
-        self.recorder.library.add(ids, images)
-        self.recorder.library.synthesized_ids = ids
+        library.add(ids, images)
+        library.synthesized_ids = ids
         self.recorder.mark("images_stored")
         self.record(
             step,
@@ -336,7 +343,7 @@ class ModelSteps:
         log(
             "%s: block %d (%s, %s) %s: %s",
             self.name,
-            self.recorder.writer.n_blocks,
+            self.recorder.open_writer.n_blocks,
             step.kind,
             step.where,
             state,

@@ -106,6 +106,8 @@ class Plan:
         return 1
 
     def _stop_loop(self, step: PlannedStep, r_median: float | None) -> bool:
+        if step.loop is None:  # not in a loop: no stop rule
+            return False
         loop = self.protocol.blocks[step.loop]
         threshold = getattr(loop, "stop_when_r_above", None)
         return threshold is not None and r_median is not None and np.isfinite(r_median) and r_median > threshold

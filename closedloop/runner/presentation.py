@@ -144,8 +144,9 @@ class BlockPresentation:
         added: list[int] | None = None,
         added_set: str = "",
     ):
-        order = trial_order(ids, repeats, self.recorder.seeds["protocol"], step.index)
-        block = self.recorder.writer.n_blocks
+        library = self.recorder.open_library
+        order = trial_order(ids, repeats, self.recorder.seed("protocol"), step.index)
+        block = self.recorder.open_writer.n_blocks
         timeout = self.settings.block_timeout_s
         if timeout is None:
             timeout = 2 * order.size * self.frames.trial_ms / 1000 + 10.0
@@ -164,28 +165,28 @@ class BlockPresentation:
             added_set=added_set,
         )
         self.active = active
-        new = self.recorder.library.new_for_presenter(order)
+        new = library.new_for_presenter(order)
         request = BlockRequest(
             block=block,
             kind=kind,
             stimulus_ids=order,
             repeats=1,
             image_ids=new if new.size else None,
-            pixels=self.recorder.library.images(new) if new.size else None,
+            pixels=library.images(new) if new.size else None,
         )
         self.publisher.send(request)  # the monitor and the simulated array cache the pixels by id
         if new.size:
             yield from pause(self.settings.pixel_lead_s)
-        sent = yield from self._send_to_presenter(request)
+        sent = yield from self._send_to_presenter(active, request)
         if sent is None:
             return
         self.recorder.mark("block_sent")
-        self.recorder.library.presenter_has.update(int(i) for i in new)
+        library.presenter_has.update(int(i) for i in new)
         line, window_stop = self.photodiode_line, self.window_s[1]
         while not self.collector.block_complete(block, order.size, line, window_stop, self.settings.settle_s):
             if self._presenter_rejected(active, sent):
                 if len(active.rejected) == 1:  # the presenter may have restarted: send every image again
-                    self.recorder.library.presenter_has.clear()
+                    library.presenter_has.clear()
                     logger.warning(
                         "%s: block %d: presenter refused it (%s); sending it again with all pixels",
                         self.name,
@@ -198,14 +199,14 @@ class BlockPresentation:
                         stimulus_ids=order,
                         repeats=1,
                         image_ids=np.unique(order),
-                        pixels=self.recorder.library.images(np.unique(order)),
+                        pixels=library.images(np.unique(order)),
                     )
                     self.publisher.send(full)
                     yield from pause(self.settings.pixel_lead_s)
-                    sent = yield from self._send_to_presenter(full)
+                    sent = yield from self._send_to_presenter(active, full)
                     if sent is None:
                         return
-                    self.recorder.library.presenter_has.update(int(i) for i in np.unique(order))
+                    library.presenter_has.update(int(i) for i in np.unique(order))
                     continue
                 self._finish_failed_block(active, f"the presenter refused the block: {active.rejected[-1]}")
                 return
@@ -234,7 +235,7 @@ class BlockPresentation:
             self.stop(reason)
         return bool(reason)
 
-    def _send_to_presenter(self, request: BlockRequest):
+    def _send_to_presenter(self, active: ActiveBlock, request: BlockRequest):
         """Send a BlockRequest, retrying while no presenter is connected; the seq or ``None``."""
         deadline = time.monotonic() + self.settings.presenter_timeout_s
         while True:
@@ -243,7 +244,7 @@ class BlockPresentation:
                 return seq
             if time.monotonic() > deadline:
                 self._finish_failed_block(
-                    self.active,
+                    active,
                     f"no presenter took the block within "
                     f"{self.settings.presenter_timeout_s:g} s at {self.endpoints.blocks}",
                     advances=False,
@@ -314,11 +315,10 @@ class BlockPresentation:
         alignment = align_onsets(
             flips, edges, 1.0 / self.rig.display.refresh_hz, self.settings.photodiode_tolerance_frames
         )
-        if alignment.ok:
+        unit_ids = self.recorder.units
+        if alignment.ok and alignment.onsets is not None:  # ok: the onsets are there
             onsets, how = alignment.onsets, "photodiode"
-            counts = window_counts_from_spike_times(
-                data.spike_units, data.spike_times, onsets, self.window_s, self.recorder.unit_ids
-            )
+            counts = window_counts_from_spike_times(data.spike_units, data.spike_times, onsets, self.window_s, unit_ids)
             rates = counts_to_rates(counts, self.window_s)
             if flag == BlockFlag.NONE:
                 self.recorder.clock_offset = alignment.clock_offset(flips)
@@ -327,7 +327,7 @@ class BlockPresentation:
             flag = flag or BlockFlag.PHOTODIODE_MISMATCH
             onsets, how = estimated_onsets(flips, edges, self.recorder.clock_offset)
             how = f"estimated: {how}"
-            rates = np.full((len(shown), self.recorder.unit_ids.size), np.nan, dtype=np.float32)
+            rates = np.full((len(shown), unit_ids.size), np.nan, dtype=np.float32)
         lost = self.collector.acquisition.stats.missing - active.missing_at_start
         if lost:
             problems.append(f"acquisition lost {lost} message(s) during the block")
@@ -394,7 +394,7 @@ class BlockPresentation:
                     trial_ids=np.arange(stimulus_ids.size),
                     stimulus_ids=stimulus_ids,
                     rates=rates.astype(np.float64),
-                    unit_ids=self.recorder.unit_ids,
+                    unit_ids=unit_ids,
                 )
             )
             self.model.queue_fit_data(trial_data)
@@ -411,13 +411,16 @@ class BlockPresentation:
 
     def natural_instead(self, step: PlannedStep, why: str):
         """Show natural images where synthesized ones cannot be made (counts and repeats of the plan)."""
-        count = min(self.protocol.synthesis.images_per_block, self.recorder.library.natural_ids.size)
+        synthesis, library = self.protocol.synthesis, self.recorder.open_library
+        if synthesis is None:  # the protocol's check refuses synthesize blocks without the section
+            raise RuntimeError("a synthesize block needs the protocol's synthesis section")
+        count = min(synthesis.images_per_block, library.natural_ids.size)
         repeats = self.plan.next_present_repeats(step.index)
-        ids = self.recorder.library.next_natural(count)
+        ids = library.next_natural(count)
         logger.warning(
             "%s: block %d (%s): %s; showing %d natural images x %d instead",
             self.name,
-            self.recorder.writer.n_blocks,
+            self.recorder.open_writer.n_blocks,
             step.where,
             why,
             ids.size,

@@ -86,6 +86,36 @@ class SessionRecorder:
         self.marks: dict[str, float] = {}  # journal timing since the last record (`BlockRecord.times`)
         self.late_units: LateUnits | None = None  # a real rig: units heard after the session's were fixed
 
+    # --- what an open session has ----------------------------------------------------
+
+    @property
+    def open_writer(self) -> SessionWriter:
+        """The session file's writer, once `create` or `resume` opened it."""
+        if self.writer is None:
+            raise RuntimeError(f"{self.name}: the session file is not open (create or resume it first)")
+        return self.writer
+
+    @property
+    def open_library(self) -> StimulusLibrary:
+        """The session's stimulus library, once `create` or `resume` made it."""
+        if self.library is None:
+            raise RuntimeError(f"{self.name}: the session has no stimulus library (create or resume it first)")
+        return self.library
+
+    @property
+    def units(self) -> np.ndarray:
+        """The session's unit ids, once known (given, discovered, or read back on resume)."""
+        if self.unit_ids is None:
+            raise RuntimeError(f"{self.name}: the session's units are not known yet")
+        return self.unit_ids
+
+    def seed(self, key: str) -> int:
+        """The session's ``key`` seed (``"protocol"``, ``"images"``, ``"synthesis"``), fixed when it was created."""
+        value = self.seeds.get(key)
+        if value is None:
+            raise RuntimeError(f"{self.name}: the session has no {key!r} seed (create or resume it first)")
+        return value
+
     # --- opening ----------------------------------------------------------------------
 
     def create(
@@ -98,21 +128,25 @@ class SessionRecorder:
         def seed(value: int | None) -> int:
             return int(rng.integers(2**31)) if value is None else int(value)
 
+        protocol_seed, images_seed = seed(protocol.seed), seed(protocol.images.seed)
         self.seeds = {
-            "protocol": seed(protocol.seed),
-            "images": seed(protocol.images.seed),
+            "protocol": protocol_seed,
+            "images": images_seed,
             "synthesis": seed(protocol.synthesis.seed if protocol.synthesis else 0),
             "acquisition": rig.acquisition.seed,
         }
+        units, channels = self.units, self.channels
+        if channels is None:
+            raise RuntimeError(f"{self.name}: the session's unit channels are not known yet")
         size = rig.stimulus.size_px
-        pool = natural_pool(protocol, rig, self.seeds["images"])
+        pool = natural_pool(protocol, rig, images_seed)
         if overwrite:
             self.journal.path.unlink(missing_ok=True)
         self.writer = SessionWriter(
             self.session_path,
             session_id=self.session_id,
-            unit_ids=self.unit_ids,
-            channels=self.channels,
+            unit_ids=units,
+            channels=channels,
             stimulus_shape=(size, size),
             response_window_s=self.window_s,
             rig_yaml=_text(rig),
@@ -126,7 +160,7 @@ class SessionRecorder:
                     "stimulus_frames": frames.stimulus_frames,
                     "blank_frames": frames.blank_frames,
                 },
-                **unit_metadata(rig, self.unit_ids),
+                **unit_metadata(rig, units),
             },
             overwrite=overwrite,
         )
@@ -174,15 +208,16 @@ class SessionRecorder:
             The record or the block could not be written (disk full, I/O error); neither
             is left behind: the journal's record is cut off again.
         """
-        record.session_block = self.writer.n_blocks
-        record.pool_cursor = self.library.cursor
+        writer = self.open_writer
+        record.session_block = writer.n_blocks
+        record.pool_cursor = self.open_library.cursor
         record.clock_offset = self.clock_offset
         record.times, self.marks = {**self.marks, **record.times}, {}
         if self.late_units is not None:
             record.detail = "; ".join(filter(None, [record.detail, *self._late_unit_notes(data.spike_units)]))
         self.journal.append(record)
         try:
-            self.writer.append_block(
+            writer.append_block(
                 kind,
                 stimulus_ids=np.asarray(stimulus_ids, np.int64),
                 onsets_s=np.asarray(onsets),
@@ -206,9 +241,11 @@ class SessionRecorder:
 
     def watch_late_units(self, rig: Rig, report: Callable[[str], None]) -> None:
         """From now on note, in each block's record, units spiking that are not the session's (a real rig)."""
-        self.late_units = LateUnits(rig, self.unit_ids, report)
+        self.late_units = LateUnits(rig, self.units, report)
 
     def _late_unit_notes(self, spike_units: np.ndarray) -> list[str]:
+        if self.late_units is None:  # not watching (a simulated rig)
+            return []
         new = self.late_units.check(spike_units)
         return [f"{len(new)} late unit(s): {', '.join(map(str, new[:20]))}"] if new else []
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Generator
 from pathlib import Path
 
 import numpy as np
@@ -159,7 +160,8 @@ class Runner(Component):
         self.link: ModelLink | None = None
         self.model_steps: ModelSteps | None = None
         self.presentation: BlockPresentation | None = None
-        self.current = None  # (PlannedStep | None, generator)
+        # the step in progress (None: startup) and its generator
+        self.current: tuple[PlannedStep | None, Generator[None, None, None]] | None = None
         self._inputs: zmq.Poller | None = None
         self._blocks_before_step = 0
 
@@ -244,24 +246,27 @@ class Runner(Component):
 
     def step(self) -> bool:
         if self.current is not None:
+            if self._inputs is None:  # setup made it before the first step
+                raise RuntimeError(f"{self.name}: a step ran before setup made the sockets")
             self._inputs.poll(_IDLE_WAIT_MS)  # returns at once when anything is queued
         self._poll()
         if self.current is None:
             if self.stop_reason:
                 return False
             step = self._next_step()
+            writer = self.recorder.open_writer
             if step is None:
                 self.finished = True
                 logger.info(
                     "%s: protocol %r finished: %d session blocks, %d trials",
                     self.name,
                     self.protocol.name,
-                    self.recorder.writer.n_blocks,
-                    self.recorder.writer.n_trials,
+                    writer.n_blocks,
+                    writer.n_trials,
                 )
                 return False
             self.current = (step, self._run(step))
-            self._blocks_before_step = self.recorder.writer.n_blocks
+            self._blocks_before_step = writer.n_blocks
         step, task = self.current
         try:
             next(task)
@@ -270,7 +275,11 @@ class Runner(Component):
             return False
         except StopIteration:
             self.current = None
-            if step is not None and self.recorder.writer.n_blocks == self._blocks_before_step and not self.stop_reason:
+            if (
+                step is not None
+                and self.recorder.open_writer.n_blocks == self._blocks_before_step
+                and not self.stop_reason
+            ):
                 # never run a step forever: one that left no block is recorded as failed
                 self._step_failed(step, RuntimeError("the step ended without writing a block"))
         except Exception as error:  # noqa: BLE001 - a block fails, the run goes on
@@ -309,60 +318,72 @@ class Runner(Component):
     # --- steps ------------------------------------------------------------------------
 
     def _poll(self) -> None:
+        if self.collector is None or self.link is None:  # setup made them before the first step
+            raise RuntimeError(f"{self.name}: polled before setup made the sockets")
         self.collector.poll()
         self.link.poll()
 
+    def _collaborators(self) -> tuple[StreamCollector, ModelLink, ModelSteps, BlockPresentation]:
+        """The collaborators `setup` made (steps run only once it has)."""
+        if self.collector is None or self.link is None or self.model_steps is None or self.presentation is None:
+            raise RuntimeError(f"{self.name}: a step ran before setup made the runner's collaborators")
+        return self.collector, self.link, self.model_steps, self.presentation
+
     def _next_step(self) -> PlannedStep | None:
-        r_median = None if self.link.newest is None else self.link.newest.metrics.get("r_median")
+        if self.link is None:  # setup made it before the first step
+            raise RuntimeError(f"{self.name}: a step ran before setup made the model server's link")
+        newest = self.link.newest
+        r_median = None if newest is None else newest.metrics.get("r_median")
         step, skipped = self.plan.next_step(self.position, r_median)
-        for loop in sorted({s.loop for s in skipped}):
+        for loop in sorted({s.loop for s in skipped if s.loop is not None}):  # skipped steps are in loops
             steps = [s for s in skipped if s.loop == loop]
             detail = (
                 f"loop blocks[{loop}] stopped early: median held-out r {r_median:.3f} is above "
                 f"stop_when_r_above; {len(steps)} step(s) skipped"
             )
             logger.info("%s: %s", self.name, detail)
-            self.recorder.status(self.recorder.writer.n_blocks, "loop", "skipped", steps[0].iteration, 0, detail)
+            self.recorder.status(self.recorder.open_writer.n_blocks, "loop", "skipped", steps[0].iteration, 0, detail)
             self.recorder.skipped(steps[-1].index)
         return step
 
-    def _run(self, step: PlannedStep):
+    def _run(self, step: PlannedStep) -> Generator[None, None, None]:
+        _, _, model_steps, presentation = self._collaborators()
+        writer, library = self.recorder.open_writer, self.recorder.open_library
         block = step.block
         self.recorder.mark("step_started")
-        self.recorder.status(self.recorder.writer.n_blocks, step.kind, "started", step.iteration, 0, step.where)
-        yield from self.model_steps.deliver_backlog()  # the probe: a server that is back gets what it missed
+        self.recorder.status(writer.n_blocks, step.kind, "started", step.iteration, 0, step.where)
+        yield from model_steps.deliver_backlog()  # the probe: a server that is back gets what it missed
         if isinstance(block, NaturalBlock):
-            count = self.recorder.library.natural_ids.size if block.images == "all" else block.images
-            yield from self.presentation.present(
-                step, self.recorder.library.next_natural(count), block.repeats, "natural"
-            )
+            count = library.natural_ids.size if block.images == "all" else block.images
+            yield from presentation.present(step, library.next_natural(count), block.repeats, "natural")
         elif isinstance(block, GratingsBlock):
-            start = self.recorder.writer.n_stimuli
-            ids = self.recorder.library.gratings(block.set, self.rig, self.recorder.writer)
-            added = [start, self.recorder.writer.n_stimuli] if self.recorder.writer.n_stimuli > start else None
-            yield from self.presentation.present(
+            start = writer.n_stimuli
+            ids = library.gratings(block.set, self.rig, writer)
+            added = [start, writer.n_stimuli] if writer.n_stimuli > start else None
+            yield from presentation.present(
                 step, ids, block.repeats, "gratings", added=added, added_set=block.set if added else ""
             )
         elif isinstance(block, PresentSynthesizedBlock):
-            ids = self.recorder.library.synthesized_ids
+            ids = library.synthesized_ids
             if ids.size == 0:
-                self.model_steps.record(
+                model_steps.record(
                     step, "skipped", "no synthesized images to show (the synthesize block before it made none)"
                 )
             else:
-                yield from self.presentation.present(step, ids, block.repeats, "synthesized")
+                yield from presentation.present(step, ids, block.repeats, "synthesized")
         elif isinstance(block, FitBlock):
-            yield from self.model_steps.fit(step)
+            yield from model_steps.fit(step)
         elif isinstance(block, SynthesizeBlock):
-            instead = yield from self.model_steps.synthesize(step)
+            instead = yield from model_steps.synthesize(step)
             if instead:
-                yield from self.presentation.natural_instead(step, instead)
+                yield from presentation.natural_instead(step, instead)
 
-    def _startup(self):
+    def _startup(self) -> Generator[None, None, None]:
+        collector, _, model_steps, _ = self._collaborators()
         deadline = time.monotonic() + self.settings.startup_timeout_s
-        while self.collector.heartbeats == 0 and time.monotonic() < deadline:
+        while collector.heartbeats == 0 and time.monotonic() < deadline:
             yield
-        if self.collector.heartbeats == 0:
+        if collector.heartbeats == 0:
             logger.warning(
                 "%s: no heartbeat from acquisition at %s within %g s; starting anyway",
                 self.name,
@@ -370,9 +391,9 @@ class Runner(Component):
                 self.settings.startup_timeout_s,
             )
         if self.settings.require_acquisition_data:
-            while not np.isfinite(self.collector.horizon) and time.monotonic() < deadline:
+            while not np.isfinite(collector.horizon) and time.monotonic() < deadline:
                 yield
-            if not np.isfinite(self.collector.horizon):
+            if not np.isfinite(collector.horizon):
                 self._stop(
                     f"no spike or photodiode edge from acquisition ({self.endpoints.spikes}) within "
                     f"{self.settings.startup_timeout_s:g} s: start acquiring in the recording system "
@@ -381,16 +402,16 @@ class Runner(Component):
                     error=True,
                 )
                 return
-        if self.deferred and not (yield from self._start_deferred_session()):
+        if self.deferred and not (yield from self._start_deferred_session(collector)):
             return
         yield from pause(self.settings.settle_s)  # subscribers of our PUB (the simulated array) join
         if self.resume:
-            yield from self.model_steps.resend_after_resume()
+            yield from model_steps.resend_after_resume()
 
-    def _start_deferred_session(self):
+    def _start_deferred_session(self, collector: StreamCollector) -> Generator[None, None, bool]:
         """Find the units (unless given), then create the session file; False when the run must stop."""
         if self.discover_s is not None:
-            units = yield from listen_for_units(self.collector.pending_units, self.discover_s, self._startup_line)
+            units = yield from listen_for_units(collector.pending_units, self.discover_s, self._startup_line)
             if units.size == 0:
                 self._stop(
                     f"no unit spiked in {self.discover_s:g} s of listening: check that spikes reach the "
@@ -400,7 +421,7 @@ class Runner(Component):
                 return False
             self.recorder.unit_ids, self.recorder.channels = units, np.full(units.size, -1, np.int64)
         try:
-            check_protocol_units(self.protocol, self.recorder.unit_ids.size)
+            check_protocol_units(self.protocol, self.recorder.units.size)
         except ClosedLoopError as error:
             self._stop(str(error))
             return False
@@ -424,7 +445,8 @@ class Runner(Component):
             error,
             exc_info=None if expected else error,
         )  # a traceback only for what looks like a bug
-        self.presentation.abandon()
+        collector, _, _, presentation = self._collaborators()  # a step ran: setup made them
+        presentation.abandon()
         if step is None:
             return
         self.recorder.commit(
@@ -438,21 +460,24 @@ class Runner(Component):
                 detail=f"{type(error).__name__}: {error}",
             ),
             BlockKind.OTHER,
-            data=self.collector.take(),
+            data=collector.take(),
             flag=BlockFlag.OTHER,
         )
 
     def _write_interrupted(self) -> None:
         """At teardown: keep what a half-done step received (flagged), and data since the last block."""
         step = None if self.current is None else self.current[0]
-        if self.active is not None:
+        collector = self.collector
+        if collector is None:  # setup made it before the session could open
+            raise RuntimeError(f"{self.name}: the session is open but setup made no collector")
+        if self.active is not None and self.presentation is not None:
             active = self.active
             logger.warning(
                 "%s: block %d (%s) interrupted; writing its %d reported trial(s) as an aborted block",
                 self.name,
                 active.block,
                 active.step.where,
-                len(self.collector.trials_of(active.block).by_trial),
+                len(collector.trials_of(active.block).by_trial),
             )
             for _ in self.presentation.finish(active, aborted=True):
                 pass
@@ -469,11 +494,11 @@ class Runner(Component):
                     detail="interrupted before it finished; it runs again on resume",
                 ),
                 BlockKind.OTHER,
-                data=self.collector.take(),
+                data=collector.take(),
                 flag=BlockFlag.ABORTED,
             )
         else:
-            data = self.collector.take()
+            data = collector.take()
             if not data.empty:
                 self.recorder.commit(
                     BlockRecord(
@@ -494,6 +519,8 @@ class Runner(Component):
     def _open_session(self) -> None:
         """Create the session file (or reopen it with ``resume``); a real rig then watches for late units."""
         if self.resume:
+            if self.link is None:  # setup makes it before opening the session
+                raise RuntimeError(f"{self.name}: resuming a session needs the model server's link")
             self.recorder.resume()
             # its newest fit decides a loop's stop rule; new models are numbered on from its last
             self.link.resume_session(self.recorder.newest_model, self.recorder.next_model_version)
@@ -513,4 +540,6 @@ class Runner(Component):
 
     def _announce(self, status: BlockStatus) -> None:
         self.statuses.append(status)
+        if self.publisher is None:  # setup makes it first: the recorder announces nothing before
+            raise RuntimeError(f"{self.name}: a block status before setup made the publisher")
         self.publisher.send(status)

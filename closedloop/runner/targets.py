@@ -107,6 +107,9 @@ def target_rates(synthesis: Synthesis, units: np.ndarray, unit_ids: np.ndarray, 
                     f"target {text!r} is a percentile of measured natural-image rates, but "
                     "no natural-image responses have been recorded yet"
                 )
+            percentile = target.value
+            if percentile is None:  # parse_target gives every percentile target its value
+                raise RuntimeError(f"target {text!r} has no percentile")
             for i, unit in enumerate(units):
-                out[i, j] = np.percentile(means[:, column[int(unit)]], target.value)
+                out[i, j] = np.percentile(means[:, column[int(unit)]], percentile)
     return out

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import numpy as np
 import pyqtgraph as pg
+
+from closedloop.monitor.state import MonitorView
 
 MEASURED = (60, 140, 230)
 PREDICTED = (240, 140, 40)
@@ -14,6 +18,15 @@ MUTED = (150, 150, 150)
 def fmt(value: float, digits: int = 2) -> str:
     """A number for a title, "–" when undefined."""
     return "–" if value is None or not np.isfinite(value) else f"{value:.{digits}f}"
+
+
+class Panel(Protocol):
+    """What the window asks of a panel: the view areas it shows, and a redraw from a view."""
+
+    @property
+    def depends(self) -> tuple[str, ...]: ...
+
+    def update(self, view: MonitorView) -> None: ...
 
 
 class IdentityLine:

@@ -69,7 +69,7 @@ class ModelPanel:
         self._unit_ids = view.unit_ids
         x = np.arange(view.unit_ids.size)
         self.bars.setOpts(x=x, height=np.nan_to_num(view.heldout_r))
-        chosen = np.flatnonzero(view.unit_ids == view.unit) if view.unit is not None else []
+        chosen: np.ndarray | list[int] = np.flatnonzero(view.unit_ids == view.unit) if view.unit is not None else []
         self.chosen.setOpts(x=x[chosen], height=np.nan_to_num(view.heldout_r[chosen]))
         online = view.per_unit_r if view.per_unit_r.size == x.size else np.full(x.size, np.nan)
         self.online.setData(*finite_xy(x, online))
