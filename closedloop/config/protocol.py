@@ -44,7 +44,7 @@ MAX_TRIALS = 10_000_000
 #: Most images one synthesize block may make.
 MAX_SYNTHESIZED = 100_000
 #: Ensemble members that judge synthesized images instead of optimising them (`Synthesis`).
-DEFAULT_HELDOUT_MEMBERS = 2
+DEFAULT_HELDOUT_MEMBERS = 1
 
 
 @dataclass(frozen=True)

@@ -54,7 +54,7 @@ def test_from_configs_takes_typed_choices(configs):
 
 def test_the_protocols_held_out_members_reach_the_server_and_bad_ones_name_the_field(configs):
     rig, protocol, tmp_path = configs
-    assert ServerSettings.from_configs(rig, protocol).synthesis_heldout_members == 2  # the stated default
+    assert ServerSettings.from_configs(rig, protocol).synthesis_heldout_members == 1  # the stated default
     none = load_protocol(write_variant(tmp_path, "protocols/demo.yaml", {"synthesis.heldout_members": 0}, "p0.yaml"))
     assert ServerSettings.from_configs(rig, none).synthesis_heldout_members == 0
     with pytest.raises(ClosedLoopError, match="synthesis.heldout_members"):
