@@ -31,12 +31,14 @@ rates reported for them (``achieved_hz``, ``predictions``) are the held-out memb
 mean; which members are held out rotates from image to image.  An image pushed to
 where the optimising members over-predict — the winner's curse of maximising a model —
 is then judged by a member that was not pushed there: on
-five simulated V1 families the median predicted/true rate of "max" images fell from
-1.15–2.19 to 0.93–1.23 (benchmarks/generalise.py) for images that beat the units' best
-natural images as often as before.  Two held-out members judged as honestly but left
-weaker optimisers (off-centre units: 59 % instead of 71 % beat their best natural
-image).  The spread reported is all members' standard deviation, so disagreement
-between the optimising and the held-out members shows there.
+five simulated V1 families (benchmarks/generalise.py, two synthesis seeds) the median
+predicted/true rate of "max" images fell from 1.15–2.20 to 0.93–1.47 (classic 0.95–1.00,
+off-centre 0.93, textures 1.14–1.15, normalisation 1.31–1.38, deep CNN 1.43–1.47), for
+images that beat the units' best natural images as often as before.  Two held-out
+members judged the deep family better (1.20) but made weaker images (off-centre: 53–59 %
+instead of 65 % beat their best natural image; normalisation's percentile accuracy
+0.88–0.91 instead of 0.94–0.95).  The spread reported is all members' standard
+deviation, so disagreement between the optimising and the held-out members shows there.
 """
 
 from __future__ import annotations
