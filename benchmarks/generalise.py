@@ -47,6 +47,8 @@ from pathlib import Path
 
 import numpy as np
 
+from closedloop.config.protocol import DEFAULT_HELDOUT_MEMBERS
+
 FAMILIES = {
     "classic": "sim/default.yaml",
     "normalisation": "sim/normalisation.yaml",
@@ -78,6 +80,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=0.0,
         help="synthesis ensemble-disagreement penalty weight (default 0, as synth's default)",
+    )
+    parser.add_argument(
+        "--heldout-members",
+        type=int,
+        default=DEFAULT_HELDOUT_MEMBERS,
+        help="ensemble members that judge synthesized images instead of optimising them "
+        f"(default {DEFAULT_HELDOUT_MEMBERS}, as synth's default; 0: none)",
     )
     parser.add_argument(
         "--contrast-quantile",
@@ -188,7 +197,9 @@ def honesty(path: Path, model_path: Path, args: argparse.Namespace) -> dict:
     from closedloop.synth.verify import ground_truth_report
 
     checkpoint = load_checkpoint(model_path, args.device)
-    settings = SynthesisSettings(steps=args.synth_steps, disagreement_weight=args.disagreement)
+    settings = SynthesisSettings(
+        steps=args.synth_steps, disagreement_weight=args.disagreement, heldout_members=args.heldout_members
+    )
     bound = default_bound(checkpoint.metrics.get("image_statistics"), args.contrast_quantile)
     started = time.perf_counter()
     try:
@@ -279,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"preset chosen on {args.choose_on}: {chosen}; device {describe_device(device)}; "
         f"{args.units} units x {args.images} images x {args.repeats} repeats per family; "
-        f"synthesis {args.synth_steps} steps, disagreement weight {args.disagreement:g}, contrast bound at the "
+        f"synthesis {args.synth_steps} steps, {args.heldout_members} held-out members, "
+        f"disagreement weight {args.disagreement:g}, contrast bound at the "
         f"{args.contrast_quantile:g} quantile; {time.perf_counter() - started:.0f} s in all"
     )
     print(table(rows))

@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 from closedloop.commands.common import add_json_option, non_negative_int, positive_int, write_json
+from closedloop.config.protocol import DEFAULT_HELDOUT_MEMBERS
 from closedloop.errors import ClosedLoopError, DataFileError
 
 
@@ -107,6 +108,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="penalty weight on the ensemble members' disagreement for 'max' images (default 0; "
         "'max' then maximises rate - W x spread)",
     )
+    parser.add_argument(
+        "--heldout-members",
+        type=non_negative_int,
+        default=DEFAULT_HELDOUT_MEMBERS,
+        metavar="K",
+        help=f"ensemble members kept out of the optimisation whose mean is the reported prediction, so 'max' "
+        f"images are not promised the optimising members' over-estimate (default {DEFAULT_HELDOUT_MEMBERS}; "
+        "0: every member optimises and predicts; ignored when fewer than 2 members would optimise)",
+    )
     parser.add_argument("--tv", type=float, default=0.0, help="total-variation penalty weight (default 0)")
     parser.add_argument(
         "--display-size",
@@ -173,7 +183,11 @@ def run(args: argparse.Namespace) -> int:
         max_contrast=args.contrast if isinstance(args.contrast, float) else None,
     )
     settings = SynthesisSettings(
-        steps=args.steps, tolerance_hz=args.tolerance, tv_weight=args.tv, disagreement_weight=args.disagreement
+        steps=args.steps,
+        tolerance_hz=args.tolerance,
+        tv_weight=args.tv,
+        disagreement_weight=args.disagreement,
+        heldout_members=args.heldout_members,
     )
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     show = sys.stderr.isatty() if args.progress is None else args.progress

@@ -43,6 +43,8 @@ MAX_IMAGES = 100_000
 MAX_TRIALS = 10_000_000
 #: Most images one synthesize block may make.
 MAX_SYNTHESIZED = 100_000
+#: Ensemble members that judge synthesized images instead of optimising them (`Synthesis`).
+DEFAULT_HELDOUT_MEMBERS = 1
 
 
 @dataclass(frozen=True)
@@ -257,7 +259,10 @@ class Synthesis:
 
     ``targets`` are percentiles of each unit's measured rates (``p20``), ``max``, or
     absolute rates (``12.5hz``); ``images_per_target`` images (different noise
-    seeds) are made for each unit and target.
+    seeds) are made for each unit and target.  ``heldout_members`` ensemble members
+    take no part in the optimisation and give the predicted rate recorded for each
+    image, so "max" images are not promised the optimising members' over-estimate
+    (0: every member optimises and predicts).
     """
 
     units: UnitSelection
@@ -265,6 +270,7 @@ class Synthesis:
     targets: tuple[str, ...] = ("p20", "p35", "p50", "p65", "p80")
     images_per_target: int = setting(1, ge=1, le=1000)
     seed: int | None = setting(None, ge=0, le=MAX_SEED)
+    heldout_members: int = setting(DEFAULT_HELDOUT_MEMBERS, ge=0, le=64)
 
     @property
     def parsed_targets(self) -> tuple[Target, ...]:

@@ -282,7 +282,9 @@ class ModelServer(Component):
         request, message, served, jobs = waiting.item  # the model the jobs' unit columns refer to
         steps = message.steps or self.settings.synthesis_steps
         cancel = JobCancel(self._cancel, None if waiting.owner else self.settings.synthesis_budget_s)
-        future = self._synth_thread.submit(run_synthesis, served, message, jobs, self.canvas, steps, cancel)
+        future = self._synth_thread.submit(
+            run_synthesis, served, message, jobs, self.canvas, steps, cancel, self.settings.synthesis_heldout_members
+        )
         future.add_done_callback(self._wake)
         self.syntheses.running = Running(waiting, future, cancel)
 

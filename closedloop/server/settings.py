@@ -67,6 +67,9 @@ class ServerSettings:
         Seeds the split, every refit and the rmax draws; ``None`` draws one (recorded).
     synthesis_steps
         Step cap of a SynthesizeRequest with ``steps`` 0.
+    synthesis_heldout_members
+        Ensemble members that judge synthesized images instead of optimising them
+        (`closedloop.synth.optimise.SynthesisSettings.heldout_members`).
     max_synthesize
         Most images one SynthesizeRequest may ask for (the server stays responsive).
     aperture_px, mean_luminance
@@ -104,6 +107,7 @@ class ServerSettings:
     device: str = "auto"
     seed: int | None = None
     synthesis_steps: int = SynthesisSettings().steps
+    synthesis_heldout_members: int = SynthesisSettings().heldout_members
     max_synthesize: int = 1000
     aperture_px: float | None = None
     mean_luminance: float = 0.5
@@ -194,7 +198,9 @@ class ServerSettings:
         fit = protocol.fit
         if fit is None:
             raise protocol.error("fit", "the model server needs a 'fit:' section in the protocol")
-        steps = protocol.synthesis.steps if protocol.synthesis is not None else SynthesisSettings().steps
+        synthesis = protocol.synthesis
+        steps = synthesis.steps if synthesis is not None else SynthesisSettings().steps
+        heldout = synthesis.heldout_members if synthesis is not None else SynthesisSettings().heldout_members
         return cls(
             request_endpoint=request_endpoint or rig.network.endpoint("model"),
             events_endpoint=events_endpoint or rig.network.endpoint("model_events"),
@@ -206,6 +212,7 @@ class ServerSettings:
             device=device_choice(device, protocol, rig),
             seed=protocol.seed if seed is None else int(seed),
             synthesis_steps=steps,
+            synthesis_heldout_members=heldout,
             mean_luminance=rig.display.mean_luminance,
             window_s=protocol.response.window_s,
             out_dir=None if out_dir is None else str(out_dir),

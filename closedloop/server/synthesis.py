@@ -62,6 +62,7 @@ def run_synthesis(
     canvas: Canvas,
     steps: int,
     cancel: threading.Event | JobCancel,
+    heldout_members: int = SynthesisSettings().heldout_members,
 ) -> SynthesizeResult:
     """Optimise the images (background thread) and package the reply; stops when ``cancel.is_set()``."""
 
@@ -76,7 +77,7 @@ def run_synthesis(
         jobs,
         canvas=canvas,
         scale_hz=served.scale_hz,
-        settings=SynthesisSettings(steps=steps),
+        settings=SynthesisSettings(steps=steps, heldout_members=heldout_members),
         seed=request.seed,
         progress=progress,
         progress_every=1,

@@ -50,3 +50,12 @@ def test_from_configs_takes_typed_choices(configs):
     assert (chosen.device, chosen.seed, chosen.stimulus_size_px) == ("cpu", 11, 80)
     with pytest.raises(TypeError):
         ServerSettings.from_configs(rig, protocol, holdout_fraction=0.5)  # no untyped overrides
+
+
+def test_the_protocols_held_out_members_reach_the_server_and_bad_ones_name_the_field(configs):
+    rig, protocol, tmp_path = configs
+    assert ServerSettings.from_configs(rig, protocol).synthesis_heldout_members == 1  # the stated default
+    none = load_protocol(write_variant(tmp_path, "protocols/demo.yaml", {"synthesis.heldout_members": 0}, "p0.yaml"))
+    assert ServerSettings.from_configs(rig, none).synthesis_heldout_members == 0
+    with pytest.raises(ClosedLoopError, match="synthesis.heldout_members"):
+        load_protocol(write_variant(tmp_path, "protocols/demo.yaml", {"synthesis.heldout_members": -1}, "bad.yaml"))

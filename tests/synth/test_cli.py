@@ -80,6 +80,12 @@ def test_cli_bad_input_is_one_clear_line(tiny_checkpoint, tmp_path, capsys, argu
     assert not (tmp_path / "library.h5").exists()
 
 
+def test_cli_refuses_a_negative_held_out_member_count(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["synth", str(tmp_path / "model.pt"), "--out", str(tmp_path), "--heldout-members", "-1"])
+    assert exit_info.value.code == 2 and "--heldout-members: must be 0 or more" in capsys.readouterr().err
+
+
 def test_cli_refuses_a_model_file_of_the_wrong_kind(tiny_checkpoint, tmp_path, capsys):
     _, archive = tiny_checkpoint
     assert main(["synth", str(archive), "--out", str(tmp_path)]) == 2

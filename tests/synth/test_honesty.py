@@ -11,12 +11,14 @@ import torch
 from closedloop.cli import main
 from closedloop.errors import ClosedLoopError
 from closedloop.model.checkpoint import load_checkpoint
+from closedloop.model.linear import LinearPixelModel
 from closedloop.synth.canvas import Canvas
 from closedloop.synth.contrast import contrast_statistics, default_bound, rms_contrast
 from closedloop.synth.library import read_library
 from closedloop.synth.optimise import SynthesisSettings, synthesize
 from closedloop.synth.plan import heldout_r, synthesize_from_checkpoint, well_fit
 from closedloop.synth.targets import SynthesisJob, Target
+from _synth_models import linear_filters
 
 
 def test_rms_contrast_is_measured_inside_the_varying_aperture():
@@ -134,3 +136,46 @@ def test_no_unit_good_enough_is_one_clear_error(tiny_checkpoint, tmp_path, capsy
             min_heldout_r=None,
             canvas=Canvas.for_preprocessing(checkpoint.preprocessing),
         )
+
+
+@pytest.fixture
+def split_ensemble():
+    """Four members of one unit: 0-2 see the Gabor-like filter, member 3 the centre-surround one."""
+    filters = linear_filters()
+    model = LinearPixelModel(33 * 33, 1, n_members=4)
+    with torch.no_grad():
+        for member in range(4):
+            model.weight[member, :, 0] = torch.as_tensor(2.0 * filters[0 if member < 3 else 1].ravel())
+        model.bias.fill_(10.0)
+    return model.eval()
+
+
+def _members(model, images):
+    with torch.no_grad():
+        return model.forward_members(torch.as_tensor(images)).numpy()[:, :, 0]
+
+
+def test_held_out_members_judge_the_images_the_others_optimised(split_ensemble):
+    maximise = SynthesisJob(0, Target("max"), float("nan"))
+    jobs = [maximise, SynthesisJob(0, Target("p50"), 14.0), maximise, maximise]
+    settings = SynthesisSettings(steps=60, heldout_members=1)
+    result = synthesize(split_ensemble, jobs, canvas=Canvas(), scale_hz=np.array([30.0]), settings=settings)
+    members = _members(split_ensemble, result.images)  # (member, image)
+    # Image i is judged by member i (the held-out member rotates) and optimised by the other three.
+    np.testing.assert_allclose(result.achieved_hz, np.diag(members), rtol=1e-5)
+    np.testing.assert_allclose(result.predictions[:, 0], np.diag(members), rtol=1e-5)
+    others = lambda i: np.delete(members[:, i], i)  # noqa: E731
+    assert result.converged[1] and abs(others(1).mean() - 14.0) <= settings.tolerance_hz
+    # Image 3: the Gabor-like members drove it hard; the centre-surround member that judges it was never asked.
+    assert others(3).min() > 40.0 and result.achieved_hz[3] < 0.5 * others(3).mean()
+    np.testing.assert_allclose(result.spread_hz, members.std(axis=0), rtol=1e-4)  # all four members
+    assert result.extra["heldout_members"] == 1
+
+
+def test_every_member_optimises_and_reports_without_held_out_members(split_ensemble):
+    jobs = [SynthesisJob(0, Target("max"), float("nan"))]
+    for settings in (SynthesisSettings(steps=30, heldout_members=0), SynthesisSettings(steps=30, heldout_members=3)):
+        # 0 asks for none; 3 would leave a single member to optimise, so none are held out either.
+        result = synthesize(split_ensemble, jobs, canvas=Canvas(), scale_hz=np.array([30.0]), settings=settings)
+        np.testing.assert_allclose(result.achieved_hz, _members(split_ensemble, result.images).mean(axis=0), rtol=1e-5)
+        assert result.extra["heldout_members"] == 0
