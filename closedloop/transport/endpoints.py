@@ -40,6 +40,19 @@ def free_tcp_port(host: str = LOOPBACK) -> int:
         return probe.getsockname()[1]
 
 
+def free_tcp_ports(n: int, host: str = LOOPBACK) -> list[int]:
+    """``n`` distinct TCP ports that were free a moment ago (all held open together while drawn,
+    so no two are the same, which ``n`` calls of `free_tcp_port` do not promise)."""
+    probes = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    try:
+        for probe in probes:
+            probe.bind((host, 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
+
+
 def random_tcp_endpoint(host: str = LOOPBACK) -> str:
     """``tcp://host:PORT`` with a port that was free a moment ago."""
     return tcp_endpoint(free_tcp_port(host), host)

@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import socket
+from closedloop.transport import free_tcp_ports
 from pathlib import Path
 
 EXAMPLE = Path(__file__).parents[2] / "rigs" / "example_openephys.yaml"
 PORT_NAMES = ("stimulus", "spikes", "model", "model_events", "responses", "blocks")
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def openephys_rig(tmp_path: Path, event_port: int, *, streams: str = "[]", extra: str = "") -> Path:
@@ -25,7 +15,7 @@ def openephys_rig(tmp_path: Path, event_port: int, *, streams: str = "[]", extra
     text = text.replace("  streams: []", f"  streams: {streams}")
     if extra:
         text = text.replace("  drop_unsorted: false", "  drop_unsorted: false\n" + extra)
-    for name, port in zip(PORT_NAMES, free_ports(len(PORT_NAMES))):
+    for name, port in zip(PORT_NAMES, free_tcp_ports(len(PORT_NAMES))):
         text = text.replace(f"    {name}: 56", f"    {name}: {port} #", 1)
     rig = tmp_path / "openephys_rig.yaml"
     rig.write_text(text)

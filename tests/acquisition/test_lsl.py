@@ -16,9 +16,9 @@ from closedloop.config import load_rig
 from closedloop.errors import ClosedLoopError
 from closedloop.messages import SpikeBatch, SyncEvent
 from closedloop.runtime import Supervisor
-from closedloop.transport import Subscriber, random_tcp_endpoint
+from closedloop.transport import Subscriber, free_tcp_ports, random_tcp_endpoint
 
-from .openephys_rig import PORT_NAMES, free_ports
+from .openephys_rig import PORT_NAMES
 from .test_openephys_run import PROTOCOL, SCENARIO
 
 EXAMPLE = "rigs/example_lsl.yaml"
@@ -68,12 +68,12 @@ class _Bridge:
 
 def test_lsl_end_to_end_outlet_adapter_runner_session(tmp_path, capsys):
     pylsl = _pylsl()
-    suffix = str(free_ports(1)[0])  # stream names no other test run on this network shares
+    suffix = str(free_tcp_ports(1)[0])  # stream names no other test run on this network shares
     names = (f"closedloop-test-spikes-{suffix}", f"closedloop-test-markers-{suffix}")
     text = Path(EXAMPLE).read_text().replace("spike_stream: closedloop-spikes", f"spike_stream: {names[0]}")
     text = text.replace("marker_stream: closedloop-markers", f"marker_stream: {names[1]}")
     text = text.replace("discover_units_s: 10", "discover_units_s: 3")
-    for name, port in zip(PORT_NAMES, free_ports(len(PORT_NAMES))):
+    for name, port in zip(PORT_NAMES, free_tcp_ports(len(PORT_NAMES))):
         text = text.replace(f"    {name}: 56", f"    {name}: {port} #", 1)
     rig_path = tmp_path / "lsl_rig.yaml"
     rig_path.write_text(text)

@@ -15,7 +15,7 @@ from closedloop.acquisition.openephys_clock import OtherStream
 from closedloop.acquisition.openephys_format import EventFormatError, decode, encode_spike, encode_ttl
 from closedloop.acquisition.openephys_units import UnitIdError, UnitIds, UnitSource, electrode_layout
 from closedloop.runtime import Supervisor
-from closedloop.transport import Subscriber, random_tcp_endpoint
+from closedloop.transport import Subscriber, free_tcp_ports, random_tcp_endpoint
 
 from .helpers import collect
 
@@ -126,9 +126,9 @@ def test_unsorted_spikes_can_be_dropped_and_unlisted_streams_are_refused():
 def test_serve_acquisition_translates_the_stand_in_with_the_rig_file(tmp_path):
     from closedloop.config import load_rig
 
-    from .openephys_rig import free_ports, openephys_rig
+    from .openephys_rig import openephys_rig
 
-    event_port = free_ports(1)[0]
+    event_port = free_tcp_ports(1)[0]
     rig_path = openephys_rig(tmp_path, event_port, streams=f'[{{name: "{B}", offset_s: {OFFSET_B!r}}}]')
     rig = load_rig(rig_path)
     child = subprocess.Popen(

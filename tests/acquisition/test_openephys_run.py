@@ -20,9 +20,9 @@ from closedloop.acquisition.openephys_units import UnitIds
 from closedloop.cli import main
 from closedloop.config import load_rig
 from closedloop.runtime import Supervisor
-from closedloop.transport import random_tcp_endpoint
+from closedloop.transport import free_tcp_ports, random_tcp_endpoint
 
-from .openephys_rig import free_ports, openephys_rig
+from .openephys_rig import openephys_rig
 
 RATE = 30000.0
 SCENARIO = """\
@@ -73,7 +73,7 @@ def _run(tmp_path, rig_edits: dict[str, str], args: list[str]):
     brain = BrainSpec(scenario=str(scenario), seed=1, size_px=66)
     layout = gui_layout(brain.build().channels)
     (start_a, start_b) = (layout.counter_start[s] for s in ("Acquisition Board", "Probe B"))
-    event_port = free_ports(1)[0]
+    event_port = free_tcp_ports(1)[0]
     rig_path = openephys_rig(
         tmp_path, event_port, streams=f'[{{name: "Probe B", offset_s: {(start_a - start_b) / RATE!r}}}]'
     )

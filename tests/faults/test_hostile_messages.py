@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from closedloop.messages import BlockRequest, StimulusShown, encode
-from closedloop.transport import free_tcp_port
+from closedloop.transport import free_tcp_ports
 
 from .config_corpus import ROOT
 from .message_corpus import (
@@ -142,7 +142,8 @@ def test_any_block_request_leaves_the_presenter_working(
 
 @pytest.mark.timeout(120)
 def test_a_flooded_array_process_stops_promptly_on_sigterm(tmp_path: Path) -> None:
-    ports = {name: free_tcp_port() for name in ("stimulus", "spikes", "model", "model_events", "responses", "blocks")}
+    names = ("stimulus", "spikes", "model", "model_events", "responses", "blocks")
+    ports = dict(zip(names, free_tcp_ports(len(names))))
     rig = (ROOT / "rigs" / "sim.yaml").read_text()
     for name, port in ports.items():
         rig = rig.replace(f"    {name}: 56", f"    {name}: {port}  # was 56", 1)

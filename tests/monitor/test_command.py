@@ -11,7 +11,7 @@ from closedloop.cli import main
 from closedloop.monitor.synthetic import SyntheticPublisher, SyntheticSession
 from closedloop.paths import shipped_file
 from closedloop.sim.archive import ArchiveSpec, make_archive
-from closedloop.transport import free_tcp_port
+from closedloop.transport import free_tcp_ports
 
 pytest.importorskip("pyqtgraph")
 
@@ -48,7 +48,8 @@ def test_a_session_file(tmp_path, capsys):
 
 
 def test_live_streams_from_a_rig_file(tmp_path):
-    ports = {name: free_tcp_port() for name in ("stimulus", "spikes", "model", "model_events", "responses", "blocks")}
+    names = ("stimulus", "spikes", "model", "model_events", "responses", "blocks")
+    ports = dict(zip(names, free_tcp_ports(len(names))))
     text = shipped_file("rigs/sim.yaml").read_text()
     for name, port in ports.items():
         text = re.sub(rf"(\n    {name}: )\d+", rf"\g<1>{port}", text)

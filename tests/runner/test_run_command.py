@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -14,22 +13,13 @@ import pytest
 
 from closedloop.cli import main
 from closedloop.reports.summary import session_records as read_records
+from closedloop.transport import free_tcp_ports
 
 from .helpers import N_UNITS, PROTOCOL, RIG, SCENARIO, wait_for
 
 CLOSEDLOOP = [sys.executable, "-m", "closedloop.cli"]
 #: Presentation trials of the tiny protocol: 20 images × 2, then per iteration 2 units × 2 targets × 2.
 NATURAL_TRIALS, SYNTHESIZED_TRIALS = 40, 8
-
-
-def _free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
 
 
 def _files(tmp_path: Path, *, iterations: int = 1, tcp: bool = False, real_time: bool = False) -> tuple[Path, Path]:
@@ -40,7 +30,7 @@ def _files(tmp_path: Path, *, iterations: int = 1, tcp: bool = False, real_time:
         rig_text = rig_text.replace("speed: 0", "speed: 1")
     if tcp:
         names = ("stimulus", "spikes", "model", "model_events", "responses", "blocks")
-        ports = "\n".join(f"    {name}: {port}" for name, port in zip(names, _free_ports(len(names))))
+        ports = "\n".join(f"    {name}: {port}" for name, port in zip(names, free_tcp_ports(len(names))))
         rig_text += f"network:\n  host: 127.0.0.1\n  ports:\n{ports}\n"
     rig = tmp_path / "rig.yaml"
     rig.write_text(rig_text)
@@ -223,7 +213,7 @@ def test_a_real_rig_whose_recording_system_is_silent_shows_nothing(tmp_path, cap
     _, protocol = _files(tmp_path)
     rig_text = (Path(__file__).parents[2] / "rigs" / "example_openephys.yaml").read_text()
     rig = tmp_path / "openephys_rig.yaml"
-    rig.write_text(rig_text.replace("tcp://127.0.0.1:5557", f"tcp://127.0.0.1:{_free_ports(1)[0]}"))
+    rig.write_text(rig_text.replace("tcp://127.0.0.1:5557", f"tcp://127.0.0.1:{free_tcp_ports(1)[0]}"))
     session = tmp_path / "s.h5"
     status = main(
         [

@@ -15,7 +15,7 @@ from conftest import UNIT_IDS
 
 from closedloop.messages import Accepted, Error, FitRequest, PredictRequest
 from closedloop.transport import RequestClient
-from closedloop.transport.endpoints import free_tcp_port
+from closedloop.transport.endpoints import free_tcp_ports
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(sys.executable).with_name("closedloop")
@@ -24,7 +24,7 @@ SCRIPT = Path(sys.executable).with_name("closedloop")
 def _rig(tmp_path: Path) -> Path:
     rig = yaml.safe_load((ROOT / "rigs" / "sim.yaml").read_text())
     ports = rig["network"]["ports"]
-    ports.update({name: free_tcp_port() for name in ports})
+    ports.update(zip(ports, free_tcp_ports(len(ports))))
     rig["compute"]["device"] = "cpu"
     path = tmp_path / "rig.yaml"
     path.write_text(yaml.safe_dump(rig))

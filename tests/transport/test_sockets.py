@@ -18,6 +18,7 @@ from closedloop.transport import (
     Subscriber,
     check_endpoint,
     free_tcp_port,
+    free_tcp_ports,
     inproc_endpoint,
     ipc_endpoint,
     random_tcp_endpoint,
@@ -155,6 +156,8 @@ def test_reply_to_a_vanished_client_is_counted(context) -> None:
 
 def test_endpoint_helpers() -> None:
     assert free_tcp_port() not in OPEN_EPHYS_PORTS
+    ports = free_tcp_ports(40)
+    assert len(set(ports)) == 40  # a rig's six ports drawn at once never collide
     assert inproc_endpoint("x") != inproc_endpoint("x")
     assert ipc_endpoint("x").startswith("ipc://")
     with pytest.raises(ValueError):
