@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from closedloop.data.dataset import Preprocessing
 from closedloop.errors import ClosedLoopError
@@ -182,7 +183,7 @@ class ServerSettings:
         rig,
         protocol,
         *,
-        out_dir: str | None = None,
+        out_dir: str | Path | None = None,
         request_endpoint: str | None = None,
         events_endpoint: str | None = None,
         session: str = "",
