@@ -6,7 +6,27 @@ does not load the simulator.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from closedloop.lazy import lazy_exports
+
+if TYPE_CHECKING:  # the names as mypy reads them; at run time each is imported on first use
+    from closedloop.acquisition.base import (
+        Acquired as Acquired,
+        AcquisitionAdapter as AcquisitionAdapter,
+        AdapterStats as AdapterStats,
+        PlaybackClock as PlaybackClock,
+    )
+    from closedloop.acquisition.buffer import AcquisitionBuffer as AcquisitionBuffer, StreamData as StreamData
+    from closedloop.acquisition.lsl import LslAdapter as LslAdapter
+    from closedloop.acquisition.openephys import OpenEphysAdapter as OpenEphysAdapter
+    from closedloop.acquisition.recording import (
+        recording_adapter as recording_adapter,
+        RECORDING_KINDS as RECORDING_KINDS,
+    )
+    from closedloop.acquisition.replay import ReplayAdapter as ReplayAdapter
+    from closedloop.acquisition.sim_array import BrainSpec as BrainSpec, SimulatedArray as SimulatedArray
+
 
 _EXPORTS = {
     "AcquisitionAdapter": "closedloop.acquisition.base",

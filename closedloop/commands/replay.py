@@ -193,6 +193,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _write(path: Path | None, summary: dict) -> None:
+    if path is None:  # no --json
+        return
     try:
         write_json(path, summary)
     except OSError as error:

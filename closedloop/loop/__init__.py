@@ -12,7 +12,20 @@ Names are imported on first use (`closedloop.lazy`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from closedloop.lazy import lazy_exports
+
+if TYPE_CHECKING:  # the names as mypy reads them; at run time each is imported on first use
+    from closedloop.loop.assemble import build_loop as build_loop, presenter_for as presenter_for
+    from closedloop.loop.components import brain_units as brain_units, simulated_brain as simulated_brain
+    from closedloop.loop.local import (
+        LocalLoop as LocalLoop,
+        run_until_done as run_until_done,
+        simulated_components as simulated_components,
+    )
+    from closedloop.loop.progress import ProgressPrinter as ProgressPrinter
+
 
 _EXPORTS = {
     "LocalLoop": "closedloop.loop.local",

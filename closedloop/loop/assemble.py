@@ -22,6 +22,7 @@ from closedloop.errors import ClosedLoopError
 from closedloop.loop import components as make
 from closedloop.loop.local import LocalLoop, simulated_components
 from closedloop.loop.progress import ProgressPrinter
+from closedloop.present.component import PresenterKind
 from closedloop.runner.settings import RunnerSettings
 from closedloop.runtime.component import Component
 from closedloop.transport import Endpoints
@@ -30,7 +31,7 @@ PresenterChoice = Literal["auto", "psychopy", "headless"]
 ModelChoice = Literal["local", "remote"]
 
 
-def presenter_for(rig: Rig, choice: PresenterChoice) -> str:
+def presenter_for(rig: Rig, choice: PresenterChoice) -> PresenterKind:
     """``auto``: the fast headless presenter for a simulated rig, PsychoPy for a real one."""
     if choice == "auto":
         return "headless" if rig.acquisition.kind == "sim" else "psychopy"
@@ -144,7 +145,7 @@ def _recording_components(
     session_path,
     endpoints: Endpoints,
     server: Component | None,
-    presenter: str,
+    presenter: PresenterKind,
     presenter_options,
     resume: bool,
     overwrite: bool,

@@ -16,18 +16,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from closedloop.acquisition import BrainSpec, ReplayAdapter, SimulatedArray
+from closedloop.acquisition.base import AcquisitionAdapter
 from closedloop.acquisition.recording import RECORDING_KINDS, recording_adapter
 from closedloop.config.protocol import Protocol
 from closedloop.config.rig import Rig
 from closedloop.errors import ClosedLoopError
 from closedloop.messages import ModelUpdated
 from closedloop.present import PresenterComponent
+from closedloop.present.component import PresenterKind
 from closedloop.replay.driver import DriverSettings, ReplayDriver
 from closedloop.replay.plan import ArchivePlan
 from closedloop.replay.rows import BlockRow
 from closedloop.runner.runner import Runner
 from closedloop.runner.settings import RunnerSettings
-from closedloop.runtime.component import Component
 from closedloop.sim.brain import spec_from_rig
 from closedloop.transport import Endpoints
 
@@ -82,7 +83,7 @@ def simulated_array(
     )
 
 
-def acquisition_adapter(rig: Rig, endpoints: Endpoints | None = None) -> Component:
+def acquisition_adapter(rig: Rig, endpoints: Endpoints | None = None) -> AcquisitionAdapter:
     """The acquisition adapter the rig's ``acquisition.kind`` names (sim, replay, openephys or lsl).
 
     Raises
@@ -108,7 +109,11 @@ def acquisition_adapter(rig: Rig, endpoints: Endpoints | None = None) -> Compone
 
 
 def presenter(
-    rig: Rig, protocol: Protocol, endpoints: Endpoints, kind: str = "headless", options: dict[str, Any] | None = None
+    rig: Rig,
+    protocol: Protocol,
+    endpoints: Endpoints,
+    kind: PresenterKind = "headless",
+    options: dict[str, Any] | None = None,
 ) -> PresenterComponent:
     """The presenter component: blocks on ``endpoints.blocks``, trial reports on ``endpoints.stimulus``."""
     return PresenterComponent(

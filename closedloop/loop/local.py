@@ -20,6 +20,7 @@ from closedloop.acquisition import BrainSpec
 from closedloop.config.protocol import Protocol
 from closedloop.config.rig import Rig
 from closedloop.loop import components as make
+from closedloop.present.component import PresenterKind
 from closedloop.runner.runner import Runner
 from closedloop.runner.settings import RunnerSettings
 from closedloop.runtime import Supervisor
@@ -49,7 +50,7 @@ def simulated_components(
     endpoints: Endpoints | None = None,
     brain: BrainSpec | None = None,
     model_server: Component | None = None,
-    presenter: str = "headless",
+    presenter: PresenterKind = "headless",
     presenter_options: dict[str, Any] | None = None,
     speed: float | None = None,
     resume: bool = False,

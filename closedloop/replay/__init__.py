@@ -10,7 +10,21 @@ Names are imported on first use (`closedloop.lazy`).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from closedloop.lazy import lazy_exports
+
+if TYPE_CHECKING:  # the names as mypy reads them; at run time each is imported on first use
+    from closedloop.replay.driver import DriverSettings as DriverSettings, ReplayDriver as ReplayDriver
+    from closedloop.replay.pipeline import (
+        prepare as prepare,
+        replay_archive as replay_archive,
+        ReplayOptions as ReplayOptions,
+        ReplayOutcome as ReplayOutcome,
+    )
+    from closedloop.replay.plan import ArchivePlan as ArchivePlan, read_plan as read_plan, ReplayBlock as ReplayBlock
+    from closedloop.replay.rows import BlockRow as BlockRow
+
 
 _EXPORTS = {
     "DriverSettings": "closedloop.replay.driver",

@@ -219,8 +219,6 @@ def replay_archive(
     )
     outcome.inputs = check_inputs(online_data, offline_data)
     if options.offline:
-        if settings.seed is None:  # ServerSettings draws one when none is given (typed int | None)
-            raise RuntimeError("the model server's settings have no seed")
         stage(f"offline batch fit of the same {offline_data.n_images} images on the server's split")
         outcome.comparison = compare_fits(
             server.model,

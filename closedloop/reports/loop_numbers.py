@@ -43,10 +43,8 @@ def build_report(session_path: Path, brain, models_dir: Path | None, device: str
         duration_s = _stimulus_duration_s(reader)
         natural_ids = stimuli["id"][stimuli["kind"] == StimulusKind.NATURAL]
         synthesized = stimuli[stimuli["kind"] == StimulusKind.SYNTHESIZED]
-        pixels = {
-            "natural": reader.read_pixels(natural_ids) if brain is not None else None,
-            "synthesized": reader.read_pixels(synthesized["id"]),
-        }
+        natural_pixels = reader.read_pixels(natural_ids) if brain is not None else None
+        synthesized_pixels = reader.read_pixels(synthesized["id"])
     records = read_journal(session_path, n_blocks)
     fits = _fits(records)
     by_version = {fit.version: fit for fit in fits}
@@ -58,13 +56,12 @@ def build_report(session_path: Path, brain, models_dir: Path | None, device: str
     best_natural = natural_means.max(axis=0) if natural_means.size else np.full(unit_ids.size, np.nan)
     column = {int(u): i for i, u in enumerate(unit_ids)}
 
-    truth = _Truth(brain, unit_ids, window_s, duration_s, pixels["natural"]) if brain is not None else None
+    truth = None if natural_pixels is None else _Truth(brain, unit_ids, window_s, duration_s, natural_pixels)
     synthesized_rows = {int(s): row for row, s in enumerate(synthesized["id"])}
     models = _SavedModels(models_dir, device)
     report = LoopReport(session=str(session_path), fits=fits, iterations=[], has_truth=truth is not None)
 
-    for number, record in enumerate(_synthesize_records(records), 1):
-        start, stop = record.stimuli
+    for number, (record, (start, stop)) in enumerate(_synthesize_records(records), 1):
         ids = np.arange(start, stop, dtype=np.int64)
         rows = np.asarray([synthesized_rows[int(i)] for i in ids], dtype=np.int64)
         table = synthesized[rows]
@@ -92,10 +89,10 @@ def build_report(session_path: Path, brain, models_dir: Path | None, device: str
         )
         cols = np.asarray([column[i.unit_id] for i in images], dtype=np.int64)
         if truth is not None:
-            true = truth.rates(pixels["synthesized"][rows])
+            true = truth.rates(synthesized_pixels[rows])
             for image, t in zip(images, true[np.arange(len(images)), cols]):
                 image.true_hz = float(t)
-        models.fill(iteration, version, after, pixels["synthesized"][rows])
+        models.fill(iteration, version, after, synthesized_pixels[rows])
         iteration.summary = _summary(
             images,
             natural_range[cols],
@@ -141,8 +138,9 @@ def _fits(records: list[BlockRecord]) -> list[ModelFit]:
     return out
 
 
-def _synthesize_records(records: list[BlockRecord]) -> list[BlockRecord]:
-    return [r for r in records if r.kind == "synthesize" and r.stimulus_set == "synthesized" and r.stimuli]
+def _synthesize_records(records: list[BlockRecord]) -> list[tuple[BlockRecord, list[int]]]:
+    """The synthesize blocks that stored images, each with its [start, stop) of stimulus ids."""
+    return [(r, r.stimuli) for r in records if r.kind == "synthesize" and r.stimulus_set == "synthesized" and r.stimuli]
 
 
 def _fit_after(records, synth_block: int, ids: np.ndarray, trials, blocks, version: int) -> int | None:
@@ -180,15 +178,16 @@ def turnaround(records: list[BlockRecord], synth_block: int) -> Turnaround:
         return times[last] - times[first] if first in times and last in times else math.nan
 
     total = span("responses_in_hand", "synthesis_received")
-    parts = [
-        span("responses_in_hand", "responses_delivered"),
-        span("fit_requested", "model_updated"),
-        span("synthesis_requested", "synthesis_received"),
-    ]
+    extraction = span("responses_in_hand", "responses_delivered")
+    refit = span("fit_requested", "model_updated")
+    synthesis = span("synthesis_requested", "synthesis_received")
+    parts = [extraction, refit, synthesis]
     n_fits = sum(1 for r in before if r.session_block > source.session_block and r.kind == "fit")
     return Turnaround(
         total,
-        *parts,
+        extraction,
+        refit,
+        synthesis,
         other=total - float(np.nansum(parts)) if math.isfinite(total) else math.nan,
         from_block=source.session_block,
         n_fits=n_fits,
@@ -260,9 +259,9 @@ class _SavedModels:
         self.folder, self.device = folder, device
         self._loaded: dict[int, object] = {}
 
-    def _load(self, version: int):
+    def _load(self, folder: Path, version: int):
         if version not in self._loaded:
-            self._loaded[version] = load_saved(self.folder, version, self.device)
+            self._loaded[version] = load_saved(folder, version, self.device)
         return self._loaded[version]
 
     def _predict(self, checkpoint, pixels: np.ndarray, unit_ids: list[int]) -> np.ndarray:
@@ -273,7 +272,7 @@ class _SavedModels:
     def fill(self, iteration: Iteration, version: int, after: int | None, pixels: np.ndarray) -> None:
         images = iteration.images
         units = [i.unit_id for i in images]
-        before = None if self.folder is None else self._load(version)
+        before = None if self.folder is None else self._load(self.folder, version)
         if before is not None:
             for image, rate in zip(images, self._predict(before, pixels, units)):
                 image.predicted_before_hz = float(rate)
@@ -285,7 +284,7 @@ class _SavedModels:
         if after is None:
             iteration.after_note = "no refit after the images' responses"
             return
-        checkpoint = None if self.folder is None else self._load(after)
+        checkpoint = None if self.folder is None else self._load(self.folder, after)
         if checkpoint is None:
             iteration.after_note = (
                 f"model version {after} was not saved (give models_dir: the server's out_dir)"

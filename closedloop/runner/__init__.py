@@ -12,7 +12,18 @@ Names are imported on first use (`closedloop.lazy`): reading the journal loads n
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from closedloop.lazy import lazy_exports
+
+if TYPE_CHECKING:  # the names as mypy reads them; at run time each is imported on first use
+    from closedloop.runner.alignment import align_onsets as align_onsets, Alignment as Alignment
+    from closedloop.runner.journal import BlockRecord as BlockRecord, Journal as Journal, journal_path as journal_path
+    from closedloop.runner.plan import Plan as Plan, PlannedStep as PlannedStep, trial_order as trial_order
+    from closedloop.runner.runner import Runner as Runner
+    from closedloop.runner.settings import RunnerSettings as RunnerSettings
+    from closedloop.runner.targets import check_protocol_units as check_protocol_units
+
 
 _EXPORTS = {
     "Alignment": "closedloop.runner.alignment",

@@ -7,7 +7,15 @@ Names are imported on first use (`closedloop.lazy`): the client does not load to
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from closedloop.lazy import lazy_exports
+
+if TYPE_CHECKING:  # the names as mypy reads them; at run time each is imported on first use
+    from closedloop.server.client import ModelLink as ModelLink
+    from closedloop.server.component import ModelServer as ModelServer
+    from closedloop.server.settings import ServerSettings as ServerSettings
+
 
 _EXPORTS = {
     "ModelServer": "closedloop.server.component",

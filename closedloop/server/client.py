@@ -155,7 +155,8 @@ class ModelLink:
             self._down("nobody is listening on its endpoint")
             return None
         deadline = time.monotonic() + timeout_s
-        ping_seq, ping_at = None, time.monotonic() + (ping_every_s or 0.0)
+        ping_gap = ping_every_s or 0.0  # only used when pings are asked for
+        ping_seq, ping_at = None, time.monotonic() + ping_gap
         while True:
             reply = self.client.recv(0)
             while reply is not None:
@@ -164,7 +165,7 @@ class ModelLink:
                     self.up = True
                     return reply
                 if ping_seq is not None and reply.envelope.reply_to == ping_seq:
-                    ping_seq, ping_at = None, time.monotonic() + ping_every_s
+                    ping_seq, ping_at = None, time.monotonic() + ping_gap
                 else:
                     self.client.stale_replies += 1
                 reply = self.client.recv(0)

@@ -26,6 +26,7 @@ from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import zmq
 
@@ -58,6 +59,8 @@ logger = logging.getLogger(__name__)
 
 # How long an idle step waits for a request: short, so finished work and stop requests are seen promptly.
 _POLL_MS = 20
+
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -125,6 +128,8 @@ class ModelServer(Component):
 
     def setup(self) -> None:
         s = self.settings
+        if s.aperture_px is None:  # ServerSettings fills it in
+            raise RuntimeError(f"{self.name}: the server settings have no aperture")
         self.device = resolve_device(s.device)
         if s.out_dir is not None:
             try:
@@ -178,11 +183,18 @@ class ModelServer(Component):
         self._poller.poll(_POLL_MS)
         self._drain_wake()
         self._collect_finished_work()
-        request = self.requests.recv(timeout_ms=0)
+        requests = self._made(self.requests, "the request socket")
+        request = requests.recv(timeout_ms=0)
         while request is not None:
             self._serve(request)
-            request = self.requests.recv(timeout_ms=0)
+            request = requests.recv(timeout_ms=0)
         return None
+
+    def _made(self, made: _T | None, what: str) -> _T:
+        """``made`` (one of the things `setup` makes), checked that setup has run."""
+        if made is None:
+            raise RuntimeError(f"{self.name}: {what} is used before setup made it")
+        return made
 
     def _wake(self, _future: Future | None = None) -> None:
         try:
@@ -219,15 +231,18 @@ class ModelServer(Component):
 
     def _serve(self, request: Request) -> None:
         message = request.decoded.message
-        handlers = {FitRequest: self._fit, PredictRequest: self._predict, SynthesizeRequest: self._synthesize}
-        handler = handlers.get(type(message))
         try:
-            if handler is None:
+            if type(message) is FitRequest:
+                self._fit(request, message)
+            elif type(message) is PredictRequest:
+                self._predict(request, message)
+            elif type(message) is SynthesizeRequest:
+                self._synthesize(request, message)
+            else:
                 raise RequestError(
                     "unexpected_request",
                     f"{self.name} answers FitRequest, PredictRequest and SynthesizeRequest, not {message.type_name()}",
                 )
-            handler(request, message)
         except RequestError as error:
             self._refuse(request, error.code, error.message)
         except ClosedLoopError as error:
@@ -240,9 +255,10 @@ class ModelServer(Component):
         self.owner.check(request)
         if message.version_floor > self._reserved + 1:  # a resumed session: its recorded versions are taken
             self._reserved = message.version_floor - 1
-        added = self.store.add(message)
+        store = self._made(self.store, "the response store")
+        added = store.add(message)
         self.counts["fit_requests"] += 1
-        detail = f"{added} trials added; {self.store.n_images} images, {self.store.n_trials} trials in all"
+        detail = f"{added} trials added; {store.n_images} images, {store.n_trials} trials in all"
         version = self.version
         if message.refit:
             version, queued = self._request_refit(message.block, request.decoded.envelope.seq)
@@ -262,7 +278,8 @@ class ModelServer(Component):
                 "busy", f"{len(self._predictions)} predictions are being computed; ask again when one has been answered"
             )
         # In the background: a large request must not hold up liveness checks and other clients.
-        future = self._predict_thread.submit(_predictions, served, message, self.settings)
+        pool = self._made(self._predict_thread, "the prediction thread")
+        future = pool.submit(_predictions, served, message, self.settings)
         future.add_done_callback(self._wake)
         self._predictions.append((request, future))
 
@@ -281,8 +298,10 @@ class ModelServer(Component):
             return
         request, message, served, jobs = waiting.item  # the model the jobs' unit columns refer to
         steps = message.steps or self.settings.synthesis_steps
-        cancel = JobCancel(self._cancel, None if waiting.owner else self.settings.synthesis_budget_s)
-        future = self._synth_thread.submit(
+        stop = self._made(self._cancel, "the cancel event")
+        pool = self._made(self._synth_thread, "the synthesis thread")
+        cancel = JobCancel(stop, None if waiting.owner else self.settings.synthesis_budget_s)
+        future = pool.submit(
             run_synthesis, served, message, jobs, self.canvas, steps, cancel, self.settings.synthesis_heldout_members
         )
         future.add_done_callback(self._wake)
@@ -312,13 +331,16 @@ class ModelServer(Component):
         return self._reserved
 
     def _start_refit(self, version: int, block: int, requested_by: int | None) -> int:
+        store = self._made(self.store, "the response store")
+        pool = self._made(self._fit_thread, "the refit thread")
+        cancel = self._made(self._cancel, "the cancel event")
         try:
-            dataset, split = self.store.snapshot()
+            dataset, split = store.snapshot()
         except ClosedLoopError as error:
             self._fit_failed(version, requested_by, str(error))
             return version
         job = RefitJob(version, block, requested_by, dataset, split, self.model, activity=self._note_activity)
-        self._running = (job, self._fit_thread.submit(run_refit, job, self.settings, self.device, self._cancel))
+        self._running = (job, pool.submit(run_refit, job, self.settings, self.device, cancel))
         self.activity = f"fitting model v{version} on {dataset.n_images} images"
         self._running[1].add_done_callback(self._wake)
         self.counts["refits_started"] += 1
@@ -405,7 +427,7 @@ class ModelServer(Component):
             m["refit_seconds"],
             " (warm start)" if m["warm_start"] else "",
         )
-        self.events.send(
+        self._made(self.events, "the event socket").send(
             ModelUpdated(
                 version=served.version,
                 metrics=dict(m),
@@ -414,20 +436,22 @@ class ModelServer(Component):
             )
         )
         if save is not None:
-            self._save_thread.submit(save)
+            self._made(self._save_thread, "the save thread").submit(save)
 
     def _fit_failed(self, version: int, requested_by: int | None, text: str) -> None:
         self.counts["refits_failed"] += 1
         message = f"refit to version {version} failed: {text}; version {self.version} stays in service"
         logger.error("%s: %s", self.name, message)
-        self.events.send(Error(code="fit_failed", message=message, in_reply_to=requested_by))
+        self._made(self.events, "the event socket").send(
+            Error(code="fit_failed", message=message, in_reply_to=requested_by)
+        )
 
     # --- replies ---------------------------------------------------------------------
 
     def _reply(self, request: Request, message: Message, *, publish: bool = False) -> None:
-        self.requests.reply(request, message)
+        self._made(self.requests, "the request socket").reply(request, message)
         if publish:
-            self.events.send(message)
+            self._made(self.events, "the event socket").send(message)
 
     def _refuse(self, request: Request, code: str, text: str) -> None:
         self.counts[f"error:{code}"] += 1
@@ -442,7 +466,9 @@ class ModelServer(Component):
             self.counts[f"error:{code}"],
             code,
         )
-        self.requests.reply(request, Error(code=code, message=text, in_reply_to=request.decoded.envelope.seq))
+        self._made(self.requests, "the request socket").reply(
+            request, Error(code=code, message=text, in_reply_to=request.decoded.envelope.seq)
+        )
 
 
 def _predictions(served: ServedModel, message: PredictRequest, settings: ServerSettings) -> Predictions:

@@ -141,7 +141,7 @@ def run_refit(
     )
     if settings.out_dir is None:
         return served, None
-    return served, functools.partial(_save, settings, served, report, seed, job.block)
+    return served, functools.partial(_save, settings.out_dir, served, report, seed, job.block)
 
 
 def refit_metrics(report, result: FitResult, dataset: ResponseDataset, job: RefitJob, seconds: float) -> dict:
@@ -192,9 +192,9 @@ def _warm_start_model(job: RefitJob) -> torch.nn.Module | None:
     return previous.result.model
 
 
-def _save(settings: ServerSettings, served: ServedModel, report, seed: int, block: int) -> str | None:
+def _save(out_dir: str, served: ServedModel, report, seed: int, block: int) -> str | None:
     """``out_dir/model_vNNN.pt``; a failure is logged (the model is still served)."""
-    path = model_path(settings.out_dir, served.version)
+    path = model_path(out_dir, served.version)
     record = {
         "metrics": report.to_dict(),
         "summary": served.metrics,

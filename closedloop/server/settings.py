@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import secrets
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from closedloop.data.dataset import Preprocessing
 from closedloop.errors import ClosedLoopError
@@ -23,6 +24,11 @@ from closedloop.synth.optimise import SynthesisSettings
 DEFAULT_APERTURE_PX = 60.0
 #: Largest request the model server takes: 64 MiB is ~3,800 float32 images of 66 × 66 px.
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
+
+
+def draw_seed() -> int:
+    """A fresh server seed (recorded with everything it seeds)."""
+    return secrets.randbelow(2**31)
 
 
 def device_choice(chosen: str | None, protocol, rig) -> str:
@@ -64,7 +70,7 @@ class ServerSettings:
     device
         ``auto | cpu | cuda | cuda:N`` (`closedloop.model.device.resolve_device`).
     seed
-        Seeds the split, every refit and the rmax draws; ``None`` draws one (recorded).
+        Seeds the split, every refit and the rmax draws; drawn when not given (recorded).
     synthesis_steps
         Step cap of a SynthesizeRequest with ``steps`` 0.
     synthesis_heldout_members
@@ -105,7 +111,7 @@ class ServerSettings:
     holdout_fraction: float = 0.2
     stop_fraction: float = 0.14
     device: str = "auto"
-    seed: int | None = None
+    seed: int = field(default_factory=draw_seed)
     synthesis_steps: int = SynthesisSettings().steps
     synthesis_heldout_members: int = SynthesisSettings().heldout_members
     max_synthesize: int = 1000
@@ -122,10 +128,12 @@ class ServerSettings:
     synthesis_budget_s: float = 30.0
 
     def __post_init__(self) -> None:
-        if self.seed is None:
-            object.__setattr__(self, "seed", secrets.randbelow(2**31))
-        if self.aperture_px is None:
-            object.__setattr__(self, "aperture_px", min(DEFAULT_APERTURE_PX, float(self.stimulus_size_px)))
+        if self.seed is None:  # an untyped caller's None draws one too
+            object.__setattr__(self, "seed", draw_seed())
+        aperture_px = self.aperture_px
+        if aperture_px is None:
+            aperture_px = min(DEFAULT_APERTURE_PX, float(self.stimulus_size_px))
+            object.__setattr__(self, "aperture_px", aperture_px)
         if not (
             0 < self.holdout_fraction < 1
             and 0 < self.stop_fraction < 1
@@ -156,8 +164,8 @@ class ServerSettings:
             raise ClosedLoopError(
                 f"server: synthesis_budget_s must be a positive number of seconds, got {self.synthesis_budget_s}"
             )
-        if not (math.isfinite(self.aperture_px) and self.aperture_px > 0):
-            raise ClosedLoopError(f"server: aperture_px must be a positive number, got {self.aperture_px}")
+        if not (math.isfinite(aperture_px) and aperture_px > 0):
+            raise ClosedLoopError(f"server: aperture_px must be a positive number, got {aperture_px}")
 
     def memory_bound_bytes(self, clients: int) -> int:
         """Most bytes that requests can hold in the server at once, ``clients`` connected.
@@ -175,7 +183,7 @@ class ServerSettings:
         rig,
         protocol,
         *,
-        out_dir: str | None = None,
+        out_dir: str | Path | None = None,
         request_endpoint: str | None = None,
         events_endpoint: str | None = None,
         session: str = "",
@@ -210,7 +218,7 @@ class ServerSettings:
             holdout_fraction=fit.holdout_fraction,
             stop_fraction=fit.stop_fraction,
             device=device_choice(device, protocol, rig),
-            seed=protocol.seed if seed is None else int(seed),
+            seed=_chosen_seed(seed, protocol.seed),
             synthesis_steps=steps,
             synthesis_heldout_members=heldout,
             mean_luminance=rig.display.mean_luminance,
@@ -219,3 +227,10 @@ class ServerSettings:
             session=session,
             first_version=int(first_version),
         )
+
+
+def _chosen_seed(chosen: int | None, protocol_seed: int | None) -> int:
+    """``chosen`` (a command line's ``--seed``), else the protocol's seed, else a fresh draw."""
+    if chosen is not None:
+        return int(chosen)
+    return draw_seed() if protocol_seed is None else protocol_seed

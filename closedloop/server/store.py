@@ -154,13 +154,17 @@ class ResponseStore:
         ids = sorted(self._trials)
         if len(ids) < MIN_IMAGES:
             raise ClosedLoopError(f"only {len(ids)} images with responses: fitting needs at least {MIN_IMAGES}")
+        unit_ids = self.unit_ids
+        if unit_ids is None:  # set by the first request with trials
+            raise RuntimeError("the response store has trials but no unit ids")
         per_image = [np.concatenate([self._trials[i][b] for b in sorted(self._trials[i])]) for i in ids]
         repeats = max(len(rows) for rows in per_image)
-        trial_rates = np.full((len(ids), repeats, len(self.unit_ids)), np.nan, dtype=np.float32)
+        trial_rates = np.full((len(ids), repeats, len(unit_ids)), np.nan, dtype=np.float32)
         for row, rows in enumerate(per_image):
             trial_rates[row, : len(rows)] = rows
         parts = np.asarray([self._parts[i] for i in ids])
-        split = DataSplit(*(np.flatnonzero(parts == name) for name in PARTS), seed=self.seed)
+        train, stop, held_out = (np.flatnonzero(parts == name) for name in PARTS)
+        split = DataSplit(train, stop, held_out, seed=self.seed)
         sizes = {name: int(np.sum(parts == name)) for name in PARTS}
         if min(sizes.values()) < 1:
             raise ClosedLoopError(
@@ -169,7 +173,7 @@ class ResponseStore:
         dataset = ResponseDataset(
             images=np.stack([self._images[i] for i in ids]),
             trial_rates=trial_rates,
-            unit_ids=self.unit_ids.copy(),
+            unit_ids=unit_ids.copy(),
             image_ids=np.asarray(ids, dtype=np.int64),
             source=self.source,
             preprocessing=self.preprocessing,
@@ -183,6 +187,8 @@ class ResponseStore:
         """The request's images not seen before, as network input; a known id must match."""
         if request.image_ids is None:
             return {}
+        if request.images is None:  # the message refuses image ids without images
+            raise RequestError("bad_request", "image_ids come with images (one per id)")
         ids = unique_ids(request.image_ids, "image_ids")
         inputs = network_input(request.images, self.stimulus_size_px, self.preprocessing, "images")
         new = {}
