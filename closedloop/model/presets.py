@@ -57,7 +57,9 @@ RECOMMENDED_NOTES = (
     "classic): r/rmax unchanged (classic 0.796 -> 0.801), 'max' predicted/true 1.54 -> 1.15 on classic and "
     "1.79-2.35 -> 1.36-1.79 on the other families but deep. Tried there and not kept: Laplacian smoothness of the "
     "first-layer kernels (0.805 at 0.01; deep 0.554 vs 0.558), of the readout masks (0.793), a (32, 64) core "
-    "(0.806, 2-4× the time), three conv layers (0.778)"
+    "(0.806, 2-4× the time), three conv layers (0.778); the input at full resolution (66 px, no downsampling: "
+    "classic 0.732, deep 0.412, 5-7× the time) or 3× downsampled (22 px: 0.705, deep 0.458) instead of the "
+    "paper's 2× (33 px: 0.801, deep 0.557), same 7×7 kernels"
 )
 
 
