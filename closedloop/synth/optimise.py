@@ -30,9 +30,9 @@ left to optimise): the images are optimised against the other members only, and 
 rates reported for them (``achieved_hz``, ``predictions``) are the held-out members'
 mean; which members are held out rotates from image to image.  An image pushed to
 where the optimising members over-predict — the winner's curse of maximising a model —
-is then judged by a member that was not pushed there: on
-five simulated V1 families (benchmarks/generalise.py, two synthesis seeds) the median
-predicted/true rate of "max" images fell from 1.15–2.20 to 0.93–1.47 (classic 0.95–1.00,
+is then judged by a member that was not pushed there: on five simulated V1 families
+(benchmarks/generalise.py, two synthesis seeds) the median predicted/true rate of
+"max" images fell from 1.15–2.20 to 0.93–1.47 (classic 0.95–1.00,
 off-centre 0.93, textures 1.14–1.15, normalisation 1.31–1.38, deep CNN 1.43–1.47), for
 images that beat the units' best natural images as often as before.  Two held-out
 members judged the deep family better (1.20) but made weaker images (off-centre: 53–59 %
