@@ -141,9 +141,12 @@ class StimulusTable:
         old = self.sum.shape[1]
         if n_columns <= old:
             return
-        keep = (self.sum, self.count, self.predicted)
+        # Typed as arrays: mypy otherwise joins the float and int arrays' types to `object`
+        # on some runs (it depends on the hash seed), and then rejects the assignment.
+        keep: tuple[np.ndarray, ...] = (self.sum, self.count, self.predicted)
         self._alloc(max(n_columns, 2 * old))
-        for new, previous in zip((self.sum, self.count, self.predicted), keep):
+        grown: tuple[np.ndarray, ...] = (self.sum, self.count, self.predicted)
+        for new, previous in zip(grown, keep):
             new[:, :old] = previous
 
     def __len__(self) -> int:
