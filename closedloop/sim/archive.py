@@ -17,7 +17,9 @@ experiment and writes it in one of two layouts:
 
 The population is rebuilt exactly from the recorded scenario, unit count and seed
 (`population_for`), so tests and benchmarks can compare what fitting and synthesis
-recover with the truth.
+recover with the truth.  The natural images come from the seed too, or from
+``ArchiveSpec.image_seed`` when given, so that several sessions can show one image set
+to different populations, as pvc-8's sessions do.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ class ArchiveSummary:
     path: str
     layout: str
     seed: int
+    image_seed: int | None
     n_units: int
     unit_types: dict[str, int]
     n_stimuli: int
@@ -64,11 +67,12 @@ class ArchiveSummary:
 
     def text(self) -> str:
         types = ", ".join(f"{n} {t}" for t, n in self.unit_types.items() if n)
+        images = "" if self.image_seed is None else f" (natural images from image seed {self.image_seed})"
         return "\n".join(
             [
                 f"wrote {self.path} ({self.layout} layout, {self.file_mb:.1f} MB) in {self.seconds:.1f} s",
                 f"  population: {self.n_units} units (seed {self.seed}): {types}",
-                f"  stimuli: {self.n_stimuli}, trials: {self.n_trials} ({self.n_repeats} repeats), "
+                f"  stimuli: {self.n_stimuli}{images}, trials: {self.n_trials} ({self.n_repeats} repeats), "
                 f"spikes: {self.n_spikes:,}",
                 f"  rates: spontaneous {self.spontaneous_hz:.1f} Hz (mean), best natural image "
                 f"{self.median_peak_hz:.1f} Hz (median over units); window Fano factor {self.median_fano:.2f} (median)",
@@ -121,6 +125,7 @@ def make_archive(
         path=str(path),
         layout=spec.layout,
         seed=population.seed,
+        image_seed=spec.image_seed,
         n_units=population.n_units,
         unit_types=population.type_counts(),
         n_stimuli=stats["n_stimuli"],
@@ -155,6 +160,9 @@ def recipe_yaml(spec: ArchiveSpec, population: SimulatedV1) -> str:
             "response_window_s": list(RESPONSE_WINDOW_S),
         }
     }
+    # only when given: a recipe without it (every archive made before it existed) means "from seed"
+    if spec.image_seed is not None:
+        recipe["simulated_archive"]["image_seed"] = spec.image_seed
     return yaml.safe_dump(recipe, sort_keys=False)
 
 
@@ -196,6 +204,7 @@ def spec_from_archive(path: str | Path) -> ArchiveSpec:
             scenario=Path(fields["scenario"]),
             stimulus_s=float(fields["stimulus_s"]),
             blank_s=float(fields["blank_s"]),
+            image_seed=None if fields.get("image_seed") is None else int(fields["image_seed"]),
         )
     except (yaml.YAMLError, KeyError, TypeError, ValueError) as error:
         raise DataFileError(path, f"not a simulated archive made by closedloop (no usable recipe: {error})") from None

@@ -39,10 +39,19 @@ BLOCK_GAP_S = 0.5
 SIM_RIG = shipped_file("rigs/sim.yaml")
 
 
-def _streams(population: SimulatedV1) -> tuple[int, np.random.Generator]:
-    """Seeds for the image set and for trial order + spikes, both derived from the population seed."""
-    images_seed = int(np.random.SeedSequence([population.seed, 10]).generate_state(1)[0])
-    return images_seed, np.random.default_rng(np.random.SeedSequence([population.seed, 11]))
+def images_seed(seed: int, image_seed: int | None = None) -> int:
+    """The seed `stimulus_set` draws an archive's natural images with.
+
+    Derived from ``image_seed`` when given, else from the population ``seed``, the same
+    way either time, so ``image_seed == seed`` gives the images of an archive without one.
+    """
+    return int(np.random.SeedSequence([seed if image_seed is None else image_seed, 10]).generate_state(1)[0])
+
+
+def _streams(population: SimulatedV1, spec: ArchiveSpec) -> tuple[int, np.random.Generator]:
+    """Seeds for the image set (`images_seed`) and for trial order + spikes (the population seed)."""
+    trials = np.random.default_rng(np.random.SeedSequence([population.seed, 11]))
+    return images_seed(population.seed, spec.image_seed), trials
 
 
 def write_session(
@@ -53,12 +62,12 @@ def write_session(
     progress: Progress = lambda stage, done, total: None,
 ) -> dict:
     """Write a closedloop session file: natural-image blocks, then orientation-grating blocks."""
-    images_seed, rng = _streams(population)
+    image_set_seed, rng = _streams(population, spec)
     stimulus_s, blank_s = spec.durations_s
     size = population.size_px
     aperture = population.spec.aperture_diameter_px
     naturals = stimulus_set(
-        population.spec.images, spec.n_images, size_px=size, aperture_diameter_px=aperture, seed=images_seed
+        population.spec.images, spec.n_images, size_px=size, aperture_diameter_px=aperture, seed=image_set_seed
     )
     gratings, params = orientation_grating_set(
         canvas_px=size, pixels_per_degree=population.pixels_per_degree, aperture_diameter_px=aperture
@@ -74,7 +83,7 @@ def write_session(
         response_window_s=RESPONSE_WINDOW_S,
         rig_yaml=SIM_RIG.read_text() if SIM_RIG.exists() else "",
         protocol_yaml=recipe,
-        seeds={"population": population.seed, "images": images_seed},
+        seeds=_seeds(population.seed, image_set_seed, spec.image_seed),
         metadata={"simulated": True, "unit_types": population.unit_types.tolist()},
     ) as writer:
         natural_ids = writer.add_stimuli(naturals, "natural", source_index=np.arange(spec.n_images))
@@ -126,6 +135,18 @@ def write_session(
     return _stats(n_stimuli, n_trials, n_spikes, natural_rates)
 
 
+def _seeds(population_seed: int, image_set_seed: int, image_seed: int | None) -> dict[str, int]:
+    """The session file's record of its seeds.
+
+    ``image_seed`` is listed only when one was given, so archives made without it keep the
+    record they always had.
+    """
+    seeds = {"population": population_seed, "images": image_set_seed}
+    if image_seed is not None:
+        seeds["image_seed"] = image_seed
+    return seeds
+
+
 def _enumerate_by_kind(plan: list[tuple]) -> list[tuple[int, tuple]]:
     """Pair each block with its repeat number among blocks of the same kind."""
     seen: dict[str, int] = {}
@@ -151,7 +172,7 @@ def simulate_pvc8(
 ) -> Pvc8Arrays:
     """Simulate pvc-8's experiment: small/large natural images interleaved, then the 416 gratings."""
     progress("making the images", 0, 3)
-    images_seed, rng = _streams(population)
+    image_set_seed, rng = _streams(population, spec)
     stimulus_s, blank_s = spec.durations_s
     aperture = population.spec.aperture_diameter_px
     # Large = the photograph over the whole canvas; small = the same image seen through the
@@ -161,7 +182,7 @@ def simulate_pvc8(
         spec.n_images,
         size_px=PVC8_CANVAS_PX,
         aperture_diameter_px=PVC8_CANVAS_PX,
-        seed=images_seed,
+        seed=image_set_seed,
     )
     small = GREY + aperture_mask(PVC8_CANVAS_PX, aperture) * (large - GREY)
     natural = np.stack([small, large], axis=1).reshape(-1, PVC8_CANVAS_PX, PVC8_CANVAS_PX)

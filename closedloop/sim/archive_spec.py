@@ -37,7 +37,8 @@ class ArchiveSpec:
     layout
         ``"session"`` (closedloop HDF5) or ``"pvc8"`` (MATLAB v5, real variable names).
     seed
-        Seeds the population, the image set, the trial order and the spikes.
+        Seeds the population, the trial order and the spikes, and the image set unless
+        ``image_seed`` is given.
     n_units
         Units to simulate; ``None`` keeps the scenario's count.
     n_images
@@ -48,6 +49,10 @@ class ArchiveSpec:
         Population scenario YAML; ``None`` means ``sim/default.yaml``.
     stimulus_s, blank_s
         Stimulus and blank durations.  Session default: 6 + 12 frames at 60 Hz.
+    image_seed
+        Seeds the natural-image set instead of ``seed``, so that archives with different
+        populations and trials can show the same images, as the sessions of pvc-8 do.
+        ``None`` derives the images from ``seed``; ``image_seed == seed`` gives the same images.
     """
 
     layout: Literal["session", "pvc8"] = "session"
@@ -58,6 +63,7 @@ class ArchiveSpec:
     scenario: Path | None = None
     stimulus_s: float | None = None
     blank_s: float | None = None
+    image_seed: int | None = None
 
     def __post_init__(self) -> None:
         if self.layout not in ("session", "pvc8"):
@@ -67,6 +73,8 @@ class ArchiveSpec:
                 raise ClosedLoopError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.layout == "pvc8" and self.n_images > 270:
             raise ClosedLoopError(f"pvc-8 files hold at most 270 small natural images, got --images {self.n_images}")
+        if self.image_seed is not None and self.image_seed < 0:
+            raise ClosedLoopError(f"image_seed must be 0 or more, got {self.image_seed}")
 
     @property
     def durations_s(self) -> tuple[float, float]:
