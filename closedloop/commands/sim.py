@@ -37,6 +37,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="closedloop session HDF5 file, or a pvc-8 MATLAB v5 file (default: session)",
     )
     make.add_argument("--seed", type=non_negative_int, default=0, help="seed of population and trials (default 0)")
+    make.add_argument(
+        "--image-seed",
+        type=non_negative_int,
+        default=None,
+        help="seed of the natural-image set (default: derived from --seed); sessions made with the same "
+        "--image-seed show the same images, as the sessions of pvc-8 do",
+    )
     make.add_argument("--units", type=positive_int, default=None, help="number of units (default: the scenario's)")
     make.add_argument(
         "--images",
@@ -80,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         n_images=args.images,
         n_repeats=args.repeats,
         scenario=args.scenario,
+        image_seed=args.image_seed,
     )
     progress = StageProgress()
     try:

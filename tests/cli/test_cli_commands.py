@@ -53,6 +53,8 @@ def test_missing_file_is_a_clear_error(capsys, tmp_path):
         (["--units", "0"], "must be at least 1"),
         (["--repeats", "many"], "expected a whole number"),
         (["--layout", "nwb"], "invalid choice"),
+        (["--image-seed", "-1"], "must be 0 or more"),
+        (["--image-seed", "1.5"], "expected a whole number"),
     ],
 )
 def test_make_archive_rejects_bad_arguments(arguments, fragment, capsys, tmp_path):
