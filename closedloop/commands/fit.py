@@ -122,6 +122,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="fit all sessions' CNNs as one batched training on one device (for a GPU; slower on a CPU)",
     )
     parser.add_argument(
+        "--shared-core",
+        action="store_true",
+        help="fit the sessions that showed the same images with one core learned from all their units "
+        "and a readout per unit, as one training in this process; each session still gets its own model",
+    )
+    parser.add_argument(
+        "--core-from",
+        type=Path,
+        metavar="MODEL",
+        help="a fitted model.pt (e.g. from --shared-core on earlier sessions of the same images' kind) whose "
+        "core every session starts from and keeps, fitting only its own readouts; the model's configuration "
+        "is used unless --preset or --config is given",
+    )
+    parser.add_argument(
         "--fuse-trials",
         action="store_true",
         help="with --search: train the trials that share a network shape (differing only in learning rate, "
@@ -155,15 +169,37 @@ def run(args: argparse.Namespace) -> int:
         for name, default in (("sampler", "random"), ("pruner", "none"), ("fuse_trials", False)):
             if getattr(args, name) != default:
                 raise ClosedLoopError(f"--{name.replace('_', '-')} only makes sense with --search N")
-    if args.fuse_sessions and args.executor == "ray":
-        raise ClosedLoopError("--fuse-sessions trains in this process on one device; leave out --executor ray")
+    if args.fuse_sessions and args.shared_core:
+        raise ClosedLoopError("choose one of --fuse-sessions and --shared-core")
+    if args.core_from is not None:
+        for name in ("fuse_sessions", "shared_core", "search"):
+            if getattr(args, name):
+                raise ClosedLoopError(
+                    f"--core-from fits readouts on a fixed core; leave out --{name.replace('_', '-')}"
+                )
+    for name in ("fuse_sessions", "shared_core"):
+        if getattr(args, name) and args.executor == "ray":
+            raise ClosedLoopError(
+                f"--{name.replace('_', '-')} trains in this process on one device; leave out --executor ray"
+            )
     if args.executor != "ray":
         for name in ("address", "task_gpus"):
             if getattr(args, name) is not None:
                 raise ClosedLoopError(f"--{name.replace('_', '-')} only makes sense with --executor ray")
+    core = _core_model(args.core_from) if args.core_from else None
     config = (
-        load_config_yaml(args.config) if args.config else named_config(args.preset) if args.preset else default_config()
+        load_config_yaml(args.config)
+        if args.config
+        else named_config(args.preset)
+        if args.preset
+        else core.config.replace(seed=None)  # the core's own configuration; this fit draws its seed
+        if core
+        else default_config()
     )
+    if core:
+        from closedloop.model.frozen_core import check_core_source  # torch, loaded with the core
+
+        check_core_source(core.model, config, core.input_size)
     space = _space(args)
     device = _device(args)
     _check_archives(args.archives + ([args.tuning] if args.tuning else []))
@@ -175,7 +211,8 @@ def run(args: argparse.Namespace) -> int:
         search_summary = None
         if args.search:
             config, search_summary, seed = _search(args, config, space, device, executor)
-        settings = FitSettings(config=config, device=device, seed=seed, units=args.units)
+        core_from = None if args.core_from is None else str(args.core_from)
+        settings = FitSettings(config=config, device=device, seed=seed, units=args.units, core_from=core_from)
         result = fit_archives(
             list(args.archives),
             args.out,
@@ -185,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
             executor=executor,
             threads=args.task_cpus,
             fuse=args.fuse_sessions,
+            shared_core=args.shared_core,
         )
     finally:
         if executor is not None:
@@ -193,6 +231,13 @@ def run(args: argparse.Namespace) -> int:
     write_json(args.out / "summary.json", summary)
     write_json(args.json, summary)
     return 1 if result.failed else 0
+
+
+def _core_model(path: Path):
+    """The checkpoint at ``path``, read before any work (a missing or foreign file is exit 2)."""
+    from closedloop.model.checkpoint import load_checkpoint  # torch
+
+    return load_checkpoint(path, "cpu")
 
 
 def _device(args: argparse.Namespace) -> str:
@@ -334,12 +379,14 @@ def _report(args, result, settings, search_summary) -> dict:
             listing = "; ".join(f"unit {u['unit_id']}: {u['reason']}" for u in outcome.excluded_units)
             print(f"{outcome.name}: {len(outcome.excluded_units)} unit(s) excluded ({listing})")
     print(summary_table(rows))
+    cores = {tuple(o.shared_core_with) for o in result.outcomes if o.ok and o.shared_core_with}
+    for sessions in sorted(cores):
+        print(f"one core shared by {', '.join(sessions)} (same images)")
     devices = sorted({outcome.device for outcome in result.outcomes if outcome.ok})
-    how = (
-        "every session's CNN in one fused training"
-        if result.executor == "fused"
-        else f"{result.workers} {result.executor} worker(s) × {result.threads_per_worker} thread(s)"
-    )
+    how = {
+        "fused": "every session's CNN in one fused training",
+        "shared-core": "one core per image set, learned from all its sessions' units",
+    }.get(result.executor, f"{result.workers} {result.executor} worker(s) × {result.threads_per_worker} thread(s)")
     print(f"device: {', '.join(devices) or settings.device}; {how}; results in {args.out}")
     for outcome in result.failed:
         print(f"FAILED {outcome.name} ({outcome.source}): {outcome.error}", file=sys.stderr)
@@ -368,6 +415,7 @@ def _report(args, result, settings, search_summary) -> dict:
                 "groups": o.groups,
                 "excluded_units": o.excluded_units,
                 "times_s": o.times_s,
+                "shared_core_with": o.shared_core_with,
             }
             for o in result.outcomes
         ],

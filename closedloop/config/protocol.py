@@ -146,7 +146,10 @@ class Fit:
     ``batch_size`` ``None`` is full batch; ``device`` ``None`` uses the rig's
     ``compute.device``.  ``model_file`` instead of ``architecture``: a model YAML (such
     as the ``best.yaml`` of ``closedloop fit --search``), relative to the protocol file,
-    to start from.  `model_config` gives the `ModelConfig` a fit uses.
+    to start from.  ``core_from``: a fitted model file (``model.pt``, e.g. one session's
+    share of ``closedloop fit --shared-core`` on earlier sessions) whose core every refit
+    keeps, fitting only this session's readouts; it must have this section's core.
+    `model_config` gives the `ModelConfig` a fit uses.
     """
 
     max_epochs: int = setting(ge=1, le=100_000)
@@ -162,6 +165,8 @@ class Fit:
     device: str | None = None
     # A model file (e.g. a search's best.yaml; relative to this protocol) to start from instead of architecture.
     model_file: str | None = path_setting(None)
+    # A fitted model.pt (relative to this protocol) whose core every refit keeps, fitting only readouts.
+    core_from: str | None = path_setting(None)
     loaded_model: ModelConfig | None = internal()
 
     def model_config(self, seed: int | None = None) -> ModelConfig:
@@ -210,6 +215,8 @@ class Fit:
                     key,
                     f"is not used by the {self.architecture} architecture (only by {' and '.join(used_by)}); remove it",
                 )
+        if self.core_from is not None and self.architecture == "linear" and self.model_file is None:
+            raise where.error("core_from", "the linear architecture has no core; remove core_from or choose a CNN")
         if self.architecture == "linear" and self.ensemble not in (None, 1):
             raise where.error(
                 "ensemble",

@@ -94,6 +94,7 @@ def fit_archives(
     executor=None,
     threads: int | None = None,
     fuse: bool = False,
+    shared_core: bool = False,
 ) -> BatchResult:
     """Fit every archive into ``out_dir/<name>/``.
 
@@ -120,15 +121,20 @@ def fit_archives(
         Fit every session's CNN in one fused training in this process
         (`closedloop.model.multi_session`; for a GPU), then each session's baseline,
         metrics and files one after another.
+    shared_core
+        Fit the sessions that showed the same images as one network with one core and
+        every session's units (`closedloop.model.shared_core`), in this process; then
+        each session's own network (the core and its units), baseline, metrics and files.
     """
     names = session_names(paths)
     bars = _Bars(names, show_progress)
-    if fuse:
+    if fuse or shared_core:
+        how = "shared-core" if shared_core else "fused"
         try:
-            outcomes = _run_fused(paths, names, out_dir, settings, bars)
+            outcomes = _run_joint(paths, names, out_dir, settings, bars, how)
         finally:
             bars.close()
-        return BatchResult(outcomes, 1, _torch_threads(), "fused")
+        return BatchResult(outcomes, 1, _torch_threads(), how)
     if executor is not None:
         try:
             outcomes = _run_on_executor(paths, names, out_dir, settings, bars, executor)
@@ -180,14 +186,14 @@ def _run_here(paths, names, out_dir, settings, bars) -> list[SessionOutcome]:
     return outcomes
 
 
-def _run_fused(paths, names, out_dir, settings, bars) -> list[SessionOutcome]:
-    """Load every session, fit all their CNNs as one fused training, then finish each session."""
+def _run_joint(paths, names, out_dir, settings, bars, how: str) -> list[SessionOutcome]:
+    """Load every session, fit their CNNs together (``how``: "fused" or "shared-core"), then
+    finish each session."""
     import secrets
     import warnings
 
-    # torch only for the fused fit: the parent of separate per-session fits does not need it
-    from closedloop.model.multi_session import fit_sessions
-    from closedloop.model.train import ExcludedUnitsWarning, prepare_fit  # torch, as above
+    # torch only for the joint fit: the parent of separate per-session fits does not need it
+    from closedloop.model.train import ExcludedUnitsWarning, prepare_fit
 
     outcomes: list[SessionOutcome | None] = [None] * len(paths)
     ready, datasets, seeds, load_s = [], [], [], {}
@@ -213,20 +219,22 @@ def _run_fused(paths, names, out_dir, settings, bars) -> list[SessionOutcome]:
         def progress(epoch: int, max_epochs: int, best_loss: float) -> None:
             for index in ready:
                 bars.update(
-                    index, f"fused CNN epoch {epoch} (best stop loss {best_loss:.3f})", 0.9 * epoch / max_epochs
+                    index, f"{how} CNN epoch {epoch} (best stop loss {best_loss:.3f})", 0.9 * epoch / max_epochs
                 )
 
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExcludedUnitsWarning)
-                fitted = fit_sessions(datasets, settings.config, seeds=seeds, device=settings.device, progress=progress)
-        except Exception as error:  # the fused training failed: so did every session in it
+                if how == "shared-core":
+                    fitted = _fit_shared_cores(datasets, seeds, [names[i] for i in ready], settings, progress)
+                else:
+                    fitted = _fit_fused(datasets, seeds, settings, progress)
+        except Exception as error:  # the joint training failed: so did every session in it
             for index in ready:
                 outcomes[index] = _failure(names[index], paths[index], error)
                 bars.finish(index, outcomes[index])
             return [outcome for outcome in outcomes if outcome is not None]
-        for index, dataset, cnn in zip(ready, datasets, fitted):
-            cnn.fit_seconds /= len(ready)  # this session's share of the fused training
+        for index, (dataset, cnn, shared_with) in zip(ready, fitted):
             try:
                 outcome = fit_dataset(
                     dataset,
@@ -236,12 +244,50 @@ def _run_fused(paths, names, out_dir, settings, bars) -> list[SessionOutcome]:
                     load_s=load_s[index],
                     cnn=cnn,
                     stage=_stage(bars, index),
+                    shared_core_with=shared_with,
                 )
             except Exception as error:
                 outcome = _failure(names[index], paths[index], error)
             bars.finish(index, outcome)
             outcomes[index] = outcome
     return [outcome for outcome in outcomes if outcome is not None]
+
+
+def _fit_fused(datasets, seeds, settings, progress) -> list[tuple]:
+    """(dataset, FitResult, None) per session, all trained as one fused network."""
+    from closedloop.model.multi_session import fit_sessions  # torch
+
+    fitted = fit_sessions(datasets, settings.config, seeds=seeds, device=settings.device, progress=progress)
+    for cnn in fitted:
+        cnn.fit_seconds /= len(fitted)  # this session's share of the fused training
+    return [(dataset, cnn, None) for dataset, cnn in zip(datasets, fitted)]
+
+
+def _fit_shared_cores(datasets, seeds, names: list[str], settings, progress) -> list[tuple]:
+    """(dataset aligned to its group's images, FitResult, the group's session names) per session.
+
+    Sessions are grouped by image set; a group of several shares one core (its first
+    session's seed), a session alone is fitted alone (and shares with nobody: ``None``).
+    """
+    from closedloop.model.shared_core import fit_shared_core, group_by_images  # torch
+    from closedloop.model.train import fit_model
+
+    fitted: list[tuple | None] = [None] * len(datasets)
+    for group in group_by_images(datasets):
+        first = group.members[0]
+        if len(group.members) == 1:
+            cnn = fit_model(
+                datasets[first], settings.config, device=settings.device, seed=seeds[first], progress=progress
+            )
+            fitted[first] = (datasets[first], cnn, None)
+            continue
+        results = fit_shared_core(
+            group.datasets, settings.config, seed=seeds[first], device=settings.device, progress=progress
+        )
+        together = [names[index] for index in group.members]
+        for index, dataset, cnn in zip(group.members, group.datasets, results):
+            fitted[index] = (dataset, cnn, together)
+    return [entry for entry in fitted if entry is not None]
 
 
 def _init_worker(progress_queue, threads: int) -> None:

@@ -56,12 +56,16 @@ class FitSettings:
         (recorded in metrics.json and the checkpoint).
     units
         pvc-8 unit selection: ``"indcent"`` or ``"all"``.
+    core_from
+        A fitted model file (model.pt) whose core every session's CNN starts from and
+        keeps, training only its own readouts (`closedloop.model.frozen_core`).
     """
 
     config: ModelConfig
     device: str = "cpu"
     seed: int | None = None
     units: Literal["indcent", "all"] = "indcent"
+    core_from: str | None = None
 
 
 @dataclass
@@ -79,6 +83,8 @@ class SessionOutcome:
     times_s: dict[str, float] = field(default_factory=dict)
     device: str = ""
     seed: int | None = None
+    #: The sessions whose units trained this session's core with its own (``--shared-core``).
+    shared_core_with: list[str] | None = None
 
 
 def _timed_sync(device: str) -> float:
@@ -111,12 +117,15 @@ def fit_dataset(
     stage: StageCallback | None = None,
     load_s: float = 0.0,
     cnn=None,
+    shared_core_with: list[str] | None = None,
 ) -> SessionOutcome:
     """Fit CNN and linear baseline to ``dataset``, evaluate, and write ``out_dir/name/``.
 
     ``cnn``, when given, is this session's CNN already fitted (with ``settings``) as
     part of several sessions fused into one training (`closedloop.fitting.batch`); its
     seed is used, and its ``fit_seconds`` is reported as this session's CNN time.
+    ``shared_core_with`` names the sessions whose units trained its core with its own
+    (`closedloop.model.shared_core`), recorded in metrics.json.
 
     Returns
     -------
@@ -133,6 +142,7 @@ def fit_dataset(
     import secrets
 
     # torch only to fit: batch.py and the fit command import this module for its settings and outcomes
+    from closedloop.model.checkpoint import load_checkpoint
     from closedloop.model.predict import predict
     from closedloop.model.train import ExcludedUnitsWarning, fit_model  # torch, as above
 
@@ -153,7 +163,12 @@ def fit_dataset(
         warnings.simplefilter("ignore", ExcludedUnitsWarning)
         if cnn is None:
             cnn = fit_model(
-                dataset, settings.config, device=device, seed=seed, progress=_epoch_progress(settings.config, stage)
+                dataset,
+                settings.config,
+                device=device,
+                seed=seed,
+                progress=_epoch_progress(settings.config, stage),
+                core_from=None if settings.core_from is None else load_checkpoint(settings.core_from, device).model,
             )
             times["cnn_fit"] = _timed_sync(device) - started
         else:  # the caller sets this session's share of the fused training
@@ -218,6 +233,8 @@ def fit_dataset(
         },
         "n_units_in_data": int(dataset.n_units),
         "excluded_units": excluded,
+        "shared_core": None if shared_core_with is None else {"sessions": list(shared_core_with)},
+        "core_from": settings.core_from,
         "epochs_run": int(cnn.epochs_run),
         "best_epoch": [int(e) for e in cnn.best_epoch],
         "linear_ridge_alpha": float(linear.history["ridge_alpha"][int(linear.best_epoch[0])]),
@@ -242,6 +259,7 @@ def fit_dataset(
         times_s=times,
         device=cnn.device,
         seed=int(seed),
+        shared_core_with=shared_core_with,
     )
 
 

@@ -104,6 +104,9 @@ class CoreReadoutNetwork(nn.Module):
     output_scale: torch.Tensor
     #: `build_network`'s arguments as plain data, set by it.
     build_spec: dict
+    #: A core taken from another fit and kept fixed (`closedloop.model.frozen_core`): it stays in
+    #: eval mode (batch norm keeps its statistics) while the rest trains.
+    core_frozen: bool = False
 
     def __init__(
         self,
@@ -151,6 +154,12 @@ class CoreReadoutNetwork(nn.Module):
 
     def regularizer(self) -> torch.Tensor | None:
         return self.readout.regularizer()
+
+    def train(self, mode: bool = True) -> CoreReadoutNetwork:
+        super().train(mode)
+        if self.core_frozen:
+            self.core.eval()
+        return self
 
     def set_sample_weight(self, sample_weight: torch.Tensor | None) -> None:
         """(n_members, batch) 0/1: which images of the next training batches each member sees

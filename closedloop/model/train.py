@@ -40,6 +40,7 @@ from closedloop.data.dataset import ResponseDataset
 from closedloop.errors import ClosedLoopError
 from closedloop.model.device import describe_device, resolve_device
 from closedloop.model.ensemble import member_structure, stack_members, unstack_members
+from closedloop.model.frozen_core import check_core_source, core_state, install_frozen_core
 from closedloop.model.linear import LinearPixelModel, fit_ridge
 from closedloop.model.member_settings import MemberSettings
 from closedloop.model.model_config import ModelConfig
@@ -181,6 +182,7 @@ def fit_model(
     progress: ProgressCallback | None = None,
     split: DataSplit | None = None,
     initial_model: torch.nn.Module | None = None,
+    core_from: torch.nn.Module | None = None,
 ) -> FitResult:
     """Fit ``config`` (one network or an ensemble) to ``dataset``.
 
@@ -207,12 +209,18 @@ def fit_model(
         otherwise the fit starts cold.  ``result.warm_started`` says which.  A warm
         start ramps the step size up over `WARM_START_RAMP_EPOCHS` epochs.  Ignored by the
         linear model (closed form).
+    core_from
+        A fitted network (e.g. one session's share of a shared core,
+        `closedloop.model.shared_core`) whose core every member starts from and keeps
+        (`closedloop.model.frozen_core`): only the readouts and output nonlinearities
+        train.  Its core must match ``config``'s.
 
     Raises
     ------
     ClosedLoopError
         Too few images, bad images, a split that does not fit the dataset, no
-        fittable unit, or an architecture that does not fit the image size.
+        fittable unit, an architecture that does not fit the image size, or a
+        ``core_from`` whose core differs from ``config``'s.
     """
     started = time.perf_counter()
     torch_device = resolve_device(device)
@@ -224,6 +232,10 @@ def fit_model(
     warm = None
     if initial_model is not None and config.architecture != "linear":
         warm = _warm_start_states(initial_model, config, len(kept), images.shape[1])
+    core_source = None if core_from is None else check_core_source(core_from, config, images.shape[1])
+
+    def core(members: list[int]) -> dict | None:
+        return None if core_source is None else core_state(core_source, members)
 
     if config.architecture == "linear":
         ridge = fit_ridge(
@@ -254,6 +266,7 @@ def fit_model(
                 torch_device,
                 progress,
                 None if warm is None else warm[0],
+                core_state=core(list(range(len(seeds)))),
             )
         elif fused or config.ensemble_size == 1:
             model, history, best_epoch, epochs_run = _fit_members(
@@ -266,6 +279,7 @@ def fit_model(
                 torch_device,
                 progress,
                 None if warm is None else warm[0],
+                core_state=core(list(range(len(seeds)))),
             )
         else:
             members, histories, bests, runs = [], [], [], []
@@ -281,6 +295,7 @@ def fit_model(
                     torch_device,
                     progress,
                     None if warm is None else warm[1][index],
+                    core_state=core([index]),
                 )
                 members.append(fitted[0])
                 histories.append(fitted[1])
@@ -453,11 +468,13 @@ def _fit_members(
     progress,
     initial_state: dict | None = None,
     members: MemberSettings | None = None,
+    core_state: dict | None = None,
 ):
     """Early-stopped training of ``len(seeds)`` fused members, then the refit if configured.
 
     ``subsets`` is one (train, stop) pair shared by every member, or one per member.
     ``members``: training settings that differ per member (fused search trials).
+    ``core_state``: a core every member starts from and keeps (`frozen_core.core_state`).
     """
     model, history, best_epoch, epochs_run = _train_members(
         DeviceData(images, rates, subsets, device),
@@ -467,6 +484,7 @@ def _fit_members(
         progress,
         initial_state=initial_state,
         members=members,
+        core_state=core_state,
     )
     if not config.refit:
         return model, history, best_epoch, epochs_run
@@ -481,6 +499,7 @@ def _fit_members(
         refit_epochs=best_epoch + 1,
         initial_state=initial_state,
         members=members,
+        core_state=core_state,
     )
     return model, history | refit_history, best_epoch, epochs_run
 
@@ -494,6 +513,7 @@ def _train_members(
     refit_epochs: np.ndarray | None = None,
     initial_state: dict | None = None,
     members: MemberSettings | None = None,
+    core_state: dict | None = None,
 ):
     """Train one fused network of ``len(seeds)`` members; returns model, history, best epochs, epochs.
 
@@ -515,6 +535,8 @@ def _train_members(
     model.set_output_statistics(data.mean_rate, data.std_rate)
     if config.input_normalisation == "zscore":
         model.set_input_statistics(float(data.train_images.mean()), float(data.train_images.std()))
+    if core_state is not None:
+        install_frozen_core(model, core_state)
     if initial_state is not None:
         model.load_state_dict(initial_state)
     model.to(data.device)

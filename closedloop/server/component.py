@@ -42,6 +42,8 @@ from closedloop.messages.types import (
     SynthesizeRequest,
 )
 from closedloop.model.device import resolve_device
+from closedloop.model.frozen_core import load_core
+from closedloop.model.networks import CoreReadoutNetwork
 from closedloop.model.predict import predict
 from closedloop.runtime.component import Component
 from closedloop.server.checks import RequestError, network_input
@@ -97,6 +99,7 @@ class ModelServer(Component):
         self.settings = settings
         self.request_endpoint, self.events_endpoint = settings.request_endpoint, settings.events_endpoint
         self.model: ServedModel | None = None
+        self.core: CoreReadoutNetwork | None = None  # ServerSettings.core_from, read at setup
         self.counts: Counter[str] = Counter()
         self.store: ResponseStore | None = None
         self.requests: RequestServer | None = None
@@ -131,6 +134,8 @@ class ModelServer(Component):
         if s.aperture_px is None:  # ServerSettings fills it in
             raise RuntimeError(f"{self.name}: the server settings have no aperture")
         self.device = resolve_device(s.device)
+        # Read and checked now: a missing or mismatched core is an error at start, not at the first refit.
+        self.core = None if s.core_from is None else load_core(s.core_from, s.model, s.preprocessing.crop)
         if s.out_dir is not None:
             try:
                 Path(s.out_dir).mkdir(parents=True, exist_ok=True)
@@ -339,7 +344,9 @@ class ModelServer(Component):
         except ClosedLoopError as error:
             self._fit_failed(version, requested_by, str(error))
             return version
-        job = RefitJob(version, block, requested_by, dataset, split, self.model, activity=self._note_activity)
+        job = RefitJob(
+            version, block, requested_by, dataset, split, self.model, activity=self._note_activity, core=self.core
+        )
         self._running = (job, pool.submit(run_refit, job, self.settings, self.device, cancel))
         self.activity = f"fitting model v{version} on {dataset.n_images} images"
         self._running[1].add_done_callback(self._wake)

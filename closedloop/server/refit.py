@@ -81,6 +81,7 @@ class RefitJob:
     split: DataSplit
     previous: ServedModel | None
     activity: Callable[[str], None] | None = None  # told the epoch as the fit advances
+    core: torch.nn.Module | None = None  # a fixed core to fit readouts on (ServerSettings.core_from)
 
 
 def refit_seed(seed: int, version: int) -> int:
@@ -119,7 +120,14 @@ def run_refit(
         warnings.simplefilter("ignore", RuntimeWarning)  # nanmean over a unit's missing repeats
         initial = _warm_start_model(job)
         result = fit_model(
-            dataset, settings.model, device=device, seed=seed, progress=progress, split=split, initial_model=initial
+            dataset,
+            settings.model,
+            device=device,
+            seed=seed,
+            progress=progress,
+            split=split,
+            initial_model=initial,
+            core_from=job.core,
         )
     position = {int(unit): column for column, unit in enumerate(dataset.unit_ids)}
     columns = np.asarray([position[int(unit)] for unit in result.unit_ids], dtype=np.int64)

@@ -85,6 +85,9 @@ class ServerSettings:
         The protocol's response window, recorded with the data.
     out_dir
         Folder where every model version is saved as ``model_vNNN.pt``; ``None``: none.
+    core_from
+        A fitted model file whose core every refit starts from and keeps, fitting only
+        the session's readouts (`closedloop.model.frozen_core`); ``None``: cores are fitted.
     session
         Session id carried in every message envelope; when set, only a runner with this
         session id may open the session (`closedloop.server.ownership`).
@@ -119,6 +122,7 @@ class ServerSettings:
     mean_luminance: float = 0.5
     window_s: tuple[float, float] = (0.05, 0.10)
     out_dir: str | None = None
+    core_from: str | None = None
     session: str = ""
     first_version: int = 1
     request_hwm: int = 2  # at least 2: over CURVE a high-water mark of 1 delivers nothing (libzmq 4.3.5)
@@ -224,6 +228,7 @@ class ServerSettings:
             mean_luminance=rig.display.mean_luminance,
             window_s=protocol.response.window_s,
             out_dir=None if out_dir is None else str(out_dir),
+            core_from=fit.core_from,
             session=session,
             first_version=int(first_version),
         )
