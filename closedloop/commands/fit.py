@@ -124,14 +124,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--shared-core",
         action="store_true",
-        help="fit the sessions that showed the same images with one core learned from all their units "
-        "and a readout per unit, as one training in this process; each session still gets its own model",
+        help="fit the sessions with one core learned from all their images and units and a readout per unit, "
+        "as one training in this process (one core per input size); each session still gets its own model",
     )
     parser.add_argument(
         "--core-from",
         type=Path,
         metavar="MODEL",
-        help="a fitted model.pt (e.g. from --shared-core on earlier sessions of the same images' kind) whose "
+        help="a fitted model.pt (e.g. one session of --shared-core on earlier sessions) whose "
         "core every session starts from and keeps, fitting only its own readouts; the model's configuration "
         "is used unless --preset or --config is given",
     )
@@ -381,11 +381,11 @@ def _report(args, result, settings, search_summary) -> dict:
     print(summary_table(rows))
     cores = {tuple(o.shared_core_with) for o in result.outcomes if o.ok and o.shared_core_with}
     for sessions in sorted(cores):
-        print(f"one core shared by {', '.join(sessions)} (same images)")
+        print(f"one core shared by {', '.join(sessions)}")
     devices = sorted({outcome.device for outcome in result.outcomes if outcome.ok})
     how = {
         "fused": "every session's CNN in one fused training",
-        "shared-core": "one core per image set, learned from all its sessions' units",
+        "shared-core": "one core learned from every session's images and units",
     }.get(result.executor, f"{result.workers} {result.executor} worker(s) × {result.threads_per_worker} thread(s)")
     print(f"device: {', '.join(devices) or settings.device}; {how}; results in {args.out}")
     for outcome in result.failed:

@@ -122,9 +122,10 @@ def fit_archives(
         (`closedloop.model.multi_session`; for a GPU), then each session's baseline,
         metrics and files one after another.
     shared_core
-        Fit the sessions that showed the same images as one network with one core and
-        every session's units (`closedloop.model.shared_core`), in this process; then
-        each session's own network (the core and its units), baseline, metrics and files.
+        Fit the sessions as one network with one core learned from all their images and
+        units (`closedloop.model.shared_core`; one core per network input size), in this
+        process; then each session's own network (the core and its units), baseline,
+        metrics and files.
     """
     names = session_names(paths)
     bars = _Bars(names, show_progress)
@@ -264,29 +265,28 @@ def _fit_fused(datasets, seeds, settings, progress) -> list[tuple]:
 
 
 def _fit_shared_cores(datasets, seeds, names: list[str], settings, progress) -> list[tuple]:
-    """(dataset aligned to its group's images, FitResult, the group's session names) per session.
+    """(dataset, FitResult, the session names sharing its core) per session.
 
-    Sessions are grouped by image set; a group of several shares one core (its first
-    session's seed), a session alone is fitted alone (and shares with nobody: ``None``).
+    Sessions of one network input size share one core (their first session's seed); a
+    session of a size no other has is fitted alone (and shares with nobody: ``None``).
     """
-    from closedloop.model.shared_core import fit_shared_core, group_by_images  # torch
+    from closedloop.model.shared_core import fit_shared_core, group_by_input_size  # torch
     from closedloop.model.train import fit_model
 
     fitted: list[tuple | None] = [None] * len(datasets)
-    for group in group_by_images(datasets):
-        first = group.members[0]
-        if len(group.members) == 1:
+    for members in group_by_input_size(datasets):
+        first = members[0]
+        if len(members) == 1:
             cnn = fit_model(
                 datasets[first], settings.config, device=settings.device, seed=seeds[first], progress=progress
             )
             fitted[first] = (datasets[first], cnn, None)
             continue
-        results = fit_shared_core(
-            group.datasets, settings.config, seed=seeds[first], device=settings.device, progress=progress
-        )
-        together = [names[index] for index in group.members]
-        for index, dataset, cnn in zip(group.members, group.datasets, results):
-            fitted[index] = (dataset, cnn, together)
+        group = [datasets[index] for index in members]
+        results = fit_shared_core(group, settings.config, seed=seeds[first], device=settings.device, progress=progress)
+        together = [names[index] for index in members]
+        for index, cnn in zip(members, results):
+            fitted[index] = (datasets[index], cnn, together)
     return [entry for entry in fitted if entry is not None]
 
 

@@ -180,6 +180,7 @@ def fit_dataset(
             ModelConfig(architecture="linear", ridge_alphas=settings.config.ridge_alphas),
             device="cpu",
             seed=seed,
+            split=cnn.split,  # the CNN's held-out images (a shared core's split is drawn over every session)
         )
         times["linear_fit"] = time.perf_counter() - linear_started
     if not np.array_equal(linear.unit_ids, cnn.unit_ids):  # same seed → same split → same units

@@ -1,19 +1,19 @@
-"""One core for several sessions that showed the same images: all their units fitted together.
+"""One core for several sessions: all their units fitted together, each with its own readout.
 
-pvc-8's sessions, like a lab's recordings on consecutive days, show one image set to
-different neurons.  A network's core (its convolutional layers) is what every unit of a
-session shares; fitted on one session it learns from that session's few dozen units
-only.  Fitted on several sessions at once it learns from all their units, while each
-unit keeps its own readout, output scaling and output nonlinearity (Klindt et al. 2017;
-Lurz et al. 2021 train one core on many recordings the same way).
+A network's core (its convolutional layers) is what every unit of a session shares; fitted
+on one session it learns from that session's images and few dozen units only.  Fitted on
+several sessions at once it learns from all their images and units, while each unit keeps
+its own readout, output scaling and output nonlinearity (Klindt et al. 2017; Lurz et al.
+2021 train one core on many recordings the same way).
 
-Sessions are grouped by their image set (the same preprocessed images, in any order);
-each group is one training of one network whose output units are the group's units
-side by side (Eq. 1 normalises every unit by its own variance, so a unit counts the
-same whatever session it came from).  The split is drawn once per group, so every
-session holds out the same images.  Then each session gets a network of its own: the
-shared core and its own units' readouts — saved, predicted with and synthesized from
-like any other fit.  A session no other session shares images with is fitted alone.
+The sessions' images are pooled: an image several sessions showed (pixel for pixel after
+preprocessing, as pvc-8's sessions show one image set) is one image whose responses are
+every such session's units'; a unit has no response to the images its session did not
+show, and the loss leaves those out (`closedloop.model.trainer.DeviceData`).  One split is
+drawn over the pooled images, so an image is held out in every session that showed it and
+no session's held-out image trains the core.  Then each session gets a network of its own:
+the shared core and its own units' readouts — saved, predicted with and synthesized from
+like any other fit.  Sessions must have one input size (the core's).
 """
 
 from __future__ import annotations
@@ -29,48 +29,84 @@ from closedloop.data.dataset import ResponseDataset
 from closedloop.errors import ClosedLoopError
 from closedloop.model.model_config import ModelConfig
 from closedloop.model.networks import Network, build_network
+from closedloop.model.split import DataSplit
 from closedloop.model.train import FitResult, ProgressCallback, fit_model, prepare_fit
 
 
 @dataclass(frozen=True)
-class ImageGroup:
-    """Sessions that showed the same images.
+class PooledSessions:
+    """Several sessions as one dataset.
 
     Attributes
     ----------
-    members
-        Positions of the sessions in the list given to `group_by_images`, in order.
-    datasets
-        Those sessions, each with its images in the first member's order.
+    dataset
+        Every distinct image once; every session's units side by side (ids: their
+        positions), NaN where a unit's session did not show the image.
+    positions
+        Per session, (n_images,) the pooled position of each of its images.
+    unit_offsets
+        Per session, the pooled position of its first unit.
     """
 
-    members: list[int]
-    datasets: list[ResponseDataset]
+    dataset: ResponseDataset
+    positions: list[np.ndarray]
+    unit_offsets: list[int]
 
 
-def group_by_images(datasets: list[ResponseDataset]) -> list[ImageGroup]:
-    """Group sessions whose preprocessed images are the same set; align each to its group's first.
+def group_by_input_size(datasets: list[ResponseDataset]) -> list[list[int]]:
+    """Positions of the sessions that can share a core (one network input size), in order."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for index, dataset in enumerate(datasets):
+        groups.setdefault(tuple(dataset.images.shape[1:]), []).append(index)
+    return list(groups.values())
 
-    Two sessions belong together when they hold the same images pixel for pixel (after
-    preprocessing), each once, whatever the order; the later one's images, trials and
-    image ids are reordered to the first one's order.  Groups come in the order of
-    their first session.
+
+def pool_sessions(datasets: list[ResponseDataset]) -> PooledSessions:
+    """Pool ``datasets`` (`PooledSessions`); an image shown by several sessions is pooled once.
+
+    Raises
+    ------
+    ClosedLoopError
+        Sessions whose network inputs differ in size.
     """
-    keys = [_image_keys(dataset) for dataset in datasets]
-    groups: dict[frozenset[bytes] | int, list[int]] = {}
-    for index, key in enumerate(keys):
-        # A session showing one image twice cannot be aligned image for image: it stays alone.
-        group_key: frozenset[bytes] | int = frozenset(key) if len(set(key)) == len(key) else index
-        groups.setdefault(group_key, []).append(index)
-    result = []
-    for members in groups.values():
-        first = keys[members[0]]
-        aligned = [datasets[members[0]]]
-        for index in members[1:]:
-            position = {key: i for i, key in enumerate(keys[index])}
-            aligned.append(_reordered(datasets[index], np.asarray([position[key] for key in first])))
-        result.append(ImageGroup(members, aligned))
-    return result
+    shapes = {tuple(dataset.images.shape[1:]) for dataset in datasets}
+    if len(shapes) > 1:
+        raise ClosedLoopError(
+            f"sessions with network inputs of different sizes {sorted(shapes)} cannot share a core "
+            "(group_by_input_size)"
+        )
+    pooled: dict[tuple[bytes, int], int] = {}
+    images, positions = [], []
+    for dataset in datasets:
+        seen: dict[bytes, int] = {}
+        own = []
+        for image in np.asarray(dataset.images, dtype=np.float32):
+            digest = hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).digest()
+            # A session showing one image twice: its second showing pairs with another's second.
+            key = (digest, seen.get(digest, 0))
+            seen[digest] = key[1] + 1
+            if key not in pooled:
+                pooled[key] = len(images)
+                images.append(image)
+            own.append(pooled[key])
+        positions.append(np.asarray(own, dtype=np.int64))
+    repeats = max(dataset.trial_rates.shape[1] for dataset in datasets)
+    offsets = np.cumsum([0] + [dataset.n_units for dataset in datasets]).tolist()
+    trial_rates = np.full((len(images), repeats, offsets[-1]), np.nan, np.float32)
+    for dataset, own, offset in zip(datasets, positions, offsets):
+        block = trial_rates[:, :, offset : offset + dataset.n_units]
+        block[own, : dataset.trial_rates.shape[1]] = dataset.trial_rates
+    first = datasets[0]
+    combined = ResponseDataset(
+        images=np.stack(images),
+        trial_rates=trial_rates,
+        unit_ids=np.arange(offsets[-1], dtype=np.int64),
+        image_ids=np.arange(len(images), dtype=np.int64),
+        source=" + ".join(str(dataset.source) for dataset in datasets),
+        preprocessing=first.preprocessing,
+        window_s=first.window_s,
+    )
+    return PooledSessions(combined, positions, offsets[:-1])
 
 
 def fit_shared_core(
@@ -86,7 +122,7 @@ def fit_shared_core(
     Parameters
     ----------
     datasets
-        Sessions with identical images in identical order (one `ImageGroup`'s ``datasets``).
+        Sessions with one network input size (their images may differ or overlap).
     config
         The architecture and training; its readout gets every session's units.
     seed
@@ -100,40 +136,42 @@ def fit_shared_core(
     -------
     list of FitResult
         One per session, in order: its own units, excluded units, rate statistics and
-        split (the same held-out images for all), a network holding the shared core and
-        its units' readouts, and the joint training's history and kept epochs;
+        split (its images' parts of the pooled split), a network holding the shared core
+        and its units' readouts, and the joint training's history and kept epochs;
         ``fit_seconds`` is the joint training's time divided among the sessions.
 
     Raises
     ------
     ClosedLoopError
-        Images that differ between sessions, the linear architecture (it has no core),
-        or anything `fit_model` raises for the pooled units.
+        Input sizes that differ, the linear architecture (it has no core), a session
+        whose images leave a part of its split empty, or anything `fit_model` raises
+        for the pooled units.
     """
     if config.architecture == "linear":
         raise ClosedLoopError("the linear model has no core to share; choose a CNN preset or configuration")
-    for dataset in datasets[1:]:
-        if not np.array_equal(dataset.images, datasets[0].images):
-            raise ClosedLoopError(
-                f"{dataset.source} did not show the same images as {datasets[0].source}; "
-                "a shared core is fitted only to sessions of one image set (group_by_images)"
-            )
     started = time.perf_counter()
-    joint = fit_model(_pooled(datasets), config, device=device, seed=seed, progress=progress)
+    pooled = pool_sessions(datasets)
+    joint = fit_model(pooled.dataset, config, device=device, seed=seed, progress=progress, partial_units=True)
     joint_seed = int(joint.config.seed) if joint.config.seed is not None else 0
     seconds = (time.perf_counter() - started) / len(datasets)
-    results, offset = [], 0
-    for dataset in datasets:
-        prep = prepare_fit(dataset, joint.config, seed=joint_seed)
-        if not np.array_equal(prep.split.held_out, joint.split.held_out):
-            raise ClosedLoopError(f"{dataset.source}: its split differs from the joint fit's")  # same seed, same size
+    results = []
+    for dataset, positions, offset in zip(datasets, pooled.positions, pooled.unit_offsets):
+        prep = prepare_fit(dataset, joint.config, seed=joint_seed, split=_session_split(joint.split, positions))
         own = np.searchsorted(joint.unit_ids, offset + prep.kept)
-        if not np.array_equal(joint.unit_ids[own], offset + prep.kept):
-            raise ClosedLoopError(f"{dataset.source}: the joint fit kept other units than the session alone")
+        if not np.array_equal(joint.unit_ids[np.minimum(own, len(joint.unit_ids) - 1)], offset + prep.kept):
+            raise ClosedLoopError(f"{dataset.source}: the joint fit left out units the session alone keeps")
         model = units_of(joint.model, own)
         results.append(prep.result(model, joint.history, joint.best_epoch, joint.epochs_run, seconds, joint.device))
-        offset += dataset.n_units
     return results
+
+
+def _session_split(pooled: DataSplit, positions: np.ndarray) -> DataSplit:
+    """One session's part of the pooled split, in the session's own image positions."""
+
+    def part(pooled_part: np.ndarray) -> np.ndarray:
+        return np.flatnonzero(np.isin(positions, pooled_part)).astype(np.int64)
+
+    return DataSplit(part(pooled.train), part(pooled.stop), part(pooled.held_out), seed=pooled.seed)
 
 
 def units_of(model: Network, positions: np.ndarray) -> Network:
@@ -161,43 +199,4 @@ def units_of(model: Network, positions: np.ndarray) -> Network:
     return subset.to(device).train(model.training)
 
 
-def _pooled(datasets: list[ResponseDataset]) -> ResponseDataset:
-    """One dataset whose units are every session's, side by side (ids are their positions)."""
-    repeats = max(dataset.trial_rates.shape[1] for dataset in datasets)
-    blocks = []
-    for dataset in datasets:
-        block = np.full((dataset.n_images, repeats, dataset.n_units), np.nan, np.float32)
-        block[:, : dataset.trial_rates.shape[1]] = dataset.trial_rates  # fewer repeats: NaN, as missing ones
-        blocks.append(block)
-    trial_rates = np.concatenate(blocks, axis=2)
-    first = datasets[0]
-    return ResponseDataset(
-        images=first.images,
-        trial_rates=trial_rates,
-        unit_ids=np.arange(trial_rates.shape[2], dtype=np.int64),
-        image_ids=first.image_ids,
-        source=" + ".join(str(dataset.source) for dataset in datasets),
-        preprocessing=first.preprocessing,
-        window_s=first.window_s,
-    )
-
-
-def _image_keys(dataset: ResponseDataset) -> list[bytes]:
-    images = np.ascontiguousarray(dataset.images, dtype=np.float32)
-    return [hashlib.blake2b(image.tobytes(), digest_size=16).digest() for image in images]
-
-
-def _reordered(dataset: ResponseDataset, order: np.ndarray) -> ResponseDataset:
-    return ResponseDataset(
-        images=dataset.images[order],
-        trial_rates=dataset.trial_rates[order],
-        unit_ids=dataset.unit_ids,
-        image_ids=dataset.image_ids[order],
-        source=dataset.source,
-        preprocessing=dataset.preprocessing,
-        window_s=dataset.window_s,
-        gratings=dataset.gratings,
-    )
-
-
-__all__ = ["ImageGroup", "fit_shared_core", "group_by_images", "units_of"]
+__all__ = ["PooledSessions", "fit_shared_core", "group_by_input_size", "pool_sessions", "units_of"]

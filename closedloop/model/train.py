@@ -142,22 +142,27 @@ def eq1_loss(prediction: torch.Tensor, rates: torch.Tensor, variance: torch.Tens
 
 
 def select_fittable_units(
-    mean_rates: np.ndarray, train_index: np.ndarray, unit_ids: np.ndarray
+    mean_rates: np.ndarray, train_index: np.ndarray, unit_ids: np.ndarray, partial_units: bool = False
 ) -> tuple[np.ndarray, list[ExcludedUnit]]:
     """Positions of units that can be fitted, and the others with the reason.
 
     A unit is excluded when any image lacks a response (NaN mean rate), when it never
     fired, or when its mean rate does not vary over the training images (Eq. 1 would
-    divide by zero).  A warning lists the excluded units.
+    divide by zero).  With ``partial_units`` (sessions pooled under one core) a unit is
+    judged on the images it has responses to.  A warning lists the excluded units.
     """
     kept, excluded = [], []
     for position, unit_id in enumerate(unit_ids):
         rates = mean_rates[:, position]
-        if not np.all(np.isfinite(rates)):
-            reason = f"missing responses (NaN) for {int(np.sum(~np.isfinite(rates)))} image(s)"
-        elif np.all(rates == 0):
+        finite = np.isfinite(rates)
+        train = train_index[finite[train_index]] if partial_units else train_index
+        if not partial_units and not np.all(finite):
+            reason = f"missing responses (NaN) for {int(np.sum(~finite))} image(s)"
+        elif len(train) < 2:
+            reason = f"responses to only {len(train)} training image(s)"
+        elif np.all(rates[finite] == 0):
             reason = "never fired"
-        elif np.var(rates[train_index]) <= 1e-12 * max(1.0, float(np.mean(rates[train_index] ** 2))):
+        elif np.var(rates[train]) <= 1e-12 * max(1.0, float(np.mean(rates[train] ** 2))):
             reason = "zero variance over the training images"
         else:
             kept.append(position)
@@ -183,6 +188,7 @@ def fit_model(
     split: DataSplit | None = None,
     initial_model: torch.nn.Module | None = None,
     core_from: torch.nn.Module | None = None,
+    partial_units: bool = False,
 ) -> FitResult:
     """Fit ``config`` (one network or an ensemble) to ``dataset``.
 
@@ -214,6 +220,10 @@ def fit_model(
         `closedloop.model.shared_core`) whose core every member starts from and keeps
         (`closedloop.model.frozen_core`): only the readouts and output nonlinearities
         train.  Its core must match ``config``'s.
+    partial_units
+        Units may lack responses (NaN) to some images: each is fitted on the images it
+        has (sessions of different images pooled under one core,
+        `closedloop.model.shared_core`).  Otherwise such a unit is excluded.
 
     Raises
     ------
@@ -224,7 +234,7 @@ def fit_model(
     """
     started = time.perf_counter()
     torch_device = resolve_device(device)
-    prepared = prepare_fit(dataset, config, seed=seed, split=split)
+    prepared = prepare_fit(dataset, config, seed=seed, split=split, partial_units=partial_units)
     config, images, split, rates = prepared.config, prepared.images, prepared.split, prepared.rates
     kept, seeds = prepared.kept, prepared.seeds
     variance = np.var(rates[split.train], axis=0)
@@ -374,12 +384,18 @@ class PreparedFit:
 
 
 def prepare_fit(
-    dataset: ResponseDataset, config: ModelConfig, *, seed: int | None = None, split: DataSplit | None = None
+    dataset: ResponseDataset,
+    config: ModelConfig,
+    *,
+    seed: int | None = None,
+    split: DataSplit | None = None,
+    partial_units: bool = False,
 ) -> PreparedFit:
     """Check the images, draw the split, select the fittable units and the member seeds.
 
     ``seed`` overrides ``config.seed``; with neither, one is drawn and recorded in the
-    returned configuration.  Raises `ClosedLoopError` as `fit_model` documents.
+    returned configuration; ``partial_units`` as `fit_model`'s.  Raises `ClosedLoopError`
+    as `fit_model` documents.
     """
     if seed is None:
         seed = config.seed if config.seed is not None else secrets.randbelow(2**31)
@@ -390,7 +406,7 @@ def prepare_fit(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # nanmean of an all-NaN column
         mean_rates = dataset.mean_rates.astype(np.float64)
-    kept, excluded = select_fittable_units(mean_rates, split.train, dataset.unit_ids)
+    kept, excluded = select_fittable_units(mean_rates, split.train, dataset.unit_ids, partial_units)
     if kept.size == 0:
         raise ClosedLoopError(f"{dataset.source}: no unit can be fitted ({len(excluded)} excluded, see warning)")
     return PreparedFit(
@@ -560,10 +576,11 @@ def _checked_images(dataset: ResponseDataset) -> np.ndarray:
 
 
 def _rate_statistics(rates: np.ndarray) -> RateStatistics:
+    if np.all(np.isfinite(rates)):
+        return RateStatistics(rates.mean(axis=0), rates.std(axis=0), np.percentile(rates, PERCENTILES, axis=0))
+    # pooled sessions (`fit_model`'s ``partial_units``): each unit over the images it has
     return RateStatistics(
-        mean=rates.mean(axis=0),
-        std=rates.std(axis=0),
-        percentiles=np.percentile(rates, PERCENTILES, axis=0),
+        np.nanmean(rates, axis=0), np.nanstd(rates, axis=0), np.nanpercentile(rates, PERCENTILES, axis=0)
     )
 
 

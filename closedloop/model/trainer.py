@@ -36,6 +36,11 @@ class DeviceData:
     fused network train and stop on different images of one batch (rotating stop
     sets): ``train_images`` and ``stop_images`` are then the same tensor of all fit
     images, and the statistics below are per member ((n_members, n_units)).
+
+    NaN rates are responses that do not exist: the units of sessions pooled under one core
+    (`closedloop.model.shared_core`) each saw their own session's images only.  They
+    become ``train_observed``/``stop_observed`` ((n_images, n_units) 0/1; ``None`` when
+    every rate exists), which the loss and the units' statistics leave them out by.
     """
 
     def __init__(self, images, rates, subsets: list[tuple[np.ndarray, np.ndarray | None]], device: torch.device):
@@ -45,12 +50,21 @@ class DeviceData:
         self.device = device
         self.input_size = images.shape[1]
         self.train_mask = self.stop_mask = None
+        observed = np.isfinite(rates)
+        partial = not observed.all()
+        self.train_observed: torch.Tensor | None = None
+        self.stop_observed: torch.Tensor | None = None
+        if partial:
+            rates = np.where(observed, rates, 0.0)
         if len(subsets) == 1:
             train, stop = subsets[0]
             self.train_images = put(images[train]).unsqueeze(1)
             self.train_rates = put(rates[train])
             self.stop_images = None if stop is None else put(images[stop]).unsqueeze(1)
             self.stop_rates = None if stop is None else put(rates[stop])
+            if partial:
+                self.train_observed = put(observed[train])
+                self.stop_observed = None if stop is None else put(observed[stop])
             trained = [train]
         else:
             fit = np.unique(np.concatenate([np.concatenate([t, s]) for t, s in subsets]))
@@ -65,11 +79,20 @@ class DeviceData:
             self.train_images = self.stop_images = put(images[fit]).unsqueeze(1)
             self.train_rates = self.stop_rates = put(rates[fit])
             self.train_mask, self.stop_mask = put(train_mask), put(stop_mask)
+            if partial:
+                self.train_observed = self.stop_observed = put(observed[fit])
             trained = [train for train, _ in subsets]
+        if partial:  # each unit's statistics over the images it has responses to
+            kept = np.where(observed, rates, np.nan)
+            variance = np.nan_to_num(np.stack([np.nanvar(kept[t], axis=0) for t in trained]))
+            means = np.nan_to_num(np.stack([np.nanmean(kept[t], axis=0) for t in trained]))
+        else:
+            variance = np.stack([np.var(rates[t], axis=0) for t in trained])
+            means = np.stack([rates[t].mean(axis=0) for t in trained])
         # Floor: a rotated training subset may miss the few images that drive a sparse unit.
-        variance = np.stack([np.maximum(np.var(rates[t], axis=0), 1e-6) for t in trained])
+        variance = np.maximum(variance, 1e-6)
         self.inverse_variance = put(1.0 / variance).unsqueeze(1)  # (members or 1, 1, units)
-        self.mean_rate = put(np.stack([rates[t].mean(axis=0) for t in trained]))
+        self.mean_rate = put(means)
         self.std_rate = put(np.sqrt(variance))
 
 
@@ -109,6 +132,7 @@ def member_data(
     data.train_rates = data.stop_rates = put(rates)
     data.train_mask = put(train_mask)
     data.stop_mask = None if stop_mask is None else put(stop_mask)
+    data.train_observed = data.stop_observed = None
     variance, mean = np.ones(rates.shape[::2]), np.zeros(rates.shape[::2])  # (members, units)
     for member in range(rates.shape[0]):
         trained = rates[member, train_mask[member] > 0]
@@ -197,17 +221,28 @@ class Trainer:
         self.train_history = torch.zeros(self.max_epochs, n_members, device=device)
         self.stop_history = torch.zeros(self.max_epochs, n_members, device=device)
 
-    def _member_loss(self, images: torch.Tensor, rates: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        """Normalised Eq. 1 loss of each member, over the images its ``mask`` row selects (all if None)."""
+    def _member_loss(
+        self, images: torch.Tensor, rates: torch.Tensor, mask: torch.Tensor | None, observed: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Normalised Eq. 1 loss of each member, over the images its ``mask`` row selects (all if None)
+        and the responses ``observed`` marks (all if None): the mean over the terms that count."""
         squared = (self.model.forward_members(images) - rates) ** 2 * self.data.inverse_variance
+        if observed is not None:
+            per_image = (squared * observed).sum(dim=2)  # (members, images)
+            counts = observed.sum(dim=1)  # responses per image
+            if mask is None:
+                return per_image.sum(dim=1) / counts.sum().clamp_min(1.0)
+            return (per_image * mask).sum(dim=1) / (mask * counts).sum(dim=1).clamp_min(1.0)
         if mask is None:
             return squared.mean(dim=(1, 2))
         per_image = squared.mean(dim=2)
         return (per_image * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
 
-    def _step(self, images: torch.Tensor, rates: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def _step(
+        self, images: torch.Tensor, rates: torch.Tensor, mask: torch.Tensor | None, observed: torch.Tensor | None
+    ) -> torch.Tensor:
         self.model.set_sample_weight(mask)
-        member_loss = self._member_loss(images, rates, mask)
+        member_loss = self._member_loss(images, rates, mask, observed)
         loss = member_loss.sum()
         penalty = self.model.regularizer()
         if penalty is not None:
@@ -253,7 +288,7 @@ class Trainer:
         self.eager_epochs += 1
         self.model.train()
         if self.batch_size is None:
-            train_loss = self._step(data.train_images, data.train_rates, data.train_mask)
+            train_loss = self._step(data.train_images, data.train_rates, data.train_mask, data.train_observed)
         else:
             order = torch.randperm(self.n_train, device=data.device)
             total = torch.zeros_like(self.best_loss)
@@ -261,9 +296,13 @@ class Trainer:
             for start in range(0, self.n_train, self.batch_size):
                 batch = order[start : start + self.batch_size]
                 mask = None if data.train_mask is None else data.train_mask[:, batch]
-                weight = float(len(batch)) if mask is None else mask.sum(dim=1)
+                observed = None if data.train_observed is None else data.train_observed[batch]
+                if observed is None:
+                    weight = float(len(batch)) if mask is None else mask.sum(dim=1)
+                else:  # the batch's share of responses that exist
+                    weight = observed.sum() if mask is None else (mask * observed.sum(dim=1)).sum(dim=1)
                 # Rates are (images, units), or (members, images, units) when members fit different sessions.
-                total += self._step(data.train_images[batch], data.train_rates[..., batch, :], mask) * weight
+                total += self._step(data.train_images[batch], data.train_rates[..., batch, :], mask, observed) * weight
                 seen += weight
             train_loss = total / seen.clamp_min(1.0)
         self.train_history.index_copy_(0, index.view(1), train_loss.view(1, -1))
@@ -275,7 +314,7 @@ class Trainer:
                 stop_loss = self.best_loss
             else:
                 assert data.stop_images is not None and data.stop_rates is not None  # early stopping has a stopping set
-                stop_loss = self._member_loss(data.stop_images, data.stop_rates, data.stop_mask)
+                stop_loss = self._member_loss(data.stop_images, data.stop_rates, data.stop_mask, data.stop_observed)
                 self.stop_history.index_copy_(0, index.view(1), stop_loss.view(1, -1))
                 improved = (stop_loss < self.best_loss) & ~self.done
             self.best_loss.copy_(torch.where(improved, stop_loss, self.best_loss))
