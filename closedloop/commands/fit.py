@@ -136,6 +136,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "is used unless --preset or --config is given",
     )
     parser.add_argument(
+        "--tune-core",
+        action="store_true",
+        help="with --core-from: train the core on from there with the rest instead of keeping it fixed",
+    )
+    parser.add_argument(
         "--fuse-trials",
         action="store_true",
         help="with --search: train the trials that share a network shape (differing only in learning rate, "
@@ -171,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
                 raise ClosedLoopError(f"--{name.replace('_', '-')} only makes sense with --search N")
     if args.fuse_sessions and args.shared_core:
         raise ClosedLoopError("choose one of --fuse-sessions and --shared-core")
+    if args.tune_core and args.core_from is None:
+        raise ClosedLoopError("--tune-core only makes sense with --core-from MODEL")
     if args.core_from is not None:
         for name in ("fuse_sessions", "shared_core", "search"):
             if getattr(args, name):
@@ -197,7 +204,7 @@ def run(args: argparse.Namespace) -> int:
         else default_config()
     )
     if core:
-        from closedloop.model.frozen_core import check_core_source  # torch, loaded with the core
+        from closedloop.model.given_core import check_core_source  # torch, loaded with the core
 
         check_core_source(core.model, config, core.input_size)
     space = _space(args)
@@ -212,7 +219,9 @@ def run(args: argparse.Namespace) -> int:
         if args.search:
             config, search_summary, seed = _search(args, config, space, device, executor)
         core_from = None if args.core_from is None else str(args.core_from)
-        settings = FitSettings(config=config, device=device, seed=seed, units=args.units, core_from=core_from)
+        settings = FitSettings(
+            config=config, device=device, seed=seed, units=args.units, core_from=core_from, tune_core=args.tune_core
+        )
         result = fit_archives(
             list(args.archives),
             args.out,

@@ -57,8 +57,10 @@ class FitSettings:
     units
         pvc-8 unit selection: ``"indcent"`` or ``"all"``.
     core_from
-        A fitted model file (model.pt) whose core every session's CNN starts from and
-        keeps, training only its own readouts (`closedloop.model.frozen_core`).
+        A fitted model file (model.pt) whose core every session's CNN starts from
+        (`closedloop.model.given_core`), kept fixed unless ``tune_core``.
+    tune_core
+        Train that core on with the rest instead of keeping it fixed.
     """
 
     config: ModelConfig
@@ -66,6 +68,7 @@ class FitSettings:
     seed: int | None = None
     units: Literal["indcent", "all"] = "indcent"
     core_from: str | None = None
+    tune_core: bool = False
 
 
 @dataclass
@@ -169,6 +172,7 @@ def fit_dataset(
                 seed=seed,
                 progress=_epoch_progress(settings.config, stage),
                 core_from=None if settings.core_from is None else load_checkpoint(settings.core_from, device).model,
+                tune_core=settings.tune_core,
             )
             times["cnn_fit"] = _timed_sync(device) - started
         else:  # the caller sets this session's share of the fused training
@@ -235,7 +239,9 @@ def fit_dataset(
         "n_units_in_data": int(dataset.n_units),
         "excluded_units": excluded,
         "shared_core": None if shared_core_with is None else {"sessions": list(shared_core_with)},
-        "core_from": settings.core_from,
+        "core_from": None
+        if settings.core_from is None
+        else {"model": settings.core_from, "core": "tuned" if settings.tune_core else "fixed"},
         "epochs_run": int(cnn.epochs_run),
         "best_epoch": [int(e) for e in cnn.best_epoch],
         "linear_ridge_alpha": float(linear.history["ridge_alpha"][int(linear.best_epoch[0])]),

@@ -104,7 +104,7 @@ class CoreReadoutNetwork(nn.Module):
     output_scale: torch.Tensor
     #: `build_network`'s arguments as plain data, set by it.
     build_spec: dict
-    #: A core taken from another fit and kept fixed (`closedloop.model.frozen_core`): it stays in
+    #: A core taken from another fit and kept fixed (`closedloop.model.given_core`): it stays in
     #: eval mode (batch norm keeps its statistics) while the rest trains.
     core_frozen: bool = False
 

@@ -40,7 +40,7 @@ from closedloop.data.dataset import ResponseDataset
 from closedloop.errors import ClosedLoopError
 from closedloop.model.device import describe_device, resolve_device
 from closedloop.model.ensemble import member_structure, stack_members, unstack_members
-from closedloop.model.frozen_core import check_core_source, core_state, install_frozen_core
+from closedloop.model.given_core import StartingCore, check_core_source, install_core, starting_core
 from closedloop.model.linear import LinearPixelModel, fit_ridge
 from closedloop.model.member_settings import MemberSettings
 from closedloop.model.model_config import ModelConfig
@@ -188,6 +188,7 @@ def fit_model(
     split: DataSplit | None = None,
     initial_model: torch.nn.Module | None = None,
     core_from: torch.nn.Module | None = None,
+    tune_core: bool = False,
     partial_units: bool = False,
 ) -> FitResult:
     """Fit ``config`` (one network or an ensemble) to ``dataset``.
@@ -217,9 +218,11 @@ def fit_model(
         linear model (closed form).
     core_from
         A fitted network (e.g. one session's share of a shared core,
-        `closedloop.model.shared_core`) whose core every member starts from and keeps
-        (`closedloop.model.frozen_core`): only the readouts and output nonlinearities
-        train.  Its core must match ``config``'s.
+        `closedloop.model.shared_core`) whose core every member starts from
+        (`closedloop.model.given_core`).  Its core must match ``config``'s.
+    tune_core
+        With ``core_from``: train the core on from there with the rest; ``False`` keeps
+        it fixed and only the readouts and output nonlinearities train.
     partial_units
         Units may lack responses (NaN) to some images: each is fitted on the images it
         has (sessions of different images pooled under one core,
@@ -244,8 +247,8 @@ def fit_model(
         warm = _warm_start_states(initial_model, config, len(kept), images.shape[1])
     core_source = None if core_from is None else check_core_source(core_from, config, images.shape[1])
 
-    def core(members: list[int]) -> dict | None:
-        return None if core_source is None else core_state(core_source, members)
+    def starting(members: list[int]) -> StartingCore | None:
+        return None if core_source is None else starting_core(core_source, members, tune_core)
 
     if config.architecture == "linear":
         ridge = fit_ridge(
@@ -276,7 +279,7 @@ def fit_model(
                 torch_device,
                 progress,
                 None if warm is None else warm[0],
-                core_state=core(list(range(len(seeds)))),
+                core=starting(list(range(len(seeds)))),
             )
         elif fused or config.ensemble_size == 1:
             model, history, best_epoch, epochs_run = _fit_members(
@@ -289,7 +292,7 @@ def fit_model(
                 torch_device,
                 progress,
                 None if warm is None else warm[0],
-                core_state=core(list(range(len(seeds)))),
+                core=starting(list(range(len(seeds)))),
             )
         else:
             members, histories, bests, runs = [], [], [], []
@@ -305,7 +308,7 @@ def fit_model(
                     torch_device,
                     progress,
                     None if warm is None else warm[1][index],
-                    core_state=core([index]),
+                    core=starting([index]),
                 )
                 members.append(fitted[0])
                 histories.append(fitted[1])
@@ -484,13 +487,13 @@ def _fit_members(
     progress,
     initial_state: dict | None = None,
     members: MemberSettings | None = None,
-    core_state: dict | None = None,
+    core: StartingCore | None = None,
 ):
     """Early-stopped training of ``len(seeds)`` fused members, then the refit if configured.
 
     ``subsets`` is one (train, stop) pair shared by every member, or one per member.
     ``members``: training settings that differ per member (fused search trials).
-    ``core_state``: a core every member starts from and keeps (`frozen_core.core_state`).
+    ``core``: a core every member starts from (`given_core.starting_core`).
     """
     model, history, best_epoch, epochs_run = _train_members(
         DeviceData(images, rates, subsets, device),
@@ -500,7 +503,7 @@ def _fit_members(
         progress,
         initial_state=initial_state,
         members=members,
-        core_state=core_state,
+        core=core,
     )
     if not config.refit:
         return model, history, best_epoch, epochs_run
@@ -515,7 +518,7 @@ def _fit_members(
         refit_epochs=best_epoch + 1,
         initial_state=initial_state,
         members=members,
-        core_state=core_state,
+        core=core,
     )
     return model, history | refit_history, best_epoch, epochs_run
 
@@ -529,7 +532,7 @@ def _train_members(
     refit_epochs: np.ndarray | None = None,
     initial_state: dict | None = None,
     members: MemberSettings | None = None,
-    core_state: dict | None = None,
+    core: StartingCore | None = None,
 ):
     """Train one fused network of ``len(seeds)`` members; returns model, history, best epochs, epochs.
 
@@ -551,8 +554,8 @@ def _train_members(
     model.set_output_statistics(data.mean_rate, data.std_rate)
     if config.input_normalisation == "zscore":
         model.set_input_statistics(float(data.train_images.mean()), float(data.train_images.std()))
-    if core_state is not None:
-        install_frozen_core(model, core_state)
+    if core is not None:
+        install_core(model, core)
     if initial_state is not None:
         model.load_state_dict(initial_state)
     model.to(data.device)

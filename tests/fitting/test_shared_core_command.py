@@ -68,6 +68,22 @@ def test_every_session_gets_its_share_of_one_core(same_images, tmp_path, capsys)
     assert [s["shared_core_with"] for s in summary["sessions"]] == [["a", "b", "other"]] * 3
 
 
+def test_a_new_session_fits_its_readouts_on_a_saved_core_kept_or_tuned(same_images, tmp_path):
+    paths, config = same_images
+    assert _fit(str(paths["a"]), "--out", str(tmp_path / "first"), "--config", str(config)) == 0
+    core_file = tmp_path / "first" / "a" / "model.pt"
+    source = _core(load_checkpoint(core_file, "cpu").model.state_dict())
+    for how, extra in (("fixed", []), ("tuned", ["--tune-core"])):
+        out = tmp_path / how
+        assert _fit(str(paths["b"]), "--out", str(out), "--core-from", str(core_file), *extra) == 0
+        record = json.loads((out / "b" / "metrics.json").read_text())
+        assert record["core_from"] == {"model": str(core_file), "core": how}
+        assert record["config"]["core_filters"] == [4, 4]  # the core's own configuration
+        fitted = _core(load_checkpoint(out / "b" / "model.pt", "cpu").model.state_dict())
+        kept = all(np.array_equal(fitted[key], source[key]) for key in source)
+        assert kept == (how == "fixed")
+
+
 @pytest.fixture(scope="module")
 def core_file(same_images, tmp_path_factory):
     paths, config = same_images
@@ -86,6 +102,7 @@ def core_file(same_images, tmp_path_factory):
         (["--config", "{config}", "--shared-core", "--executor", "ray"], "--shared-core trains in this process"),
         (["--core-from", "{core}", "--shared-core"], "leave out --shared-core"),
         (["--core-from", "{absent}"], "no such checkpoint"),
+        (["--config", "{config}", "--tune-core"], "--tune-core only makes sense with --core-from"),
         (["--core-from", "{core}", "--preset", "kindel2017"], "the core was fitted with architecture"),
     ],
 )

@@ -74,5 +74,11 @@ def test_the_protocols_core_from_reaches_the_server_and_is_checked(tmp_path, cor
     rig = load_rig(ROOT / "rigs/sim.yaml")
     protocol = load_protocol(write_variant(tmp_path, "protocols/demo.yaml", {"fit.core_from": str(core_file[0])}))
     assert ServerSettings.from_configs(rig, protocol).core_from == str(core_file[0])
+    changes = {"fit.core_from": str(core_file[0]), "fit.tune_core": True}
+    assert ServerSettings.from_configs(
+        rig, load_protocol(write_variant(tmp_path, "protocols/demo.yaml", changes, "t.yaml"))
+    ).tune_core
+    with pytest.raises(ClosedLoopError, match="fit.tune_core"):
+        load_protocol(write_variant(tmp_path, "protocols/demo.yaml", {"fit.tune_core": True}, "n.yaml"))
     with pytest.raises(ClosedLoopError, match="fit.core_from"):
         load_protocol(write_variant(tmp_path, "protocols/demo.yaml", {"fit.core_from": "absent.pt"}, "a.yaml"))

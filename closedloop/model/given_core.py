@@ -1,14 +1,17 @@
-"""A core learned elsewhere, kept fixed while a new session's readouts are fitted on top of it.
+"""A core learned elsewhere that a new session's fit starts from: kept fixed, or tuned.
 
-A core fitted to many units (`closedloop.model.shared_core`: several sessions of one image
-set) has learned features that a new session's few units could not learn alone.  A fit
-"from a core" copies that core into every member (member k takes the core of the source's
-member k, cycling when the new ensemble is larger) with its input statistics and trains
-only what is per unit: readouts, output nonlinearities.  The core's batch normalisation
-keeps the statistics it was trained with.
+A core fitted to many images and units (`closedloop.model.shared_core`: several earlier
+sessions) has learned features that a new session's few images could not teach it alone.
+A fit "from a core" copies that core into every member (member k takes the core of the
+source's member k, cycling when the new ensemble is larger) with its input statistics.
+Fixed (the default), it trains only what is per unit: readouts, output nonlinearities,
+and the core's batch normalisation keeps the statistics it was trained with.  Tuned, the
+core trains on with the rest from there (a warm start of the core alone).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -76,22 +79,34 @@ def load_core(path: str, config: ModelConfig, input_size: int) -> CoreReadoutNet
         raise ClosedLoopError(f"core_from {path}: {error}") from None
 
 
-def core_state(source: CoreReadoutNetwork, members: list[int]) -> dict[str, torch.Tensor]:
+@dataclass(frozen=True)
+class StartingCore:
+    """A core for some members of a new network: its weights, and whether they stay as they are."""
+
+    state: dict[str, torch.Tensor]
+    fixed: bool = True
+
+
+def starting_core(source: CoreReadoutNetwork, members: list[int], tune: bool = False) -> StartingCore:
     """The core's parameters and buffers (and input statistics) for ``members`` of a new network."""
     index = torch.as_tensor([member % source.n_members for member in members])
     state = source.state_dict()
-    return {
-        key: value.detach().index_select(0, index.to(value.device)).clone()
-        for key, value in state.items()
-        if key.startswith("core.") and value.dim() > 0 or key in _INPUT_STATISTICS
-    }
+    return StartingCore(
+        {
+            key: value.detach().index_select(0, index.to(value.device)).clone()
+            for key, value in state.items()
+            if key.startswith("core.") and value.dim() > 0 or key in _INPUT_STATISTICS
+        },
+        fixed=not tune,
+    )
 
 
-def install_frozen_core(network: CoreReadoutNetwork, state: dict[str, torch.Tensor]) -> None:
-    """Load ``state`` (`core_state`) into ``network`` and keep its core from training."""
-    missing = [key for key in network.state_dict() if key.startswith("core.") and key not in state]
+def install_core(network: CoreReadoutNetwork, core: StartingCore) -> None:
+    """Load ``core`` into ``network``; a fixed one gets no gradient and stays in eval mode."""
+    missing = [key for key in network.state_dict() if key.startswith("core.") and key not in core.state]
     if any(network.state_dict()[key].dim() > 0 for key in missing):
         raise ClosedLoopError("the core to start from lacks some of this network's core weights")
-    network.load_state_dict(state, strict=False)
-    network.core.requires_grad_(False)
-    network.core_frozen = True
+    network.load_state_dict(core.state, strict=False)
+    if core.fixed:
+        network.core.requires_grad_(False)
+        network.core_frozen = True

@@ -10,7 +10,7 @@ import torch
 
 from closedloop.data.loader import load_dataset
 from closedloop.errors import ClosedLoopError
-from closedloop.model.frozen_core import core_state, install_frozen_core
+from closedloop.model.given_core import install_core, starting_core
 from closedloop.model.model_config import ModelConfig
 from closedloop.model.networks import build_network
 from closedloop.model.train import fit_model
@@ -69,10 +69,10 @@ def test_a_core_of_another_shape_or_a_linear_model_is_refused(old_and_new):
         fit_model(new, CONFIG, seed=1, device="cpu", core_from=linear.model)
 
 
-def test_a_frozen_core_gets_no_gradient_and_stays_in_eval_mode(old_and_new):
+def test_a_given_core_gets_no_gradient_and_stays_in_eval_mode(old_and_new):
     source, new = old_and_new
     network = build_network(CONFIG, new.n_units, 2, new.images.shape[1])
-    install_frozen_core(network, core_state(source.model, [1, 0]))
+    install_core(network, starting_core(source.model, [1, 0]))
     network.train()
     assert not network.core.training and network.readout.training
     assert all(not p.requires_grad for p in network.core.parameters())
@@ -81,3 +81,16 @@ def test_a_frozen_core_gets_no_gradient_and_stays_in_eval_mode(old_and_new):
     assert network.readout.mask.grad is not None
     swapped = source.model.state_dict()["core.layers.0.weight"][[1, 0]]
     assert torch.equal(network.state_dict()["core.layers.0.weight"], swapped)
+
+
+def test_a_tuned_core_starts_from_the_given_one_and_trains_on(old_and_new):
+    source, new = old_and_new
+    config = CONFIG.replace(learning_rate=1e-9, max_epochs=1, patience=1, stop_check_every=1)  # one step: no move
+    start = fit_model(new, config, seed=9, device="cpu", core_from=source.model, tune_core=True)
+    for key, value in _core(start.model).items():
+        if "running" not in key:  # batch norm's statistics follow the new images when the core trains
+            assert np.allclose(value, _core(source.model)[key], atol=1e-6), key
+    tuned = fit_model(new, CONFIG, seed=9, device="cpu", core_from=source.model, tune_core=True)
+    moved = _core(tuned.model)["core.layers.0.weight"]
+    assert not np.allclose(moved, _core(source.model)["core.layers.0.weight"])
+    assert not np.allclose(moved, _core(fit_model(new, CONFIG, seed=9, device="cpu").model)["core.layers.0.weight"])
