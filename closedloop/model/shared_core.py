@@ -76,10 +76,11 @@ def pool_sessions(datasets: list[ResponseDataset]) -> PooledSessions:
             "(group_by_input_size)"
         )
     pooled: dict[tuple[bytes, int], int] = {}
-    images, positions = [], []
+    images: list[np.ndarray] = []
+    positions: list[np.ndarray] = []
     for dataset in datasets:
         seen: dict[bytes, int] = {}
-        own = []
+        own: list[int] = []
         for image in np.asarray(dataset.images, dtype=np.float32):
             digest = hashlib.blake2b(np.ascontiguousarray(image).tobytes(), digest_size=16).digest()
             # A session showing one image twice: its second showing pairs with another's second.
@@ -93,9 +94,9 @@ def pool_sessions(datasets: list[ResponseDataset]) -> PooledSessions:
     repeats = max(dataset.trial_rates.shape[1] for dataset in datasets)
     offsets = np.cumsum([0] + [dataset.n_units for dataset in datasets]).tolist()
     trial_rates = np.full((len(images), repeats, offsets[-1]), np.nan, np.float32)
-    for dataset, own, offset in zip(datasets, positions, offsets):
+    for dataset, where, offset in zip(datasets, positions, offsets):
         block = trial_rates[:, :, offset : offset + dataset.n_units]
-        block[own, : dataset.trial_rates.shape[1]] = dataset.trial_rates
+        block[where, : dataset.trial_rates.shape[1]] = dataset.trial_rates
     first = datasets[0]
     combined = ResponseDataset(
         images=np.stack(images),
