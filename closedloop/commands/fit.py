@@ -10,7 +10,9 @@ by default, Optuna's TPE with --sampler tpe, hopeless trials stopped early with
 is written to OUT/search/trials/ as it finishes, a killed search run again with the
 same OUT resumes, and the best one (OUT/search/best.yaml) fits every archive.
 --executor ray runs the fits and trials as Ray tasks: on a Ray instance started on
-this machine, or on a cluster with --address.
+this machine, or on a cluster with --address. --shared-core fits all sessions with one core
+learned from all their images and units (each session still gets its own model); --core-from
+MODEL starts each fit from a fitted model's core, kept fixed or (--tune-core) trained on.
 
 Exit status: 0 when every session was fitted, 1 when some failed (listed), 2 for bad
 arguments or input found before fitting started.
