@@ -235,7 +235,7 @@ def _run_joint(paths, names, out_dir, settings, bars, how: str) -> list[SessionO
                 outcomes[index] = _failure(names[index], paths[index], error)
                 bars.finish(index, outcomes[index])
             return [outcome for outcome in outcomes if outcome is not None]
-        for index, (dataset, cnn, shared_with) in zip(ready, fitted):
+        for index, dataset, (cnn, shared_with) in zip(ready, datasets, fitted):
             try:
                 outcome = fit_dataset(
                     dataset,
@@ -255,17 +255,17 @@ def _run_joint(paths, names, out_dir, settings, bars, how: str) -> list[SessionO
 
 
 def _fit_fused(datasets, seeds, settings, progress) -> list[tuple]:
-    """(dataset, FitResult, None) per session, all trained as one fused network."""
+    """(FitResult, None) per session, all trained as one fused network."""
     from closedloop.model.multi_session import fit_sessions  # torch
 
     fitted = fit_sessions(datasets, settings.config, seeds=seeds, device=settings.device, progress=progress)
     for cnn in fitted:
         cnn.fit_seconds /= len(fitted)  # this session's share of the fused training
-    return [(dataset, cnn, None) for dataset, cnn in zip(datasets, fitted)]
+    return [(cnn, None) for cnn in fitted]
 
 
 def _fit_shared_cores(datasets, seeds, names: list[str], settings, progress) -> list[tuple]:
-    """(dataset, FitResult, the session names sharing its core) per session.
+    """(FitResult, the names of the sessions sharing its core) per session.
 
     Sessions of one network input size share one core (their first session's seed); a
     session of a size no other has is fitted alone (and shares with nobody: ``None``).
@@ -280,13 +280,13 @@ def _fit_shared_cores(datasets, seeds, names: list[str], settings, progress) -> 
             cnn = fit_model(
                 datasets[first], settings.config, device=settings.device, seed=seeds[first], progress=progress
             )
-            fitted[first] = (datasets[first], cnn, None)
+            fitted[first] = (cnn, None)
             continue
         group = [datasets[index] for index in members]
         results = fit_shared_core(group, settings.config, seed=seeds[first], device=settings.device, progress=progress)
         together = [names[index] for index in members]
         for index, cnn in zip(members, results):
-            fitted[index] = (datasets[index], cnn, together)
+            fitted[index] = (cnn, together)
     return [entry for entry in fitted if entry is not None]
 
 
