@@ -30,8 +30,9 @@ from closedloop.data.output_files import write_via_temporary
 from closedloop.errors import ClosedLoopError, DataFileError
 from closedloop.model.device import resolve_device
 from closedloop.model.ensemble import rebuild_network
+from closedloop.model.given_core import check_core_source
 from closedloop.model.model_config import ModelConfig
-from closedloop.model.networks import Network
+from closedloop.model.networks import CoreReadoutNetwork, Network
 from closedloop.model.split import DataSplit
 from closedloop.model.train import ExcludedUnit, FitResult, RateStatistics
 
@@ -255,3 +256,20 @@ def _plain(value: Any) -> Any:
     if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
         return value
     raise TypeError(f"metric value of type {type(value).__name__} cannot be stored in a checkpoint")
+
+
+def load_core(path: str, config: ModelConfig, input_size: int) -> CoreReadoutNetwork:
+    """The network of the model file at ``path``, checked to hold a core ``config`` can use.
+
+    Raises
+    ------
+    DataFileError
+        Missing, damaged or foreign file.
+    ClosedLoopError
+        Not a CNN, or a core unlike ``config``'s (`check_core_source`).
+    """
+    model = load_checkpoint(path, "cpu").model  # a DataFileError names the file itself
+    try:
+        return check_core_source(model, config, input_size)
+    except ClosedLoopError as error:
+        raise ClosedLoopError(f"core_from {path}: {error}") from None

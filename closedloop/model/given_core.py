@@ -60,25 +60,6 @@ def check_core_source(source: torch.nn.Module, config: ModelConfig, input_size: 
     return source
 
 
-def load_core(path: str, config: ModelConfig, input_size: int) -> CoreReadoutNetwork:
-    """The network of the model file at ``path``, checked to hold a core ``config`` can use.
-
-    Raises
-    ------
-    DataFileError
-        Missing, damaged or foreign file.
-    ClosedLoopError
-        Not a CNN, or a core unlike ``config``'s (`check_core_source`).
-    """
-    from closedloop.model.checkpoint import load_checkpoint  # it imports the training code, which imports this
-
-    model = load_checkpoint(path, "cpu").model  # a DataFileError names the file itself
-    try:
-        return check_core_source(model, config, input_size)
-    except ClosedLoopError as error:
-        raise ClosedLoopError(f"core_from {path}: {error}") from None
-
-
 @dataclass(frozen=True)
 class StartingCore:
     """A core for some members of a new network: its weights, and whether they stay as they are."""

@@ -42,7 +42,7 @@ from closedloop.messages.types import (
     SynthesizeRequest,
 )
 from closedloop.model.device import resolve_device
-from closedloop.model.given_core import load_core
+from closedloop.model.checkpoint import load_core
 from closedloop.model.networks import CoreReadoutNetwork
 from closedloop.model.predict import predict
 from closedloop.runtime.component import Component

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import TINY, settings
 
 from closedloop.data.dataset import Preprocessing
 from closedloop.errors import ClosedLoopError
@@ -58,8 +58,6 @@ def test_every_refit_keeps_the_given_core_and_fits_the_readouts(run_server, reco
 
 
 def test_a_missing_or_mismatched_core_stops_the_server_at_start(recording, core_file, tmp_path):
-    from conftest import settings
-
     with pytest.raises(ClosedLoopError, match="no such checkpoint"):
         ModelServer("model", settings(core_from=str(tmp_path / "absent.pt"))).setup()
     wider = settings(core_from=str(core_file[0]), model=TINY.replace(core_filters=(8,)))
