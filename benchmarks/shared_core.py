@@ -10,11 +10,11 @@ is then fitted with the default preset five ways, scored on its own held-out ima
 - ``shared``: `closedloop fit --shared-core` on all N sessions (one core, every image and
   unit; its held-out images are the pooled split's, so they differ from the others' when
   the image sets differ);
-- ``transfer``: its readouts on the core of sessions 2..N fitted together, kept fixed
-  (`closedloop fit --core-from`);
-- ``tuned``: the same core trained on with the readouts (``--core-from --tune-core``);
-- ``alone few`` / ``transfer few`` / ``tuned few``: the same with only ``--few`` of its
-  fit images (a new session early on), the held-out images unchanged.
+- ``fixed``: its readouts on the core of sessions 2..N fitted together, the core kept as it
+  is (`closedloop fit --core-from MODEL --fixed-core`);
+- ``tuned``: the same core trained on with the readouts (``--core-from MODEL``, the default);
+- ``alone few`` / ``fixed few`` / ``tuned few``: the same with only ``--few`` of its fit
+  images (a new session early on), the held-out images unchanged.
 
 Printed: held-out mean r/rmax and r/oracle (model mean r over the mean r of the simulator's
 exact rates, `benchmarks/generalise.py`) and the fit time of each.
@@ -159,13 +159,13 @@ def family_rows(family: str, args: argparse.Namespace) -> dict:
     target = datasets[0]
     rows: dict[str, dict] = {}
 
-    def fit(name: str, make, scored=target, split=None, core_model=None, tune=False):
+    def fit(name: str, make, scored=target, split=None, core_model=None, fixed=False):
         started = time.perf_counter()
         result = (
             make()
             if make
             else fit_model(
-                scored, config, device=args.device, seed=args.seed, split=split, core_from=core_model, tune_core=tune
+                scored, config, device=args.device, seed=args.seed, split=split, core_from=core_model, fixed_core=fixed
             )
         )
         rows[name] = score(result, scored, args.seed) | {"wall_s": time.perf_counter() - started}
@@ -186,13 +186,13 @@ def family_rows(family: str, args: argparse.Namespace) -> dict:
         else fit_model(others[0], config, device=args.device, seed=args.seed)
     )
     rows_core_s = time.perf_counter() - started
-    fit("transfer", None, split=shared.split, core_model=core.model)
-    fit("tuned", None, split=shared.split, core_model=core.model, tune=True)
-    rows["transfer"]["core_fit_s"] = rows_core_s
+    fit("fixed", None, split=shared.split, core_model=core.model, fixed=True)
+    fit("tuned", None, split=shared.split, core_model=core.model)
+    rows["tuned"]["core_fit_s"] = rows_core_s
     few, few_split = few_images(target, shared.split, args.few, args.seed)
     fit("alone few", None, scored=few, split=few_split)
-    fit("transfer few", None, scored=few, split=few_split, core_model=core.model)
-    fit("tuned few", None, scored=few, split=few_split, core_model=core.model, tune=True)
+    fit("fixed few", None, scored=few, split=few_split, core_model=core.model, fixed=True)
+    fit("tuned few", None, scored=few, split=few_split, core_model=core.model)
     return rows
 
 
@@ -224,8 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         for name, row in rows.items():
             print(f"{family:<14}{name:<14}{row['r_over_rmax']:>8.3f}{row['r_over_oracle']:>10.3f}{row['fit_s']:>8.0f}")
     print(
-        "transfer / tuned: session 1's readouts on the core of sessions 2..N fitted together (its time not included), "
-        "the core kept fixed / trained on"
+        "fixed / tuned: session 1's readouts on the core of sessions 2..N fitted together (its time not included), "
+        "the core kept as it is / trained on"
     )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ same OUT resumes, and the best one (OUT/search/best.yaml) fits every archive.
 --executor ray runs the fits and trials as Ray tasks: on a Ray instance started on
 this machine, or on a cluster with --address. --shared-core fits all sessions with one core
 learned from all their images and units (each session still gets its own model); --core-from
-MODEL starts each fit from a fitted model's core, kept fixed or (--tune-core) trained on.
+MODEL starts each fit from a fitted model's core, trained on or (--fixed-core) kept as it is.
 
 Exit status: 0 when every session was fitted, 1 when some failed (listed), 2 for bad
 arguments or input found before fitting started.
@@ -134,13 +134,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         metavar="MODEL",
         help="a fitted model.pt (e.g. one session of --shared-core on earlier sessions) whose "
-        "core every session starts from and keeps, fitting only its own readouts; the model's configuration "
+        "core every session starts from and trains on with its own readouts; the model's configuration "
         "is used unless --preset or --config is given",
     )
     parser.add_argument(
-        "--tune-core",
+        "--fixed-core",
         action="store_true",
-        help="with --core-from: train the core on from there with the rest instead of keeping it fixed",
+        help="with --core-from: keep the core as it is and fit only each session's readouts "
+        "(default: train it on from there with the rest)",
     )
     parser.add_argument(
         "--fuse-trials",
@@ -178,8 +179,8 @@ def run(args: argparse.Namespace) -> int:
                 raise ClosedLoopError(f"--{name.replace('_', '-')} only makes sense with --search N")
     if args.fuse_sessions and args.shared_core:
         raise ClosedLoopError("choose one of --fuse-sessions and --shared-core")
-    if args.tune_core and args.core_from is None:
-        raise ClosedLoopError("--tune-core only makes sense with --core-from MODEL")
+    if args.fixed_core and args.core_from is None:
+        raise ClosedLoopError("--fixed-core only makes sense with --core-from MODEL")
     if args.core_from is not None:
         for name in ("fuse_sessions", "shared_core", "search"):
             if getattr(args, name):
@@ -222,7 +223,7 @@ def run(args: argparse.Namespace) -> int:
             config, search_summary, seed = _search(args, config, space, device, executor)
         core_from = None if args.core_from is None else str(args.core_from)
         settings = FitSettings(
-            config=config, device=device, seed=seed, units=args.units, core_from=core_from, tune_core=args.tune_core
+            config=config, device=device, seed=seed, units=args.units, core_from=core_from, fixed_core=args.fixed_core
         )
         result = fit_archives(
             list(args.archives),

@@ -148,8 +148,8 @@ class Fit:
     as the ``best.yaml`` of ``closedloop fit --search``), relative to the protocol file,
     to start from.  ``core_from``: a fitted model file (``model.pt``, e.g. one session's
     share of ``closedloop fit --shared-core`` on earlier sessions) whose core every refit
-    starts from, kept fixed (only this session's readouts are fitted) or, with
-    ``tune_core``, trained on with the rest; it must have this section's core.
+    starts from and trains on (with ``fixed_core: true``, keeps as it is, fitting only
+    this session's readouts); it must have this section's core.
     `model_config` gives the `ModelConfig` a fit uses.
     """
 
@@ -167,9 +167,9 @@ class Fit:
     # A model file (e.g. a search's best.yaml; relative to this protocol) to start from instead of architecture.
     model_file: str | None = path_setting(None)
     # A fitted model.pt (relative to this protocol) whose core every refit starts from: kept fixed,
-    # fitting only readouts, or tuned on with the rest (tune_core).
+    # training it on with the rest, or keeping it as it is (fixed_core), fitting only readouts.
     core_from: str | None = path_setting(None)
-    tune_core: bool = False
+    fixed_core: bool = False
     loaded_model: ModelConfig | None = internal()
 
     def model_config(self, seed: int | None = None) -> ModelConfig:
@@ -218,8 +218,8 @@ class Fit:
                     key,
                     f"is not used by the {self.architecture} architecture (only by {' and '.join(used_by)}); remove it",
                 )
-        if self.tune_core and self.core_from is None:
-            raise where.error("tune_core", "tunes the core of core_from; give core_from or remove tune_core")
+        if self.fixed_core and self.core_from is None:
+            raise where.error("fixed_core", "keeps the core of core_from fixed; give core_from or remove fixed_core")
         if self.core_from is not None and self.architecture == "linear" and self.model_file is None:
             raise where.error("core_from", "the linear architecture has no core; remove core_from or choose a CNN")
         if self.architecture == "linear" and self.ensemble not in (None, 1):

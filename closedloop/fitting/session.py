@@ -58,9 +58,9 @@ class FitSettings:
         pvc-8 unit selection: ``"indcent"`` or ``"all"``.
     core_from
         A fitted model file (model.pt) whose core every session's CNN starts from
-        (`closedloop.model.given_core`), kept fixed unless ``tune_core``.
-    tune_core
-        Train that core on with the rest instead of keeping it fixed.
+        (`closedloop.model.given_core`) and trains on, or keeps as it is with ``fixed_core``.
+    fixed_core
+        Keep that core as it is and fit only each session's readouts.
     """
 
     config: ModelConfig
@@ -68,7 +68,7 @@ class FitSettings:
     seed: int | None = None
     units: Literal["indcent", "all"] = "indcent"
     core_from: str | None = None
-    tune_core: bool = False
+    fixed_core: bool = False
 
 
 @dataclass
@@ -172,7 +172,7 @@ def fit_dataset(
                 seed=seed,
                 progress=_epoch_progress(settings.config, stage),
                 core_from=None if settings.core_from is None else load_checkpoint(settings.core_from, device).model,
-                tune_core=settings.tune_core,
+                fixed_core=settings.fixed_core,
             )
             times["cnn_fit"] = _timed_sync(device) - started
         else:  # the caller sets this session's share of the fused training
@@ -241,7 +241,7 @@ def fit_dataset(
         "shared_core": None if shared_core_with is None else {"sessions": list(shared_core_with)},
         "core_from": None
         if settings.core_from is None
-        else {"model": settings.core_from, "core": "tuned" if settings.tune_core else "fixed"},
+        else {"model": settings.core_from, "core": "fixed" if settings.fixed_core else "tuned"},
         "epochs_run": int(cnn.epochs_run),
         "best_epoch": [int(e) for e in cnn.best_epoch],
         "linear_ridge_alpha": float(linear.history["ridge_alpha"][int(linear.best_epoch[0])]),

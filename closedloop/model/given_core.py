@@ -1,12 +1,13 @@
-"""A core learned elsewhere that a new session's fit starts from: kept fixed, or tuned.
+"""A core learned elsewhere that a new session's fit starts from: trained on, or kept fixed.
 
 A core fitted to many images and units (`closedloop.model.shared_core`: several earlier
 sessions) has learned features that a new session's few images could not teach it alone.
 A fit "from a core" copies that core into every member (member k takes the core of the
 source's member k, cycling when the new ensemble is larger) with its input statistics.
-Fixed (the default), it trains only what is per unit: readouts, output nonlinearities,
-and the core's batch normalisation keeps the statistics it was trained with.  Tuned, the
-core trains on with the rest from there (a warm start of the core alone).
+By default the core then trains on with the rest (a warm start of the core alone: on
+simulated sessions this was never worse than a session's own core and better with few
+images, benchmarks/shared_core.py).  Fixed, it trains only what is per unit — readouts,
+output nonlinearities — and the core's batch normalisation keeps its statistics.
 """
 
 from __future__ import annotations
@@ -68,7 +69,7 @@ class StartingCore:
     fixed: bool = True
 
 
-def starting_core(source: CoreReadoutNetwork, members: list[int], tune: bool = False) -> StartingCore:
+def starting_core(source: CoreReadoutNetwork, members: list[int], fixed: bool = False) -> StartingCore:
     """The core's parameters and buffers (and input statistics) for ``members`` of a new network."""
     index = torch.as_tensor([member % source.n_members for member in members])
     state = source.state_dict()
@@ -78,7 +79,7 @@ def starting_core(source: CoreReadoutNetwork, members: list[int], tune: bool = F
             for key, value in state.items()
             if key.startswith("core.") and value.dim() > 0 or key in _INPUT_STATISTICS
         },
-        fixed=not tune,
+        fixed=fixed,
     )
 
 

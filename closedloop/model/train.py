@@ -188,7 +188,7 @@ def fit_model(
     split: DataSplit | None = None,
     initial_model: torch.nn.Module | None = None,
     core_from: torch.nn.Module | None = None,
-    tune_core: bool = False,
+    fixed_core: bool = False,
     partial_units: bool = False,
 ) -> FitResult:
     """Fit ``config`` (one network or an ensemble) to ``dataset``.
@@ -220,9 +220,9 @@ def fit_model(
         A fitted network (e.g. one session's share of a shared core,
         `closedloop.model.shared_core`) whose core every member starts from
         (`closedloop.model.given_core`).  Its core must match ``config``'s.
-    tune_core
-        With ``core_from``: train the core on from there with the rest; ``False`` keeps
-        it fixed and only the readouts and output nonlinearities train.
+    fixed_core
+        With ``core_from``: keep the core as it is, so only the readouts and output
+        nonlinearities train; ``False`` trains it on from there with the rest.
     partial_units
         Units may lack responses (NaN) to some images: each is fitted on the images it
         has (sessions of different images pooled under one core,
@@ -248,7 +248,7 @@ def fit_model(
     core_source = None if core_from is None else check_core_source(core_from, config, images.shape[1])
 
     def starting(members: list[int]) -> StartingCore | None:
-        return None if core_source is None else starting_core(core_source, members, tune_core)
+        return None if core_source is None else starting_core(core_source, members, fixed_core)
 
     if config.architecture == "linear":
         ridge = fit_ridge(

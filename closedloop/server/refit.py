@@ -128,7 +128,7 @@ def run_refit(
             split=split,
             initial_model=initial,
             core_from=job.core,
-            tune_core=settings.tune_core,
+            fixed_core=settings.fixed_core,
         )
     position = {int(unit): column for column, unit in enumerate(dataset.unit_ids)}
     columns = np.asarray([position[int(unit)] for unit in result.unit_ids], dtype=np.int64)

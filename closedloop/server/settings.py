@@ -86,10 +86,10 @@ class ServerSettings:
     out_dir
         Folder where every model version is saved as ``model_vNNN.pt``; ``None``: none.
     core_from
-        A fitted model file whose core every refit starts from and keeps, fitting only
-        the session's readouts (`closedloop.model.given_core`); ``None``: cores are fitted.
-    tune_core
-        With ``core_from``: every refit trains that core on with the rest instead.
+        A fitted model file whose core every refit starts from and trains on
+        (`closedloop.model.given_core`); ``None``: cores start afresh.
+    fixed_core
+        With ``core_from``: every refit keeps that core as it is, fitting only readouts.
     session
         Session id carried in every message envelope; when set, only a runner with this
         session id may open the session (`closedloop.server.ownership`).
@@ -125,7 +125,7 @@ class ServerSettings:
     window_s: tuple[float, float] = (0.05, 0.10)
     out_dir: str | None = None
     core_from: str | None = None
-    tune_core: bool = False
+    fixed_core: bool = False
     session: str = ""
     first_version: int = 1
     request_hwm: int = 2  # at least 2: over CURVE a high-water mark of 1 delivers nothing (libzmq 4.3.5)
@@ -232,7 +232,7 @@ class ServerSettings:
             window_s=protocol.response.window_s,
             out_dir=None if out_dir is None else str(out_dir),
             core_from=fit.core_from,
-            tune_core=fit.tune_core,
+            fixed_core=fit.fixed_core,
             session=session,
             first_version=int(first_version),
         )

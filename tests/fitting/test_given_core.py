@@ -49,7 +49,7 @@ def _core(model) -> dict[str, np.ndarray]:
 def test_the_core_is_copied_and_kept_while_the_readouts_learn(old_and_new, mode):
     source, new = old_and_new
     config = CONFIG.replace(ensemble_mode=mode, ensemble_size=3)  # more members than the source: cycles
-    fitted = fit_model(new, config, seed=9, device="cpu", core_from=source.model)
+    fitted = fit_model(new, config, seed=9, device="cpu", core_from=source.model, fixed_core=True)
     before, after = _core(source.model), _core(fitted.model)
     for key, value in after.items():  # batch-norm statistics included
         assert np.array_equal(value, before[key][[0, 1, 0]]), key
@@ -72,7 +72,7 @@ def test_a_core_of_another_shape_or_a_linear_model_is_refused(old_and_new):
 def test_a_given_core_gets_no_gradient_and_stays_in_eval_mode(old_and_new):
     source, new = old_and_new
     network = build_network(CONFIG, new.n_units, 2, new.images.shape[1])
-    install_core(network, starting_core(source.model, [1, 0]))
+    install_core(network, starting_core(source.model, [1, 0], fixed=True))
     network.train()
     assert not network.core.training and network.readout.training
     assert all(not p.requires_grad for p in network.core.parameters())
@@ -86,11 +86,11 @@ def test_a_given_core_gets_no_gradient_and_stays_in_eval_mode(old_and_new):
 def test_a_tuned_core_starts_from_the_given_one_and_trains_on(old_and_new):
     source, new = old_and_new
     config = CONFIG.replace(learning_rate=1e-9, max_epochs=1, patience=1, stop_check_every=1)  # one step: no move
-    start = fit_model(new, config, seed=9, device="cpu", core_from=source.model, tune_core=True)
+    start = fit_model(new, config, seed=9, device="cpu", core_from=source.model)
     for key, value in _core(start.model).items():
         if "running" not in key:  # batch norm's statistics follow the new images when the core trains
             assert np.allclose(value, _core(source.model)[key], atol=1e-6), key
-    tuned = fit_model(new, CONFIG, seed=9, device="cpu", core_from=source.model, tune_core=True)
+    tuned = fit_model(new, CONFIG, seed=9, device="cpu", core_from=source.model)
     moved = _core(tuned.model)["core.layers.0.weight"]
     assert not np.allclose(moved, _core(source.model)["core.layers.0.weight"])
     assert not np.allclose(moved, _core(fit_model(new, CONFIG, seed=9, device="cpu").model)["core.layers.0.weight"])

@@ -73,7 +73,7 @@ def test_a_new_session_fits_its_readouts_on_a_saved_core_kept_or_tuned(same_imag
     assert _fit(str(paths["a"]), "--out", str(tmp_path / "first"), "--config", str(config)) == 0
     core_file = tmp_path / "first" / "a" / "model.pt"
     source = _core(load_checkpoint(core_file, "cpu").model.state_dict())
-    for how, extra in (("fixed", []), ("tuned", ["--tune-core"])):
+    for how, extra in (("fixed", ["--fixed-core"]), ("tuned", [])):
         out = tmp_path / how
         assert _fit(str(paths["b"]), "--out", str(out), "--core-from", str(core_file), *extra) == 0
         record = json.loads((out / "b" / "metrics.json").read_text())
@@ -102,7 +102,7 @@ def core_file(same_images, tmp_path_factory):
         (["--config", "{config}", "--shared-core", "--executor", "ray"], "--shared-core trains in this process"),
         (["--core-from", "{core}", "--shared-core"], "leave out --shared-core"),
         (["--core-from", "{absent}"], "no such checkpoint"),
-        (["--config", "{config}", "--tune-core"], "--tune-core only makes sense with --core-from"),
+        (["--config", "{config}", "--fixed-core"], "--fixed-core only makes sense with --core-from"),
         (["--core-from", "{core}", "--preset", "kindel2017"], "the core was fitted with architecture"),
     ],
 )

@@ -40,9 +40,9 @@ def _core(model) -> dict[str, np.ndarray]:
     return {k: v.cpu().numpy() for k, v in model.state_dict().items() if k.startswith("core.") and v.dim() > 0}
 
 
-def test_every_refit_keeps_the_given_core_and_fits_the_readouts(run_server, recording, core_file):
+def test_every_refit_keeps_a_fixed_core_and_fits_the_readouts(run_server, recording, core_file):
     path, source = core_file
-    running = run_server(core_from=str(path))
+    running = run_server(core_from=str(path), fixed_core=True)
     for block, index in ((1, slice(60, 70)), (2, slice(70, 80))):
         running.ask(recording.request(block=block, index=index))
         update = running.next_event((ModelUpdated, Error))
@@ -55,6 +55,19 @@ def test_every_refit_keeps_the_given_core_and_fits_the_readouts(run_server, reco
             served.result.model.state_dict()["readout.output_weight"].cpu().numpy(),
             source.state_dict()["readout.output_weight"].cpu().numpy(),
         )
+
+
+def test_by_default_the_first_refit_starts_from_the_given_core_and_trains_it(run_server, recording, core_file):
+    path, source = core_file
+    running = run_server(core_from=str(path), model=TINY.replace(learning_rate=1e-9, max_epochs=2, patience=1))
+    running.ask(recording.request(block=1, index=slice(60, 80)))
+    assert isinstance(running.next_event((ModelUpdated, Error)), ModelUpdated)
+    served = running.server.model
+    assert served is not None
+    for key, value in _core(served.result.model).items():  # a step of 1e-9 leaves it where it started
+        if "running" not in key:
+            assert np.allclose(value, _core(source)[key], atol=1e-6), key
+    assert all(p.requires_grad for p in served.result.model.core.parameters())
 
 
 def test_a_missing_or_mismatched_core_stops_the_server_at_start(recording, core_file, tmp_path):
@@ -72,11 +85,11 @@ def test_the_protocols_core_from_reaches_the_server_and_is_checked(tmp_path, cor
     rig = load_rig(ROOT / "rigs/sim.yaml")
     protocol = load_protocol(write_variant(tmp_path, "protocols/demo.yaml", {"fit.core_from": str(core_file[0])}))
     assert ServerSettings.from_configs(rig, protocol).core_from == str(core_file[0])
-    changes = {"fit.core_from": str(core_file[0]), "fit.tune_core": True}
+    changes = {"fit.core_from": str(core_file[0]), "fit.fixed_core": True}
     assert ServerSettings.from_configs(
         rig, load_protocol(write_variant(tmp_path, "protocols/demo.yaml", changes, "t.yaml"))
-    ).tune_core
-    with pytest.raises(ClosedLoopError, match="fit.tune_core"):
-        load_protocol(write_variant(tmp_path, "protocols/demo.yaml", {"fit.tune_core": True}, "n.yaml"))
+    ).fixed_core
+    with pytest.raises(ClosedLoopError, match="fit.fixed_core"):
+        load_protocol(write_variant(tmp_path, "protocols/demo.yaml", {"fit.fixed_core": True}, "n.yaml"))
     with pytest.raises(ClosedLoopError, match="fit.core_from"):
         load_protocol(write_variant(tmp_path, "protocols/demo.yaml", {"fit.core_from": "absent.pt"}, "a.yaml"))
