@@ -28,6 +28,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tempfile
@@ -132,14 +133,11 @@ def few_images(dataset, split, keep: int, seed: int):
     kept_fit = np.sort(np.random.default_rng(seed).permutation(split.fit)[:keep])
     positions = np.concatenate([kept_fit, split.held_out])
     new = {int(old): i for i, old in enumerate(positions)}
-    smaller = type(dataset)(
+    smaller = dataclasses.replace(
+        dataset,
         images=dataset.images[positions],
         trial_rates=dataset.trial_rates[positions],
-        unit_ids=dataset.unit_ids,
         image_ids=dataset.image_ids[positions],
-        source=dataset.source,
-        preprocessing=dataset.preprocessing,
-        window_s=dataset.window_s,
     )
 
     def moved(part: np.ndarray) -> np.ndarray:

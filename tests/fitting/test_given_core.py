@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from tiny_models import TINY_RECOMMENDED
 import torch
 
 from closedloop.data.loader import load_dataset
@@ -15,21 +16,7 @@ from closedloop.model.model_config import ModelConfig
 from closedloop.model.networks import build_network
 from closedloop.model.train import fit_model
 
-CONFIG = ModelConfig(
-    architecture="factorised",
-    core_filters=(4, 4),
-    core_kernels=(5, 5),
-    pool_layers=(1,),
-    batch_norm=True,
-    output_knots=4,
-    l1_readout=0.01,
-    learning_rate=3e-3,
-    max_epochs=12,
-    patience=4,
-    stop_check_every=3,
-    stop_sets="rotating",
-    ensemble_size=2,
-)
+CONFIG = TINY_RECOMMENDED
 
 
 @pytest.fixture(scope="module")

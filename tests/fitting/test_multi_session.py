@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from tiny_models import TINY_RECOMMENDED
 
 from closedloop.data.loader import load_dataset
 from closedloop.model.model_config import ModelConfig
@@ -13,24 +14,7 @@ from closedloop.model.multi_session import _member_images, fit_sessions
 from closedloop.model.predict import predict
 from closedloop.model.train import fit_model, prepare_fit
 
-# The recommended preset's ingredients, tiny: batch norm, factorised readout with L1, output
-# nonlinearity, rotating stop sets, 2 members; no dropout (a fused batch draws it differently).
-CONFIG = ModelConfig(
-    architecture="factorised",
-    core_filters=(4, 4),
-    core_kernels=(5, 5),
-    pool_layers=(1,),
-    batch_norm=True,
-    output_knots=4,
-    l1_readout=0.01,
-    learning_rate=3e-3,
-    max_epochs=15,
-    patience=4,
-    stop_check_every=3,
-    stop_sets="rotating",
-    ensemble_size=2,
-    ensemble_mode="fused",
-)
+CONFIG = TINY_RECOMMENDED.replace(max_epochs=15, ensemble_mode="fused")
 
 
 @pytest.fixture(scope="module")

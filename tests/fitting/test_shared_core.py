@@ -6,6 +6,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from tiny_models import TINY_RECOMMENDED
 import torch
 
 from closedloop.data.loader import load_dataset
@@ -17,22 +18,7 @@ from closedloop.model.shared_core import fit_shared_core, group_by_input_size, p
 from closedloop.model.train import fit_model, prepare_fit
 from closedloop.model.trainer import DeviceData, Trainer
 
-# The recommended preset's ingredients, tiny (as tests/fitting/test_multi_session.py).
-CONFIG = ModelConfig(
-    architecture="factorised",
-    core_filters=(4, 4),
-    core_kernels=(5, 5),
-    pool_layers=(1,),
-    batch_norm=True,
-    output_knots=4,
-    l1_readout=0.01,
-    learning_rate=3e-3,
-    max_epochs=12,
-    patience=4,
-    stop_check_every=3,
-    stop_sets="rotating",
-    ensemble_size=2,
-)
+CONFIG = TINY_RECOMMENDED
 
 
 def _images(dataset, order):
