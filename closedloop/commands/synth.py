@@ -1,8 +1,11 @@
 """Synthesize stimuli that drive fitted units to target rates (docs/methods.md, Synthesis).
 
-From Gaussian white noise, gradient steps on the pixels push the model's (ensemble
-mean) prediction of each chosen unit to each target: a percentile of the unit's
-natural-image rates (p20), the highest rate the model allows (max) or a rate (12.5hz).
+Gradient steps on the pixels push the model's (ensemble mean) prediction of each chosen
+unit to each target: a percentile of the unit's natural-image rates (p20), the highest
+rate the model allows (max) or a rate (12.5hz).  A rate target starts from the image the
+model was fitted on that the model and the recording both put closest to it (read from the
+session the model records, or --data), "max" from the blank screen; --start blank starts
+every image from the blank screen.
 Images stay inside the circular aperture, in the display's range and at the rig's
 mean luminance.  OUT/library.h5 holds the images (model and display resolution) with
 their provenance; OUT/fig4.png shows them (rows: units, columns: targets).
@@ -22,6 +25,7 @@ from pathlib import Path
 from closedloop.commands.common import add_json_option, non_negative_int, positive_int, write_json
 from closedloop.config.protocol import DEFAULT_HELDOUT_MEMBERS
 from closedloop.errors import ClosedLoopError, DataFileError
+from closedloop.synth.starts import START_MODES
 
 
 def _positive_float(text: str) -> float:
@@ -117,6 +121,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         f"images are not promised the optimising members' over-estimate (default {DEFAULT_HELDOUT_MEMBERS}; "
         "0: every member optimises and predicts; ignored when fewer than 2 members would optimise)",
     )
+    parser.add_argument(
+        "--start",
+        choices=START_MODES,
+        default="natural",
+        help="where rate targets start: 'natural' (default: the fitted image closest to the target, by the "
+        "model and the measured rates; the blank screen when the data cannot be read) or 'blank'",
+    )
+    parser.add_argument(
+        "--data",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="the session or pvc-8 file the model was fitted on, for --start natural "
+        "(default: the path the model records)",
+    )
     parser.add_argument("--tv", type=float, default=0.0, help="total-variation penalty weight (default 0)")
     parser.add_argument(
         "--display-size",
@@ -155,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     from closedloop.synth.figure import library_figure
     from closedloop.synth.library import read_library, write_library
     from closedloop.synth.optimise import SynthesisSettings
-    from closedloop.synth.plan import DEFAULT_MIN_HELDOUT_R, synthesize_from_checkpoint
+    from closedloop.synth.plan import DEFAULT_MIN_HELDOUT_R, checkpoint_starts, synthesize_from_checkpoint
     from closedloop.synth.targets import parse_targets
 
     parse_targets(args.targets)  # bad targets fail before the model loads
@@ -189,6 +208,19 @@ def run(args: argparse.Namespace) -> int:
         disagreement_weight=args.disagreement,
         heldout_members=args.heldout_members,
     )
+    if args.data is not None and args.start != "natural":
+        raise ClosedLoopError("--data is read for --start natural only; leave it out with --start blank")
+    starts = None
+    if args.start == "natural":
+        try:
+            starts = checkpoint_starts(checkpoint, args.data)
+        except ClosedLoopError as error:
+            if args.data is not None:  # asked for by name: not reading it is an error
+                raise
+            print(
+                f"synth: rate targets start from the blank screen: {error}; pass --data FILE "
+                "(the session the model was fitted on) to start them from its images, or --start blank"
+            )
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     show = sys.stderr.isatty() if args.progress is None else args.progress
 
@@ -208,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
         progress=progress if show else None,
         min_heldout_r=None if min_r <= -1 else min_r,
         contrast=args.contrast if isinstance(args.contrast, str) else None,
+        starts=starts,
     )
     for unit, r in made.skipped:
         print(
@@ -255,6 +288,7 @@ def run(args: argparse.Namespace) -> int:
             "canvas": made.result.canvas.to_dict(),
             "contrast_bound": made.contrast,
             "min_heldout_r": min_r,
+            "start": "blank" if starts is None else "natural",
             "skipped_units": [{"unit_id": u, "heldout_r": r} for u, r in made.skipped],
             "images": rows,
             "not_reached": missed,
@@ -295,6 +329,7 @@ def _table_rows(library) -> list[dict]:
                 "converged": bool(library.converged[i]),
                 "steps": int(library.steps[i]),
                 "seed": int(library.seed[i]),
+                "start_image_id": None if library.start_image_id[i] < 0 else int(library.start_image_id[i]),
             }
         )
     return rows
@@ -302,13 +337,17 @@ def _table_rows(library) -> list[dict]:
 
 def _format_table(rows: list[dict]) -> str:
     # "± sd": the ensemble members' spread around the prediction (how sure the model is)
-    lines = [f"{'unit':>6} {'target':>8} {'target Hz':>10} {'achieved Hz':>12} {'± sd':>7} {'gap Hz':>8}  converged"]
+    # "from": the fitted image (stimulus id) the optimisation started from, or the blank screen
+    header = f"{'unit':>6} {'target':>8} {'target Hz':>10} {'achieved Hz':>12} {'± sd':>7} {'gap Hz':>8} {'from':>7}"
+    lines = [f"{header}  converged"]
     for row in rows:
         target = "—" if row["target_hz"] is None else f"{row['target_hz']:.2f}"
         gap = "—" if row["gap_hz"] is None else f"{row['gap_hz']:+.2f}"
         spread = "—" if row.get("spread_hz") is None else f"{row['spread_hz']:.2f}"
+        start = "blank" if row.get("start_image_id") is None else str(row["start_image_id"])
         done = "max" if row["target"] == "max" else ("yes" if row["converged"] else "NO")
         lines.append(
-            f"{row['unit']:>6} {row['target']:>8} {target:>10} {row['achieved_hz']:>12.2f} {spread:>7} {gap:>8}  {done}"
+            f"{row['unit']:>6} {row['target']:>8} {target:>10} {row['achieved_hz']:>12.2f} {spread:>7} {gap:>8} "
+            f"{start:>7}  {done}"
         )
     return "\n".join(lines)

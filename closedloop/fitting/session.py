@@ -295,6 +295,10 @@ def _columns(dataset: ResponseDataset, unit_ids: np.ndarray) -> np.ndarray:
     return np.asarray([position[int(u)] for u in unit_ids], dtype=np.int64)
 
 
+#: What of metrics.json the checkpoint carries too (synthesis reads the data back with source and window_s).
+CHECKPOINT_RECORD = ("metrics", "cells", "groups", "seed", "source", "window_s", "image_statistics")
+
+
 def _write_outputs(out_dir: Path, name: str, cnn, record: dict, report, cells) -> Path:
     """Write the three files into a staging folder, then swap it in as ``out_dir/name``."""
     from closedloop.model.checkpoint import save_checkpoint  # torch, as in fit_dataset
@@ -309,7 +313,10 @@ def _write_outputs(out_dir: Path, name: str, cnn, record: dict, report, cells) -
         save_checkpoint(
             staging / MODEL_FILE,
             cnn,
-            metrics={key: record[key] for key in ("metrics", "cells", "groups", "seed", "source", "image_statistics")},
+            metrics={
+                key: record[key]
+                for key in ("metrics", "cells", "groups", "seed", "source", "window_s", "image_statistics")
+            },
         )
         fig3(
             report,

@@ -12,6 +12,7 @@ Layout (``format = "closedloop-stimulus-library"``, ``format_version = 1``)::
     /target_hz        (n,) float64        the resolved rate; NaN for max
     /achieved_hz      (n,) float64        the model's prediction for the driven unit
     /spread_hz        (n,) float64        the ensemble members' std for it (how sure; NaN if unknown)
+    /start_image_id   (n,) int64          the fitted image it started from; -1: the blank screen
     /converged        (n,) bool           within tolerance of target (and held baselines)
     /steps            (n,) int64          optimisation steps run
     /seed             (n,) int64          the image's noise seed
@@ -26,7 +27,9 @@ Attributes: ``model_path``, ``model_version``, ``model_created``, ``created``,
 ``closedloop_version``, ``device``, ``seconds``, ``run_seed``, and JSON texts
 ``settings``, ``canvas`` (with the contrast bound used) and ``extra`` (where the
 bound came from, units skipped for a low held-out r).  ``spread_hz`` and
-``predictions_spread_hz`` were added later: libraries without them read as NaN.  The
+``predictions_spread_hz`` were added later: libraries without them read as NaN; so was
+``start_image_id``: without it every image reads as started from the blank screen (-1), as
+they all did then.  The
 writer writes a temporary file and renames it, so a library on disk is always complete.
 """
 
@@ -44,6 +47,7 @@ import closedloop
 from closedloop.data.output_files import write_via_temporary
 from closedloop.errors import DataFileError
 from closedloop.synth.optimise import SynthesisResult
+from closedloop.synth.starts import BLANK
 
 FORMAT_NAME = "closedloop-stimulus-library"
 FORMAT_VERSION = 1
@@ -60,9 +64,9 @@ _ROW_COLUMNS = (
     "model_version",
 )
 _UNIT_COLUMNS = ("held", "hold_hz", "predictions_hz")
-#: Columns added after the first libraries were written; missing ones read as NaN.
-_OPTIONAL_ROW_COLUMNS = ("spread_hz",)
-_OPTIONAL_UNIT_COLUMNS = ("predictions_spread_hz",)
+#: Columns added after the first libraries were written, and what a missing one reads as.
+_OPTIONAL_ROW_COLUMNS = {"spread_hz": np.nan, "start_image_id": BLANK}
+_OPTIONAL_UNIT_COLUMNS = {"predictions_spread_hz": np.nan}
 
 
 @dataclass
@@ -143,6 +147,11 @@ def write_library(
         "hold_hz": hold_hz,
         "predictions_hz": result.predictions.astype(np.float64),
         "spread_hz": (np.full(n, np.nan) if result.spread_hz is None else result.spread_hz.astype(np.float64)),
+        "start_image_id": (
+            np.full(n, BLANK, dtype=np.int64)
+            if result.start_image_ids is None
+            else result.start_image_ids.astype(np.int64)
+        ),
         "predictions_spread_hz": (
             np.full((n, n_units), np.nan)
             if result.predictions_spread is None
@@ -218,16 +227,16 @@ def read_library(path: str | Path) -> StimulusLibrary:
         try:
             data = {name: file[name][()] for name in wanted}
             n_rows, n_model_units = file["images_model"].shape[0], file["model_unit_ids"].shape[0]
-            for name, shape in [(c, (n_rows,)) for c in _OPTIONAL_ROW_COLUMNS] + [
-                (c, (n_rows, n_model_units)) for c in _OPTIONAL_UNIT_COLUMNS
+            for name, shape, fill in [(c, (n_rows,), v) for c, v in _OPTIONAL_ROW_COLUMNS.items()] + [
+                (c, (n_rows, n_model_units), v) for c, v in _OPTIONAL_UNIT_COLUMNS.items()
             ]:
-                data[name] = file[name][()] if name in file else np.full(shape, np.nan)
+                data[name] = file[name][()] if name in file else np.full(shape, fill)
         except (OSError, ValueError, KeyError) as error:
             raise DataFileError(path, f"stimulus library is damaged: {error}") from None
     for name in ("target_label", "target_kind"):
         data[name] = np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in data[name]], dtype=object)
     n = data["images_model"].shape[0]
-    every = _ROW_COLUMNS + _UNIT_COLUMNS + _OPTIONAL_ROW_COLUMNS + _OPTIONAL_UNIT_COLUMNS
+    every = _ROW_COLUMNS + _UNIT_COLUMNS + tuple(_OPTIONAL_ROW_COLUMNS) + tuple(_OPTIONAL_UNIT_COLUMNS)
     bad = [name for name in ("images_display",) + every if data[name].shape[0] != n]
     if bad or data["images_model"].ndim != 3 or data["held"].shape[1:] != data["model_unit_ids"].shape:
         raise DataFileError(

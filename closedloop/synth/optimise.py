@@ -55,6 +55,7 @@ import torch.nn.functional as F
 from closedloop.config.protocol import DEFAULT_HELDOUT_MEMBERS
 from closedloop.errors import ClosedLoopError
 from closedloop.synth.canvas import Canvas, Projection
+from closedloop.synth.starts import BLANK, StartImages, choose_starts
 from closedloop.synth.targets import SynthesisJob
 
 ProgressCallback = Callable[[int, int, int], None]  # (step, step cap, images still active)
@@ -162,6 +163,9 @@ class SynthesisResult:
         then ``randn`` gives its starting noise).
     seconds
         Wall-clock time of the optimisation (device synchronised).
+    start_image_ids
+        (n,) the stimulus id of the fitted image each image started from; ``BLANK`` (−1)
+        for the blank screen.
     """
 
     jobs: list[SynthesisJob]
@@ -179,6 +183,7 @@ class SynthesisResult:
     extra: dict = field(default_factory=dict)
     spread_hz: np.ndarray | None = None
     predictions_spread: np.ndarray | None = None
+    start_image_ids: np.ndarray | None = None
 
     @property
     def gap_hz(self) -> np.ndarray:
@@ -292,6 +297,7 @@ def synthesize(
     device: torch.device | str | None = None,
     progress: ProgressCallback | None = None,
     progress_every: int = 25,
+    starts: StartImages | None = None,
 ) -> SynthesisResult:
     """Optimise one image per job, all in one batch.
 
@@ -310,6 +316,11 @@ def synthesize(
         Optimiser settings.
     seed
         Run seed; image ``i`` starts from the noise of ``image_seeds(seed, n)[i]``.
+    starts
+        Images the model was fitted on, with their measured rates: each rate target starts
+        from the one closest to what is asked, or from the blank screen if that is closer
+        (`closedloop.synth.starts.choose_starts`); ``None``: every image starts from the
+        blank screen.  The noise is added to the start either way.
     device
         Where to run; ``None``: where the model's parameters are.
     progress, progress_every
@@ -358,7 +369,10 @@ def synthesize(
     _synchronise(device)
     started = time.perf_counter()
     try:
-        images = project((canvas.mean_luminance + settings.init_std * noise).to(device))
+        first, start_ids = canvas.blank(n), np.full(n, BLANK, dtype=np.int64)
+        if starts is not None:
+            first, start_ids = choose_starts(model, jobs, starts, canvas, device)
+        images = project((torch.as_tensor(first) + settings.init_std * noise).to(device))
         best_images = images.clone()
         best_loss = torch.full((n,), math.inf, device=device)
         done = torch.zeros(n, dtype=torch.bool, device=device)
@@ -449,6 +463,7 @@ def synthesize(
         canvas=canvas,
         spread_hz=spread_np[np.arange(n), [job.unit for job in jobs]].astype(np.float64),
         predictions_spread=spread_np,
+        start_image_ids=start_ids,
         extra={"heldout_members": members.n_heldout},
     )
 

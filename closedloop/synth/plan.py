@@ -7,14 +7,19 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from closedloop.data.dataset import Preprocessing
+from closedloop.data.loader import load_dataset
 from closedloop.errors import ClosedLoopError
+from closedloop.model.checkpoint import check_compatible
 from closedloop.synth.canvas import Canvas
 from closedloop.synth.contrast import DEFAULT_QUANTILE, default_bound
 from closedloop.synth.optimise import ProgressCallback, SynthesisResult, SynthesisSettings, synthesize
+from closedloop.synth.starts import StartImages
 from closedloop.synth.targets import Target, build_jobs, parse_targets, select_units
 
 
@@ -125,6 +130,7 @@ def synthesize_from_checkpoint(
     progress: ProgressCallback | None = None,
     min_heldout_r: float | None = DEFAULT_MIN_HELDOUT_R,
     contrast: float | str | None = "natural",
+    starts: StartImages | None = None,
 ) -> CheckpointSynthesis:
     """Synthesize images for a loaded `closedloop.model.checkpoint.Checkpoint`.
 
@@ -148,6 +154,9 @@ def synthesize_from_checkpoint(
         ``skipped``); ``None`` keeps every unit.
     contrast
         RMS-contrast bound (see `contrast_bound`); used only when ``canvas`` has none.
+    starts
+        The images the model was fitted on (`checkpoint_starts`): rate targets start from
+        the closest of them (`closedloop.synth.starts`); ``None``: from the blank screen.
 
     Raises
     ------
@@ -194,7 +203,15 @@ def synthesize_from_checkpoint(
     )
     scale = natural_rate_range(percentiles)
     result = synthesize(
-        model, jobs, canvas=canvas, scale_hz=scale, settings=settings, seed=seed, device=device, progress=progress
+        model,
+        jobs,
+        canvas=canvas,
+        scale_hz=scale,
+        settings=settings,
+        seed=seed,
+        device=device,
+        progress=progress,
+        starts=starts,
     )
     result.extra.update(
         contrast_bound=bound,
@@ -204,3 +221,43 @@ def synthesize_from_checkpoint(
     return CheckpointSynthesis(
         result=result, unit_ids=unit_ids, baseline_hz=baseline, scale_hz=scale, skipped=skipped, contrast=bound
     )
+
+
+def checkpoint_starts(checkpoint, data: str | Path | None = None) -> StartImages:
+    """The images a checkpoint was fitted on (train and early-stopping images), with their measured rates.
+
+    Parameters
+    ----------
+    checkpoint
+        The fitted model (`closedloop.model.checkpoint.Checkpoint`).
+    data
+        The session or pvc-8 file it was fitted on; ``None``: the file the model records.
+
+    Raises
+    ------
+    ClosedLoopError
+        The file is missing or unreadable, or it is not the data the model was fitted on
+        (other preprocessing, other units, or the fitted images are not in it).
+    """
+    metrics = checkpoint.metrics if isinstance(checkpoint.metrics, dict) else {}
+    path = Path(data) if data is not None else (Path(metrics["source"]) if metrics.get("source") else None)
+    if path is None:
+        raise ClosedLoopError(f"{checkpoint.path} does not record the file it was fitted on")
+    if not path.is_file():
+        raise ClosedLoopError(f"{path}: no such file (the data {checkpoint.path} was fitted on)")
+    window = metrics.get("window_s")
+    dataset = load_dataset(
+        path,
+        preprocessing=Preprocessing(**checkpoint.preprocessing),
+        window_s=None if window is None else (float(window[0]), float(window[1])),
+    )
+    check_compatible(checkpoint, dataset)
+    row_of = {int(image): row for row, image in enumerate(dataset.image_ids)}
+    fitted = np.asarray(checkpoint.image_ids, dtype=np.int64)[checkpoint.split.fit]
+    absent = [int(image) for image in fitted if int(image) not in row_of]
+    if absent:
+        raise ClosedLoopError(
+            f"{path} lacks {len(absent)} of the images {checkpoint.path} was fitted on (ids {absent[:5]}): "
+            "not the data the model was fitted on"
+        )
+    return StartImages.from_dataset(dataset, np.asarray([row_of[int(i)] for i in fitted]), checkpoint.unit_ids)
