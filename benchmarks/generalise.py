@@ -25,9 +25,11 @@ Steps:
    fraction of well-fit units (r/rmax >= 0.8) whose "max" image truly beats their best
    natural image, true rate of the "max" image over the best natural image, and for
    percentile targets p20..p80 the median per-unit and the pooled correlation of target
-   with true rate.  A family "saturates" when its units' true rate at their "max" image
-   is within 10 % of their best natural image (median over well-fit units): natural
-   images already drive them near their ceiling, so "max" cannot beat them by much.
+   with true rate and the median error (|true rate − target| over the unit's range of true
+   natural-image rates).  Rate targets start as ``closedloop synth``'s do (``--start``).
+   A family "saturates" when its units' true rate at their "max" image is within 10 % of
+   their best natural image (median over well-fit units): natural images already drive
+   them near their ceiling, so "max" cannot beat them by much.
 
 Usage::
 
@@ -94,6 +96,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0.95,
         help="contrast bound at this quantile of the fit images' RMS contrast "
         "(0.05, 0.25, 0.5, 0.75, 0.95 or 1; default 0.95, as synth's default)",
+    )
+    parser.add_argument(
+        "--start",
+        choices=("natural", "blank"),
+        default="natural",
+        help="where rate targets start (default natural, as synth's: the fit image closest to the target)",
     )
     parser.add_argument("--seed", type=int, default=0, help="fit and synthesis seed (default 0)")
     parser.add_argument(
@@ -193,7 +201,7 @@ def honesty(path: Path, model_path: Path, args: argparse.Namespace) -> dict:
     from closedloop.model.checkpoint import load_checkpoint
     from closedloop.synth.contrast import default_bound
     from closedloop.synth.optimise import SynthesisSettings
-    from closedloop.synth.plan import synthesize_from_checkpoint
+    from closedloop.synth.plan import checkpoint_starts, synthesize_from_checkpoint
     from closedloop.synth.verify import ground_truth_report
 
     checkpoint = load_checkpoint(model_path, args.device)
@@ -201,10 +209,11 @@ def honesty(path: Path, model_path: Path, args: argparse.Namespace) -> dict:
         steps=args.synth_steps, disagreement_weight=args.disagreement, heldout_members=args.heldout_members
     )
     bound = default_bound(checkpoint.metrics.get("image_statistics"), args.contrast_quantile)
+    starts = checkpoint_starts(checkpoint, path) if args.start == "natural" else None
     started = time.perf_counter()
     try:
         graded = synthesize_from_checkpoint(
-            checkpoint, "all", PERCENTILE_TARGETS, settings=settings, seed=args.seed, contrast=bound
+            checkpoint, "all", PERCENTILE_TARGETS, settings=settings, seed=args.seed, contrast=bound, starts=starts
         )
         maxed = synthesize_from_checkpoint(checkpoint, "all", "max", settings=settings, seed=args.seed, contrast=bound)
     except ClosedLoopError as error:  # no unit above the held-out r threshold
@@ -226,6 +235,7 @@ def honesty(path: Path, model_path: Path, args: argparse.Namespace) -> dict:
         "max_spread_hz": every["max_spread_hz"],
         "percentile_median_unit_r": every["median_unit_r"],
         "percentile_pooled_r": every["pooled_r"],
+        "percentile_median_error": every["median_abs_error_over_range"],
         "saturates": bool(well["max_true_over_best_natural"] < SATURATION_RATIO),
         "report": report,
     }
@@ -237,7 +247,7 @@ def table(rows: dict[str, dict]) -> str:
 
     head = (
         f"{'family':<14}{'units':>6}{'r':>7}{'r/rmax':>8}{'oracle':>8}{'r/oracle':>9}{'fit s':>7}"
-        f"{'max p/t':>9}{'beats':>7}{'max/nat':>8}{'pct r':>7}{'pooled':>8}  saturates"
+        f"{'max p/t':>9}{'beats':>7}{'max/nat':>8}{'pct r':>7}{'pooled':>8}{'err':>6}  saturates"
     )
     lines = [head, "-" * len(head)]
     for family, row in rows.items():
@@ -251,6 +261,7 @@ def table(rows: dict[str, dict]) -> str:
             f"{f(h.get('max_true_over_best_natural_well_fit', float('nan')), 2):>8}"
             f"{f(h.get('percentile_median_unit_r', float('nan')), 2):>7}"
             f"{f(h.get('percentile_pooled_r', float('nan')), 2):>8}"
+            f"{f(h.get('percentile_median_error', float('nan')), 3):>6}"
             f"  {'' if not h else ('yes' if h['saturates'] else 'no')}"
         )
     return "\n".join(lines)
@@ -290,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"preset chosen on {args.choose_on}: {chosen}; device {describe_device(device)}; "
         f"{args.units} units x {args.images} images x {args.repeats} repeats per family; "
-        f"synthesis {args.synth_steps} steps, {args.heldout_members} held-out members, "
+        f"synthesis {args.synth_steps} steps from {args.start} starts, {args.heldout_members} held-out members, "
         f"disagreement weight {args.disagreement:g}, contrast bound at the "
         f"{args.contrast_quantile:g} quantile; {time.perf_counter() - started:.0f} s in all"
     )
@@ -300,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         "max p/t: median predicted/true rate of 'max' images (units above the r threshold); beats: well-fit "
         "units (r/rmax >= 0.8) whose 'max' image truly beats their best natural image; max/nat: its true rate "
         "over the best natural image's; pct r: median per-unit r of percentile target vs true rate; pooled: "
-        "the same pooled over units"
+        "the same pooled over units; err: median |true rate - target| over the unit's natural-image range"
     )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -69,6 +69,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--init-std", type=float, default=None, help="starting noise std (default: settings')")
     parser.add_argument("--max-steps", type=int, default=None, help="step cap of the max run (default --steps)")
     parser.add_argument("--contrast", type=float, default=None, help="RMS contrast cap (default none)")
+    parser.add_argument(
+        "--start",
+        choices=("natural", "blank"),
+        default="natural",
+        help="where rate targets start (default natural, as synth's: the fit image closest to the target)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="fit and synthesis seed (default 0)")
     parser.add_argument("--refit", action="store_true", help="fit again even if a cached fit matches")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers as JSON")
@@ -122,7 +128,7 @@ def fitted_model(archive: Path, folder: Path, args: argparse.Namespace) -> Path:
     return model
 
 
-def run_synthesis(checkpoint, targets: str, args: argparse.Namespace):
+def run_synthesis(checkpoint, targets: str, args: argparse.Namespace, starts=None):
     from closedloop.synth.canvas import Canvas
     from closedloop.synth.optimise import SynthesisSettings
     from closedloop.synth.plan import synthesize_from_checkpoint
@@ -136,7 +142,7 @@ def run_synthesis(checkpoint, targets: str, args: argparse.Namespace):
         options["steps"] = args.max_steps
     canvas = Canvas.for_preprocessing(checkpoint.preprocessing, max_contrast=args.contrast)
     return synthesize_from_checkpoint(
-        checkpoint, "all", targets, settings=SynthesisSettings(**options), canvas=canvas, seed=args.seed
+        checkpoint, "all", targets, settings=SynthesisSettings(**options), canvas=canvas, seed=args.seed, starts=starts
     )
 
 
@@ -158,7 +164,10 @@ def main(argv: list[str] | None = None) -> int:
         warm = argparse.Namespace(**{**vars(args), "steps": 20})
         run_synthesis(checkpoint, "p50", warm)
 
-    graded = run_synthesis(checkpoint, PERCENTILE_TARGETS, args)
+    from closedloop.synth.plan import checkpoint_starts
+
+    starts = checkpoint_starts(checkpoint, archive) if args.start == "natural" else None
+    graded = run_synthesis(checkpoint, PERCENTILE_TARGETS, args, starts)
     maxed = run_synthesis(checkpoint, "max", args)
     numbers = ground_truth_report(archive, checkpoint, graded.result, maxed.result)
     g, m = graded.result, maxed.result
@@ -168,6 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             "members": int(checkpoint.model.n_members),
             "model": str(model_path),
             "settings": g.settings.to_dict(),
+            "start": args.start,
             "canvas": g.canvas.to_dict(),
             "time_percentiles_s": g.seconds,
             "images_percentiles": len(g.jobs),

@@ -307,7 +307,15 @@ class ModelServer(Component):
         pool = self._made(self._synth_thread, "the synthesis thread")
         cancel = JobCancel(stop, None if waiting.owner else self.settings.synthesis_budget_s)
         future = pool.submit(
-            run_synthesis, served, message, jobs, self.canvas, steps, cancel, self.settings.synthesis_heldout_members
+            run_synthesis,
+            served,
+            message,
+            jobs,
+            self.canvas,
+            steps,
+            cancel,
+            self.settings.synthesis_heldout_members,
+            self.settings.synthesis_start,
         )
         future.add_done_callback(self._wake)
         self.syntheses.running = Running(waiting, future, cancel)

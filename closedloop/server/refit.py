@@ -26,6 +26,7 @@ from closedloop.model.predict import predict
 from closedloop.model.report import evaluate
 from closedloop.model.saved import model_path
 from closedloop.model.split import DataSplit
+from closedloop.synth.starts import StartImages
 from closedloop.model.train import ExcludedUnitsWarning, FitResult, fit_model, select_fittable_units
 from closedloop.server.settings import ServerSettings
 from closedloop.synth.contrast import contrast_statistics, default_bound
@@ -56,6 +57,9 @@ class ServedModel:
         (n_units,) natural-image rate range per unit, weighing synthesis losses.
     contrast_bound
         RMS-contrast cap of synthesized images, from the fit images (`closedloop.synth.contrast`).
+    starts
+        The fit images with their measured rates, where rate targets start
+        (`closedloop.synth.starts`).
     """
 
     version: int
@@ -64,6 +68,7 @@ class ServedModel:
     heldout_r: np.ndarray
     scale_hz: np.ndarray
     contrast_bound: float | None = None
+    starts: StartImages | None = None
 
     @property
     def unit_ids(self) -> np.ndarray:
@@ -147,6 +152,7 @@ def run_refit(
         np.asarray(report.r, dtype=np.float64),
         natural_rate_range(result.rate_statistics.percentiles),
         default_bound(contrast_statistics(dataset.images[split.fit])),
+        StartImages.from_dataset(dataset, split.fit, result.unit_ids),
     )
     if settings.out_dir is None:
         return served, None

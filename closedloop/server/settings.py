@@ -19,6 +19,7 @@ from closedloop.errors import ClosedLoopError
 from closedloop.model.device import resolve_device
 from closedloop.model.model_config import ModelConfig
 from closedloop.synth.optimise import SynthesisSettings
+from closedloop.synth.starts import START_MODES
 
 #: Aperture of the simulated photographs and gratings (display px), capped by the array.
 DEFAULT_APERTURE_PX = 60.0
@@ -76,6 +77,9 @@ class ServerSettings:
     synthesis_heldout_members
         Ensemble members that judge synthesized images instead of optimising them
         (`closedloop.synth.optimise.SynthesisSettings.heldout_members`).
+    synthesis_start
+        Where rate targets start: ``"natural"`` (the fit image closest to the target by
+        model and measurement, `closedloop.synth.starts`) or ``"blank"``.
     max_synthesize
         Most images one SynthesizeRequest may ask for (the server stays responsive).
     aperture_px, mean_luminance
@@ -119,6 +123,7 @@ class ServerSettings:
     seed: int = field(default_factory=draw_seed)
     synthesis_steps: int = SynthesisSettings().steps
     synthesis_heldout_members: int = SynthesisSettings().heldout_members
+    synthesis_start: str = START_MODES[0]
     max_synthesize: int = 1000
     aperture_px: float | None = None
     mean_luminance: float = 0.5
@@ -173,6 +178,10 @@ class ServerSettings:
             )
         if not (math.isfinite(aperture_px) and aperture_px > 0):
             raise ClosedLoopError(f"server: aperture_px must be a positive number, got {aperture_px}")
+        if self.synthesis_start not in START_MODES:
+            raise ClosedLoopError(
+                f"server: synthesis_start must be one of {', '.join(START_MODES)}, got {self.synthesis_start!r}"
+            )
 
     def memory_bound_bytes(self, clients: int) -> int:
         """Most bytes that requests can hold in the server at once, ``clients`` connected.
@@ -216,6 +225,7 @@ class ServerSettings:
         synthesis = protocol.synthesis
         steps = synthesis.steps if synthesis is not None else SynthesisSettings().steps
         heldout = synthesis.heldout_members if synthesis is not None else SynthesisSettings().heldout_members
+        start = synthesis.start if synthesis is not None else "natural"
         return cls(
             request_endpoint=request_endpoint or rig.network.endpoint("model"),
             events_endpoint=events_endpoint or rig.network.endpoint("model_events"),
@@ -228,6 +238,7 @@ class ServerSettings:
             seed=_chosen_seed(seed, protocol.seed),
             synthesis_steps=steps,
             synthesis_heldout_members=heldout,
+            synthesis_start=start,
             mean_luminance=rig.display.mean_luminance,
             window_s=protocol.response.window_s,
             out_dir=None if out_dir is None else str(out_dir),

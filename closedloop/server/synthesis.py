@@ -63,8 +63,13 @@ def run_synthesis(
     steps: int,
     cancel: threading.Event | JobCancel,
     heldout_members: int = SynthesisSettings().heldout_members,
+    start: str = "natural",
 ) -> SynthesizeResult:
-    """Optimise the images (background thread) and package the reply; stops when ``cancel.is_set()``."""
+    """Optimise the images (background thread) and package the reply; stops when ``cancel.is_set()``.
+
+    ``start`` "natural": rate targets start from the served model's fit images
+    (`closedloop.synth.starts`); "blank": every image starts from the blank screen.
+    """
 
     def progress(step: int, cap: int, active: int) -> None:
         if cancel.is_set():
@@ -81,6 +86,7 @@ def run_synthesis(
         seed=request.seed,
         progress=progress,
         progress_every=1,
+        starts=served.starts if start == "natural" else None,
     )  # a cancel or time budget takes effect within one step
     return SynthesizeResult(
         unit_ids=np.asarray(request.unit_ids, dtype=np.int64),

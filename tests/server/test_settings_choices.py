@@ -59,3 +59,12 @@ def test_the_protocols_held_out_members_reach_the_server_and_bad_ones_name_the_f
     assert ServerSettings.from_configs(rig, none).synthesis_heldout_members == 0
     with pytest.raises(ClosedLoopError, match="synthesis.heldout_members"):
         load_protocol(write_variant(tmp_path, "protocols/demo.yaml", {"synthesis.heldout_members": -1}, "bad.yaml"))
+
+
+def test_the_protocols_synthesis_start_reaches_the_server_and_a_bad_one_names_the_field(configs):
+    rig, protocol, tmp_path = configs
+    assert ServerSettings.from_configs(rig, protocol).synthesis_start == "natural"
+    blank = load_protocol(write_variant(tmp_path, "protocols/demo.yaml", {"synthesis.start": "blank"}, "b.yaml"))
+    assert ServerSettings.from_configs(rig, blank).synthesis_start == "blank"
+    with pytest.raises(ClosedLoopError, match="synthesis.start"):
+        load_protocol(write_variant(tmp_path, "protocols/demo.yaml", {"synthesis.start": "photo"}, "bad.yaml"))

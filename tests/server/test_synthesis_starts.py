@@ -1,0 +1,64 @@
+"""The model server's syntheses start rate targets from the images it was fitted on (or grey when told)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import N_UNITS, UNIT_IDS
+
+from closedloop.data.dataset import Preprocessing
+from closedloop.data.preprocess import preprocess
+from closedloop.errors import ClosedLoopError
+from closedloop.messages import Accepted, ModelUpdated, SynthesizeRequest, SynthesizeResult
+from closedloop.synth.starts import choose_starts
+from closedloop.synth.targets import SynthesisJob, Target
+
+
+def _fitted(running, recording):
+    accepted = running.ask(recording.request(block=1, index=slice(0, 50), repeats=3))
+    assert isinstance(accepted, Accepted)
+    assert isinstance(running.next_event((ModelUpdated,)), ModelUpdated)
+    return running.server.model
+
+
+def test_a_served_model_keeps_its_fit_images_and_their_measured_means(run_server, recording) -> None:
+    running = run_server()
+    served = _fitted(running, recording)
+    split = served.result.split
+    starts = served.starts
+    assert starts is not None and starts.measured_hz.shape == (len(split.fit), N_UNITS)
+    np.testing.assert_array_equal(starts.image_ids, recording.ids[:50][split.fit])
+    np.testing.assert_allclose(starts.images, preprocess(recording.images[:50][split.fit], Preprocessing()))
+    trials = recording.request(block=1, index=slice(0, 50), repeats=3)  # the same seeded trials the server got
+    rows = np.searchsorted(recording.ids, trials.stimulus_ids)
+    for k, image in enumerate(split.fit[:5]):
+        np.testing.assert_allclose(starts.measured_hz[k], trials.rates[rows == image].mean(axis=0), rtol=1e-5)
+    np.testing.assert_array_equal(served.unit_ids, UNIT_IDS)
+
+
+@pytest.mark.parametrize("start", ["natural", "blank"])
+def test_synthesize_starts_where_the_server_is_told(run_server, recording, start) -> None:
+    running = run_server(synthesis_start=start, synthesis_steps=1)
+    served = _fitted(running, recording)
+    target = float(np.median(served.starts.measured_hz[:, 2]))
+    reply = running.ask(SynthesizeRequest(unit_ids=[int(UNIT_IDS[2])], targets=[target], seed=1, steps=1))
+    assert isinstance(reply, SynthesizeResult)
+    canvas = running.server.canvas
+    job = SynthesisJob(2, Target("rate", target), target)
+    first, ids = choose_starts(served.result.model, [job], served.starts, canvas, torch.device("cpu"))
+    image = preprocess(reply.images, Preprocessing())[0]
+    inside = canvas.aperture_mask()
+    assert ids[0] >= 0  # a fitted image is closer to a median rate than the blank screen
+    alike = np.corrcoef(image[inside], first[0][inside])[0, 1]
+    if start == "natural":
+        assert alike > 0.9  # one step from that image
+    else:
+        assert alike < 0.5  # one step from grey: the model's gradient, not that image
+
+
+def test_an_unknown_start_is_refused() -> None:
+    from conftest import settings
+
+    with pytest.raises(ClosedLoopError, match="synthesis_start must be one of natural, blank"):
+        settings(synthesis_start="photo")
