@@ -442,6 +442,7 @@ def _add_stimuli(nwbfile: NWBFile, session: SessionContents) -> Images:
         "seed": "synthesis seed (-1: n/a)",
         "achieved_hz": "rate the model predicted for the synthesized image (Hz; NaN: n/a)",
         "spread_hz": "std of the model ensemble members' predictions around achieved_hz (Hz; NaN: n/a)",
+        "start_stimulus_id": "stimulus id the synthesized image's optimisation started from (-1: blank screen or n/a)",
     }
     columns += [
         VectorData(name=name, description=text, data=stimuli[name])

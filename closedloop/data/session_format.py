@@ -9,7 +9,7 @@ Layout (format ``closedloop-session``, version 1)::
     /stimuli/pixels   (n, H, W) float32 in [0, 1]
     /stimuli/{id, kind, source_index, orientation_deg, phase_deg, sf_cpd, radius_px,
               annulus, unit_id, target_hz, model_version, seed, achieved_hz, spread_hz,
-              committed}
+              start_stimulus_id, committed}
     /trials/{stimulus_id, block, repeat, onset_s, flip_s, n_frames, dropped_frames}
     /responses        (n_trials, n_units) float32 Hz in the session's response window
     /spikes/{unit_id, time_s}
@@ -26,7 +26,8 @@ killed at any point leaves a file whose committed part is complete; readers igno
 rest and `SessionWriter.resume` cuts it off.
 
 Columns added to version 1 after it shipped (`ADDED_COLUMNS`: ``stimuli/spread_hz``, the
-model ensemble's spread of a synthesized image's predicted rate) are absent from older
+model ensemble's spread of a synthesized image's predicted rate; ``stimuli/start_stimulus_id``,
+the stimulus a synthesized image's optimisation started from, -1 for the blank screen) are absent from older
 files: a reader gives their fill value instead, and a resumed or copied file gains them.
 """
 
@@ -115,6 +116,7 @@ COLUMNS: dict[str, dict[str, tuple[np.dtype, float | int]]] = {
         "seed": (_I64, -1),
         "achieved_hz": (_F64, NAN),
         "spread_hz": (_F64, NAN),
+        "start_stimulus_id": (_I64, -1),
         "committed": (np.dtype(np.uint8), 0),
     },
     "trials": {
@@ -144,7 +146,7 @@ COLUMNS: dict[str, dict[str, tuple[np.dtype, float | int]]] = {
 }
 #: Columns of `COLUMNS` that files written before them lack (the format version stayed 1:
 #: older readers ignore them); read as their fill value there.
-ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"stimuli": ("spread_hz",)}
+ADDED_COLUMNS: dict[str, tuple[str, ...]] = {"stimuli": ("spread_hz", "start_stimulus_id")}
 CHUNK_ROWS = {"stimuli": 256, "trials": 1024, "spikes": 65536, "sync": 1024, "blocks": 64}
 REQUIRED_ATTRS = (
     "format",

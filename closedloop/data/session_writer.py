@@ -236,7 +236,9 @@ class SessionWriter:
             Any of ``source_index``, ``orientation_deg``, ``phase_deg``, ``sf_cpd``,
             ``radius_px``, ``annulus`` (0 disc, 1 annulus), ``unit_id``, ``target_hz``,
             ``model_version``, ``seed``, ``achieved_hz``, ``spread_hz`` (the ensemble's std of
-            the prediction ``achieved_hz``): a scalar for all stimuli or one value each.
+            the prediction ``achieved_hz``), ``start_stimulus_id`` (the stimulus a synthesized
+            image's optimisation started from; -1: the blank screen): a scalar for all stimuli
+            or one value each.
             Omitted fields are stored as NaN (floats) or -1 (integers).
 
         Returns

@@ -269,6 +269,8 @@ class SynthesizeResult(Message):
 
     ``spread`` (optional) is the standard deviation of the ensemble members'
     predictions for each image's unit: how sure the model is of ``achieved``.
+    ``start_ids`` (optional) is the stimulus id of the fitted image each image started
+    from, −1 for the blank screen.
     """
 
     ARRAYS: ClassVar[dict[str, ArraySpec]] = {
@@ -277,6 +279,7 @@ class SynthesizeResult(Message):
         "images": ArraySpec(_IMAGES, 3),
         "achieved": ArraySpec(_RATES, 1),
         "spread": ArraySpec(_RATES, 1, optional=True),
+        "start_ids": ArraySpec(_IDS, 1, optional=True),
     }
     unit_ids: np.ndarray
     targets: np.ndarray
@@ -285,9 +288,10 @@ class SynthesizeResult(Message):
     model_version: int
     seed: int = 0
     spread: np.ndarray | None = None
+    start_ids: np.ndarray | None = None
 
     def _check(self) -> None:
-        same_length(self, "unit_ids", "targets", "images", "achieved", "spread")
+        same_length(self, "unit_ids", "targets", "images", "achieved", "spread", "start_ids")
         self._set("model_version", as_int(self.model_version, "model_version", minimum=0))
         self._set("seed", as_int(self.seed, "seed", minimum=0))
 

@@ -313,6 +313,7 @@ class ModelSteps:
             target_hz=result.targets,
             achieved_hz=result.achieved,
             spread_hz=result.spread,  # None (a server that sends no spread): stored as NaN
+            start_stimulus_id=result.start_ids,  # None: -1, as for a grey start
             model_version=result.model_version,
             seed=result.seed,
             source_index=np.arange(len(images)),

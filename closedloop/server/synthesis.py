@@ -96,4 +96,5 @@ def run_synthesis(
         model_version=served.version,
         seed=request.seed,
         spread=result.spread_hz,
+        start_ids=result.start_image_ids,
     )

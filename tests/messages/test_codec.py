@@ -69,6 +69,15 @@ def one_of_each() -> list:
             model_version=7,
             seed=3,
         ),
+        SynthesizeResult(
+            unit_ids=[11, 12],
+            targets=[1.0, np.nan],
+            images=images[:2],
+            achieved=[1.1, 40.0],
+            model_version=7,
+            spread=[0.5, 4.0],
+            start_ids=[5, -1],
+        ),
         PredictRequest(images=images),
         Predictions(rates=RNG.random((3, 2)).astype(np.float32), unit_ids=[11, 12], model_version=7),
         PredictRequest(images=images, stimulus_ids=[1, 2, 3]),
@@ -122,6 +131,12 @@ def test_big_endian_input_is_sent_little_endian() -> None:
     assert decoded.unit_ids.dtype.str == "<i8" and decoded.times.tolist() == [0.5, 1.0]
 
 
+def _one_synthesized(**extra) -> SynthesizeResult:
+    return SynthesizeResult(
+        unit_ids=[1], targets=[1.0], images=np.zeros((1, 2, 2)), achieved=[1.0], model_version=1, **extra
+    )
+
+
 @pytest.mark.parametrize(
     "build, error",
     [
@@ -142,6 +157,8 @@ def test_big_endian_input_is_sent_little_endian() -> None:
         (lambda: FitRequest(block=0, stimulus_ids=[1], rates=[[1.0]], unit_ids=[1], refit=1), TypeError),
         (lambda: ModelUpdated(version=1, unit_ids=[1, 2], heldout_r=[0.5]), ValueError),
         (lambda: Predictions(rates=[[1.0]], unit_ids=[1], model_version=0, stimulus_ids=[1, 2]), ValueError),
+        (lambda: _one_synthesized(start_ids=[1, 2]), ValueError),
+        (lambda: _one_synthesized(start_ids=[0.5]), TypeError),
     ],
 )
 def test_invalid_messages_cannot_be_built(build, error) -> None:

@@ -1,9 +1,9 @@
 """A small model server that speaks the loop's contract, for testing the runner without torch.
 
 FitRequest → Accepted (refit: version + 1, then, ``fit_seconds`` later, ModelUpdated with
-per-unit held-out r on the PUB); SynthesizeRequest → SynthesizeResult with images drawn from (seed, k)
-and an ensemble spread of 1.5 + 0.25 k Hz (none with ``send_spread=False``; Error "no_model" before
-the first refit); PredictRequest → Predictions of zeros;
+per-unit held-out r on the PUB); SynthesizeRequest → SynthesizeResult with images drawn from (seed, k),
+an ensemble spread of 1.5 + 0.25 k Hz and start ids k (-1 for "max"; neither with ``send_spread=False``;
+Error "no_model" before the first refit); PredictRequest → Predictions of zeros;
 anything else → Error.  Data are kept per block, so a block sent twice counts once; a FitRequest naming
 stimuli whose images it never got is refused (Error "unknown_stimulus"), like a real server.
 `ServerThread` runs it in a thread that can be stopped ("killed") and started again.
@@ -146,6 +146,8 @@ class FakeModelServer(Component):
             model_version=self.version,
             seed=message.seed,
             spread=1.5 + 0.25 * np.arange(n) if self.send_spread else None,
+            # rate targets "started" from the first images it was sent, "max" from the blank screen
+            start_ids=np.where(np.isnan(message.targets), -1, np.arange(n)) if self.send_spread else None,
         )
         self.synthesized.append(result)
         self.server.reply(request, result)

@@ -89,6 +89,9 @@ def test_a_closed_loop_runs_end_to_end_and_the_session_file_has_everything(tmp_p
     # the ensemble spread is stored as the server sent it, image by image
     assert len(server.synthesized) == 1
     np.testing.assert_array_equal(synthesized["spread_hz"], server.synthesized[0].spread)
+    np.testing.assert_array_equal(synthesized["start_stimulus_id"], server.synthesized[0].start_ids)
+    assert synthesized["start_stimulus_id"].tolist() == [0, -1, 2, -1]
+    assert (stimuli["start_stimulus_id"][:20] == -1).all()  # natural images did not start anywhere
     assert set(trials["stimulus_id"][40:].tolist()) == set(range(20, 24))
     # the journal: one record per block, protocol positions in order, model versions of the fits
     journal = records(tmp_path / "session.h5")
@@ -121,6 +124,7 @@ def test_a_server_that_sends_no_spread_leaves_it_nan(tmp_path, rig, protocol, br
     with SessionReader(tmp_path / "session.h5") as reader:
         synthesized = reader.stimuli[reader.stimuli["kind"] == StimulusKind.SYNTHESIZED]
     assert synthesized.size == 4 and np.all(np.isnan(synthesized["spread_hz"]))
+    assert (synthesized["start_stimulus_id"] == -1).all()
     assert np.all(np.isfinite(synthesized["achieved_hz"]))
 
 

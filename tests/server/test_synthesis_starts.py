@@ -50,6 +50,7 @@ def test_synthesize_starts_where_the_server_is_told(run_server, recording, start
     image = preprocess(reply.images, Preprocessing())[0]
     inside = canvas.aperture_mask()
     assert ids[0] >= 0  # a fitted image is closer to a median rate than the blank screen
+    assert reply.start_ids.tolist() == (ids.tolist() if start == "natural" else [-1])  # and the reply says so
     alike = np.corrcoef(image[inside], first[0][inside])[0, 1]
     if start == "natural":
         assert alike > 0.9  # one step from that image
