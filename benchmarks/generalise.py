@@ -99,9 +99,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--start",
-        choices=("natural", "blank"),
-        default="natural",
-        help="where rate targets start (default natural, as synth's: the fit image closest to the target)",
+        choices=("blank", "natural"),
+        default="blank",
+        help="where rate targets start (default blank, as synth's; natural: a fit image close to the target)",
     )
     parser.add_argument("--seed", type=int, default=0, help="fit and synthesis seed (default 0)")
     parser.add_argument(

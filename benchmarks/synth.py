@@ -71,9 +71,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--contrast", type=float, default=None, help="RMS contrast cap (default none)")
     parser.add_argument(
         "--start",
-        choices=("natural", "blank"),
-        default="natural",
-        help="where rate targets start (default natural, as synth's: the fit image closest to the target)",
+        choices=("blank", "natural"),
+        default="blank",
+        help="where rate targets start (default blank, as synth's; natural: a fit image close to the target)",
     )
     parser.add_argument("--seed", type=int, default=0, help="fit and synthesis seed (default 0)")
     parser.add_argument("--refit", action="store_true", help="fit again even if a cached fit matches")

@@ -2,10 +2,9 @@
 
 Gradient steps on the pixels push the model's (ensemble mean) prediction of each chosen
 unit to each target: a percentile of the unit's natural-image rates (p20), the highest
-rate the model allows (max) or a rate (12.5hz).  A rate target starts from the image the
-model was fitted on that the model and the recording both put closest to it (read from the
-session the model records, or --data), "max" from the blank screen; --start blank starts
-every image from the blank screen.
+rate the model allows (max) or a rate (12.5hz).  Images start from the blank screen; with
+--start natural a rate target instead edits a fitted image the model and the recording both
+put close to it (read from the session the model records, or --data).
 Images stay inside the circular aperture, in the display's range and at the rig's
 mean luminance.  OUT/library.h5 holds the images (model and display resolution) with
 their provenance; OUT/fig4.png shows them (rows: units, columns: targets).
@@ -124,9 +123,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--start",
         choices=START_MODES,
-        default="natural",
-        help="where rate targets start: 'natural' (default: the fitted image closest to the target, by the "
-        "model and the measured rates; the blank screen when the data cannot be read) or 'blank'",
+        default="blank",
+        help="where rate targets start: 'blank' (default: grey) or 'natural' (a fitted image that the model and "
+        "the measured rates put close to the target, edited to reach it; 'max' starts from grey either way)",
     )
     parser.add_argument(
         "--data",
@@ -210,17 +209,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.data is not None and args.start != "natural":
         raise ClosedLoopError("--data is read for --start natural only; leave it out with --start blank")
-    starts = None
-    if args.start == "natural":
-        try:
-            starts = checkpoint_starts(checkpoint, args.data)
-        except ClosedLoopError as error:
-            if args.data is not None:  # asked for by name: not reading it is an error
-                raise
-            print(
-                f"synth: rate targets start from the blank screen: {error}; pass --data FILE "
-                "(the session the model was fitted on) to start them from its images, or --start blank"
-            )
+    starts = checkpoint_starts(checkpoint, args.data) if args.start == "natural" else None
     seed = args.seed if args.seed is not None else secrets.randbelow(2**31)
     show = sys.stderr.isatty() if args.progress is None else args.progress
 

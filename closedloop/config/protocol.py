@@ -274,9 +274,9 @@ class Synthesis:
     seeds) are made for each unit and target.  ``heldout_members`` ensemble members
     take no part in the optimisation and give the predicted rate recorded for each
     image, so "max" images are not promised the optimising members' over-estimate
-    (0: every member optimises and predicts).  ``start`` "natural" starts each rate
-    target from the fit image that the model and the recording both put closest to it
-    ("max" and "blank": from the blank screen).
+    (0: every member optimises and predicts).  ``start`` "blank" (default) grows every
+    image from grey; "natural" starts each rate target from a fit image that the model
+    and the recording put close to it, edited to reach it (`closedloop.synth.starts`).
     """
 
     units: UnitSelection
@@ -285,7 +285,7 @@ class Synthesis:
     images_per_target: int = setting(1, ge=1, le=1000)
     seed: int | None = setting(None, ge=0, le=MAX_SEED)
     heldout_members: int = setting(DEFAULT_HELDOUT_MEMBERS, ge=0, le=64)
-    start: Literal["natural", "blank"] = "natural"
+    start: Literal["blank", "natural"] = "blank"
 
     @property
     def parsed_targets(self) -> tuple[Target, ...]:

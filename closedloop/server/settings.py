@@ -78,8 +78,8 @@ class ServerSettings:
         Ensemble members that judge synthesized images instead of optimising them
         (`closedloop.synth.optimise.SynthesisSettings.heldout_members`).
     synthesis_start
-        Where rate targets start: ``"natural"`` (the fit image closest to the target by
-        model and measurement, `closedloop.synth.starts`) or ``"blank"``.
+        Where rate targets start: ``"blank"`` (grey) or ``"natural"`` (a fit image close to
+        the target by model and measurement, edited to reach it; `closedloop.synth.starts`).
     max_synthesize
         Most images one SynthesizeRequest may ask for (the server stays responsive).
     aperture_px, mean_luminance
@@ -225,7 +225,7 @@ class ServerSettings:
         synthesis = protocol.synthesis
         steps = synthesis.steps if synthesis is not None else SynthesisSettings().steps
         heldout = synthesis.heldout_members if synthesis is not None else SynthesisSettings().heldout_members
-        start = synthesis.start if synthesis is not None else "natural"
+        start = synthesis.start if synthesis is not None else START_MODES[0]
         return cls(
             request_endpoint=request_endpoint or rig.network.endpoint("model"),
             events_endpoint=events_endpoint or rig.network.endpoint("model_events"),

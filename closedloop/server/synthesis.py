@@ -63,12 +63,12 @@ def run_synthesis(
     steps: int,
     cancel: threading.Event | JobCancel,
     heldout_members: int = SynthesisSettings().heldout_members,
-    start: str = "natural",
+    start: str = "blank",
 ) -> SynthesizeResult:
     """Optimise the images (background thread) and package the reply; stops when ``cancel.is_set()``.
 
-    ``start`` "natural": rate targets start from the served model's fit images
-    (`closedloop.synth.starts`); "blank": every image starts from the blank screen.
+    ``start`` "blank": every image starts from the blank screen; "natural": rate targets
+    start from the served model's fit images (`closedloop.synth.starts`).
     """
 
     def progress(step: int, cap: int, active: int) -> None:

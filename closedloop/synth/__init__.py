@@ -3,7 +3,7 @@
 - `targets`: target grammar (``p20``, ``max``, ``12.5hz``), unit selection, jobs;
 - `canvas`: model vs display resolution, aperture, range, mean luminance;
 - `optimise`: the batched optimiser (`synthesize`);
-- `starts`: where each image starts (a fit image close to its target, or the blank screen);
+- `starts`: where each image starts (the blank screen, or a fit image near its target);
 - `plan`: synthesis from a fitted checkpoint (`synthesize_from_checkpoint`);
 - `library`: the stimulus library file; `figure`: the Fig. 4-style grid.
 """

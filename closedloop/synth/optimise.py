@@ -318,9 +318,9 @@ def synthesize(
         Run seed; image ``i`` starts from the noise of ``image_seeds(seed, n)[i]``.
     starts
         Images the model was fitted on, with their measured rates: each rate target starts
-        from the one closest to what is asked, or from the blank screen if that is closer
-        (`closedloop.synth.starts.choose_starts`); ``None``: every image starts from the
-        blank screen.  The noise is added to the start either way.
+        from one close to what is asked (`closedloop.synth.starts.choose_starts`);
+        ``None``: every image starts from the blank screen.  The noise is added to the
+        start either way.
     device
         Where to run; ``None``: where the model's parameters are.
     progress, progress_every
@@ -371,7 +371,7 @@ def synthesize(
     try:
         first, start_ids = canvas.blank(n), np.full(n, BLANK, dtype=np.int64)
         if starts is not None:
-            first, start_ids = choose_starts(model, jobs, starts, canvas, device)
+            first, start_ids = choose_starts(model, jobs, starts, canvas, scale_hz, device)
         images = project((torch.as_tensor(first) + settings.init_std * noise).to(device))
         best_images = images.clone()
         best_loss = torch.full((n,), math.inf, device=device)

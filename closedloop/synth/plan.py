@@ -244,7 +244,9 @@ def checkpoint_starts(checkpoint, data: str | Path | None = None) -> StartImages
     if path is None:
         raise ClosedLoopError(f"{checkpoint.path} does not record the file it was fitted on")
     if not path.is_file():
-        raise ClosedLoopError(f"{path}: no such file (the data {checkpoint.path} was fitted on)")
+        raise ClosedLoopError(
+            f"{path}: no such file (the data {checkpoint.path} was fitted on); give it with --data FILE"
+        )
     window = metrics.get("window_s")
     dataset = load_dataset(
         path,

@@ -63,8 +63,8 @@ def test_the_protocols_held_out_members_reach_the_server_and_bad_ones_name_the_f
 
 def test_the_protocols_synthesis_start_reaches_the_server_and_a_bad_one_names_the_field(configs):
     rig, protocol, tmp_path = configs
-    assert ServerSettings.from_configs(rig, protocol).synthesis_start == "natural"
-    blank = load_protocol(write_variant(tmp_path, "protocols/demo.yaml", {"synthesis.start": "blank"}, "b.yaml"))
-    assert ServerSettings.from_configs(rig, blank).synthesis_start == "blank"
+    assert ServerSettings.from_configs(rig, protocol).synthesis_start == "blank"
+    natural = load_protocol(write_variant(tmp_path, "protocols/demo.yaml", {"synthesis.start": "natural"}, "n.yaml"))
+    assert ServerSettings.from_configs(rig, natural).synthesis_start == "natural"
     with pytest.raises(ClosedLoopError, match="synthesis.start"):
         load_protocol(write_variant(tmp_path, "protocols/demo.yaml", {"synthesis.start": "photo"}, "bad.yaml"))

@@ -46,10 +46,10 @@ def test_synthesize_starts_where_the_server_is_told(run_server, recording, start
     assert isinstance(reply, SynthesizeResult)
     canvas = running.server.canvas
     job = SynthesisJob(2, Target("rate", target), target)
-    first, ids = choose_starts(served.result.model, [job], served.starts, canvas, torch.device("cpu"))
+    first, ids = choose_starts(served.result.model, [job], served.starts, canvas, served.scale_hz, torch.device("cpu"))
     image = preprocess(reply.images, Preprocessing())[0]
     inside = canvas.aperture_mask()
-    assert ids[0] >= 0  # a fitted image is closer to a median rate than the blank screen
+    assert ids[0] >= 0  # some fitted image was measured near a median rate
     assert reply.start_ids.tolist() == (ids.tolist() if start == "natural" else [-1])  # and the reply says so
     alike = np.corrcoef(image[inside], first[0][inside])[0, 1]
     if start == "natural":
@@ -61,5 +61,5 @@ def test_synthesize_starts_where_the_server_is_told(run_server, recording, start
 def test_an_unknown_start_is_refused() -> None:
     from conftest import settings
 
-    with pytest.raises(ClosedLoopError, match="synthesis_start must be one of natural, blank"):
+    with pytest.raises(ClosedLoopError, match="synthesis_start must be one of blank, natural"):
         settings(synthesis_start="photo")

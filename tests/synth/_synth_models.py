@@ -1,10 +1,15 @@
-"""Linear units with known filters, and their exact optimum under the canvas constraints."""
+"""Linear units with known filters, their exact optimum under the canvas constraints, and a tiny CNN config."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from closedloop.synth.canvas import Canvas
+
+#: A 2-member tiny CNN: fits a 40-image session in seconds (the fixtures' and the start tests' model).
+TINY_CONFIG = dict(
+    core_filters=[4], core_kernels=[5], dense_units=16, max_epochs=10, patience=5, stop_check_every=5, ensemble_size=2
+)
 
 
 def linear_filters(size: int = 33) -> np.ndarray:

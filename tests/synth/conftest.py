@@ -6,11 +6,7 @@ import pytest
 import torch
 
 from closedloop.model.linear import LinearPixelModel
-from _synth_models import linear_filters
-
-TINY_CONFIG = dict(
-    core_filters=[4], core_kernels=[5], dense_units=16, max_epochs=10, patience=5, stop_check_every=5, ensemble_size=2
-)
+from _synth_models import TINY_CONFIG, linear_filters
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,6 @@ import json
 import h5py
 import numpy as np
 import pytest
-from conftest import TINY_CONFIG
 
 from closedloop.cli import main
 from closedloop.data.dataset import Preprocessing
@@ -15,6 +14,8 @@ from closedloop.data.loader import load_dataset
 from closedloop.model.checkpoint import load_checkpoint
 from closedloop.synth.library import read_library
 from closedloop.synth.plan import checkpoint_starts
+
+from _synth_models import TINY_CONFIG
 
 ARGS = ["--units", "all", "--targets", "p35,p80,max", "--steps", "40", "--seed", "2", "--min-r", "-1"]
 
@@ -25,7 +26,7 @@ def synth(model, out, *extra) -> int:
 
 def test_rate_targets_start_from_the_fitted_images_and_say_which(tiny_checkpoint, tmp_path, capsys):
     model_path, archive = tiny_checkpoint
-    synth(model_path, tmp_path / "natural", "--json", str(tmp_path / "n.json"))
+    synth(model_path, tmp_path / "natural", "--start", "natural", "--json", str(tmp_path / "n.json"))
     printed = capsys.readouterr().out
     library = read_library(tmp_path / "natural" / "library.h5")
     checkpoint = load_checkpoint(model_path, "cpu")
@@ -40,7 +41,7 @@ def test_rate_targets_start_from_the_fitted_images_and_say_which(tiny_checkpoint
         None if i < 0 else int(i) for i in library.start_image_id
     ]
 
-    synth(model_path, tmp_path / "blank", "--start", "blank", "--json", str(tmp_path / "b.json"))
+    synth(model_path, tmp_path / "blank", "--json", str(tmp_path / "b.json"))  # the default
     assert (read_library(tmp_path / "blank" / "library.h5").start_image_id == -1).all()
     assert json.loads((tmp_path / "b.json").read_text())["start"] == "blank"
 
@@ -57,7 +58,7 @@ def test_start_images_are_the_fit_images_with_their_measured_means(tiny_checkpoi
     np.testing.assert_allclose(starts.measured_hz, dataset.mean_rates[rows][:, columns], rtol=1e-6)
 
 
-def test_without_its_data_synth_starts_from_grey_and_says_so(tmp_path, capsys):
+def test_a_model_whose_session_moved_needs_data_for_natural_starts(tmp_path, capsys):
     from closedloop.fitting.session import FitSettings, fit_session
     from closedloop.model.model_config import ModelConfig
     from closedloop.sim.archive import ArchiveSpec, make_archive
@@ -69,21 +70,20 @@ def test_without_its_data_synth_starts_from_grey_and_says_so(tmp_path, capsys):
     kept = archive.rename(tmp_path / "kept.h5")  # the session moved after the fit
     model_path = tmp_path / "fit" / "s" / "model.pt"
 
-    assert synth(model_path, tmp_path / "a") in (0, 1)  # 1: a target the 2-epoch model cannot reach
-    printed = capsys.readouterr().out
-    assert "rate targets start from the blank screen" in printed and "moved.h5: no such file" in printed
-    assert "--data FILE" in printed
-    assert (read_library(tmp_path / "a" / "library.h5").start_image_id == -1).all()
-    assert synth(model_path, tmp_path / "b", "--data", str(kept)) in (0, 1)
+    assert synth(model_path, tmp_path / "a", "--start", "natural") == 2
+    error = capsys.readouterr().err
+    assert "moved.h5: no such file" in error and "--data FILE" in error and "Traceback" not in error
+    assert not (tmp_path / "a" / "library.h5").exists()
+    assert synth(model_path, tmp_path / "b", "--start", "natural", "--data", str(kept)) in (0, 1)
     assert (read_library(tmp_path / "b" / "library.h5").start_image_id >= 0).any()
 
 
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--data", "{tmp}/none.h5"], "none.h5: no such file"),
-        (["--data", "{tmp}/other.h5"], "not in the data"),
-        (["--start", "blank", "--data", "{archive}"], "--data is read for --start natural only"),
+        (["--start", "natural", "--data", "{tmp}/none.h5"], "none.h5: no such file"),
+        (["--start", "natural", "--data", "{tmp}/other.h5"], "not in the data"),
+        (["--data", "{archive}"], "--data is read for --start natural only"),
     ],
 )
 def test_bad_data_for_the_starts_is_one_clear_line(tiny_checkpoint, tmp_path, capsys, extra, message):
@@ -100,7 +100,7 @@ def test_bad_data_for_the_starts_is_one_clear_line(tiny_checkpoint, tmp_path, ca
 
 def test_a_library_written_before_starts_were_recorded_reads_as_started_from_grey(tiny_checkpoint, tmp_path):
     model_path, _ = tiny_checkpoint
-    synth(model_path, tmp_path)
+    synth(model_path, tmp_path, "--start", "natural")
     with h5py.File(tmp_path / "library.h5", "a") as file:
         del file["start_image_id"]
     assert (read_library(tmp_path / "library.h5").start_image_id == -1).all()

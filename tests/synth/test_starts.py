@@ -10,7 +10,7 @@ from closedloop.data.dataset import ResponseDataset
 from closedloop.errors import ClosedLoopError
 from closedloop.synth.canvas import Canvas, Projection
 from closedloop.synth.optimise import SynthesisSettings, synthesize
-from closedloop.synth.starts import BLANK, StartImages, choose_starts
+from closedloop.synth.starts import BLANK, MIN_EDIT, StartImages, choose_starts
 from closedloop.synth.targets import SynthesisJob, Target
 
 from _synth_models import linear_filters
@@ -39,72 +39,89 @@ def starts_with(measured: np.ndarray) -> StartImages:
     return StartImages(candidates(), np.asarray(measured, dtype=np.float64), np.arange(100, 105))
 
 
-def test_the_image_both_model_and_recording_put_closest_is_chosen(linear_model):
-    rates = predicted(linear_model, candidates())
-    target = float(rates[2, 0])
+def choose(model, jobs, starts):
+    return choose_starts(model, jobs, starts, CANVAS, SCALE, CPU)
+
+
+def expected_choice(rates, measured, target, unit=0) -> int:
+    """The rule by hand: least |predicted − target| + |measured − target| among images far enough from the target."""
+    score = np.abs(rates[:, unit] - target) + np.abs(measured[:, unit] - target)
+    score[np.abs(rates[:, unit] - target) < MIN_EDIT * SCALE[unit]] = np.inf
+    return 100 + int(np.argmin(score))
+
+
+def test_the_image_both_model_and_recording_put_close_is_chosen(linear_model):
+    rates = predicted(linear_model, candidates())  # unit 0: 16.9, 23.8, 30.7, 37.6, 44.6 Hz
+    target = float(rates[2, 0]) + 2.0
     measured = rates.copy()
-    measured[2, 0] = target + 6.0  # the model's exact match, but the recording disagrees ...
-    measured[3, 0] = target  # ... and here the recording matches but the model is far off
-    measured[1, 0] = target + 1.0  # close by both
-    images, ids = choose_starts(linear_model, [rate_job(0, target)], starts_with(measured), CANVAS, CPU)
-    scores = np.abs(rates[:, 0] - target) + np.abs(measured[:, 0] - target)
-    assert ids.tolist() == [100 + int(np.argmin(scores))]
-    np.testing.assert_allclose(images[0], Projection(CANVAS, CPU)(torch.as_tensor(candidates()))[np.argmin(scores)])
+    measured[2, 0] = target + 6.0  # the model's closest, but the recording disagrees ...
+    measured[3, 0] = target  # ... and here the recording matches but the model is further off
+    images, ids = choose(linear_model, [rate_job(0, target)], starts_with(measured))
+    assert ids.tolist() == [expected_choice(rates, measured, target)] == [103]
+    np.testing.assert_allclose(images[0], Projection(CANVAS, CPU)(torch.as_tensor(candidates()))[3])
 
 
-def test_max_jobs_and_targets_the_blank_screen_meets_start_from_grey(linear_model):
+def test_an_image_already_at_the_target_is_not_re_shown(linear_model):
     rates = predicted(linear_model, candidates())
-    blank_rate = float(predicted(linear_model, CANVAS.blank(1))[0, 0])
-    jobs = [SynthesisJob(0, Target("max"), float("nan")), rate_job(0, blank_rate), rate_job(0, float(rates[4, 0]))]
-    images, ids = choose_starts(linear_model, jobs, starts_with(rates), CANVAS, CPU)
-    assert ids.tolist() == [BLANK, BLANK, 104]
-    np.testing.assert_array_equal(images[:2], CANVAS.blank(2))
+    target = float(rates[2, 0])  # image 2 meets it by model and recording alike
+    _, ids = choose(linear_model, [rate_job(0, target)], starts_with(rates))
+    assert ids[0] != 102 and ids[0] == expected_choice(rates, rates, target)
+
+
+def test_max_and_targets_without_a_measured_candidate_start_from_grey(linear_model):
+    rates = predicted(linear_model, candidates())
+    jobs = [SynthesisJob(0, Target("max"), float("nan")), rate_job(0, float(rates[4, 0]) + 2.0)]
+    images, ids = choose(linear_model, jobs, starts_with(rates))
+    assert ids.tolist() == [BLANK, 104]
+    np.testing.assert_array_equal(images[0], CANVAS.blank(1)[0])
+    unmeasured = np.full_like(rates, np.nan)
+    images, ids = choose(linear_model, jobs, starts_with(unmeasured))
+    assert ids.tolist() == [BLANK, BLANK]
+    np.testing.assert_array_equal(images, CANVAS.blank(2))
 
 
 def test_held_units_count_and_unmeasured_images_are_never_chosen(linear_model):
     rates = predicted(linear_model, candidates())
-    target = float(rates[2, 0])
-    # Unit 1 held at its rate for image 4: image 2 meets unit 0 but not the held unit's rate as well.
-    hold_hz = float(rates[4, 1]) + 40.0
+    target = float(rates[2, 0]) + 2.0
     measured = rates.copy()
-    measured[:, 1] = rates[:, 1]
+    measured[2, 1] = rates[2, 1] + 30.0  # image 2 is closest for unit 0 but misses the held unit's rate
+    assert choose(linear_model, [rate_job(0, target)], starts_with(measured))[1][0] == 102
+    hold_hz = float(rates[2, 1])
     job = rate_job(0, target, hold=(1,), hold_hz=(hold_hz,))
-    _, ids = choose_starts(linear_model, [job], starts_with(measured), CANVAS, CPU)
-    scores = (np.abs(rates[:, [0, 1]] - [target, hold_hz]) + np.abs(measured[:, [0, 1]] - [target, hold_hz])).sum(1)
-    assert ids[0] == 100 + int(np.argmin(scores))
+    _, ids = choose(linear_model, [job], starts_with(measured))
+    held = (np.abs(rates[:, [0, 1]] - [target, hold_hz]) + np.abs(measured[:, [0, 1]] - [target, hold_hz])).sum(1)
+    assert ids[0] == 100 + int(np.argmin(held)) == 103
     unmeasured = rates.copy()
     unmeasured[2, 0] = np.nan
-    _, ids = choose_starts(linear_model, [rate_job(0, target)], starts_with(unmeasured), CANVAS, CPU)
+    _, ids = choose(linear_model, [rate_job(0, target)], starts_with(unmeasured))
     assert ids[0] not in (102, BLANK)
 
 
 def test_start_images_must_match_the_model_and_canvas(linear_model):
+    three_units = StartImages(candidates(), np.zeros((5, 3)), np.arange(5))
     with pytest.raises(ClosedLoopError, match="3 units, the model has 2"):
-        choose_starts(
-            linear_model, [rate_job(0, 5.0)], StartImages(candidates(), np.zeros((5, 3)), np.arange(5)), CANVAS, CPU
-        )
+        choose(linear_model, [rate_job(0, 5.0)], three_units)
     with pytest.raises(ClosedLoopError, match="do not match"):
         StartImages(candidates(), np.zeros((4, 2)), np.arange(5))
-    small = np.full((5, 20, 20), 0.5, np.float32)
+    small = StartImages(np.full((5, 20, 20), 0.5, np.float32), np.zeros((5, 2)), np.arange(5))
     with pytest.raises(ClosedLoopError, match="canvas 33 px"):
-        choose_starts(linear_model, [rate_job(0, 5.0)], StartImages(small, np.zeros((5, 2)), np.arange(5)), CANVAS, CPU)
+        choose(linear_model, [rate_job(0, 5.0)], small)
 
 
-def test_synthesis_nudges_the_chosen_image_and_records_where_it_started(linear_model):
+def test_synthesis_edits_the_chosen_image_and_records_where_it_started(linear_model):
     rates = predicted(linear_model, candidates())
-    target = float(rates[3, 0]) + 1.0  # a little beyond image 3: it only needs a nudge
+    target = float(rates[3, 0]) + 2.0  # a little beyond image 3
     jobs = [rate_job(0, target), SynthesisJob(1, Target("max"), float("nan"))]
     settings = SynthesisSettings(steps=200)
-    natural = synthesize(
-        linear_model, jobs, canvas=CANVAS, scale_hz=SCALE, settings=settings, starts=starts_with(rates)
-    )
+    starts = starts_with(rates)
+    natural = synthesize(linear_model, jobs, canvas=CANVAS, scale_hz=SCALE, settings=settings, starts=starts)
     blank = synthesize(linear_model, jobs, canvas=CANVAS, scale_hz=SCALE, settings=settings)
     assert natural.start_image_ids.tolist() == [103, BLANK] and blank.start_image_ids.tolist() == [BLANK, BLANK]
     assert natural.converged[0] and abs(natural.achieved_hz[0] - target) <= settings.tolerance_hz
+    assert natural.steps[0] >= 1  # it was changed, not re-shown
     inside = CANVAS.aperture_mask()
     start = Projection(CANVAS, CPU)(torch.as_tensor(candidates()[3:4]))[0].numpy()
     assert np.corrcoef(natural.images[0][inside], start[inside])[0, 1] > 0.95
-    assert natural.steps[0] < blank.steps[0]
     np.testing.assert_allclose(natural.images[1], blank.images[1], atol=1e-5)  # "max" starts from grey either way
 
 
