@@ -313,10 +313,7 @@ def _write_outputs(out_dir: Path, name: str, cnn, record: dict, report, cells) -
         save_checkpoint(
             staging / MODEL_FILE,
             cnn,
-            metrics={
-                key: record[key]
-                for key in ("metrics", "cells", "groups", "seed", "source", "window_s", "image_statistics")
-            },
+            metrics={key: record[key] for key in CHECKPOINT_RECORD},
         )
         fig3(
             report,

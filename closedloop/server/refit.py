@@ -26,10 +26,10 @@ from closedloop.model.predict import predict
 from closedloop.model.report import evaluate
 from closedloop.model.saved import model_path
 from closedloop.model.split import DataSplit
-from closedloop.synth.starts import StartImages
 from closedloop.model.train import ExcludedUnitsWarning, FitResult, fit_model, select_fittable_units
 from closedloop.server.settings import ServerSettings
 from closedloop.synth.contrast import contrast_statistics, default_bound
+from closedloop.synth.starts import StartImages
 from closedloop.synth.plan import natural_rate_range
 
 logger = logging.getLogger(__name__)
@@ -59,7 +59,7 @@ class ServedModel:
         RMS-contrast cap of synthesized images, from the fit images (`closedloop.synth.contrast`).
     starts
         The fit images with their measured rates, where rate targets start
-        (`closedloop.synth.starts`).
+        (`closedloop.synth.starts`); kept only when the server starts them there.
     """
 
     version: int
@@ -152,7 +152,9 @@ def run_refit(
         np.asarray(report.r, dtype=np.float64),
         natural_rate_range(result.rate_statistics.percentiles),
         default_bound(contrast_statistics(dataset.images[split.fit])),
-        StartImages.from_dataset(dataset, split.fit, result.unit_ids),
+        StartImages.from_dataset(dataset, split.fit, result.unit_ids)
+        if settings.synthesis_start == "natural"
+        else None,
     )
     if settings.out_dir is None:
         return served, None

@@ -11,7 +11,7 @@ from closedloop.data.dataset import Preprocessing
 from closedloop.data.preprocess import preprocess
 from closedloop.errors import ClosedLoopError
 from closedloop.messages import Accepted, ModelUpdated, SynthesizeRequest, SynthesizeResult
-from closedloop.synth.starts import choose_starts
+from closedloop.synth.starts import StartImages, choose_starts
 from closedloop.synth.targets import SynthesisJob, Target
 
 
@@ -22,18 +22,24 @@ def _fitted(running, recording):
     return running.server.model
 
 
-def test_a_served_model_keeps_its_fit_images_and_their_measured_means(run_server, recording) -> None:
-    running = run_server()
-    served = _fitted(running, recording)
-    split = served.result.split
-    starts = served.starts
-    assert starts is not None and starts.measured_hz.shape == (len(split.fit), N_UNITS)
-    np.testing.assert_array_equal(starts.image_ids, recording.ids[:50][split.fit])
-    np.testing.assert_allclose(starts.images, preprocess(recording.images[:50][split.fit], Preprocessing()))
-    trials = recording.request(block=1, index=slice(0, 50), repeats=3)  # the same seeded trials the server got
+def _expected_starts(served, recording) -> StartImages:
+    """The fit images and their mean rates, from the recording and the seeded trials the server was sent."""
+    fit = served.result.split.fit
+    trials = recording.request(block=1, index=slice(0, 50), repeats=3)
     rows = np.searchsorted(recording.ids, trials.stimulus_ids)
-    for k, image in enumerate(split.fit[:5]):
-        np.testing.assert_allclose(starts.measured_hz[k], trials.rates[rows == image].mean(axis=0), rtol=1e-5)
+    measured = np.stack([trials.rates[rows == image].mean(axis=0) for image in fit])
+    images = preprocess(recording.images[:50][fit], Preprocessing())
+    return StartImages(images, measured, recording.ids[:50][fit])
+
+
+def test_a_served_model_keeps_its_fit_images_and_their_measured_means(run_server, recording) -> None:
+    assert _fitted(run_server(), recording).starts is None  # grey starts (the default) need none
+    served = _fitted(run_server(synthesis_start="natural"), recording)
+    expected = _expected_starts(served, recording)
+    assert served.starts.measured_hz.shape == (len(served.result.split.fit), N_UNITS)
+    np.testing.assert_array_equal(served.starts.image_ids, expected.image_ids)
+    np.testing.assert_allclose(served.starts.images, expected.images)
+    np.testing.assert_allclose(served.starts.measured_hz, expected.measured_hz, rtol=1e-5)
     np.testing.assert_array_equal(served.unit_ids, UNIT_IDS)
 
 
@@ -41,12 +47,13 @@ def test_a_served_model_keeps_its_fit_images_and_their_measured_means(run_server
 def test_synthesize_starts_where_the_server_is_told(run_server, recording, start) -> None:
     running = run_server(synthesis_start=start, synthesis_steps=1)
     served = _fitted(running, recording)
-    target = float(np.median(served.starts.measured_hz[:, 2]))
+    starts = _expected_starts(served, recording)
+    target = float(np.median(starts.measured_hz[:, 2]))
     reply = running.ask(SynthesizeRequest(unit_ids=[int(UNIT_IDS[2])], targets=[target], seed=1, steps=1))
     assert isinstance(reply, SynthesizeResult)
     canvas = running.server.canvas
     job = SynthesisJob(2, Target("rate", target), target)
-    first, ids = choose_starts(served.result.model, [job], served.starts, canvas, served.scale_hz, torch.device("cpu"))
+    first, ids = choose_starts(served.result.model, [job], starts, canvas, served.scale_hz, torch.device("cpu"))
     image = preprocess(reply.images, Preprocessing())[0]
     inside = canvas.aperture_mask()
     assert ids[0] >= 0  # some fitted image was measured near a median rate
