@@ -151,7 +151,13 @@ def test_flagged_blocks_unknown_channels_and_protocol_timing(tmp_path):
     with SessionWriter(path, **kwargs) as writer:
         writer.add_stimuli(stimulus_pixels(), "natural")
         writer.add_stimuli(
-            stimulus_pixels()[:1], "synthesized", unit_id=12, target_hz=30.0, model_version=2, spread_hz=4.5
+            stimulus_pixels()[:1],
+            "synthesized",
+            unit_id=12,
+            target_hz=30.0,
+            model_version=2,
+            spread_hz=4.5,
+            start_stimulus_id=3,
         )
         for index in range(2):
             content = block_content(index)
@@ -172,6 +178,7 @@ def test_flagged_blocks_unknown_channels_and_protocol_timing(tmp_path):
         assert stimuli["kind"][6] == "synthesized" and stimuli["unit_id"][6] == 12
         assert stimuli["target_hz"][6] == 30.0 and stimuli["model_version"][6] == 2
         assert stimuli["spread_hz"][6] == 4.5 and np.isnan(stimuli["spread_hz"][0])
+        assert stimuli["start_stimulus_id"][6] == 3 and stimuli["start_stimulus_id"][0] == -1
         assert "achieved_hz" not in stimuli.colnames  # all NaN: left out
     assert pynwb.validate(path=str(tmp_path / "s.nwb")) == []
 
