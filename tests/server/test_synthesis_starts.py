@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import N_UNITS, UNIT_IDS
+from conftest import N_UNITS, UNIT_IDS, settings
 
 from closedloop.data.dataset import Preprocessing
 from closedloop.data.preprocess import preprocess
@@ -66,7 +66,5 @@ def test_synthesize_starts_where_the_server_is_told(run_server, recording, start
 
 
 def test_an_unknown_start_is_refused() -> None:
-    from conftest import settings
-
     with pytest.raises(ClosedLoopError, match="synthesis_start must be one of blank, natural"):
         settings(synthesis_start="photo")
