@@ -252,6 +252,7 @@ def checkpoint_starts(checkpoint, data: str | Path | None = None) -> StartImages
         path,
         preprocessing=Preprocessing(**checkpoint.preprocessing),
         window_s=None if window is None else (float(window[0]), float(window[1])),
+        units="all",  # pvc-8: every unit, whichever the fit kept; the model's own are picked below
     )
     check_compatible(checkpoint, dataset)
     row_of = {int(image): row for row, image in enumerate(dataset.image_ids)}

@@ -104,3 +104,21 @@ def test_a_library_written_before_starts_were_recorded_reads_as_started_from_gre
     with h5py.File(tmp_path / "library.h5", "a") as file:
         del file["start_image_id"]
     assert (read_library(tmp_path / "library.h5").start_image_id == -1).all()
+
+
+def test_natural_starts_work_for_a_pvc8_fit_of_every_unit(tmp_path):
+    from closedloop.fitting.session import FitSettings, fit_session
+    from closedloop.model.model_config import ModelConfig
+    from closedloop.sim.archive import ArchiveSpec, make_archive
+
+    archive = tmp_path / "s.mat"
+    make_archive(archive, ArchiveSpec(layout="pvc8", seed=2, n_units=8, n_images=30, n_repeats=3))
+    config = ModelConfig.from_dict(dict(TINY_CONFIG, ensemble_size=1, max_epochs=2))
+    fit_session(archive, tmp_path / "fit", "s", FitSettings(config=config, device="cpu", seed=0, units="all"))
+    checkpoint = load_checkpoint(tmp_path / "fit" / "s" / "model.pt", "cpu")
+    every = load_dataset(archive, preprocessing=Preprocessing(**checkpoint.preprocessing), units="all")
+    centred = load_dataset(archive, preprocessing=Preprocessing(**checkpoint.preprocessing))
+    assert centred.n_units < every.n_units  # some units are not INDCENT: the fit kept them anyway
+    starts = checkpoint_starts(checkpoint)
+    assert starts.measured_hz.shape == (len(checkpoint.split.fit), len(checkpoint.unit_ids))
+    assert set(checkpoint.unit_ids.tolist()) - set(centred.unit_ids.tolist())
