@@ -171,6 +171,10 @@ class FitRequest(Message):
     `Accepted`; `ModelUpdated` is published when the refit finishes).
     ``version_floor`` (a resumed session's runner): the server's next model version is
     at least this, so versions recorded before the resume are never reused; 0: no floor.
+    ``parent_ids`` (optional, one per image, only with images): the stimulus an image was
+    edited from (a synthesized image's start image), −1 for none; the server puts an image
+    in its parent's part of the split, so an edit is never held out while its original
+    trains the model.
     """
 
     ARRAYS: ClassVar[dict[str, ArraySpec]] = {
@@ -179,6 +183,7 @@ class FitRequest(Message):
         "unit_ids": ArraySpec(_IDS, 1),
         "image_ids": ArraySpec(_IDS, 1, optional=True),
         "images": ArraySpec(_IMAGES, 3, optional=True),
+        "parent_ids": ArraySpec(_IDS, 1, optional=True),
     }
     block: int
     stimulus_ids: np.ndarray
@@ -188,11 +193,15 @@ class FitRequest(Message):
     images: np.ndarray | None = None
     refit: bool = True
     version_floor: int = 0
+    parent_ids: np.ndarray | None = None
 
     def _check(self) -> None:
         self._set("block", as_int(self.block, "block", minimum=0))
         same_length(self, "stimulus_ids", "rates")
         _ids_with_images(self, "image_ids", "images")
+        if self.parent_ids is not None and self.image_ids is None:
+            raise ValueError("parent_ids name the parents of images: send them with image_ids and images")
+        same_length(self, "image_ids", "parent_ids")
         _one_column_per_unit(self.rates, self.unit_ids)
         self._set("refit", as_bool(self.refit, "refit"))
         self._set("version_floor", as_int(self.version_floor, "version_floor", minimum=0))

@@ -118,6 +118,7 @@ class ModelSteps:
             unit_ids=self.recorder.units,
             image_ids=new if new.size else None,
             images=library.images(new) if new.size else None,
+            parent_ids=library.parent_ids(new) if new.size else None,
             refit=refit,
         )
 
@@ -319,6 +320,7 @@ class ModelSteps:
             source_index=np.arange(len(images)),
         )
         library.add(ids, images)
+        library.add_parents(ids, result.start_ids)
         library.synthesized_ids = ids
         self.recorder.mark("images_stored")
         self.record(

@@ -191,6 +191,7 @@ def _rebuild_library(runner, stimuli: np.ndarray, pixels: np.ndarray, records) -
         raise DataFileError(runner.session_path, f"does not start with the protocol's {n} natural images")
     library = StimulusLibrary(natural)
     library.add(stimuli["id"], pixels)
+    library.add_parents(stimuli["id"], stimuli["start_stimulus_id"])
     for record in records:
         if record.stimuli and record.stimulus_set in ("orientation", "sf", "size"):
             library.grating_ids[record.stimulus_set] = np.arange(*record.stimuli, dtype=np.int64)

@@ -59,6 +59,7 @@ class StimulusLibrary:
     def __init__(self, natural_ids: np.ndarray):
         self.natural_ids = np.asarray(natural_ids, dtype=np.int64)
         self.pixels: dict[int, np.ndarray] = {}
+        self.parents: dict[int, int] = {}  # synthesized id -> the stimulus it was edited from (natural starts)
         self.grating_ids: dict[str, np.ndarray] = {}
         self.synthesized_ids = np.zeros(0, dtype=np.int64)  # of the most recent synthesize block
         self.presenter_has: set[int] = set()
@@ -67,6 +68,16 @@ class StimulusLibrary:
     def add(self, ids: np.ndarray, pixels: np.ndarray) -> None:
         for stimulus_id, image in zip(np.asarray(ids), np.asarray(pixels, dtype=np.float32)):
             self.pixels[int(stimulus_id)] = image
+
+    def add_parents(self, ids: np.ndarray, parents: np.ndarray | None) -> None:
+        """Record which stimulus each of ``ids`` was edited from (−1 or ``None``: none)."""
+        if parents is not None:
+            self.parents.update((int(i), int(p)) for i, p in zip(ids, parents) if int(p) >= 0)
+
+    def parent_ids(self, ids: np.ndarray) -> np.ndarray | None:
+        """Each id's parent (−1: none); ``None`` when none of them has one."""
+        parents = np.asarray([self.parents.get(int(i), -1) for i in ids], dtype=np.int64)
+        return parents if np.any(parents >= 0) else None
 
     def images(self, ids: np.ndarray) -> np.ndarray:
         """(n, H, W) float32 pixels of ``ids``."""

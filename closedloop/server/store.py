@@ -10,7 +10,9 @@ arrives, and never changes: a warm-started model must never have trained on an i
 that a later refit counts as held out.  New images are taken in an order drawn from
 (server seed, stimulus id) and each goes to the part furthest below its share of all
 images so far, so the parts keep their proportions (20 / 14 / 66 % by default) from
-the first block on instead of drifting as a coin flip per image would.
+the first block on instead of drifting as a coin flip per image would.  An image sent
+with a parent the store has (``FitRequest.parent_ids``: an edit of that image) joins its
+parent's part instead, so no held-out image is an edit of a training image.
 
 Trials are kept by block: a block sent again (a runner that resumed re-sends every
 recorded block) replaces its first copy instead of counting twice.
@@ -118,9 +120,10 @@ class ResponseStore:
                     f"no image for stimulus id(s) {listing(unknown)}: send "
                     "image_ids and images the first time a stimulus is fitted",
                 )
+        parents = _parents(request)
         for stimulus_id in arrival_order(np.asarray(list(new_images), dtype=np.int64), self.seed):
             self._images[int(stimulus_id)] = new_images[int(stimulus_id)]
-            self._assign_part(int(stimulus_id))
+            self._assign_part(int(stimulus_id), parents.get(int(stimulus_id), -1))
         if rates is not None:
             if self.unit_ids is None:
                 self.unit_ids = unit_ids
@@ -204,12 +207,18 @@ class ResponseStore:
                 )
         return new
 
-    def _assign_part(self, stimulus_id: int) -> None:
-        total = len(self._parts) + 1
-        part = "train"
-        for name in ("held_out", "stop"):
-            if self._counts[name] < round(self.shares[name] * total):
-                part = name
-                break
+    def _assign_part(self, stimulus_id: int, parent: int = -1) -> None:
+        part = self._parts.get(parent)  # an edit goes where its original is
+        if part is None:
+            total = len(self._parts) + 1
+            below = [name for name in ("held_out", "stop") if self._counts[name] < round(self.shares[name] * total)]
+            part = below[0] if below else "train"
         self._parts[stimulus_id] = part
         self._counts[part] += 1
+
+
+def _parents(request: FitRequest) -> dict[int, int]:
+    """New image id -> the id it was edited from (only real parents, -1s left out)."""
+    if request.parent_ids is None or request.image_ids is None:
+        return {}
+    return {int(i): int(p) for i, p in zip(request.image_ids, request.parent_ids) if int(p) >= 0}

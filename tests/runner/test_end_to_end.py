@@ -92,6 +92,11 @@ def test_a_closed_loop_runs_end_to_end_and_the_session_file_has_everything(tmp_p
     np.testing.assert_array_equal(synthesized["start_stimulus_id"], server.synthesized[0].start_ids)
     assert synthesized["start_stimulus_id"].tolist() == [0, -1, 2, -1]
     assert (stimuli["start_stimulus_id"][:20] == -1).all()  # natural images did not start anywhere
+    # ... and the server is told which images the synthesized ones were edited from
+    sent = [r for r in server.fit_requests if r.image_ids is not None and 20 in r.image_ids.tolist()]
+    assert len(sent) == 1 and sent[0].image_ids.tolist() == [20, 21, 22, 23]
+    assert sent[0].parent_ids.tolist() == [0, -1, 2, -1]
+    assert all(r.parent_ids is None for r in server.fit_requests if r is not sent[0])
     assert set(trials["stimulus_id"][40:].tolist()) == set(range(20, 24))
     # the journal: one record per block, protocol positions in order, model versions of the fits
     journal = records(tmp_path / "session.h5")

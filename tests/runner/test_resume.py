@@ -135,6 +135,16 @@ def test_stop_in_a_block_then_resume_finishes_the_protocol_with_nothing_lost_or_
     # last fit: a restarted server is told to number on from 3 too, so no recorded version is reused
     assert versions == [1, 2, 4]
     assert {m.version_floor for m in server.server.fit_requests[fits_at_stop:]} == {3}  # every resumed request
+    # images sent after the resume carry their parents as the session recorded them (a restarted server needs
+    # them to keep an edit in its original's part of the split)
+    recorded = dict(zip(stimuli["id"].tolist(), stimuli["start_stimulus_id"].tolist()))
+    with_images = [m for m in server.server.fit_requests[fits_at_stop:] if m.image_ids is not None]
+    assert with_images
+    for message in with_images:
+        wanted = [recorded[int(i)] for i in message.image_ids]
+        assert (message.parent_ids is None and set(wanted) == {-1}) or message.parent_ids.tolist() == wanted
+    if fresh_server:
+        assert any(m.parent_ids is not None for m in with_images)  # iteration 1's edits went again with parents
 
 
 def test_resuming_with_another_protocol_is_refused(tmp_path, rig, brain_and_units):

@@ -8,6 +8,7 @@ from conftest import SIZE_PX, UNIT_IDS
 
 from closedloop.data.dataset import Preprocessing
 from closedloop.errors import ClosedLoopError
+from closedloop.messages import FitRequest
 from closedloop.server.checks import RequestError
 from closedloop.server.store import ResponseStore
 
@@ -89,3 +90,42 @@ def test_an_empty_refit_request_adds_nothing_and_needs_no_units(recording) -> No
     assert store.add(empty) == 0 and store.unit_ids is None
     with pytest.raises(ClosedLoopError, match="only 0 images with responses"):
         store.snapshot()
+
+
+def test_an_edited_image_joins_its_originals_part(recording) -> None:
+    store = _store()
+    store.add(recording.request(block=1, index=slice(0, 40), repeats=1))
+    parents = recording.ids[:40]
+    edits = np.clip(recording.images[:40] + 0.01, 0, 1)  # "edits" of the first 40 images, new ids
+    edit_ids = np.arange(5000, 5040)
+    store.add(
+        FitRequest(
+            block=2,
+            stimulus_ids=edit_ids,
+            rates=np.ones((40, len(UNIT_IDS))),
+            unit_ids=UNIT_IDS,
+            image_ids=edit_ids,
+            images=edits,
+            parent_ids=np.where(np.arange(40) % 2 == 0, parents, -1),  # every other one an edit
+        )
+    )
+    for k, (child, parent) in enumerate(zip(edit_ids, parents)):
+        if k % 2 == 0:
+            assert store.part(child) == store.part(parent)
+    # without parents, held-out images that are edits of trained ones would appear
+    plain = _store()
+    plain.add(recording.request(block=1, index=slice(0, 40), repeats=1))
+    plain.add(
+        FitRequest(
+            block=2,
+            stimulus_ids=edit_ids,
+            rates=np.ones((40, len(UNIT_IDS))),
+            unit_ids=UNIT_IDS,
+            image_ids=edit_ids,
+            images=edits,
+        )
+    )
+    assert any(plain.part(c) != plain.part(p) for c, p in zip(edit_ids, parents))
+    # an unknown parent (or none) takes the usual rule: the shares still hold over all 80 images
+    _, split = store.snapshot()
+    assert abs(len(split.held_out) - 16) <= 4

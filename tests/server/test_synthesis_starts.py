@@ -10,7 +10,7 @@ from conftest import N_UNITS, UNIT_IDS, settings
 from closedloop.data.dataset import Preprocessing
 from closedloop.data.preprocess import preprocess
 from closedloop.errors import ClosedLoopError
-from closedloop.messages import Accepted, ModelUpdated, SynthesizeRequest, SynthesizeResult
+from closedloop.messages import Accepted, FitRequest, ModelUpdated, SynthesizeRequest, SynthesizeResult
 from closedloop.synth.starts import StartImages, choose_starts
 from closedloop.synth.targets import SynthesisJob, Target
 
@@ -68,3 +68,23 @@ def test_synthesize_starts_where_the_server_is_told(run_server, recording, start
 def test_an_unknown_start_is_refused() -> None:
     with pytest.raises(ClosedLoopError, match="synthesis_start must be one of blank, natural"):
         settings(synthesis_start="photo")
+
+
+def test_a_live_server_keeps_each_edit_in_its_originals_part(run_server, recording) -> None:
+    running = run_server(synthesis_start="natural")
+    _fitted(running, recording)
+    edit_ids = recording.ids[:50] + 10_000
+    edits = np.clip(recording.images[:50] + 0.02, 0.0, 1.0)
+    sent = FitRequest(
+        block=2,
+        stimulus_ids=edit_ids,
+        rates=np.full((50, N_UNITS), 5.0),
+        unit_ids=UNIT_IDS,
+        image_ids=edit_ids,
+        images=edits,
+        parent_ids=recording.ids[:50],
+        refit=False,
+    )
+    assert isinstance(running.ask(sent), Accepted)
+    store = running.server.store
+    assert [store.part(i) for i in edit_ids] == [store.part(i) for i in recording.ids[:50]]
