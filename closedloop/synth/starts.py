@@ -42,7 +42,7 @@ START_MODES = ("blank", "natural")
 
 #: A natural start's predicted rate is at least this fraction of the unit's natural-image
 #: rate range away from the target, so that the optimiser has to change it.  On the simulated
-#: families 0.05 kept the accuracy of the nearest images (pooled r 0.90–0.94 vs 0.92–0.98 with
+#: families 0.05 kept most of the accuracy of the nearest images (pooled r 0.90–0.94 vs 0.88–0.98 with
 #: no minimum, where most images were re-shown unchanged); 0.15 lost it (0.85–0.92).
 MIN_EDIT = 0.05
 
