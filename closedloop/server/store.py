@@ -12,7 +12,8 @@ that a later refit counts as held out.  New images are taken in an order drawn f
 images so far, so the parts keep their proportions (20 / 14 / 66 % by default) from
 the first block on instead of drifting as a coin flip per image would.  An image sent
 with a parent the store has (``FitRequest.parent_ids``: an edit of that image) joins its
-parent's part instead, so no held-out image is an edit of a training image.
+parent's part instead (and out of the shares, which hold for the other images), so no
+held-out image is an edit of a training image.
 
 Trials are kept by block: a block sent again (a runner that resumed re-sends every
 recorded block) replaces its first copy instead of counting twice.
@@ -208,13 +209,15 @@ class ResponseStore:
         return new
 
     def _assign_part(self, stimulus_id: int, parent: int = -1) -> None:
-        part = self._parts.get(parent)  # an edit goes where its original is
+        part = self._parts.get(parent)
         if part is None:
-            total = len(self._parts) + 1
+            total = sum(self._counts.values()) + 1
             below = [name for name in ("held_out", "stop") if self._counts[name] < round(self.shares[name] * total)]
             part = below[0] if below else "train"
+            self._counts[part] += 1
+        # An edit goes where its original is and is left out of the shares: counting it would send the
+        # next images that are not edits to the other parts until the shares were even again.
         self._parts[stimulus_id] = part
-        self._counts[part] += 1
 
 
 def _parents(request: FitRequest) -> dict[int, int]:
