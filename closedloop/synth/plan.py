@@ -155,8 +155,8 @@ def synthesize_from_checkpoint(
     contrast
         RMS-contrast bound (see `contrast_bound`); used only when ``canvas`` has none.
     starts
-        The images the model was fitted on (`checkpoint_starts`): rate targets start from
-        the closest of them (`closedloop.synth.starts`); ``None``: from the blank screen.
+        The images the model was fitted on (`checkpoint_starts`): each rate target edits one
+        close to it (`closedloop.synth.starts`); ``None``: images start from the blank screen.
 
     Raises
     ------
