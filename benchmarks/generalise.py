@@ -49,7 +49,7 @@ from pathlib import Path
 
 import numpy as np
 
-from closedloop.config.protocol import DEFAULT_HELDOUT_MEMBERS
+from closedloop.config.protocol import DEFAULT_HELDOUT_MEMBERS, START_MODES
 
 FAMILIES = {
     "classic": "sim/default.yaml",
@@ -99,7 +99,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--start",
-        choices=("blank", "natural"),
+        choices=START_MODES,
         default="blank",
         help="where rate targets start (default blank, as synth's; natural: a fit image close to the target)",
     )

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
+from closedloop.config.protocol import START_MODES
+
 PERCENTILE_TARGETS = "p20,p35,p50,p65,p80"
 
 
@@ -71,7 +73,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--contrast", type=float, default=None, help="RMS contrast cap (default none)")
     parser.add_argument(
         "--start",
-        choices=("blank", "natural"),
+        choices=START_MODES,
         default="blank",
         help="where rate targets start (default blank, as synth's; natural: a fit image close to the target)",
     )

@@ -22,9 +22,8 @@ import sys
 from pathlib import Path
 
 from closedloop.commands.common import add_json_option, non_negative_int, positive_int, write_json
-from closedloop.config.protocol import DEFAULT_HELDOUT_MEMBERS
+from closedloop.config.protocol import DEFAULT_HELDOUT_MEMBERS, START_MODES
 from closedloop.errors import ClosedLoopError, DataFileError
-from closedloop.synth.starts import START_MODES
 
 
 def _positive_float(text: str) -> float:

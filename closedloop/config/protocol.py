@@ -11,7 +11,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, get_args
 
 from closedloop.config.blocks import Block, check_block_order, count_trials
 from closedloop.config.rig import MAX_SEED, check_device
@@ -45,6 +45,10 @@ MAX_TRIALS = 10_000_000
 MAX_SYNTHESIZED = 100_000
 #: Ensemble members that judge synthesized images instead of optimising them (`Synthesis`).
 DEFAULT_HELDOUT_MEMBERS = 1
+
+#: Where synthesized images start (`closedloop.synth.starts`): grey, or a fit image near the target.
+SynthesisStart = Literal["blank", "natural"]
+START_MODES: tuple[str, ...] = get_args(SynthesisStart)
 
 
 @dataclass(frozen=True)
@@ -285,7 +289,7 @@ class Synthesis:
     images_per_target: int = setting(1, ge=1, le=1000)
     seed: int | None = setting(None, ge=0, le=MAX_SEED)
     heldout_members: int = setting(DEFAULT_HELDOUT_MEMBERS, ge=0, le=64)
-    start: Literal["blank", "natural"] = "blank"
+    start: SynthesisStart = "blank"
 
     @property
     def parsed_targets(self) -> tuple[Target, ...]:

@@ -14,12 +14,12 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from closedloop.config.protocol import START_MODES
 from closedloop.data.dataset import Preprocessing
 from closedloop.errors import ClosedLoopError
 from closedloop.model.device import resolve_device
 from closedloop.model.model_config import ModelConfig
 from closedloop.synth.optimise import SynthesisSettings
-from closedloop.synth.starts import START_MODES
 
 #: Aperture of the simulated photographs and gratings (display px), capped by the array.
 DEFAULT_APERTURE_PX = 60.0

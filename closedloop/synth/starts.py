@@ -37,9 +37,6 @@ from closedloop.synth.targets import SynthesisJob
 #: ``start_image_id`` of an image that started from the blank screen.
 BLANK = -1
 
-#: How images may start: from the blank screen (the default), or from a fitted image near the target.
-START_MODES = ("blank", "natural")
-
 #: A natural start's predicted rate is at least this fraction of the unit's natural-image
 #: rate range away from the target, so that the optimiser has to change it.  On the simulated
 #: families 0.05 kept most of the accuracy of the nearest images (pooled r 0.90–0.94 vs 0.88–0.98 with
