@@ -98,33 +98,27 @@ def test_an_edited_image_joins_its_originals_part(recording) -> None:
     parents = recording.ids[:40]
     edits = np.clip(recording.images[:40] + 0.01, 0, 1)  # "edits" of the first 40 images, new ids
     edit_ids = np.arange(5000, 5040)
-    store.add(
-        FitRequest(
+
+    def edits_sent(parent_ids: np.ndarray | None) -> FitRequest:
+        ones = np.ones((40, len(UNIT_IDS)))
+        return FitRequest(
             block=2,
             stimulus_ids=edit_ids,
-            rates=np.ones((40, len(UNIT_IDS))),
+            rates=ones,
             unit_ids=UNIT_IDS,
             image_ids=edit_ids,
             images=edits,
-            parent_ids=np.where(np.arange(40) % 2 == 0, parents, -1),  # every other one an edit
+            parent_ids=parent_ids,
         )
-    )
+
+    store.add(edits_sent(np.where(np.arange(40) % 2 == 0, parents, -1)))  # every other one an edit
     for k, (child, parent) in enumerate(zip(edit_ids, parents)):
         if k % 2 == 0:
             assert store.part(child) == store.part(parent)
     # without parents, held-out images that are edits of trained ones would appear
     plain = _store()
     plain.add(recording.request(block=1, index=slice(0, 40), repeats=1))
-    plain.add(
-        FitRequest(
-            block=2,
-            stimulus_ids=edit_ids,
-            rates=np.ones((40, len(UNIT_IDS))),
-            unit_ids=UNIT_IDS,
-            image_ids=edit_ids,
-            images=edits,
-        )
-    )
+    plain.add(edits_sent(None))
     assert any(plain.part(c) != plain.part(p) for c, p in zip(edit_ids, parents))
     # the other images take the usual rule, and the shares hold over them: 20 % of the 60 without a parent
     # (edits are left out of the count, or the next images would all be pushed to the held-out set)
