@@ -18,6 +18,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from closedloop.model.divisive import MemberDivisiveNormalisation
+from closedloop.model.model_config import CORE_NORMALISATIONS
+
 PADDING_CHOICES = ("valid", "same")
 
 _M = TypeVar("_M", bound=nn.Module)
@@ -189,6 +192,12 @@ class ConvCore(nn.Module):
         33→16→16→7), which measured ~3× faster to train on a 2-core CPU (docs/methods.md, Installing)
         and gives a 288- rather than 1568-wide dense layer input.  The paper's
         TensorFlow code is the reason 'same' stays available.
+    pool_layers, batch_norm
+        See `closedloop.model.model_config.ModelConfig`.
+    normalisation
+        ``"none"`` (default) or ``"divisive"``: the first layer's rectified channels are
+        divided by their local pooled activity (`MemberDivisiveNormalisation`) before
+        its max-pooling.
 
     Output
     ------
@@ -206,8 +215,11 @@ class ConvCore(nn.Module):
         padding: str = "valid",
         pool_layers: tuple[int, ...] | None = None,
         batch_norm: bool = False,
+        normalisation: str = "none",
     ):
         super().__init__()
+        if normalisation not in CORE_NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {CORE_NORMALISATIONS}, got {normalisation!r}")
         if len(filters) != len(kernels) or not filters:
             raise ValueError(f"filters {filters} and kernels {kernels} must be non-empty and of equal length")
         if padding not in PADDING_CHOICES:
@@ -241,6 +253,8 @@ class ConvCore(nn.Module):
             in_channels = n_filters
         self.layers = nn.ModuleList(layers)
         self.norms = nn.ModuleList(norms) if batch_norm else None
+        # Divisive normalisation of the first layer's rectified channels (before its pooling).
+        self.divisive = MemberDivisiveNormalisation(n_members, filters[0]) if normalisation == "divisive" else None
         self.output_shape = (in_channels, size, size)  # per member
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -250,6 +264,8 @@ class ConvCore(nn.Module):
             x = layer(x)
             if self.norms is not None:
                 x = self.norms[index](x)
+            if index == 0 and self.divisive is not None:
+                x = self.divisive(F.relu(x))
             if x.device.type == "cpu":
                 # oneDNN's max-pool (and its backward) is ~7x faster on channels-last maps.
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -264,6 +280,8 @@ class ConvCore(nn.Module):
             layer.init_member(member, generator)
         for norm in typed_modules(self.norms or (), MemberBatchNorm):
             norm.init_member(member, generator)
+        if self.divisive is not None:
+            self.divisive.init_member(member, generator)
 
     def layer_shapes(self, batch: int = 1) -> list[tuple[str, tuple[int, ...]]]:
         """Names and per-member output shapes of every stage, for documentation and tests."""

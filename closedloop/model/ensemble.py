@@ -59,6 +59,7 @@ def member_structure(spec: dict) -> tuple:
         config.padding,
         config.pool_layers,
         config.batch_norm,
+        config.core_normalisation,
         config.dense_units,
         config.output_nonlinearity,
         config.output_knots,

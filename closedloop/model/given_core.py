@@ -31,6 +31,7 @@ CORE_FIELDS = (
     "pool_layers",
     "batch_norm",
     "input_normalisation",
+    "core_normalisation",
 )
 #: State entries outside ``core.`` that belong with a core: how it scales its input pixels.
 _INPUT_STATISTICS = ("input_shift", "input_scale")

@@ -20,6 +20,7 @@ OUTPUT_NONLINEARITIES = ("softplus", "none")
 OUTPUT_TAILS = ("learned", "identity")
 PADDINGS = ("valid", "same")
 INPUT_NORMALISATIONS = ("none", "zscore")
+CORE_NORMALISATIONS = ("none", "divisive")
 
 _DEFAULT_RIDGE_ALPHAS = tuple(10.0**e for e in range(-4, 5))
 
@@ -48,6 +49,11 @@ class ModelConfig:
     input_normalisation
         ``"none"`` (default, pixels in [0, 1] as the paper) or ``"zscore"`` (training
         images' pixel mean and std).
+    core_normalisation
+        ``"none"`` (default) or ``"divisive"``: the first conv layer's rectified channels
+        are divided by a learned non-negative mix of all its channels' local mean
+        activity (`closedloop.model.divisive`), so the core's output grows less than in
+        proportion to contrast, as V1's does.
     dense_units, dropout_keep
         Dense readout hidden width and the probability of *keeping* a hidden unit.
     output_nonlinearity
@@ -113,6 +119,7 @@ class ModelConfig:
     pool_layers: tuple[int, ...] | None = None
     batch_norm: bool = False
     input_normalisation: str = "none"
+    core_normalisation: str = "none"
     dense_units: int = 300
     dropout_keep: float = 0.55
     output_nonlinearity: str = "softplus"
@@ -252,6 +259,7 @@ def _validate(config: ModelConfig) -> None:
     choice("architecture", ARCHITECTURES)
     choice("padding", PADDINGS)
     choice("input_normalisation", INPUT_NORMALISATIONS)
+    choice("core_normalisation", CORE_NORMALISATIONS)
     choice("output_nonlinearity", OUTPUT_NONLINEARITIES)
     choice("output_tail", OUTPUT_TAILS)
     choice("ensemble_mode", ENSEMBLE_MODES)

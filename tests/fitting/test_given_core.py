@@ -51,6 +51,8 @@ def test_a_core_of_another_shape_or_a_linear_model_is_refused(old_and_new):
     source, new = old_and_new
     with pytest.raises(ClosedLoopError, match="core_filters"):
         fit_model(new, CONFIG.replace(core_filters=(4, 8)), seed=1, device="cpu", core_from=source.model)
+    with pytest.raises(ClosedLoopError, match="core_normalisation"):
+        fit_model(new, CONFIG.replace(core_normalisation="divisive"), seed=1, device="cpu", core_from=source.model)
     linear = fit_model(new, ModelConfig(architecture="linear"), seed=1, device="cpu")
     with pytest.raises(ClosedLoopError, match="not a CNN"):
         fit_model(new, CONFIG, seed=1, device="cpu", core_from=linear.model)

@@ -98,6 +98,7 @@ def test_config_round_trips_through_yaml():
         pool_layers=(1, 3),
         batch_norm=True,
         input_normalisation="zscore",
+        core_normalisation="divisive",
     )
     text = yaml.safe_dump({"model": config.to_dict()})
     assert ModelConfig.from_dict(yaml.safe_load(text)["model"]) == config
@@ -125,6 +126,7 @@ def test_config_accepts_yaml_exponent_strings():
         ({"pool_layers": [3]}, "model.pool_layers", "layers 1..2"),
         ({"batch_norm": "yes"}, "model.batch_norm", "true or false"),
         ({"input_normalisation": "whiten"}, "model.input_normalisation", "none, zscore"),
+        ({"core_normalisation": "heeger"}, "model.core_normalisation", "none, divisive"),
         ({"stop_sets": "random"}, "model.stop_sets", "shared, rotating"),
         ({"refit": "yes"}, "model.refit", "true or false"),
         ({"output_knots": -1}, "model.output_knots", ">= 0"),
@@ -150,6 +152,7 @@ def test_member_seeds_do_not_depend_on_ensemble_size():
         {"architecture": "factorised"},
         {"architecture": "factorised", "batch_norm": True, "pool_layers": (1,), "input_normalisation": "zscore"},
         {"architecture": "factorised", "batch_norm": True, "pool_layers": (1,), "output_knots": 4},
+        {"architecture": "factorised", "batch_norm": True, "pool_layers": (1,), "core_normalisation": "divisive"},
     ],
 )
 def test_fused_ensemble_equals_independent_members(options):
@@ -160,6 +163,9 @@ def test_fused_ensemble_equals_independent_members(options):
         if member.unit_nonlinearity is not None:  # starts as the identity: make members differ
             with torch.no_grad():
                 member.unit_nonlinearity.slopes.normal_(generator=torch.Generator().manual_seed(seed))
+        if member.core.divisive is not None:  # members start alike: make them differ
+            with torch.no_grad():
+                member.core.divisive.mix.normal_(generator=torch.Generator().manual_seed(seed))
         member.set_output_statistics(torch.rand(5) * 10, torch.rand(5) + 1)
         if config.batch_norm:  # distinct running statistics per member
             member.train()(torch.rand(8, 33, 33))
