@@ -141,7 +141,8 @@ class Fit:
     """Model fitting (docs/methods.md, Model).
 
     ``architecture`` names a starting point: ``recommended`` (the preset that closes
-    most of the gap to the noise ceiling, `closedloop.model.presets`), ``kindel2017``
+    most of the gap to the noise ceiling, `closedloop.model.presets`), ``divisive``
+    (``recommended`` with a core that saturates with contrast), ``kindel2017``
     (Table 1), ``factorised`` (Table 1's core with the factorised readout) or
     ``linear`` (ridge regression on pixels).  ``learning_rate``, ``dropout_keep`` and
     ``ensemble`` left out (or ``null``) take that architecture's values; a key the
@@ -159,7 +160,7 @@ class Fit:
 
     max_epochs: int = setting(ge=1, le=100_000)
     patience: int = setting(ge=1, le=100_000)
-    architecture: Literal["recommended", "kindel2017", "factorised", "linear"] = "kindel2017"
+    architecture: Literal["recommended", "divisive", "kindel2017", "factorised", "linear"] = "kindel2017"
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     holdout_fraction: float = setting(0.2, gt=0, lt=1)
     stop_fraction: float = setting(0.14, gt=0, lt=1)
@@ -245,6 +246,7 @@ class Fit:
 # What each architecture starts from; a protocol's fit section changes only what it gives.
 _ARCHITECTURE_BASE: dict[str, ModelConfig] = {
     "recommended": PRESETS["recommended"],
+    "divisive": PRESETS["divisive"],
     "kindel2017": PRESETS["kindel2017"],
     "factorised": PRESETS["kindel2017"].replace(architecture="factorised"),
     "linear": ModelConfig(architecture="linear"),
@@ -252,7 +254,7 @@ _ARCHITECTURE_BASE: dict[str, ModelConfig] = {
 # Settings only some architectures have: the dense readout's dropout; gradient steps.
 _USED_BY = {
     "dropout_keep": ("kindel2017",),
-    "learning_rate": ("recommended", "kindel2017", "factorised"),
+    "learning_rate": ("recommended", "divisive", "kindel2017", "factorised"),
 }
 
 

@@ -11,7 +11,7 @@ from config_helpers import DELETE, write_variant
 
 from closedloop.config import load_protocol
 from closedloop.errors import ConfigError
-from closedloop.model.presets import KINDEL2017, RECOMMENDED
+from closedloop.model.presets import DIVISIVE, KINDEL2017, RECOMMENDED
 
 KINDEL = "protocols/kindel2017.yaml"
 UNSET = {"fit.learning_rate": DELETE, "fit.dropout_keep": DELETE, "fit.ensemble": DELETE}
@@ -25,6 +25,12 @@ def test_recommended_without_overrides_is_the_preset(tmp_path: Path) -> None:
     config = _config(tmp_path, {**UNSET, "fit.architecture": "recommended"}, seed=3)
     assert config == RECOMMENDED.replace(max_epochs=1000, patience=50, seed=3)
     assert (config.learning_rate, config.ensemble_size, config.stop_sets) == (3e-3, 8, "rotating")
+
+
+def test_divisive_is_recommended_with_a_normalising_core(tmp_path: Path) -> None:
+    config = _config(tmp_path, {**UNSET, "fit.architecture": "divisive", "fit.ensemble": 4})
+    assert config == DIVISIVE.replace(max_epochs=1000, patience=50, ensemble_size=4)
+    assert config == RECOMMENDED.replace(max_epochs=1000, patience=50, ensemble_size=4, core_normalisation="divisive")
 
 
 def test_given_settings_replace_the_presets(tmp_path: Path) -> None:
