@@ -79,7 +79,10 @@ DIVISIVE_NOTES = (
     "held-out r/oracle 0.840 / 0.816 / 0.584 / 0.732 / 0.863 vs 0.860 / 0.827 / 0.593 / 0.773 / 0.877; 'max' images "
     "predicted/true (held-out member) 0.83 / 1.11 / 0.62 / 0.91 / 0.97 vs 1.00 / 1.38 / 1.47 / 0.93 / 1.15; well-fit "
     "units whose 'max' image truly beats their best natural image 80 / 100 / 100 / 40 / 80 % vs 86 / 100 / 50 / 65 / "
-    "87 %. Not the default: it fits every family worse and is not chosen on classic (r/rmax 0.780 vs 0.801)."
+    "87 %. Not the default: it fits every family worse and is not chosen on classic (r/rmax 0.780 vs 0.801). In the "
+    "closed loop's small refits (protocols/demo.yaml: 200 images x 6 repeats, 4 members; benchmarks/loop.py "
+    "--families) it was worse still: third-iteration r/rmax 0.69 / 0.73 / 0.50 / 0.63 / 0.52 vs 0.74 / 0.78 / 0.55 / "
+    "0.66 / 0.67, and fewer 'max' images beat the best natural image."
 )
 
 
