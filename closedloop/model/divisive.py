@@ -19,10 +19,10 @@ from torch import nn
 
 #: Side of the local pool each channel is divided by, in pixels of the layer's map.
 POOL = 5
-#: Raw mix weight at initialisation: softplus(-2) ≈ 0.13, strong enough for the gradient to
-#: shape it (started near zero, the prototype's weights never moved), weak enough that the
-#: first epochs train much like a core without it.
-MIX_INIT = -2.0
+#: Raw mix weight at initialisation: softplus(-3) ≈ 0.05.  Started near zero (softplus(-4)
+#: ≈ 0.02) the weights never moved; started at 0.13 or 0.69 the fits were worse on every
+#: simulated brain tried (benchmarks/README.md, generalise.py).
+MIX_INIT = -3.0
 #: Keeps the divisor away from zero whatever the learned semi-saturation.
 SIGMA_FLOOR = 0.3
 

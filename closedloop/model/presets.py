@@ -76,13 +76,14 @@ RECOMMENDED_NOTES = (
 #: benchmarks/generalise.py (30 units x 270 images x 20 repeats per family, fit seed 0, 2 CPU cores), divisive vs
 #: recommended, classic / normalisation / deep / offset / textures.
 DIVISIVE_NOTES = (
-    "held-out r/oracle 0.840 / 0.816 / 0.584 / 0.732 / 0.863 vs 0.860 / 0.827 / 0.593 / 0.773 / 0.877; 'max' images "
-    "predicted/true (held-out member) 0.83 / 1.11 / 0.62 / 0.91 / 0.97 vs 1.00 / 1.38 / 1.47 / 0.93 / 1.15; well-fit "
-    "units whose 'max' image truly beats their best natural image 80 / 100 / 100 / 40 / 80 % vs 86 / 100 / 50 / 65 / "
-    "87 %. Not the default: it fits every family worse and is not chosen on classic (r/rmax 0.780 vs 0.801). In the "
-    "closed loop's small refits (protocols/demo.yaml: 200 images x 6 repeats, 4 members; benchmarks/loop.py "
-    "--families) it was worse still: third-iteration r/rmax 0.69 / 0.73 / 0.50 / 0.63 / 0.52 vs 0.74 / 0.78 / 0.55 / "
-    "0.66 / 0.67, and fewer 'max' images beat the best natural image."
+    "held-out r/oracle 0.864 / 0.819 / 0.581 / 0.760 / 0.875 vs 0.860 / 0.827 / 0.593 / 0.773 / 0.877; 'max' images "
+    "predicted/true (held-out member) 0.98 / 1.14 / 0.66 / 0.86 / 1.01 vs 1.00 / 1.38 / 1.47 / 0.93 / 1.15; well-fit "
+    "units whose 'max' image truly beats their best natural image 82 / 100 / 100 / 33 / 86 % vs 86 / 100 / 50 / 65 / "
+    "87 % (off-centre units' 'max' images truly 0.96x the best natural image's rate, default 1.19x). The mix starting "
+    "at softplus(-3); at softplus(-2) every family fitted 0.01-0.04 worse, at softplus(-4) it never moved. "
+    "In the closed loop (benchmarks/loop.py --families, demo.yaml: 200 images x 6 repeats, 4 members), third "
+    "iteration: r/rmax 0.760 / 0.792 / 0.475 / 0.575 / 0.718 vs 0.744 / 0.780 / 0.550 / 0.664 / 0.666, off-centre "
+    "units' 'max' images beating their best natural image 17 % vs 50 %; one run each."
 )
 
 
