@@ -196,7 +196,7 @@ class ConvCore(nn.Module):
         See `closedloop.model.model_config.ModelConfig`.
     normalisation
         ``"none"`` (default) or ``"divisive"``: the first layer's rectified channels are
-        divided by their local pooled activity (`MemberDivisiveNormalisation`) before
+        divided by their local pooled activity (`MemberDivisiveNormalisation`) after
         its max-pooling.
 
     Output
@@ -253,7 +253,7 @@ class ConvCore(nn.Module):
             in_channels = n_filters
         self.layers = nn.ModuleList(layers)
         self.norms = nn.ModuleList(norms) if batch_norm else None
-        # Divisive normalisation of the first layer's rectified channels (before its pooling).
+        # Divisive normalisation of the first layer's rectified, max-pooled channels.
         self.divisive = MemberDivisiveNormalisation(n_members, filters[0]) if normalisation == "divisive" else None
         self.output_shape = (in_channels, size, size)  # per member
 
@@ -264,8 +264,6 @@ class ConvCore(nn.Module):
             x = layer(x)
             if self.norms is not None:
                 x = self.norms[index](x)
-            if index == 0 and self.divisive is not None:
-                x = self.divisive(F.relu(x))
             if x.device.type == "cpu":
                 # oneDNN's max-pool (and its backward) is ~7x faster on channels-last maps.
                 x = x.contiguous(memory_format=torch.channels_last)
@@ -273,6 +271,10 @@ class ConvCore(nn.Module):
                 # ReLU after pooling equals ReLU before it (both monotone) on 4x fewer values.
                 x = F.max_pool2d(x, self.pool_kernel, self.pool_stride)
             x = F.relu(x)
+            if index == 0 and self.divisive is not None:
+                # After pooling: on 4x fewer values, and max-pooling then picks the strongest
+                # raw response rather than the strongest normalised one.
+                x = self.divisive(x)
         return x
 
     def init_member(self, member: int, generator: torch.Generator) -> None:
@@ -295,6 +297,8 @@ class ConvCore(nn.Module):
                 if self.pooled[index - 1]:
                     x = F.max_pool2d(x, self.pool_kernel, self.pool_stride)
                     shapes.append((f"maxpool{index}", (batch, layer.out_channels, *x.shape[2:])))
+                if index == 1 and self.divisive is not None:
+                    shapes.append(("divisive1", (batch, layer.out_channels, *x.shape[2:])))
         return shapes
 
     def extra_repr(self) -> str:

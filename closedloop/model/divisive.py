@@ -21,7 +21,8 @@ from torch import nn
 POOL = 5
 #: Raw mix weight at initialisation: softplus(-3) ≈ 0.05.  Started near zero (softplus(-4)
 #: ≈ 0.02) the weights never moved; started at 0.13 or 0.69 the fits were worse on every
-#: simulated brain tried (benchmarks/README.md, generalise.py).
+#: simulated brain tried (benchmarks/README.md, generalise.py; measured with the division
+#: on the first layer's maps before max-pooling, where it first sat).
 MIX_INIT = -3.0
 #: Keeps the divisor away from zero whatever the learned semi-saturation.
 SIGMA_FLOOR = 0.3

@@ -50,8 +50,8 @@ class ModelConfig:
         ``"none"`` (default, pixels in [0, 1] as the paper) or ``"zscore"`` (training
         images' pixel mean and std).
     core_normalisation
-        ``"none"`` (default) or ``"divisive"``: the first conv layer's rectified channels
-        are divided by a learned non-negative mix of all its channels' local mean
+        ``"none"`` (default) or ``"divisive"``: the first conv layer's rectified,
+        max-pooled channels are divided by a learned non-negative mix of all its channels' local mean
         activity (`closedloop.model.divisive`), so the core's output grows less than in
         proportion to contrast, as V1's does.
     dense_units, dropout_keep

@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _synthetic_responses import make_dataset  # noqa: E402
 
 from closedloop.model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from closedloop.model.cores import ConvCore  # noqa: E402
 from closedloop.model.divisive import POOL, SIGMA_FLOOR, MemberDivisiveNormalisation  # noqa: E402
 from closedloop.model.model_config import ModelConfig  # noqa: E402
 from closedloop.model.networks import build_network  # noqa: E402
@@ -66,6 +67,18 @@ def test_members_have_their_own_weights():
         assert torch.all(after[:, 3:] <= before[:, 3:]) and not torch.equal(after[:, 3:], before[:, 3:])
         layer.init_member(1, torch.Generator())
         assert torch.equal(layer(x), before)
+
+
+def test_the_core_divides_its_first_layer_after_max_pooling():
+    core = ConvCore(n_members=1, input_size=19, filters=(3, 2), kernels=(3, 3), normalisation="divisive")
+    _set(core.divisive, mix=0.7, semisaturation=0.1)
+    images = torch.rand(2, 19, 19, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        first = torch.nn.functional.max_pool2d(core.layers[0](images[:, None]), 3, 2).relu()
+        second = torch.nn.functional.max_pool2d(core.layers[1](core.divisive(first)), 3, 2).relu()
+        assert torch.allclose(core(images), second, atol=1e-6)
+    assert ("divisive1", (1, 3, 8, 8)) in core.layer_shapes()
+    assert core.output_shape == (2, 2, 2)  # the division keeps the map's shape
 
 
 def test_a_divisive_core_trains_saves_and_loads(tmp_path):
