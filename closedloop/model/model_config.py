@@ -21,6 +21,8 @@ OUTPUT_TAILS = ("learned", "identity")
 PADDINGS = ("valid", "same")
 INPUT_NORMALISATIONS = ("none", "zscore")
 CORE_NORMALISATIONS = ("none", "divisive")
+#: Noise this strong (times a pixel's spread over the images) would swamp the images themselves.
+MAX_INPUT_NOISE = 2.0
 
 _DEFAULT_RIDGE_ALPHAS = tuple(10.0**e for e in range(-4, 5))
 
@@ -74,6 +76,13 @@ class ModelConfig:
     learning_rate, max_epochs, patience
         Adam step size; epoch limit; epochs without improvement of the stopping-set
         loss before training stops (the best epoch's weights are restored).
+    input_noise
+        Augmentation: every epoch each training image gets fresh Gaussian pixel noise
+        whose standard deviation at each pixel is this many times that pixel's standard
+        deviation over the fit images, so pixels the images never vary (outside the
+        display's aperture) get none.  0 (default) turns it off.  A unit's rate barely
+        changes under faint noise, so it teaches the core to ignore it; the stopping and
+        held-out images are never perturbed.
     stop_check_every
         Epochs between host-side checks of the stopping rule (no effect on results:
         the best weights are tracked on the device every epoch).
@@ -128,6 +137,7 @@ class ModelConfig:
     learning_rate: float = 1e-3
     max_epochs: int = 500
     patience: int = 50
+    input_noise: float = 0.0
     stop_check_every: int = 10
     batch_size: int | None = None
     weight_decay: float = 0.0
@@ -192,7 +202,7 @@ _INT_FIELDS = {
     "seed",
     "output_knots",
 }
-_FLOAT_FIELDS = {"dropout_keep", "learning_rate", "weight_decay", "l1_readout"}
+_FLOAT_FIELDS = {"dropout_keep", "learning_rate", "weight_decay", "l1_readout", "input_noise"}
 _INT_TUPLE_FIELDS = {"core_filters", "core_kernels", "pool_layers"}
 _BOOL_FIELDS = {"batch_norm", "refit", "cuda_graphs"}
 
@@ -307,11 +317,19 @@ def _validate(config: ModelConfig) -> None:
         value = getattr(config, name)
         if not (math.isfinite(value) and value >= 0):
             raise bad(name, f"must be a number >= 0, got {value}")
+    if not (math.isfinite(config.input_noise) and 0 <= config.input_noise <= MAX_INPUT_NOISE):
+        raise bad(
+            "input_noise",
+            f"must be a number from 0 to {MAX_INPUT_NOISE} (times each pixel's spread over the images; "
+            f"e.g. 0.4), got {config.input_noise}",
+        )
     alphas = tuple(config.ridge_alphas)
     if not alphas or any(not (math.isfinite(a) and a > 0) for a in alphas):
         raise bad("ridge_alphas", f"must be a non-empty list of positive numbers, got {config.ridge_alphas!r}")
     if config.architecture == "linear" and config.output_knots != 0:
         raise bad("output_knots", "must be 0 for the linear model (its closed-form fit is linear in the pixels)")
+    if config.architecture == "linear" and config.input_noise != 0:
+        raise bad("input_noise", "must be 0 for the linear model (its closed-form fit sees each image once)")
     if config.architecture == "linear" and config.ensemble_size != 1:
         raise bad("ensemble_size", "must be 1 for the linear model (its closed-form fit has no randomness)")
     # Lists from callers that bypass from_dict become tuples, so configs compare and hash.

@@ -183,6 +183,10 @@ class Trainer:
         self.refit_epochs = None if refit_epochs is None else torch.as_tensor(refit_epochs, device=device)
         self.max_epochs = config.max_epochs if refit_epochs is None else int(np.max(refit_epochs))
         self.n_train = data.train_images.shape[0]
+        # Augmentation (`ModelConfig.input_noise`): per-pixel noise scale, zero where the fit images never vary.
+        self.noise_scale = None
+        if config.input_noise > 0:
+            self.noise_scale = config.input_noise * data.train_images.std(dim=0, keepdim=True)
         self.batch_size = config.batch_size if config.batch_size and config.batch_size < self.n_train else None
         # Eager epochs before capture: the graph warm-up, and the whole step-size ramp.
         self.eager_before_graph = max(self.GRAPH_WARMUP_EPOCHS, ramp_epochs + 1)
@@ -242,6 +246,8 @@ class Trainer:
         self, images: torch.Tensor, rates: torch.Tensor, mask: torch.Tensor | None, observed: torch.Tensor | None
     ) -> torch.Tensor:
         self.model.set_sample_weight(mask)
+        if self.noise_scale is not None:  # the fit's own RNG stream: seeded, and replayable in a CUDA graph
+            images = images + self.noise_scale * torch.randn_like(images)
         member_loss = self._member_loss(images, rates, mask, observed)
         loss = member_loss.sum()
         penalty = self.model.regularizer()

@@ -1,0 +1,84 @@
+"""Training-image noise (`ModelConfig.input_noise`): where it goes, how strong, and what it leaves alone."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _synthetic_responses import make_dataset  # noqa: E402
+
+from closedloop.errors import ConfigError  # noqa: E402
+from closedloop.model.model_config import ModelConfig  # noqa: E402
+from closedloop.model.networks import build_network  # noqa: E402
+from closedloop.model.predict import predict  # noqa: E402
+from closedloop.model.train import fit_model  # noqa: E402
+from closedloop.model.trainer import DeviceData, Trainer  # noqa: E402
+
+SMALL = ModelConfig(architecture="factorised", core_filters=(4,), core_kernels=(5,), max_epochs=6, seed=0)
+
+
+def _framed_dataset():
+    """Images whose 3-pixel frame is the same grey in every image (an aperture's outside)."""
+    dataset = make_dataset(n_images=40, n_units=3, size=15, seed=4)
+    dataset.images[:, :3, :] = dataset.images[:, -3:, :] = 0.5
+    dataset.images[:, :, :3] = dataset.images[:, :, -3:] = 0.5
+    return dataset
+
+
+def _images_seen_in_training(config: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    dataset = _framed_dataset()
+    data = DeviceData(dataset.images, dataset.mean_rates, [(np.arange(30), np.arange(30, 40))], torch.device("cpu"))
+    network = build_network(config, dataset.n_units, 1, dataset.images.shape[1])
+    network.set_output_statistics(data.mean_rate, data.std_rate)
+    seen = []
+    forward = network.forward_members
+    network.forward_members = lambda images: seen.append(images.detach().clone()) or forward(images)
+    torch.manual_seed(0)
+    Trainer(network, data, config).epoch()
+    assert torch.equal(seen[1], data.stop_images)  # the stopping images are never perturbed
+    return data.train_images, seen[0]
+
+
+def test_noise_follows_each_pixels_spread_and_spares_the_frame():
+    clean, noisy = _images_seen_in_training(SMALL.replace(input_noise=0.5))
+    added = (noisy - clean)[:, 0]
+    assert torch.equal(added[:, :3], torch.zeros_like(added[:, :3]))  # no noise where images never vary
+    assert torch.equal(added[:, :, -3:], torch.zeros_like(added[:, :, -3:]))
+    inside = added[:, 3:-3, 3:-3]
+    spread = clean[:, 0, 3:-3, 3:-3].std(dim=0)
+    ratio = (inside.std(dim=0) / spread).mean().item()
+    assert 0.4 < ratio < 0.6  # 30 draws per pixel around 0.5 times that pixel's spread
+
+
+def test_without_noise_the_training_step_sees_the_images_unchanged():
+    clean, seen = _images_seen_in_training(SMALL)
+    assert torch.equal(seen, clean)
+
+
+def test_a_noisy_fit_is_seeded_and_differs_from_a_clean_one():
+    dataset = make_dataset(n_images=40, n_units=3, size=15, seed=2)
+    noisy = SMALL.replace(input_noise=0.4)
+    first, second = fit_model(dataset, noisy, device="cpu"), fit_model(dataset, noisy, device="cpu")
+    clean = fit_model(dataset, SMALL, device="cpu")
+    assert np.array_equal(predict(first.model, dataset.images), predict(second.model, dataset.images))
+    assert not np.allclose(predict(first.model, dataset.images), predict(clean.model, dataset.images))
+
+
+@pytest.mark.parametrize("value", [-0.1, float("nan"), 2.5])
+def test_a_bad_noise_level_names_the_field(value):
+    with pytest.raises(ConfigError, match="input_noise"):
+        ModelConfig(input_noise=value)
+
+
+def test_yaml_values_are_read_and_checked():
+    assert ModelConfig.from_dict({"input_noise": "0.4"}).input_noise == 0.4
+    assert ModelConfig.from_dict(ModelConfig(input_noise=0.3).to_dict()).input_noise == 0.3
+    with pytest.raises(ConfigError, match="input_noise"):
+        ModelConfig.from_dict({"input_noise": True})
+    with pytest.raises(ConfigError, match="input_noise.*linear"):
+        ModelConfig(architecture="linear", input_noise=0.4)
