@@ -27,7 +27,7 @@ from closedloop.config.schema import (
 )
 from closedloop.data.dataset import Preprocessing
 from closedloop.errors import ConfigError
-from closedloop.model.model_config import ModelConfig
+from closedloop.model.model_config import MAX_INPUT_NOISE, ModelConfig
 from closedloop.model.presets import PRESETS
 
 if TYPE_CHECKING:
@@ -144,9 +144,10 @@ class Fit:
     most of the gap to the noise ceiling, `closedloop.model.presets`), ``divisive``
     (``recommended`` with a core that saturates with contrast), ``kindel2017``
     (Table 1), ``factorised`` (Table 1's core with the factorised readout) or
-    ``linear`` (ridge regression on pixels).  ``learning_rate``, ``dropout_keep`` and
-    ``ensemble`` left out (or ``null``) take that architecture's values; a key the
-    architecture does not use is an error.  ``holdout_fraction`` of the images is held
+    ``linear`` (ridge regression on pixels).  ``learning_rate``, ``dropout_keep``,
+    ``input_noise`` (training-image noise, `ModelConfig.input_noise`) and ``ensemble``
+    left out (or ``null``) take that architecture's values; a key the architecture does
+    not use is an error.  ``holdout_fraction`` of the images is held
     out for evaluation and ``stop_fraction`` (of all images) decides early stopping;
     ``batch_size`` ``None`` is full batch; ``device`` ``None`` uses the rig's
     ``compute.device``.  ``model_file`` instead of ``architecture``: a model YAML (such
@@ -167,6 +168,7 @@ class Fit:
     learning_rate: float | None = setting(None, gt=0, le=10)
     batch_size: int | None = setting(None, ge=1, le=1_000_000)
     dropout_keep: float | None = setting(None, gt=0, le=1)
+    input_noise: float | None = setting(None, ge=0, le=MAX_INPUT_NOISE)
     ensemble: int | None = setting(None, ge=1, le=64)
     device: str | None = None
     # A model file (e.g. a search's best.yaml; relative to this protocol) to start from instead of architecture.
@@ -181,8 +183,8 @@ class Fit:
         """The model and training settings this section asks for.
 
         The architecture's preset, with this section's ``max_epochs``, ``patience`` and
-        ``batch_size`` and whichever of ``learning_rate``, ``dropout_keep`` and
-        ``ensemble`` it gives.
+        ``batch_size`` and whichever of ``learning_rate``, ``dropout_keep``,
+        ``input_noise`` and ``ensemble`` it gives.
         """
         changes: dict = {
             "max_epochs": self.max_epochs,
@@ -193,6 +195,7 @@ class Fit:
         for key, name in (
             ("learning_rate", "learning_rate"),
             ("dropout_keep", "dropout_keep"),
+            ("input_noise", "input_noise"),
             ("ensemble", "ensemble_size"),
         ):
             if getattr(self, key) is not None:
@@ -252,9 +255,11 @@ _ARCHITECTURE_BASE: dict[str, ModelConfig] = {
     "linear": ModelConfig(architecture="linear"),
 }
 # Settings only some architectures have: the dense readout's dropout; gradient steps.
+_GRADIENT_TRAINED = ("recommended", "divisive", "kindel2017", "factorised")
 _USED_BY = {
     "dropout_keep": ("kindel2017",),
-    "learning_rate": ("recommended", "divisive", "kindel2017", "factorised"),
+    "learning_rate": _GRADIENT_TRAINED,
+    "input_noise": _GRADIENT_TRAINED,
 }
 
 

@@ -79,10 +79,10 @@ class ModelConfig:
     input_noise
         Augmentation: every epoch each training image gets fresh Gaussian pixel noise
         whose standard deviation at each pixel is this many times that pixel's standard
-        deviation over the fit images, so pixels the images never vary (outside the
-        display's aperture) get none.  0 (default) turns it off.  A unit's rate barely
-        changes under faint noise, so it teaches the core to ignore it; the stopping and
-        held-out images are never perturbed.
+        deviation over the training images, so pixels the images never vary (outside the
+        display's aperture) get none.  0 (default) turns it off.  Each noisy image keeps
+        its recorded rate, so the network learns to ignore faint noise (a regulariser);
+        the stopping and held-out images are never perturbed.
     stop_check_every
         Epochs between host-side checks of the stopping rule (no effect on results:
         the best weights are tracked on the device every epoch).

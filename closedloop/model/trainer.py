@@ -41,6 +41,9 @@ class DeviceData:
     (`closedloop.model.shared_core`) each saw their own session's images only.  They
     become ``train_observed``/``stop_observed`` ((n_images, n_units) 0/1; ``None`` when
     every rate exists), which the loss and the units' statistics leave them out by.
+
+    ``pixel_spread`` ((1, channels, side, side)) is each pixel's standard deviation over
+    the training images, the scale of `ModelConfig.input_noise`.
     """
 
     def __init__(self, images, rates, subsets: list[tuple[np.ndarray, np.ndarray | None]], device: torch.device):
@@ -94,6 +97,7 @@ class DeviceData:
         self.inverse_variance = put(1.0 / variance).unsqueeze(1)  # (members or 1, 1, units)
         self.mean_rate = put(means)
         self.std_rate = put(np.sqrt(variance))
+        self.pixel_spread = self.train_images.std(dim=0, keepdim=True)
 
 
 def member_data(
@@ -144,6 +148,9 @@ def member_data(
     data.inverse_variance = put(np.where(own, scale / variance, 0.0)).unsqueeze(1)
     data.mean_rate = put(np.where(own, mean, 0.0))
     data.std_rate = put(np.where(own, np.sqrt(variance), 1.0))
+    # Over each member's own training images, not the zero padding.
+    spread = [np.std(images[train_mask[member] > 0, member], axis=0, ddof=1) for member in range(images.shape[1])]
+    data.pixel_spread = put(np.nan_to_num(np.stack(spread))).unsqueeze(0)
     return data
 
 
@@ -183,10 +190,8 @@ class Trainer:
         self.refit_epochs = None if refit_epochs is None else torch.as_tensor(refit_epochs, device=device)
         self.max_epochs = config.max_epochs if refit_epochs is None else int(np.max(refit_epochs))
         self.n_train = data.train_images.shape[0]
-        # Augmentation (`ModelConfig.input_noise`): per-pixel noise scale, zero where the fit images never vary.
-        self.noise_scale = None
-        if config.input_noise > 0:
-            self.noise_scale = config.input_noise * data.train_images.std(dim=0, keepdim=True)
+        # Augmentation (`ModelConfig.input_noise`): per-pixel noise scale, zero where the images never vary.
+        self.noise_scale = config.input_noise * data.pixel_spread if config.input_noise > 0 else None
         self.batch_size = config.batch_size if config.batch_size and config.batch_size < self.n_train else None
         # Eager epochs before capture: the graph warm-up, and the whole step-size ramp.
         self.eager_before_graph = max(self.GRAPH_WARMUP_EPOCHS, ramp_epochs + 1)

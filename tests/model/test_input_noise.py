@@ -17,7 +17,7 @@ from closedloop.model.model_config import ModelConfig  # noqa: E402
 from closedloop.model.networks import build_network  # noqa: E402
 from closedloop.model.predict import predict  # noqa: E402
 from closedloop.model.train import fit_model  # noqa: E402
-from closedloop.model.trainer import DeviceData, Trainer  # noqa: E402
+from closedloop.model.trainer import DeviceData, Trainer, member_data  # noqa: E402
 
 SMALL = ModelConfig(architecture="factorised", core_filters=(4,), core_kernels=(5,), max_epochs=6, seed=0)
 
@@ -67,6 +67,19 @@ def test_a_noisy_fit_is_seeded_and_differs_from_a_clean_one():
     clean = fit_model(dataset, SMALL, device="cpu")
     assert np.array_equal(predict(first.model, dataset.images), predict(second.model, dataset.images))
     assert not np.allclose(predict(first.model, dataset.images), predict(clean.model, dataset.images))
+
+
+def test_sessions_fitted_together_each_scale_the_noise_by_their_own_images():
+    rng = np.random.default_rng(5)
+    images = np.zeros((10, 2, 9, 9), np.float32)  # session 1 has 10 images, session 2 six and padding
+    images[:, 0] = rng.uniform(0, 1, (10, 9, 9))
+    images[:6, 1] = rng.uniform(0.4, 0.6, (6, 9, 9))
+    train_mask = np.ones((2, 10), np.float32)
+    train_mask[1, 6:] = 0
+    data = member_data(images, np.zeros((2, 10, 1)), train_mask, None, np.ones((2, 1)), torch.device("cpu"))
+    assert data.pixel_spread.shape == (1, 2, 9, 9)
+    assert np.allclose(data.pixel_spread[0, 0].numpy(), images[:, 0].std(axis=0, ddof=1), atol=1e-6)
+    assert np.allclose(data.pixel_spread[0, 1].numpy(), images[:6, 1].std(axis=0, ddof=1), atol=1e-6)
 
 
 @pytest.mark.parametrize("value", [-0.1, float("nan"), 2.5])
