@@ -145,8 +145,9 @@ class Fit:
     (``recommended`` with a core that saturates with contrast), ``kindel2017``
     (Table 1), ``factorised`` (Table 1's core with the factorised readout) or
     ``linear`` (ridge regression on pixels).  ``learning_rate``, ``dropout_keep``,
-    ``input_noise`` (training-image noise, `ModelConfig.input_noise`) and ``ensemble``
-    left out (or ``null``) take that architecture's values; a key the architecture does
+    ``input_noise`` (training-image noise, `ModelConfig.input_noise`), ``stop_metric``
+    (`ModelConfig.stop_metric`) and ``ensemble`` left out (or ``null``) take that
+    architecture's values; a key the architecture does
     not use is an error.  ``holdout_fraction`` of the images is held
     out for evaluation and ``stop_fraction`` (of all images) decides early stopping;
     ``batch_size`` ``None`` is full batch; ``device`` ``None`` uses the rig's
@@ -169,6 +170,7 @@ class Fit:
     batch_size: int | None = setting(None, ge=1, le=1_000_000)
     dropout_keep: float | None = setting(None, gt=0, le=1)
     input_noise: float | None = setting(None, ge=0, le=MAX_INPUT_NOISE)
+    stop_metric: Literal["loss", "correlation"] | None = None
     ensemble: int | None = setting(None, ge=1, le=64)
     device: str | None = None
     # A model file (e.g. a search's best.yaml; relative to this protocol) to start from instead of architecture.
@@ -184,7 +186,7 @@ class Fit:
 
         The architecture's preset, with this section's ``max_epochs``, ``patience`` and
         ``batch_size`` and whichever of ``learning_rate``, ``dropout_keep``,
-        ``input_noise`` and ``ensemble`` it gives.
+        ``input_noise``, ``stop_metric`` and ``ensemble`` it gives.
         """
         changes: dict = {
             "max_epochs": self.max_epochs,
@@ -196,6 +198,7 @@ class Fit:
             ("learning_rate", "learning_rate"),
             ("dropout_keep", "dropout_keep"),
             ("input_noise", "input_noise"),
+            ("stop_metric", "stop_metric"),
             ("ensemble", "ensemble_size"),
         ):
             if getattr(self, key) is not None:
@@ -260,6 +263,7 @@ _USED_BY = {
     "dropout_keep": ("kindel2017",),
     "learning_rate": _GRADIENT_TRAINED,
     "input_noise": _GRADIENT_TRAINED,
+    "stop_metric": _GRADIENT_TRAINED,
 }
 
 

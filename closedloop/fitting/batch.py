@@ -23,6 +23,7 @@ from closedloop.data.loader import load_dataset
 from closedloop.errors import ClosedLoopError
 from closedloop.fitting.executors import WorkerLost
 from closedloop.fitting.session import FitSettings, SessionOutcome, StageCallback, fit_dataset, fit_session
+from closedloop.model.model_config import describe_stop_score
 
 _progress_queue = None  # set in each worker by _init_worker
 
@@ -220,7 +221,9 @@ def _run_joint(paths, names, out_dir, settings, bars, how: str) -> list[SessionO
         def progress(epoch: int, max_epochs: int, best_loss: float) -> None:
             for index in ready:
                 bars.update(
-                    index, f"{how} CNN epoch {epoch} (best stop loss {best_loss:.3f})", 0.9 * epoch / max_epochs
+                    index,
+                    f"{how} CNN epoch {epoch} (best {describe_stop_score(best_loss, settings.config)})",
+                    0.9 * epoch / max_epochs,
                 )
 
         try:

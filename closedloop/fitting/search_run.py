@@ -48,7 +48,7 @@ from closedloop.fitting.search import (
 from closedloop.fitting.search_fused import Drawn, fusion_groups, run_trial_group
 from closedloop.fitting.search_space import SearchSpace, make_sampler
 from closedloop.jsonsafe import json_safe
-from closedloop.model.model_config import ModelConfig
+from closedloop.model.model_config import ModelConfig, describe_stop_score
 
 SEARCH_FORMAT = "closedloop-search"
 SEARCH_VERSION = 1
@@ -202,7 +202,7 @@ def _describe(trial: TrialResult) -> str:
     if trial.status == "failed":
         return f"FAILED: {trial.error}"
     if trial.status == "pruned":
-        return f"pruned at epoch {trial.epochs} (stop loss {trial.stop_loss:.3f})"
+        return f"pruned at epoch {trial.epochs} ({describe_stop_score(trial.stop_loss, trial.config)})"
     return f"validation r {trial.val_r:.3f}, {trial.epochs} epochs"
 
 

@@ -30,7 +30,7 @@ from closedloop.data.loader import load_dataset
 from closedloop.jsonsafe import json_safe
 from closedloop.errors import ClosedLoopError, DataFileError
 from closedloop.model.cells import characterise, group_summary
-from closedloop.model.model_config import ModelConfig
+from closedloop.model.model_config import ModelConfig, describe_stop_score
 from closedloop.model.report import evaluate, fig3
 
 FIT_FORMAT = "closedloop-fit"
@@ -285,7 +285,7 @@ def _epoch_progress(config: ModelConfig, stage: StageCallback):
         members = max(config.ensemble_size, state["member"] + 1)
         done = (state["member"] + epoch / max_epochs) / members
         state["fraction"] = max(state["fraction"], 0.9 * min(done, 1.0))
-        stage(f"CNN epoch {epoch} (stop loss {best_loss:.3f})", state["fraction"])
+        stage(f"CNN epoch {epoch} ({describe_stop_score(best_loss, config)})", state["fraction"])
 
     return progress
 

@@ -49,7 +49,7 @@ from closedloop.model.split import DataSplit, split_images
 from closedloop.model.trainer import DeviceData, Trainer
 
 ProgressCallback = Callable[[int, int, float], None]
-"""Called as ``progress(epoch, max_epochs, best_stop_loss)`` at every stopping check."""
+"""Called as ``progress(epoch, max_epochs, best_stop_score)`` at every stopping check."""
 
 PERCENTILES = np.arange(101)
 #: Epochs over which a warm-started fit ramps its step size up to the learning rate.

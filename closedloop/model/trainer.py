@@ -154,6 +154,25 @@ def member_data(
     return data
 
 
+def mean_correlation(prediction: torch.Tensor, rates: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Each member's mean over units of the weighted Pearson r of prediction and rate.
+
+    ``prediction``, ``rates`` and ``weight`` are (members, images, units); a weight of 0
+    leaves an image (or one unit's response to it) out.  Units whose rates do not vary
+    over the weighted images (padding, a unit that never fired there) are left out of
+    the mean.  Device ops only, so it can sit in a captured CUDA graph.
+    """
+    total = weight.sum(dim=1, keepdim=True).clamp_min(1e-12)
+    centred_prediction = prediction - (weight * prediction).sum(dim=1, keepdim=True) / total
+    centred_rates = rates - (weight * rates).sum(dim=1, keepdim=True) / total
+    covariance = (weight * centred_prediction * centred_rates).sum(dim=1)
+    prediction_var = (weight * centred_prediction**2).sum(dim=1)
+    rates_var = (weight * centred_rates**2).sum(dim=1)
+    r = covariance / torch.sqrt(prediction_var * rates_var + 1e-12)
+    varies = (rates_var > 1e-9).to(r.dtype)
+    return (r * varies).sum(dim=1) / varies.sum(dim=1).clamp_min(1.0)
+
+
 class Trainer:
     """Adam with early stopping on the stopping subset, best weights restored.
 
@@ -247,6 +266,18 @@ class Trainer:
         per_image = squared.mean(dim=2)
         return (per_image * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0)
 
+    def _stop_score(
+        self, images: torch.Tensor, rates: torch.Tensor, mask: torch.Tensor | None, observed: torch.Tensor | None
+    ) -> torch.Tensor:
+        """What the stopping images judge each member by, lower is better (``stop_metric``): its
+        Eq. 1 loss, or minus the mean over units of Pearson r between prediction and rate."""
+        if self.config.stop_metric == "loss":
+            return self._member_loss(images, rates, mask, observed)
+        prediction = self.model.forward_members(images)  # (members, images, units)
+        weight = torch.ones(prediction.shape[:2], device=prediction.device) if mask is None else mask
+        weight = weight.unsqueeze(2) if observed is None else weight.unsqueeze(2) * observed
+        return -mean_correlation(prediction, rates.expand_as(prediction), weight)
+
     def _step(
         self, images: torch.Tensor, rates: torch.Tensor, mask: torch.Tensor | None, observed: torch.Tensor | None
     ) -> torch.Tensor:
@@ -325,7 +356,7 @@ class Trainer:
                 stop_loss = self.best_loss
             else:
                 assert data.stop_images is not None and data.stop_rates is not None  # early stopping has a stopping set
-                stop_loss = self._member_loss(data.stop_images, data.stop_rates, data.stop_mask, data.stop_observed)
+                stop_loss = self._stop_score(data.stop_images, data.stop_rates, data.stop_mask, data.stop_observed)
                 self.stop_history.index_copy_(0, index.view(1), stop_loss.view(1, -1))
                 improved = (stop_loss < self.best_loss) & ~self.done
             self.best_loss.copy_(torch.where(improved, stop_loss, self.best_loss))

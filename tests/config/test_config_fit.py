@@ -52,6 +52,12 @@ def test_training_image_noise_is_off_unless_asked_for(tmp_path: Path) -> None:
     assert noisy == DIVISIVE.replace(max_epochs=1000, patience=50, input_noise=0.4)
 
 
+def test_the_stopping_metric_is_the_presets_unless_given(tmp_path: Path) -> None:
+    assert _config(tmp_path, {**UNSET, "fit.architecture": "recommended"}).stop_metric == "loss"
+    by_r = _config(tmp_path, {**UNSET, "fit.architecture": "recommended", "fit.stop_metric": "correlation"})
+    assert by_r == RECOMMENDED.replace(max_epochs=1000, patience=50, stop_metric="correlation")
+
+
 def test_kindel2017_is_table_1(tmp_path: Path) -> None:
     assert _config(tmp_path, UNSET) == KINDEL2017.replace(max_epochs=1000, patience=50)
     shipped = load_protocol(Path(__file__).resolve().parents[2] / KINDEL).fit.model_config()
@@ -79,6 +85,8 @@ def test_factorised_and_linear(tmp_path: Path) -> None:
         ({**UNSET, "fit.architecture": "linear", "fit.ensemble": 3}, "fit.ensemble: must be 1 for the linear"),
         ({**UNSET, "fit.architecture": "linear", "fit.input_noise": 0.4}, "fit.input_noise: is not used by the linear"),
         ({"fit.input_noise": 3}, "fit.input_noise: must be <= 2"),
+        ({"fit.stop_metric": "r2"}, "fit.stop_metric"),
+        ({**UNSET, "fit.architecture": "linear", "fit.stop_metric": "loss"}, "fit.stop_metric: is not used by"),
         ({"fit.ensemble": 0}, "fit.ensemble: must be >= 1, got 0"),
         ({"fit.learning_rate": -1}, "fit.learning_rate: must be > 0"),
         ({"fit.architecture": "recomended"}, "did you mean 'recommended'?"),
