@@ -39,6 +39,7 @@ RECOMMENDED = ModelConfig(
     output_knots=8,
     output_tail="identity",
     stop_sets="rotating",
+    stop_metric="correlation",
     ensemble_size=8,
 )
 

@@ -53,9 +53,10 @@ def test_training_image_noise_is_off_unless_asked_for(tmp_path: Path) -> None:
 
 
 def test_the_stopping_metric_is_the_presets_unless_given(tmp_path: Path) -> None:
-    assert _config(tmp_path, {**UNSET, "fit.architecture": "recommended"}).stop_metric == "loss"
-    by_r = _config(tmp_path, {**UNSET, "fit.architecture": "recommended", "fit.stop_metric": "correlation"})
-    assert by_r == RECOMMENDED.replace(max_epochs=1000, patience=50, stop_metric="correlation")
+    assert _config(tmp_path, {**UNSET, "fit.architecture": "recommended"}).stop_metric == "correlation"
+    assert _config(tmp_path, {**UNSET, "fit.architecture": "kindel2017"}).stop_metric == "loss"
+    by_loss = _config(tmp_path, {**UNSET, "fit.architecture": "recommended", "fit.stop_metric": "loss"})
+    assert by_loss == RECOMMENDED.replace(max_epochs=1000, patience=50, stop_metric="loss")
 
 
 def test_kindel2017_is_table_1(tmp_path: Path) -> None:
