@@ -383,7 +383,7 @@ LOG_EVERY_S = 30.0
 class _Bars:
     """One tqdm bar per session on a terminal; elsewhere a progress line per session now and then.
 
-    The lines (session, stage with the epoch and best stopping loss, percent, elapsed
+    The lines (session, stage with the epoch and best stopping score, percent, elapsed
     time) go to stderr at most every `LOG_EVERY_S` seconds per session, and once when a
     session ends, so a job's log shows it is alive without drowning in bar redraws.
     """

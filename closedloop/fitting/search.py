@@ -11,14 +11,15 @@ Why that criterion: the session's seeded split sets aside 20 % of its images as 
 never sees them: it fits on the other 80 % only, which `fit_model` splits again into
 training, stopping and *validation* images.  A trial's score is the mean Pearson r on
 those validation images (Eq. 1 loss there breaks ties and is reported too).  The
-stopping loss is not used because early stopping already chose the epoch that
-minimises it, so it flatters every trial; the test images are not used because a
+stopping score is not used because early stopping already chose the epoch that
+optimises it, so it flatters every trial; the test images are not used because a
 configuration picked on them would make the reported r optimistic.
 
 Pruning (optional, `PruningPlan`): at every stopping check a trial reports its best
-stopping loss so far to an Optuna pruner (median or successive halving / ASHA) that
-knows the loss curves of the trials finished before it was started; a trial the
-pruner calls hopeless stops there and is recorded as pruned.
+stopping score so far (`ModelConfig.stop_metric`: Eq. 1 loss or minus mean r) to an
+Optuna pruner (median or successive halving / ASHA) that knows the curves of the
+trials finished before it was started; a trial the pruner calls hopeless stops there
+and is recorded as pruned.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ class TrialResult:
     """One trial: its configuration, validation score, or why it failed or was pruned.
 
     ``status`` is ``"ok"``, ``"failed"`` (``error`` says why) or ``"pruned"``;
-    ``curve`` maps each stopping-check epoch to the best stopping loss so far.
+    ``curve`` maps each stopping-check epoch to the best stopping score so far (lower is better).
     """
 
     index: int
@@ -169,7 +170,7 @@ class TrialPruned(Exception):
 
 
 def _pruner_study(plan: PruningPlan):
-    """An in-memory Optuna study holding the finished trials' loss curves, with the pruner."""
+    """An in-memory Optuna study holding the finished trials' stopping-score curves, with the pruner."""
     optuna = import_optuna()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if plan.kind == "median":
@@ -254,7 +255,7 @@ def run_trial(
 
 
 def score_trial(trial: TrialResult, fitted: Any, dataset: ResponseDataset) -> None:
-    """Fill in ``trial``'s validation r and loss, stopping loss and epochs from its fit.
+    """Fill in ``trial``'s validation r and loss, stopping score and epochs from its fit.
 
     Parameters
     ----------

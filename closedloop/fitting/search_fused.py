@@ -92,9 +92,9 @@ def run_trial_group(
 
 
 def stop_curve(stop_loss: np.ndarray, best_epoch: np.ndarray, config: ModelConfig) -> dict[int, float]:
-    """The loss curve a trial trained alone reports (`run_trial`'s ``curve``), from its history.
+    """The stopping-score curve a trial trained alone reports (`run_trial`'s ``curve``), from its history.
 
-    At every stopping check, the best stopping loss of any member so far, where a member's
+    At every stopping check, the best stopping score of any member so far, where a member's
     best stops moving once its patience has run out (`Trainer.epoch`).  ``stop_loss`` is
     (epochs run, members), ``best_epoch`` (members,).
     """

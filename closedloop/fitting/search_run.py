@@ -4,7 +4,7 @@ Layout of the search folder (``OUT/search``)::
 
     search.json          what the search is (tuning session, seed, sampler, space, base settings)
     trials/0003/         one folder per finished trial, renamed into place complete:
-        trial.json       its configuration, score, loss curve, time (or why it failed / was pruned)
+        trial.json       its configuration, score, stopping-score curve, time (or why it failed / was pruned)
         model.pt         its fitted model (a checkpoint; not for failed or pruned trials)
     results.csv          every finished trial, best first (rewritten after each one)
     best.yaml            the best configuration so far, as a model file for ``fit --config``

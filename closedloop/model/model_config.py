@@ -104,7 +104,7 @@ class ModelConfig:
         73 s fused vs 59 s independent on 2 cores).  Prediction is the members' mean.
     stop_metric
         What the stopping images judge an epoch by: ``"loss"`` (default, the paper's
-        Eq. 1 loss) or ``"correlation"`` (the mean over units of Pearson r between
+        Eq. 1 loss; ``kindel2017``) or ``"correlation"`` (``recommended``) (the mean over units of Pearson r between
         prediction and rate, the quantity held-out r/rmax reports).  A small stopping
         set's per-unit means can differ from the training images' enough that its loss
         never falls while r climbs; stopping by loss then keeps nearly the starting

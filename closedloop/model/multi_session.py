@@ -66,7 +66,7 @@ def fit_sessions(
     device
         Where the fused network trains.
     progress
-        Called at every stopping check with the best stopping loss of any member.
+        Called at every stopping check with the best stopping score of any member.
 
     Returns
     -------

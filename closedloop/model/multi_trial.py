@@ -54,7 +54,7 @@ def fit_trials(
     device
         Where the fused network trains.
     progress
-        Called at every stopping check with the best stopping loss of any member.
+        Called at every stopping check with the best stopping score of any member.
 
     Returns
     -------

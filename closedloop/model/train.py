@@ -97,8 +97,9 @@ class FitResult:
         Which images trained, stopped and were held out.  With rotating stop sets this
         is member 0's; member k's are `_member_subsets`' (same held-out images).
     history
-        For CNNs: ``train_loss`` and ``stop_loss``, (epochs_run, n_members) normalised
-        Eq. 1 loss per epoch (each member's on its own stopping set); with a refit also
+        For CNNs: ``train_loss``, (epochs_run, n_members) normalised Eq. 1 loss per
+        epoch, and ``stop_loss``, the stopping score per epoch (each member's on its own
+        stopping set; Eq. 1 loss, or minus the mean r with ``stop_metric`` correlation); with a refit also
         ``refit_loss`` (training loss on all fit images; NaN after a member's chosen epochs).  For the linear
         model: ``ridge_alpha``, ``train_loss``,
         ``stop_loss`` per candidate penalty.
