@@ -89,6 +89,9 @@ def _run(tmp_path, rig_edits: dict[str, str], args: list[str]):
         rig.network.endpoint("stimulus"),
         brain,
         speed=1.0,
+        # A real array records whatever the presenter's reports do; the stand-in places each trial
+        # by its report, so it holds its stream back long enough for a report late on a loaded machine.
+        emit_delay_s=0.5,
         refresh_hz=rig.display.refresh_hz,
         photodiode_line=1,  # wired to the GUI's line 1
         openephys_endpoint=f"tcp://127.0.0.1:{event_port}",
