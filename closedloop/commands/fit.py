@@ -46,7 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder")
     choice = parser.add_mutually_exclusive_group()
     choice.add_argument(
-        "--config", type=Path, metavar="YAML", help="model configuration YAML (e.g. a search's best.yaml)"
+        "--config",
+        type=Path,
+        metavar="YAML",
+        help="model configuration YAML (e.g. a search's best.yaml; a preset: key names the preset it changes)",
     )
     choice.add_argument("--preset", metavar="NAME", help="named model configuration (e.g. kindel2017)")
     parser.add_argument(

@@ -4,7 +4,9 @@
 it (e.g. to a tuned preset) is a one-line change.  A model YAML is a mapping of
 `ModelConfig` fields, either at the top level or under a ``model:`` key; the best
 configuration of a hyper-parameter search is written in the same form
-(`write_config_yaml`), so ``closedloop fit --config best.yaml`` reads it back.
+(`write_config_yaml`), so ``closedloop fit --config best.yaml`` reads it back.  A
+``preset:`` key names the preset the file's other fields change (``preset: recommended``
+with ``padding: same``); without it they change `ModelConfig`'s defaults (``kindel2017``).
 """
 
 from __future__ import annotations
@@ -45,13 +47,14 @@ def _plain(node: YamlNode) -> Any:
 
 
 def load_config_yaml(path: str | Path) -> ModelConfig:
-    """Read a model configuration YAML (fields of `ModelConfig`, optionally under ``model:``).
+    """Read a model configuration YAML (fields of `ModelConfig`, optionally under ``model:``,
+    changing the preset a ``preset:`` key names, else `ModelConfig`'s defaults).
 
     Raises
     ------
     ConfigError
-        Unreadable file, bad YAML, unknown field or bad value; names the file, the
-        line where it is known, and the field.
+        Unreadable file, bad YAML, unknown field or preset, or bad value; names the file,
+        the line where it is known, and the field.
     """
     root = load_yaml(path)
     node, prefix = root, "model"
@@ -59,8 +62,19 @@ def load_config_yaml(path: str | Path) -> ModelConfig:
         node = root.value["model"]
         if node.kind != "mapping":
             raise ConfigError(path, node.line, "model", f"must be a mapping of model settings, found {node.describe()}")
+    fields = _plain(node)
+    if node.kind == "mapping" and "preset" in fields:
+        name = fields.pop("preset")
+        if not isinstance(name, str) or name not in PRESETS:
+            raise ConfigError(
+                path,
+                node.value["preset"].line,
+                f"{prefix}.preset",
+                f"unknown preset {name!r}; choose one of {', '.join(preset_names())}",
+            )
+        fields = {**preset(name).to_dict(), **fields}
     try:
-        return ModelConfig.from_dict(_plain(node), source=str(path), prefix=prefix)
+        return ModelConfig.from_dict(fields, source=str(path), prefix=prefix)
     except ConfigError as error:
         key = (error.field or "").split(".")[1] if error.field and "." in error.field else None
         line = node.key_lines.get(key) if key else None

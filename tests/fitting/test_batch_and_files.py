@@ -49,6 +49,23 @@ def test_config_yaml_round_trip_and_errors(tmp_path):
         load_config_yaml(tmp_path / "missing.yaml")
 
 
+def test_a_model_file_may_change_a_named_preset(tmp_path):
+    edge = tmp_path / "edge.yaml"
+    edge.write_text("model:\n  preset: recommended\n  padding: same\n  l1_readout: 0.1\n")
+    assert load_config_yaml(edge) == named_config("recommended").replace(padding="same", l1_readout=0.1)
+    flat = tmp_path / "flat.yaml"
+    flat.write_text("preset: divisive\n")
+    assert load_config_yaml(flat) == named_config("divisive")
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("model:\n  padding: same\n  preset: recomended\n")
+    with pytest.raises(ConfigError, match=r"wrong.yaml:3: model.preset.*unknown preset 'recomended'.*recommended"):
+        load_config_yaml(wrong)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("preset: recommended\npadding: wide\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:2: model.padding"):
+        load_config_yaml(bad)
+
+
 def test_named_presets():
     assert named_config("kindel2017").core_filters == (16, 32)
     with pytest.raises(ConfigError, match="unknown preset"):
