@@ -103,9 +103,9 @@ class ModelConfig:
         the CPU, where grouped convolutions are slower than separate ones (5 members:
         73 s fused vs 59 s independent on 2 cores).  Prediction is the members' mean.
     stop_metric
-        What the stopping images judge an epoch by: ``"loss"`` (default, the paper's
-        Eq. 1 loss; ``kindel2017``) or ``"correlation"`` (``recommended``) (the mean over units of Pearson r between
-        prediction and rate, the quantity held-out r/rmax reports).  A small stopping
+        What the stopping images judge an epoch by: ``"loss"`` (default and ``kindel2017``:
+        the paper's Eq. 1 loss) or ``"correlation"`` (``recommended``: the mean over units of
+        Pearson r between prediction and rate, the quantity held-out r/rmax reports).  A small stopping
         set's per-unit means can differ from the training images' enough that its loss
         never falls while r climbs; stopping by loss then keeps nearly the starting
         weights.

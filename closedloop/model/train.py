@@ -99,9 +99,9 @@ class FitResult:
     history
         For CNNs: ``train_loss``, (epochs_run, n_members) normalised Eq. 1 loss per
         epoch, and ``stop_loss``, the stopping score per epoch (each member's on its own
-        stopping set; Eq. 1 loss, or minus the mean r with ``stop_metric`` correlation); with a refit also
-        ``refit_loss`` (training loss on all fit images; NaN after a member's chosen epochs).  For the linear
-        model: ``ridge_alpha``, ``train_loss``,
+        stopping set; Eq. 1 loss, or minus the mean r with ``stop_metric`` correlation);
+        with a refit also ``refit_loss`` (training loss on all fit images; NaN after a
+        member's chosen epochs).  For the linear model: ``ridge_alpha``, ``train_loss``,
         ``stop_loss`` per candidate penalty.
     best_epoch
         (n_members,) 0-based epoch whose weights were kept (linear: index of the alpha).
