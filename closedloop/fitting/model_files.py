@@ -64,15 +64,11 @@ def load_config_yaml(path: str | Path) -> ModelConfig:
             raise ConfigError(path, node.line, "model", f"must be a mapping of model settings, found {node.describe()}")
     fields = _plain(node)
     if node.kind == "mapping" and "preset" in fields:
-        name = fields.pop("preset")
-        if not isinstance(name, str) or name not in PRESETS:
-            raise ConfigError(
-                path,
-                node.value["preset"].line,
-                f"{prefix}.preset",
-                f"unknown preset {name!r}; choose one of {', '.join(preset_names())}",
-            )
-        fields = {**preset(name).to_dict(), **fields}
+        try:
+            base = preset(fields.pop("preset"))
+        except ConfigError as error:  # the preset registry's message, placed in this file
+            raise ConfigError(path, node.value["preset"].line, f"{prefix}.preset", error.message) from None
+        fields = {**base.to_dict(), **fields}
     try:
         return ModelConfig.from_dict(fields, source=str(path), prefix=prefix)
     except ConfigError as error:
