@@ -43,7 +43,8 @@ class DeviceData:
     every rate exists), which the loss and the units' statistics leave them out by.
 
     ``pixel_spread`` ((1, channels, side, side)) is each pixel's standard deviation over
-    the training images, the scale of `ModelConfig.input_noise`.
+    ``train_images`` (with rotating stop sets all fit images, shared by the members), the
+    scale of `ModelConfig.input_noise`.
     """
 
     def __init__(self, images, rates, subsets: list[tuple[np.ndarray, np.ndarray | None]], device: torch.device):
