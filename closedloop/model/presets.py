@@ -95,8 +95,8 @@ RECOMMENDED_NOTES = (
     "0.778 r/oracle, but classic 0.836 vs 0.869, normalisation 0.786 vs 0.823, deep 0.591, textures 0.857, "
     "1.7-2.7x the time. The cost is the readout's, not the core's: the image padded by its own border pixels "
     "(an 11x11 grid) 0.830 on classic, the same core cropped back to the central 7x7 positions 0.864 (default "
-    "0.867); separable (0.821), Gaussian (0.711), softmax (0.722) or centre-started (0.824) masks on the larger "
-    "grid did not help."
+    "0.867); separable (0.821), Gaussian (0.711), softmax (0.722) or centre-started (0.824) masks, or an extra L1 "
+    "on the outer positions (0.841 at 0.3, off-centre 0.780), did not help."
 )
 
 
