@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import socket
 import tempfile
+import threading
 import uuid
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
@@ -24,6 +25,11 @@ OPEN_EPHYS_PORTS = (5556, 5557)
 _SCHEMES = ("tcp://", "ipc://", "inproc://")
 # Linux limits a unix socket path to 107 bytes.
 _MAX_IPC_PATH = 107
+# Ports `free_tcp_ports` handed out lately, oldest first (a dict keeps insertion order).
+_REMEMBERED_PORTS = 4096
+_MAX_SKIPPED_PORTS = 1000
+_drawn_ports: dict[int, None] = {}
+_drawn_lock = threading.Lock()
 
 
 def tcp_endpoint(port: int | None = None, host: str = LOOPBACK) -> str:
@@ -35,22 +41,40 @@ def tcp_endpoint(port: int | None = None, host: str = LOOPBACK) -> str:
 
 def free_tcp_port(host: str = LOOPBACK) -> int:
     """A TCP port that was free a moment ago (prefer binding to ``tcp://host:*``)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((host, 0))
-        return probe.getsockname()[1]
+    return free_tcp_ports(1, host)[0]
 
 
 def free_tcp_ports(n: int, host: str = LOOPBACK) -> list[int]:
-    """``n`` distinct TCP ports that were free a moment ago (all held open together while drawn,
-    so no two are the same, which ``n`` calls of `free_tcp_port` do not promise)."""
-    probes = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
-    try:
-        for probe in probes:
-            probe.bind((host, 0))
-        return [probe.getsockname()[1] for probe in probes]
-    finally:
-        for probe in probes:
-            probe.close()
+    """``n`` distinct TCP ports that were free a moment ago and that this process has not drawn
+    recently.
+
+    The kernel may hand the same free port to two draws in a row, so two endpoints drawn one
+    after the other could collide when both are bound; ports drawn before are therefore
+    skipped (the last `_REMEMBERED_PORTS` of them).
+    """
+    if n < 1:
+        raise ValueError(f"n must be at least 1, got {n}")
+    probes: list[socket.socket] = []
+    ports: list[int] = []
+    with _drawn_lock:
+        try:
+            while len(ports) < n:
+                if len(probes) >= n + _MAX_SKIPPED_PORTS:
+                    raise OSError(f"no free TCP port on {host} that was not drawn before")
+                probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                probes.append(probe)  # held open so this draw never sees the same port twice
+                probe.bind((host, 0))
+                port = probe.getsockname()[1]
+                if port not in _drawn_ports:
+                    ports.append(port)
+        finally:
+            for probe in probes:
+                probe.close()
+        for port in ports:
+            _drawn_ports[port] = None
+        while len(_drawn_ports) > _REMEMBERED_PORTS:
+            del _drawn_ports[next(iter(_drawn_ports))]
+    return ports
 
 
 def random_tcp_endpoint(host: str = LOOPBACK) -> str:

@@ -154,6 +154,13 @@ def test_reply_to_a_vanished_client_is_counted(context) -> None:
         assert server.undeliverable == 1
 
 
+def test_endpoints_drawn_one_after_another_never_share_a_port() -> None:
+    # The kernel may hand the same free port to two draws in a row; a server whose request and
+    # events endpoints were drawn so could not bind the second ("Address already in use").
+    endpoints = [random_tcp_endpoint() for _ in range(2000)]
+    assert len(set(endpoints)) == len(endpoints)
+
+
 def test_endpoint_helpers() -> None:
     assert free_tcp_port() not in OPEN_EPHYS_PORTS
     ports = free_tcp_ports(40)
