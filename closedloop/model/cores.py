@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from closedloop.model.divisive import MemberDivisiveNormalisation
+from closedloop.model.gabor_bank import GaborBank
 from closedloop.model.model_config import CORE_NORMALISATIONS
 
 PADDING_CHOICES = ("valid", "same")
@@ -198,10 +199,14 @@ class ConvCore(nn.Module):
         ``"none"`` (default) or ``"divisive"``: the first layer's rectified channels are
         divided by their local pooled activity (`MemberDivisiveNormalisation`) after
         its max-pooling.
+    gabor_bank
+        Also give the readout a fixed `GaborBank`'s channels at the same grid positions,
+        batch-normalised per member (see `closedloop.model.model_config.ModelConfig`).
 
     Output
     ------
-    (batch, n_members × filters[-1], H', W'), member-major along channels.
+    (batch, n_members × channels, H', W'), member-major along channels; ``channels`` is
+    ``filters[-1]``, plus the bank's features after them when ``gabor_bank``.
     """
 
     def __init__(
@@ -216,6 +221,7 @@ class ConvCore(nn.Module):
         pool_layers: tuple[int, ...] | None = None,
         batch_norm: bool = False,
         normalisation: str = "none",
+        gabor_bank: bool = False,
     ):
         super().__init__()
         if normalisation not in CORE_NORMALISATIONS:
@@ -255,11 +261,50 @@ class ConvCore(nn.Module):
         self.norms = nn.ModuleList(norms) if batch_norm else None
         # Divisive normalisation of the first layer's rectified, max-pooled channels.
         self.divisive = MemberDivisiveNormalisation(n_members, filters[0]) if normalisation == "divisive" else None
+        self.kernels, self.padding = tuple(kernels), padding
+        self.bank: GaborBank | None = None
+        self.bank_norm: MemberBatchNorm | None = None
+        if gabor_bank:
+            start, step = self.grid_geometry()
+            self.bank = GaborBank(size, start, step)
+            self.bank_norm = MemberBatchNorm(n_members, self.bank.n_features)
+            in_channels += self.bank.n_features
         self.output_shape = (in_channels, size, size)  # per member
+
+    def grid_geometry(self) -> tuple[float, int]:
+        """Where the output grid sits on the input: the input pixel under its first position
+        (the centre of that position's receptive field) and the pixels between positions."""
+        start, step = 0.0, 1
+        for index, kernel in enumerate(self.kernels):
+            if self.padding == "valid":
+                start += step * (kernel - 1) / 2
+            if self.pooled[index]:
+                start += step * (self.pool_kernel - 1) / 2
+                step *= self.pool_stride
+        return start, step
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         # First layer not shared: (B, n_members, H, W), each member its own images (sessions fitted together).
         x = as_image_batch(images) if self.layers[0].shared_input else images
+        learned = self._learned(x)
+        if self.bank is None or self.bank_norm is None:
+            return learned
+        return self._with_bank(x, learned, self.bank, self.bank_norm)
+
+    def _with_bank(
+        self, x: torch.Tensor, learned: torch.Tensor, bank: GaborBank, bank_norm: MemberBatchNorm
+    ) -> torch.Tensor:
+        batch, members = x.shape[0], self.n_members
+        if x.shape[1] == 1:  # every member sees the same images: one bank pass serves all
+            fixed = bank(x).unsqueeze(1).expand(-1, members, -1, -1, -1)
+        else:
+            fixed = bank(x.reshape(batch * members, 1, *x.shape[2:])).unflatten(0, (batch, members))
+        size = fixed.shape[-1]
+        fixed = bank_norm(fixed.reshape(batch, members * bank.n_features, size, size))
+        both = torch.cat([learned.unflatten(1, (members, -1)), fixed.unflatten(1, (members, -1))], dim=2)
+        return both.flatten(1, 2)
+
+    def _learned(self, x: torch.Tensor) -> torch.Tensor:
         for index, layer in enumerate(self.layers):
             x = layer(x)
             if self.norms is not None:
@@ -284,6 +329,8 @@ class ConvCore(nn.Module):
             norm.init_member(member, generator)
         if self.divisive is not None:
             self.divisive.init_member(member, generator)
+        if self.bank_norm is not None:
+            self.bank_norm.init_member(member, generator)
 
     def layer_shapes(self, batch: int = 1) -> list[tuple[str, tuple[int, ...]]]:
         """Names and per-member output shapes of every stage, for documentation and tests."""

@@ -60,6 +60,7 @@ def member_structure(spec: dict) -> tuple:
         config.pool_layers,
         config.batch_norm,
         config.core_normalisation,
+        config.gabor_bank,
         config.dense_units,
         config.output_nonlinearity,
         config.output_knots,

@@ -32,6 +32,7 @@ CORE_FIELDS = (
     "batch_norm",
     "input_normalisation",
     "core_normalisation",
+    "gabor_bank",
 )
 #: State entries outside ``core.`` that belong with a core: how it scales its input pixels.
 _INPUT_STATISTICS = ("input_shift", "input_scale")

@@ -57,6 +57,12 @@ class ModelConfig:
         max-pooled channels are divided by a learned non-negative mix of all its channels' local mean
         activity (`closedloop.model.divisive`), so the core's output grows less than in
         proportion to contrast, as V1's does.
+    gabor_bank
+        False (default): the readout sees the learned core's channels only.  True: also a
+        fixed bank of Gabor quadrature pairs (3 wavelengths × 8 orientations; each pair's
+        energy and four half-wave rectified phases, `closedloop.model.gabor_bank`) sampled at
+        the core's grid positions, so units that are well described as simple or complex
+        cells need not wait for the core to learn such filters from a few hundred images.
     dense_units, dropout_keep
         Dense readout hidden width and the probability of *keeping* a hidden unit.
     output_nonlinearity
@@ -137,6 +143,7 @@ class ModelConfig:
     batch_norm: bool = False
     input_normalisation: str = "none"
     core_normalisation: str = "none"
+    gabor_bank: bool = False
     dense_units: int = 300
     dropout_keep: float = 0.55
     output_nonlinearity: str = "softplus"
@@ -213,7 +220,7 @@ _INT_FIELDS = {
 }
 _FLOAT_FIELDS = {"dropout_keep", "learning_rate", "weight_decay", "l1_readout", "input_noise"}
 _INT_TUPLE_FIELDS = {"core_filters", "core_kernels", "pool_layers"}
-_BOOL_FIELDS = {"batch_norm", "refit", "cuda_graphs"}
+_BOOL_FIELDS = {"batch_norm", "gabor_bank", "refit", "cuda_graphs"}
 
 
 def _coerce(source: str, name: str, key: str, value: Any) -> Any:

@@ -245,6 +245,7 @@ def build_network(config: ModelConfig, n_units: int, n_members: int = 1, input_s
         pool_layers=config.pool_layers,
         batch_norm=config.batch_norm,
         normalisation=config.core_normalisation,
+        gabor_bank=config.gabor_bank,
     )
     readout: DenseReadout | FactorisedReadout
     if config.architecture == "kindel2017":

@@ -20,6 +20,9 @@
     (``core_normalisation``): the core saturates with contrast, so images synthesized
     to drive a unit as hard as possible are promised rates closer to what simulated
     units gave (`DIVISIVE_NOTES`), at some cost in fit quality.
+``"gabor"``
+    ``recommended`` whose readout also sees a fixed Gabor bank's channels
+    (``gabor_bank``, `closedloop.model.gabor_bank`) at the core's grid positions.
 
 ``DEFAULT_PRESET`` names the preset `closedloop fit` uses when no model is given.
 """
@@ -48,7 +51,14 @@ RECOMMENDED = ModelConfig(
 
 DIVISIVE = RECOMMENDED.replace(core_normalisation="divisive")
 
-PRESETS: dict[str, ModelConfig] = {"kindel2017": KINDEL2017, "recommended": RECOMMENDED, "divisive": DIVISIVE}
+GABOR = RECOMMENDED.replace(gabor_bank=True)
+
+PRESETS: dict[str, ModelConfig] = {
+    "kindel2017": KINDEL2017,
+    "recommended": RECOMMENDED,
+    "divisive": DIVISIVE,
+    "gabor": GABOR,
+}
 
 DEFAULT_PRESET = "recommended"
 

@@ -33,6 +33,11 @@ def test_divisive_is_recommended_with_a_normalising_core(tmp_path: Path) -> None
     assert config == RECOMMENDED.replace(max_epochs=1000, patience=50, ensemble_size=4, core_normalisation="divisive")
 
 
+def test_gabor_is_recommended_with_a_gabor_bank(tmp_path: Path) -> None:
+    config = _config(tmp_path, {**UNSET, "fit.architecture": "gabor", "fit.stop_metric": "loss"})
+    assert config == RECOMMENDED.replace(max_epochs=1000, patience=50, gabor_bank=True, stop_metric="loss")
+
+
 def test_given_settings_replace_the_presets(tmp_path: Path) -> None:
     changes = {
         **UNSET,

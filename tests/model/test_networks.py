@@ -99,6 +99,7 @@ def test_config_round_trips_through_yaml():
         batch_norm=True,
         input_normalisation="zscore",
         core_normalisation="divisive",
+        gabor_bank=True,
     )
     text = yaml.safe_dump({"model": config.to_dict()})
     assert ModelConfig.from_dict(yaml.safe_load(text)["model"]) == config
@@ -127,6 +128,7 @@ def test_config_accepts_yaml_exponent_strings():
         ({"batch_norm": "yes"}, "model.batch_norm", "true or false"),
         ({"input_normalisation": "whiten"}, "model.input_normalisation", "none, zscore"),
         ({"core_normalisation": "heeger"}, "model.core_normalisation", "none, divisive"),
+        ({"gabor_bank": "yes"}, "model.gabor_bank", "true or false"),
         ({"stop_sets": "random"}, "model.stop_sets", "shared, rotating"),
         ({"refit": "yes"}, "model.refit", "true or false"),
         ({"output_knots": -1}, "model.output_knots", ">= 0"),
@@ -153,6 +155,8 @@ def test_member_seeds_do_not_depend_on_ensemble_size():
         {"architecture": "factorised", "batch_norm": True, "pool_layers": (1,), "input_normalisation": "zscore"},
         {"architecture": "factorised", "batch_norm": True, "pool_layers": (1,), "output_knots": 4},
         {"architecture": "factorised", "batch_norm": True, "pool_layers": (1,), "core_normalisation": "divisive"},
+        {"architecture": "factorised", "batch_norm": True, "pool_layers": (1,), "gabor_bank": True},
+        {"architecture": "kindel2017", "gabor_bank": True},
     ],
 )
 def test_fused_ensemble_equals_independent_members(options):

@@ -1,0 +1,103 @@
+"""A fixed bank of Gabor filters whose responses sit next to the learned core's channels.
+
+V1 is described well by quadrature pairs of Gabor filters (simple cells: one phase,
+half-wave rectified; complex cells: the pair's energy).  A learned core has to find such
+filters from a few hundred images; this bank gives the readout them for free, at the
+same grid positions as the core's own output, so each unit's readout can weigh fixed
+and learned features alike.  Nothing here is trained: the filters are a buffer that is
+rebuilt from the geometry, never saved.
+
+Channels, for every wavelength × orientation: the pair's energy and its four half-wave
+rectified phases (even+, even−, odd+, odd−), averaged over a window as wide as the
+spacing of the core's grid.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+#: Wavelengths in input pixels (about half an octave apart; the input is the display image
+#: downsampled twice, so 4 px is 8 display pixels) and orientations per wavelength.
+WAVELENGTHS_PX = (4.0, 6.0, 9.0)
+N_ORIENTATIONS = 8
+#: Envelope width per wavelength (about 1.5 octaves of spatial-frequency bandwidth).
+SIGMA_PER_WAVELENGTH = 0.4
+KERNEL_SIZE = 15
+PHASES = ("energy", "even+", "even-", "odd+", "odd-")
+
+
+def gabor_pairs(
+    wavelengths: tuple[float, ...] = WAVELENGTHS_PX, n_orientations: int = N_ORIENTATIONS, size: int = KERNEL_SIZE
+) -> torch.Tensor:
+    """(2·P, 1, size, size) zero-mean, unit-norm Gabor filters: even then odd of each of the
+    P = wavelengths × orientations pairs."""
+    axis = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
+    y, x = torch.meshgrid(axis, axis, indexing="ij")
+    filters = []
+    for wavelength in wavelengths:
+        sigma = SIGMA_PER_WAVELENGTH * wavelength
+        envelope = torch.exp(-(x**2 + y**2) / (2 * sigma**2))
+        for k in range(n_orientations):
+            theta = math.pi * k / n_orientations
+            along = x * math.cos(theta) + y * math.sin(theta)
+            for phase in (0.0, math.pi / 2):
+                carrier = envelope * torch.cos(2 * math.pi * along / wavelength + phase)
+                # No response to uniform light (the even filter's carrier has a mean).
+                carrier = carrier - envelope * (carrier.sum() / envelope.sum())
+                filters.append(carrier / carrier.norm())
+    return torch.stack(filters).unsqueeze(1).float()
+
+
+class GaborBank(nn.Module):
+    """Fixed Gabor features sampled on a core's output grid.
+
+    Parameters
+    ----------
+    grid_size
+        Side of the core's output grid.
+    grid_start, grid_step
+        Input pixel (0-based, may be fractional) under the grid's first position, and the
+        pixels between neighbouring positions (see `closedloop.model.cores.ConvCore.grid_geometry`).
+
+    Input (B, 1, H, W) standardised images; output (B, n_features, grid_size, grid_size),
+    non-negative.  Beyond the image's border the image's own edge pixels are repeated (the
+    display's background), so positions near the edge see no artificial frame.
+    """
+
+    filters: torch.Tensor
+
+    def __init__(self, grid_size: int, grid_start: float, grid_step: int):
+        super().__init__()
+        if grid_size < 1 or grid_step < 1:
+            raise ValueError(f"grid_size ({grid_size}) and grid_step ({grid_step}) must be at least 1")
+        self.register_buffer("filters", gabor_pairs(), persistent=False)
+        self.grid_size, self.grid_step = grid_size, grid_step
+        # Average each response over one grid cell (an odd window), then sample every grid_step.
+        self.window = 2 * (grid_step // 2) + 1
+        if grid_start != int(grid_start):
+            # An even grid step puts cell centres between pixels; sample the pixel before it.
+            grid_start = math.floor(grid_start)
+        self.grid_start = int(grid_start)
+        self.n_features = len(PHASES) * (self.filters.shape[0] // 2)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        half = self.filters.shape[-1] // 2 + self.window // 2
+        padded = F.pad(images, (half,) * 4, mode="replicate")
+        last = self.grid_start + self.grid_step * (self.grid_size - 1)
+        # Only the rows and columns the sampled windows need (every position's kernel reaches them).
+        region = padded[..., self.grid_start : last + 2 * half + 1, self.grid_start : last + 2 * half + 1]
+        responses = F.conv2d(region, self.filters)
+        even, odd = responses[:, 0::2], responses[:, 1::2]
+        energy = torch.sqrt(even.square() + odd.square() + 1e-6)
+        features = torch.cat([energy, F.relu(even), F.relu(-even), F.relu(odd), F.relu(-odd)], dim=1)
+        return F.avg_pool2d(features, self.window, self.grid_step)
+
+    def extra_repr(self) -> str:
+        return (
+            f"n_features={self.n_features}, grid={self.grid_size}×{self.grid_size} from px {self.grid_start} "
+            f"every {self.grid_step} px"
+        )

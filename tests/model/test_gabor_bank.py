@@ -1,0 +1,146 @@
+"""The fixed Gabor bank: quadrature filters, and features at the learned core's grid positions."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _synthetic_responses import make_dataset  # noqa: E402
+
+from closedloop.model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
+from closedloop.model.cores import ConvCore  # noqa: E402
+from closedloop.model.gabor_bank import N_ORIENTATIONS, WAVELENGTHS_PX, GaborBank, gabor_pairs  # noqa: E402
+from closedloop.model.model_config import ModelConfig  # noqa: E402
+from closedloop.model.predict import predict  # noqa: E402
+from closedloop.model.presets import preset  # noqa: E402
+from closedloop.model.train import fit_model  # noqa: E402
+
+
+def grating(size: int, wavelength: float, theta: float, phase: float) -> torch.Tensor:
+    axis = torch.arange(size, dtype=torch.float64)
+    y, x = torch.meshgrid(axis, axis, indexing="ij")
+    along = x * math.cos(theta) + y * math.sin(theta)
+    return torch.cos(2 * math.pi * along / wavelength + phase).float()
+
+
+def test_filters_are_zero_mean_unit_norm_pairs() -> None:
+    filters = gabor_pairs()
+    assert filters.shape[0] == 2 * len(WAVELENGTHS_PX) * N_ORIENTATIONS
+    flat = filters.flatten(1).double()
+    assert torch.allclose(flat.sum(1), torch.zeros(len(flat), dtype=torch.float64), atol=1e-5)
+    assert torch.allclose(flat.norm(dim=1), torch.ones(len(flat), dtype=torch.float64), atol=1e-5)
+
+
+def test_energy_is_phase_invariant_and_tuned() -> None:
+    # A complex cell: the pair's energy hardly changes as a preferred grating drifts, while each
+    # filter's own response swings through zero; a grating at the orthogonal orientation barely drives it.
+    filters = gabor_pairs()
+    pair = 2 * (1 * N_ORIENTATIONS + 2)  # wavelength 6 px, orientation 2 of 8 (45 degrees)
+    even, odd = filters[pair, 0], filters[pair + 1, 0]
+    size = even.shape[-1]
+    energies, evens = [], []
+    for phase in torch.linspace(0, 2 * math.pi, 9)[:-1].tolist():
+        image = grating(size, WAVELENGTHS_PX[1], math.pi / 4, phase)
+        e, o = float((image * even).sum()), float((image * odd).sum())
+        energies.append(math.hypot(e, o))
+        evens.append(e)
+    assert max(energies) / min(energies) < 1.1
+    assert min(evens) < -0.5 * max(energies) and max(evens) > 0.5 * max(energies)
+    orthogonal = grating(size, WAVELENGTHS_PX[1], 3 * math.pi / 4, 0.3)
+    assert math.hypot(float((orthogonal * even).sum()), float((orthogonal * odd).sum())) < 0.1 * min(energies)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"pool_layers": (1,)},  # recommended: 7 x 7 grid every 2 px from px 10
+        {},  # the paper's: pooled after both layers, 3 x 3 every 4 px
+        {"pool_layers": (1,), "padding": "same"},
+        {"kernels": (5, 3), "pool_layers": (2,)},
+    ],
+)
+def test_grid_geometry_is_where_the_learned_core_looks(options) -> None:
+    # The centre of the input pixels that each output position of the learned core depends on
+    # (its gradient's support) is where grid_geometry says that position sits.
+    kernels = options.pop("kernels", (7, 7))
+    core = ConvCore(input_size=33, filters=(2, 2), kernels=kernels, **options)
+    with torch.no_grad():
+        for layer in core.layers:
+            layer.weight.fill_(0.01)
+            layer.bias.fill_(1.0)  # every ReLU passes, so every pixel of the field matters
+    start, step = core.grid_geometry()
+    size = core.output_shape[-1]
+    generator = torch.Generator().manual_seed(0)
+    for index in {size // 2, 0 if core.padding == "valid" else size // 2}:
+        # Max-pooling passes a gradient to one pixel of its window: random images reach them all.
+        images = torch.rand(64, 33, 33, generator=generator, requires_grad=True)
+        core(images)[:, 0, index, index].sum().backward()
+        rows = torch.nonzero(images.grad.abs().sum((0, 2))).flatten()
+        assert (rows.min() + rows.max()).item() / 2 == pytest.approx(start + step * index, abs=0.5)
+
+
+def test_bank_features_peak_where_the_pattern_is() -> None:
+    # A small grating patch centred under grid position (2, 5) drives the matching energy
+    # channel most at that position.
+    bank = GaborBank(grid_size=7, grid_start=10.0, grid_step=2)
+    row, col = 10 + 2 * 2, 10 + 2 * 5
+    patch = grating(33, WAVELENGTHS_PX[0], 0.0, 0.0)
+    axis = torch.arange(33, dtype=torch.float32)
+    envelope = torch.exp(-((axis[:, None] - row) ** 2 + (axis[None, :] - col) ** 2) / (2 * 2.0**2))
+    features = bank((patch * envelope)[None, None])
+    assert features.shape == (1, bank.n_features, 7, 7)
+    assert (features >= 0).all()
+    energy = features[0, 0]  # wavelength 4 px, orientation 0: the patch's own
+    assert divmod(int(energy.argmax()), 7) == (2, 5)
+
+
+def test_core_with_bank_adds_its_channels_and_keeps_gradients() -> None:
+    core = ConvCore(n_members=2, input_size=33, pool_layers=(1,), batch_norm=True, gabor_bank=True)
+    assert core.bank is not None
+    assert core.output_shape == (32 + core.bank.n_features, 7, 7)
+    images = torch.rand(3, 33, 33, requires_grad=True)
+    out = core(images)
+    assert out.shape == (3, 2 * core.output_shape[0], 7, 7)
+    # Synthesis needs pixel gradients through the bank's channels, not only the learned ones.
+    bank_channels = out.unflatten(1, (2, -1))[:, :, 32:]
+    bank_channels.sum().backward()
+    assert images.grad is not None and images.grad.abs().sum() > 0
+    assert "core.bank.filters" not in {f"core.{name}" for name in core.state_dict()}  # rebuilt, never saved
+
+
+def test_gabor_preset() -> None:
+    assert preset("gabor").gabor_bank
+    assert not preset("recommended").gabor_bank
+
+
+def test_sessions_fused_into_one_core_each_get_their_own_bank_features() -> None:
+    # Fused sessions (closedloop.model.multi_session) give every member its own images.
+    core = ConvCore(n_members=2, input_size=33, pool_layers=(1,), gabor_bank=True).eval()
+    images = torch.rand(3, 2, 33, 33, generator=torch.Generator().manual_seed(4))
+    shared = ConvCore(n_members=2, input_size=33, pool_layers=(1,), gabor_bank=True).eval()
+    shared.load_state_dict(core.state_dict())
+    core.layers[0].shared_input = False
+    with torch.no_grad():
+        fused = core(images).unflatten(1, (2, -1))
+        for member in range(2):
+            alone = shared(images[:, member]).unflatten(1, (2, -1))[:, member]
+            assert torch.allclose(fused[:, member], alone, atol=1e-5)
+
+
+def test_a_gabor_model_trains_saves_and_loads(tmp_path) -> None:
+    dataset = make_dataset(n_images=40, n_units=3, size=15, seed=2)
+    config = ModelConfig(
+        architecture="factorised", core_filters=(4,), core_kernels=(5,), max_epochs=5, seed=0, ensemble_size=2
+    )
+    result = fit_model(dataset, config.replace(gabor_bank=True), device="cpu")
+    assert result.model.core.bank is not None
+    path = save_checkpoint(tmp_path / "model.pt", result, metrics={}, model_version=1)
+    loaded = load_checkpoint(path, device="cpu")
+    assert loaded.config.gabor_bank
+    assert np.array_equal(predict(loaded, dataset.images), predict(result.model, dataset.images))
