@@ -9,7 +9,10 @@ rebuilt from the geometry, never saved.
 
 Channels, for every wavelength × orientation: the pair's energy and its four half-wave
 rectified phases (even+, even−, odd+, odd−), averaged over a window as wide as the
-spacing of the core's grid.
+spacing of the core's grid, then divided by ``SEMISATURATION`` plus the mean energy of all
+pairs there (divisive normalisation, Heeger 1992).  Without the division the features grow
+in proportion to contrast, and images synthesized to drive a unit hard, which pile contrast
+where it looks, were promised rates far above the truth (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ N_ORIENTATIONS = 8
 #: Envelope width per wavelength (about 1.5 octaves of spatial-frequency bandwidth).
 SIGMA_PER_WAVELENGTH = 0.4
 KERNEL_SIZE = 15
+#: In units of the standardised image's energy (pixels z-scored over the training images).
+SEMISATURATION = 1.0
 PHASES = ("energy", "even+", "even-", "odd+", "odd-")
 
 
@@ -64,8 +69,8 @@ class GaborBank(nn.Module):
         pixels between neighbouring positions (see `closedloop.model.cores.ConvCore.grid_geometry`).
 
     Input (B, 1, H, W) standardised images; output (B, n_features, grid_size, grid_size),
-    non-negative.  Beyond the image's border the image's own edge pixels are repeated (the
-    display's background), so positions near the edge see no artificial frame.
+    non-negative and normalised (see the module notes).  Beyond the image's border its own
+    edge pixels are repeated (the display's background), so no artificial frame is seen.
     """
 
     filters: torch.Tensor
@@ -79,7 +84,7 @@ class GaborBank(nn.Module):
         # Average each response over one grid cell (an odd window), then sample every grid_step.
         self.window = 2 * (grid_step // 2) + 1
         if grid_start != int(grid_start):
-            # An even grid step puts cell centres between pixels; sample the pixel before it.
+            # An even kernel puts a position's centre between two pixels: take the one before.
             grid_start = math.floor(grid_start)
         self.grid_start = int(grid_start)
         self.n_features = len(PHASES) * (self.filters.shape[0] // 2)
@@ -94,7 +99,9 @@ class GaborBank(nn.Module):
         even, odd = responses[:, 0::2], responses[:, 1::2]
         energy = torch.sqrt(even.square() + odd.square() + 1e-6)
         features = torch.cat([energy, F.relu(even), F.relu(-even), F.relu(odd), F.relu(-odd)], dim=1)
-        return F.avg_pool2d(features, self.window, self.grid_step)
+        features = F.avg_pool2d(features, self.window, self.grid_step)
+        pool = features[:, : energy.shape[1]].mean(dim=1, keepdim=True)
+        return features / (SEMISATURATION + pool)
 
     def extra_repr(self) -> str:
         return (

@@ -144,3 +144,15 @@ def test_a_gabor_model_trains_saves_and_loads(tmp_path) -> None:
     loaded = load_checkpoint(path, device="cpu")
     assert loaded.config.gabor_bank
     assert np.array_equal(predict(loaded, dataset.images), predict(result.model, dataset.images))
+
+
+def test_features_grow_less_than_contrast() -> None:
+    # Divisive normalisation: four times the contrast gives less than four times the features,
+    # and a faint pattern is nearly linear.
+    bank = GaborBank(grid_size=7, grid_start=10.0, grid_step=2)
+    image = torch.rand(1, 1, 33, 33, generator=torch.Generator().manual_seed(5)) - 0.5
+    with torch.no_grad():
+        faint = (bank(0.04 * image).sum() / bank(0.01 * image).sum()).item()
+        strong = (bank(40 * image).sum() / bank(10 * image).sum()).item()
+    assert 3.5 < faint <= 4.0
+    assert 1.0 <= strong < 1.5
