@@ -138,7 +138,8 @@ GABOR_NOTES = (
     "50 / 71 / 90 % (deep: 8 well-fit units vs 2); pooled percentile r from grey 0.75 / 0.85 / 0.78 / 0.48 / 0.86 vs "
     "0.83 / 0.77 / 0.77 / 0.83 / 0.83; CNN fit 52-57 s on 2 CPU cores. Not the default: it loses on the brain with "
     "receptive fields at the aperture's rim, which the bank (each grid position's surround, about +-7 px of 33) "
-    "cannot see. With padding 'same' and l1_readout 0.1: off-centre 0.866, classic 0.891, 218-230 s. Without the "
+    "cannot see. With padding 'same' and l1_readout 0.1: 0.891 / 0.848 / 0.628 / 0.866 / 0.911, every brain above "
+    "the default, but 218-271 s per fit (the bank recomputed every epoch on the 16x16 grid). Without the "
     "divisive normalisation of the bank: r/oracle within 0.015 but 'max' promised 1.18-2.10x the true rate."
 )
 
