@@ -60,9 +60,10 @@ class ModelConfig:
     gabor_bank
         False (default): the readout sees the learned core's channels only.  True: also a
         fixed bank of Gabor quadrature pairs (3 wavelengths × 8 orientations; each pair's
-        energy and four half-wave rectified phases, `closedloop.model.gabor_bank`) sampled at
-        the core's grid positions, so units that are well described as simple or complex
-        cells need not wait for the core to learn such filters from a few hundred images.
+        energy and four half-wave rectified phases, divisively normalised,
+        `closedloop.model.gabor_bank`) sampled at the core's grid positions, so units that
+        are well described as simple or complex cells need not wait for the core to learn
+        such filters from a few hundred images.
     dense_units, dropout_keep
         Dense readout hidden width and the probability of *keeping* a hidden unit.
     output_nonlinearity
