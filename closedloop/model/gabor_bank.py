@@ -83,10 +83,8 @@ class GaborBank(nn.Module):
         self.grid_size, self.grid_step = grid_size, grid_step
         # Average each response over one grid cell (an odd window), then sample every grid_step.
         self.window = 2 * (grid_step // 2) + 1
-        if grid_start != int(grid_start):
-            # An even kernel puts a position's centre between two pixels: take the one before.
-            grid_start = math.floor(grid_start)
-        self.grid_start = int(grid_start)
+        # An even kernel puts a position's centre between two pixels: take the one before.
+        self.grid_start = math.floor(grid_start)
         self.n_features = len(PHASES) * (self.filters.shape[0] // 2)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
