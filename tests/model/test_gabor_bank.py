@@ -15,7 +15,13 @@ from _synthetic_responses import make_dataset  # noqa: E402
 
 from closedloop.model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from closedloop.model.cores import ConvCore  # noqa: E402
-from closedloop.model.gabor_bank import N_ORIENTATIONS, WAVELENGTHS_PX, GaborBank, gabor_pairs  # noqa: E402
+from closedloop.model.gabor_bank import (  # noqa: E402
+    MEMO_SIZE,
+    N_ORIENTATIONS,
+    WAVELENGTHS_PX,
+    GaborBank,
+    gabor_pairs,
+)
 from closedloop.model.model_config import ModelConfig  # noqa: E402
 from closedloop.model.predict import predict  # noqa: E402
 from closedloop.model.presets import preset  # noqa: E402
@@ -156,3 +162,59 @@ def test_features_grow_less_than_contrast() -> None:
         strong = (bank(40 * image).sum() / bank(10 * image).sum()).item()
     assert 3.5 < faint <= 4.0
     assert 1.0 <= strong < 1.5
+
+
+def test_features_of_a_repeated_input_are_reused_and_of_a_changed_one_recomputed() -> None:
+    bank = GaborBank(grid_size=7, grid_start=10.0, grid_step=2)
+    images = torch.rand(4, 1, 33, 33, generator=torch.Generator().manual_seed(6))
+    first = bank(images)
+    assert bank(images.clone()) is first  # equal content, another tensor: reused
+    images[2, 0, 16, 16] += 1.0  # changed in place: never served the old features
+    changed = bank(images)
+    assert changed is not first and torch.equal(changed, bank._features(images))
+    assert not torch.equal(changed[2], first[2]) and torch.equal(changed[0], first[0])
+    # Only the last MEMO_SIZE inputs are kept.
+    others = [torch.rand(4, 1, 33, 33) for _ in range(MEMO_SIZE)]
+    for other in others:
+        bank(other)
+    assert bank(images) is not changed
+    # A gradient-carrying input (synthesis) is never served kept features, and gets its gradient.
+    pixels = images.clone().requires_grad_(True)
+    features = bank(pixels)
+    features.sum().backward()
+    assert features.requires_grad and pixels.grad is not None and pixels.grad.abs().sum() > 0
+    # Nothing computed in inference mode is kept (it could not take part in training later).
+    fresh = torch.rand(4, 1, 33, 33)
+    with torch.inference_mode():
+        bank(fresh)
+    assert all(not torch.equal(seen, fresh) for seen, _ in bank._memo)
+
+
+def test_a_fit_reusing_bank_features_equals_one_recomputing_them(monkeypatch) -> None:
+    dataset = make_dataset(n_images=40, n_units=3, size=15, seed=3)
+    config = ModelConfig(
+        architecture="factorised",
+        core_filters=(4,),
+        core_kernels=(5,),
+        batch_norm=True,
+        max_epochs=6,
+        seed=0,
+        ensemble_size=2,
+        stop_sets="rotating",
+        gabor_bank=True,
+    )
+    computed = []
+    features = GaborBank._features
+
+    def counted(self, images):
+        computed.append(len(images))
+        return features(self, images)
+
+    monkeypatch.setattr(GaborBank, "_features", counted)
+    reused = fit_model(dataset, config, device="cpu")
+    passes_reused = len(computed)
+    monkeypatch.setattr(GaborBank, "forward", counted)
+    computed.clear()
+    recomputed = fit_model(dataset, config, device="cpu")
+    assert passes_reused < len(computed) / 3  # once per member's image set, not per epoch
+    assert np.array_equal(predict(reused.model, dataset.images), predict(recomputed.model, dataset.images))
