@@ -143,7 +143,8 @@ class Fit:
     ``architecture`` names a starting point: ``recommended`` (the preset that closes
     most of the gap to the noise ceiling, `closedloop.model.presets`), ``divisive``
     (``recommended`` with a core that saturates with contrast), ``gabor``
-    (``recommended`` whose readout also sees a fixed Gabor bank), ``kindel2017``
+    (``recommended`` whose readout also sees a fixed Gabor bank), ``gabor-wide`` (``gabor``
+    on a readout grid that reaches the image's edges), ``kindel2017``
     (Table 1), ``factorised`` (Table 1's core with the factorised readout) or
     ``linear`` (ridge regression on pixels).  ``learning_rate``, ``dropout_keep``,
     ``input_noise`` (training-image noise, `ModelConfig.input_noise`), ``stop_metric``
@@ -163,7 +164,9 @@ class Fit:
 
     max_epochs: int = setting(ge=1, le=100_000)
     patience: int = setting(ge=1, le=100_000)
-    architecture: Literal["recommended", "divisive", "gabor", "kindel2017", "factorised", "linear"] = "kindel2017"
+    architecture: Literal["recommended", "divisive", "gabor", "gabor-wide", "kindel2017", "factorised", "linear"] = (
+        "kindel2017"
+    )
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     holdout_fraction: float = setting(0.2, gt=0, lt=1)
     stop_fraction: float = setting(0.14, gt=0, lt=1)
@@ -255,12 +258,13 @@ _ARCHITECTURE_BASE: dict[str, ModelConfig] = {
     "recommended": PRESETS["recommended"],
     "divisive": PRESETS["divisive"],
     "gabor": PRESETS["gabor"],
+    "gabor-wide": PRESETS["gabor-wide"],
     "kindel2017": PRESETS["kindel2017"],
     "factorised": PRESETS["kindel2017"].replace(architecture="factorised"),
     "linear": ModelConfig(architecture="linear"),
 }
 # Settings only some architectures have: the dense readout's dropout; gradient steps.
-_GRADIENT_TRAINED = ("recommended", "divisive", "gabor", "kindel2017", "factorised")
+_GRADIENT_TRAINED = ("recommended", "divisive", "gabor", "gabor-wide", "kindel2017", "factorised")
 _USED_BY = {
     "dropout_keep": ("kindel2017",),
     "learning_rate": _GRADIENT_TRAINED,

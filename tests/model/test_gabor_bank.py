@@ -23,6 +23,7 @@ from closedloop.model.gabor_bank import (  # noqa: E402
     gabor_pairs,
 )
 from closedloop.model.model_config import ModelConfig  # noqa: E402
+from closedloop.model.networks import build_network  # noqa: E402
 from closedloop.model.predict import predict  # noqa: E402
 from closedloop.model.presets import preset  # noqa: E402
 from closedloop.model.train import fit_model  # noqa: E402
@@ -123,6 +124,17 @@ def test_core_with_bank_adds_its_channels_and_keeps_gradients() -> None:
 def test_gabor_preset() -> None:
     assert preset("gabor").gabor_bank
     assert not preset("recommended").gabor_bank
+
+
+def test_gabor_wide_reads_out_up_to_the_image_edges() -> None:
+    # The gabor preset's grid stops about 10 px in from the edge (receptive fields at the rim
+    # fitted worse); gabor-wide's first and last positions lie within 2 px of the edges.
+    for name, reaches_edges in (("gabor", False), ("gabor-wide", True)):
+        core = build_network(preset(name), n_units=3, n_members=1, input_size=33).core
+        assert core.bank is not None
+        first = core.bank.grid_start
+        last = first + core.bank.grid_step * (core.bank.grid_size - 1)
+        assert (first <= 2 and last >= 30) == reaches_edges, (name, first, last)
 
 
 def test_sessions_fused_into_one_core_each_get_their_own_bank_features() -> None:
