@@ -10,7 +10,10 @@ Families (scenario files under ``sim/``), each a different V1 model class:
 - ``offset``        sim/offset.yaml: classic units whose RFs sit 0.35–0.7 deg off the
                     aperture centre, many partly outside it;
 - ``textures``      sim/textures.yaml: classic units shown 1/f noise and dead leaves
-                    next to photographs.
+                    next to photographs;
+- ``normalised-rim`` sim/normalised_rim.yaml: normalised units whose RFs sit toward the
+                    aperture's rim, shown all three image kinds — added after the gabor
+                    presets were chosen on the five above, as a brain none was compared on.
 
 Steps:
 
@@ -57,6 +60,7 @@ FAMILIES = {
     "deep": "sim/deep.yaml",
     "offset": "sim/offset.yaml",
     "textures": "sim/textures.yaml",
+    "normalised-rim": "sim/normalised_rim.yaml",
 }
 PERCENTILE_TARGETS = "p20,p35,p50,p65,p80"
 #: A family saturates when the "max" image's true rate is within this factor of the best natural image's.

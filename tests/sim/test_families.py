@@ -13,7 +13,7 @@ from closedloop.sim.archive import ArchiveSpec, make_archive, population_for, sp
 from closedloop.sim.stimuli import dead_leaves, pink_noise, stimulus_set
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "sim"
-FAMILY_FILES = ("normalisation.yaml", "deep.yaml", "offset.yaml", "textures.yaml")
+FAMILY_FILES = ("normalisation.yaml", "deep.yaml", "offset.yaml", "textures.yaml", "normalised_rim.yaml")
 
 
 def small(family: str, **changes) -> SimulatedV1:
