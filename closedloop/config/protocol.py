@@ -50,6 +50,10 @@ DEFAULT_HELDOUT_MEMBERS = 1
 SynthesisStart = Literal["blank", "natural"]
 START_MODES: tuple[str, ...] = get_args(SynthesisStart)
 
+#: What a protocol's fit starts from: every model preset (`closedloop.model.presets.PRESETS`),
+#: Table 1's core with the factorised readout, or ridge regression on pixels.
+FitArchitecture = Literal["recommended", "divisive", "gabor", "gabor-wide", "kindel2017", "factorised", "linear"]
+
 
 @dataclass(frozen=True)
 class Target:
@@ -164,9 +168,7 @@ class Fit:
 
     max_epochs: int = setting(ge=1, le=100_000)
     patience: int = setting(ge=1, le=100_000)
-    architecture: Literal["recommended", "divisive", "gabor", "gabor-wide", "kindel2017", "factorised", "linear"] = (
-        "kindel2017"
-    )
+    architecture: FitArchitecture = "kindel2017"
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     holdout_fraction: float = setting(0.2, gt=0, lt=1)
     stop_fraction: float = setting(0.14, gt=0, lt=1)
@@ -255,16 +257,12 @@ class Fit:
 
 # What each architecture starts from; a protocol's fit section changes only what it gives.
 _ARCHITECTURE_BASE: dict[str, ModelConfig] = {
-    "recommended": PRESETS["recommended"],
-    "divisive": PRESETS["divisive"],
-    "gabor": PRESETS["gabor"],
-    "gabor-wide": PRESETS["gabor-wide"],
-    "kindel2017": PRESETS["kindel2017"],
+    **PRESETS,
     "factorised": PRESETS["kindel2017"].replace(architecture="factorised"),
     "linear": ModelConfig(architecture="linear"),
 }
 # Settings only some architectures have: the dense readout's dropout; gradient steps.
-_GRADIENT_TRAINED = ("recommended", "divisive", "gabor", "gabor-wide", "kindel2017", "factorised")
+_GRADIENT_TRAINED = tuple(name for name in get_args(FitArchitecture) if name != "linear")
 _USED_BY = {
     "dropout_keep": ("kindel2017",),
     "learning_rate": _GRADIENT_TRAINED,

@@ -44,6 +44,15 @@ def test_gabor_wide_is_gabor_on_a_grid_reaching_the_edges(tmp_path: Path) -> Non
     assert config == wide.replace(max_epochs=1000, patience=50, ensemble_size=4)
 
 
+def test_every_model_preset_is_a_protocol_architecture() -> None:
+    from typing import get_args
+
+    from closedloop.config.protocol import _ARCHITECTURE_BASE, FitArchitecture
+    from closedloop.model.presets import PRESETS
+
+    assert set(get_args(FitArchitecture)) == set(_ARCHITECTURE_BASE) == {*PRESETS, "factorised", "linear"}
+
+
 def test_given_settings_replace_the_presets(tmp_path: Path) -> None:
     changes = {
         **UNSET,
