@@ -18,7 +18,7 @@ ENSEMBLE_MODES = ("auto", "fused", "independent")
 STOP_SETS = ("shared", "rotating")
 STOP_METRICS = ("loss", "correlation")
 OUTPUT_NONLINEARITIES = ("softplus", "none")
-OUTPUT_TAILS = ("learned", "identity")
+OUTPUT_TAILS = ("learned", "identity", "flat")
 PADDINGS = ("valid", "same")
 INPUT_NORMALISATIONS = ("none", "zscore")
 CORE_NORMALISATIONS = ("none", "divisive")
@@ -78,9 +78,12 @@ class ModelConfig:
         Above the last hinge (3 standard deviations above the unit's mean drive, where
         few natural images reach): ``"learned"`` (default, as saved models before it)
         goes on with the slope learned at the hinge, so an expansive unit's rate keeps
-        accelerating; ``"identity"`` adds no further bend (slope 1, the affine map's).
-        Images synthesized to drive a unit as hard as possible land there, and a learned
-        expansive tail promised them rates the units did not reach.
+        accelerating; ``"identity"`` adds no further bend (slope 1, the affine map's);
+        ``"flat"`` stops there: no drive beyond the last hinge raises the rate, so a unit
+        is never promised more than the data range supports (it under-promises units
+        that truly keep rising).  Images synthesized to drive a unit as hard as possible
+        land there, and a learned expansive tail promised them rates the units did not
+        reach.
     learning_rate, max_epochs, patience
         Adam step size; epoch limit; epochs without improvement of the stopping-set
         loss before training stops (the best epoch's weights are restored).

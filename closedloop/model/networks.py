@@ -25,6 +25,9 @@ Table-1 network on a 33×33 input with 'valid' padding (per member, batch B)::
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TypeAlias
 
 import numpy as np
@@ -37,12 +40,40 @@ from closedloop.model.linear import LinearPixelModel
 from closedloop.model.model_config import ModelConfig
 from closedloop.model.readouts import DenseReadout, FactorisedReadout
 
-__all__ = ["CoreReadoutNetwork", "ModelConfig", "Network", "build_network"]
+__all__ = ["CoreReadoutNetwork", "ModelConfig", "Network", "build_network", "extrapolating_tails"]
 
 
 def inverse_softplus(rate: torch.Tensor) -> torch.Tensor:
     """x such that softplus(x) == rate, for rate > 0 (stable for large rates)."""
     return rate + torch.log(-torch.expm1(-rate))
+
+
+class _Extrapolation(threading.local):
+    rows: torch.Tensor | None = None
+
+
+_EXTRAPOLATION = _Extrapolation()
+
+
+@contextmanager
+def extrapolating_tails(rows: torch.Tensor) -> Iterator[None]:
+    """Within this block (in this thread), ``"flat"`` output tails go on at slope 1 past
+    their last hinge for the batch rows where ``rows`` is true, as ``"identity"`` tails do.
+
+    Synthesis maximises through it: a flat tail's rate has no gradient past the last
+    hinge, so an image pushed there would stop improving, while the rate it is promised
+    is still the flat tail's (the model's forward outside the block).
+
+    Parameters
+    ----------
+    rows
+        (batch,) bool, one per image of every forward pass inside the block.
+    """
+    before, _EXTRAPOLATION.rows = _EXTRAPOLATION.rows, rows
+    try:
+        yield
+    finally:
+        _EXTRAPOLATION.rows = before
 
 
 class UnitNonlinearity(nn.Module):
@@ -67,6 +98,10 @@ class UnitNonlinearity(nn.Module):
         self.tail = tail
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # (M, B, U)
+        if self.tail == "flat":  # the rate at the last hinge is the ceiling (`ModelConfig.output_tail`)
+            capped = torch.minimum(z, self.knots[:, None, None, -1])
+            rows = _EXTRAPOLATION.rows
+            z = capped if rows is None else torch.where(rows[None, :, None], z, capped)
         hinges = F.relu(z.unsqueeze(-1) - self.knots[:, None, None, :])
         if self.tail == "identity":  # no bend beyond the last hinge (`ModelConfig.output_tail`)
             hinges = torch.minimum(hinges, (self.knots[:, -1:] - self.knots)[:, None, None, :])

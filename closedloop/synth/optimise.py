@@ -54,6 +54,7 @@ import torch.nn.functional as F
 
 from closedloop.config.protocol import DEFAULT_HELDOUT_MEMBERS
 from closedloop.errors import ClosedLoopError
+from closedloop.model.networks import extrapolating_tails
 from closedloop.synth.canvas import Canvas, Projection
 from closedloop.synth.starts import BLANK, StartImages, choose_starts
 from closedloop.synth.targets import SynthesisJob
@@ -387,7 +388,9 @@ def synthesize(
                 if rows.numel() == 0:
                     break
             x = images[rows].detach().requires_grad_(True)
-            with torch.enable_grad():
+            # "max" images are pushed past a flat output tail's ceiling (`extrapolating_tails`);
+            # the rates they are promised below are the model's own, ceiling included.
+            with torch.enable_grad(), extrapolating_tails(objective.maximise[rows]):
                 rates, spread = members.optimising_rates(model, x, rows, penalised)
                 loss = objective.losses(rows, rates, x, spread)
                 (gradient,) = torch.autograd.grad(loss.sum(), x)

@@ -232,7 +232,7 @@ def test_unit_nonlinearity_starts_as_the_identity_and_can_bend():
         assert nonlinearity(z)[0, 0, 3] == pytest.approx(4.0 + 5 + 4 + 3 + 2 + 1)
 
 
-def test_identity_output_tail_stops_bending_after_the_last_hinge():
+def test_identity_and_flat_output_tails_after_the_last_hinge():
     config = ModelConfig(architecture="factorised", pool_layers=(1,), output_knots=3)
     learned = build_network(config, n_units=1).unit_nonlinearity
     identity = build_network(config.replace(output_tail="identity"), n_units=1).unit_nonlinearity
@@ -243,6 +243,12 @@ def test_identity_output_tail_stops_bending_after_the_last_hinge():
         assert torch.equal(learned(z)[..., :4], identity(z)[..., :4])  # the same up to the last hinge
         assert learned(z)[0, 0, 4] == pytest.approx(5 + 6 + 4 + 2)  # slope 4 goes on
         assert identity(z)[0, 0, 4] == pytest.approx(5 + 4 + 2)  # slope 1 beyond 3
+    flat = build_network(config.replace(output_tail="flat"), n_units=1).unit_nonlinearity
+    with torch.no_grad():
+        flat.slopes.fill_(1.0)
+        z = torch.tensor([[[-2.0, 0.0, 2.0, 3.0, 5.0, 50.0]]])
+        assert torch.equal(flat(z)[..., :4], identity(z[..., :4]))
+        assert torch.equal(flat(z)[..., 4:], flat(z)[..., 3:4].expand(1, 1, 2))  # no higher than at the hinge
     # saved models from before the option have no such field: they keep the learned tail
     old = {key: value for key, value in config.to_dict().items() if key != "output_tail"}
     assert ModelConfig.from_dict(old).output_tail == "learned"

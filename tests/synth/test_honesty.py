@@ -12,6 +12,8 @@ from closedloop.cli import main
 from closedloop.errors import ClosedLoopError
 from closedloop.model.checkpoint import load_checkpoint
 from closedloop.model.linear import LinearPixelModel
+from closedloop.model.model_config import ModelConfig
+from closedloop.model.networks import build_network, extrapolating_tails, inverse_softplus
 from closedloop.synth.canvas import Canvas
 from closedloop.synth.contrast import contrast_statistics, default_bound, rms_contrast
 from closedloop.synth.library import read_library
@@ -179,3 +181,29 @@ def test_every_member_optimises_and_reports_without_held_out_members(split_ensem
         result = synthesize(split_ensemble, jobs, canvas=Canvas(), scale_hz=np.array([30.0]), settings=settings)
         np.testing.assert_allclose(result.achieved_hz, _members(split_ensemble, result.images).mean(axis=0), rtol=1e-5)
         assert result.extra["heldout_members"] == 0
+
+
+def test_max_images_are_pushed_past_a_flat_tail_but_promised_no_more_than_its_ceiling():
+    config = ModelConfig(
+        architecture="factorised", core_filters=(4,), core_kernels=(5,), pool_layers=(), output_knots=3,
+        output_tail="flat", ensemble_size=1, seed=0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    model = build_network(config, n_units=1)
+    model.set_output_statistics(torch.tensor([10.0]), torch.tensor([5.0]))
+    with torch.no_grad():
+        model.readout.feature_weight.mul_(100.0)  # a drive that images can move by several units
+        model.readout.bias -= model.readout(model.core(torch.as_tensor(Canvas().blank(1))))[0]  # grey: z = 0
+    jobs = [SynthesisJob(0, Target("max"), float("nan")), SynthesisJob(0, Target("rate", 12.0), 12.0)]
+    settings = SynthesisSettings(steps=100, heldout_members=0)
+    result = synthesize(model.eval(), jobs, canvas=Canvas(), scale_hz=np.array([20.0]), settings=settings)
+    images = torch.as_tensor(result.images)
+    with torch.no_grad():
+        promised = model(images)[:, 0].numpy()
+        with extrapolating_tails(torch.ones(2, dtype=torch.bool)):
+            driven = model(images)[:, 0].numpy()
+    ceiling = float(torch.nn.functional.softplus(inverse_softplus(torch.tensor(10.0)) + 5.0 * 3.0))  # z = 3
+    np.testing.assert_allclose(result.achieved_hz, promised, rtol=1e-5)
+    assert result.achieved_hz[0] == pytest.approx(ceiling, rel=1e-4)
+    assert driven[0] > ceiling + 5.0  # the drive went on past the last hinge (z > 4)
+    assert result.converged[1] and abs(result.achieved_hz[1] - 12.0) <= settings.tolerance_hz
