@@ -57,6 +57,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     parser.add_argument("--seed", type=int, default=0, help="fit seed (default 0)")
     parser.add_argument(
+        "--preset", default="recommended", help="model preset (default recommended, as in benchmarks/README.md)"
+    )
+    parser.add_argument(
         "--out",
         type=Path,
         default=Path(tempfile.gettempdir()) / "closedloop-bench-shared-core",
@@ -148,11 +151,11 @@ def few_images(dataset, split, keep: int, seed: int):
 
 def family_rows(family: str, args: argparse.Namespace) -> dict:
     from closedloop.data.loader import load_dataset
-    from closedloop.model.presets import DEFAULT_PRESET, preset
+    from closedloop.model.presets import preset
     from closedloop.model.shared_core import fit_shared_core
     from closedloop.model.train import fit_model
 
-    config = preset(DEFAULT_PRESET)
+    config = preset(args.preset)
     datasets = [load_dataset(path, units="all") for path in sessions(family, args)]
     target = datasets[0]
     rows: dict[str, dict] = {}

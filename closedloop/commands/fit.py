@@ -28,6 +28,7 @@ from pathlib import Path
 
 from closedloop.commands.common import add_json_option, non_negative_int, positive_int, write_json
 from closedloop.errors import ClosedLoopError, DataFileError
+from closedloop.model.presets import DEFAULT_PRESET, PRESETS
 from closedloop.fitting.options import EXECUTORS, PRUNERS, SAMPLERS
 
 
@@ -51,7 +52,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="YAML",
         help="model configuration YAML (e.g. a search's best.yaml; a preset: key names the preset it changes)",
     )
-    choice.add_argument("--preset", metavar="NAME", help="named model configuration (e.g. kindel2017)")
+    choice.add_argument(
+        "--preset",
+        metavar="NAME",
+        help=f"named model configuration: {', '.join(PRESETS)} (default {DEFAULT_PRESET}; docs/guide.md compares them)",
+    )
     parser.add_argument(
         "--device", default="auto", metavar="DEVICE", help="auto (default: a GPU if present), cpu, cuda or cuda:N"
     )
