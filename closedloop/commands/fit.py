@@ -28,8 +28,8 @@ from pathlib import Path
 
 from closedloop.commands.common import add_json_option, non_negative_int, positive_int, write_json
 from closedloop.errors import ClosedLoopError, DataFileError
-from closedloop.model.presets import DEFAULT_PRESET, PRESETS
 from closedloop.fitting.options import EXECUTORS, PRUNERS, SAMPLERS
+from closedloop.model.presets import DEFAULT_PRESET, PRESETS
 
 
 def _gpu_fraction(text: str) -> float:
