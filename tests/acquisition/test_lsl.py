@@ -95,7 +95,9 @@ def test_lsl_end_to_end_outlet_adapter_runner_session(tmp_path, capsys):
         block_endpoint=rig.network.endpoint("responses"),
     )
     bridge = _Bridge(pylsl, array_endpoint, names, line=1)
-    supervisor = Supervisor([array], mode="thread", setup_timeout_s=60)
+    # Its own process, not a thread beside the runner and the LSL bridge (one GIL): once, on a shared
+    # 2-core machine, a stimulus message reached it 14 ms late and the runner rightly flagged the block.
+    supervisor = Supervisor([array], mode="process", setup_timeout_s=60)
     session = tmp_path / "s.h5"
     try:
         bridge.thread.start()
