@@ -148,7 +148,7 @@ class Fit:
     most of the gap to the noise ceiling, `closedloop.model.presets`), ``divisive``
     (``recommended`` with a core that saturates with contrast), ``gabor``
     (``recommended`` whose readout also sees a fixed Gabor bank), ``gabor-wide`` (``gabor``
-    on a readout grid that reaches the image's edges), ``kindel2017``
+    on a readout grid that reaches the image's edges, with a flat output tail), ``kindel2017``
     (Table 1), ``factorised`` (Table 1's core with the factorised readout) or
     ``linear`` (ridge regression on pixels).  ``learning_rate``, ``dropout_keep``,
     ``input_noise`` (training-image noise, `ModelConfig.input_noise`), ``stop_metric``

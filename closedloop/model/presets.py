@@ -162,7 +162,7 @@ GABOR_NOTES = (
 
 
 #: benchmarks/generalise.py as for GABOR_NOTES (fit seed 0, idle 2-core machine), gabor-wide vs recommended;
-#: up to "In the closed loop" measured with the identity output tail, which fitted within 0.004 of the flat one.
+#: from "Identity tail:" on measured with the identity output tail, which fitted within 0.004 of the flat one.
 GABOR_WIDE_NOTES = (
     "Flat output tail, 'max' images optimised past it (classic / normalisation / deep / off-centre / textures / "
     "normalised-rim): r/oracle 0.879 / 0.848 / 0.608 / 0.867 / 0.896 / 0.853; 'max' predicted/true 0.68 / 1.00 / 1.16"
