@@ -177,8 +177,7 @@ class CoreReadoutNetwork(nn.Module):
         return int(self.output_offset.shape[1])
 
     def forward_members(self, images: torch.Tensor) -> torch.Tensor:
-        # Every member sees the same images, so member 0's shift and scale serve all.
-        z = self.readout(self.core((images - self.input_shift[0]) / self.input_scale[0]))
+        z = self.readout(self.core(self._scaled(images)))
         if self.unit_nonlinearity is not None:
             z = self.unit_nonlinearity(z)
         pre = torch.addcmul(self.output_offset.unsqueeze(1), self.output_scale.unsqueeze(1), z)
@@ -214,6 +213,16 @@ class CoreReadoutNetwork(nn.Module):
         for name in ("input_shift", "input_scale"):
             state_dict.setdefault(prefix + name, getattr(self, name).detach().clone())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def _scaled(self, images: torch.Tensor) -> torch.Tensor:
+        # Every member sees the same images, so member 0's shift and scale serve all.
+        return (images - self.input_shift[0]) / self.input_scale[0]
+
+    def set_feature_statistics(self, images: torch.Tensor, sample_weight: torch.Tensor | None = None) -> None:
+        """Standardise the core's fixed features (its Gabor bank, if any) over the training
+        ``images``; ``sample_weight`` (n_members, batch) 0/1 says which images each member trains on.
+        Call after `set_input_statistics`: the features are those of the scaled images."""
+        self.core.set_bank_statistics(self._scaled(images), sample_weight)
 
     @torch.no_grad()
     def set_input_statistics(self, mean_pixel: float, std_pixel: float) -> None:

@@ -539,7 +539,7 @@ def _train_members(
 
     With ``refit_epochs`` (per member) there is no stopping set: member m keeps its
     weights after ``refit_epochs[m]`` epochs.  With ``initial_state`` (a warm start)
-    every parameter and buffer starts from it, output and input statistics included,
+    every parameter and buffer starts from it, output, input and feature statistics included,
     so training begins from exactly the previous model's predictions.
     """
     try:
@@ -555,11 +555,12 @@ def _train_members(
     model.set_output_statistics(data.mean_rate, data.std_rate)
     if config.input_normalisation == "zscore":
         model.set_input_statistics(float(data.train_images.mean()), float(data.train_images.std()))
+    model.to(data.device)
+    model.set_feature_statistics(data.train_images, data.train_mask)
     if core is not None:
         install_core(model, core)
     if initial_state is not None:
         model.load_state_dict(initial_state)
-    model.to(data.device)
     if members is not None:
         members.apply_to(model, data.device)
     fork_devices = [data.device] if data.device.type == "cuda" else []

@@ -14,7 +14,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _synthetic_responses import make_dataset  # noqa: E402
 
 from closedloop.model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
-from closedloop.model.cores import ConvCore  # noqa: E402
+from closedloop.model.cores import ConvCore, MemberBatchNorm, MemberStandardisation  # noqa: E402
 from closedloop.model.gabor_bank import (  # noqa: E402
     MEMO_SIZE,
     N_ORIENTATIONS,
@@ -162,6 +162,48 @@ def test_a_gabor_model_trains_saves_and_loads(tmp_path) -> None:
     loaded = load_checkpoint(path, device="cpu")
     assert loaded.config.gabor_bank
     assert np.array_equal(predict(loaded, dataset.images), predict(result.model, dataset.images))
+
+
+def test_a_fit_standardises_the_bank_over_its_training_images() -> None:
+    dataset = make_dataset(n_images=40, n_units=3, size=15, seed=2)
+    config = ModelConfig(architecture="factorised", core_filters=(4,), core_kernels=(5,), max_epochs=3, seed=0)
+    result = fit_model(dataset, config.replace(gabor_bank=True), device="cpu")
+    seen = []
+    result.model.core.bank_norm.register_forward_hook(lambda module, args, out: seen.append(out))
+    with torch.no_grad():
+        result.model(torch.as_tensor(dataset.images[result.split.train], dtype=torch.float32))
+    mean, variance = seen[0].mean(dim=(0, 2, 3)), seen[0].var(dim=(0, 2, 3), unbiased=False)
+    assert torch.allclose(mean, torch.zeros_like(mean), atol=1e-4)
+    assert torch.allclose(variance, torch.ones_like(variance), atol=1e-2)  # eps 1e-5 against faint channels
+    assert not any(p.requires_grad for p in result.model.core.bank_norm.parameters())  # nothing learned
+
+
+def test_members_are_standardised_over_their_own_images() -> None:
+    generator = torch.Generator().manual_seed(7)
+    features = torch.rand(6, 2 * 3, 4, 4, generator=generator) * torch.arange(1, 7).view(1, 6, 1, 1)
+    own = torch.tensor([[1, 1, 1, 0, 0, 0], [0, 1, 1, 1, 1, 1]], dtype=torch.float32)
+    norm = MemberStandardisation(n_members=2, channels=3)
+    norm.set_statistics(features, own)
+    out = norm(features).unflatten(1, (2, 3))
+    for member in range(2):
+        mine = out[own[member] > 0, member]
+        assert torch.allclose(mine.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
+        assert torch.allclose(mine.var(dim=(0, 2, 3), unbiased=False), torch.ones(3), atol=1e-3)
+
+
+def test_models_saved_with_a_batch_normalised_bank_predict_as_before() -> None:
+    # Until the bank was standardised once per fit, it had batch norm: its eval-mode map is kept.
+    old = MemberBatchNorm(n_members=2, channels=3)
+    generator = torch.Generator().manual_seed(8)
+    with torch.no_grad():
+        for tensor in (old.weight, old.bias, old.running_mean):
+            tensor.copy_(torch.randn(tensor.shape, generator=generator))
+        old.running_var.copy_(torch.rand(old.running_var.shape, generator=generator) + 0.5)
+    new = MemberStandardisation(n_members=2, channels=3)
+    new.load_state_dict(old.state_dict())
+    features = torch.rand(5, 6, 4, 4, generator=generator)
+    with torch.no_grad():
+        assert torch.allclose(new(features), old.eval()(features), atol=1e-6)
 
 
 def test_features_grow_less_than_contrast() -> None:
