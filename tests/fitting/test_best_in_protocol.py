@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,8 @@ DEMO = Path(__file__).resolve().parents[2] / "protocols" / "demo.yaml"
 
 
 def _protocol(tmp_path, fit_line):
-    text = DEMO.read_text().replace("  architecture: recommended ", f"  {fit_line} ", 1)
+    text, replaced = re.subn(r"(?m)^  architecture: \S+", f"  {fit_line}", DEMO.read_text(), count=1)
+    assert replaced == 1
     path = tmp_path / "protocol.yaml"
     path.write_text(text)
     return path
