@@ -203,9 +203,11 @@ class MemberStandardisation(nn.Module):
         values = x.reshape(batch, members, channels, height * width)
         sums = values.sum(dim=3, dtype=torch.float64)
         squares = values.square().sum(dim=3, dtype=torch.float64)
-        weight = torch.ones(members, batch, dtype=torch.float64, device=x.device)
-        if sample_weight is not None:
-            weight = sample_weight.to(torch.float64)
+        weight = (
+            torch.ones(members, batch, dtype=torch.float64, device=x.device)
+            if sample_weight is None
+            else sample_weight.to(torch.float64)
+        )
         count = (weight.sum(dim=1) * height * width).clamp_min(1.0).unsqueeze(1)  # (members, 1)
         mean = torch.einsum("mb,bmc->mc", weight, sums) / count
         variance = (torch.einsum("mb,bmc->mc", weight, squares) / count - mean.square()).clamp_min(0.0)
