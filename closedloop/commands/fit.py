@@ -29,7 +29,7 @@ from pathlib import Path
 from closedloop.commands.common import add_json_option, non_negative_int, positive_int, write_json
 from closedloop.errors import ClosedLoopError, DataFileError
 from closedloop.fitting.options import EXECUTORS, PRUNERS, SAMPLERS
-from closedloop.model.presets import DEFAULT_PRESET, PRESETS
+from closedloop.model.presets import DEFAULT_PRESET, PRESETS, SHARED_CORE_PRESET
 
 
 def _gpu_fraction(text: str) -> float:
@@ -55,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     choice.add_argument(
         "--preset",
         metavar="NAME",
-        help=f"named model configuration: {', '.join(PRESETS)} (default {DEFAULT_PRESET}; docs/guide.md compares them)",
+        help=f"named model configuration: {', '.join(PRESETS)} (default {DEFAULT_PRESET}, with --shared-core "
+        f"{SHARED_CORE_PRESET}; docs/guide.md compares them)",
     )
     parser.add_argument(
         "--device", default="auto", metavar="DEVICE", help="auto (default: a GPU if present), cpu, cuda or cuda:N"
@@ -212,8 +213,15 @@ def run(args: argparse.Namespace) -> int:
         if args.preset
         else core.config.replace(seed=None)  # the core's own configuration; this fit draws its seed
         if core
+        else named_config(SHARED_CORE_PRESET)
+        if args.shared_core
         else default_config()
     )
+    if args.shared_core and config.partner is not None:
+        raise ClosedLoopError(
+            "--shared-core needs one network per session, and this model blends two ensembles (partner); "
+            f"choose a single-network model such as --preset {SHARED_CORE_PRESET}"
+        )
     if core:
         from closedloop.model.given_core import check_core_source  # torch, loaded with the core
 

@@ -127,7 +127,7 @@ def _serve_model(rig, args: argparse.Namespace) -> int:
     )
     settings = server.settings
     print(
-        f"serving the model ({settings.model.ensemble_size}-member {settings.model.architecture}, device "
+        f"serving the model ({settings.model.describe_members()}{settings.model.architecture}, device "
         f"{settings.device}, seed {settings.seed}) on {settings.request_endpoint}, events on "
         f"{settings.events_endpoint}; Ctrl-C stops",
         flush=True,

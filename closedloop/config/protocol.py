@@ -52,7 +52,9 @@ START_MODES: tuple[str, ...] = get_args(SynthesisStart)
 
 #: What a protocol's fit starts from: every model preset (`closedloop.model.presets.PRESETS`),
 #: Table 1's core with the factorised readout, or ridge regression on pixels.
-FitArchitecture = Literal["recommended", "divisive", "gabor", "gabor-wide", "kindel2017", "factorised", "linear"]
+FitArchitecture = Literal[
+    "recommended", "divisive", "gabor", "gabor-wide", "gabor-blend", "kindel2017", "factorised", "linear"
+]
 
 
 @dataclass(frozen=True)
@@ -148,7 +150,8 @@ class Fit:
     most of the gap to the noise ceiling, `closedloop.model.presets`), ``divisive``
     (``recommended`` with a core that saturates with contrast), ``gabor``
     (``recommended`` whose readout also sees a fixed Gabor bank), ``gabor-wide`` (``gabor``
-    on a readout grid that reaches the image's edges, with a flat output tail), ``kindel2017``
+    on a readout grid that reaches the image's edges, with a flat output tail), ``gabor-blend``
+    (``gabor-wide`` and ``gabor``'s grid, two ensembles blended per unit), ``kindel2017``
     (Table 1), ``factorised`` (Table 1's core with the factorised readout) or
     ``linear`` (ridge regression on pixels).  ``learning_rate``, ``dropout_keep``,
     ``input_noise`` (training-image noise, `ModelConfig.input_noise`), ``stop_metric``
@@ -163,6 +166,7 @@ class Fit:
     share of ``closedloop fit --shared-core`` on earlier sessions) whose core every refit
     starts from and trains on (with ``fixed_core: true``, keeps as it is, fitting only
     this session's readouts); it must have this section's core.
+    With ``gabor-blend``, ``ensemble`` counts the members of each of its two ensembles.
     `model_config` gives the `ModelConfig` a fit uses.
     """
 
@@ -239,6 +243,13 @@ class Fit:
             raise where.error("fixed_core", "keeps the core of core_from fixed; give core_from or remove fixed_core")
         if self.core_from is not None and self.architecture == "linear" and self.model_file is None:
             raise where.error("core_from", "the linear architecture has no core; remove core_from or choose a CNN")
+        if self.core_from is not None and self.model_config().partner is not None:
+            raise where.error(
+                "core_from",
+                f"the {self.architecture if self.model_file is None else 'model file'}'s model blends two "
+                "ensembles with different cores; remove core_from or choose a single-network architecture "
+                "such as gabor-wide",
+            )
         if self.architecture == "linear" and self.ensemble not in (None, 1):
             raise where.error(
                 "ensemble",

@@ -282,7 +282,7 @@ def _epoch_progress(config: ModelConfig, stage: StageCallback):
         if epoch < state["last"]:
             state["member"] += 1
         state["last"] = epoch
-        members = max(config.ensemble_size, state["member"] + 1)
+        members = max(config.n_networks, state["member"] + 1)
         done = (state["member"] + epoch / max_epochs) / members
         state["fraction"] = max(state["fraction"], 0.9 * min(done, 1.0))
         stage(f"CNN epoch {epoch} ({describe_stop_score(best_loss, config)})", state["fraction"])

@@ -6,7 +6,8 @@ and dicts, no pickled classes — so it loads with ``torch.load(weights_only=Tru
 
 ``format`` (``"closedloop-model"``), ``format_version``, ``config`` (`ModelConfig`
 dict), ``build`` (n_units, n_members, input_size), ``state_dict`` (all members,
-member on the leading axis of every tensor), ``preprocessing``, ``unit_ids``,
+member on the leading axis of every tensor; a blend of two ensembles, `closedloop.model.blend`,
+holds ``first.*`` and ``second.*`` and the per-unit ``first_weight``), ``preprocessing``, ``unit_ids``,
 ``excluded_units``, ``split``, ``image_ids``, ``metrics`` (filled by the caller),
 ``model_version``, ``created`` (ISO 8601 UTC), ``closedloop_version``,
 ``trained_on``, ``rate_statistics`` (per unit: ``mean``, ``std`` and ``percentiles``

@@ -65,6 +65,7 @@ def member_structure(spec: dict) -> tuple:
         config.output_nonlinearity,
         config.output_knots,
         config.output_tail,
+        config.partner,
     )
     return shape, spec["n_units"], spec["input_size"]
 

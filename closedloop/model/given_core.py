@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import torch
 
 from closedloop.errors import ClosedLoopError
+from closedloop.model.blend import BlendedNetwork
 from closedloop.model.model_config import ModelConfig
 from closedloop.model.networks import CoreReadoutNetwork
 
@@ -46,6 +47,11 @@ def check_core_source(source: torch.nn.Module, config: ModelConfig, input_size: 
     ClosedLoopError
         ``source`` is not a CNN, or its core differs (the first differing field is named).
     """
+    if isinstance(source, BlendedNetwork):
+        raise ClosedLoopError(
+            "the model to take a core from blends two networks with different cores; take it from a "
+            "single-network fit (e.g. preset gabor-wide)"
+        )
     if not isinstance(source, CoreReadoutNetwork):
         raise ClosedLoopError("the model to take a core from is not a CNN (the linear model has no core)")
     source_config = ModelConfig.from_dict(source.build_spec["config"])

@@ -29,9 +29,10 @@ def fusion_key(config: ModelConfig) -> tuple | None:
 
     Every field but `PER_MEMBER_FIELDS`, so a setting added to `ModelConfig` later
     separates trials until it is made per member.  Not fused: the linear model (closed
-    form) and z-scored inputs (every member of a fused network sees one input scaling).
+    form), z-scored inputs (every member of a fused network sees one input scaling) and
+    blends of two ensembles (`ModelConfig.partner`).
     """
-    if config.architecture == "linear" or config.input_normalisation == "zscore":
+    if config.architecture == "linear" or config.input_normalisation == "zscore" or config.partner is not None:
         return None
     fields = config.to_dict()
     return tuple(

@@ -132,6 +132,15 @@ class ModelConfig:
         On a GPU, capture one full-batch epoch as a CUDA graph and replay it (default;
         the same computation with one launch per epoch instead of hundreds).  No effect
         on the CPU or with mini-batches.
+    partner
+        ``None`` (default): one network (an ensemble of ``ensemble_size`` members).  A
+        mapping of settings (e.g. ``{padding: valid, pool_stride: 2, l1_readout: 0.01}``):
+        a second ensemble of ``ensemble_size`` members, this configuration with those
+        settings changed, is fitted beside the first on the same split, and each unit's
+        prediction is a weighted mean of the two, the weight chosen per unit on the fit
+        images each member did not train on (`closedloop.model.blend`).  Member k of the
+        model is the pair of both ensembles' members k.  Neither the size of the ensemble
+        nor the seed may be changed there, nor a partner nested.
     seed
         Seed of the split, initialisation and dropout; ``None`` until a fit draws one
         and records it.
@@ -168,6 +177,7 @@ class ModelConfig:
     stop_sets: str = "shared"
     refit: bool = False
     cuda_graphs: bool = True
+    partner: tuple[tuple[str, Any], ...] | None = None
     seed: int | None = None
 
     def __post_init__(self) -> None:
@@ -178,6 +188,8 @@ class ModelConfig:
         out = {}
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if f.name == "partner":
+                value = None if value is None else {key: _plain(item) for key, item in value}
             out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
 
@@ -209,6 +221,31 @@ class ModelConfig:
     def replace(self, **changes: Any) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
+    @property
+    def n_networks(self) -> int:
+        """Member networks a fit trains: ``ensemble_size``, twice that with a `partner`."""
+        return self.ensemble_size * (1 if self.partner is None else 2)
+
+    def describe_members(self) -> str:
+        """``"8-member "``, ``"2 × 4-member "`` with a `partner`, or ``""`` for one network."""
+        if self.n_networks == 1:
+            return ""
+        return f"{self.ensemble_size}-member " if self.partner is None else f"2 × {self.ensemble_size}-member "
+
+    def partner_config(self) -> ModelConfig | None:
+        """The second ensemble's configuration (`partner`), or ``None`` for one network."""
+        if self.partner is None:
+            return None
+        return self.replace(partner=None, **dict(self.partner))
+
+
+#: Settings a `ModelConfig.partner` may not change: both ensembles share the members' split and seeds.
+_NOT_PARTNER_FIELDS = ("partner", "seed", "ensemble_size", "stop_sets", "architecture")
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
 
 _INT_FIELDS = {
     "pool_kernel",
@@ -232,6 +269,9 @@ def _coerce(source: str, name: str, key: str, value: Any) -> Any:
 
     def fail(expected: str) -> ConfigError:
         return ConfigError(source, None, name, f"must be {expected}, got {value!r}")
+
+    if key == "partner":
+        return None if value is None else _coerce_partner(source, name, value)
 
     if key in _INT_FIELDS:
         if value is None and key in ("batch_size", "seed"):
@@ -271,6 +311,26 @@ def _coerce(source: str, name: str, key: str, value: Any) -> Any:
     if not isinstance(value, str):
         raise fail("a string")
     return value
+
+
+def _coerce_partner(source: str, name: str, value: Any) -> tuple[tuple[str, Any], ...]:
+    """A partner mapping → sorted (field, value) pairs, each value coerced as its field's."""
+    if not isinstance(value, dict) or not value:
+        raise ConfigError(source, None, name, f"must be a non-empty mapping of settings or null, got {value!r}")
+    known = {f.name for f in dataclasses.fields(ModelConfig)}
+    pairs = []
+    for key, item in sorted(value.items(), key=lambda pair: str(pair[0])):
+        if key not in known:
+            raise ConfigError(source, None, f"{name}.{key}", f"unknown setting; allowed: {', '.join(sorted(known))}")
+        if key in _NOT_PARTNER_FIELDS:
+            raise ConfigError(
+                source,
+                None,
+                f"{name}.{key}",
+                f"both ensembles share it; a partner may change anything but {', '.join(_NOT_PARTNER_FIELDS)}",
+            )
+        pairs.append((key, _coerce(source, f"{name}.{key}", key, item)))
+    return tuple(pairs)
 
 
 def describe_stop_score(score: float, config: ModelConfig) -> str:
@@ -358,6 +418,24 @@ def _validate(config: ModelConfig) -> None:
         raise bad("input_noise", "must be 0 for the linear model (its closed-form fit sees each image once)")
     if config.architecture == "linear" and config.ensemble_size != 1:
         raise bad("ensemble_size", "must be 1 for the linear model (its closed-form fit has no randomness)")
+    if config.partner is not None:
+        partner = config.partner
+        if isinstance(partner, dict):  # a caller that bypassed from_dict
+            partner = _coerce_partner("ModelConfig", "partner", partner)
+        object.__setattr__(config, "partner", partner)
+        try:
+            config.partner_config()
+        except ConfigError as error:
+            raise bad(f"partner.{error.field}", error.message) from None
+        except (TypeError, ValueError) as error:
+            raise bad("partner", f"must be a mapping of settings: {error}") from None
+        if config.architecture == "linear":
+            raise bad("partner", "the linear model is fitted in closed form; a partner needs a CNN architecture")
+        if config.refit or config.partner_config().refit:  # type: ignore[union-attr]
+            raise bad(
+                "refit",
+                "must be false with a partner: the blend's weights are judged on images each member did not train on",
+            )
     # Lists from callers that bypass from_dict become tuples, so configs compare and hash.
     object.__setattr__(config, "core_filters", filters)
     object.__setattr__(config, "core_kernels", kernels)

@@ -17,8 +17,9 @@ One fused training costs about one session's kernel launches for all sessions an
 about the sum of their arithmetic (plus the padding to the longest session), which is
 what a GPU that one small network leaves idle absorbs; on a CPU it saves nothing.
 
-Not fused (fitted one by one instead): the linear baseline (closed form) and
-z-scored inputs (every member of a fused network sees the same input scaling).
+Not fused (fitted one by one instead): the linear baseline (closed form),
+z-scored inputs (every member of a fused network sees the same input scaling) and
+blends of two ensembles (`ModelConfig.partner`).
 Sessions of different image sizes form separate groups.
 """
 
@@ -41,8 +42,8 @@ from closedloop.model.trainer import Trainer, member_data
 
 
 def can_fuse(config: ModelConfig) -> bool:
-    """Whether sessions fitted with ``config`` can share one fused training."""
-    return config.architecture != "linear" and config.input_normalisation != "zscore"
+    """Whether sessions fitted with ``config`` can share one fused training (not a blend of two ensembles)."""
+    return config.architecture != "linear" and config.input_normalisation != "zscore" and config.partner is None
 
 
 def fit_sessions(

@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from closedloop.model.blend import BlendedNetwork
 from closedloop.model.cores import ConvCore, MemberBatchNorm
 from closedloop.model.linear import LinearPixelModel
 from closedloop.model.model_config import ModelConfig
@@ -243,7 +244,7 @@ class CoreReadoutNetwork(nn.Module):
         self.output_scale.copy_(std_rate.expand_as(self.output_scale))
 
 
-Network: TypeAlias = CoreReadoutNetwork | LinearPixelModel
+Network: TypeAlias = CoreReadoutNetwork | LinearPixelModel | BlendedNetwork
 """What `build_network` builds: the interface in this module's docstring."""
 
 
@@ -266,14 +267,25 @@ def build_network(config: ModelConfig, n_units: int, n_members: int = 1, input_s
     Returns
     -------
     Network
-        A `CoreReadoutNetwork` or `LinearPixelModel` with ``build_spec`` (the arguments
-        of this call as plain data).  On the CPU, every member initialised
+        A `CoreReadoutNetwork`, `LinearPixelModel`, or with ``config.partner`` a
+        `BlendedNetwork` of two `CoreReadoutNetwork` (its weights at their
+        default until a fit sets them), with ``build_spec`` (the arguments of this call
+        as plain data).  On the CPU, every member initialised
         from ``config.seed`` (or 0 if unset) via
         `closedloop.model.ensemble.member_seeds`; trainers re-initialise with their
         own seeds.
     """
     if n_units < 1 or n_members < 1:
         raise ValueError(f"n_units ({n_units}) and n_members ({n_members}) must be at least 1")
+    partner = config.partner_config()
+    if partner is not None:
+        first = build_network(config.replace(partner=None), n_units, n_members, input_size)
+        second = build_network(partner, n_units, n_members, input_size)
+        if not (isinstance(first, CoreReadoutNetwork) and isinstance(second, CoreReadoutNetwork)):
+            raise ValueError("both networks of a blend must be CNNs")
+        blended = BlendedNetwork(first, second)
+        blended.build_spec = _build_spec(config, n_units, n_members, input_size)
+        return blended
     if config.architecture == "linear":
         linear = LinearPixelModel(input_size * input_size, n_units, n_members)
         linear.build_spec = _build_spec(config, n_units, n_members, input_size)

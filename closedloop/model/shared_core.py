@@ -150,6 +150,11 @@ def fit_shared_core(
     """
     if config.architecture == "linear":
         raise ClosedLoopError("the linear model has no core to share; choose a CNN preset or configuration")
+    if config.partner is not None:
+        raise ClosedLoopError(
+            "a blend of two ensembles (`partner`) has two cores and cannot share one; "
+            "choose a single-network preset such as gabor-wide"
+        )
     started = time.perf_counter()
     pooled = pool_sessions(datasets)
     joint = fit_model(pooled.dataset, config, device=device, seed=seed, progress=progress, partial_units=True)

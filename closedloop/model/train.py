@@ -38,6 +38,7 @@ import torch
 
 from closedloop.data.dataset import ResponseDataset
 from closedloop.errors import ClosedLoopError
+from closedloop.model.blend import BlendedNetwork
 from closedloop.model.device import describe_device, resolve_device
 from closedloop.model.ensemble import member_structure, stack_members, unstack_members
 from closedloop.model.given_core import StartingCore, check_core_source, install_core, starting_core
@@ -240,18 +241,23 @@ def fit_model(
     torch_device = resolve_device(device)
     prepared = prepare_fit(dataset, config, seed=seed, split=split, partial_units=partial_units)
     config, images, split, rates = prepared.config, prepared.images, prepared.split, prepared.rates
-    kept, seeds = prepared.kept, prepared.seeds
-    variance = np.var(rates[split.train], axis=0)
     model: Network
-    warm = None
-    if initial_model is not None and config.architecture != "linear":
-        warm = _warm_start_states(initial_model, config, len(kept), images.shape[1])
+    if config.partner is not None and core_from is not None:
+        raise ClosedLoopError(
+            "a blended model (two ensembles, `partner`) cannot start from a given core; "
+            "choose a single-network preset such as gabor-wide to use --core-from"
+        )
     core_source = None if core_from is None else check_core_source(core_from, config, images.shape[1])
 
     def starting(members: list[int]) -> StartingCore | None:
         return None if core_source is None else starting_core(core_source, members, fixed_core)
 
-    if config.architecture == "linear":
+    if config.partner is not None:
+        model, history, best_epoch, epochs_run, warm_started = _fit_blend(
+            prepared, torch_device, progress, initial_model
+        )
+    elif config.architecture == "linear":
+        variance = np.var(rates[split.train], axis=0)
         ridge = fit_ridge(
             images[split.train],
             rates[split.train],
@@ -261,64 +267,18 @@ def fit_model(
             config.ridge_alphas,
         )
         model = ridge.model
-        model.build_spec = build_network(config, len(kept), 1, images.shape[1]).build_spec
+        model.build_spec = build_network(config, len(prepared.kept), 1, images.shape[1]).build_spec
         history = {"ridge_alpha": ridge.alphas, "train_loss": ridge.train_loss, "stop_loss": ridge.stop_loss}
-        best_epoch, epochs_run = np.array([ridge.best_index]), 0
+        best_epoch, epochs_run, warm_started = np.array([ridge.best_index]), 0, False
         model = model.to(torch_device)
     else:
-        fused = config.ensemble_mode == "fused" or (config.ensemble_mode == "auto" and torch_device.type == "cuda")
-        subsets = _member_subsets(split, config)
-        if fused and config.stop_sets == "rotating" and config.ensemble_size > 1:
-            # Members train on different images: one batch of all fit images, per-member masks.
-            model, history, best_epoch, epochs_run = _fit_members(
-                images,
-                rates,
-                subsets,
-                config,
-                seeds,
-                prepared.seed,
-                torch_device,
-                progress,
-                None if warm is None else warm[0],
-                core=starting(list(range(len(seeds)))),
-            )
-        elif fused or config.ensemble_size == 1:
-            model, history, best_epoch, epochs_run = _fit_members(
-                images,
-                rates,
-                subsets[:1],
-                config,
-                seeds,
-                prepared.seed,
-                torch_device,
-                progress,
-                None if warm is None else warm[0],
-                core=starting(list(range(len(seeds)))),
-            )
-        else:
-            members, histories, bests, runs = [], [], [], []
-            for index, (member_seed, subset) in enumerate(zip(seeds, subsets)):
-                # Each member's dropout stream follows its own seed.
-                fitted = _fit_members(
-                    images,
-                    rates,
-                    [subset],
-                    config,
-                    [member_seed],
-                    member_seed,
-                    torch_device,
-                    progress,
-                    None if warm is None else warm[1][index],
-                    core=starting([index]),
-                )
-                members.append(fitted[0])
-                histories.append(fitted[1])
-                bests.append(fitted[2])
-                runs.append(fitted[3])
-            model = stack_members(members)
-            epochs_run = max(runs)
-            history = {key: _stack_ragged([h[key] for h in histories], epochs_run) for key in histories[0]}
-            best_epoch = np.concatenate(bests)
+        warm = (
+            None
+            if initial_model is None
+            else _warm_start_states(initial_model, config, len(prepared.kept), images.shape[1])
+        )
+        model, history, best_epoch, epochs_run = _fit_cnn(prepared, config, torch_device, progress, warm, starting)
+        warm_started = warm is not None
     return prepared.result(
         model,
         history,
@@ -326,8 +286,99 @@ def fit_model(
         epochs_run,
         time.perf_counter() - started,
         describe_device(torch_device),
-        warm_started=warm is not None,
+        warm_started=warm_started,
     )
+
+
+def _fit_cnn(
+    prepared: PreparedFit,
+    config: ModelConfig,
+    device: torch.device,
+    progress: ProgressCallback | None,
+    warm: tuple | None,
+    starting: Callable[[list[int]], StartingCore | None],
+):
+    """Train ``config``'s ensemble on ``prepared``'s split: fused or member by member.
+
+    Returns the model, history, best epochs and epochs run (`_train_members`).
+    """
+    images, rates, seeds = prepared.images, prepared.rates, prepared.seeds
+    fused = config.ensemble_mode == "fused" or (config.ensemble_mode == "auto" and device.type == "cuda")
+    subsets = _member_subsets(prepared.split, config)
+    if fused or config.ensemble_size == 1:
+        # Rotating stop sets fused: one batch of all fit images, per-member masks.
+        rotating = config.stop_sets == "rotating" and config.ensemble_size > 1
+        return _fit_members(
+            images,
+            rates,
+            subsets if rotating else subsets[:1],
+            config,
+            seeds,
+            prepared.seed,
+            device,
+            progress,
+            None if warm is None else warm[0],
+            core=starting(list(range(len(seeds)))),
+        )
+    members, histories, bests, runs = [], [], [], []
+    for index, (member_seed, subset) in enumerate(zip(seeds, subsets)):
+        # Each member's dropout stream follows its own seed.
+        fitted = _fit_members(
+            images,
+            rates,
+            [subset],
+            config,
+            [member_seed],
+            member_seed,
+            device,
+            progress,
+            None if warm is None else warm[1][index],
+            core=starting([index]),
+        )
+        members.append(fitted[0])
+        histories.append(fitted[1])
+        bests.append(fitted[2])
+        runs.append(fitted[3])
+    epochs_run = max(runs)
+    history = {key: _stack_ragged([h[key] for h in histories], epochs_run) for key in histories[0]}
+    return stack_members(members), history, np.concatenate(bests), epochs_run
+
+
+def _fit_blend(
+    prepared: PreparedFit,
+    device: torch.device,
+    progress: ProgressCallback | None,
+    initial_model: torch.nn.Module | None,
+):
+    """Both ensembles of a ``partner`` configuration on one split, blended per unit (`closedloop.model.blend`).
+
+    Returns the model, history and best epochs (the first ensemble's members, then the
+    second's), epochs run, and whether both ensembles started warm from ``initial_model``'s.
+    """
+    config = prepared.config
+    n_units, input_size = len(prepared.kept), prepared.images.shape[1]
+    part_configs = (config.replace(partner=None), config.partner_config())
+    # Each ensemble starts from its counterpart when that has its structure (`_warm_start_states`).
+    warm_parts = (
+        (initial_model.first, initial_model.second) if isinstance(initial_model, BlendedNetwork) else (None, None)
+    )
+    parts, histories, bests, runs, warm_started = [], [], [], [], True
+    for part_config, initial in zip(part_configs, warm_parts):
+        assert part_config is not None  # config.partner is set
+        warm = None if initial is None else _warm_start_states(initial, part_config, n_units, input_size)
+        warm_started &= warm is not None
+        fitted = _fit_cnn(prepared, part_config, device, progress, warm, lambda members: None)
+        parts.append(fitted[0])
+        histories.append(fitted[1])
+        bests.append(fitted[2])
+        runs.append(fitted[3])
+    model = BlendedNetwork(parts[0], parts[1])
+    model.build_spec = build_network(config, n_units, config.ensemble_size, input_size).build_spec
+    stop_sets = [stop for _, stop in _member_subsets(prepared.split, config)]
+    model.choose_weights(prepared.images, prepared.rates, stop_sets)
+    epochs_run = max(runs)
+    history = {key: _stack_ragged([h[key] for h in histories], epochs_run) for key in histories[0]}
+    return model, history, np.concatenate(bests), epochs_run, warm_started
 
 
 @dataclass
@@ -590,10 +641,12 @@ def _rate_statistics(rates: np.ndarray) -> RateStatistics:
 
 
 def _stack_ragged(arrays: list[np.ndarray], length: int) -> np.ndarray:
-    """(epochs_k, 1) histories of different lengths → (length, k), NaN-padded."""
-    out = np.full((length, len(arrays)), np.nan)
-    for column, array in enumerate(arrays):
-        out[: len(array), column] = array[:, 0]
+    """(epochs_k, members_k) histories of different lengths → (length, Σ members_k), NaN-padded."""
+    out = np.full((length, sum(array.shape[1] for array in arrays)), np.nan)
+    column = 0
+    for array in arrays:
+        out[: len(array), column : column + array.shape[1]] = array
+        column += array.shape[1]
     return out
 
 

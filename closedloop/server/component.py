@@ -499,5 +499,4 @@ def _predictions(served: ServedModel, message: PredictRequest, settings: ServerS
 
 def _describe(settings: ServerSettings) -> str:
     model = settings.model
-    members = f"{model.ensemble_size}-member " if model.ensemble_size > 1 else ""
-    return f"{members}{model.architecture} model"
+    return f"{model.describe_members()}{model.architecture} model"

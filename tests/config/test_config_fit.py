@@ -44,6 +44,17 @@ def test_gabor_wide_is_gabor_on_a_grid_reaching_the_edges(tmp_path: Path) -> Non
     assert config == wide.replace(max_epochs=1000, patience=50, ensemble_size=4)
 
 
+def test_gabor_blend_counts_the_members_of_each_ensemble_and_takes_no_core(tmp_path: Path) -> None:
+    config = _config(tmp_path, {**UNSET, "fit.architecture": "gabor-blend", "fit.ensemble": 2})
+    assert config.partner is not None and (config.ensemble_size, config.n_networks) == (2, 4)
+    core = tmp_path / "core.pt"
+    core.write_bytes(b"")
+    changes = {**UNSET, "fit.architecture": "gabor-blend", "fit.core_from": "core.pt"}
+    with pytest.raises(ConfigError, match="blends two ensembles") as caught:
+        _config(tmp_path, changes)
+    assert caught.value.field is not None and caught.value.field.endswith("core_from")
+
+
 def test_every_model_preset_is_a_protocol_architecture() -> None:
     from typing import get_args
 

@@ -104,6 +104,7 @@ def core_file(same_images, tmp_path_factory):
         (["--core-from", "{absent}"], "no such checkpoint"),
         (["--config", "{config}", "--fixed-core"], "--fixed-core only makes sense with --core-from"),
         (["--core-from", "{core}", "--preset", "kindel2017"], "the core was fitted with architecture"),
+        (["--preset", "gabor-blend", "--shared-core"], "--shared-core needs one network per session"),
     ],
 )
 def test_mistakes_are_one_line_errors_before_any_work(same_images, core_file, tmp_path, capsys, extra, message):
