@@ -139,8 +139,9 @@ class ModelConfig:
         settings changed, is fitted beside the first on the same split, and each unit's
         prediction is a weighted mean of the two, the weight chosen per unit on the fit
         images each member did not train on (`closedloop.model.blend`).  Member k of the
-        model is the pair of both ensembles' members k.  Neither the size of the ensemble
-        nor the seed may be changed there, nor a partner nested.
+        model is the pair of both ensembles' members k.  Both share ``architecture`` (a
+        CNN), ``ensemble_size``, ``stop_sets`` and ``seed``, which a partner may not change
+        (nor nest a partner), and ``refit`` must be off.
     seed
         Seed of the split, initialisation and dropout; ``None`` until a fit draws one
         and records it.
