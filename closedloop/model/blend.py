@@ -17,7 +17,8 @@ members' mean is the blend and their spread stays a spread of whole predictions.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -25,8 +26,30 @@ from torch import nn
 
 from closedloop.model.metrics import pearson_r
 
-if TYPE_CHECKING:
-    from closedloop.model.networks import CoreReadoutNetwork
+
+class EnsembleNetwork(Protocol):
+    """What a blend needs of each of its networks (a `closedloop.model.networks.CoreReadoutNetwork`)."""
+
+    training: bool
+
+    @property
+    def n_members(self) -> int: ...
+
+    @property
+    def n_units(self) -> int: ...
+
+    def forward_members(self, images: torch.Tensor) -> torch.Tensor: ...
+
+    def init_member(self, member: int, generator: torch.Generator) -> None: ...
+
+    def regularizer(self) -> torch.Tensor | None: ...
+
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
+
+    def train(self, mode: bool = True) -> Any: ...
+
+    def eval(self) -> Any: ...
+
 
 #: Candidate weights of the first ensemble (0: the second alone; 1: the first alone).
 WEIGHT_GRID = np.linspace(0.0, 1.0, 11)
@@ -43,11 +66,11 @@ class BlendedNetwork(nn.Module):
     """
 
     first_weight: torch.Tensor  # buffer (n_units,)
-    first: CoreReadoutNetwork
-    second: CoreReadoutNetwork
+    first: EnsembleNetwork
+    second: EnsembleNetwork
     build_spec: dict
 
-    def __init__(self, first: CoreReadoutNetwork, second: CoreReadoutNetwork):
+    def __init__(self, first: EnsembleNetwork, second: EnsembleNetwork):
         super().__init__()
         if (first.n_members, first.n_units) != (second.n_members, second.n_units):
             raise ValueError(
@@ -111,7 +134,7 @@ class BlendedNetwork(nn.Module):
         self.first_weight.copy_(weight.to(self.first_weight.device))
 
 
-def _member_rates(network: CoreReadoutNetwork, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+def _member_rates(network: EnsembleNetwork, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """(n_members, n_images, n_units) every member's prediction, in eval mode, in batches."""
     device = next(network.parameters()).device
     was_training = network.training

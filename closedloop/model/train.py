@@ -492,7 +492,7 @@ def _checked_split(split: DataSplit, dataset: ResponseDataset) -> DataSplit:
     return split
 
 
-def _warm_start_states(initial_model: torch.nn.Module, config: ModelConfig, n_units: int, input_size: int):
+def _warm_start_states(initial_model: object, config: ModelConfig, n_units: int, input_size: int):
     """(whole-ensemble state, per-member states) of ``initial_model``, or None when it does not fit.
 
     The previous model must have been built for the same architecture, output units,
