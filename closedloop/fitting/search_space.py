@@ -106,10 +106,15 @@ def _fits(config: ModelConfig, input_size: int) -> bool:
 
 
 def config_from_params(base: ModelConfig, params: dict[str, Any]) -> ModelConfig:
-    """A trial's configuration: ``base`` with the searched settings of ``params``."""
+    """A trial's configuration: ``base`` with the searched settings of ``params``.
+
+    One network per trial: a base that blends two ensembles (``partner``) gives up its
+    second, whose own settings would override the searched ones in half the model.
+    """
     layers = int(params["layers"])
     pool_kernel, pool_stride = params["pooling"]
     return base.replace(
+        partner=None,
         architecture="kindel2017",
         core_filters=tuple(int(params[f"filters_{k + 1}"]) for k in range(layers)),
         core_kernels=(int(params["kernel"]),) * layers,

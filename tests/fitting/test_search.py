@@ -34,6 +34,12 @@ def test_samples_stay_in_the_space_and_fit_the_image():
         assert config.max_epochs == 8
 
 
+def test_a_trial_is_one_network_even_from_a_blended_base():
+    blended = BASE.replace(architecture="factorised", partner={"padding": "same", "pool_stride": 3})
+    config = sample_config(blended, TINY_SPACE, np.random.default_rng(0), 33)
+    assert config.partner is None and (config.pool_kernel, config.pool_stride) in TINY_SPACE.pooling
+
+
 def test_space_that_cannot_fit_the_image_is_an_error():
     space = SearchSpace(layers=(3,), kernels=(15,), pooling=((3, 2),))
     with pytest.raises(ClosedLoopError, match="no configuration in the search space fits"):
