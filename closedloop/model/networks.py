@@ -41,7 +41,7 @@ from closedloop.model.linear import LinearPixelModel
 from closedloop.model.model_config import ModelConfig
 from closedloop.model.readouts import DenseReadout, FactorisedReadout
 
-__all__ = ["CoreReadoutNetwork", "ModelConfig", "Network", "build_network", "extrapolating_tails"]
+__all__ = ["CoreReadoutNetwork", "ModelConfig", "Network", "build_network", "build_spec", "extrapolating_tails"]
 
 
 def inverse_softplus(rate: torch.Tensor) -> torch.Tensor:
@@ -284,11 +284,11 @@ def build_network(config: ModelConfig, n_units: int, n_members: int = 1, input_s
         if not (isinstance(first, CoreReadoutNetwork) and isinstance(second, CoreReadoutNetwork)):
             raise ValueError("both networks of a blend must be CNNs")
         blended = BlendedNetwork(first, second)
-        blended.build_spec = _build_spec(config, n_units, n_members, input_size)
+        blended.build_spec = build_spec(config, n_units, n_members, input_size)
         return blended
     if config.architecture == "linear":
         linear = LinearPixelModel(input_size * input_size, n_units, n_members)
-        linear.build_spec = _build_spec(config, n_units, n_members, input_size)
+        linear.build_spec = build_spec(config, n_units, n_members, input_size)
         return linear
     core = ConvCore(
         n_members=n_members,
@@ -313,7 +313,7 @@ def build_network(config: ModelConfig, n_units: int, n_members: int = 1, input_s
     )
     for member, seed in enumerate(member_seeds(config.seed or 0, n_members)):
         network.init_member(member, torch.Generator().manual_seed(seed))
-    network.build_spec = _build_spec(config, n_units, n_members, input_size)
+    network.build_spec = build_spec(config, n_units, n_members, input_size)
     return network
 
 
@@ -326,8 +326,8 @@ def member_seeds(seed: int, n_members: int) -> list[int]:
     return [int(child.generate_state(1, dtype=np.uint32)[0]) for child in children]
 
 
-def _build_spec(config: ModelConfig, n_units: int, n_members: int, input_size: int) -> dict:
-    # Constructor arguments, kept on the model so it can be rebuilt, stacked and saved.
+def build_spec(config: ModelConfig, n_units: int, n_members: int, input_size: int) -> dict:
+    """`build_network`'s arguments as plain data, kept on a model so it can be rebuilt, stacked and saved."""
     return {"config": config.to_dict(), "n_units": n_units, "n_members": n_members, "input_size": input_size}
 
 

@@ -45,7 +45,7 @@ from closedloop.model.given_core import StartingCore, check_core_source, install
 from closedloop.model.linear import LinearPixelModel, fit_ridge
 from closedloop.model.member_settings import MemberSettings
 from closedloop.model.model_config import ModelConfig
-from closedloop.model.networks import CoreReadoutNetwork, Network, build_network, member_seeds
+from closedloop.model.networks import CoreReadoutNetwork, Network, build_network, build_spec, member_seeds
 from closedloop.model.split import DataSplit, split_images
 from closedloop.model.trainer import DeviceData, Trainer
 
@@ -267,7 +267,7 @@ def fit_model(
             config.ridge_alphas,
         )
         model = ridge.model
-        model.build_spec = build_network(config, len(prepared.kept), 1, images.shape[1]).build_spec
+        model.build_spec = build_spec(config, len(prepared.kept), 1, images.shape[1])
         history = {"ridge_alpha": ridge.alphas, "train_loss": ridge.train_loss, "stop_loss": ridge.stop_loss}
         best_epoch, epochs_run, warm_started = np.array([ridge.best_index]), 0, False
         model = model.to(torch_device)
@@ -373,7 +373,7 @@ def _fit_blend(
         bests.append(fitted[2])
         runs.append(fitted[3])
     model = BlendedNetwork(parts[0], parts[1])
-    model.build_spec = build_network(config, n_units, config.ensemble_size, input_size).build_spec
+    model.build_spec = build_spec(config, n_units, config.ensemble_size, input_size)
     stop_sets = [stop for _, stop in _member_subsets(prepared.split, config)]
     model.choose_weights(prepared.images, prepared.rates, stop_sets)
     epochs_run = max(runs)
