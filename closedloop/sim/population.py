@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from closedloop.sim import spiking
-from closedloop.sim.families import build_stage, offset_centres
+from closedloop.sim.families import DriveStage, build_stage, offset_centres
 from closedloop.sim.photographs import natural_images
 from closedloop.sim.scenario import load_scenario
 from closedloop.sim.spec import PopulationSpec
@@ -205,6 +205,12 @@ class SimulatedV1:
         start, stop = _check_window(window_s)
         mean_count = self.expected_rates(images, (start, stop), duration_s) * (stop - start)
         return spiking.fano_factor(mean_count, self.overdispersion[None, :], self.shared_overdispersion)
+
+    @property
+    def stage(self) -> DriveStage:
+        """The family's drive stage (e.g. `closedloop.sim.deepnet.DeepStage`, whose layers a
+        reference model may read); read it, do not change it."""
+        return self._stage
 
     def receptive_fields(self) -> np.ndarray:
         """True linear receptive fields, (n_units, size_px, size_px), unit norm.
