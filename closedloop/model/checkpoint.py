@@ -32,7 +32,7 @@ from closedloop.errors import ClosedLoopError, DataFileError
 from closedloop.model.device import resolve_device
 from closedloop.model.ensemble import rebuild_network
 from closedloop.model.given_core import check_core_source
-from closedloop.model.model_config import ModelConfig
+from closedloop.model.model_config import LEGACY_GABOR_WAVELENGTHS, ModelConfig
 from closedloop.model.networks import CoreReadoutNetwork, Network
 from closedloop.model.split import DataSplit
 from closedloop.model.train import ExcludedUnit, FitResult, RateStatistics
@@ -136,6 +136,17 @@ def save_checkpoint(
     return write_via_temporary(path, lambda temporary: torch.save(record, temporary))
 
 
+def with_legacy_settings(config: dict) -> dict:
+    """A saved model's configuration with the settings it predates at the values it was built with.
+
+    A setting added later defaults to what new fits use; a model saved before it existed was built
+    with the old fixed value, and must be rebuilt with that one to match its saved weights.
+    """
+    if isinstance(config, dict) and "gabor_wavelengths" not in config:
+        return dict(config, gabor_wavelengths=list(LEGACY_GABOR_WAVELENGTHS))
+    return config
+
+
 def load_checkpoint(path: str | Path, device: str | torch.device | None = "auto") -> Checkpoint:
     """Load a checkpoint and rebuild its model on ``device`` (`resolve_device`).
 
@@ -170,6 +181,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = "auto"
         )
     try:
         build = record["build"]
+        record["config"] = with_legacy_settings(record["config"])
         model = rebuild_network(dict(build, config=record["config"]))
         model.load_state_dict(record["state_dict"])
         stats = record["rate_statistics"]

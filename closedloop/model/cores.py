@@ -20,6 +20,7 @@ from torch import nn
 
 from closedloop.model.divisive import MemberDivisiveNormalisation
 from closedloop.model.gabor_bank import GaborBank
+from closedloop.model.model_config import GABOR_WAVELENGTHS
 from closedloop.model.model_config import CORE_NORMALISATIONS
 
 PADDING_CHOICES = ("valid", "same")
@@ -266,6 +267,8 @@ class ConvCore(nn.Module):
         Also give the readout a fixed `GaborBank`'s channels at the same grid positions,
         standardised per member over its training images (`set_bank_statistics`; see
         `closedloop.model.model_config.ModelConfig`).
+    gabor_wavelengths
+        The bank's wavelengths in input pixels.
 
     Output
     ------
@@ -286,6 +289,7 @@ class ConvCore(nn.Module):
         batch_norm: bool = False,
         normalisation: str = "none",
         gabor_bank: bool = False,
+        gabor_wavelengths: tuple[float, ...] = GABOR_WAVELENGTHS,
     ):
         super().__init__()
         if normalisation not in CORE_NORMALISATIONS:
@@ -330,7 +334,7 @@ class ConvCore(nn.Module):
         self.bank_norm: MemberStandardisation | None = None
         if gabor_bank:
             start, step = self.grid_geometry()
-            self.bank = GaborBank(size, start, step)
+            self.bank = GaborBank(size, start, step, gabor_wavelengths)
             self.bank_norm = MemberStandardisation(n_members, self.bank.n_features)
             in_channels += self.bank.n_features
         self.output_shape = (in_channels, size, size)  # per member

@@ -61,6 +61,7 @@ def member_structure(spec: dict) -> tuple:
         config.batch_norm,
         config.core_normalisation,
         config.gabor_bank,
+        config.gabor_wavelengths,
         config.dense_units,
         config.output_nonlinearity,
         config.output_knots,

@@ -28,13 +28,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-#: Wavelengths in input pixels (about half an octave apart; the input is the display image
-#: downsampled twice, so 4 px is 8 display pixels) and orientations per wavelength.
-WAVELENGTHS_PX = (4.0, 6.0, 9.0)
+from closedloop.model.model_config import GABOR_WAVELENGTHS
+
+#: Wavelengths in input pixels by default (about half an octave apart; the input is the display
+#: image downsampled twice, so 4 px is 8 display pixels; `ModelConfig.gabor_wavelengths`) and
+#: orientations per wavelength.
+WAVELENGTHS_PX = GABOR_WAVELENGTHS
 N_ORIENTATIONS = 8
 #: Envelope width per wavelength (about 1.5 octaves of spatial-frequency bandwidth).
 SIGMA_PER_WAVELENGTH = 0.4
-KERNEL_SIZE = 15
 #: In units of the standardised image's energy (pixels z-scored over the training images).
 SEMISATURATION = 1.0
 PHASES = ("energy", "even+", "even-", "odd+", "odd-")
@@ -44,11 +46,18 @@ MEMO_SIZE = 2
 MEMO_MAX_VALUES = 2**25
 
 
+def kernel_size(wavelengths: tuple[float, ...]) -> int:
+    """Side of the bank's kernels: the longest wavelength's envelope to about 2 σ either side
+    (15 px for wavelengths up to 9 px, as banks were before the wavelengths became a setting)."""
+    return 2 * round(2 * SIGMA_PER_WAVELENGTH * max(wavelengths)) + 1
+
+
 def gabor_pairs(
-    wavelengths: tuple[float, ...] = WAVELENGTHS_PX, n_orientations: int = N_ORIENTATIONS, size: int = KERNEL_SIZE
+    wavelengths: tuple[float, ...] = WAVELENGTHS_PX, n_orientations: int = N_ORIENTATIONS, size: int | None = None
 ) -> torch.Tensor:
     """(2·P, 1, size, size) zero-mean, unit-norm Gabor filters: even then odd of each of the
-    P = wavelengths × orientations pairs."""
+    P = wavelengths × orientations pairs; ``size`` defaults to `kernel_size`."""
+    size = kernel_size(wavelengths) if size is None else size
     axis = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     y, x = torch.meshgrid(axis, axis, indexing="ij")
     filters = []
@@ -76,6 +85,8 @@ class GaborBank(nn.Module):
     grid_start, grid_step
         Input pixel (0-based, may be fractional) under the grid's first position, and the
         pixels between neighbouring positions (see `closedloop.model.cores.ConvCore.grid_geometry`).
+    wavelengths
+        Carrier wavelengths in input pixels (`ModelConfig.gabor_wavelengths`).
 
     Input (B, 1, H, W) standardised images; output (B, n_features, grid_size, grid_size),
     non-negative and normalised (see the module notes).  Beyond the image's border its own
@@ -84,11 +95,13 @@ class GaborBank(nn.Module):
 
     filters: torch.Tensor
 
-    def __init__(self, grid_size: int, grid_start: float, grid_step: int):
+    def __init__(
+        self, grid_size: int, grid_start: float, grid_step: int, wavelengths: tuple[float, ...] = WAVELENGTHS_PX
+    ):
         super().__init__()
         if grid_size < 1 or grid_step < 1:
             raise ValueError(f"grid_size ({grid_size}) and grid_step ({grid_step}) must be at least 1")
-        self.register_buffer("filters", gabor_pairs(), persistent=False)
+        self.register_buffer("filters", gabor_pairs(tuple(wavelengths)), persistent=False)
         self.grid_size, self.grid_step = grid_size, grid_step
         # Average each response over one grid cell (an odd window), then sample every grid_step.
         self.window = 2 * (grid_step // 2) + 1

@@ -34,6 +34,7 @@ CORE_FIELDS = (
     "input_normalisation",
     "core_normalisation",
     "gabor_bank",
+    "gabor_wavelengths",
 )
 #: State entries outside ``core.`` that belong with a core: how it scales its input pixels.
 _INPUT_STATISTICS = ("input_shift", "input_scale")

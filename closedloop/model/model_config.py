@@ -24,6 +24,12 @@ INPUT_NORMALISATIONS = ("none", "zscore")
 CORE_NORMALISATIONS = ("none", "divisive")
 #: Noise this strong (times a pixel's spread over the images) would swamp the images themselves.
 MAX_INPUT_NOISE = 2.0
+#: The Gabor bank's wavelengths (input pixels) by default, and in models saved before they were a setting.
+GABOR_WAVELENGTHS = (4.0, 6.0, 9.0, 13.5)
+LEGACY_GABOR_WAVELENGTHS = (4.0, 6.0, 9.0)
+#: Shortest and longest bank wavelength: two pixels is the finest grating a pixel grid carries; a
+#: wavelength much above the 33-px input's side has no cycle to see.
+GABOR_WAVELENGTH_RANGE = (2.0, 40.0)
 
 _DEFAULT_RIDGE_ALPHAS = tuple(10.0**e for e in range(-4, 5))
 
@@ -59,11 +65,15 @@ class ModelConfig:
         proportion to contrast, as V1's does.
     gabor_bank
         False (default): the readout sees the learned core's channels only.  True: also a
-        fixed bank of Gabor quadrature pairs (3 wavelengths × 8 orientations; each pair's
-        energy and four half-wave rectified phases, divisively normalised,
+        fixed bank of Gabor quadrature pairs (``gabor_wavelengths`` × 8 orientations; each
+        pair's energy and four half-wave rectified phases, divisively normalised,
         `closedloop.model.gabor_bank`) sampled at the core's grid positions, so units that
         are well described as simple or complex cells need not wait for the core to learn
         such filters from a few hundred images.
+    gabor_wavelengths
+        The bank's carrier wavelengths in input pixels (default 4, 6, 9 and 13.5: 8–27
+        display pixels, about 1.8–6 cycles/degree on the simulated rig).  Models saved
+        before this setting existed had 4, 6 and 9 and load with them.
     dense_units, dropout_keep
         Dense readout hidden width and the probability of *keeping* a hidden unit.
     output_nonlinearity
@@ -158,6 +168,7 @@ class ModelConfig:
     input_normalisation: str = "none"
     core_normalisation: str = "none"
     gabor_bank: bool = False
+    gabor_wavelengths: tuple[float, ...] = GABOR_WAVELENGTHS
     dense_units: int = 300
     dropout_keep: float = 0.55
     output_nonlinearity: str = "softplus"
@@ -262,6 +273,7 @@ _INT_FIELDS = {
 }
 _FLOAT_FIELDS = {"dropout_keep", "learning_rate", "weight_decay", "l1_readout", "input_noise"}
 _INT_TUPLE_FIELDS = {"core_filters", "core_kernels", "pool_layers"}
+_FLOAT_TUPLE_FIELDS = {"ridge_alphas", "gabor_wavelengths"}
 _BOOL_FIELDS = {"batch_norm", "gabor_bank", "refit", "cuda_graphs"}
 
 
@@ -294,12 +306,12 @@ def _coerce(source: str, name: str, key: str, value: Any) -> Any:
         return value
     if key == "pool_layers" and value is None:
         return None
-    if key in _INT_TUPLE_FIELDS or key == "ridge_alphas":
+    if key in _INT_TUPLE_FIELDS or key in _FLOAT_TUPLE_FIELDS:
         if not isinstance(value, (list, tuple)):
             raise fail("a list")
         items = []
         for item in value:
-            if key == "ridge_alphas":
+            if key in _FLOAT_TUPLE_FIELDS:
                 try:
                     items.append(float(item))
                 except (TypeError, ValueError):
@@ -410,6 +422,17 @@ def _validate(config: ModelConfig) -> None:
             f"must be a number from 0 to {MAX_INPUT_NOISE} (times each pixel's spread over the images; "
             f"e.g. 0.4), got {config.input_noise}",
         )
+    wavelengths = tuple(config.gabor_wavelengths)
+    low, high = GABOR_WAVELENGTH_RANGE
+    if not wavelengths or any(
+        isinstance(w, bool) or not isinstance(w, (int, float)) or not (math.isfinite(w) and low <= w <= high)
+        for w in wavelengths
+    ):
+        raise bad(
+            "gabor_wavelengths",
+            f"must be a non-empty list of wavelengths from {low:g} to {high:g} input pixels, "
+            f"got {config.gabor_wavelengths!r}",
+        )
     alphas = tuple(config.ridge_alphas)
     if not alphas or any(not (math.isfinite(a) and a > 0) for a in alphas):
         raise bad("ridge_alphas", f"must be a non-empty list of positive numbers, got {config.ridge_alphas!r}")
@@ -441,3 +464,4 @@ def _validate(config: ModelConfig) -> None:
     object.__setattr__(config, "core_filters", filters)
     object.__setattr__(config, "core_kernels", kernels)
     object.__setattr__(config, "ridge_alphas", alphas)
+    object.__setattr__(config, "gabor_wavelengths", tuple(float(w) for w in wavelengths))

@@ -302,6 +302,7 @@ def build_network(config: ModelConfig, n_units: int, n_members: int = 1, input_s
         batch_norm=config.batch_norm,
         normalisation=config.core_normalisation,
         gabor_bank=config.gabor_bank,
+        gabor_wavelengths=config.gabor_wavelengths,
     )
     readout: DenseReadout | FactorisedReadout
     if config.architecture == "kindel2017":

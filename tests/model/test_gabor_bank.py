@@ -15,14 +15,16 @@ from _synthetic_responses import make_dataset  # noqa: E402
 
 from closedloop.model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from closedloop.model.cores import ConvCore, MemberBatchNorm, MemberStandardisation  # noqa: E402
+from closedloop.errors import ConfigError  # noqa: E402
 from closedloop.model.gabor_bank import (  # noqa: E402
     MEMO_SIZE,
     N_ORIENTATIONS,
     WAVELENGTHS_PX,
     GaborBank,
     gabor_pairs,
+    kernel_size,
 )
-from closedloop.model.model_config import ModelConfig  # noqa: E402
+from closedloop.model.model_config import LEGACY_GABOR_WAVELENGTHS, ModelConfig  # noqa: E402
 from closedloop.model.networks import build_network  # noqa: E402
 from closedloop.model.predict import predict  # noqa: E402
 from closedloop.model.presets import preset  # noqa: E402
@@ -272,3 +274,43 @@ def test_a_fit_reusing_bank_features_equals_one_recomputing_them(monkeypatch) ->
     recomputed = fit_model(dataset, config, device="cpu")
     assert passes_reused < len(computed) / 3  # once per member's image set, not per epoch
     assert np.array_equal(predict(reused.model, dataset.images), predict(recomputed.model, dataset.images))
+
+
+def test_the_longest_wavelength_sets_the_kernel_and_is_tuned_to() -> None:
+    assert kernel_size(LEGACY_GABOR_WAVELENGTHS) == 15  # what every bank was before wavelengths were a setting
+    assert kernel_size(WAVELENGTHS_PX) == 23 and max(WAVELENGTHS_PX) == 13.5
+    # A coarse grating (13.5 px) drives the 13.5-px pair's energy more than any finer pair's.
+    filters = gabor_pairs()
+    image = grating(filters.shape[-1], 13.5, 0.0, 0.4)
+    responses = (filters[:, 0] * image).sum((1, 2)).view(-1, 2)  # (pairs, even/odd)
+    energy = responses.norm(dim=1).view(len(WAVELENGTHS_PX), N_ORIENTATIONS)
+    assert int(energy.max(dim=1).values.argmax()) == WAVELENGTHS_PX.index(13.5)
+
+
+@pytest.mark.parametrize("wavelengths", [[], [1.0, 4.0], [4.0, "long"], [4.0, 60.0], [float("nan")], "4, 6"])
+def test_bad_wavelengths_are_refused_naming_the_setting(wavelengths) -> None:
+    with pytest.raises(ConfigError) as caught:
+        ModelConfig.from_dict({"gabor_bank": True, "gabor_wavelengths": wavelengths}, source="model.yaml")
+    assert caught.value.field == "model.gabor_wavelengths"
+
+
+def test_models_saved_before_the_wavelengths_were_a_setting_load_with_their_three(tmp_path) -> None:
+    # Such a checkpoint's configuration has no gabor_wavelengths; its readout weighs the 3-wavelength
+    # bank's channels, so it must be rebuilt with that bank, not today's default.
+    dataset = make_dataset(n_images=40, n_units=3, size=15, seed=2)
+    config = ModelConfig(
+        architecture="factorised", core_filters=(4,), core_kernels=(5,), max_epochs=3, seed=0, gabor_bank=True
+    )
+    result = fit_model(dataset, config.replace(gabor_wavelengths=LEGACY_GABOR_WAVELENGTHS), device="cpu")
+    path = save_checkpoint(tmp_path / "model.pt", result, metrics={}, model_version=1)
+    record = torch.load(path, weights_only=True)
+    del record["config"]["gabor_wavelengths"]
+    torch.save(record, path)
+    loaded = load_checkpoint(path, device="cpu")
+    assert loaded.config.gabor_wavelengths == LEGACY_GABOR_WAVELENGTHS
+    assert np.array_equal(predict(loaded, dataset.images), predict(result.model, dataset.images))
+    # and a model fitted now keeps its own wavelengths
+    current = fit_model(dataset, config, device="cpu")
+    reloaded = load_checkpoint(save_checkpoint(tmp_path / "new.pt", current, metrics={}, model_version=1), "cpu")
+    assert reloaded.config.gabor_wavelengths == WAVELENGTHS_PX
+    assert np.array_equal(predict(reloaded, dataset.images), predict(current.model, dataset.images))
