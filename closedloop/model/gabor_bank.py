@@ -30,10 +30,9 @@ from torch import nn
 
 from closedloop.model.model_config import GABOR_WAVELENGTHS
 
-#: Wavelengths in input pixels by default (about half an octave apart; the input is the display
-#: image downsampled twice, so 4 px is 8 display pixels; `ModelConfig.gabor_wavelengths`) and
-#: orientations per wavelength.
-WAVELENGTHS_PX = GABOR_WAVELENGTHS
+#: Orientations per wavelength.  The wavelengths are a model setting (`ModelConfig.gabor_wavelengths`,
+#: in input pixels, about half an octave apart; the input is the display image downsampled twice, so
+#: 4 px is 8 display pixels).
 N_ORIENTATIONS = 8
 #: Envelope width per wavelength (about 1.5 octaves of spatial-frequency bandwidth).
 SIGMA_PER_WAVELENGTH = 0.4
@@ -53,7 +52,7 @@ def kernel_size(wavelengths: tuple[float, ...]) -> int:
 
 
 def gabor_pairs(
-    wavelengths: tuple[float, ...] = WAVELENGTHS_PX, n_orientations: int = N_ORIENTATIONS, size: int | None = None
+    wavelengths: tuple[float, ...] = GABOR_WAVELENGTHS, n_orientations: int = N_ORIENTATIONS, size: int | None = None
 ) -> torch.Tensor:
     """(2·P, 1, size, size) zero-mean, unit-norm Gabor filters: even then odd of each of the
     P = wavelengths × orientations pairs; ``size`` defaults to `kernel_size`."""
@@ -96,7 +95,7 @@ class GaborBank(nn.Module):
     filters: torch.Tensor
 
     def __init__(
-        self, grid_size: int, grid_start: float, grid_step: int, wavelengths: tuple[float, ...] = WAVELENGTHS_PX
+        self, grid_size: int, grid_start: float, grid_step: int, wavelengths: tuple[float, ...] = GABOR_WAVELENGTHS
     ):
         super().__init__()
         if grid_size < 1 or grid_step < 1:

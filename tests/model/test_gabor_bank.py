@@ -19,12 +19,11 @@ from closedloop.errors import ConfigError  # noqa: E402
 from closedloop.model.gabor_bank import (  # noqa: E402
     MEMO_SIZE,
     N_ORIENTATIONS,
-    WAVELENGTHS_PX,
     GaborBank,
     gabor_pairs,
     kernel_size,
 )
-from closedloop.model.model_config import LEGACY_GABOR_WAVELENGTHS, ModelConfig  # noqa: E402
+from closedloop.model.model_config import GABOR_WAVELENGTHS, LEGACY_GABOR_WAVELENGTHS, ModelConfig  # noqa: E402
 from closedloop.model.networks import build_network  # noqa: E402
 from closedloop.model.predict import predict  # noqa: E402
 from closedloop.model.presets import preset  # noqa: E402
@@ -40,7 +39,7 @@ def grating(size: int, wavelength: float, theta: float, phase: float) -> torch.T
 
 def test_filters_are_zero_mean_unit_norm_pairs() -> None:
     filters = gabor_pairs()
-    assert filters.shape[0] == 2 * len(WAVELENGTHS_PX) * N_ORIENTATIONS
+    assert filters.shape[0] == 2 * len(GABOR_WAVELENGTHS) * N_ORIENTATIONS
     flat = filters.flatten(1).double()
     assert torch.allclose(flat.sum(1), torch.zeros(len(flat), dtype=torch.float64), atol=1e-5)
     assert torch.allclose(flat.norm(dim=1), torch.ones(len(flat), dtype=torch.float64), atol=1e-5)
@@ -55,13 +54,13 @@ def test_energy_is_phase_invariant_and_tuned() -> None:
     size = even.shape[-1]
     energies, evens = [], []
     for phase in torch.linspace(0, 2 * math.pi, 9)[:-1].tolist():
-        image = grating(size, WAVELENGTHS_PX[1], math.pi / 4, phase)
+        image = grating(size, GABOR_WAVELENGTHS[1], math.pi / 4, phase)
         e, o = float((image * even).sum()), float((image * odd).sum())
         energies.append(math.hypot(e, o))
         evens.append(e)
     assert max(energies) / min(energies) < 1.1
     assert min(evens) < -0.5 * max(energies) and max(evens) > 0.5 * max(energies)
-    orthogonal = grating(size, WAVELENGTHS_PX[1], 3 * math.pi / 4, 0.3)
+    orthogonal = grating(size, GABOR_WAVELENGTHS[1], 3 * math.pi / 4, 0.3)
     assert math.hypot(float((orthogonal * even).sum()), float((orthogonal * odd).sum())) < 0.1 * min(energies)
 
 
@@ -99,7 +98,7 @@ def test_bank_features_peak_where_the_pattern_is() -> None:
     # channel most at that position.
     bank = GaborBank(grid_size=7, grid_start=10.0, grid_step=2)
     row, col = 10 + 2 * 2, 10 + 2 * 5
-    patch = grating(33, WAVELENGTHS_PX[0], 0.0, 0.0)
+    patch = grating(33, GABOR_WAVELENGTHS[0], 0.0, 0.0)
     axis = torch.arange(33, dtype=torch.float32)
     envelope = torch.exp(-((axis[:, None] - row) ** 2 + (axis[None, :] - col) ** 2) / (2 * 2.0**2))
     features = bank((patch * envelope)[None, None])
@@ -278,13 +277,13 @@ def test_a_fit_reusing_bank_features_equals_one_recomputing_them(monkeypatch) ->
 
 def test_the_longest_wavelength_sets_the_kernel_and_is_tuned_to() -> None:
     assert kernel_size(LEGACY_GABOR_WAVELENGTHS) == 15  # what every bank was before wavelengths were a setting
-    assert kernel_size(WAVELENGTHS_PX) == 23 and max(WAVELENGTHS_PX) == 13.5
+    assert kernel_size(GABOR_WAVELENGTHS) == 23 and max(GABOR_WAVELENGTHS) == 13.5
     # A coarse grating (13.5 px) drives the 13.5-px pair's energy more than any finer pair's.
     filters = gabor_pairs()
     image = grating(filters.shape[-1], 13.5, 0.0, 0.4)
     responses = (filters[:, 0] * image).sum((1, 2)).view(-1, 2)  # (pairs, even/odd)
-    energy = responses.norm(dim=1).view(len(WAVELENGTHS_PX), N_ORIENTATIONS)
-    assert int(energy.max(dim=1).values.argmax()) == WAVELENGTHS_PX.index(13.5)
+    energy = responses.norm(dim=1).view(len(GABOR_WAVELENGTHS), N_ORIENTATIONS)
+    assert int(energy.max(dim=1).values.argmax()) == GABOR_WAVELENGTHS.index(13.5)
 
 
 @pytest.mark.parametrize("wavelengths", [[], [1.0, 4.0], [4.0, "long"], [4.0, 60.0], [float("nan")], "4, 6"])
@@ -312,5 +311,5 @@ def test_models_saved_before_the_wavelengths_were_a_setting_load_with_their_thre
     # and a model fitted now keeps its own wavelengths
     current = fit_model(dataset, config, device="cpu")
     reloaded = load_checkpoint(save_checkpoint(tmp_path / "new.pt", current, metrics={}, model_version=1), "cpu")
-    assert reloaded.config.gabor_wavelengths == WAVELENGTHS_PX
+    assert reloaded.config.gabor_wavelengths == GABOR_WAVELENGTHS
     assert np.array_equal(predict(reloaded, dataset.images), predict(current.model, dataset.images))
