@@ -20,8 +20,7 @@ from torch import nn
 
 from closedloop.model.divisive import MemberDivisiveNormalisation
 from closedloop.model.gabor_bank import GaborBank
-from closedloop.model.model_config import GABOR_WAVELENGTHS
-from closedloop.model.model_config import CORE_NORMALISATIONS
+from closedloop.model.model_config import CORE_NORMALISATIONS, GABOR_WAVELENGTHS
 
 PADDING_CHOICES = ("valid", "same")
 
