@@ -28,8 +28,10 @@ Steps:
    fraction of well-fit units (r/rmax >= 0.8) whose "max" image truly beats their best
    natural image, true rate of the "max" image over the best natural image, and for
    percentile targets p20..p80 the median per-unit and the pooled correlation of target
-   with true rate and the median error (|true rate − target| over the unit's range of true
-   natural-image rates).  Rate targets start as ``closedloop synth``'s do (``--start``).
+   with true rate, the median per-unit slope of true rate on target (1: the true rates span
+   the asked range; below 1 they fall short of it, above 1 overshoot) and the median error
+   (|true rate − target| over the unit's range of true natural-image rates).  Rate targets
+   start as ``closedloop synth``'s do (``--start``).
    A family "saturates" when its units' true rate at their "max" image is within 10 % of
    their best natural image (median over well-fit units): natural images already drive
    them near their ceiling, so "max" cannot beat them by much.
@@ -239,6 +241,7 @@ def honesty(path: Path, model_path: Path, args: argparse.Namespace) -> dict:
         "max_spread_hz": every["max_spread_hz"],
         "percentile_median_unit_r": every["median_unit_r"],
         "percentile_pooled_r": every["pooled_r"],
+        "percentile_median_unit_slope": every["median_unit_slope"],
         "percentile_median_error": every["median_abs_error_over_range"],
         "saturates": bool(well["max_true_over_best_natural"] < SATURATION_RATIO),
         "report": report,
@@ -251,7 +254,7 @@ def table(rows: dict[str, dict]) -> str:
 
     head = (
         f"{'family':<14}{'units':>6}{'r':>7}{'r/rmax':>8}{'oracle':>8}{'r/oracle':>9}{'fit s':>7}"
-        f"{'max p/t':>9}{'beats':>7}{'max/nat':>8}{'pct r':>7}{'pooled':>8}{'err':>6}  saturates"
+        f"{'max p/t':>9}{'beats':>7}{'max/nat':>8}{'pct r':>7}{'pooled':>8}{'slope':>7}{'err':>6}  saturates"
     )
     lines = [head, "-" * len(head)]
     for family, row in rows.items():
@@ -265,6 +268,7 @@ def table(rows: dict[str, dict]) -> str:
             f"{f(h.get('max_true_over_best_natural_well_fit', float('nan')), 2):>8}"
             f"{f(h.get('percentile_median_unit_r', float('nan')), 2):>7}"
             f"{f(h.get('percentile_pooled_r', float('nan')), 2):>8}"
+            f"{f(h.get('percentile_median_unit_slope', float('nan')), 2):>7}"
             f"{f(h.get('percentile_median_error', float('nan')), 3):>6}"
             f"  {'' if not h else ('yes' if h['saturates'] else 'no')}"
         )
@@ -315,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
         "max p/t: median predicted/true rate of 'max' images (units above the r threshold); beats: well-fit "
         "units (r/rmax >= 0.8) whose 'max' image truly beats their best natural image; max/nat: its true rate "
         "over the best natural image's; pct r: median per-unit r of percentile target vs true rate; pooled: "
-        "the same pooled over units; err: median |true rate - target| over the unit's natural-image range"
+        "the same pooled over units; slope: median per-unit slope of true rate on percentile target (1: the "
+        "true rates span the asked range); err: median |true rate - target| over the unit's natural-image range"
     )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

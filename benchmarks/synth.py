@@ -202,8 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, row in numbers["units"].items():
         print(f"  {name}: {row['n_units']} units")
         print(
-            f"    target vs truth r: pooled {row['pooled_r']:.3f}, median per unit {row['median_unit_r']:.3f}; "
-            f"model prediction vs truth r {row['pooled_r_model_vs_truth']:.3f}"
+            f"    target vs truth r: pooled {row['pooled_r']:.3f}, median per unit {row['median_unit_r']:.3f} "
+            f"(slope {row['median_unit_slope']:.2f}); model prediction vs truth r {row['pooled_r_model_vs_truth']:.3f}"
         )
         print(
             f"    median |truth - target| / natural range: {row['median_abs_error_over_range']:.3f} "

@@ -28,6 +28,16 @@ def pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.corrcoef(a[keep], b[keep])[0, 1])
 
 
+def slope(target: np.ndarray, truth: np.ndarray) -> float:
+    """Least-squares slope of ``truth`` on ``target``: 1 when the true rates move as far as the
+    targets ask, below 1 when they fall short of the asked range, above 1 when they overshoot it
+    (NaN with fewer than 3 finite pairs or targets that do not vary)."""
+    keep = np.isfinite(target) & np.isfinite(truth)
+    if keep.sum() < 3 or np.std(target[keep]) == 0:
+        return float("nan")
+    return float(np.polyfit(target[keep], truth[keep], 1)[0])
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
     return float(a.ravel() @ b.ravel() / (na * nb)) if na > 0 and nb > 0 else float("nan")
@@ -51,7 +61,8 @@ def ground_truth_report(archive: Path, checkpoint, graded: SynthesisResult, maxe
     dict
         ``n_units`` judged (those in both runs) and, for "well-predicted (r/rmax >= 0.8)" and
         "all units" of those: pooled and
-        median per-unit correlation of target with true rate, median |truth − target| in units
+        median per-unit correlation of target with true rate, the median per-unit `slope` of true
+        rate on target (how far the true rates follow the asked range), median |truth − target| in units
         of the unit's natural-image range (and the optimiser's own error), the fraction of
         "max" images beating the unit's best natural image, and RF similarity (cosine inside
         the aperture) of the max image and of p80 − p20 for simple and centre-surround units,
@@ -101,6 +112,7 @@ def ground_truth_report(archive: Path, checkpoint, graded: SynthesisResult, maxe
     for name, members in groups.items():
         rows = np.isin(g_units, members)
         per_unit_r = [pearson(g.target_hz[g_units == u], g_truth[g_units == u]) for u in members]
+        per_unit_slope = [slope(g.target_hz[g_units == u], g_truth[g_units == u]) for u in members]
         err = np.abs(g_truth[rows] - g.target_hz[rows]) / natural_range[g_units[rows]]
         model_err = np.abs(g.achieved_hz[rows] - g.target_hz[rows]) / natural_range[g_units[rows]]
         max_rows = np.isin(m_units, members)
@@ -125,6 +137,7 @@ def ground_truth_report(archive: Path, checkpoint, graded: SynthesisResult, maxe
             "n_units": int(members.size),
             "pooled_r": pearson(g.target_hz[rows], g_truth[rows]),
             "median_unit_r": float(np.nanmedian(per_unit_r)) if members.size else float("nan"),
+            "median_unit_slope": float(np.nanmedian(per_unit_slope)) if members.size else float("nan"),
             "median_abs_error_over_range": float(np.median(err)) if err.size else float("nan"),
             "model_median_abs_error_over_range": float(np.median(model_err)) if model_err.size else float("nan"),
             "pooled_r_model_vs_truth": pearson(g.achieved_hz[rows], g_truth[rows]),

@@ -1,0 +1,49 @@
+"""The ground-truth report's slope of true rate on target, against the simulator's own rates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from closedloop.synth.verify import slope
+
+
+def test_slope_is_the_least_squares_gain_of_truth_on_target():
+    target = np.array([10.0, 20.0, 30.0, 40.0])
+    assert slope(target, 5.0 + 0.5 * target) == pytest.approx(0.5)
+    assert slope(target, 2.0 * target) == pytest.approx(2.0)
+    # NaN pairs are left out; fewer than 3 pairs or one repeated target have no slope
+    assert slope(np.array([10.0, 20.0, np.nan, 40.0]), np.array([1.0, 2.0, 3.0, 4.0])) == pytest.approx(0.1)
+    assert np.isnan(slope(np.array([10.0, 20.0]), np.array([1.0, 2.0])))
+    assert np.isnan(slope(np.full(4, 10.0), np.arange(4.0)))
+
+
+def test_the_report_gives_the_median_unit_slope_of_the_simulators_true_rates(tiny_checkpoint):
+    from closedloop.model.checkpoint import load_checkpoint
+    from closedloop.sim.archive import population_for, spec_from_archive
+    from closedloop.sim.archive_spec import RESPONSE_WINDOW_S
+    from closedloop.synth.optimise import SynthesisSettings
+    from closedloop.synth.plan import synthesize_from_checkpoint
+    from closedloop.synth.verify import ground_truth_report
+
+    model_path, archive = tiny_checkpoint
+    checkpoint = load_checkpoint(model_path, "cpu")
+    settings = SynthesisSettings(steps=20, heldout_members=0)
+    graded = synthesize_from_checkpoint(checkpoint, "all", "p20,p50,p80", settings=settings, min_heldout_r=None)
+    maxed = synthesize_from_checkpoint(checkpoint, "all", "max", settings=settings, min_heldout_r=None)
+    report = ground_truth_report(archive, checkpoint, graded.result, maxed.result)
+
+    # the same slope computed here, from the simulator's rates for the very images
+    spec = spec_from_archive(archive)
+    population = population_for(spec)
+    result = graded.result
+    true = population.expected_rates(result.canvas.to_display(result.images), RESPONSE_WINDOW_S, spec.durations_s[0])
+    column = {int(u): i for i, u in enumerate(population.unit_ids)}
+    units = np.array([job.unit for job in result.jobs])
+    truth = true[np.arange(units.size), [column[int(checkpoint.unit_ids[u])] for u in units]]
+    slopes = []
+    for unit in np.unique(units):
+        rows = units == unit
+        design = np.stack([result.target_hz[rows], np.ones(rows.sum())], axis=1)
+        slopes.append(np.linalg.lstsq(design, truth[rows], rcond=None)[0][0])
+    assert report["units"]["all units"]["median_unit_slope"] == pytest.approx(np.median(slopes), rel=1e-6)
