@@ -37,6 +37,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from generalise import archive  # noqa: E402
 
+from closedloop.synth.verify import pearson  # noqa: E402
+
 RIDGE_STRENGTHS = (1.0, 10.0, 100.0, 1e3, 1e4)
 FOLDS = 5
 
@@ -56,12 +58,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="folder for the cached archive (generalise.py's by default)",
     )
     return parser.parse_args(argv)
-
-
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = a - a.mean(), b - b.mean()
-    denominator = np.sqrt((a * a).sum() * (b * b).sum())
-    return float((a * b).sum() / denominator) if denominator > 0 else float("nan")
 
 
 def ridge_weights(features: np.ndarray, target: np.ndarray, strength: float) -> np.ndarray:
