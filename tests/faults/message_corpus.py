@@ -142,16 +142,22 @@ class ArrayHarness:
         )
 
     def probe(self) -> bool:
-        """Send a valid report and wait for its photodiode onset on the spike stream."""
+        """Send a valid report; wait until the array has taken it and a photodiode onset follows.
+
+        Waiting for the array to take this very report (not only for one more onset) keeps the
+        verdict in order: a hostile report the array showed publishes an onset of its own, which
+        would otherwise answer this probe before the array had read the input sent before it.
+        """
         wanted = self.onsets + 1
-        self.send_report(self.shown(self.next_flip()))
+        flip = self.next_flip()
+        self.send_report(self.shown(flip))
         deadline = time.monotonic() + PROBE_S
         while time.monotonic() < deadline and self.alive:
             decoded = self.spikes.recv(50)
             if decoded is not None and isinstance(decoded.message, SyncEvent) and decoded.message.state == 1:
                 self.onsets += 1
-                if self.onsets >= wanted:
-                    return True
+            if self.onsets >= wanted and self.array.guard.last_flip == flip:
+                return True
         return False
 
 
