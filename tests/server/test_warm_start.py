@@ -13,7 +13,7 @@ from closedloop.data.dataset import Preprocessing
 from closedloop.errors import ClosedLoopError
 from closedloop.model.predict import predict
 from closedloop.model.split import DataSplit
-from closedloop.model.train import fit_model
+from closedloop.model.train import WARM_START_PATIENCE, fit_model
 from closedloop.server.store import ResponseStore
 
 
@@ -79,3 +79,14 @@ def test_a_model_that_does_not_fit_starts_cold(data) -> None:
     assert not _fit(dataset, other, seed=0, split=split, initial_model=first.model).warm_started
     two = TINY.replace(max_epochs=2, ensemble_size=2)
     assert not _fit(dataset, two, seed=0, split=split, initial_model=first.model).warm_started
+
+
+def test_a_warm_start_stops_sooner_than_the_protocols_patience(data) -> None:
+    # It begins at the previous optimum: WARM_START_PATIENCE epochs without improvement end it.
+    dataset, split = data
+    config = TINY.replace(max_epochs=400, patience=60, stop_check_every=1, learning_rate=0.01)
+    first = _fit(dataset, config, seed=0, split=split)
+    warm = _fit(dataset, config, seed=1, split=split, initial_model=first.model)
+    assert first.epochs_run == int(first.best_epoch.max()) + 60 + 1 < 400
+    assert warm.warm_started and warm.epochs_run == int(warm.best_epoch.max()) + WARM_START_PATIENCE + 1
+    assert warm.config.patience == 60  # the protocol's setting is recorded as it was given
