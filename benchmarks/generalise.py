@@ -99,9 +99,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--contrast-quantile",
         type=float,
-        default=0.95,
-        help="contrast bound at this quantile of the fit images' RMS contrast "
-        "(0.05, 0.25, 0.5, 0.75, 0.95 or 1; default 0.95, as synth's default)",
+        default=None,
+        help="cap the RMS contrast at this quantile of the fit images' (0.05, 0.25, 0.5, 0.75, 0.95 or 1), "
+        "with no floor; default: synth's, between their 0.05 and 0.95 quantiles",
     )
     parser.add_argument(
         "--start",
@@ -214,7 +214,11 @@ def honesty(path: Path, model_path: Path, args: argparse.Namespace) -> dict:
     settings = SynthesisSettings(
         steps=args.synth_steps, disagreement_weight=args.disagreement, heldout_members=args.heldout_members
     )
-    bound = default_bound(checkpoint.metrics.get("image_statistics"), args.contrast_quantile)
+    bound = (
+        "natural"
+        if args.contrast_quantile is None
+        else default_bound(checkpoint.metrics.get("image_statistics"), args.contrast_quantile)
+    )
     starts = checkpoint_starts(checkpoint, path) if args.start == "natural" else None
     started = time.perf_counter()
     try:
@@ -233,6 +237,7 @@ def honesty(path: Path, model_path: Path, args: argparse.Namespace) -> dict:
         "synth_s": seconds,
         "skipped_units": len(maxed.skipped),
         "contrast_bound": maxed.contrast["max_contrast"],
+        "contrast_floor": maxed.contrast["min_contrast"],
         "n_well_fit": well["n_units"],
         "max_predicted_over_true": every["max_predicted_over_true"],
         "max_predicted_over_true_well_fit": well["max_predicted_over_true"],
@@ -310,8 +315,13 @@ def main(argv: list[str] | None = None) -> int:
         f"preset chosen on {args.choose_on}: {chosen}; device {describe_device(device)}; "
         f"{args.units} units x {args.images} images x {args.repeats} repeats per family; "
         f"synthesis {args.synth_steps} steps from {args.start} starts, {args.heldout_members} held-out members, "
-        f"disagreement weight {args.disagreement:g}, contrast bound at the "
-        f"{args.contrast_quantile:g} quantile; {time.perf_counter() - started:.0f} s in all"
+        f"disagreement weight {args.disagreement:g}, RMS contrast "
+        + (
+            "between the fit images' 0.05 and 0.95 quantiles"
+            if args.contrast_quantile is None
+            else f"capped at their {args.contrast_quantile:g} quantile"
+        )
+        + f"; {time.perf_counter() - started:.0f} s in all"
     )
     print(table(rows))
     print(

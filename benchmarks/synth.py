@@ -70,7 +70,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--blur-end", type=float, default=None, help="final gradient blur σ (default: settings')")
     parser.add_argument("--init-std", type=float, default=None, help="starting noise std (default: settings')")
     parser.add_argument("--max-steps", type=int, default=None, help="step cap of the max run (default --steps)")
-    parser.add_argument("--contrast", type=float, default=None, help="RMS contrast cap (default none)")
+    parser.add_argument(
+        "--contrast",
+        type=float,
+        default=None,
+        help="RMS contrast cap, no floor (default: the fit images' natural range, as closedloop synth's)",
+    )
     parser.add_argument(
         "--start",
         choices=START_MODES,

@@ -92,8 +92,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=_contrast,
         default="natural",
         metavar="RMS|natural|none",
-        help="cap on the RMS contrast inside the aperture: a number, 'natural' (default: the 0.95 "
-        "quantile of the fit images' RMS contrast, as the model records it) or 'none'",
+        help="RMS contrast inside the aperture: a number (a cap), 'natural' (default: between the 0.05 and "
+        "0.95 quantiles of the fit images' RMS contrast, as the model records them) or 'none'",
     )
     parser.add_argument(
         "--min-r",
@@ -235,8 +235,9 @@ def run(args: argparse.Namespace) -> int:
             f"synth: skipped unit {unit}: held-out r {r:.2f} is below {min_r:g}, so the model cannot promise "
             "a rate for it (--min-r lowers the threshold)"
         )
-    bound = made.contrast["max_contrast"]
-    print(f"synth: RMS contrast bound {'none' if bound is None else f'{bound:.3f}'} ({made.contrast['source']})")
+    bound, floor = made.contrast["max_contrast"], made.contrast["min_contrast"]
+    within = "none" if bound is None else f"{bound:.3f}" if floor is None else f"{floor:.3f} to {bound:.3f}"
+    print(f"synth: RMS contrast {within} ({made.contrast['source']})")
     if show:
         print(file=sys.stderr)
     library_path = write_library(

@@ -28,7 +28,7 @@ from closedloop.model.saved import model_path
 from closedloop.model.split import DataSplit
 from closedloop.model.train import ExcludedUnitsWarning, FitResult, fit_model, select_fittable_units
 from closedloop.server.settings import ServerSettings
-from closedloop.synth.contrast import contrast_statistics, default_bound
+from closedloop.synth.contrast import FLOOR_QUANTILE, contrast_statistics, default_bound
 from closedloop.synth.starts import StartImages
 from closedloop.synth.plan import natural_rate_range
 
@@ -57,6 +57,8 @@ class ServedModel:
         (n_units,) natural-image rate range per unit, weighing synthesis losses.
     contrast_bound
         RMS-contrast cap of synthesized images, from the fit images (`closedloop.synth.contrast`).
+    contrast_floor
+        RMS-contrast floor of synthesized images, from the fit images.
     starts
         The fit images with their measured rates, where rate targets start
         (`closedloop.synth.starts`); kept only when the server starts them there.
@@ -68,6 +70,7 @@ class ServedModel:
     heldout_r: np.ndarray
     scale_hz: np.ndarray
     contrast_bound: float | None = None
+    contrast_floor: float | None = None
     starts: StartImages | None = None
 
     @property
@@ -145,14 +148,16 @@ def run_refit(
         seed=seed,
     )
     metrics = refit_metrics(report, result, dataset, job, time.perf_counter() - started)
+    contrast = contrast_statistics(dataset.images[split.fit])
     served = ServedModel(
         job.version,
         result,
         metrics,
         np.asarray(report.r, dtype=np.float64),
         natural_rate_range(result.rate_statistics.percentiles),
-        default_bound(contrast_statistics(dataset.images[split.fit])),
-        StartImages.from_dataset(dataset, split.fit, result.unit_ids)
+        contrast_bound=default_bound(contrast),
+        contrast_floor=default_bound(contrast, FLOOR_QUANTILE),
+        starts=StartImages.from_dataset(dataset, split.fit, result.unit_ids)
         if settings.synthesis_start == "natural"
         else None,
     )

@@ -76,7 +76,7 @@ def run_synthesis(
             raise Cancelled("synthesis cancelled: the server is stopping")
 
     if canvas.max_contrast is None and served.contrast_bound is not None:  # the natural images' contrast
-        canvas = dataclasses.replace(canvas, max_contrast=served.contrast_bound)
+        canvas = dataclasses.replace(canvas, max_contrast=served.contrast_bound, min_contrast=served.contrast_floor)
     result = synthesize(
         served.result.model,
         jobs,

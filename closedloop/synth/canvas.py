@@ -44,6 +44,10 @@ class Canvas:
     max_contrast
         Optional cap on the RMS contrast (standard deviation of the pixels inside
         the aperture); ``None``: only the range limits contrast.
+    min_contrast
+        Optional floor on the RMS contrast: fainter images have their deviations from
+        grey scaled up to it (before the range is enforced, which at natural contrasts
+        clips nothing); ``None``: no floor.
     """
 
     model_size: int = 33
@@ -54,6 +58,7 @@ class Canvas:
     low: float = 0.0
     high: float = 1.0
     max_contrast: float | None = None
+    min_contrast: float | None = None
 
     def __post_init__(self) -> None:
         if self.model_size < 1 or self.downsample < 1:
@@ -71,6 +76,13 @@ class Canvas:
             raise ClosedLoopError(f"aperture diameter must be positive, got {self.aperture_diameter_px}")
         if self.max_contrast is not None and not self.max_contrast > 0:
             raise ClosedLoopError(f"max_contrast must be positive, got {self.max_contrast}")
+        if self.min_contrast is not None and not (
+            self.min_contrast > 0 and (self.max_contrast is None or self.min_contrast <= self.max_contrast)
+        ):
+            raise ClosedLoopError(
+                f"min_contrast must be positive and at most max_contrast, got {self.min_contrast} "
+                f"(max_contrast {self.max_contrast})"
+            )
         if not self.aperture_mask().any():
             raise ClosedLoopError("the aperture holds no model pixel; make it larger")
 
@@ -137,7 +149,8 @@ class Projection:
     Inside the aperture the set is {range box} ∩ {mean = mean luminance}; the
     projection onto it is ``clamp(x - t)`` for the one shift ``t`` that restores the
     mean (KKT), found by bisection.  An RMS-contrast cap, if any, then scales the
-    deviations from grey, which keeps both the range and the mean.
+    deviations from grey, which keeps both the range and the mean.  An RMS-contrast
+    floor, if any, scales fainter images' deviations up to it first (in the rows asked).
     """
 
     def __init__(self, canvas: Canvas, device: torch.device, iterations: int = 40):
@@ -146,9 +159,18 @@ class Projection:
         self.n_inside = int(self.inside.sum())
         self.iterations = iterations
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+    def __call__(self, images: torch.Tensor, floored: torch.Tensor | None = None) -> torch.Tensor:
+        """Project ``images`` (B, S, S); ``floored`` (B,) bool: the rows the contrast floor
+        applies to (default all)."""
         c = self.canvas
         x = images[:, self.inside]  # (B, n_inside)
+        if c.min_contrast is not None:  # the pattern, not the overall brightness, is scaled up
+            mean = x.mean(dim=1, keepdim=True)
+            rms = (x - mean).pow(2).mean(dim=1).sqrt()
+            factor = (c.min_contrast / rms.clamp_min(1e-12)).clamp(min=1.0)
+            if floored is not None:
+                factor = torch.where(floored, factor, torch.ones_like(factor))
+            x = mean + (x - mean) * factor[:, None]
         lo, hi = x.min(dim=1).values - c.high, x.max(dim=1).values - c.low
         for _ in range(self.iterations):  # mean(clamp(x - t)) falls as t rises
             t = 0.5 * (lo + hi)

@@ -19,7 +19,8 @@ step, following Walker et al. (2019):
    capped for rate targets by the Newton step that would bring the loss to zero, so
    images settle on their targets instead of oscillating around them;
 5. project back onto the canvas (grey outside the aperture, range, mean luminance,
-   optional contrast cap; `closedloop.synth.canvas.Projection`).
+   optional contrast cap, and for rate targets an optional contrast floor;
+   `closedloop.synth.canvas.Projection`).
 
 An image stops (is frozen and leaves the batch) once its unit — and every held unit —
 is within ``tolerance_hz`` of its target; maximising images run to the step cap.  The
@@ -373,7 +374,9 @@ def synthesize(
         first, start_ids = canvas.blank(n), np.full(n, BLANK, dtype=np.int64)
         if starts is not None:
             first, start_ids = choose_starts(model, jobs, starts, canvas, scale_hz, device)
-        images = project((torch.as_tensor(first) + settings.init_std * noise).to(device))
+        # The contrast floor is for rate targets; "max" images run to the cap anyway.
+        floored = ~objective.maximise
+        images = project((torch.as_tensor(first) + settings.init_std * noise).to(device), floored)
         best_images = images.clone()
         best_loss = torch.full((n,), math.inf, device=device)
         done = torch.zeros(n, dtype=torch.bool, device=device)
@@ -417,7 +420,7 @@ def synthesize(
                 objective.maximise[rows], torch.full_like(loss, math.inf), loss / slope.clamp_min(1e-12)
             )
             alpha = newton.clamp(max=size)
-            moved = project(x.detach() - alpha[:, None, None] * direction)
+            moved = project(x.detach() - alpha[:, None, None] * direction, floored[rows])
             images[rows] = torch.where((finished | stop)[:, None, None], images[rows], moved)
             if progress is not None and step % progress_every == 0:
                 progress(step, settings.steps, int((~done).sum()))

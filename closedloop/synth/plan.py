@@ -17,7 +17,7 @@ from closedloop.data.loader import load_dataset
 from closedloop.errors import ClosedLoopError
 from closedloop.model.checkpoint import check_compatible
 from closedloop.synth.canvas import Canvas
-from closedloop.synth.contrast import DEFAULT_QUANTILE, default_bound
+from closedloop.synth.contrast import DEFAULT_QUANTILE, FLOOR_QUANTILE, default_bound
 from closedloop.synth.optimise import ProgressCallback, SynthesisResult, SynthesisSettings, synthesize
 from closedloop.synth.starts import StartImages
 from closedloop.synth.targets import Target, build_jobs, parse_targets, select_units
@@ -54,29 +54,35 @@ def well_fit(columns: np.ndarray, heldout_r: np.ndarray | None, min_r: float | N
 
 
 def contrast_bound(checkpoint, requested: float | str | None) -> dict:
-    """The RMS-contrast cap to use: ``"natural"`` (default), a number, or ``None``/``"none"`` for no cap.
+    """The RMS-contrast bounds to use: ``"natural"`` (default), a cap, or ``None``/``"none"`` for none.
 
-    Returns ``{"max_contrast": value or None, "source": text}``.
+    ``"natural"``: the fit images' own range, capped at their `DEFAULT_QUANTILE` and raised
+    to at least their `FLOOR_QUANTILE` (`closedloop.synth.contrast`); a number caps only.
+    Returns ``{"max_contrast": value or None, "min_contrast": value or None, "source": text}``.
     """
     if requested is None or requested == "none":
-        return {"max_contrast": None, "source": "none (no contrast bound asked for)"}
+        return {"max_contrast": None, "min_contrast": None, "source": "none (no contrast bound asked for)"}
     if requested == "natural":
         metrics = checkpoint.metrics if isinstance(checkpoint.metrics, dict) else {}
-        value = default_bound(metrics.get("image_statistics"))
+        statistics = metrics.get("image_statistics")
+        value = default_bound(statistics)
         if value is None:
             return {
                 "max_contrast": None,
+                "min_contrast": None,
                 "source": "none: the model records no natural-image contrast "
                 "(fitted by an older closedloop); pass --contrast RMS",
             }
         return {
             "max_contrast": value,
-            "source": f"natural images: the {DEFAULT_QUANTILE:g} quantile of the fit images' RMS contrast",
+            "min_contrast": default_bound(statistics, FLOOR_QUANTILE),
+            "source": f"natural images: the {FLOOR_QUANTILE:g} to {DEFAULT_QUANTILE:g} quantiles of the fit "
+            "images' RMS contrast",
         }
     value = float(requested)
     if not np.isfinite(value) or value <= 0:
         raise ClosedLoopError(f"contrast bound must be a positive RMS contrast, 'natural' or 'none', got {requested!r}")
-    return {"max_contrast": value, "source": "given"}
+    return {"max_contrast": value, "min_contrast": None, "source": "given"}
 
 
 def heldout_r(metrics: dict, n_units: int) -> np.ndarray | None:
@@ -187,9 +193,9 @@ def synthesize_from_checkpoint(
         )
     if canvas.max_contrast is None:
         bound = contrast_bound(checkpoint, contrast)
-        canvas = replace(canvas, max_contrast=bound["max_contrast"])
+        canvas = replace(canvas, max_contrast=bound["max_contrast"], min_contrast=bound["min_contrast"])
     else:
-        bound = {"max_contrast": canvas.max_contrast, "source": "given"}
+        bound = {"max_contrast": canvas.max_contrast, "min_contrast": canvas.min_contrast, "source": "given"}
     parsed = parse_targets(targets)
     if images_per_target < 1:
         raise ClosedLoopError(f"images per target must be at least 1, got {images_per_target}")

@@ -61,6 +61,26 @@ def test_projection_is_the_nearest_feasible_image():
         assert ((other - raw)[:, inside] ** 2).sum() >= ((best - raw)[:, inside] ** 2).sum() - 1e-4
 
 
+def test_a_contrast_floor_raises_faint_images_and_leaves_the_rest():
+    canvas = Canvas(max_contrast=0.2, min_contrast=0.08)
+    inside = canvas.aperture_mask()
+    rng = np.random.default_rng(4)
+    faint = 0.5 + rng.normal(0, 0.01, (3, 33, 33))
+    strong = 0.5 + rng.normal(0, 0.12, (3, 33, 33))
+    raw = torch.as_tensor(np.concatenate([faint, strong]), dtype=torch.float32)
+    projected = Projection(canvas, torch.device("cpu"))(raw).numpy()
+    rms = projected[:, inside].std(axis=1)
+    np.testing.assert_allclose(rms[:3], 0.08, rtol=1e-3)  # raised to the floor, the pattern kept
+    assert all(np.corrcoef(projected[i, inside], faint[i, inside])[0, 1] > 0.999 for i in range(3))
+    unfloored = Projection(Canvas(max_contrast=0.2), torch.device("cpu"))(raw).numpy()
+    np.testing.assert_allclose(projected[3:], unfloored[3:], atol=1e-6)  # above the floor: untouched
+    assert canvas.violations(projected) == []
+    only_strong = Projection(canvas, torch.device("cpu"))(raw, torch.tensor([False] * 3 + [True] * 3)).numpy()
+    np.testing.assert_allclose(only_strong[:3], unfloored[:3], atol=1e-6)  # rows left out keep their contrast
+    blank = Projection(canvas, torch.device("cpu"))(torch.full((1, 33, 33), 0.5)).numpy()
+    assert np.all(blank == 0.5)  # no pattern to scale up: the blank screen stays blank
+
+
 def test_bad_canvases_are_refused():
     with pytest.raises(ClosedLoopError, match="display"):
         Canvas(model_size=40, downsample=2, display_size=66)
@@ -68,3 +88,7 @@ def test_bad_canvases_are_refused():
         Canvas(mean_luminance=1.5)
     with pytest.raises(ClosedLoopError, match="aperture"):
         Canvas(aperture_diameter_px=-1)
+    with pytest.raises(ClosedLoopError, match="min_contrast"):
+        Canvas(max_contrast=0.1, min_contrast=0.2)
+    with pytest.raises(ClosedLoopError, match="min_contrast"):
+        Canvas(min_contrast=0.0)

@@ -15,7 +15,7 @@ from closedloop.model.linear import LinearPixelModel
 from closedloop.model.model_config import ModelConfig
 from closedloop.model.networks import build_network, extrapolating_tails, inverse_softplus
 from closedloop.synth.canvas import Canvas
-from closedloop.synth.contrast import contrast_statistics, default_bound, rms_contrast
+from closedloop.synth.contrast import FLOOR_QUANTILE, contrast_statistics, default_bound, rms_contrast
 from closedloop.synth.library import read_library
 from closedloop.synth.optimise import SynthesisSettings, synthesize
 from closedloop.synth.plan import heldout_r, synthesize_from_checkpoint, well_fit
@@ -48,9 +48,13 @@ def test_images_carry_the_ensemble_spread_and_respect_the_natural_contrast(tiny_
     )
     result = made.result
     bound = default_bound(checkpoint.metrics["image_statistics"])
+    floor = default_bound(checkpoint.metrics["image_statistics"], FLOOR_QUANTILE)
     assert made.contrast["max_contrast"] == pytest.approx(bound) and "natural" in made.contrast["source"]
+    assert made.contrast["min_contrast"] == pytest.approx(floor) and 0 < floor < bound
     inside = result.canvas.aperture_mask()
-    assert result.images[:, inside].std(axis=1).max() <= bound + 1e-4
+    rms = result.images[:, inside].std(axis=1)
+    rated = np.asarray([not job.maximise for job in result.jobs])
+    assert rms.max() <= bound + 1e-4 and rms[rated].min() >= floor - 1e-3  # the floor is for rate targets
     with torch.no_grad():
         members = checkpoint.model.forward_members(torch.as_tensor(result.images)).numpy()
     column = int(np.flatnonzero(checkpoint.unit_ids == unit)[0])
@@ -59,7 +63,7 @@ def test_images_carry_the_ensemble_spread_and_respect_the_natural_contrast(tiny_
     unbounded = synthesize_from_checkpoint(
         checkpoint, [unit], "max", settings=SynthesisSettings(steps=40), min_heldout_r=None, contrast="none"
     )
-    assert unbounded.result.canvas.max_contrast is None
+    assert unbounded.result.canvas.max_contrast is None and unbounded.result.canvas.min_contrast is None
 
 
 def test_a_one_member_model_has_no_spread_rather_than_a_certain_zero(linear_model):
