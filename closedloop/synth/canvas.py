@@ -167,10 +167,10 @@ class Projection:
         if c.min_contrast is not None:  # the pattern, not the overall brightness, is scaled up
             mean = x.mean(dim=1, keepdim=True)
             rms = (x - mean).pow(2).mean(dim=1).sqrt()
-            factor = (c.min_contrast / rms.clamp_min(1e-12)).clamp(min=1.0)
-            if floored is not None:
-                factor = torch.where(floored, factor, torch.ones_like(factor))
-            x = mean + (x - mean) * factor[:, None]
+            factor = c.min_contrast / rms.clamp_min(1e-12)
+            lift = factor > 1 if floored is None else (factor > 1) & floored
+            # Rows left alone keep their pixels bit for bit.
+            x = torch.where(lift[:, None], mean + (x - mean) * factor[:, None], x)
         lo, hi = x.min(dim=1).values - c.high, x.max(dim=1).values - c.low
         for _ in range(self.iterations):  # mean(clamp(x - t)) falls as t rises
             t = 0.5 * (lo + hi)
