@@ -103,7 +103,8 @@ class ModelConfig:
         deviation over the training images, so pixels the images never vary (outside the
         display's aperture) get none.  0 (default) turns it off.  Each noisy image keeps
         its recorded rate, so the network learns to ignore faint noise (a regulariser);
-        the stopping and held-out images are never perturbed.
+        the stopping and held-out images are never perturbed.  The noise reaches the
+        core's learned layers; a Gabor bank (``gabor_bank``) sees the clean images.
     stop_check_every
         Epochs between host-side checks of the stopping rule (no effect on results:
         the best weights are tracked on the device every epoch).

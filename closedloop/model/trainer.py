@@ -210,8 +210,9 @@ class Trainer:
         self.refit_epochs = None if refit_epochs is None else torch.as_tensor(refit_epochs, device=device)
         self.max_epochs = config.max_epochs if refit_epochs is None else int(np.max(refit_epochs))
         self.n_train = data.train_images.shape[0]
-        # Augmentation (`ModelConfig.input_noise`): per-pixel noise scale, zero where the images never vary.
-        self.noise_scale = config.input_noise * data.pixel_spread if config.input_noise > 0 else None
+        # Augmentation (`ModelConfig.input_noise`): per-pixel noise scale, zero where the images never
+        # vary, drawn by the core from the fit's own RNG stream (seeded, and replayable in a CUDA graph).
+        model.core.training_noise = config.input_noise * data.pixel_spread if config.input_noise > 0 else None
         self.batch_size = config.batch_size if config.batch_size and config.batch_size < self.n_train else None
         # Eager epochs before capture: the graph warm-up, and the whole step-size ramp.
         self.eager_before_graph = max(self.GRAPH_WARMUP_EPOCHS, ramp_epochs + 1)
@@ -283,8 +284,6 @@ class Trainer:
         self, images: torch.Tensor, rates: torch.Tensor, mask: torch.Tensor | None, observed: torch.Tensor | None
     ) -> torch.Tensor:
         self.model.set_sample_weight(mask)
-        if self.noise_scale is not None:  # the fit's own RNG stream: seeded, and replayable in a CUDA graph
-            images = images + self.noise_scale * torch.randn_like(images)
         member_loss = self._member_loss(images, rates, mask, observed)
         loss = member_loss.sum()
         penalty = self.model.regularizer()
@@ -413,6 +412,7 @@ class Trainer:
                     epochs_run = index + 1
                     break
         self.model.set_sample_weight(None)
+        self.model.core.training_noise = None
         with torch.no_grad():
             for name, tensor in self.tracked.items():
                 tensor.copy_(self.best_state[name])

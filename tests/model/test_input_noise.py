@@ -30,17 +30,26 @@ def _framed_dataset():
     return dataset
 
 
-def _images_seen_in_training(config: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def _images_seen_in_training(config: ModelConfig, seen_by: str = "learned") -> tuple[torch.Tensor, torch.Tensor]:
+    """The training images and what the core's learned layers (or its Gabor bank) saw of them."""
     dataset = _framed_dataset()
     data = DeviceData(dataset.images, dataset.mean_rates, [(np.arange(30), np.arange(30, 40))], torch.device("cpu"))
     network = build_network(config, dataset.n_units, 1, dataset.images.shape[1])
     network.set_output_statistics(data.mean_rate, data.std_rate)
+    network.set_feature_statistics(data.train_images, None)
     seen = []
-    forward = network.forward_members
-    network.forward_members = lambda images: seen.append(images.detach().clone()) or forward(images)
+    if seen_by == "learned":
+        learned = network.core._learned
+        network.core._learned = lambda x: seen.append(x.detach().clone()) or learned(x)
+    else:
+        bank = network.core.bank
+        network.core._bank_features = lambda x, _: (
+            seen.append(x.detach().clone()) or type(network.core)._bank_features(network.core, x, bank)
+        )
     torch.manual_seed(0)
     Trainer(network, data, config).epoch()
     assert torch.equal(seen[1], data.stop_images)  # the stopping images are never perturbed
+    assert network.core.training_noise is not None or config.input_noise == 0
     return data.train_images, seen[0]
 
 
@@ -53,6 +62,15 @@ def test_noise_follows_each_pixels_spread_and_spares_the_frame():
     spread = clean[:, 0, 3:-3, 3:-3].std(dim=0)
     ratio = (inside.std(dim=0) / spread).mean().item()
     assert 0.4 < ratio < 0.6  # 30 draws per pixel around 0.5 times that pixel's spread
+
+
+def test_a_gabor_bank_sees_the_clean_images():
+    # Its features are fixed: noising them would only recompute the bank every epoch.
+    config = SMALL.replace(input_noise=0.5, gabor_bank=True, gabor_wavelengths=(4.0,), padding="same")
+    clean, seen_by_bank = _images_seen_in_training(config, seen_by="bank")
+    assert torch.equal(seen_by_bank, clean)
+    _, seen_by_learned = _images_seen_in_training(config)
+    assert not torch.equal(seen_by_learned, clean)
 
 
 def test_without_noise_the_training_step_sees_the_images_unchanged():
