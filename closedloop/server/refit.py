@@ -28,7 +28,7 @@ from closedloop.model.saved import model_path
 from closedloop.model.split import DataSplit
 from closedloop.model.train import ExcludedUnitsWarning, FitResult, fit_model, select_fittable_units
 from closedloop.server.settings import ServerSettings
-from closedloop.synth.contrast import FLOOR_QUANTILE, contrast_statistics, default_bound
+from closedloop.synth.contrast import contrast_statistics, natural_bounds
 from closedloop.synth.starts import StartImages
 from closedloop.synth.plan import natural_rate_range
 
@@ -148,15 +148,15 @@ def run_refit(
         seed=seed,
     )
     metrics = refit_metrics(report, result, dataset, job, time.perf_counter() - started)
-    contrast = contrast_statistics(dataset.images[split.fit])
+    cap, floor = natural_bounds(contrast_statistics(dataset.images[split.fit]))
     served = ServedModel(
         job.version,
         result,
         metrics,
         np.asarray(report.r, dtype=np.float64),
         natural_rate_range(result.rate_statistics.percentiles),
-        contrast_bound=default_bound(contrast),
-        contrast_floor=default_bound(contrast, FLOOR_QUANTILE),
+        contrast_bound=cap,
+        contrast_floor=floor,
         starts=StartImages.from_dataset(dataset, split.fit, result.unit_ids)
         if settings.synthesis_start == "natural"
         else None,

@@ -57,3 +57,10 @@ def default_bound(statistics: Mapping | None, quantile: float = DEFAULT_QUANTILE
     except (KeyError, TypeError, ValueError):
         return None
     return value if np.isfinite(value) and value > 0 else None
+
+
+def natural_bounds(statistics: Mapping | None) -> tuple[float | None, float | None]:
+    """The default (cap, floor): the `DEFAULT_QUANTILE` and `FLOOR_QUANTILE` of the recorded
+    RMS contrast, or ``(None, None)`` when none was recorded."""
+    cap = default_bound(statistics)
+    return (None, None) if cap is None else (cap, default_bound(statistics, FLOOR_QUANTILE))

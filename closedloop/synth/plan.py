@@ -17,7 +17,7 @@ from closedloop.data.loader import load_dataset
 from closedloop.errors import ClosedLoopError
 from closedloop.model.checkpoint import check_compatible
 from closedloop.synth.canvas import Canvas
-from closedloop.synth.contrast import DEFAULT_QUANTILE, FLOOR_QUANTILE, default_bound
+from closedloop.synth.contrast import DEFAULT_QUANTILE, FLOOR_QUANTILE, natural_bounds
 from closedloop.synth.optimise import ProgressCallback, SynthesisResult, SynthesisSettings, synthesize
 from closedloop.synth.starts import StartImages
 from closedloop.synth.targets import Target, build_jobs, parse_targets, select_units
@@ -64,8 +64,7 @@ def contrast_bound(checkpoint, requested: float | str | None) -> dict:
         return {"max_contrast": None, "min_contrast": None, "source": "none (no contrast bound asked for)"}
     if requested == "natural":
         metrics = checkpoint.metrics if isinstance(checkpoint.metrics, dict) else {}
-        statistics = metrics.get("image_statistics")
-        value = default_bound(statistics)
+        value, floor = natural_bounds(metrics.get("image_statistics"))
         if value is None:
             return {
                 "max_contrast": None,
@@ -75,7 +74,7 @@ def contrast_bound(checkpoint, requested: float | str | None) -> dict:
             }
         return {
             "max_contrast": value,
-            "min_contrast": default_bound(statistics, FLOOR_QUANTILE),
+            "min_contrast": floor,
             "source": f"natural images: the {FLOOR_QUANTILE:g} to {DEFAULT_QUANTILE:g} quantiles of the fit "
             "images' RMS contrast",
         }
