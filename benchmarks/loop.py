@@ -20,7 +20,10 @@ runner.  Then, from the session file and the runner's journal (`loop_report`):
 The loop runs once on the rig's own brain, or with ``--families`` once per simulator family
 of `benchmarks/generalise.py` (the rig with that family's scenario); a table then gives, per
 brain and iteration, the held-out r/rmax of the model that made the images and the targets
-vs truth figures of the loop report.
+vs truth figures of the loop report.  ``--seeds`` repeats every loop once per seed (the
+protocol's seed and its synthesis seed; the brain and its natural images stay) and adds each
+brain's figures per iteration as mean ± sd over the runs: three small refits in a row amplify
+differences as small as float rounding, so one run cannot tell two settings apart.
 
 Prints human lines, then writes everything as JSON with ``--json PATH``.
 
@@ -30,6 +33,8 @@ Usage::
     python benchmarks/loop.py --device cuda                           # on a GPU
     python benchmarks/loop.py --protocol protocols/demo.yaml --iterations 3 --presenter-stimuli 0
     python benchmarks/loop.py --families classic,normalisation,deep,offset,textures --presenter-stimuli 0
+    python benchmarks/loop.py --protocol protocols/demo.yaml --iterations 3 --presenter-stimuli 0 \
+        --families classic,offset --seeds 1,2,3
 """
 
 from __future__ import annotations
@@ -75,7 +80,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--families",
         default=None,
         help="comma list of simulator families (benchmarks/generalise.py: classic, normalisation, deep, "
-        "offset, textures) to run the loop on, one after the other (default: the rig's own brain)",
+        "offset, textures, normalised-rim) to run the loop on, one after the other (default: the rig's own brain)",
+    )
+    parser.add_argument(
+        "--seeds",
+        default=None,
+        help="comma list of seeds: run each loop once per seed (the protocol's seed and synthesis seed: "
+        "trial order, fit splits and initial weights, synthesis starting noise; the brain and its images stay), "
+        "then give each brain's figures per iteration as mean and sd over the runs (default: the protocol's seeds)",
     )
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument(
@@ -104,6 +116,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.presenter_stimuli < 0:
         parser.error("--presenter-stimuli must be 0 (skip) or more")
     args.family_list = None if args.families is None else [f.strip() for f in args.families.split(",") if f.strip()]
+    try:
+        args.seed_list = [None] if args.seeds is None else [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        parser.error(f"--seeds must be a comma list of integers, got {args.seeds!r}")
+    if not args.seed_list or any(s is not None and s < 0 for s in args.seed_list):
+        parser.error(f"--seeds must name at least one seed, none negative, got {args.seeds!r}")
     if args.family_list is not None:
         known = simulator_families()
         unknown = [f for f in args.family_list if f not in known]
@@ -160,12 +178,15 @@ def brains(args: argparse.Namespace, folder: Path) -> list[tuple[str, Path, str 
     return runs
 
 
-def protocol_copy(protocol_path: Path, folder: Path, *, iterations: int | None, images: str | None) -> Path:
-    """The protocol with its synthesize loop set to ``iterations`` and its natural-image pool
-    drawn from ``images`` (a copy in ``folder``), or itself when neither is given."""
+def protocol_copy(
+    protocol_path: Path, folder: Path, *, iterations: int | None, images: str | None, seed: int | None = None
+) -> Path:
+    """The protocol with its synthesize loop set to ``iterations``, its natural-image pool drawn
+    from ``images`` and its own and its synthesis's seed set to ``seed`` (a copy in ``folder``),
+    or itself when none is given."""
     import yaml
 
-    if iterations is None and images is None:
+    if iterations is None and images is None and seed is None:
         return protocol_path
     data = yaml.safe_load(protocol_path.read_text())
     if iterations is not None:
@@ -179,6 +200,10 @@ def protocol_copy(protocol_path: Path, folder: Path, *, iterations: int | None, 
         loops[-1]["iterations"] = iterations
     if images is not None:
         data.setdefault("images", {})["source"] = images
+    if seed is not None:
+        data["seed"] = seed
+        if data.get("synthesis") is not None:
+            data["synthesis"]["seed"] = seed
     copy = folder / protocol_path.name
     copy.write_text(yaml.safe_dump(data, sort_keys=False))
     return copy
@@ -201,7 +226,13 @@ def run_loop(args: argparse.Namespace, folder: Path) -> tuple[Any, float, dict]:
     device = str(resolve_device(args.device))  # here, so a missing GPU stops the benchmark instead of the server
     rig = load_rig(args.rig)
     protocol = load_protocol(
-        protocol_copy(args.protocol, folder, iterations=args.iterations, images=getattr(args, "images", None))
+        protocol_copy(
+            args.protocol,
+            folder,
+            iterations=args.iterations,
+            images=getattr(args, "images", None),
+            seed=getattr(args, "seed", None),
+        )
     )
     validate(rig, protocol)
     if rig.acquisition.kind != "sim":
@@ -380,10 +411,11 @@ def print_loop(report, seconds: float, ran: dict, stats: dict, load: tuple[float
 def print_truth(runs: list[dict]) -> None:
     """The targets vs truth table: one line per brain and iteration."""
     print(
-        f"{'brain':>13} {'iter':>4} {'model':>5} {'r/rmax':>6} | "
+        f"{'brain':>13} {'seed':>4} {'iter':>4} {'model':>5} {'r/rmax':>6} | "
         + " ".join(f"{label:>8}" for label in TRUTH_COLUMNS.values())
     )
     for run in runs:
+        seed = "-" if run["seed"] is None else str(run["seed"])
         for row in run["truth"]:
             beats = row["max_true_beats_best_natural"]
             values = [
@@ -394,7 +426,7 @@ def print_truth(runs: list[dict]) -> None:
                 _n(row["max_spread_hz"], 1),
             ]
             print(
-                f"{run['brain']:>13} {row['iteration']:>4} {'v' + str(row['model_version']):>5} "
+                f"{run['brain']:>13} {seed:>4} {row['iteration']:>4} {'v' + str(row['model_version']):>5} "
                 f"{_n(row['r_over_rmax'], 3):>6} | " + " ".join(f"{v:>8}" for v in values)
             )
     print(
@@ -402,6 +434,73 @@ def print_truth(runs: list[dict]) -> None:
         "= median per-unit / pooled r(target, true rate) over graded images; max p/t = 'max' images' median "
         "predicted / true rate; beats = 'max' images truly above the unit's best natural image; max sd = their "
         "median ensemble spread (Hz)"
+    )
+
+
+#: Figures averaged over repeated runs: truth row key -> column label.
+REPEAT_COLUMNS = {
+    "r_over_rmax": "r/rmax",
+    "r_target_true_unit_median": "r unit",
+    "r_target_true": "r pooled",
+    "max_predicted_over_true": "max p/t",
+    "max_true_beats_best_natural": "beats",
+}
+
+
+def repeat_summary(runs: list[dict]) -> list[dict[str, Any]]:
+    """Per brain and iteration, mean, sd, min and max over the runs (seeds) of `REPEAT_COLUMNS`,
+    and of the turnaround median after the first iteration (one value per run)."""
+    rows = []
+    for brain in dict.fromkeys(run["brain"] for run in runs):
+        mine = [run for run in runs if run["brain"] == brain]
+        turnaround = np.asarray(
+            [run["turnaround"]["after_first"]["total"]["median_s"] or np.nan for run in mine], dtype=np.float64
+        )
+        for index in range(max(len(run["truth"]) for run in mine)):
+            row: dict[str, Any] = {
+                "brain": brain,
+                "iteration": index + 1,
+                "n_runs": len(mine),
+                "turnaround_after_first_s": _spread(turnaround),
+            }
+            for key in REPEAT_COLUMNS:
+                values = [run["truth"][index][key] for run in mine if index < len(run["truth"])]
+                row[key] = _spread(np.asarray(values, dtype=np.float64))
+            rows.append(row)
+    return rows
+
+
+def _spread(values: np.ndarray) -> dict[str, float | int]:
+    finite = values[np.isfinite(values)]
+    if not finite.size:
+        return {"mean": float("nan"), "sd": float("nan"), "min": float("nan"), "max": float("nan"), "n": 0}
+    return {
+        "mean": float(finite.mean()),
+        "sd": float(finite.std(ddof=1)) if finite.size > 1 else float("nan"),
+        "min": float(finite.min()),
+        "max": float(finite.max()),
+        "n": int(finite.size),
+    }
+
+
+def print_repeats(rows: list[dict[str, Any]]) -> None:
+    """Mean ± sd over the repeated runs, one line per brain and iteration."""
+    print(
+        f"{'brain':>13} {'iter':>4} {'runs':>4} | "
+        + " ".join(f"{label:>13}" for label in REPEAT_COLUMNS.values())
+        + f" | {'turn s':>11}"
+    )
+    for row in rows:
+        values = [f"{_n(row[key]['mean'], 3)} ± {_n(row[key]['sd'], 3)}" for key in REPEAT_COLUMNS]
+        turn = row["turnaround_after_first_s"]
+        print(
+            f"{row['brain']:>13} {row['iteration']:>4} {row['n_runs']:>4} | "
+            + " ".join(f"{v:>13}" for v in values)
+            + f" | {_n(turn['mean'], 1):>5} ± {_n(turn['sd'], 1):<4}"
+        )
+    print(
+        "mean ± sd over the runs (seeds); columns as in the table above; turn s: the runs' median turnaround "
+        "after the first iteration"
     )
 
 
@@ -418,19 +517,25 @@ def print_presenter(result: dict) -> None:
     )
 
 
-def run_brain(args: argparse.Namespace, brain: str, rig: Path, images: str | None, folder: Path) -> dict[str, Any]:
-    """One loop on ``rig``'s brain (natural images from ``images``, else the protocol's), printed;
-    its figures (JSON-safe but for ``report``)."""
+def run_brain(
+    args: argparse.Namespace, brain: str, rig: Path, images: str | None, folder: Path, seed: int | None
+) -> dict[str, Any]:
+    """One loop on ``rig``'s brain (natural images from ``images``, else the protocol's; protocol
+    and synthesis seeds ``seed``, else the protocol's), printed; its figures (JSON-safe but for
+    ``report``)."""
     load_before = os.getloadavg()[0]
-    report, seconds, ran = run_loop(argparse.Namespace(**{**vars(args), "rig": rig, "images": images}), folder)
+    namespace = argparse.Namespace(**{**vars(args), "rig": rig, "images": images, "seed": seed})
+    report, seconds, ran = run_loop(namespace, folder)
     load = (load_before, os.getloadavg()[0])
     ran["brain"] = brain
+    ran["seed"] = seed
     stats = turnaround_stats(report)
     print_loop(report, seconds, ran, stats, load)
     figure = report.figure(folder / "loop.png")
     print(f"figure: {figure}; session: {ran['session']}")
     return {
         "brain": brain,
+        "seed": seed,
         "ran": ran,
         "seconds": seconds,
         "load_average": load,
@@ -450,11 +555,17 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     try:
         for brain, rig, images, out in brains(args, folder):
-            runs.append(run_brain(args, brain, rig, images, out))
+            for seed in args.seed_list:
+                run_folder = out if seed is None else out / f"seed{seed}"
+                run_folder.mkdir(parents=True, exist_ok=True)
+                runs.append(run_brain(args, brain, rig, images, run_folder, seed))
     except ClosedLoopError as error:
         print(f"benchmarks/loop.py: {error}", file=sys.stderr)
         return 2
     print_truth(runs)
+    repeats = repeat_summary(runs) if len(args.seed_list) > 1 else []
+    if repeats:
+        print_repeats(repeats)
     presenter = presenter_frames(args, args.protocol)
     print_presenter(presenter)
     if args.json:
@@ -462,6 +573,7 @@ def main(argv: list[str] | None = None) -> int:
             "argv": sys.argv[1:] if argv is None else argv,
             "cpus": os.cpu_count(),
             "runs": [{**run, "report": run["report"].to_dict()} for run in runs],
+            "repeats": repeats,
             "presenter": presenter,
         }
         args.json.write_text(json.dumps(json_safe(figures), indent=2))

@@ -265,6 +265,52 @@ def test_the_benchmark_runs_the_loop_once_per_family_on_the_family_scenario(loop
         module.parse_args(["--families", "classic,cortex"])
 
 
+def test_the_benchmark_repeats_each_loop_per_seed_and_averages_the_runs(loop_run, tmp_path, capsys, monkeypatch):
+    folder, brain = loop_run
+    module = benchmark_module()
+    report = loop_report(folder / "s.h5", brain, models_dir=folder / "models")
+    seeds = []
+
+    def one_loop(args, out):  # which protocol each run is given
+        from closedloop.config import load_protocol
+
+        copy = module.protocol_copy(args.protocol, out, iterations=args.iterations, images=args.images, seed=args.seed)
+        protocol = load_protocol(copy)
+        seeds.append((protocol.seed, protocol.synthesis.seed, out.name))
+        return report, 1.0, {"protocol": "p", "rig": "r", "device": "cpu", "session": str(out / "loop.h5")}
+
+    monkeypatch.setattr(module, "run_loop", one_loop)
+    argv = ["--rig", str(folder / "rig.yaml"), "--protocol", str(folder / "loop.yaml"), "--seeds", "3,4"]
+    status = module.main([*argv, "--presenter-stimuli", "0", "--out", str(tmp_path), "--json", str(tmp_path / "j")])
+    assert status == 0 and seeds == [(3, 3, "seed3"), (4, 4, "seed4")]
+    assert "mean ± sd over the runs (seeds)" in capsys.readouterr().out
+    numbers = json.loads((tmp_path / "j").read_text())
+    assert [run["seed"] for run in numbers["runs"]] == [3, 4]
+    first = numbers["repeats"][0]
+    assert first["n_runs"] == 2 and first["r_over_rmax"]["n"] == 2 and first["r_over_rmax"]["sd"] == 0.0
+    for bad in ("3,x", ",", "-1"):
+        with pytest.raises(SystemExit):
+            module.parse_args(["--seeds", bad])
+
+
+def test_the_repeat_summary_gives_mean_and_spread_per_brain_and_iteration():
+    module = benchmark_module()
+
+    def run(brain, r_over_rmax, turnaround):
+        truth = [{key: np.nan for key in module.REPEAT_COLUMNS} | {"r_over_rmax": r} for r in r_over_rmax]
+        return {"brain": brain, "truth": truth, "turnaround": {"after_first": {"total": {"median_s": turnaround}}}}
+
+    runs = [run("a", [0.5, 0.7], 10.0), run("a", [0.6, 0.9], 12.0), run("b", [0.4], None)]
+    rows = module.repeat_summary(runs)
+    assert [(row["brain"], row["iteration"], row["n_runs"]) for row in rows] == [("a", 1, 2), ("a", 2, 2), ("b", 1, 1)]
+    second = rows[1]["r_over_rmax"]
+    assert second["mean"] == pytest.approx(0.8) and second["sd"] == pytest.approx(np.std([0.7, 0.9], ddof=1))
+    assert (second["min"], second["max"]) == (0.7, 0.9)
+    assert rows[0]["turnaround_after_first_s"]["mean"] == pytest.approx(11.0)
+    assert rows[2]["turnaround_after_first_s"]["n"] == 0 and math.isnan(rows[2]["r_over_rmax"]["sd"])
+    assert rows[0]["r_target_true"]["n"] == 0  # no finite value: NaN figures, not an error
+
+
 def test_the_presenter_part_says_why_it_is_skipped_without_a_display(monkeypatch):
     module = benchmark_module()
     monkeypatch.delenv("DISPLAY", raising=False)
