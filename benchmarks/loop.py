@@ -453,9 +453,8 @@ def repeat_summary(runs: list[dict]) -> list[dict[str, Any]]:
     rows = []
     for brain in dict.fromkeys(run["brain"] for run in runs):
         mine = [run for run in runs if run["brain"] == brain]
-        turnaround = np.asarray(
-            [run["turnaround"]["after_first"]["total"]["median_s"] or np.nan for run in mine], dtype=np.float64
-        )
+        medians = [run["turnaround"]["after_first"]["total"]["median_s"] for run in mine]
+        turnaround = np.asarray([np.nan if m is None else m for m in medians], dtype=np.float64)
         for index in range(max(len(run["truth"]) for run in mine)):
             row: dict[str, Any] = {
                 "brain": brain,
