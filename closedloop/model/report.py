@@ -33,6 +33,14 @@ def _nan_stat(values: np.ndarray, stat) -> float:
     return float(stat(finite)) if finite.size else float("nan")
 
 
+def _ratio_of_means(r: np.ndarray, r_oracle: np.ndarray) -> float:
+    """Mean r over mean r_oracle on the units where both are defined (NaN if none, or that mean <= 0)."""
+    both = np.isfinite(r) & np.isfinite(r_oracle)
+    if not both.any() or r_oracle[both].mean() <= 0:
+        return float("nan")
+    return float(r[both].mean() / r_oracle[both].mean())
+
+
 def _json_floats(values: np.ndarray) -> list[float | None]:
     return [float(v) if math.isfinite(v) else None for v in np.asarray(values, dtype=np.float64)]
 
@@ -101,25 +109,24 @@ class MetricsReport:
         defined; ``n_cc_norm`` is how many units CCnorm is defined for (signal power > 0).
         ``mean_r_over_oracle`` is mean r over mean r_oracle (units where both are
         defined; a ratio of means, so units the simulator barely drives do not dominate);
-        NaN without an oracle.
+        NaN without an oracle.  Keys ending ``_reliable`` are the same means over the
+        reliable units only (`metrics.unit_masks`): a unit whose trial means do not depend
+        on the image has an rmax near 1/√2, what noise alone gives, so its r/rmax and
+        r/oracle measure its noise, not the model.
         """
         defined_both = np.isfinite(self.r) & np.isfinite(self.rmax)
         r_linear = np.full(self.n_units, np.nan) if self.r_linear is None else self.r_linear
         oracle = {}
         if self.r_oracle is not None:
-            both = np.isfinite(self.r) & np.isfinite(self.r_oracle)
             with np.errstate(invalid="ignore", divide="ignore"):
-                oracle = {
-                    "mean_r_oracle": _nan_stat(self.r_oracle, np.mean),
-                    "mean_r_oracle_over_rmax": _nan_stat(
-                        np.where(self.rmax > 0, self.r_oracle / self.rmax, np.nan), np.mean
-                    ),
-                    "mean_r_over_oracle": (
-                        float(self.r[both].mean() / self.r_oracle[both].mean())
-                        if both.any() and self.r_oracle[both].mean() > 0
-                        else float("nan")
-                    ),
-                }
+                oracle_over_rmax = np.where(self.rmax > 0, self.r_oracle / self.rmax, np.nan)
+            oracle = {
+                "mean_r_oracle": _nan_stat(self.r_oracle, np.mean),
+                "mean_r_oracle_over_rmax": _nan_stat(oracle_over_rmax, np.mean),
+                "mean_r_oracle_over_rmax_reliable": _nan_stat(oracle_over_rmax[self.reliable], np.mean),
+                "mean_r_over_oracle": _ratio_of_means(self.r, self.r_oracle),
+                "mean_r_over_oracle_reliable": _ratio_of_means(self.r[self.reliable], self.r_oracle[self.reliable]),
+            }
         return {
             "n_units": self.n_units,
             "n_reliable": int(np.sum(self.reliable)),
@@ -128,6 +135,7 @@ class MetricsReport:
             "median_r": _nan_stat(self.r, np.median),
             "mean_rmax": _nan_stat(self.rmax, np.mean),
             "mean_r_over_rmax": _nan_stat(self.r_over_rmax, np.mean),
+            "mean_r_over_rmax_reliable": _nan_stat(self.r_over_rmax[self.reliable], np.mean),
             "median_r_over_rmax": _nan_stat(self.r_over_rmax, np.median),
             "frac_within_10pct_rmax": (
                 float(self.within_rmax.sum() / defined_both.sum()) if defined_both.any() else float("nan")
@@ -302,7 +310,11 @@ def evaluate(
 
 @dataclass(frozen=True)
 class SessionRow:
-    """One session's line in `summary_table`; NaN / ``None`` print as "–"."""
+    """One session's line in `summary_table`; NaN / ``None`` print as "–".
+
+    The ``_reliable`` means and ``n_reliable`` are over the session's reliable units
+    (`MetricsReport.summary`); ``n_reliable`` ``None`` when unknown.
+    """
 
     name: str
     n_units: int
@@ -313,6 +325,9 @@ class SessionRow:
     frac_within_10pct_rmax: float
     fit_time_s: float | None = None
     mean_r_over_oracle: float = float("nan")
+    n_reliable: int | None = None
+    mean_r_over_rmax_reliable: float = float("nan")
+    mean_r_over_oracle_reliable: float = float("nan")
 
     @classmethod
     def from_report(cls, name: str, report: MetricsReport, fit_time_s: float | None = None) -> SessionRow:
@@ -324,19 +339,33 @@ class SessionRow:
         return cls(
             name=name,
             n_units=int(s["n_units"]),
-            mean_r=float(s["mean_r"]),
-            mean_r_over_rmax=float(s["mean_r_over_rmax"]),
-            mean_cc_norm=float(s["mean_cc_norm"]),
-            mean_r_linear=float(s["mean_r_linear"]),
-            frac_within_10pct_rmax=float(s["frac_within_10pct_rmax"]),
+            mean_r=_number(s["mean_r"]),
+            mean_r_over_rmax=_number(s["mean_r_over_rmax"]),
+            mean_cc_norm=_number(s["mean_cc_norm"]),
+            mean_r_linear=_number(s["mean_r_linear"]),
+            frac_within_10pct_rmax=_number(s["frac_within_10pct_rmax"]),
             fit_time_s=fit_time_s,
-            mean_r_over_oracle=float(s.get("mean_r_over_oracle", float("nan"))),
+            mean_r_over_oracle=_number(s.get("mean_r_over_oracle")),
+            n_reliable=None if s.get("n_reliable") is None else int(s["n_reliable"]),
+            mean_r_over_rmax_reliable=_number(s.get("mean_r_over_rmax_reliable")),
+            mean_r_over_oracle_reliable=_number(s.get("mean_r_over_oracle_reliable")),
         )
 
 
-_COLUMNS = ("session", "units", "r", "r/rmax", "CCnorm", "r_linear", "r≥0.9rmax", "fit time")
+def _number(value: Any) -> float:
+    # A summary read back from JSON holds None where the number was NaN.
+    return float("nan") if value is None else float(value)
+
+
+_COLUMNS = ("session", "units", "reliable", "r", "r/rmax", "r/rmax rel.", "CCnorm", "r_linear", "r≥0.9rmax", "fit time")
 #: Shown after r/rmax when some session has a simulator oracle.
-_ORACLE_COLUMN = "r/oracle"
+_ORACLE_COLUMNS = ("r/oracle", "r/oracle rel.")
+#: Printed under the table: what "rel." means and why it is there.
+RELIABLE_LEGEND = (
+    "rel.: over the reliable units only, whose trial means depend on the image "
+    f"(ANOVA p < {metrics.RELIABLE_IMAGE_P:g}); a unit whose means do not has rmax near 0.71, what "
+    "noise alone gives, so its r/rmax says nothing about the model"
+)
 
 
 def _cells(row: SessionRow, oracle: bool = False) -> list[str]:
@@ -350,9 +379,11 @@ def _cells(row: SessionRow, oracle: bool = False) -> list[str]:
     return [
         row.name,
         str(row.n_units),
+        "–" if row.n_reliable is None else str(row.n_reliable),
         number(row.mean_r),
         number(row.mean_r_over_rmax),
-        *([number(row.mean_r_over_oracle)] if oracle else []),
+        number(row.mean_r_over_rmax_reliable),
+        *([number(row.mean_r_over_oracle), number(row.mean_r_over_oracle_reliable)] if oracle else []),
         number(row.mean_cc_norm),
         number(row.mean_r_linear),
         percent(row.frac_within_10pct_rmax),
@@ -363,11 +394,12 @@ def _cells(row: SessionRow, oracle: bool = False) -> list[str]:
 def _pooled_row(rows: Sequence[SessionRow]) -> SessionRow:
     """Sessions combined, each weighted by its unit count (skipping undefined values)."""
     weights = np.array([row.n_units for row in rows], dtype=np.float64)
+    reliable = np.array([np.nan if row.n_reliable is None else row.n_reliable for row in rows], dtype=np.float64)
 
-    def weighted(field: str) -> float:
+    def weighted(field: str, by: np.ndarray = weights) -> float:
         values = np.array([getattr(row, field) for row in rows], dtype=np.float64)
-        use = np.isfinite(values) & (weights > 0)
-        return float(np.average(values[use], weights=weights[use])) if use.any() else float("nan")
+        use = np.isfinite(values) & np.isfinite(by) & (by > 0)
+        return float(np.average(values[use], weights=by[use])) if use.any() else float("nan")
 
     times = [row.fit_time_s for row in rows if row.fit_time_s is not None and math.isfinite(row.fit_time_s)]
     return SessionRow(
@@ -380,18 +412,22 @@ def _pooled_row(rows: Sequence[SessionRow]) -> SessionRow:
         frac_within_10pct_rmax=weighted("frac_within_10pct_rmax"),
         fit_time_s=float(sum(times)) if times else None,
         mean_r_over_oracle=weighted("mean_r_over_oracle"),
+        n_reliable=None if np.isnan(reliable).any() else int(reliable.sum()),
+        mean_r_over_rmax_reliable=weighted("mean_r_over_rmax_reliable", reliable),
+        mean_r_over_oracle_reliable=weighted("mean_r_over_oracle_reliable", reliable),
     )
 
 
 def summary_table(rows: Sequence[SessionRow]) -> str:
     """A plain-text table of per-session fit results, with a combined line for > 1 session.
 
-    Columns: session, units, mean r, mean r/rmax, (r/oracle when some session is a
-    simulated archive), mean CCnorm, mean r of the linear baseline, fraction of units
-    with r >= 0.9 rmax, fit time (total on the combined line).
+    Columns: session, units, reliable units, mean r, mean r/rmax over all and over
+    reliable units, (r/oracle likewise when some session is a simulated archive), mean
+    CCnorm, mean r of the linear baseline, fraction of units with r >= 0.9 rmax, fit time
+    (total on the combined line); then `RELIABLE_LEGEND`.
     """
     oracle = any(math.isfinite(row.mean_r_over_oracle) for row in rows)
-    columns = _COLUMNS[:4] + ((_ORACLE_COLUMN,) if oracle else ()) + _COLUMNS[4:]
+    columns = _COLUMNS[:6] + (_ORACLE_COLUMNS if oracle else ()) + _COLUMNS[6:]
     body = [_cells(row, oracle) for row in rows]
     if len(rows) > 1:
         body.append(_cells(_pooled_row(rows), oracle))
@@ -407,6 +443,7 @@ def summary_table(rows: Sequence[SessionRow]) -> str:
         lines += ["  ".join("-" * width for width in widths), line(body[-1])]
     if not rows:
         lines.append("(no sessions)")
+    lines.append(RELIABLE_LEGEND)
     return "\n".join(lines)
 
 

@@ -207,7 +207,7 @@ def _scores(model, unit_ids: np.ndarray, dataset: ResponseDataset, split: DataSp
         np.asarray(report.r, np.float64),
         mean(report.r),
         mean(report.r, np.median),
-        mean(report.r_over_rmax[report.reliable]),
+        float(report.summary["mean_r_over_rmax_reliable"]),
         mean(report.cc_norm),
         int(np.sum(report.reliable)),
     )

@@ -182,7 +182,7 @@ def refit_metrics(report, result: FitResult, dataset: ResponseDataset, job: Refi
     return {
         "r_mean": mean(report.r),
         "r_median": mean(report.r, np.median),
-        "r_over_rmax_mean": mean(report.r_over_rmax[report.reliable]),
+        "r_over_rmax_mean": float(summary["mean_r_over_rmax_reliable"]),
         "rmax_mean": mean(report.rmax),
         "cc_norm_mean": mean(report.cc_norm),
         "frac_within_10pct_rmax": float(summary["frac_within_10pct_rmax"]),

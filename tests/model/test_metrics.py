@@ -275,7 +275,7 @@ def test_unit_masks():
     np.testing.assert_array_equal(masks.constant, [False, True, True, False])
     np.testing.assert_array_equal(masks.fittable, [True, False, False, True])
     np.testing.assert_array_equal(masks.reliable, [True, False, False, False])
-    # the threshold is exposed: the good unit's FEV is below 0.999
+    # the FEV floor is exposed: the good unit's FEV is below 0.999
     assert not metrics.unit_masks(trials, min_fev=0.999).reliable[0]
     with pytest.raises(ValueError):
         metrics.unit_masks(trials, min_fev=1.0)
@@ -285,3 +285,39 @@ def test_unit_masks():
         "(ids 13); they are left out of fitting"
     )
     assert metrics.exclusion_warning(metrics.unit_masks(trials[:, :, [0, 3]])) is None
+
+
+def test_image_dependence_p_is_scipys_one_way_anova():
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    drive = np.array([0.0, 0.25, 1.0])
+    trials = rng.normal(size=(30, 8, 3)) + drive * rng.normal(size=(30, 1, 1))
+    trials[3, 5:, 0] = np.nan  # missing repeats
+    trials[7, 1:, 1] = np.nan  # an image with one repeat still counts towards the between-image term
+    trials[9, :, 2] = np.nan  # and one with none does not count
+    p = metrics.image_dependence_p(trials)
+    for unit in range(3):
+        groups = [row[np.isfinite(row)] for row in trials[:, :, unit]]
+        want = stats.f_oneway(*[g for g in groups if g.size]).pvalue
+        assert p[unit] == pytest.approx(want, rel=1e-9)
+    assert p[0] > 0.01 and p[2] < 1e-10
+    assert metrics.image_dependence_p(trials[:, :, 2]).shape == ()
+    assert metrics.image_dependence_p(np.ones((5, 4))) == 1.0  # the same for every image
+    assert metrics.image_dependence_p(np.repeat(np.arange(5.0)[:, None], 4, 1)) == 0.0  # no trial noise at all
+    assert np.isnan(metrics.image_dependence_p(rng.normal(size=(1, 4))))  # one image
+    assert np.isnan(metrics.image_dependence_p(rng.normal(size=(5, 1))))  # one repeat each
+
+
+def test_a_unit_without_image_dependence_has_the_rmax_of_noise_and_is_not_reliable():
+    # Its FEV floor is now 0, so only the ANOVA keeps it out; a weakly but truly driven unit stays in.
+    rng = np.random.default_rng(8)
+    n_images, n_repeats = 60, 20
+    trials = rng.normal(10.0, 5.0, size=(n_images, n_repeats, 2))
+    trials[:, :, 1] += rng.normal(0.0, 2.0, size=(n_images, 1))  # signal sd 2 vs noise sd 5: FEV ~0.14
+    masks = metrics.unit_masks(trials)
+    assert masks.min_fev == 0.0
+    np.testing.assert_array_equal(masks.reliable, [False, True])
+    assert metrics.fev(trials)[1] < 0.2  # the old 0.15 floor was about here
+    rmax = metrics.rmax_kindel(trials, n_draws=200, seed=0)
+    assert rmax[0] == pytest.approx(1 / np.sqrt(2), abs=0.1) and rmax[1] > 0.85

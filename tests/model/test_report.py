@@ -9,7 +9,7 @@ import pytest
 
 from closedloop.errors import DataFileError
 from closedloop.model import cells, metrics
-from closedloop.model.report import MetricsReport, SessionRow, evaluate, fig3, summary_table
+from closedloop.model.report import RELIABLE_LEGEND, MetricsReport, SessionRow, evaluate, fig3, summary_table
 
 pytestmark = pytest.mark.filterwarnings("error")
 
@@ -130,19 +130,28 @@ def test_from_json_errors_name_the_source(text, message):
 
 def test_summary_table_lines_and_pooled_row():
     rows = [
-        SessionRow("01", 10, 0.2, 0.25, 0.3, 0.01, 0.1, 12.0),
-        SessionRow("02", 30, 0.6, 0.65, float("nan"), float("nan"), 0.5, None),
+        SessionRow("01", 10, 0.2, 0.25, 0.3, 0.01, 0.1, 12.0, n_reliable=5, mean_r_over_rmax_reliable=0.4),
+        SessionRow("02", 30, 0.6, 0.65, np.nan, np.nan, 0.5, None, n_reliable=15, mean_r_over_rmax_reliable=0.8),
     ]
     lines = summary_table(rows).splitlines()
-    assert lines[0].split() == ["session", "units", "r", "r/rmax", "CCnorm", "r_linear", "r≥0.9rmax", "fit", "time"]
-    assert lines[2].split() == ["01", "10", "0.200", "0.250", "0.300", "0.010", "10%", "12.0", "s"]
-    assert lines[3].split() == ["02", "30", "0.600", "0.650", "–", "–", "50%", "–"]
-    # unit-weighted: r = (10*0.2 + 30*0.6) / 40 = 0.5; CCnorm only from session 01
-    assert lines[5].split() == ["all", "(unit-weighted)", "40", "0.500", "0.550", "0.300", "0.010", "40%", "12.0", "s"]
-    assert len({len(line) for line in lines}) == 1  # columns line up
+    assert lines[0].split() == (
+        ["session", "units", "reliable", "r", "r/rmax", "r/rmax", "rel.", "CCnorm", "r_linear", "r≥0.9rmax"]
+        + ["fit", "time"]
+    )
+    assert lines[2].split() == ["01", "10", "5", "0.200", "0.250", "0.400", "0.300", "0.010", "10%", "12.0", "s"]
+    assert lines[3].split() == ["02", "30", "15", "0.600", "0.650", "0.800", "–", "–", "50%", "–"]
+    # unit-weighted: r = (10*0.2 + 30*0.6) / 40 = 0.5; CCnorm only from session 01;
+    # the reliable-unit mean weighted by reliable units: (5*0.4 + 15*0.8) / 20 = 0.7
+    assert lines[5].split() == [
+        "all", "(unit-weighted)", "40", "20", "0.500", "0.550", "0.700", "0.300", "0.010", "40%", "12.0", "s"
+    ]  # fmt: skip
+    assert len({len(line) for line in lines[:-1]}) == 1  # columns line up
+    assert lines[-1] == RELIABLE_LEGEND
     single = summary_table([SessionRow.from_report("x", small_report(), fit_time_s=3.25)]).splitlines()
-    assert len(single) == 3 and single[2].split()[:3] == ["x", "3", "0.700"]
+    assert len(single) == 4 and single[2].split()[:4] == ["x", "3", "2", "0.700"]
     assert "(no sessions)" in summary_table([])
+    unknown = summary_table([SessionRow("old", 4, 0.5, 0.6, 0.7, 0.1, 0.2), rows[0]]).splitlines()
+    assert unknown[2].split()[2] == "–" and unknown[5].split()[3] == "–"  # a total needs every session's count
 
 
 def test_fig3_renders_png(tmp_path):
@@ -186,8 +195,34 @@ def test_oracle_scores_the_true_rates_the_same_way():
 
 
 def test_summary_table_shows_r_over_oracle_only_when_some_session_has_one():
-    rows = [SessionRow("sim", 10, 0.6, 0.7, 0.8, 0.1, 0.2, 5.0, 0.75), SessionRow("real", 10, 0.5, 0.6, 0.7, 0.1, 0.2)]
+    rows = [
+        SessionRow("sim", 10, 0.6, 0.7, 0.8, 0.1, 0.2, 5.0, 0.75, 8, 0.8, 0.85),
+        SessionRow("real", 10, 0.5, 0.6, 0.7, 0.1, 0.2),
+    ]
     lines = summary_table(rows).splitlines()
-    assert lines[0].split()[:5] == ["session", "units", "r", "r/rmax", "r/oracle"]
-    assert lines[2].split()[4] == "0.750" and lines[3].split()[4] == "–"
+    assert lines[0].split()[4:10] == ["r/rmax", "r/rmax", "rel.", "r/oracle", "r/oracle", "rel."]
+    assert lines[2].split()[4:8] == ["0.700", "0.800", "0.750", "0.850"]
+    assert lines[3].split()[4:8] == ["0.600", "–", "–", "–"]
     assert "r/oracle" not in summary_table(rows[1:])
+
+
+def test_reliable_means_leave_out_units_whose_rmax_is_noise():
+    # Units 0-9 are driven by the images; unit 10 is pure noise: its rmax comes out near
+    # 1/sqrt(2) and a prediction of it scores by chance, so only the reliable means are clean.
+    signal, trials, pred, _ = simulated(n_images=200, n_units=11, seed=5)
+    rng = np.random.default_rng(9)
+    trials[:, :, 10] = 20.0 + rng.normal(0, 8.0, size=trials[:, :, 10].shape)
+    signal[:, 10] = 20.0 + rng.normal(0, 1e-3, size=200)  # the truth: flat, up to a whisker
+    report = evaluate(pred, trials, oracle_pred=signal, n_draws=50)
+    assert report.rmax[10] == pytest.approx(1 / np.sqrt(2), abs=0.08)
+    assert report.reliable[:10].all() and not report.reliable[10]
+    s = report.summary
+    assert s["mean_r_over_rmax_reliable"] == pytest.approx(np.mean(report.r_over_rmax[:10]))
+    assert s["mean_r_over_oracle_reliable"] == pytest.approx(np.mean(report.r[:10]) / np.mean(report.r_oracle[:10]))
+    assert s["mean_r_oracle_over_rmax_reliable"] == pytest.approx(np.mean(report.r_oracle[:10] / report.rmax[:10]))
+    assert s["mean_r_over_rmax"] == pytest.approx(np.mean(report.r_over_rmax))
+    assert abs(s["mean_r_over_rmax"] - s["mean_r_over_rmax_reliable"]) > 0.02  # the noise unit moves the mean
+    row = SessionRow.from_summary("s", json.loads(report.to_json())["summary"])  # None for NaN read back
+    assert row.n_reliable == 10 and row.mean_r_over_oracle_reliable == pytest.approx(s["mean_r_over_oracle_reliable"])
+    none_reliable = small_report(reliable=np.zeros(3, bool)).summary
+    assert np.isnan(none_reliable["mean_r_over_rmax_reliable"])
