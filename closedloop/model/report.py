@@ -60,7 +60,8 @@ class MetricsReport:
     r, fve, rmax, r_over_rmax, cc_max, cc_norm, signal_power, fev, feve
         Per-unit metrics; NaN where undefined.
     reliable
-        (n_units,) bool, signal power > 0 and FEV >= ``min_fev``.
+        (n_units,) bool, `closedloop.model.metrics.unit_masks`' reliable units (trial means
+        that depend on the image; FEV >= ``min_fev``).
     r_linear
         r of the linear baseline, or ``None`` when no baseline was evaluated.
     r_oracle
