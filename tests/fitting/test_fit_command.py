@@ -44,6 +44,7 @@ def test_fits_both_layouts_in_worker_processes(archives, tiny_config_file, tmp_p
     assert status == 0
     assert "s1" in printed and "01" in printed and "all (unit-weighted)" in printed and "r_linear" in printed
     assert "r/oracle" in printed  # simulated archives carry their simulator: the truth is scored too
+    assert "r/rmax rel." in printed and "r/oracle rel." in printed and "ANOVA p < 0.001" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert summary == json.loads((tmp_path / "run.json").read_text())
     assert summary["workers"] == 2 and summary["failed"] == []
@@ -58,6 +59,8 @@ def test_fits_both_layouts_in_worker_processes(archives, tiny_config_file, tmp_p
         n_units = len(record["metrics"]["unit_ids"])
         assert len(record["cells"]["circular_variance"]) == n_units  # both layouts carry gratings
         assert record["split"]["held_out"] == record["metrics"]["n_images"]
+        units = record["metrics"]["units"]
+        assert record["metrics"]["summary"]["n_reliable"] == sum(units["reliable"])
         assert set(record["times_s"]) >= {"load", "cnn_fit", "linear_fit", "total"}
         assert len(record["metrics"]["units"]["r_oracle"]) == n_units
         assert record["metrics"]["summary"]["mean_r_oracle"] > 0.5  # the truth predicts its own data
