@@ -162,7 +162,7 @@ def archive(family: str, args: argparse.Namespace) -> Path:
 
 
 def fit(path: Path, preset: str, args: argparse.Namespace) -> dict:
-    """Fit ``preset`` to one archive (cached); returns its metrics record and model path."""
+    """Fit ``preset`` to one archive (cached); returns its metrics record, model path and `fit_numbers`."""
     from closedloop.fitting.model_files import named_config
     from closedloop.fitting.session import FitSettings, fit_session
 
@@ -184,7 +184,7 @@ def fit(path: Path, preset: str, args: argparse.Namespace) -> dict:
         f"({numbers['mean_r_over_oracle_reliable']:.3f}), CNN fit {record['times_s']['cnn_fit']:.1f} s",
         file=sys.stderr,
     )
-    return {"record": record, "model": folder / name / "model.pt"}
+    return {"record": record, "model": folder / name / "model.pt", "numbers": numbers}
 
 
 def fit_numbers(record: dict) -> dict:
@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     tuning = archive(args.choose_on, args)
     scores = {}
     for candidate in [c.strip() for c in args.candidates.split(",") if c.strip()]:
-        scores[candidate] = fit_numbers(fit(tuning, candidate, args)["record"])["mean_r_over_rmax_reliable"]
+        scores[candidate] = fit(tuning, candidate, args)["numbers"]["mean_r_over_rmax_reliable"]
     chosen = max(scores, key=lambda c: scores[c] if np.isfinite(scores[c]) else -np.inf)
     print(
         f"chose {chosen} (reliable units' r/rmax on {args.choose_on}: "
@@ -324,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     for family in args.family_list:
         path = archive(family, args)
         fitted = fit(path, chosen, args)
-        rows[family] = fit_numbers(fitted["record"])
+        rows[family] = fitted["numbers"]
         if not args.no_synth:
             rows[family]["honesty"] = honesty(path, fitted["model"], args)
 

@@ -361,28 +361,32 @@ def image_dependence_p(trials: np.ndarray) -> np.ndarray:
     1/√2.  NaN with fewer than two images with trials or no image with two repeats; 1
     where every image's mean is the same.
     """
+    t = _as_units(trials, 3)
+    p = _anova_p(_trial_stats(t))
+    return _unit_result(p, trials, 3)
+
+
+def _anova_p(stats: _TrialStats) -> np.ndarray:
+    """`image_dependence_p` from per-image trial statistics (see there)."""
     from scipy.special import fdtrc  # the F distribution's survival function; scipy only here
 
-    t = _as_units(trials, 3)
-    stats = _trial_stats(t)
     present = stats.counts > 0
     n = stats.counts.sum(0)
     groups = present.sum(0)
     means = np.where(present, stats.means, 0.0)
+    # The within-image mean square is the pooled noise variance (its dof is n - groups).
+    noise = _pooled_noise_variance(stats)
     with np.errstate(invalid="ignore", divide="ignore"):
         grand = (stats.counts * means).sum(0) / np.maximum(n, 1)
         between = (stats.counts * (means - grand) ** 2 * present).sum(0)
-        dof = np.maximum(stats.counts - 1, 0)
-        within = np.where(dof > 0, stats.variances * dof, 0.0).sum(0)
         df_between, df_within = groups - 1, n - groups
-        f = (between / np.maximum(df_between, 1)) / (within / np.maximum(df_within, 1))
+        f = (between / np.maximum(df_between, 1)) / noise
         p = np.where(
-            within > 0,
+            noise > 0,
             fdtrc(np.maximum(df_between, 1), np.maximum(df_within, 1), np.nan_to_num(f, posinf=1e300)),
             np.where(between > 0, 0.0, 1.0),
         )
-    p = np.where((df_between >= 1) & (df_within >= 1), p, np.nan)
-    return _unit_result(p, trials, 3)
+    return np.where((df_between >= 1) & (df_within >= 1), p, np.nan)
 
 
 @dataclass(frozen=True)
@@ -431,7 +435,7 @@ def unit_masks(trials: np.ndarray, *, min_fev: float = DEFAULT_MIN_FEV) -> UnitM
     fires = (np.where(stats.valid, t, 0.0) != 0).any(axis=(0, 1))
     present = stats.counts > 0
     constant = _masked_is_constant(stats.means, present, 0) | (present.sum(0) < 2)
-    depends = image_dependence_p(t) < RELIABLE_IMAGE_P
+    depends = _anova_p(stats) < RELIABLE_IMAGE_P
     reliable = (signal_power(t) > 0) & depends & (fev(t) >= min_fev)  # NaN compares False
     return UnitMasks(silent=~fires, constant=constant, reliable=reliable & ~constant, min_fev=float(min_fev))
 
