@@ -36,7 +36,9 @@ Steps:
    with true rate, the median per-unit slope of true rate on target (1: the true rates span
    the asked range; below 1 they fall short of it, above 1 overshoot) and the median error
    (|true rate − target| over the unit's range of true natural-image rates).  Rate targets
-   start as ``closedloop synth``'s do (``--start``).
+   start as ``closedloop synth``'s do (``--start``).  The percentile figures are means over
+   ``--synth-seeds`` runs from different starting noise (default 3; the pooled r of one run
+   moved by up to 0.11 with the noise alone), with each run's figures in the JSON;
    A family "saturates" when its units' true rate at their "max" image is within 10 % of
    their best natural image (median over well-fit units): natural images already drive
    them near their ceiling, so "max" cannot beat them by much.
@@ -70,6 +72,13 @@ FAMILIES = {
     "normalised-rim": "sim/normalised_rim.yaml",
 }
 PERCENTILE_TARGETS = "p20,p35,p50,p65,p80"
+#: The percentile figures averaged over synthesis seeds: this benchmark's name -> the report's key.
+PERCENTILE_FIGURES = {
+    "percentile_median_unit_r": "median_unit_r",
+    "percentile_pooled_r": "pooled_r",
+    "percentile_median_unit_slope": "median_unit_slope",
+    "percentile_median_error": "median_abs_error_over_range",
+}
 #: A family saturates when the "max" image's true rate is within this factor of the best natural image's.
 SATURATION_RATIO = 1.1
 
@@ -88,6 +97,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=20, help="repeats per image (default 20)")
     parser.add_argument("--synth-steps", type=int, default=300, help="synthesis step cap (default 300)")
     parser.add_argument("--no-synth", action="store_true", help="skip the synthesis honesty part")
+    parser.add_argument(
+        "--synth-seeds",
+        type=int,
+        default=3,
+        help="percentile-target runs from different starting noise, averaged (default 3; the first uses --seed)",
+    )
     parser.add_argument(
         "--disagreement",
         type=float,
@@ -124,6 +139,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers as JSON")
     args = parser.parse_args(argv)
     args.family_list = [f.strip() for f in args.families.split(",") if f.strip()]
+    if args.synth_seeds < 1:
+        parser.error("--synth-seeds must be at least 1")
     unknown = [f for f in args.family_list + [args.choose_on] if f not in FAMILIES]
     if unknown:
         parser.error(f"unknown families {unknown}; choose from {', '.join(FAMILIES)}")
@@ -173,11 +190,12 @@ def fit(path: Path, preset: str, args: argparse.Namespace) -> dict:
     # the preset's settings, not only its name: a changed default is refitted
     config = json.dumps(named_config(preset).to_dict(), sort_keys=True)
     wanted = path.with_suffix(".spec.json").read_text() + config + str(args.seed) + args.device
-    if not (metrics_path.exists() and stamp.exists() and stamp.read_text() == wanted):
+    cached = metrics_path.exists() and stamp.exists() and stamp.read_text() == wanted
+    if not cached:
         fit_session(path, folder, name, FitSettings(config=named_config(preset), device=args.device, seed=args.seed))
         stamp.write_text(wanted)
     record = json.loads(metrics_path.read_text())
-    numbers = fit_numbers(record)
+    numbers = {**fit_numbers(record), "cached": cached}
     print(
         f"  {preset} on {name}: r/rmax {numbers['mean_r_over_rmax']:.3f} (reliable units "
         f"{numbers['mean_r_over_rmax_reliable']:.3f}), r/oracle {numbers['mean_r_over_oracle']:.3f} "
@@ -234,17 +252,26 @@ def honesty(path: Path, model_path: Path, args: argparse.Namespace) -> dict:
     starts = checkpoint_starts(checkpoint, path) if args.start == "natural" else None
     started = time.perf_counter()
     try:
-        graded = synthesize_from_checkpoint(
-            checkpoint, "all", PERCENTILE_TARGETS, settings=settings, seed=args.seed, contrast=bound, starts=starts
-        )
+        graded = [
+            synthesize_from_checkpoint(
+                checkpoint, "all", PERCENTILE_TARGETS, settings=settings, seed=seed, contrast=bound, starts=starts
+            )
+            for seed in synthesis_seeds(args.seed, args.synth_seeds)
+        ]
         maxed = synthesize_from_checkpoint(checkpoint, "all", "max", settings=settings, seed=args.seed, contrast=bound)
     except ClosedLoopError as error:  # no unit above the held-out r threshold
         print(f"  no synthesis for {path.stem}: {error}", file=sys.stderr)
         return {}
     seconds = time.perf_counter() - started
-    report = ground_truth_report(path, checkpoint, graded.result, maxed.result)
+    reports = [ground_truth_report(path, checkpoint, run.result, maxed.result) for run in graded]
+    report = reports[0]
     well = report["units"]["well-predicted (r/rmax >= 0.8)"]
     every = report["units"]["all units"]
+    runs = [
+        {"seed": seed, **{key: run["units"]["all units"][key] for key in PERCENTILE_FIGURES.values()}}
+        for seed, run in zip(synthesis_seeds(args.seed, args.synth_seeds), reports)
+    ]
+    pooled = [run["pooled_r"] for run in runs]
     return {
         "synth_s": seconds,
         "skipped_units": len(maxed.skipped),
@@ -256,13 +283,17 @@ def honesty(path: Path, model_path: Path, args: argparse.Namespace) -> dict:
         "max_beats_best_natural_well_fit": well["max_beats_best_natural"],
         "max_true_over_best_natural_well_fit": well["max_true_over_best_natural"],
         "max_spread_hz": every["max_spread_hz"],
-        "percentile_median_unit_r": every["median_unit_r"],
-        "percentile_pooled_r": every["pooled_r"],
-        "percentile_median_unit_slope": every["median_unit_slope"],
-        "percentile_median_error": every["median_abs_error_over_range"],
+        **{name: float(np.mean([run[key] for run in runs])) for name, key in PERCENTILE_FIGURES.items()},
+        "percentile_pooled_r_range": [min(pooled), max(pooled)],
+        "percentile_runs": runs,
         "saturates": bool(well["max_true_over_best_natural"] < SATURATION_RATIO),
         "report": report,
     }
+
+
+def synthesis_seeds(seed: int, count: int) -> list[int]:
+    """The percentile runs' synthesis seeds: ``seed`` first, so one run repeats earlier figures."""
+    return [seed + 1000 * k for k in range(count)]
 
 
 def table(rows: dict[str, dict]) -> str:
@@ -272,7 +303,8 @@ def table(rows: dict[str, dict]) -> str:
     head = (
         f"{'family':<14}{'units':>6}{'rel.':>5}{'r':>7}{'r/rmax':>8}{'rel.':>7}{'oracle':>8}{'rel.':>7}"
         f"{'r/oracle':>9}{'rel.':>7}{'fit s':>7}"
-        f"{'max p/t':>9}{'beats':>7}{'max/nat':>8}{'pct r':>7}{'pooled':>8}{'slope':>7}{'err':>6}  saturates"
+        f"{'max p/t':>9}{'beats':>7}{'max/nat':>8}{'pct r':>7}{'pooled':>8}{'range':>11}{'slope':>7}{'err':>6}"
+        "  saturates"
     )
     lines = [head, "-" * len(head)]
     for family, row in rows.items():
@@ -282,12 +314,14 @@ def table(rows: dict[str, dict]) -> str:
             f"{family:<14}{row['n_units']:>6}{row['n_reliable']:>5}{f(row['mean_r']):>7}"
             f"{f(row['mean_r_over_rmax']):>8}{f(row['mean_r_over_rmax_reliable']):>7}"
             f"{f(row['oracle_r_over_rmax']):>8}{f(row['oracle_r_over_rmax_reliable']):>7}"
-            f"{f(row['mean_r_over_oracle']):>9}{f(row['mean_r_over_oracle_reliable']):>7}{f(row['cnn_fit_s'], 0):>7}"
+            f"{f(row['mean_r_over_oracle']):>9}{f(row['mean_r_over_oracle_reliable']):>7}"
+            f"{f(row['cnn_fit_s'], 0) + ('*' if row['cached'] else ''):>7}"
             f"{f(h.get('max_predicted_over_true', float('nan')), 2):>9}"
             f"{'–' if not np.isfinite(beats) else f'{100 * beats:.0f}%':>7}"
             f"{f(h.get('max_true_over_best_natural_well_fit', float('nan')), 2):>8}"
             f"{f(h.get('percentile_median_unit_r', float('nan')), 2):>7}"
             f"{f(h.get('percentile_pooled_r', float('nan')), 2):>8}"
+            f"{'–'.join(f(x, 2) for x in h.get('percentile_pooled_r_range', [])) or '–':>11}"
             f"{f(h.get('percentile_median_unit_slope', float('nan')), 2):>7}"
             f"{f(h.get('percentile_median_error', float('nan')), 3):>6}"
             f"  {'' if not h else ('yes' if h['saturates'] else 'no')}"
@@ -331,7 +365,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"preset chosen on {args.choose_on}: {chosen}; device {describe_device(device)}; "
         f"{args.units} units x {args.images} images x {args.repeats} repeats per family; "
-        f"synthesis {args.synth_steps} steps from {args.start} starts, {args.heldout_members} held-out members, "
+        f"synthesis {args.synth_steps} steps from {args.start} starts ({args.synth_seeds} percentile runs), "
+        f"{args.heldout_members} held-out members, "
         f"disagreement weight {args.disagreement:g}, RMS contrast "
         + (
             "between the fit images' 0.05 and 0.95 quantiles"
@@ -348,7 +383,9 @@ def main(argv: list[str] | None = None) -> int:
         "max p/t: median predicted/true rate of 'max' images (units above the r threshold); beats: well-fit "
         "units (r/rmax >= 0.8) whose 'max' image truly beats their best natural image; max/nat: its true rate "
         "over the best natural image's; pct r: median per-unit r of percentile target vs true rate; pooled: "
-        "the same pooled over units; slope: median per-unit slope of true rate on percentile target (1: the "
+        "the same pooled over units; range: pooled's lowest and highest over the synthesis seeds; pct r, pooled, "
+        "slope and err are means over them; fit s: the CNN fit's time (*: a cached fit, timed when it ran); "
+        "slope: median per-unit slope of true rate on percentile target (1: the "
         "true rates span the asked range); err: median |true rate - target| over the unit's natural-image range"
     )
     if args.json:
