@@ -38,7 +38,7 @@ Steps:
    (|true rate − target| over the unit's range of true natural-image rates).  Rate targets
    start as ``closedloop synth``'s do (``--start``).  The percentile figures are means over
    ``--synth-seeds`` runs from different starting noise (default 3; the pooled r of one run
-   moved by up to 0.11 with the noise alone), with each run's figures in the JSON;
+   moved by up to 0.11 with the noise alone), with each run's figures in the JSON.
    A family "saturates" when its units' true rate at their "max" image is within 10 % of
    their best natural image (median over well-fit units): natural images already drive
    them near their ceiling, so "max" cannot beat them by much.
@@ -250,13 +250,14 @@ def honesty(path: Path, model_path: Path, args: argparse.Namespace) -> dict:
         else default_bound(checkpoint.metrics.get("image_statistics"), args.contrast_quantile)
     )
     starts = checkpoint_starts(checkpoint, path) if args.start == "natural" else None
+    seeds = synthesis_seeds(args.seed, args.synth_seeds)
     started = time.perf_counter()
     try:
         graded = [
             synthesize_from_checkpoint(
                 checkpoint, "all", PERCENTILE_TARGETS, settings=settings, seed=seed, contrast=bound, starts=starts
             )
-            for seed in synthesis_seeds(args.seed, args.synth_seeds)
+            for seed in seeds
         ]
         maxed = synthesize_from_checkpoint(checkpoint, "all", "max", settings=settings, seed=args.seed, contrast=bound)
     except ClosedLoopError as error:  # no unit above the held-out r threshold
@@ -269,7 +270,7 @@ def honesty(path: Path, model_path: Path, args: argparse.Namespace) -> dict:
     every = report["units"]["all units"]
     runs = [
         {"seed": seed, **{key: run["units"]["all units"][key] for key in PERCENTILE_FIGURES.values()}}
-        for seed, run in zip(synthesis_seeds(args.seed, args.synth_seeds), reports)
+        for seed, run in zip(seeds, reports)
     ]
     pooled = [run["pooled_r"] for run in runs]
     return {
