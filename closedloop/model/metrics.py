@@ -1,4 +1,4 @@
-"""How well predicted rates match measured ones, per unit (docs/methods.md, Model, docs/methods.md, Metrics).
+"""How well predicted rates match measured ones, per unit (docs/methods.md, Model).
 
 Conventions shared by every function here:
 

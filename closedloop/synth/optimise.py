@@ -1,4 +1,4 @@
-"""Batched network inversion: pixels → target rates (docs/methods.md, Synthesis, docs/methods.md, Synthesis).
+"""Batched network inversion: pixels → target rates (docs/methods.md, Synthesis).
 
 All jobs (unit, target, population pattern) optimise together in one tensor.  Each
 step, following Walker et al. (2019):
