@@ -67,6 +67,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=500, help="synthesis step cap (default 500)")
     parser.add_argument("--tolerance", type=float, default=0.5, help="synthesis tolerance, Hz (default 0.5)")
     parser.add_argument("--tv", type=float, default=0.0, help="total-variation weight (default 0)")
+    parser.add_argument("--blur-start", type=float, default=None, help="first gradient blur σ (default: settings')")
     parser.add_argument("--blur-end", type=float, default=None, help="final gradient blur σ (default: settings')")
     parser.add_argument("--init-std", type=float, default=None, help="starting noise std (default: settings')")
     parser.add_argument("--max-steps", type=int, default=None, help="step cap of the max run (default --steps)")
@@ -141,6 +142,8 @@ def run_synthesis(checkpoint, targets: str, args: argparse.Namespace, starts=Non
     from closedloop.synth.plan import synthesize_from_checkpoint
 
     options = {"steps": args.steps, "tolerance_hz": args.tolerance, "tv_weight": args.tv}
+    if args.blur_start is not None:
+        options["blur_start"] = args.blur_start
     if args.blur_end is not None:
         options["blur_end"] = args.blur_end
     if args.init_std is not None:

@@ -22,7 +22,8 @@ def rate(image: np.ndarray, unit: int) -> float:
 
 def test_maximise_reaches_the_analytic_optimum(linear_model):
     jobs = [SynthesisJob(0, Target("max"), float("nan")), SynthesisJob(1, Target("max"), float("nan"))]
-    result = synthesize(linear_model, jobs, canvas=CANVAS, scale_hz=SCALE, settings=SynthesisSettings(steps=300))
+    # 500 steps, `closedloop synth`'s default: the 3 px starting blur leaves fewer steps at fine scale.
+    result = synthesize(linear_model, jobs, canvas=CANVAS, scale_hz=SCALE, settings=SynthesisSettings(steps=500))
     for row, unit in enumerate((0, 1)):
         best, optimum_image = lp_optimum(2.0 * linear_filters()[unit], 10.0, CANVAS)
         baseline = rate(CANVAS.blank(1)[0], unit)
@@ -34,7 +35,7 @@ def test_maximise_reaches_the_analytic_optimum(linear_model):
         agreement = np.corrcoef(result.images[row][inside], optimum_image[inside])[0, 1]
         assert agreement > 0.9
         assert result.achieved_hz[row] == pytest.approx(rate(result.images[row], unit), abs=1e-3)
-    assert not result.converged.any() and (result.steps == 300).all()
+    assert not result.converged.any() and (result.steps == 500).all()
 
 
 def test_rate_targets_are_reached_within_tolerance_and_constraints_hold(linear_model):
