@@ -303,6 +303,7 @@ def turnaround_stats(report) -> dict[str, Any]:
 TRUTH_COLUMNS = {
     "r_target_true_unit_median": "r unit",
     "r_target_true": "r pooled",
+    "slope_true_unit_median": "slope",
     "max_predicted_over_true": "max p/t",
     "max_true_beats_best_natural": "beats",
     "max_spread_hz": "max sd",
@@ -421,6 +422,7 @@ def print_truth(runs: list[dict]) -> None:
             values = [
                 _n(row["r_target_true_unit_median"]),
                 _n(row["r_target_true"]),
+                _n(row["slope_true_unit_median"]),
                 _n(row["max_predicted_over_true"]),
                 "n/a" if not np.isfinite(beats) else f"{100 * beats:.0f} %",
                 _n(row["max_spread_hz"], 1),
@@ -431,7 +433,8 @@ def print_truth(runs: list[dict]) -> None:
             )
     print(
         "columns: r/rmax = held-out r/rmax (reliable units) of the model that made the images; r unit / r pooled "
-        "= median per-unit / pooled r(target, true rate) over graded images; max p/t = 'max' images' median "
+        "= median per-unit / pooled r(target, true rate) over graded images; slope = median per-unit slope of true "
+        "rate on target (1: the true rates span the asked range); max p/t = 'max' images' median "
         "predicted / true rate; beats = 'max' images truly above the unit's best natural image; max sd = their "
         "median ensemble spread (Hz)"
     )
@@ -442,6 +445,7 @@ REPEAT_COLUMNS = {
     "r_over_rmax": "r/rmax",
     "r_target_true_unit_median": "r unit",
     "r_target_true": "r pooled",
+    "slope_true_unit_median": "slope",
     "max_predicted_over_true": "max p/t",
     "max_true_beats_best_natural": "beats",
 }

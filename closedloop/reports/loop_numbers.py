@@ -29,6 +29,7 @@ from closedloop.reports.loop_types import (
     read_journal,
 )
 from closedloop.runner.journal import BlockRecord
+from closedloop.synth.verify import slope
 
 PRESENTATION_KINDS = ("natural", "gratings", "present_synthesized")
 
@@ -345,6 +346,13 @@ def _summary(images: list[SynthesizedImage], measured_range, best_measured, true
             ),
             "r_target_true_unit_median": _median(
                 [pearson(target[graded & (units == u)], true[graded & (units == u)]) for u in np.unique(units)]
+            ),
+            # how far the rates moved for the range asked: the model's gain on its own images
+            "slope_measured_unit_median": _median(
+                [slope(target[graded & (units == u)], measured[graded & (units == u)]) for u in np.unique(units)]
+            ),
+            "slope_true_unit_median": _median(
+                [slope(target[graded & (units == u)], true[graded & (units == u)]) for u in np.unique(units)]
             ),
             "error_measured_pct": 100 * _median(np.abs(measured - target)[graded] / measured_range[graded]),
             "error_true_pct": np.nan

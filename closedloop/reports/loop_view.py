@@ -16,6 +16,9 @@ SUMMARY_LINES = {
     "r_target_true": "the same with the brain's true rate",
     "r_target_measured_unit_median": "median over units of r(target, measured) (units with >= 3 graded targets)",
     "r_target_true_unit_median": "the same with the true rate",
+    "slope_measured_unit_median": "median over units of the slope of measured rate on target (1: the rates "
+    "span the asked range; below 1 they fall short of it, above 1 they overshoot)",
+    "slope_true_unit_median": "the same with the true rate",
     "error_measured_pct": "median |measured - target| (% of the unit's measured natural-image range)",
     "error_true_pct": "median |true - target| (% of the unit's true natural-image range)",
     "error_predicted_pct": "median |predicted - target|: the optimiser's own miss (% of measured range)",
@@ -82,12 +85,14 @@ def report_text(report) -> str:
         lines += [
             f"  targets vs measured: r {_f(s['r_target_measured'])} pooled, median per-unit r "
             f"{_f(s['r_target_measured_unit_median'])}; median error {_f(s['error_measured_pct'], 0)} % of the "
-            f"natural-image range (the model's own {_f(s['error_predicted_pct'], 0)} %)",
+            f"natural-image range (the model's own {_f(s['error_predicted_pct'], 0)} %); median slope "
+            f"{_f(s['slope_measured_unit_median'])} (1: the rates span the asked range)",
         ]
         if report.has_truth:
             lines.append(
                 f"  targets vs truth: r {_f(s['r_target_true'])} pooled, median per-unit r "
-                f"{_f(s['r_target_true_unit_median'])}; median error {_f(s['error_true_pct'], 0)} %"
+                f"{_f(s['r_target_true_unit_median'])}; median error {_f(s['error_true_pct'], 0)} %; median slope "
+                f"{_f(s['slope_true_unit_median'])}"
             )
         if math.isfinite(s["max_measured_over_best_natural"]) or math.isfinite(s["max_true_over_best_natural"]):
             true = (

@@ -153,6 +153,11 @@ def test_the_report_matches_a_recomputation_from_the_session_file(loop_run):
             for u in np.unique(rows["unit_id"])
         ]
         assert s["r_target_true_unit_median"] == pytest.approx(np.nanmedian(per_unit))
+        slopes = [
+            np.polyfit(target[graded & (rows["unit_id"] == u)], true[graded & (rows["unit_id"] == u)], 1)[0]
+            for u in np.unique(rows["unit_id"])
+        ]
+        assert s["slope_true_unit_median"] == pytest.approx(np.median(slopes))
         # the refit: its saved model's predictions and split
         after = load_checkpoint(folder / "models" / f"model_v{version + 1:03d}.pt", "cpu")
         held = set(after.image_ids[after.split.held_out].tolist())
@@ -170,6 +175,7 @@ def test_the_report_matches_a_recomputation_from_the_session_file(loop_run):
 
     text = report.text()
     assert "iteration 2" in text and "targets vs truth" in text and "turnaround" in text
+    assert f"median slope {report.iterations[0].summary['slope_true_unit_median']:.2f}" in text
     first = report.iterations[0].images[0]
     assert "'max' images as the model promised them (median): predicted/true" in text
     assert "± sd" in text and f" {first.predicted_before_hz:.1f} {first.spread_hz:>6.1f} " in text
