@@ -335,25 +335,24 @@ def _summary(images: list[SynthesizedImage], measured_range, best_measured, true
     target, measured, true = column["target_hz"], column["measured_hz"], column["true_hz"]
     graded, maxed = np.isfinite(target), ~np.isfinite(target)
     held = np.asarray([i.held_out_after is True for i in images])
+
+    def per_unit(statistic, rates: np.ndarray) -> float:
+        """Median over units of ``statistic(target, rate)`` on the unit's graded images."""
+        return _median(
+            [statistic(target[graded & (units == u)], rates[graded & (units == u)]) for u in np.unique(units)]
+        )
+
     with np.errstate(invalid="ignore", divide="ignore"):
         out = {
             "n_images": float(len(images)),
             "n_measured": float(np.sum(np.isfinite(measured))),
             "r_target_measured": pearson(target[graded], measured[graded]),
             "r_target_true": pearson(target[graded], true[graded]),
-            "r_target_measured_unit_median": _median(
-                [pearson(target[graded & (units == u)], measured[graded & (units == u)]) for u in np.unique(units)]
-            ),
-            "r_target_true_unit_median": _median(
-                [pearson(target[graded & (units == u)], true[graded & (units == u)]) for u in np.unique(units)]
-            ),
+            "r_target_measured_unit_median": per_unit(pearson, measured),
+            "r_target_true_unit_median": per_unit(pearson, true),
             # how far the rates moved for the range asked: the model's gain on its own images
-            "slope_measured_unit_median": _median(
-                [slope(target[graded & (units == u)], measured[graded & (units == u)]) for u in np.unique(units)]
-            ),
-            "slope_true_unit_median": _median(
-                [slope(target[graded & (units == u)], true[graded & (units == u)]) for u in np.unique(units)]
-            ),
+            "slope_measured_unit_median": per_unit(slope, measured),
+            "slope_true_unit_median": per_unit(slope, true),
             "error_measured_pct": 100 * _median(np.abs(measured - target)[graded] / measured_range[graded]),
             "error_true_pct": np.nan
             if true_range is None
