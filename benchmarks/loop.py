@@ -409,6 +409,13 @@ def print_loop(report, seconds: float, ran: dict, stats: dict, load: tuple[float
         print(f"note: {note}")
 
 
+def _truth_cell(key: str, value: float) -> str:
+    """One `TRUTH_COLUMNS` figure as the table shows it."""
+    if key == "max_true_beats_best_natural":
+        return "n/a" if not np.isfinite(value) else f"{100 * value:.0f} %"
+    return _n(value, 1 if key == "max_spread_hz" else 2)
+
+
 def print_truth(runs: list[dict]) -> None:
     """The targets vs truth table: one line per brain and iteration."""
     print(
@@ -418,15 +425,7 @@ def print_truth(runs: list[dict]) -> None:
     for run in runs:
         seed = "-" if run["seed"] is None else str(run["seed"])
         for row in run["truth"]:
-            beats = row["max_true_beats_best_natural"]
-            values = [
-                _n(row["r_target_true_unit_median"]),
-                _n(row["r_target_true"]),
-                _n(row["slope_true_unit_median"]),
-                _n(row["max_predicted_over_true"]),
-                "n/a" if not np.isfinite(beats) else f"{100 * beats:.0f} %",
-                _n(row["max_spread_hz"], 1),
-            ]
+            values = [_truth_cell(key, row[key]) for key in TRUTH_COLUMNS]
             print(
                 f"{run['brain']:>13} {seed:>4} {row['iteration']:>4} {'v' + str(row['model_version']):>5} "
                 f"{_n(row['r_over_rmax'], 3):>6} | " + " ".join(f"{v:>8}" for v in values)
