@@ -78,6 +78,7 @@ PERCENTILE_FIGURES = {
     "percentile_pooled_r": "pooled_r",
     "percentile_median_unit_slope": "median_unit_slope",
     "percentile_median_error": "median_abs_error_over_range",
+    "percentile_error_over_spread": "percentile_error_over_spread",
 }
 #: A family saturates when the "max" image's true rate is within this factor of the best natural image's.
 SATURATION_RATIO = 1.1
@@ -284,6 +285,7 @@ def honesty(path: Path, model_path: Path, args: argparse.Namespace) -> dict:
         "max_beats_best_natural_well_fit": well["max_beats_best_natural"],
         "max_true_over_best_natural_well_fit": well["max_true_over_best_natural"],
         "max_spread_hz": every["max_spread_hz"],
+        "max_error_over_spread": every["max_error_over_spread"],
         **{name: float(np.mean([run[key] for run in runs])) for name, key in PERCENTILE_FIGURES.items()},
         "percentile_pooled_r_range": [min(pooled), max(pooled)],
         "percentile_runs": runs,
@@ -305,7 +307,7 @@ def table(rows: dict[str, dict]) -> str:
         f"{'family':<14}{'units':>6}{'rel.':>5}{'r':>7}{'r/rmax':>8}{'rel.':>7}{'oracle':>8}{'rel.':>7}"
         f"{'r/oracle':>9}{'rel.':>7}{'fit s':>7}"
         f"{'max p/t':>9}{'beats':>7}{'max/nat':>8}{'pct r':>7}{'pooled':>8}{'range':>11}{'slope':>7}{'err':>6}"
-        "  saturates"
+        f"{'miss/sd':>8}{'max':>5}  saturates"
     )
     lines = [head, "-" * len(head)]
     for family, row in rows.items():
@@ -325,6 +327,8 @@ def table(rows: dict[str, dict]) -> str:
             f"{'–'.join(f(x, 2) for x in h.get('percentile_pooled_r_range', [])) or '–':>11}"
             f"{f(h.get('percentile_median_unit_slope', float('nan')), 2):>7}"
             f"{f(h.get('percentile_median_error', float('nan')), 3):>6}"
+            f"{f(h.get('percentile_error_over_spread', float('nan')), 1):>8}"
+            f"{f(h.get('max_error_over_spread', float('nan')), 1):>5}"
             f"  {'' if not h else ('yes' if h['saturates'] else 'no')}"
         )
     return "\n".join(lines)
@@ -385,9 +389,11 @@ def main(argv: list[str] | None = None) -> int:
         "units (r/rmax >= 0.8) whose 'max' image truly beats their best natural image; max/nat: its true rate "
         "over the best natural image's; pct r: median per-unit r of percentile target vs true rate; pooled: "
         "the same pooled over units; range: pooled's lowest and highest over the synthesis seeds; pct r, pooled, "
-        "slope and err are means over them; fit s: the CNN fit's time (*: a cached fit, timed when it ran); "
+        "slope, err and miss/sd are means over them; fit s: the CNN fit's time (*: a cached fit, timed when it ran); "
         "slope: median per-unit slope of true rate on percentile target (1: the "
-        "true rates span the asked range); err: median |true rate - target| over the unit's natural-image range"
+        "true rates span the asked range); err: median |true rate - target| over the unit's natural-image range; "
+        "miss/sd: rms of true rate - predicted rate over rms of the ensemble's spread, percentile images, and max: "
+        "the same for 'max' images (1: the spread is an honest error bar)"
     )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ neuron would really do.  Used by ``benchmarks/synth.py`` and ``closedloop demo``
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,40 @@ def slope(target: np.ndarray, truth: np.ndarray) -> float:
     return float(np.polyfit(target[keep], truth[keep], 1)[0])
 
 
+def error_over_spread(
+    predicted: np.ndarray, actual: np.ndarray, spread: np.ndarray, noise_se: np.ndarray | None = None
+) -> float:
+    """How far promised rates miss, in units of the ensemble's spread: rms(actual − predicted) / rms(spread).
+
+    Parameters
+    ----------
+    predicted, spread
+        The rate promised for each image and the ensemble members' std around it (Hz).
+    actual
+        What the neurons gave: exact (true) or measured rates (Hz).
+    noise_se
+        The standard error of each measured rate (``None`` for exact rates). Its mean square
+        is taken off the mean squared miss, so measurement noise does not count as a miss: the
+        result then estimates what the exact rates would give.
+
+    Returns
+    -------
+    float
+        1 when the spread is an honest error bar (rates miss by as much as the members
+        disagree), 2 when they miss by twice that; NaN when no image has all values finite
+        or the spread is zero.
+    """
+    columns = [np.asarray(v, dtype=np.float64) for v in (predicted, actual, spread)]
+    columns.append(np.zeros_like(columns[0]) if noise_se is None else np.asarray(noise_se, dtype=np.float64))
+    known = np.logical_and.reduce([np.isfinite(c) for c in columns])
+    if not known.any():
+        return float("nan")
+    predicted, actual, spread, se = (c[known] for c in columns)
+    miss_squared = max(float(np.mean((actual - predicted) ** 2 - se**2)), 0.0)
+    spread_squared = float(np.mean(spread**2))
+    return math.sqrt(miss_squared / spread_squared) if spread_squared > 0 else float("nan")
+
+
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
     na, nb = np.linalg.norm(a), np.linalg.norm(b)
     return float(a.ravel() @ b.ravel() / (na * nb)) if na > 0 and nb > 0 else float("nan")
@@ -66,7 +101,9 @@ def ground_truth_report(archive: Path, checkpoint, graded: SynthesisResult, maxe
         of the unit's natural-image range (and the optimiser's own error), the fraction of
         "max" images beating the unit's best natural image, and RF similarity (cosine inside
         the aperture) of the max image and of p80 − p20 for simple and centre-surround units,
-        and for "max" the median of predicted / true rate and of the ensemble's spread.
+        and for "max" the median of predicted / true rate and of the ensemble's spread; for
+        percentile and "max" images how far the true rates miss the predictions in units of
+        the spread (`error_over_spread`).
     """
     spec = spec_from_archive(archive)
     population = population_for(spec)
@@ -152,6 +189,16 @@ def ground_truth_report(archive: Path, checkpoint, graded: SynthesisResult, maxe
             "max_spread_hz": float(np.nanmedian(m.spread_hz[max_rows]))
             if beats.size and m.spread_hz is not None
             else float("nan"),
+            # is the spread an error bar? (1 if the true rates miss by as much as it says)
+            "percentile_error_over_spread": _error_over_spread(g, g_truth, rows),
+            "max_error_over_spread": _error_over_spread(m, m_truth, max_rows),
             "rf_similarity": rf,
         }
     return out
+
+
+def _error_over_spread(result: SynthesisResult, truth: np.ndarray, rows: np.ndarray) -> float:
+    """`error_over_spread` of a run's images in ``rows`` (NaN when the run has no spread)."""
+    if result.spread_hz is None or not rows.any():
+        return float("nan")
+    return error_over_spread(result.achieved_hz[rows], truth[rows], result.spread_hz[rows])
