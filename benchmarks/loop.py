@@ -307,6 +307,7 @@ TRUTH_COLUMNS = {
     "max_predicted_over_true": "max p/t",
     "max_true_beats_best_natural": "beats",
     "max_spread_hz": "max sd",
+    "error_over_spread_true": "miss/sd",
 }
 
 
@@ -413,7 +414,7 @@ def _truth_cell(key: str, value: float) -> str:
     """One `TRUTH_COLUMNS` figure as the table shows it."""
     if key == "max_true_beats_best_natural":
         return "n/a" if not np.isfinite(value) else f"{100 * value:.0f} %"
-    return _n(value, 1 if key == "max_spread_hz" else 2)
+    return _n(value, 1 if key in ("max_spread_hz", "error_over_spread_true") else 2)
 
 
 def print_truth(runs: list[dict]) -> None:
@@ -435,7 +436,8 @@ def print_truth(runs: list[dict]) -> None:
         "= median per-unit / pooled r(target, true rate) over graded images; slope = median per-unit slope of true "
         "rate on target (1: the true rates span the asked range); max p/t = 'max' images' median "
         "predicted / true rate; beats = 'max' images truly above the unit's best natural image; max sd = their "
-        "median ensemble spread (Hz)"
+        "median ensemble spread (Hz); miss/sd = rms(true - predicted rate) / rms spread over all the iteration's "
+        "images (1: the spread is an honest error bar)"
     )
 
 
@@ -447,6 +449,7 @@ REPEAT_COLUMNS = {
     "slope_true_unit_median": "slope",
     "max_predicted_over_true": "max p/t",
     "max_true_beats_best_natural": "beats",
+    "error_over_spread_true": "miss/sd",
 }
 
 

@@ -29,7 +29,7 @@ from closedloop.reports.loop_types import (
     read_journal,
 )
 from closedloop.runner.journal import BlockRecord
-from closedloop.synth.verify import slope
+from closedloop.synth.verify import error_over_spread, slope
 
 PRESENTATION_KINDS = ("natural", "gratings", "present_synthesized")
 
@@ -51,7 +51,7 @@ def build_report(session_path: Path, brain, models_dir: Path | None, device: str
     by_version = {fit.version: fit for fit in fits}
 
     good = blocks["flagged"][trials["block"]] == 0 if trials.size else np.zeros(0, bool)
-    means, counts = _stimulus_means(trials["stimulus_id"][good], responses[good], len(stimuli))
+    means, counts, standard_errors = _stimulus_means(trials["stimulus_id"][good], responses[good], len(stimuli))
     natural_means = means[natural_ids][counts[natural_ids] > 0]
     natural_range = np.ptp(natural_means, axis=0) if natural_means.size else np.full(unit_ids.size, np.nan)
     best_natural = natural_means.max(axis=0) if natural_means.size else np.full(unit_ids.size, np.nan)
@@ -75,6 +75,7 @@ def build_report(session_path: Path, brain, models_dir: Path | None, device: str
                 float(means[s["id"], column[int(s["unit_id"])]]),
                 int(counts[s["id"]]),
                 spread_hz=float(s["spread_hz"]),
+                measured_se_hz=float(standard_errors[s["id"], column[int(s["unit_id"])]]),
             )
             for s in table
         ]
@@ -103,6 +104,7 @@ def build_report(session_path: Path, brain, models_dir: Path | None, device: str
         )
         iteration.turnaround = turnaround(records, record.session_block)
         report.iterations.append(iteration)
+    report.error_over_spread = spread_honesty([image for it in report.iterations for image in it.images])
     if not report.iterations:
         report.notes.append("no synthesize block stored images: there is no loop iteration to report")
     if models_dir is None and report.iterations:
@@ -198,15 +200,23 @@ def turnaround(records: list[BlockRecord], synth_block: int) -> Turnaround:
 # --- rates ------------------------------------------------------------------------------
 
 
-def _stimulus_means(stimulus_ids: np.ndarray, rates: np.ndarray, n_stimuli: int) -> tuple[np.ndarray, np.ndarray]:
-    """(n_stimuli, n_units) mean rate over trials with finite rates, and trial counts."""
+def _stimulus_means(
+    stimulus_ids: np.ndarray, rates: np.ndarray, n_stimuli: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(n_stimuli, n_units) mean rate over trials with finite rates, trial counts, and the
+    means' standard errors (NaN below two trials)."""
     keep = np.all(np.isfinite(rates), axis=1)
     ids, rates = stimulus_ids[keep], rates[keep]
     sums = np.zeros((n_stimuli, rates.shape[1] if rates.ndim == 2 else 0))
     np.add.at(sums, ids, rates)
     counts = np.bincount(ids, minlength=n_stimuli)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return sums / counts[:, None], counts
+        means = sums / counts[:, None]
+        squares = np.zeros_like(sums)
+        np.add.at(squares, ids, (rates - means[ids]) ** 2)
+        variance = squares / (counts[:, None] - 1)
+        se = np.where(counts[:, None] > 1, np.sqrt(variance / counts[:, None]), np.nan)
+        return means, counts, se
 
 
 def _stimulus_duration_s(reader) -> float:
@@ -368,6 +378,7 @@ def _summary(images: list[SynthesizedImage], measured_range, best_measured, true
             # what the optimiser promised against what the brain gives, and how sure the ensemble was
             "max_predicted_over_true": _median(column["achieved_hz"][maxed] / true[maxed]),
             "max_spread_hz": _median(column["spread_hz"][maxed]),
+            **spread_honesty(images),
         }
         for when in ("before", "after"):
             predicted = column[f"predicted_{when}_hz"]
@@ -376,6 +387,19 @@ def _summary(images: list[SynthesizedImage], measured_range, best_measured, true
             out[f"r_predicted_{when}_held_out"] = pearson(predicted[held], measured[held])
         out["n_held_out_after"] = float(held.sum())
     return out
+
+
+def spread_honesty(images: list[SynthesizedImage]) -> dict[str, float]:
+    """Is the ensemble's spread an error bar? How far measured (noise taken off) and true rates miss
+    the promised rates, in units of the spread (`closedloop.synth.verify.error_over_spread`; 1 if it is)."""
+    promised, spread, measured, se, true = (
+        np.asarray([getattr(i, name) for i in images], dtype=np.float64)
+        for name in ("achieved_hz", "spread_hz", "measured_hz", "measured_se_hz", "true_hz")
+    )
+    return {
+        "error_over_spread_measured": error_over_spread(promised, measured, spread, se),
+        "error_over_spread_true": error_over_spread(promised, true, spread),
+    }
 
 
 def _fraction(hits: np.ndarray, values: np.ndarray) -> float:

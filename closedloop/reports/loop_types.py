@@ -37,7 +37,8 @@ class SynthesizedImage:
     ``target_hz`` is NaN for a "max" image; ``spread_hz`` the std of the ensemble members'
     predictions around ``achieved_hz`` (NaN: the server sent none, or an older session
     file); ``measured_hz`` is the mean over its
-    presentations in good blocks (``n_presentations``); ``true_hz`` the brain's
+    presentations in good blocks (``n_presentations``), ``measured_se_hz`` its standard
+    error (NaN below two presentations); ``true_hz`` the brain's
     expected rate; ``predicted_before_hz`` / ``predicted_after_hz`` the predictions of
     the model that made it and of the refit after its responses; ``held_out_after``
     whether the refit held the image out (``None``: unknown).
@@ -54,6 +55,7 @@ class SynthesizedImage:
     predicted_after_hz: float = math.nan
     held_out_after: bool | None = None
     spread_hz: float = math.nan
+    measured_se_hz: float = math.nan
 
     @property
     def label(self) -> str:
@@ -115,6 +117,10 @@ class LoopReport:
         One per synthesize block that stored images.
     has_truth
         Whether a brain gave ground-truth rates.
+    error_over_spread
+        Over every iteration's images, how far the rates missed what was promised in units
+        of the ensemble's spread: ``error_over_spread_measured`` and ``_true``
+        (`closedloop.reports.loop_numbers.spread_honesty`).
     notes
         What could not be computed and what it needs.
     """
@@ -123,6 +129,7 @@ class LoopReport:
     fits: list[ModelFit]
     iterations: list[Iteration]
     has_truth: bool = False
+    error_over_spread: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:

@@ -28,6 +28,10 @@ SUMMARY_LINES = {
     "max_true_beats_best_natural": "the same fraction with true rates",
     "max_predicted_over_true": "'max' images: median of the rate the model predicted (achieved) / the true rate",
     "max_spread_hz": "'max' images: median std of the ensemble members' predictions (Hz)",
+    "error_over_spread_measured": "how far measured rates miss the promised (achieved) rates, in units of the "
+    "ensemble's spread: rms miss / rms spread, the measurements' squared standard errors taken off the squared "
+    "misses (1: the spread is an honest error bar)",
+    "error_over_spread_true": "the same with the true rates",
     "r_predicted_before": "r(prediction of the model that made them, measured) over all images",
     "error_predicted_before_pct": "median |that prediction - measured| (% of measured range)",
     "r_predicted_after": "the same for the refit after their responses",
@@ -112,6 +116,13 @@ def report_text(report) -> str:
                 f"  'max' images as the model promised them (median): predicted/true "
                 f"{_f(s['max_predicted_over_true'])}, ensemble spread {_f(s['max_spread_hz'], 1)} Hz"
             )
+        if math.isfinite(s["error_over_spread_measured"]) or math.isfinite(s["error_over_spread_true"]):
+            true = f", true {_f(s['error_over_spread_true'], 1)}x" if report.has_truth else ""
+            lines.append(
+                f"  promises miss by (rms, over the ensemble's spread): measured "
+                f"{_f(s['error_over_spread_measured'], 1)}x (measurement noise taken off){true}; "
+                "1x if the spread were an honest error bar"
+            )
         after = (
             f"after the refit r {_f(s['r_predicted_after'])}, error {_f(s['error_predicted_after_pct'], 0)} %"
             if math.isfinite(s["r_predicted_after"]) or math.isfinite(s["error_predicted_after_pct"])
@@ -129,6 +140,13 @@ def report_text(report) -> str:
     if len(report.iterations) > 1:
         errors = " -> ".join(_f(it.summary["error_measured_pct"], 0) for it in report.iterations)
         lines += ["", f"measured error over iterations (% of natural range): {errors}"]
+    honesty = report.error_over_spread
+    if report.iterations and math.isfinite(honesty.get("error_over_spread_measured", math.nan)):
+        true = f", true {_f(honesty['error_over_spread_true'], 1)}x" if report.has_truth else ""
+        lines.append(
+            f"over all iterations, promises missed by {_f(honesty['error_over_spread_measured'], 1)}x the ensemble's "
+            f"spread (rms, measured, measurement noise taken off){true}: read each '± sd' as that many times wider"
+        )
     lines += [f"note: {note}" for note in report.notes]
     return "\n".join(lines)
 

@@ -158,6 +158,14 @@ def test_the_report_matches_a_recomputation_from_the_session_file(loop_run):
             for u in np.unique(rows["unit_id"])
         ]
         assert s["slope_true_unit_median"] == pytest.approx(np.median(slopes))
+        # the spread's honesty: rms miss over rms spread, the measured means' noise taken off
+        trial_rates = [responses[good & (trials["stimulus_id"] == i), c] for i, c in zip(ids, cols)]
+        se = np.array([r.std(ddof=1) / np.sqrt(r.size) for r in trial_rates])
+        assert np.allclose([im.measured_se_hz for im in it.images], se)
+        miss = rows["achieved_hz"] - true
+        assert s["error_over_spread_true"] == pytest.approx(np.sqrt(np.mean(miss**2) / np.mean(spread**2)))
+        excess = max(np.mean((rows["achieved_hz"] - measured) ** 2 - se**2), 0.0)
+        assert s["error_over_spread_measured"] == pytest.approx(np.sqrt(excess / np.mean(spread**2)))
         # the refit: its saved model's predictions and split
         after = load_checkpoint(folder / "models" / f"model_v{version + 1:03d}.pt", "cpu")
         held = set(after.image_ids[after.split.held_out].tolist())
@@ -173,8 +181,15 @@ def test_the_report_matches_a_recomputation_from_the_session_file(loop_run):
         assert t.is_loop and 0 < t.extraction < t.total and 0 < t.refit < t.total and 0 < t.synthesis < t.total
         assert t.extraction + t.refit + t.synthesis + t.other == pytest.approx(t.total)
 
+    every = [im for it in report.iterations for im in it.images]
+    promised, spread, true = (
+        np.array([getattr(im, k) for im in every]) for k in ("achieved_hz", "spread_hz", "true_hz")
+    )
+    session_wide = np.sqrt(np.mean((promised - true) ** 2) / np.mean(spread**2))
+    assert report.error_over_spread["error_over_spread_true"] == pytest.approx(session_wide)
     text = report.text()
     assert "iteration 2" in text and "targets vs truth" in text and "turnaround" in text
+    assert f"promises missed by {report.error_over_spread['error_over_spread_measured']:.1f}x" in text
     assert f"median slope {report.iterations[0].summary['slope_true_unit_median']:.2f}" in text
     first = report.iterations[0].images[0]
     assert "'max' images as the model promised them (median): predicted/true" in text
