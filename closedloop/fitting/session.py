@@ -30,6 +30,7 @@ from closedloop.data.loader import load_dataset
 from closedloop.jsonsafe import json_safe
 from closedloop.errors import ClosedLoopError, DataFileError
 from closedloop.model.cells import characterise, group_summary
+from closedloop.model.metrics import heldout_error_over_spread
 from closedloop.model.model_config import ModelConfig, describe_stop_score
 from closedloop.model.report import evaluate, fig3
 
@@ -146,7 +147,7 @@ def fit_dataset(
 
     # torch only to fit: batch.py and the fit command import this module for its settings and outcomes
     from closedloop.model.checkpoint import load_checkpoint
-    from closedloop.model.predict import predict
+    from closedloop.model.predict import predict, predict_spread
     from closedloop.model.train import ExcludedUnitsWarning, fit_model  # torch, as above
 
     # the simulator, only to score a fit against a simulated archive's truth
@@ -197,8 +198,9 @@ def fit_dataset(
     trials = dataset.trial_rates[held_out][:, :, columns]
     # A simulated archive's own simulator, scored the same way: what a perfect model would reach.
     oracle = oracle_rates(dataset.source, dataset.image_ids[held_out], cnn.unit_ids, dataset.window_s)
+    prediction = predict(cnn.model, dataset.images[held_out])
     report = evaluate(
-        predict(cnn.model, dataset.images[held_out]),
+        prediction,
         trials,
         baseline_pred=predict(linear.model, dataset.images[held_out]),
         unit_ids=cnn.unit_ids,
@@ -215,6 +217,9 @@ def fit_dataset(
         None if gratings is None else gratings.rates[:, columns],
     )
     groups = group_summary(cells.groups, report.r, report.r_linear, report.rmax)
+    # How far the ensemble's spread understates its misses where nothing was optimised (1: an honest
+    # error bar); synthesis reports it next to each image's spread.
+    spread_factor = heldout_error_over_spread(prediction, predict_spread(cnn.model, dataset.images[held_out]), trials)
     times["evaluate"] = time.perf_counter() - eval_started
     times["total"] = load_s + times["cnn_fit"] + times["linear_fit"] + times["evaluate"]
 
@@ -251,6 +256,7 @@ def fit_dataset(
         "groups": groups,
         # the fit images' RMS contrast: synthesis bounds its images by it by default
         "image_statistics": contrast_statistics(dataset.images[cnn.split.fit]),
+        "heldout_error_over_spread": spread_factor if np.isfinite(spread_factor) else None,
     }
     stage("writing", 0.98)
     folder = _write_outputs(Path(out_dir), name, cnn, record, report, cells)
@@ -296,7 +302,16 @@ def _columns(dataset: ResponseDataset, unit_ids: np.ndarray) -> np.ndarray:
 
 
 #: What of metrics.json the checkpoint carries too (synthesis reads the data back with source and window_s).
-CHECKPOINT_RECORD = ("metrics", "cells", "groups", "seed", "source", "window_s", "image_statistics")
+CHECKPOINT_RECORD = (
+    "metrics",
+    "cells",
+    "groups",
+    "seed",
+    "source",
+    "window_s",
+    "image_statistics",
+    "heldout_error_over_spread",
+)
 
 
 def _write_outputs(out_dir: Path, name: str, cnn, record: dict, report, cells) -> Path:

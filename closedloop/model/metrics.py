@@ -467,3 +467,57 @@ def exclusion_warning(masks: UnitMasks, unit_ids: np.ndarray | None = None) -> s
     if flat.size:
         parts.append(f"{flat.size} have the same mean rate for every image (ids {listing(flat)})")
     return f"of {n_units} units, " + " and ".join(parts) + "; they are left out of fitting"
+
+
+# --------------------------------------------------------------------------------------
+# the ensemble's spread against the misses
+
+
+def error_over_spread(
+    predicted: np.ndarray, actual: np.ndarray, spread: np.ndarray, noise_se: np.ndarray | None = None
+) -> float:
+    """How far predicted rates miss, in units of the ensemble's spread: rms(actual − predicted) / rms(spread).
+
+    One figure pooled over every value given (unlike the per-unit metrics above).
+
+    Parameters
+    ----------
+    predicted, spread
+        The predicted (or promised) rates and the ensemble members' std around them (Hz),
+        any shape.
+    actual
+        What the neurons gave, the same shape: exact (true) or measured mean rates (Hz).
+    noise_se
+        The standard error of each measured rate (``None`` for exact rates). Its mean square
+        is taken off the mean squared miss, so measurement noise does not count as a miss: the
+        result then estimates what the exact rates would give.
+
+    Returns
+    -------
+    float
+        1 when the spread is an honest error bar (rates miss by as much as the members
+        disagree), 2 when they miss by twice that; NaN when no image has all values finite
+        or the spread is zero.
+    """
+    columns = [np.asarray(v, dtype=np.float64) for v in (predicted, actual, spread)]
+    columns.append(np.zeros_like(columns[0]) if noise_se is None else np.asarray(noise_se, dtype=np.float64))
+    known = np.logical_and.reduce([np.isfinite(c) for c in columns])
+    if not known.any():
+        return float("nan")
+    predicted, actual, spread, se = (c[known] for c in columns)
+    miss_squared = max(float(np.mean((actual - predicted) ** 2 - se**2)), 0.0)
+    spread_squared = float(np.mean(spread**2))
+    return float(np.sqrt(miss_squared / spread_squared)) if spread_squared > 0 else float("nan")
+
+
+def heldout_error_over_spread(pred: np.ndarray, spread: np.ndarray, trials: np.ndarray) -> float:
+    """`error_over_spread` of predictions against trial means, each mean's noise taken off.
+
+    ``pred`` and ``spread`` are (n_images, n_units): the ensemble's prediction and its
+    members' std; each image's standard error is its trial std (``ddof=1``) over √repeats,
+    so images with fewer than two repeats are left out.
+    """
+    stats = _trial_stats(_as_units(trials, 3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        se = np.sqrt(stats.variances / stats.counts)
+    return error_over_spread(pred, stats.means, spread, se)

@@ -33,6 +33,26 @@ def predict(model_or_checkpoint: Network | Checkpoint, images: np.ndarray, *, ba
     ClosedLoopError
         Images of the wrong shape or with non-finite pixels.
     """
+    return _forward(model_or_checkpoint, images, batch_size, lambda model, batch: model(batch))
+
+
+def predict_spread(
+    model_or_checkpoint: Network | Checkpoint, images: np.ndarray, *, batch_size: int = 1024
+) -> np.ndarray:
+    """The ensemble members' standard deviation (population, Hz) around `predict`'s mean.
+
+    Same arguments and errors as `predict`; a single network's spread is 0.
+    """
+    return _forward(
+        model_or_checkpoint,
+        images,
+        batch_size,
+        lambda model, batch: model.forward_members(batch).std(dim=0, unbiased=False),
+    )
+
+
+def _forward(model_or_checkpoint, images: np.ndarray, batch_size: int, compute) -> np.ndarray:
+    """``compute(model, batch)`` over checked images in batches, in eval mode: (n, n_units) float32."""
     model = model_or_checkpoint.model if isinstance(model_or_checkpoint, Checkpoint) else model_or_checkpoint
     images = np.asarray(images)
     side = model.build_spec["input_size"] if hasattr(model, "build_spec") else None
@@ -49,7 +69,7 @@ def predict(model_or_checkpoint: Network | Checkpoint, images: np.ndarray, *, ba
         with torch.inference_mode():
             for start in range(0, len(images), batch_size):
                 batch = torch.as_tensor(images[start : start + batch_size], dtype=torch.float32)
-                outputs.append(model(batch.to(parameter.device)).float().cpu().numpy())
+                outputs.append(compute(model, batch.to(parameter.device)).float().cpu().numpy())
     finally:
         model.train(was_training)
     if not outputs:

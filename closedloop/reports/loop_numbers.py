@@ -29,7 +29,8 @@ from closedloop.reports.loop_types import (
     read_journal,
 )
 from closedloop.runner.journal import BlockRecord
-from closedloop.synth.verify import error_over_spread, slope
+from closedloop.model.metrics import error_over_spread
+from closedloop.synth.verify import slope
 
 PRESENTATION_KINDS = ("natural", "gratings", "present_synthesized")
 

@@ -7,7 +7,6 @@ neuron would really do.  Used by ``benchmarks/synth.py`` and ``closedloop demo``
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from closedloop.sim.aperture import aperture_mask
 from closedloop.sim.archive import population_for, spec_from_archive
 from closedloop.sim.archive_spec import RESPONSE_WINDOW_S
 from closedloop.synth.optimise import SynthesisResult
+from closedloop.model.metrics import error_over_spread
 from closedloop.synth.plan import unit_metric
 
 
@@ -37,40 +37,6 @@ def slope(target: np.ndarray, truth: np.ndarray) -> float:
     if keep.sum() < 3 or np.std(target[keep]) == 0:
         return float("nan")
     return float(np.polyfit(target[keep], truth[keep], 1)[0])
-
-
-def error_over_spread(
-    predicted: np.ndarray, actual: np.ndarray, spread: np.ndarray, noise_se: np.ndarray | None = None
-) -> float:
-    """How far promised rates miss, in units of the ensemble's spread: rms(actual − predicted) / rms(spread).
-
-    Parameters
-    ----------
-    predicted, spread
-        The rate promised for each image and the ensemble members' std around it (Hz).
-    actual
-        What the neurons gave: exact (true) or measured rates (Hz).
-    noise_se
-        The standard error of each measured rate (``None`` for exact rates). Its mean square
-        is taken off the mean squared miss, so measurement noise does not count as a miss: the
-        result then estimates what the exact rates would give.
-
-    Returns
-    -------
-    float
-        1 when the spread is an honest error bar (rates miss by as much as the members
-        disagree), 2 when they miss by twice that; NaN when no image has all values finite
-        or the spread is zero.
-    """
-    columns = [np.asarray(v, dtype=np.float64) for v in (predicted, actual, spread)]
-    columns.append(np.zeros_like(columns[0]) if noise_se is None else np.asarray(noise_se, dtype=np.float64))
-    known = np.logical_and.reduce([np.isfinite(c) for c in columns])
-    if not known.any():
-        return float("nan")
-    predicted, actual, spread, se = (c[known] for c in columns)
-    miss_squared = max(float(np.mean((actual - predicted) ** 2 - se**2)), 0.0)
-    spread_squared = float(np.mean(spread**2))
-    return math.sqrt(miss_squared / spread_squared) if spread_squared > 0 else float("nan")
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:

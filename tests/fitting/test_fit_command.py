@@ -65,6 +65,7 @@ def test_fits_both_layouts_in_worker_processes(archives, tiny_config_file, tmp_p
         assert len(record["metrics"]["units"]["r_oracle"]) == n_units
         assert record["metrics"]["summary"]["mean_r_oracle"] > 0.5  # the truth predicts its own data
         assert record["image_statistics"]["rms_contrast_quantiles"]["0.95"] > 0
+        assert record["heldout_error_over_spread"] is None  # one network: no ensemble spread to judge
 
         checkpoint = load_checkpoint(folder / "model.pt", device="cpu")
         dataset = load_dataset(path)

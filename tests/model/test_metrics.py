@@ -321,3 +321,35 @@ def test_a_unit_without_image_dependence_has_the_rmax_of_noise_and_is_not_reliab
     assert metrics.fev(trials)[1] < 0.2  # the old 0.15 floor was about here
     rmax = metrics.rmax_kindel(trials, n_draws=200, seed=0)
     assert rmax[0] == pytest.approx(1 / np.sqrt(2), abs=0.1) and rmax[1] > 0.85
+
+
+def test_error_over_spread_is_one_when_the_spread_is_the_error_and_ignores_measurement_noise():
+    rng = np.random.default_rng(0)
+    promised = rng.uniform(10, 50, 20_000)
+    spread = rng.uniform(1, 5, promised.size)
+    true = promised + spread * rng.standard_normal(promised.size)  # misses as large as the spread says
+    assert metrics.error_over_spread(promised, true, spread) == pytest.approx(1.0, abs=0.02)
+    assert metrics.error_over_spread(promised, promised + 3 * (true - promised), spread) == pytest.approx(3.0, abs=0.06)
+    # a measured mean adds its own noise; its standard error is taken off, not counted as a miss
+    se = rng.uniform(2, 8, promised.size)
+    measured = true + se * rng.standard_normal(promised.size)
+    assert metrics.error_over_spread(promised, measured, spread) > 1.5  # sqrt(1 + mean se² / mean spread²) = 1.93
+    assert metrics.error_over_spread(promised, measured, spread, se) == pytest.approx(1.0, abs=0.1)
+    # non-finite rows are left out; nothing finite or no spread gives NaN; noise above the miss gives 0
+    assert metrics.error_over_spread([10.0, np.nan], [12.0, 0.0], [2.0, 1.0]) == pytest.approx(1.0)
+    assert np.isnan(metrics.error_over_spread([np.nan], [1.0], [1.0]))
+    assert np.isnan(metrics.error_over_spread([10.0], [12.0], [0.0]))
+    assert metrics.error_over_spread([10.0], [11.0], [1.0], [5.0]) == 0.0
+
+
+def test_heldout_error_over_spread_takes_each_trial_means_noise_off():
+    rng = np.random.default_rng(1)
+    n_images, n_repeats, n_units = 400, 8, 5
+    true = rng.uniform(5, 40, (n_images, n_units))
+    spread = rng.uniform(1, 3, (n_images, n_units))
+    pred = true + 2 * spread * rng.standard_normal(true.shape)  # misses twice the spread
+    trials = true[:, None, :] + 12 * rng.standard_normal((n_images, n_repeats, n_units))
+    trials[0, 1:, :] = np.nan  # one repeat: no standard error, left out
+    assert metrics.heldout_error_over_spread(pred, spread, trials) == pytest.approx(2.0, abs=0.1)
+    # without taking the noise off the trial means would look like a bigger miss
+    assert metrics.error_over_spread(pred, np.nanmean(trials, axis=1), spread) > 2.5

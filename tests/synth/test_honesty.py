@@ -10,7 +10,8 @@ import torch
 
 from closedloop.cli import main
 from closedloop.errors import ClosedLoopError
-from closedloop.model.checkpoint import load_checkpoint
+from closedloop.data.loader import load_dataset
+from closedloop.model.checkpoint import check_compatible, load_checkpoint
 from closedloop.model.linear import LinearPixelModel
 from closedloop.model.model_config import ModelConfig
 from closedloop.model.networks import build_network, extrapolating_tails, inverse_softplus
@@ -121,11 +122,30 @@ def test_cli_skips_units_below_the_threshold_and_records_it(tiny_checkpoint, tmp
     library = read_library(tmp_path / "library.h5")
     assert set(library.unit_id.tolist()) == set(checkpoint.unit_ids[r >= threshold].tolist())
     assert np.all(np.isfinite(library.spread_hz)) and "± sd" in printed
+    factor = checkpoint.metrics["heldout_error_over_spread"]
+    assert f"the measured rates missed by {factor:.1f}x it" in printed and "not an error bar" in printed
     extra = json.loads(library.attrs["extra"])
     assert {row["unit_id"] for row in extra["skipped_units"]} == set(below.tolist())
     assert json.loads(library.attrs["canvas"])["max_contrast"] == pytest.approx(extra["contrast_bound"]["max_contrast"])
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["min_heldout_r"] == threshold and len(summary["skipped_units"]) == below.size
+    assert summary["heldout_error_over_spread"] == factor
+
+
+def test_the_fit_records_how_far_its_held_out_misses_exceed_the_ensemble_spread(tiny_checkpoint):
+    model_path, archive = tiny_checkpoint
+    checkpoint = load_checkpoint(model_path, "cpu")
+    dataset = load_dataset(archive)
+    columns = check_compatible(checkpoint, dataset)
+    held_out = checkpoint.split.held_out
+    images, trials = dataset.images[held_out], dataset.trial_rates[held_out][:, :, columns]
+    with torch.no_grad():
+        members = checkpoint.model.forward_members(torch.as_tensor(images)).numpy()  # (2, images, units)
+    mean, spread = members.mean(axis=0), members.std(axis=0)
+    se = trials.std(axis=1, ddof=1) / np.sqrt(trials.shape[1])
+    expected = np.sqrt(np.mean((trials.mean(axis=1) - mean) ** 2 - se**2) / np.mean(spread**2))
+    assert checkpoint.metrics["heldout_error_over_spread"] == pytest.approx(expected, rel=1e-3)
+    assert expected > 0
 
 
 def test_no_unit_good_enough_is_one_clear_error(tiny_checkpoint, tmp_path, capsys):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from closedloop.synth.verify import error_over_spread, slope
+from closedloop.synth.verify import slope
 
 
 def test_slope_is_the_least_squares_gain_of_truth_on_target():
@@ -16,25 +16,6 @@ def test_slope_is_the_least_squares_gain_of_truth_on_target():
     assert slope(np.array([10.0, 20.0, np.nan, 40.0]), np.array([1.0, 2.0, 3.0, 4.0])) == pytest.approx(0.1)
     assert np.isnan(slope(np.array([10.0, 20.0]), np.array([1.0, 2.0])))
     assert np.isnan(slope(np.full(4, 10.0), np.arange(4.0)))
-
-
-def test_error_over_spread_is_one_when_the_spread_is_the_error_and_ignores_measurement_noise():
-    rng = np.random.default_rng(0)
-    promised = rng.uniform(10, 50, 20_000)
-    spread = rng.uniform(1, 5, promised.size)
-    true = promised + spread * rng.standard_normal(promised.size)  # misses as large as the spread says
-    assert error_over_spread(promised, true, spread) == pytest.approx(1.0, abs=0.02)
-    assert error_over_spread(promised, promised + 3 * (true - promised), spread) == pytest.approx(3.0, abs=0.06)
-    # a measured mean adds its own noise; its standard error is taken off, not counted as a miss
-    se = rng.uniform(2, 8, promised.size)
-    measured = true + se * rng.standard_normal(promised.size)
-    assert error_over_spread(promised, measured, spread) > 1.5  # sqrt(1 + mean se² / mean spread²) = 1.93
-    assert error_over_spread(promised, measured, spread, se) == pytest.approx(1.0, abs=0.1)
-    # non-finite rows are left out; nothing finite or no spread gives NaN; noise above the miss gives 0
-    assert error_over_spread([10.0, np.nan], [12.0, 0.0], [2.0, 1.0]) == pytest.approx(1.0)
-    assert np.isnan(error_over_spread([np.nan], [1.0], [1.0]))
-    assert np.isnan(error_over_spread([10.0], [12.0], [0.0]))
-    assert error_over_spread([10.0], [11.0], [1.0], [5.0]) == 0.0
 
 
 def test_the_report_gives_the_median_unit_slope_of_the_simulators_true_rates(tiny_checkpoint):
