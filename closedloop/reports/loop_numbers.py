@@ -103,6 +103,7 @@ def build_report(session_path: Path, brain, models_dir: Path | None, device: str
             None if truth is None else truth.natural_range[cols],
             None if truth is None else truth.best_natural[cols],
         )
+        iteration.summary.update(_widened_spread(images, iteration.model_before, report.iterations))
         iteration.turnaround = turnaround(records, record.session_block)
         report.iterations.append(iteration)
     report.error_over_spread = spread_honesty([image for it in report.iterations for image in it.images])
@@ -137,6 +138,7 @@ def _fits(records: list[BlockRecord]) -> list[ModelFit]:
                 int(_finite(m.get("n_images"), 0)),
                 m.get("refit_seconds", math.nan),
                 bool(_finite(m.get("warm_start"), 0)),
+                m.get("heldout_error_over_spread", math.nan),
             )
         )
     return out
@@ -392,15 +394,41 @@ def _summary(images: list[SynthesizedImage], measured_range, best_measured, true
 
 def spread_honesty(images: list[SynthesizedImage]) -> dict[str, float]:
     """Is the ensemble's spread an error bar? How far measured (noise taken off) and true rates miss
-    the promised rates, in units of the spread (`closedloop.synth.verify.error_over_spread`; 1 if it is)."""
-    promised, spread, measured, se, true = (
-        np.asarray([getattr(i, name) for i in images], dtype=np.float64)
-        for name in ("achieved_hz", "spread_hz", "measured_hz", "measured_se_hz", "true_hz")
+    the promised rates, in units of the spread (`closedloop.model.metrics.error_over_spread`; 1 if it is)."""
+    promised, spread, measured, se, true = _rates(
+        images, "achieved_hz", "spread_hz", "measured_hz", "measured_se_hz", "true_hz"
     )
     return {
         "error_over_spread_measured": error_over_spread(promised, measured, spread, se),
         "error_over_spread_true": error_over_spread(promised, true, spread),
     }
+
+
+def _widened_spread(images: list[SynthesizedImage], model: ModelFit | None, earlier: list[Iteration]) -> dict:
+    """How many times wider to read these images' spread, known before they were shown: the larger of
+    the model's held-out misses over its spread and the earlier iterations' measured ones (NaN: neither
+    known); and the fraction of true rates within 2 widened sds of the promise (about 0.95 if honest)."""
+    known = [
+        model.error_over_spread if model is not None else math.nan,
+        spread_honesty([image for it in earlier for image in it.images])["error_over_spread_measured"]
+        if earlier
+        else math.nan,
+    ]
+    finite = [value for value in known if math.isfinite(value)]
+    factor = max(finite) if finite else math.nan
+    promised, spread, true = _rates(images, "achieved_hz", "spread_hz", "true_hz")
+    judged = np.isfinite(promised) & np.isfinite(spread) & np.isfinite(true)
+    within = (
+        float(np.mean(np.abs(true - promised)[judged] <= 2 * factor * spread[judged]))
+        if math.isfinite(factor) and judged.any()
+        else math.nan
+    )
+    return {"spread_widening": factor, "true_within_2_widened_sd": within}
+
+
+def _rates(images: list[SynthesizedImage], *names: str) -> list[np.ndarray]:
+    """One float array per `SynthesizedImage` field named, over the images."""
+    return [np.asarray([getattr(image, name) for image in images], dtype=np.float64) for name in names]
 
 
 def _fraction(hits: np.ndarray, values: np.ndarray) -> float:

@@ -28,6 +28,7 @@ class ModelFit:
     n_images: int
     refit_seconds: float
     warm_start: bool
+    error_over_spread: float = math.nan  # held-out trial means' miss over the members' spread (1: honest)
 
 
 @dataclass

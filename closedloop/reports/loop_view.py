@@ -32,6 +32,9 @@ SUMMARY_LINES = {
     "ensemble's spread: rms miss / rms spread, the measurements' squared standard errors taken off the squared "
     "misses (1: the spread is an honest error bar)",
     "error_over_spread_true": "the same with the true rates",
+    "spread_widening": "how many times wider to read the images' spread, known before they were shown: the larger "
+    "of the model's held-out misses over its spread and the earlier iterations' measured figure",
+    "true_within_2_widened_sd": "fraction of true rates within 2 widened sds of the promise (about 0.95 if honest)",
     "r_predicted_before": "r(prediction of the model that made them, measured) over all images",
     "error_predicted_before_pct": "median |that prediction - measured| (% of measured range)",
     "r_predicted_after": "the same for the refit after their responses",
@@ -50,9 +53,13 @@ def _fit_line(fit) -> str:
     if fit is None:
         return "unknown"
     start = "warm" if fit.warm_start else "cold"
+    misses = (
+        f"held-out misses {fit.error_over_spread:.1f}x its spread, " if math.isfinite(fit.error_over_spread) else ""
+    )
     return (
         f"v{fit.version} (r mean {_f(fit.r_mean)}, median {_f(fit.r_median)}, r/rmax {_f(fit.r_over_rmax_mean)}, "
-        f"{fit.n_images} images, {_f(fit.refit_seconds, 1)} s {start})"
+        f"{misses}{fit.n_images} images, "
+        f"{_f(fit.refit_seconds, 1)} s {start})"
     )
 
 
@@ -122,6 +129,16 @@ def report_text(report) -> str:
                 f"  promises miss by (rms, over the ensemble's spread): measured "
                 f"{_f(s['error_over_spread_measured'], 1)}x (measurement noise taken off){true}; "
                 "1x if the spread were an honest error bar"
+            )
+        if math.isfinite(s["spread_widening"]):
+            true = (
+                f"; true rates within 2 widened sds: {_f(100 * s['true_within_2_widened_sd'], 0)} % (95 % if honest)"
+                if report.has_truth
+                else ""
+            )
+            lines.append(
+                f"  read each ± sd {_f(s['spread_widening'], 1)}x wider (the larger of the model's held-out misses "
+                f"and the earlier iterations' measured ones){true}"
             )
         after = (
             f"after the refit r {_f(s['r_predicted_after'])}, error {_f(s['error_predicted_after_pct'], 0)} %"

@@ -168,6 +168,15 @@ def test_the_report_matches_a_recomputation_from_the_session_file(loop_run):
         assert s["error_over_spread_measured"] == pytest.approx(np.sqrt(excess / np.mean(spread**2)))
         # the refit: its saved model's predictions and split
         after = load_checkpoint(folder / "models" / f"model_v{version + 1:03d}.pt", "cpu")
+        # how much wider to read the spread, from what was known before the images were shown
+        earlier = report.iterations[0].summary["error_over_spread_measured"] if version == 2 else -np.inf
+        widening = max(it.model_before.error_over_spread, earlier)
+        assert s["spread_widening"] == pytest.approx(widening)
+        inside = np.abs(true - rows["achieved_hz"]) <= 2 * widening * spread
+        assert s["true_within_2_widened_sd"] == pytest.approx(inside.mean())
+        # the refit's held-out misses over its spread, as the server saved them and the journal recorded them
+        factor = after.metrics["heldout_error_over_spread"]
+        assert factor > 0 and it.model_after.error_over_spread == pytest.approx(factor)
         held = set(after.image_ids[after.split.held_out].tolist())
         assert [im.held_out_after for im in it.images] == [int(i) in held for i in ids]
         assert all(math.isfinite(im.predicted_after_hz) for im in it.images)
@@ -193,6 +202,7 @@ def test_the_report_matches_a_recomputation_from_the_session_file(loop_run):
     assert f"median slope {report.iterations[0].summary['slope_true_unit_median']:.2f}" in text
     first = report.iterations[0].images[0]
     assert "'max' images as the model promised them (median): predicted/true" in text
+    assert f"held-out misses {report.fits[-1].error_over_spread:.1f}x its spread" in text
     assert "± sd" in text and f" {first.predicted_before_hz:.1f} {first.spread_hz:>6.1f} " in text
     json.dumps(report.to_dict(), allow_nan=False)
     figure = report.figure(folder / "report.png")
