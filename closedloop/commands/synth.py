@@ -346,7 +346,7 @@ def _spread_note(factor: float | None) -> str:
     )
     return (
         f"± sd is the ensemble members' spread, not an error bar: {measured}synthesized images miss by more "
-        "(1.4-11x the spread on simulated brains); closedloop run's loop report measures it on the responses"
+        "(2-11x the spread on six simulated brains); closedloop run's loop report measures it on the responses"
     )
 
 
