@@ -236,6 +236,9 @@ def run(args: argparse.Namespace) -> int:
             f"synth: skipped unit {unit}: held-out r {r:.2f} is below {min_r:g}, so the model cannot promise "
             "a rate for it (--min-r lowers the threshold)"
         )
+    narrow = _narrow_targets(made)
+    for line in narrow:
+        print(f"synth: {line}")
     bound, floor = made.contrast["max_contrast"], made.contrast["min_contrast"]
     within = "none" if bound is None else f"{bound:.3f}" if floor is None else f"{floor:.3f} to {bound:.3f}"
     print(f"synth: RMS contrast {within} ({made.contrast['source']})")
@@ -285,6 +288,7 @@ def run(args: argparse.Namespace) -> int:
             "images": rows,
             "not_reached": missed,
             "heldout_error_over_spread": spread_factor,
+            "narrow_targets": narrow,
         },
     )
     return 1 if missed else 0
@@ -326,6 +330,21 @@ def _table_rows(library) -> list[dict]:
             }
         )
     return rows
+
+
+def _narrow_targets(made) -> list[str]:
+    """A warning per unit whose percentile targets ask for nearly the same rate."""
+    from closedloop.config.target_span import narrow_percentile_targets
+
+    by_unit: dict[int, list[float]] = {}
+    for job in made.result.jobs:
+        if job.target.kind == "percentile":
+            by_unit.setdefault(int(job.unit), []).append(job.target_hz)
+    lines = [
+        narrow_percentile_targets(int(made.unit_ids[column]), rates, float(made.scale_hz[column]))
+        for column, rates in by_unit.items()
+    ]
+    return [line for line in lines if line]
 
 
 def _heldout_error_over_spread(checkpoint) -> float | None:

@@ -26,6 +26,7 @@ from closedloop.runner.recorder import SessionRecorder
 from closedloop.runner.settings import RunnerSettings
 from closedloop.runner.targets import (
     SynthesisPlanError,
+    narrow_targets,
     natural_means,
     target_rates,
     top_units,
@@ -259,6 +260,8 @@ class ModelSteps:
                 )
             means = natural_means(self.recorder.history, library.natural_ids, unit_ids)
             targets = target_rates(synthesis, units, unit_ids, means)
+            for line in narrow_targets(synthesis, units, unit_ids, means, targets):
+                logger.warning("%s: %s", self.name, line)
         except SynthesisPlanError as error:
             self.record(step, "failed", str(error))
             return

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 import numpy as np
 
 from closedloop.config.protocol import Protocol, Synthesis, parse_target
+from closedloop.config.target_span import narrow_percentile_targets
 from closedloop.errors import ClosedLoopError
 from closedloop.messages import ModelUpdated
 
@@ -83,6 +84,22 @@ def natural_means(history: Iterable, natural_ids: np.ndarray, unit_ids: np.ndarr
     if not sums:
         return np.zeros((0, len(unit_ids)))
     return np.stack([sums[k] / counts[k] for k in sorted(sums)])
+
+
+def narrow_targets(
+    synthesis: Synthesis, units: np.ndarray, unit_ids: np.ndarray, means: np.ndarray, targets: np.ndarray
+) -> list[str]:
+    """A warning per unit whose percentile targets (``targets``, from `target_rates`) span little of
+    its measured natural-image range (`closedloop.config.target_span`)."""
+    if means.shape[0] == 0:
+        return []
+    percentile = [j for j, text in enumerate(synthesis.targets) if parse_target(text).kind == "percentile"]
+    column = {int(u): k for k, u in enumerate(unit_ids)}
+    lines = [
+        narrow_percentile_targets(int(unit), targets[i, percentile], float(np.ptp(means[:, column[int(unit)]])))
+        for i, unit in enumerate(units)
+    ]
+    return [line for line in lines if line]
 
 
 def target_rates(synthesis: Synthesis, units: np.ndarray, unit_ids: np.ndarray, means: np.ndarray) -> np.ndarray:
