@@ -147,7 +147,7 @@ def fit_dataset(
 
     # torch only to fit: batch.py and the fit command import this module for its settings and outcomes
     from closedloop.model.checkpoint import load_checkpoint
-    from closedloop.model.predict import predict, predict_spread
+    from closedloop.model.predict import predict, predict_with_spread
     from closedloop.model.train import ExcludedUnitsWarning, fit_model  # torch, as above
 
     # the simulator, only to score a fit against a simulated archive's truth
@@ -198,7 +198,7 @@ def fit_dataset(
     trials = dataset.trial_rates[held_out][:, :, columns]
     # A simulated archive's own simulator, scored the same way: what a perfect model would reach.
     oracle = oracle_rates(dataset.source, dataset.image_ids[held_out], cnn.unit_ids, dataset.window_s)
-    prediction = predict(cnn.model, dataset.images[held_out])
+    prediction, spread = predict_with_spread(cnn.model, dataset.images[held_out])
     report = evaluate(
         prediction,
         trials,
@@ -219,7 +219,7 @@ def fit_dataset(
     groups = group_summary(cells.groups, report.r, report.r_linear, report.rmax)
     # How far the ensemble's spread understates its misses where nothing was optimised (1: an honest
     # error bar); synthesis reports it next to each image's spread.
-    spread_factor = heldout_error_over_spread(prediction, predict_spread(cnn.model, dataset.images[held_out]), trials)
+    spread_factor = heldout_error_over_spread(prediction, spread, trials)
     times["evaluate"] = time.perf_counter() - eval_started
     times["total"] = load_s + times["cnn_fit"] + times["linear_fit"] + times["evaluate"]
 

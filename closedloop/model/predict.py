@@ -36,23 +36,28 @@ def predict(model_or_checkpoint: Network | Checkpoint, images: np.ndarray, *, ba
     return _forward(model_or_checkpoint, images, batch_size, lambda model, batch: model(batch))
 
 
-def predict_spread(
+def predict_with_spread(
     model_or_checkpoint: Network | Checkpoint, images: np.ndarray, *, batch_size: int = 1024
-) -> np.ndarray:
-    """The ensemble members' standard deviation (population, Hz) around `predict`'s mean.
+) -> tuple[np.ndarray, np.ndarray]:
+    """`predict`'s mean and the ensemble members' standard deviation (population, Hz) around it,
+    from one pass of the members.
 
     Same arguments and errors as `predict`; a single network's spread is 0.
     """
-    return _forward(
-        model_or_checkpoint,
-        images,
-        batch_size,
-        lambda model, batch: model.forward_members(batch).std(dim=0, unbiased=False),
-    )
+
+    def moments(model, batch: torch.Tensor) -> torch.Tensor:  # (2, batch, units)
+        members = model.forward_members(batch)
+        return torch.stack([members.mean(dim=0), members.std(dim=0, unbiased=False)])
+
+    both = _forward(model_or_checkpoint, images, batch_size, moments)
+    if both.ndim == 2:  # no images
+        return both, both.copy()
+    return both[0], both[1]
 
 
 def _forward(model_or_checkpoint, images: np.ndarray, batch_size: int, compute) -> np.ndarray:
-    """``compute(model, batch)`` over checked images in batches, in eval mode: (n, n_units) float32."""
+    """``compute(model, batch)`` over checked images in batches, in eval mode, joined along the image
+    axis (the second last): (…, n, n_units) float32."""
     model = model_or_checkpoint.model if isinstance(model_or_checkpoint, Checkpoint) else model_or_checkpoint
     images = np.asarray(images)
     side = model.build_spec["input_size"] if hasattr(model, "build_spec") else None
@@ -74,4 +79,4 @@ def _forward(model_or_checkpoint, images: np.ndarray, batch_size: int, compute) 
         model.train(was_training)
     if not outputs:
         return np.zeros((0, model.n_units), dtype=np.float32)
-    return np.concatenate(outputs).astype(np.float32, copy=False)
+    return np.concatenate(outputs, axis=-2).astype(np.float32, copy=False)

@@ -23,7 +23,7 @@ from closedloop.data.dataset import ResponseDataset
 from closedloop.errors import ClosedLoopError
 from closedloop.model.checkpoint import save_checkpoint
 from closedloop.model.metrics import heldout_error_over_spread
-from closedloop.model.predict import predict, predict_spread
+from closedloop.model.predict import predict_with_spread
 from closedloop.model.report import evaluate
 from closedloop.model.saved import model_path
 from closedloop.model.split import DataSplit
@@ -142,11 +142,11 @@ def run_refit(
     position = {int(unit): column for column, unit in enumerate(dataset.unit_ids)}
     columns = np.asarray([position[int(unit)] for unit in result.unit_ids], dtype=np.int64)
     held = split.held_out
-    prediction, trials = predict(result.model, dataset.images[held]), dataset.trial_rates[held][:, :, columns]
+    prediction, spread = predict_with_spread(result.model, dataset.images[held])
+    trials = dataset.trial_rates[held][:, :, columns]
     report = evaluate(prediction, trials, unit_ids=result.unit_ids, seed=seed)
     metrics = refit_metrics(report, result, dataset, job, time.perf_counter() - started)
     # how far the held-out trial means miss in units of the members' spread (1: an honest error bar)
-    spread = predict_spread(result.model, dataset.images[held])
     metrics["heldout_error_over_spread"] = heldout_error_over_spread(prediction, spread, trials)
     cap, floor = natural_bounds(contrast_statistics(dataset.images[split.fit]))
     served = ServedModel(

@@ -21,7 +21,7 @@ from closedloop.model.blend import (  # noqa: E402
 )
 from closedloop.model.checkpoint import load_checkpoint, save_checkpoint  # noqa: E402
 from closedloop.model.model_config import ModelConfig  # noqa: E402
-from closedloop.model.predict import predict  # noqa: E402
+from closedloop.model.predict import predict, predict_with_spread  # noqa: E402
 from closedloop.model.presets import preset  # noqa: E402
 from closedloop.model.train import _member_subsets, fit_model  # noqa: E402
 
@@ -114,6 +114,23 @@ def test_a_saved_blend_loads_and_predicts_the_same(tmp_path, dataset, fitted) ->
     assert loaded.config == fitted.config and loaded.config.partner_config().padding == "valid"
     assert isinstance(loaded.model, BlendedNetwork)
     np.testing.assert_array_equal(predict(loaded, dataset.images), predict(fitted.model, dataset.images))
+
+
+def test_one_pass_gives_the_prediction_and_the_members_spread(dataset, fitted) -> None:
+    images = dataset.images[:25]
+    mean, spread = predict_with_spread(fitted.model, images, batch_size=10)
+    assert np.array_equal(mean, predict(fitted.model, images, batch_size=10))
+    was_training = fitted.model.training
+    fitted.model.eval()
+    try:
+        with torch.no_grad():
+            members = fitted.model.forward_members(torch.as_tensor(images)).numpy()
+    finally:
+        fitted.model.train(was_training)
+    np.testing.assert_allclose(spread, members.std(axis=0), rtol=1e-4, atol=1e-5)
+    assert np.all(spread > 0)
+    empty_mean, empty_spread = predict_with_spread(fitted.model, images[:0])
+    assert empty_mean.shape == empty_spread.shape == (0, mean.shape[1])
 
 
 def test_a_refit_warm_starts_both_ensembles_from_a_blend_of_the_same_structure(dataset, fitted) -> None:
