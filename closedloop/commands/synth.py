@@ -18,7 +18,6 @@ were not (their achieved rate and gap are printed), 2 for bad arguments or input
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -256,10 +255,11 @@ def run(args: argparse.Namespace) -> int:
     library = read_library(library_path)
     figure_path = library_figure(library, args.out / "fig4.png")
 
+    interval = checkpoint.recorded("heldout_interval_sds")
     rows = _table_rows(library)
     print(_format_table(rows))
-    spread_factor = _heldout_error_over_spread(checkpoint)
-    print(_spread_note(spread_factor))
+    spread_factor = checkpoint.recorded("heldout_error_over_spread")
+    print(_spread_note(spread_factor, interval))
     result = made.result
     missed = int(np.sum(~result.converged & (library.target_kind != "max")))
     print(
@@ -288,6 +288,7 @@ def run(args: argparse.Namespace) -> int:
             "images": rows,
             "not_reached": missed,
             "heldout_error_over_spread": spread_factor,
+            "heldout_interval_sds": interval,
             "narrow_targets": narrow,
         },
     )
@@ -347,25 +348,18 @@ def _narrow_targets(made) -> list[str]:
     return [line for line in lines if line]
 
 
-def _heldout_error_over_spread(checkpoint) -> float | None:
-    """How far the model missed its held-out photographs in units of its ensemble's spread, as the fit
-    recorded it (``None``: a model fitted before it was recorded, or one network without a spread)."""
-    metrics = checkpoint.metrics if isinstance(checkpoint.metrics, dict) else {}
-    value = metrics.get("heldout_error_over_spread")
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
-def _spread_note(factor: float | None) -> str:
-    """What "± sd" is and is not."""
-    measured = (
-        ""
-        if factor is None
-        else f"on the photographs its fit held out, the measured rates missed by {factor:.1f}x it (rms, trial "
-        "noise taken off); "
+def _spread_note(factor: float | None, interval: float | None) -> str:
+    """What "± sd" is, and the interval the fit's held-out photographs give."""
+    missed = "" if factor is None else f"; its held-out photographs' rates missed by {factor:.1f}x it (rms)"
+    held = (
+        "this model records no 95 % interval (fit it again for one)"
+        if interval is None
+        else f"95 % of its held-out photographs' trial means lay within prediction ± {interval:.1f} x √(sd² + se²), "
+        "se a mean's standard error"
     )
     return (
-        f"± sd is the ensemble members' spread, not an error bar: {measured}synthesized images miss by more "
-        "(2-11x the spread on six simulated brains); closedloop run's loop report measures it on the responses"
+        f"± sd is the ensemble members' spread, not an error bar{missed}. {held}; closedloop run's loop report "
+        "sets that factor from the synthesized images' own responses"
     )
 
 

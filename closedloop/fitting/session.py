@@ -30,7 +30,7 @@ from closedloop.data.loader import load_dataset
 from closedloop.jsonsafe import json_safe
 from closedloop.errors import ClosedLoopError, DataFileError
 from closedloop.model.cells import characterise, group_summary
-from closedloop.model.metrics import heldout_error_over_spread
+from closedloop.model.metrics import heldout_error_over_spread, heldout_interval_sds
 from closedloop.model.model_config import ModelConfig, describe_stop_score
 from closedloop.model.report import evaluate, fig3
 
@@ -220,6 +220,7 @@ def fit_dataset(
     # How far the ensemble's spread understates its misses where nothing was optimised (1: an honest
     # error bar); synthesis reports it next to each image's spread.
     spread_factor = heldout_error_over_spread(prediction, spread, trials)
+    interval = heldout_interval_sds(prediction, spread, trials)
     times["evaluate"] = time.perf_counter() - eval_started
     times["total"] = load_s + times["cnn_fit"] + times["linear_fit"] + times["evaluate"]
 
@@ -257,6 +258,9 @@ def fit_dataset(
         # the fit images' RMS contrast: synthesis bounds its images by it by default
         "image_statistics": contrast_statistics(dataset.images[cnn.split.fit]),
         "heldout_error_over_spread": spread_factor if np.isfinite(spread_factor) else None,
+        # prediction ± this many √(spread² + se²) held 95 % of the held-out trial means (synth prints it;
+        # a loop's first 95 % intervals use it)
+        "heldout_interval_sds": interval if np.isfinite(interval) else None,
     }
     stage("writing", 0.98)
     folder = _write_outputs(Path(out_dir), name, cnn, record, report, cells)
@@ -311,6 +315,7 @@ CHECKPOINT_RECORD = (
     "window_s",
     "image_statistics",
     "heldout_error_over_spread",
+    "heldout_interval_sds",
 )
 
 

@@ -84,6 +84,12 @@ class Checkpoint:
     def input_size(self) -> int:
         return int(self.model.build_spec["input_size"])
 
+    def recorded(self, key: str) -> float | None:
+        """A number the fit recorded in `metrics` under ``key``; ``None`` when it is missing (a model
+        fitted before it was recorded) or not finite (e.g. one network: no spread to judge)."""
+        value = self.metrics.get(key) if isinstance(self.metrics, dict) else None
+        return float(value) if isinstance(value, (int, float)) and np.isfinite(value) else None
+
 
 def save_checkpoint(
     path: str | Path, result: FitResult, *, metrics: dict | None = None, model_version: int = 1

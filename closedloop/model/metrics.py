@@ -15,9 +15,13 @@ Conventions shared by every function here:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
+
+#: How much of the rates a prediction interval (promise ± k·√(spread² + se²)) is meant to hold.
+INTERVAL_LEVEL = 0.95
 
 # --------------------------------------------------------------------------------------
 # masked statistics: NaN-aware, warning-free, vectorised over every axis but `axis`
@@ -517,7 +521,67 @@ def heldout_error_over_spread(pred: np.ndarray, spread: np.ndarray, trials: np.n
     members' std; each image's standard error is its trial std (``ddof=1``) over √repeats,
     so images with fewer than two repeats are left out.
     """
+    means, se = _means_and_standard_errors(trials)
+    return error_over_spread(pred, means, spread, se)
+
+
+def interval_sds(
+    predicted: np.ndarray,
+    actual: np.ndarray,
+    spread: np.ndarray,
+    noise_se: np.ndarray | None = None,
+    level: float = INTERVAL_LEVEL,
+) -> float:
+    """The factor k of a split-conformal prediction interval, predicted ± k·√(spread² + se²).
+
+    Each miss is scaled by its own uncertainty, √(spread² + se²): the ensemble's spread and the
+    measured mean's standard error. The scaled misses are sorted and the ⌈(n + 1)·level⌉-th
+    smallest is k, so a new measured mean whose scaled miss comes from the same distribution lies
+    within predicted ± k·√(spread² + se²) with probability at least ``level``. The noise term keeps
+    images the members all predict silent (spread near 0, measured rate off by noise alone) from
+    setting k. The misses are heavy-tailed, so k is larger than the 1.96 a normal would give.
+
+    Parameters
+    ----------
+    predicted, actual, spread
+        Promised rates, what the neurons gave (measured means, or exact rates with ``noise_se``
+        ``None``) and the members' std (Hz), any shape.
+    noise_se
+        The standard error of each measured mean (``None``: exact rates, no noise).
+        Values with a non-finite entry or a zero scale are left out.
+    level
+        The fraction of rates the interval should hold, in (0, 1).
+
+    Returns
+    -------
+    float
+        k; NaN when fewer than ``level / (1 − level)`` values are known (19 for 0.95), too few
+        for the quantile.
+    """
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    predicted, actual, spread = (np.asarray(v, dtype=np.float64).ravel() for v in (predicted, actual, spread))
+    se = np.zeros_like(spread) if noise_se is None else np.asarray(noise_se, dtype=np.float64).ravel()
+    scale = np.hypot(spread, se)
+    known = np.isfinite(predicted) & np.isfinite(actual) & np.isfinite(scale) & (scale > 0)
+    scores = np.sort(np.abs(actual[known] - predicted[known]) / scale[known])
+    rank = math.ceil((scores.size + 1) * level)
+    return float(scores[rank - 1]) if rank <= scores.size else float("nan")
+
+
+def heldout_interval_sds(
+    pred: np.ndarray, spread: np.ndarray, trials: np.ndarray, level: float = INTERVAL_LEVEL
+) -> float:
+    """`interval_sds` of predictions against the held-out images' trial means and their standard
+    errors (trial std over √repeats; images with one repeat left out), pooled over images and units
+    (``pred`` and ``spread`` (n_images, n_units))."""
+    means, se = _means_and_standard_errors(trials)
+    return interval_sds(pred, means, spread, se, level)
+
+
+def _means_and_standard_errors(trials: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each image's trial mean and its standard error, trial std (``ddof=1``) over √repeats (NaN
+    with one repeat)."""
     stats = _trial_stats(_as_units(trials, 3))
     with np.errstate(invalid="ignore", divide="ignore"):
-        se = np.sqrt(stats.variances / stats.counts)
-    return error_over_spread(pred, stats.means, spread, se)
+        return stats.means, np.sqrt(stats.variances / stats.counts)

@@ -22,7 +22,7 @@ import torch
 from closedloop.data.dataset import ResponseDataset
 from closedloop.errors import ClosedLoopError
 from closedloop.model.checkpoint import save_checkpoint
-from closedloop.model.metrics import heldout_error_over_spread
+from closedloop.model.metrics import heldout_error_over_spread, heldout_interval_sds
 from closedloop.model.predict import predict_with_spread
 from closedloop.model.report import evaluate
 from closedloop.model.saved import model_path
@@ -148,6 +148,7 @@ def run_refit(
     metrics = refit_metrics(report, result, dataset, job, time.perf_counter() - started)
     # how far the held-out trial means miss in units of the members' spread (1: an honest error bar)
     metrics["heldout_error_over_spread"] = heldout_error_over_spread(prediction, spread, trials)
+    metrics["heldout_interval_sds"] = heldout_interval_sds(prediction, spread, trials)
     cap, floor = natural_bounds(contrast_statistics(dataset.images[split.fit]))
     served = ServedModel(
         job.version,
@@ -220,7 +221,9 @@ def _save(out_dir: str, served: ServedModel, report, seed: int, block: int) -> s
     record = {
         "metrics": report.to_dict(),
         "summary": served.metrics,
-        "heldout_error_over_spread": served.metrics["heldout_error_over_spread"],  # for closedloop synth
+        # for closedloop synth, as a fit records them
+        "heldout_error_over_spread": served.metrics["heldout_error_over_spread"],
+        "heldout_interval_sds": served.metrics["heldout_interval_sds"],
         "seed": int(seed),
         "block": int(block),
         "source": "model server",

@@ -353,3 +353,45 @@ def test_heldout_error_over_spread_takes_each_trial_means_noise_off():
     assert metrics.heldout_error_over_spread(pred, spread, trials) == pytest.approx(2.0, abs=0.1)
     # without taking the noise off the trial means would look like a bigger miss
     assert metrics.error_over_spread(pred, np.nanmean(trials, axis=1), spread) > 2.5
+
+
+def test_interval_sds_holds_the_level_asked_for_on_new_misses_of_the_same_kind():
+    rng = np.random.default_rng(2)
+    spread, se = rng.uniform(1, 5, 50_000), rng.uniform(0, 3, 50_000)
+    scale = np.hypot(spread, se)
+    miss = scale * rng.standard_t(3, spread.size)  # heavy-tailed, as synthesized images' misses are
+    calibration, new = slice(0, 200), slice(200, None)
+    k = metrics.interval_sds(np.zeros(200), miss[calibration], spread[calibration], se[calibration])
+    assert np.mean(np.abs(miss[new]) <= k * scale[new]) == pytest.approx(0.95, abs=0.03)
+    # exactly the ⌈(n + 1)·level⌉-th smallest miss over √(spread² + se²)
+    scores = [3.0, 1.0, 2.0, 5.0, 4.0]
+    assert metrics.interval_sds(np.zeros(5), scores, np.ones(5), level=0.5) == 3.0  # ⌈6 · 0.5⌉ = 3rd
+    assert metrics.interval_sds(np.zeros(5), scores, np.ones(5), level=0.8) == 5.0  # ⌈6 · 0.8⌉ = 5th
+    assert metrics.interval_sds(np.zeros(5), scores, np.full(5, 3.0), np.full(5, 4.0), level=0.8) == 1.0  # / 5
+    # a zero spread with noise still counts: the noise is its scale
+    assert metrics.interval_sds(np.zeros(5), scores, np.zeros(5), np.ones(5), level=0.8) == 5.0
+    # too few values for the quantile, non-finite rows and zero scales left out
+    assert np.isnan(metrics.interval_sds(np.zeros(18), np.ones(18), np.ones(18)))
+    assert metrics.interval_sds(np.zeros(19), np.arange(19.0), np.ones(19)) == 18.0
+    with_gaps = metrics.interval_sds([0.0, np.nan, 0.0] * 10, [1.0, 9.0, 2.0] * 10, [1.0, 1.0, 0.0] * 10)
+    assert np.isnan(with_gaps)  # 10 usable values of 30
+    with pytest.raises(ValueError, match="level"):
+        metrics.interval_sds([0.0], [1.0], [1.0], level=1.0)
+
+
+def test_heldout_interval_sds_scores_the_trial_means_with_their_standard_errors():
+    rng = np.random.default_rng(3)
+    true = rng.uniform(5, 40, (100, 4))
+    spread = rng.uniform(1, 3, true.shape)
+    pred = true + spread * rng.standard_normal(true.shape)
+    trials = true[:, None, :] + rng.standard_normal((100, 6, 4))
+    trials[:, 0, 0] = np.nan
+    trials[0, 1:, 1] = np.nan  # one repeat: no standard error, left out
+    means = np.nanmean(trials, axis=1)
+    se = np.full_like(means, np.nan)
+    for image, unit in np.ndindex(means.shape):
+        repeats = trials[image, :, unit][np.isfinite(trials[image, :, unit])]
+        if repeats.size > 1:
+            se[image, unit] = repeats.std(ddof=1) / np.sqrt(repeats.size)
+    expected = metrics.interval_sds(pred, means, spread, se)
+    assert np.isfinite(expected) and metrics.heldout_interval_sds(pred, spread, trials) == pytest.approx(expected)

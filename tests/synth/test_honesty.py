@@ -122,14 +122,22 @@ def test_cli_skips_units_below_the_threshold_and_records_it(tiny_checkpoint, tmp
     library = read_library(tmp_path / "library.h5")
     assert set(library.unit_id.tolist()) == set(checkpoint.unit_ids[r >= threshold].tolist())
     assert np.all(np.isfinite(library.spread_hz)) and "± sd" in printed
-    factor = checkpoint.metrics["heldout_error_over_spread"]
-    assert f"the measured rates missed by {factor:.1f}x it" in printed and "not an error bar" in printed
+    factor, interval = checkpoint.metrics["heldout_error_over_spread"], checkpoint.metrics["heldout_interval_sds"]
+    assert f"rates missed by {factor:.1f}x it (rms)" in printed and "not an error bar" in printed
+    assert f"within prediction ± {interval:.1f} x √(sd² + se²)" in printed
     extra = json.loads(library.attrs["extra"])
     assert {row["unit_id"] for row in extra["skipped_units"]} == set(below.tolist())
     assert json.loads(library.attrs["canvas"])["max_contrast"] == pytest.approx(extra["contrast_bound"]["max_contrast"])
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["min_heldout_r"] == threshold and len(summary["skipped_units"]) == below.size
-    assert summary["heldout_error_over_spread"] == factor
+    assert summary["heldout_error_over_spread"] == factor and summary["heldout_interval_sds"] == interval
+
+
+def test_a_model_that_records_no_interval_says_so():
+    from closedloop.commands.synth import _spread_note
+
+    note = _spread_note(None, None)
+    assert "not an error bar" in note and "records no 95 % interval" in note
 
 
 def test_the_fit_records_how_far_its_held_out_misses_exceed_the_ensemble_spread(tiny_checkpoint):
@@ -146,6 +154,10 @@ def test_the_fit_records_how_far_its_held_out_misses_exceed_the_ensemble_spread(
     expected = np.sqrt(np.mean((trials.mean(axis=1) - mean) ** 2 - se**2) / np.mean(spread**2))
     assert checkpoint.metrics["heldout_error_over_spread"] == pytest.approx(expected, rel=1e-3)
     assert expected > 0
+    # the 95 % interval's half-width in spreads: the ⌈(n + 1)·0.95⌉-th smallest |miss| / spread
+    scores = np.sort((np.abs(trials.mean(axis=1) - mean) / np.sqrt(spread**2 + se**2)).ravel())
+    interval = scores[int(np.ceil((scores.size + 1) * 0.95)) - 1]
+    assert checkpoint.metrics["heldout_interval_sds"] == pytest.approx(interval, rel=1e-3)
 
 
 def test_no_unit_good_enough_is_one_clear_error(tiny_checkpoint, tmp_path, capsys):
