@@ -308,7 +308,9 @@ TRUTH_COLUMNS = {
     "max_true_beats_best_natural": "beats",
     "max_spread_hz": "max sd",
     "error_over_spread_true": "miss/sd",
-    "true_within_2_widened_sd": "in 2 wsd",
+    "interval_sds": "k",
+    "interval_halfwidth_pct": "± %",
+    "true_within_interval": "in 95 %",
 }
 
 
@@ -413,9 +415,11 @@ def print_loop(report, seconds: float, ran: dict, stats: dict, load: tuple[float
 
 def _truth_cell(key: str, value: float) -> str:
     """One `TRUTH_COLUMNS` figure as the table shows it."""
-    if key in ("max_true_beats_best_natural", "true_within_2_widened_sd"):
+    if key in ("max_true_beats_best_natural", "true_within_interval"):
         return "n/a" if not np.isfinite(value) else f"{100 * value:.0f} %"
-    return _n(value, 1 if key in ("max_spread_hz", "error_over_spread_true") else 2)
+    if key == "interval_halfwidth_pct":
+        return _n(value, 0)
+    return _n(value, 1 if key in ("max_spread_hz", "error_over_spread_true", "interval_sds") else 2)
 
 
 def print_truth(runs: list[dict]) -> None:
@@ -438,8 +442,9 @@ def print_truth(runs: list[dict]) -> None:
         "rate on target (1: the true rates span the asked range); max p/t = 'max' images' median "
         "predicted / true rate; beats = 'max' images truly above the unit's best natural image; max sd = their "
         "median ensemble spread (Hz); miss/sd = rms(true - predicted rate) / rms spread over all the iteration's "
-        "images (1: the spread is an honest error bar); in 2 wsd = true rates within 2 sds widened as the loop "
-        "report says, from what was known before the images were shown (95 % if honest)"
+        "images (1: the spread is an honest error bar); k = the loop report's 95 % interval, promise ± k spreads, "
+        "from what was known before the images were shown, ± % its median half-width as % of the unit's natural "
+        "range; in 95 % = true rates inside it (95 % if honest)"
     )
 
 
@@ -452,6 +457,7 @@ REPEAT_COLUMNS = {
     "max_predicted_over_true": "max p/t",
     "max_true_beats_best_natural": "beats",
     "error_over_spread_true": "miss/sd",
+    "true_within_interval": "in 95 %",
 }
 
 

@@ -29,7 +29,7 @@ from closedloop.reports.loop_types import (
     read_journal,
 )
 from closedloop.runner.journal import BlockRecord
-from closedloop.model.metrics import error_over_spread
+from closedloop.model.metrics import error_over_spread, interval_sds
 from closedloop.synth.verify import slope
 
 PRESENTATION_KINDS = ("natural", "gratings", "present_synthesized")
@@ -103,10 +103,18 @@ def build_report(session_path: Path, brain, models_dir: Path | None, device: str
             None if truth is None else truth.natural_range[cols],
             None if truth is None else truth.best_natural[cols],
         )
-        iteration.summary.update(_widened_spread(images, iteration.model_before, report.iterations))
+        iteration.summary.update(
+            iteration_interval(images, iteration.model_before, report.iterations, natural_range[cols])
+        )
         iteration.turnaround = turnaround(records, record.session_block)
         report.iterations.append(iteration)
-    report.error_over_spread = spread_honesty([image for it in report.iterations for image in it.images])
+    every = [image for it in report.iterations for image in it.images]
+    promised, measured, true, half = _rates(every, "achieved_hz", "measured_hz", "true_hz", "interval_hz")
+    report.spread_honesty = {
+        **spread_honesty(every),
+        "measured_within_interval": _inside(promised, measured, half),
+        "true_within_interval": _inside(promised, true, half),
+    }
     if not report.iterations:
         report.notes.append("no synthesize block stored images: there is no loop iteration to report")
     if models_dir is None and report.iterations:
@@ -139,6 +147,7 @@ def _fits(records: list[BlockRecord]) -> list[ModelFit]:
                 m.get("refit_seconds", math.nan),
                 bool(_finite(m.get("warm_start"), 0)),
                 m.get("heldout_error_over_spread", math.nan),
+                m.get("heldout_interval_sds", math.nan),
             )
         )
     return out
@@ -404,26 +413,44 @@ def spread_honesty(images: list[SynthesizedImage]) -> dict[str, float]:
     }
 
 
-def _widened_spread(images: list[SynthesizedImage], model: ModelFit | None, earlier: list[Iteration]) -> dict:
-    """How many times wider to read these images' spread, known before they were shown: the larger of
-    the model's held-out misses over its spread and the earlier iterations' measured ones (NaN: neither
-    known); and the fraction of true rates within 2 widened sds of the promise (about 0.95 if honest)."""
-    known = [
-        model.error_over_spread if model is not None else math.nan,
-        spread_honesty([image for it in earlier for image in it.images])["error_over_spread_measured"]
-        if earlier
-        else math.nan,
-    ]
-    finite = [value for value in known if math.isfinite(value)]
-    factor = max(finite) if finite else math.nan
-    promised, spread, true = _rates(images, "achieved_hz", "spread_hz", "true_hz")
-    judged = np.isfinite(promised) & np.isfinite(spread) & np.isfinite(true)
-    within = (
-        float(np.mean(np.abs(true - promised)[judged] <= 2 * factor * spread[judged]))
-        if math.isfinite(factor) and judged.any()
-        else math.nan
-    )
-    return {"spread_widening": factor, "true_within_2_widened_sd": within}
+_MEASURED = ("achieved_hz", "spread_hz", "measured_hz", "measured_se_hz")
+
+
+def iteration_interval(
+    images: list[SynthesizedImage], model: ModelFit | None, earlier: list[Iteration], natural_range: np.ndarray
+) -> dict:
+    """Each image's 95 % interval for its measured mean, promise ± k·√(spread² + se²), with ``k``
+    known before the images were shown: `closedloop.model.metrics.interval_sds` of the earlier
+    iterations' measured means when there are enough of them, else the one the model recorded from
+    its held-out photographs (easier to predict than synthesized images). Also the median half-width
+    as % of each image's unit's measured natural-image range (``natural_range``, one per image) and
+    the fraction of measured and of true rates inside the interval. Sets each image's
+    ``interval_hz``, the interval's half-width."""
+    promised, spread, measured, se = _rates([image for it in earlier for image in it.images], *_MEASURED)
+    k = interval_sds(promised, measured, spread, se)
+    used = int(np.sum(np.isfinite(promised - measured) & (np.hypot(spread, se) > 0)))
+    if not math.isfinite(k):
+        k, used = (model.interval_sds if model is not None else math.nan), 0
+    promised, spread, measured, se, true = _rates(images, *_MEASURED, "true_hz")
+    half = k * np.hypot(spread, se)
+    for image, width in zip(images, half):
+        image.interval_hz = float(width)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a unit whose natural rates never varied
+        halfwidth_pct = 100 * _median(half / natural_range)
+    return {
+        "interval_sds": k,
+        "interval_from_images": float(used),
+        "interval_halfwidth_pct": halfwidth_pct,
+        "measured_within_interval": _inside(promised, measured, half),
+        "true_within_interval": _inside(promised, true, half),
+    }
+
+
+def _inside(promised: np.ndarray, actual: np.ndarray, half: np.ndarray) -> float:
+    """The fraction of ``actual`` rates within ``promised ± half``, over the images where all three
+    are known (NaN: none)."""
+    judged = np.isfinite(promised) & np.isfinite(actual) & np.isfinite(half)
+    return float(np.mean(np.abs(actual - promised)[judged] <= half[judged])) if judged.any() else math.nan
 
 
 def _rates(images: list[SynthesizedImage], *names: str) -> list[np.ndarray]:

@@ -29,6 +29,7 @@ class ModelFit:
     refit_seconds: float
     warm_start: bool
     error_over_spread: float = math.nan  # held-out trial means' miss over the members' spread (1: honest)
+    interval_sds: float = math.nan  # prediction ± this many √(spread² + se²) held 95 % of held-out trial means
 
 
 @dataclass
@@ -42,7 +43,9 @@ class SynthesizedImage:
     error (NaN below two presentations); ``true_hz`` the brain's
     expected rate; ``predicted_before_hz`` / ``predicted_after_hz`` the predictions of
     the model that made it and of the refit after its responses; ``held_out_after``
-    whether the refit held the image out (``None``: unknown).
+    whether the refit held the image out (``None``: unknown); ``interval_hz`` the half-width
+    of its 95 % interval for the measured mean, set before it was shown
+    (`closedloop.reports.loop_numbers.iteration_interval`).
     """
 
     stimulus_id: int
@@ -57,6 +60,7 @@ class SynthesizedImage:
     held_out_after: bool | None = None
     spread_hz: float = math.nan
     measured_se_hz: float = math.nan
+    interval_hz: float = math.nan
 
     @property
     def label(self) -> str:
@@ -118,10 +122,11 @@ class LoopReport:
         One per synthesize block that stored images.
     has_truth
         Whether a brain gave ground-truth rates.
-    error_over_spread
+    spread_honesty
         Over every iteration's images, how far the rates missed what was promised in units
-        of the ensemble's spread: ``error_over_spread_measured`` and ``_true``
-        (`closedloop.reports.loop_numbers.spread_honesty`).
+        of the ensemble's spread (``error_over_spread_measured`` and ``_true``,
+        `closedloop.reports.loop_numbers.spread_honesty`) and how many fell inside their
+        iteration's 95 % interval (``measured_within_interval``, ``true_within_interval``).
     notes
         What could not be computed and what it needs.
     """
@@ -130,7 +135,7 @@ class LoopReport:
     fits: list[ModelFit]
     iterations: list[Iteration]
     has_truth: bool = False
-    error_over_spread: dict[str, float] = field(default_factory=dict)
+    spread_honesty: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:

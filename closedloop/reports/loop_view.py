@@ -32,9 +32,13 @@ SUMMARY_LINES = {
     "ensemble's spread: rms miss / rms spread, the measurements' squared standard errors taken off the squared "
     "misses (1: the spread is an honest error bar)",
     "error_over_spread_true": "the same with the true rates",
-    "spread_widening": "how many times wider to read the images' spread, known before they were shown: the larger "
-    "of the model's held-out misses over its spread and the earlier iterations' measured figure",
-    "true_within_2_widened_sd": "fraction of true rates within 2 widened sds of the promise (about 0.95 if honest)",
+    "interval_sds": "k of each image's 95 % interval for its measured mean, promise ± k x √(spread² + se²), known "
+    "before the images were shown: the split-conformal quantile of the earlier iterations' measured misses so "
+    "scaled, or with fewer than 19 of those, the model's held-out photographs'",
+    "interval_from_images": "how many earlier synthesized images k came from (0: the held-out photographs)",
+    "interval_halfwidth_pct": "median half-width of the interval as % of the unit's measured natural-image range",
+    "measured_within_interval": "fraction of measured rates inside their 95 % interval",
+    "true_within_interval": "the same with true rates (0.95 or more if the interval is honest)",
     "r_predicted_before": "r(prediction of the model that made them, measured) over all images",
     "error_predicted_before_pct": "median |that prediction - measured| (% of measured range)",
     "r_predicted_after": "the same for the refit after their responses",
@@ -83,14 +87,15 @@ def report_text(report) -> str:
                 f"other {_f(t.other, 3)} s"
             )
         lines.append(
-            f"  {'stimulus':>8} {'unit':>5} {'target':>7} {'predicted':>9} {'± sd':>6} {'measured':>8} {'n':>3} "
-            f"{'true':>7} {'refit':>7}"
+            f"  {'stimulus':>8} {'unit':>5} {'target':>7} {'predicted':>9} {'± sd':>6} {'± 95 %':>7} {'measured':>8} "
+            f"{'n':>3} {'true':>7} {'refit':>7}"
         )
         for im in it.images:
             held = "" if im.held_out_after is None else ("*" if im.held_out_after else " ")
             lines.append(
                 f"  {im.stimulus_id:>8} {im.unit_id:>5} {im.label:>7} {_f(im.predicted_before_hz, 1):>9} "
-                f"{_f(im.spread_hz, 1):>6} {_f(im.measured_hz, 1):>8} {im.n_presentations:>3} {_f(im.true_hz, 1):>7} "
+                f"{_f(im.spread_hz, 1):>6} {_f(im.interval_hz, 1):>7} {_f(im.measured_hz, 1):>8} "
+                f"{im.n_presentations:>3} {_f(im.true_hz, 1):>7} "
                 f"{_f(im.predicted_after_hz, 1):>6}{held}"
             )
         lines += [
@@ -130,15 +135,17 @@ def report_text(report) -> str:
                 f"{_f(s['error_over_spread_measured'], 1)}x (measurement noise taken off){true}; "
                 "1x if the spread were an honest error bar"
             )
-        if math.isfinite(s["spread_widening"]):
-            true = (
-                f"; true rates within 2 widened sds: {_f(100 * s['true_within_2_widened_sd'], 0)} % (95 % if honest)"
-                if report.has_truth
-                else ""
+        if math.isfinite(s["interval_sds"]):
+            source = (
+                f"{int(s['interval_from_images'])} earlier synthesized images' measured misses"
+                if s["interval_from_images"] > 0
+                else "the model's held-out photographs, easier than synthesized images"
             )
+            true = f", true {_f(100 * s['true_within_interval'], 0)} %" if report.has_truth else ""
             lines.append(
-                f"  read each ± sd {_f(s['spread_widening'], 1)}x wider (the larger of the model's held-out misses "
-                f"and the earlier iterations' measured ones){true}"
+                f"  95 % interval (the ± 95 % column): promise ± {_f(s['interval_sds'], 1)} x √(sd² + se²), median ± "
+                f"{_f(s['interval_halfwidth_pct'], 0)} % of the natural range (from {source}); inside it: measured "
+                f"{_f(100 * s['measured_within_interval'], 0)} %{true}"
             )
         after = (
             f"after the refit r {_f(s['r_predicted_after'])}, error {_f(s['error_predicted_after_pct'], 0)} %"
@@ -157,13 +164,17 @@ def report_text(report) -> str:
     if len(report.iterations) > 1:
         errors = " -> ".join(_f(it.summary["error_measured_pct"], 0) for it in report.iterations)
         lines += ["", f"measured error over iterations (% of natural range): {errors}"]
-    honesty = report.error_over_spread
+    honesty = report.spread_honesty
     if report.iterations and math.isfinite(honesty.get("error_over_spread_measured", math.nan)):
         true = f", true {_f(honesty['error_over_spread_true'], 1)}x" if report.has_truth else ""
         lines.append(
             f"over all iterations, promises missed by {_f(honesty['error_over_spread_measured'], 1)}x the ensemble's "
-            f"spread (rms, measured, measurement noise taken off){true}: read each '± sd' as that many times wider"
+            f"spread (rms, measured, measurement noise taken off){true}"
         )
+    if report.iterations and math.isfinite(honesty.get("measured_within_interval", math.nan)):
+        true = f", true {_f(100 * honesty['true_within_interval'], 0)} %" if report.has_truth else ""
+        measured = _f(100 * honesty["measured_within_interval"], 0)
+        lines.append(f"inside their 95 % intervals over all iterations: measured {measured} %{true}")
     lines += [f"note: {note}" for note in report.notes]
     return "\n".join(lines)
 
