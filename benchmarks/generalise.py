@@ -79,6 +79,8 @@ PERCENTILE_FIGURES = {
     "percentile_median_unit_slope": "median_unit_slope",
     "percentile_median_error": "median_abs_error_over_range",
     "percentile_error_over_spread": "percentile_error_over_spread",
+    "percentile_true_within_interval": "percentile_true_within_interval",
+    "percentile_measured_within_interval": "percentile_measured_within_interval",
 }
 #: A family saturates when the "max" image's true rate is within this factor of the best natural image's.
 SATURATION_RATIO = 1.1
@@ -265,7 +267,11 @@ def honesty(path: Path, model_path: Path, args: argparse.Namespace) -> dict:
         print(f"  no synthesis for {path.stem}: {error}", file=sys.stderr)
         return {}
     seconds = time.perf_counter() - started
-    reports = [ground_truth_report(path, checkpoint, run.result, maxed.result) for run in graded]
+    # each image also "shown" as often as the session's photographs, to judge the fit's 95 % interval
+    reports = [
+        ground_truth_report(path, checkpoint, run.result, maxed.result, repeats=args.repeats, seed=args.seed)
+        for run in graded
+    ]
     report = reports[0]
     well = report["units"]["well-predicted (r/rmax >= 0.8)"]
     every = report["units"]["all units"]
@@ -286,6 +292,8 @@ def honesty(path: Path, model_path: Path, args: argparse.Namespace) -> dict:
         "max_true_over_best_natural_well_fit": well["max_true_over_best_natural"],
         "max_spread_hz": every["max_spread_hz"],
         "max_error_over_spread": every["max_error_over_spread"],
+        "max_true_within_interval": every["max_true_within_interval"],
+        "max_measured_within_interval": every["max_measured_within_interval"],
         **{name: float(np.mean([run[key] for run in runs])) for name, key in PERCENTILE_FIGURES.items()},
         "percentile_pooled_r_range": [min(pooled), max(pooled)],
         "percentile_runs": runs,
@@ -303,16 +311,18 @@ def table(rows: dict[str, dict]) -> str:
     def f(x: float, digits: int = 3) -> str:
         return "–" if x is None or not np.isfinite(x) else f"{x:.{digits}f}"
 
+    def percent(x: float) -> str:
+        return "–" if x is None or not np.isfinite(x) else f"{100 * x:.0f}%"
+
     head = (
         f"{'family':<14}{'units':>6}{'rel.':>5}{'r':>7}{'r/rmax':>8}{'rel.':>7}{'oracle':>8}{'rel.':>7}"
         f"{'r/oracle':>9}{'rel.':>7}{'fit s':>7}"
         f"{'max p/t':>9}{'beats':>7}{'max/nat':>8}{'pct r':>7}{'pooled':>8}{'range':>11}{'slope':>7}{'err':>6}"
-        f"{'miss/sd':>8}{'max':>5}  saturates"
+        f"{'miss/sd':>8}{'max':>5}{'in 95%':>7}{'meas.':>6}{'max':>5}{'meas.':>6}  saturates"
     )
     lines = [head, "-" * len(head)]
     for family, row in rows.items():
         h = row.get("honesty") or {}
-        beats = h.get("max_beats_best_natural_well_fit", float("nan"))
         lines.append(
             f"{family:<14}{row['n_units']:>6}{row['n_reliable']:>5}{f(row['mean_r']):>7}"
             f"{f(row['mean_r_over_rmax']):>8}{f(row['mean_r_over_rmax_reliable']):>7}"
@@ -320,7 +330,7 @@ def table(rows: dict[str, dict]) -> str:
             f"{f(row['mean_r_over_oracle']):>9}{f(row['mean_r_over_oracle_reliable']):>7}"
             f"{f(row['cnn_fit_s'], 0) + ('*' if row['cached'] else ''):>7}"
             f"{f(h.get('max_predicted_over_true', float('nan')), 2):>9}"
-            f"{'–' if not np.isfinite(beats) else f'{100 * beats:.0f}%':>7}"
+            f"{percent(h.get('max_beats_best_natural_well_fit', float('nan'))):>7}"
             f"{f(h.get('max_true_over_best_natural_well_fit', float('nan')), 2):>8}"
             f"{f(h.get('percentile_median_unit_r', float('nan')), 2):>7}"
             f"{f(h.get('percentile_pooled_r', float('nan')), 2):>8}"
@@ -329,7 +339,16 @@ def table(rows: dict[str, dict]) -> str:
             f"{f(h.get('percentile_median_error', float('nan')), 3):>6}"
             f"{f(h.get('percentile_error_over_spread', float('nan')), 1):>8}"
             f"{f(h.get('max_error_over_spread', float('nan')), 1):>5}"
-            f"  {'' if not h else ('yes' if h['saturates'] else 'no')}"
+            + "".join(
+                f"{percent(h.get(key, float('nan'))):>{width}}"
+                for key, width in (
+                    ("percentile_true_within_interval", 7),
+                    ("percentile_measured_within_interval", 6),
+                    ("max_true_within_interval", 5),
+                    ("max_measured_within_interval", 6),
+                )
+            )
+            + f"  {'' if not h else ('yes' if h['saturates'] else 'no')}"
         )
     return "\n".join(lines)
 
@@ -393,7 +412,10 @@ def main(argv: list[str] | None = None) -> int:
         "slope: median per-unit slope of true rate on percentile target (1: the "
         "true rates span the asked range); err: median |true rate - target| over the unit's natural-image range; "
         "miss/sd: rms of true rate - predicted rate over rms of the ensemble's spread, percentile images, and max: "
-        "the same for 'max' images (1: the spread is an honest error bar)"
+        "the same for 'max' images (1: the spread is an honest error bar); in 95%: true rates inside the fit's 95 % "
+        "interval, prediction ± heldout_interval_sds x sqrt(spread² + se²), each image shown --repeats times to the "
+        "simulator for its measured mean and se, percentile images (mean over the synthesis seeds); meas.: the "
+        "measured means inside it; max, meas.: the same for 'max' images"
     )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

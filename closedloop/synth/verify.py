@@ -44,7 +44,15 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a.ravel() @ b.ravel() / (na * nb)) if na > 0 and nb > 0 else float("nan")
 
 
-def ground_truth_report(archive: Path, checkpoint, graded: SynthesisResult, maxed: SynthesisResult) -> dict:
+def ground_truth_report(
+    archive: Path,
+    checkpoint,
+    graded: SynthesisResult,
+    maxed: SynthesisResult,
+    *,
+    repeats: int | None = None,
+    seed: int = 0,
+) -> dict:
     """Ground-truth numbers for a percentile-target run (``graded``) and a "max" run.
 
     Parameters
@@ -56,6 +64,10 @@ def ground_truth_report(archive: Path, checkpoint, graded: SynthesisResult, maxe
     graded, maxed
         Synthesis results for percentile targets (p20 and p80 among them for RF recovery)
         and for "max", over the same units.
+    repeats, seed
+        When ``repeats`` is given, every image is also "shown" that many times to the simulator
+        (spikes drawn with ``seed``) and its measured mean and standard error judged against
+        the 95 % interval the fit recorded, prediction ± ``heldout_interval_sds``·√(spread² + se²).
 
     Returns
     -------
@@ -69,7 +81,9 @@ def ground_truth_report(archive: Path, checkpoint, graded: SynthesisResult, maxe
         the aperture) of the max image and of p80 − p20 for simple and centre-surround units,
         and for "max" the median of predicted / true rate and of the ensemble's spread; for
         percentile and "max" images how far the true rates miss the predictions in units of
-        the spread (`error_over_spread`).
+        the spread (`error_over_spread`); with ``repeats``, the fractions of measured means and
+        of true rates inside that interval (``percentile_measured_within_interval``,
+        ``percentile_true_within_interval``, ``max_…``; NaN without a recorded interval).
     """
     spec = spec_from_archive(archive)
     population = population_for(spec)
@@ -95,6 +109,12 @@ def ground_truth_report(archive: Path, checkpoint, graded: SynthesisResult, maxe
     m_true = truth(m.canvas.to_display(m.images))
     m_units = np.asarray([job.unit for job in m.jobs])
     m_truth = m_true[np.arange(len(m.jobs)), pop_index[m_units]]
+    shown = None
+    if repeats is not None:
+        rng = np.random.default_rng(seed)
+        g_measured = _shown(population, g.canvas.to_display(g.images), pop_index[g_units], duration, repeats, rng)
+        m_measured = _shown(population, m.canvas.to_display(m.images), pop_index[m_units], duration, repeats, rng)
+        shown = (g_measured, m_measured, checkpoint.recorded("heldout_interval_sds"))
 
     # RF similarity inside the aperture, at display resolution.
     inside = aperture_mask(population.size_px, population.spec.aperture_diameter_px) > 0.5
@@ -158,6 +178,8 @@ def ground_truth_report(archive: Path, checkpoint, graded: SynthesisResult, maxe
             # is the spread an error bar? (1 if the true rates miss by as much as it says)
             "percentile_error_over_spread": _error_over_spread(g, g_truth, rows),
             "max_error_over_spread": _error_over_spread(m, m_truth, max_rows),
+            **({} if shown is None else _interval_hits("percentile", g, g_truth, shown[0], rows, shown[2])),
+            **({} if shown is None else _interval_hits("max", m, m_truth, shown[1], max_rows, shown[2])),
             "rf_similarity": rf,
         }
     return out
@@ -168,3 +190,32 @@ def _error_over_spread(result: SynthesisResult, truth: np.ndarray, rows: np.ndar
     if result.spread_hz is None or not rows.any():
         return float("nan")
     return error_over_spread(result.achieved_hz[rows], truth[rows], result.spread_hz[rows])
+
+
+def _shown(population, images: np.ndarray, columns: np.ndarray, duration: float, repeats: int, rng) -> np.ndarray:
+    """Each image's measured mean rate and its standard error over ``repeats`` simulated
+    presentations, for the unit it was made for: (n_images, 2)."""
+    start, stop = RESPONSE_WINDOW_S
+    n_bins = int(round((stop - start) / 0.001))
+    counts = population.sample_binned_counts(
+        images, repeats, duration_s=duration, n_bins=n_bins, bin_s=0.001, t_start_s=start, rng=rng
+    )  # (n_units, n_images, repeats, n_bins)
+    rates = counts.sum(axis=-1, dtype=np.float64)[columns, np.arange(images.shape[0])] / (stop - start)
+    standard_error = rates.std(axis=1, ddof=1) / np.sqrt(repeats) if repeats > 1 else np.full(len(rates), np.nan)
+    return np.stack([rates.mean(axis=1), standard_error], axis=1)
+
+
+def _interval_hits(
+    name: str, result: SynthesisResult, truth: np.ndarray, shown: np.ndarray, rows: np.ndarray, k: float | None
+) -> dict[str, float]:
+    """The fractions of measured means and true rates of a run's images in ``rows`` inside
+    prediction ± k·√(spread² + se²) (NaN without a spread, a recorded k or images)."""
+    keys = (f"{name}_measured_within_interval", f"{name}_true_within_interval")
+    if result.spread_hz is None or k is None or not rows.any():
+        return dict.fromkeys(keys, float("nan"))
+    half = k * np.hypot(result.spread_hz[rows], shown[rows, 1])
+    promised = result.achieved_hz[rows]
+    return {
+        keys[0]: float(np.mean(np.abs(shown[rows, 0] - promised) <= half)),
+        keys[1]: float(np.mean(np.abs(truth[rows] - promised) <= half)),
+    }

@@ -52,3 +52,37 @@ def test_the_report_gives_the_median_unit_slope_of_the_simulators_true_rates(tin
     expected = np.sqrt(np.mean((truth - promised) ** 2) / np.mean(spread**2))
     assert report["units"]["all units"]["percentile_error_over_spread"] == pytest.approx(expected, rel=1e-6)
     assert report["units"]["all units"]["max_error_over_spread"] > 0
+
+
+def test_shown_images_measure_the_simulators_rates_and_are_judged_against_the_fits_interval(tiny_checkpoint):
+    from closedloop.model.checkpoint import load_checkpoint
+    from closedloop.sim.archive import population_for, spec_from_archive
+    from closedloop.sim.archive_spec import RESPONSE_WINDOW_S
+    from closedloop.synth.optimise import SynthesisSettings
+    from closedloop.synth.plan import synthesize_from_checkpoint
+    from closedloop.synth.verify import _shown, ground_truth_report
+
+    model_path, archive = tiny_checkpoint
+    checkpoint = load_checkpoint(model_path, "cpu")
+    spec = spec_from_archive(archive)
+    population = population_for(spec)
+    settings = SynthesisSettings(steps=20)
+    graded = synthesize_from_checkpoint(checkpoint, "all", "p20,p50,p80", settings=settings, min_heldout_r=None)
+    maxed = synthesize_from_checkpoint(checkpoint, "all", "max", settings=settings, min_heldout_r=None)
+    images = graded.result.canvas.to_display(graded.result.images)
+    true = population.expected_rates(images, RESPONSE_WINDOW_S, spec.durations_s[0])
+    columns = np.arange(images.shape[0]) % true.shape[1]
+    shown = _shown(population, images, columns, spec.durations_s[0], 400, np.random.default_rng(0))
+    expected = true[np.arange(images.shape[0]), columns]
+    assert np.all(shown[:, 1] >= 0) and np.all(np.abs(shown[:, 0] - expected) <= 5 * shown[:, 1] + 1e-9)
+
+    report = ground_truth_report(archive, checkpoint, graded.result, maxed.result, repeats=20, seed=3)
+    keys = [f"{name}_{kind}_within_interval" for name in ("percentile", "max") for kind in ("measured", "true")]
+    numbers = [report["units"]["all units"][key] for key in keys]
+    assert all(0.0 <= value <= 1.0 for value in numbers)
+    again = ground_truth_report(archive, checkpoint, graded.result, maxed.result, repeats=20, seed=3)
+    assert [again["units"]["all units"][key] for key in keys] == numbers  # the same spikes for the same seed
+    assert (
+        "percentile_true_within_interval"
+        not in ground_truth_report(archive, checkpoint, graded.result, maxed.result)["units"]["all units"]
+    )
