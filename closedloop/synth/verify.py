@@ -109,12 +109,12 @@ def ground_truth_report(
     m_true = truth(m.canvas.to_display(m.images))
     m_units = np.asarray([job.unit for job in m.jobs])
     m_truth = m_true[np.arange(len(m.jobs)), pop_index[m_units]]
-    shown = None
+    g_shown = m_shown = None
     if repeats is not None:
         rng = np.random.default_rng(seed)
-        g_measured = _shown(population, g.canvas.to_display(g.images), pop_index[g_units], duration, repeats, rng)
-        m_measured = _shown(population, m.canvas.to_display(m.images), pop_index[m_units], duration, repeats, rng)
-        shown = (g_measured, m_measured, checkpoint.recorded("heldout_interval_sds"))
+        g_shown = _shown(population, g.canvas.to_display(g.images), pop_index[g_units], duration, repeats, rng)
+        m_shown = _shown(population, m.canvas.to_display(m.images), pop_index[m_units], duration, repeats, rng)
+    interval = checkpoint.recorded("heldout_interval_sds")
 
     # RF similarity inside the aperture, at display resolution.
     inside = aperture_mask(population.size_px, population.spec.aperture_diameter_px) > 0.5
@@ -178,8 +178,8 @@ def ground_truth_report(
             # is the spread an error bar? (1 if the true rates miss by as much as it says)
             "percentile_error_over_spread": _error_over_spread(g, g_truth, rows),
             "max_error_over_spread": _error_over_spread(m, m_truth, max_rows),
-            **({} if shown is None else _interval_hits("percentile", g, g_truth, shown[0], rows, shown[2])),
-            **({} if shown is None else _interval_hits("max", m, m_truth, shown[1], max_rows, shown[2])),
+            **_interval_hits("percentile", g, g_truth, g_shown, rows, interval),
+            **_interval_hits("max", m, m_truth, m_shown, max_rows, interval),
             "rf_similarity": rf,
         }
     return out
@@ -206,10 +206,18 @@ def _shown(population, images: np.ndarray, columns: np.ndarray, duration: float,
 
 
 def _interval_hits(
-    name: str, result: SynthesisResult, truth: np.ndarray, shown: np.ndarray, rows: np.ndarray, k: float | None
+    name: str,
+    result: SynthesisResult,
+    truth: np.ndarray,
+    shown: np.ndarray | None,
+    rows: np.ndarray,
+    k: float | None,
 ) -> dict[str, float]:
-    """The fractions of measured means and true rates of a run's images in ``rows`` inside
-    prediction ± k·√(spread² + se²) (NaN without a spread, a recorded k or images)."""
+    """The fractions of measured means (``shown``, from `_shown`) and true rates of a run's images
+    in ``rows`` inside prediction ± k·√(spread² + se²): none when nothing was shown, NaN without
+    a spread, a recorded k or images."""
+    if shown is None:
+        return {}
     keys = (f"{name}_measured_within_interval", f"{name}_true_within_interval")
     if result.spread_hz is None or k is None or not rows.any():
         return dict.fromkeys(keys, float("nan"))
