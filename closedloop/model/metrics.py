@@ -560,13 +560,29 @@ def interval_sds(
     """
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
+    scores = np.sort(scaled_misses(predicted, actual, spread, noise_se))
+    rank = math.ceil((scores.size + 1) * level)
+    return float(scores[rank - 1]) if rank <= scores.size else float("nan")
+
+
+def scaled_misses(
+    predicted: np.ndarray, actual: np.ndarray, spread: np.ndarray, noise_se: np.ndarray | None = None
+) -> np.ndarray:
+    """|actual − predicted| / √(spread² + se²), flat, over the values where all are known and the
+    scale is positive (`interval_sds`'s scores; their count is how many it drew on)."""
     predicted, actual, spread = (np.asarray(v, dtype=np.float64).ravel() for v in (predicted, actual, spread))
     se = np.zeros_like(spread) if noise_se is None else np.asarray(noise_se, dtype=np.float64).ravel()
     scale = np.hypot(spread, se)
     known = np.isfinite(predicted) & np.isfinite(actual) & np.isfinite(scale) & (scale > 0)
-    scores = np.sort(np.abs(actual[known] - predicted[known]) / scale[known])
-    rank = math.ceil((scores.size + 1) * level)
-    return float(scores[rank - 1]) if rank <= scores.size else float("nan")
+    return np.abs(actual[known] - predicted[known]) / scale[known]
+
+
+def fraction_within(predicted: np.ndarray, actual: np.ndarray, half_width: np.ndarray) -> float:
+    """The fraction of ``actual`` rates within ``predicted ± half_width``, over the values where all
+    three are known (NaN: none)."""
+    predicted, actual, half_width = (np.asarray(v, dtype=np.float64) for v in (predicted, actual, half_width))
+    known = np.isfinite(predicted) & np.isfinite(actual) & np.isfinite(half_width)
+    return float(np.mean(np.abs(actual - predicted)[known] <= half_width[known])) if known.any() else float("nan")
 
 
 def heldout_interval_sds(

@@ -29,7 +29,7 @@ from closedloop.reports.loop_types import (
     read_journal,
 )
 from closedloop.runner.journal import BlockRecord
-from closedloop.model.metrics import error_over_spread, interval_sds
+from closedloop.model.metrics import error_over_spread, fraction_within, interval_sds, scaled_misses
 from closedloop.synth.verify import slope
 
 PRESENTATION_KINDS = ("natural", "gratings", "present_synthesized")
@@ -112,8 +112,8 @@ def build_report(session_path: Path, brain, models_dir: Path | None, device: str
     promised, measured, true, half = _rates(every, "achieved_hz", "measured_hz", "true_hz", "interval_hz")
     report.spread_honesty = {
         **spread_honesty(every),
-        "measured_within_interval": _inside(promised, measured, half),
-        "true_within_interval": _inside(promised, true, half),
+        "measured_within_interval": fraction_within(promised, measured, half),
+        "true_within_interval": fraction_within(promised, true, half),
     }
     if not report.iterations:
         report.notes.append("no synthesize block stored images: there is no loop iteration to report")
@@ -428,7 +428,7 @@ def iteration_interval(
     ``interval_hz``, the interval's half-width."""
     promised, spread, measured, se = _rates([image for it in earlier for image in it.images], *_MEASURED)
     k = interval_sds(promised, measured, spread, se)
-    used = int(np.sum(np.isfinite(promised - measured) & (np.hypot(spread, se) > 0)))
+    used = scaled_misses(promised, measured, spread, se).size
     if not math.isfinite(k):
         k, used = (model.interval_sds if model is not None else math.nan), 0
     promised, spread, measured, se, true = _rates(images, *_MEASURED, "true_hz")
@@ -441,16 +441,9 @@ def iteration_interval(
         "interval_sds": k,
         "interval_from_images": float(used),
         "interval_halfwidth_pct": halfwidth_pct,
-        "measured_within_interval": _inside(promised, measured, half),
-        "true_within_interval": _inside(promised, true, half),
+        "measured_within_interval": fraction_within(promised, measured, half),
+        "true_within_interval": fraction_within(promised, true, half),
     }
-
-
-def _inside(promised: np.ndarray, actual: np.ndarray, half: np.ndarray) -> float:
-    """The fraction of ``actual`` rates within ``promised ± half``, over the images where all three
-    are known (NaN: none)."""
-    judged = np.isfinite(promised) & np.isfinite(actual) & np.isfinite(half)
-    return float(np.mean(np.abs(actual - promised)[judged] <= half[judged])) if judged.any() else math.nan
 
 
 def _rates(images: list[SynthesizedImage], *names: str) -> list[np.ndarray]:

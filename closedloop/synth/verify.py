@@ -18,7 +18,7 @@ from closedloop.sim.aperture import aperture_mask
 from closedloop.sim.archive import population_for, spec_from_archive
 from closedloop.sim.archive_spec import RESPONSE_WINDOW_S
 from closedloop.synth.optimise import SynthesisResult
-from closedloop.model.metrics import error_over_spread
+from closedloop.model.metrics import error_over_spread, fraction_within
 from closedloop.synth.plan import unit_metric
 
 
@@ -223,7 +223,5 @@ def _interval_hits(
         return dict.fromkeys(keys, float("nan"))
     half = k * np.hypot(result.spread_hz[rows], shown[rows, 1])
     promised = result.achieved_hz[rows]
-    return {
-        keys[0]: float(np.mean(np.abs(shown[rows, 0] - promised) <= half)),
-        keys[1]: float(np.mean(np.abs(truth[rows] - promised) <= half)),
-    }
+    measured, true = shown[rows, 0], truth[rows]
+    return {keys[0]: fraction_within(promised, measured, half), keys[1]: fraction_within(promised, true, half)}
