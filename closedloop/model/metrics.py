@@ -601,3 +601,79 @@ def _means_and_standard_errors(trials: np.ndarray) -> tuple[np.ndarray, np.ndarr
     stats = _trial_stats(_as_units(trials, 3))
     with np.errstate(invalid="ignore", divide="ignore"):
         return stats.means, np.sqrt(stats.variances / stats.counts)
+
+
+def calibrated_interval_sds(
+    predicted: np.ndarray,
+    actual: np.ndarray,
+    spread: np.ndarray,
+    noise_se: np.ndarray | None,
+    fallback: float,
+    level: float = INTERVAL_LEVEL,
+) -> tuple[float, int]:
+    """k for new images: `interval_sds` of earlier images' misses when there are enough of them,
+    else ``fallback`` (the model's `heldout_interval_sds`, from its held-out photographs).
+
+    Returns
+    -------
+    tuple of (float, int)
+        k, and how many earlier values set it (0: it is ``fallback``).
+    """
+    k = interval_sds(predicted, actual, spread, noise_se, level)
+    if math.isfinite(k):
+        return k, int(scaled_misses(predicted, actual, spread, noise_se).size)
+    return float(fallback), 0
+
+
+def noise_per_hz(means: np.ndarray, variances: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """Per unit, a rate's trial variance per Hz of its mean: Σ(n − 1)·var / Σ(n − 1)·mean over the
+    stimuli shown at least twice.
+
+    A spike count's variance grows with its mean (Poisson: variance = mean, so a rate over a
+    window T has variance rate / T), so this one number per unit gives the noise of a rate
+    measured once (`mean_standard_errors`).
+
+    Parameters
+    ----------
+    means, variances, counts
+        (n_stimuli, n_units): each stimulus's mean rate (Hz), its trial variance (``ddof=1``; NaN
+        below two trials) and its number of trials (or (n_stimuli, 1): the same for every unit).
+
+    Returns
+    -------
+    numpy.ndarray
+        (n_units,) in Hz; NaN for a unit with no stimulus shown twice or never firing.
+    """
+    means, variances = (np.asarray(v, dtype=np.float64) for v in (means, variances))
+    dof = np.maximum(np.broadcast_to(np.asarray(counts, dtype=np.float64), means.shape) - 1, 0)
+    known = (dof > 0) & np.isfinite(means) & np.isfinite(variances)
+    spread = np.where(known, dof * variances, 0.0).sum(0)
+    level = np.where(known, dof * means, 0.0).sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(level > 0, spread / level, np.nan)
+
+
+def mean_standard_errors(
+    measured: np.ndarray, variances: np.ndarray, counts: np.ndarray, promised: np.ndarray, noise: np.ndarray
+) -> np.ndarray:
+    """The standard error of each measured mean rate.
+
+    From two trials on, its own: √(variance / n). From one trial, the unit's noise
+    (`noise_per_hz`) at the mean of the promised and the measured rate, √(noise·rate): the trial
+    variance is unknown, and each rate alone misleads (a promise can be far off, and one short
+    trial is often silent). NaN before any trial.
+
+    Parameters
+    ----------
+    measured, variances, counts, promised, noise
+        Per image, the same shape: the mean over its trials, their variance (``ddof=1``), the
+        number of trials, the model's promised rate and its unit's `noise_per_hz`.
+    """
+    measured, variances, promised, noise = (
+        np.asarray(v, dtype=np.float64) for v in (measured, variances, promised, noise)
+    )
+    counts = np.asarray(counts, dtype=np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        own = np.sqrt(variances / counts)
+        once = np.sqrt(noise * np.maximum((promised + measured) / 2, 0.0))
+    return np.where(counts >= 2, own, np.where(counts == 1, once, np.nan))

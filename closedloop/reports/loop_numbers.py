@@ -29,7 +29,13 @@ from closedloop.reports.loop_types import (
     read_journal,
 )
 from closedloop.runner.journal import BlockRecord
-from closedloop.model.metrics import error_over_spread, fraction_within, interval_sds, scaled_misses
+from closedloop.model.metrics import (
+    calibrated_interval_sds,
+    error_over_spread,
+    fraction_within,
+    mean_standard_errors,
+    noise_per_hz,
+)
 from closedloop.synth.verify import slope
 
 PRESENTATION_KINDS = ("natural", "gratings", "present_synthesized")
@@ -52,7 +58,8 @@ def build_report(session_path: Path, brain, models_dir: Path | None, device: str
     by_version = {fit.version: fit for fit in fits}
 
     good = blocks["flagged"][trials["block"]] == 0 if trials.size else np.zeros(0, bool)
-    means, counts, standard_errors = _stimulus_means(trials["stimulus_id"][good], responses[good], len(stimuli))
+    means, counts, variances = _stimulus_means(trials["stimulus_id"][good], responses[good], len(stimuli))
+    noise = noise_per_hz(means, variances, counts[:, None])
     natural_means = means[natural_ids][counts[natural_ids] > 0]
     natural_range = np.ptp(natural_means, axis=0) if natural_means.size else np.full(unit_ids.size, np.nan)
     best_natural = natural_means.max(axis=0) if natural_means.size else np.full(unit_ids.size, np.nan)
@@ -67,19 +74,8 @@ def build_report(session_path: Path, brain, models_dir: Path | None, device: str
         ids = np.arange(start, stop, dtype=np.int64)
         rows = np.asarray([synthesized_rows[int(i)] for i in ids], dtype=np.int64)
         table = synthesized[rows]
-        images = [
-            SynthesizedImage(
-                int(s["id"]),
-                int(s["unit_id"]),
-                float(s["target_hz"]),
-                float(s["achieved_hz"]),
-                float(means[s["id"], column[int(s["unit_id"])]]),
-                int(counts[s["id"]]),
-                spread_hz=float(s["spread_hz"]),
-                measured_se_hz=float(standard_errors[s["id"], column[int(s["unit_id"])]]),
-            )
-            for s in table
-        ]
+        cols = np.asarray([column[int(u)] for u in table["unit_id"]], dtype=np.int64)
+        images = synthesized_images(table, means[:, cols], variances[:, cols], counts, noise[cols])
         version = int(table["model_version"][0]) if table.size else record.model_version
         after = _fit_after(records, record.session_block, ids, trials, blocks, version)
         iteration = Iteration(
@@ -90,7 +86,6 @@ def build_report(session_path: Path, brain, models_dir: Path | None, device: str
             None if after is None else by_version.get(after),
             images,
         )
-        cols = np.asarray([column[i.unit_id] for i in images], dtype=np.int64)
         if truth is not None:
             true = truth.rates(synthesized_pixels[rows])
             for image, t in zip(images, true[np.arange(len(images)), cols]):
@@ -125,6 +120,31 @@ def build_report(session_path: Path, brain, models_dir: Path | None, device: str
     if truth is None and report.iterations:
         report.notes.append("no brain given: ground-truth rates left out")
     return report
+
+
+def synthesized_images(
+    table: np.ndarray, means: np.ndarray, variances: np.ndarray, counts: np.ndarray, noise: np.ndarray
+) -> list[SynthesizedImage]:
+    """One `SynthesizedImage` per row of the session's ``stimuli`` ``table``, with its measured mean
+    and that mean's standard error (`closedloop.model.metrics.mean_standard_errors`: from the unit's
+    noise when the image was shown once). ``means`` and ``variances`` are (n_stimuli, n_rows),
+    column j for row j's unit; ``counts`` (n_stimuli,) trials; ``noise`` one per row."""
+    ids, rows = table["id"], np.arange(len(table))
+    measured, n = means[ids, rows], counts[ids]
+    se = mean_standard_errors(measured, variances[ids, rows], n, table["achieved_hz"], noise)
+    return [
+        SynthesizedImage(
+            int(s["id"]),
+            int(s["unit_id"]),
+            float(s["target_hz"]),
+            float(s["achieved_hz"]),
+            float(m),
+            int(c),
+            spread_hz=float(s["spread_hz"]),
+            measured_se_hz=float(e),
+        )
+        for s, m, c, e in zip(table, measured, n, se)
+    ]
 
 
 # --- the journal ------------------------------------------------------------------------
@@ -215,8 +235,8 @@ def turnaround(records: list[BlockRecord], synth_block: int) -> Turnaround:
 def _stimulus_means(
     stimulus_ids: np.ndarray, rates: np.ndarray, n_stimuli: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(n_stimuli, n_units) mean rate over trials with finite rates, trial counts, and the
-    means' standard errors (NaN below two trials)."""
+    """(n_stimuli, n_units) mean rate over trials with finite rates, (n_stimuli,) trial counts, and
+    (n_stimuli, n_units) trial variances (NaN below two trials)."""
     keep = np.all(np.isfinite(rates), axis=1)
     ids, rates = stimulus_ids[keep], rates[keep]
     sums = np.zeros((n_stimuli, rates.shape[1] if rates.ndim == 2 else 0))
@@ -226,9 +246,8 @@ def _stimulus_means(
         means = sums / counts[:, None]
         squares = np.zeros_like(sums)
         np.add.at(squares, ids, (rates - means[ids]) ** 2)
-        variance = squares / (counts[:, None] - 1)
-        se = np.where(counts[:, None] > 1, np.sqrt(variance / counts[:, None]), np.nan)
-        return means, counts, se
+        variances = np.where(counts[:, None] > 1, squares / (counts[:, None] - 1), np.nan)
+        return means, counts, variances
 
 
 def _stimulus_duration_s(reader) -> float:
@@ -427,10 +446,8 @@ def iteration_interval(
     the fraction of measured and of true rates inside the interval. Sets each image's
     ``interval_hz``, the interval's half-width."""
     promised, spread, measured, se = _rates([image for it in earlier for image in it.images], *_MEASURED)
-    k = interval_sds(promised, measured, spread, se)
-    used = scaled_misses(promised, measured, spread, se).size
-    if not math.isfinite(k):
-        k, used = (model.interval_sds if model is not None else math.nan), 0
+    fallback = model.interval_sds if model is not None else math.nan
+    k, used = calibrated_interval_sds(promised, measured, spread, se, fallback)
     promised, spread, measured, se, true = _rates(images, *_MEASURED, "true_hz")
     half = k * np.hypot(spread, se)
     for image, width in zip(images, half):

@@ -40,7 +40,7 @@ class SynthesizedImage:
     predictions around ``achieved_hz`` (NaN: the server sent none, or an older session
     file); ``measured_hz`` is the mean over its
     presentations in good blocks (``n_presentations``), ``measured_se_hz`` its standard
-    error (NaN below two presentations); ``true_hz`` the brain's
+    error (from the unit's noise when shown once; NaN when never shown); ``true_hz`` the brain's
     expected rate; ``predicted_before_hz`` / ``predicted_after_hz`` the predictions of
     the model that made it and of the refit after its responses; ``held_out_after``
     whether the refit held the image out (``None``: unknown); ``interval_hz`` the half-width

@@ -395,3 +395,40 @@ def test_heldout_interval_sds_scores_the_trial_means_with_their_standard_errors(
             se[image, unit] = repeats.std(ddof=1) / np.sqrt(repeats.size)
     expected = metrics.interval_sds(pred, means, spread, se)
     assert np.isfinite(expected) and metrics.heldout_interval_sds(pred, spread, trials) == pytest.approx(expected)
+
+
+def test_calibrated_interval_sds_falls_back_to_the_models_figure_below_19_earlier_values():
+    misses = np.arange(1.0, 21.0)
+    assert metrics.calibrated_interval_sds(np.zeros(20), misses, np.ones(20), None, 3.0) == (20.0, 20)
+    assert metrics.calibrated_interval_sds(np.zeros(18), misses[:18], np.ones(18), None, 3.0) == (3.0, 0)
+    k, used = metrics.calibrated_interval_sds([], [], [], None, np.nan)
+    assert np.isnan(k) and used == 0
+
+
+def test_noise_per_hz_recovers_a_poisson_units_variance_per_rate_from_its_trials():
+    rng = np.random.default_rng(4)
+    window_s = 0.05  # a rate over 50 ms: variance = rate / 0.05 = 20 Hz per Hz
+    rate = rng.uniform(2, 80, (300, 1)) * np.array([1.0, 0.5, 0.0])  # the third unit never fires
+    counts = np.array([1] * 50 + [6] * 250)  # stimuli shown once add nothing
+    trials = np.full((300, 6, 3), np.nan)
+    for i, n in enumerate(counts):
+        trials[i, :n] = rng.poisson(rate[i] * window_s, (n, 3)) / window_s
+    means = np.nanmean(trials, axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"), pytest.warns(RuntimeWarning, match="freedom"):
+        variances = np.nanvar(trials, axis=1, ddof=1)  # NaN for the stimuli shown once
+    noise = metrics.noise_per_hz(means, np.where(counts[:, None] > 1, variances, np.nan), counts[:, None])
+    assert noise[:2] == pytest.approx([20.0, 20.0], rel=0.1) and np.isnan(noise[2])
+    per_unit_counts = np.broadcast_to(counts[:, None], means.shape)
+    assert metrics.noise_per_hz(means, variances, per_unit_counts)[:2] == pytest.approx(noise[:2])
+
+
+def test_mean_standard_errors_own_from_two_trials_the_units_noise_for_one():
+    se = metrics.mean_standard_errors(
+        measured=[10.0, 0.0, 40.0, 5.0],
+        variances=[36.0, np.nan, np.nan, np.nan],
+        counts=[4, 1, 1, 0],
+        promised=[12.0, 40.0, 20.0, 5.0],
+        noise=[20.0, 20.0, 10.0, 20.0],
+    )
+    # √(36 / 4); √(20 · (40 + 0) / 2) for a silent trial of a 40 Hz promise; √(10 · 30); nothing yet
+    assert se[:3] == pytest.approx([3.0, 20.0, np.sqrt(300.0)]) and np.isnan(se[3])

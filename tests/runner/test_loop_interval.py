@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from closedloop.reports.loop_numbers import iteration_interval
+from closedloop.reports.loop_numbers import iteration_interval, synthesized_images
 from closedloop.reports.loop_types import Iteration, ModelFit, SynthesizedImage
 
 
@@ -60,3 +60,24 @@ def test_without_a_model_figure_or_earlier_images_there_is_no_interval():
     with_model = iteration_interval(shown, MODEL, [], RANGE[:2])
     assert with_model["true_within_interval"] == pytest.approx(1.0)  # the image without a spread left out
     assert math.isnan(shown[0].interval_hz) and shown[1].interval_hz == pytest.approx(15.0)
+
+
+def test_an_image_shown_once_gets_its_units_noise_as_standard_error_and_an_interval():
+    table = np.array(
+        [(7, 1, 10.0, 20.0, 3.0), (8, 2, np.nan, 60.0, 5.0), (9, 1, 30.0, 30.0, 2.0)],
+        dtype=[("id", "i8"), ("unit_id", "i8"), ("target_hz", "f8"), ("achieved_hz", "f8"), ("spread_hz", "f8")],
+    )
+    means, variances = np.full((10, 3), np.nan), np.full((10, 3), np.nan)
+    means[7, 0], means[8, 1], means[9, 2], variances[9, 2] = 40.0, 0.0, 33.0, 18.0
+    counts = np.zeros(10, dtype=np.int64)
+    counts[[7, 8, 9]] = 1, 1, 2
+    images = synthesized_images(table, means, variances, counts, noise=np.array([20.0, 10.0, 20.0]))
+    assert [image.n_presentations for image in images] == [1, 1, 2]
+    # once: √(noise · (promise + measured) / 2), a silent trial of a 60 Hz "max" promise too; twice: its own
+    assert [image.measured_se_hz for image in images] == pytest.approx([np.sqrt(600.0), np.sqrt(300.0), 3.0])
+    out = iteration_interval(images, MODEL, [], np.full(3, 100.0))
+    assert [image.interval_hz for image in images] == pytest.approx(
+        [3.0 * np.hypot(3.0, np.sqrt(600.0)), 3.0 * np.hypot(5.0, np.sqrt(300.0)), 3.0 * np.hypot(2.0, 3.0)]
+    )
+    # measured 20 Hz off (± 74: inside), 60 Hz off (± 54: outside), 3 Hz off (± 11: inside)
+    assert out["measured_within_interval"] == pytest.approx(2 / 3)
