@@ -77,6 +77,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="iterations of the protocol's synthesize loop (default: the protocol's)",
     )
     parser.add_argument(
+        "--shown",
+        type=int,
+        default=None,
+        help="presentations of each synthesized image (the loop's present_synthesized repeats; default: the "
+        "protocol's); 1 checks the interval of an image shown once",
+    )
+    parser.add_argument(
         "--families",
         default=None,
         help="comma list of simulator families (benchmarks/generalise.py: classic, normalisation, deep, "
@@ -113,6 +120,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.iterations is not None and args.iterations < 1:
         parser.error("--iterations must be at least 1")
+    if args.shown is not None and args.shown < 1:
+        parser.error("--shown must be at least 1")
     if args.presenter_stimuli < 0:
         parser.error("--presenter-stimuli must be 0 (skip) or more")
     args.family_list = None if args.families is None else [f.strip() for f in args.families.split(",") if f.strip()]
@@ -179,17 +188,23 @@ def brains(args: argparse.Namespace, folder: Path) -> list[tuple[str, Path, str 
 
 
 def protocol_copy(
-    protocol_path: Path, folder: Path, *, iterations: int | None, images: str | None, seed: int | None = None
+    protocol_path: Path,
+    folder: Path,
+    *,
+    iterations: int | None,
+    images: str | None,
+    seed: int | None = None,
+    shown: int | None = None,
 ) -> Path:
-    """The protocol with its synthesize loop set to ``iterations``, its natural-image pool drawn
-    from ``images`` and its own and its synthesis's seed set to ``seed`` (a copy in ``folder``),
-    or itself when none is given."""
+    """The protocol with its synthesize loop set to ``iterations`` and its synthesized images shown
+    ``shown`` times, its natural-image pool drawn from ``images`` and its own and its synthesis's seed
+    set to ``seed`` (a copy in ``folder``), or itself when none is given."""
     import yaml
 
-    if iterations is None and images is None and seed is None:
+    if iterations is None and images is None and seed is None and shown is None:
         return protocol_path
     data = yaml.safe_load(protocol_path.read_text())
-    if iterations is not None:
+    if iterations is not None or shown is not None:
         loops = [
             b
             for b in data.get("blocks", [])
@@ -197,7 +212,11 @@ def protocol_copy(
         ]
         if not loops:
             raise SystemExit(f"benchmarks/loop.py: {protocol_path} has no loop with a synthesize block")
-        loops[-1]["iterations"] = iterations
+        if iterations is not None:
+            loops[-1]["iterations"] = iterations
+        for inner in loops[-1]["blocks"] if shown is not None else []:
+            if inner.get("kind") == "present_synthesized":
+                inner["repeats"] = shown
     if images is not None:
         data.setdefault("images", {})["source"] = images
     if seed is not None:
@@ -232,6 +251,7 @@ def run_loop(args: argparse.Namespace, folder: Path) -> tuple[Any, float, dict]:
             iterations=args.iterations,
             images=getattr(args, "images", None),
             seed=getattr(args, "seed", None),
+            shown=args.shown,
         )
     )
     validate(rig, protocol)

@@ -117,7 +117,7 @@ class UnitColumns:
 
 
 class StimulusTable:
-    """Per stimulus and unit: sum and count of measured rates, and the newest prediction.
+    """Per stimulus and unit: sum, sum of squares and count of measured rates, and the newest prediction.
 
     Keeps at most ``capacity`` stimuli; when full, the stimulus updated least recently
     is dropped.  Columns grow with the number of units (`UnitColumns`).
@@ -133,6 +133,7 @@ class StimulusTable:
 
     def _alloc(self, n_columns: int) -> None:
         self.sum = np.zeros((self.capacity, n_columns))
+        self.squares = np.zeros((self.capacity, n_columns))
         self.count = np.zeros((self.capacity, n_columns), dtype=np.int32)
         self.predicted = np.full((self.capacity, n_columns), np.nan)
 
@@ -143,9 +144,9 @@ class StimulusTable:
             return
         # Typed as arrays: mypy otherwise joins the float and int arrays' types to `object`
         # on some runs (it depends on the hash seed), and then rejects the assignment.
-        keep: tuple[np.ndarray, ...] = (self.sum, self.count, self.predicted)
+        keep: tuple[np.ndarray, ...] = (self.sum, self.squares, self.count, self.predicted)
         self._alloc(max(n_columns, 2 * old))
-        grown: tuple[np.ndarray, ...] = (self.sum, self.count, self.predicted)
+        grown: tuple[np.ndarray, ...] = (self.sum, self.squares, self.count, self.predicted)
         for new, previous in zip(grown, keep):
             new[:, :old] = previous
 
@@ -164,6 +165,7 @@ class StimulusTable:
                     self.evicted += 1
                 slot = self._free.pop()
                 self.sum[slot] = 0
+                self.squares[slot] = 0
                 self.count[slot] = 0
                 self.predicted[slot] = np.nan
                 self.ids[slot] = stimulus
@@ -187,14 +189,31 @@ class StimulusTable:
         """Slots in use, least recently updated first."""
         return np.fromiter(self._slot.values(), dtype=np.int64, count=len(self._slot))
 
-    def measured_mean(self) -> np.ndarray:
-        """(capacity, n_columns) mean measured rate; NaN where nothing was measured."""
+    def measured_mean(self, columns: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """(capacity, n_columns) mean measured rate (of ``columns`` only if given); NaN where nothing
+        was measured."""
+        total, n = self.sum[:, columns], self.count[:, columns]
         with np.errstate(invalid="ignore", divide="ignore"):
-            return np.where(self.count > 0, self.sum / np.maximum(self.count, 1), np.nan)
+            return np.where(n > 0, total / np.maximum(n, 1), np.nan)
+
+    def add(self, slots: np.ndarray, columns: np.ndarray, rates: np.ndarray) -> None:
+        """Add measured rates, one per (slot, column) pair (repeats allowed)."""
+        np.add.at(self.sum, (slots, columns), rates)
+        np.add.at(self.squares, (slots, columns), rates**2)
+        np.add.at(self.count, (slots, columns), 1)
+
+    def measured_variance(self, columns: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """(capacity, n_columns) trial variance (``ddof=1``) of the measured rates (of ``columns``
+        only if given); NaN below two trials."""
+        total, n = self.sum[:, columns], self.count[:, columns].astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            variance = (self.squares[:, columns] - total**2 / n) / (n - 1)
+        return np.where(n > 1, np.maximum(variance, 0.0), np.nan)  # rounding can dip below 0
 
     @property
     def nbytes(self) -> int:
-        return int(self.sum.nbytes + self.count.nbytes + self.predicted.nbytes + self.ids.nbytes)
+        arrays = (self.sum, self.squares, self.count, self.predicted, self.ids)
+        return int(sum(a.nbytes for a in arrays))
 
 
 class ImageCache:

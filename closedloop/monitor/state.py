@@ -28,7 +28,8 @@ from closedloop.monitor.buffers import ImageCache, Ring, StimulusTable, TrialTab
 from closedloop.monitor.correlation import correlations, pearson
 from closedloop.monitor.health import StreamHealth
 from closedloop.monitor.spikes import PsthSettings, SpikeView, SpikeWindow
-from closedloop.monitor.synthesis import SynthTracker
+from closedloop.model.metrics import mean_standard_errors, noise_per_hz
+from closedloop.monitor.synthesis import SynthTracker, interval_halfwidths
 
 logger = logging.getLogger(__name__)
 
@@ -237,8 +238,7 @@ class MonitorState:
         finite = np.isfinite(rates)
         rows = np.broadcast_to(slots[:, None], rates.shape)[finite]
         cols = np.broadcast_to(columns[None, :], rates.shape)[finite]
-        np.add.at(self.stimuli.sum, (rows, cols), rates[finite])
-        np.add.at(self.stimuli.count, (rows, cols), 1)
+        self.stimuli.add(rows, cols, rates[finite])
         self.trials.append(m.trial_ids, m.stimulus_ids, m.block, all_columns, m.rates)
         self.n_trials += len(m.trial_ids)
         self._rates_changed = True
@@ -284,6 +284,7 @@ class MonitorState:
         if m.unit_ids is not None:
             self._heldout = (np.array(m.unit_ids, dtype=np.int64), np.array(m.heldout_r, dtype=np.float64))
             self._columns(m.unit_ids)
+        self.synth.add_model(m.version, m.metrics)
         row = (m.version, m.metrics.get("r_mean", np.nan), m.metrics.get("r_median", np.nan))
         self.model_history.append(np.array([row], dtype=self.model_history._data.dtype))
 
@@ -382,7 +383,8 @@ class MonitorState:
         columns = np.array([self.units.column(u) for u in ids.tolist()], dtype=np.int64)
         heldout[columns[columns >= 0]] = r[columns >= 0]
         synth = self.synth.arrays()
-        synth["measured_hz"] = self._synth_measured(synth)
+        synth["measured_hz"], synth["measured_se_hz"] = self._synth_measured(synth)
+        synth["interval_sds"], synth["interval_hz"] = interval_halfwidths(synth, self.synth.photographs_k)
         return MonitorView(
             unit=self.unit,
             unit_ids=unit_ids,
@@ -419,13 +421,26 @@ class MonitorState:
             revisions=dict(self.revisions),
         )
 
-    def _synth_measured(self, synth: dict[str, np.ndarray]) -> np.ndarray:
-        out = np.full(synth["unit_id"].size, np.nan)
-        for k, (stimulus, unit) in enumerate(zip(synth["stimulus_id"].tolist(), synth["unit_id"].tolist())):
-            slot, column = self.stimuli.slot(stimulus), self.units.column(unit)
-            if stimulus >= 0 and slot >= 0 and column >= 0 and self.stimuli.count[slot, column] > 0:
-                out[k] = self.stimuli.sum[slot, column] / self.stimuli.count[slot, column]
-        return out
+    def _synth_measured(self, synth: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Each synthesized image's measured mean so far and its standard error (NaN: not shown)."""
+        stimuli = self.stimuli
+        slots = np.array([stimuli.slot(s) if s >= 0 else -1 for s in synth["stimulus_id"].tolist()], dtype=np.int64)
+        columns = np.array([self.units.column(u) for u in synth["unit_id"].tolist()], dtype=np.int64)
+        known = (slots >= 0) & (columns >= 0)
+        measured, se = np.full(slots.size, np.nan), np.full(slots.size, np.nan)
+        if not known.any():
+            return measured, se
+        wanted, index = np.unique(columns[known], return_inverse=True)  # only the driven units' columns
+        used = stimuli.used_slots()
+        means, variances = stimuli.measured_mean(wanted), stimuli.measured_variance(wanted)
+        counts = stimuli.count[:, wanted]
+        noise = noise_per_hz(means[used], variances[used], counts[used])
+        rows = slots[known]
+        measured[known] = means[rows, index]
+        se[known] = mean_standard_errors(
+            measured[known], variances[rows, index], counts[rows, index], synth["achieved_hz"][known], noise[index]
+        )
+        return measured, se
 
     def _counts(self) -> dict[str, int]:
         return {

@@ -14,6 +14,11 @@ The runner's and the model server's streams are separate connections, so the mon
 may see the `BlockRequest` before the `SynthesizeResult` it came from: the fingerprints
 of recently presented images are kept too (bounded), and a late result is matched
 against them.
+
+Each image's 95 % interval for its measured mean (`interval_halfwidths`) is the loop
+report's: promise ± k·√(spread² + se²), k from the earlier iterations' images once there
+are enough of them, else the one the model that made it recorded from its held-out
+photographs (``heldout_interval_sds`` in its `ModelUpdated` metrics).
 """
 
 from __future__ import annotations
@@ -21,9 +26,12 @@ from __future__ import annotations
 import hashlib
 import math
 from collections import OrderedDict, deque
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+
+from closedloop.model.metrics import calibrated_interval_sds
 
 
 def fingerprint(image: np.ndarray) -> bytes:
@@ -65,6 +73,17 @@ class SynthTracker:
         # fingerprint -> presented stimulus ids no record has claimed yet (newest capacity kept)
         self._presented: OrderedDict[bytes, list[int]] = OrderedDict()
         self._capacity = int(capacity)
+        # model version -> the k it recorded from its held-out photographs (newest capacity kept)
+        self.photographs_k: OrderedDict[int, float] = OrderedDict()
+
+    def add_model(self, version: int, metrics: dict) -> None:
+        """Note the interval factor a model version recorded (``heldout_interval_sds``), if any."""
+        k = metrics.get("heldout_interval_sds")
+        if isinstance(k, float | int) and math.isfinite(k) and k > 0:
+            self.photographs_k[int(version)] = float(k)
+            self.photographs_k.move_to_end(int(version))
+            while len(self.photographs_k) > self._capacity:
+                self.photographs_k.popitem(last=False)
 
     def add_result(
         self,
@@ -178,6 +197,38 @@ class SynthTracker:
             "iteration": np.array([r.iteration for r in records], dtype=np.int64),
             "stimulus_id": np.array([r.stimulus_id for r in records], dtype=np.int64),
         }
+
+
+def interval_halfwidths(
+    columns: dict[str, np.ndarray], photographs_k: Mapping[int, float]
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each synthesized image's 95 % interval for its measured mean, as the loop report sets it.
+
+    Parameters
+    ----------
+    columns
+        `SynthTracker.arrays` with ``measured_hz`` and ``measured_se_hz`` (NaN: not yet shown).
+    photographs_k
+        Model version -> the k it recorded from its held-out photographs.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Per image: k, and the half-width k·√(spread² + se²) (NaN where unknown: no spread, not yet
+        shown, or no k).
+    """
+    iteration, version = columns["iteration"], columns["model_version"]
+    promised, spread = columns["achieved_hz"], columns["spread_hz"]
+    measured, se = columns["measured_hz"], columns["measured_se_hz"]
+    k = np.full(iteration.size, np.nan)
+    for number in np.unique(iteration).tolist():
+        earlier = iteration < number
+        for made_by in np.unique(version[iteration == number]).tolist():
+            now = (iteration == number) & (version == made_by)
+            k[now], _ = calibrated_interval_sds(
+                promised[earlier], measured[earlier], spread[earlier], se[earlier], photographs_k.get(made_by, math.nan)
+            )
+    return k, k * np.hypot(spread, se)
 
 
 def _spreads(spread: np.ndarray | None, n: int) -> list[float]:

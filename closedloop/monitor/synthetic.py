@@ -19,6 +19,7 @@ from closedloop.config.rig import PHOTODIODE_LINE
 from closedloop.data.responses import counts_to_rates, window_counts_from_spike_times
 from closedloop.messages import types as msg
 from closedloop.messages.base import Message
+from closedloop.model.metrics import heldout_interval_sds
 from closedloop.sim.archive_spec import RESPONSE_WINDOW_S
 from closedloop.sim.photographs import natural_images
 from closedloop.sim.population import SimulatedV1
@@ -113,6 +114,17 @@ class SyntheticSession:
         predicted = self._model(ids, self.version)
         return np.array([np.corrcoef(measured[:, u], predicted[:, u])[0, 1] for u in range(measured.shape[1])])
 
+    def _interval_sds(self) -> float:
+        """The 95 % interval factor of the current model on the images measured so far (a real fit
+        uses the images it held out)."""
+        ids = np.array(sorted(self.measured))
+        trials = np.full((ids.size, max(len(self.measured[i]) for i in ids), self.population.n_units), np.nan)
+        for row, stimulus in enumerate(ids.tolist()):
+            trials[row, : len(self.measured[stimulus])] = self.measured[stimulus]
+        predicted = self._model(ids, self.version)
+        spread = np.broadcast_to(self._noise(self.version), predicted.shape)
+        return heldout_interval_sds(predicted, spread, trials)
+
     def _synthesis_units(self) -> np.ndarray:
         """The best-fitted units among the more active half (low rates make coarse targets)."""
         means = np.mean([np.mean(v, axis=0) for v in self.measured.values()], axis=0)
@@ -195,6 +207,7 @@ class SyntheticSession:
                     "n_units": self.population.n_units,
                     "fit_seconds": 1.0,
                     "block": self.block,
+                    "heldout_interval_sds": self._interval_sds(),
                 },
             ),
         )

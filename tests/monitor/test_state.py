@@ -261,3 +261,64 @@ def test_raster_rows_are_numbered_by_onset_and_bars_by_unit_id():
     assert row_ticks(view.row_onsets) == [(2, "5"), (1, "4"), (0, "3")]
     assert unit_ticks(np.array([1001, 1002, 2001])) == [(0, "1001"), (1, "1002"), (2, "2001")]
     assert len(unit_ticks(np.arange(96) + 1)) == 16
+
+
+def _synthesize_and_show(state, rng, stimulus_ids, achieved, spread, version, iteration, block):
+    """A synthesis of ``version`` for unit 7, presented as ``stimulus_ids``."""
+    images = rng.uniform(0, 1, (len(achieved), 8, 8))
+    state.ingest("responses", msg.BlockStatus(block=block, kind="synthesize", state="finished", iteration=iteration))
+    state.ingest(
+        "model_events",
+        msg.SynthesizeResult(
+            unit_ids=np.full(len(achieved), 7),
+            targets=np.full(len(achieved), 10.0),
+            images=images,
+            achieved=np.asarray(achieved, dtype=float),
+            model_version=version,
+            spread=np.asarray(spread, dtype=float),
+        ),
+    )
+    ids = np.asarray(stimulus_ids)
+    state.ingest(
+        "responses",
+        msg.BlockRequest(block=block + 1, kind="present_synthesized", stimulus_ids=ids, image_ids=ids, pixels=images),
+    )
+
+
+TWO = np.array([7, 3])
+
+
+def test_synthesized_images_get_the_loop_reports_95_percent_interval_once_shown(rng):
+    state = MonitorState()
+    state.ingest("model_events", msg.ModelUpdated(version=1, metrics={"heldout_interval_sds": 3.0}))
+    # photographs: unit 7's trials vary by 2 Hz² per Hz of their mean (unit 3's by 8)
+    natural = np.repeat(np.arange(4), 2)
+    rates = np.array([[10, 10], [14, 10], [20, 20], [24, 20], [30, 30], [34, 30], [40, 40], [44, 40]], float)
+    state.ingest("responses", responses(0, 0, natural, rates + [[0, 0], [0, 4], [0, 0], [0, 4]] * 2, TWO))
+    _synthesize_and_show(state, rng, [10, 11, 12], [20.0, 30.0, 5.0], [1.0, 2.0, 0.5], 1, 1, 1)
+    state.ingest("responses", responses(2, 8, [10, 10, 11], np.array([[18, 0], [24, 0], [12, 0]], float), TWO))
+    # the noise over every stimulus shown twice: Σ variance / Σ mean (one dof each), image 10's too
+    noise_7 = (4 * 8.0 + 18.0) / (12.0 + 22.0 + 32.0 + 42.0 + 21.0)
+    s = state.view().synthesized
+    # shown twice: its own se √(18 / 2) = 3; once: the unit's noise at (promise + measured) / 2; never: none
+    se = [3.0, np.sqrt(noise_7 * (30 + 12) / 2)]
+    np.testing.assert_allclose(s["measured_se_hz"][:2], se)
+    assert np.isnan(s["measured_se_hz"][2]) and np.all(s["interval_sds"] == 3.0)
+    np.testing.assert_allclose(s["interval_hz"][:2], 3.0 * np.hypot([1.0, 2.0], se))
+    assert np.isnan(s["interval_hz"][2])
+    # a model that recorded no factor, and 3 earlier images (fewer than 19): no k for its images
+    state.ingest("model_events", msg.ModelUpdated(version=2, metrics={"heldout_interval_sds": float("inf")}))
+    _synthesize_and_show(state, rng, [20], [15.0], [1.0], 2, 2, 3)
+    state.ingest("responses", responses(4, 11, [20, 20], np.array([[14, 0], [18, 0]], float), TWO))
+    assert np.isnan(state.view().synthesized["interval_hz"][3])
+    # 21 more images, measured twice: with the 3 measured before, k is the ⌈25 · 0.95⌉ = 24th smallest
+    # of 24 scaled misses, the largest: 21 Hz over √(1² + 1²)
+    many = np.arange(30, 51)
+    _synthesize_and_show(state, rng, many, np.full(21, 20.0), np.full(21, 1.0), 2, 3, 5)
+    measured = 20.0 + np.arange(1.0, 22.0)  # misses 1…21 Hz; trials ± 1 Hz: each mean's se 1 Hz
+    trials = np.repeat(measured, 2)[:, None] + np.tile([-1.0, 1.0], 21)[:, None] * np.array([[1.0, 0.0]])
+    state.ingest("responses", responses(6, 13, np.repeat(many, 2), trials, TWO))
+    _synthesize_and_show(state, rng, [60], [25.0], [3.0], 2, 4, 7)
+    s = state.view().synthesized
+    later = s["interval_sds"][s["iteration"] == 4]
+    np.testing.assert_allclose(later, 21.0 / np.sqrt(2))

@@ -51,10 +51,14 @@ def test_panels_plot_the_state(window):
     x, y = scatter_xy(window.synthesis.measured)
     np.testing.assert_allclose(np.sort(y), np.sort(s["measured_hz"][np.isfinite(s["measured_hz"])]))
     assert "loop iteration 1" in window.synthesis.plot.titleLabel.text
-    # the synthetic server sends a spread for every image: each prediction has its ± 1 sd bar
-    bars = window.synthesis.spread.opts
-    assert bars["x"].size == s["spread_hz"].size > 0
-    np.testing.assert_allclose(np.sort(bars["height"]), np.sort(2 * s["spread_hz"]))
+    # every image of the newest iteration was shown and its model recorded an interval factor:
+    # each prediction has its 95 % interval bar
+    newest = s["iteration"] == s["iteration"].max()
+    bars = window.synthesis.interval.opts
+    assert bars["x"].size == newest.sum() > 0
+    half = s["interval_sds"] * np.hypot(s["spread_hz"], s["measured_se_hz"])
+    np.testing.assert_allclose(np.sort(bars["height"]), np.sort(2 * half[newest]))
+    assert f"bars ± {s['interval_sds'][newest].max():.1f}·√(sd²+se²)" in window.synthesis.plot.titleLabel.text
     assert "presenter:" in window.status.text() and "dropped frames:" in window.status.text()
 
 
@@ -101,7 +105,7 @@ def test_screenshot_is_written_and_not_blank(window, tmp_path):
     assert len(colours) > 20  # panels, points, text and the stimulus, not one flat colour
 
 
-def test_synthesis_panel_bars_are_plus_minus_one_sd_and_absent_without_a_spread(qtbot, rng):
+def test_synthesis_panel_bars_are_the_95_percent_interval_and_absent_without_a_spread(qtbot, rng):
     import pyqtgraph as pg
 
     from closedloop.messages import types as msg
@@ -111,28 +115,48 @@ def test_synthesis_panel_bars_are_plus_minus_one_sd_and_absent_without_a_spread(
     qtbot.addWidget(widget)
     panel = SynthesisPanel(widget.addPlot())
     state = MonitorState()
+    state.ingest("model_events", msg.ModelUpdated(version=1, metrics={"heldout_interval_sds": 2.5}))
 
-    def result(spread, iteration):
+    def result(spread, iteration, first_id):
+        images = rng.uniform(0, 1, (3, 8, 8))
+        ids = np.arange(first_id, first_id + 3)
         state.ingest("responses", msg.BlockStatus(block=0, kind="synthesize", state="finished", iteration=iteration))
         state.ingest(
             "model_events",
             msg.SynthesizeResult(
                 unit_ids=np.array([7, 7, 3]),
                 targets=np.array([5.0, 10.0, np.nan]),  # NaN: "max", drawn at its prediction
-                images=rng.uniform(0, 1, (3, 8, 8)),
+                images=images,
                 achieved=np.array([6.0, 9.0, 30.0]),
                 model_version=1,
                 spread=spread,
             ),
         )
+        state.ingest(
+            "responses",
+            msg.BlockRequest(block=1, kind="present_synthesized", stimulus_ids=ids, image_ids=ids, pixels=images),
+        )
+        rates = np.array([[4.0, 0.0], [6.0, 0.0], [12.0, 0.0], [0.0, 27.0], [0.0, 35.0]])  # 2, 1 and 2 trials
+        state.ingest(
+            "responses",
+            msg.Responses(
+                block=1,
+                trial_ids=np.arange(5) + 10 * iteration,
+                stimulus_ids=ids[[0, 0, 1, 2, 2]],
+                rates=rates,
+                unit_ids=np.array([7, 3]),
+            ),
+        )
         panel.update(state.view())
-        return panel.spread.opts
+        return panel.interval.opts
 
-    bars = result(np.array([1.5, np.nan, 4.0]), 1)  # no bar for the image without a spread
+    bars = result(np.array([1.5, np.nan, 4.0]), 1, 0)  # no bar for the image without a spread
     np.testing.assert_allclose(bars["x"], [5.0, 30.0])
     np.testing.assert_allclose(bars["y"], [6.0, 30.0])
-    np.testing.assert_allclose(bars["height"], [3.0, 8.0])
-    assert "predicted ± 1 sd" in [label.text for _, label in panel.plot.legend.items]
+    # ± 2.5 √(sd² + se²), se of two trials 4 and 6 Hz: 1; of 27 and 35 Hz: 4
+    np.testing.assert_allclose(bars["height"], 2 * 2.5 * np.hypot([1.5, 4.0], [1.0, 4.0]))
+    assert "predicted, 95 % interval" in [label.text for _, label in panel.plot.legend.items]
+    assert "bars ± 2.5·√(sd²+se²)" in panel.plot.titleLabel.text
     items = len(panel.plot.items)
-    bars = result(None, 2)  # the next iteration, from a server that sends no spread: the bars go
+    bars = result(None, 2, 3)  # the next iteration, from a server that sends no spread: the bars go
     assert bars["x"].size == bars["height"].size == 0 and len(panel.plot.items) == items

@@ -218,6 +218,22 @@ def test_the_report_matches_a_recomputation_from_the_session_file(loop_run):
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_monitor_draws_the_reports_95_percent_intervals_from_the_session_file(loop_run):
+    from closedloop.monitor.session_source import SessionSource
+    from closedloop.monitor.state import MonitorState
+
+    folder, _ = loop_run
+    report = loop_report(folder / "s.h5", None, models_dir=None)
+    state = MonitorState()
+    source = SessionSource(folder / "s.h5", state)
+    assert source.poll() > 0
+    s = state.view().synthesized
+    drawn = dict(zip(s["stimulus_id"].tolist(), s["interval_hz"].tolist()))
+    images = [image for it in report.iterations for image in it.images]
+    assert len(images) == len(drawn) > 0 and np.all(np.isfinite([image.interval_hz for image in images]))
+    assert [drawn[image.stimulus_id] for image in images] == pytest.approx([image.interval_hz for image in images])
+
+
 def test_without_brain_or_saved_models_the_report_says_what_it_needs(loop_run):
     folder, _ = loop_run
     report = loop_report(folder / "s.h5")
@@ -313,15 +329,21 @@ def test_the_benchmark_repeats_each_loop_per_seed_and_averages_the_runs(loop_run
     def one_loop(args, out):  # which protocol each run is given
         from closedloop.config import load_protocol
 
-        copy = module.protocol_copy(args.protocol, out, iterations=args.iterations, images=args.images, seed=args.seed)
+        copy = module.protocol_copy(
+            args.protocol, out, iterations=args.iterations, images=args.images, seed=args.seed, shown=args.shown
+        )
         protocol = load_protocol(copy)
-        seeds.append((protocol.seed, protocol.synthesis.seed, out.name))
+        loop = next(block for block in protocol.blocks if block.kind == "loop")
+        shown = [inner.repeats for inner in loop.blocks if inner.kind == "present_synthesized"]
+        seeds.append((protocol.seed, protocol.synthesis.seed, out.name, shown))
         return report, 1.0, {"protocol": "p", "rig": "r", "device": "cpu", "session": str(out / "loop.h5")}
 
     monkeypatch.setattr(module, "run_loop", one_loop)
     argv = ["--rig", str(folder / "rig.yaml"), "--protocol", str(folder / "loop.yaml"), "--seeds", "3,4"]
-    status = module.main([*argv, "--presenter-stimuli", "0", "--out", str(tmp_path), "--json", str(tmp_path / "j")])
-    assert status == 0 and seeds == [(3, 3, "seed3"), (4, 4, "seed4")]
+    status = module.main(
+        [*argv, "--shown", "1", "--presenter-stimuli", "0", "--out", str(tmp_path), "--json", str(tmp_path / "j")]
+    )
+    assert status == 0 and seeds == [(3, 3, "seed3", [1]), (4, 4, "seed4", [1])]  # each image shown once
     assert "mean ± sd over the runs (seeds)" in capsys.readouterr().out
     numbers = json.loads((tmp_path / "j").read_text())
     assert [run["seed"] for run in numbers["runs"]] == [3, 4]
@@ -330,6 +352,8 @@ def test_the_benchmark_repeats_each_loop_per_seed_and_averages_the_runs(loop_run
     for bad in ("3,x", ",", "-1"):
         with pytest.raises(SystemExit):
             module.parse_args(["--seeds", bad])
+    with pytest.raises(SystemExit):
+        module.parse_args(["--shown", "0"])
 
 
 def test_the_repeat_summary_gives_mean_and_spread_per_brain_and_iteration():

@@ -92,8 +92,10 @@ def unit_ticks(unit_ids: np.ndarray, most: int = 16) -> list[tuple[int, str]]:
 class SynthesisPanel:
     """Synthesized images: target vs measured response (filled) and vs the model's prediction (open).
 
-    The prediction carries a vertical bar of ± 1 sd of the ensemble members' predictions (how
-    sure the model was); images without a spread (an older server or session file) get none.
+    The prediction carries a vertical bar, its 95 % interval for the measured mean (the loop
+    report's ± 95 %, `closedloop.monitor.synthesis.interval_halfwidths`) once the image has been
+    shown; images without a spread (an older server or session file) or whose model recorded no
+    interval factor, with too few earlier images to set one, get none.
     """
 
     #: areas of the view (state.AREAS) this panel draws
@@ -105,11 +107,13 @@ class SynthesisPanel:
         plot.addLegend(offset=(5, 5), labelTextSize="8pt")
         self.identity = IdentityLine(plot)
         # one item, given new arrays on each update: no items pile up while the loop runs
-        self.spread = pg.ErrorBarItem(x=np.zeros(0), y=np.zeros(0), height=np.zeros(0), pen=pg.mkPen(*PREDICTED, 160))
-        self.predicted = pg.ScatterPlotItem(size=7, pen=pg.mkPen(PREDICTED), brush=None, name="predicted ± 1 sd")
+        self.interval = pg.ErrorBarItem(x=np.zeros(0), y=np.zeros(0), height=np.zeros(0), pen=pg.mkPen(*PREDICTED, 160))
+        self.predicted = pg.ScatterPlotItem(
+            size=7, pen=pg.mkPen(PREDICTED), brush=None, name="predicted, 95 % interval"
+        )
         self.measured = pg.ScatterPlotItem(size=7, pen=None, brush=pg.mkBrush(*MEASURED, 200), name="measured")
         self.older = pg.ScatterPlotItem(size=5, pen=None, brush=pg.mkBrush(*MUTED, 120))
-        for item in (self.older, self.spread, self.predicted, self.measured):
+        for item in (self.older, self.interval, self.predicted, self.measured):
             plot.addItem(item)
 
     def update(self, view: MonitorView) -> None:
@@ -118,15 +122,18 @@ class SynthesisPanel:
         target = np.where(np.isfinite(s["target_hz"]), s["target_hz"], s["achieved_hz"])
         newest = s["iteration"] == (s["iteration"].max() if s["iteration"].size else 0)
         self.predicted.setData(*finite_xy(target[newest], s["achieved_hz"][newest]))
-        x, y, sd = target[newest], s["achieved_hz"][newest], s["spread_hz"][newest]
-        barred = np.isfinite(x) & np.isfinite(y) & np.isfinite(sd)
-        self.spread.setData(x=x[barred], y=y[barred], height=2 * sd[barred])  # height spans y ± sd
+        x, y, half = target[newest], s["achieved_hz"][newest], s["interval_hz"][newest]
+        barred = np.isfinite(x) & np.isfinite(y) & np.isfinite(half)
+        self.interval.setData(x=x[barred], y=y[barred], height=2 * half[barred])  # height spans y ± half
         self.measured.setData(*finite_xy(target[newest], s["measured_hz"][newest]))
         self.older.setData(*finite_xy(target[~newest], s["measured_hz"][~newest]))
         self.identity.span(target, s["measured_hz"], s["achieved_hz"])
         measured = int(np.isfinite(s["measured_hz"][newest]).sum())
         status = view.block_status
         block = f", block {status.block} {status.kind} {status.state}" if status is not None else ""
+        k = s["interval_sds"][newest]
+        factor = f", bars ± {k[np.isfinite(k)].max():.1f}·√(sd²+se²)" if np.isfinite(k).any() else ""
         titled(
-            self.plot, f"loop iteration {view.iteration}{block}: {int(newest.sum())} synthesized, {measured} measured"
+            self.plot,
+            f"loop iteration {view.iteration}{block}: {int(newest.sum())} synthesized, {measured} measured{factor}",
         )
