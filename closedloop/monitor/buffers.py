@@ -199,14 +199,15 @@ class StimulusTable:
     def add(self, slots: np.ndarray, columns: np.ndarray, rates: np.ndarray) -> None:
         """Add measured rates, one per (slot, column) pair (repeats allowed)."""
         np.add.at(self.sum, (slots, columns), rates)
-        np.add.at(self.squares, (slots, columns), rates**2)
+        with np.errstate(over="ignore"):  # a hostile 1e200 Hz makes its variance NaN, not a warning
+            np.add.at(self.squares, (slots, columns), rates**2)
         np.add.at(self.count, (slots, columns), 1)
 
     def measured_variance(self, columns: np.ndarray | slice = slice(None)) -> np.ndarray:
         """(capacity, n_columns) trial variance (``ddof=1``) of the measured rates (of ``columns``
         only if given); NaN below two trials."""
         total, n = self.sum[:, columns], self.count[:, columns].astype(np.float64)
-        with np.errstate(invalid="ignore", divide="ignore"):
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             variance = (self.squares[:, columns] - total**2 / n) / (n - 1)
         return np.where(n > 1, np.maximum(variance, 0.0), np.nan)  # rounding can dip below 0
 

@@ -228,7 +228,8 @@ def interval_halfwidths(
             k[now], _ = calibrated_interval_sds(
                 promised[earlier], measured[earlier], spread[earlier], se[earlier], photographs_k.get(made_by, math.nan)
             )
-    return k, k * np.hypot(spread, se)
+    with np.errstate(over="ignore"):  # a hostile spread or k: an infinite half-width, not drawn
+        return k, k * np.hypot(spread, se)
 
 
 def _spreads(spread: np.ndarray | None, n: int) -> list[float]:

@@ -307,7 +307,9 @@ def test_synthesized_images_get_the_loop_reports_95_percent_interval_once_shown(
     np.testing.assert_allclose(s["interval_hz"][:2], 3.0 * np.hypot([1.0, 2.0], se))
     assert np.isnan(s["interval_hz"][2])
     # a model that recorded no factor, and 3 earlier images (fewer than 19): no k for its images
-    state.ingest("model_events", msg.ModelUpdated(version=2, metrics={"heldout_interval_sds": float("inf")}))
+    for hostile in (float("inf"), float("nan"), -2.0, 0.0):  # not a factor: ignored
+        state.ingest("model_events", msg.ModelUpdated(version=2, metrics={"heldout_interval_sds": hostile}))
+    assert list(state.synth.photographs_k) == [1]
     _synthesize_and_show(state, rng, [20], [15.0], [1.0], 2, 2, 3)
     state.ingest("responses", responses(4, 11, [20, 20], np.array([[14, 0], [18, 0]], float), TWO))
     assert np.isnan(state.view().synthesized["interval_hz"][3])
