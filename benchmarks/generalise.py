@@ -267,7 +267,7 @@ def honesty(path: Path, model_path: Path, args: argparse.Namespace) -> dict:
         print(f"  no synthesis for {path.stem}: {error}", file=sys.stderr)
         return {}
     seconds = time.perf_counter() - started
-    # each image also "shown" as often as the session's photographs, to judge the fit's 95 % interval
+    # each image also "shown" as often as the session's photographs, to judge synth's 95 % interval
     reports = [
         ground_truth_report(path, checkpoint, run.result, maxed.result, repeats=args.repeats, seed=args.seed)
         for run in graded
@@ -412,10 +412,11 @@ def main(argv: list[str] | None = None) -> int:
         "slope: median per-unit slope of true rate on percentile target (1: the "
         "true rates span the asked range); err: median |true rate - target| over the unit's natural-image range; "
         "miss/sd: rms of true rate - predicted rate over rms of the ensemble's spread, percentile images, and max: "
-        "the same for 'max' images (1: the spread is an honest error bar); in 95%: true rates inside the fit's 95 % "
-        "interval, prediction ± heldout_interval_sds x sqrt(spread² + se²), each image shown --repeats times to the "
-        "simulator for its measured mean and se, percentile images (mean over the synthesis seeds); meas.: the "
-        "measured means inside it; max, meas.: the same for 'max' images"
+        "the same for 'max' images (1: the spread is an honest error bar); in 95%: true rates inside the 95 % "
+        "interval closedloop synth prints for --repeats presentations, prediction ± heldout_interval_sds x "
+        "sqrt(spread² + se²), se planned from the unit's trial noise, percentile images (mean over the synthesis "
+        "seeds); meas.: the means of --repeats simulated presentations inside it; max, meas.: the same for 'max' "
+        "images, for which synth prints none because of what these columns show"
     )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

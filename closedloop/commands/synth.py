@@ -134,6 +134,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the session or pvc-8 file the model was fitted on, for --start natural "
         "(default: the path the model records)",
     )
+    parser.add_argument(
+        "--presentations",
+        type=positive_int,
+        default=20,
+        metavar="N",
+        help="presentations planned per image: the ± 95 %% column is the interval for the mean rate over N "
+        "(default 20, the pvc-8 design)",
+    )
     parser.add_argument("--tv", type=float, default=0.0, help="total-variation penalty weight (default 0)")
     parser.add_argument(
         "--display-size",
@@ -170,6 +178,7 @@ def run(args: argparse.Namespace) -> int:
     from closedloop.model.checkpoint import load_checkpoint
     from closedloop.synth.canvas import Canvas
     from closedloop.synth.figure import library_figure
+    from closedloop.synth.interval import planned_interval_hz
     from closedloop.synth.library import read_library, write_library
     from closedloop.synth.optimise import SynthesisSettings
     from closedloop.synth.plan import DEFAULT_MIN_HELDOUT_R, checkpoint_starts, synthesize_from_checkpoint
@@ -256,10 +265,14 @@ def run(args: argparse.Namespace) -> int:
     figure_path = library_figure(library, args.out / "fig4.png")
 
     interval = checkpoint.recorded("heldout_interval_sds")
-    rows = _table_rows(library)
+    interval_hz = planned_interval_hz(
+        checkpoint, library.unit_id, library.achieved_hz, library.spread_hz, args.presentations
+    )
+    interval_hz[library.target_kind == "max"] = np.nan  # past the photographs: the factor does not hold
+    rows = _table_rows(library, interval_hz)
     print(_format_table(rows))
     spread_factor = checkpoint.recorded("heldout_error_over_spread")
-    print(_spread_note(spread_factor, interval))
+    print(_spread_note(spread_factor, interval, args.presentations, checkpoint.rate_statistics.noise_per_hz))
     result = made.result
     missed = int(np.sum(~result.converged & (library.target_kind != "max")))
     print(
@@ -289,6 +302,7 @@ def run(args: argparse.Namespace) -> int:
             "not_reached": missed,
             "heldout_error_over_spread": spread_factor,
             "heldout_interval_sds": interval,
+            "presentations": args.presentations,
             "narrow_targets": narrow,
         },
     )
@@ -310,7 +324,7 @@ def _check_not_hdf5(path: Path) -> None:
         )
 
 
-def _table_rows(library) -> list[dict]:
+def _table_rows(library, interval_hz) -> list[dict]:
     import numpy as np
 
     rows = []
@@ -323,6 +337,7 @@ def _table_rows(library) -> list[dict]:
                 "target_hz": None if maximise else float(library.target_hz[i]),
                 "achieved_hz": float(library.achieved_hz[i]),
                 "spread_hz": None if not np.isfinite(library.spread_hz[i]) else float(library.spread_hz[i]),
+                "interval_hz": None if not np.isfinite(interval_hz[i]) else float(interval_hz[i]),
                 "gap_hz": None if maximise else float(library.achieved_hz[i] - library.target_hz[i]),
                 "converged": bool(library.converged[i]),
                 "steps": int(library.steps[i]),
@@ -348,35 +363,43 @@ def _narrow_targets(made) -> list[str]:
     return [line for line in lines if line]
 
 
-def _spread_note(factor: float | None, interval: float | None) -> str:
-    """What "± sd" is, and the interval the fit's held-out photographs give."""
+def _spread_note(factor: float | None, interval: float | None, presentations: int, noise) -> str:
+    """What "± sd" and "± 95 %" are, and where the interval's factor comes from."""
     missed = "" if factor is None else f"; its held-out photographs' rates missed by {factor:.1f}x it (rms)"
-    held = (
-        "this model records no 95 % interval (fit it again for one)"
-        if interval is None
-        else f"95 % of its held-out photographs' trial means lay within prediction ± {interval:.1f} x √(sd² + se²), "
-        "se a mean's standard error; synthesized images miss by more, 'max' images most (on six simulated brains "
-        "89-98 % of percentile images' and 70-100 % of 'max' images' measured means fell inside)"
-    )
+    if interval is None or noise is None:
+        return (
+            f"± sd is the ensemble members' spread, not an error bar{missed}. This model records no "
+            f"{'95 % interval' if interval is None else 'trial noise'}, so ± 95 % is empty (fit it again for one)"
+        )
     return (
-        f"± sd is the ensemble members' spread, not an error bar{missed}. {held}; closedloop run's loop report "
-        "sets that factor from the synthesized images' own responses"
+        f"± sd is the ensemble members' spread, not an error bar{missed}. ± 95 % is the interval for an "
+        f"image's mean rate over {presentations} presentations (--presentations): prediction ± {interval:.1f} x "
+        "√(sd² + se²), se from the unit's trial noise at the predicted rate, the factor from the model's held-out "
+        "photographs, 95 % of whose trial means lay inside (on six simulated brains, 93-100 % of rate targets' "
+        "measured means). 'max' images get none: they go past the photographs, where the model misses by more "
+        "than it was checked on (such an interval held 33-93 % of their measured means). closedloop run's loop "
+        "report sets the factor from the synthesized images' own responses"
     )
 
 
 def _format_table(rows: list[dict]) -> str:
     # "± sd": the ensemble members' spread around the prediction (how sure the model is)
     # "from": the fitted image (stimulus id) the optimisation started from, or the blank screen
-    header = f"{'unit':>6} {'target':>8} {'target Hz':>10} {'achieved Hz':>12} {'± sd':>7} {'gap Hz':>8} {'from':>7}"
+    # "± 95 %": the interval for the image's mean rate over the planned presentations
+    header = (
+        f"{'unit':>6} {'target':>8} {'target Hz':>10} {'achieved Hz':>12} {'± sd':>7} {'± 95 %':>7} {'gap Hz':>8} "
+        f"{'from':>7}"
+    )
     lines = [f"{header}  converged"]
     for row in rows:
         target = "—" if row["target_hz"] is None else f"{row['target_hz']:.2f}"
         gap = "—" if row["gap_hz"] is None else f"{row['gap_hz']:+.2f}"
         spread = "—" if row.get("spread_hz") is None else f"{row['spread_hz']:.2f}"
+        interval = "—" if row.get("interval_hz") is None else f"{row['interval_hz']:.1f}"
         start = "blank" if row.get("start_image_id") is None else str(row["start_image_id"])
         done = "max" if row["target"] == "max" else ("yes" if row["converged"] else "NO")
         lines.append(
-            f"{row['unit']:>6} {row['target']:>8} {target:>10} {row['achieved_hz']:>12.2f} {spread:>7} {gap:>8} "
-            f"{start:>7}  {done}"
+            f"{row['unit']:>6} {row['target']:>8} {target:>10} {row['achieved_hz']:>12.2f} {spread:>7} {interval:>7} "
+            f"{gap:>8} {start:>7}  {done}"
         )
     return "\n".join(lines)

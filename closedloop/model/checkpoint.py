@@ -11,7 +11,8 @@ holds ``first.*`` and ``second.*`` and the per-unit ``first_weight``), ``preproc
 ``excluded_units``, ``split``, ``image_ids``, ``metrics`` (filled by the caller),
 ``model_version``, ``created`` (ISO 8601 UTC), ``closedloop_version``,
 ``trained_on``, ``rate_statistics`` (per unit: ``mean``, ``std`` and ``percentiles``
-0..100 of the mean rates over the fit images), ``fit`` (seconds, epochs, best epochs,
+0..100 of the mean rates over the fit images, and ``noise_per_hz``, their trials' variance per
+Hz, absent in files saved before it), ``fit`` (seconds, epochs, best epochs,
 member seeds) and ``history``.
 """
 
@@ -130,6 +131,7 @@ def save_checkpoint(
             "mean": _saved(stats.mean, torch.float64),
             "std": _saved(stats.std, torch.float64),
             "percentiles": _saved(stats.percentiles, torch.float64),
+            **({} if stats.noise_per_hz is None else {"noise_per_hz": _saved(stats.noise_per_hz, torch.float64)}),
         },
         "fit": {
             "seconds": float(result.fit_seconds),
@@ -199,7 +201,12 @@ def load_checkpoint(path: str | Path, device: str | torch.device | None = "auto"
             split=DataSplit.from_dict(record["split"]),
             image_ids=record["image_ids"].numpy().astype(np.int64),
             preprocessing=dict(record["preprocessing"]),
-            rate_statistics=RateStatistics(stats["mean"].numpy(), stats["std"].numpy(), stats["percentiles"].numpy()),
+            rate_statistics=RateStatistics(
+                stats["mean"].numpy(),
+                stats["std"].numpy(),
+                stats["percentiles"].numpy(),
+                stats["noise_per_hz"].numpy() if "noise_per_hz" in stats else None,  # saved before it was
+            ),
             metrics=record["metrics"],
             model_version=int(record["model_version"]),
             created=str(record["created"]),

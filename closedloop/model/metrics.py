@@ -647,10 +647,23 @@ def noise_per_hz(means: np.ndarray, variances: np.ndarray, counts: np.ndarray) -
     means, variances = (np.asarray(v, dtype=np.float64) for v in (means, variances))
     dof = np.maximum(np.broadcast_to(np.asarray(counts, dtype=np.float64), means.shape) - 1, 0)
     known = (dof > 0) & np.isfinite(means) & np.isfinite(variances)
-    spread = np.where(known, dof * variances, 0.0).sum(0)
-    level = np.where(known, dof * means, 0.0).sum(0)
+    variance_sum = np.where(known, dof * variances, 0.0).sum(0)
+    mean_sum = np.where(known, dof * means, 0.0).sum(0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(level > 0, spread / level, np.nan)
+        return np.where(mean_sum > 0, variance_sum / mean_sum, np.nan)
+
+
+def planned_standard_errors(promised: np.ndarray, noise: np.ndarray, presentations: int) -> np.ndarray:
+    """The standard error a mean over ``presentations`` trials is expected to have before any is
+    shown: √(noise · promised / presentations), ``noise`` the unit's `noise_per_hz` (per image)."""
+    promised, noise = (np.asarray(v, dtype=np.float64) for v in (promised, noise))
+    return np.sqrt(noise * np.maximum(promised, 0.0) / presentations)
+
+
+def trial_noise_per_hz(trials: np.ndarray) -> np.ndarray:
+    """`noise_per_hz` of (n_images, n_repeats, n_units) trials (NaN where a repeat is missing)."""
+    stats = _trial_stats(_as_units(trials, 3))
+    return noise_per_hz(stats.means, stats.variances, stats.counts)
 
 
 def mean_standard_errors(

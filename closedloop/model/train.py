@@ -44,6 +44,7 @@ from closedloop.model.ensemble import member_structure, stack_members, unstack_m
 from closedloop.model.given_core import StartingCore, check_core_source, install_core, starting_core
 from closedloop.model.linear import LinearPixelModel, fit_ridge
 from closedloop.model.member_settings import MemberSettings
+from closedloop.model.metrics import trial_noise_per_hz
 from closedloop.model.model_config import ModelConfig
 from closedloop.model.networks import CoreReadoutNetwork, Network, build_network, build_spec, member_seeds
 from closedloop.model.split import DataSplit, split_images
@@ -78,11 +79,15 @@ class RateStatistics:
 
     ``percentiles[k]`` is the k-th percentile (k = 0..100) of each unit's mean rate,
     shape (101, n_units); synthesis turns percentile targets into Hz with it.
+    ``noise_per_hz`` is each unit's trial variance per Hz of mean rate
+    (`closedloop.model.metrics.noise_per_hz`), from which synthesis gives a mean over a number of
+    presentations its standard error; ``None`` for a model saved before it was recorded.
     """
 
     mean: np.ndarray
     std: np.ndarray
     percentiles: np.ndarray
+    noise_per_hz: np.ndarray | None = None
 
 
 @dataclass
@@ -437,7 +442,9 @@ class PreparedFit:
             device=device,
             image_ids=np.asarray(self.dataset.image_ids, dtype=np.int64),
             preprocessing=self.dataset.preprocessing.to_dict(),
-            rate_statistics=_rate_statistics(self.rates[self.split.fit]),
+            rate_statistics=_rate_statistics(
+                self.rates[self.split.fit], self.dataset.trial_rates[self.split.fit][:, :, self.kept]
+            ),
             input_size=int(self.images.shape[1]),
             member_seeds=self.seeds,
             warm_started=warm_started,
@@ -639,12 +646,14 @@ def _checked_images(dataset: ResponseDataset) -> np.ndarray:
     return images.astype(np.float32, copy=False)
 
 
-def _rate_statistics(rates: np.ndarray) -> RateStatistics:
+def _rate_statistics(rates: np.ndarray, trials: np.ndarray) -> RateStatistics:
+    """``rates`` (n_images, n_units) trial means of ``trials`` (n_images, n_repeats, n_units)."""
+    noise = trial_noise_per_hz(trials)
     if np.all(np.isfinite(rates)):
-        return RateStatistics(rates.mean(axis=0), rates.std(axis=0), np.percentile(rates, PERCENTILES, axis=0))
+        return RateStatistics(rates.mean(axis=0), rates.std(axis=0), np.percentile(rates, PERCENTILES, axis=0), noise)
     # pooled sessions (`fit_model`'s ``partial_units``): each unit over the images it has
     return RateStatistics(
-        np.nanmean(rates, axis=0), np.nanstd(rates, axis=0), np.nanpercentile(rates, PERCENTILES, axis=0)
+        np.nanmean(rates, axis=0), np.nanstd(rates, axis=0), np.nanpercentile(rates, PERCENTILES, axis=0), noise
     )
 
 

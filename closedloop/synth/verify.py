@@ -17,6 +17,7 @@ from closedloop.data.session_format import StimulusKind
 from closedloop.sim.aperture import aperture_mask
 from closedloop.sim.archive import population_for, spec_from_archive
 from closedloop.sim.archive_spec import RESPONSE_WINDOW_S
+from closedloop.synth.interval import planned_interval_hz
 from closedloop.synth.optimise import SynthesisResult
 from closedloop.model.metrics import error_over_spread, fraction_within
 from closedloop.synth.plan import unit_metric
@@ -66,8 +67,10 @@ def ground_truth_report(
         and for "max", over the same units.
     repeats, seed
         When ``repeats`` is given, every image is also "shown" that many times to the simulator
-        (spikes drawn with ``seed``) and its measured mean and standard error judged against
-        the 95 % interval the fit recorded, prediction ± ``heldout_interval_sds``·√(spread² + se²).
+        (spikes drawn with ``seed``) and its measured mean judged against the 95 % interval
+        ``closedloop synth`` prints for that many presentations
+        (`closedloop.synth.interval.planned_interval_hz`; for "max" images, which it prints none
+        for, what that interval would hold).
 
     Returns
     -------
@@ -110,11 +113,13 @@ def ground_truth_report(
     m_units = np.asarray([job.unit for job in m.jobs])
     m_truth = m_true[np.arange(len(m.jobs)), pop_index[m_units]]
     g_shown = m_shown = None
+    g_half = m_half = np.zeros(0)
     if repeats is not None:
         rng = np.random.default_rng(seed)
         g_shown = _shown(population, g.canvas.to_display(g.images), pop_index[g_units], duration, repeats, rng)
         m_shown = _shown(population, m.canvas.to_display(m.images), pop_index[m_units], duration, repeats, rng)
-    interval = checkpoint.recorded("heldout_interval_sds")
+        g_half = planned_interval_hz(checkpoint, model_units[g_units], g.achieved_hz, g.spread_hz, repeats)
+        m_half = planned_interval_hz(checkpoint, model_units[m_units], m.achieved_hz, m.spread_hz, repeats)
 
     # RF similarity inside the aperture, at display resolution.
     inside = aperture_mask(population.size_px, population.spec.aperture_diameter_px) > 0.5
@@ -178,8 +183,8 @@ def ground_truth_report(
             # is the spread an error bar? (1 if the true rates miss by as much as it says)
             "percentile_error_over_spread": _error_over_spread(g, g_truth, rows),
             "max_error_over_spread": _error_over_spread(m, m_truth, max_rows),
-            **_interval_hits("percentile", g, g_truth, g_shown, rows, interval),
-            **_interval_hits("max", m, m_truth, m_shown, max_rows, interval),
+            **_interval_hits("percentile", g, g_truth, g_shown, g_half, rows),
+            **_interval_hits("max", m, m_truth, m_shown, m_half, max_rows),
             "rf_similarity": rf,
         }
     return out
@@ -193,16 +198,15 @@ def _error_over_spread(result: SynthesisResult, truth: np.ndarray, rows: np.ndar
 
 
 def _shown(population, images: np.ndarray, columns: np.ndarray, duration: float, repeats: int, rng) -> np.ndarray:
-    """Each image's measured mean rate and its standard error over ``repeats`` simulated
-    presentations, for the unit it was made for: (n_images, 2)."""
+    """Each image's measured mean rate over ``repeats`` simulated presentations, for the unit it was
+    made for: (n_images,)."""
     start, stop = RESPONSE_WINDOW_S
     n_bins = int(round((stop - start) / 0.001))
     counts = population.sample_binned_counts(
         images, repeats, duration_s=duration, n_bins=n_bins, bin_s=0.001, t_start_s=start, rng=rng
     )  # (n_units, n_images, repeats, n_bins)
     rates = counts.sum(axis=-1, dtype=np.float64)[columns, np.arange(images.shape[0])] / (stop - start)
-    standard_error = rates.std(axis=1, ddof=1) / np.sqrt(repeats) if repeats > 1 else np.full(len(rates), np.nan)
-    return np.stack([rates.mean(axis=1), standard_error], axis=1)
+    return rates.mean(axis=1)
 
 
 def _interval_hits(
@@ -210,18 +214,15 @@ def _interval_hits(
     result: SynthesisResult,
     truth: np.ndarray,
     shown: np.ndarray | None,
+    half: np.ndarray,
     rows: np.ndarray,
-    k: float | None,
 ) -> dict[str, float]:
     """The fractions of measured means (``shown``, from `_shown`) and true rates of a run's images
-    in ``rows`` inside prediction ± k·√(spread² + se²): none when nothing was shown, NaN without
-    a spread, a recorded k or images."""
+    in ``rows`` inside prediction ± ``half``: none when nothing was shown, NaN without an interval."""
     if shown is None:
         return {}
-    keys = (f"{name}_measured_within_interval", f"{name}_true_within_interval")
-    if result.spread_hz is None or k is None or not rows.any():
-        return dict.fromkeys(keys, float("nan"))
-    half = k * np.hypot(result.spread_hz[rows], shown[rows, 1])
-    promised = result.achieved_hz[rows]
-    measured, true = shown[rows, 0], truth[rows]
-    return {keys[0]: fraction_within(promised, measured, half), keys[1]: fraction_within(promised, true, half)}
+    promised, measured, true = result.achieved_hz[rows], shown[rows], truth[rows]
+    return {
+        f"{name}_measured_within_interval": fraction_within(promised, measured, half[rows]),
+        f"{name}_true_within_interval": fraction_within(promised, true, half[rows]),
+    }

@@ -64,8 +64,21 @@ def test_checkpoint_records_split_units_and_rate_statistics(tmp_path, dataset, f
     assert stats.percentiles.shape == (101, 3)
     assert np.allclose(stats.percentiles[0], fit_rates.min(0)) and np.allclose(stats.percentiles[100], fit_rates.max(0))
     assert np.allclose(stats.mean, fit_rates.mean(0))
+    # each unit's trial variance per Hz over the fit images' trials, by hand
+    trials = dataset.trial_rates[fitted.split.fit]
+    means, variances = trials.mean(1), trials.var(1, ddof=1)
+    by_hand = (variances * (trials.shape[1] - 1)).sum(0) / (means * (trials.shape[1] - 1)).sum(0)
+    assert np.all(by_hand > 0) and np.allclose(stats.noise_per_hz, by_hand)
     assert loaded.trained_on.startswith("cpu") and loaded.closedloop_version
     assert loaded.fit["member_seeds"] == fitted.member_seeds
+
+
+def test_a_model_saved_before_the_noise_was_recorded_reads_as_none(tmp_path, fitted):
+    path = save_checkpoint(tmp_path / "old.pt", fitted)
+    record = torch.load(path, weights_only=True)
+    del record["rate_statistics"]["noise_per_hz"]
+    torch.save(record, path)
+    assert load_checkpoint(path, device="cpu").rate_statistics.noise_per_hz is None
 
 
 def test_save_is_atomic_and_replaces(tmp_path, fitted):

@@ -102,7 +102,7 @@ def test_cli_skips_units_below_the_threshold_and_records_it(tiny_checkpoint, tmp
             "synth",
             str(model_path),
             "--targets",
-            "max",
+            "p50,max",
             "--steps",
             "10",
             "--device",
@@ -111,12 +111,14 @@ def test_cli_skips_units_below_the_threshold_and_records_it(tiny_checkpoint, tmp
             str(threshold),
             "--out",
             str(tmp_path),
+            "--presentations",
+            "5",
             "--json",
             str(tmp_path / "s.json"),
         ]
     )
     printed = capsys.readouterr().out
-    assert status == 0
+    assert status == (1 if json.loads((tmp_path / "s.json").read_text())["not_reached"] else 0)  # 10 steps
     below = checkpoint.unit_ids[~(r >= threshold)]
     assert below.size >= 1 and all(f"skipped unit {u}: held-out r" in printed for u in below)
     library = read_library(tmp_path / "library.h5")
@@ -124,20 +126,34 @@ def test_cli_skips_units_below_the_threshold_and_records_it(tiny_checkpoint, tmp
     assert np.all(np.isfinite(library.spread_hz)) and "± sd" in printed
     factor, interval = checkpoint.metrics["heldout_error_over_spread"], checkpoint.metrics["heldout_interval_sds"]
     assert f"rates missed by {factor:.1f}x it (rms)" in printed and "not an error bar" in printed
-    assert f"within prediction ± {interval:.1f} x √(sd² + se²)" in printed
+    assert f"mean rate over 5 presentations (--presentations): prediction ± {interval:.1f} x √(sd² + se²)" in printed
+    header = next(line for line in printed.splitlines() if "achieved Hz" in line)
+    assert "± sd" in header and "± 95 %" in header
     extra = json.loads(library.attrs["extra"])
     assert {row["unit_id"] for row in extra["skipped_units"]} == set(below.tolist())
     assert json.loads(library.attrs["canvas"])["max_contrast"] == pytest.approx(extra["contrast_bound"]["max_contrast"])
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["min_heldout_r"] == threshold and len(summary["skipped_units"]) == below.size
     assert summary["heldout_error_over_spread"] == factor and summary["heldout_interval_sds"] == interval
+    # each rate target's ± 95 %: k √(sd² + noise · prediction / 5), the unit's noise as the fit recorded
+    # it; "max" images get none
+    noise = dict(zip(checkpoint.unit_ids.tolist(), checkpoint.rate_statistics.noise_per_hz))
+    rows = [row for row in summary["images"] if row["target"] == "p50"]
+    expected = [
+        interval * np.hypot(row["spread_hz"], np.sqrt(noise[row["unit"]] * row["achieved_hz"] / 5)) for row in rows
+    ]
+    assert summary["presentations"] == 5 and [row["interval_hz"] for row in rows] == pytest.approx(expected)
+    assert all(f" {row['interval_hz']:.1f} " in printed for row in rows)
+    assert all(row["interval_hz"] is None for row in summary["images"] if row["target"] == "max")
+    assert "'max' images get none" in printed
 
 
 def test_a_model_that_records_no_interval_says_so():
     from closedloop.commands.synth import _spread_note
 
-    note = _spread_note(None, None)
-    assert "not an error bar" in note and "records no 95 % interval" in note
+    note = _spread_note(None, None, 20, np.ones(3))
+    assert "not an error bar" in note and "records no 95 % interval, so ± 95 % is empty" in note
+    assert "records no trial noise, so ± 95 % is empty" in _spread_note(1.5, 3.0, 20, None)
 
 
 def test_the_fit_records_how_far_its_held_out_misses_exceed_the_ensemble_spread(tiny_checkpoint):

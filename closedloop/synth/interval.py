@@ -1,0 +1,39 @@
+"""The 95 % interval a synthesized image's mean rate is given before it is shown."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from closedloop.model.metrics import planned_standard_errors
+
+
+def planned_interval_hz(
+    checkpoint, unit_ids: np.ndarray, promised: np.ndarray, spread: np.ndarray | None, presentations: int
+) -> np.ndarray:
+    """Each image's 95 % interval for its mean rate over ``presentations``: promise ± k·√(sd² + se²).
+
+    k is the factor the model recorded on its held-out photographs (``heldout_interval_sds``), sd
+    the ensemble's spread, se the standard error planned from the unit's trial noise at the promised
+    rate (`closedloop.model.metrics.planned_standard_errors`).
+
+    Parameters
+    ----------
+    checkpoint
+        The model that made the images (`closedloop.model.checkpoint.Checkpoint`).
+    unit_ids, promised, spread
+        Per image: the unit it drives, the promised rate and the spread (Hz; ``None``: none sent).
+    presentations
+        How many times each image is to be shown.
+
+    Returns
+    -------
+    numpy.ndarray
+        The half-widths (Hz); NaN where unknown: no spread, or a model that records no factor or no noise.
+    """
+    k, noise = checkpoint.recorded("heldout_interval_sds"), checkpoint.rate_statistics.noise_per_hz
+    if k is None or noise is None or spread is None:
+        return np.full(len(promised), np.nan)
+    column = {int(u): i for i, u in enumerate(checkpoint.unit_ids)}
+    unit_noise = np.asarray([noise[column[int(u)]] for u in unit_ids], dtype=np.float64)
+    se = planned_standard_errors(promised, unit_noise, presentations)
+    return k * np.hypot(np.asarray(spread, dtype=np.float64), se)
