@@ -142,10 +142,12 @@ def report_text(report) -> str:
                 else "the model's held-out photographs, easier than synthesized images"
             )
             true = f", true {_f(100 * s['true_within_interval'], 0)} %" if report.has_truth else ""
+            once = sum(image.n_presentations == 1 for image in it.images)
+            se = f" (se of the {once} shown once: their unit's trial noise)" if once else ""
             lines.append(
-                f"  95 % interval (the ± 95 % column): promise ± {_f(s['interval_sds'], 1)} x √(sd² + se²), median ± "
-                f"{_f(s['interval_halfwidth_pct'], 0)} % of the natural range (from {source}); inside it: measured "
-                f"{_f(100 * s['measured_within_interval'], 0)} %{true}"
+                f"  95 % interval (the ± 95 % column): promise ± {_f(s['interval_sds'], 1)} x √(sd² + se²){se}, "
+                f"median ± {_f(s['interval_halfwidth_pct'], 0)} % of the natural range (from {source}); inside it: "
+                f"measured {_f(100 * s['measured_within_interval'], 0)} %{true}"
             )
         after = (
             f"after the refit r {_f(s['r_predicted_after'])}, error {_f(s['error_predicted_after_pct'], 0)} %"

@@ -35,23 +35,35 @@ LOOP_PROTOCOL = PROTOCOL.replace("targets: [p50, max]", "targets: [p20, p50, p80
 )
 
 
-def write_loop_protocol(folder: Path, iterations: int = 2) -> Path:
+def write_loop_protocol(folder: Path, iterations: int = 2, shown: int = 2) -> Path:
     path = folder / "loop.yaml"
-    path.write_text(LOOP_PROTOCOL.format(top_k=2, iterations=iterations))
+    text = LOOP_PROTOCOL.format(top_k=2, iterations=iterations)
+    path.write_text(
+        text.replace("present_synthesized\n        repeats: 2", f"present_synthesized\n        repeats: {shown}")
+    )
     return path
 
 
 @pytest.fixture(scope="module")
 def loop_run(tmp_path_factory, brain_and_units):
     """One closed loop (real server, models saved), shared by the tests of this module."""
+    return _closed_loop(tmp_path_factory.mktemp("loop"), brain_and_units, shown=2)
+
+
+@pytest.fixture(scope="module")
+def shown_once_run(tmp_path_factory, brain_and_units):
+    """The same loop with every synthesized image shown once."""
+    return _closed_loop(tmp_path_factory.mktemp("once"), brain_and_units, shown=1)
+
+
+def _closed_loop(folder: Path, brain_and_units, shown: int):
     from closedloop.config import load_rig
 
     from .helpers import RIG, SCENARIO, N_UNITS
 
-    folder = tmp_path_factory.mktemp("loop")
     (folder / "scenario.yaml").write_text(SCENARIO.format(n_units=N_UNITS))
     (folder / "rig.yaml").write_text(RIG.format(scenario=folder / "scenario.yaml"))
-    rig, protocol = load_rig(folder / "rig.yaml"), load_protocol(write_loop_protocol(folder))
+    rig, protocol = load_rig(folder / "rig.yaml"), load_protocol(write_loop_protocol(folder, shown=shown))
     brain, unit_ids, channels = brain_and_units
     endpoints = Endpoints.inproc()
     settings = ServerSettings.from_configs(
@@ -232,6 +244,36 @@ def test_the_monitor_draws_the_reports_95_percent_intervals_from_the_session_fil
     images = [image for it in report.iterations for image in it.images]
     assert len(images) == len(drawn) > 0 and np.all(np.isfinite([image.interval_hz for image in images]))
     assert [drawn[image.stimulus_id] for image in images] == pytest.approx([image.interval_hz for image in images])
+
+
+def test_images_shown_once_get_their_units_noise_as_standard_error_and_an_interval(shown_once_run):
+    folder, brain = shown_once_run
+    report = loop_report(folder / "s.h5", brain, models_dir=folder / "models")
+    with SessionReader(folder / "s.h5") as reader:
+        stimuli, trials, blocks = reader.stimuli, reader.trials, reader.blocks
+        responses = np.asarray(reader.responses, dtype=np.float64)
+        column = {int(u): i for i, u in enumerate(reader.unit_ids)}
+    good = blocks["flagged"][trials["block"]] == 0
+    # each unit's noise, by hand: Σ (n − 1)·variance / Σ (n − 1)·mean over the stimuli shown twice
+    variance_sum, mean_sum = np.zeros(responses.shape[1]), np.zeros(responses.shape[1])
+    for stimulus in stimuli["id"]:
+        rates = responses[good & (trials["stimulus_id"] == stimulus)]
+        if len(rates) >= 2:
+            variance_sum += (len(rates) - 1) * rates.var(axis=0, ddof=1)
+            mean_sum += (len(rates) - 1) * rates.mean(axis=0)
+    noise = variance_sum / mean_sum
+    for it in report.iterations:
+        assert [image.n_presentations for image in it.images] == [1] * len(it.images)
+        promised = np.array([image.achieved_hz for image in it.images])
+        measured = np.array([image.measured_hz for image in it.images])
+        spread = np.array([image.spread_hz for image in it.images])
+        units = [column[image.unit_id] for image in it.images]
+        se = np.sqrt(noise[units] * (promised + measured) / 2)
+        assert [image.measured_se_hz for image in it.images] == pytest.approx(se)
+        k = it.summary["interval_sds"]  # 8 earlier images are too few: the model's photographs
+        assert k == pytest.approx(it.model_before.interval_sds)
+        assert [image.interval_hz for image in it.images] == pytest.approx(k * np.hypot(spread, se))
+    assert "(se of the 8 shown once: their unit's trial noise)" in report.text()
 
 
 def test_without_brain_or_saved_models_the_report_says_what_it_needs(loop_run):
