@@ -294,6 +294,8 @@ def honesty(path: Path, model_path: Path, args: argparse.Namespace) -> dict:
         "max_error_over_spread": every["max_error_over_spread"],
         "max_true_within_interval": every["max_true_within_interval"],
         "max_measured_within_interval": every["max_measured_within_interval"],
+        "max_true_above_floor": every["max_true_above_floor"],
+        "max_measured_above_floor": every["max_measured_above_floor"],
         **{name: float(np.mean([run[key] for run in runs])) for name, key in PERCENTILE_FIGURES.items()},
         "percentile_pooled_r_range": [min(pooled), max(pooled)],
         "percentile_runs": runs,

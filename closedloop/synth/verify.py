@@ -218,11 +218,21 @@ def _interval_hits(
     rows: np.ndarray,
 ) -> dict[str, float]:
     """The fractions of measured means (``shown``, from `_shown`) and true rates of a run's images
-    in ``rows`` inside prediction ± ``half``: none when nothing was shown, NaN without an interval."""
+    in ``rows`` inside prediction ± ``half``, and above its lower end (``…_above_floor``): none when
+    nothing was shown, NaN without an interval."""
     if shown is None:
         return {}
-    promised, measured, true = result.achieved_hz[rows], shown[rows], truth[rows]
+    promised, measured, true, half = result.achieved_hz[rows], shown[rows], truth[rows], half[rows]
+    floor = np.where(np.isfinite(half), promised - half, np.nan)
     return {
-        f"{name}_measured_within_interval": fraction_within(promised, measured, half[rows]),
-        f"{name}_true_within_interval": fraction_within(promised, true, half[rows]),
+        f"{name}_measured_within_interval": fraction_within(promised, measured, half),
+        f"{name}_true_within_interval": fraction_within(promised, true, half),
+        f"{name}_measured_above_floor": _fraction_above(measured, floor),
+        f"{name}_true_above_floor": _fraction_above(true, floor),
     }
+
+
+def _fraction_above(rates: np.ndarray, floor: np.ndarray) -> float:
+    """The fraction of ``rates`` at or above ``floor``, where both are known (NaN: none)."""
+    known = np.isfinite(rates) & np.isfinite(floor)
+    return float(np.mean(rates[known] >= floor[known])) if known.any() else float("nan")

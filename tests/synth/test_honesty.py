@@ -144,8 +144,20 @@ def test_cli_skips_units_below_the_threshold_and_records_it(tiny_checkpoint, tmp
     ]
     assert summary["presentations"] == 5 and [row["interval_hz"] for row in rows] == pytest.approx(expected)
     assert all(f" {row['interval_hz']:.1f} " in printed for row in rows)
-    assert all(row["interval_hz"] is None for row in summary["images"] if row["target"] == "max")
-    assert "'max' images get none" in printed
+    # a "max" image keeps only the interval's lower end
+    maxed = [row for row in summary["images"] if row["target"] == "max"]
+    floors = [
+        max(
+            row["achieved_hz"]
+            - interval * np.hypot(row["spread_hz"], np.sqrt(noise[row["unit"]] * row["achieved_hz"] / 5)),
+            0,
+        )
+        for row in maxed
+    ]
+    assert all(row["interval_hz"] is None for row in maxed)
+    assert [row["at_least_hz"] for row in maxed] == pytest.approx(floors)
+    assert all(f" ≥{row['at_least_hz']:.1f} " in printed for row in maxed)
+    assert "'max' images get only its lower end" in printed
 
 
 def test_a_model_that_records_no_interval_says_so():
