@@ -418,7 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         "interval closedloop synth prints for --repeats presentations, prediction ± heldout_interval_sds x "
         "sqrt(spread² + se²), se planned from the unit's trial noise, percentile images (mean over the synthesis "
         "seeds); meas.: the means of --repeats simulated presentations inside it; max, meas.: the same for 'max' "
-        "images, for which synth prints none because of what these columns show"
+        "images, for which synth prints only the interval's lower end because of what these columns show (the "
+        "JSON's max_measured_above_floor and max_true_above_floor: the fractions above it)"
     )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -69,8 +69,8 @@ def ground_truth_report(
         When ``repeats`` is given, every image is also "shown" that many times to the simulator
         (spikes drawn with ``seed``) and its measured mean judged against the 95 % interval
         ``closedloop synth`` prints for that many presentations
-        (`closedloop.synth.interval.planned_interval_hz`; for "max" images, which it prints none
-        for, what that interval would hold).
+        (`closedloop.synth.interval.planned_interval_hz`; for "max" images, which it prints only
+        the lower end of, what the whole interval would hold, and how many lay above that end).
 
     Returns
     -------
