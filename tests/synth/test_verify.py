@@ -99,6 +99,9 @@ def test_shown_images_measure_the_simulators_rates_and_are_judged_against_the_fi
     assert np.all(np.isfinite(half)) and np.all(half > 0)
     inside = np.mean(np.abs(measured - g.achieved_hz) <= half)
     assert report["units"]["all units"]["percentile_measured_within_interval"] == pytest.approx(inside)
+    above = np.mean(measured >= g.achieved_hz - half)  # the interval's lower end, what synth gives "max" images
+    assert report["units"]["all units"]["percentile_measured_above_floor"] == pytest.approx(above) and above >= inside
+    assert 0.0 <= report["units"]["all units"]["max_measured_above_floor"] <= 1.0
     again = ground_truth_report(archive, checkpoint, graded.result, maxed.result, repeats=20, seed=3)
     assert [again["units"]["all units"][key] for key in keys] == numbers  # the same spikes for the same seed
     assert (
