@@ -135,27 +135,22 @@ def test_cli_skips_units_below_the_threshold_and_records_it(tiny_checkpoint, tmp
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["min_heldout_r"] == threshold and len(summary["skipped_units"]) == below.size
     assert summary["heldout_error_over_spread"] == factor and summary["heldout_interval_sds"] == interval
-    # each rate target's ± 95 %: k √(sd² + noise · prediction / 5), the unit's noise as the fit recorded
-    # it; "max" images get none
-    noise = dict(zip(checkpoint.unit_ids.tolist(), checkpoint.rate_statistics.noise_per_hz))
-    rows = [row for row in summary["images"] if row["target"] == "p50"]
-    expected = [
-        interval * np.hypot(row["spread_hz"], np.sqrt(noise[row["unit"]] * row["achieved_hz"] / 5)) for row in rows
-    ]
-    assert summary["presentations"] == 5 and [row["interval_hz"] for row in rows] == pytest.approx(expected)
-    assert all(f" {row['interval_hz']:.1f} " in printed for row in rows)
+    # each image's ± 95 %: k √(sd² + noise · prediction / 5), the unit's noise as the fit recorded it;
     # a "max" image keeps only the interval's lower end
+    noise = dict(zip(checkpoint.unit_ids.tolist(), checkpoint.rate_statistics.noise_per_hz))
+
+    def half(row: dict) -> float:
+        return interval * np.hypot(row["spread_hz"], np.sqrt(noise[row["unit"]] * row["achieved_hz"] / 5))
+
+    rates = [row for row in summary["images"] if row["target"] == "p50"]
     maxed = [row for row in summary["images"] if row["target"] == "max"]
-    floors = [
-        max(
-            row["achieved_hz"]
-            - interval * np.hypot(row["spread_hz"], np.sqrt(noise[row["unit"]] * row["achieved_hz"] / 5)),
-            0,
-        )
-        for row in maxed
-    ]
+    assert summary["presentations"] == 5 and [row["interval_hz"] for row in rates] == pytest.approx(
+        [half(row) for row in rates]
+    )
     assert all(row["interval_hz"] is None for row in maxed)
+    floors = [max(row["achieved_hz"] - half(row), 0.0) for row in maxed]
     assert [row["at_least_hz"] for row in maxed] == pytest.approx(floors)
+    assert all(f" {row['interval_hz']:.1f} " in printed for row in rates)
     assert all(f" ≥{row['at_least_hz']:.1f} " in printed for row in maxed)
     assert "'max' images get only its lower end" in printed
 
