@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from closedloop.messages import types as msg
@@ -324,3 +326,16 @@ def test_synthesized_images_get_the_loop_reports_95_percent_interval_once_shown(
     s = state.view().synthesized
     later = s["interval_sds"][s["iteration"] == 4]
     np.testing.assert_allclose(later, 21.0 / np.sqrt(2))
+
+
+def test_hostile_rates_and_spreads_give_no_bar_and_no_warning(rng):
+    state = MonitorState()
+    state.ingest("model_events", msg.ModelUpdated(version=1, metrics={"heldout_interval_sds": 1e308}))
+    _synthesize_and_show(state, rng, [0, 1], [1e300, 5.0], [1e300, np.inf], 1, 1, 0)
+    rates = np.array([[1e200, 0.0], [1e300, 0.0], [np.inf, 0.0], [-1e308, 0.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the sums of squares, variances and half-widths stay quiet
+        warnings.filterwarnings("ignore", "overflow encountered in cast")  # the per-trial plot's float32 copy
+        state.ingest("responses", responses(1, 0, [0, 0, 1, 1], rates, TWO))
+        s = state.view().synthesized
+    assert not np.isfinite(s["interval_hz"]).any()  # an infinite or unknown half-width is never drawn
