@@ -178,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
     from closedloop.model.checkpoint import load_checkpoint
     from closedloop.synth.canvas import Canvas
     from closedloop.synth.figure import library_figure
-    from closedloop.synth.interval import planned_interval_hz
+    from closedloop.synth.interval import lower_end_hz, planned_interval_hz
     from closedloop.synth.library import read_library, write_library
     from closedloop.synth.optimise import SynthesisSettings
     from closedloop.synth.plan import DEFAULT_MIN_HELDOUT_R, checkpoint_starts, synthesize_from_checkpoint
@@ -271,7 +271,7 @@ def run(args: argparse.Namespace) -> int:
     # past the photographs the model under-promises: a "max" image keeps only the interval's lower end
     maximise = library.target_kind == "max"
     interval_hz = np.where(maximise, np.nan, planned)
-    at_least_hz = np.where(maximise, np.maximum(library.achieved_hz - planned, 0.0), np.nan)
+    at_least_hz = np.where(maximise, lower_end_hz(library.achieved_hz, planned), np.nan)
     rows = _table_rows(library, interval_hz, at_least_hz)
     print(_format_table(rows))
     spread_factor = checkpoint.recorded("heldout_error_over_spread")

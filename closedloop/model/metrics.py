@@ -558,11 +558,15 @@ def interval_sds(
         k; NaN when fewer than ``level / (1 − level)`` values are known (19 for 0.95), too few
         for the quantile.
     """
+    return _conformal_quantile(scaled_misses(predicted, actual, spread, noise_se), level)
+
+
+def _conformal_quantile(scores: np.ndarray, level: float) -> float:
+    """The ⌈(n + 1)·level⌉-th smallest of n scores; NaN when there are too few."""
     if not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level}")
-    scores = np.sort(scaled_misses(predicted, actual, spread, noise_se))
     rank = math.ceil((scores.size + 1) * level)
-    return float(scores[rank - 1]) if rank <= scores.size else float("nan")
+    return float(np.sort(scores)[rank - 1]) if rank <= scores.size else float("nan")
 
 
 def scaled_misses(
@@ -571,10 +575,18 @@ def scaled_misses(
     """|actual − predicted| / √(spread² + se²), flat, over the values where all are known and the
     scale is positive (`interval_sds`'s scores; their count is how many it drew on)."""
     predicted, actual, spread = (np.asarray(v, dtype=np.float64).ravel() for v in (predicted, actual, spread))
-    se = np.zeros_like(spread) if noise_se is None else np.asarray(noise_se, dtype=np.float64).ravel()
-    scale = np.hypot(spread, se)
+    scale = interval_halfwidths(1.0, spread, None if noise_se is None else np.ravel(noise_se))
     known = np.isfinite(predicted) & np.isfinite(actual) & np.isfinite(scale) & (scale > 0)
     return np.abs(actual[known] - predicted[known]) / scale[known]
+
+
+def interval_halfwidths(k: float | np.ndarray, spread: np.ndarray, noise_se: np.ndarray | None = None) -> np.ndarray:
+    """The interval's half-widths, k·√(spread² + se²) (k one factor or one per value; ``noise_se``
+    ``None``: exact rates, se 0)."""
+    spread = np.asarray(spread, dtype=np.float64)
+    se = np.zeros_like(spread) if noise_se is None else np.asarray(noise_se, dtype=np.float64)
+    with np.errstate(over="ignore"):  # a hostile spread or k: an infinite half-width, never drawn
+        return k * np.hypot(spread, se)
 
 
 def fraction_within(predicted: np.ndarray, actual: np.ndarray, half_width: np.ndarray) -> float:
@@ -619,10 +631,9 @@ def calibrated_interval_sds(
     tuple of (float, int)
         k, and how many earlier values set it (0: it is ``fallback``).
     """
-    k = interval_sds(predicted, actual, spread, noise_se, level)
-    if math.isfinite(k):
-        return k, int(scaled_misses(predicted, actual, spread, noise_se).size)
-    return float(fallback), 0
+    scores = scaled_misses(predicted, actual, spread, noise_se)
+    k = _conformal_quantile(scores, level)
+    return (k, int(scores.size)) if math.isfinite(k) else (float(fallback), 0)
 
 
 def noise_per_hz(means: np.ndarray, variances: np.ndarray, counts: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ may see the `BlockRequest` before the `SynthesizeResult` it came from: the finge
 of recently presented images are kept too (bounded), and a late result is matched
 against them.
 
-Each image's 95 % interval for its measured mean (`interval_halfwidths`) is the loop
+Each image's 95 % interval for its measured mean (`synthesized_intervals`) is the loop
 report's: promise ± k·√(spread² + se²), k from the earlier iterations' images once there
 are enough of them, else the one the model that made it recorded from its held-out
 photographs (``heldout_interval_sds`` in its `ModelUpdated` metrics).
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from closedloop.model.metrics import calibrated_interval_sds
+from closedloop.model.metrics import calibrated_interval_sds, interval_halfwidths
 
 
 def fingerprint(image: np.ndarray) -> bytes:
@@ -199,7 +199,7 @@ class SynthTracker:
         }
 
 
-def interval_halfwidths(
+def synthesized_intervals(
     columns: dict[str, np.ndarray], photographs_k: Mapping[int, float]
 ) -> tuple[np.ndarray, np.ndarray]:
     """Each synthesized image's 95 % interval for its measured mean, as the loop report sets it.
@@ -228,8 +228,7 @@ def interval_halfwidths(
             k[now], _ = calibrated_interval_sds(
                 promised[earlier], measured[earlier], spread[earlier], se[earlier], photographs_k.get(made_by, math.nan)
             )
-    with np.errstate(over="ignore"):  # a hostile spread or k: an infinite half-width, not drawn
-        return k, k * np.hypot(spread, se)
+    return k, interval_halfwidths(k, spread, se)
 
 
 def _spreads(spread: np.ndarray | None, n: int) -> list[float]:

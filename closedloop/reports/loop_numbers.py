@@ -33,6 +33,7 @@ from closedloop.model.metrics import (
     calibrated_interval_sds,
     error_over_spread,
     fraction_within,
+    interval_halfwidths,
     mean_standard_errors,
     noise_per_hz,
 )
@@ -449,7 +450,7 @@ def iteration_interval(
     fallback = model.interval_sds if model is not None else math.nan
     k, used = calibrated_interval_sds(promised, measured, spread, se, fallback)
     promised, spread, measured, se, true = _rates(images, *_MEASURED, "true_hz")
-    half = k * np.hypot(spread, se)
+    half = interval_halfwidths(k, spread, se)
     for image, width in zip(images, half):
         image.interval_hz = float(width)
     with np.errstate(divide="ignore", invalid="ignore"):  # a unit whose natural rates never varied

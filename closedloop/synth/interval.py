@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from closedloop.model.metrics import planned_standard_errors
+from closedloop.model.metrics import interval_halfwidths, planned_standard_errors
 
 
 def planned_interval_hz(
@@ -36,4 +36,10 @@ def planned_interval_hz(
     column = {int(u): i for i, u in enumerate(checkpoint.unit_ids)}
     unit_noise = np.asarray([noise[column[int(u)]] for u in unit_ids], dtype=np.float64)
     se = planned_standard_errors(promised, unit_noise, presentations)
-    return k * np.hypot(np.asarray(spread, dtype=np.float64), se)
+    return interval_halfwidths(k, spread, se)
+
+
+def lower_end_hz(promised: np.ndarray, half_width: np.ndarray) -> np.ndarray:
+    """The interval's lower end, promise − half-width, at least 0 Hz: all `closedloop synth` gives a
+    "max" image, which the model under-promises past the photographs."""
+    return np.maximum(np.asarray(promised, dtype=np.float64) - half_width, 0.0)

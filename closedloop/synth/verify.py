@@ -17,7 +17,7 @@ from closedloop.data.session_format import StimulusKind
 from closedloop.sim.aperture import aperture_mask
 from closedloop.sim.archive import population_for, spec_from_archive
 from closedloop.sim.archive_spec import RESPONSE_WINDOW_S
-from closedloop.synth.interval import planned_interval_hz
+from closedloop.synth.interval import lower_end_hz, planned_interval_hz
 from closedloop.synth.optimise import SynthesisResult
 from closedloop.model.metrics import error_over_spread, fraction_within
 from closedloop.synth.plan import unit_metric
@@ -223,7 +223,7 @@ def _interval_hits(
     if shown is None:
         return {}
     promised, measured, true, half = result.achieved_hz[rows], shown[rows], truth[rows], half[rows]
-    floor = np.where(np.isfinite(half), promised - half, np.nan)
+    floor = lower_end_hz(promised, half)  # NaN where the half-width is
     return {
         f"{name}_measured_within_interval": fraction_within(promised, measured, half),
         f"{name}_true_within_interval": fraction_within(promised, true, half),

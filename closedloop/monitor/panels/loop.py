@@ -93,7 +93,7 @@ class SynthesisPanel:
     """Synthesized images: target vs measured response (filled) and vs the model's prediction (open).
 
     The prediction carries a vertical bar, its 95 % interval for the measured mean (the loop
-    report's ± 95 %, `closedloop.monitor.synthesis.interval_halfwidths`) once the image has been
+    report's ± 95 %, `closedloop.monitor.synthesis.synthesized_intervals`) once the image has been
     shown; images without a spread (an older server or session file) or whose model recorded no
     interval factor, with too few earlier images to set one, get none.
     """
