@@ -9,7 +9,6 @@ processes on one machine over ``ipc://`` or ``tcp://127.0.0.1:PORT``.  Binding t
 from __future__ import annotations
 
 import os
-import random
 import socket
 import tempfile
 import threading
@@ -31,22 +30,6 @@ _REMEMBERED_PORTS = 4096
 _MAX_SKIPPED_PORTS = 1000
 _drawn_ports: dict[int, None] = {}
 _drawn_lock = threading.Lock()
-# Ports are drawn between this and the kernel's ephemeral range: there no outgoing connection
-# (every ZeroMQ connect takes an ephemeral port) can take a drawn port before it is bound.
-_FIRST_DRAWN_PORT = 10_000
-_EPHEMERAL_RANGE = "/proc/sys/net/ipv4/ip_local_port_range"
-_draws = random.SystemRandom()
-
-
-def _drawable_ports() -> range:
-    """The ports below the kernel's ephemeral range, from `_FIRST_DRAWN_PORT` (empty where the
-    range cannot be read: the kernel then picks)."""
-    try:
-        with open(_EPHEMERAL_RANGE) as handle:
-            first_ephemeral = int(handle.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return range(0)
-    return range(_FIRST_DRAWN_PORT, first_ephemeral)
 
 
 def tcp_endpoint(port: int | None = None, host: str = LOOPBACK) -> str:
@@ -67,15 +50,10 @@ def free_tcp_ports(n: int, host: str = LOOPBACK) -> list[int]:
 
     The kernel may hand the same free port to two draws in a row, so two endpoints drawn one
     after the other could collide when both are bound; ports drawn before are therefore
-    skipped (the last `_REMEMBERED_PORTS` of them). Ports are drawn at random below the kernel's
-    ephemeral range where it leaves room (`_drawable_ports`), so that an outgoing connection
-    cannot take one before it is bound.
+    skipped (the last `_REMEMBERED_PORTS` of them).
     """
     if n < 1:
         raise ValueError(f"n must be at least 1, got {n}")
-    drawable = _drawable_ports()
-    if len(drawable) < n + _MAX_SKIPPED_PORTS:
-        drawable = range(0)
     probes: list[socket.socket] = []
     ports: list[int] = []
     with _drawn_lock:
@@ -85,10 +63,7 @@ def free_tcp_ports(n: int, host: str = LOOPBACK) -> list[int]:
                     raise OSError(f"no free TCP port on {host} that was not drawn before")
                 probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
                 probes.append(probe)  # held open so this draw never sees the same port twice
-                try:
-                    probe.bind((host, _draws.choice(drawable) if drawable else 0))
-                except OSError:  # in use: draw again
-                    continue
+                probe.bind((host, 0))
                 port = probe.getsockname()[1]
                 if port not in _drawn_ports:
                     ports.append(port)
