@@ -20,6 +20,7 @@ import zmq
 from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils.monitor import parse_monitor_message
 
+from closedloop.transport.endpoints import inproc_endpoint
 from closedloop.transport.receiver import RateLimitedLog
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,9 @@ class Guard:
 
     def watch(self, socket: zmq.Socket, endpoint: str) -> None:
         """Count refused connections to ``socket`` (call from the socket's own thread)."""
-        address = f"inproc://closedloop-monitor-{id(socket):x}-{threading.get_ident():x}"
+        # a name of its own: a socket's id() and its thread's ident both come back for the next
+        # socket, while the closed one's monitor may still hold the old name ("Address already in use")
+        address = inproc_endpoint("closedloop-monitor")
         socket.monitor(address, _EVENTS)
         self._new.put((address, endpoint))
 
@@ -103,7 +106,11 @@ class Guard:
                 pair.close(0)
 
     def _monitor(self, address: str, endpoint: str, monitors: dict[zmq.Socket, str], poller: zmq.Poller) -> None:
-        pair = self.context.socket(zmq.PAIR)
+        try:
+            pair = self.context.socket(zmq.PAIR)
+        except zmq.ZMQError as error:  # e.g. the context's socket limit: the socket goes unwatched, the rest on
+            logger.warning("%s: refused connections are not counted: %s", endpoint, error)
+            return
         pair.linger = 0
         pair.connect(address)
         poller.register(pair, zmq.POLLIN)

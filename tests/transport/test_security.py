@@ -119,6 +119,14 @@ def test_an_idle_guard_uses_no_cpu(keys) -> None:
     assert float(done.stdout.split()[-1]) < 0.2
 
 
+def test_binding_sockets_opened_one_after_another_are_each_watched(keys) -> None:
+    # each takes the memory, hence the id(), of the one closed before it, in the same thread:
+    # their refusal monitors once shared a name, and binding failed with "Address already in use"
+    for _ in range(200):
+        with RequestServer("tcp://127.0.0.1:*", source="server", security=curve(keys, "model")):
+            pass
+
+
 @pytest.mark.parametrize("intruder", ["plain", "unknown key"])
 def test_a_peer_without_an_allowed_key_is_refused_and_counted(keys, intruder) -> None:
     security = PLAIN
