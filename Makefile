@@ -33,7 +33,7 @@ $(STAMP): pyproject.toml Makefile
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "closedloop needs Python >= 3.11; set PYTHON=python3.11 (or newer)")'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[present,monitor,lsl,scale,test]"
+	$(PY) -m pip install --quiet -e ".[present,monitor,lsl,scale,pyramid,test]"
 	# PsychoPy's own dependency list pulls ~1 GB and pins numpy < 2.4 (docs/methods.md, Installing):
 	# install it alone; the [present] extra above brings what psychopy.visual needs.
 	$(PY) -m pip install --quiet --no-deps $(PSYCHOPY)

@@ -13,7 +13,11 @@ Families (scenario files under ``sim/``), each a different V1 model class:
                     next to photographs;
 - ``normalised-rim`` sim/normalised_rim.yaml: normalised units whose RFs sit toward the
                     aperture's rim, shown all three image kinds — added after the gabor
-                    presets were chosen on the five above, as a brain none was compared on.
+                    presets were chosen on the five above, as a brain none was compared on;
+- ``pyramid``       sim/pyramid.yaml: simple and complex units read from plenoptic's steerable
+                    pyramid and ON/OFF units from its OnOff model with Berardino et al.'s
+                    fitted parameters: filters from another lab's code, not Gabors, added
+                    after the defaults were settled (needs ``pip install '.[pyramid]'``).
 
 Steps:
 
@@ -70,6 +74,7 @@ FAMILIES = {
     "offset": "sim/offset.yaml",
     "textures": "sim/textures.yaml",
     "normalised-rim": "sim/normalised_rim.yaml",
+    "pyramid": "sim/pyramid.yaml",
 }
 PERCENTILE_TARGETS = "p20,p35,p50,p65,p80"
 #: The percentile figures averaged over synthesis seeds: this benchmark's name -> the report's key.

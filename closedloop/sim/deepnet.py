@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from closedloop.sim.aperture import GREY, centred_coordinates, fit_to_grid
+from closedloop.sim.readout import gaussian_windows
 from closedloop.sim.units import gabor
 
 ORIENTATIONS_DEG = (0.0, 45.0, 90.0, 135.0)
@@ -83,18 +84,10 @@ class DeepStage:
         self.w2 = rng.normal(0.0, np.sqrt(2.0 / (CHANNELS * 25)), (CHANNELS, CHANNELS, 5, 5))
         self.w3 = rng.normal(0.0, np.sqrt(2.0 / (CHANNELS * 9)), (CHANNELS, CHANNELS, 3, 3))
         sizes = {1: size_px // POOL_1, 2: size_px // POOL_1 // POOL_2, 3: size_px // POOL_1 // POOL_2}
-        self.readout = {depth: self._windows(params, depth, sizes[depth], size_px, ppd) for depth in (1, 2, 3)}
-
-    def _windows(self, params: dict[str, np.ndarray], depth: int, side: int, size_px: int, ppd: float) -> np.ndarray:
-        """Gaussian readout windows on a layer's grid, (n_units, side²), each summing to 1."""
-        scale = size_px / side  # input pixels per layer pixel
-        coords = (np.arange(side) + 0.5) * scale - size_px / 2.0
-        gx, gy = np.meshgrid(coords, -coords)  # y up, as RF centres are
-        cx = params["x_deg"][:, None, None] * ppd
-        cy = params["y_deg"][:, None, None] * ppd
-        window = np.exp(-0.5 * ((gx - cx) ** 2 + (gy - cy) ** 2) / (READOUT_SIGMA_PX * scale) ** 2)
-        window = window.reshape(len(cx), -1)
-        return window / window.sum(axis=1, keepdims=True)
+        self.readout = {
+            depth: gaussian_windows(params["x_deg"], params["y_deg"], sizes[depth], size_px, ppd, READOUT_SIGMA_PX)
+            for depth in (1, 2, 3)
+        }
 
     def layers(self, images: np.ndarray) -> list[np.ndarray]:
         """Activations of the three layers, each (n, CHANNELS, side, side)."""

@@ -5,6 +5,8 @@
   contrast saturation (`closedloop.sim.normalisation`).
 - ``deep``: a seeded random multi-layer CNN read out at several depths
   (`closedloop.sim.deepnet`).
+- ``pyramid``: filters and a fitted front end from another lab's code, plenoptic
+  (`closedloop.sim.pyramid`).
 
 Each stage turns images into a non-negative raw drive per unit; the population's
 calibrated output nonlinearity, time course and spiking are shared by all families.
@@ -19,6 +21,7 @@ import numpy as np
 
 from closedloop.sim.deepnet import DeepStage, draw_deep_parameters
 from closedloop.sim.normalisation import NormalisationStage, draw_normalisation_parameters
+from closedloop.sim.pyramid import PyramidStage, draw_pyramid_parameters
 from closedloop.sim.spec import PopulationSpec
 from closedloop.sim.units import ClassicStage, draw_unit_parameters
 
@@ -59,6 +62,13 @@ def build_stage(
         }
         weights_rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
         return DeepStage(types, params, size, ppd, weights_rng), params
+    if spec.family == "pyramid":
+        params = {
+            "x_deg": centres_deg[:, 0].copy(),
+            "y_deg": centres_deg[:, 1].copy(),
+            **draw_pyramid_parameters(types, rng),
+        }
+        return PyramidStage(types, params, size, ppd), params
     params = draw_unit_parameters(types, centres_deg, spec.sf_cpd, rng)
     if spec.family == "normalisation":
         params.update(

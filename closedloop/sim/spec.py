@@ -19,12 +19,14 @@ FAMILY_UNIT_TYPES: dict[str, tuple[str, ...]] = {
     "classic": UNIT_TYPES,
     "normalisation": ("simple", "complex"),
     "deep": ("layer1", "layer2", "layer3"),
+    "pyramid": ("simple", "complex", "centre_surround"),
 }
 #: Stimulus sets an archive can show (see `closedloop.sim.stimuli`).
 IMAGE_SETS: tuple[str, ...] = ("photographs", "pink_noise", "dead_leaves", "mixed")
 _FAMILY_DEFAULT_FRACTIONS: dict[str, dict[str, float]] = {
     "normalisation": {"simple": 0.4, "complex": 0.6},
     "deep": {"layer1": 0.3, "layer2": 0.4, "layer3": 0.3},
+    "pyramid": {"simple": 0.4, "complex": 0.4, "centre_surround": 0.2},
 }
 
 _DEFAULT_FRACTIONS = {
@@ -90,9 +92,10 @@ class PopulationSpec:
     family
         Model class of the units' stimulus-to-drive stage: ``"classic"`` (LN
         filters and energy models), ``"normalisation"`` (divisive normalisation
-        with tuned surround suppression and contrast saturation) or ``"deep"``
+        with tuned surround suppression and contrast saturation), ``"deep"``
         (a seeded random multi-layer convolutional network read out at several
-        depths).  Fractions then use that family's unit types
+        depths) or ``"pyramid"`` (plenoptic's steerable pyramid and fitted
+        on/off front end, `closedloop.sim.pyramid`; needs plenoptic).  Fractions then use that family's unit types
         (`FAMILY_UNIT_TYPES`); left at the default they take the family's own.
     images
         Stimulus set an archive shows: ``"photographs"``, ``"pink_noise"`` (1/f),

@@ -13,7 +13,7 @@ from closedloop.sim.archive import ArchiveSpec, make_archive, population_for, sp
 from closedloop.sim.stimuli import dead_leaves, pink_noise, stimulus_set
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "sim"
-FAMILY_FILES = ("normalisation.yaml", "deep.yaml", "offset.yaml", "textures.yaml", "normalised_rim.yaml")
+FAMILY_FILES = ("normalisation", "deep", "offset", "textures", "normalised_rim", "pyramid")
 
 
 def small(family: str, **changes) -> SimulatedV1:
@@ -22,7 +22,7 @@ def small(family: str, **changes) -> SimulatedV1:
 
 @pytest.mark.parametrize("name", FAMILY_FILES)
 def test_shipped_family_scenarios_load(name):
-    spec = load_scenario(SCENARIOS / name)
+    spec = load_scenario(SCENARIOS / f"{name}.yaml")
     assert spec.n_units == 40 and sum(spec.unit_counts().values()) == 40
 
 
