@@ -10,7 +10,7 @@ fraction) and optional ``name`` and ``description`` strings::
       seed: 1
       fractions: {simple: 0.35, complex: 0.3, centre_surround: 0.1, texture: 0.15, weak: 0.1}
 
-``population.family`` picks the model class (classic, normalisation, deep) and
+``population.family`` picks the model class (classic, normalisation, deep, pyramid) and
 ``population.images`` the stimulus set archives show.  Missing fields take the
 `PopulationSpec` defaults.  Unknown keys, wrong types and
 bad values raise `ConfigError` with the file, line and dotted field name.
