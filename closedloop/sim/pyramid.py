@@ -8,8 +8,8 @@ on filters it was not shaped around:
   pyramid (Simoncelli & Freeman 1995; 4 orientations, the bands peaking near 3.3 and
   1.7 cycles/deg at the pvc-8 pixel scale).  A simple unit is the half-wave rectified
   real part of the coefficient at its phase, a complex unit its modulus (energy).
-  Their tuning (polar-separable, about an octave wide in frequency and 45° in
-  orientation) is not a Gabor's.
+  Their tuning (polar-separable: an octave per band, cos³ in orientation) is not a
+  Gabor's.
 - ``centre_surround`` units read the ON or OFF channel of plenoptic's ``OnOff`` model
   with the parameters Berardino et al. (2017) fitted to human perceptual judgements:
   difference-of-Gaussians centre-surround filters followed by luminance and contrast
@@ -80,6 +80,8 @@ class PyramidStage:
     """
 
     def __init__(self, types: np.ndarray, params: dict[str, np.ndarray], size_px: int, ppd: float):
+        import torch
+
         plenoptic = _plenoptic()
         self.size_px = size_px
         self.types = np.asarray(types)
@@ -93,11 +95,14 @@ class PyramidStage:
         )
         self.onoff = plenoptic.models.OnOff(ONOFF_KERNEL, pretrained=True, cache_filt=True)
         self.onoff.requires_grad_(False)
-        sides: dict[int | str, int] = {band: -(-size_px // 2**band) for band in BANDS}
-        sides["onoff"] = size_px // ONOFF_POOL
+        self.grey = self._onoff_maps(np.full((1, size_px, size_px), GREY))
+        # each map's side as the models make it at this image size
+        with torch.no_grad():
+            bands = self.pyramid(torch.zeros(1, 1, size_px, size_px, dtype=torch.float64))
+        sides: dict[int | str, int] = {band: bands[band].shape[-1] for band in BANDS}
+        sides["onoff"] = self.grey.shape[-1]
         x, y = params["x_deg"], params["y_deg"]
         self.windows = {key: gaussian_windows(x, y, n, size_px, ppd, READOUT_SIGMA_PX) for key, n in sides.items()}
-        self.grey = self._onoff_maps(np.full((1, size_px, size_px), GREY))
 
     def _onoff_maps(self, images: np.ndarray) -> np.ndarray:
         import torch

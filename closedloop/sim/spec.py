@@ -21,6 +21,8 @@ FAMILY_UNIT_TYPES: dict[str, tuple[str, ...]] = {
     "deep": ("layer1", "layer2", "layer3"),
     "pyramid": ("simple", "complex", "centre_surround"),
 }
+#: The pyramid family reads band 3 of a 4-band steerable pyramid, which needs this many pixels.
+PYRAMID_MIN_SIZE_PX = 64
 #: Stimulus sets an archive can show (see `closedloop.sim.stimuli`).
 IMAGE_SETS: tuple[str, ...] = ("photographs", "pink_noise", "dead_leaves", "mixed")
 _FAMILY_DEFAULT_FRACTIONS: dict[str, dict[str, float]] = {
@@ -260,6 +262,9 @@ def spec_problems(spec: Any) -> list[tuple[str, str]]:
         "family",
         f"unknown family {spec.family!r}; allowed: {', '.join(FAMILY_UNIT_TYPES)}",
     )
+    if spec.family == "pyramid" and isinstance(spec.size_px, int):
+        # its coarsest band read is the steerable pyramid's fourth, which needs 64 px or more
+        need(spec.size_px >= PYRAMID_MIN_SIZE_PX, "size_px", f"family pyramid needs at least {PYRAMID_MIN_SIZE_PX} px")
     need(spec.images in IMAGE_SETS, "images", f"unknown image set {spec.images!r}; allowed: {', '.join(IMAGE_SETS)}")
     optional = ("rf_eccentricity_deg",) if spec.rf_eccentricity_deg is not None else ()
     for name in _RANGE_FIELDS + optional:

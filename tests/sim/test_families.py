@@ -113,6 +113,7 @@ def test_stimulus_sets_are_seeded_and_mixed_interleaves():
         ("population:\n  family: deep\n  fractions: {simple: 1.0}\n", "population.fractions"),
         ("population:\n  rf_eccentricity_deg: [0.5, 2.0]\n", "population.rf_eccentricity_deg"),
         ("population:\n  semisaturation_contrast: [0, 0.1]\n", "population.semisaturation_contrast"),
+        ("population:\n  family: pyramid\n  size_px: 50\n  aperture_diameter_px: 40\n", "population.size_px"),
     ],
 )
 def test_bad_family_fields_name_the_field(tmp_path, text, field):
