@@ -56,9 +56,8 @@ def test_on_units_rise_with_a_bright_spot_and_off_units_with_a_dark_one():
 
 
 def test_the_family_is_seeded_and_its_grey_screen_gives_the_spontaneous_rate(natural):
-    first, again, other = pyramid({"simple": 0.4, "complex": 0.4, "centre_surround": 0.2}), None, None
-    again = SimulatedV1(first.spec, seed=4)
-    other = SimulatedV1(first.spec, seed=5)
+    first = pyramid({"simple": 0.4, "complex": 0.4, "centre_surround": 0.2})
+    again, other = SimulatedV1(first.spec, seed=4), SimulatedV1(first.spec, seed=5)
     rates = first.expected_rates(natural[:20])
     assert rates.shape == (20, 8) and np.all(np.isfinite(rates)) and np.all(rates >= 0)
     np.testing.assert_array_equal(rates, again.expected_rates(natural[:20]))
