@@ -125,6 +125,10 @@ def test_binding_sockets_opened_one_after_another_are_each_watched(keys) -> None
     for _ in range(200):
         with RequestServer("tcp://127.0.0.1:*", source="server", security=curve(keys, "model")):
             pass
+    with RequestServer("tcp://127.0.0.1:*", source="server", security=curve(keys, "model")) as server:
+        with RequestClient(server.endpoint, source="runner", security=PLAIN) as rogue:
+            rogue.send(Heartbeat())
+            assert wait_for(lambda: server.refused >= 1)  # the last one's monitor counts its refusals
 
 
 @pytest.mark.parametrize("intruder", ["plain", "unknown key"])
