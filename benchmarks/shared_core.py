@@ -3,7 +3,11 @@
 Per simulator family (`benchmarks/generalise.py`'s ``FAMILIES``), ``--sessions`` simulated
 sessions of different populations (seeds 1..N, ``--units`` each; session 1 is
 generalise.py's archive of that family) show one image set (``--image-sets same``, image
-seed 1, as pvc-8's sessions) or each its own (``different``: image seeds 1..N).  Session 1
+seed 1, as pvc-8's sessions) or each its own (``different``: image seeds 1..N).  The deep
+family's sessions record from one network (``--brains one``, the default: network seed 1,
+session 1's, as a lab's sessions record one animal's V1) or each from its own
+(``each``: the network follows the session's seed); the other families have no
+network, and their sessions' units are drawn from one family alike.  Session 1
 is then fitted with the default preset five ways, scored on its own held-out images:
 
 - ``alone``: `closedloop fit` on it alone;
@@ -49,6 +53,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--image-sets", choices=("same", "different"), default="same", help="the sessions' images (default same)"
     )
+    parser.add_argument(
+        "--brains",
+        choices=("one", "each"),
+        default="one",
+        help="deep family: the sessions record one network (default) or each its own",
+    )
     parser.add_argument("--units", type=int, default=30, help="units per session (default 30)")
     parser.add_argument("--images", type=int, default=270, help="natural images (default 270)")
     parser.add_argument("--repeats", type=int, default=20, help="repeats per image (default 20)")
@@ -83,11 +93,14 @@ def sessions(family: str, args: argparse.Namespace) -> list[Path]:
     folder = args.out / "archives"
     folder.mkdir(parents=True, exist_ok=True)
     scenario = Path(FAMILIES[family])
+    if family == "deep" and args.brains == "one":
+        scenario = one_network_scenario(scenario, folder)
     wanted = json.dumps([scenario.read_text(), args.units, args.images, args.repeats])
     paths = []
     for seed in range(1, args.sessions + 1):
         image_seed = 1 if args.image_sets == "same" else seed
-        path = folder / (f"{family}_s{seed}.h5" if image_seed == 1 else f"{family}_s{seed}_i{image_seed}.h5")
+        name = f"{family}_s{seed}" + ("" if image_seed == 1 else f"_i{image_seed}")
+        path = folder / f"{name}{'_n1' if scenario.parent == folder else ''}.h5"
         stamp = path.with_suffix(".spec.json")
         if not (path.exists() and stamp.exists() and stamp.read_text() == wanted):
             spec = ArchiveSpec(
@@ -102,6 +115,19 @@ def sessions(family: str, args: argparse.Namespace) -> list[Path]:
             stamp.write_text(wanted)
         paths.append(path)
     return paths
+
+
+def one_network_scenario(scenario: Path, folder: Path) -> Path:
+    """A copy of ``scenario`` whose sessions all read network seed 1 (kept beside the archives it makes)."""
+    import yaml
+
+    text = yaml.safe_load(scenario.read_text())
+    text["population"]["network_seed"] = 1
+    path = folder / f"{scenario.stem}_network1.yaml"
+    wanted = yaml.safe_dump(text, sort_keys=False)
+    if not (path.exists() and path.read_text() == wanted):
+        path.write_text(wanted)
+    return path
 
 
 def score(result, dataset, seed: int) -> dict:
@@ -214,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         for family in args.family_list:
             results[family] = family_rows(family, args)
     print(
-        f"session 1 of {args.sessions} sessions per family, {args.image_sets} images "
+        f"session 1 of {args.sessions} sessions per family, {args.image_sets} images, "
+        f"deep: {'one network' if args.brains == 'one' else 'a network each'} "
         f"({args.units} units x {args.images} images x {args.repeats} repeats each); 'few': {args.few} fit images; "
         f"device {describe_device(device)}; "
         f"{time.perf_counter() - started:.0f} s in all"

@@ -60,7 +60,8 @@ def build_stage(
             "y_deg": centres_deg[:, 1].copy(),
             **draw_deep_parameters(types, rng),
         }
-        weights_rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
+        network_seed = seed if spec.network_seed is None else spec.network_seed
+        weights_rng = np.random.default_rng(np.random.SeedSequence([network_seed, 2]))
         return DeepStage(types, params, size, ppd, weights_rng), params
     if spec.family == "pyramid":
         params = {

@@ -91,6 +91,10 @@ class PopulationSpec:
     seed
         Seed of everything random in the population; ``None`` draws one (recorded
         by `SimulatedV1`).
+    network_seed
+        Deep family only: seed of the network's random weights.  ``None`` takes
+        ``seed``.  Give several sessions (population seeds) one ``network_seed`` to
+        record different units of one brain, as a lab's sessions do.
     family
         Model class of the units' stimulus-to-drive stage: ``"classic"`` (LN
         filters and energy models), ``"normalisation"`` (divisive normalisation
@@ -132,6 +136,7 @@ class PopulationSpec:
     rf_scatter_deg: float = 0.04
     calibration_images: int = 256
     seed: int | None = None
+    network_seed: int | None = None
     family: str = "classic"
     images: str = "photographs"
     rf_eccentricity_deg: tuple[float, float] | None = None
@@ -237,12 +242,14 @@ def spec_problems(spec: Any) -> list[tuple[str, str]]:
             name,
             f"must be a positive whole number, got {value!r}",
         )
-    if spec.seed is not None:
-        need(
-            isinstance(spec.seed, int) and not isinstance(spec.seed, bool) and spec.seed >= 0,
-            "seed",
-            f"must be a non-negative whole number or null, got {spec.seed!r}",
-        )
+    for name in ("seed", "network_seed"):
+        value = getattr(spec, name)
+        if value is not None:
+            need(
+                isinstance(value, int) and not isinstance(value, bool) and value >= 0,
+                name,
+                f"must be a non-negative whole number or null, got {value!r}",
+            )
     need(
         _is_number(spec.pixels_per_degree) and spec.pixels_per_degree > 0,
         "pixels_per_degree",
@@ -262,6 +269,9 @@ def spec_problems(spec: Any) -> list[tuple[str, str]]:
         "family",
         f"unknown family {spec.family!r}; allowed: {', '.join(FAMILY_UNIT_TYPES)}",
     )
+    if spec.network_seed is not None and spec.family in FAMILY_UNIT_TYPES:
+        # only the deep family has weights shared by all its units; elsewhere it would be ignored
+        need(spec.family == "deep", "network_seed", f"applies to family deep only, not {spec.family}; remove it")
     if spec.family == "pyramid" and isinstance(spec.size_px, int):
         # its coarsest band read is the steerable pyramid's fourth, which needs 64 px or more
         need(spec.size_px >= PYRAMID_MIN_SIZE_PX, "size_px", f"family pyramid needs at least {PYRAMID_MIN_SIZE_PX} px")

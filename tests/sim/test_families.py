@@ -72,6 +72,19 @@ def test_deep_units_read_three_depths():
     assert not population.has_localised_rf.any() and not population.receptive_fields().any()
 
 
+def test_deep_sessions_with_one_network_seed_read_one_network():
+    def session(seed: int, network_seed: int | None) -> SimulatedV1:
+        spec = PopulationSpec(family="deep", n_units=6, calibration_images=32, network_seed=network_seed)
+        return SimulatedV1(spec, seed=seed)
+
+    one, other = session(1, 5), session(2, 5)
+    np.testing.assert_array_equal(one.stage.w2, other.stage.w2)
+    np.testing.assert_array_equal(one.stage.w3, other.stage.w3)
+    assert not np.array_equal(one.parameters["x_deg"], other.parameters["x_deg"])  # other units
+    assert not np.array_equal(session(2, None).stage.w2, other.stage.w2)  # unset: the network follows seed
+    np.testing.assert_array_equal(session(5, None).stage.w2, other.stage.w2)
+
+
 def test_offset_receptive_fields_sit_where_asked(natural):
     population = SimulatedV1(PopulationSpec(n_units=10, calibration_images=32, rf_eccentricity_deg=(0.4, 0.6)), seed=2)
     eccentricity = np.hypot(population.parameters["x_deg"], population.parameters["y_deg"])
@@ -113,6 +126,8 @@ def test_stimulus_sets_are_seeded_and_mixed_interleaves():
         ("population:\n  family: deep\n  fractions: {simple: 1.0}\n", "population.fractions"),
         ("population:\n  rf_eccentricity_deg: [0.5, 2.0]\n", "population.rf_eccentricity_deg"),
         ("population:\n  semisaturation_contrast: [0, 0.1]\n", "population.semisaturation_contrast"),
+        ("population:\n  network_seed: 3\n", "population.network_seed"),
+        ("population:\n  family: deep\n  network_seed: -1\n", "population.network_seed"),
         ("population:\n  family: pyramid\n  size_px: 50\n  aperture_diameter_px: 40\n", "population.size_px"),
     ],
 )
