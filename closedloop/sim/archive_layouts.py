@@ -205,7 +205,9 @@ def simulate_pvc8(
         centre, spec.n_repeats, duration_s=stimulus_s, n_bins=n_blank_bins, t_start_s=stimulus_s, rng=rng
     )
     progress(stage, 2, 2)
-    centred = np.hypot(population.parameters["x_deg"], population.parameters["y_deg"]) <= CENTRED_WITHIN_DEG
+    distance = np.hypot(population.parameters["x_deg"], population.parameters["y_deg"])
+    # a plugin brain does not say where its RFs are (NaN): count its units as centred, so fits keep them
+    centred = np.isnan(distance) | (distance <= CENTRED_WITHIN_DEG)
     return Pvc8Arrays(resp_train, resp_blank, images, centred.astype(np.float64))
 
 

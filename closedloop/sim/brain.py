@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from closedloop.acquisition.sim_array import BrainSpec
     from closedloop.config.rig import Rig
 
+#: Highest rate a brain may give (a neuron's refractory period allows about this many spikes/s).
+MAX_RATE_HZ = 1000.0
+
 
 @runtime_checkable
 class Brain(Protocol):
@@ -128,17 +131,33 @@ def check_brain(brain: Callable[[np.ndarray], np.ndarray], *, name: str = "brain
         raise ClosedLoopError(
             f"brain {name!r} failed on a probe batch of shape {probe.shape}: {type(error).__name__}: {error}"
         ) from error
+    return int(check_rates(output, len(probe), name).shape[1])
+
+
+def check_rates(output: object, n_images: int, name: str = "brain") -> np.ndarray:
+    """A brain's output for ``n_images`` images as a float64 array of rates, checked.
+
+    Raises
+    ------
+    ClosedLoopError
+        If it is not a finite (n_images, n_units) array of rates from 0 to `MAX_RATE_HZ`.
+    """
     try:
         rates = np.asarray(output, dtype=np.float64)
     except (TypeError, ValueError):
         raise ClosedLoopError(f"brain {name!r} returned {type(output).__name__}, not an array of rates") from None
-    if rates.ndim != 2 or rates.shape[0] != len(probe) or rates.shape[1] < 1:
+    if rates.ndim != 2 or rates.shape[0] != n_images or rates.shape[1] < 1:
         raise ClosedLoopError(
-            f"brain {name!r} returned shape {rates.shape} for {len(probe)} images; "
-            f"it must return (n_images, n_units) = ({len(probe)}, n_units)"
+            f"brain {name!r} returned shape {rates.shape} for {n_images} images; "
+            f"it must return (n_images, n_units) = ({n_images}, n_units)"
         )
     if not np.all(np.isfinite(rates)):
         raise ClosedLoopError(f"brain {name!r} returned NaN or infinite rates")
     if np.any(rates < 0):
         raise ClosedLoopError(f"brain {name!r} returned negative rates (min {rates.min():.3g} Hz)")
-    return int(rates.shape[1])
+    if np.any(rates > MAX_RATE_HZ):  # spikes are drawn from these rates: bound what they may cost
+        raise ClosedLoopError(
+            f"brain {name!r} returned rates up to {rates.max():.3g} Hz; neurons fire at most {MAX_RATE_HZ:.0f} Hz, "
+            "so check its units (Hz, not spikes per ms) and its gain"
+        )
+    return rates

@@ -20,6 +20,7 @@ from typing import Protocol
 import numpy as np
 
 from closedloop.sim.deepnet import DeepStage, draw_deep_parameters
+from closedloop.sim.plugin import PluginStage
 from closedloop.sim.normalisation import NormalisationStage, draw_normalisation_parameters
 from closedloop.sim.pyramid import PyramidStage, draw_pyramid_parameters
 from closedloop.sim.spec import PopulationSpec
@@ -63,6 +64,10 @@ def build_stage(
         network_seed = seed if spec.network_seed is None else spec.network_seed
         weights_rng = np.random.default_rng(np.random.SeedSequence([network_seed, 2]))
         return DeepStage(types, params, size, ppd, weights_rng), params
+    if spec.family == "plugin":
+        assert spec.brain is not None  # the spec's checks require it
+        params = {"x_deg": np.full(len(types), np.nan), "y_deg": np.full(len(types), np.nan)}
+        return PluginStage(spec.brain, len(types), size), params
     if spec.family == "pyramid":
         params = {
             "x_deg": centres_deg[:, 0].copy(),

@@ -14,8 +14,10 @@ from pathlib import Path
 import numpy as np
 
 from closedloop.sim import spiking
+from closedloop.sim.aperture import GREY
 from closedloop.sim.families import DriveStage, build_stage, offset_centres
 from closedloop.sim.photographs import natural_images
+from closedloop.sim.plugin import PLUGIN_RATE_WINDOW_S, PLUGIN_STIMULUS_S
 from closedloop.sim.scenario import load_scenario
 from closedloop.sim.spec import PopulationSpec
 from closedloop.sim.timecourse import TimeCourse
@@ -135,6 +137,13 @@ class SimulatedV1:
         self.overdispersion = rng.uniform(*spec.overdispersion, n)
         self.shared_overdispersion = float(spec.shared_overdispersion)
 
+        # A plugin brain's rates are taken as they are, as the mean over the response window of a
+        # 100 ms stimulus (what a rig's callable brain gives); its grey-screen rate is its spontaneous one.
+        self._rates_as_given = spec.family == "plugin"
+        if self._rates_as_given:
+            self.spontaneous_hz = self._stage.raw(np.full((1, self.size_px, self.size_px), GREY))[0]
+            self.drive_scale = self.time_course.window_mean(PLUGIN_RATE_WINDOW_S, PLUGIN_STIMULUS_S)
+            return
         calibration_seed = int(np.random.SeedSequence([self.seed, 1]).generate_state(1)[0])
         calibration = natural_images(
             spec.calibration_images,
@@ -160,6 +169,8 @@ class SimulatedV1:
         (n, n_units) float64.
         """
         raw = self._stage.raw(images)
+        if self._rates_as_given:  # the sustained rate whose window mean is the brain's rate
+            return self.spontaneous_hz + (raw - self.spontaneous_hz) / self.drive_scale
         return output_rates(raw / self.drive_scale, self.spontaneous_hz, self.amplitude_hz, self.exponent)
 
     def expected_rates(

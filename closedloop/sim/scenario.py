@@ -10,7 +10,8 @@ fraction) and optional ``name`` and ``description`` strings::
       seed: 1
       fractions: {simple: 0.35, complex: 0.3, centre_surround: 0.1, texture: 0.15, weak: 0.1}
 
-``population.family`` picks the model class (classic, normalisation, deep, pyramid) and
+``population.family`` picks the model class (classic, normalisation, deep, pyramid, or
+plugin with ``population.brain: "package.module:callable"``) and
 ``population.images`` the stimulus set archives show.  Missing fields take the
 `PopulationSpec` defaults.  Unknown keys, wrong types and
 bad values raise `ConfigError` with the file, line and dotted field name.
@@ -142,6 +143,10 @@ def _checked_value(key: str, value: Any, field: str, fail) -> Any:
             if not _is_number(fraction):
                 raise fail(f"{field}.{unit_type}", f"must be a number, got {_describe(fraction)}")
         return {str(k): float(v) for k, v in value.items()}
+    if kind == "str | None":  # the plugin family's brain; spec_problems checks its form
+        if value is not None and not isinstance(value, str):
+            raise fail(field, f"must be text such as 'package.module:callable', got {_describe(value)}")
+        return value
     if kind == "str":
         allowed = FAMILY_UNIT_TYPES if key == "family" else IMAGE_SETS
         if not isinstance(value, str) or value not in allowed:

@@ -20,6 +20,7 @@ FAMILY_UNIT_TYPES: dict[str, tuple[str, ...]] = {
     "normalisation": ("simple", "complex"),
     "deep": ("layer1", "layer2", "layer3"),
     "pyramid": ("simple", "complex", "centre_surround"),
+    "plugin": ("plugin",),
 }
 #: The pyramid family reads band 3 of a 4-band steerable pyramid, which needs this many pixels.
 PYRAMID_MIN_SIZE_PX = 64
@@ -29,6 +30,7 @@ _FAMILY_DEFAULT_FRACTIONS: dict[str, dict[str, float]] = {
     "normalisation": {"simple": 0.4, "complex": 0.6},
     "deep": {"layer1": 0.3, "layer2": 0.4, "layer3": 0.3},
     "pyramid": {"simple": 0.4, "complex": 0.4, "centre_surround": 0.2},
+    "plugin": {"plugin": 1.0},
 }
 
 _DEFAULT_FRACTIONS = {
@@ -101,8 +103,13 @@ class PopulationSpec:
         with tuned surround suppression and contrast saturation), ``"deep"``
         (a seeded random multi-layer convolutional network read out at several
         depths) or ``"pyramid"`` (plenoptic's steerable pyramid and fitted
-        on/off front end, `closedloop.sim.pyramid`; needs plenoptic).  Fractions then use that family's unit types
+        on/off front end, `closedloop.sim.pyramid`; needs plenoptic) or ``"plugin"``
+        (``brain``'s own rates, `closedloop.sim.plugin`).  Fractions then use that family's unit types
         (`FAMILY_UNIT_TYPES`); left at the default they take the family's own.
+    brain
+        Plugin family only: ``"package.module:callable"``, a brain mapping (n, H, W)
+        images in [0, 1] to (n, n_units) expected rates in Hz; it must be importable
+        (installed, or on ``PYTHONPATH``) wherever the population is rebuilt.
     images
         Stimulus set an archive shows: ``"photographs"``, ``"pink_noise"`` (1/f),
         ``"dead_leaves"`` or ``"mixed"`` (a third of each).  Gains are always
@@ -138,6 +145,7 @@ class PopulationSpec:
     seed: int | None = None
     network_seed: int | None = None
     family: str = "classic"
+    brain: str | None = None
     images: str = "photographs"
     rf_eccentricity_deg: tuple[float, float] | None = None
     semisaturation_contrast: tuple[float, float] = (0.04, 0.12)
@@ -272,6 +280,14 @@ def spec_problems(spec: Any) -> list[tuple[str, str]]:
     if spec.network_seed is not None and spec.family in FAMILY_UNIT_TYPES:
         # only the deep family has weights shared by all its units; elsewhere it would be ignored
         need(spec.family == "deep", "network_seed", f"applies to family deep only, not {spec.family}; remove it")
+    if spec.family == "plugin":
+        need(
+            isinstance(spec.brain, str) and spec.brain.count(":") == 1 and all(spec.brain.split(":")),
+            "brain",
+            f"family plugin needs brain: 'package.module:callable', got {spec.brain!r}",
+        )
+    elif spec.brain is not None:
+        need(False, "brain", f"applies to family plugin only, not {spec.family}; remove it or set family: plugin")
     if spec.family == "pyramid" and isinstance(spec.size_px, int):
         # its coarsest band read is the steerable pyramid's fourth, which needs 64 px or more
         need(spec.size_px >= PYRAMID_MIN_SIZE_PX, "size_px", f"family pyramid needs at least {PYRAMID_MIN_SIZE_PX} px")
