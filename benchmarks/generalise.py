@@ -52,6 +52,7 @@ Usage::
     nice python benchmarks/generalise.py                       # 2 CPU threads, all families
     python benchmarks/generalise.py --families normalisation,deep --candidates recommended
     python benchmarks/generalise.py --device cuda --json out.json
+    PYTHONPATH=mylab python benchmarks/generalise.py --families classic --scenario mine=mylab/brain.yaml
 """
 
 from __future__ import annotations
@@ -94,6 +95,13 @@ SATURATION_RATIO = 1.1
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--families", default=",".join(FAMILIES), help=f"comma list of {', '.join(FAMILIES)}")
+    parser.add_argument(
+        "--scenario",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="also test on this scenario file as family NAME, e.g. your own brain (family: plugin); repeatable",
+    )
     parser.add_argument("--choose-on", default="classic", help="family the preset is chosen on (default classic)")
     parser.add_argument(
         "--candidates", default="recommended,kindel2017", help="presets to choose from (default recommended,kindel2017)"
@@ -149,23 +157,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.family_list = [f.strip() for f in args.families.split(",") if f.strip()]
     if args.synth_seeds < 1:
         parser.error("--synth-seeds must be at least 1")
-    unknown = [f for f in args.family_list + [args.choose_on] if f not in FAMILIES]
+    args.scenarios = dict(FAMILIES)
+    for given in args.scenario:
+        name, _, path = given.partition("=")
+        if not (name and path) or name in FAMILIES:
+            parser.error(f"--scenario {given!r}: give NAME=PATH with a NAME other than {', '.join(FAMILIES)}")
+        if not Path(path).is_file():
+            parser.error(f"--scenario {given!r}: no file {path}")
+        args.scenarios[name] = path
+        if name not in args.family_list:
+            args.family_list.append(name)
+    unknown = [f for f in args.family_list + [args.choose_on] if f not in args.scenarios]
     if unknown:
-        parser.error(f"unknown families {unknown}; choose from {', '.join(FAMILIES)}")
+        parser.error(f"unknown families {unknown}; choose from {', '.join(args.scenarios)}")
     return args
 
 
 def archive(family: str, args: argparse.Namespace) -> Path:
     """One simulated session per family, made once and reused while its spec is unchanged."""
     from closedloop.sim.archive import ArchiveSpec, make_archive
+    from closedloop.sim.scenario import load_scenario
 
     folder = args.out / "archives"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{family}.h5"
     stamp = path.with_suffix(".spec.json")
-    scenario = Path(FAMILIES[family])
+    scenario = Path(args.scenarios[family])
+    # a plugin brain has as many units as it gives: its scenario's count, not --units
+    units = None if load_scenario(scenario).family == "plugin" else args.units
     wanted = json.dumps(
-        {"scenario": scenario.read_text(), "units": args.units, "images": args.images, "repeats": args.repeats}
+        {"scenario": scenario.read_text(), "units": units, "images": args.images, "repeats": args.repeats}
     )
     if not (path.exists() and stamp.exists() and stamp.read_text() == wanted):
         started = time.perf_counter()
@@ -174,7 +195,7 @@ def archive(family: str, args: argparse.Namespace) -> Path:
             ArchiveSpec(
                 layout="session",
                 seed=1,
-                n_units=args.units,
+                n_units=units,
                 n_images=args.images,
                 n_repeats=args.repeats,
                 scenario=scenario,

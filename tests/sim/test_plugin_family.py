@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,6 +107,25 @@ def test_a_brain_failing_mid_archive_is_named(lab_module, tmp_path):
     with pytest.raises(ClosedLoopError, match="plugin_lab_v1:broken.*out of lab memory"):
         make_archive(tmp_path / "x.h5", spec)
     assert not list(tmp_path.glob("x.h5*"))  # nothing half-written left behind
+
+
+def test_the_cross_family_benchmark_takes_a_plugin_brain_at_its_own_unit_count(lab_module, tmp_path, monkeypatch):
+    import importlib.util
+
+    root = Path(__file__).resolve().parents[2]
+    monkeypatch.syspath_prepend(str(root / "benchmarks"))  # it imports its siblings
+    spec = importlib.util.spec_from_file_location("benchmark_generalise", root / "benchmarks/generalise.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    lab = scenario(lab_module)
+    args = module.parse_args(["--families", "classic", "--scenario", f"lab={lab}", "--images", "8", "--repeats", "2"])
+    assert args.family_list == ["classic", "lab"] and args.scenarios["lab"] == str(lab)
+    args.out = tmp_path / "bench"
+    dataset_path = module.archive("lab", args)  # --units 30 does not apply: the brain gives 5
+    assert ArchiveTruth(dataset_path).population.n_units == 5
+    for bad in (["--scenario", "classic=x.yaml"], ["--scenario", "lab"], ["--scenario", f"lab={tmp_path}/none.yaml"]):
+        with pytest.raises(SystemExit):
+            module.parse_args(bad)
 
 
 @pytest.mark.parametrize(
