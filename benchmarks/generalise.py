@@ -173,8 +173,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def archive(family: str, args: argparse.Namespace) -> Path:
-    """One simulated session per family, made once and reused while its spec is unchanged."""
+def archive(family: str, args: argparse.Namespace, scenarios: dict[str, str] = FAMILIES) -> Path:
+    """One simulated session per family, made once and reused while its spec is unchanged.
+
+    ``scenarios`` maps family names to scenario files (`parse_args` adds ``--scenario``'s).
+    """
     from closedloop.sim.archive import ArchiveSpec, make_archive
     from closedloop.sim.scenario import load_scenario
 
@@ -182,7 +185,7 @@ def archive(family: str, args: argparse.Namespace) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{family}.h5"
     stamp = path.with_suffix(".spec.json")
-    scenario = Path(args.scenarios[family])
+    scenario = Path(scenarios[family])
     # a plugin brain has as many units as it gives: its scenario's count, not --units
     units = None if load_scenario(scenario).family == "plugin" else args.units
     wanted = json.dumps(
@@ -394,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
 
     print(f"choosing among {args.candidates} on {args.choose_on}", file=sys.stderr)
-    tuning = archive(args.choose_on, args)
+    tuning = archive(args.choose_on, args, args.scenarios)
     scores = {}
     for candidate in [c.strip() for c in args.candidates.split(",") if c.strip()]:
         scores[candidate] = fit(tuning, candidate, args)["numbers"]["mean_r_over_rmax_reliable"]
@@ -408,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: dict[str, dict] = {}
     for family in args.family_list:
-        path = archive(family, args)
+        path = archive(family, args, args.scenarios)
         fitted = fit(path, chosen, args)
         rows[family] = fitted["numbers"]
         if not args.no_synth:

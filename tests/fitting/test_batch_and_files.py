@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import pytest
 
@@ -10,6 +9,7 @@ from closedloop.errors import ClosedLoopError, ConfigError
 from closedloop.fitting.batch import default_workers, session_names
 from closedloop.fitting.model_files import load_config_yaml, named_config, write_config_yaml
 from closedloop.model.model_config import ModelConfig
+from tests.benchmark_scripts import load_benchmark
 
 
 def test_clashing_stems_take_their_folder_name(tmp_path):
@@ -73,13 +73,9 @@ def test_named_presets():
 
 
 def test_benchmark_script_runs_on_a_tiny_archive(tiny_config_file, tmp_path, capsys):
-    import importlib.util
     import json
 
-    script = Path(__file__).resolve().parents[2] / "benchmarks" / "fit.py"
-    spec = importlib.util.spec_from_file_location("benchmark_fit", script)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_benchmark("fit")
     status = module.main(
         [
             "--sessions",

@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tests.benchmark_scripts import load_benchmark
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def benchmark_module():
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # it imports its sibling generalise.py
-    try:
-        spec = importlib.util.spec_from_file_location("benchmark_shared_core", ROOT / "benchmarks/shared_core.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    return module
 
 
 @pytest.mark.parametrize("brains, same_network", [("one", True), ("each", False)])
@@ -28,7 +17,7 @@ def test_deep_sessions_share_a_network_only_when_asked(tmp_path, monkeypatch, br
     from closedloop.sim.archive import population_for, spec_from_archive
 
     monkeypatch.chdir(ROOT)  # scenario paths are relative to the repository, as the benchmarks run
-    module = benchmark_module()
+    module = load_benchmark("shared_core")
     args = module.parse_args(
         ["--sessions", "2", "--brains", brains, "--units", "4", "--images", "12", "--repeats", "2"]
         + ["--out", str(tmp_path)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -22,6 +21,8 @@ from closedloop.runner.journal import TIMES, BlockRecord
 from closedloop.server import ModelServer
 from closedloop.server.settings import ServerSettings
 from closedloop.transport import Endpoints
+
+from tests.benchmark_scripts import load_benchmark
 
 from .helpers import FAST, PROTOCOL
 
@@ -296,16 +297,9 @@ def test_a_missing_session_or_journal_is_a_clear_error(loop_run, tmp_path):
         loop_report(copy)
 
 
-def benchmark_module():
-    spec = importlib.util.spec_from_file_location("benchmark_loop", ROOT / "benchmarks" / "loop.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_the_benchmark_runs_a_tiny_loop_and_skips_the_presenter(loop_run, tmp_path, capsys):
     folder, _ = loop_run
-    module = benchmark_module()
+    module = load_benchmark("loop")
     status = module.main(
         [
             "--rig",
@@ -336,7 +330,7 @@ def test_the_benchmark_runs_a_tiny_loop_and_skips_the_presenter(loop_run, tmp_pa
 
 def test_the_benchmark_runs_the_loop_once_per_family_on_the_family_scenario(loop_run, tmp_path, capsys, monkeypatch):
     folder, brain = loop_run
-    module = benchmark_module()
+    module = load_benchmark("loop")
     report = loop_report(folder / "s.h5", brain, models_dir=folder / "models")
     scenarios, images = [], []
 
@@ -364,7 +358,7 @@ def test_the_benchmark_runs_the_loop_once_per_family_on_the_family_scenario(loop
 
 def test_the_benchmark_repeats_each_loop_per_seed_and_averages_the_runs(loop_run, tmp_path, capsys, monkeypatch):
     folder, brain = loop_run
-    module = benchmark_module()
+    module = load_benchmark("loop")
     report = loop_report(folder / "s.h5", brain, models_dir=folder / "models")
     seeds = []
 
@@ -399,7 +393,7 @@ def test_the_benchmark_repeats_each_loop_per_seed_and_averages_the_runs(loop_run
 
 
 def test_the_repeat_summary_gives_mean_and_spread_per_brain_and_iteration():
-    module = benchmark_module()
+    module = load_benchmark("loop")
 
     def run(brain, r_over_rmax, turnaround):
         truth = [{key: np.nan for key in module.REPEAT_COLUMNS} | {"r_over_rmax": r} for r in r_over_rmax]
@@ -417,7 +411,7 @@ def test_the_repeat_summary_gives_mean_and_spread_per_brain_and_iteration():
 
 
 def test_the_presenter_part_says_why_it_is_skipped_without_a_display(monkeypatch):
-    module = benchmark_module()
+    module = load_benchmark("loop")
     monkeypatch.delenv("DISPLAY", raising=False)
     monkeypatch.setattr(module.shutil, "which", lambda name: None)
     args = module.parse_args(["--presenter-stimuli", "10"])

@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import numpy as np
+
+from tests.benchmark_scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def benchmark_module():
-    sys.path.insert(0, str(ROOT / "benchmarks"))  # it imports its sibling generalise.py
-    try:
-        spec = importlib.util.spec_from_file_location("benchmark_deep_reference", ROOT / "benchmarks/deep_reference.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
-    return module
+    return load_benchmark("deep_reference")
 
 
 def test_the_reference_learns_a_rectified_linear_unit_from_few_images():

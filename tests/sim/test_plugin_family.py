@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sys
 import textwrap
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,6 +14,7 @@ from closedloop.sim.archive import ArchiveSpec, make_archive
 from closedloop.sim.photographs import natural_images
 from closedloop.sim.scenario import load_scenario
 from closedloop.sim.truth import ArchiveTruth
+from tests.benchmark_scripts import load_benchmark
 
 # A brain written the way a lab might: its own filters and rates, nothing of closedloop's.
 LAB_BRAIN = textwrap.dedent(
@@ -109,19 +109,13 @@ def test_a_brain_failing_mid_archive_is_named(lab_module, tmp_path):
     assert not list(tmp_path.glob("x.h5*"))  # nothing half-written left behind
 
 
-def test_the_cross_family_benchmark_takes_a_plugin_brain_at_its_own_unit_count(lab_module, tmp_path, monkeypatch):
-    import importlib.util
-
-    root = Path(__file__).resolve().parents[2]
-    monkeypatch.syspath_prepend(str(root / "benchmarks"))  # it imports its siblings
-    spec = importlib.util.spec_from_file_location("benchmark_generalise", root / "benchmarks/generalise.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+def test_the_cross_family_benchmark_takes_a_plugin_brain_at_its_own_unit_count(lab_module, tmp_path):
+    module = load_benchmark("generalise")
     lab = scenario(lab_module)
     args = module.parse_args(["--families", "classic", "--scenario", f"lab={lab}", "--images", "8", "--repeats", "2"])
     assert args.family_list == ["classic", "lab"] and args.scenarios["lab"] == str(lab)
     args.out = tmp_path / "bench"
-    dataset_path = module.archive("lab", args)  # --units 30 does not apply: the brain gives 5
+    dataset_path = module.archive("lab", args, args.scenarios)  # --units 30 does not apply: the brain gives 5
     assert ArchiveTruth(dataset_path).population.n_units == 5
     for bad in (["--scenario", "classic=x.yaml"], ["--scenario", "lab"], ["--scenario", f"lab={tmp_path}/none.yaml"]):
         with pytest.raises(SystemExit):
