@@ -2,7 +2,7 @@
 
 A scenario with ``population.family: plugin`` and ``population.brain:
 "package.module:callable"`` names a brain that maps (n, H, W) images in [0, 1] to
-(n, n_units) expected sustained rates in Hz (a class is instantiated with no arguments),
+(n, n_units) expected rates in Hz (a class is instantiated with no arguments),
 as a rig's ``acquisition.brain`` does: each image's expected rate in the response window
 (`PLUGIN_RATE_WINDOW_S`) of a 100 ms stimulus.  Its rates are taken as they are: no gain
 calibration and no output nonlinearity of ours.  What stays ours is what a rate model

@@ -169,8 +169,8 @@ class SimulatedV1:
         (n, n_units) float64.
         """
         raw = self._stage.raw(images)
-        if self._rates_as_given:  # the sustained rate whose window mean is the brain's rate
-            return self.spontaneous_hz + (raw - self.spontaneous_hz) / self.drive_scale
+        if self._rates_as_given:  # the sustained rate whose window mean is the brain's rate (none below 0 Hz)
+            return np.maximum(self.spontaneous_hz + (raw - self.spontaneous_hz) / self.drive_scale, 0.0)
         return output_rates(raw / self.drive_scale, self.spontaneous_hz, self.amplitude_hz, self.exponent)
 
     def expected_rates(
