@@ -31,9 +31,9 @@ are published once the clock has passed them by ``emit_delay_s`` (room for the r
 transport jitter).  With ``speed == 0`` (as fast as possible) the clock is advanced by
 the reports: each one releases everything up to its offset plus ``hold_s``.
 
-Brains (`BrainSpec`): a ground-truth population from a scenario YAML, a digital twin
-(`closedloop.acquisition.twin`) or any ``module:callable`` brain
-(`closedloop.acquisition.spike_sources.RateSource`).
+Brains (`BrainSpec`): a ground-truth population from a scenario YAML, any
+``module:callable`` brain (recorded as the plugin family does, `closedloop.sim.plugin`) or
+a digital twin (`closedloop.acquisition.twin`).
 """
 
 from __future__ import annotations
@@ -47,21 +47,16 @@ import numpy as np
 from closedloop.acquisition.base import AcquisitionAdapter, Acquired, PlaybackClock
 from closedloop.acquisition.openephys_broadcast import EventBroadcaster, gui_layout
 from closedloop.acquisition.stimulus_guard import StimulusGuard
-from closedloop.acquisition.spike_sources import (
-    GroundTruthSource,
-    RateSource,
-    SpikeSource,
-    grey_spontaneous,
-    spontaneous_spikes,
-)
+from closedloop.acquisition.spike_sources import GroundTruthSource, SpikeSource, spontaneous_spikes
 from closedloop.acquisition.twin import DigitalTwin
 from closedloop.config.rig import PHOTODIODE_LINE
 from closedloop.errors import ClosedLoopError
 from closedloop.messages import BlockRequest, BlockStatus, Heartbeat, Responses, StimulusShown
 from closedloop.paths import shipped_file
 from closedloop.sim.archive_spec import PHOTODIODE_LAG_S
-from closedloop.sim.brain import load_brain
+from closedloop.sim.brain import check_brain, load_brain
 from closedloop.sim.population import SimulatedV1
+from closedloop.sim.spec import PopulationSpec
 from closedloop.sim.scenario import load_scenario
 from closedloop.transport import Subscriber
 from closedloop.transport.receiver import RateLimitedLog
@@ -70,10 +65,6 @@ logger = logging.getLogger(__name__)
 
 #: Spontaneous activity is drawn this far ahead of the publication horizon, in one go.
 FILL_AHEAD_S = 0.05
-#: A ``module:callable`` brain has no noise model: these V1-like defaults (Fano > 1).
-CALLABLE_OVERDISPERSION = 0.1
-CALLABLE_SHARED_OVERDISPERSION = 0.02
-_UTAH_CHANNELS = 96
 #: Longest stimulus a protocol may ask for (its timing.stimulus_ms is at most 60 000).
 MAX_STIMULUS_S = 60.0
 #: At full speed, a long pause between reports is simulated and published in pieces this long.
@@ -88,12 +79,12 @@ class BrainSpec:
     ----------
     kind
         ``"population"``: a `SimulatedV1` from ``scenario`` (``n_units``/``seed`` override
-        it); ``"callable"``: ``target`` = ``"module:callable"``; ``"twin"``: a digital twin
-        of ``archive`` fitted as ``checkpoint``.
+        it); ``"callable"``: ``target`` = ``"module:callable"``, its time courses and noise
+        drawn with ``seed``; ``"twin"``: a digital twin of ``archive`` fitted as ``checkpoint``.
     import_path
         Folders searched first when importing a callable brain's module.
     size_px
-        Side of the presented images (for a callable brain's grey baseline).
+        Side of the presented images (a callable brain is shown them at this size).
     """
 
     kind: Literal["population", "callable", "twin"] = "population"
@@ -114,22 +105,26 @@ class BrainSpec:
         if self.kind == "callable":
             if not self.target:
                 raise ClosedLoopError("brain kind 'callable' needs target: 'package.module:callable'")
-            brain = load_brain(self.target, probe_size_px=self.size_px, import_path=self.import_path)
-            spont = grey_spontaneous(brain, self.size_px)
-            n = len(spont)
-            return RateSource(
-                brain,
-                np.arange(1, n + 1, dtype=np.int64),
-                (np.arange(n) % _UTAH_CHANNELS).astype(np.int32),
-                spont,
-                np.full(n, CALLABLE_OVERDISPERSION),
-                CALLABLE_SHARED_OVERDISPERSION,
-            )
+            return GroundTruthSource(self._callable_population())
         if self.kind == "twin":
             if not (self.checkpoint and self.archive):
                 raise ClosedLoopError("brain kind 'twin' needs checkpoint: MODEL.pt and archive: RECORDING")
             return DigitalTwin.from_files(self.checkpoint, self.archive).source()
         raise ClosedLoopError(f"brain kind must be population, callable or twin, got {self.kind!r}")
+
+    def _callable_population(self) -> SimulatedV1:
+        """A ``module:callable`` brain as the plugin family records it in an archive.
+
+        So a lab's brain spikes alike in a live session and in a recording: the default
+        scenario's time courses and trial-to-trial noise around its own window rates.
+        Without a rig seed, seed 0 draws those, so every build is the same brain.
+        """
+        assert self.target is not None  # checked by build
+        # imports it (from import_path first) and checks it; the population then finds it imported
+        brain = load_brain(self.target, probe_size_px=self.size_px, import_path=self.import_path)
+        n_units = check_brain(brain, name=self.target, probe_size_px=self.size_px)
+        spec = PopulationSpec(family="plugin", brain=self.target, n_units=n_units, size_px=self.size_px)
+        return SimulatedV1(spec, seed=0 if self.seed is None else self.seed)
 
 
 #: What else the runner publishes on the stream its block requests come on: read and passed over.

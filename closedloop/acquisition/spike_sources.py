@@ -6,17 +6,19 @@ has died away (``span``).  Between trials the array adds spontaneous Poisson spi
 
 - `GroundTruthSource`: a `SimulatedV1`; trials come from its own
   ``sample_spike_times`` (its time courses, gamma gains, Poisson spikes).
-- `RateSource`: any brain that maps images to expected rates in the response window
-  (a ``module:callable`` or a digital twin).  Its rate at time ``t`` after onset is
+- `RateSource`: a brain that maps images to expected rates in the response window and
+  brings its own noise statistics and time courses (a digital twin).  (A rig's
+  ``module:callable`` brain is a `GroundTruthSource` of the plugin family,
+  `closedloop.sim.plugin`, as in an archive.)  Its rate at time ``t`` after onset is
 
       rate(t) = spont + (r_window − spont) · shape(t)
 
   with ``shape`` normalised to mean 1 over the response window, so the expected
-  window rate is exactly what the brain says.  ``spont`` is the brain's rate for a
-  uniform mean-grey image (what it sees between stimuli).  Trial gains are gamma with
-  mean 1 (``overdispersion`` per unit, ``shared_overdispersion`` for all), spikes
-  Poisson given the gain: Fano factor > 1, as in V1.  Without a measured shape
-  (`standard_shape`) every unit gets one V1-like time course (`STANDARD_COURSE`).
+  window rate is exactly what the brain says; ``spont`` is its rate between stimuli.
+  Trial gains are gamma with mean 1 (``overdispersion`` per unit,
+  ``shared_overdispersion`` for all), spikes Poisson given the gain: Fano factor > 1,
+  as in V1.  A unit without a measured shape gets one V1-like time course
+  (`standard_shape`).
 """
 
 from __future__ import annotations
@@ -97,8 +99,8 @@ class RateSource:
     overdispersion, shared_overdispersion
         Variances of the per-unit and shared gamma trial gains.
     shape
-        Optional (n_units, n_steps) measured time course (mean 1 over ``window_s``);
-        ``None`` uses `standard_shape` for every unit.
+        (n_units, n_steps) time course in 1 ms steps from onset, mean 1 over ``window_s``
+        (measured, or `standard_shape` where a unit gives none).
     window_s
         The window the brain's rates refer to.
     """
@@ -108,14 +110,9 @@ class RateSource:
     channels: np.ndarray
     spontaneous_hz: np.ndarray
     overdispersion: np.ndarray
+    shape: np.ndarray
     shared_overdispersion: float = 0.0
-    shape: np.ndarray | None = None
     window_s: tuple[float, float] = RESPONSE_WINDOW_S
-
-    def _shape(self, duration_s: float) -> np.ndarray:
-        if self.shape is not None:
-            return self.shape
-        return np.tile(standard_shape(duration_s, self.window_s), (len(self.unit_ids), 1))
 
     def rates(self, image: np.ndarray) -> np.ndarray:
         rates = np.asarray(self.brain(image[None]), dtype=np.float64)
@@ -129,7 +126,7 @@ class RateSource:
     def trial(
         self, image: np.ndarray, duration_s: float, rng: np.random.Generator
     ) -> tuple[np.ndarray, np.ndarray, float]:
-        shape = self._shape(duration_s)
+        shape = self.shape
         window_rate = self.rates(image)
         rate = self.spontaneous_hz[:, None] + (window_rate - self.spontaneous_hz)[:, None] * shape
         rate = np.maximum(rate, 0.0)
@@ -142,12 +139,6 @@ class RateSource:
         times = (step + rng.random(len(step))) * STEP_S
         order = np.argsort(times, kind="stable")
         return unit[order].astype(np.int32), times[order], shape.shape[1] * STEP_S
-
-
-def grey_spontaneous(brain: Callable[[np.ndarray], np.ndarray], size_px: int, luminance: float = 0.5) -> np.ndarray:
-    """A brain's rates for a uniform grey image: its activity between stimuli."""
-    grey = np.full((1, size_px, size_px), luminance, dtype=np.float32)
-    return np.maximum(np.asarray(brain(grey), dtype=np.float64)[0], 0.0)
 
 
 def spontaneous_spikes(

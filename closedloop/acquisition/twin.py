@@ -167,5 +167,11 @@ class DigitalTwin:
     def source(self) -> RateSource:
         """The twin as the simulated array's spike source."""
         return RateSource(
-            self, self.unit_ids, self.channels, self.spontaneous_hz, self.overdispersion, 0.0, self.shape, self.window_s
+            self,
+            self.unit_ids,
+            self.channels,
+            self.spontaneous_hz,
+            self.overdispersion,
+            self.shape,
+            window_s=self.window_s,
         )

@@ -274,7 +274,7 @@ class _Truth:
         source = brain.build() if hasattr(brain, "build") else brain
         if not (hasattr(source, "expected_rates") or hasattr(source, "brain")):
             raise TypeError(
-                f"{type(source).__name__} gives no expected rates (a SimulatedV1 population or a callable brain does)"
+                f"{type(source).__name__} gives no expected rates (a simulated population or a digital twin does)"
             )
         brain_ids = {int(u): i for i, u in enumerate(np.asarray(source.unit_ids))}
         missing = [int(u) for u in unit_ids if int(u) not in brain_ids]

@@ -47,7 +47,9 @@ def spec_from_rig(rig: Rig, n_units: int | None = None) -> BrainSpec:
     acquisition, size = rig.acquisition, rig.stimulus.size_px
     brain = acquisition.brain
     if isinstance(brain, CallableBrain):
-        return BrainSpec(kind="callable", target=brain.target, import_path=brain.import_path, size_px=size)
+        return BrainSpec(
+            kind="callable", target=brain.target, import_path=brain.import_path, seed=acquisition.seed, size_px=size
+        )
     if isinstance(brain, TwinBrain):
         return BrainSpec(kind="twin", checkpoint=brain.checkpoint, archive=brain.archive, size_px=size)
     if isinstance(brain, PopulationBrain):

@@ -92,6 +92,33 @@ def test_an_archive_of_the_brain_rebuilds_it_as_truth(lab_module, tmp_path, layo
     assert np.corrcoef(rates[:, driven].ravel(), measured[:, driven].ravel())[0, 1] > 0.9
 
 
+def test_a_rigs_callable_brain_is_the_population_an_archive_of_it_records(lab_module):
+    import plugin_lab_v1
+
+    from closedloop.acquisition import BrainSpec
+
+    source = BrainSpec(kind="callable", target="plugin_lab_v1:Population", seed=3).build()
+    recorded = SimulatedV1(load_scenario(scenario(lab_module)), seed=3)
+    images = natural_images(6, seed=2)
+    live = source.expected_rates(images, (0.05, 0.10), 0.1)
+    np.testing.assert_allclose(live, plugin_lab_v1.Population()(images))
+    # one path: the live brain's time courses and noise are those an archive's population draws
+    np.testing.assert_array_equal(source.population.overdispersion, recorded.overdispersion)
+    np.testing.assert_array_equal(source.population.latencies_s, recorded.latencies_s)
+    np.testing.assert_allclose(
+        source.expected_rates(images, (0.03, 0.2), 0.15), recorded.expected_rates(images, (0.03, 0.2), 0.15)
+    )
+    # its spikes in the response window follow the brain's rates, here 6-240 Hz
+    brain = plugin_lab_v1.Population()
+    grating = np.clip(0.5 + 0.5 * brain.filters[0] / np.abs(brain.filters[0]).max(), 0.0, 1.0)
+    rng = np.random.default_rng(0)
+    counts = np.zeros(5)
+    for _ in range(300):
+        unit, times, _span = source.trial(grating, 0.1, rng)
+        np.add.at(counts, unit[(times >= 0.05) & (times < 0.10)], 1)
+    np.testing.assert_allclose(counts / 300 / 0.05, brain(grating[None])[0], rtol=0.1, atol=1.5)
+
+
 def test_a_unit_count_other_than_the_brains_is_refused(lab_module):
     with pytest.raises(ClosedLoopError, match="gives 5 units.*n_units: 5"):
         SimulatedV1(load_scenario(scenario(lab_module, n_units=7)), seed=1)
