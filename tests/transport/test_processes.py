@@ -37,10 +37,10 @@ def wait_for_heartbeat(sub: Subscriber, child: subprocess.Popen, timeout_s: floa
 
 
 @pytest.mark.parametrize("transport", ["tcp", "ipc"])
-def test_burst_below_hwm_arrives_without_loss(transport: str) -> None:
+def test_burst_below_hwm_arrives_without_loss(transport: str, tmp_path) -> None:
     n = 5000
     assert n < min(DEFAULT_SNDHWM, DEFAULT_RCVHWM)
-    endpoint = tcp_endpoint() if transport == "tcp" else ipc_endpoint("burst")
+    endpoint = tcp_endpoint() if transport == "tcp" else ipc_endpoint("burst", directory=str(tmp_path))
     with Subscriber(endpoint, bind=True, name="burst") as sub:
         child = start_child(sub.endpoint, "burster", "burst", n)
         try:

@@ -45,9 +45,12 @@ def context():
     ctx.destroy(linger=0)
 
 
-@pytest.mark.parametrize("make_endpoint", [inproc_endpoint, lambda: tcp_endpoint(), lambda: ipc_endpoint("t")])
-def test_pub_sub_round_trip(make_endpoint, context) -> None:
-    pub, sub = connect_pair(make_endpoint(), context)
+@pytest.mark.parametrize(
+    "make_endpoint",
+    [lambda folder: inproc_endpoint(), lambda folder: tcp_endpoint(), lambda folder: ipc_endpoint("t", folder)],
+)
+def test_pub_sub_round_trip(make_endpoint, context, tmp_path) -> None:
+    pub, sub = connect_pair(make_endpoint(str(tmp_path)), context)
     with pub, sub:
         sent = SpikeBatch(unit_ids=np.arange(1000, dtype=np.int32), times=np.linspace(0, 1, 1000))
         seq = pub.send(sent)
