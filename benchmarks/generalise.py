@@ -157,20 +157,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.family_list = [f.strip() for f in args.families.split(",") if f.strip()]
     if args.synth_seeds < 1:
         parser.error("--synth-seeds must be at least 1")
-    args.scenarios = dict(FAMILIES)
-    for given in args.scenario:
-        name, _, path = given.partition("=")
-        if not (name and path) or name in FAMILIES:
-            parser.error(f"--scenario {given!r}: give NAME=PATH with a NAME other than {', '.join(FAMILIES)}")
-        if not Path(path).is_file():
-            parser.error(f"--scenario {given!r}: no file {path}")
-        args.scenarios[name] = path
-        if name not in args.family_list:
-            args.family_list.append(name)
+    try:
+        args.scenarios = with_scenarios(args.scenario)
+    except ValueError as error:
+        parser.error(str(error))
+    args.family_list += [name for name in args.scenarios if name not in FAMILIES and name not in args.family_list]
     unknown = [f for f in args.family_list + [args.choose_on] if f not in args.scenarios]
     if unknown:
         parser.error(f"unknown families {unknown}; choose from {', '.join(args.scenarios)}")
     return args
+
+
+def with_scenarios(given: list[str]) -> dict[str, str]:
+    """`FAMILIES` and the families ``--scenario NAME=PATH`` adds (ValueError: which one is wrong)."""
+    scenarios = dict(FAMILIES)
+    for item in given:
+        name, _, path = item.partition("=")
+        if not (name and path) or name in FAMILIES:
+            raise ValueError(f"--scenario {item!r}: give NAME=PATH with a NAME other than {', '.join(FAMILIES)}")
+        if not Path(path).is_file():
+            raise ValueError(f"--scenario {item!r}: no file {path}")
+        scenarios[name] = path
+    return scenarios
 
 
 def archive(family: str, args: argparse.Namespace, scenarios: dict[str, str] = FAMILIES) -> Path:

@@ -18,7 +18,9 @@ runner.  Then, from the session file and the runner's journal (`loop_report`):
    display); skipped, with a line saying why, when neither a display nor xvfb-run exists.
 
 The loop runs once on the rig's own brain, or with ``--families`` once per simulator family
-of `benchmarks/generalise.py` (the rig with that family's scenario); a table then gives, per
+of `benchmarks/generalise.py` (the rig with that family's scenario) and with ``--scenario
+NAME=PATH`` once on any other scenario file, such as a lab's own brain (``family: plugin``),
+after the families; a table then gives, per
 brain and iteration, the held-out r/rmax of the model that made the images and the targets
 vs truth figures of the loop report.  ``--seeds`` repeats every loop once per seed (the
 protocol's seed and its synthesis seed; the brain and its natural images stay) and adds each
@@ -35,6 +37,7 @@ Usage::
     python benchmarks/loop.py --families classic,normalisation,deep,offset,textures --presenter-stimuli 0
     python benchmarks/loop.py --protocol protocols/demo.yaml --iterations 3 --presenter-stimuli 0 \
         --families classic,offset --seeds 1,2,3
+    PYTHONPATH=mylab python benchmarks/loop.py --scenario mine=mylab/brain.yaml --presenter-stimuli 0
 """
 
 from __future__ import annotations
@@ -90,6 +93,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "offset, textures, normalised-rim) to run the loop on, one after the other (default: the rig's own brain)",
     )
     parser.add_argument(
+        "--scenario",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="also run the loop on this scenario file as family NAME, e.g. your own brain (family: plugin); repeatable",
+    )
+    parser.add_argument(
         "--seeds",
         default=None,
         help="comma list of seeds: run each loop once per seed (the protocol's seed and synthesis seed: "
@@ -131,20 +141,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"--seeds must be a comma list of integers, got {args.seeds!r}")
     if not args.seed_list or any(s is not None and s < 0 for s in args.seed_list):
         parser.error(f"--seeds must name at least one seed, none negative, got {args.seeds!r}")
+    generalise = _generalise()
+    try:  # family name -> scenario file: generalise.py's (repository-relative) and --scenario's
+        args.scenarios = generalise.with_scenarios(args.scenario)
+    except ValueError as error:
+        parser.error(str(error))
+    args.own_scenarios = [name for name in args.scenarios if name not in generalise.FAMILIES]
+    if args.own_scenarios:
+        args.family_list = list(dict.fromkeys([*(args.family_list or []), *args.own_scenarios]))
     if args.family_list is not None:
-        known = simulator_families()
-        unknown = [f for f in args.family_list if f not in known]
+        unknown = [f for f in args.family_list if f not in args.scenarios]
         if unknown or not args.family_list:
-            parser.error(f"unknown families {unknown}; choose from {', '.join(known)}")
+            parser.error(f"unknown families {unknown}; choose from {', '.join(args.scenarios)}")
     return args
 
 
-def simulator_families() -> dict[str, str]:
-    """Family name -> scenario file (relative to the repository), as benchmarks/generalise.py defines them."""
+def _generalise():
+    """benchmarks/generalise.py as a module: its families are the loop's."""
     spec = importlib.util.spec_from_file_location("benchmark_generalise", ROOT / "benchmarks/generalise.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return dict(module.FAMILIES)
+    return module
 
 
 def family_rig(rig_path: Path, scenario: Path, folder: Path) -> Path:
@@ -177,12 +194,11 @@ def brains(args: argparse.Namespace, folder: Path) -> list[tuple[str, Path, str 
     protocol's images, or one per ``--families`` with the images its archives show."""
     if args.family_list is None:
         return [("rig", args.rig, None, folder)]
-    families = simulator_families()
     runs = []
     for name in args.family_list:
         out = folder / name
         out.mkdir(parents=True, exist_ok=True)
-        scenario = ROOT / families[name]
+        scenario = Path(args.scenarios[name]) if name in args.own_scenarios else ROOT / args.scenarios[name]
         runs.append((name, family_rig(args.rig, scenario, out), family_images(scenario), out))
     return runs
 

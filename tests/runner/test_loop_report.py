@@ -342,18 +342,28 @@ def test_the_benchmark_runs_the_loop_once_per_family_on_the_family_scenario(loop
         return report, 1.0, {"protocol": "p", "rig": "r", "device": "cpu", "session": str(out / "loop.h5")}
 
     monkeypatch.setattr(module, "run_loop", one_loop)
+    lab = tmp_path / "lab.yaml"  # a lab's own scenario, named on the command line
+    lab.write_text("population:\n  family: plugin\n  brain: 'lab_v1:Population'\n  n_units: 5\n")
     argv = ["--rig", str(folder / "rig.yaml"), "--families", "deep,textures", "--presenter-stimuli", "0"]
-    status = module.main([*argv, "--out", str(tmp_path), "--json", str(tmp_path / "loop.json")])
+    status = module.main(
+        [*argv, "--scenario", f"lab={lab}", "--out", str(tmp_path), "--json", str(tmp_path / "loop.json")]
+    )
     assert status == 0
-    assert scenarios == [str(ROOT / "sim/deep.yaml"), str(ROOT / "sim/textures.yaml")]
-    assert images == [None, "mixed"]  # the textures family is shown its own images, not photographs
+    assert scenarios == [str(ROOT / "sim/deep.yaml"), str(ROOT / "sim/textures.yaml"), str(lab)]
+    assert images == [None, "mixed", None]  # the textures family is shown its own images, not photographs
     assert "(brain: deep)" in capsys.readouterr().out
     runs = json.loads((tmp_path / "loop.json").read_text())["runs"]
-    assert [run["brain"] for run in runs] == ["deep", "textures"]
+    assert [run["brain"] for run in runs] == ["deep", "textures", "lab"]
     written = [float("nan") if row["r_over_rmax"] is None else row["r_over_rmax"] for row in runs[1]["truth"]]
     assert written == pytest.approx([it.model_before.r_over_rmax_mean for it in report.iterations], nan_ok=True)
-    with pytest.raises(SystemExit):
-        module.parse_args(["--families", "classic,cortex"])
+    for bad in (
+        ["--families", "classic,cortex"],
+        ["--scenario", "deep=x.yaml"],
+        ["--scenario", f"lab={tmp_path}/no.yaml"],
+    ):
+        with pytest.raises(SystemExit):
+            module.parse_args(bad)
+    assert module.parse_args(["--scenario", f"lab={lab}"]).family_list == ["lab"]  # only it, not the rig's brain
 
 
 def test_the_benchmark_repeats_each_loop_per_seed_and_averages_the_runs(loop_run, tmp_path, capsys, monkeypatch):
