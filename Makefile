@@ -9,6 +9,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.closedloop-installed
 PSYCHOPY := psychopy==2026.2.5
+# The tests run in this many worker processes (pytest-xdist), one per core of CI's two;
+# TEST_WORKERS=0 runs them in this one process.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test lint setup system-deps clean
 
@@ -16,7 +19,7 @@ demo: setup
 	$(VENV)/bin/closedloop demo
 
 test: setup lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 # ruff (lint and format) and mypy, configured in pyproject.toml; also run by pre-commit
 lint: setup
