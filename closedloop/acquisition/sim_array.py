@@ -123,7 +123,11 @@ class BrainSpec:
         # imports it (from import_path first) and checks it; the population then finds it imported
         brain = load_brain(self.target, probe_size_px=self.size_px, import_path=self.import_path)
         n_units = check_brain(brain, name=self.target, probe_size_px=self.size_px)
-        spec = PopulationSpec(family="plugin", brain=self.target, n_units=n_units, size_px=self.size_px)
+        # the brain sees the whole image; the aperture only has to fit a small one
+        aperture = min(PopulationSpec.aperture_diameter_px, float(self.size_px))
+        spec = PopulationSpec(
+            family="plugin", brain=self.target, n_units=n_units, size_px=self.size_px, aperture_diameter_px=aperture
+        )
         return SimulatedV1(spec, seed=0 if self.seed is None else self.seed)
 
 

@@ -33,6 +33,9 @@ LAB_BRAIN = textwrap.dedent(
             drive = np.einsum("nhw,uhw->nu", np.asarray(images) - 0.5, self.filters)
             return 4.0 + 30.0 * np.maximum(drive / 20.0, 0.0) ** 1.5
 
+    def brightness(images):  # any image size
+        return 2.0 + 40.0 * np.repeat(np.asarray(images).mean(axis=(1, 2))[:, None], 5, axis=1)
+
     def too_fast(images):
         return np.full((len(images), 5), 5000.0)
 
@@ -117,6 +120,10 @@ def test_a_rigs_callable_brain_is_the_population_an_archive_of_it_records(lab_mo
         unit, times, _span = source.trial(grating, 0.1, rng)
         np.add.at(counts, unit[(times >= 0.05) & (times < 0.10)], 1)
     np.testing.assert_allclose(counts / 300 / 0.05, brain(grating[None])[0], rtol=0.1, atol=1.5)
+    # a rig's images may be smaller than the simulator's aperture; the brain sees them as shown
+    small = BrainSpec(kind="callable", target="plugin_lab_v1:brightness", size_px=24).build()
+    tiny = natural_images(3, size_px=24, seed=1)
+    np.testing.assert_allclose(small.expected_rates(tiny, (0.05, 0.10), 0.1), plugin_lab_v1.brightness(tiny))
 
 
 def test_a_unit_count_other_than_the_brains_is_refused(lab_module):
