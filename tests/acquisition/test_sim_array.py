@@ -80,6 +80,7 @@ def test_accelerated_trials_give_exact_onsets_and_rates_that_track_the_populatio
     assert between.sum() > 0
 
 
+@pytest.mark.realtime
 def test_real_time_stream_keeps_pace_and_also_speaks_open_ephys(images):
     """Our spikes and photodiode TTLs reach open-ephys-python-tools' EventListener."""
     streaming = pytest.importorskip("open_ephys.streaming")

@@ -110,6 +110,7 @@ def test_gamma_and_mean_luminance_come_from_the_rig(rig_folder, timing) -> None:
     assert onset[-1, 0] == 255
 
 
+@pytest.mark.realtime
 def test_onset_times_step_by_the_trial_duration(presenter, test_rig, timing) -> None:
     images = {i: np.full((20, 20), i / 10) for i in range(10)}
     records = presenter.show_block(images, list(range(10)))

@@ -25,6 +25,7 @@ def test_deadlines() -> None:
     assert soon.expired() and soon.remaining_ms() == 0 and soon.remaining_s() == 0.0
 
 
+@pytest.mark.realtime
 def test_pacer_keeps_the_average_rate() -> None:
     pacer = Pacer(1000.0)
     taken = 0
