@@ -30,7 +30,7 @@ from closedloop.data.loader import load_dataset
 from closedloop.jsonsafe import json_safe
 from closedloop.errors import ClosedLoopError, DataFileError
 from closedloop.model.cells import characterise, group_summary
-from closedloop.model.metrics import heldout_error_over_spread, heldout_interval_sds
+from closedloop.model.metrics import heldout_error_over_spread, heldout_interval_sds, heldout_top_ratio
 from closedloop.model.model_config import ModelConfig, describe_stop_score
 from closedloop.model.report import evaluate, fig3
 
@@ -221,6 +221,7 @@ def fit_dataset(
     # error bar); synthesis reports it next to each image's spread.
     spread_factor = heldout_error_over_spread(prediction, spread, trials)
     interval = heldout_interval_sds(prediction, spread, trials)
+    top_ratio = heldout_top_ratio(prediction, trials)
     times["evaluate"] = time.perf_counter() - eval_started
     times["total"] = load_s + times["cnn_fit"] + times["linear_fit"] + times["evaluate"]
 
@@ -261,6 +262,9 @@ def fit_dataset(
         # prediction ± this many √(spread² + se²) held 95 % of the held-out trial means (synth prints it;
         # a loop's first 95 % intervals use it)
         "heldout_interval_sds": interval if np.isfinite(interval) else None,
+        # measured / predicted rate at each unit's top-predicted held-out photograph (median): synthesis
+        # promises a "max" image its prediction times this
+        "heldout_top_ratio": top_ratio if np.isfinite(top_ratio) else None,
     }
     stage("writing", 0.98)
     folder = _write_outputs(Path(out_dir), name, cnn, record, report, cells)
@@ -316,6 +320,7 @@ CHECKPOINT_RECORD = (
     "image_statistics",
     "heldout_error_over_spread",
     "heldout_interval_sds",
+    "heldout_top_ratio",
 )
 
 

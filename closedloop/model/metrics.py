@@ -607,6 +607,38 @@ def heldout_interval_sds(
     return interval_sds(pred, means, spread, se, level)
 
 
+def heldout_top_ratio(pred: np.ndarray, trials: np.ndarray) -> float:
+    """The median over units of the measured / predicted rate at each unit's top-predicted held-out
+    image: how far to trust a rate the model puts at the top of its range.
+
+    Picking an image for its high prediction also picks the model's over-estimates there (the
+    optimiser's curse), and a fit that shrinks its extremes under-predicts there; both show on the
+    held-out photographs, where the measured rates are known.  A "max" image's prediction times this
+    ratio is what synthesis promises for it (`closedloop.synth.interval.max_promise_hz`).
+
+    Parameters
+    ----------
+    pred
+        (n_images, n_units) predictions for the held-out images.
+    trials
+        (n_images, n_trials, n_units) their measured rates (NaN: no trial).
+
+    Returns
+    -------
+    float
+        The ratio; NaN when no unit has a positive top prediction with a measured mean.
+    """
+    pred = np.asarray(pred, dtype=np.float64)
+    means = trial_means(np.asarray(trials, dtype=np.float64))
+    if pred.ndim != 2 or pred.shape != means.shape or pred.size == 0:
+        raise ValueError(f"pred {pred.shape} and the trial means {means.shape} must be the same (n_images, n_units)")
+    top = np.argmax(np.where(np.isfinite(pred), pred, -np.inf), axis=0)
+    units = np.arange(pred.shape[1])
+    predicted, measured = pred[top, units], means[top, units]
+    known = np.isfinite(predicted) & np.isfinite(measured) & (predicted > 0)
+    return float(np.median(measured[known] / predicted[known])) if known.any() else float("nan")
+
+
 def _means_and_standard_errors(trials: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each image's trial mean and its standard error, trial std (``ddof=1``) over √repeats (NaN
     with one repeat)."""

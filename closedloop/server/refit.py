@@ -22,7 +22,7 @@ import torch
 from closedloop.data.dataset import ResponseDataset
 from closedloop.errors import ClosedLoopError
 from closedloop.model.checkpoint import save_checkpoint
-from closedloop.model.metrics import heldout_error_over_spread, heldout_interval_sds
+from closedloop.model.metrics import heldout_error_over_spread, heldout_interval_sds, heldout_top_ratio
 from closedloop.model.predict import predict_with_spread
 from closedloop.model.report import evaluate
 from closedloop.model.saved import model_path
@@ -149,6 +149,7 @@ def run_refit(
     # how far the held-out trial means miss in units of the members' spread (1: an honest error bar)
     metrics["heldout_error_over_spread"] = heldout_error_over_spread(prediction, spread, trials)
     metrics["heldout_interval_sds"] = heldout_interval_sds(prediction, spread, trials)
+    metrics["heldout_top_ratio"] = heldout_top_ratio(prediction, trials)
     cap, floor = natural_bounds(contrast_statistics(dataset.images[split.fit]))
     served = ServedModel(
         job.version,
@@ -224,6 +225,7 @@ def _save(out_dir: str, served: ServedModel, report, seed: int, block: int) -> s
         # for closedloop synth, as a fit records them
         "heldout_error_over_spread": served.metrics["heldout_error_over_spread"],
         "heldout_interval_sds": served.metrics["heldout_interval_sds"],
+        "heldout_top_ratio": served.metrics["heldout_top_ratio"],
         "seed": int(seed),
         "block": int(block),
         "source": "model server",

@@ -397,6 +397,25 @@ def test_heldout_interval_sds_scores_the_trial_means_with_their_standard_errors(
     assert np.isfinite(expected) and metrics.heldout_interval_sds(pred, spread, trials) == pytest.approx(expected)
 
 
+def test_heldout_top_ratio_measures_shrinkage_and_the_optimisers_curse_at_each_units_top_image():
+    rng = np.random.default_rng(4)
+    true = rng.uniform(5, 40, (200, 6))
+    trials = true[:, None, :] + rng.standard_normal((200, 10, 6))
+    # a model that shrinks every rate to 0.8 of the truth: its top promise is 1 / 0.8 too low
+    assert metrics.heldout_top_ratio(0.8 * true, trials) == pytest.approx(1.25, rel=0.02)
+    # an unbiased but noisy model: the image it ranks top is where it over-estimates
+    noisy = true + 8 * rng.standard_normal(true.shape)
+    assert metrics.heldout_top_ratio(noisy, trials) < 0.9
+    # the top is chosen by the prediction, NaN and non-positive predictions left out
+    pred = np.full((3, 2), np.nan)
+    pred[:, 0] = [1.0, 4.0, 2.0]
+    means = np.array([[9.0, 1.0], [2.0, 1.0], [7.0, 1.0]])
+    assert metrics.heldout_top_ratio(pred, means[:, None, :]) == 0.5
+    assert np.isnan(metrics.heldout_top_ratio(np.zeros((3, 2)), means[:, None, :]))
+    with pytest.raises(ValueError, match="same"):
+        metrics.heldout_top_ratio(np.ones((3, 1)), means[:, None, :])
+
+
 def test_calibrated_interval_sds_falls_back_to_the_models_figure_below_19_earlier_values():
     misses = np.arange(1.0, 21.0)
     assert metrics.calibrated_interval_sds(np.zeros(20), misses, np.ones(20), None, 3.0) == (20.0, 20)
