@@ -33,16 +33,18 @@ Steps:
    dependence, so their rmax is near 1/sqrt(2), what noise alone gives, and their r and
    the oracle's are chance;
 4. synthesis honesty per family (default synthesis settings: the natural-contrast bound
-   and the 0.3 held-out r threshold): "max" images' median predicted/true rate, the
-   fraction of well-fit units (r/rmax >= 0.8) whose "max" image truly beats their best
-   natural image, true rate of the "max" image over the best natural image, and for
-   percentile targets p20..p80 the median per-unit and the pooled correlation of target
-   with true rate, the median per-unit slope of true rate on target (1: the true rates span
-   the asked range; below 1 they fall short of it, above 1 overshoot) and the median error
+   and the 0.3 held-out r threshold): "max" images' median predicted/true rate and
+   promised/true rate (what ``closedloop synth`` promises: the prediction times the fit's
+   measured/predicted rate at each unit's top-predicted held-out photograph), the fraction
+   of well-fit units (r/rmax >= 0.8) whose "max" image truly beats their best natural
+   image, true rate of the "max" image over the best natural image, and for percentile
+   targets p20..p80 the median per-unit and the pooled correlation of target with true
+   rate, the median per-unit slope of true rate on target (1: the true rates span the
+   asked range; below 1 they fall short of it, above 1 overshoot) and the median error
    (|true rate − target| over the unit's range of true natural-image rates).  Rate targets
-   start as ``closedloop synth``'s do (``--start``).  The percentile figures are means over
-   ``--synth-seeds`` runs from different starting noise (default 3; the pooled r of one run
-   moved by up to 0.11 with the noise alone), with each run's figures in the JSON.
+   start as ``closedloop synth``'s do (``--start``).  The percentile figures are means
+   over ``--synth-seeds`` runs from different starting noise (default 3; the pooled r of
+   one run moved by up to 0.11 with the noise alone), with each run's figures in the JSON.
    A family "saturates" when its units' true rate at their "max" image is within 10 % of
    their best natural image (median over well-fit units): natural images already drive
    them near their ceiling, so "max" cannot beat them by much.
@@ -325,6 +327,9 @@ def honesty(path: Path, model_path: Path, args: argparse.Namespace) -> dict:
         "n_well_fit": well["n_units"],
         "max_predicted_over_true": every["max_predicted_over_true"],
         "max_predicted_over_true_well_fit": well["max_predicted_over_true"],
+        "heldout_top_ratio": checkpoint.recorded("heldout_top_ratio"),
+        "max_promised_over_true": every["max_promised_over_true"],
+        "max_promised_over_true_well_fit": well["max_promised_over_true"],
         "max_beats_best_natural_well_fit": well["max_beats_best_natural"],
         "max_true_over_best_natural_well_fit": well["max_true_over_best_natural"],
         "max_spread_hz": every["max_spread_hz"],
@@ -356,7 +361,8 @@ def table(rows: dict[str, dict]) -> str:
     head = (
         f"{'family':<14}{'units':>6}{'rel.':>5}{'r':>7}{'r/rmax':>8}{'rel.':>7}{'oracle':>8}{'rel.':>7}"
         f"{'r/oracle':>9}{'rel.':>7}{'fit s':>7}"
-        f"{'max p/t':>9}{'beats':>7}{'max/nat':>8}{'pct r':>7}{'pooled':>8}{'range':>11}{'slope':>7}{'err':>6}"
+        f"{'max p/t':>9}{'prom.':>7}{'beats':>7}{'max/nat':>8}{'pct r':>7}{'pooled':>8}{'range':>11}{'slope':>7}"
+        f"{'err':>6}"
         f"{'miss/sd':>8}{'max':>5}{'in 95%':>7}{'meas.':>6}{'max':>5}{'meas.':>6}  saturates"
     )
     lines = [head, "-" * len(head)]
@@ -369,6 +375,7 @@ def table(rows: dict[str, dict]) -> str:
             f"{f(row['mean_r_over_oracle']):>9}{f(row['mean_r_over_oracle_reliable']):>7}"
             f"{f(row['cnn_fit_s'], 0) + ('*' if row['cached'] else ''):>7}"
             f"{f(h.get('max_predicted_over_true', float('nan')), 2):>9}"
+            f"{f(h.get('max_promised_over_true', float('nan')), 2):>7}"
             f"{percent(h.get('max_beats_best_natural_well_fit', float('nan'))):>7}"
             f"{f(h.get('max_true_over_best_natural_well_fit', float('nan')), 2):>8}"
             f"{f(h.get('percentile_median_unit_r', float('nan')), 2):>7}"
@@ -443,7 +450,8 @@ def main(argv: list[str] | None = None) -> int:
         "rel.: the column before it over the reliable units only (held-out trial means depend on the image, "
         "ANOVA p < 0.001), whose count is the third column; "
         "oracle: r/rmax of the simulator's exact rates; r/oracle: model mean r / oracle mean r; "
-        "max p/t: median predicted/true rate of 'max' images (units above the r threshold); beats: well-fit "
+        "max p/t: median predicted/true rate of 'max' images (units above the r threshold); prom.: the same for "
+        "the rate synth promises them, the prediction x the fit's heldout_top_ratio; beats: well-fit "
         "units (r/rmax >= 0.8) whose 'max' image truly beats their best natural image; max/nat: its true rate "
         "over the best natural image's; pct r: median per-unit r of percentile target vs true rate; pooled: "
         "the same pooled over units; range: pooled's lowest and highest over the synthesis seeds; pct r, pooled, "
@@ -452,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
         "true rates span the asked range); err: median |true rate - target| over the unit's natural-image range; "
         "miss/sd: rms of true rate - predicted rate over rms of the ensemble's spread, percentile images, and max: "
         "the same for 'max' images (1: the spread is an honest error bar); in 95%: true rates inside the 95 % "
-        "interval closedloop synth prints for --repeats presentations, prediction ± heldout_interval_sds x "
+        "interval closedloop synth prints for --repeats presentations, promise ± heldout_interval_sds x "
         "sqrt(spread² + se²), se planned from the unit's trial noise, percentile images (mean over the synthesis "
         "seeds); meas.: the means of --repeats simulated presentations inside it; max, meas.: the same for 'max' "
         "images, for which synth prints only the interval's lower end because of what these columns show (the "

@@ -178,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
     from closedloop.model.checkpoint import load_checkpoint
     from closedloop.synth.canvas import Canvas
     from closedloop.synth.figure import library_figure
-    from closedloop.synth.interval import lower_end_hz, planned_interval_hz
+    from closedloop.synth.interval import lower_end_hz, max_promise_hz, planned_interval_hz, top_ratio
     from closedloop.synth.library import read_library, write_library
     from closedloop.synth.optimise import SynthesisSettings
     from closedloop.synth.plan import DEFAULT_MIN_HELDOUT_R, checkpoint_starts, synthesize_from_checkpoint
@@ -265,17 +265,19 @@ def run(args: argparse.Namespace) -> int:
     figure_path = library_figure(library, args.out / "fig4.png")
 
     interval = checkpoint.recorded("heldout_interval_sds")
-    planned = planned_interval_hz(
-        checkpoint, library.unit_id, library.achieved_hz, library.spread_hz, args.presentations
-    )
-    # past the photographs the model under-promises: a "max" image keeps only the interval's lower end
     maximise = library.target_kind == "max"
+    promised = np.where(maximise, max_promise_hz(checkpoint, library.achieved_hz), library.achieved_hz)
+    planned = planned_interval_hz(checkpoint, library.unit_id, promised, library.spread_hz, args.presentations)
+    # a "max" image keeps only the interval's lower end (see _spread_note)
     interval_hz = np.where(maximise, np.nan, planned)
-    at_least_hz = np.where(maximise, lower_end_hz(library.achieved_hz, planned), np.nan)
-    rows = _table_rows(library, interval_hz, at_least_hz)
+    at_least_hz = np.where(maximise, lower_end_hz(promised, planned), np.nan)
+    rows = _table_rows(library, promised, interval_hz, at_least_hz)
     print(_format_table(rows))
     spread_factor = checkpoint.recorded("heldout_error_over_spread")
     print(_spread_note(spread_factor, interval, args.presentations, checkpoint.rate_statistics.noise_per_hz))
+    ratio = top_ratio(checkpoint)
+    if maximise.any():
+        print(_max_note(ratio))
     result = made.result
     missed = int(np.sum(~result.converged & (library.target_kind != "max")))
     print(
@@ -305,6 +307,7 @@ def run(args: argparse.Namespace) -> int:
             "not_reached": missed,
             "heldout_error_over_spread": spread_factor,
             "heldout_interval_sds": interval,
+            "heldout_top_ratio": ratio,
             "presentations": args.presentations,
             "narrow_targets": narrow,
         },
@@ -327,7 +330,7 @@ def _check_not_hdf5(path: Path) -> None:
         )
 
 
-def _table_rows(library, interval_hz, at_least_hz) -> list[dict]:
+def _table_rows(library, promised_hz, interval_hz, at_least_hz) -> list[dict]:
     import numpy as np
 
     rows = []
@@ -339,6 +342,7 @@ def _table_rows(library, interval_hz, at_least_hz) -> list[dict]:
                 "target": str(library.target_label[i]),
                 "target_hz": None if maximise else float(library.target_hz[i]),
                 "achieved_hz": float(library.achieved_hz[i]),
+                "promised_hz": float(promised_hz[i]),
                 "spread_hz": None if not np.isfinite(library.spread_hz[i]) else float(library.spread_hz[i]),
                 "interval_hz": None if not np.isfinite(interval_hz[i]) else float(interval_hz[i]),
                 "at_least_hz": None if not np.isfinite(at_least_hz[i]) else float(at_least_hz[i]),
@@ -386,13 +390,28 @@ def _spread_note(factor: float | None, interval: float | None, presentations: in
     )
 
 
+def _max_note(ratio: float | None) -> str:
+    """Where a "max" image's promised rate comes from."""
+    if ratio is None:
+        return (
+            "'max' images are promised their prediction: this model records no measured / predicted rate at its "
+            "units' top held-out photographs (fit it again for one)"
+        )
+    return (
+        f"'max' images are promised {ratio:.2f} x their prediction: at each unit's top-predicted held-out "
+        f"photograph the measured rate was {ratio:.2f} x the prediction (median over units), and an image chosen "
+        "for its high prediction is held to the same"
+    )
+
+
 def _format_table(rows: list[dict]) -> str:
     # "± sd": the ensemble members' spread around the prediction (how sure the model is)
     # "from": the fitted image (stimulus id) the optimisation started from, or the blank screen
     # "± 95 %": the interval for the image's mean rate over the planned presentations
+    # "promised Hz": the prediction, and for a "max" image the prediction times the model's top ratio
     header = (
-        f"{'unit':>6} {'target':>8} {'target Hz':>10} {'achieved Hz':>12} {'± sd':>7} {'± 95 %':>7} {'gap Hz':>8} "
-        f"{'from':>7}"
+        f"{'unit':>6} {'target':>8} {'target Hz':>10} {'achieved Hz':>12} {'promised Hz':>12} {'± sd':>7} "
+        f"{'± 95 %':>7} {'gap Hz':>8} {'from':>7}"
     )
     lines = [f"{header}  converged"]
     for row in rows:
@@ -405,7 +424,7 @@ def _format_table(rows: list[dict]) -> str:
         start = "blank" if row.get("start_image_id") is None else str(row["start_image_id"])
         done = "max" if row["target"] == "max" else ("yes" if row["converged"] else "NO")
         lines.append(
-            f"{row['unit']:>6} {row['target']:>8} {target:>10} {row['achieved_hz']:>12.2f} {spread:>7} {interval:>7} "
-            f"{gap:>8} {start:>7}  {done}"
+            f"{row['unit']:>6} {row['target']:>8} {target:>10} {row['achieved_hz']:>12.2f} {row['promised_hz']:>12.2f} "
+            f"{spread:>7} {interval:>7} {gap:>8} {start:>7}  {done}"
         )
     return "\n".join(lines)

@@ -1,4 +1,4 @@
-"""The 95 % interval a synthesized image's mean rate is given before it is shown."""
+"""What a synthesized image is promised before it is shown: its rate and the 95 % interval for its mean."""
 
 from __future__ import annotations
 
@@ -43,3 +43,22 @@ def lower_end_hz(promised: np.ndarray, half_width: np.ndarray) -> np.ndarray:
     """The interval's lower end, promise − half-width, at least 0 Hz: all `closedloop synth` gives a
     "max" image, which the model under-promises past the photographs."""
     return np.maximum(np.asarray(promised, dtype=np.float64) - half_width, 0.0)
+
+
+def top_ratio(checkpoint) -> float | None:
+    """The model's recorded `closedloop.model.metrics.heldout_top_ratio` (``None``: a model fitted
+    before it was recorded, or no positive value)."""
+    ratio = checkpoint.recorded("heldout_top_ratio")
+    return ratio if ratio is not None and ratio > 0 else None
+
+
+def max_promise_hz(checkpoint, predicted: np.ndarray) -> np.ndarray:
+    """The rates "max" images are promised: their predictions times the model's `top_ratio`.
+
+    A "max" image is chosen for its high prediction, as a unit's top held-out photograph is ranked
+    top by it; the measured rate there, over the prediction, says how far such a prediction holds
+    (below 1: the model's errors at the top over-promise; above 1: its fit shrinks the extremes).
+    Without a recorded ratio the promise is the prediction.
+    """
+    ratio = top_ratio(checkpoint)
+    return np.asarray(predicted, dtype=np.float64) * (1.0 if ratio is None else ratio)

@@ -17,7 +17,7 @@ from closedloop.data.session_format import StimulusKind
 from closedloop.sim.aperture import aperture_mask
 from closedloop.sim.archive import population_for, spec_from_archive
 from closedloop.sim.archive_spec import RESPONSE_WINDOW_S
-from closedloop.synth.interval import lower_end_hz, planned_interval_hz
+from closedloop.synth.interval import lower_end_hz, max_promise_hz, planned_interval_hz
 from closedloop.synth.optimise import SynthesisResult
 from closedloop.model.metrics import error_over_spread, fraction_within
 from closedloop.synth.plan import unit_metric
@@ -69,8 +69,9 @@ def ground_truth_report(
         When ``repeats`` is given, every image is also "shown" that many times to the simulator
         (spikes drawn with ``seed``) and its measured mean judged against the 95 % interval
         ``closedloop synth`` prints for that many presentations
-        (`closedloop.synth.interval.planned_interval_hz`; for "max" images, which it prints only
-        the lower end of, what the whole interval would hold, and how many lay above that end).
+        (`closedloop.synth.interval.planned_interval_hz`, around the promise; for "max" images,
+        which it prints only the lower end of, what the whole interval would hold, and how many
+        lay above that end).
 
     Returns
     -------
@@ -82,7 +83,8 @@ def ground_truth_report(
         of the unit's natural-image range (and the optimiser's own error), the fraction of
         "max" images beating the unit's best natural image, and RF similarity (cosine inside
         the aperture) of the max image and of p80 − p20 for simple and centre-surround units,
-        and for "max" the median of predicted / true rate and of the ensemble's spread; for
+        and for "max" the median of predicted / true rate, of promised / true rate
+        (`closedloop.synth.interval.max_promise_hz`) and of the ensemble's spread; for
         percentile and "max" images how far the true rates miss the predictions in units of
         the spread (`error_over_spread`); with ``repeats``, the fractions of measured means and
         of true rates inside that interval (``percentile_measured_within_interval``,
@@ -112,6 +114,7 @@ def ground_truth_report(
     m_true = truth(m.canvas.to_display(m.images))
     m_units = np.asarray([job.unit for job in m.jobs])
     m_truth = m_true[np.arange(len(m.jobs)), pop_index[m_units]]
+    m_promised = max_promise_hz(checkpoint, m.achieved_hz)
     g_shown = m_shown = None
     g_half = m_half = np.zeros(0)
     if repeats is not None:
@@ -119,7 +122,7 @@ def ground_truth_report(
         g_shown = _shown(population, g.canvas.to_display(g.images), pop_index[g_units], duration, repeats, rng)
         m_shown = _shown(population, m.canvas.to_display(m.images), pop_index[m_units], duration, repeats, rng)
         g_half = planned_interval_hz(checkpoint, model_units[g_units], g.achieved_hz, g.spread_hz, repeats)
-        m_half = planned_interval_hz(checkpoint, model_units[m_units], m.achieved_hz, m.spread_hz, repeats)
+        m_half = planned_interval_hz(checkpoint, model_units[m_units], m_promised, m.spread_hz, repeats)
 
     # RF similarity inside the aperture, at display resolution.
     inside = aperture_mask(population.size_px, population.spec.aperture_diameter_px) > 0.5
@@ -173,18 +176,17 @@ def ground_truth_report(
             "max_true_over_best_natural": float(np.median(m_truth[max_rows] / best_natural[m_units[max_rows]]))
             if beats.size
             else float("nan"),
-            # how far "max" over-promises: the model's prediction over the true rate
-            "max_predicted_over_true": float(np.median(m.achieved_hz[max_rows] / np.maximum(m_truth[max_rows], 1e-9)))
-            if beats.size
-            else float("nan"),
+            # how far "max" over-promises: the model's prediction, and what synth promises, over the true rate
+            "max_predicted_over_true": _median_over_true(m.achieved_hz[max_rows], m_truth[max_rows]),
+            "max_promised_over_true": _median_over_true(m_promised[max_rows], m_truth[max_rows]),
             "max_spread_hz": float(np.nanmedian(m.spread_hz[max_rows]))
             if beats.size and m.spread_hz is not None
             else float("nan"),
             # is the spread an error bar? (1 if the true rates miss by as much as it says)
             "percentile_error_over_spread": _error_over_spread(g, g_truth, rows),
             "max_error_over_spread": _error_over_spread(m, m_truth, max_rows),
-            **_interval_hits("percentile", g, g_truth, g_shown, g_half, rows),
-            **_interval_hits("max", m, m_truth, m_shown, m_half, max_rows),
+            **_interval_hits("percentile", g.achieved_hz, g_truth, g_shown, g_half, rows),
+            **_interval_hits("max", m_promised, m_truth, m_shown, m_half, max_rows),
             "rf_similarity": rf,
         }
     return out
@@ -209,20 +211,25 @@ def _shown(population, images: np.ndarray, columns: np.ndarray, duration: float,
     return rates.mean(axis=1)
 
 
+def _median_over_true(rates: np.ndarray, truth: np.ndarray) -> float:
+    """The median of ``rates`` over the true rates (NaN: no image)."""
+    return float(np.median(rates / np.maximum(truth, 1e-9))) if rates.size else float("nan")
+
+
 def _interval_hits(
     name: str,
-    result: SynthesisResult,
+    promised: np.ndarray,
     truth: np.ndarray,
     shown: np.ndarray | None,
     half: np.ndarray,
     rows: np.ndarray,
 ) -> dict[str, float]:
     """The fractions of measured means (``shown``, from `_shown`) and true rates of a run's images
-    in ``rows`` inside prediction ± ``half``, and above its lower end (``…_above_floor``): none when
+    in ``rows`` inside promise ± ``half``, and above its lower end (``…_above_floor``): none when
     nothing was shown, NaN without an interval."""
     if shown is None:
         return {}
-    promised, measured, true, half = result.achieved_hz[rows], shown[rows], truth[rows], half[rows]
+    promised, measured, true, half = promised[rows], shown[rows], truth[rows], half[rows]
     floor = lower_end_hz(promised, half)  # NaN where the half-width is
     return {
         f"{name}_measured_within_interval": fraction_within(promised, measured, half),

@@ -140,7 +140,7 @@ def test_cli_skips_units_below_the_threshold_and_records_it(tiny_checkpoint, tmp
     noise = dict(zip(checkpoint.unit_ids.tolist(), checkpoint.rate_statistics.noise_per_hz))
 
     def half(row: dict) -> float:
-        return interval * np.hypot(row["spread_hz"], np.sqrt(noise[row["unit"]] * row["achieved_hz"] / 5))
+        return interval * np.hypot(row["spread_hz"], np.sqrt(noise[row["unit"]] * row["promised_hz"] / 5))
 
     rates = [row for row in summary["images"] if row["target"] == "p50"]
     maxed = [row for row in summary["images"] if row["target"] == "max"]
@@ -148,7 +148,13 @@ def test_cli_skips_units_below_the_threshold_and_records_it(tiny_checkpoint, tmp
         [half(row) for row in rates]
     )
     assert all(row["interval_hz"] is None for row in maxed)
-    floors = [max(row["achieved_hz"] - half(row), 0.0) for row in maxed]
+    # a rate target is promised its prediction, a "max" image its prediction x the fit's top ratio
+    ratio = checkpoint.metrics["heldout_top_ratio"]
+    assert summary["heldout_top_ratio"] == ratio and ratio > 0
+    assert [row["promised_hz"] for row in rates] == [row["achieved_hz"] for row in rates]
+    assert [row["promised_hz"] for row in maxed] == pytest.approx([ratio * row["achieved_hz"] for row in maxed])
+    assert f"'max' images are promised {ratio:.2f} x their prediction" in printed
+    floors = [max(row["promised_hz"] - half(row), 0.0) for row in maxed]
     assert [row["at_least_hz"] for row in maxed] == pytest.approx(floors)
     assert all(f" {row['interval_hz']:.1f} " in printed for row in rates)
     assert all(f" ≥{row['at_least_hz']:.1f} " in printed for row in maxed)
@@ -161,6 +167,13 @@ def test_a_model_that_records_no_interval_says_so():
     note = _spread_note(None, None, 20, np.ones(3))
     assert "not an error bar" in note and "records no 95 % interval, so ± 95 % is empty" in note
     assert "records no trial noise, so ± 95 % is empty" in _spread_note(1.5, 3.0, 20, None)
+
+
+def test_a_model_that_records_no_top_ratio_promises_max_images_their_prediction():
+    from closedloop.commands.synth import _max_note
+
+    assert "promised their prediction: this model records no measured / predicted rate" in _max_note(None)
+    assert "promised 0.81 x their prediction" in _max_note(0.81)
 
 
 def test_the_fit_records_how_far_its_held_out_misses_exceed_the_ensemble_spread(tiny_checkpoint):
@@ -181,6 +194,11 @@ def test_the_fit_records_how_far_its_held_out_misses_exceed_the_ensemble_spread(
     scores = np.sort((np.abs(trials.mean(axis=1) - mean) / np.sqrt(spread**2 + se**2)).ravel())
     interval = scores[int(np.ceil((scores.size + 1) * 0.95)) - 1]
     assert checkpoint.metrics["heldout_interval_sds"] == pytest.approx(interval, rel=1e-3)
+    # measured / predicted at each unit's top-predicted held-out image, median over units
+    top = np.argmax(mean, axis=0)
+    units = np.arange(mean.shape[1])
+    ratio = np.median(trials.mean(axis=1)[top, units] / mean[top, units])
+    assert checkpoint.metrics["heldout_top_ratio"] == pytest.approx(ratio, rel=1e-3)
 
 
 def test_no_unit_good_enough_is_one_clear_error(tiny_checkpoint, tmp_path, capsys):

@@ -52,6 +52,15 @@ def test_the_report_gives_the_median_unit_slope_of_the_simulators_true_rates(tin
     expected = np.sqrt(np.mean((truth - promised) ** 2) / np.mean(spread**2))
     assert report["units"]["all units"]["percentile_error_over_spread"] == pytest.approx(expected, rel=1e-6)
     assert report["units"]["all units"]["max_error_over_spread"] > 0
+    # "max" images: the prediction over the true rate, and the promise synth prints (times the top ratio)
+    m = maxed.result
+    m_units = np.array([job.unit for job in m.jobs])
+    m_rates = population.expected_rates(m.canvas.to_display(m.images), RESPONSE_WINDOW_S, spec.durations_s[0])
+    m_truth = m_rates[np.arange(m_units.size), [column[int(checkpoint.unit_ids[u])] for u in m_units]]
+    every = report["units"]["all units"]
+    assert every["max_predicted_over_true"] == pytest.approx(np.median(m.achieved_hz / m_truth), rel=1e-6)
+    ratio = checkpoint.metrics["heldout_top_ratio"]
+    assert every["max_promised_over_true"] == pytest.approx(np.median(ratio * m.achieved_hz / m_truth), rel=1e-6)
 
 
 def test_shown_images_measure_the_simulators_rates_and_are_judged_against_the_fits_interval(tiny_checkpoint):
