@@ -341,6 +341,7 @@ TRUTH_COLUMNS = {
     "r_target_true": "r pooled",
     "slope_true_unit_median": "slope",
     "max_predicted_over_true": "max p/t",
+    "max_promised_over_true": "prom.",
     "max_true_beats_best_natural": "beats",
     "max_spread_hz": "max sd",
     "error_over_spread_true": "miss/sd",
@@ -476,7 +477,9 @@ def print_truth(runs: list[dict]) -> None:
         "columns: r/rmax = held-out r/rmax (reliable units) of the model that made the images; r unit / r pooled "
         "= median per-unit / pooled r(target, true rate) over graded images; slope = median per-unit slope of true "
         "rate on target (1: the true rates span the asked range); max p/t = 'max' images' median "
-        "predicted / true rate; beats = 'max' images truly above the unit's best natural image; max sd = their "
+        "predicted / true rate; prom. = the same for the rate the loop report promises them (the prediction "
+        "times the earlier 'max' images' measured / predicted rate, or the model's at its top held-out "
+        "photographs); beats = 'max' images truly above the unit's best natural image; max sd = their "
         "median ensemble spread (Hz); miss/sd = rms(true - predicted rate) / rms spread over all the iteration's "
         "images (1: the spread is an honest error bar); k = the loop report's 95 % interval, promise ± k spreads, "
         "from what was known before the images were shown, ± % its median half-width as % of the unit's natural "
@@ -491,6 +494,7 @@ REPEAT_COLUMNS = {
     "r_target_true": "r pooled",
     "slope_true_unit_median": "slope",
     "max_predicted_over_true": "max p/t",
+    "max_promised_over_true": "prom.",
     "max_true_beats_best_natural": "beats",
     "error_over_spread_true": "miss/sd",
     "true_within_interval": "in 95 %",

@@ -102,6 +102,7 @@ def build_report(session_path: Path, brain, models_dir: Path | None, device: str
         iteration.summary.update(
             iteration_interval(images, iteration.model_before, report.iterations, natural_range[cols])
         )
+        iteration.summary.update(iteration_max_promise(images, iteration.model_before, report.iterations))
         iteration.turnaround = turnaround(records, record.session_block)
         report.iterations.append(iteration)
     every = [image for it in report.iterations for image in it.images]
@@ -169,6 +170,7 @@ def _fits(records: list[BlockRecord]) -> list[ModelFit]:
                 bool(_finite(m.get("warm_start"), 0)),
                 m.get("heldout_error_over_spread", math.nan),
                 m.get("heldout_interval_sds", math.nan),
+                m.get("heldout_top_ratio", math.nan),
             )
         )
     return out
@@ -462,6 +464,46 @@ def iteration_interval(
         "measured_within_interval": fraction_within(promised, measured, half),
         "true_within_interval": fraction_within(promised, true, half),
     }
+
+
+#: earlier "max" images with a measured rate needed to set the ratio from them
+MIN_MAX_IMAGES = 5
+
+
+def iteration_max_promise(images: list[SynthesizedImage], model: ModelFit | None, earlier: list[Iteration]) -> dict:
+    """The rate each image was promised, with what was known before it was shown: its prediction,
+    and for a "max" image its prediction times a ratio: the median measured / predicted rate of the
+    earlier iterations' "max" images when at least `MIN_MAX_IMAGES` were measured, else the one the
+    model recorded at its units' top-predicted held-out photographs
+    (`closedloop.model.metrics.heldout_top_ratio`), else 1. Sets each image's ``promised_hz``;
+    returns the ratio, how many earlier images set it, and the "max" promises' median over the
+    measured and the true rates."""
+    before = [image for it in earlier for image in it.images if math.isnan(image.target_hz)]
+    achieved, measured = _rates(before, "achieved_hz", "measured_hz")
+    known = np.isfinite(achieved) & np.isfinite(measured) & (achieved > 0)
+    fallback = model.top_ratio if model is not None and model.top_ratio > 0 else math.nan
+    if known.sum() >= MIN_MAX_IMAGES:
+        ratio, used = float(np.median(measured[known] / achieved[known])), int(known.sum())
+    else:
+        ratio, used = (fallback if math.isfinite(fallback) else 1.0), 0
+    for image in images:
+        image.promised_hz = image.achieved_hz * (ratio if math.isnan(image.target_hz) else 1.0)
+    maxed = [image for image in images if math.isnan(image.target_hz)]
+    promised, measured, true = _rates(maxed, "promised_hz", "measured_hz", "true_hz")
+    with np.errstate(divide="ignore", invalid="ignore"):  # an image measured at 0 Hz: infinitely over-promised
+        over_measured, over_true = promised / measured, promised / true
+    return {
+        "max_promise_ratio": ratio,
+        "max_promise_from_images": float(used),
+        "max_promised_over_measured": _median_of_known(over_measured),
+        "max_promised_over_true": _median_of_known(over_true),
+    }
+
+
+def _median_of_known(values: np.ndarray) -> float:
+    """The median of the values that are not NaN (infinities count), NaN when there are none."""
+    values = values[~np.isnan(values)]
+    return float(np.median(values)) if values.size else math.nan
 
 
 def _rates(images: list[SynthesizedImage], *names: str) -> list[np.ndarray]:

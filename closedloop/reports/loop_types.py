@@ -30,6 +30,7 @@ class ModelFit:
     warm_start: bool
     error_over_spread: float = math.nan  # held-out trial means' miss over the members' spread (1: honest)
     interval_sds: float = math.nan  # prediction ± this many √(spread² + se²) held 95 % of held-out trial means
+    top_ratio: float = math.nan  # measured / predicted rate at the units' top-predicted held-out images (median)
 
 
 @dataclass
@@ -45,7 +46,9 @@ class SynthesizedImage:
     the model that made it and of the refit after its responses; ``held_out_after``
     whether the refit held the image out (``None``: unknown); ``interval_hz`` the half-width
     of its 95 % interval for the measured mean, set before it was shown
-    (`closedloop.reports.loop_numbers.iteration_interval`).
+    (`closedloop.reports.loop_numbers.iteration_interval`); ``promised_hz`` the rate it was
+    promised: ``achieved_hz``, times a ratio known before it was shown for a "max" image
+    (`closedloop.reports.loop_numbers.iteration_max_promise`).
     """
 
     stimulus_id: int
@@ -61,6 +64,7 @@ class SynthesizedImage:
     spread_hz: float = math.nan
     measured_se_hz: float = math.nan
     interval_hz: float = math.nan
+    promised_hz: float = math.nan
 
     @property
     def label(self) -> str:
