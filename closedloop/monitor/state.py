@@ -29,7 +29,7 @@ from closedloop.monitor.correlation import correlations, pearson
 from closedloop.monitor.health import StreamHealth
 from closedloop.monitor.spikes import PsthSettings, SpikeView, SpikeWindow
 from closedloop.model.metrics import mean_standard_errors, noise_per_hz
-from closedloop.monitor.synthesis import SynthTracker, synthesized_intervals
+from closedloop.monitor.synthesis import SynthTracker, synthesized_intervals, synthesized_promises
 
 logger = logging.getLogger(__name__)
 
@@ -384,6 +384,7 @@ class MonitorState:
         heldout[columns[columns >= 0]] = r[columns >= 0]
         synth = self.synth.arrays()
         synth["measured_hz"], synth["measured_se_hz"] = self._synth_measured(synth)
+        synth["promised_hz"] = synthesized_promises(synth, self.synth.top_ratios)
         synth["interval_sds"], synth["interval_hz"] = synthesized_intervals(synth, self.synth.photographs_k)
         return MonitorView(
             unit=self.unit,

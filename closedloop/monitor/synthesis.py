@@ -15,10 +15,14 @@ may see the `BlockRequest` before the `SynthesizeResult` it came from: the finge
 of recently presented images are kept too (bounded), and a late result is matched
 against them.
 
-Each image's 95 % interval for its measured mean (`synthesized_intervals`) is the loop
-report's: promise ± k·√(spread² + se²), k from the earlier iterations' images once there
-are enough of them, else the one the model that made it recorded from its held-out
-photographs (``heldout_interval_sds`` in its `ModelUpdated` metrics).
+Each image's promise (`synthesized_promises`) and 95 % interval for its measured mean
+(`synthesized_intervals`) are the loop report's: a rate image is promised its prediction, a
+"max" image its prediction times the earlier "max" images' measured / predicted rate once
+there are enough of them, else times the one the model that made it recorded at its units'
+top-predicted held-out photographs (``heldout_top_ratio`` in its `ModelUpdated` metrics); the
+interval is promise ± k·√(spread² + se²), k from the earlier iterations' images once there
+are enough of them, else the one the model recorded from its held-out photographs
+(``heldout_interval_sds``).
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from closedloop.model.metrics import calibrated_interval_sds, interval_halfwidths
+from closedloop.model.metrics import calibrated_interval_sds, calibrated_top_ratio, interval_halfwidths
 
 
 def fingerprint(image: np.ndarray) -> bytes:
@@ -73,17 +77,21 @@ class SynthTracker:
         # fingerprint -> presented stimulus ids no record has claimed yet (newest capacity kept)
         self._presented: OrderedDict[bytes, list[int]] = OrderedDict()
         self._capacity = int(capacity)
-        # model version -> the k it recorded from its held-out photographs (newest capacity kept)
+        # model version -> the k it recorded from its held-out photographs, and the measured / predicted
+        # rate at its units' top-predicted ones (newest capacity kept)
         self.photographs_k: OrderedDict[int, float] = OrderedDict()
+        self.top_ratios: OrderedDict[int, float] = OrderedDict()
 
     def add_model(self, version: int, metrics: dict) -> None:
-        """Note the interval factor a model version recorded (``heldout_interval_sds``), if any."""
-        k = metrics.get("heldout_interval_sds")
-        if isinstance(k, float | int) and math.isfinite(k) and k > 0:
-            self.photographs_k[int(version)] = float(k)
-            self.photographs_k.move_to_end(int(version))
-            while len(self.photographs_k) > self._capacity:
-                self.photographs_k.popitem(last=False)
+        """Note the interval factor (``heldout_interval_sds``) and the top ratio (``heldout_top_ratio``)
+        a model version recorded, those that are positive numbers."""
+        for kept, key in ((self.photographs_k, "heldout_interval_sds"), (self.top_ratios, "heldout_top_ratio")):
+            value = metrics.get(key)
+            if isinstance(value, float | int) and math.isfinite(value) and value > 0:
+                kept[int(version)] = float(value)
+                kept.move_to_end(int(version))
+                while len(kept) > self._capacity:
+                    kept.popitem(last=False)
 
     def add_result(
         self,
@@ -199,6 +207,30 @@ class SynthTracker:
         }
 
 
+def synthesized_promises(columns: dict[str, np.ndarray], top_ratios: Mapping[int, float]) -> np.ndarray:
+    """Each synthesized image's promised rate, as the loop report sets it: the prediction, times
+    `closedloop.model.metrics.calibrated_top_ratio` for a "max" image (NaN target).
+
+    Parameters
+    ----------
+    columns
+        `SynthTracker.arrays` with ``measured_hz`` (NaN: not yet shown).
+    top_ratios
+        Model version -> the ``heldout_top_ratio`` it recorded.
+    """
+    iteration, version = columns["iteration"], columns["model_version"]
+    achieved, measured = columns["achieved_hz"], columns["measured_hz"]
+    maximise = np.isnan(columns["target_hz"])
+    promised = achieved.copy()
+    for number in np.unique(iteration[maximise]).tolist():
+        earlier = maximise & (iteration < number)
+        for made_by in np.unique(version[maximise & (iteration == number)]).tolist():
+            now = maximise & (iteration == number) & (version == made_by)
+            ratio, _ = calibrated_top_ratio(achieved[earlier], measured[earlier], top_ratios.get(made_by, math.nan))
+            promised[now] = ratio * achieved[now]
+    return promised
+
+
 def synthesized_intervals(
     columns: dict[str, np.ndarray], photographs_k: Mapping[int, float]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -207,7 +239,8 @@ def synthesized_intervals(
     Parameters
     ----------
     columns
-        `SynthTracker.arrays` with ``measured_hz`` and ``measured_se_hz`` (NaN: not yet shown).
+        `SynthTracker.arrays` with ``promised_hz`` (`synthesized_promises`), ``measured_hz`` and
+        ``measured_se_hz`` (NaN: not yet shown).
     photographs_k
         Model version -> the k it recorded from its held-out photographs.
 
@@ -218,7 +251,7 @@ def synthesized_intervals(
         shown, or no k).
     """
     iteration, version = columns["iteration"], columns["model_version"]
-    promised, spread = columns["achieved_hz"], columns["spread_hz"]
+    promised, spread = columns["promised_hz"], columns["spread_hz"]
     measured, se = columns["measured_hz"], columns["measured_se_hz"]
     k = np.full(iteration.size, np.nan)
     for number in np.unique(iteration).tolist():

@@ -31,6 +31,7 @@ from closedloop.reports.loop_types import (
 from closedloop.runner.journal import BlockRecord
 from closedloop.model.metrics import (
     calibrated_interval_sds,
+    calibrated_top_ratio,
     error_over_spread,
     fraction_within,
     interval_halfwidths,
@@ -99,14 +100,15 @@ def build_report(session_path: Path, brain, models_dir: Path | None, device: str
             None if truth is None else truth.natural_range[cols],
             None if truth is None else truth.best_natural[cols],
         )
+        # the promises first: each image's interval is centred on its promise
+        iteration.summary.update(iteration_max_promise(images, iteration.model_before, report.iterations))
         iteration.summary.update(
             iteration_interval(images, iteration.model_before, report.iterations, natural_range[cols])
         )
-        iteration.summary.update(iteration_max_promise(images, iteration.model_before, report.iterations))
         iteration.turnaround = turnaround(records, record.session_block)
         report.iterations.append(iteration)
     every = [image for it in report.iterations for image in it.images]
-    promised, measured, true, half = _rates(every, "achieved_hz", "measured_hz", "true_hz", "interval_hz")
+    promised, measured, true, half = _rates(every, "promised_hz", "measured_hz", "true_hz", "interval_hz")
     report.spread_honesty = {
         **spread_honesty(every),
         "measured_within_interval": fraction_within(promised, measured, half),
@@ -435,14 +437,15 @@ def spread_honesty(images: list[SynthesizedImage]) -> dict[str, float]:
     }
 
 
-_MEASURED = ("achieved_hz", "spread_hz", "measured_hz", "measured_se_hz")
+_MEASURED = ("promised_hz", "spread_hz", "measured_hz", "measured_se_hz")
 
 
 def iteration_interval(
     images: list[SynthesizedImage], model: ModelFit | None, earlier: list[Iteration], natural_range: np.ndarray
 ) -> dict:
-    """Each image's 95 % interval for its measured mean, promise ± k·√(spread² + se²), with ``k``
-    known before the images were shown: `closedloop.model.metrics.interval_sds` of the earlier
+    """Each image's 95 % interval for its measured mean, promise ± k·√(spread² + se²) (the promise:
+    ``promised_hz``, set by `iteration_max_promise`), with ``k`` known before the images were
+    shown: `closedloop.model.metrics.interval_sds` of the earlier
     iterations' measured means when there are enough of them, else the one the model recorded from
     its held-out photographs (easier to predict than synthesized images). Also the median half-width
     as % of each image's unit's measured natural-image range (``natural_range``, one per image) and
@@ -466,26 +469,15 @@ def iteration_interval(
     }
 
 
-#: earlier "max" images with a measured rate needed to set the ratio from them
-MIN_MAX_IMAGES = 5
-
-
 def iteration_max_promise(images: list[SynthesizedImage], model: ModelFit | None, earlier: list[Iteration]) -> dict:
-    """The rate each image was promised, with what was known before it was shown: its prediction,
-    and for a "max" image its prediction times a ratio: the median measured / predicted rate of the
-    earlier iterations' "max" images when at least `MIN_MAX_IMAGES` were measured, else the one the
-    model recorded at its units' top-predicted held-out photographs
-    (`closedloop.model.metrics.heldout_top_ratio`), else 1. Sets each image's ``promised_hz``;
-    returns the ratio, how many earlier images set it, and the "max" promises' median over the
-    measured and the true rates."""
+    """The rate each image is promised, with what was known before it was shown: its prediction,
+    and for a "max" image its prediction times `closedloop.model.metrics.calibrated_top_ratio` of
+    the earlier iterations' "max" images (the model's recorded ``heldout_top_ratio`` before there
+    are enough). Sets each image's ``promised_hz``; returns the ratio, how many earlier images set
+    it, and the "max" promises' median over the measured and the true rates."""
     before = [image for it in earlier for image in it.images if math.isnan(image.target_hz)]
     achieved, measured = _rates(before, "achieved_hz", "measured_hz")
-    known = np.isfinite(achieved) & np.isfinite(measured) & (achieved > 0)
-    fallback = model.top_ratio if model is not None and model.top_ratio > 0 else math.nan
-    if known.sum() >= MIN_MAX_IMAGES:
-        ratio, used = float(np.median(measured[known] / achieved[known])), int(known.sum())
-    else:
-        ratio, used = (fallback if math.isfinite(fallback) else 1.0), 0
+    ratio, used = calibrated_top_ratio(achieved, measured, model.top_ratio if model is not None else math.nan)
     for image in images:
         image.promised_hz = image.achieved_hz * (ratio if math.isnan(image.target_hz) else 1.0)
     maxed = [image for image in images if math.isnan(image.target_hz)]

@@ -93,14 +93,15 @@ def report_text(report) -> str:
                 f"other {_f(t.other, 3)} s"
             )
         lines.append(
-            f"  {'stimulus':>8} {'unit':>5} {'target':>7} {'predicted':>9} {'± sd':>6} {'± 95 %':>7} {'measured':>8} "
-            f"{'n':>3} {'true':>7} {'refit':>7}"
+            f"  {'stimulus':>8} {'unit':>5} {'target':>7} {'predicted':>9} {'promised':>8} {'± sd':>6} {'± 95 %':>7} "
+            f"{'measured':>8} {'n':>3} {'true':>7} {'refit':>7}"
         )
         for im in it.images:
             held = "" if im.held_out_after is None else ("*" if im.held_out_after else " ")
             lines.append(
                 f"  {im.stimulus_id:>8} {im.unit_id:>5} {im.label:>7} {_f(im.predicted_before_hz, 1):>9} "
-                f"{_f(im.spread_hz, 1):>6} {_f(im.interval_hz, 1):>7} {_f(im.measured_hz, 1):>8} "
+                f"{_f(im.promised_hz, 1):>8} {_f(im.spread_hz, 1):>6} {_f(im.interval_hz, 1):>7} "
+                f"{_f(im.measured_hz, 1):>8} "
                 f"{im.n_presentations:>3} {_f(im.true_hz, 1):>7} "
                 f"{_f(im.predicted_after_hz, 1):>6}{held}"
             )

@@ -155,7 +155,7 @@ def test_synthesis_panel_bars_are_the_95_percent_interval_and_absent_without_a_s
     np.testing.assert_allclose(bars["y"], [6.0, 30.0])
     # ± 2.5 √(sd² + se²), se of two trials 4 and 6 Hz: 1; of 27 and 35 Hz: 4
     np.testing.assert_allclose(bars["height"], 2 * 2.5 * np.hypot([1.5, 4.0], [1.0, 4.0]))
-    assert "predicted, 95 % interval" in [label.text for _, label in panel.plot.legend.items]
+    assert "promised, 95 % interval" in [label.text for _, label in panel.plot.legend.items]
     assert "bars ± 2.5·√(sd²+se²)" in panel.plot.titleLabel.text
     items = len(panel.plot.items)
     bars = result(None, 2, 3)  # the next iteration, from a server that sends no spread: the bars go

@@ -187,10 +187,6 @@ def test_the_report_matches_a_recomputation_from_the_session_file(loop_run):
         k = made_by.metrics["heldout_interval_sds"]
         assert k > 0 and it.model_before.interval_sds == pytest.approx(k)
         assert s["interval_sds"] == pytest.approx(k) and s["interval_from_images"] == 0
-        half = k * np.sqrt(spread**2 + se**2)
-        assert np.allclose([im.interval_hz for im in it.images], half)
-        for name, actual in (("true_within_interval", true), ("measured_within_interval", measured)):
-            assert s[name] == pytest.approx(np.mean(np.abs(actual - rows["achieved_hz"]) <= half))
         # "max" promises: 2 earlier "max" images are too few, so the ratio is the one the model recorded at its
         # units' top-predicted held-out photographs
         ratio = made_by.metrics["heldout_top_ratio"]
@@ -198,6 +194,11 @@ def test_the_report_matches_a_recomputation_from_the_session_file(loop_run):
         assert s["max_promise_ratio"] == pytest.approx(ratio) and s["max_promise_from_images"] == 0
         promised = np.where(graded, rows["achieved_hz"], ratio * rows["achieved_hz"])
         assert np.allclose([im.promised_hz for im in it.images], promised)
+        # each interval is centred on the image's promise
+        half = k * np.sqrt(spread**2 + se**2)
+        assert np.allclose([im.interval_hz for im in it.images], half)
+        for name, actual in (("true_within_interval", true), ("measured_within_interval", measured)):
+            assert s[name] == pytest.approx(np.mean(np.abs(actual - promised) <= half))
         assert s["max_promised_over_true"] == pytest.approx(np.median((promised / true)[~graded]))
         with np.errstate(divide="ignore"):  # a "max" image measured at 0 Hz
             over_measured = np.median((promised / measured)[~graded])
@@ -219,10 +220,11 @@ def test_the_report_matches_a_recomputation_from_the_session_file(loop_run):
         assert t.extraction + t.refit + t.synthesis + t.other == pytest.approx(t.total)
 
     every = [im for it in report.iterations for im in it.images]
-    promised, spread, true = (
-        np.array([getattr(im, k) for im in every]) for k in ("achieved_hz", "spread_hz", "true_hz")
+    predicted, promised, spread, true = (
+        np.array([getattr(im, k) for im in every]) for k in ("achieved_hz", "promised_hz", "spread_hz", "true_hz")
     )
-    session_wide = np.sqrt(np.mean((promised - true) ** 2) / np.mean(spread**2))
+    # the spread judges the ensemble's own predictions; the intervals are centred on the promises
+    session_wide = np.sqrt(np.mean((predicted - true) ** 2) / np.mean(spread**2))
     assert report.spread_honesty["error_over_spread_true"] == pytest.approx(session_wide)
     half = np.array([im.interval_hz for im in every])
     assert report.spread_honesty["true_within_interval"] == pytest.approx(np.mean(np.abs(promised - true) <= half))
@@ -237,7 +239,8 @@ def test_the_report_matches_a_recomputation_from_the_session_file(loop_run):
     ratio = report.iterations[0].summary["max_promise_ratio"]
     assert f"'max' images promised {ratio:.2f} x their prediction (from the model's top held-out photographs)" in text
     assert f"held-out misses {report.fits[-1].error_over_spread:.1f}x its spread" in text
-    assert "± sd" in text and f" {first.predicted_before_hz:.1f} {first.spread_hz:>6.1f} " in text
+    assert "± sd" in text and "promised" in text
+    assert f" {first.predicted_before_hz:.1f} {first.promised_hz:>8.1f} {first.spread_hz:>6.1f} " in text
     json.dumps(report.to_dict(), allow_nan=False)
     figure = report.figure(folder / "report.png")
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

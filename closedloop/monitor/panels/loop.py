@@ -90,12 +90,14 @@ def unit_ticks(unit_ids: np.ndarray, most: int = 16) -> list[tuple[int, str]]:
 
 
 class SynthesisPanel:
-    """Synthesized images: target vs measured response (filled) and vs the model's prediction (open).
+    """Synthesized images: target vs measured response (filled) and vs the promised rate (open).
 
-    The prediction carries a vertical bar, its 95 % interval for the measured mean (the loop
-    report's ± 95 %, `closedloop.monitor.synthesis.synthesized_intervals`) once the image has been
-    shown; images without a spread (an older server or session file) or whose model recorded no
-    interval factor, with too few earlier images to set one, get none.
+    The promise (the prediction, and for a "max" image the prediction times the loop report's
+    ratio, `closedloop.monitor.synthesis.synthesized_promises`) carries a vertical bar, its 95 %
+    interval for the measured mean (the loop report's ± 95 %,
+    `closedloop.monitor.synthesis.synthesized_intervals`) once the image has been shown; images
+    without a spread (an older server or session file) or whose model recorded no interval
+    factor, with too few earlier images to set one, get none.
     """
 
     #: areas of the view (state.AREAS) this panel draws
@@ -108,9 +110,7 @@ class SynthesisPanel:
         self.identity = IdentityLine(plot)
         # one item, given new arrays on each update: no items pile up while the loop runs
         self.interval = pg.ErrorBarItem(x=np.zeros(0), y=np.zeros(0), height=np.zeros(0), pen=pg.mkPen(*PREDICTED, 160))
-        self.predicted = pg.ScatterPlotItem(
-            size=7, pen=pg.mkPen(PREDICTED), brush=None, name="predicted, 95 % interval"
-        )
+        self.predicted = pg.ScatterPlotItem(size=7, pen=pg.mkPen(PREDICTED), brush=None, name="promised, 95 % interval")
         self.measured = pg.ScatterPlotItem(size=7, pen=None, brush=pg.mkBrush(*MEASURED, 200), name="measured")
         self.older = pg.ScatterPlotItem(size=5, pen=None, brush=pg.mkBrush(*MUTED, 120))
         for item in (self.older, self.interval, self.predicted, self.measured):
@@ -118,16 +118,17 @@ class SynthesisPanel:
 
     def update(self, view: MonitorView) -> None:
         s = view.synthesized
-        # "maximise" targets (NaN) are drawn at the model's predicted rate
-        target = np.where(np.isfinite(s["target_hz"]), s["target_hz"], s["achieved_hz"])
+        # "maximise" targets (NaN) are drawn at their promised rate
+        promised = s["promised_hz"]
+        target = np.where(np.isfinite(s["target_hz"]), s["target_hz"], promised)
         newest = s["iteration"] == (s["iteration"].max() if s["iteration"].size else 0)
-        self.predicted.setData(*finite_xy(target[newest], s["achieved_hz"][newest]))
-        x, y, half = target[newest], s["achieved_hz"][newest], s["interval_hz"][newest]
+        self.predicted.setData(*finite_xy(target[newest], promised[newest]))
+        x, y, half = target[newest], promised[newest], s["interval_hz"][newest]
         barred = np.isfinite(x) & np.isfinite(y) & np.isfinite(half)
         self.interval.setData(x=x[barred], y=y[barred], height=2 * half[barred])  # height spans y ± half
         self.measured.setData(*finite_xy(target[newest], s["measured_hz"][newest]))
         self.older.setData(*finite_xy(target[~newest], s["measured_hz"][~newest]))
-        self.identity.span(target, s["measured_hz"], s["achieved_hz"])
+        self.identity.span(target, s["measured_hz"], promised)
         measured = int(np.isfinite(s["measured_hz"][newest]).sum())
         status = view.block_status
         block = f", block {status.block} {status.kind} {status.state}" if status is not None else ""
