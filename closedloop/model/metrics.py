@@ -639,25 +639,10 @@ def heldout_top_ratio(pred: np.ndarray, trials: np.ndarray) -> float:
     return float(np.median(measured[known] / predicted[known])) if known.any() else float("nan")
 
 
-#: earlier "max" images with a measured rate needed to set `calibrated_top_ratio` from them
-MIN_EARLIER_MAX_IMAGES = 5
-
-
-def calibrated_top_ratio(predicted: np.ndarray, measured: np.ndarray, fallback: float) -> tuple[float, int]:
-    """The ratio new "max" images are promised over their prediction: the median measured /
-    predicted rate of earlier "max" images when at least `MIN_EARLIER_MAX_IMAGES` were measured,
-    else ``fallback`` (the model's `heldout_top_ratio`), else 1 (no ratio known: the prediction).
-
-    Returns
-    -------
-    tuple of (float, int)
-        The ratio, and how many earlier images set it (0: it is ``fallback`` or 1).
-    """
-    predicted, measured = (np.asarray(v, dtype=np.float64).ravel() for v in (predicted, measured))
-    known = np.isfinite(predicted) & np.isfinite(measured) & (predicted > 0)
-    if known.sum() >= MIN_EARLIER_MAX_IMAGES:
-        return float(np.median(measured[known] / predicted[known])), int(known.sum())
-    return (float(fallback) if math.isfinite(fallback) and fallback > 0 else 1.0), 0
+def promise_ratio(top_ratio: float | None) -> float:
+    """What a "max" image is promised over its prediction: the `heldout_top_ratio` of the model that
+    made it when that is a positive number, else 1 (the prediction itself)."""
+    return float(top_ratio) if top_ratio is not None and math.isfinite(top_ratio) and top_ratio > 0 else 1.0
 
 
 def _means_and_standard_errors(trials: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -17,11 +17,10 @@ against them.
 
 Each image's promise (`synthesized_promises`) and 95 % interval for its measured mean
 (`synthesized_intervals`) are the loop report's: a rate image is promised its prediction, a
-"max" image its prediction times the earlier "max" images' measured / predicted rate once
-there are enough of them, else times the one the model that made it recorded at its units'
-top-predicted held-out photographs (``heldout_top_ratio`` in its `ModelUpdated` metrics); the
-interval is promise ± k·√(spread² + se²), k from the earlier iterations' images once there
-are enough of them, else the one the model recorded from its held-out photographs
+"max" image its prediction times the measured / predicted rate the model that made it recorded
+at its units' top-predicted held-out photographs (``heldout_top_ratio`` in its `ModelUpdated`
+metrics); the interval is promise ± k·√(spread² + se²), k from the earlier iterations' images
+once there are enough of them, else the one the model recorded from its held-out photographs
 (``heldout_interval_sds``).
 """
 
@@ -35,7 +34,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from closedloop.model.metrics import calibrated_interval_sds, calibrated_top_ratio, interval_halfwidths
+from closedloop.model.metrics import calibrated_interval_sds, interval_halfwidths, promise_ratio
 
 
 def fingerprint(image: np.ndarray) -> bytes:
@@ -209,26 +208,17 @@ class SynthTracker:
 
 def synthesized_promises(columns: dict[str, np.ndarray], top_ratios: Mapping[int, float]) -> np.ndarray:
     """Each synthesized image's promised rate, as the loop report sets it: the prediction, times
-    `closedloop.model.metrics.calibrated_top_ratio` for a "max" image (NaN target).
+    its model's `closedloop.model.metrics.promise_ratio` for a "max" image (NaN target).
 
     Parameters
     ----------
     columns
-        `SynthTracker.arrays` with ``measured_hz`` (NaN: not yet shown).
+        `SynthTracker.arrays`.
     top_ratios
         Model version -> the ``heldout_top_ratio`` it recorded.
     """
-    iteration, version = columns["iteration"], columns["model_version"]
-    achieved, measured = columns["achieved_hz"], columns["measured_hz"]
-    maximise = np.isnan(columns["target_hz"])
-    promised = achieved.copy()
-    for number in np.unique(iteration[maximise]).tolist():
-        earlier = maximise & (iteration < number)
-        for made_by in np.unique(version[maximise & (iteration == number)]).tolist():
-            now = maximise & (iteration == number) & (version == made_by)
-            ratio, _ = calibrated_top_ratio(achieved[earlier], measured[earlier], top_ratios.get(made_by, math.nan))
-            promised[now] = ratio * achieved[now]
-    return promised
+    ratios = np.array([promise_ratio(top_ratios.get(int(v))) for v in columns["model_version"].tolist()])
+    return np.where(np.isnan(columns["target_hz"]), ratios, 1.0) * columns["achieved_hz"]
 
 
 def synthesized_intervals(

@@ -31,12 +31,12 @@ from closedloop.reports.loop_types import (
 from closedloop.runner.journal import BlockRecord
 from closedloop.model.metrics import (
     calibrated_interval_sds,
-    calibrated_top_ratio,
     error_over_spread,
     fraction_within,
     interval_halfwidths,
     mean_standard_errors,
     noise_per_hz,
+    promise_ratio,
 )
 from closedloop.synth.verify import slope
 
@@ -101,7 +101,7 @@ def build_report(session_path: Path, brain, models_dir: Path | None, device: str
             None if truth is None else truth.best_natural[cols],
         )
         # the promises first: each image's interval is centred on its promise
-        iteration.summary.update(iteration_max_promise(images, iteration.model_before, report.iterations))
+        iteration.summary.update(iteration_max_promise(images, iteration.model_before))
         iteration.summary.update(
             iteration_interval(images, iteration.model_before, report.iterations, natural_range[cols])
         )
@@ -469,15 +469,12 @@ def iteration_interval(
     }
 
 
-def iteration_max_promise(images: list[SynthesizedImage], model: ModelFit | None, earlier: list[Iteration]) -> dict:
-    """The rate each image is promised, with what was known before it was shown: its prediction,
-    and for a "max" image its prediction times `closedloop.model.metrics.calibrated_top_ratio` of
-    the earlier iterations' "max" images (the model's recorded ``heldout_top_ratio`` before there
-    are enough). Sets each image's ``promised_hz``; returns the ratio, how many earlier images set
-    it, and the "max" promises' median over the measured and the true rates."""
-    before = [image for it in earlier for image in it.images if math.isnan(image.target_hz)]
-    achieved, measured = _rates(before, "achieved_hz", "measured_hz")
-    ratio, used = calibrated_top_ratio(achieved, measured, model.top_ratio if model is not None else math.nan)
+def iteration_max_promise(images: list[SynthesizedImage], model: ModelFit | None) -> dict:
+    """The rate each image is promised: its prediction, and for a "max" image its prediction times
+    the ``heldout_top_ratio`` the model that made it recorded (`closedloop.model.metrics.promise_ratio`).
+    Sets each image's ``promised_hz``; returns the ratio and the "max" promises' median over the
+    measured and the true rates."""
+    ratio = promise_ratio(model.top_ratio if model is not None else None)
     for image in images:
         image.promised_hz = image.achieved_hz * (ratio if math.isnan(image.target_hz) else 1.0)
     maxed = [image for image in images if math.isnan(image.target_hz)]
@@ -486,7 +483,6 @@ def iteration_max_promise(images: list[SynthesizedImage], model: ModelFit | None
         over_measured, over_true = promised / measured, promised / true
     return {
         "max_promise_ratio": ratio,
-        "max_promise_from_images": float(used),
         "max_promised_over_measured": _median_of_known(over_measured),
         "max_promised_over_true": _median_of_known(over_true),
     }

@@ -47,7 +47,7 @@ class SynthesizedImage:
     whether the refit held the image out (``None``: unknown); ``interval_hz`` the half-width
     of its 95 % interval for the measured mean, set before it was shown
     (`closedloop.reports.loop_numbers.iteration_interval`); ``promised_hz`` the rate it was
-    promised: ``achieved_hz``, times a ratio known before it was shown for a "max" image
+    promised: ``achieved_hz``, times the model's recorded top ratio for a "max" image
     (`closedloop.reports.loop_numbers.iteration_max_promise`).
     """
 

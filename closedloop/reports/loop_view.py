@@ -28,10 +28,8 @@ SUMMARY_LINES = {
     "max_true_beats_best_natural": "the same fraction with true rates",
     "max_predicted_over_true": "'max' images: median of the rate the model predicted (achieved) / the true rate",
     "max_spread_hz": "'max' images: median std of the ensemble members' predictions (Hz)",
-    "max_promise_ratio": "what a 'max' image is promised over its prediction, known before it was shown: the "
-    "median measured / predicted rate of the earlier iterations' 'max' images, or with fewer than 5 of those, "
-    "the model's at its units' top-predicted held-out photographs",
-    "max_promise_from_images": "how many earlier 'max' images the ratio came from (0: the held-out photographs)",
+    "max_promise_ratio": "what a 'max' image is promised over its prediction: the measured / predicted rate at "
+    "the units' top-predicted held-out photographs (median) that the model which made it recorded",
     "max_promised_over_measured": "'max' images: median promised / measured rate",
     "max_promised_over_true": "'max' images: median promised / true rate",
     "error_over_spread_measured": "how far measured rates miss the promised (achieved) rates, in units of the "
@@ -131,18 +129,14 @@ def report_text(report) -> str:
                 f"{_f(s['max_measured_over_best_natural'])}x "
                 f"({_f(100 * s['max_measured_beats_best_natural'], 0)} % above it){true}"
             )
-            source = (
-                f"{int(s['max_promise_from_images'])} earlier 'max' images"
-                if s["max_promise_from_images"] > 0
-                else "the model's top held-out photographs"
-            )
             true = (
                 f"; predicted/true {_f(s['max_predicted_over_true'])}, promised/true {_f(s['max_promised_over_true'])}"
                 if report.has_truth
                 else ""
             )
             lines.append(
-                f"  'max' images promised {_f(s['max_promise_ratio'])} x their prediction (from {source}), median "
+                f"  'max' images promised {_f(s['max_promise_ratio'])} x their prediction (the model's top held-out "
+                f"photographs' measured / predicted), median "
                 f"promised/measured {_f(s['max_promised_over_measured'])}{true}; ensemble spread "
                 f"{_f(s['max_spread_hz'], 1)} Hz"
             )

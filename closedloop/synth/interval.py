@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from closedloop.model.metrics import interval_halfwidths, planned_standard_errors
+from closedloop.model.metrics import interval_halfwidths, planned_standard_errors, promise_ratio
 
 
 def planned_interval_hz(
@@ -47,9 +47,8 @@ def lower_end_hz(promised: np.ndarray, half_width: np.ndarray) -> np.ndarray:
 
 def top_ratio(checkpoint) -> float | None:
     """The model's recorded `closedloop.model.metrics.heldout_top_ratio` (``None``: a model fitted
-    before it was recorded, or no positive value)."""
-    ratio = checkpoint.recorded("heldout_top_ratio")
-    return ratio if ratio is not None and ratio > 0 else None
+    before it was recorded, or no finite value)."""
+    return checkpoint.recorded("heldout_top_ratio")
 
 
 def max_promise_hz(checkpoint, predicted: np.ndarray) -> np.ndarray:
@@ -58,7 +57,7 @@ def max_promise_hz(checkpoint, predicted: np.ndarray) -> np.ndarray:
     A "max" image is chosen for its high prediction, as a unit's top held-out photograph is ranked
     top by it; the measured rate there, over the prediction, says how far such a prediction holds
     (below 1: the model's errors at the top over-promise; above 1: its fit shrinks the extremes).
-    Without a recorded ratio the promise is the prediction.
+    Without a recorded positive ratio the promise is the prediction
+    (`closedloop.model.metrics.promise_ratio`).
     """
-    ratio = top_ratio(checkpoint)
-    return np.asarray(predicted, dtype=np.float64) * (1.0 if ratio is None else ratio)
+    return np.asarray(predicted, dtype=np.float64) * promise_ratio(top_ratio(checkpoint))

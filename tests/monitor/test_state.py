@@ -329,26 +329,22 @@ def test_synthesized_images_get_the_loop_reports_95_percent_interval_once_shown(
     np.testing.assert_allclose(later, 21.0 / np.sqrt(2))
 
 
-def test_max_images_are_promised_the_models_top_ratio_then_the_earlier_max_images_measured_over_predicted(rng):
+def test_max_images_are_promised_their_prediction_times_their_models_top_ratio(rng):
     state = MonitorState()
     state.ingest("model_events", msg.ModelUpdated(version=1, metrics={"heldout_top_ratio": 0.5}))
     for hostile in (float("inf"), float("nan"), -2.0, 0.0):  # not a ratio: ignored
         state.ingest("model_events", msg.ModelUpdated(version=2, metrics={"heldout_top_ratio": hostile}))
     assert list(state.synth.top_ratios) == [1]
-    # iteration 1: five "max" images and a rate image of version 1
-    achieved = [10.0, 20.0, 30.0, 40.0, 50.0, 12.0]
-    targets = [np.nan] * 5 + [12.0]
-    _synthesize_and_show(state, rng, np.arange(10, 16), achieved, np.ones(6), 1, 1, 1, targets)
-    s = state.view().synthesized
-    np.testing.assert_allclose(s["promised_hz"], [5.0, 10.0, 15.0, 20.0, 25.0, 12.0])
-    # shown: measured / predicted 0.8, 0.9, 0.9, 1.0, 0.8 (the rate image's does not count)
-    measured = np.array([8.0, 18.0, 27.0, 40.0, 40.0, 40.0])
-    state.ingest("responses", responses(2, 0, np.arange(10, 16), np.stack([measured, np.zeros(6)], 1), TWO))
-    # iteration 2, version 2 (no ratio of its own): five earlier "max" images set it, 0.9
+    # version 1: three "max" images and a rate image, promised before and after they are shown
+    _synthesize_and_show(
+        state, rng, np.arange(10, 14), [10.0, 20.0, 30.0, 12.0], np.ones(4), 1, 1, 1, [np.nan] * 3 + [12.0]
+    )
+    np.testing.assert_allclose(state.view().synthesized["promised_hz"], [5.0, 10.0, 15.0, 12.0])
+    state.ingest("responses", responses(2, 0, np.arange(10, 14), np.full((4, 2), 40.0), TWO))
+    np.testing.assert_allclose(state.view().synthesized["promised_hz"], [5.0, 10.0, 15.0, 12.0])
+    # version 2 recorded no usable ratio: its "max" image is promised its prediction
     _synthesize_and_show(state, rng, [20, 21], [100.0, 30.0], [1.0, 1.0], 2, 2, 3, [np.nan, 30.0])
-    s = state.view().synthesized
-    np.testing.assert_allclose(s["promised_hz"][6:], [90.0, 30.0])
-    np.testing.assert_allclose(s["promised_hz"][:6], [5.0, 10.0, 15.0, 20.0, 25.0, 12.0])  # as before they were shown
+    np.testing.assert_allclose(state.view().synthesized["promised_hz"][4:], [100.0, 30.0])
 
 
 def test_hostile_rates_and_spreads_give_no_bar_and_no_warning(rng):

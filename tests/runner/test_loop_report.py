@@ -187,11 +187,11 @@ def test_the_report_matches_a_recomputation_from_the_session_file(loop_run):
         k = made_by.metrics["heldout_interval_sds"]
         assert k > 0 and it.model_before.interval_sds == pytest.approx(k)
         assert s["interval_sds"] == pytest.approx(k) and s["interval_from_images"] == 0
-        # "max" promises: 2 earlier "max" images are too few, so the ratio is the one the model recorded at its
-        # units' top-predicted held-out photographs
+        # "max" promises: the prediction times the ratio the model recorded at its units' top-predicted
+        # held-out photographs
         ratio = made_by.metrics["heldout_top_ratio"]
         assert ratio > 0 and it.model_before.top_ratio == pytest.approx(ratio)
-        assert s["max_promise_ratio"] == pytest.approx(ratio) and s["max_promise_from_images"] == 0
+        assert s["max_promise_ratio"] == pytest.approx(ratio)
         promised = np.where(graded, rows["achieved_hz"], ratio * rows["achieved_hz"])
         assert np.allclose([im.promised_hz for im in it.images], promised)
         # each interval is centred on the image's promise
@@ -237,7 +237,7 @@ def test_the_report_matches_a_recomputation_from_the_session_file(loop_run):
     assert f"median slope {report.iterations[0].summary['slope_true_unit_median']:.2f}" in text
     first = report.iterations[0].images[0]
     ratio = report.iterations[0].summary["max_promise_ratio"]
-    assert f"'max' images promised {ratio:.2f} x their prediction (from the model's top held-out photographs)" in text
+    assert f"'max' images promised {ratio:.2f} x their prediction (the model's top held-out photographs'" in text
     assert f"held-out misses {report.fits[-1].error_over_spread:.1f}x its spread" in text
     assert "± sd" in text and "promised" in text
     assert f" {first.predicted_before_hz:.1f} {first.promised_hz:>8.1f} {first.spread_hz:>6.1f} " in text
@@ -292,31 +292,26 @@ def test_images_shown_once_get_their_units_noise_as_standard_error_and_an_interv
     assert "(se of the 8 shown once: their unit's trial noise)" in report.text()
 
 
-def test_max_promises_take_the_earlier_max_images_measured_over_predicted_once_five_were_measured():
+def test_max_images_are_promised_their_prediction_times_the_models_top_ratio_rate_images_their_prediction():
     from closedloop.reports.loop_numbers import iteration_max_promise
-    from closedloop.reports.loop_types import Iteration, ModelFit, SynthesizedImage
-
-    model = ModelFit(1, 0, 0.5, 0.5, 0.8, 100, 1.0, False, top_ratio=0.8)
+    from closedloop.reports.loop_types import ModelFit, SynthesizedImage
 
     def image(target: float, achieved: float, measured: float, true: float = math.nan) -> SynthesizedImage:
         return SynthesizedImage(0, 1, target, achieved, measured, 2, true_hz=true)
 
-    new = [image(math.nan, 100.0, 60.0, 50.0), image(20.0, 20.0, 18.0, 19.0), image(math.nan, 50.0, 40.0, 30.0)]
-    # four measured earlier "max" images (one never shown, one rate image): the model's ratio
-    earlier = [image(math.nan, a, m) for a, m in ((10, 5), (10, 6), (10, 7), (10, 9), (10, math.nan))]
-    first = Iteration(1, 1, 3, model, None, earlier + [image(10.0, 10.0, 1.0)])
-    out = iteration_max_promise(new, model, [first])
-    assert out["max_promise_ratio"] == 0.8 and out["max_promise_from_images"] == 0
+    def model(top_ratio: float) -> ModelFit:
+        return ModelFit(1, 0, 0.5, 0.5, 0.8, 100, 1.0, False, top_ratio=top_ratio)
+
+    new = [image(math.nan, 100.0, 60.0, 50.0), image(20.0, 20.0, 18.0, 19.0), image(math.nan, 50.0, 0.0, 30.0)]
+    out = iteration_max_promise(new, model(0.8))
+    assert out["max_promise_ratio"] == 0.8
     assert [im.promised_hz for im in new] == pytest.approx([80.0, 20.0, 40.0])
-    assert out["max_promised_over_measured"] == pytest.approx(np.median([80 / 60, 40 / 40]))
     assert out["max_promised_over_true"] == pytest.approx(np.median([80 / 50, 40 / 30]))
-    # a fifth: the median of their measured / predicted rates
-    second = Iteration(2, 2, 6, model, None, [image(math.nan, 20.0, 30.0)])
-    out = iteration_max_promise(new, model, [first, second])
-    assert out["max_promise_ratio"] == pytest.approx(0.7) and out["max_promise_from_images"] == 5
-    assert [im.promised_hz for im in new] == pytest.approx([70.0, 20.0, 35.0])
-    # neither: the prediction itself
-    assert iteration_max_promise(new, None, [])["max_promise_ratio"] == 1.0
+    assert out["max_promised_over_measured"] == np.inf  # one "max" image measured at 0 Hz, one at 80 / 60
+    # a model that recorded no ratio, or one that is not a positive number, or none known: the prediction
+    for unknown in (model(math.nan), model(-1.0), model(0.0), None):
+        assert iteration_max_promise(new, unknown)["max_promise_ratio"] == 1.0
+        assert [im.promised_hz for im in new] == [100.0, 20.0, 50.0]
 
 
 def test_without_brain_or_saved_models_the_report_says_what_it_needs(loop_run):
