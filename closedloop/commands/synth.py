@@ -381,12 +381,13 @@ def _spread_note(factor: float | None, interval: float | None, presentations: in
         )
     return (
         f"± sd is the ensemble members' spread, not an error bar{missed}. ± 95 % is the interval for an "
-        f"image's mean rate over {presentations} presentations (--presentations): prediction ± {interval:.1f} x "
-        "√(sd² + se²), se from the unit's trial noise at the predicted rate, the factor such that 95 % of the "
+        f"image's mean rate over {presentations} presentations (--presentations): promise ± {interval:.1f} x "
+        "√(sd² + se²), se from the unit's trial noise at the promised rate, the factor such that 95 % of the "
         "model's held-out photographs' trial means lay inside; on six simulated brains it held 93-100 % of rate "
-        "targets' measured means. 'max' images get only its lower end (≥): past the photographs the model "
-        "under-promises them, so the whole interval held only 33-93 % of their measured means, its lower end "
-        "93-100 %. closedloop run's loop report sets the factor from the synthesized images' own responses"
+        "targets' measured means. 'max' images get only its lower end (≥): their rates miss their promise by "
+        "more than the photographs', so on eight simulated brains the whole interval held only 56-97 % of their "
+        "measured means, its lower end 89-100 %. closedloop run's loop report sets the factor from the "
+        "synthesized images' own responses"
     )
 
 

@@ -47,8 +47,8 @@ class SynthesizedImage:
     whether the refit held the image out (``None``: unknown); ``interval_hz`` the half-width
     of its 95 % interval for the measured mean, set before it was shown
     (`closedloop.reports.loop_numbers.iteration_interval`); ``promised_hz`` the rate it was
-    promised: ``achieved_hz``, times the model's recorded top ratio for a "max" image
-    (`closedloop.reports.loop_numbers.iteration_max_promise`).
+    promised: ``achieved_hz`` unless given, and for a "max" image ``achieved_hz`` times the model's
+    recorded top ratio (`closedloop.reports.loop_numbers.iteration_max_promise`).
     """
 
     stimulus_id: int
@@ -65,6 +65,10 @@ class SynthesizedImage:
     measured_se_hz: float = math.nan
     interval_hz: float = math.nan
     promised_hz: float = math.nan
+
+    def __post_init__(self) -> None:
+        if math.isnan(self.promised_hz):
+            self.promised_hz = self.achieved_hz
 
     @property
     def label(self) -> str:
@@ -127,7 +131,7 @@ class LoopReport:
     has_truth
         Whether a brain gave ground-truth rates.
     spread_honesty
-        Over every iteration's images, how far the rates missed what was promised in units
+        Over every iteration's images, how far the rates missed what was predicted in units
         of the ensemble's spread (``error_over_spread_measured`` and ``_true``,
         `closedloop.reports.loop_numbers.spread_honesty`) and how many fell inside their
         iteration's 95 % interval (``measured_within_interval``, ``true_within_interval``).

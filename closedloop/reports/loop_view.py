@@ -32,7 +32,7 @@ SUMMARY_LINES = {
     "the units' top-predicted held-out photographs (median) that the model which made it recorded",
     "max_promised_over_measured": "'max' images: median promised / measured rate",
     "max_promised_over_true": "'max' images: median promised / true rate",
-    "error_over_spread_measured": "how far measured rates miss the promised (achieved) rates, in units of the "
+    "error_over_spread_measured": "how far measured rates miss the predicted (achieved) rates, in units of the "
     "ensemble's spread: rms miss / rms spread, the measurements' squared standard errors taken off the squared "
     "misses (1: the spread is an honest error bar)",
     "error_over_spread_true": "the same with the true rates",
@@ -143,7 +143,7 @@ def report_text(report) -> str:
         if math.isfinite(s["error_over_spread_measured"]) or math.isfinite(s["error_over_spread_true"]):
             true = f", true {_f(s['error_over_spread_true'], 1)}x" if report.has_truth else ""
             lines.append(
-                f"  promises miss by (rms, over the ensemble's spread): measured "
+                f"  predictions miss by (rms, over the ensemble's spread): measured "
                 f"{_f(s['error_over_spread_measured'], 1)}x (measurement noise taken off){true}; "
                 "1x if the spread were an honest error bar"
             )
@@ -182,8 +182,8 @@ def report_text(report) -> str:
     if report.iterations and math.isfinite(honesty.get("error_over_spread_measured", math.nan)):
         true = f", true {_f(honesty['error_over_spread_true'], 1)}x" if report.has_truth else ""
         lines.append(
-            f"over all iterations, promises missed by {_f(honesty['error_over_spread_measured'], 1)}x the ensemble's "
-            f"spread (rms, measured, measurement noise taken off){true}"
+            f"over all iterations, predictions missed by {_f(honesty['error_over_spread_measured'], 1)}x the "
+            f"ensemble's spread (rms, measured, measurement noise taken off){true}"
         )
     if report.iterations and math.isfinite(honesty.get("measured_within_interval", math.nan)):
         true = f", true {_f(100 * honesty['true_within_interval'], 0)} %" if report.has_truth else ""

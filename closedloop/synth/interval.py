@@ -41,7 +41,7 @@ def planned_interval_hz(
 
 def lower_end_hz(promised: np.ndarray, half_width: np.ndarray) -> np.ndarray:
     """The interval's lower end, promise − half-width, at least 0 Hz: all `closedloop synth` gives a
-    "max" image, which the model under-promises past the photographs."""
+    "max" image, whose measured mean misses its promise by more than the photographs' do."""
     return np.maximum(np.asarray(promised, dtype=np.float64) - half_width, 0.0)
 
 

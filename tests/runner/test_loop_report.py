@@ -230,7 +230,7 @@ def test_the_report_matches_a_recomputation_from_the_session_file(loop_run):
     assert report.spread_honesty["true_within_interval"] == pytest.approx(np.mean(np.abs(promised - true) <= half))
     text = report.text()
     assert "iteration 2" in text and "targets vs truth" in text and "turnaround" in text
-    assert f"promises missed by {report.spread_honesty['error_over_spread_measured']:.1f}x" in text
+    assert f"predictions missed by {report.spread_honesty['error_over_spread_measured']:.1f}x" in text
     k = report.iterations[0].summary["interval_sds"]
     assert f"95 % interval (the ± 95 % column): promise ± {k:.1f} x √(sd² + se²)" in text
     assert "(from the model's held-out photographs" in text

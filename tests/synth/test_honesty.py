@@ -126,7 +126,7 @@ def test_cli_skips_units_below_the_threshold_and_records_it(tiny_checkpoint, tmp
     assert np.all(np.isfinite(library.spread_hz)) and "± sd" in printed
     factor, interval = checkpoint.metrics["heldout_error_over_spread"], checkpoint.metrics["heldout_interval_sds"]
     assert f"rates missed by {factor:.1f}x it (rms)" in printed and "not an error bar" in printed
-    assert f"mean rate over 5 presentations (--presentations): prediction ± {interval:.1f} x √(sd² + se²)" in printed
+    assert f"mean rate over 5 presentations (--presentations): promise ± {interval:.1f} x √(sd² + se²)" in printed
     header = next(line for line in printed.splitlines() if "achieved Hz" in line)
     assert "± sd" in header and "± 95 %" in header
     extra = json.loads(library.attrs["extra"])
