@@ -393,9 +393,7 @@ def _spread_note(factor: float | None, interval: float | None, presentations: in
 
 def _max_note(ratio: float | None) -> str:
     """Where a "max" image's promised rate comes from (``ratio``: the model's recorded top ratio)."""
-    from closedloop.model.metrics import promise_ratio
-
-    if ratio is None or promise_ratio(ratio) != ratio:
+    if ratio is None or ratio <= 0:  # `closedloop.model.metrics.promise_ratio` then promises the prediction
         return (
             "'max' images are promised their prediction: this model records no measured / predicted rate at its "
             "units' top held-out photographs (fit it again for one)"
