@@ -245,8 +245,10 @@ class Trainer:
         self.best_epoch = torch.zeros(n_members, dtype=torch.long, device=device)
         self.since_best = torch.zeros(n_members, dtype=torch.long, device=device)
         self.done = torch.zeros(n_members, dtype=torch.bool, device=device)
-        # Parameters and buffers (batch-norm running statistics), every one member-major.
-        self.tracked = dict(model.named_parameters()) | dict(model.named_buffers())
+        # Parameters and saved buffers (batch-norm running statistics), every one member-major; not
+        # buffers rebuilt from the geometry and never saved (a Gabor bank's filters, one set for all
+        # members), which training does not change.
+        self.tracked = dict(model.state_dict(keep_vars=True))
         self.best_state = {name: t.detach().clone() for name, t in self.tracked.items()}
         self.train_history = torch.zeros(self.max_epochs, n_members, device=device)
         self.stop_history = torch.zeros(self.max_epochs, n_members, device=device)

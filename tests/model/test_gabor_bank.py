@@ -165,6 +165,19 @@ def test_a_gabor_model_trains_saves_and_loads(tmp_path) -> None:
     assert np.array_equal(predict(loaded, dataset.images), predict(result.model, dataset.images))
 
 
+def test_a_fused_fit_with_a_bank_equals_its_members_fitted_one_by_one() -> None:
+    # Fused is what a GPU fits by default; the bank's filters (one set for all members) once broke
+    # the trainer's per-member bookkeeping of the best epoch's weights.
+    dataset = make_dataset(n_images=40, n_units=3, size=15, seed=2)
+    config = ModelConfig(
+        architecture="factorised", core_filters=(4,), core_kernels=(5,), max_epochs=5, seed=0, ensemble_size=2
+    ).replace(gabor_bank=True, gabor_wavelengths=(4.0,))
+    fused = fit_model(dataset, config.replace(ensemble_mode="fused"), device="cpu")
+    alone = fit_model(dataset, config.replace(ensemble_mode="independent"), device="cpu")
+    assert np.array_equal(fused.best_epoch, alone.best_epoch)
+    assert np.allclose(predict(fused.model, dataset.images), predict(alone.model, dataset.images), atol=1e-4)
+
+
 def test_a_fit_standardises_the_bank_over_its_training_images() -> None:
     dataset = make_dataset(n_images=40, n_units=3, size=15, seed=2)
     config = ModelConfig(architecture="factorised", core_filters=(4,), core_kernels=(5,), max_epochs=3, seed=0)
