@@ -66,6 +66,7 @@ def member_structure(spec: dict) -> tuple:
         config.output_nonlinearity,
         config.output_knots,
         config.output_tail,
+        config.contrast_gain,
         config.partner,
     )
     return shape, spec["n_units"], spec["input_size"]

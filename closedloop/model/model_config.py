@@ -94,6 +94,11 @@ class ModelConfig:
         that truly keep rising).  Images synthesized to drive a unit as hard as possible
         land there, and a learned expansive tail promised them rates the units did not
         reach.
+    contrast_gain
+        False (default): a unit's readout sees local features only.  True: each unit's
+        readout value also gets a learned gain and offset set by the whole image's contrast
+        (`closedloop.model.contrast_gain`), so a unit whose response the image's overall
+        contrast divides down (or raises) is modelled as such.
     learning_rate, max_epochs, patience
         Adam step size; epoch limit; epochs without improvement of the stopping-set
         loss before training stops (the best epoch's weights are restored).
@@ -175,6 +180,7 @@ class ModelConfig:
     output_nonlinearity: str = "softplus"
     output_knots: int = 0
     output_tail: str = "learned"
+    contrast_gain: bool = False
     learning_rate: float = 1e-3
     max_epochs: int = 500
     patience: int = 50
@@ -275,7 +281,7 @@ _INT_FIELDS = {
 _FLOAT_FIELDS = {"dropout_keep", "learning_rate", "weight_decay", "l1_readout", "input_noise"}
 _INT_TUPLE_FIELDS = {"core_filters", "core_kernels", "pool_layers"}
 _FLOAT_TUPLE_FIELDS = {"ridge_alphas", "gabor_wavelengths"}
-_BOOL_FIELDS = {"batch_norm", "gabor_bank", "refit", "cuda_graphs"}
+_BOOL_FIELDS = {"batch_norm", "gabor_bank", "contrast_gain", "refit", "cuda_graphs"}
 
 
 def _coerce(source: str, name: str, key: str, value: Any) -> Any:

@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from closedloop.model.blend import BlendedNetwork
-from closedloop.model.cores import ConvCore, MemberBatchNorm
+from closedloop.model.contrast_gain import ContrastGain
+from closedloop.model.cores import ConvCore, MemberBatchNorm, as_image_batch
 from closedloop.model.linear import LinearPixelModel
 from closedloop.model.model_config import ModelConfig
 from closedloop.model.readouts import DenseReadout, FactorisedReadout
@@ -130,7 +131,8 @@ class CoreReadoutNetwork(nn.Module):
     - ``"none"``: the paper's linear output layer, kept for faithful reproduction.
 
     With ``output_knots > 0`` a `UnitNonlinearity` bends each readout value first
-    (``output_tail``: how it goes on beyond its last hinge).
+    (``output_tail``: how it goes on beyond its last hinge).  With ``contrast_gain`` a
+    `ContrastGain` changes each readout value with the image's contrast before that.
     """
 
     # Buffers (registered in __init__), each (n_members,) or (n_members, n_units).
@@ -152,6 +154,7 @@ class CoreReadoutNetwork(nn.Module):
         output_nonlinearity: str = "softplus",
         output_knots: int = 0,
         output_tail: str = "learned",
+        contrast_gain: bool = False,
     ):
         super().__init__()
         if output_nonlinearity not in ("softplus", "none"):
@@ -163,6 +166,7 @@ class CoreReadoutNetwork(nn.Module):
         self.unit_nonlinearity = (
             UnitNonlinearity(n_members, n_units, output_knots, output_tail) if output_knots else None
         )
+        self.contrast_gain = ContrastGain(n_members, n_units) if contrast_gain else None
         # Pixels are mapped to (pixel - shift) / scale first; identity unless set from data.
         self.register_buffer("input_shift", torch.zeros(n_members))
         self.register_buffer("input_scale", torch.ones(n_members))
@@ -178,7 +182,10 @@ class CoreReadoutNetwork(nn.Module):
         return int(self.output_offset.shape[1])
 
     def forward_members(self, images: torch.Tensor) -> torch.Tensor:
-        z = self.readout(self.core(self._scaled(images)))
+        scaled = self._scaled(images)
+        z = self.readout(self.core(scaled))
+        if self.contrast_gain is not None:
+            z = self.contrast_gain(z, self._member_images(scaled))
         if self.unit_nonlinearity is not None:
             z = self.unit_nonlinearity(z)
         pre = torch.addcmul(self.output_offset.unsqueeze(1), self.output_scale.unsqueeze(1), z)
@@ -208,6 +215,8 @@ class CoreReadoutNetwork(nn.Module):
         self.readout.init_member(member, generator)
         if self.unit_nonlinearity is not None:
             self.unit_nonlinearity.init_member(member, generator)
+        if self.contrast_gain is not None:
+            self.contrast_gain.init_member(member, generator)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Checkpoints written before input normalisation existed: identity shift and scale.
@@ -219,11 +228,19 @@ class CoreReadoutNetwork(nn.Module):
         # Every member sees the same images, so member 0's shift and scale serve all.
         return (images - self.input_shift[0]) / self.input_scale[0]
 
+    def _member_images(self, scaled: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W), or (B, n_members, H, W) when each member sees its own images (sessions fitted together)."""
+        return scaled if scaled.dim() == 4 and scaled.shape[1] == self.n_members else as_image_batch(scaled)
+
     def set_feature_statistics(self, images: torch.Tensor, sample_weight: torch.Tensor | None = None) -> None:
         """Standardise the core's fixed features (its Gabor bank, if any) over the training
         ``images``; ``sample_weight`` (n_members, batch) 0/1 says which images each member trains on.
-        Call after `set_input_statistics`: the features are those of the scaled images."""
-        self.core.set_bank_statistics(self._scaled(images), sample_weight)
+        Call after `set_input_statistics`: the features are those of the scaled images.  Also
+        sets a `ContrastGain`'s mean log contrast."""
+        scaled = self._scaled(images)
+        self.core.set_bank_statistics(scaled, sample_weight)
+        if self.contrast_gain is not None:
+            self.contrast_gain.set_statistics(self._member_images(scaled), sample_weight)
 
     @torch.no_grad()
     def set_input_statistics(self, mean_pixel: float, std_pixel: float) -> None:
@@ -310,7 +327,13 @@ def build_network(config: ModelConfig, n_units: int, n_members: int = 1, input_s
     else:
         readout = FactorisedReadout(n_members, core.output_shape, n_units, l1=config.l1_readout)
     network = CoreReadoutNetwork(
-        core, readout, n_units, config.output_nonlinearity, config.output_knots, config.output_tail
+        core,
+        readout,
+        n_units,
+        config.output_nonlinearity,
+        config.output_knots,
+        config.output_tail,
+        config.contrast_gain,
     )
     for member, seed in enumerate(member_seeds(config.seed or 0, n_members)):
         network.init_member(member, torch.Generator().manual_seed(seed))

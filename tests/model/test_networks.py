@@ -157,6 +157,7 @@ def test_member_seeds_do_not_depend_on_ensemble_size():
         {"architecture": "factorised", "batch_norm": True, "pool_layers": (1,), "core_normalisation": "divisive"},
         {"architecture": "factorised", "batch_norm": True, "pool_layers": (1,), "gabor_bank": True},
         {"architecture": "kindel2017", "gabor_bank": True},
+        {"architecture": "factorised", "gabor_bank": True, "output_knots": 4, "contrast_gain": True},
     ],
 )
 def test_fused_ensemble_equals_independent_members(options):
@@ -170,6 +171,11 @@ def test_fused_ensemble_equals_independent_members(options):
         if member.core.divisive is not None:  # members start alike: make them differ
             with torch.no_grad():
                 member.core.divisive.mix.normal_(generator=torch.Generator().manual_seed(seed))
+        if member.contrast_gain is not None:  # starts as the identity: make members differ
+            with torch.no_grad():
+                member.contrast_gain.gain.normal_(generator=torch.Generator().manual_seed(seed))
+                member.contrast_gain.offset.normal_(generator=torch.Generator().manual_seed(seed + 10))
+            member.set_feature_statistics(torch.rand(8, 33, 33) * seed)
         member.set_output_statistics(torch.rand(5) * 10, torch.rand(5) + 1)
         if config.batch_norm:  # distinct running statistics per member
             member.train()(torch.rand(8, 33, 33))
