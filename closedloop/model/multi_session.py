@@ -144,7 +144,8 @@ def _fit_group(
         network = initial_network()
         network.set_output_statistics(data.mean_rate, data.std_rate)
         network.to(device)
-        # A Gabor bank's standardisation: each member's own training images, as alone.
+        # A Gabor bank's standardisation and a contrast gain's typical variance: each member's own
+        # training images, as alone.
         network.set_feature_statistics(data.train_images, data.train_mask)
         if isinstance(network.readout, FactorisedReadout):
             network.readout.units_per_member = units

@@ -33,7 +33,7 @@ def sessions(archives):
     [
         CONFIG,
         CONFIG.replace(refit=True, stop_sets="shared", max_epochs=8),
-        CONFIG.replace(gabor_bank=True, gabor_wavelengths=(4.0,), max_epochs=8),
+        CONFIG.replace(gabor_bank=True, gabor_wavelengths=(4.0,), contrast_gain=True, max_epochs=8),
         ModelConfig(
             core_filters=(4,),
             core_kernels=(5,),
@@ -44,7 +44,7 @@ def sessions(archives):
             dropout_keep=1.0,
         ),
     ],
-    ids=["recommended-like", "refit-shared", "gabor-bank", "kindel2017-like"],
+    ids=["recommended-like", "refit-shared", "gabor-bank-and-contrast-gain", "kindel2017-like"],
 )
 def test_fused_sessions_equal_sessions_fitted_one_by_one(sessions, config):
     seeds = [11, 12, 13]
