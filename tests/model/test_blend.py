@@ -180,3 +180,15 @@ def test_the_blend_preset_round_trips_through_plain_data() -> None:
     assert blend.partner_config() == preset("gabor").replace(
         ensemble_size=blend.ensemble_size, output_tail="flat", input_noise=0.4, contrast_gain=True
     )
+
+
+def test_the_default_blend_fits_fused_as_a_gpu_does_and_equals_its_members_fitted_in_turn(dataset) -> None:
+    # On a GPU members train fused (ensemble_mode auto); the CPU trains them in turn.  The
+    # default's ingredients, tiny: a bank, rotating stop sets, a contrast gain (not its training
+    # noise, which fused members draw differently).
+    config = TINY_BLEND.replace(gabor_wavelengths=(4.0,), contrast_gain=True, max_epochs=6)
+    fused = fit_model(dataset, config.replace(ensemble_mode="fused"), device="cpu", seed=0)
+    in_turn = fit_model(dataset, config.replace(ensemble_mode="independent"), device="cpu", seed=0)
+    assert np.array_equal(fused.best_epoch, in_turn.best_epoch)
+    images = dataset.images[in_turn.split.held_out]
+    assert np.allclose(predict(fused.model, images), predict(in_turn.model, images), rtol=1e-3, atol=1e-3)
