@@ -236,7 +236,7 @@ class CoreReadoutNetwork(nn.Module):
         """Standardise the core's fixed features (its Gabor bank, if any) over the training
         ``images``; ``sample_weight`` (n_members, batch) 0/1 says which images each member trains on.
         Call after `set_input_statistics`: the features are those of the scaled images.  Also
-        sets a `ContrastGain`'s mean log contrast."""
+        sets a `ContrastGain`'s typical pixel variance."""
         scaled = self._scaled(images)
         self.core.set_bank_statistics(scaled, sample_weight)
         if self.contrast_gain is not None:
