@@ -385,8 +385,8 @@ def _spread_note(factor: float | None, interval: float | None, presentations: in
         "√(sd² + se²), se from the unit's trial noise at the promised rate, the factor such that 95 % of the "
         "model's held-out photographs' trial means lay inside; on six simulated brains it held 93-100 % of rate "
         "targets' measured means. 'max' images get only its lower end (≥): their rates miss their promise by "
-        "more than the photographs', so on eight simulated brains the whole interval held only 56-97 % of their "
-        "measured means, its lower end 89-100 %. closedloop run's loop report sets the factor from the "
+        "more than the photographs', so on eight simulated brains the whole interval held only 59-97 % of their "
+        "measured means, its lower end 93-100 %. closedloop run's loop report sets the factor from the "
         "synthesized images' own responses"
     )
 
