@@ -112,3 +112,12 @@ def test_a_model_with_contrast_gain_trains_saves_and_loads(tmp_path):
 def test_the_default_fit_uses_it_in_both_ensembles():
     network = build_network(PRESETS["gabor-blend"], n_units=2, n_members=1)
     assert network.first.contrast_gain is not None and network.second.contrast_gain is not None
+
+
+def test_a_model_without_it_does_not_warm_start_one_with_it():
+    dataset = make_dataset(n_images=40, n_units=3, size=15, seed=2)
+    without = fit_model(dataset, SMALL.replace(ensemble_size=2, max_epochs=3), device="cpu")
+    config = SMALL.replace(contrast_gain=True, ensemble_size=2, max_epochs=3)
+    cold = fit_model(dataset, config, device="cpu", initial_model=without.model)
+    again = fit_model(dataset, config, device="cpu", initial_model=cold.model)
+    assert not cold.warm_started and again.warm_started
