@@ -356,7 +356,7 @@ class ConvCore(nn.Module):
         return start, step
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        x = self._input(images)
+        x = self.member_input(images)
         noise = self.training_noise if self.training else None
         learned = self._learned(x if noise is None else x + noise * torch.randn_like(x))
         if self.bank is None or self.bank_norm is None:
@@ -371,10 +371,11 @@ class ConvCore(nn.Module):
         """Standardise the bank's channels over these (training) images, each member over those
         ``sample_weight`` (n_members, batch) gives it; nothing to do without a bank."""
         if self.bank is not None and self.bank_norm is not None:
-            self.bank_norm.set_statistics(self._bank_features(self._input(images), self.bank), sample_weight)
+            self.bank_norm.set_statistics(self._bank_features(self.member_input(images), self.bank), sample_weight)
 
-    def _input(self, images: torch.Tensor) -> torch.Tensor:
-        # First layer not shared: (B, n_members, H, W), each member its own images (sessions fitted together).
+    def member_input(self, images: torch.Tensor) -> torch.Tensor:
+        """The images as the core reads them: (B, 1, H, W), or (B, n_members, H, W) when its first
+        layer is not shared (each member its own images: sessions fitted together)."""
         return as_image_batch(images) if self.layers[0].shared_input else images
 
     def _bank_features(self, x: torch.Tensor, bank: GaborBank) -> torch.Tensor:

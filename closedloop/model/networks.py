@@ -37,7 +37,7 @@ from torch import nn
 
 from closedloop.model.blend import BlendedNetwork
 from closedloop.model.contrast_gain import ContrastGain
-from closedloop.model.cores import ConvCore, MemberBatchNorm, as_image_batch
+from closedloop.model.cores import ConvCore, MemberBatchNorm
 from closedloop.model.linear import LinearPixelModel
 from closedloop.model.model_config import ModelConfig
 from closedloop.model.readouts import DenseReadout, FactorisedReadout
@@ -185,7 +185,7 @@ class CoreReadoutNetwork(nn.Module):
         scaled = self._scaled(images)
         z = self.readout(self.core(scaled))
         if self.contrast_gain is not None:
-            z = self.contrast_gain(z, self._member_images(scaled))
+            z = self.contrast_gain(z, self.core.member_input(scaled))
         if self.unit_nonlinearity is not None:
             z = self.unit_nonlinearity(z)
         pre = torch.addcmul(self.output_offset.unsqueeze(1), self.output_scale.unsqueeze(1), z)
@@ -228,10 +228,6 @@ class CoreReadoutNetwork(nn.Module):
         # Every member sees the same images, so member 0's shift and scale serve all.
         return (images - self.input_shift[0]) / self.input_scale[0]
 
-    def _member_images(self, scaled: torch.Tensor) -> torch.Tensor:
-        """(B, 1, H, W), or (B, n_members, H, W) when each member sees its own images (sessions fitted together)."""
-        return scaled if scaled.dim() == 4 and scaled.shape[1] == self.n_members else as_image_batch(scaled)
-
     def set_feature_statistics(self, images: torch.Tensor, sample_weight: torch.Tensor | None = None) -> None:
         """Standardise the core's fixed features (its Gabor bank, if any) over the training
         ``images``; ``sample_weight`` (n_members, batch) 0/1 says which images each member trains on.
@@ -240,7 +236,7 @@ class CoreReadoutNetwork(nn.Module):
         scaled = self._scaled(images)
         self.core.set_bank_statistics(scaled, sample_weight)
         if self.contrast_gain is not None:
-            self.contrast_gain.set_statistics(self._member_images(scaled), sample_weight)
+            self.contrast_gain.set_statistics(self.core.member_input(scaled), sample_weight)
 
     @torch.no_grad()
     def set_input_statistics(self, mean_pixel: float, std_pixel: float) -> None:
