@@ -89,11 +89,12 @@ class ModelConfig:
         few natural images reach): ``"learned"`` (default, as saved models before it)
         goes on with the slope learned at the hinge, so an expansive unit's rate keeps
         accelerating; ``"identity"`` adds no further bend (slope 1, the affine map's);
-        ``"flat"`` stops there: no drive beyond the last hinge raises the rate, so a unit
+        ``"flat"`` stops there, or once fitted at the highest drive of the member's training
+        images where that is lower: no drive beyond the data raises the rate, so a unit
         is never promised more than the data range supports (it under-promises units
         that truly keep rising).  Images synthesized to drive a unit as hard as possible
         land there, and a learned expansive tail promised them rates the units did not
-        reach.
+        reach; so did the stretch between a saturating unit's data and the last hinge.
     contrast_gain
         False (default): a unit's readout sees local features only.  True: each unit's
         readout value also gets a learned gain and offset set by the whole image's contrast

@@ -87,21 +87,27 @@ class UnitNonlinearity(nn.Module):
     V1 neurons (exponents ~2) that a linear readout of ReLU features cannot produce;
     negative ``a`` let it saturate.  ``a`` starts at 0, so training starts from the
     affine output of Table 1.
+
+    A ``"flat"`` tail stops at ``ceiling``: the last hinge while training, and once trained
+    the highest readout value of the member's training images where that is lower
+    (`set_ceiling`), so no image is promised more than the data the function was fitted on.
     """
 
     knots: torch.Tensor  # buffer (n_members, n_knots)
+    ceiling: torch.Tensor  # buffer (n_members, n_units)
 
     def __init__(self, n_members: int, n_units: int, n_knots: int, tail: str = "learned"):
         super().__init__()
         knots = torch.linspace(-1.0, 3.0, n_knots) if n_knots > 1 else torch.zeros(1)
         # Member-major like every other buffer, so members stack and split by indexing.
         self.register_buffer("knots", knots.expand(n_members, n_knots).clone())
+        self.register_buffer("ceiling", knots[-1].expand(n_members, n_units).clone())
         self.slopes = nn.Parameter(torch.zeros(n_members, n_units, n_knots))
         self.tail = tail
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:  # (M, B, U)
-        if self.tail == "flat":  # the rate at the last hinge is the ceiling (`ModelConfig.output_tail`)
-            capped = torch.minimum(z, self.knots[:, None, None, -1])
+        if self.tail == "flat":  # the rate at the ceiling is the most it gives (`ModelConfig.output_tail`)
+            capped = torch.minimum(z, self.ceiling.unsqueeze(1))
             rows = _EXTRAPOLATION.rows
             z = capped if rows is None else torch.where(rows[None, :, None], z, capped)
         hinges = F.relu(z.unsqueeze(-1) - self.knots[:, None, None, :])
@@ -112,6 +118,23 @@ class UnitNonlinearity(nn.Module):
     @torch.no_grad()
     def init_member(self, member: int, generator: torch.Generator) -> None:
         self.slopes[member].zero_()
+
+    @torch.no_grad()
+    def reset_ceiling(self) -> None:
+        """The ceiling training uses: every unit's last hinge."""
+        self.ceiling.copy_(self.knots[:, -1:].expand_as(self.ceiling))
+
+    @torch.no_grad()
+    def set_ceiling(self, highest: torch.Tensor) -> None:
+        """Lower each ceiling to ``highest`` (n_members, n_units), the highest readout value of the
+        images the member was fitted on (``-inf`` where it saw none: the last hinge stays)."""
+        self.reset_ceiling()
+        self.ceiling.copy_(torch.where(torch.isfinite(highest), torch.minimum(self.ceiling, highest), self.ceiling))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # Models saved before the ceiling existed stopped at the last hinge.
+        state_dict.setdefault(prefix + "ceiling", self.knots[:, -1:].expand_as(self.ceiling).clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 class CoreReadoutNetwork(nn.Module):
@@ -182,10 +205,7 @@ class CoreReadoutNetwork(nn.Module):
         return int(self.output_offset.shape[1])
 
     def forward_members(self, images: torch.Tensor) -> torch.Tensor:
-        scaled = self._scaled(images)
-        z = self.readout(self.core(scaled))
-        if self.contrast_gain is not None:
-            z = self.contrast_gain(z, self.core.member_input(scaled))
+        z = self.readout_values(images)
         if self.unit_nonlinearity is not None:
             z = self.unit_nonlinearity(z)
         pre = torch.addcmul(self.output_offset.unsqueeze(1), self.output_scale.unsqueeze(1), z)
@@ -193,6 +213,54 @@ class CoreReadoutNetwork(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.forward_members(images).mean(dim=0)
+
+    def readout_values(self, images: torch.Tensor) -> torch.Tensor:
+        """(n_members, batch, n_units): each unit's readout value, after the contrast gain and
+        before the output nonlinearity."""
+        scaled = self._scaled(images)
+        z = self.readout(self.core(scaled))
+        if self.contrast_gain is not None:
+            z = self.contrast_gain(z, self.core.member_input(scaled))
+        return z
+
+    @torch.no_grad()
+    def set_output_ceiling(
+        self,
+        images: torch.Tensor,
+        sample_weight: torch.Tensor | None = None,
+        observed: torch.Tensor | None = None,
+        batch_size: int = 1024,
+    ) -> None:
+        """Stop a flat output tail at the highest readout value of the images each member was fitted
+        on, where that is below the last hinge (`UnitNonlinearity.set_ceiling`); nothing without one.
+
+        Parameters
+        ----------
+        images
+            The training images, as training passes them.
+        sample_weight
+            (n_members, batch) 0/1: which images each member trained on; ``None`` = all.
+        observed
+            (batch, n_units) 0/1: which responses exist (sessions pooled unit by unit); ``None`` = all.
+        batch_size
+            Images per forward pass.
+        """
+        tail = self.unit_nonlinearity
+        if tail is None or tail.tail != "flat":
+            return
+        was_training = self.training
+        self.eval()
+        highest = torch.full_like(tail.ceiling, float("-inf"))
+        for start in range(0, images.shape[0], batch_size):
+            z = self.readout_values(images[start : start + batch_size])  # (M, B, U)
+            seen = torch.ones_like(z, dtype=torch.bool)
+            if sample_weight is not None:
+                seen = seen & (sample_weight[:, start : start + batch_size, None] > 0)
+            if observed is not None:
+                seen = seen & (observed[None, start : start + batch_size] > 0)
+            highest = torch.maximum(highest, torch.where(seen, z, float("-inf")).amax(dim=1))
+        tail.set_ceiling(highest)
+        self.train(was_training)
 
     def regularizer(self) -> torch.Tensor | None:
         return self.readout.regularizer()

@@ -28,8 +28,9 @@
     ``gabor`` on a readout grid that spans the whole image: ``"same"`` padding and
     max-pooling every 3 px (an 11 × 11 grid from pixel 1), with readout L1 0.1, so the bank
     also serves receptive fields at the aperture's rim, and a flat output tail
-    (``output_tail``): no rate above the one at the last hinge is promised, while
-    synthesis still pushes "max" images past it (`extrapolating_tails`).  It fitted every
+    (``output_tail``): no rate above the one at the last hinge, or at the training images'
+    highest drive where that is lower, is promised, while synthesis still pushes "max"
+    images past it (`extrapolating_tails`).  It fitted every
     simulated brain better than ``recommended`` in about 1.5 times its time, and its "max"
     images were promised within 1.3× of the truth on all of them (`GABOR_WIDE_NOTES`).
     What ``closedloop fit --shared-core`` fits unless told otherwise (`SHARED_CORE_PRESET`).

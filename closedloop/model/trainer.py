@@ -245,6 +245,10 @@ class Trainer:
         self.best_epoch = torch.zeros(n_members, dtype=torch.long, device=device)
         self.since_best = torch.zeros(n_members, dtype=torch.long, device=device)
         self.done = torch.zeros(n_members, dtype=torch.bool, device=device)
+        # A flat output tail stops at the last hinge while training, whatever a warm start's model
+        # learnt its data reached; `run` lowers it to this fit's data at the end.
+        if model.unit_nonlinearity is not None:
+            model.unit_nonlinearity.reset_ceiling()
         # Parameters and saved buffers (batch-norm running statistics), every one member-major; not
         # buffers rebuilt from the geometry and never saved (a Gabor bank's filters, one set for all
         # members), which training does not change.
@@ -418,6 +422,8 @@ class Trainer:
         with torch.no_grad():
             for name, tensor in self.tracked.items():
                 tensor.copy_(self.best_state[name])
+        data = self.data
+        self.model.set_output_ceiling(data.train_images, data.train_mask, data.train_observed)
         train_loss = self.train_history[:epochs_run].cpu().numpy().astype(np.float64)
         if self.refit_epochs is not None:
             # Fused members train on together past their own epoch count; their weights did not.
