@@ -122,18 +122,22 @@ class UnitNonlinearity(nn.Module):
     @torch.no_grad()
     def reset_ceiling(self) -> None:
         """The ceiling training uses: every unit's last hinge."""
-        self.ceiling.copy_(self.knots[:, -1:].expand_as(self.ceiling))
+        self.ceiling.copy_(self._last_hinge())
 
     @torch.no_grad()
     def set_ceiling(self, highest: torch.Tensor) -> None:
-        """Lower each ceiling to ``highest`` (n_members, n_units), the highest readout value of the
-        images the member was fitted on (``-inf`` where it saw none: the last hinge stays)."""
-        self.reset_ceiling()
-        self.ceiling.copy_(torch.where(torch.isfinite(highest), torch.minimum(self.ceiling, highest), self.ceiling))
+        """Set each ceiling to ``highest`` (n_members, n_units), the highest readout value of the
+        images the member was fitted on, where that is below the last hinge (``-inf`` where it saw
+        none: the last hinge)."""
+        hinge = self._last_hinge()
+        self.ceiling.copy_(torch.where(torch.isfinite(highest), torch.minimum(hinge, highest), hinge))
+
+    def _last_hinge(self) -> torch.Tensor:
+        return self.knots[:, -1:].expand_as(self.ceiling)
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # Models saved before the ceiling existed stopped at the last hinge.
-        state_dict.setdefault(prefix + "ceiling", self.knots[:, -1:].expand_as(self.ceiling).clone())
+        state_dict.setdefault(prefix + "ceiling", self._last_hinge().clone())
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
