@@ -17,6 +17,7 @@ ARCHITECTURES = ("kindel2017", "factorised", "linear")
 ENSEMBLE_MODES = ("auto", "fused", "independent")
 STOP_SETS = ("shared", "rotating")
 STOP_METRICS = ("loss", "correlation")
+LOSS_WEIGHTS = ("none", "rate")
 OUTPUT_NONLINEARITIES = ("softplus", "none")
 OUTPUT_TAILS = ("learned", "identity", "flat")
 PADDINGS = ("valid", "same")
@@ -136,6 +137,14 @@ class ModelConfig:
         set's per-unit means can differ from the training images' enough that its loss
         never falls while r climbs; stopping by loss then keeps nearly the starting
         weights.
+    loss_weights
+        ``"none"`` (default): every image's squared error counts alike in Eq. 1.
+        ``"rate"``: each is weighted by the unit's mean rate over its training images
+        divided by the larger of the prediction and that mean (`closedloop.model.trainer`):
+        a Poisson count's variance grows with its rate, so images predicted above a
+        unit's mean, whose measured rates are the noisiest, pull the fit less.  The
+        weight follows the prediction, not the measurement, so an image measured high
+        by chance does not lower its own weight.
     stop_sets
         ``"shared"`` (default): every member stops on the split's stopping images.
         ``"rotating"``: member k stops on the k-th block of the fit (train + stop)
@@ -194,6 +203,7 @@ class ModelConfig:
     ensemble_size: int = 1
     ensemble_mode: str = "auto"
     stop_metric: str = "loss"
+    loss_weights: str = "none"
     stop_sets: str = "shared"
     refit: bool = False
     cuda_graphs: bool = True
@@ -380,6 +390,7 @@ def _validate(config: ModelConfig) -> None:
     choice("output_tail", OUTPUT_TAILS)
     choice("ensemble_mode", ENSEMBLE_MODES)
     choice("stop_metric", STOP_METRICS)
+    choice("loss_weights", LOSS_WEIGHTS)
     choice("stop_sets", STOP_SETS)
     filters, kernels = tuple(config.core_filters), tuple(config.core_kernels)
     if not filters or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in filters):

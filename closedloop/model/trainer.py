@@ -155,6 +155,19 @@ def member_data(
     return data
 
 
+def rate_weights(prediction: torch.Tensor, mean_rate: torch.Tensor) -> torch.Tensor:
+    """Eq. 1's per-term weights for ``loss_weights`` "rate": a unit's mean rate over max(prediction,
+    that mean), so 1 at or below the mean and falling as 1 / rate above it, as a Poisson count's
+    inverse variance does.  Flooring at the mean keeps images predicted near zero (most images, for
+    a sparse unit) from dominating, and the weights carry no gradient (iteratively reweighted
+    least squares).
+
+    ``prediction`` (members, images, units); ``mean_rate`` (members or 1, units).
+    """
+    mean = mean_rate.unsqueeze(1).clamp_min(1e-6)
+    return mean / torch.maximum(prediction.detach(), mean)
+
+
 def mean_correlation(prediction: torch.Tensor, rates: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     """Each member's mean over units of the weighted Pearson r of prediction and rate.
 
@@ -261,8 +274,12 @@ class Trainer:
         self, images: torch.Tensor, rates: torch.Tensor, mask: torch.Tensor | None, observed: torch.Tensor | None
     ) -> torch.Tensor:
         """Normalised Eq. 1 loss of each member, over the images its ``mask`` row selects (all if None)
-        and the responses ``observed`` marks (all if None): the mean over the terms that count."""
-        squared = (self.model.forward_members(images) - rates) ** 2 * self.data.inverse_variance
+        and the responses ``observed`` marks (all if None): the mean over the terms that count.
+        With ``loss_weights`` "rate" each term is weighted by `rate_weights`."""
+        prediction = self.model.forward_members(images)
+        squared = (prediction - rates) ** 2 * self.data.inverse_variance
+        if self.config.loss_weights == "rate":
+            squared = squared * rate_weights(prediction, self.data.mean_rate)
         if observed is not None:
             per_image = (squared * observed).sum(dim=2)  # (members, images)
             counts = observed.sum(dim=1)  # responses per image
