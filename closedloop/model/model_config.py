@@ -144,7 +144,8 @@ class ModelConfig:
         a Poisson count's variance grows with its rate, so images predicted above a
         unit's mean, whose measured rates are the noisiest, pull the fit less.  The
         weight follows the prediction, not the measurement, so an image measured high
-        by chance does not lower its own weight.
+        by chance does not lower its own weight.  Stopping by ``"loss"`` then judges the
+        weighted loss too.
     stop_sets
         ``"shared"`` (default): every member stops on the split's stopping images.
         ``"rotating"``: member k stops on the k-th block of the fit (train + stop)

@@ -5,7 +5,8 @@ where ``A`` are measured mean rates and the variance is over the training images
 `eq1_loss` computes it exactly; the optimiser minimises the same quantity divided by
 (images × units) — Adam is indifferent to that scale, and it makes the weight-decay and
 L1 strengths mean the same for any dataset size.  Histories report this *normalised*
-loss: 1.0 is what predicting each unit's mean rate scores.
+loss: 1.0 is what predicting each unit's mean rate scores (less with ``loss_weights``
+"rate", whose weights are at most 1).
 
 Speed (the epoch loop, CUDA graphs, fused ensembles): `closedloop.model.trainer`.
 
