@@ -38,11 +38,9 @@ def test_gabor_is_recommended_with_a_gabor_bank(tmp_path: Path) -> None:
     assert config == RECOMMENDED.replace(max_epochs=1000, patience=50, gabor_bank=True, stop_metric="loss")
 
 
-def test_gabor_wide_is_gabor_on_a_grid_reaching_the_edges_with_rate_weights(tmp_path: Path) -> None:
+def test_gabor_wide_is_gabor_on_a_grid_reaching_the_edges(tmp_path: Path) -> None:
     config = _config(tmp_path, {**UNSET, "fit.architecture": "gabor-wide", "fit.ensemble": 4})
-    wide = RECOMMENDED.replace(
-        gabor_bank=True, padding="same", pool_stride=3, l1_readout=0.1, output_tail="flat", loss_weights="rate"
-    )
+    wide = RECOMMENDED.replace(gabor_bank=True, padding="same", pool_stride=3, l1_readout=0.1, output_tail="flat")
     assert config == wide.replace(max_epochs=1000, patience=50, ensemble_size=4)
 
 
