@@ -174,12 +174,10 @@ def test_the_blend_preset_round_trips_through_plain_data() -> None:
     assert ModelConfig.from_dict(blend.to_dict()) == blend
     assert blend.n_networks == 2 * blend.ensemble_size
     # gabor-wide and gabor's grid, four members each, their learned layers trained with pixel noise,
-    # each unit's readout with a contrast gain
-    wide = preset("gabor-wide").replace(ensemble_size=blend.ensemble_size, input_noise=0.4, contrast_gain=True)
-    assert blend.replace(partner=None) == wide
-    assert blend.partner_config() == preset("gabor").replace(
-        ensemble_size=blend.ensemble_size, output_tail="flat", input_noise=0.4, contrast_gain=True
-    )
+    # each unit's readout with a contrast gain, both stopping after 30 epochs without improvement
+    both = {"ensemble_size": blend.ensemble_size, "input_noise": 0.4, "contrast_gain": True, "patience": 30}
+    assert blend.replace(partner=None) == preset("gabor-wide").replace(**both)
+    assert blend.partner_config() == preset("gabor").replace(output_tail="flat", **both)
 
 
 def test_the_default_blend_fits_fused_as_a_gpu_does_and_equals_its_members_fitted_in_turn(dataset) -> None:
