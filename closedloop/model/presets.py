@@ -96,7 +96,7 @@ GABOR_WIDE = GABOR.replace(padding="same", pool_stride=3, l1_readout=0.1, output
 # Training-image noise on the learned layers (the bank sees clean images): better on five of six
 # brains with both fit splits, in the same time (`INPUT_NOISE_NOTES`).
 # A contrast gain on every unit's readout: better on classic with both fit splits (`CONTRAST_GAIN_NOTES`).
-# Patience 30 rather than 50: the same fits to ±0.003 r/oracle in 20-30 % less time (`PATIENCE_NOTES`).
+# Patience 30 rather than 50: the same fits to ±0.003 r/oracle in a quarter fewer epochs (`PATIENCE_NOTES`).
 GABOR_BLEND = GABOR_WIDE.replace(
     ensemble_size=4,
     partner={"padding": "valid", "pool_stride": 2, "l1_readout": 0.01},
@@ -300,7 +300,7 @@ PATIENCE_NOTES = (
     "0.931 / 0.912 / 0.708 / 0.910 / 0.925 / 0.910 / 0.928 / 0.896 (-0.002 to +0.003; 4 of 16 fits identical, every "
     "member keeping the same epoch). Epochs run over the 16 fits 3400 vs 4470; classic's fit 81 s vs 111 s the same "
     "day. A member that had improved more than 30 epochs after a plateau now keeps the plateau's epoch (classic, "
-    "seed 0: one member 62 instead of 141), which the ensemble's other members absorb. Tried the same day and not "
+    "seed 0: one member 62 instead of 141; r/oracle 0.930 either way). Tried the same day and not "
     "kept: an exponential moving average of each member's weights (decay 0.9 an epoch, warmed up as (1 + t) / (10 + "
     "t)), stopped on and kept instead of the weights, seed 0: classic 0.932, normalisation 0.908, deep 0.695, "
     "off-centre 0.900, textures 0.941, contrast-gain 0.874 vs 0.930 / 0.912 / 0.682 / 0.900 / 0.943 / 0.875 (deep "
